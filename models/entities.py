@@ -1,0 +1,219 @@
+"""Typed mappings of every table the service keeps."""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models.base import Base, utcnow
+
+
+class CommentStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    HELD = "held"
+    REJECTED = "rejected"
+
+
+class Outcome(StrEnum):
+    APPROVE = "approve"
+    HOLD = "hold"
+    REJECT = "reject"
+
+    @property
+    def comment_status(self) -> CommentStatus:
+        return {
+            Outcome.APPROVE: CommentStatus.APPROVED,
+            Outcome.HOLD: CommentStatus.HELD,
+            Outcome.REJECT: CommentStatus.REJECTED,
+        }[self]
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"  # waiting for its next attempt
+    SENDING = "sending"  # leased by a worker until lease_until
+    DELIVERED = "delivered"
+    DEAD = "dead"  # out of attempts: an operator sees it and may replay it
+    DISABLED = "disabled"  # the site answered 410: its endpoint is off
+
+
+class Site(Base):
+    __tablename__ = "sites"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    callback_url: Mapped[str | None] = mapped_column(String(2000))
+    callback_disabled_at: Mapped[datetime | None]
+    # None means "use the active model's validated default".
+    spam_reject_threshold: Mapped[float | None]
+    spam_hold_threshold: Mapped[float | None]
+    advice_hold_threshold: Mapped[float | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    secrets: Mapped[list["SiteSecret"]] = relationship(
+        back_populates="site", order_by="SiteSecret.id", cascade="all, delete-orphan"
+    )
+
+    def usable_secrets(self, now: datetime) -> list[str]:
+        """Newest first: during a rotation both the new and the retiring secret verify."""
+        live = [s for s in self.secrets if s.expires_at is None or s.expires_at > now]
+        return [s.secret for s in sorted(live, key=lambda s: s.id, reverse=True)]
+
+
+class SiteSecret(Base):
+    __tablename__ = "site_secrets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    secret: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+
+    site: Mapped[Site] = relationship(back_populates="secrets")
+
+
+class Comment(Base):
+    __tablename__ = "comments"
+    __table_args__ = (
+        UniqueConstraint("site_id", "external_id"),
+        Index("ix_comments_site_status", "site_id", "status"),
+        Index("ix_comments_site_article", "site_id", "article_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    external_id: Mapped[str] = mapped_column(String(200))
+    article_id: Mapped[str] = mapped_column(String(200))
+    article_url: Mapped[str | None] = mapped_column(String(2000))
+    article_title: Mapped[str | None] = mapped_column(String(500))
+    author_name: Mapped[str | None] = mapped_column(String(200))
+    author_email: Mapped[str | None] = mapped_column(String(320), index=True)
+    author_url: Mapped[str | None] = mapped_column(String(2000))
+    author_ip: Mapped[str | None] = mapped_column(String(45), index=True)
+    author_user_agent: Mapped[str | None] = mapped_column(String(1000))
+    body: Mapped[str] = mapped_column(Text)
+    body_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    parent_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime | None]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    status: Mapped[str] = mapped_column(String(16), default=CommentStatus.PENDING)
+
+    site: Mapped[Site] = relationship()
+    decisions: Mapped[list["Decision"]] = relationship(
+        back_populates="comment", order_by="Decision.id", cascade="all, delete-orphan"
+    )
+
+
+class Decision(Base):
+    """One row per decision; exactly one per comment has ``is_current`` (enforced by a partial index)."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (
+        Index(
+            "uq_decisions_current_per_comment",
+            "comment_id",
+            unique=True,
+            sqlite_where=text("is_current"),
+            postgresql_where=text("is_current"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    comment_id: Mapped[int] = mapped_column(ForeignKey("comments.id", ondelete="CASCADE"), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    is_current: Mapped[bool] = mapped_column(default=True)
+    spam_score: Mapped[float | None]
+    advice_score: Mapped[float | None]
+    reasons: Mapped[list[Any]] = mapped_column(default=list)
+    explanation: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    decided_by: Mapped[str] = mapped_column(String(320), default="model")
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    comment: Mapped[Comment] = relationship(back_populates="decisions")
+
+    @property
+    def by_model(self) -> bool:
+        return self.decided_by == "model"
+
+
+class OutboxMessage(Base):
+    """Work the broker must get. Written with the comment; deleted when the work is done.
+
+    The relay republishes rows that are still here some time after their last publish, so a broker
+    outage between commit and publish loses nothing.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    comment_id: Mapped[int] = mapped_column(ForeignKey("comments.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    published_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+
+
+class WebhookReceipt(Base):
+    """A ``webhook-id`` already accepted from a site: a replay of it is answered idempotently."""
+
+    __tablename__ = "webhook_receipts"
+    __table_args__ = (UniqueConstraint("site_id", "webhook_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    webhook_id: Mapped[str] = mapped_column(String(200))
+    comment_id: Mapped[int] = mapped_column(ForeignKey("comments.id", ondelete="CASCADE"))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class CallbackDelivery(Base):
+    """One signed callback to a site per decision change, with its retry state."""
+
+    __tablename__ = "callback_deliveries"
+    __table_args__ = (Index("ix_callback_deliveries_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    comment_id: Mapped[int] = mapped_column(ForeignKey("comments.id", ondelete="CASCADE"), index=True)
+    decision_id: Mapped[int] = mapped_column(ForeignKey("decisions.id", ondelete="CASCADE"), unique=True)
+    event: Mapped[str] = mapped_column(String(32))
+    message_id: Mapped[str] = mapped_column(String(64), unique=True)
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_until: Mapped[datetime | None]
+    last_status_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+    site: Mapped[Site] = relationship()
+
+
+class ModelVersion(Base):
+    """A trained model in the registry: its artifact file, checksum and model card."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        Index(
+            "uq_model_versions_one_active",
+            "is_active",
+            unique=True,
+            sqlite_where=text("is_active"),
+            postgresql_where=text("is_active"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), unique=True)
+    path: Mapped[str] = mapped_column(String(1000))
+    sha256: Mapped[str] = mapped_column(String(64))
+    card: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    is_active: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    activated_at: Mapped[datetime | None]

@@ -1,0 +1,128 @@
+"""Turn a comment into the text the classifiers read.
+
+The classifiers are standard scikit-learn pipelines over one prepared string, so the persisted model
+holds only standard components (safe to load with skops). Everything comment-specific happens here:
+undoing obfuscation, and marker tokens for the signals that words alone miss (links and their domains,
+the author's url, phone numbers, e-mail addresses, money, doses, directives).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+URL_RE = re.compile(
+    r"(?:https?://|www\.)[^\s<>\"']+|\b[a-z0-9][a-z0-9-]{1,62}(?:\.[a-z0-9-]{2,63})*\."
+    r"(?:com|net|org|info|biz|shop|store|xyz|online|site|top|club|ru|cn|io|co|uk|de|fr|es|it|pt|br|us|in|me|ly)"
+    r"\b(?:/[^\s<>\"']*)?",
+    re.IGNORECASE,
+)
+SPELLED_DOT_COM_RE = re.compile(r"\b(\w+)\s*(?:\(|\[)?\s*dot\s*(?:\)|\])?\s*(com|net|org|shop|info)\b", re.I)
+EMAIL_RE = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
+PHONE_RE = re.compile(r"(?:\+|\b00)?\d[\d\s().-]{7,}\d")
+MONEY_RE = re.compile(r"[$€£]\s?\d|\b\d+\s?(?:usd|dollars|euros|pounds|bucks)\b", re.I)
+DOSE_RE = re.compile(
+    r"\b\d+(?:[.,]\d+)?\s?(?:mg|mcg|µg|ug|iu|ui|ml|g|milligrams?|grams?|units?|capsules?|caps|tablets?|"
+    r"pills?|drops?|comprimidos?|cápsulas?|gélules?|kapseln?|tabletten?|compresse)\b",
+    re.I,
+)
+FREQUENCY_RE = re.compile(
+    r"\b(?:every\s+\d+\s*(?:hours?|hrs?|h)|(?:once|twice|three times|3 times|2x|3x)\s+(?:a|per)\s+day|"
+    r"daily|a day|per day|at night|before bed|morning and night)\b",
+    re.I,
+)
+HTML_TAG_RE = re.compile(r"<[^>]{1,200}>")
+# "c.h.e.a.p", "p-i-l-l-s", "v i a g r a": single characters joined by separators.
+SPACED_LETTERS_RE = re.compile(r"\b(?:\w[.\-_*\s]){2,}\w\b")
+LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})
+LEET_WORD_RE = re.compile(r"\b(?=\w*[a-z])(?=\w*[0-9@$!])[\w@$!]{3,}\b", re.I)
+WHITESPACE_RE = re.compile(r"\s+")
+NON_ASCII_LETTER_RE = re.compile(r"[^\x00-\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class CommentText:
+    """What the classifiers may know about a comment."""
+
+    body: str
+    author: str = ""
+    email: str = ""
+    url: str = ""
+    article: str = ""
+
+
+def normalize(text: str) -> str:
+    """Lower-case, fold look-alike characters and undo common obfuscation."""
+    text = unicodedata.normalize("NFKC", text)
+    text = HTML_TAG_RE.sub(" ", text)
+    text = text.replace("\ufeff", " ").lower()
+    text = SPACED_LETTERS_RE.sub(lambda m: re.sub(r"[.\-_*\s]", "", m.group(0)), text)
+    text = LEET_WORD_RE.sub(lambda m: m.group(0) if m.group(0).isdigit() else m.group(0).translate(LEET), text)
+    return WHITESPACE_RE.sub(" ", text).strip()
+
+
+def find_urls(text: str) -> list[str]:
+    urls = [m.group(0).rstrip(".,;:!?)]") for m in URL_RE.finditer(text)]
+    urls += [f"{m.group(1)}.{m.group(2)}" for m in SPELLED_DOT_COM_RE.finditer(text)]
+    return urls
+
+
+def url_domain(url: str) -> str:
+    candidate = url if "://" in url else f"http://{url}"
+    try:
+        host = urlsplit(candidate).hostname or ""
+    except ValueError:  # e.g. a stray "[" read as a broken IPv6 literal
+        return ""
+    return host.lower().removeprefix("www.")
+
+
+def link_count(text: str) -> int:
+    return len(find_urls(text))
+
+
+def _marker_tokens(comment: CommentText, raw: str) -> list[str]:
+    tokens: list[str] = []
+    urls = find_urls(raw)
+    for url in urls:
+        domain = url_domain(url)
+        tld = domain.rsplit(".", 1)[-1] if "." in domain else "none"
+        tokens += ["zzurl", f"zztld{tld}", f"zzdomain{domain.replace('.', 'dot').replace('-', '')}"]
+    if urls:
+        tokens.append(f"zzlinks{min(len(urls), 3)}")
+    if comment.url.strip():
+        author_domain = url_domain(comment.url.strip())
+        tokens += ["zzauthorurl", f"zzauthortld{author_domain.rsplit('.', 1)[-1]}"]
+    if EMAIL_RE.search(raw):
+        tokens.append("zzemail")
+    if PHONE_RE.search(raw):
+        tokens.append("zzphone")
+    if MONEY_RE.search(raw):
+        tokens.append("zzmoney")
+    doses = len(DOSE_RE.findall(raw))
+    if doses:
+        tokens += ["zzdose"] * min(doses, 3)
+    if FREQUENCY_RE.search(raw):
+        tokens.append("zzfrequency")
+    if NON_ASCII_LETTER_RE.search(comment.author):
+        tokens.append("zzauthornonascii")
+    if comment.author and any(ch.isdigit() for ch in comment.author):
+        tokens.append("zzauthordigits")
+    words = len(raw.split())
+    tokens.append("zzlen" + ("short" if words < 8 else "medium" if words < 60 else "long"))
+    return tokens
+
+
+def prepare(comment: CommentText) -> str:
+    """The single string both classifiers read: normalized text plus marker tokens."""
+    raw = comment.body
+    text = normalize(raw)
+    author = normalize(comment.author)
+    markers = " ".join(_marker_tokens(comment, raw))
+    return f"{text} zzauthor {author} zzmarkers {markers}"
+
+
+def prepare_many(comments: Iterable[CommentText]) -> list[str]:
+    return [prepare(c) for c in comments]

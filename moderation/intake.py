@@ -1,0 +1,98 @@
+"""Accepting a comment: store it with its outbox row, idempotently, in the caller's transaction."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from models.entities import Comment, CommentStatus, OutboxMessage, Site, WebhookReceipt
+
+CLASSIFY = "classify"
+
+
+@dataclass(frozen=True, slots=True)
+class NewComment:
+    external_id: str
+    article_id: str
+    body: str
+    article_url: str | None = None
+    article_title: str | None = None
+    author_name: str | None = None
+    author_email: str | None = None
+    author_url: str | None = None
+    author_ip: str | None = None
+    author_user_agent: str | None = None
+    parent_id: str | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    comment_id: int
+    status: str
+    created: bool
+
+
+def body_fingerprint(body: str) -> str:
+    """Same text, whatever the case and spacing: finds one body posted across articles."""
+    return hashlib.sha256(" ".join(body.lower().split()).encode()).hexdigest()
+
+
+def accept_comment(session: Session, site: Site, webhook_id: str, new: NewComment, now: datetime) -> Accepted:
+    """Store a new comment and the work to classify it, or find the one this delivery repeats.
+
+    A repeat is the same ``webhook-id`` or the same site comment id. Two deliveries racing past these
+    checks collide on the unique constraints; the caller rolls back and calls again, and then finds it.
+    """
+    seen = session.scalar(
+        select(Comment)
+        .join(WebhookReceipt, WebhookReceipt.comment_id == Comment.id)
+        .where(WebhookReceipt.site_id == site.id, WebhookReceipt.webhook_id == webhook_id)
+    )
+    if seen is not None:
+        return Accepted(seen.id, seen.status, created=False)
+    existing = session.scalar(select(Comment).where(Comment.site_id == site.id, Comment.external_id == new.external_id))
+    if existing is not None:
+        session.add(WebhookReceipt(site_id=site.id, webhook_id=webhook_id, comment_id=existing.id, received_at=now))
+        return Accepted(existing.id, existing.status, created=False)
+
+    comment = Comment(
+        site_id=site.id,
+        external_id=new.external_id,
+        article_id=new.article_id,
+        article_url=new.article_url,
+        article_title=new.article_title,
+        author_name=new.author_name,
+        author_email=new.author_email,
+        author_url=new.author_url,
+        author_ip=new.author_ip,
+        author_user_agent=new.author_user_agent,
+        body=new.body,
+        body_fingerprint=body_fingerprint(new.body),
+        parent_id=new.parent_id,
+        created_at=new.created_at,
+        received_at=now,
+        status=CommentStatus.PENDING,
+    )
+    session.add(comment)
+    session.flush()
+    session.add_all(
+        [
+            WebhookReceipt(site_id=site.id, webhook_id=webhook_id, comment_id=comment.id, received_at=now),
+            OutboxMessage(kind=CLASSIFY, comment_id=comment.id, created_at=now),
+        ]
+    )
+    session.flush()
+    return Accepted(comment.id, comment.status, created=True)
+
+
+def purge_receipts(session: Session, before: datetime) -> int:
+    """Forget webhook ids older than any replay could be (the signature's timestamp tolerance is minutes)."""
+    result = session.execute(
+        delete(WebhookReceipt).where(WebhookReceipt.received_at < before).execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,97 @@
+"""Map calibrated scores and signals beyond the text to approve / hold / reject with reasons.
+
+Pure functions over plain values: the callers gather the signals from the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from models.entities import Outcome
+from moderation.classifier import Scores
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    spam_reject: float = 0.9
+    spam_hold: float = 0.5
+    advice_hold: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("spam_reject", "spam_hold", "advice_hold"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        if self.spam_hold > self.spam_reject:
+            raise ValueError("spam_hold must not be above spam_reject")
+
+    def overridden(
+        self, *, spam_reject: float | None, spam_hold: float | None, advice_hold: float | None
+    ) -> Thresholds:
+        """These thresholds with a site's own values where it set them."""
+        return Thresholds(
+            spam_reject=self.spam_reject if spam_reject is None else spam_reject,
+            spam_hold=self.spam_hold if spam_hold is None else spam_hold,
+            advice_hold=self.advice_hold if advice_hold is None else advice_hold,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """What is known about a comment beyond its words."""
+
+    link_count: int = 0
+    blocked_terms: tuple[str, ...] = ()
+    duplicates_elsewhere: int = 0
+    author_posts_last_hour: int = 0
+    author_approved_before: int = 0
+    author_rejected_before: int = 0
+    author_allowed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyLimits:
+    max_links: int = 2
+    flood_posts_per_hour: int = 10
+    rejections_before_suspect: int = 2
+    approvals_before_trusted: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    outcome: Outcome
+    reasons: list[str] = field(default_factory=list)
+
+
+def decide(
+    scores: Scores, thresholds: Thresholds, signals: Signals = Signals(), limits: PolicyLimits = PolicyLimits()
+) -> Verdict:
+    """The model never publishes medical advice on its own: advice above threshold is always held."""
+    reject: list[str] = []
+    hold: list[str] = []
+    trusted = signals.author_allowed or (
+        signals.author_approved_before >= limits.approvals_before_trusted and signals.author_rejected_before == 0
+    )
+
+    if signals.blocked_terms:
+        reject.append("blocked_term")
+    if scores.spam >= thresholds.spam_reject and not signals.author_allowed:
+        reject.append("spam")
+    elif scores.spam >= thresholds.spam_hold and not trusted:
+        hold.append("possible_spam")
+    if scores.medical_advice >= thresholds.advice_hold:
+        hold.append("medical_advice")
+    if signals.link_count >= limits.max_links and not trusted:
+        hold.append("many_links")
+    if signals.duplicates_elsewhere > 0:
+        hold.append("duplicate")
+    if signals.author_posts_last_hour >= limits.flood_posts_per_hour:
+        hold.append("author_flood")
+    if signals.author_rejected_before >= limits.rejections_before_suspect:
+        hold.append("author_rejected_before")
+
+    if reject:
+        return Verdict(Outcome.REJECT, reject + hold)
+    if hold:
+        return Verdict(Outcome.HOLD, hold)
+    return Verdict(Outcome.APPROVE, [])

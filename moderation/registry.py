@@ -1,0 +1,171 @@
+"""The model registry: skops artifacts with a checksum on disk, one database row per version.
+
+Loading trusts only the reviewed list of types below: a file that asks for anything else is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import skops.io as sio
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from models.entities import ModelVersion
+from moderation.classifier import LABELS, ModerationModel
+
+# Every type a saved ModerationModel holds, reviewed: standard scikit-learn, NumPy and SciPy parts only.
+TRUSTED_TYPES = [
+    "builtins.dict",
+    "builtins.list",
+    "builtins.tuple",
+    "builtins.str",
+    "builtins.float",
+    "builtins.int",
+    "builtins.bool",
+    "collections.OrderedDict",
+    "numpy.dtype",
+    "numpy.float32",
+    "numpy.float64",
+    "numpy.int32",
+    "numpy.int64",
+    "numpy.ndarray",
+    "scipy.sparse._csr.csr_matrix",
+    "sklearn.calibration.CalibratedClassifierCV",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.feature_extraction.text.HashingVectorizer",
+    "sklearn.feature_extraction.text.TfidfTransformer",
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.pipeline.FeatureUnion",
+    "sklearn.pipeline.Pipeline",
+]
+
+
+class RegistryError(RuntimeError):
+    """A model version that is missing, corrupt or cannot be activated."""
+
+
+@dataclass(frozen=True, slots=True)
+class SavedArtifact:
+    path: Path
+    sha256: str
+
+
+def new_version_name(now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return now.strftime("%Y%m%d-%H%M%S-%f")
+
+
+def save_artifact(model: ModerationModel, model_dir: Path, version: str) -> SavedArtifact:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    path = model_dir / f"model-{version}.skops"
+    payload = {"vectorizer": model.vectorizer, **{label: model.classifiers[label] for label in LABELS}}
+    sio.dump(payload, path)
+    (model_dir / f"model-{version}.card.json").write_text(json.dumps(model.card, indent=2, sort_keys=True))
+    return SavedArtifact(path=path, sha256=file_sha256(path))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_artifact(path: Path, sha256: str, card: dict[str, Any]) -> ModerationModel:
+    if not path.exists():
+        raise RegistryError(f"model file {path} is missing")
+    actual = file_sha256(path)
+    if actual != sha256:
+        raise RegistryError(f"model file {path} has checksum {actual}, the registry expects {sha256}")
+    untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
+    if untrusted:
+        raise RegistryError(f"model file {path} holds types that are not trusted: {', '.join(untrusted)}")
+    payload = sio.load(path, trusted=TRUSTED_TYPES)
+    return ModerationModel(
+        vectorizer=payload["vectorizer"], classifiers={label: payload[label] for label in LABELS}, card=card
+    )
+
+
+def register(session: Session, version: str, artifact: SavedArtifact, card: dict[str, Any]) -> ModelVersion:
+    row = ModelVersion(version=version, path=str(artifact.path), sha256=artifact.sha256, card=card)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def list_versions(session: Session) -> list[ModelVersion]:
+    return list(session.scalars(select(ModelVersion).order_by(ModelVersion.created_at.desc())))
+
+
+def active_version(session: Session) -> ModelVersion | None:
+    return session.scalar(select(ModelVersion).where(ModelVersion.is_active))
+
+
+def activate(session: Session, version: str, now: datetime | None = None) -> ModelVersion:
+    row = session.scalar(select(ModelVersion).where(ModelVersion.version == version))
+    if row is None:
+        raise RegistryError(f"no model version {version!r}")
+    if not Path(row.path).exists():
+        raise RegistryError(f"model version {version} has no file at {row.path}")
+    session.execute(update(ModelVersion).where(ModelVersion.is_active).values(is_active=False))
+    row.is_active = True
+    row.activated_at = now or datetime.now(UTC)
+    session.flush()
+    return row
+
+
+def rollback(session: Session) -> ModelVersion:
+    """Activate the version that was active before the current one."""
+    current = active_version(session)
+    earlier = select(ModelVersion).where(ModelVersion.activated_at.is_not(None))
+    if current is not None and current.activated_at is not None:
+        earlier = earlier.where(ModelVersion.id != current.id, ModelVersion.activated_at < current.activated_at)
+    previous = session.scalar(earlier.order_by(ModelVersion.activated_at.desc()).limit(1))
+    if previous is None:
+        raise RegistryError("there is no earlier active version to roll back to")
+    return activate(session, previous.version)
+
+
+class ModelStore:
+    """The active model for a long-running process, reloaded when another version is activated.
+
+    The database is asked which version is active at most every ``check_interval`` seconds, so
+    workers pick up an activation without a restart and without a query per comment.
+    """
+
+    def __init__(self, session_factory: Callable[[], Session], check_interval: float = 10.0) -> None:
+        self._session_factory = session_factory
+        self._check_interval = check_interval
+        self._lock = threading.Lock()
+        self._model: ModerationModel | None = None
+        self._checked_at = float("-inf")
+
+    def current(self) -> ModerationModel:
+        with self._lock:
+            if time.monotonic() - self._checked_at >= self._check_interval or self._model is None:
+                self._refresh()
+            if self._model is None:
+                raise RegistryError("no model is active: run `moderation train`")
+            return self._model
+
+    def _refresh(self) -> None:
+        with self._session_factory() as session:
+            row = active_version(session)
+            self._checked_at = time.monotonic()
+            if row is None:
+                self._model = None
+                return
+            if self._model is not None and self._model.version == row.version:
+                return
+            self._model = load_artifact(Path(row.path), row.sha256, dict(row.card))

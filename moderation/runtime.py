@@ -1,0 +1,33 @@
+"""What a running process (web or worker) hands to the use cases: sessions, the model, the publisher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Protocol
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from moderation.callbacks import RetryPolicy
+from moderation.policy import PolicyLimits
+from moderation.registry import ModelStore
+
+
+class TaskPublisher(Protocol):
+    """Hands work to the queue. Implemented by the workers package over Celery."""
+
+    def classify(self, comment_id: int) -> None: ...
+
+    def notify(self, delivery_id: int) -> None: ...
+
+
+@dataclass
+class Runtime:
+    sessions: sessionmaker[Session]
+    models: ModelStore
+    publisher: TaskPublisher
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    limits: PolicyLimits = field(default_factory=PolicyLimits)
+    outbox_quiet: timedelta = timedelta(seconds=30)
+    callback_timeout: float = 10.0
+    secret_overlap: timedelta = timedelta(hours=24)

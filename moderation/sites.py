@@ -1,0 +1,77 @@
+"""Sites and their webhook secrets (Standard Webhooks ``whsec_`` secrets, rotated with an overlap)."""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.entities import Site, SiteSecret
+
+SITE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix
+
+
+class SiteError(ValueError):
+    """A site request that cannot be carried out (bad name, unknown or duplicate site)."""
+
+
+def generate_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def get_site(session: Session, name: str) -> Site | None:
+    return session.scalar(select(Site).where(Site.name == name))
+
+
+def require_site(session: Session, name: str) -> Site:
+    site = get_site(session, name)
+    if site is None:
+        raise SiteError(f"no site named {name!r}")
+    return site
+
+
+def validate_callback_url(url: str | None) -> str | None:
+    if url is None or url == "":
+        return None
+    if not re.match(r"^https?://[^\s/]+", url) or len(url) > 2000:
+        raise SiteError(f"callback URL must be an http(s) URL, got {url!r}")
+    return url
+
+
+def create_site(session: Session, name: str, callback_url: str | None = None) -> tuple[Site, str]:
+    """A new site and its first secret (returned once; only its holder and the database know it)."""
+    if not SITE_NAME_RE.match(name):
+        raise SiteError("site name must be 1-100 lower-case letters, digits, '.', '_' or '-'")
+    if get_site(session, name) is not None:
+        raise SiteError(f"a site named {name!r} already exists")
+    secret = generate_secret()
+    site = Site(name=name, callback_url=validate_callback_url(callback_url))
+    site.secrets.append(SiteSecret(secret=secret))
+    session.add(site)
+    session.flush()
+    return site, secret
+
+
+def rotate_secret(session: Session, site: Site, overlap: timedelta, now: datetime | None = None) -> str:
+    """Add a new secret; the ones in use keep verifying for ``overlap`` so the site can switch over."""
+    now = now or datetime.now(UTC)
+    for old in site.secrets:
+        if old.expires_at is None or old.expires_at > now + overlap:
+            old.expires_at = now + overlap
+    secret = generate_secret()
+    site.secrets.append(SiteSecret(secret=secret, created_at=now))
+    session.flush()
+    return secret
+
+
+def signing_secret(site: Site, now: datetime | None = None) -> str:
+    """The newest secret: outgoing callbacks are signed with it."""
+    usable = site.usable_secrets(now or datetime.now(UTC))
+    if not usable:
+        raise SiteError(f"site {site.name!r} has no usable secret: rotate one")
+    return usable[0]

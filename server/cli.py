@@ -1,0 +1,311 @@
+"""The `moderation` command: operators' interface to the service (names are a stable interface)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.db import create_db_engine, make_session_factory
+from models.migrate import upgrade_database
+from moderation import registry
+from moderation.classifier import ModerationModel
+from moderation.data import DataError, collect_examples
+from moderation.features import CommentText, link_count
+from moderation.policy import Signals, Thresholds, decide
+from moderation.sites import SiteError, create_site, require_site, rotate_secret
+from moderation.training import train as train_model
+from server.logs import configure_logging
+from server.settings import Settings
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+def _sessions(settings: Settings) -> sessionmaker[Session]:
+    return make_session_factory(create_db_engine(settings.effective_database_url))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Comment moderation service: intake, workers, models and sites."""
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        raise click.ClickException(f"invalid setting in the environment:\n{error}") from None
+    configure_logging(settings.log_level, "text" if sys.stderr.isatty() else settings.log_format)
+    ctx.obj = settings
+
+
+@main.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Create or upgrade the database schema to the latest migration."""
+    settings = _settings(ctx)
+    if settings.effective_database_url.startswith("sqlite:///"):
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_database(settings.effective_database_url)
+    click.echo("database is up to date")
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to bind (default: HOST or 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default: PORT or 8000).")
+@click.option("--workers", type=int, default=None, help="Gunicorn worker processes (default: WEB_WORKERS).")
+@click.pass_context
+def web(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve the webhook, the API and the dashboard under gunicorn."""
+    from server.gunicorn_app import serve
+
+    settings = _settings(ctx)
+    serve(host or settings.host, port or settings.port, workers or settings.web_workers)
+
+
+@main.command()
+@click.option("--concurrency", type=int, default=None, help="Worker processes (default: WORKER_CONCURRENCY).")
+@click.option("--hostname", default=None, help="Celery node name, e.g. worker1@%h.")
+@click.pass_context
+def worker(ctx: click.Context, concurrency: int | None, hostname: str | None) -> None:
+    """Run a Celery worker: classify comments and notify sites."""
+    from server.factory import build_celery
+
+    settings = _settings(ctx)
+    argv = [
+        "worker",
+        f"--loglevel={settings.log_level}",
+        f"--concurrency={concurrency or settings.worker_concurrency}",
+        "--queues=moderation",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    build_celery(settings).worker_main(argv)
+
+
+@main.command()
+@click.pass_context
+def beat(ctx: click.Context) -> None:
+    """Run Celery beat: outbox relay, callback retries, housekeeping."""
+    from server.factory import build_celery
+
+    settings = _settings(ctx)
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    schedule = settings.var_dir / "celerybeat-schedule"
+    build_celery(settings).start(["beat", f"--loglevel={settings.log_level}", f"--schedule={schedule}"])
+
+
+@main.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Everything on one machine: migrate, train if needed, then web, worker, beat (and Redis if unset)."""
+    from server.runner import run_all
+
+    raise SystemExit(run_all(_settings(ctx)))
+
+
+# --- sites ---------------------------------------------------------------------------------------
+
+
+@main.group()
+def sites() -> None:
+    """Sites that send comments, and their webhook secrets."""
+
+
+@sites.command("add")
+@click.argument("name")
+@click.option("--callback-url", default=None, help="Where decisions are POSTed (signed).")
+@click.pass_context
+def sites_add(ctx: click.Context, name: str, callback_url: str | None) -> None:
+    """Register a site; its new whsec_ secret is the last line printed."""
+    with _sessions(_settings(ctx)).begin() as session:
+        try:
+            site, secret = create_site(session, name, callback_url)
+        except SiteError as error:
+            raise click.ClickException(str(error)) from None
+        click.echo(f"site {site.name} created; callback URL: {site.callback_url or '(none)'}")
+        click.echo("its webhook secret (shown once; store it in the site's configuration):")
+    click.echo(secret)
+
+
+@sites.command("rotate-secret")
+@click.argument("name")
+@click.pass_context
+def sites_rotate_secret(ctx: click.Context, name: str) -> None:
+    """Issue a new secret; the old one keeps verifying for SECRET_ROTATION_OVERLAP_HOURS."""
+    settings = _settings(ctx)
+    with _sessions(settings).begin() as session:
+        try:
+            site = require_site(session, name)
+        except SiteError as error:
+            raise click.ClickException(str(error)) from None
+        secret = rotate_secret(session, site, settings.secret_overlap)
+        click.echo(
+            f"new secret for {name}; the old one keeps working for {settings.secret_rotation_overlap_hours:g} h:"
+        )
+    click.echo(secret)
+
+
+@sites.command("list")
+@click.pass_context
+def sites_list(ctx: click.Context) -> None:
+    """Sites with their callback URL and state."""
+    from sqlalchemy import select
+
+    from models.entities import Site
+
+    with _sessions(_settings(ctx))() as session:
+        for site in session.scalars(select(Site).order_by(Site.name)):
+            state = "callbacks disabled (410)" if site.callback_disabled_at else "ok"
+            click.echo(f"{site.name}\t{site.callback_url or '-'}\t{state}")
+
+
+# --- models ----------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder with the public data sets (see README); the own corpus is always used.",
+)
+@click.option("--activate/--no-activate", default=True, show_default=True, help="Make the new version active.")
+@click.pass_context
+def train(ctx: click.Context, data_dir: Path | None, activate: bool) -> None:
+    """Train both classifiers and register a new model version."""
+    settings = _settings(ctx)
+    version = train_and_register(settings, data_dir, activate=activate)
+    click.echo(f"registered model {version}" + (" (active)" if activate else ""))
+
+
+def train_and_register(settings: Settings, data_dir: Path | None, activate: bool = True) -> str:
+    sessions = _sessions(settings)
+    try:
+        examples = collect_examples(data_dir)
+    except (DataError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    model = train_model(examples)  # no session is open during the long CPU work
+    version = registry.new_version_name()
+    model.card["version"] = version
+    artifact = registry.save_artifact(model, settings.effective_model_dir, version)
+    with sessions.begin() as session:
+        registry.register(session, version, artifact, model.card)
+        if activate:
+            registry.activate(session, version)
+    return version
+
+
+@main.group()
+def models() -> None:
+    """The model registry: list, activate, roll back."""
+
+
+@models.command("list")
+@click.pass_context
+def models_list(ctx: click.Context) -> None:
+    with _sessions(_settings(ctx))() as session:
+        for row in registry.list_versions(session):
+            policy = row.card.get("metrics", {}).get("policy_own_held_out", {})
+            marker = "*" if row.is_active else " "
+            click.echo(
+                f"{marker} {row.version}  leak={policy.get('leak_rate')}  "
+                f"ordinary_held={policy.get('ordinary_held')}  thresholds={row.card.get('thresholds')}"
+            )
+
+
+@models.command("activate")
+@click.argument("version")
+@click.pass_context
+def models_activate(ctx: click.Context, version: str) -> None:
+    with _sessions(_settings(ctx)).begin() as session:
+        try:
+            registry.activate(session, version)
+        except registry.RegistryError as error:
+            raise click.ClickException(str(error)) from None
+    click.echo(f"model {version} is active; workers switch within MODEL_CHECK_INTERVAL_SECONDS")
+
+
+@models.command("rollback")
+@click.pass_context
+def models_rollback(ctx: click.Context) -> None:
+    with _sessions(_settings(ctx)).begin() as session:
+        try:
+            row = registry.rollback(session)
+        except registry.RegistryError as error:
+            raise click.ClickException(str(error)) from None
+        click.echo(f"rolled back: model {row.version} is active")
+
+
+def _active_model(settings: Settings) -> ModerationModel:
+    store = registry.ModelStore(_sessions(settings), check_interval=0)
+    try:
+        return store.current()
+    except registry.RegistryError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@main.command()
+@click.option("--batch-size", type=int, default=1000, show_default=True)
+@click.option("--explain", is_flag=True, help="Add the words that pushed each score.")
+@click.pass_context
+def classify(ctx: click.Context, batch_size: int, explain: bool) -> None:
+    """Read JSONL comments on stdin ({"body", "author"?, "email"?, "url"?, "article"?}); write one JSON line each."""
+    model = _active_model(_settings(ctx))
+    thresholds = Thresholds(**model.card["thresholds"]) if "thresholds" in model.card else Thresholds()
+    for batch in _batches(sys.stdin, batch_size):
+        good = [(n, c) for n, c in batch if isinstance(c, CommentText)]
+        scores = dict(zip([n for n, _ in good], model.score_many([c for _, c in good]), strict=True))
+        for number, item in batch:
+            if not isinstance(item, CommentText):
+                click.echo(json.dumps({"line": number, "error": item}))
+                continue
+            score = scores[number]
+            verdict = decide(score, thresholds, Signals(link_count=link_count(item.body)))
+            out: dict[str, Any] = {
+                **score.as_dict(),
+                "decision": verdict.outcome.value,
+                "reasons": verdict.reasons,
+                "model_version": model.version,
+            }
+            if explain:
+                out["explanation"] = model.explain(item)
+            click.echo(json.dumps(out, ensure_ascii=False))
+
+
+def _batches(lines: Any, size: int) -> Iterator[list[tuple[int, CommentText | str]]]:
+    batch: list[tuple[int, CommentText | str]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        batch.append((number, _parse_comment(line)))
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _parse_comment(line: str) -> CommentText | str:
+    try:
+        row = json.loads(line)
+    except ValueError as error:
+        return f"not JSON: {error}"
+    if not isinstance(row, dict) or not isinstance(row.get("body"), str):
+        return "each line must be a JSON object with a string 'body'"
+    fields = {}
+    for name in ("author", "email", "url", "article"):
+        value = row.get(name)
+        if value is not None and not isinstance(value, str):
+            return f"'{name}' must be a string"
+        fields[name] = value or ""
+    return CommentText(body=row["body"], **fields)

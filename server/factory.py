@@ -1,0 +1,101 @@
+"""Builds the pieces of a process from Settings: the Runtime, the Celery app and the Flask app."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
+
+from models.db import create_db_engine, make_session_factory
+from moderation.callbacks import RetryPolicy
+from moderation.registry import ModelStore
+from moderation.runtime import Runtime
+from server.health import bp as health_bp
+from server.settings import Settings
+from workers.app import CeleryOptions, ModerationCelery, create_celery
+from workers.publisher import CeleryPublisher
+
+
+def build_runtime(settings: Settings, celery: ModerationCelery) -> Runtime:
+    engine = create_db_engine(settings.effective_database_url)
+    sessions = make_session_factory(engine)
+    return Runtime(
+        sessions=sessions,
+        models=ModelStore(sessions, settings.model_check_interval_seconds),
+        publisher=CeleryPublisher(celery),
+        retry=RetryPolicy(
+            base_seconds=settings.callback_retry_base_seconds,
+            max_seconds=settings.callback_retry_max_seconds,
+            max_attempts=settings.callback_max_attempts,
+            lease_seconds=max(60.0, settings.callback_timeout_seconds * 3),
+        ),
+        outbox_quiet=timedelta(seconds=settings.outbox_quiet_seconds),
+        callback_timeout=settings.callback_timeout_seconds,
+        secret_overlap=settings.secret_overlap,
+    )
+
+
+def build_celery(settings: Settings) -> ModerationCelery:
+    options = CeleryOptions(
+        broker_url=settings.broker_url,
+        relay_interval=settings.outbox_relay_interval_seconds,
+        callback_retry_interval=settings.callback_retry_interval_seconds,
+    )
+    celery: ModerationCelery | None = None
+
+    def runtime_factory() -> Runtime:
+        assert celery is not None
+        return build_runtime(settings, celery)
+
+    celery = create_celery(options, runtime_factory)
+    return celery
+
+
+def session_secret(settings: Settings) -> str:
+    """SECRET_KEY, or one generated once and kept in VAR_DIR so sessions survive restarts."""
+    if settings.secret_key:
+        return settings.secret_key
+    path = settings.var_dir / "secret_key"
+    if not path.exists():
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings()
+    app = Flask(__name__)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        SECRET_KEY=session_secret(settings),
+        SETTINGS=settings,
+        PUBLIC_URL=settings.public_url,
+    )
+    celery = build_celery(settings)
+    app.extensions["celery"] = celery
+    app.extensions["moderation"] = celery.runtime
+
+    from webhooks import init_app as init_webhooks
+
+    init_webhooks(app)
+    app.register_blueprint(health_bp)
+    _json_errors(app)
+    return app
+
+
+def _json_errors(app: Flask) -> None:
+    @app.errorhandler(404)
+    def not_found(_error: Exception) -> ResponseReturnValue:
+        return jsonify(error="not_found", message="no such resource"), 404
+
+    @app.errorhandler(405)
+    def method_not_allowed(_error: Exception) -> ResponseReturnValue:
+        return jsonify(error="method_not_allowed", message="method not allowed here"), 405
+
+    @app.errorhandler(413)
+    def too_large(_error: Exception) -> ResponseReturnValue:
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        return jsonify(error="too_large", message=f"the body is over the {limit}-byte limit"), 413

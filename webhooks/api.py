@@ -1,0 +1,101 @@
+"""The pull API: a site asks for its comments' decisions, signing each request like a webhook."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Response, jsonify, request
+from sqlalchemy import select
+
+from models.entities import Comment, CommentStatus, Site
+from moderation.decisions import current_decision
+from moderation.sites import get_site
+from webhooks.blueprint import bp
+from webhooks.context import db
+from webhooks.responses import error_response
+from webhooks.signatures import SignatureError, verify_signature
+
+MAX_PAGE = 500
+
+
+def _authenticated_site() -> Site | Response:
+    name = request.args.get("site", "")
+    site = get_site(db(), name[:100]) if name else None
+    if site is None:
+        return error_response(401, "invalid_signature", "name a site with ?site= and sign the request with its secret")
+    try:
+        verify_signature(request.get_data(cache=True), request.headers, site.usable_secrets(datetime.now(UTC)))
+    except SignatureError as error:
+        return error_response(401, "invalid_signature", f"the signature does not verify: {error}")
+    return site
+
+
+def comment_view(comment: Comment, site: Site) -> dict[str, Any]:
+    decision = current_decision(db(), comment.id)
+    return {
+        "id": comment.id,
+        "comment_id": comment.external_id,
+        "site": site.name,
+        "article_id": comment.article_id,
+        "status": comment.status,
+        "received_at": comment.received_at.isoformat(),
+        "decision": None
+        if decision is None
+        else {
+            "outcome": decision.outcome,
+            "reasons": list(decision.reasons),
+            "scores": {"spam": decision.spam_score, "medical_advice": decision.advice_score},
+            "decided_by": "model" if decision.by_model else "moderator",
+            "model_version": decision.model_version,
+            "decided_at": decision.created_at.isoformat(),
+        },
+    }
+
+
+@bp.get("/api/comments/<int:comment_id>")
+def get_comment(comment_id: int) -> Response | tuple[Response, int]:
+    site = _authenticated_site()
+    if isinstance(site, Response):
+        return site
+    comment = db().get(Comment, comment_id)
+    if comment is None or comment.site_id != site.id:
+        return error_response(404, "not_found", f"site {site.name} has no comment {comment_id}")
+    return jsonify(comment_view(comment, site))
+
+
+@bp.get("/api/comments")
+def list_comments() -> Response | tuple[Response, int]:
+    site = _authenticated_site()
+    if isinstance(site, Response):
+        return site
+    status = request.args.get("status")
+    if status is not None and status not in set(CommentStatus):
+        return error_response(
+            400,
+            "invalid_query",
+            "unknown status",
+            [{"field": "status", "message": f"one of {', '.join(CommentStatus)}"}],
+        )
+    try:
+        limit = min(MAX_PAGE, max(1, int(request.args.get("limit", "100"))))
+        after = int(request.args.get("after", "0"))
+    except ValueError:
+        return error_response(
+            400,
+            "invalid_query",
+            "limit and after must be integers",
+            [{"field": "limit", "message": "integer"}, {"field": "after", "message": "integer"}],
+        )
+    query = select(Comment).where(Comment.site_id == site.id, Comment.id > after)
+    if article := request.args.get("article"):
+        query = query.where(Comment.article_id == article)
+    if status:
+        query = query.where(Comment.status == status)
+    comments = list(db().scalars(query.order_by(Comment.id).limit(limit)))
+    return jsonify(
+        {
+            "comments": [comment_view(c, site) for c in comments],
+            "next_after": comments[-1].id if len(comments) == limit else None,
+        }
+    )

@@ -1,0 +1,143 @@
+"""``POST /webhooks/comments``: verify, validate, dedupe, store with the outbox row, then publish."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Response, current_app, jsonify, request, url_for
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+
+from models.entities import Site
+from moderation.intake import Accepted, accept_comment
+from moderation.sites import get_site
+from webhooks.blueprint import bp
+from webhooks.context import db, runtime
+from webhooks.responses import error_response
+from webhooks.schemas import CommentCreated, field_errors
+from webhooks.signatures import SignatureError, verify_signature
+
+log = logging.getLogger(__name__)
+
+
+class IntakeError(Exception):
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+@bp.post("/webhooks/comments")
+def receive_comment() -> Response | tuple[Response, int]:
+    try:
+        document = _json_document()
+        site = _signed_by_site(document)
+        event = _validated(document)
+    except IntakeError as rejected:
+        return rejected.response
+    webhook_id = request.headers["webhook-id"]
+    accepted = _store(site, webhook_id, event)
+    if accepted.created:
+        _publish(accepted.comment_id, webhook_id)
+    log.info(
+        "comment accepted",
+        extra={"comment_id": accepted.comment_id, "webhook_id": webhook_id, "new_comment": accepted.created},
+    )
+    body = {
+        "id": accepted.comment_id,
+        "status": accepted.status,
+        "status_url": status_url(accepted.comment_id, site.name),
+    }
+    return jsonify(body), 202 if accepted.created else 200
+
+
+def status_url(comment_id: int, site_name: str) -> str:
+    public = current_app.config.get("PUBLIC_URL")
+    if public:
+        return public.rstrip("/") + url_for("webhooks.get_comment", comment_id=comment_id, site=site_name)
+    return url_for("webhooks.get_comment", comment_id=comment_id, site=site_name, _external=True)
+
+
+def _json_document() -> dict[str, Any]:
+    if request.mimetype != "application/json":
+        raise IntakeError(error_response(415, "unsupported_media_type", "send the comment as application/json"))
+    raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH this raises 413
+    try:
+        document = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise IntakeError(error_response(400, "invalid_json", "the body is not valid UTF-8")) from None
+    except (ValueError, RecursionError) as error:
+        raise IntakeError(error_response(400, "invalid_json", f"the body is not valid JSON: {error}"[:300])) from None
+    if not isinstance(document, dict):
+        raise IntakeError(
+            error_response(
+                400,
+                "invalid_payload",
+                "the body must be a JSON object",
+                [{"field": "(body)", "message": "must be an object"}],
+            )
+        )
+    return document
+
+
+def _signed_by_site(document: dict[str, Any]) -> Site:
+    """The site named in the body, once its secret has verified the raw bytes (nothing else is trusted)."""
+    data = document.get("data")
+    site_name = data.get("site") if isinstance(data, dict) else None
+    if not isinstance(site_name, str) or not site_name:
+        raise IntakeError(
+            error_response(
+                400,
+                "invalid_payload",
+                "the payload must name its site",
+                [{"field": "data.site", "message": "a site name is required"}],
+            )
+        )
+    site = get_site(db(), site_name[:100])
+    unauthorized = "the signature does not verify for the site named in the payload"
+    if site is None:
+        raise IntakeError(error_response(401, "invalid_signature", unauthorized))
+    try:
+        verify_signature(request.get_data(cache=True), request.headers, site.usable_secrets(datetime.now(UTC)))
+    except SignatureError as error:
+        raise IntakeError(error_response(401, "invalid_signature", f"{unauthorized}: {error}")) from None
+    return site
+
+
+def _validated(document: dict[str, Any]) -> CommentCreated:
+    try:
+        return CommentCreated.model_validate(document)
+    except ValidationError as error:
+        raise IntakeError(
+            error_response(400, "invalid_payload", "the payload has invalid fields", field_errors(error))
+        ) from None
+
+
+def _store(site: Site, webhook_id: str, event: CommentCreated) -> Accepted:
+    """Commit the comment and its outbox row; a racing duplicate loses on a unique key and is retried."""
+    session = db()
+    new = event.data.as_new_comment()
+    for attempt in (1, 2):
+        try:
+            accepted = accept_comment(session, site, webhook_id, new, datetime.now(UTC))
+            session.commit()
+            return accepted
+        except IntegrityError:
+            session.rollback()
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _publish(comment_id: int, webhook_id: str) -> None:
+    # After commit only. If the broker is down the outbox relay publishes it later.
+    try:
+        runtime().publisher.classify(comment_id)
+    except Exception:  # the broker's failure modes are many; the outbox row covers them all
+        log.warning(
+            "publish failed; the outbox relay will retry",
+            extra={"comment_id": comment_id, "webhook_id": webhook_id},
+            exc_info=True,
+        )

@@ -1,0 +1,251 @@
+"""The OpenAPI 3.1 document of the webhook, the pull API and the callback, served at /openapi.json."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any, Literal
+
+from flask import Response, jsonify
+from pydantic import BaseModel
+
+from webhooks.blueprint import bp
+from webhooks.schemas import CommentCreated
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+    fields: list[FieldError] | None = None
+
+
+class AcceptedBody(BaseModel):
+    id: int
+    status: Literal["pending", "approved", "held", "rejected"]
+    status_url: str
+
+
+class DecisionScores(BaseModel):
+    spam: float | None
+    medical_advice: float | None
+
+
+class DecisionView(BaseModel):
+    outcome: Literal["approve", "hold", "reject"]
+    reasons: list[str]
+    scores: DecisionScores
+    decided_by: Literal["model", "moderator"]
+    model_version: str | None
+    decided_at: str
+
+
+class CommentView(BaseModel):
+    id: int
+    comment_id: str
+    site: str
+    article_id: str
+    status: Literal["pending", "approved", "held", "rejected"]
+    received_at: str
+    decision: DecisionView | None
+
+
+class CommentList(BaseModel):
+    comments: list[CommentView]
+    next_after: int | None
+
+
+class DecidedData(BaseModel):
+    id: int
+    comment_id: str
+    site: str
+    article_id: str
+    status: Literal["approved", "held", "rejected"]
+    decision: Literal["approve", "hold", "reject"]
+    reasons: list[str]
+    scores: DecisionScores
+    decided_by: Literal["model", "moderator"]
+    model_version: str | None
+    decided_at: str
+
+
+class DecidedEvent(BaseModel):
+    type: Literal["comment.decided", "comment.reviewed"]
+    timestamp: str
+    data: DecidedData
+
+
+SCHEMAS: list[type[BaseModel]] = [CommentCreated, ErrorBody, AcceptedBody, CommentView, CommentList, DecidedEvent]
+
+SIGNATURE_HEADERS = [
+    {
+        "name": "webhook-id",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string", "maxLength": 200},
+        "description": "Unique per delivery; a repeat of an accepted id is answered 200 with the same comment.",
+    },
+    {
+        "name": "webhook-timestamp",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]{1,12}$"},
+        "description": "Unix seconds; must be within 5 minutes of the server's clock.",
+    },
+    {
+        "name": "webhook-signature",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "Space-separated `v1,<base64 HMAC-SHA256 of id.timestamp.body>` with the site's secret.",
+    },
+]
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+
+
+def _json(description: str, schema: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+def _site_param() -> dict[str, Any]:
+    return {
+        "name": "site",
+        "in": "query",
+        "required": True,
+        "schema": {"type": "string", "maxLength": 100},
+        "description": "The site whose secret signed the request (over an empty body for a GET).",
+    }
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    components: dict[str, Any] = {}
+    for model in SCHEMAS:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(schema.pop("$defs", {}))
+        components[model.__name__] = schema
+    signed_api_errors = {
+        "401": _error("Unknown site or bad, stale or missing signature."),
+        "503": _error("The database is unavailable; retry later."),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Comment moderation service",
+            "version": "1.0.0",
+            "description": "Signed comment intake, decisions by callback and by pull API.",
+        },
+        "paths": {
+            "/webhooks/comments": {
+                "post": {
+                    "operationId": "receiveComment",
+                    "summary": "Submit a new comment for moderation (Standard Webhooks signed).",
+                    "parameters": SIGNATURE_HEADERS,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CommentCreated"}}},
+                    },
+                    "responses": {
+                        "202": _json("Accepted: stored and queued for classification.", "AcceptedBody"),
+                        "200": _json("A repeated delivery (same webhook-id or same site comment id).", "AcceptedBody"),
+                        "400": _error("Bad JSON or invalid fields; `fields` names each one."),
+                        "401": _error("Unknown site or bad, stale or missing signature."),
+                        "413": _error("Body over 64 KiB."),
+                        "415": _error("Not application/json."),
+                        "429": _error("Rate limited; see Retry-After."),
+                        "503": _error("The database cannot take it; retry later."),
+                    },
+                }
+            },
+            "/api/comments/{comment_id}": {
+                "get": {
+                    "operationId": "getComment",
+                    "summary": "A comment's status and current decision.",
+                    "parameters": [
+                        {"name": "comment_id", "in": "path", "required": True, "schema": {"type": "integer"}},
+                        _site_param(),
+                        *SIGNATURE_HEADERS,
+                    ],
+                    "responses": {
+                        "200": _json("The comment.", "CommentView"),
+                        "404": _error("No such comment for this site."),
+                        **signed_api_errors,
+                    },
+                }
+            },
+            "/api/comments": {
+                "get": {
+                    "operationId": "listComments",
+                    "summary": "A site's comments, filtered by article and status, paged by id.",
+                    "parameters": [
+                        _site_param(),
+                        {"name": "article", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "schema": {"enum": ["pending", "approved", "held", "rejected"]},
+                        },
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                        {"name": "after", "in": "query", "schema": {"type": "integer"}},
+                        *SIGNATURE_HEADERS,
+                    ],
+                    "responses": {
+                        "200": _json("A page of comments.", "CommentList"),
+                        "400": _error("Invalid query parameter."),
+                        **signed_api_errors,
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    "summary": "The process is alive.",
+                    "responses": {"200": {"description": "Alive."}},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "summary": "Database and broker reachable.",
+                    "responses": {
+                        "200": {"description": "Ready."},
+                        "503": {"description": "A dependency is unreachable."},
+                    },
+                }
+            },
+        },
+        "webhooks": {
+            "commentDecided": {
+                "post": {
+                    "summary": "Sent to the site's callback URL after each decision, signed with the site's secret.",
+                    "parameters": SIGNATURE_HEADERS,
+                    "requestBody": {
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DecidedEvent"}}}
+                    },
+                    "responses": {
+                        "2XX": {"description": "Received."},
+                        "410": {"description": "Disables the callback endpoint."},
+                        "429": {"description": "Retried no sooner than Retry-After."},
+                    },
+                }
+            },
+        },
+        "components": {"schemas": components},
+    }
+
+
+@bp.get("/openapi.json")
+def serve_openapi() -> Response:
+    return jsonify(openapi_document())

@@ -1,0 +1,91 @@
+"""The Celery app, configured for at-least-once delivery of idempotent tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from moderation.runtime import Runtime
+
+CLASSIFY_TASK = "moderation.classify"
+NOTIFY_TASK = "moderation.notify"
+RELAY_OUTBOX_TASK = "moderation.relay_outbox"
+RETRY_CALLBACKS_TASK = "moderation.retry_due_callbacks"
+PURGE_RECEIPTS_TASK = "moderation.purge_receipts"
+RETRAIN_TASK = "moderation.retrain"
+
+
+@dataclass(frozen=True, slots=True)
+class CeleryOptions:
+    broker_url: str
+    relay_interval: float = 5.0
+    callback_retry_interval: float = 5.0
+    visibility_timeout: int = 3600
+    publish_timeout: float = 2.0
+
+
+class ModerationCelery(Celery):  # type: ignore[misc]
+    """A Celery app that builds its Runtime lazily, once per process (after fork, never before)."""
+
+    runtime_factory: Callable[[], Runtime]
+    _runtime: Runtime | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = self.runtime_factory()
+        return self._runtime
+
+    def reset_runtime(self) -> None:
+        self._runtime = None
+
+
+def celery_config(options: CeleryOptions) -> dict[str, Any]:
+    transport = {
+        # A task not acknowledged within this time is redelivered; keep it above the longest task.
+        "visibility_timeout": options.visibility_timeout,
+        "socket_connect_timeout": options.publish_timeout,
+        "socket_timeout": max(options.publish_timeout, 5.0),
+    }
+    return {
+        "broker_url": options.broker_url,
+        "broker_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_default_queue": "moderation",
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "beat_schedule": {
+            "relay-outbox": {"task": RELAY_OUTBOX_TASK, "schedule": timedelta(seconds=options.relay_interval)},
+            "retry-due-callbacks": {
+                "task": RETRY_CALLBACKS_TASK,
+                "schedule": timedelta(seconds=options.callback_retry_interval),
+            },
+            "purge-webhook-receipts": {"task": PURGE_RECEIPTS_TASK, "schedule": timedelta(hours=1)},
+        },
+    }
+
+
+def create_celery(options: CeleryOptions, runtime_factory: Callable[[], Runtime]) -> ModerationCelery:
+    app = ModerationCelery("moderation", set_as_current=True)
+    app.config_from_object(celery_config(options))
+    app.runtime_factory = runtime_factory
+    app.set_default()
+    import workers.tasks  # noqa: F401 - registers the shared tasks with this app
+
+    @worker_process_init.connect(weak=False)
+    def _fresh_runtime_after_fork(**_: Any) -> None:
+        # A forked child must not reuse the parent's pooled database connections.
+        app.reset_runtime()
+
+    return app

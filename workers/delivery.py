@@ -1,0 +1,65 @@
+"""The HTTP side of a callback: sign the payload as a Standard Webhook and POST it to the site."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from standardwebhooks.webhooks import Webhook
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    ok: bool
+    status_code: int | None
+    error: str
+    retry_after: float | None
+
+
+def signed_headers(secret: str, message_id: str, body: str, now: datetime) -> dict[str, str]:
+    return {
+        "content-type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(secret).sign(message_id, now, body),
+    }
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Retry-After as seconds, from either of its forms (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def post_callback(
+    client: httpx.Client, url: str, secret: str, message_id: str, payload: dict[str, Any], timeout: float
+) -> Attempt:
+    now = datetime.now(UTC)
+    body = json.dumps(payload, separators=(",", ":"))
+    try:
+        response = client.post(
+            url, content=body.encode(), headers=signed_headers(secret, message_id, body, now), timeout=timeout
+        )
+    except httpx.HTTPError as error:
+        return Attempt(False, None, f"{type(error).__name__}: {error}", None)
+    if 200 <= response.status_code < 300:
+        return Attempt(True, response.status_code, "", None)
+    return Attempt(
+        False,
+        response.status_code,
+        f"HTTP {response.status_code}: {response.text[:500]}",
+        parse_retry_after(response.headers.get("retry-after"), now),
+    )

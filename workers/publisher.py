@@ -1,0 +1,26 @@
+"""Publishing tasks by name, so the web process needs no task code, only a broker connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from workers.app import CLASSIFY_TASK, NOTIFY_TASK
+
+# Fail fast when the broker is down: the outbox relay and the callback retry loop cover the gap.
+FAIL_FAST = {"max_retries": 0}
+
+
+class CeleryPublisher:
+    def __init__(self, celery: Celery) -> None:
+        self._celery = celery
+
+    def _send(self, name: str, **kwargs: Any) -> None:
+        self._celery.send_task(name, kwargs=kwargs, retry=False, retry_policy=FAIL_FAST)
+
+    def classify(self, comment_id: int) -> None:
+        self._send(CLASSIFY_TASK, comment_id=comment_id)
+
+    def notify(self, delivery_id: int) -> None:
+        self._send(NOTIFY_TASK, delivery_id=delivery_id)

@@ -1,0 +1,179 @@
+"""Thin tasks: take ids, call ``moderation`` in one transaction, publish what follows after commit."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from celery import Task, shared_task
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from models.entities import CallbackDelivery, Site
+from moderation import callbacks, outbox
+from moderation.decisions import decide_comment
+from moderation.intake import purge_receipts
+from moderation.registry import RegistryError
+from moderation.runtime import Runtime
+from moderation.sites import signing_secret
+from workers.app import (
+    CLASSIFY_TASK,
+    NOTIFY_TASK,
+    PURGE_RECEIPTS_TASK,
+    RELAY_OUTBOX_TASK,
+    RETRY_CALLBACKS_TASK,
+)
+from workers.delivery import post_callback
+from workers.publisher import CeleryPublisher
+
+log = logging.getLogger(__name__)
+
+RECEIPT_RETENTION = timedelta(days=7)
+
+
+def _runtime(task: Task) -> Runtime:
+    runtime: Runtime = task.app.runtime
+    return runtime
+
+
+@functools.cache
+def _http_client() -> httpx.Client:
+    return httpx.Client(follow_redirects=False, limits=httpx.Limits(max_connections=20))
+
+
+@shared_task(
+    name=CLASSIFY_TASK,
+    bind=True,
+    soft_time_limit=60,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=None,
+)
+def classify_comment(self: Task, comment_id: int) -> str:
+    runtime = _runtime(self)
+    try:
+        model = runtime.models.current()
+    except RegistryError as error:
+        log.error("cannot classify: %s", error, extra={"comment_id": comment_id})
+        raise self.retry(countdown=30, max_retries=None) from error
+    try:
+        with runtime.sessions.begin() as session:
+            decided = decide_comment(session, comment_id, model, datetime.now(UTC), runtime.limits)
+    except IntegrityError:
+        # Another worker decided it first (a redelivered or relayed duplicate): nothing to do.
+        log.info("comment already decided by another worker", extra={"comment_id": comment_id})
+        return "already-decided"
+    if decided is None:
+        return "skipped"
+    log.info("comment decided", extra={"comment_id": comment_id, "outcome": decided.outcome})
+    if decided.delivery_id is not None:
+        _publish_notify(runtime, decided.delivery_id)
+    return decided.outcome
+
+
+def _publish_notify(runtime: Runtime, delivery_id: int) -> None:
+    try:
+        runtime.publisher.notify(delivery_id)
+    except Exception:  # the callback retry loop finds the pending row
+        log.warning(
+            "could not publish notify; the retry loop will send it", extra={"delivery_id": delivery_id}, exc_info=True
+        )
+
+
+@shared_task(
+    name=NOTIFY_TASK,
+    bind=True,
+    soft_time_limit=120,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=None,
+)
+def notify_site(self: Task, delivery_id: int) -> str:
+    runtime = _runtime(self)
+    with runtime.sessions.begin() as session:
+        delivery = callbacks.claim_delivery(session, delivery_id, datetime.now(UTC), runtime.retry)
+        if delivery is None:
+            return "not-due"
+        site = session.get(Site, delivery.site_id)
+        if site is None or not site.callback_url:
+            delivery.status = "dead"
+            delivery.last_error = "the site has no callback URL"
+            return "no-url"
+        target = (site.callback_url, signing_secret(site), delivery.message_id, dict(delivery.payload))
+    url, secret, message_id, payload = target
+    attempt = post_callback(_http_client(), url, secret, message_id, payload, runtime.callback_timeout)
+    with runtime.sessions.begin() as session:
+        delivery = session.get(CallbackDelivery, delivery_id)
+        if delivery is None:
+            return "gone"
+        now = datetime.now(UTC)
+        if attempt.ok and attempt.status_code is not None:
+            callbacks.record_delivered(delivery, attempt.status_code, now)
+        else:
+            callbacks.record_failed(
+                session,
+                delivery,
+                status_code=attempt.status_code,
+                error=attempt.error,
+                retry_after=attempt.retry_after,
+                now=now,
+                policy=runtime.retry,
+            )
+        status = delivery.status
+    log.info(
+        "callback attempt",
+        extra={
+            "delivery_id": delivery_id,
+            "comment_id": payload["data"]["id"],
+            "status_code": attempt.status_code,
+            "delivery_status": status,
+        },
+    )
+    return status
+
+
+@shared_task(name=RELAY_OUTBOX_TASK, bind=True, soft_time_limit=60, expires=30)
+def relay_outbox(self: Task) -> int:
+    """Publish again the work whose broker message may have been lost."""
+    runtime = _runtime(self)
+    now = datetime.now(UTC)
+    with runtime.sessions.begin() as session:
+        due = [(m.id, m.comment_id) for m in outbox.due_messages(session, now, runtime.outbox_quiet)]
+    published = _publish_each(due, CeleryPublisher(self.app).classify)
+    if published:
+        with runtime.sessions.begin() as session:
+            outbox.mark_published(session, published, now)
+        log.info("outbox relayed", extra={"count": len(published)})
+    return len(published)
+
+
+@shared_task(name=RETRY_CALLBACKS_TASK, bind=True, soft_time_limit=60, expires=30)
+def retry_due_callbacks(self: Task) -> int:
+    runtime = _runtime(self)
+    with runtime.sessions.begin() as session:
+        due = [(delivery_id, delivery_id) for delivery_id in callbacks.due_deliveries(session, datetime.now(UTC))]
+    return len(_publish_each(due, CeleryPublisher(self.app).notify))
+
+
+def _publish_each(items: list[tuple[int, int]], publish: Any) -> list[int]:
+    """Publish ``publish(argument)`` for each ``(row id, argument)``; stop at the first broker failure."""
+    done = []
+    for row_id, argument in items:
+        try:
+            publish(argument)
+        except Exception:
+            log.warning("broker unavailable; will try again on the next beat", exc_info=True)
+            break
+        done.append(row_id)
+    return done
+
+
+@shared_task(name=PURGE_RECEIPTS_TASK, bind=True, soft_time_limit=300, expires=600)
+def purge_old_receipts(self: Task) -> int:
+    runtime = _runtime(self)
+    with runtime.sessions.begin() as session:
+        return purge_receipts(session, datetime.now(UTC) - RECEIPT_RETENTION)
