@@ -13,6 +13,8 @@ from moderation.callbacks import RetryPolicy
 from moderation.registry import ModelStore
 from moderation.runtime import Runtime
 from server.health import bp as health_bp
+from webhooks import init_app as init_webhooks
+from webhooks.ratelimit import IntakeLimits
 from server.settings import Settings
 from workers.app import CeleryOptions, ModerationCelery, create_celery
 from workers.publisher import CeleryPublisher
@@ -77,8 +79,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     celery = build_celery(settings)
     app.extensions["celery"] = celery
     app.extensions["moderation"] = celery.runtime
-
-    from webhooks import init_app as init_webhooks
+    app.extensions["intake_limits"] = IntakeLimits(
+        settings.broker_url, settings.rate_limit_per_site, settings.rate_limit_per_author_ip
+    )
 
     init_webhooks(app)
     app.register_blueprint(health_bp)

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     model_dir: Path | None = Field(default=None, description="Model artifacts; VAR_DIR/models when unset.")
     data_dir: Path | None = Field(default=None, description="Public data sets that `moderation run` trains on.")
     max_body_bytes: int = 64 * 1024
+    rate_limit_per_site: str = Field(default="1200/minute", description="Intake limit per site (limits syntax).")
+    rate_limit_per_author_ip: str = Field(default="20/minute", description="Intake limit per author IP and site.")
     web_workers: int = Field(default=2, ge=1)
     worker_concurrency: int = Field(default=2, ge=1)
     outbox_quiet_seconds: float = Field(default=30.0, gt=0)

@@ -16,6 +16,7 @@ from moderation.intake import Accepted, accept_comment
 from moderation.sites import get_site
 from webhooks.blueprint import bp
 from webhooks.context import db, runtime
+from webhooks.ratelimit import IntakeLimits
 from webhooks.responses import error_response
 from webhooks.schemas import CommentCreated, field_errors
 from webhooks.signatures import SignatureError, verify_signature
@@ -35,6 +36,7 @@ def receive_comment() -> Response | tuple[Response, int]:
         document = _json_document()
         site = _signed_by_site(document)
         event = _validated(document)
+        _within_rate_limits(site, event)
     except IntakeError as rejected:
         return rejected.response
     webhook_id = request.headers["webhook-id"]
@@ -113,6 +115,20 @@ def _validated(document: dict[str, Any]) -> CommentCreated:
         raise IntakeError(
             error_response(400, "invalid_payload", "the payload has invalid fields", field_errors(error))
         ) from None
+
+
+def _within_rate_limits(site: Site, event: CommentCreated) -> None:
+    limits: IntakeLimits | None = current_app.extensions.get("intake_limits")
+    limited = limits.check(site.name, event.data.author.ip) if limits else None
+    if limited is not None:
+        raise IntakeError(
+            error_response(
+                429,
+                "rate_limited",
+                f"too many comments for this {limited.scope.replace('_', ' ')}",
+                headers={"Retry-After": str(limited.retry_after)},
+            )
+        )
 
 
 def _store(site: Site, webhook_id: str, event: CommentCreated) -> Accepted:

@@ -1,0 +1,148 @@
+"""Fixtures: real Redis and databases (SQLite always, PostgreSQL whenever reachable), a trained model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Engine
+
+from models.base import Base
+from models.db import create_db_engine, make_session_factory
+from models.migrate import upgrade_database
+from moderation import registry
+from moderation.classifier import ModerationModel
+from moderation.data import load_own_corpus
+from moderation.sites import create_site
+from moderation.training import train
+from server.factory import create_app
+from server.settings import Settings
+from tests.support.services import (
+    SYSTEM_REDIS,
+    BundledRedis,
+    fresh_postgres_database,
+    postgres_reachable,
+    redis_reachable,
+)
+
+TEST_REDIS_DB = 14
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> Iterator[str]:
+    """Redis at 127.0.0.1:6379 when it runs (here and in CI); otherwise the bundled redis-server."""
+    if redis_reachable(SYSTEM_REDIS):
+        yield f"{SYSTEM_REDIS}/{TEST_REDIS_DB}"
+        return
+    bundled = BundledRedis().start()
+    yield bundled.url
+    bundled.remove()
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> str:
+    redis.Redis.from_url(redis_server_url).flushdb()
+    return redis_server_url
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'moderation.db'}"
+        upgrade_database(url)
+        yield url
+        return
+    if not postgres_reachable():
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
+    with fresh_postgres_database() as url:
+        upgrade_database(url)
+        yield url
+
+
+def clean_database(engine: Engine) -> None:
+    with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on an emptied database. Tests that run real processes need committed rows, so each
+    test starts from empty tables instead of rolling back an outer transaction."""
+    engine = create_db_engine(database_url)
+    clean_database(engine)
+    yield engine
+    engine.dispose()
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    model: ModerationModel
+    artifact: registry.SavedArtifact
+    version: str
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    """A real model trained once per session on the shipped corpus only (fixed random_state)."""
+    model = train(load_own_corpus(), random_state=0, show_progress=False)
+    version = "test-model"
+    model.card["version"] = version
+    artifact = registry.save_artifact(model, tmp_path_factory.mktemp("models"), version)
+    return TrainedModel(model, artifact, version)
+
+
+@pytest.fixture
+def active_model(engine: Engine, trained_model: TrainedModel) -> TrainedModel:
+    with make_session_factory(engine).begin() as session:
+        registry.register(session, trained_model.version, trained_model.artifact, trained_model.model.card)
+        registry.activate(session, trained_model.version)
+    return trained_model
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, tmp_path: Path, engine: Engine) -> Settings:
+    return Settings(
+        var_dir=tmp_path / "var",
+        database_url=database_url,
+        redis_url=redis_url,
+        secret_key="test-secret-key",
+        outbox_quiet_seconds=1,
+        outbox_relay_interval_seconds=1,
+        callback_retry_base_seconds=0.2,
+        callback_retry_interval_seconds=0.5,
+        callback_timeout_seconds=2,
+        model_check_interval_seconds=0.5,
+        log_format="text",
+    )
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Flask]:
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    yield app
+    app.extensions["moderation"].sessions.kw["bind"].dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@dataclass(frozen=True)
+class SiteCredentials:
+    name: str
+    secret: str
+
+
+@pytest.fixture
+def site(engine: Engine) -> SiteCredentials:
+    with make_session_factory(engine).begin() as session:
+        created, secret = create_site(session, "backpain-advisor")
+        return SiteCredentials(created.name, secret)

@@ -1,0 +1,137 @@
+"""Real service processes for end-to-end and fault tests: gunicorn web, Celery worker and beat."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from server.settings import Settings
+from tests.support.services import free_port
+
+
+def service_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment a real process reads its Settings from, mirroring ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[name.upper()] = str(value)
+    env["DATABASE_URL"] = settings.effective_database_url
+    env["LOG_FORMAT"] = "json"
+    env.update(extra)
+    return env
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServiceProcess:
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill_hard(self) -> None:
+        """kill -9 the whole process group (a worker and its pool children), as a crash would."""
+        if self.alive():
+            os.killpg(self.pid, signal.SIGKILL)
+            assert self.process is not None
+            self.process.wait(10)
+
+    def stop(self, timeout: float = 20) -> None:
+        if not self.alive():
+            return
+        assert self.process is not None
+        os.killpg(self.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class Stack:
+    """Processes started by a test, stopped (and their logs kept) at the end."""
+
+    settings: Settings
+    log_dir: Path
+    processes: list[ServiceProcess] = field(default_factory=list)
+
+    def _start(self, name: str, args: list[str], **env: str) -> ServiceProcess:
+        argv = [sys.executable, "-m", "server", *args]
+        proc = ServiceProcess(name, argv, service_env(self.settings, **env), self.log_dir / f"{name}.log").start()
+        self.processes.append(proc)
+        return proc
+
+    def web(self, port: int | None = None) -> tuple[ServiceProcess, str]:
+        port = port or free_port()
+        proc = self._start("web", ["web", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"])
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(f"{base}/healthz"), timeout=30, what="web server", proc=proc)
+        return proc, base
+
+    def worker(
+        self, name: str = "worker", hostname: str | None = None, concurrency: int = 1, **env: str
+    ) -> ServiceProcess:
+        args = ["worker", "--concurrency", str(concurrency)]
+        if hostname:
+            args += ["--hostname", hostname]
+        return self._start(name, args, **env)
+
+    def beat(self) -> ServiceProcess:
+        return self._start("beat", ["beat"])
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.processes):
+            proc.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.log()[-4000:]}" for p in self.processes)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.2, proc: ServiceProcess | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and not proc.alive():
+            raise AssertionError(f"{proc.name} exited while waiting for {what}:\n{proc.log()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
