@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,15 +56,18 @@ def fingerprint(text: str) -> str:
 def read_labeled_jsonl(path: Path, source: str, test_percent: int = 0) -> list[Example]:
     """Read JSONL comments with ``body``, ``spam`` and ``medical_advice`` (see corpus/SCHEMA.md)."""
     examples = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{number}: not JSON ({error.msg})") from error
-            examples.append(_example_from_row(row, f"{path}:{number}", source, test_percent))
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise DataError(f"{path}:{number}: not JSON ({error.msg})") from error
+                examples.append(_example_from_row(row, f"{path}:{number}", source, test_percent))
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 ({error.reason} at byte {error.start})") from error
     return examples
 
 
@@ -109,6 +112,8 @@ def load_youtube_spam(data_dir: Path, held_out_video: str = DEFAULT_HELD_OUT_VID
         split = TEST if video == held_out_video else TRAIN
         for row in _read_csv(path, required=("CONTENT", "CLASS")):
             body = row["CONTENT"].replace("\ufeff", "").replace("<br />", "\n").strip()
+            if row["CLASS"].strip() not in ("0", "1"):
+                raise DataError(f"{path}: CLASS must be 0 or 1, got {row['CLASS']!r}")
             key = fingerprint(body)
             if not body or key in seen:  # the set repeats texts across videos
                 continue
@@ -126,6 +131,8 @@ def load_sms_spam(data_dir: Path, test_percent: int = 20) -> list[Example]:
     seen: set[str] = set()
     with path.open(encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
             label, _, text = line.rstrip("\n").partition("\t")
             if label not in ("ham", "spam"):
                 raise DataError(f"{path}:{number}: label must be ham or spam, got {label!r}")
@@ -150,6 +157,8 @@ def load_advice_reddit(data_dir: Path) -> list[Example]:
         forum, _, split_name = path.stem.rpartition("_")
         sentences: dict[str, list[tuple[int, str, bool]]] = defaultdict(list)
         for row in _read_csv(path, required=("ID", "DS_Label", "Sentence"), delimiter="\t"):
+            if row["DS_Label"].strip() not in ("0", "1"):
+                raise DataError(f"{path}: DS_Label must be 0 or 1, got {row['DS_Label']!r}")
             post, reply, sentence = _reddit_id(row["ID"], path)
             sentences[f"{post}-{reply}"].append((sentence, row["Sentence"], row["DS_Label"].strip() == "1"))
         for parts in sentences.values():
@@ -235,16 +244,19 @@ def _pieces(text: str, max_chars: int) -> list[str]:
 
 
 def _read_csv(path: Path, required: tuple[str, ...], delimiter: str = ",") -> Iterator[dict[str, str]]:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        missing = [name for name in required if name not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
-        for row in reader:
-            yield {key: value or "" for key, value in row.items() if key is not None}
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle, delimiter=delimiter)
+            missing = [name for name in required if name not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
+            for row in reader:
+                yield {key: value or "" for key, value in row.items() if key is not None}
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 ({error.reason} at byte {error.start})") from error
 
 
-PUBLIC_LOADERS = {
+PUBLIC_LOADERS: dict[str, Callable[[Path], list[Example]]] = {
     "youtube_spam": load_youtube_spam,
     "sms_spam": load_sms_spam,
     "advice_reddit": load_advice_reddit,

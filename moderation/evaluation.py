@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+)
 
 from models.entities import Outcome
 from moderation.classifier import LABELS, ModerationModel, Scores
@@ -53,12 +58,17 @@ def label_metrics(truth: np.ndarray, probability: np.ndarray, threshold: float) 
     }
 
 
-def label_threshold(label: str, thresholds: Thresholds) -> float:
-    # Spam's classification threshold is where the policy starts to act on it (hold).
+LABEL_THRESHOLD = 0.5  # when a model stores no F1-chosen threshold for a label
+
+
+def policy_threshold(label: str, thresholds: Thresholds) -> float:
+    """Where the policy starts to act on a label (hold)."""
     return thresholds.spam_hold if label == "spam" else thresholds.advice_hold
 
 
-def metrics_by_source(scored: Sequence[Scored], thresholds: Thresholds) -> dict[str, dict[str, Any]]:
+def metrics_by_source(
+    scored: Sequence[Scored], thresholds: Thresholds, label_thresholds: dict[str, float] | None = None
+) -> dict[str, dict[str, Any]]:
     groups: dict[str, list[Scored]] = defaultdict(list)
     for item in scored:
         groups[item.example.source].append(item)
@@ -71,7 +81,10 @@ def metrics_by_source(scored: Sequence[Scored], thresholds: Thresholds) -> dict[
                 continue
             truth = np.array([bool(i.example.label(label)) for i in rows])
             probability = np.array([getattr(i.scores, label) for i in rows])
-            report[source][label] = label_metrics(truth, probability, label_threshold(label, thresholds))
+            metrics = label_metrics(truth, probability, (label_thresholds or {}).get(label, LABEL_THRESHOLD))
+            at_policy = label_metrics(truth, probability, policy_threshold(label, thresholds))
+            metrics["at_policy_threshold"] = {k: at_policy[k] for k in ("threshold", "precision", "recall", "f1")}
+            report[source][label] = metrics
     return report
 
 
@@ -103,3 +116,58 @@ def policy_metrics(scored: Sequence[Scored], thresholds: Thresholds) -> dict[str
             "advice_hold": thresholds.advice_hold,
         },
     }
+
+
+# --- held-out scores kept in the model card, for "what would this threshold do" ---------------------
+
+
+def evaluation_scores(scored: Sequence[Scored]) -> dict[str, list[Any]]:
+    """Compact held-out scores and labels: enough to replay the policy at any thresholds later."""
+    rows = [s for s in scored if s.example.spam is not None and s.example.medical_advice is not None]
+    return {
+        "spam": [round(s.scores.spam, 5) for s in rows],
+        "medical_advice": [round(s.scores.medical_advice, 5) for s in rows],
+        "is_spam": [bool(s.example.spam) for s in rows],
+        "is_medical_advice": [bool(s.example.medical_advice) for s in rows],
+        "links": [link_count(s.example.comment.body) for s in rows],
+    }
+
+
+def what_if(card: dict[str, Any], thresholds: Thresholds) -> dict[str, float | None]:
+    """Leak rate, review load and auto-rejects the policy would have on the card's held-out comments."""
+    data = card.get("evaluation_scores")
+    if not data or not data.get("spam"):
+        return {"leak_rate": None, "ordinary_held": None, "ordinary_rejected": None, "review_load": None}
+    outcomes = [
+        decide(Scores(spam=s, medical_advice=a), thresholds, Signals(link_count=n)).outcome
+        for s, a, n in zip(data["spam"], data["medical_advice"], data["links"], strict=True)
+    ]
+    bad = [o for o, s, a in zip(outcomes, data["is_spam"], data["is_medical_advice"], strict=True) if s or a]
+    ordinary = [
+        o for o, s, a in zip(outcomes, data["is_spam"], data["is_medical_advice"], strict=True) if not s and not a
+    ]
+
+    def rate(items: list[Outcome], outcome: Outcome) -> float | None:
+        return round(sum(o == outcome for o in items) / len(items), 4) if items else None
+
+    return {
+        "leak_rate": rate(bad, Outcome.APPROVE),
+        "ordinary_held": rate(ordinary, Outcome.HOLD),
+        "ordinary_rejected": rate(ordinary, Outcome.REJECT),
+        "review_load": rate(outcomes, Outcome.HOLD),
+    }
+
+
+def pr_curve(card: dict[str, Any], label: str, points: int = 100) -> list[dict[str, float]]:
+    """Precision and recall of one label against its threshold, from the card's held-out comments."""
+    data = card.get("evaluation_scores") or {}
+    truth_key = "is_spam" if label == "spam" else "is_medical_advice"
+    truth, probability = np.array(data.get(truth_key, []), dtype=bool), np.array(data.get(label, []))
+    if not 0 < truth.sum() < len(truth):
+        return []
+    precision, recall, cut = precision_recall_curve(truth, probability)
+    step = max(1, len(cut) // points)
+    return [
+        {"precision": round(float(p), 4), "recall": round(float(r), 4), "threshold": round(float(t), 4)}
+        for p, r, t in list(zip(precision[:-1], recall[:-1], cut, strict=True))[::step]
+    ]

@@ -14,11 +14,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from moderation.cues import cue_tokens
+
+# A bare domain (no scheme, no www.) counts only with an ending that is not also a word or a typo
+# ("it.It", "lot.In" are missing spaces, not links) and only in lower case, as people type domains.
 URL_RE = re.compile(
-    r"(?:https?://|www\.)[^\s<>\"']+|\b[a-z0-9][a-z0-9-]{1,62}(?:\.[a-z0-9-]{2,63})*\."
-    r"(?:com|net|org|info|biz|shop|store|xyz|online|site|top|club|ru|cn|io|co|uk|de|fr|es|it|pt|br|us|in|me|ly)"
+    r"(?i:(?:https?://|www\.)[^\s<>\"']+)|\b[a-z0-9][a-z0-9-]{1,62}(?:\.[a-z0-9-]{2,63})*\."
+    r"(?:com|net|org|info|biz|shop|store|xyz|online|site|top|club|ru|cn|io|co\.uk|org\.uk|live|vip|pro|link)"
     r"\b(?:/[^\s<>\"']*)?",
-    re.IGNORECASE,
 )
 SPELLED_DOT_COM_RE = re.compile(r"\b(\w+)\s*(?:\(|\[)?\s*dot\s*(?:\)|\])?\s*(com|net|org|shop|info)\b", re.I)
 EMAIL_RE = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
@@ -36,9 +39,10 @@ FREQUENCY_RE = re.compile(
 )
 HTML_TAG_RE = re.compile(r"<[^>]{1,200}>")
 # "c.h.e.a.p", "p-i-l-l-s", "v i a g r a": single characters joined by separators.
-SPACED_LETTERS_RE = re.compile(r"\b(?:\w[.\-_*\s]){2,}\w\b")
+SPACED_LETTERS_RE = re.compile(r"(?<!\S)(?:\w[.\-_*\s]){2,}\w(?!\S)")
 LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})
-LEET_WORD_RE = re.compile(r"\b(?=\w*[a-z])(?=\w*[0-9@$!])[\w@$!]{3,}\b", re.I)
+# Only a digit or symbol between letters reads as obfuscation (v1agra, pa!n); 800mg, 5yo and covid19 do not.
+LEET_WORD_RE = re.compile(r"(?<![\w@$!])(?=[a-z0-9@$!]*[a-z][0-9@$!]+[a-z])[a-z0-9@$!]{3,}(?![\w@$!])", re.I)
 WHITESPACE_RE = re.compile(r"\s+")
 NON_ASCII_LETTER_RE = re.compile(r"[^\x00-\x7f]")
 
@@ -110,6 +114,7 @@ def _marker_tokens(comment: CommentText, raw: str) -> list[str]:
         tokens.append("zzauthornonascii")
     if comment.author and any(ch.isdigit() for ch in comment.author):
         tokens.append("zzauthordigits")
+    tokens += cue_tokens(raw)
     words = len(raw.split())
     tokens.append("zzlen" + ("short" if words < 8 else "medium" if words < 60 else "long"))
     return tokens

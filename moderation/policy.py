@@ -29,9 +29,12 @@ class Thresholds:
         self, *, spam_reject: float | None, spam_hold: float | None, advice_hold: float | None
     ) -> Thresholds:
         """These thresholds with a site's own values where it set them."""
+        hold = self.spam_hold if spam_hold is None else spam_hold
+        reject = self.spam_reject if spam_reject is None else spam_reject
+        # A site that holds spam only above the model's reject line means "never auto-reject below it".
         return Thresholds(
-            spam_reject=self.spam_reject if spam_reject is None else spam_reject,
-            spam_hold=self.spam_hold if spam_hold is None else spam_hold,
+            spam_reject=max(reject, hold),
+            spam_hold=hold,
             advice_hold=self.advice_hold if advice_hold is None else advice_hold,
         )
 

@@ -9,6 +9,7 @@ import hashlib
 import json
 import threading
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -88,13 +89,33 @@ def load_artifact(path: Path, sha256: str, card: dict[str, Any]) -> ModerationMo
     actual = file_sha256(path)
     if actual != sha256:
         raise RegistryError(f"model file {path} has checksum {actual}, the registry expects {sha256}")
-    untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
+    untrusted = sorted((types_in_artifact(path) | set(sio.get_untrusted_types(file=path))) - set(TRUSTED_TYPES))
     if untrusted:
         raise RegistryError(f"model file {path} holds types that are not trusted: {', '.join(untrusted)}")
     payload = sio.load(path, trusted=TRUSTED_TYPES)
     return ModerationModel(
         vectorizer=payload["vectorizer"], classifiers={label: payload[label] for label in LABELS}, card=card
     )
+
+
+def types_in_artifact(path: Path) -> set[str]:
+    """Every type a skops file would build, read from its schema (skops itself trusts many types by default)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            schema = json.loads(archive.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as error:
+        raise RegistryError(f"model file {path} is not a skops file: {error}") from error
+    found: set[str] = set()
+    pending: list[Any] = [schema]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if "__module__" in node and "__class__" in node:
+                found.add(f"{node['__module__']}.{node['__class__']}")
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return found
 
 
 def register(session: Session, version: str, artifact: SavedArtifact, card: dict[str, Any]) -> ModelVersion:
@@ -134,7 +155,11 @@ def rollback(session: Session) -> ModelVersion:
     previous = session.scalar(earlier.order_by(ModelVersion.activated_at.desc()).limit(1))
     if previous is None:
         raise RegistryError("there is no earlier active version to roll back to")
-    return activate(session, previous.version)
+    # The rolled-back version leaves the activation history, so a second rollback steps further back.
+    session.execute(update(ModelVersion).where(ModelVersion.is_active).values(is_active=False, activated_at=None))
+    previous.is_active = True
+    session.flush()
+    return previous
 
 
 class ModelStore:

@@ -1,0 +1,78 @@
+"""The fitted classifier: the fast scoring path equals scikit-learn's, explanations name real words."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from moderation import classifier
+from moderation.classifier import LABELS
+from moderation.cues import cue_tokens, looks_like_gibberish
+from moderation.data import load_own_corpus
+from moderation.features import CommentText
+from tests.conftest import TrainedModel
+
+ODD = [
+    CommentText(body=""),
+    CommentText(body="   \n\t "),
+    CommentText(body="Ｖｉａｇｒａ ⅽheap!!! 💊💊 www.pills.xyz", author="BUY N0W", url="http://pills.xyz"),
+    CommentText(body="Ça fait mal au dos depuis des semaines, j'ai vu mon médecin."),
+    CommentText(body="word " * 3000),
+]
+
+
+def test_fast_path_matches_predict_proba(trained_model: TrainedModel) -> None:
+    model = trained_model.model
+    comments = [e.comment for e in load_own_corpus()[:400]] + ODD
+    expected = model.score_matrix(model.transform(comments))
+    actual = model.probabilities(comments)
+    for label in LABELS:
+        np.testing.assert_allclose(actual[label], expected[label], rtol=0, atol=1e-5)
+
+
+def test_fast_path_is_unchanged_when_the_word_cache_overflows(
+    trained_model: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = trained_model.model
+    comments = [e.comment for e in load_own_corpus()[:50]]
+    before = model.probabilities(comments)
+    monkeypatch.setattr(classifier, "WORD_CACHE_SIZE", 10)
+    after = model.probabilities(comments)
+    for label in LABELS:
+        np.testing.assert_allclose(after[label], before[label], atol=1e-12)
+
+
+def test_explanations_name_words_of_the_comment(trained_model: TrainedModel) -> None:
+    comment = CommentText(body="Stop the gabapentin and take 800mg ibuprofen every 6 hours, order cheap at pillz.xyz")
+    explained = trained_model.model.explain(comment)
+    assert set(explained) == set(LABELS)
+    words = {item["feature"] for items in explained.values() for item in items}
+    assert words and all(item["weight"] > 0 for items in explained.values() for item in items)
+    vocabulary = (
+        set(comment.body.lower().replace(",", " ").split())
+        | set(classifier.MARKER_NAMES.values())
+        | {name for _, name in classifier.MARKER_PREFIXES}
+    )
+    assert words <= vocabulary | {"800mg", "6", "pillz", "xyz"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Take 800mg ibuprofen every 6 hours.", {"zzdirmed"}),
+        ("That's sciatica, not a muscle.", {"zzdiag"}),
+        ("Please see your GP about it.", {"zzrefer"}),
+        ("My GP put me on naproxen 500mg and it helped.", {"zznarrmed"}),
+        ("Is 600mg of ibuprofen too much?", {"zzqmed"}),
+        ("@Tom skip the physio", {"zzreply", "zzdirmed"}),
+        ("Yo que tú dejaría el tramadol.", {"zzdirmed"}),
+    ],
+)
+def test_cues(text: str, expected: set[str]) -> None:
+    assert expected <= set(cue_tokens(text))
+
+
+def test_ordinary_text_is_not_gibberish() -> None:
+    ordinary = [e.comment.body for e in load_own_corpus() if not e.spam and not e.medical_advice]
+    flagged = [body for body in ordinary if looks_like_gibberish(body)]
+    assert len(flagged) / len(ordinary) < 0.02, flagged[:10]

@@ -1,0 +1,202 @@
+"""What the classifiers read: obfuscation undone, links found in any spelling, marker tokens for signals."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moderation.features import CommentText, find_urls, link_count, normalize, prepare, url_domain
+
+
+def markers(body: str, **fields: str) -> list[str]:
+    prepared = prepare(CommentText(body=body, **fields))
+    return prepared.split(" zzmarkers ", 1)[1].split()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Buy V1AGRA now", "buy viagra now"),
+        ("c1al1s and tr4mad0l", "cialis and tramadol"),
+        ("c.h.e.a.p meds", "cheap meds"),
+        ("p-i-l-l-s here", "pills here"),
+        ("v i a g r a", "viagra"),
+        ("ＣＨＥＡＰ ｖｉａｇｒａ", "cheap viagra"),  # fullwidth letters
+        ("<b>cheap</b>pills <a href='http://x.ru'>here</a>", "cheap pills here"),
+        ("\ufeffHello\ufeff  there\n\tfriend", "hello there friend"),
+    ],
+    ids=["leet", "leet-digits", "dotted", "hyphenated", "spaced", "fullwidth", "html", "bom-and-spaces"],
+)
+def test_normalize_undoes_obfuscation(raw: str, expected: str) -> None:
+    assert normalize(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "My GP put me on naproxen and it took the edge off.",
+        "I was off work for 3 weeks in 2019, then 2 more.",
+    ],
+)
+def test_normalize_leaves_ordinary_text_alone_apart_from_case(text: str) -> None:
+    assert normalize(text) == text.lower()
+
+
+def test_normalize_keeps_measurements_that_mix_digits_and_letters() -> None:
+    assert normalize("Take 800mg ibuprofen, my 5yo had 400mg") == "take 800mg ibuprofen, my 5yo had 400mg"
+
+
+@pytest.mark.parametrize(
+    ("text", "urls", "domains"),
+    [
+        ("go to https://www.Example.COM/path?q=1. now", ["https://www.Example.COM/path?q=1"], ["example.com"]),
+        ("(see http://nhs.uk/conditions).", ["http://nhs.uk/conditions"], ["nhs.uk"]),
+        ("visit cheap-pills.xyz today", ["cheap-pills.xyz"], ["cheap-pills.xyz"]),
+        ("www.shop.example.org/buy, ok", ["www.shop.example.org/buy"], ["shop.example.org"]),
+        ("order at cheapmeds dot com", ["cheapmeds.com"], ["cheapmeds.com"]),
+        ("order at cheapmeds (dot) com", ["cheapmeds.com"], ["cheapmeds.com"]),
+        ("order at cheapmeds [dot] net", ["cheapmeds.net"], ["cheapmeds.net"]),
+        ("http://[2001:db8::1]:8080/x", ["http://[2001:db8::1]:8080/x"], ["2001:db8::1"]),
+        ("broken http://[::1/oops here", ["http://[::1/oops"], [""]),
+        ("broken http://[nothing-here] too", ["http://[nothing-here"], [""]),
+        ("no links, e.g. none at all. Really.", [], []),
+    ],
+    ids=[
+        "https-trailing-dot",
+        "in-parentheses",
+        "bare-domain",
+        "www",
+        "dot-com-spelled",
+        "dot-in-parens",
+        "dot-in-brackets",
+        "ipv6",
+        "broken-ipv6",
+        "brackets-not-ip",
+        "none",
+    ],
+)
+def test_find_urls_and_their_domains(text: str, urls: list[str], domains: list[str]) -> None:
+    found = find_urls(text)
+    assert found == urls
+    assert [url_domain(url) for url in found] == domains
+    assert link_count(text) == len(urls)
+
+
+def test_link_count_counts_every_spelling() -> None:
+    text = "https://a-shop.com and www.b-shop.net and c-shop.xyz and dshop dot com"
+    assert link_count(text) == 4
+    assert "zzlinks3" in markers(text)  # capped
+
+
+def test_missing_space_after_a_full_stop_is_not_a_link() -> None:
+    assert link_count("I tried it.It helped a lot.In the end I stopped.") == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("call me on +44 20 7946 0958 for a session", "zzphone"),
+        ("ring 555-123-4567 today", "zzphone"),
+        ("write to jan.k+clinic@example.org", "zzemail"),
+        ("only $49 this week", "zzmoney"),
+        ("earn 500 dollars a day", "zzmoney"),
+        ("try 5000 IU of vitamin D", "zzdose"),
+        ("take 800mg ibuprofen every 6 hours", "zzfrequency"),
+        ("rub it in twice a day", "zzfrequency"),
+    ],
+)
+def test_prepare_emits_a_marker_for_each_signal(body: str, expected: str) -> None:
+    assert expected in markers(body)
+
+
+def test_prepare_counts_doses_up_to_three() -> None:
+    assert markers("take 800mg")[:1] == ["zzdose"]
+    assert markers("800mg, 2 tablets, 5 ml, 10 drops and 3 capsules").count("zzdose") == 3
+
+
+def test_prepare_marks_links_with_domain_and_ending() -> None:
+    tokens = markers("great prices at https://www.cheap-rx.shop/now")
+    assert tokens[:4] == ["zzurl", "zztldshop", "zzdomaincheaprxdotshop", "zzlinks1"]
+
+
+def test_prepare_marks_the_author_url_and_name() -> None:
+    tokens = markers("nice article", author="Jan1987", url=" https://www.my-clinic.biz/ ")
+    assert {"zzauthorurl", "zzauthortldbiz", "zzauthordigits"} <= set(tokens)
+    assert "zzauthornonascii" in markers("nice article", author="Jаn")  # Cyrillic a
+
+
+SIGNAL_MARKERS = ("zzurl", "zztld", "zzdomain", "zzlinks", "zzauthor", "zzemail", "zzphone", "zzmoney", "zzdose")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "I was off work from 2019 to 2021, 3 weeks at a time, aged 45.",
+        "Thanks! Shared it with my sister (she's 32) and 2 friends.",
+        "Chapter 4.2 of the book says the same; page 118 too.",
+    ],
+)
+def test_numbers_in_ordinary_comments_are_not_signals(body: str) -> None:
+    found = [token for token in markers(body) if token.startswith(SIGNAL_MARKERS)]
+    assert found == []
+    assert markers(body)[-1] == "zzlenmedium"
+
+
+def test_prepare_puts_normalized_body_and_author_first() -> None:
+    prepared = prepare(CommentText(body="Buy V1AGRA", author="<i>Bob</i>"))
+    assert prepared.startswith("buy viagra zzauthor bob zzmarkers ")
+
+
+URLISH = st.lists(
+    st.sampled_from(
+        [
+            "http://",
+            "https://",
+            "www.",
+            "[",
+            "]",
+            "::1",
+            ".com",
+            " dot ",
+            "com",
+            "(",
+            ")",
+            "example",
+            "/p",
+            ":",
+            "@",
+            " ",
+            "1",
+            "v1agra",
+            "c.h.e.a.p",
+            "\ufeff",
+            "<b>",
+            "ｘ",
+            "mg",
+            "$",
+            "+44 ",
+        ]
+    ),
+    max_size=30,
+).map("".join)
+ANY_TEXT = st.one_of(st.text(), URLISH)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=ANY_TEXT, author=ANY_TEXT, url=ANY_TEXT)
+def test_prepare_never_raises_and_keeps_its_shape(body: str, author: str, url: str) -> None:
+    prepared = prepare(CommentText(body=body, author=author, url=url))
+    assert " zzauthor " in f" {prepared}"
+    assert prepared.split()[-1].startswith("zzlen")
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=ANY_TEXT)
+def test_normalize_and_links_never_raise(text: str) -> None:
+    normalized = normalize(text)
+    assert normalized == normalized.strip()
+    urls = find_urls(text)
+    assert link_count(text) == len(urls) >= 0
+    for url in urls:
+        assert isinstance(url_domain(url), str)

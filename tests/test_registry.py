@@ -1,0 +1,234 @@
+"""The model registry: skops artifacts that load only when intact and trusted, one active version."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.naive_bayes import MultinomialNB
+from sklearn.tree import DecisionTreeClassifier
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
+
+from models.db import make_session_factory
+from models.entities import ModelVersion
+from moderation import registry
+from moderation.classifier import LABELS
+from moderation.features import CommentText
+from tests.conftest import TrainedModel
+
+COMMENTS = [
+    CommentText(body="Thanks, the stretches in this article really helped my lower back."),
+    CommentText(body="Cheap pain pills, no prescription!!! www.best-rx-deals.xyz", author="pharma4u"),
+    CommentText(body="That's sciatica. Take 800mg ibuprofen every 6 hours and skip the physio."),
+    CommentText(body="Mi fisio me dijo que caminara más y funcionó."),
+]
+TINY_X = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 1.0], [3.0, 0.0]])
+TINY_Y = np.array([0, 0, 1, 1])
+
+
+class Gadget:
+    """A type no reviewer has looked at."""
+
+    def __init__(self) -> None:
+        self.payload = "anything"
+
+
+def dump(payload: dict[str, object], path: Path) -> registry.SavedArtifact:
+    sio.dump(payload, path)
+    return registry.SavedArtifact(path, registry.file_sha256(path))
+
+
+def register(engine: Engine, version: str, artifact: registry.SavedArtifact, card: dict[str, object]) -> None:
+    with make_session_factory(engine).begin() as session:
+        registry.register(session, version, artifact, {**card, "version": version})
+
+
+def activate(engine: Engine, version: str, now: datetime | None = None) -> None:
+    with make_session_factory(engine).begin() as session:
+        registry.activate(session, version, now)
+
+
+def active(engine: Engine) -> list[str]:
+    with make_session_factory(engine)() as session:
+        return list(session.scalars(select(ModelVersion.version).where(ModelVersion.is_active)))
+
+
+# --- artifacts -----------------------------------------------------------------------------------
+
+
+def test_round_trip_gives_the_same_probabilities_and_explanations(trained_model: TrainedModel) -> None:
+    original = trained_model.model
+    artifact = trained_model.artifact
+    loaded = registry.load_artifact(artifact.path, artifact.sha256, original.card)
+
+    assert loaded.version == trained_model.version
+    before, after = original.transform(COMMENTS), loaded.transform(COMMENTS)
+    for label in LABELS:
+        np.testing.assert_allclose(
+            loaded.classifiers[label].predict_proba(after), original.classifiers[label].predict_proba(before)
+        )
+    assert loaded.score_many(COMMENTS) == original.score_many(COMMENTS)
+    for comment in COMMENTS:
+        assert loaded.explain(comment) == original.explain(comment)
+    assert any(loaded.explain(c)["spam"] for c in COMMENTS)  # the comparison above is not of empty lists
+
+
+def test_the_card_is_written_beside_the_model(trained_model: TrainedModel, tmp_path: Path) -> None:
+    saved = registry.save_artifact(trained_model.model, tmp_path, "v-card")
+    card = json.loads((tmp_path / "model-v-card.card.json").read_text())
+    assert card["thresholds"] == trained_model.model.card["thresholds"]
+    assert {"scikit-learn", "skops", "numpy"} <= set(card["libraries"])
+    assert saved.sha256 == registry.file_sha256(saved.path)
+
+
+def test_a_file_with_one_byte_changed_is_refused(trained_model: TrainedModel, tmp_path: Path) -> None:
+    tampered = tmp_path / "tampered.skops"
+    data = bytearray(trained_model.artifact.path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    tampered.write_bytes(bytes(data))
+
+    with pytest.raises(registry.RegistryError, match="checksum"):
+        registry.load_artifact(tampered, trained_model.artifact.sha256, {})
+
+
+def test_a_missing_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(registry.RegistryError, match="missing"):
+        registry.load_artifact(tmp_path / "gone.skops", "0" * 64, {})
+
+
+@pytest.mark.parametrize(
+    ("make", "named"),
+    [
+        (Gadget, "Gadget"),
+        (lambda: DecisionTreeClassifier(random_state=0).fit(TINY_X, TINY_Y), "sklearn.tree"),
+    ],
+    ids=["custom-class", "decision-tree"],
+)
+def test_a_file_holding_an_untrusted_type_is_refused(tmp_path: Path, make: object, named: str) -> None:
+    obj = make()  # type: ignore[operator]
+    artifact = dump({"vectorizer": obj, "spam": obj, "medical_advice": obj}, tmp_path / "odd.skops")
+
+    with pytest.raises(registry.RegistryError, match="not trusted") as refused:
+        registry.load_artifact(artifact.path, artifact.sha256, {})
+    assert named in str(refused.value)
+
+
+def test_a_scikit_learn_type_outside_the_reviewed_list_is_refused(tmp_path: Path) -> None:
+    assert "sklearn.naive_bayes.MultinomialNB" not in registry.TRUSTED_TYPES
+    estimator = MultinomialNB().fit(TINY_X, TINY_Y)
+    artifact = dump({"vectorizer": estimator, "spam": estimator, "medical_advice": estimator}, tmp_path / "nb.skops")
+
+    with pytest.raises(registry.RegistryError, match="not trusted"):
+        registry.load_artifact(artifact.path, artifact.sha256, {})
+
+
+# --- versions in the database --------------------------------------------------------------------
+
+
+def test_activate_keeps_exactly_one_version_active_and_rollback_returns_to_the_previous(
+    engine: Engine, trained_model: TrainedModel
+) -> None:
+    card = trained_model.model.card
+    for version in ("v1", "v2", "v3"):
+        register(engine, version, trained_model.artifact, card)
+    now = datetime.now(UTC)
+    activate(engine, "v1", now - timedelta(hours=3))
+    activate(engine, "v2", now - timedelta(hours=2))
+    assert active(engine) == ["v2"]
+    activate(engine, "v3", now - timedelta(hours=1))
+    assert active(engine) == ["v3"]
+
+    with make_session_factory(engine).begin() as session:
+        assert registry.rollback(session).version == "v2"
+    assert active(engine) == ["v2"]
+    # A second rollback steps further back instead of flipping between the last two versions.
+    with make_session_factory(engine).begin() as session:
+        assert registry.rollback(session).version == "v1"
+    assert active(engine) == ["v1"]
+    with make_session_factory(engine).begin() as session, pytest.raises(registry.RegistryError, match="earlier"):
+        registry.rollback(session)
+    # Activating a rolled-back version again puts it back at the top of the history.
+    activate(engine, "v3", now)
+    with make_session_factory(engine).begin() as session:
+        assert registry.rollback(session).version == "v1"
+
+
+def test_rollback_without_an_earlier_version_is_an_error(engine: Engine, trained_model: TrainedModel) -> None:
+    register(engine, "only", trained_model.artifact, trained_model.model.card)
+    with make_session_factory(engine).begin() as session, pytest.raises(registry.RegistryError, match="earlier"):
+        registry.rollback(session)
+    activate(engine, "only")
+    with make_session_factory(engine).begin() as session, pytest.raises(registry.RegistryError, match="earlier"):
+        registry.rollback(session)
+    assert active(engine) == ["only"]
+
+
+def test_activate_refuses_unknown_versions_and_missing_files(
+    engine: Engine, trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy.skops"
+    shutil.copy(trained_model.artifact.path, copy)
+    register(engine, "good", trained_model.artifact, trained_model.model.card)
+    register(engine, "lost", registry.SavedArtifact(copy, trained_model.artifact.sha256), trained_model.model.card)
+    activate(engine, "good")
+    copy.unlink()
+
+    with make_session_factory(engine).begin() as session:
+        with pytest.raises(registry.RegistryError, match="no model version"):
+            registry.activate(session, "nope")
+        with pytest.raises(registry.RegistryError, match="no file"):
+            registry.activate(session, "lost")
+    assert active(engine) == ["good"]
+
+
+def test_the_database_refuses_two_active_versions(engine: Engine) -> None:
+    def row(version: str, is_active: bool) -> ModelVersion:
+        return ModelVersion(version=version, path=f"/models/{version}.skops", sha256="0" * 64, is_active=is_active)
+
+    sessions = make_session_factory(engine)
+    with sessions.begin() as session:
+        session.add_all([row("a", True), row("b", False), row("c", False)])
+    with pytest.raises(IntegrityError), sessions.begin() as session:
+        session.add(row("d", True))
+    with pytest.raises(IntegrityError), sessions.begin() as session:
+        session.scalars(select(ModelVersion).where(ModelVersion.version == "b")).one().is_active = True
+    with engine.connect() as connection:
+        assert connection.scalar(select(func.count()).where(ModelVersion.is_active)) == 1
+
+
+# --- the store a worker keeps --------------------------------------------------------------------
+
+
+def test_model_store_picks_up_a_new_active_version(engine: Engine, trained_model: TrainedModel) -> None:
+    store = registry.ModelStore(make_session_factory(engine), check_interval=0)
+    with pytest.raises(registry.RegistryError, match="no model is active"):
+        store.current()
+
+    register(engine, "v1", trained_model.artifact, trained_model.model.card)
+    register(engine, "v2", trained_model.artifact, trained_model.model.card)
+    activate(engine, "v1")
+    first = store.current()
+    assert first.version == "v1"
+    assert store.current() is first  # unchanged version: not loaded again
+
+    activate(engine, "v2")
+    assert store.current().version == "v2"
+    with make_session_factory(engine).begin() as session:
+        registry.rollback(session)
+    assert store.current().version == "v1"
+
+
+def test_model_store_asks_the_database_only_every_check_interval(engine: Engine, trained_model: TrainedModel) -> None:
+    register(engine, "v1", trained_model.artifact, trained_model.model.card)
+    register(engine, "v2", trained_model.artifact, trained_model.model.card)
+    activate(engine, "v1")
+    store = registry.ModelStore(make_session_factory(engine), check_interval=3600)
+    assert store.current().version == "v1"
+    activate(engine, "v2")
+    assert store.current().version == "v1"
