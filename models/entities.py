@@ -217,3 +217,78 @@ class ModelVersion(Base):
     is_active: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     activated_at: Mapped[datetime | None]
+
+
+class Role(StrEnum):
+    MODERATOR = "moderator"
+    ADMIN = "admin"
+
+
+class Moderator(Base):
+    """A person who reviews comments in the dashboard (admins also manage sites, lists and people)."""
+
+    __tablename__ = "moderators"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16), default=Role.MODERATOR)
+    is_active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+
+class ModerationAction(Base):
+    """The audit trail: who did what to which comment, and the state before and after."""
+
+    __tablename__ = "moderation_actions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    comment_id: Mapped[int] = mapped_column(ForeignKey("comments.id", ondelete="CASCADE"), index=True)
+    moderator_id: Mapped[int | None] = mapped_column(ForeignKey("moderators.id", ondelete="SET NULL"), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(32))
+    note: Mapped[str | None] = mapped_column(Text)
+    before_status: Mapped[str] = mapped_column(String(16))
+    after_status: Mapped[str] = mapped_column(String(16))
+    before_decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id", ondelete="SET NULL"))
+    after_decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    moderator: Mapped[Moderator | None] = relationship()
+
+
+class ListEntry(Base):
+    """A block- or allow-list entry (a word, a domain or an author) for one site or, with no site, all."""
+
+    __tablename__ = "list_entries"
+    __table_args__ = (UniqueConstraint("list_kind", "field", "value", "site_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    list_kind: Mapped[str] = mapped_column(String(8))  # block | allow
+    field: Mapped[str] = mapped_column(String(8))  # word | domain | author
+    value: Mapped[str] = mapped_column(String(320))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("moderators.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    site: Mapped[Site | None] = relationship()
+
+
+class TrainingLabel(Base):
+    """A moderator's verdict as a label for retraining (None: the verdict says nothing about that label)."""
+
+    __tablename__ = "training_labels"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    comment_id: Mapped[int] = mapped_column(ForeignKey("comments.id", ondelete="CASCADE"), unique=True)
+    body: Mapped[str] = mapped_column(Text)
+    spam: Mapped[bool | None]
+    medical_advice: Mapped[bool | None]
+    source: Mapped[str] = mapped_column(String(32), default="moderator")
+    moderator_id: Mapped[int | None] = mapped_column(ForeignKey("moderators.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,123 @@
+"""The moderators' dashboard: review queues, actions, admin pages and the overview, server-rendered."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Flask, Response, flash, render_template, request
+from flask.typing import ResponseReturnValue
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from markupsafe import Markup, escape
+
+from dashboard import admin, auth, overview, views  # noqa: F401 - registers the routes on bp
+from dashboard.auth import limiter, login_manager
+from dashboard.blueprint import bp
+from dashboard.context import close_db, wants_json
+from models.entities import Decision
+
+__all__ = ["bp", "init_app"]
+
+csrf = CSRFProtect()
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+# Routes that machines call with their own authentication (signatures), never a browser form.
+CSRF_EXEMPT_BLUEPRINTS = ("webhooks", "health")
+
+
+def init_app(app: Flask) -> None:
+    settings = app.config["SETTINGS"]
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.session_cookie_secure,
+        SESSION_COOKIE_NAME="moderation_session",
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_SECURE=settings.session_cookie_secure,
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+        RATELIMIT_STORAGE_URI=settings.broker_url,
+        RATELIMIT_KEY_PREFIX="dashboard",
+        RATELIMIT_STRATEGY="moving-window",  # a fixed window would allow twice the limit across its edge
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
+        RATELIMIT_HEADERS_ENABLED=True,
+    )
+    app.register_blueprint(bp)
+    app.teardown_appcontext(close_db)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    for name in CSRF_EXEMPT_BLUEPRINTS:
+        if name in app.blueprints:
+            csrf.exempt(app.blueprints[name])
+    limiter.init_app(app)
+    app.jinja_env.filters["highlight"] = highlight
+    app.jinja_env.filters["driver_words"] = driver_words
+    app.jinja_env.filters["http_url"] = is_http_url
+    app.after_request(security_headers)
+
+
+def security_headers(response: Response) -> Response:
+    if request.blueprint == "dashboard":
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("Cache-Control", "no-store")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
+
+
+def is_http_url(url: str | None) -> bool:
+    """Only http(s) links are clickable: a javascript: or data: URL from a comment stays text."""
+    return bool(url) and re.match(r"^https?://[^\s]+$", url or "", re.IGNORECASE) is not None
+
+
+def driver_words(decision: Decision | None) -> list[str]:
+    """The words that pushed a decision's scores, from the model's explanation."""
+    if decision is None or not decision.explanation:
+        return []
+    return [
+        str(item.get("feature", ""))
+        for label in ("spam", "medical_advice")
+        for item in decision.explanation.get(label, [])
+    ]
+
+
+def highlight(text: str, words: list[str]) -> Markup:
+    """The comment escaped (it is hostile input), with the words that drove a score wrapped in <mark>."""
+    words = sorted({w for w in words if w and len(w) > 1}, key=len, reverse=True)
+    if not words:
+        return escape(text)
+    pattern = re.compile(r"(?<!\w)(" + "|".join(re.escape(w) for w in words) + r")(?!\w)", re.IGNORECASE)
+    out: list[str] = []
+    last = 0
+    for match in pattern.finditer(text):
+        out.append(str(escape(text[last : match.start()])))
+        out.append(f"<mark>{escape(match.group(0))}</mark>")
+        last = match.end()
+    out.append(str(escape(text[last:])))
+    return Markup("".join(out))  # noqa: S704 - every piece of the comment was escaped above
+
+
+@bp.errorhandler(CSRFError)
+def csrf_refused(error: CSRFError) -> ResponseReturnValue:
+    if wants_json():
+        return {"ok": False, "message": f"refused: {error.description}"}, 400
+    return render_template("error.html", code=400, message=f"Refused: {error.description} Reload the page."), 400
+
+
+@bp.errorhandler(403)
+def forbidden(_error: Exception) -> ResponseReturnValue:
+    return render_template("error.html", code=403, message="Only admins can open this page."), 403
+
+
+@bp.errorhandler(404)
+def not_found(_error: Exception) -> ResponseReturnValue:
+    return render_template("error.html", code=404, message="No such page or comment."), 404
+
+
+@bp.errorhandler(429)
+def too_many(_error: Exception) -> ResponseReturnValue:
+    flash("Too many sign-in attempts. Wait a minute and try again.", "error")
+    return render_template("login.html", email=""), 429

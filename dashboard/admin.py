@@ -1,0 +1,353 @@
+"""Admin pages: sites and secrets, thresholds with a what-if, lists, moderators, dead letters, models."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import abort, flash, jsonify, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from dashboard.auth import admin_required
+from dashboard.blueprint import bp
+from dashboard.context import db, me, runtime, settings
+from models.entities import CallbackDelivery, DeliveryStatus, ListEntry, ModelVersion, Moderator, Role, Site
+from moderation import callbacks, evaluation, registry
+from moderation.accounts import AccountError, create_moderator
+from moderation.lists import FIELDS, KINDS, ListError, add_entry
+from moderation.policy import Thresholds
+from moderation.sites import SiteError, create_site, rotate_secret, validate_callback_url
+
+# --- sites ---------------------------------------------------------------------------------------
+
+
+@bp.get("/admin/sites")
+@admin_required
+def sites() -> ResponseReturnValue:
+    return render_template("admin/sites.html", sites=db().scalars(select(Site).order_by(Site.name)).all())
+
+
+@bp.post("/admin/sites")
+@admin_required
+def sites_add() -> ResponseReturnValue:
+    session = db()
+    try:
+        site, secret = create_site(session, request.form.get("name", "").strip(), request.form.get("callback_url"))
+        session.commit()
+    except (SiteError, IntegrityError) as error:
+        session.rollback()
+        flash(str(error), "error")
+        return redirect(url_for("dashboard.sites"))
+    # Shown in this response only: it is never stored anywhere the dashboard can show it again.
+    return render_template("admin/secret.html", site=site, secret=secret, created=True)
+
+
+@bp.post("/admin/sites/<int:site_id>/callback")
+@admin_required
+def site_callback(site_id: int) -> ResponseReturnValue:
+    session = db()
+    site = session.get(Site, site_id) or abort(404)
+    try:
+        site.callback_url = validate_callback_url(request.form.get("callback_url", "").strip())
+    except SiteError as error:
+        flash(str(error), "error")
+        return redirect(url_for("dashboard.sites"))
+    site.callback_disabled_at = None
+    session.commit()
+    flash(f"Callback URL of {site.name} saved.", "info")
+    return redirect(url_for("dashboard.sites"))
+
+
+@bp.post("/admin/sites/<int:site_id>/rotate")
+@admin_required
+def site_rotate(site_id: int) -> ResponseReturnValue:
+    session = db()
+    site = session.get(Site, site_id) or abort(404)
+    secret = rotate_secret(session, site, settings().secret_overlap)
+    session.commit()
+    return render_template(
+        "admin/secret.html", site=site, secret=secret, created=False, overlap=settings().secret_rotation_overlap_hours
+    )
+
+
+# --- thresholds ----------------------------------------------------------------------------------
+
+
+def _active_card() -> tuple[ModelVersion | None, dict[str, Any]]:
+    row = registry.active_version(db())
+    return row, dict(row.card) if row is not None else {}
+
+
+def _defaults(card: dict[str, Any]) -> Thresholds:
+    return Thresholds(**card["thresholds"]) if "thresholds" in card else Thresholds()
+
+
+def _site_thresholds(site: Site, card: dict[str, Any]) -> Thresholds:
+    return _defaults(card).overridden(
+        spam_reject=site.spam_reject_threshold,
+        spam_hold=site.spam_hold_threshold,
+        advice_hold=site.advice_hold_threshold,
+    )
+
+
+def _proposed(args: Any, fallback: Thresholds) -> Thresholds:
+    def value(name: str, default: float) -> float:
+        try:
+            return float(args.get(name, default))
+        except ValueError:
+            raise ValueError(f"{name} must be a number between 0 and 1") from None
+
+    return Thresholds(
+        spam_reject=value("spam_reject", fallback.spam_reject),
+        spam_hold=value("spam_hold", fallback.spam_hold),
+        advice_hold=value("advice_hold", fallback.advice_hold),
+    )
+
+
+def what_if(card: dict[str, Any], thresholds: Thresholds) -> dict[str, Any] | None:
+    """The lead's evaluation.what_if on the held-out scores in the model card; None where unavailable."""
+    function = getattr(evaluation, "what_if", None)
+    if function is None or not card:
+        return None
+    try:
+        result: dict[str, Any] = function(card, thresholds)
+    except (KeyError, ValueError, TypeError):
+        return None
+    return result
+
+
+def pr_curves(card: dict[str, Any]) -> dict[str, list[dict[str, Any]]] | None:
+    function = getattr(evaluation, "pr_curve", None)
+    if function is None or not card:
+        return None
+    try:
+        return {label: function(card, label) for label in ("spam", "medical_advice")}
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+@bp.get("/admin/sites/<int:site_id>/thresholds")
+@admin_required
+def thresholds(site_id: int) -> ResponseReturnValue:
+    site = db().get(Site, site_id) or abort(404)
+    row, card = _active_card()
+    current = _site_thresholds(site, card)
+    error = None
+    try:
+        proposed = _proposed(request.args, current)
+    except ValueError as problem:
+        proposed, error = current, str(problem)
+    return render_template(
+        "admin/thresholds.html",
+        site=site,
+        model=row,
+        defaults=_defaults(card),
+        current=current,
+        proposed=proposed,
+        error=error,
+        effect_now=what_if(card, current),
+        effect_proposed=what_if(card, proposed),
+        previewed="spam_reject" in request.args and error is None,
+    )
+
+
+@bp.get("/admin/sites/<int:site_id>/thresholds/preview")
+@admin_required
+def thresholds_preview(site_id: int) -> ResponseReturnValue:
+    site = db().get(Site, site_id) or abort(404)
+    _row, card = _active_card()
+    try:
+        proposed = _proposed(request.args, _site_thresholds(site, card))
+    except ValueError as problem:
+        return jsonify(error=str(problem)), 400
+    effect = what_if(card, proposed)
+    return jsonify(
+        available=effect is not None,
+        effect=effect,
+        current=what_if(card, _site_thresholds(site, card)),
+        curves=pr_curves(card),
+        proposed={
+            "spam_reject": proposed.spam_reject,
+            "spam_hold": proposed.spam_hold,
+            "advice_hold": proposed.advice_hold,
+        },
+    )
+
+
+@bp.post("/admin/sites/<int:site_id>/thresholds")
+@admin_required
+def thresholds_save(site_id: int) -> ResponseReturnValue:
+    session = db()
+    site = session.get(Site, site_id) or abort(404)
+    if request.form.get("reset"):
+        site.spam_reject_threshold = site.spam_hold_threshold = site.advice_hold_threshold = None
+        session.commit()
+        flash(f"{site.name} uses the model's default thresholds again.", "info")
+        return redirect(url_for("dashboard.thresholds", site_id=site_id))
+    try:
+        proposed = _proposed(request.form, _site_thresholds(site, _active_card()[1]))
+    except ValueError as problem:
+        flash(str(problem), "error")
+        return redirect(url_for("dashboard.thresholds", site_id=site_id))
+    site.spam_reject_threshold = proposed.spam_reject
+    site.spam_hold_threshold = proposed.spam_hold
+    site.advice_hold_threshold = proposed.advice_hold
+    session.commit()
+    flash(f"Thresholds of {site.name} saved; they apply to the next comments decided.", "info")
+    return redirect(url_for("dashboard.thresholds", site_id=site_id))
+
+
+# --- block and allow lists -----------------------------------------------------------------------
+
+
+@bp.get("/admin/lists")
+@admin_required
+def lists() -> ResponseReturnValue:
+    session = db()
+    entries = session.scalars(select(ListEntry).order_by(ListEntry.list_kind, ListEntry.field, ListEntry.value)).all()
+    return render_template(
+        "admin/lists.html",
+        entries=entries,
+        sites=session.scalars(select(Site).order_by(Site.name)).all(),
+        kinds=KINDS,
+        fields=FIELDS,
+    )
+
+
+@bp.post("/admin/lists")
+@admin_required
+def lists_add() -> ResponseReturnValue:
+    session = db()
+    site_id = request.form.get("site_id", "")
+    try:
+        add_entry(
+            session,
+            request.form.get("list_kind", ""),
+            request.form.get("field", ""),
+            request.form.get("value", ""),
+            int(site_id) if site_id.isdigit() else None,
+            me().id,
+            datetime.now(UTC),
+        )
+        session.commit()
+        flash("Added; it applies to the next comments decided.", "info")
+    except (ListError, IntegrityError) as error:
+        session.rollback()
+        flash(str(error) if isinstance(error, ListError) else "That entry is already on the list.", "error")
+    return redirect(url_for("dashboard.lists"))
+
+
+@bp.post("/admin/lists/<int:entry_id>/delete")
+@admin_required
+def lists_delete(entry_id: int) -> ResponseReturnValue:
+    session = db()
+    entry = session.get(ListEntry, entry_id) or abort(404)
+    session.delete(entry)
+    session.commit()
+    flash(f"Removed {entry.value!r} from the {entry.list_kind} list.", "info")
+    return redirect(url_for("dashboard.lists"))
+
+
+# --- moderators ----------------------------------------------------------------------------------
+
+
+@bp.get("/admin/moderators")
+@admin_required
+def moderators() -> ResponseReturnValue:
+    return render_template(
+        "admin/moderators.html", moderators=db().scalars(select(Moderator).order_by(Moderator.email)).all()
+    )
+
+
+@bp.post("/admin/moderators")
+@admin_required
+def moderators_add() -> ResponseReturnValue:
+    session = db()
+    try:
+        create_moderator(
+            session,
+            request.form.get("email", ""),
+            request.form.get("password", ""),
+            request.form.get("role", Role.MODERATOR),
+            datetime.now(UTC),
+        )
+        session.commit()
+        flash("Moderator added.", "info")
+    except (AccountError, IntegrityError) as error:
+        session.rollback()
+        flash(str(error), "error")
+    return redirect(url_for("dashboard.moderators"))
+
+
+@bp.post("/admin/moderators/<int:moderator_id>")
+@admin_required
+def moderators_update(moderator_id: int) -> ResponseReturnValue:
+    session = db()
+    target = session.get(Moderator, moderator_id) or abort(404)
+    if target.id == me().id:
+        flash("You cannot change your own role or deactivate yourself.", "error")
+        return redirect(url_for("dashboard.moderators"))
+    if request.form.get("role") in (Role.MODERATOR, Role.ADMIN):
+        target.role = request.form["role"]
+    if request.form.get("active") in ("0", "1"):
+        target.is_active = request.form["active"] == "1"
+    session.commit()
+    flash(f"{target.email} updated.", "info")
+    return redirect(url_for("dashboard.moderators"))
+
+
+# --- dead-lettered callbacks ---------------------------------------------------------------------
+
+
+@bp.get("/admin/callbacks")
+@admin_required
+def dead_letters() -> ResponseReturnValue:
+    rows = db().scalars(
+        select(CallbackDelivery)
+        .where(CallbackDelivery.status.in_([DeliveryStatus.DEAD, DeliveryStatus.DISABLED]))
+        .order_by(CallbackDelivery.id.desc())
+        .limit(200)
+    )
+    return render_template("admin/callbacks.html", deliveries=rows.all())
+
+
+@bp.post("/admin/callbacks/<int:delivery_id>/replay")
+@admin_required
+def replay(delivery_id: int) -> ResponseReturnValue:
+    session = db()
+    try:
+        callbacks.replay(session, delivery_id, datetime.now(UTC))
+    except LookupError:
+        abort(404)
+    session.commit()
+    # Committed as pending: if the broker is down, beat's retry loop sends it.
+    with contextlib.suppress(Exception):
+        runtime().publisher.notify(delivery_id)
+    flash(f"Callback {delivery_id} queued again.", "info")
+    return redirect(url_for("dashboard.dead_letters"))
+
+
+# --- models --------------------------------------------------------------------------------------
+
+
+@bp.get("/admin/models")
+@admin_required
+def models() -> ResponseReturnValue:
+    return render_template("admin/models.html", versions=registry.list_versions(db()))
+
+
+@bp.post("/admin/models/<version>/activate")
+@admin_required
+def models_activate(version: str) -> ResponseReturnValue:
+    session = db()
+    try:
+        registry.activate(session, version)
+        session.commit()
+        flash(f"Model {version} is active; workers switch within a few seconds.", "info")
+    except registry.RegistryError as error:
+        session.rollback()
+        flash(str(error), "error")
+    return redirect(url_for("dashboard.models"))

@@ -1,0 +1,251 @@
+"""Read-only queries behind the queue and comment pages: filters, counts, author history, duplicates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import Select, String, cast, func, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from models.entities import Comment, CommentStatus, Decision, ModerationAction, Site
+
+QUEUES = {
+    "held": CommentStatus.HELD,
+    "approved": CommentStatus.APPROVED,
+    "rejected": CommentStatus.REJECTED,
+    "all": None,
+}
+SORTS = ("oldest", "newest", "risk")
+REASONS = (
+    "spam",
+    "possible_spam",
+    "medical_advice",
+    "many_links",
+    "duplicate",
+    "author_flood",
+    "author_rejected_before",
+    "blocked_term",
+    "abuse",
+    "off_topic",
+    "other",
+)
+PAGE_SIZE = 25
+
+
+@dataclass
+class Filters:
+    queue: str = "held"
+    sort: str = "oldest"
+    text: str = ""
+    author: str = ""
+    article: str = ""
+    site: str = ""
+    reason: str = ""
+    score: str = "any"  # any | spam | medical_advice
+    score_min: float | None = None
+    score_max: float | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    page: int = 1
+
+    @classmethod
+    def from_args(cls, args: Any) -> Filters:
+        def number(name: str) -> float | None:
+            try:
+                value = float(args.get(name, ""))
+            except ValueError:
+                return None
+            return min(1.0, max(0.0, value))
+
+        def day(name: str) -> date | None:
+            try:
+                return date.fromisoformat(args.get(name, ""))
+            except ValueError:
+                return None
+
+        queue = args.get("queue", "held")
+        sort = args.get("sort", "oldest")
+        try:
+            page = max(1, int(args.get("page", 1)))
+        except ValueError:
+            page = 1
+        return cls(
+            queue=queue if queue in QUEUES else "held",
+            sort=sort if sort in SORTS else "oldest",
+            text=args.get("text", "").strip()[:200],
+            author=args.get("author", "").strip()[:200],
+            article=args.get("article", "").strip()[:200],
+            site=args.get("site", "").strip()[:100],
+            reason=args.get("reason", "") if args.get("reason", "") in REASONS else "",
+            score=args.get("score", "any") if args.get("score") in ("spam", "medical_advice") else "any",
+            score_min=number("score_min"),
+            score_max=number("score_max"),
+            date_from=day("date_from"),
+            date_to=day("date_to"),
+            page=page,
+        )
+
+    def args(self, **changes: Any) -> dict[str, Any]:
+        """Query-string arguments for a link that keeps these filters, with some changed."""
+        values = {
+            "queue": self.queue,
+            "sort": self.sort,
+            "text": self.text,
+            "author": self.author,
+            "article": self.article,
+            "site": self.site,
+            "reason": self.reason,
+            "score": self.score if self.score != "any" else "",
+            "score_min": "" if self.score_min is None else self.score_min,
+            "score_max": "" if self.score_max is None else self.score_max,
+            "date_from": self.date_from.isoformat() if self.date_from else "",
+            "date_to": self.date_to.isoformat() if self.date_to else "",
+        }
+        values.update(changes)
+        return {k: v for k, v in values.items() if v not in ("", None)}
+
+
+def _like(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped.lower()}%"
+
+
+def _filtered(query: Select[Any], filters: Filters, current: Any) -> Select[Any]:
+    if filters.text:
+        query = query.where(func.lower(Comment.body).like(_like(filters.text), escape="\\"))
+    if filters.author:
+        pattern = _like(filters.author)
+        query = query.where(
+            or_(
+                func.lower(Comment.author_name).like(pattern, escape="\\"),
+                func.lower(Comment.author_email).like(pattern, escape="\\"),
+                func.lower(Comment.author_url).like(pattern, escape="\\"),
+                Comment.author_ip == filters.author,
+            )
+        )
+    if filters.article:
+        pattern = _like(filters.article)
+        query = query.where(
+            or_(
+                func.lower(Comment.article_id).like(pattern, escape="\\"),
+                func.lower(Comment.article_title).like(pattern, escape="\\"),
+            )
+        )
+    if filters.site:
+        query = query.where(Site.name == filters.site)
+    if filters.reason:
+        query = query.where(cast(current.reasons, String).like(f'%"{filters.reason}"%'))
+    columns = {"spam": [current.spam_score], "medical_advice": [current.advice_score]}.get(
+        filters.score, [current.spam_score, current.advice_score]
+    )
+    if filters.score_min is not None:
+        query = query.where(or_(*(c >= filters.score_min for c in columns)))
+    if filters.score_max is not None:
+        query = query.where(or_(*(c <= filters.score_max for c in columns)))
+    if filters.date_from:
+        query = query.where(Comment.received_at >= datetime.combine(filters.date_from, time.min, UTC))
+    if filters.date_to:
+        query = query.where(Comment.received_at < datetime.combine(filters.date_to + timedelta(days=1), time.min, UTC))
+    return query
+
+
+def queue_counts(session: Session) -> dict[str, int]:
+    counts = dict(session.execute(select(Comment.status, func.count(Comment.id)).group_by(Comment.status)).all())
+    result = {name: counts.get(status, 0) for name, status in QUEUES.items() if status is not None}
+    result["all"] = sum(counts.values())
+    return result
+
+
+@dataclass
+class QueuePage:
+    items: list[tuple[Comment, Decision | None]]
+    total: int
+    page: int
+    pages: int
+
+
+def queue_page(session: Session, filters: Filters) -> QueuePage:
+    current = aliased(Decision)
+    query: Select[Any] = (
+        select(Comment, current)  # type: ignore[assignment]
+        .join(Site, Site.id == Comment.site_id)
+        .outerjoin(current, (current.comment_id == Comment.id) & current.is_current)
+    )
+    status = QUEUES[filters.queue]
+    if status is not None:
+        query = query.where(Comment.status == status)
+    query = _filtered(query, filters, current)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    if filters.sort == "risk":
+        risk: Any = func.coalesce(func.greatest(current.spam_score, current.advice_score), 0.0)
+        if session.get_bind().dialect.name == "sqlite":
+            risk = func.max(func.coalesce(current.spam_score, 0.0), func.coalesce(current.advice_score, 0.0))
+        query = query.order_by(risk.desc(), Comment.id)
+    elif filters.sort == "newest":
+        query = query.order_by(Comment.received_at.desc(), Comment.id.desc())
+    else:
+        query = query.order_by(Comment.received_at, Comment.id)
+    pages = max(1, -(-total // PAGE_SIZE))
+    page = min(filters.page, pages)
+    rows = session.execute(query.limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)).all()
+    return QueuePage(list(rows), total, page, pages)
+
+
+@dataclass
+class AuthorHistory:
+    approved: int = 0
+    rejected: int = 0
+    held: int = 0
+    last_day: int = 0
+
+
+@dataclass
+class Context:
+    """What a moderator sees beside a comment."""
+
+    history: AuthorHistory = field(default_factory=AuthorHistory)
+    same_text: list[Comment] = field(default_factory=list)
+
+
+def comment_context(session: Session, comment: Comment, now: datetime) -> Context:
+    context = Context()
+    author = []
+    if comment.author_email:
+        author.append(Comment.author_email == comment.author_email)
+    if comment.author_ip:
+        author.append(Comment.author_ip == comment.author_ip)
+    if author:
+        same_author = (Comment.site_id == comment.site_id) & or_(*author) & (Comment.id != comment.id)
+        counts = dict(
+            session.execute(
+                select(Comment.status, func.count(Comment.id)).where(same_author).group_by(Comment.status)
+            ).all()
+        )
+        context.history = AuthorHistory(
+            approved=counts.get(CommentStatus.APPROVED, 0),
+            rejected=counts.get(CommentStatus.REJECTED, 0),
+            held=counts.get(CommentStatus.HELD, 0),
+            last_day=session.scalar(
+                select(func.count(Comment.id)).where(same_author, Comment.received_at >= now - timedelta(days=1))
+            )
+            or 0,
+        )
+    context.same_text = list(
+        session.scalars(
+            select(Comment)
+            .where(Comment.body_fingerprint == comment.body_fingerprint, Comment.id != comment.id)
+            .order_by(Comment.received_at.desc())
+            .limit(10)
+        )
+    )
+    return context
+
+
+def audit_trail(session: Session, comment_id: int) -> list[ModerationAction]:
+    return list(
+        session.scalars(
+            select(ModerationAction).where(ModerationAction.comment_id == comment_id).order_by(ModerationAction.id)
+        )
+    )

@@ -1,0 +1,162 @@
+"""The review queue, a comment's page, and the actions: approve, reject with a reason, undo, in bulk."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from flask import abort, flash, jsonify, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_login import login_required
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from dashboard.blueprint import bp
+from dashboard.context import db, me, runtime, wants_json
+from dashboard.queries import REASONS, Filters, audit_trail, comment_context, queue_counts, queue_page
+from models.entities import CallbackDelivery, Comment, Decision, Site
+from moderation.review import REJECT_REASONS, ConflictError, ReviewError, pending_delivery_id, record_verdict
+
+log = logging.getLogger(__name__)
+
+
+@bp.get("/")
+@login_required
+def index() -> ResponseReturnValue:
+    return redirect(url_for("dashboard.queue"))
+
+
+@bp.get("/queue")
+@login_required
+def queue() -> ResponseReturnValue:
+    session = db()
+    filters = Filters.from_args(request.args)
+    page = queue_page(session, filters)
+    now = datetime.now(UTC)
+    contexts = {comment.id: comment_context(session, comment, now) for comment, _ in page.items}
+    return render_template(
+        "queue.html",
+        filters=filters,
+        page=page,
+        contexts=contexts,
+        counts=queue_counts(session),
+        sites=list(session.scalars(select(Site.name).order_by(Site.name))),
+        reasons=REASONS,
+        reject_reasons=REJECT_REASONS,
+        now=now,
+    )
+
+
+@bp.get("/comments/<int:comment_id>")
+@login_required
+def comment(comment_id: int) -> ResponseReturnValue:
+    session = db()
+    found = session.get(Comment, comment_id)
+    if found is None:
+        abort(404)
+    current = next((d for d in found.decisions if d.is_current), None)
+    deliveries = session.scalars(
+        select(CallbackDelivery).where(CallbackDelivery.comment_id == comment_id).order_by(CallbackDelivery.id)
+    ).all()
+    return render_template(
+        "comment.html",
+        comment=found,
+        current=current,
+        context=comment_context(session, found, datetime.now(UTC)),
+        actions=audit_trail(session, comment_id),
+        deliveries=deliveries,
+        reject_reasons=REJECT_REASONS,
+    )
+
+
+@dataclass
+class Outcome:
+    comment_id: int
+    ok: bool
+    message: str
+    status: str | None = None
+    decision_id: int | None = None
+    conflict: bool = False
+
+
+def act(comment_id: int, action: str, reason: str | None, note: str | None, expected: int | None) -> Outcome:
+    """One verdict in its own transaction, then the callback's notify task after commit."""
+    session = db()
+    try:
+        decision = record_verdict(session, comment_id, me(), action, reason, note, expected, datetime.now(UTC))
+        delivery_id = pending_delivery_id(session, decision)
+        status = decision.comment.status
+        session.commit()
+    except ConflictError as conflict:
+        session.rollback()
+        return Outcome(comment_id, False, str(conflict), conflict=True, decision_id=conflict.current_decision_id)
+    except IntegrityError:
+        # The partial unique index caught a concurrent verdict that slipped past the compare-and-swap.
+        session.rollback()
+        return Outcome(comment_id, False, f"comment {comment_id} was changed by someone else", conflict=True)
+    except ReviewError as error:
+        session.rollback()
+        return Outcome(comment_id, False, str(error))
+    if delivery_id is not None:
+        try:
+            runtime().publisher.notify(delivery_id)
+        except Exception:  # the callback row is committed; beat's retry loop sends it if the broker is down
+            log.warning("publishing notify failed; the retry loop will send it", exc_info=True)
+    return Outcome(comment_id, True, f"comment {comment_id}: {action} recorded", status, decision.id)
+
+
+def _expected(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
+@bp.post("/comments/<int:comment_id>/act")
+@login_required
+def act_on_comment(comment_id: int) -> ResponseReturnValue:
+    form = request.form
+    outcome = act(
+        comment_id,
+        form.get("action", ""),
+        form.get("reason") or None,
+        (form.get("note") or "").strip()[:2000] or None,
+        _expected(form.get("expected_decision_id")),
+    )
+    if wants_json():
+        code = 200 if outcome.ok else 409 if outcome.conflict else 400
+        return jsonify(outcome.__dict__), code
+    flash(outcome.message, "info" if outcome.ok else "error")
+    return redirect(_back(url_for("dashboard.comment", comment_id=comment_id)))
+
+
+@bp.post("/bulk")
+@login_required
+def bulk() -> ResponseReturnValue:
+    """Act on many comments; each keeps its own conflict check, so one stale item does not stop the rest."""
+    action = request.form.get("action", "")
+    reason = request.form.get("reason") or None
+    note = (request.form.get("note") or "").strip()[:2000] or None
+    outcomes = []
+    for item in request.form.getlist("ids")[:500]:
+        comment_id, _, expected = item.partition(":")
+        if comment_id.isdigit():
+            outcomes.append(act(int(comment_id), action, reason, note, _expected(expected)))
+    done = [o for o in outcomes if o.ok]
+    failed = [o for o in outcomes if not o.ok]
+    if wants_json():
+        return jsonify(done=[o.__dict__ for o in done], failed=[o.__dict__ for o in failed])
+    if done:
+        flash(f"{action}: {len(done)} comment(s) done.", "info")
+    for outcome in failed:
+        flash(outcome.message, "error")
+    if not outcomes:
+        flash("Select comments first (x, or the check boxes).", "error")
+    return redirect(_back(url_for("dashboard.queue")))
+
+
+def _back(default: str) -> str:
+    target = request.form.get("back", "")
+    return target if target.startswith("/dashboard") and not target.startswith("//") else default
+
+
+def current_of(comment: Comment) -> Decision | None:
+    return next((d for d in comment.decisions if d.is_current), None)

@@ -1,0 +1,1 @@
+"""Examples that show the service from the outside."""

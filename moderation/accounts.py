@@ -1,0 +1,68 @@
+"""Moderator accounts: argon2 password hashes, roles, activation."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models.entities import Moderator, Role
+
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MIN_PASSWORD_LENGTH = 10
+_hasher = PasswordHasher()
+# Verifying against this when the e-mail is unknown keeps the timing of "no such user" and "wrong password" alike.
+_DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
+class AccountError(ValueError):
+    """A moderator account request that cannot be carried out."""
+
+
+def hash_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    return _hasher.hash(password)
+
+
+def find_moderator(session: Session, email: str) -> Moderator | None:
+    return session.scalar(select(Moderator).where(func.lower(Moderator.email) == email.strip().lower()))
+
+
+def create_moderator(session: Session, email: str, password: str, role: str, now: datetime) -> Moderator:
+    email = email.strip().lower()
+    if not EMAIL_RE.match(email) or len(email) > 320:
+        raise AccountError(f"{email!r} is not an e-mail address")
+    if role not in (Role.MODERATOR, Role.ADMIN):
+        raise AccountError("role must be moderator or admin")
+    if find_moderator(session, email) is not None:
+        raise AccountError(f"a moderator {email} already exists")
+    moderator = Moderator(email=email, password_hash=hash_password(password), role=role, created_at=now)
+    session.add(moderator)
+    session.flush()
+    return moderator
+
+
+def authenticate(session: Session, email: str, password: str, now: datetime) -> Moderator | None:
+    """The active moderator with this e-mail and password, or None; rehashes when argon2's parameters change."""
+    moderator = find_moderator(session, email)
+    if moderator is None or not moderator.is_active:
+        _verify(_DUMMY_HASH, password)
+        return None
+    if not _verify(moderator.password_hash, password):
+        return None
+    if _hasher.check_needs_rehash(moderator.password_hash):
+        moderator.password_hash = _hasher.hash(password)
+    moderator.last_login_at = now
+    return moderator
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False

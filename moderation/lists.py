@@ -1,0 +1,107 @@
+"""Moderator-managed block and allow lists (words, domains, authors), per site or for all sites."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from models.entities import Comment, ListEntry
+from moderation.features import find_urls, url_domain
+
+KINDS = ("block", "allow")
+FIELDS = ("word", "domain", "author")
+DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$")
+
+
+class ListError(ValueError):
+    """An entry that cannot be added (bad kind, field or value, or a duplicate)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListMatch:
+    blocked_terms: tuple[str, ...]
+    author_allowed: bool
+
+
+def normalized_value(field: str, value: str) -> str:
+    value = value.strip().casefold()
+    if field == "domain":
+        value = url_domain(value) if "/" in value else value.removeprefix("www.")
+        if not DOMAIN_RE.match(value):
+            raise ListError(f"{value!r} is not a domain name")
+    if not value or len(value) > 320:
+        raise ListError("a list entry needs a value of 1-320 characters")
+    return value
+
+
+def add_entry(
+    session: Session, kind: str, field: str, value: str, site_id: int | None, created_by: int | None, now: datetime
+) -> ListEntry:
+    if kind not in KINDS or field not in FIELDS:
+        raise ListError(f"list must be one of {KINDS} and field one of {FIELDS}")
+    if kind == "allow" and field == "word":
+        raise ListError("allow lists hold authors and domains; a word cannot make a comment safe")
+    value = normalized_value(field, value)
+    # NULL site_id (all sites) is not caught by the unique constraint on every backend: check here too.
+    duplicate = session.scalar(
+        select(ListEntry.id).where(
+            ListEntry.list_kind == kind,
+            ListEntry.field == field,
+            ListEntry.value == value,
+            ListEntry.site_id.is_(None) if site_id is None else ListEntry.site_id == site_id,
+        )
+    )
+    if duplicate is not None:
+        raise ListError(f"{value!r} is already on that list")
+    entry = ListEntry(list_kind=kind, field=field, value=value, site_id=site_id, created_by=created_by, created_at=now)
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def entries_for_site(session: Session, site_id: int) -> list[ListEntry]:
+    return list(
+        session.scalars(select(ListEntry).where(or_(ListEntry.site_id.is_(None), ListEntry.site_id == site_id)))
+    )
+
+
+def _domains_of(comment: Comment) -> set[str]:
+    domains = {url_domain(url) for url in find_urls(comment.body)}
+    if comment.author_url:
+        domains.add(url_domain(comment.author_url))
+    return {d for d in domains if d}
+
+
+def _domain_matches(domain: str, listed: str) -> bool:
+    return domain == listed or domain.endswith("." + listed)
+
+
+def match_lists(entries: list[ListEntry], comment: Comment) -> ListMatch:
+    """What the lists say about a comment: the blocked terms it contains, and whether its author is allowed."""
+    body = comment.body.casefold()
+    domains = _domains_of(comment)
+    email = (comment.author_email or "").casefold()
+    email_domain = email.rpartition("@")[2] if "@" in email else ""
+    author_ids = {v for v in (email, (comment.author_name or "").strip().casefold()) if v}
+    author_domains = {d for d in (email_domain, url_domain(comment.author_url or "")) if d}
+    blocked: list[str] = []
+    allowed = False
+    for entry in entries:
+        if entry.field == "author":
+            hit = entry.value in author_ids
+        elif entry.field == "domain":
+            hit = any(
+                _domain_matches(d, entry.value)
+                for d in (domains | author_domains if entry.list_kind == "block" else author_domains)
+            )
+        else:
+            hit = re.search(rf"(?<!\w){re.escape(entry.value)}(?!\w)", body) is not None
+        if hit and entry.list_kind == "block":
+            blocked.append(f"author:{entry.value}" if entry.field == "author" else entry.value)
+        elif hit:
+            allowed = True
+    return ListMatch(tuple(sorted(set(blocked))), allowed and not blocked)

@@ -1,0 +1,233 @@
+"""A moderator's verdict on a comment: the final decision, its audit row, the callback and a training label.
+
+Optimistic concurrency: the moderator acts on the decision they saw (``expected_decision_id``). The old
+decision is retired with a compare-and-swap ``UPDATE ... WHERE id = expected AND is_current``; whoever
+loses that race (or arrives after someone else acted) gets a ConflictError naming who acted, and nothing
+is overwritten. The partial unique index on current decisions backs this up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from models.entities import (
+    CallbackDelivery,
+    Comment,
+    Decision,
+    DeliveryStatus,
+    ModerationAction,
+    Moderator,
+    Outcome,
+    TrainingLabel,
+)
+from moderation.callbacks import COMMENT_REVIEWED, schedule_callback
+
+APPROVE = "approve"
+REJECT = "reject"
+UNDO = "undo"
+ACTIONS = (APPROVE, REJECT, UNDO)
+REJECT_REASONS = {
+    "spam": "Spam",
+    "medical_advice": "Medical advice",
+    "abuse": "Abuse",
+    "off_topic": "Off-topic",
+    "other": "Other",
+}
+
+
+class ReviewError(ValueError):
+    """A verdict that cannot be recorded as asked (unknown action or reason, nothing to undo)."""
+
+
+class ConflictError(ReviewError):
+    """Someone else changed the comment's decision after this moderator loaded it."""
+
+    def __init__(self, comment_id: int, actor: str, current_decision_id: int | None) -> None:
+        super().__init__(f"comment {comment_id} was changed by {actor} in the meantime; nothing was overwritten")
+        self.comment_id = comment_id
+        self.actor = actor
+        self.current_decision_id = current_decision_id
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    outcome: str
+    reasons: list[str]
+
+
+def moderator_label(moderator: Moderator) -> str:
+    return f"moderator:{moderator.email}"
+
+
+def record_verdict(
+    session: Session,
+    comment_id: int,
+    moderator: Moderator,
+    action: str,
+    reason: str | None,
+    note: str | None,
+    expected_decision_id: int | None,
+    now: datetime,
+) -> Decision:
+    """Record one verdict; the caller commits, then publishes ``pending_delivery_id``'s notify task."""
+    verdict_reason = _checked(action, reason, note)
+    comment = session.scalar(select(Comment).where(Comment.id == comment_id).with_for_update())
+    if comment is None:
+        raise ReviewError(f"no comment {comment_id}")
+    current = session.scalar(select(Decision).where(Decision.comment_id == comment_id, Decision.is_current))
+    current_id = current.id if current is not None else None
+    if current_id != expected_decision_id:
+        raise ConflictError(comment_id, _last_actor(session, comment_id, current), current_id)
+    template: Decision | None
+    if action == UNDO:
+        verdict, template = _undone(session, comment_id, current)
+    else:
+        outcome = Outcome.APPROVE if action == APPROVE else Outcome.REJECT
+        verdict, template = Verdict(outcome, [verdict_reason] if verdict_reason else []), current
+    if current is not None:
+        swapped = session.execute(
+            update(Decision)
+            .where(Decision.id == current.id, Decision.is_current)
+            .values(is_current=False)
+            .execution_options(synchronize_session=False)
+        )
+        if swapped.rowcount != 1:  # type: ignore[attr-defined]
+            raise ConflictError(comment_id, _last_actor(session, comment_id, current), None)
+        session.expire(current, ["is_current"])
+    model_decision = _model_decision(session, comment_id)
+    scores_from = template or model_decision
+    decision = Decision(
+        comment_id=comment_id,
+        outcome=verdict.outcome,
+        is_current=True,
+        spam_score=scores_from.spam_score if scores_from else None,
+        advice_score=scores_from.advice_score if scores_from else None,
+        reasons=verdict.reasons,
+        explanation=dict(model_decision.explanation) if model_decision else {},
+        model_version=model_decision.model_version if model_decision else None,
+        decided_by=moderator_label(moderator),
+        note=note or None,
+        created_at=now,
+    )
+    session.add(decision)
+    before_status = comment.status
+    comment.status = Outcome(verdict.outcome).comment_status
+    session.flush()
+    session.add(
+        ModerationAction(
+            comment_id=comment_id,
+            moderator_id=moderator.id,
+            action=action,
+            reason=verdict_reason,
+            note=note or None,
+            before_status=before_status,
+            after_status=comment.status,
+            before_decision_id=current_id,
+            after_decision_id=decision.id,
+            created_at=now,
+        )
+    )
+    schedule_callback(session, comment.site, comment, decision, COMMENT_REVIEWED, now)
+    _update_label(session, comment, moderator, decision, action, verdict_reason, now)
+    session.flush()
+    return decision
+
+
+def pending_delivery_id(session: Session, decision: Decision) -> int | None:
+    """The callback to publish after commit (none when the site has no callback URL or it is disabled)."""
+    return session.scalar(
+        select(CallbackDelivery.id).where(
+            CallbackDelivery.decision_id == decision.id, CallbackDelivery.status == DeliveryStatus.PENDING
+        )
+    )
+
+
+def _checked(action: str, reason: str | None, note: str | None) -> str | None:
+    if action not in ACTIONS:
+        raise ReviewError(f"unknown action {action!r}")
+    if action != REJECT:
+        return None
+    if reason not in REJECT_REASONS:
+        raise ReviewError("a rejection needs a reason: " + ", ".join(REJECT_REASONS))
+    if reason == "other" and not (note or "").strip():
+        raise ReviewError("say why in the note when the reason is 'other'")
+    return reason
+
+
+def _last_actor(session: Session, comment_id: int, current: Decision | None) -> str:
+    action = session.scalar(
+        select(ModerationAction).where(ModerationAction.comment_id == comment_id).order_by(ModerationAction.id.desc())
+    )
+    if action is not None and action.moderator is not None:
+        return action.moderator.email
+    if current is not None:
+        return current.decided_by.removeprefix("moderator:")
+    return "someone else"
+
+
+def _model_decision(session: Session, comment_id: int) -> Decision | None:
+    return session.scalar(
+        select(Decision)
+        .where(Decision.comment_id == comment_id, Decision.decided_by == "model")
+        .order_by(Decision.id.desc())
+    )
+
+
+def _undone(session: Session, comment_id: int, current: Decision | None) -> tuple[Verdict, Decision]:
+    """The decision that the current one replaced, to be restored as a new current decision."""
+    last = session.scalar(
+        select(ModerationAction)
+        .where(ModerationAction.comment_id == comment_id, ModerationAction.after_decision_id == current.id)
+        .order_by(ModerationAction.id.desc())
+        if current is not None
+        else select(ModerationAction).where(ModerationAction.id.is_(None))
+    )
+    previous = session.get(Decision, last.before_decision_id) if last and last.before_decision_id else None
+    if previous is None:
+        raise ReviewError("there is no moderator action to undo on this comment")
+    return Verdict(previous.outcome, list(previous.reasons)), previous
+
+
+def _label_for(outcome: str, reason: str | None) -> tuple[bool | None, bool | None] | None:
+    """(spam, medical_advice) that a verdict teaches; None when it says nothing about either label."""
+    if outcome == Outcome.APPROVE:
+        return False, False
+    if outcome == Outcome.REJECT and reason == "spam":
+        return True, None
+    if outcome == Outcome.REJECT and reason == "medical_advice":
+        return None, True
+    return None
+
+
+def _update_label(
+    session: Session,
+    comment: Comment,
+    moderator: Moderator,
+    decision: Decision,
+    action: str,
+    reason: str | None,
+    now: datetime,
+) -> None:
+    existing = session.scalar(select(TrainingLabel).where(TrainingLabel.comment_id == comment.id))
+    if action == UNDO:
+        restored = decision.reasons[0] if decision.reasons else None
+        label = _label_for(decision.outcome, restored) if decision.outcome != Outcome.HOLD else None
+        if label is None:
+            if existing is not None:
+                session.delete(existing)
+            return
+    else:
+        label = _label_for(decision.outcome, reason)
+        if label is None:
+            return
+    if existing is None:
+        existing = TrainingLabel(comment_id=comment.id, body=comment.body, source="moderator")
+        session.add(existing)
+    existing.spam, existing.medical_advice = label
+    existing.body = comment.body
+    existing.moderator_id = moderator.id
+    existing.created_at = now

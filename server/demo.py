@@ -1,0 +1,59 @@
+"""The demo that `moderation run` sets up: the example site's registration and a demo admin."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from moderation.accounts import create_moderator, find_moderator, hash_password
+from moderation.sites import create_site, get_site, rotate_secret, validate_callback_url
+
+EXAMPLE_SITE = "example-site"
+DEMO_ADMIN = "admin@example.org"
+
+
+@dataclass(frozen=True)
+class Demo:
+    site_name: str
+    secret_file: Path
+    admin_email: str
+    admin_password: str
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text + "\n")
+
+
+def ensure_demo(sessions: sessionmaker[Session], var_dir: Path, callback_url: str) -> Demo:
+    """Create what is missing, reuse what is there: the site's secret and the admin's password stay put."""
+    secret_file = var_dir / f"{EXAMPLE_SITE}.secret"
+    password_file = var_dir / "demo-admin.txt"
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        site = get_site(session, EXAMPLE_SITE)
+        if site is None:
+            site, secret = create_site(session, EXAMPLE_SITE, callback_url)
+            _write_private(secret_file, secret)
+        else:
+            site.callback_url = validate_callback_url(callback_url)
+            site.callback_disabled_at = None
+            if not secret_file.exists() or secret_file.read_text().strip() not in site.usable_secrets(now):
+                _write_private(secret_file, rotate_secret(session, site, overlap=now - now, now=now))
+        password = password_file.read_text().strip() if password_file.exists() else ""
+        admin = find_moderator(session, DEMO_ADMIN)
+        if admin is None:
+            password = password or secrets.token_urlsafe(12)
+            create_moderator(session, DEMO_ADMIN, password, "admin", now)
+        elif not password:
+            password = secrets.token_urlsafe(12)
+            admin.password_hash = hash_password(password)
+            admin.is_active = True
+        _write_private(password_file, password)
+    return Demo(EXAMPLE_SITE, secret_file, DEMO_ADMIN, password)

@@ -1,0 +1,583 @@
+"""The moderators' dashboard through Flask's test client, on SQLite and PostgreSQL with real Redis."""
+
+# Rows looked up by id are there (a None fails the test anyway): no narrowing at every lookup.
+# mypy: disable-error-code="union-attr, arg-type"
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.db import make_session_factory
+from models.entities import (
+    CallbackDelivery,
+    Comment,
+    Decision,
+    ModerationAction,
+    Moderator,
+    Site,
+    TrainingLabel,
+)
+from moderation.lists import add_entry, match_lists
+from moderation.review import ConflictError, record_verdict
+from moderation.sites import create_site
+from server.settings import Settings
+from tests.conftest import TrainedModel
+from tests.support.dashboard import PASSWORD, act, add_moderator, csrf_token, held_comment, sign_in
+
+Sessions = sessionmaker[Session]
+
+XSS = (
+    '<script>document.title="pwned"</script><img src=x onerror="alert(1)">'
+    '<a href="javascript:alert(2)">click</a><svg onload=alert(3)></svg>"></textarea><iframe src="//evil">'
+)
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> Sessions:
+    return make_session_factory(engine)
+
+
+@pytest.fixture
+def site_row(sessions: Sessions) -> int:
+    with sessions.begin() as session:
+        site, _secret = create_site(session, "backpain-advisor", "http://127.0.0.1:9/moderation-callback")
+        return site.id
+
+
+@pytest.fixture
+def people(sessions: Sessions) -> dict[str, int]:
+    with sessions.begin() as session:
+        return {
+            "mod": add_moderator(session, "mod@example.org"),
+            "mod2": add_moderator(session, "mod2@example.org"),
+            "admin": add_moderator(session, "admin@example.org", "admin"),
+        }
+
+
+@pytest.fixture
+def moderator_client(client: FlaskClient, people: dict[str, int]) -> FlaskClient:
+    assert sign_in(client, "mod@example.org").status_code == 302
+    return client
+
+
+@pytest.fixture
+def held(sessions: Sessions, site_row: int) -> list[tuple[int, int]]:
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        return [
+            held_comment(
+                session, site, f"c-{n}", f"Held comment number {n}: take 800mg ibuprofen.", age=timedelta(hours=n)
+            )
+            for n in range(1, 4)
+        ]
+
+
+def _page(client: FlaskClient, path: str) -> str:
+    response = client.get(path)
+    assert response.status_code == 200, response.status_code
+    return response.get_data(as_text=True)
+
+
+# --- accounts -------------------------------------------------------------------------------------
+
+
+def test_login_page_and_redirect_when_signed_out(client: FlaskClient) -> None:
+    response = client.get("/dashboard/queue")
+    assert response.status_code == 302
+    assert "/dashboard/login" in response.headers["Location"]
+    page = _page(client, "/dashboard/login")
+    assert 'name="csrf_token"' in page
+
+
+def test_login_wrong_password_refused_and_right_one_works(client: FlaskClient, people: dict[str, int]) -> None:
+    assert sign_in(client, "mod@example.org", "wrong password!").status_code == 401
+    response = sign_in(client, "MOD@example.org")
+    assert response.status_code == 302
+    cookie = next(c for c in response.headers.getlist("Set-Cookie") if c.startswith("moderation_session="))
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    assert "Held" in _page(client, "/dashboard/queue")
+
+
+def test_logout_needs_post_and_ends_the_session(moderator_client: FlaskClient) -> None:
+    token = csrf_token(moderator_client, "/dashboard/queue")
+    assert moderator_client.post("/dashboard/logout", data={"csrf_token": token}).status_code == 302
+    assert moderator_client.get("/dashboard/queue").status_code == 302
+
+
+def test_deactivated_moderator_cannot_sign_in(client: FlaskClient, sessions: Sessions, people: dict[str, int]) -> None:
+    with sessions.begin() as session:
+        session.get(Moderator, people["mod"]).is_active = False
+    assert sign_in(client, "mod@example.org").status_code == 401
+
+
+def test_login_is_rate_limited(client: FlaskClient, people: dict[str, int]) -> None:
+    codes = [sign_in(client, "mod@example.org", "wrong password!").status_code for _ in range(12)]
+    assert codes[:10] == [401] * 10
+    assert codes[-1] == 429
+
+
+def test_argon2_hash_is_stored(sessions: Sessions, people: dict[str, int]) -> None:
+    with sessions() as session:
+        moderator = session.get(Moderator, people["mod"])
+        assert moderator.password_hash.startswith("$argon2id$")
+        assert PASSWORD not in moderator.password_hash
+
+
+def test_moderator_refused_admin_pages(moderator_client: FlaskClient, site_row: int) -> None:
+    for path in (
+        "/dashboard/admin/sites",
+        "/dashboard/admin/lists",
+        "/dashboard/admin/moderators",
+        "/dashboard/admin/callbacks",
+        "/dashboard/admin/models",
+        f"/dashboard/admin/sites/{site_row}/thresholds",
+    ):
+        assert moderator_client.get(path).status_code == 403, path
+    token = csrf_token(moderator_client, "/dashboard/queue")
+    response = moderator_client.post(f"/dashboard/admin/sites/{site_row}/rotate", data={"csrf_token": token})
+    assert response.status_code == 403
+
+
+def test_form_post_without_csrf_token_is_refused(moderator_client: FlaskClient, held: list[tuple[int, int]]) -> None:
+    comment_id, decision_id = held[0]
+    response = moderator_client.post(
+        f"/dashboard/comments/{comment_id}/act", data={"action": "approve", "expected_decision_id": str(decision_id)}
+    )
+    assert response.status_code == 400
+    assert "CSRF" in response.get_data(as_text=True)
+
+
+def test_webhook_is_not_subject_to_csrf(client: FlaskClient) -> None:
+    response = client.post("/webhooks/comments", json={"type": "comment.created", "data": {"site": "nope"}})
+    assert response.status_code == 401  # the signature check answers, not the CSRF check
+
+
+def test_security_headers(moderator_client: FlaskClient) -> None:
+    response = moderator_client.get("/dashboard/queue")
+    csp = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_secure_cookie_flag_when_configured(settings: Settings, people: dict[str, int]) -> None:
+    from server.factory import create_app
+
+    app = create_app(settings.model_copy(update={"session_cookie_secure": True}))
+    client = app.test_client()
+    response = sign_in(client, "mod@example.org")
+    cookie = next(c for c in response.headers.getlist("Set-Cookie") if c.startswith("moderation_session="))
+    assert "Secure" in cookie
+    app.extensions["moderation"].sessions.kw["bind"].dispose()
+
+
+# --- queues ---------------------------------------------------------------------------------------
+
+
+def test_held_queue_oldest_first_with_counts_and_details(
+    moderator_client: FlaskClient, held: list[tuple[int, int]]
+) -> None:
+    page = _page(moderator_client, "/dashboard/queue")
+    ids = [int(n) for n in re.findall(r'data-comment-id="(\d+)"', page)]
+    assert ids == [held[2][0], held[1][0], held[0][0]]  # c-3 is 3 hours old
+    assert 'data-count="held">3<' in page
+    assert "Does Massage Therapy Really Help Back Pain?" in page
+    assert "jan@example.org" in page and "203.0.113.9" in page
+    assert "<mark>ibuprofen</mark>" in page
+    assert "medical advice" in page
+    assert "in the last day" in page
+
+
+def test_risk_order_and_filters(moderator_client: FlaskClient, sessions: Sessions, site_row: int) -> None:
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        low, _ = held_comment(session, site, "low", "Massage helped me.", advice=0.55, author_name="Ann")
+        high, _ = held_comment(
+            session,
+            site,
+            "high",
+            "Buy pills at pharma.example",
+            spam=0.8,
+            advice=0.1,
+            reasons=["possible_spam"],
+            author_name="Bot",
+            author_email="bot@spam.example",
+        )
+    page = _page(moderator_client, "/dashboard/queue?sort=risk")
+    assert page.index(f'data-comment-id="{high}"') < page.index(f'data-comment-id="{low}"')
+    assert f'data-comment-id="{low}"' not in _page(moderator_client, "/dashboard/queue?text=pills")
+    assert f'data-comment-id="{high}"' in _page(moderator_client, "/dashboard/queue?author=spam.example")
+    assert f'data-comment-id="{high}"' not in _page(moderator_client, "/dashboard/queue?reason=medical_advice")
+    assert f'data-comment-id="{low}"' in _page(moderator_client, "/dashboard/queue?score=medical_advice&score_min=0.5")
+    assert f'data-comment-id="{high}"' not in _page(
+        moderator_client, "/dashboard/queue?score=medical_advice&score_min=0.5"
+    )
+    today = datetime.now(UTC).date().isoformat()
+    assert f'data-comment-id="{low}"' in _page(
+        moderator_client, f"/dashboard/queue?date_from={today}&site=backpain-advisor"
+    )
+    assert f'data-comment-id="{low}"' not in _page(moderator_client, "/dashboard/queue?article=nothing-like-it")
+
+
+def test_same_text_and_author_history(moderator_client: FlaskClient, sessions: Sessions, site_row: int) -> None:
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        first, _ = held_comment(session, site, "dup-1", "Visit my great shop for cheap back braces today!")
+        second, _ = held_comment(session, site, "dup-2", "Visit my great shop for cheap back braces today!")
+        session.get(Comment, first).status = "rejected"
+    page = _page(moderator_client, f"/dashboard/comments/{second}")
+    assert f"#{first} (rejected)" in page
+    assert re.search(r"<strong>1</strong> rejected", page)
+
+
+def test_comment_body_is_escaped(moderator_client: FlaskClient, sessions: Sessions, site_row: int) -> None:
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        comment_id, _ = held_comment(session, site, "xss", XSS, author_name=XSS, author_url="javascript:alert(4)")
+    for path in ("/dashboard/queue", f"/dashboard/comments/{comment_id}"):
+        page = _page(moderator_client, path)
+        assert "<script>document.title" not in page
+        assert "<img src=x" not in page and "<svg onload" not in page and "<iframe" not in page
+        assert 'href="javascript:' not in page
+        assert html.escape(XSS, quote=False)[:40] in page.replace("&#34;", '"').replace("&#39;", "'")
+
+
+# --- actions --------------------------------------------------------------------------------------
+
+
+def test_approve_records_decision_audit_callback_and_label(
+    moderator_client: FlaskClient,
+    sessions: Sessions,
+    held: list[tuple[int, int]],
+    people: dict[str, int],
+) -> None:
+    comment_id, decision_id = held[0]
+    response = act(moderator_client, comment_id, "approve", decision_id)
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["status"] == "approved"
+    with sessions() as session:
+        current = session.scalar(select(Decision).where(Decision.comment_id == comment_id, Decision.is_current))
+        assert current.outcome == "approve" and current.decided_by == "moderator:mod@example.org"
+        assert current.advice_score == pytest.approx(0.93) and current.model_version == "test-model"
+        assert session.get(Comment, comment_id).status == "approved"
+        audit = session.scalars(select(ModerationAction).where(ModerationAction.comment_id == comment_id)).all()
+        assert [(a.action, a.before_status, a.after_status, a.moderator_id) for a in audit] == [
+            ("approve", "held", "approved", people["mod"])
+        ]
+        assert audit[0].before_decision_id == decision_id and audit[0].after_decision_id == current.id
+        delivery = session.scalar(select(CallbackDelivery).where(CallbackDelivery.decision_id == current.id))
+        assert delivery.event == "comment.reviewed"
+        assert delivery.payload["data"]["status"] == "approved"
+        assert delivery.payload["data"]["decided_by"] == "moderator"
+        label = session.scalar(select(TrainingLabel).where(TrainingLabel.comment_id == comment_id))
+        assert (label.spam, label.medical_advice, label.source) == (False, False, "moderator")
+    page = _page(moderator_client, f"/dashboard/comments/{comment_id}")
+    assert "mod@example.org" in page and "audit-row" in page
+
+
+@pytest.mark.parametrize(
+    ("reason", "spam", "advice"), [("spam", True, None), ("medical_advice", None, True), ("abuse", None, None)]
+)
+def test_reject_reasons_become_labels(
+    moderator_client: FlaskClient,
+    sessions: Sessions,
+    held: list[tuple[int, int]],
+    reason: str,
+    spam: bool | None,
+    advice: bool | None,
+) -> None:
+    comment_id, decision_id = held[0]
+    assert act(moderator_client, comment_id, "reject", decision_id, reason=reason).status_code == 200
+    with sessions() as session:
+        label = session.scalar(select(TrainingLabel).where(TrainingLabel.comment_id == comment_id))
+        if reason == "abuse":
+            assert label is None
+        else:
+            assert (label.spam, label.medical_advice) == (spam, advice)
+        current = session.scalar(select(Decision).where(Decision.comment_id == comment_id, Decision.is_current))
+        assert current.reasons == [reason]
+
+
+def test_reject_needs_a_reason_and_other_needs_a_note(
+    moderator_client: FlaskClient, held: list[tuple[int, int]]
+) -> None:
+    comment_id, decision_id = held[0]
+    assert act(moderator_client, comment_id, "reject", decision_id).status_code == 400
+    assert act(moderator_client, comment_id, "reject", decision_id, reason="other").status_code == 400
+    response = act(moderator_client, comment_id, "reject", decision_id, reason="other", note="dating site bait")
+    assert response.status_code == 200
+
+
+def test_second_moderator_is_told_and_nothing_is_overwritten(
+    app: Flask,
+    moderator_client: FlaskClient,
+    sessions: Sessions,
+    held: list[tuple[int, int]],
+) -> None:
+    comment_id, decision_id = held[0]
+    other = app.test_client()
+    sign_in(other, "mod2@example.org")
+    assert act(moderator_client, comment_id, "approve", decision_id).status_code == 200
+    late = act(other, comment_id, "reject", decision_id, reason="spam")
+    assert late.status_code == 409
+    assert "mod@example.org" in late.get_json()["message"]
+    with sessions() as session:
+        current = session.scalars(select(Decision).where(Decision.comment_id == comment_id, Decision.is_current)).all()
+        assert [d.outcome for d in current] == ["approve"]
+        assert session.get(Comment, comment_id).status == "approved"
+        assert len(session.scalars(select(ModerationAction)).all()) == 1
+
+
+def test_race_between_two_sessions_has_one_winner(
+    sessions: Sessions, held: list[tuple[int, int]], people: dict[str, int]
+) -> None:
+    """Both load the same decision; the compare-and-swap (and the unique index) lets exactly one win."""
+    comment_id, decision_id = held[0]
+    now = datetime.now(UTC)
+    first: Session = sessions()
+    record_verdict(first, comment_id, first.get(Moderator, people["mod"]), "approve", None, None, decision_id, now)
+    first.commit()
+    first.close()
+    with sessions() as second, pytest.raises(ConflictError) as raised:
+        record_verdict(
+            second, comment_id, second.get(Moderator, people["mod2"]), "reject", "spam", None, decision_id, now
+        )
+    assert raised.value.actor == "mod@example.org"
+
+
+def test_undo_restores_the_previous_decision(
+    moderator_client: FlaskClient, sessions: Sessions, held: list[tuple[int, int]]
+) -> None:
+    comment_id, decision_id = held[0]
+    approved = act(moderator_client, comment_id, "approve", decision_id).get_json()["decision_id"]
+    undone = act(moderator_client, comment_id, "undo", approved)
+    assert undone.status_code == 200 and undone.get_json()["status"] == "held"
+    with sessions() as session:
+        assert session.get(Comment, comment_id).status == "held"
+        assert session.scalar(select(TrainingLabel).where(TrainingLabel.comment_id == comment_id)) is None
+        actions = [a.action for a in session.scalars(select(ModerationAction).order_by(ModerationAction.id))]
+        assert actions == ["approve", "undo"]
+        events = session.scalars(select(CallbackDelivery.event).where(CallbackDelivery.comment_id == comment_id)).all()
+        assert events == ["comment.reviewed", "comment.reviewed"]
+    redone = act(moderator_client, comment_id, "undo", undone.get_json()["decision_id"])  # undoing an undo redoes
+    assert redone.status_code == 200 and redone.get_json()["status"] == "approved"
+    other_id, other_decision = held[1]
+    assert act(moderator_client, other_id, "undo", other_decision).status_code == 400  # only the model decided
+
+
+def test_bulk_reject_and_a_stale_item_is_reported(
+    moderator_client: FlaskClient,
+    sessions: Sessions,
+    held: list[tuple[int, int]],
+) -> None:
+    token = csrf_token(moderator_client, "/dashboard/queue")
+    ids = [f"{c}:{d}" for c, d in held[:2]] + [f"{held[2][0]}:999999"]
+    response = moderator_client.post(
+        "/dashboard/bulk",
+        data={"csrf_token": token, "action": "reject", "reason": "spam", "ids": ids},
+        headers={"Accept": "application/json"},
+    )
+    body = response.get_json()
+    assert [o["comment_id"] for o in body["done"]] == [held[0][0], held[1][0]]
+    assert [o["comment_id"] for o in body["failed"]] == [held[2][0]] and body["failed"][0]["conflict"]
+    with sessions() as session:
+        statuses = {c.id: c.status for c in session.scalars(select(Comment))}
+        assert statuses == {held[0][0]: "rejected", held[1][0]: "rejected", held[2][0]: "held"}
+        assert len(session.scalars(select(TrainingLabel)).all()) == 2
+    page = _page(moderator_client, "/dashboard/queue?queue=rejected")
+    assert 'data-count="rejected">2<' in page
+
+
+def test_bulk_form_post_redirects_with_a_message(moderator_client: FlaskClient, held: list[tuple[int, int]]) -> None:
+    token = csrf_token(moderator_client, "/dashboard/queue")
+    response = moderator_client.post(
+        "/dashboard/bulk", data={"csrf_token": token, "action": "approve", "ids": [f"{c}:{d}" for c, d in held]}
+    )
+    assert response.status_code == 302
+    assert "approve: 3 comment(s) done." in _page(moderator_client, "/dashboard/queue")
+
+
+# --- lists feed the policy ------------------------------------------------------------------------
+
+
+def test_block_and_allow_lists_match(sessions: Sessions, site_row: int) -> None:
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        add_entry(session, "block", "word", "Casino", None, None, now)
+        add_entry(session, "block", "domain", "cheap-rx.example", site_row, None, now)
+        add_entry(session, "allow", "author", "nurse@clinic.example", None, None, now)
+        site = session.get(Site, site_row)
+        cid, _ = held_comment(session, site, "l1", "Best casino bonus at https://www.cheap-rx.example/x")
+        allowed, _ = held_comment(session, site, "l2", "Thanks!", author_email="Nurse@clinic.example")
+        entries = list(session.scalars(select(__import__("models.entities").entities.ListEntry)))
+        blocked = match_lists(entries, session.get(Comment, cid))
+        assert blocked.blocked_terms == ("casino", "cheap-rx.example") and not blocked.author_allowed
+        assert match_lists(entries, session.get(Comment, allowed)).author_allowed
+
+
+# --- admin ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def admin_client(client: FlaskClient, people: dict[str, int]) -> Iterator[FlaskClient]:
+    assert sign_in(client, "admin@example.org").status_code == 302
+    yield client
+
+
+def test_admin_pages_render(admin_client: FlaskClient, site_row: int) -> None:
+    for path in (
+        "/dashboard/admin/sites",
+        "/dashboard/admin/lists",
+        "/dashboard/admin/moderators",
+        "/dashboard/admin/callbacks",
+        "/dashboard/admin/models",
+        "/dashboard/overview",
+        f"/dashboard/admin/sites/{site_row}/thresholds",
+    ):
+        _page(admin_client, path)
+    assert admin_client.get("/dashboard/overview/data").get_json()["days"]
+
+
+def test_rotate_secret_shows_the_new_secret_once(admin_client: FlaskClient, sessions: Sessions, site_row: int) -> None:
+    token = csrf_token(admin_client, "/dashboard/admin/sites")
+    page = admin_client.post(f"/dashboard/admin/sites/{site_row}/rotate", data={"csrf_token": token}).get_data(
+        as_text=True
+    )
+    secret = re.search(r"(whsec_[A-Za-z0-9+/=]+)", page).group(1)
+    with sessions() as session:
+        assert session.get(Site, site_row).secrets[-1].secret == secret
+    assert secret not in _page(admin_client, "/dashboard/admin/sites")
+
+
+def test_thresholds_save_and_lists_and_moderators(admin_client: FlaskClient, sessions: Sessions, site_row: int) -> None:
+    token = csrf_token(admin_client, "/dashboard/admin/sites")
+    admin_client.post(
+        f"/dashboard/admin/sites/{site_row}/thresholds",
+        data={"csrf_token": token, "spam_reject": "0.95", "spam_hold": "0.6", "advice_hold": "0.4"},
+    )
+    admin_client.post(
+        "/dashboard/admin/lists",
+        data={"csrf_token": token, "list_kind": "block", "field": "domain", "value": "https://spam.example/x"},
+    )
+    admin_client.post(
+        "/dashboard/admin/moderators",
+        data={"csrf_token": token, "email": "new@example.org", "role": "moderator", "password": "a long password"},
+    )
+    preview = admin_client.get(f"/dashboard/admin/sites/{site_row}/thresholds/preview?spam_reject=0.9&spam_hold=0.95")
+    assert preview.status_code == 400  # hold above reject is refused before anything is saved
+    with sessions() as session:
+        site = session.get(Site, site_row)
+        assert (site.spam_reject_threshold, site.spam_hold_threshold, site.advice_hold_threshold) == (0.95, 0.6, 0.4)
+        from models.entities import ListEntry
+
+        assert [e.value for e in session.scalars(select(ListEntry))] == ["spam.example"]
+        assert session.scalar(select(Moderator).where(Moderator.email == "new@example.org")).role == "moderator"
+
+
+# --- the lists reach the policy; the CLI; the demo set-up ------------------------------------------
+
+
+def test_block_listed_word_makes_the_model_reject(
+    sessions: Sessions, site_row: int, active_model: TrainedModel
+) -> None:
+    from moderation.decisions import decide_comment
+    from moderation.intake import NewComment, accept_comment
+
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        add_entry(session, "block", "word", "zorblax", site_row, None, now)
+        site = session.get(Site, site_row)
+        new = NewComment(external_id="b-1", article_id="a", body="Thanks, this helped. Zorblax!")
+        comment_id = accept_comment(session, site, "msg_b1", new, now).comment_id
+        decided = decide_comment(session, comment_id, active_model.model, now)
+        assert decided is not None and decided.outcome == "reject"
+        current = session.scalar(select(Decision).where(Decision.comment_id == comment_id, Decision.is_current))
+        assert "blocked_term" in current.reasons
+
+
+def test_cli_adds_lists_and_deactivates_moderators(database_url: str, engine: Engine, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from server.cli import main
+
+    env = {"DATABASE_URL": database_url, "VAR_DIR": str(tmp_path), "LOG_FORMAT": "text"}
+    runner = CliRunner()
+    added = runner.invoke(
+        main, ["moderators", "add", "Ana@Example.org", "--role", "admin"], input="a long password\n", env=env
+    )
+    assert added.exit_code == 0, added.output
+    assert "admin ana@example.org added" in added.output
+    short = runner.invoke(main, ["moderators", "add", "bo@example.org"], input="short\n", env=env)
+    assert short.exit_code != 0 and "at least 10 characters" in short.output
+    assert "ana@example.org\tadmin\tactive\tnever" in runner.invoke(main, ["moderators", "list"], env=env).output
+    assert runner.invoke(main, ["moderators", "deactivate", "ana@example.org"], env=env).exit_code == 0
+    assert "deactivated" in runner.invoke(main, ["moderators", "list"], env=env).output
+
+
+def test_demo_setup_is_created_once_and_reused(sessions: Sessions, tmp_path: Path) -> None:
+    from moderation.accounts import authenticate
+    from server.demo import ensure_demo
+
+    first = ensure_demo(sessions, tmp_path, "http://127.0.0.1:8001/moderation-callback")
+    again = ensure_demo(sessions, tmp_path, "http://127.0.0.1:8001/moderation-callback")
+    assert first == again
+    assert (tmp_path / "demo-admin.txt").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "example-site.secret").stat().st_mode & 0o777 == 0o600
+    with sessions.begin() as session:
+        assert authenticate(session, first.admin_email, first.admin_password, datetime.now(UTC)) is not None
+        site = session.scalar(select(Site).where(Site.name == "example-site"))
+        assert site.usable_secrets(datetime.now(UTC)) == [first.secret_file.read_text().strip()]
+
+
+def test_dead_letter_is_listed_and_replayed(
+    admin_client: FlaskClient, sessions: Sessions, held: list[tuple[int, int]]
+) -> None:
+    comment_id, decision_id = held[0]
+    with sessions.begin() as session:
+        comment = session.get(Comment, comment_id)
+        delivery = CallbackDelivery(
+            site_id=comment.site_id,
+            comment_id=comment_id,
+            decision_id=decision_id,
+            event="comment.decided",
+            message_id="msg_dead",
+            payload={},
+            status="dead",
+            attempts=12,
+            last_status_code=500,
+        )
+        session.add(delivery)
+        session.flush()
+        delivery_id = delivery.id
+    page = _page(admin_client, "/dashboard/admin/callbacks")
+    assert f"/dashboard/admin/callbacks/{delivery_id}/replay" in page
+    token = csrf_token(admin_client, "/dashboard/admin/callbacks")
+    assert (
+        admin_client.post(f"/dashboard/admin/callbacks/{delivery_id}/replay", data={"csrf_token": token}).status_code
+        == 302
+    )
+    with sessions() as session:
+        replayed = session.get(CallbackDelivery, delivery_id)
+        assert (replayed.status, replayed.attempts) == ("pending", 0)
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "/\\evil.example", "https://evil.example/"])
+def test_login_never_redirects_off_site(client: FlaskClient, people: dict[str, int], target: str) -> None:
+    token = csrf_token(client)
+    response = client.post(
+        "/dashboard/login",
+        query_string={"next": target},
+        data={"email": "mod@example.org", "password": PASSWORD, "csrf_token": token},
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/dashboard/queue"
