@@ -37,7 +37,7 @@ class RetryPolicy:
         jittered = exponential / 2 + (rng or random).uniform(0, exponential / 2)
         if retry_after is not None:
             jittered = max(jittered, min(retry_after, self.max_seconds))
-        return jittered
+        return float(jittered)
 
 
 def decision_payload(event: str, site: Site, comment: Comment, decision: Decision) -> dict[str, Any]:
@@ -159,8 +159,15 @@ def replay(session: Session, delivery_id: int, now: datetime) -> CallbackDeliver
     if delivery is None:
         raise LookupError(f"no callback delivery {delivery_id}")
     site = session.get(Site, delivery.site_id)
-    if site is not None:
+    if site is not None and site.callback_disabled_at is not None:
+        # The operator turned the endpoint back on: everything the 410 held back goes out again.
         site.callback_disabled_at = None
+        session.execute(
+            update(CallbackDelivery)
+            .where(CallbackDelivery.site_id == site.id, CallbackDelivery.status == DeliveryStatus.DISABLED)
+            .values(status=DeliveryStatus.PENDING, next_attempt_at=now)
+            .execution_options(synchronize_session=False)
+        )
     delivery.status = DeliveryStatus.PENDING
     delivery.attempts = 0
     delivery.next_attempt_at = now

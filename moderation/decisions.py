@@ -20,6 +20,7 @@ from moderation.callbacks import COMMENT_DECIDED, schedule_callback
 from moderation.classifier import ModerationModel
 from moderation.features import CommentText, link_count
 from moderation.intake import CLASSIFY
+from moderation.lists import entries_for_site, match_lists
 from moderation.policy import PolicyLimits, Signals, Thresholds, decide
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class Decided:
     decision_id: int
     outcome: str
     delivery_id: int | None
+    reasons: list[str]
+    received_at: datetime
 
 
 def comment_text(comment: Comment) -> CommentText:
@@ -86,14 +89,15 @@ def gather_signals(session: Session, comment: Comment, now: datetime) -> Signals
                 select(Comment.status, func.count(Comment.id))
                 .where(same_author, Comment.id != comment.id)
                 .group_by(Comment.status)
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         approved = history.get(CommentStatus.APPROVED, 0)
         rejected = history.get(CommentStatus.REJECTED, 0)
+    listed = match_lists(entries_for_site(session, comment.site_id), comment)
     return Signals(
         link_count=link_count(comment.body),
+        blocked_terms=listed.blocked_terms,
+        author_allowed=listed.author_allowed,
         duplicates_elsewhere=duplicates,
         author_posts_last_hour=recent,
         author_approved_before=approved,
@@ -147,7 +151,9 @@ def decide_comment(
     session.flush()
     outbox.complete(session, CLASSIFY, [comment_id])
     delivery = schedule_callback(session, comment.site, comment, decision, COMMENT_DECIDED, now)
-    return Decided(comment.id, decision.id, decision.outcome, _pending_id(delivery))
+    return Decided(
+        comment.id, decision.id, decision.outcome, _pending_id(delivery), list(verdict.reasons), comment.received_at
+    )
 
 
 def _pending_id(delivery: CallbackDelivery | None) -> int | None:

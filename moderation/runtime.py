@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,3 +32,5 @@ class Runtime:
     outbox_quiet: timedelta = timedelta(seconds=30)
     callback_timeout: float = 10.0
     secret_overlap: timedelta = timedelta(hours=24)
+    model_dir: Path = Path("var/models")
+    data_dir: Path | None = None

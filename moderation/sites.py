@@ -7,12 +7,13 @@ import re
 import secrets
 from datetime import UTC, datetime, timedelta
 
+import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.entities import Site, SiteSecret
 
-SITE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+SITE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix
 
 
@@ -36,16 +37,25 @@ def require_site(session: Session, name: str) -> Site:
 
 
 def validate_callback_url(url: str | None) -> str | None:
-    if url is None or url == "":
+    """An http(s) URL that the callback client can actually send to, or None."""
+    url = (url or "").strip()
+    if not url:
         return None
-    if not re.match(r"^https?://[^\s/]+", url) or len(url) > 2000:
-        raise SiteError(f"callback URL must be an http(s) URL, got {url!r}")
+    invalid = SiteError(f"callback URL must be an absolute http(s) URL, got {url!r}")
+    if len(url) > 2000 or any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise invalid
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError):
+        raise invalid from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise invalid
     return url
 
 
 def create_site(session: Session, name: str, callback_url: str | None = None) -> tuple[Site, str]:
     """A new site and its first secret (returned once; only its holder and the database know it)."""
-    if not SITE_NAME_RE.match(name):
+    if not SITE_NAME_RE.fullmatch(name):
         raise SiteError("site name must be 1-100 lower-case letters, digits, '.', '_' or '-'")
     if get_site(session, name) is not None:
         raise SiteError(f"a site named {name!r} already exists")

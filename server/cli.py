@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Iterator
@@ -31,7 +32,15 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 def _sessions(settings: Settings) -> sessionmaker[Session]:
+    """Sessions on an up-to-date schema: every command works on a fresh VAR_DIR without a separate migrate."""
+    _upgrade(settings)
     return make_session_factory(create_db_engine(settings.effective_database_url))
+
+
+def _upgrade(settings: Settings) -> None:
+    if settings.effective_database_url.startswith("sqlite:///"):
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_database(settings.effective_database_url)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,10 +59,7 @@ def main(ctx: click.Context) -> None:
 @click.pass_context
 def migrate(ctx: click.Context) -> None:
     """Create or upgrade the database schema to the latest migration."""
-    settings = _settings(ctx)
-    if settings.effective_database_url.startswith("sqlite:///"):
-        settings.var_dir.mkdir(parents=True, exist_ok=True)
-    upgrade_database(settings.effective_database_url)
+    _upgrade(_settings(ctx))
     click.echo("database is up to date")
 
 
@@ -189,20 +195,50 @@ def train(ctx: click.Context, data_dir: Path | None, activate: bool) -> None:
 
 
 def train_and_register(settings: Settings, data_dir: Path | None, activate: bool = True) -> str:
+    """Train on the corpus, DATA_DIR's public sets and the moderators' labels; register the version."""
+    from moderation.learning import moderator_examples
+
     sessions = _sessions(settings)
     try:
         examples = collect_examples(data_dir)
     except (DataError, OSError) as error:
         raise click.ClickException(str(error)) from None
+    with sessions() as session:
+        examples += moderator_examples(session)
     model = train_model(examples)  # no session is open during the long CPU work
     version = registry.new_version_name()
     model.card["version"] = version
+    model.card["data"]["data_dir"] = str(data_dir.resolve()) if data_dir else None
     artifact = registry.save_artifact(model, settings.effective_model_dir, version)
     with sessions.begin() as session:
         registry.register(session, version, artifact, model.card)
         if activate:
             registry.activate(session, version)
     return version
+
+
+@main.group()
+def data() -> None:
+    """The public data sets."""
+
+
+@data.command("fetch")
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data"),
+    show_default=True,
+    help="Folder to download into (one sub-folder per data set, as the loaders expect).",
+)
+def data_fetch(dest: Path) -> None:
+    """Download the public data sets from their public homes (needs internet access)."""
+    from moderation.fetch import FetchError, fetch_all
+
+    try:
+        names = fetch_all(dest)
+    except (FetchError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"fetched {', '.join(names)} into {dest}; train with: moderation train --data-dir {dest}")
 
 
 @main.group()
@@ -244,6 +280,68 @@ def models_rollback(ctx: click.Context) -> None:
         except registry.RegistryError as error:
             raise click.ClickException(str(error)) from None
         click.echo(f"rolled back: model {row.version} is active")
+
+
+@main.command()
+@click.option(
+    "--data",
+    "data_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A labeled JSONL file (corpus/SCHEMA.md) to evaluate on instead of the held-out splits.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Public data sets whose held-out parts join the evaluation (default: those the model used).",
+)
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Report folder (default: VAR_DIR/reports/<version>).",
+)
+@click.pass_context
+def evaluate(ctx: click.Context, data_file: Path | None, data_dir: Path | None, report_dir: Path | None) -> None:
+    """Measure the active model on held-out data against the targets and the WordPress rule baseline."""
+    from moderation.data import TEST, read_labeled_jsonl
+    from moderation.report import LABEL_HEADERS, POLICY_HEADERS, label_rows, policy_rows, write_report
+    from moderation.report import evaluate as run_evaluation
+
+    settings = _settings(ctx)
+    model = _active_model(settings)
+    try:
+        if data_file is not None:
+            examples = read_labeled_jsonl(data_file, data_file.stem)
+        else:
+            trained_dir = model.card.get("data", {}).get("data_dir")
+            chosen = data_dir or (Path(trained_dir) if trained_dir and Path(trained_dir).is_dir() else None)
+            examples = [e for e in collect_examples(chosen) if e.split == TEST]
+    except (DataError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    if not examples:
+        raise click.ClickException("nothing to evaluate on")
+    result = run_evaluation(model, examples)
+    click.echo(f"model {model.version}: {len(examples)} held-out comments")
+    click.echo(_text_table(LABEL_HEADERS, label_rows(result)))
+    click.echo(_text_table(POLICY_HEADERS, policy_rows(result)))
+    for check in result.checks:
+        mark = "ok  " if check["met"] else "MISS"
+        click.echo(
+            f"{mark} {check['source']:<28} {check['measure']:<22} {check['value']:.4f} (target {check['target']})"
+        )
+    page = write_report(result, report_dir or settings.var_dir / "reports" / model.version)
+    click.echo(f"report: {page}")
+
+
+def _text_table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[h for h in headers]] + [
+        ["-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v) for v in r] for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)) for row in cells)
 
 
 def _active_model(settings: Settings) -> ModerationModel:
@@ -309,3 +407,76 @@ def _parse_comment(line: str) -> CommentText | str:
             return f"'{name}' must be a string"
         fields[name] = value or ""
     return CommentText(body=row["body"], **fields)
+
+
+# --- moderators ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _transaction(ctx: click.Context) -> Iterator[Session]:
+    """One transaction on an engine that is disposed afterwards (no pooled connection outlives the command)."""
+    sessions = _sessions(_settings(ctx))
+    try:
+        with sessions.begin() as session:
+            yield session
+    finally:
+        sessions.kw["bind"].dispose()
+
+
+@click.group()
+def moderators() -> None:
+    """Dashboard accounts: moderators act on comments; admins also manage sites, lists and people."""
+
+
+@moderators.command("add")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["moderator", "admin"]), default="moderator", show_default=True)
+@click.pass_context
+def moderators_add(ctx: click.Context, email: str, role: str) -> None:
+    """Create a dashboard account; the password is read from a prompt, or from stdin's first line when piped."""
+    from datetime import UTC, datetime
+
+    from moderation.accounts import AccountError, create_moderator
+
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    with _transaction(ctx) as session:
+        try:
+            moderator = create_moderator(session, email, password, role, datetime.now(UTC))
+        except AccountError as error:
+            raise click.ClickException(str(error)) from None
+        click.echo(f"{moderator.role} {moderator.email} added")
+
+
+@moderators.command("list")
+@click.pass_context
+def moderators_list(ctx: click.Context) -> None:
+    """Accounts with their role, state and last sign-in."""
+    from sqlalchemy import select
+
+    from models.entities import Moderator
+
+    with _transaction(ctx) as session:
+        for row in session.scalars(select(Moderator).order_by(Moderator.email)):
+            last = row.last_login_at.isoformat(timespec="seconds") if row.last_login_at else "never"
+            click.echo(f"{row.email}\t{row.role}\t{'active' if row.is_active else 'deactivated'}\t{last}")
+
+
+@moderators.command("deactivate")
+@click.argument("email")
+@click.pass_context
+def moderators_deactivate(ctx: click.Context, email: str) -> None:
+    """Sign-in refused from now on; the account's past actions stay in the audit trail."""
+    from moderation.accounts import find_moderator
+
+    with _transaction(ctx) as session:
+        moderator = find_moderator(session, email)
+        if moderator is None:
+            raise click.ClickException(f"no moderator {email}")
+        moderator.is_active = False
+    click.echo(f"{email} deactivated")
+
+
+main.add_command(moderators)

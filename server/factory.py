@@ -8,14 +8,16 @@ from datetime import timedelta
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 
+from dashboard import init_app as init_dashboard
 from models.db import create_db_engine, make_session_factory
 from moderation.callbacks import RetryPolicy
 from moderation.registry import ModelStore
 from moderation.runtime import Runtime
 from server.health import bp as health_bp
+from server.metrics import bp as metrics_bp
+from server.settings import Settings
 from webhooks import init_app as init_webhooks
 from webhooks.ratelimit import IntakeLimits
-from server.settings import Settings
 from workers.app import CeleryOptions, ModerationCelery, create_celery
 from workers.publisher import CeleryPublisher
 
@@ -36,6 +38,8 @@ def build_runtime(settings: Settings, celery: ModerationCelery) -> Runtime:
         outbox_quiet=timedelta(seconds=settings.outbox_quiet_seconds),
         callback_timeout=settings.callback_timeout_seconds,
         secret_overlap=settings.secret_overlap,
+        model_dir=settings.effective_model_dir,
+        data_dir=settings.data_dir,
     )
 
 
@@ -44,6 +48,7 @@ def build_celery(settings: Settings) -> ModerationCelery:
         broker_url=settings.broker_url,
         relay_interval=settings.outbox_relay_interval_seconds,
         callback_retry_interval=settings.callback_retry_interval_seconds,
+        retrain_interval_hours=settings.retrain_interval_hours,
     )
     celery: ModerationCelery | None = None
 
@@ -85,6 +90,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     init_webhooks(app)
     app.register_blueprint(health_bp)
+    app.register_blueprint(metrics_bp)
+    init_dashboard(app)
     _json_errors(app)
     return app
 

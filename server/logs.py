@@ -34,3 +34,5 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Migrations run at every command start; their routine chatter is noise, their warnings are not.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))

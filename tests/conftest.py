@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,9 @@ from tests.support.services import (
     redis_reachable,
 )
 
-TEST_REDIS_DB = 14
+# Each test session gets its own database on the shared Redis, so parallel runs on one machine
+# (developers, CI) neither flush nor consume each other's queues.
+TEST_REDIS_DB = 1 + os.getpid() % 15
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +93,7 @@ class TrainedModel:
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     """A real model trained once per session on the shipped corpus only (fixed random_state)."""
-    model = train(load_own_corpus(), random_state=0, show_progress=False)
+    model = train(load_own_corpus(), random_state=0, show_progress=False, folds=2)
     version = "test-model"
     model.card["version"] = version
     artifact = registry.save_artifact(model, tmp_path_factory.mktemp("models"), version)

@@ -41,11 +41,21 @@ def set_status(engine: Engine, comment_id: int, status: str) -> None:
 def test_openapi_document_is_valid_and_describes_every_route(client: FlaskClient) -> None:
     document = client.get("/openapi.json").get_json()
     validate(document)
-    routes = {rule.rule.replace("<int:comment_id>", "{comment_id}") for rule in client.application.url_map.iter_rules()
-              if rule.endpoint.startswith(("webhooks.", "health."))}
+    routes = {
+        rule.rule.replace("<int:comment_id>", "{comment_id}")
+        for rule in client.application.url_map.iter_rules()
+        if rule.endpoint.startswith(("webhooks.", "health."))
+    }
     assert routes <= set(document["paths"]) | {"/openapi.json"}
     assert set(document["paths"]["/webhooks/comments"]["post"]["responses"]) == {
-        "200", "202", "400", "401", "413", "415", "429", "503"
+        "200",
+        "202",
+        "400",
+        "401",
+        "413",
+        "415",
+        "429",
+        "503",
     }
     assert "commentDecided" in document["webhooks"]
 
@@ -85,7 +95,9 @@ def test_get_comment_needs_the_sites_own_signature(client: FlaskClient, site: Si
     assert other.status_code == 404  # another site's comment is not found, not forbidden
 
 
-def test_list_filters_by_article_and_status_and_pages(client: FlaskClient, site: SiteCredentials, engine: Engine) -> None:
+def test_list_filters_by_article_and_status_and_pages(
+    client: FlaskClient, site: SiteCredentials, engine: Engine
+) -> None:
     ids = [submit(client, site, f"c-{n}", article="sciatica" if n % 2 else "massage-therapy") for n in range(5)]
     set_status(engine, ids[1], "approved")
     set_status(engine, ids[3], "approved")
@@ -124,3 +136,23 @@ def test_readiness_is_503_when_the_broker_is_down(settings: Any) -> None:
     app = create_app(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
     ready = app.test_client().get("/readyz")
     assert ready.status_code == 503 and ready.get_json()["checks"]["broker"] is False
+
+
+def test_metrics_count_intake_and_read_state(client: FlaskClient, site: SiteCredentials) -> None:
+    body = encode(comment_event(site.name, "c-metrics"))
+    before = client.get("/metrics").get_data(as_text=True)
+    client.post("/webhooks/comments", data=body, headers=signed_headers(site.secret, body))
+    client.post("/webhooks/comments", data=b"{", headers=signed_headers(site.secret, b"{"))
+    after = client.get("/metrics").get_data(as_text=True)
+
+    def value(text: str, prefix: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+    assert (
+        value(after, 'moderation_intake_requests_total{status="202"}')
+        == value(before, 'moderation_intake_requests_total{status="202"}') + 1
+    )
+    assert value(after, 'moderation_intake_requests_total{status="400"}') >= 1
+    assert "moderation_outbox_backlog 1.0" in after
+    assert "moderation_queue_depth 1.0" in after
+    assert 'moderation_callbacks{state="dead"} 0.0' in after

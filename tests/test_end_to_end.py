@@ -98,6 +98,20 @@ def test_comments_are_decided_and_the_site_is_told(
     )
     assert [c["comment_id"] for c in listing.json()["comments"]] == ["c-ordinary"]
 
+    # /metrics adds up what the web and the worker processes recorded.
+    wait_until(lambda: 'result="delivered"' in httpx.get(f"{base}/metrics").text, timeout=30, what="metrics")
+    metrics = httpx.get(f"{base}/metrics").text
+    assert 'moderation_intake_requests_total{status="202"} 3.0' in metrics
+    decided = [line for line in metrics.splitlines() if line.startswith("moderation_decisions_total{")]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in decided) == 3.0
+    assert f'moderation_active_model{{version="{active_model.version}"}} 1.0' in metrics
+
+    # Secrets never reach the logs, in any form the code handles them.
+    key = site_server.secret.removeprefix("whsec_")
+    logs = stack.logs(tail=None)
+    assert "comment decided" in logs  # the logs were written and read
+    assert key not in logs and key[:16] not in logs
+
 
 def test_outbox_relay_recovers_a_task_the_broker_lost(
     stack: Stack, site_server: SiteServer, engine: Engine, active_model: TrainedModel, redis_url: str

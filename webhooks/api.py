@@ -10,22 +10,23 @@ from sqlalchemy import select
 
 from models.entities import Comment, CommentStatus, Site
 from moderation.decisions import current_decision
-from moderation.sites import get_site
+from moderation.sites import SITE_NAME_RE, get_site
 from webhooks.blueprint import bp
 from webhooks.context import db
 from webhooks.responses import error_response
-from webhooks.signatures import SignatureError, verify_signature
+from webhooks.signatures import SignatureError, lower_headers, verify_signature
 
 MAX_PAGE = 500
+MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
 
 
 def _authenticated_site() -> Site | Response:
     name = request.args.get("site", "")
-    site = get_site(db(), name[:100]) if name else None
+    site = get_site(db(), name) if SITE_NAME_RE.fullmatch(name) else None
     if site is None:
         return error_response(401, "invalid_signature", "name a site with ?site= and sign the request with its secret")
     try:
-        verify_signature(request.get_data(cache=True), request.headers, site.usable_secrets(datetime.now(UTC)))
+        verify_signature(request.get_data(cache=True), lower_headers(), site.usable_secrets(datetime.now(UTC)))
     except SignatureError as error:
         return error_response(401, "invalid_signature", f"the signature does not verify: {error}")
     return site
@@ -58,7 +59,7 @@ def get_comment(comment_id: int) -> Response | tuple[Response, int]:
     site = _authenticated_site()
     if isinstance(site, Response):
         return site
-    comment = db().get(Comment, comment_id)
+    comment = db().get(Comment, comment_id) if 0 < comment_id <= MAX_ID else None
     if comment is None or comment.site_id != site.id:
         return error_response(404, "not_found", f"site {site.name} has no comment {comment_id}")
     return jsonify(comment_view(comment, site))
@@ -87,8 +88,20 @@ def list_comments() -> Response | tuple[Response, int]:
             "limit and after must be integers",
             [{"field": "limit", "message": "integer"}, {"field": "after", "message": "integer"}],
         )
+    article = request.args.get("article")
+    if not 0 <= after <= MAX_ID:
+        return error_response(
+            400, "invalid_query", "after is out of range", [{"field": "after", "message": f"between 0 and {MAX_ID}"}]
+        )
+    if article is not None and (len(article) > 200 or "\x00" in article):
+        return error_response(
+            400,
+            "invalid_query",
+            "article is not an article id",
+            [{"field": "article", "message": "at most 200 characters, no NUL"}],
+        )
     query = select(Comment).where(Comment.site_id == site.id, Comment.id > after)
-    if article := request.args.get("article"):
+    if article:
         query = query.where(Comment.article_id == article)
     if status:
         query = query.where(Comment.status == status)

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Response, current_app, jsonify, request, url_for
+from flask import Response, current_app, g, jsonify, request, url_for
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from models.entities import Site
 from moderation.intake import Accepted, accept_comment
-from moderation.sites import get_site
+from moderation.metrics import INTAKE_REQUESTS, INTAKE_SECONDS
+from moderation.sites import SITE_NAME_RE, get_site
 from webhooks.blueprint import bp
 from webhooks.context import db, runtime
 from webhooks.ratelimit import IntakeLimits
 from webhooks.responses import error_response
 from webhooks.schemas import CommentCreated, field_errors
-from webhooks.signatures import SignatureError, verify_signature
+from webhooks.signatures import SignatureError, lower_headers, verify_signature
 
 log = logging.getLogger(__name__)
+STORE_ATTEMPTS = 4
 
 
 class IntakeError(Exception):
@@ -30,8 +33,19 @@ class IntakeError(Exception):
         self.response = response
 
 
+@bp.after_request
+def count_intake(response: Response) -> Response:
+    if request.endpoint == "webhooks.receive_comment":
+        INTAKE_REQUESTS.labels(status=str(response.status_code)).inc()
+        started = g.get("intake_started")
+        if started is not None:
+            INTAKE_SECONDS.observe(time.perf_counter() - started)
+    return response
+
+
 @bp.post("/webhooks/comments")
 def receive_comment() -> Response | tuple[Response, int]:
+    g.intake_started = time.perf_counter()
     try:
         document = _json_document()
         site = _signed_by_site(document)
@@ -56,7 +70,7 @@ def receive_comment() -> Response | tuple[Response, int]:
 
 
 def status_url(comment_id: int, site_name: str) -> str:
-    public = current_app.config.get("PUBLIC_URL")
+    public: str | None = current_app.config.get("PUBLIC_URL")
     if public:
         return public.rstrip("/") + url_for("webhooks.get_comment", comment_id=comment_id, site=site_name)
     return url_for("webhooks.get_comment", comment_id=comment_id, site=site_name, _external=True)
@@ -97,12 +111,12 @@ def _signed_by_site(document: dict[str, Any]) -> Site:
                 [{"field": "data.site", "message": "a site name is required"}],
             )
         )
-    site = get_site(db(), site_name[:100])
+    site = get_site(db(), site_name) if SITE_NAME_RE.fullmatch(site_name) else None
     unauthorized = "the signature does not verify for the site named in the payload"
     if site is None:
         raise IntakeError(error_response(401, "invalid_signature", unauthorized))
     try:
-        verify_signature(request.get_data(cache=True), request.headers, site.usable_secrets(datetime.now(UTC)))
+        verify_signature(request.get_data(cache=True), lower_headers(), site.usable_secrets(datetime.now(UTC)))
     except SignatureError as error:
         raise IntakeError(error_response(401, "invalid_signature", f"{unauthorized}: {error}")) from None
     return site
@@ -132,17 +146,21 @@ def _within_rate_limits(site: Site, event: CommentCreated) -> None:
 
 
 def _store(site: Site, webhook_id: str, event: CommentCreated) -> Accepted:
-    """Commit the comment and its outbox row; a racing duplicate loses on a unique key and is retried."""
+    """Commit the comment and its outbox row; a racing duplicate loses on a unique key and is retried.
+
+    Each retry reads again and finds what the winner committed. A delivery can lose twice (first on the
+    comment, then on the receipt of a replayed webhook-id sent by several clients at once), hence a few tries.
+    """
     session = db()
     new = event.data.as_new_comment()
-    for attempt in (1, 2):
+    for attempt in range(1, STORE_ATTEMPTS + 1):
         try:
             accepted = accept_comment(session, site, webhook_id, new, datetime.now(UTC))
             session.commit()
             return accepted
         except IntegrityError:
             session.rollback()
-            if attempt == 2:
+            if attempt == STORE_ATTEMPTS:
                 raise
     raise AssertionError("unreachable")
 

@@ -34,7 +34,7 @@ class IntakeLimits:
 
     def check(self, site: str, author_ip: str | None) -> Limited | None:
         """Count this request; the first limit it goes over, or None. Fails open if Redis is unreachable."""
-        checks = [("site", self._per_site, (site,))]
+        checks: list[tuple[str, RateLimitItem, tuple[str, ...]]] = [("site", self._per_site, (site,))]
         if author_ip:
             checks.append(("author_ip", self._per_author_ip, (site, author_ip)))
         try:

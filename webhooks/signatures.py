@@ -6,6 +6,7 @@ import binascii
 import re
 from collections.abc import Mapping, Sequence
 
+from flask import request
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 TIMESTAMP_RE = re.compile(r"^\d{1,12}$")
@@ -14,6 +15,11 @@ REQUIRED_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
 class SignatureError(Exception):
     """The request is not signed by the site it names (or the signature is stale or malformed)."""
+
+
+def lower_headers() -> dict[str, str]:
+    """The current request's headers keyed by lower-case name (Standard Webhooks names are lower-case)."""
+    return {name.lower(): value for name, value in request.headers.items()}
 
 
 def signature_headers(headers: Mapping[str, str]) -> dict[str, str]:

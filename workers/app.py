@@ -27,9 +27,10 @@ class CeleryOptions:
     callback_retry_interval: float = 5.0
     visibility_timeout: int = 3600
     publish_timeout: float = 2.0
+    retrain_interval_hours: float = 0.0  # 0: no scheduled retraining
 
 
-class ModerationCelery(Celery):  # type: ignore[misc]
+class ModerationCelery(Celery):
     """A Celery app that builds its Runtime lazily, once per process (after fork, never before)."""
 
     runtime_factory: Callable[[], Runtime]
@@ -51,6 +52,12 @@ def celery_config(options: CeleryOptions) -> dict[str, Any]:
         "visibility_timeout": options.visibility_timeout,
         "socket_connect_timeout": options.publish_timeout,
         "socket_timeout": max(options.publish_timeout, 5.0),
+        # Publishing connects through kombu's default channel, which retries a dead broker for seconds by
+        # default. One quick try is enough: the outbox relay and the callback retry loop cover a failure.
+        "max_retries": 1,
+        "interval_start": 0,
+        "interval_step": 0.1,
+        "interval_max": 0.2,
     }
     return {
         "broker_url": options.broker_url,
@@ -65,15 +72,22 @@ def celery_config(options: CeleryOptions) -> dict[str, Any]:
         "task_default_queue": "moderation",
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
-        "beat_schedule": {
-            "relay-outbox": {"task": RELAY_OUTBOX_TASK, "schedule": timedelta(seconds=options.relay_interval)},
-            "retry-due-callbacks": {
-                "task": RETRY_CALLBACKS_TASK,
-                "schedule": timedelta(seconds=options.callback_retry_interval),
-            },
-            "purge-webhook-receipts": {"task": PURGE_RECEIPTS_TASK, "schedule": timedelta(hours=1)},
-        },
+        "beat_schedule": beat_schedule(options),
     }
+
+
+def beat_schedule(options: CeleryOptions) -> dict[str, Any]:
+    schedule: dict[str, Any] = {
+        "relay-outbox": {"task": RELAY_OUTBOX_TASK, "schedule": timedelta(seconds=options.relay_interval)},
+        "retry-due-callbacks": {
+            "task": RETRY_CALLBACKS_TASK,
+            "schedule": timedelta(seconds=options.callback_retry_interval),
+        },
+        "purge-webhook-receipts": {"task": PURGE_RECEIPTS_TASK, "schedule": timedelta(hours=1)},
+    }
+    if options.retrain_interval_hours > 0:
+        schedule["retrain"] = {"task": RETRAIN_TASK, "schedule": timedelta(hours=options.retrain_interval_hours)}
+    return schedule
 
 
 def create_celery(options: CeleryOptions, runtime_factory: Callable[[], Runtime]) -> ModerationCelery:

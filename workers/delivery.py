@@ -53,7 +53,7 @@ def post_callback(
         response = client.post(
             url, content=body.encode(), headers=signed_headers(secret, message_id, body, now), timeout=timeout
         )
-    except httpx.HTTPError as error:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as error:
         return Attempt(False, None, f"{type(error).__name__}: {error}", None)
     if 200 <= response.status_code < 300:
         return Attempt(True, response.status_code, "", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,14 @@ from models.entities import CallbackDelivery, Site
 from moderation import callbacks, outbox
 from moderation.decisions import decide_comment
 from moderation.intake import purge_receipts
+from moderation.learning import retrain
+from moderation.metrics import (
+    CALLBACK_ATTEMPTS,
+    CLASSIFY_SECONDS,
+    END_TO_END_SECONDS,
+    OUTBOX_RELAYED,
+    record_decision,
+)
 from moderation.registry import RegistryError
 from moderation.runtime import Runtime
 from moderation.sites import signing_secret
@@ -23,6 +32,7 @@ from workers.app import (
     NOTIFY_TASK,
     PURGE_RECEIPTS_TASK,
     RELAY_OUTBOX_TASK,
+    RETRAIN_TASK,
     RETRY_CALLBACKS_TASK,
 )
 from workers.delivery import post_callback
@@ -59,6 +69,7 @@ def classify_comment(self: Task, comment_id: int) -> str:
     except RegistryError as error:
         log.error("cannot classify: %s", error, extra={"comment_id": comment_id})
         raise self.retry(countdown=30, max_retries=None) from error
+    started = time.perf_counter()
     try:
         with runtime.sessions.begin() as session:
             decided = decide_comment(session, comment_id, model, datetime.now(UTC), runtime.limits)
@@ -68,6 +79,9 @@ def classify_comment(self: Task, comment_id: int) -> str:
         return "already-decided"
     if decided is None:
         return "skipped"
+    CLASSIFY_SECONDS.observe(time.perf_counter() - started)
+    END_TO_END_SECONDS.observe(max(0.0, (datetime.now(UTC) - decided.received_at).total_seconds()))
+    record_decision(decided.outcome, decided.reasons)
     log.info("comment decided", extra={"comment_id": comment_id, "outcome": decided.outcome})
     if decided.delivery_id is not None:
         _publish_notify(runtime, decided.delivery_id)
@@ -124,6 +138,7 @@ def notify_site(self: Task, delivery_id: int) -> str:
                 policy=runtime.retry,
             )
         status = delivery.status
+    CALLBACK_ATTEMPTS.labels(result="delivered" if attempt.ok else f"failed:{status}").inc()
     log.info(
         "callback attempt",
         extra={
@@ -147,6 +162,7 @@ def relay_outbox(self: Task) -> int:
     if published:
         with runtime.sessions.begin() as session:
             outbox.mark_published(session, published, now)
+        OUTBOX_RELAYED.inc(len(published))
         log.info("outbox relayed", extra={"count": len(published)})
     return len(published)
 
@@ -177,3 +193,14 @@ def purge_old_receipts(self: Task) -> int:
     runtime = _runtime(self)
     with runtime.sessions.begin() as session:
         return purge_receipts(session, datetime.now(UTC) - RECEIPT_RETENTION)
+
+
+@shared_task(name=RETRAIN_TASK, bind=True, soft_time_limit=4 * 3600, time_limit=4 * 3600 + 300, expires=3600)
+def retrain_model(self: Task) -> str:
+    """Scheduled retraining with the moderators' labels; the new version is activated only if not worse."""
+    runtime = _runtime(self)
+    result = retrain(runtime.sessions, runtime.model_dir, runtime.data_dir)
+    log.info(
+        "retrained", extra={"model_version": result.version, "activated": result.activated, "problems": result.problems}
+    )
+    return result.version if result.activated else f"{result.version} (kept inactive)"

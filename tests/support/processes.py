@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -64,14 +65,10 @@ class ServiceProcess:
             return
         assert self.process is not None
         os.killpg(self.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
+        with contextlib.suppress(ProcessLookupError):  # the rest of the group, e.g. pool processes
             os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait(10)
 
     def log(self) -> str:
@@ -114,8 +111,9 @@ class Stack:
         for proc in reversed(self.processes):
             proc.stop()
 
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name} ---\n{p.log()[-4000:]}" for p in self.processes)
+    def logs(self, tail: int | None = 4000) -> str:
+        """Every process's log, each cut to its last ``tail`` characters (None: whole)."""
+        return "\n".join(f"--- {p.name} ---\n{p.log()[-tail if tail else 0 :]}" for p in self.processes)
 
 
 def _answers(url: str) -> bool:

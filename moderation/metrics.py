@@ -1,0 +1,33 @@
+"""Prometheus metrics the service records. In multi-process mode (PROMETHEUS_MULTIPROC_DIR, set by the
+`moderation` entry point) every gunicorn and Celery process writes here and `/metrics` adds them up."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+INTAKE_REQUESTS = Counter("moderation_intake_requests_total", "Webhook requests by HTTP status.", ["status"])
+INTAKE_SECONDS = Histogram(
+    "moderation_intake_seconds",
+    "Webhook handling time.",
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+DECISIONS = Counter("moderation_decisions_total", "Decisions by outcome and by who decided.", ["outcome", "decided_by"])
+DECISION_REASONS = Counter("moderation_decision_reasons_total", "Reasons given with decisions.", ["reason"])
+CLASSIFY_SECONDS = Histogram(
+    "moderation_classify_seconds",
+    "Time to classify and decide one comment (task body).",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+END_TO_END_SECONDS = Histogram(
+    "moderation_end_to_end_seconds",
+    "From intake to stored decision.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+CALLBACK_ATTEMPTS = Counter("moderation_callback_attempts_total", "Callback attempts by result.", ["result"])
+OUTBOX_RELAYED = Counter("moderation_outbox_relayed_total", "Tasks republished by the outbox relay.")
+
+
+def record_decision(outcome: str, reasons: list[str], decided_by: str = "model") -> None:
+    DECISIONS.labels(outcome=outcome, decided_by=decided_by).inc()
+    for reason in reasons:
+        DECISION_REASONS.labels(reason=reason).inc()

@@ -1,0 +1,375 @@
+"""Decision callbacks: retry schedule, leases, dead letters and 410s in the database; signed POSTs to a
+real local HTTP server playing the site."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import formatdate
+
+import httpx
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+from svix.webhooks import Webhook as SvixWebhook
+from svix.webhooks import WebhookVerificationError
+
+from models.db import make_session_factory
+from models.entities import CallbackDelivery, Comment, Decision, DeliveryStatus, Site
+from moderation import callbacks
+from moderation.callbacks import COMMENT_DECIDED, RetryPolicy
+from moderation.intake import NewComment, accept_comment
+from moderation.sites import create_site, signing_secret
+from tests.support.signing import sign_from_spec
+from tests.support.site_server import SiteServer, always
+from workers.delivery import parse_retry_after, post_callback
+
+NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+POLICY = RetryPolicy(base_seconds=30, max_seconds=3600, max_attempts=3, lease_seconds=60)
+
+
+# --- the retry schedule --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attempts", [1, 2, 3, 5, 8])
+def test_delay_grows_exponentially_within_equal_jitter_bounds(attempts: int) -> None:
+    rng = random.Random(0)
+    delays = [POLICY.delay(attempts, rng=rng) for _ in range(400)]
+    full = min(3600.0, 30.0 * 2 ** (attempts - 1))
+    assert full / 2 <= min(delays) and max(delays) <= full
+    assert max(delays) - min(delays) > full / 3  # really jittered, not a fixed step
+
+
+def test_delay_doubles_per_attempt_until_the_cap() -> None:
+    rng = random.Random(0)
+    averages = [sum(POLICY.delay(n, rng=rng) for _ in range(300)) / 300 for n in range(1, 10)]
+    for before, after in itertools.pairwise(averages[:7]):
+        assert 1.7 < after / before < 2.3
+    assert all(1800 <= a <= 3600 for a in averages[7:])
+    assert all(1800 <= POLICY.delay(n, rng=rng) <= 3600 for n in (20, 60))
+
+
+def test_delay_is_never_sooner_than_retry_after() -> None:
+    rng = random.Random(0)
+    assert all(POLICY.delay(1, retry_after=500, rng=rng) >= 500 for _ in range(50))
+    # A short Retry-After does not shorten the backoff.
+    assert all(POLICY.delay(4, retry_after=1, rng=rng) >= 120 for _ in range(50))
+
+
+def test_retry_after_beyond_the_cap_waits_the_cap() -> None:
+    assert POLICY.delay(1, retry_after=10 * 86400, rng=random.Random(0)) == 3600
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("Thu, 26 Nov 2026 10:05:00 GMT", 300.0),
+        ("Thu, 26 Nov 2026 09:00:00 GMT", 0.0),  # a date in the past: no extra wait
+        ("soon", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_retry_after_reads_both_forms(value: str | None, expected: float | None) -> None:
+    assert parse_retry_after(value, NOW) == expected
+
+
+# --- deliveries in the database ------------------------------------------------------------------
+
+
+def decided_comment(session: Session, site: Site, external_id: str, now: datetime = NOW) -> CallbackDelivery | None:
+    accepted = accept_comment(
+        session, site, f"wh-{external_id}", NewComment(external_id=external_id, article_id="a", body="Nice."), now
+    )
+    comment = session.get_one(Comment, accepted.comment_id)
+    decision = Decision(comment_id=comment.id, outcome="approve", reasons=[], created_at=now)
+    session.add(decision)
+    comment.status = "approved"
+    session.flush()
+    return callbacks.schedule_callback(session, site, comment, decision, COMMENT_DECIDED, now)
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return make_session_factory(engine)
+
+
+@pytest.fixture
+def delivery_id(sessions: sessionmaker[Session]) -> int:
+    with sessions.begin() as session:
+        site, _ = create_site(session, "backpain-advisor", "https://site.example/callback")
+        delivery = decided_comment(session, site, "c-1")
+        assert delivery is not None
+        return delivery.id
+
+
+def claim(sessions: sessionmaker[Session], delivery_id: int, now: datetime) -> CallbackDelivery | None:
+    with sessions.begin() as session:
+        return callbacks.claim_delivery(session, delivery_id, now, POLICY)
+
+
+def fail(
+    sessions: sessionmaker[Session],
+    delivery_id: int,
+    now: datetime,
+    status_code: int | None = 500,
+    retry_after: float | None = None,
+) -> None:
+    with sessions.begin() as session:
+        delivery = session.get_one(CallbackDelivery, delivery_id)
+        callbacks.record_failed(
+            session, delivery, status_code=status_code, error="boom", retry_after=retry_after, now=now, policy=POLICY
+        )
+
+
+def load(sessions: sessionmaker[Session], delivery_id: int) -> CallbackDelivery:
+    with sessions() as session:
+        return session.get_one(CallbackDelivery, delivery_id)
+
+
+def test_schedule_callback_builds_the_event_payload(sessions: sessionmaker[Session], delivery_id: int) -> None:
+    delivery = load(sessions, delivery_id)
+    assert delivery.status == DeliveryStatus.PENDING and delivery.message_id.startswith("msg_")
+    assert delivery.payload["type"] == COMMENT_DECIDED
+    assert delivery.payload["data"] | {"id": 0} == {
+        "id": 0,
+        "comment_id": "c-1",
+        "site": "backpain-advisor",
+        "article_id": "a",
+        "status": "approved",
+        "decision": "approve",
+        "reasons": [],
+        "scores": {"spam": None, "medical_advice": None},
+        "decided_by": "model",
+        "model_version": None,
+        "decided_at": NOW.isoformat(),
+    }
+
+
+def test_no_callback_for_a_site_without_url(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        site, _ = create_site(session, "quiet-site")
+        assert decided_comment(session, site, "c-1") is None
+
+
+def test_a_delivery_is_leased_once_until_the_lease_expires(sessions: sessionmaker[Session], delivery_id: int) -> None:
+    claimed = claim(sessions, delivery_id, NOW)
+    assert claimed is not None and claimed.status == DeliveryStatus.SENDING
+    assert claimed.lease_until == NOW + timedelta(seconds=60)
+
+    assert claim(sessions, delivery_id, NOW) is None
+    assert claim(sessions, delivery_id, NOW + timedelta(seconds=59)) is None
+    with sessions() as session:
+        assert callbacks.due_deliveries(session, NOW + timedelta(seconds=59)) == []
+        assert callbacks.due_deliveries(session, NOW + timedelta(seconds=61)) == [delivery_id]
+    again = claim(sessions, delivery_id, NOW + timedelta(seconds=61))  # the first worker died
+    assert again is not None and again.lease_until == NOW + timedelta(seconds=121)
+
+
+def test_a_delivery_not_yet_due_cannot_be_claimed(sessions: sessionmaker[Session], delivery_id: int) -> None:
+    assert claim(sessions, delivery_id, NOW - timedelta(seconds=1)) is None
+    assert claim(sessions, delivery_id + 1000, NOW) is None
+
+
+def test_a_failure_schedules_the_next_attempt(sessions: sessionmaker[Session], delivery_id: int) -> None:
+    claim(sessions, delivery_id, NOW)
+    fail(sessions, delivery_id, NOW, status_code=500)
+    delivery = load(sessions, delivery_id)
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == (DeliveryStatus.PENDING, 1, 500)
+    assert delivery.last_error == "boom" and delivery.lease_until is None
+    assert NOW + timedelta(seconds=15) <= delivery.next_attempt_at <= NOW + timedelta(seconds=30)
+    assert claim(sessions, delivery_id, NOW + timedelta(seconds=14)) is None
+
+    later = NOW + timedelta(seconds=31)
+    assert claim(sessions, delivery_id, later) is not None
+    fail(sessions, delivery_id, later, status_code=429, retry_after=900)
+    delivery = load(sessions, delivery_id)
+    assert delivery.attempts == 2 and delivery.next_attempt_at >= later + timedelta(seconds=900)
+
+
+def test_the_last_failure_is_a_dead_letter(sessions: sessionmaker[Session], delivery_id: int) -> None:
+    now = NOW
+    for attempt in range(1, POLICY.max_attempts + 1):
+        assert claim(sessions, delivery_id, now) is not None, attempt
+        fail(sessions, delivery_id, now, status_code=None)
+        now += timedelta(hours=2)
+    delivery = load(sessions, delivery_id)
+    assert (delivery.status, delivery.attempts) == (DeliveryStatus.DEAD, POLICY.max_attempts)
+    assert claim(sessions, delivery_id, now + timedelta(days=30)) is None
+    with sessions() as session:
+        assert callbacks.due_deliveries(session, now + timedelta(days=30)) == []
+
+
+def test_a_success_is_recorded(sessions: sessionmaker[Session], delivery_id: int) -> None:
+    claim(sessions, delivery_id, NOW)
+    with sessions.begin() as session:
+        callbacks.record_delivered(session.get_one(CallbackDelivery, delivery_id), 204, NOW)
+    delivery = load(sessions, delivery_id)
+    assert (delivery.status, delivery.attempts, delivery.delivered_at) == (DeliveryStatus.DELIVERED, 1, NOW)
+    assert claim(sessions, delivery_id, NOW + timedelta(days=1)) is None
+
+
+def test_410_disables_the_site_and_its_pending_deliveries(sessions: sessionmaker[Session], delivery_id: int) -> None:
+    with sessions.begin() as session:
+        site = session.scalars(select(Site).where(Site.name == "backpain-advisor")).one()
+        sibling = decided_comment(session, site, "c-2")
+        other_site, _ = create_site(session, "other-site", "https://other.example/cb")
+        elsewhere = decided_comment(session, other_site, "c-1")
+        assert sibling is not None and elsewhere is not None
+        ids = {"sibling": sibling.id, "elsewhere": elsewhere.id, "site": site.id}
+
+    claim(sessions, delivery_id, NOW)
+    fail(sessions, delivery_id, NOW, status_code=410)
+
+    with sessions() as session:
+        assert session.get_one(Site, ids["site"]).callback_disabled_at == NOW
+        assert session.get_one(CallbackDelivery, delivery_id).status == DeliveryStatus.DISABLED
+        assert session.get_one(CallbackDelivery, ids["sibling"]).status == DeliveryStatus.DISABLED
+        assert session.get_one(CallbackDelivery, ids["elsewhere"]).status == DeliveryStatus.PENDING
+        assert callbacks.due_deliveries(session, NOW + timedelta(days=1)) == [ids["elsewhere"]]
+    with sessions.begin() as session:  # later decisions for the disabled site are not sent either
+        later = decided_comment(session, session.get_one(Site, ids["site"]), "c-3")
+        assert later is not None and later.status == DeliveryStatus.DISABLED
+
+
+def test_replay_re_enables_the_site_and_sends_again(sessions: sessionmaker[Session], delivery_id: int) -> None:
+    claim(sessions, delivery_id, NOW)
+    fail(sessions, delivery_id, NOW, status_code=410)
+    later = NOW + timedelta(hours=1)
+    with sessions.begin() as session:
+        replayed = callbacks.replay(session, delivery_id, later)
+        assert (replayed.status, replayed.attempts, replayed.next_attempt_at) == (DeliveryStatus.PENDING, 0, later)
+    with sessions() as session:
+        assert session.scalars(select(Site.callback_disabled_at)).one() is None
+    assert claim(sessions, delivery_id, later) is not None
+    with sessions.begin() as session, pytest.raises(LookupError):
+        callbacks.replay(session, delivery_id + 1000, later)
+
+
+def test_replay_gives_a_dead_letter_a_fresh_set_of_attempts(sessions: sessionmaker[Session], delivery_id: int) -> None:
+    for _ in range(POLICY.max_attempts):
+        claim(sessions, delivery_id, NOW + timedelta(days=1))
+        fail(sessions, delivery_id, NOW + timedelta(days=1))
+    assert load(sessions, delivery_id).status == DeliveryStatus.DEAD
+    with sessions.begin() as session:
+        callbacks.replay(session, delivery_id, NOW + timedelta(days=2))
+    claim(sessions, delivery_id, NOW + timedelta(days=2))
+    fail(sessions, delivery_id, NOW + timedelta(days=2))
+    assert load(sessions, delivery_id).status == DeliveryStatus.PENDING
+
+
+# --- the HTTP side, against a real local server --------------------------------------------------
+
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # base64 of 24 bytes: a valid test secret
+
+
+@pytest.fixture
+def site_server() -> Iterator[SiteServer]:
+    server = SiteServer(secret=SECRET).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client() as client:
+        yield client
+
+
+PAYLOAD = {"type": COMMENT_DECIDED, "data": {"id": 7, "comment_id": "c-7", "decision": "hold", "reasons": ["x"]}}
+
+
+def test_post_callback_is_signed_so_an_independent_verifier_accepts_it(
+    site_server: SiteServer, client: httpx.Client
+) -> None:
+    attempt = post_callback(client, site_server.url, SECRET, "msg_abc", PAYLOAD, timeout=5)
+
+    assert (attempt.ok, attempt.status_code, attempt.error) == (True, 204, "")
+    (received,) = site_server.received
+    assert received.event == PAYLOAD
+    assert received.headers["webhook-id"] == "msg_abc"
+    assert received.headers["content-type"] == "application/json"
+    SvixWebhook(SECRET).verify(received.body, received.headers)
+    timestamp = int(received.headers["webhook-timestamp"])
+    assert abs(timestamp - time.time()) < 10
+    by_hand = sign_from_spec(SECRET, "msg_abc", timestamp, received.body)
+    assert by_hand in received.headers["webhook-signature"].split(" ")
+    wrong = "whsec_" + "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    with pytest.raises(WebhookVerificationError):
+        SvixWebhook(wrong).verify(received.body, received.headers)
+
+
+def test_post_callback_reads_retry_after_in_seconds(site_server: SiteServer, client: httpx.Client) -> None:
+    site_server.responder = always(503, **{"Retry-After": "120"})
+    attempt = post_callback(client, site_server.url, SECRET, "msg_1", PAYLOAD, timeout=5)
+    assert (attempt.ok, attempt.status_code, attempt.retry_after) == (False, 503, 120.0)
+    assert attempt.error.startswith("HTTP 503")
+
+
+def test_post_callback_reads_retry_after_as_an_http_date(site_server: SiteServer, client: httpx.Client) -> None:
+    site_server.responder = always(429, **{"Retry-After": formatdate(time.time() + 300, usegmt=True)})
+    attempt = post_callback(client, site_server.url, SECRET, "msg_1", PAYLOAD, timeout=5)
+    assert (attempt.ok, attempt.status_code) == (False, 429)
+    assert attempt.retry_after is not None and 290 <= attempt.retry_after <= 300
+
+
+def test_a_hanging_endpoint_times_out(site_server: SiteServer, client: httpx.Client) -> None:
+    site_server.responder = lambda _attempt: None
+    started = time.monotonic()
+    attempt = post_callback(client, site_server.url, SECRET, "msg_1", PAYLOAD, timeout=0.5)
+    assert time.monotonic() - started < 5
+    assert (attempt.ok, attempt.status_code, attempt.retry_after) == (False, None, None)
+    assert "Timeout" in attempt.error
+
+
+def test_an_unreachable_endpoint_is_a_failed_attempt(client: httpx.Client) -> None:
+    closed = SiteServer()  # never started: nothing listens on its port
+    attempt = post_callback(client, closed.url, SECRET, "msg_1", PAYLOAD, timeout=2)
+    assert (attempt.ok, attempt.status_code) == (False, None)
+    assert "ConnectError" in attempt.error
+
+
+def test_an_unsendable_url_is_a_failed_attempt(client: httpx.Client) -> None:
+    attempt = post_callback(client, "http://[::1/cb", SECRET, "msg_1", PAYLOAD, timeout=2)
+    assert (attempt.ok, attempt.status_code) == (False, None)
+
+
+def test_one_delivery_round_against_a_site_that_answers_410(
+    sessions: sessionmaker[Session],
+    site_server: SiteServer,
+    client: httpx.Client,
+) -> None:
+    """What the notify task does, step by step: claim, sign with the site's secret, POST, record."""
+    with sessions.begin() as session:
+        site, site_server.secret = create_site(session, "gone-site", site_server.url)
+        delivery = decided_comment(session, site, "c-1", datetime.now(UTC))
+        assert delivery is not None
+        delivery_id = delivery.id
+    site_server.responder = always(410)
+
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        claimed = callbacks.claim_delivery(session, delivery_id, now, POLICY)
+        assert claimed is not None
+        site = session.get_one(Site, claimed.site_id)
+        secret = signing_secret(site)
+        attempt = post_callback(client, site.callback_url or "", secret, claimed.message_id, claimed.payload, 5)
+        callbacks.record_failed(
+            session,
+            claimed,
+            status_code=attempt.status_code,
+            error=attempt.error,
+            retry_after=attempt.retry_after,
+            now=now,
+            policy=POLICY,
+        )
+
+    assert [r.verified for r in site_server.received] == [True]
+    assert site_server.events()[0]["data"]["comment_id"] == "c-1"
+    delivery = load(sessions, delivery_id)
+    assert (delivery.status, delivery.last_status_code) == (DeliveryStatus.DISABLED, 410)

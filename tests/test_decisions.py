@@ -1,0 +1,297 @@
+"""Deciding a comment: one current decision, the comment's status, the outbox and the callback, once."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, func, select
+from sqlalchemy.exc import IntegrityError, SADeprecationWarning
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.db import make_session_factory
+from models.entities import CallbackDelivery, Comment, CommentStatus, Decision, OutboxMessage, Outcome, Site
+from moderation.decisions import Decided, decide_comment, gather_signals
+from moderation.intake import NewComment, accept_comment
+from moderation.sites import create_site, require_site
+from tests.conftest import TrainedModel
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+SITE = "backpain-advisor"
+CAMPAIGN = "Great article!! I fixed my back in 3 days with the method on my profile, check it"
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    with make_session_factory(engine).begin() as session:
+        create_site(session, SITE, "https://site.example/moderation-callback")
+        create_site(session, "no-callback-site")
+        create_site(session, "other-site")
+    return make_session_factory(engine)
+
+
+def post(
+    sessions: sessionmaker[Session],
+    external_id: str,
+    body: str = "Massage helped me a lot, but only with stretching too.",
+    *,
+    site: str = SITE,
+    article: str = "massage-therapy",
+    email: str | None = "jan@example.org",
+    ip: str | None = "203.0.113.9",
+    received: datetime = NOW,
+    status: str | None = None,
+) -> int:
+    """Accept a comment as intake does (optionally already decided, by setting its status)."""
+    with sessions.begin() as session:
+        new = NewComment(external_id=external_id, article_id=article, body=body, author_email=email, author_ip=ip)
+        accepted = accept_comment(session, require_site(session, site), f"wh-{site}-{external_id}", new, received)
+        if status is not None:
+            session.get_one(Comment, accepted.comment_id).status = status
+        return accepted.comment_id
+
+
+def decide(
+    sessions: sessionmaker[Session], comment_id: int, model: TrainedModel, now: datetime = NOW
+) -> Decided | None:
+    with sessions.begin() as session:
+        return decide_comment(session, comment_id, model.model, now)
+
+
+def rows(engine: Engine, model: type, **where: Any) -> list[Any]:
+    with make_session_factory(engine)() as session:
+        return list(session.scalars(select(model).filter_by(**where)))
+
+
+def set_site(sessions: sessionmaker[Session], name: str, **values: Any) -> None:
+    with sessions.begin() as session:
+        site = require_site(session, name)
+        for key, value in values.items():
+            setattr(site, key, value)
+
+
+# --- one decision per comment --------------------------------------------------------------------
+
+
+def test_deciding_stores_one_current_decision_and_schedules_the_callback(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    comment_id = post(sessions, "c-1")
+    decided = decide(sessions, comment_id, active_model)
+
+    assert decided is not None and decided.comment_id == comment_id
+    (decision,) = rows(engine, Decision, comment_id=comment_id)
+    assert decision.id == decided.decision_id and decision.is_current and decision.outcome == decided.outcome
+    assert decision.model_version == active_model.version and decision.decided_by == "model"
+    assert decision.spam_score is not None and 0.0 <= decision.spam_score <= 1.0
+    assert decision.advice_score is not None and 0.0 <= decision.advice_score <= 1.0
+    assert set(decision.explanation) == {"spam", "medical_advice"}
+    (comment,) = rows(engine, Comment, id=comment_id)
+    assert comment.status == Outcome(decided.outcome).comment_status
+    assert rows(engine, OutboxMessage, comment_id=comment_id) == []
+    (delivery,) = rows(engine, CallbackDelivery, comment_id=comment_id)
+    assert decided.delivery_id == delivery.id and delivery.decision_id == decision.id
+    assert delivery.status == "pending" and delivery.next_attempt_at == NOW
+    assert delivery.payload["data"]["status"] == comment.status
+    assert delivery.payload["data"]["model_version"] == active_model.version
+
+
+def test_no_callback_for_a_site_without_a_url(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    comment_id = post(sessions, "c-1", site="no-callback-site")
+    decided = decide(sessions, comment_id, active_model)
+
+    assert decided is not None and decided.delivery_id is None
+    assert rows(engine, CallbackDelivery) == []
+    assert len(rows(engine, Decision, comment_id=comment_id)) == 1
+    assert rows(engine, OutboxMessage) == []
+
+
+def test_deciding_again_changes_nothing(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    comment_id = post(sessions, "c-1")
+    first = decide(sessions, comment_id, active_model)
+    assert first is not None
+    status = rows(engine, Comment, id=comment_id)[0].status
+
+    # A redelivered task, a relayed outbox row, or the comment's outbox row written again.
+    assert decide(sessions, comment_id, active_model, NOW + timedelta(minutes=5)) is None
+    with sessions.begin() as session:
+        session.add(OutboxMessage(kind="classify", comment_id=comment_id, created_at=NOW))
+    assert decide(sessions, comment_id, active_model, NOW + timedelta(minutes=10)) is None
+
+    assert [d.id for d in rows(engine, Decision)] == [first.decision_id]
+    assert [d.id for d in rows(engine, CallbackDelivery)] == [first.delivery_id]
+    assert rows(engine, Comment, id=comment_id)[0].status == status
+    assert rows(engine, OutboxMessage) == []
+
+
+def test_a_comment_that_is_gone_is_skipped(sessions: sessionmaker[Session], active_model: TrainedModel) -> None:
+    assert decide(sessions, 987_654, active_model) is None
+
+
+def test_two_workers_racing_leave_exactly_one_current_decision(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """Both read "no decision yet"; the second to write loses on the partial unique index.
+
+    B runs in a thread because its write waits for A's (a row lock on PostgreSQL, the write lock on
+    SQLite). A listener on the engine tells when B has finished reading and is about to write; only then
+    does A commit, so B has certainly decided on a stale "no decision yet".
+    """
+    comment_id = post(sessions, "c-1")
+    b_writes = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def before_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        writes = statement.lstrip().upper().startswith(("INSERT", "UPDATE"))
+        if writes and threading.current_thread().name == "worker-b":
+            b_writes.set()
+
+    def worker_b() -> None:
+        with sessions() as session_b:
+            try:
+                outcome["decided"] = decide_comment(session_b, comment_id, active_model.model, NOW)
+                session_b.commit()
+            except IntegrityError as error:
+                outcome["error"] = error
+
+    event.listen(engine, "before_cursor_execute", before_execute)
+    try:
+        with sessions() as session_a:
+            won = decide_comment(session_a, comment_id, active_model.model, NOW)
+            assert won is not None
+            thread = threading.Thread(target=worker_b, name="worker-b")
+            thread.start()
+            assert b_writes.wait(timeout=60), "worker B never reached its write"
+            session_a.commit()
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+    finally:
+        event.remove(engine, "before_cursor_execute", before_execute)
+
+    assert "decided" not in outcome
+    assert isinstance(outcome.get("error"), IntegrityError)
+    (current,) = rows(engine, Decision, comment_id=comment_id, is_current=True)
+    assert current.id == won.decision_id
+    assert [d.decision_id for d in rows(engine, CallbackDelivery)] == [won.decision_id]
+    assert rows(engine, Comment, id=comment_id)[0].status == Outcome(won.outcome).comment_status
+
+
+def test_the_database_refuses_a_second_current_decision(engine: Engine, sessions: sessionmaker[Session]) -> None:
+    comment_id = post(sessions, "c-1")
+    with sessions.begin() as session:
+        session.add(Decision(comment_id=comment_id, outcome="approve", is_current=True, created_at=NOW))
+    with pytest.raises(IntegrityError), sessions.begin() as session:
+        session.add(Decision(comment_id=comment_id, outcome="reject", is_current=True, created_at=NOW))
+    with sessions.begin() as session:  # history rows that are not current are fine
+        session.add(Decision(comment_id=comment_id, outcome="hold", is_current=False, created_at=NOW))
+    assert [d.outcome for d in rows(engine, Decision, comment_id=comment_id, is_current=True)] == ["approve"]
+
+
+# --- the policy sees the site's thresholds and the signals ---------------------------------------
+
+
+def test_site_thresholds_override_the_models(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    set_site(sessions, SITE, advice_hold_threshold=0.0)  # every comment needs a human
+    held = decide(sessions, post(sessions, "c-1"), active_model)
+    assert held is not None and held.outcome == Outcome.HOLD
+    assert "medical_advice" in rows(engine, Decision, id=held.decision_id)[0].reasons
+
+    set_site(sessions, SITE, spam_reject_threshold=0.0, spam_hold_threshold=0.0)
+    rejected = decide(sessions, post(sessions, "c-2"), active_model)
+    assert rejected is not None and rejected.outcome == Outcome.REJECT
+    assert rows(engine, Decision, id=rejected.decision_id)[0].reasons[0] == "spam"
+    assert rows(engine, Comment, external_id="c-2")[0].status == CommentStatus.REJECTED
+
+
+def test_author_history_and_duplicates_reach_the_decision(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    set_site(sessions, SITE, spam_hold_threshold=1.0, spam_reject_threshold=1.0, advice_hold_threshold=1.0)
+    for number in range(2):
+        post(sessions, f"old-{number}", f"Earlier {number}", received=NOW - timedelta(days=3), status="rejected")
+    post(sessions, "elsewhere", CAMPAIGN, article="sciatica", email="bot@example.net", ip="198.51.100.1")
+    decided = decide(sessions, post(sessions, "c-1", CAMPAIGN), active_model)
+
+    assert decided is not None and decided.outcome == Outcome.HOLD
+    assert rows(engine, Decision, id=decided.decision_id)[0].reasons == ["duplicate", "author_rejected_before"]
+
+
+# --- signals gathered from the database ----------------------------------------------------------
+
+
+def signals_for(sessions: sessionmaker[Session], comment_id: int, now: datetime = NOW):  # type: ignore[no-untyped-def]
+    with sessions() as session:
+        return gather_signals(session, session.get_one(Comment, comment_id), now)
+
+
+def test_duplicates_are_counted_across_articles_within_a_day(sessions: sessionmaker[Session]) -> None:
+    post(sessions, "a", CAMPAIGN, article="sciatica", email="x@example.net", ip="198.51.100.1")
+    post(sessions, "b", CAMPAIGN.upper().replace(" ", "   "), article="mattress", email=None, ip=None)
+    post(sessions, "old", CAMPAIGN, article="running", received=NOW - timedelta(days=1, minutes=1))
+    post(sessions, "other", CAMPAIGN, site="other-site")
+    post(sessions, "different", CAMPAIGN + " now", article="yoga-pilates")
+    comment_id = post(sessions, "c-1", CAMPAIGN, email="new@example.org", ip="192.0.2.1")
+
+    assert signals_for(sessions, comment_id).duplicates_elsewhere == 2
+
+
+def test_short_repeated_comments_are_not_duplicates(sessions: sessionmaker[Session]) -> None:
+    for number in range(3):
+        post(sessions, f"t-{number}", "Thanks, great article!", article=f"article-{number}")
+    assert signals_for(sessions, post(sessions, "c-1", "Thanks, great article!")).duplicates_elsewhere == 0
+
+
+def test_author_posts_in_the_last_hour_count_by_email_or_ip(sessions: sessionmaker[Session]) -> None:
+    post(sessions, "same-email", "one", ip="192.0.2.50", received=NOW - timedelta(minutes=10))
+    post(sessions, "same-ip", "two", email="other@example.org", received=NOW - timedelta(minutes=59))
+    post(sessions, "too-old", "three", received=NOW - timedelta(minutes=61))
+    post(sessions, "stranger", "four", email="s@example.org", ip="192.0.2.99", received=NOW - timedelta(minutes=1))
+    post(sessions, "other-site", "five", site="other-site", received=NOW - timedelta(minutes=1))
+    comment_id = post(sessions, "c-1")
+
+    signals = signals_for(sessions, comment_id)
+    assert signals.author_posts_last_hour == 2
+
+
+def test_author_history_counts_approved_and_rejected_comments(sessions: sessionmaker[Session]) -> None:
+    long_ago = NOW - timedelta(days=30)
+    for number, status in enumerate(["approved", "approved", "approved", "rejected", "held", "pending"]):
+        post(sessions, f"h-{number}", f"comment {number}", received=long_ago, status=status)
+    post(sessions, "someone-else", "x", email="s@example.org", ip="192.0.2.99", received=long_ago, status="rejected")
+    comment_id = post(sessions, "c-1", "Look at https://a.example.com and www.b.example.org please")
+
+    signals = signals_for(sessions, comment_id)
+    assert (signals.author_approved_before, signals.author_rejected_before) == (3, 1)
+    assert signals.author_posts_last_hour == 0
+    assert signals.link_count == 2
+
+
+def test_an_anonymous_comment_has_no_author_signals(sessions: sessionmaker[Session]) -> None:
+    post(sessions, "h-1", "before", email=None, ip=None, status="rejected")
+    signals = signals_for(sessions, post(sessions, "c-1", email=None, ip=None))
+    assert (signals.author_posts_last_hour, signals.author_approved_before, signals.author_rejected_before) == (0, 0, 0)
+
+
+def test_sites_are_kept_apart(sessions: sessionmaker[Session]) -> None:
+    for number in range(3):
+        post(sessions, f"o-{number}", f"elsewhere {number}", site="other-site", status="rejected")
+    signals = signals_for(sessions, post(sessions, "c-1"))
+    assert (signals.author_posts_last_hour, signals.author_rejected_before) == (0, 0)
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Site)) == 3
+
+
+def test_gather_signals_uses_no_deprecated_api(sessions: sessionmaker[Session]) -> None:
+    comment_id = post(sessions, "c-1")
+    with warnings.catch_warnings():  # the module-wide ignore above would otherwise win
+        warnings.simplefilter("error", SADeprecationWarning)
+        signals_for(sessions, comment_id)

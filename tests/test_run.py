@@ -1,0 +1,68 @@
+"""`moderation run` (what `make run` starts): everything up on embedded defaults, and all of it gone after."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from models.db import create_db_engine, make_session_factory
+from models.migrate import upgrade_database
+from moderation import registry
+from tests.conftest import TrainedModel
+from tests.support.processes import wait_until
+from tests.support.services import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def seed_model(var_dir: Path, trained_model: TrainedModel) -> None:
+    """Register the session's model so the run does not spend a minute training its own."""
+    url = f"sqlite:///{var_dir / 'moderation.db'}"
+    upgrade_database(url)
+    engine = create_db_engine(url)
+    with make_session_factory(engine).begin() as session:
+        registry.register(session, trained_model.version, trained_model.artifact, trained_model.model.card)
+        registry.activate(session, trained_model.version)
+    engine.dispose()
+
+
+def test_run_serves_on_embedded_defaults_and_stops_everything(tmp_path: Path, trained_model: TrainedModel) -> None:
+    var_dir = tmp_path / "var"
+    var_dir.mkdir()
+    seed_model(var_dir, trained_model)
+    port, example_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "PROMETHEUS_"))}
+    env.update(VAR_DIR=str(var_dir), PORT=str(port), EXAMPLE_PORT=str(example_port), LOG_FORMAT="text")
+    output = (tmp_path / "run.out").open("wb")
+    run = subprocess.Popen([sys.executable, "-m", "server", "run"], env=env, stdout=output, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(ready, timeout=120, what="`moderation run` to be ready")
+        started = psutil.Process(run.pid).children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()) for p in started)
+        assert "redis-server" in names and " worker" in names and " beat" in names and " web" in names
+        banner = (tmp_path / "run.out").read_text()
+        assert f"http://127.0.0.1:{port}" in banner and "Ctrl-C" in banner
+        assert (var_dir / "moderation.db").exists()  # SQLite in VAR_DIR, no DATABASE_URL needed
+    finally:
+        run.send_signal(signal.SIGTERM)
+        code = run.wait(60)
+        output.close()
+    assert code == 0, (tmp_path / "run.out").read_text()[-3000:]
+    still_running = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert still_running == [], [" ".join(p.cmdline()) for p in still_running]
+    assert "Stopped." in (tmp_path / "run.out").read_text()

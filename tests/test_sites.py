@@ -1,0 +1,194 @@
+"""Sites and their secrets: validation on creation, rotation with an overlap, the newest secret signs."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.db import make_session_factory
+from models.entities import Site, SiteSecret
+from moderation.sites import SiteError, create_site, require_site, rotate_secret, signing_secret
+from tests.support.signing import encode, sign_from_spec, signed_headers
+from webhooks.signatures import SignatureError, verify_signature
+
+BODY = encode({"type": "comment.created", "data": {"comment_id": "c-1"}})
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return make_session_factory(engine)
+
+
+def verifies(body_secret: str, usable: list[str]) -> bool:
+    try:
+        verify_signature(BODY, signed_headers(body_secret, BODY), usable)
+    except SignatureError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "Backpain", "-leading-dash", "_under", "has space", "slash/name", "ünicode", "a" * 101, "two\nlines"],
+    ids=["empty", "upper", "dash", "underscore", "space", "slash", "unicode", "too-long", "inner-newline"],
+)
+def test_bad_site_names_are_refused(sessions: sessionmaker[Session], name: str) -> None:
+    with sessions.begin() as session:
+        with pytest.raises(SiteError):
+            create_site(session, name)
+        assert session.scalars(select(Site)).all() == []
+
+
+def test_a_name_with_a_trailing_newline_is_refused(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        create_site(session, "backpain-advisor")
+        with pytest.raises(SiteError):
+            create_site(session, "backpain-advisor\n")
+
+
+@pytest.mark.parametrize("name", ["a", "backpain-advisor", "site.example.org", "x_1", "9lives", "a" * 100])
+def test_good_site_names_are_accepted(sessions: sessionmaker[Session], name: str) -> None:
+    with sessions.begin() as session:
+        create_site(session, name)
+    with sessions() as session:
+        assert require_site(session, name).name == name
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://site.example/cb",
+        "site.example/cb",
+        "javascript:alert(1)",
+        "http://",
+        "https:// spaced",
+        "https://x/" * 201,
+    ],
+    ids=["ftp", "no-scheme", "javascript", "no-host", "space", "too-long"],
+)
+def test_bad_callback_urls_are_refused(sessions: sessionmaker[Session], url: str) -> None:
+    with sessions.begin() as session, pytest.raises(SiteError, match="callback URL"):
+        create_site(session, "backpain-advisor", url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://[::1/cb", "https://site.example/a\tb", "ftp://site.example/cb", "/relative"],
+    ids=["ipv6", "tab", "ftp", "relative"],
+)
+def test_callback_urls_that_cannot_be_sent_are_refused(sessions: sessionmaker[Session], url: str) -> None:
+    with sessions.begin() as session, pytest.raises(SiteError, match="callback URL"):
+        create_site(session, "backpain-advisor", url)
+
+
+def test_a_pasted_trailing_newline_is_stripped_not_stored(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        site, _ = create_site(session, "backpain-advisor", "https://site.example/cb\n")
+        assert site.callback_url == "https://site.example/cb"
+
+
+def test_callback_url_is_stored_and_empty_means_none(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        create_site(session, "with-url", "https://site.example/moderation?key=1")
+        create_site(session, "empty-url", "")
+    with sessions() as session:
+        assert require_site(session, "with-url").callback_url == "https://site.example/moderation?key=1"
+        assert require_site(session, "empty-url").callback_url is None
+
+
+def test_duplicate_and_unknown_sites(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        create_site(session, "backpain-advisor")
+    with sessions.begin() as session, pytest.raises(SiteError, match="already exists"):
+        create_site(session, "backpain-advisor")
+    with sessions() as session, pytest.raises(SiteError, match="no site"):
+        require_site(session, "nobody")
+
+
+def test_a_new_site_gets_one_strong_standard_webhooks_secret(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        _, first = create_site(session, "one")
+        _, second = create_site(session, "two")
+    assert first != second
+    for secret in (first, second):
+        assert secret.startswith("whsec_")
+        assert len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) == 32
+    with sessions() as session:
+        site = require_site(session, "one")
+        assert site.usable_secrets(datetime.now(UTC)) == [first]
+        assert signing_secret(site) == first
+    assert verifies(first, [first]) and not verifies(second, [first])
+
+
+def test_rotation_keeps_both_secrets_during_the_overlap_then_only_the_new(sessions: sessionmaker[Session]) -> None:
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        _, old = create_site(session, "backpain-advisor")
+    with sessions.begin() as session:
+        new = rotate_secret(session, require_site(session, "backpain-advisor"), timedelta(hours=24), now)
+    assert new != old
+
+    with sessions() as session:  # a fresh read: the expiry is stored, not only held in memory
+        site = require_site(session, "backpain-advisor")
+        during = site.usable_secrets(now + timedelta(hours=23))
+        after = site.usable_secrets(now + timedelta(hours=24, seconds=1))
+        assert signing_secret(site, now + timedelta(hours=1)) == new
+        assert signing_secret(site, now + timedelta(days=2)) == new
+
+    assert during == [new, old]
+    assert verifies(old, during) and verifies(new, during)
+    assert after == [new]
+    assert verifies(new, after) and not verifies(old, after)
+
+
+def test_a_request_carrying_signatures_from_both_secrets_verifies(sessions: sessionmaker[Session]) -> None:
+    """A site mid-switch may sign with both secrets (space-separated signatures, per the spec)."""
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        _, old = create_site(session, "backpain-advisor")
+        new = rotate_secret(session, require_site(session, "backpain-advisor"), timedelta(hours=1), now)
+    timestamp = int(now.timestamp())
+    headers = signed_headers(old, BODY, message_id="msg_1", timestamp=timestamp)
+    headers["webhook-signature"] += " " + sign_from_spec(new, "msg_1", timestamp, BODY)
+    assert verify_signature(BODY, headers, [new]) == "msg_1"
+    assert verify_signature(BODY, headers, [old]) == "msg_1"
+
+
+def test_a_second_rotation_never_extends_an_older_secret(sessions: sessionmaker[Session]) -> None:
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        _, first = create_site(session, "backpain-advisor")
+        site = require_site(session, "backpain-advisor")
+        second = rotate_secret(session, site, timedelta(hours=1), now)
+        third = rotate_secret(session, site, timedelta(hours=1), now + timedelta(minutes=30))
+    with sessions() as session:
+        site = require_site(session, "backpain-advisor")
+        assert site.usable_secrets(now + timedelta(minutes=45)) == [third, second, first]
+        assert site.usable_secrets(now + timedelta(minutes=61)) == [third, second]
+        assert site.usable_secrets(now + timedelta(minutes=91)) == [third]
+        assert len(session.scalars(select(SiteSecret)).all()) == 3
+
+
+def test_rotation_without_overlap_retires_the_old_secret_at_once(sessions: sessionmaker[Session]) -> None:
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        _, old = create_site(session, "backpain-advisor")
+        new = rotate_secret(session, require_site(session, "backpain-advisor"), timedelta(0), now)
+    with sessions() as session:
+        site = require_site(session, "backpain-advisor")
+        assert site.usable_secrets(now) == [new]
+        assert not verifies(old, site.usable_secrets(now))
+
+
+def test_signing_secret_needs_a_usable_secret(sessions: sessionmaker[Session]) -> None:
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        site, _ = create_site(session, "backpain-advisor")
+        for secret in site.secrets:
+            secret.expires_at = now
+    with sessions() as session, pytest.raises(SiteError, match="no usable secret"):
+        signing_secret(require_site(session, "backpain-advisor"), now)
