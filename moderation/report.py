@@ -155,48 +155,59 @@ def _by_source(scored: Sequence[Scored]) -> dict[str, list[Scored]]:
     return dict(sorted(groups.items()))
 
 
+def _plot_pr_curve(axis: Any, truth: np.ndarray, probability: np.ndarray, source: str) -> None:
+    precision, recall, _ = precision_recall_curve(truth, probability)
+    axis.plot(recall, precision, label=f"{source} (n={len(truth)})")
+
+
+def _plot_calibration_curve(axis: Any, truth: np.ndarray, probability: np.ndarray, source: str) -> None:
+    observed, predicted = calibration_curve(truth, probability, n_bins=10, strategy="quantile")
+    axis.plot(predicted, observed, marker="o", label=source)
+
+
 def _plot_pr_curves(scored: Sequence[Scored], path: Path) -> None:
+    _plot_per_label(scored, path, _plot_pr_curve, "precision-recall", ("recall", "precision"), "lower left")
+
+
+def _plot_calibration(scored: Sequence[Scored], path: Path) -> None:
+    _plot_per_label(
+        scored,
+        path,
+        _plot_calibration_curve,
+        "calibration",
+        ("predicted probability", "observed frequency"),
+        "upper left",
+        diagonal=True,
+    )
+
+
+def _plot_per_label(
+    scored: Sequence[Scored],
+    path: Path,
+    draw: Any,
+    title: str,
+    labels: tuple[str, str],
+    legend: str,
+    diagonal: bool = False,
+) -> None:
+    """One panel per label, one curve per source that has both classes of that label."""
     figure, axes = plt.subplots(1, len(LABELS), figsize=(11, 4.5))
     for axis, label in zip(axes, LABELS, strict=True):
+        if diagonal:
+            axis.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
         for source, items in _by_source(scored).items():
             truth, probability = _label_arrays(items, label)
-            if not 0 < truth.sum() < len(truth):
-                continue
-            precision, recall, _ = precision_recall_curve(truth, probability)
-            axis.plot(recall, precision, label=f"{source} (n={len(truth)})")
+            if 0 < truth.sum() < len(truth):
+                draw(axis, truth, probability, source)
         axis.set(
-            title=f"{label.replace('_', ' ')}: precision-recall",
-            xlabel="recall",
-            ylabel="precision",
+            title=f"{label.replace('_', ' ')}: {title}",
+            xlabel=labels[0],
+            ylabel=labels[1],
             xlim=(0, 1.01),
             ylim=(0, 1.01),
         )
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc="lower left")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
-def _plot_calibration(scored: Sequence[Scored], path: Path) -> None:
-    figure, axes = plt.subplots(1, len(LABELS), figsize=(11, 4.5))
-    for axis, label in zip(axes, LABELS, strict=True):
-        axis.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
-        for source, items in _by_source(scored).items():
-            truth, probability = _label_arrays(items, label)
-            if not 0 < truth.sum() < len(truth):
-                continue
-            observed, predicted = calibration_curve(truth, probability, n_bins=10, strategy="quantile")
-            axis.plot(predicted, observed, marker="o", label=source)
-        axis.set(
-            title=f"{label.replace('_', ' ')}: calibration",
-            xlabel="predicted probability",
-            ylabel="observed frequency",
-            xlim=(0, 1),
-            ylim=(0, 1),
-        )
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc="upper left")
+        axis.legend(fontsize=7, loc=legend)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -14,6 +14,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
 
 from models.entities import CallbackDelivery, Comment, CommentStatus, DeliveryStatus, OutboxMessage
 from moderation.registry import active_version
@@ -25,7 +26,7 @@ QUEUE = "moderation"
 class StateCollector(Collector):
     """Queue depth, outbox backlog, held comments, callback states and the active model, at scrape time."""
 
-    def __init__(self, sessions: object, broker_url: str) -> None:
+    def __init__(self, sessions: sessionmaker[Session], broker_url: str) -> None:
         self._sessions = sessions
         self._broker_url = broker_url
 
@@ -45,7 +46,7 @@ class StateCollector(Collector):
 
     def _database(self) -> Iterator[GaugeMetricFamily]:
         try:
-            with self._sessions() as session:  # type: ignore[operator]
+            with self._sessions() as session:
                 backlog = session.scalar(select(func.count(OutboxMessage.id))) or 0
                 held = session.scalar(select(func.count(Comment.id)).where(Comment.status == CommentStatus.HELD)) or 0
                 callbacks = dict(

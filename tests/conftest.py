@@ -108,10 +108,10 @@ def active_model(engine: Engine, trained_model: TrainedModel) -> TrainedModel:
     return trained_model
 
 
-@pytest.fixture
-def settings(database_url: str, redis_url: str, tmp_path: Path, engine: Engine) -> Settings:
+def fast_settings(database_url: str, redis_url: str, var_dir: Path) -> Settings:
+    """Settings for tests: short relay and retry intervals, so recovery paths finish in seconds."""
     return Settings(
-        var_dir=tmp_path / "var",
+        var_dir=var_dir,
         database_url=database_url,
         redis_url=redis_url,
         secret_key="test-secret-key",
@@ -123,6 +123,11 @@ def settings(database_url: str, redis_url: str, tmp_path: Path, engine: Engine) 
         model_check_interval_seconds=0.5,
         log_format="text",
     )
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, tmp_path: Path, engine: Engine) -> Settings:
+    return fast_settings(database_url, redis_url, tmp_path / "var")
 
 
 @pytest.fixture

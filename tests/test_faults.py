@@ -22,7 +22,7 @@ from models.migrate import upgrade_database
 from moderation import registry
 from server.factory import create_app
 from server.settings import Settings
-from tests.conftest import SiteCredentials, TrainedModel
+from tests.conftest import SiteCredentials, TrainedModel, fast_settings
 from tests.support.faults import (
     add_site,
     allow_connections,
@@ -224,21 +224,7 @@ def test_database_unavailable_is_503_and_recovers_by_itself(
                 registry.activate(session, trained_model.version)
             site = add_site(engine, SITE)
             site_servers.append(site)
-            settings = Settings(
-                var_dir=tmp_path / "var",
-                database_url=url,
-                redis_url=redis_url,
-                secret_key="test-secret-key",
-                outbox_quiet_seconds=1,
-                outbox_relay_interval_seconds=1,
-                callback_retry_base_seconds=0.2,
-                callback_retry_interval_seconds=0.5,
-                callback_timeout_seconds=2,
-                model_check_interval_seconds=0.5,
-                log_format="text",
-                rate_limit_per_site="100000/minute",
-                rate_limit_per_author_ip="100000/minute",
-            )
+            settings = unlimited(fast_settings(url, redis_url, tmp_path / "var"))
             stack = new_stack(stacks, settings, tmp_path / "logs")
             web, base = stack.web()
             stack.worker()
