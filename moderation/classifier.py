@@ -35,6 +35,9 @@ MARKER_NAMES = {
     "zzdiag": "diagnosis of someone",
     "zzreply": "reply to a commenter",
     "zzgibberish": "gibberish",
+    "zzpromo": "self-promotion",
+    "zzcure": "cure claim",
+    "zzcontact": "contact offer",
 }
 MARKER_PREFIXES = (
     ("zzdomain", "linked domain"),

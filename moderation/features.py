@@ -21,9 +21,15 @@ from moderation.cues import cue_tokens
 URL_RE = re.compile(
     r"(?i:(?:https?://|www\.)[^\s<>\"']+)|\b[a-z0-9][a-z0-9-]{1,62}(?:\.[a-z0-9-]{2,63})*\."
     r"(?:com|net|org|info|biz|shop|store|xyz|online|site|top|club|ru|cn|io|co\.uk|org\.uk|live|vip|pro|link)"
-    r"\b(?:/[^\s<>\"']*)?",
+    r"\b(?:/[^\s<>\"']*)?"
+    # Short-link and chat hosts, and country endings that are also words ("in", "me", "it") only with a path.
+    r"|\b(?:t\.me|wa\.me|bit\.ly|tinyurl\.com|linktr\.ee)/[^\s<>\"']+"
+    r"|\b[a-z0-9][a-z0-9-]{1,62}\.(?:es|in|br|me|de|fr|it|ca|au|ng|pk|ph|pt|nl|uk)/[^\s<>\"']*",
 )
-SPELLED_DOT_COM_RE = re.compile(r"\b(\w+)\s*(?:\(|\[)?\s*dot\s*(?:\)|\])?\s*(com|net|org|shop|info)\b", re.I)
+SPELLED_DOT_COM_RE = re.compile(
+    r"\b(\w[\w-]*)\s*(?:\(|\[)?\s*(?:dot|punto|ponto|point)\s*(?:\)|\])?\s*(com|net|org|shop|info|es|br|fr)\b", re.I
+)
+SPELLED_DOT_WORDS = ("dot", "punto", "ponto", "point")
 EMAIL_RE = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
 PHONE_RE = re.compile(r"(?:\+|\b00)?\d[\d\s().-]{7,}\d")
 MONEY_RE = re.compile(r"[$€£]\s?\d|\b\d+\s?(?:usd|dollars|euros|pounds|bucks)\b", re.I)
@@ -44,6 +50,7 @@ LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t"
 # Only a digit or symbol between letters reads as obfuscation (v1agra, pa!n); 800mg, 5yo and covid19 do not.
 LEET_WORD_RE = re.compile(r"(?<![\w@$!])(?=[a-z0-9@$!]*[a-z][0-9@$!]+[a-z])[a-z0-9@$!]{3,}(?![\w@$!])", re.I)
 WHITESPACE_RE = re.compile(r"\s+")
+DIGIT_RE = re.compile(r"\d")
 NON_ASCII_LETTER_RE = re.compile(r"[^\x00-\x7f]")
 
 
@@ -70,7 +77,9 @@ def normalize(text: str) -> str:
 
 def find_urls(text: str) -> list[str]:
     urls = [m.group(0).rstrip(".,;:!?)]") for m in URL_RE.finditer(text)]
-    urls += [f"{m.group(1)}.{m.group(2)}" for m in SPELLED_DOT_COM_RE.finditer(text)]
+    lowered = text.lower()
+    if any(word in lowered for word in SPELLED_DOT_WORDS):  # the pattern is slow to fail, and rarely matches
+        urls += [f"{m.group(1)}.{m.group(2)}" for m in SPELLED_DOT_COM_RE.finditer(text)]
     return urls
 
 
@@ -99,15 +108,10 @@ def _marker_tokens(comment: CommentText, raw: str) -> list[str]:
     if comment.url.strip():
         author_domain = url_domain(comment.url.strip())
         tokens += ["zzauthorurl", f"zzauthortld{author_domain.rsplit('.', 1)[-1]}"]
-    if EMAIL_RE.search(raw):
+    if "@" in raw and EMAIL_RE.search(raw):
         tokens.append("zzemail")
-    if PHONE_RE.search(raw):
-        tokens.append("zzphone")
-    if MONEY_RE.search(raw):
-        tokens.append("zzmoney")
-    doses = len(DOSE_RE.findall(raw))
-    if doses:
-        tokens += ["zzdose"] * min(doses, 3)
+    if DIGIT_RE.search(raw):  # phones, money and doses all need a digit; most comments have none
+        tokens += _number_tokens(raw)
     if FREQUENCY_RE.search(raw):
         tokens.append("zzfrequency")
     if NON_ASCII_LETTER_RE.search(comment.author):
@@ -118,6 +122,16 @@ def _marker_tokens(comment: CommentText, raw: str) -> list[str]:
     words = len(raw.split())
     tokens.append("zzlen" + ("short" if words < 8 else "medium" if words < 60 else "long"))
     return tokens
+
+
+def _number_tokens(raw: str) -> list[str]:
+    tokens = []
+    if PHONE_RE.search(raw):
+        tokens.append("zzphone")
+    if MONEY_RE.search(raw):
+        tokens.append("zzmoney")
+    doses = len(DOSE_RE.findall(raw))
+    return tokens + ["zzdose"] * min(doses, 3)
 
 
 def prepare(comment: CommentText) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moderation import classifier
+from moderation import classifier, cues
 from moderation.classifier import LABELS
 from moderation.cues import cue_tokens, looks_like_gibberish
 from moderation.data import load_own_corpus
@@ -66,10 +66,42 @@ def test_explanations_name_words_of_the_comment(trained_model: TrainedModel) -> 
         ("Is 600mg of ibuprofen too much?", {"zzqmed"}),
         ("@Tom skip the physio", {"zzreply", "zzdirmed"}),
         ("Yo que tú dejaría el tramadol.", {"zzdirmed"}),
+        ("Skip the follow-up. They'll only tell you what you know.", {"zzdirmed"}),
+        ("@Ruth you can absolutely stay on the diclofenac long term", {"zzreply", "zzdirmed"}),
+        ("What your wife has is SI joint dysfunction, not sciatica.", {"zzdiag"}),
+        ("I wouldn't go to A&E for that. Stay home and lie flat.", {"zzdirmed"}),
+        ("Est-ce qu'on peut prendre de l'ibuprofène ?", {"zzqmed"}),
+        ("Cat cow fifty times a day. That's the cure.", {"zzcure"}),
+        ("great video! check out my channel and subscribe", {"zzpromo"}),
+        ("He's on telegram @JamesFX, message him", {"zzcontact"}),
     ],
 )
 def test_cues(text: str, expected: set[str]) -> None:
     assert expected <= set(cue_tokens(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "absent"),
+    [
+        ("I took 800mg ibuprofen every 6 hours for a week.", "zzdirmed"),  # a story, not a directive
+        ("Should I take ibuprofen or paracetamol?", "zzdirmed"),  # a question
+        ("My GP said it's probably a muscle strain.", "zzrefer"),
+        ("I subscribed to the newsletter, thanks", "zzcontact"),
+        ("The physio gave me exercises, I do them daily.", "zzdiag"),
+    ],
+)
+def test_cues_absent(text: str, absent: str) -> None:
+    assert absent not in cue_tokens(text)
+
+
+def test_phrase_index_matches_words_prefixes_and_any_word() -> None:
+    index = cues.PhraseIndex.of(["take it", "physio*", "vitamin *", "setz* * ab"])
+    assert index.found_in(cues.words_of("Just take it easy"))
+    assert index.found_in(cues.words_of("my physiotherapist"))
+    assert index.found_in(cues.words_of("try vitamin D"))
+    assert index.found_in(cues.words_of("Setz es ab, sofort"))
+    assert not index.found_in(cues.words_of("take care, vitamin"))  # a phrase needs all its words
+    assert index.positions(cues.words_of("take it or take it")) == [(0, 2), (3, 5)]
 
 
 def test_ordinary_text_is_not_gibberish() -> None:

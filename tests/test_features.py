@@ -61,6 +61,10 @@ def test_normalize_keeps_measurements_that_mix_digits_and_letters() -> None:
         ("broken http://[::1/oops here", ["http://[::1/oops"], [""]),
         ("broken http://[nothing-here] too", ["http://[nothing-here"], [""]),
         ("no links, e.g. none at all. Really.", [], []),
+        ("join the group: t.me/signals_ng now", ["t.me/signals_ng"], ["t.me"]),
+        ("yogamats.in/offer cash on delivery", ["yogamats.in/offer"], ["yogamats.in"]),
+        ("ergocadeiras ponto com, parcelamos", ["ergocadeiras.com"], ["ergocadeiras.com"]),
+        ("colchones-baratos punto es envío gratis", ["colchones-baratos.es"], ["colchones-baratos.es"]),
     ],
     ids=[
         "https-trailing-dot",
@@ -74,6 +78,10 @@ def test_normalize_keeps_measurements_that_mix_digits_and_letters() -> None:
         "broken-ipv6",
         "brackets-not-ip",
         "none",
+        "chat-host",
+        "country-ending-with-path",
+        "ponto-com",
+        "punto-es",
     ],
 )
 def test_find_urls_and_their_domains(text: str, urls: list[str], domains: list[str]) -> None:
@@ -91,6 +99,7 @@ def test_link_count_counts_every_spelling() -> None:
 
 def test_missing_space_after_a_full_stop_is_not_a_link() -> None:
     assert link_count("I tried it.It helped a lot.In the end I stopped.") == 0
+    assert link_count("It took me a lot.in the end it passed, see me.de facto") == 0  # word endings need a path
 
 
 @pytest.mark.parametrize(
