@@ -5,13 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck check clean chromium
+.PHONY: run test lint typecheck check clean chromium bench load-test wrk
 
 run: $(STAMP)
 	$(BIN)/moderation run
 
 # Lint and types first: a change that breaks either fails the suite like a failing test.
-test: $(DEV_STAMP) chromium
+test: $(DEV_STAMP) chromium wrk
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -24,6 +24,24 @@ chromium:
 			|| echo "Could not install Chromium: the browser tests will be skipped."; \
 	else \
 		echo "Chromium is missing (as root: apt-get install chromium): the browser tests will be skipped."; \
+	fi
+
+# The service against the bare Flask + Celery stack (README "Performance"); BENCH_ARGS=--quick for a smoke run.
+bench: $(DEV_STAMP) wrk
+	$(BIN)/python -m bench.stack $(BENCH_ARGS)
+
+# Signed comments at a fixed rate for minutes, then the reliability invariant (LOAD_ARGS="--rate 50 --duration 180").
+load-test: $(DEV_STAMP)
+	$(BIN)/python -m bench.load $(LOAD_ARGS)
+
+# The benchmark's load generator is Debian's wrk; as root with apt-get, install it when missing.
+wrk:
+	@if command -v wrk >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) \
+			|| echo "Could not install wrk: the stack benchmark needs it."; \
+	else \
+		echo "wrk is missing (as root: apt-get install wrk): the stack benchmark needs it."; \
 	fi
 
 lint: $(DEV_STAMP)

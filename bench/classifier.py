@@ -1,6 +1,6 @@
 """Classifier speed on one core: one comment at a time, and in batches; model size and load time.
 
-    .venv/bin/python bench/classifier.py [--model PATH.skops] [--repeat N]
+    .venv/bin/python -m bench.classifier [--model PATH.skops] [--repeat N] [--quick] [--no-save]
 
 With no --model it uses the active model of VAR_DIR (train one first: `moderation train`). Writes the
 result as JSON under bench/results/. Targets (DESIGN section 7): under 2 ms single, over 5,000/s batched.
@@ -39,7 +39,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="200 single comments and one batch pass")
+    parser.add_argument("--no-save", action="store_true", help="print only (the stack benchmark stores it)")
     args = parser.parse_args()
+    singles_count, repeat = (200, 1) if args.quick else (1000, args.repeat)
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core, as the target says
     path, sha = (args.model, file_sha256(args.model)) if args.model else active_model_path()
 
@@ -50,12 +53,12 @@ def main() -> None:
     model.score_many(comments)  # warm: the per-word cache of a long-running worker
 
     singles = []
-    for comment in comments[:1000]:
+    for comment in comments[:singles_count]:
         started = time.perf_counter()
         model.score(comment)
         singles.append(time.perf_counter() - started)
     batch_rates = []
-    for _ in range(args.repeat):
+    for _ in range(repeat):
         started = time.perf_counter()
         model.score_many(comments)
         batch_rates.append(len(comments) / (time.perf_counter() - started))
@@ -72,8 +75,9 @@ def main() -> None:
         "batch_per_second": round(statistics.median(batch_rates)),
         "targets": {"single_ms": 2.0, "batch_per_second": 5000},
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"classifier-{when.replace(':', '')}.json").write_text(json.dumps(result, indent=2))
+    if not args.no_save:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"classifier-{when.replace(':', '')}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 
 

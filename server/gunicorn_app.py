@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
@@ -9,8 +10,9 @@ from gunicorn.app.base import BaseApplication
 
 
 class _Gunicorn(BaseApplication):
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], load_app: Callable[[], Flask]) -> None:
         self._options = options
+        self._load_app = load_app
         super().__init__()
 
     def load_config(self) -> None:
@@ -18,23 +20,34 @@ class _Gunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        from server.wsgi import create_wsgi_app
+        return self._load_app()
 
-        return create_wsgi_app()
+
+def options(host: str, port: int, workers: int, name: str = "moderation-web") -> dict[str, Any]:
+    """The web server settings (the benchmark's bare reference runs under exactly these too)."""
+    return {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": 4,
+        "timeout": 60,
+        "graceful_timeout": 20,
+        "keepalive": 5,
+        "accesslog": None,
+        "errorlog": "-",
+        "proc_name": name,
+    }
+
+
+def run(settings: dict[str, Any], load_app: Callable[[], Flask]) -> None:
+    _Gunicorn(settings, load_app).run()
+
+
+def _service_app() -> Flask:
+    from server.wsgi import create_wsgi_app
+
+    return create_wsgi_app()
 
 
 def serve(host: str, port: int, workers: int) -> None:
-    _Gunicorn(
-        {
-            "bind": f"{host}:{port}",
-            "workers": workers,
-            "worker_class": "gthread",
-            "threads": 4,
-            "timeout": 60,
-            "graceful_timeout": 20,
-            "keepalive": 5,
-            "accesslog": None,
-            "errorlog": "-",
-            "proc_name": "moderation-web",
-        }
-    ).run()
+    run(options(host, port, workers), _service_app)
