@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.utils import murmurhash3_32
 
 from moderation.features import CommentText, prepare, prepare_many
 
@@ -149,10 +151,7 @@ class ModerationModel:
         than the arithmetic. This path does the arithmetic of the fitted steps (sublinear TF times IDF,
         L2-normalized per feature block, the linear decision, the sigmoid calibration) without it.
         """
-        fast = self._fast
-        if fast is None:
-            fast = self._fast = FastScorer.of(self)
-        return fast.probabilities(prepare_many(comments))
+        return self._fast_scorer().probabilities(prepare_many(comments))
 
     def score_many(self, comments: Sequence[CommentText]) -> list[Scores]:
         if not comments:
@@ -170,41 +169,50 @@ class ModerationModel:
         """The words and signals that pushed each score up most, with their weight in log-odds.
 
         A word is credited with its own unigram and the character n-grams inside it (which never cross
-        a word boundary), found by hashing the word the way the vectorizer does.
+        a word boundary), found by hashing the word the way the vectorizer does. Computed on the fast
+        scoring path's arithmetic, so explaining costs about as much as scoring.
         """
+        return self.score_and_explain(comment, top)[1]
+
+    def score_and_explain(self, comment: CommentText, top: int = 5) -> tuple[Scores, dict[str, list[dict[str, Any]]]]:
+        """Both, from one preparation and one feature row (what a worker needs for each decision)."""
         prepared = prepare(comment)
-        row = self.vectorizer.transform([prepared]).tocsr()
+        fast = self._fast_scorer()
+        row = fast.features([prepared])
+        probabilities = fast.probabilities_of(row)
+        scores = Scores(spam=float(probabilities["spam"][0]), medical_advice=float(probabilities["medical_advice"][0]))
         words = sorted(set(WORD_RE.findall(prepared)))
         if not words:
-            return {label: [] for label in LABELS}
-        membership = self._word_features(words)
-        return {label: self._top_words(row, words, membership, label, top) for label in LABELS}
+            return scores, {label: [] for label in LABELS}
+        columns, owners = fast.word_columns(words)
+        found = np.minimum(np.searchsorted(row.indices, columns), max(row.nnz - 1, 0))
+        present = (row.indices[found] == columns) if row.nnz else np.zeros(len(columns), dtype=bool)
+        explained = {}
+        for label in LABELS:
+            contribution = np.where(present, row.data[found] * fast.weights[label][columns], 0.0)
+            per_word = np.bincount(owners, weights=contribution, minlength=len(words))
+            explained[label] = _top_words(words, per_word, top)
+        return scores, explained
 
-    def _word_features(self, words: list[str]) -> sparse.csr_matrix:
-        words_hash = self.vectorizer.transformer_list[0][1].named_steps["hash"]
-        chars_hash = self.vectorizer.transformer_list[1][1].named_steps["hash"]
-        unigrams = words_hash.set_params(ngram_range=(1, 1)).transform(words)
-        words_hash.set_params(ngram_range=(1, 2))
-        membership = sparse.hstack([unigrams, chars_hash.transform(words)]).tocsr()
-        membership.data[:] = 1.0
-        return membership
-
-    def _top_words(
-        self, row: sparse.csr_matrix, words: list[str], membership: sparse.csr_matrix, label: str, top: int
-    ) -> list[dict[str, Any]]:
-        contribution = row.multiply(self._coefficients(label)).tocsr()
-        per_word = np.asarray(membership @ contribution.T.toarray()).ravel()
-        merged: dict[str, float] = {}
-        for word, weight in zip(words, per_word, strict=True):
-            name = _display_name(word)
-            if weight > 0 and name:
-                merged[name] = merged.get(name, 0.0) + float(weight)
-        best = sorted(merged.items(), key=lambda item: -item[1])[:top]
-        return [{"feature": name, "weight": round(weight, 3)} for name, weight in best]
+    def _fast_scorer(self) -> FastScorer:
+        fast = self._fast
+        if fast is None:
+            fast = self._fast = FastScorer.of(self)
+        return fast
 
     def _coefficients(self, label: str) -> np.ndarray:
         calibrated = self.classifiers[label].calibrated_classifiers_[0]
         return np.asarray(calibrated.estimator.coef_).ravel()
+
+
+def _top_words(words: list[str], per_word: np.ndarray, top: int) -> list[dict[str, Any]]:
+    merged: dict[str, float] = {}
+    for word, weight in zip(words, per_word, strict=True):
+        name = _display_name(word)
+        if weight > 0 and name:
+            merged[name] = merged.get(name, 0.0) + float(weight)
+    best = sorted(merged.items(), key=lambda item: -item[1])[:top]
+    return [{"feature": name, "weight": round(weight, 3)} for name, weight in best]
 
 
 def _display_name(token: str) -> str:
@@ -257,15 +265,7 @@ class FastScorer:
         a comment's counts are the sum of its words' counts, and a word seen before is not hashed again."""
         hasher = self.hashers[1]
         documents = [text.lower().split() for text in texts]  # as the char_wb analyzer splits
-        cache = self.word_grams
-        unseen = list({word for words in documents for word in words if word not in cache})
-        if unseen:
-            if len(cache) + len(unseen) > WORD_CACHE_SIZE:
-                cache.clear()  # bounded memory; a long-running worker refills it with the words it sees
-            rows = hasher.transform(unseen).tocsr()
-            for i, word in enumerate(unseen):
-                start, end = rows.indptr[i], rows.indptr[i + 1]
-                cache[word] = (rows.indices[start:end], rows.data[start:end].astype(np.float64))
+        cache = self._cached_char_grams(chain.from_iterable(documents))
         grams = [cache[word] for words in documents for word in words]
         lengths = np.array([len(g[0]) for g in grams], dtype=np.int64)
         words_per_doc = np.array([len(words) for words in documents], dtype=np.int64)
@@ -282,6 +282,34 @@ class FastScorer:
         )
         matrix.sum_duplicates()
         return matrix
+
+    def _cached_char_grams(self, words: Iterable[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The per-word cache of char_wb n-gram columns and counts, filled for these words."""
+        cache = self.word_grams
+        wanted = set(words)
+        unseen = list(wanted.difference(cache))
+        if unseen:
+            if len(cache) + len(unseen) > WORD_CACHE_SIZE:
+                cache.clear()  # bounded memory; a long-running worker refills it with the words it sees
+                unseen = list(wanted)
+            rows = self.hashers[1].transform(unseen).tocsr()
+            for i, word in enumerate(unseen):
+                start, end = rows.indptr[i], rows.indptr[i + 1]
+                cache[word] = (rows.indices[start:end], rows.data[start:end].astype(np.float64))
+        return cache
+
+    def word_columns(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """For explanations: the feature columns each word owns (its unigram and its character n-grams, in
+        ``features``' column space) and, per column, the index of the word that owns it."""
+        lowered = [word.lower() for word in words]
+        grams = self._cached_char_grams(lowered)
+        word_block = self.hashers[0].n_features
+        per_word = [
+            np.concatenate([[_hashed_index(word, word_block)], grams[word][0].astype(np.int64) + word_block])
+            for word in lowered
+        ]
+        owners = np.repeat(np.arange(len(words)), [len(columns) for columns in per_word])
+        return np.concatenate(per_word), owners
 
     def features(self, texts: list[str]) -> sparse.csr_matrix:
         blocks = []
@@ -300,13 +328,21 @@ class FastScorer:
         return sparse.hstack(blocks, format="csr")
 
     def probabilities(self, texts: list[str]) -> dict[str, np.ndarray]:
-        features = self.features(texts)
+        return self.probabilities_of(self.features(texts))
+
+    def probabilities_of(self, features: sparse.csr_matrix) -> dict[str, np.ndarray]:
         result = {}
         for label in LABELS:
             decision = features @ self.weights[label] + self.intercept[label]
             a, b = self.sigmoid[label]
             result[label] = expit(-(a * decision + b))
         return result
+
+
+def _hashed_index(feature: str, n_features: int) -> int:
+    """The column HashingVectorizer (alternate_sign=False) gives a feature: signed murmurhash3, folded."""
+    h = murmurhash3_32(feature, seed=0)
+    return (2147483647 - (n_features - 1)) % n_features if h == -2147483648 else abs(h) % n_features
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,44 @@ def test_fast_path_is_unchanged_when_the_word_cache_overflows(
     before = model.probabilities(comments)
     monkeypatch.setattr(classifier, "WORD_CACHE_SIZE", 10)
     after = model.probabilities(comments)
+    # A batch mixing words the cache holds with new ones, once the cache is over its bound.
+    mixed = model.probabilities([*comments[:5], CommentText(body="zebra quokka axolotl " * 3)])
     for label in LABELS:
         np.testing.assert_allclose(after[label], before[label], atol=1e-12)
+        np.testing.assert_allclose(mixed[label][:5], before[label][:5], atol=1e-12)
+
+
+def reference_explanation(model: classifier.ModerationModel, comment: CommentText) -> dict[str, dict[str, float]]:
+    """Each word's log-odds contribution computed with scikit-learn's own transforms (slow, but plainly right)."""
+    prepared = classifier.prepare(comment)
+    row = model.vectorizer.transform([prepared]).toarray().ravel()
+    words_hash, chars_hash = (p.named_steps["hash"] for _, p in model.vectorizer.transformer_list)
+    words = sorted(set(classifier.WORD_RE.findall(prepared)))
+    unigrams = words_hash.set_params(ngram_range=(1, 1)).transform(words).toarray()
+    words_hash.set_params(ngram_range=(1, 2))
+    membership = np.hstack([unigrams, chars_hash.transform(words).toarray()]) > 0
+    result = {}
+    for label in LABELS:
+        per_word = membership @ (row * model._coefficients(label))
+        merged: dict[str, float] = {}
+        for word, weight in zip(words, per_word, strict=True):
+            name = classifier._display_name(word)
+            if weight > 0 and name:
+                merged[name] = merged.get(name, 0.0) + float(weight)
+        result[label] = merged
+    return result
+
+
+def test_explanations_match_the_reference_computation(trained_model: TrainedModel) -> None:
+    model = trained_model.model
+    for example in load_own_corpus()[:60:3]:
+        explained = model.explain(example.comment, top=5)
+        expected = reference_explanation(model, example.comment)
+        for label in LABELS:
+            for item in explained[label]:
+                assert item["weight"] == pytest.approx(expected[label][item["feature"]], abs=2e-3)
+            strongest = sorted(expected[label].values(), reverse=True)[: len(explained[label])]
+            assert [item["weight"] for item in explained[label]] == pytest.approx(strongest, abs=2e-3)
 
 
 def test_explanations_name_words_of_the_comment(trained_model: TrainedModel) -> None:
