@@ -35,8 +35,8 @@ SOURCE_WEIGHTS = {
     "moderator": 4.0,
     "youtube": 1.0,
     "sms": 0.5,
-    "reddit": 0.3,
-    "health_advice": 0.3,
+    "reddit": 0.1,
+    "health_advice": 0.1,
     "medquad": 0.5,
 }
 
