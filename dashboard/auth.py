@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -36,6 +37,12 @@ class SignedIn(UserMixin):
         self.email = moderator.email
         self.role = moderator.role
         self.active = moderator.is_active
+        self.session_token = moderator.session_token
+
+    def get_id(self) -> str:
+        # Flask-Login's "alternative token": the cookie names the account AND its current session token, so
+        # rotating the token in the row (sign-out, new password, deactivation) ends every copy of the cookie.
+        return f"{self.id}:{self.session_token}"
 
     @property
     def is_active(self) -> bool:
@@ -47,12 +54,16 @@ class SignedIn(UserMixin):
 
 
 @login_manager.user_loader
-def load_moderator(moderator_id: str) -> SignedIn | None:
-    try:
-        moderator = db().get(Moderator, int(moderator_id))
-    except ValueError:
+def load_moderator(session_id: str) -> SignedIn | None:
+    moderator_id, _, token = session_id.partition(":")
+    if not moderator_id.isdecimal() or not token:
+        return None  # a cookie signed before session tokens existed, or garbage
+    moderator = db().get(Moderator, int(moderator_id))
+    if moderator is None or not moderator.is_active:
         return None
-    return SignedIn(moderator) if moderator is not None and moderator.is_active else None
+    if not hmac.compare_digest(moderator.session_token.encode(), token.encode()):
+        return None
+    return SignedIn(moderator)
 
 
 def admin_required(view: F) -> F:
@@ -95,22 +106,39 @@ def login() -> ResponseReturnValue:
     if current_user.is_authenticated:
         return redirect(url_for("dashboard.queue"))
     if request.method == "POST":
-        session = db()
+        database = db()
         moderator = authenticate(
-            session, request.form.get("email", ""), request.form.get("password", ""), datetime.now(UTC)
+            database, request.form.get("email", ""), request.form.get("password", ""), datetime.now(UTC)
         )
         if moderator is not None:
-            session.commit()
-            login_user(SignedIn(moderator))
+            database.commit()
+            start_session(SignedIn(moderator))
             return redirect(safe_next(request.args.get("next")))
         flash("Wrong e-mail or password, or the account is deactivated.", "error")
         return render_template("login.html", email=request.form.get("email", "")), 401
     return render_template("login.html", email="")
 
 
+def start_session(signed_in: SignedIn) -> None:
+    """A new session: nothing from the cookie the browser came with survives sign-in (session fixation).
+
+    In particular the CSRF token is new, so someone who planted that cookie cannot forge this user's forms.
+    """
+    session.clear()
+    login_user(signed_in)
+
+
 @bp.post("/logout")
 @login_required
 def logout() -> ResponseReturnValue:
+    # A signed cookie would keep working if copied before sign-out; a new token in the row ends it (and the
+    # account's sessions on other devices: signing out means signing out everywhere).
+    database = db()
+    moderator = database.get(Moderator, current_user.id)
+    if moderator is not None:
+        moderator.end_sessions()
+        database.commit()
+    session.clear()
     logout_user()
     flash("Signed out.", "info")
     return redirect(url_for("dashboard.login"))

@@ -32,7 +32,7 @@ def close_db(_error: BaseException | None = None) -> None:
 
 def me() -> Moderator:
     """The signed-in moderator's row in this request's session."""
-    moderator = db().get(Moderator, int(current_user.get_id()))
+    moderator = db().get(Moderator, current_user.id)
     if moderator is None or not moderator.is_active:
         abort(403)
     return moderator

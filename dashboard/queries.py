@@ -27,6 +27,7 @@ REASONS = (
     "author_flood",
     "author_rejected_before",
     "blocked_term",
+    "edited_after_review",
     "abuse",
     "off_topic",
     "other",
@@ -154,7 +155,7 @@ def _filtered(query: Select[Any], filters: Filters, current: Any) -> Select[Any]
 def queue_counts(session: Session) -> dict[str, int]:
     counts = dict(session.execute(select(Comment.status, func.count(Comment.id)).group_by(Comment.status)).all())
     result = {name: counts.get(status, 0) for name, status in QUEUES.items() if status is not None}
-    result["all"] = sum(counts.values())
+    result["all"] = sum(n for status, n in counts.items() if status != CommentStatus.DELETED)
     return result
 
 
@@ -176,6 +177,8 @@ def queue_page(session: Session, filters: Filters) -> QueuePage:
     status = QUEUES[filters.queue]
     if status is not None:
         query = query.where(Comment.status == status)
+    else:  # a comment the site deleted is in no queue, "all" included
+        query = query.where(Comment.status != CommentStatus.DELETED)
     query = _filtered(query, filters, current)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     if filters.sort == "risk":

@@ -1,11 +1,12 @@
 """Typed mappings of every table the service keeps."""
 
+import secrets
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from models.base import Base, utcnow
 
@@ -15,6 +16,7 @@ class CommentStatus(StrEnum):
     APPROVED = "approved"
     HELD = "held"
     REJECTED = "rejected"
+    DELETED = "deleted"  # the site deleted it: out of every queue, never told about again
 
 
 class Outcome(StrEnum):
@@ -37,6 +39,7 @@ class DeliveryStatus(StrEnum):
     DELIVERED = "delivered"
     DEAD = "dead"  # out of attempts: an operator sees it and may replay it
     DISABLED = "disabled"  # the site answered 410: its endpoint is off
+    CANCELLED = "cancelled"  # superseded by an edit, or the comment was deleted: never sent
 
 
 class Site(Base):
@@ -99,6 +102,13 @@ class Comment(Base):
     created_at: Mapped[datetime | None]
     received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     status: Mapped[str] = mapped_column(String(16), default=CommentStatus.PENDING)
+    # The site's own timestamp of the version stored (created_at, then each applied updated_at): an
+    # event older than it is stale. Deliveries arrive in any order; the site's clock orders them.
+    site_updated_at: Mapped[datetime | None]
+    # Bumped when the body changes, so a worker deciding the old text cannot store its decision.
+    revision: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    deleted_at: Mapped[datetime | None] = mapped_column(index=True)
+    erased_at: Mapped[datetime | None]  # the author's personal data was removed (erasure or retention)
 
     site: Mapped[Site] = relationship()
     decisions: Mapped[list["Decision"]] = relationship(
@@ -224,8 +234,16 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
+def new_session_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
 class Moderator(Base):
-    """A person who reviews comments in the dashboard (admins also manage sites, lists and people)."""
+    """A person who reviews comments in the dashboard (admins also manage sites, lists and people).
+
+    Dashboard sessions are signed cookies that carry ``session_token``; a session is valid only while the
+    token in the row matches. Changing the token ends every session of the account, wherever the cookie is.
+    """
 
     __tablename__ = "moderators"
 
@@ -236,10 +254,23 @@ class Moderator(Base):
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
+    session_token: Mapped[str] = mapped_column(String(64), default=new_session_token)
 
     @property
     def is_admin(self) -> bool:
         return self.role == Role.ADMIN
+
+    def end_sessions(self) -> None:
+        """Every signed-in copy of this account's cookie stops working (sign-out, or a cookie was copied)."""
+        self.session_token = new_session_token()
+
+    @validates("is_active", "password_hash")
+    def _end_sessions_when_changed(self, key: str, value: Any) -> Any:
+        # Here rather than in each caller (dashboard, CLI, a rehash at sign-in), so no path that deactivates
+        # an account or replaces its password can leave an old session working.
+        if getattr(self, key, None) != value:
+            self.end_sessions()
+        return value
 
 
 class ModerationAction(Base):

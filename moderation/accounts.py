@@ -47,6 +47,11 @@ def create_moderator(session: Session, email: str, password: str, role: str, now
     return moderator
 
 
+def set_password(moderator: Moderator, password: str) -> None:
+    """A new password; the account's existing dashboard sessions end with it (Moderator rotates its token)."""
+    moderator.password_hash = hash_password(password)
+
+
 def authenticate(session: Session, email: str, password: str, now: datetime) -> Moderator | None:
     """The active moderator with this e-mail and password, or None; rehashes when argon2's parameters change."""
     moderator = find_moderator(session, email)

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from models.entities import CallbackDelivery, Comment, Decision, DeliveryStatus, Site
+from models.entities import CallbackDelivery, Comment, CommentStatus, Decision, DeliveryStatus, Site
 
 COMMENT_DECIDED = "comment.decided"
 COMMENT_REVIEWED = "comment.reviewed"
@@ -63,8 +63,8 @@ def decision_payload(event: str, site: Site, comment: Comment, decision: Decisio
 def schedule_callback(
     session: Session, site: Site, comment: Comment, decision: Decision, event: str, now: datetime
 ) -> CallbackDelivery | None:
-    """Queue the callback for a new decision (none if the site has no callback URL)."""
-    if not site.callback_url:
+    """Queue the callback for a new decision (none if the site has no callback URL or deleted the comment)."""
+    if not site.callback_url or comment.status == CommentStatus.DELETED:
         return None
     delivery = CallbackDelivery(
         site_id=site.id,
@@ -153,11 +153,47 @@ def record_failed(
     delivery.next_attempt_at = now + timedelta(seconds=policy.delay(delivery.attempts, retry_after))
 
 
+def locked_delivery(session: Session, delivery_id: int) -> CallbackDelivery | None:
+    return session.get(CallbackDelivery, delivery_id, populate_existing=True, with_for_update=True)
+
+
+def record_attempt(
+    session: Session,
+    delivery_id: int,
+    *,
+    status_code: int | None,
+    delivered: bool,
+    error: str,
+    retry_after: float | None,
+    now: datetime,
+    policy: RetryPolicy,
+) -> str | None:
+    """Store one attempt's outcome; the new status, or None if the row is gone.
+
+    The row is locked first: an edit or deletion that cancels the callback while it is on the wire either
+    commits before (the callback stays cancelled, never retried) or waits until this result is stored.
+    """
+    delivery = locked_delivery(session, delivery_id)
+    if delivery is None:
+        return None
+    if delivery.status == DeliveryStatus.CANCELLED:
+        return DeliveryStatus.CANCELLED
+    if delivered and status_code is not None:
+        record_delivered(delivery, status_code, now)
+    else:
+        record_failed(
+            session, delivery, status_code=status_code, error=error, retry_after=retry_after, now=now, policy=policy
+        )
+    return delivery.status
+
+
 def replay(session: Session, delivery_id: int, now: datetime) -> CallbackDelivery:
     """Send a dead or disabled callback again, from a fresh attempt count (an operator's decision)."""
     delivery = session.get(CallbackDelivery, delivery_id)
     if delivery is None:
         raise LookupError(f"no callback delivery {delivery_id}")
+    if delivery.status == DeliveryStatus.CANCELLED:  # withdrawn by an edit or a deletion: untrue by now
+        raise LookupError(f"callback delivery {delivery_id} was cancelled; it is never sent")
     site = session.get(Site, delivery.site_id)
     if site is not None and site.callback_disabled_at is not None:
         # The operator turned the endpoint back on: everything the 410 held back goes out again.

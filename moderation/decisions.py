@@ -11,22 +11,31 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, exists, func, or_, select, update
+from sqlalchemy.orm import Session, joinedload
 
-from models.entities import CallbackDelivery, Comment, CommentStatus, Decision, Outcome
+from models.entities import (
+    CallbackDelivery,
+    Comment,
+    CommentStatus,
+    Decision,
+    DeliveryStatus,
+    OutboxMessage,
+    Outcome,
+)
 from moderation import outbox
 from moderation.callbacks import COMMENT_DECIDED, schedule_callback
 from moderation.classifier import ModerationModel
 from moderation.features import CommentText, link_count
 from moderation.intake import CLASSIFY
 from moderation.lists import entries_for_site, match_lists
-from moderation.policy import PolicyLimits, Signals, Thresholds, decide
+from moderation.policy import PolicyLimits, Signals, Thresholds, Verdict, decide
 
 log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW = timedelta(days=1)
 DUPLICATE_MIN_CHARS = 40  # "thanks!" twice is not a campaign
+EDITED_AFTER_REVIEW = "edited_after_review"  # a moderator judged the old text; the new text waits for one
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,21 +85,15 @@ def gather_signals(session: Session, comment: Comment, now: datetime) -> Signals
     same_author = _same_author(comment)
     recent = approved = rejected = 0
     if same_author is not None:
-        recent = (
-            session.scalar(
-                select(func.count(Comment.id)).where(
-                    same_author, Comment.id != comment.id, Comment.received_at >= now - timedelta(hours=1)
-                )
-            )
-            or 0
-        )
-        history = dict(
-            session.execute(
-                select(Comment.status, func.count(Comment.id))
-                .where(same_author, Comment.id != comment.id)
-                .group_by(Comment.status)
-            ).all()
-        )
+        # The author's history and their last hour in one query (one round trip per comment fewer).
+        last_hour = func.count(Comment.id).filter(Comment.received_at >= now - timedelta(hours=1))
+        rows = session.execute(
+            select(Comment.status, func.count(Comment.id), last_hour)
+            .where(same_author, Comment.id != comment.id)
+            .group_by(Comment.status)
+        ).all()
+        history = {status: total for status, total, _ in rows}
+        recent = sum(in_last_hour for _, _, in_last_hour in rows)
         approved = history.get(CommentStatus.APPROVED, 0)
         rejected = history.get(CommentStatus.REJECTED, 0)
     listed = match_lists(entries_for_site(session, comment.site_id), comment)
@@ -123,17 +126,26 @@ def current_decision(session: Session, comment_id: int) -> Decision | None:
 def decide_comment(
     session: Session, comment_id: int, model: ModerationModel, now: datetime, limits: PolicyLimits = PolicyLimits()
 ) -> Decided | None:
-    """Classify and decide one pending comment; None if it is gone or already decided."""
-    comment = session.get(Comment, comment_id)
+    """Classify and decide one pending comment; None if it is gone, deleted, already decided or edited meanwhile."""
+    comment = session.get(Comment, comment_id, options=[joinedload(Comment.site)])  # one round trip, not two
     if comment is None:
         log.warning("comment %s is gone; nothing to classify", comment_id)
         return None
-    if current_decision(session, comment_id) is not None:
-        outbox.complete(session, CLASSIFY, [comment_id])
+    # The newest decision is the current one if there is any; otherwise it is the one an edit retired.
+    latest = _latest_decision(session, comment_id)
+    if comment.status == CommentStatus.DELETED or (latest is not None and latest.is_current):
+        _drop_classify_work_unless_edited(session, comment)
         return None
+    revision = comment.revision
     text = comment_text(comment)
-    scores = model.score(text)
+    scores, explanation = model.score_and_explain(text)
     verdict = decide(scores, site_thresholds(model, comment), gather_signals(session, comment, now), limits)
+    previous = latest
+    verdict = _after_edit(verdict, previous)
+    if not _claim_for_decision(session, comment, revision, Outcome(verdict.outcome).comment_status):
+        # Edited or deleted while this text was being classified: the edit's own task decides the new text.
+        log.info("comment changed while being classified; decision dropped", extra={"comment_id": comment_id})
+        return None
     decision = Decision(
         comment_id=comment.id,
         outcome=verdict.outcome,
@@ -141,19 +153,83 @@ def decide_comment(
         spam_score=scores.spam,
         advice_score=scores.medical_advice,
         reasons=verdict.reasons,
-        explanation=model.explain(text),
+        explanation=explanation,
         model_version=model.version,
         decided_by="model",
         created_at=now,
     )
     session.add(decision)
-    comment.status = Outcome(verdict.outcome).comment_status
     session.flush()
     outbox.complete(session, CLASSIFY, [comment_id])
-    delivery = schedule_callback(session, comment.site, comment, decision, COMMENT_DECIDED, now)
+    delivery = None
+    if not _site_already_knows(session, previous, decision):
+        delivery = schedule_callback(session, comment.site, comment, decision, COMMENT_DECIDED, now)
     return Decided(
         comment.id, decision.id, decision.outcome, _pending_id(delivery), list(verdict.reasons), comment.received_at
     )
+
+
+def _drop_classify_work_unless_edited(session: Session, comment: Comment) -> None:
+    """A duplicate task found nothing to do: its outbox row goes, unless an edit has committed since the read.
+
+    Nothing here locks the comment, so the delete checks the version it read: an edit in between made the
+    comment pending at a new revision, and its outbox row is that edit's only promise of a classification.
+    """
+    unchanged = exists().where(
+        Comment.id == comment.id,
+        Comment.revision == comment.revision,
+        Comment.status != CommentStatus.PENDING,
+    )
+    session.execute(
+        delete(OutboxMessage)
+        .where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id == comment.id, unchanged)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _claim_for_decision(session: Session, comment: Comment, revision: int, status: CommentStatus) -> bool:
+    """Set the status only if the comment is still the pending text that was classified (compare-and-swap)."""
+    claimed = session.execute(
+        update(Comment)
+        .where(Comment.id == comment.id, Comment.revision == revision, Comment.status == CommentStatus.PENDING)
+        .values(status=status)
+        .execution_options(synchronize_session=False)
+    )
+    session.expire(comment, ["status", "revision"])
+    return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _latest_decision(session: Session, comment_id: int) -> Decision | None:
+    """The comment's newest decision: a new current decision always gets the highest id."""
+    return session.scalar(
+        select(Decision).where(Decision.comment_id == comment_id).order_by(Decision.id.desc()).limit(1)
+    )
+
+
+def _after_edit(verdict: Verdict, previous: Decision | None) -> Verdict:
+    """A moderator's verdict on the old text does not carry over to the new text: a human looks again.
+
+    The model still decides the new text; only an approval turns into a hold (``edited_after_review``).
+    A comment already held for that reason and edited again before review stays held for it.
+    """
+    reviewed = previous is not None and (not previous.by_model or EDITED_AFTER_REVIEW in previous.reasons)
+    if not reviewed:
+        return verdict
+    if verdict.outcome == Outcome.APPROVE:
+        return Verdict(Outcome.HOLD, [EDITED_AFTER_REVIEW])
+    return Verdict(verdict.outcome, [*verdict.reasons, EDITED_AFTER_REVIEW])
+
+
+def _site_already_knows(session: Session, previous: Decision | None, decision: Decision) -> bool:
+    """An edit that left the outcome as it was needs no callback, if the site got the previous one."""
+    if previous is None or previous.outcome != decision.outcome:
+        return False
+    delivered = session.scalar(
+        select(CallbackDelivery.id).where(
+            CallbackDelivery.decision_id == previous.id, CallbackDelivery.status == DeliveryStatus.DELIVERED
+        )
+    )
+    return delivered is not None
 
 
 def _pending_id(delivery: CallbackDelivery | None) -> int | None:

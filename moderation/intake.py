@@ -28,6 +28,12 @@ class NewComment:
     author_user_agent: str | None = None
     parent_id: str | None = None
     created_at: datetime | None = None
+    updated_at: datetime | None = None  # set by comment.updated: the site's time of this version
+
+    @property
+    def version_at(self) -> datetime | None:
+        """The site's timestamp of this version of the comment, which orders out-of-order deliveries."""
+        return self.updated_at or self.created_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +41,7 @@ class Accepted:
     comment_id: int
     status: str
     created: bool
+    queued: bool = False  # classification was queued: publish after commit, answer 202
 
 
 def body_fingerprint(body: str) -> str:
@@ -48,16 +55,13 @@ def accept_comment(session: Session, site: Site, webhook_id: str, new: NewCommen
     A repeat is the same ``webhook-id`` or the same site comment id. Two deliveries racing past these
     checks collide on the unique constraints; the caller rolls back and calls again, and then finds it.
     """
-    seen = session.scalar(
-        select(Comment)
-        .join(WebhookReceipt, WebhookReceipt.comment_id == Comment.id)
-        .where(WebhookReceipt.site_id == site.id, WebhookReceipt.webhook_id == webhook_id)
-    )
+    seen = repeated_delivery(session, site.id, webhook_id)
     if seen is not None:
         return Accepted(seen.id, seen.status, created=False)
     existing = session.scalar(select(Comment).where(Comment.site_id == site.id, Comment.external_id == new.external_id))
     if existing is not None:
-        session.add(WebhookReceipt(site_id=site.id, webhook_id=webhook_id, comment_id=existing.id, received_at=now))
+        # A repeat, or the create of a comment an earlier update or delete already stored (stale by then).
+        record_receipt(session, site.id, webhook_id, existing.id, now)
         return Accepted(existing.id, existing.status, created=False)
 
     comment = Comment(
@@ -75,6 +79,7 @@ def accept_comment(session: Session, site: Site, webhook_id: str, new: NewCommen
         body_fingerprint=body_fingerprint(new.body),
         parent_id=new.parent_id,
         created_at=new.created_at,
+        site_updated_at=new.version_at,
         received_at=now,
         status=CommentStatus.PENDING,
     )
@@ -87,7 +92,20 @@ def accept_comment(session: Session, site: Site, webhook_id: str, new: NewCommen
         ]
     )
     session.flush()
-    return Accepted(comment.id, comment.status, created=True)
+    return Accepted(comment.id, comment.status, created=True, queued=True)
+
+
+def repeated_delivery(session: Session, site_id: int, webhook_id: str) -> Comment | None:
+    """The comment an already accepted ``webhook-id`` was about (any event type)."""
+    return session.scalar(
+        select(Comment)
+        .join(WebhookReceipt, WebhookReceipt.comment_id == Comment.id)
+        .where(WebhookReceipt.site_id == site_id, WebhookReceipt.webhook_id == webhook_id)
+    )
+
+
+def record_receipt(session: Session, site_id: int, webhook_id: str, comment_id: int, now: datetime) -> None:
+    session.add(WebhookReceipt(site_id=site_id, webhook_id=webhook_id, comment_id=comment_id, received_at=now))
 
 
 def purge_receipts(session: Session, before: datetime) -> int:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from models.entities import (
     CallbackDelivery,
     Comment,
+    CommentStatus,
     Decision,
     DeliveryStatus,
     ModerationAction,
@@ -78,6 +79,8 @@ def record_verdict(
     comment = session.scalar(select(Comment).where(Comment.id == comment_id).with_for_update())
     if comment is None:
         raise ReviewError(f"no comment {comment_id}")
+    if comment.status == CommentStatus.DELETED:
+        raise ReviewError(f"the site deleted comment {comment_id}; there is nothing to review")
     current = session.scalar(select(Decision).where(Decision.comment_id == comment_id, Decision.is_current))
     current_id = current.id if current is not None else None
     if current_id != expected_decision_id:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from models.entities import Site, SiteSecret
 
@@ -26,7 +26,9 @@ def generate_secret() -> str:
 
 
 def get_site(session: Session, name: str) -> Site | None:
-    return session.scalar(select(Site).where(Site.name == name))
+    """The site with its secrets, in one round trip (intake verifies with them on every webhook)."""
+    found = session.execute(select(Site).options(joinedload(Site.secrets)).where(Site.name == name))
+    return found.unique().scalar_one_or_none()
 
 
 def require_site(session: Session, name: str) -> Site:

@@ -13,7 +13,7 @@ import click
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.db import create_db_engine, make_session_factory
+from models.db import SQLITE_BEGIN, create_db_engine, make_session_factory
 from models.migrate import upgrade_database
 from moderation import registry
 from moderation.classifier import ModerationModel
@@ -438,10 +438,7 @@ def moderators_add(ctx: click.Context, email: str, role: str) -> None:
 
     from moderation.accounts import AccountError, create_moderator
 
-    if sys.stdin.isatty():
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    else:
-        password = sys.stdin.readline().rstrip("\r\n")
+    password = _new_password()
     with _transaction(ctx) as session:
         try:
             moderator = create_moderator(session, email, password, role, datetime.now(UTC))
@@ -479,4 +476,96 @@ def moderators_deactivate(ctx: click.Context, email: str) -> None:
     click.echo(f"{email} deactivated")
 
 
+@moderators.command("set-password")
+@click.argument("email")
+@click.pass_context
+def moderators_set_password(ctx: click.Context, email: str) -> None:
+    """A new password (prompted, or stdin's first line when piped); the account's open sessions end."""
+    from moderation.accounts import AccountError, find_moderator, set_password
+
+    password = _new_password()
+    with _transaction(ctx) as session:
+        moderator = find_moderator(session, email)
+        if moderator is None:
+            raise click.ClickException(f"no moderator {email}")
+        try:
+            set_password(moderator, password)
+        except AccountError as error:
+            raise click.ClickException(str(error)) from None
+    click.echo(f"password of {email} changed; its open sessions have ended")
+
+
+def _new_password() -> str:
+    if sys.stdin.isatty():
+        return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+    return sys.stdin.readline().rstrip("\r\n")
+
+
 main.add_command(moderators)
+
+
+# --- privacy and export ----------------------------------------------------------------------------
+
+
+@main.group()
+def authors() -> None:
+    """Commenters' personal data."""
+
+
+@authors.command("erase")
+@click.option("--site", "site_name", required=True, help="The site the author commented on.")
+@click.option("--email", required=True, help="The author's e-mail address (case does not matter).")
+@click.pass_context
+def authors_erase(ctx: click.Context, site_name: str, email: str) -> None:
+    """Remove the author's name, e-mail, URL, IP and user agent everywhere; statistics stay."""
+    from datetime import UTC, datetime
+
+    from moderation.privacy import erase_author
+
+    with _transaction(ctx) as session:
+        try:
+            site = require_site(session, site_name)
+        except SiteError as error:
+            raise click.ClickException(str(error)) from None
+        erased = erase_author(session, site, email, datetime.now(UTC))
+    click.echo(f"erased the author of {erased.comments} comment(s) on {site_name}")
+    if erased.list_entries:
+        click.echo(f"removed {erased.list_entries} block/allow-list entr{'y' if erased.list_entries == 1 else 'ies'}")
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File (default stdout).")
+@click.option("--site", "site_name", default=None, help="Only this site's comments.")
+@click.option("--since", type=click.DateTime(), default=None, help="Only decisions from this UTC date or time on.")
+@click.option("--body/--no-body", default=True, show_default=True, help="Include the comment text.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@click.pass_context
+def export(
+    ctx: click.Context,
+    fmt: str,
+    output: Path | None,
+    site_name: str | None,
+    since: Any,
+    body: bool,
+    progress: bool,
+) -> None:
+    """Write decisions and moderator verdicts as JSON lines or CSV (README lists the columns)."""
+    from datetime import UTC
+
+    from moderation.export import ExportQuery, write_export
+
+    with _transaction(ctx) as session:
+        # Read-only and possibly long: on SQLite a snapshot, not the write lock intake and workers need.
+        session.connection(execution_options={SQLITE_BEGIN: "DEFERRED"})
+        site_id = None
+        if site_name is not None:
+            try:
+                site_id = require_site(session, site_name).id
+            except SiteError as error:
+                raise click.ClickException(str(error)) from None
+        query = ExportQuery(site_id, since.replace(tzinfo=UTC) if since else None, with_body=body)
+        with contextlib.ExitStack() as files:
+            out = files.enter_context(output.open("w", encoding="utf-8", newline="")) if output else sys.stdout
+            written = write_export(session, query, out, fmt, progress=sys.stderr if progress else None)
+    click.echo(f"exported {written} row(s)", err=True)

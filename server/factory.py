@@ -49,6 +49,8 @@ def build_celery(settings: Settings) -> ModerationCelery:
         relay_interval=settings.outbox_relay_interval_seconds,
         callback_retry_interval=settings.callback_retry_interval_seconds,
         retrain_interval_hours=settings.retrain_interval_hours,
+        retain_personal_days=settings.retain_personal_days,
+        retain_closed_days=settings.retain_closed_days,
     )
     celery: ModerationCelery | None = None
 
@@ -84,9 +86,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     celery = build_celery(settings)
     app.extensions["celery"] = celery
     app.extensions["moderation"] = celery.runtime
-    app.extensions["intake_limits"] = IntakeLimits(
-        settings.broker_url, settings.rate_limit_per_site, settings.rate_limit_per_author_ip
-    )
+    IntakeLimits(settings.broker_url, settings.rate_limit_per_site, settings.rate_limit_per_author_ip).init_app(app)
 
     init_webhooks(app)
     app.register_blueprint(health_bp)

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     retrain_interval_hours: float = Field(
         default=0, ge=0, description="Scheduled retraining with moderator labels; 0 turns it off."
     )
+    retain_personal_days: int = Field(
+        default=30, ge=0, description="Days an author's IP address and user agent are kept; 0 keeps them."
+    )
+    retain_closed_days: int = Field(
+        default=365, ge=0, description="Days after a comment is closed until its author is anonymized; 0 keeps."
+    )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 

@@ -138,18 +138,19 @@ def test_a_comment_that_is_gone_is_skipped(sessions: sessionmaker[Session], acti
 def test_two_workers_racing_leave_exactly_one_current_decision(
     engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
 ) -> None:
-    """Both read "no decision yet"; the second to write loses on the partial unique index.
+    """Both read "no decision yet"; the second to write loses (compare-and-swap, backed by the unique index).
 
     B runs in a thread because its write waits for A's (a row lock on PostgreSQL, the write lock on
     SQLite). A listener on the engine tells when B has finished reading and is about to write; only then
-    does A commit, so B has certainly decided on a stale "no decision yet".
+    does A commit, so B has certainly decided on a stale "no decision yet". On SQLite every transaction
+    begins IMMEDIATE (models.db), so B cannot even read before A commits: there the signal is B's BEGIN.
     """
     comment_id = post(sessions, "c-1")
     b_writes = threading.Event()
     outcome: dict[str, Any] = {}
 
     def before_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        writes = statement.lstrip().upper().startswith(("INSERT", "UPDATE"))
+        writes = statement.lstrip().upper().startswith(("INSERT", "UPDATE", "BEGIN IMMEDIATE"))
         if writes and threading.current_thread().name == "worker-b":
             b_writes.set()
 
@@ -175,8 +176,10 @@ def test_two_workers_racing_leave_exactly_one_current_decision(
     finally:
         event.remove(engine, "before_cursor_execute", before_execute)
 
-    assert "decided" not in outcome
-    assert isinstance(outcome.get("error"), IntegrityError)
+    # The loser stores nothing: its compare-and-swap on the comment's status finds it decided already (None;
+    # see moderation.decisions._claim_for_decision), or the partial unique index refuses it (IntegrityError).
+    assert outcome.get("decided") is None
+    assert "error" not in outcome or isinstance(outcome["error"], IntegrityError)
     (current,) = rows(engine, Decision, comment_id=comment_id, is_current=True)
     assert current.id == won.decision_id
     assert [d.decision_id for d in rows(engine, CallbackDelivery)] == [won.decision_id]

@@ -52,7 +52,7 @@ def _signed_request(case: Any, site: SiteCredentials) -> dict[str, Any]:
             body = payload.encode("utf-8", "surrogatepass")
         else:
             body = json.dumps(payload).encode()
-    elif "site" in query or case.path.startswith("/api/"):
+    if "site" in query or case.path.startswith("/api/"):  # the API names its site in the query, POST too
         query["site"] = site.name
     headers = signed_headers(site.secret, body, signer=sign_from_spec)
     return {"method": case.method, "path": case.formatted_path, "query_string": query, "data": body, "headers": headers}

@@ -6,14 +6,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Response, jsonify, request
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from models.entities import Comment, CommentStatus, Site
 from moderation.decisions import current_decision
+from moderation.privacy import erase_author
 from moderation.sites import SITE_NAME_RE, get_site
 from webhooks.blueprint import bp
 from webhooks.context import db
 from webhooks.responses import error_response
+from webhooks.schemas import ErasureRequest, field_errors
 from webhooks.signatures import SignatureError, lower_headers, verify_signature
 
 MAX_PAGE = 500
@@ -112,3 +115,21 @@ def list_comments() -> Response | tuple[Response, int]:
             "next_after": comments[-1].id if len(comments) == limit else None,
         }
     )
+
+
+@bp.post("/api/authors/erase")
+def erase_author_data() -> Response | tuple[Response, int]:
+    """Erase one author's personal data on the signing site: the API twin of ``moderation authors erase``."""
+    site = _authenticated_site()
+    if isinstance(site, Response):
+        return site
+    if request.mimetype != "application/json":
+        return error_response(415, "unsupported_media_type", 'send {"email": ...} as application/json')
+    try:
+        wanted = ErasureRequest.model_validate_json(request.get_data(cache=True))
+    except ValidationError as error:
+        return error_response(400, "invalid_payload", "the body has invalid fields", field_errors(error))
+    session = db()
+    erased = erase_author(session, site, wanted.email, datetime.now(UTC))
+    session.commit()
+    return jsonify({"site": site.name, "comments_erased": erased.comments, "list_entries_removed": erased.list_entries})

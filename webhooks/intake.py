@@ -11,20 +11,23 @@ from typing import Any
 from flask import Response, current_app, g, jsonify, request, url_for
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from models.entities import Site
 from moderation.intake import Accepted, accept_comment
+from moderation.lifecycle import apply_delete, apply_update
 from moderation.metrics import INTAKE_REQUESTS, INTAKE_SECONDS
 from moderation.sites import SITE_NAME_RE, get_site
 from webhooks.blueprint import bp
 from webhooks.context import db, runtime
 from webhooks.ratelimit import IntakeLimits
 from webhooks.responses import error_response
-from webhooks.schemas import CommentCreated, field_errors
+from webhooks.schemas import CommentCreated, CommentDeleted, CommentEvent, CommentUpdated, field_errors
 from webhooks.signatures import SignatureError, lower_headers, verify_signature
 
 log = logging.getLogger(__name__)
 STORE_ATTEMPTS = 4
+Event = CommentCreated | CommentUpdated | CommentDeleted
 
 
 class IntakeError(Exception):
@@ -55,18 +58,24 @@ def receive_comment() -> Response | tuple[Response, int]:
         return rejected.response
     webhook_id = request.headers["webhook-id"]
     accepted = _store(site, webhook_id, event)
-    if accepted.created:
+    if accepted.queued:
         _publish(accepted.comment_id, webhook_id)
     log.info(
         "comment accepted",
-        extra={"comment_id": accepted.comment_id, "webhook_id": webhook_id, "new_comment": accepted.created},
+        extra={
+            "comment_id": accepted.comment_id,
+            "webhook_id": webhook_id,
+            "event": event.type,
+            "new_comment": accepted.created,
+            "queued": accepted.queued,
+        },
     )
     body = {
         "id": accepted.comment_id,
         "status": accepted.status,
         "status_url": status_url(accepted.comment_id, site.name),
     }
-    return jsonify(body), 202 if accepted.created else 200
+    return jsonify(body), 202 if accepted.queued else 200
 
 
 def status_url(comment_id: int, site_name: str) -> str:
@@ -122,18 +131,19 @@ def _signed_by_site(document: dict[str, Any]) -> Site:
     return site
 
 
-def _validated(document: dict[str, Any]) -> CommentCreated:
+def _validated(document: dict[str, Any]) -> Event:
     try:
-        return CommentCreated.model_validate(document)
+        return CommentEvent.model_validate(document).root
     except ValidationError as error:
         raise IntakeError(
             error_response(400, "invalid_payload", "the payload has invalid fields", field_errors(error))
         ) from None
 
 
-def _within_rate_limits(site: Site, event: CommentCreated) -> None:
+def _within_rate_limits(site: Site, event: Event) -> None:
     limits: IntakeLimits | None = current_app.extensions.get("intake_limits")
-    limited = limits.check(site.name, event.data.author.ip) if limits else None
+    author_ip = None if isinstance(event, CommentDeleted) else event.data.author.ip
+    limited = limits.check(site.name, author_ip) if limits else None
     if limited is not None:
         raise IntakeError(
             error_response(
@@ -145,17 +155,16 @@ def _within_rate_limits(site: Site, event: CommentCreated) -> None:
         )
 
 
-def _store(site: Site, webhook_id: str, event: CommentCreated) -> Accepted:
+def _store(site: Site, webhook_id: str, event: Event) -> Accepted:
     """Commit the comment and its outbox row; a racing duplicate loses on a unique key and is retried.
 
     Each retry reads again and finds what the winner committed. A delivery can lose twice (first on the
     comment, then on the receipt of a replayed webhook-id sent by several clients at once), hence a few tries.
     """
     session = db()
-    new = event.data.as_new_comment()
     for attempt in range(1, STORE_ATTEMPTS + 1):
         try:
-            accepted = accept_comment(session, site, webhook_id, new, datetime.now(UTC))
+            accepted = _apply_event(session, site, webhook_id, event, datetime.now(UTC))
             session.commit()
             return accepted
         except IntegrityError:
@@ -163,6 +172,14 @@ def _store(site: Site, webhook_id: str, event: CommentCreated) -> Accepted:
             if attempt == STORE_ATTEMPTS:
                 raise
     raise AssertionError("unreachable")
+
+
+def _apply_event(session: Session, site: Site, webhook_id: str, event: Event, now: datetime) -> Accepted:
+    if isinstance(event, CommentDeleted):
+        return apply_delete(session, site, webhook_id, event.data.comment_id, event.data.deleted_at, now)
+    if isinstance(event, CommentUpdated):
+        return apply_update(session, site, webhook_id, event.data.as_new_comment(), now)
+    return accept_comment(session, site, webhook_id, event.data.as_new_comment(), now)
 
 
 def _publish(comment_id: int, webhook_id: str) -> None:

@@ -9,7 +9,7 @@ from flask import Response, jsonify
 from pydantic import BaseModel
 
 from webhooks.blueprint import bp
-from webhooks.schemas import CommentCreated
+from webhooks.schemas import CommentCreated, CommentDeleted, CommentEvent, CommentUpdated, ErasureRequest
 
 
 class FieldError(BaseModel):
@@ -23,9 +23,12 @@ class ErrorBody(BaseModel):
     fields: list[FieldError] | None = None
 
 
+CommentStatusName = Literal["pending", "approved", "held", "rejected", "deleted"]
+
+
 class AcceptedBody(BaseModel):
     id: int
-    status: Literal["pending", "approved", "held", "rejected"]
+    status: CommentStatusName
     status_url: str
 
 
@@ -48,7 +51,7 @@ class CommentView(BaseModel):
     comment_id: str
     site: str
     article_id: str
-    status: Literal["pending", "approved", "held", "rejected"]
+    status: CommentStatusName
     received_at: str
     decision: DecisionView | None
 
@@ -78,7 +81,25 @@ class DecidedEvent(BaseModel):
     data: DecidedData
 
 
-SCHEMAS: list[type[BaseModel]] = [CommentCreated, ErrorBody, AcceptedBody, CommentView, CommentList, DecidedEvent]
+class ErasureResult(BaseModel):
+    site: str
+    comments_erased: int
+    list_entries_removed: int
+
+
+SCHEMAS: list[type[BaseModel]] = [
+    CommentEvent,
+    CommentCreated,
+    CommentUpdated,
+    CommentDeleted,
+    ErrorBody,
+    AcceptedBody,
+    CommentView,
+    CommentList,
+    DecidedEvent,
+    ErasureRequest,
+    ErasureResult,
+]
 
 SIGNATURE_HEADERS = [
     {
@@ -151,15 +172,28 @@ def openapi_document() -> dict[str, Any]:
             "/webhooks/comments": {
                 "post": {
                     "operationId": "receiveComment",
-                    "summary": "Submit a new comment for moderation (Standard Webhooks signed).",
+                    "summary": "Submit a new, edited or deleted comment for moderation (Standard Webhooks signed).",
+                    "description": (
+                        "`comment.created`, `comment.updated` (the whole comment plus `updated_at`) and "
+                        "`comment.deleted`. Deliveries may arrive in any order: the site's timestamps decide. An "
+                        "update that arrives first stores the comment; an event older than the stored version "
+                        "is acknowledged (200) and changes nothing; a delete is final. A new body is classified "
+                        "again and a changed outcome is sent as `comment.decided`."
+                    ),
                     "parameters": SIGNATURE_HEADERS,
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CommentCreated"}}},
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CommentEvent"}}},
                     },
                     "responses": {
-                        "202": _json("Accepted: stored and queued for classification.", "AcceptedBody"),
-                        "200": _json("A repeated delivery (same webhook-id or same site comment id).", "AcceptedBody"),
+                        "202": _json(
+                            "Accepted: stored and queued for classification (new comment or new body).", "AcceptedBody"
+                        ),
+                        "200": _json(
+                            "Acknowledged, nothing to classify: a repeated delivery (same webhook-id or same site "
+                            "comment id), a stale or metadata-only update, or a deletion (status `deleted`).",
+                            "AcceptedBody",
+                        ),
                         "400": _error("Bad JSON or invalid fields; `fields` names each one."),
                         "401": _error("Unknown site or bad, stale or missing signature."),
                         "413": _error("Body over 64 KiB."),
@@ -195,7 +229,7 @@ def openapi_document() -> dict[str, Any]:
                         {
                             "name": "status",
                             "in": "query",
-                            "schema": {"enum": ["pending", "approved", "held", "rejected"]},
+                            "schema": {"enum": ["pending", "approved", "held", "rejected", "deleted"]},
                         },
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                         {"name": "after", "in": "query", "schema": {"type": "integer"}},
@@ -204,6 +238,31 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json("A page of comments.", "CommentList"),
                         "400": _error("Invalid query parameter."),
+                        **signed_api_errors,
+                    },
+                }
+            },
+            "/api/authors/erase": {
+                "post": {
+                    "operationId": "eraseAuthor",
+                    "summary": "Erase an author's personal data (name, e-mail, URL, IP, user agent) on this site.",
+                    "description": (
+                        "Signed like the other API calls, over the JSON body. Every comment of the site whose "
+                        "author e-mail matches (ignoring case) is anonymized, with the values scrubbed from "
+                        "decisions, callbacks and notes, and the block/allow-list entries for that e-mail (the "
+                        "site's and the all-sites ones) removed. Decisions and their statistics stay. "
+                        "Idempotent: a repeat erases 0."
+                    ),
+                    "parameters": [_site_param(), *SIGNATURE_HEADERS],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErasureRequest"}}},
+                    },
+                    "responses": {
+                        "200": _json("Erased; the counts say how much.", "ErasureResult"),
+                        "400": _error("Invalid body; `fields` names each bad field."),
+                        "413": _error("Body over 64 KiB (`MAX_BODY_BYTES`)."),
+                        "415": _error("Not application/json."),
                         **signed_api_errors,
                     },
                 }
@@ -230,6 +289,11 @@ def openapi_document() -> dict[str, Any]:
             "commentDecided": {
                 "post": {
                     "summary": "Sent to the site's callback URL after each decision, signed with the site's secret.",
+                    "description": (
+                        "`comment.decided` after the model decides, again after an edit when the new text's "
+                        "outcome differs from the one the site was told; `comment.reviewed` after a moderator's "
+                        "verdict. Never sent for a comment the site deleted. Order by `decided_at`."
+                    ),
                     "parameters": SIGNATURE_HEADERS,
                     "requestBody": {
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DecidedEvent"}}}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 from moderation.intake import NewComment
 
@@ -32,6 +34,22 @@ def _ip_address(value: str) -> str:
     return value
 
 
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+# Site clocks drift, but a version dated far ahead would make every later real edit look stale.
+FUTURE_TOLERANCE = timedelta(days=1)
+
+
+def _plausible_time(value: datetime) -> datetime:
+    """In UTC, between 1970 and a day from now (year 1 or 9999 in another zone cannot even be converted)."""
+    try:
+        moment = value.astimezone(UTC)
+    except OverflowError as error:
+        raise ValueError("must be between 1970 and one day from now") from error
+    if not EARLIEST_TIME <= moment <= datetime.now(UTC) + FUTURE_TOLERANCE:
+        raise ValueError("must be between 1970 and one day from now")
+    return moment
+
+
 def _nonblank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be blank")
@@ -40,6 +58,8 @@ def _nonblank(value: str) -> str:
 
 Text = Annotated[str, AfterValidator(_storable)]
 Identifier = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_storable), AfterValidator(_nonblank)]
+# Timestamps arrive as JSON strings, which strict mode would refuse to parse into datetimes.
+SiteTime = Annotated[AwareDatetime, Field(strict=False), AfterValidator(_plausible_time)]
 
 
 class Strict(BaseModel):
@@ -67,8 +87,7 @@ class CommentData(Strict):
     author: Author = Author()
     body: Annotated[Text, Field(min_length=1, max_length=MAX_BODY_CHARS), AfterValidator(_nonblank)]
     parent_id: Identifier | None = None
-    # Timestamps arrive as JSON strings, which strict mode would refuse to parse into datetimes.
-    created_at: Annotated[AwareDatetime, Field(strict=False)] | None = None
+    created_at: SiteTime | None = None
 
     def as_new_comment(self) -> NewComment:
         return NewComment(
@@ -87,14 +106,62 @@ class CommentData(Strict):
         )
 
 
+class UpdatedData(CommentData):
+    """The whole comment as it is now, plus when the site changed it (orders out-of-order deliveries)."""
+
+    updated_at: SiteTime
+
+    def as_new_comment(self) -> NewComment:
+        return replace(super().as_new_comment(), updated_at=self.updated_at)
+
+
+class DeletedData(Strict):
+    comment_id: Identifier
+    site: Annotated[str, Field(min_length=1, max_length=100)]
+    deleted_at: SiteTime
+
+
 class CommentCreated(Strict):
     type: Literal["comment.created"]
     data: CommentData
 
 
+class CommentUpdated(Strict):
+    type: Literal["comment.updated"]
+    data: UpdatedData
+
+
+class CommentDeleted(Strict):
+    type: Literal["comment.deleted"]
+    data: DeletedData
+
+
+class ErasureRequest(Strict):
+    """``POST /api/authors/erase``: the author whose personal data the site wants gone."""
+
+    email: Annotated[Text, Field(min_length=3, max_length=320), AfterValidator(_nonblank)]
+
+
+EVENT_TYPES = ("comment.created", "comment.updated", "comment.deleted")
+
+
+class CommentEvent(RootModel[Annotated[CommentCreated | CommentUpdated | CommentDeleted, Field(discriminator="type")]]):
+    """Any intake event, chosen by its ``type``."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+
 def field_errors(error: ValidationError) -> list[dict[str, str]]:
     """One entry per bad field, named by its dotted path in the payload."""
     return [
-        {"field": ".".join(str(part) for part in item["loc"]) or "(body)", "message": item["msg"]}
+        {"field": _field_name(item["loc"], item["type"]), "message": item["msg"]}
         for item in error.errors(include_url=False, include_context=False, include_input=False)
     ]
+
+
+def _field_name(loc: tuple[int | str, ...], kind: str) -> str:
+    if kind in {"union_tag_invalid", "union_tag_not_found"}:
+        return "type"
+    if loc and loc[0] in EVENT_TYPES:
+        loc = loc[1:]  # the union's branch (the event type) is not a field of the payload
+    return ".".join(str(part) for part in loc) or "(body)"

@@ -18,6 +18,7 @@ RELAY_OUTBOX_TASK = "moderation.relay_outbox"
 RETRY_CALLBACKS_TASK = "moderation.retry_due_callbacks"
 PURGE_RECEIPTS_TASK = "moderation.purge_receipts"
 RETRAIN_TASK = "moderation.retrain"
+RETENTION_TASK = "moderation.apply_retention"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,9 @@ class CeleryOptions:
     visibility_timeout: int = 3600
     publish_timeout: float = 2.0
     retrain_interval_hours: float = 0.0  # 0: no scheduled retraining
+    retain_personal_days: int = 30  # 0: keep
+    retain_closed_days: int = 365  # 0: keep
+    retention_interval_hours: float = 1.0
 
 
 class ModerationCelery(Celery):
@@ -84,6 +88,14 @@ def beat_schedule(options: CeleryOptions) -> dict[str, Any]:
             "schedule": timedelta(seconds=options.callback_retry_interval),
         },
         "purge-webhook-receipts": {"task": PURGE_RECEIPTS_TASK, "schedule": timedelta(hours=1)},
+        "apply-retention": {
+            "task": RETENTION_TASK,
+            "schedule": timedelta(hours=options.retention_interval_hours),
+            "kwargs": {
+                "personal_days": options.retain_personal_days,
+                "closed_days": options.retain_closed_days,
+            },
+        },
     }
     if options.retrain_interval_hours > 0:
         schedule["retrain"] = {"task": RETRAIN_TASK, "schedule": timedelta(hours=options.retrain_interval_hours)}

@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 from celery import Task, shared_task
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import joinedload
 
-from models.entities import CallbackDelivery, Site
+from models.entities import DeliveryStatus, Site
 from moderation import callbacks, outbox
 from moderation.decisions import decide_comment
 from moderation.intake import purge_receipts
@@ -24,6 +25,7 @@ from moderation.metrics import (
     OUTBOX_RELAYED,
     record_decision,
 )
+from moderation.privacy import apply_retention
 from moderation.registry import RegistryError
 from moderation.runtime import Runtime
 from moderation.sites import signing_secret
@@ -32,6 +34,7 @@ from workers.app import (
     NOTIFY_TASK,
     PURGE_RECEIPTS_TASK,
     RELAY_OUTBOX_TASK,
+    RETENTION_TASK,
     RETRAIN_TASK,
     RETRY_CALLBACKS_TASK,
 )
@@ -112,7 +115,7 @@ def notify_site(self: Task, delivery_id: int) -> str:
         delivery = callbacks.claim_delivery(session, delivery_id, datetime.now(UTC), runtime.retry)
         if delivery is None:
             return "not-due"
-        site = session.get(Site, delivery.site_id)
+        site = session.get(Site, delivery.site_id, options=[joinedload(Site.secrets)])  # signs with them
         if site is None or not site.callback_url:
             delivery.status = "dead"
             delivery.last_error = "the site has no callback URL"
@@ -121,23 +124,21 @@ def notify_site(self: Task, delivery_id: int) -> str:
     url, secret, message_id, payload = target
     attempt = post_callback(_http_client(), url, secret, message_id, payload, runtime.callback_timeout)
     with runtime.sessions.begin() as session:
-        delivery = session.get(CallbackDelivery, delivery_id)
-        if delivery is None:
-            return "gone"
-        now = datetime.now(UTC)
-        if attempt.ok and attempt.status_code is not None:
-            callbacks.record_delivered(delivery, attempt.status_code, now)
-        else:
-            callbacks.record_failed(
-                session,
-                delivery,
-                status_code=attempt.status_code,
-                error=attempt.error,
-                retry_after=attempt.retry_after,
-                now=now,
-                policy=runtime.retry,
-            )
-        status = delivery.status
+        recorded = callbacks.record_attempt(
+            session,
+            delivery_id,
+            status_code=attempt.status_code,
+            delivered=attempt.ok,
+            error=attempt.error,
+            retry_after=attempt.retry_after,
+            now=datetime.now(UTC),
+            policy=runtime.retry,
+        )
+    if recorded is None:
+        return "gone"
+    if recorded == DeliveryStatus.CANCELLED:
+        return "cancelled"  # an edit or deletion withdrew it while it was in flight: it stays withdrawn
+    status = recorded
     CALLBACK_ATTEMPTS.labels(result="delivered" if attempt.ok else f"failed:{status}").inc()
     log.info(
         "callback attempt",
@@ -193,6 +194,17 @@ def purge_old_receipts(self: Task) -> int:
     runtime = _runtime(self)
     with runtime.sessions.begin() as session:
         return purge_receipts(session, datetime.now(UTC) - RECEIPT_RETENTION)
+
+
+@shared_task(name=RETENTION_TASK, bind=True, soft_time_limit=1800, expires=1800)
+def apply_retention_limits(self: Task, personal_days: int = 30, closed_days: int = 365) -> dict[str, int]:
+    """Forget personal data past its retention (RETAIN_PERSONAL_DAYS, RETAIN_CLOSED_DAYS); 0 days keeps it."""
+    runtime = _runtime(self)
+    # Batches commit one by one within a time budget, so the soft time limit never rolls work back.
+    done = apply_retention(runtime.sessions, datetime.now(UTC), personal_days, closed_days)
+    result = {"network_cleared": done.network_cleared, "closed_anonymized": done.closed_anonymized}
+    log.info("retention applied", extra=result)
+    return result
 
 
 @shared_task(name=RETRAIN_TASK, bind=True, soft_time_limit=4 * 3600, time_limit=4 * 3600 + 300, expires=3600)

@@ -1,9 +1,12 @@
 """The invariant every fault test ends with (DESIGN sections 2 and 8).
 
-Every comment accepted with a 2xx has exactly one current decision; every decision was told to the site
-once per change (one message id, received at least once: the site drops repeats by ``webhook-id``) or is
-a visible dead letter; the site never heard of a comment without a decision, and never heard "approved"
-for a comment the model held or rejected (unless a moderator approved it later).
+Every comment accepted with a 2xx has exactly one current decision (a comment the site deleted has at
+most one, and no work or callback left); every decision was told to the site once per change (one message
+id, received at least once: the site drops repeats by ``webhook-id``) or is a visible dead letter, or was
+withdrawn (cancelled) because an edit or a deletion made it untrue (never the current decision of a comment
+still there); an edit that left the outcome as it was needs no new callback if the site got the previous one;
+no callback is recorded delivered after the site deleted the comment; the site never heard of a comment
+without a decision, and every message's status matches the decision it describes.
 """
 
 from __future__ import annotations
@@ -11,15 +14,18 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
-from models.entities import CallbackDelivery, Comment, Decision, DeliveryStatus, OutboxMessage, Site
+from models.entities import CallbackDelivery, Comment, Decision, DeliveryStatus, OutboxMessage, Site, WebhookReceipt
 from tests.support.site_server import SiteServer
 
 # A callback row in one of these states is finished: told, or visibly not told (an operator sees it).
-FINAL_STATUSES = {DeliveryStatus.DELIVERED, DeliveryStatus.DEAD, DeliveryStatus.DISABLED}
+# CANCELLED is final only where the callback had become untrue (check_invariants checks which).
+FINAL_STATUSES = {DeliveryStatus.DELIVERED, DeliveryStatus.DEAD, DeliveryStatus.DISABLED, DeliveryStatus.CANCELLED}
+STATUS_OF_OUTCOME = {"approve": "approved", "hold": "held", "reject": "rejected"}
 
 
 @dataclass
@@ -31,6 +37,7 @@ class Snapshot:
     deliveries: dict[int, Any] = field(default_factory=dict)  # by decision id
     deliveries_by_message: dict[str, Any] = field(default_factory=dict)
     outbox: Counter[int] = field(default_factory=Counter)
+    last_event_at: dict[int, Any] = field(default_factory=dict)  # the site's latest webhook for the comment
     site_has_callback: dict[int, bool] = field(default_factory=dict)
     all_comment_ids: set[int] = field(default_factory=set)
 
@@ -54,7 +61,55 @@ def snapshot(engine: Engine, comment_ids: Collection[int]) -> Snapshot:
             found.deliveries_by_message[delivery.message_id] = delivery
         for comment_id in connection.scalars(select(OutboxMessage.comment_id).where(OutboxMessage.comment_id.in_(ids))):
             found.outbox[comment_id] += 1
+        latest = select(WebhookReceipt.comment_id, func.max(WebhookReceipt.received_at)).group_by(
+            WebhookReceipt.comment_id
+        )
+        for comment_id, received_at in connection.execute(latest.where(WebhookReceipt.comment_id.in_(ids))):
+            found.last_event_at[comment_id] = received_at
     return found
+
+
+def _deleted_problems(state: Snapshot, comment_id: int, current: list[Any]) -> list[str]:
+    """A deleted comment: at most one current decision, no work left, no callback that may still go out."""
+    problems = []
+    if len(current) > 1:
+        problems.append(f"deleted comment {comment_id} has {len(current)} current decisions")
+    if state.outbox[comment_id]:
+        problems.append(f"deleted comment {comment_id} still has {state.outbox[comment_id]} outbox row(s)")
+    # The delete (or an ignored event after it) is the site's last event: no callback may be recorded as
+    # delivered after it (one on the wire then may land, but it stays cancelled).
+    deleted_known_by = _utc(state.last_event_at.get(comment_id))
+    for delivery in state.deliveries.values():
+        if delivery.comment_id != comment_id:
+            continue
+        if delivery.status in {DeliveryStatus.PENDING, DeliveryStatus.SENDING}:
+            problems.append(f"deleted comment {comment_id} still has callback {delivery.id} {delivery.status!r}")
+        delivered_at = _utc(delivery.delivered_at)
+        if delivered_at is not None and deleted_known_by is not None and delivered_at > deleted_known_by:
+            problems.append(f"callback {delivery.id} was delivered after comment {comment_id} was deleted")
+    return problems
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """Rows read through Core on SQLite come back naive (they are UTC)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def _site_already_knew(state: Snapshot, decision: Any, received: set[str] | None) -> bool:
+    """A decision with no callback row is fine only if the site had been told this same outcome for the
+    comment by the decision just before it, and really got it: by the site servers' own record when the
+    test has them (``received``), else by the callback row."""
+    earlier = [d for d in state.decisions.get(decision.comment_id, []) if d.id < decision.id]
+    if not earlier or earlier[-1].outcome != decision.outcome:
+        return False
+    previous = state.deliveries.get(earlier[-1].id)
+    if previous is None:
+        return _site_already_knew(state, earlier[-1], received)  # that one needed none either
+    if received is not None:
+        return previous.message_id in received
+    return bool(previous.status == DeliveryStatus.DELIVERED)
 
 
 def settled(engine: Engine, accepted_comment_ids: Collection[int], site_servers: Iterable[SiteServer] = ()) -> bool:
@@ -62,6 +117,9 @@ def settled(engine: Engine, accepted_comment_ids: Collection[int], site_servers:
     message has reached the site: the moment to call ``check_invariants`` (poll it with wait_until)."""
     state = snapshot(engine, accepted_comment_ids)
     for comment_id in accepted_comment_ids:
+        comment = state.comments.get(comment_id)
+        if comment is not None and comment.status == "deleted":
+            continue
         if not any(d.is_current for d in state.decisions.get(comment_id, [])):
             return False
     if any(d.status not in FINAL_STATUSES for d in state.deliveries.values()):
@@ -107,10 +165,13 @@ def check_invariants(
     for comment_id in sorted(accepted & set(state.comments)):
         decisions = state.decisions.get(comment_id, [])
         current = [d for d in decisions if d.is_current]
+        if state.comments[comment_id].status == "deleted":
+            problems += _deleted_problems(state, comment_id, current)
+            continue
         if len(current) != 1:
             problems.append(f"comment {comment_id} has {len(current)} current decisions (of {len(decisions)})")
             continue
-        expected_status = {"approve": "approved", "hold": "held", "reject": "rejected"}[current[0].outcome]
+        expected_status = STATUS_OF_OUTCOME[current[0].outcome]
         if state.comments[comment_id].status != expected_status:
             problems.append(
                 f"comment {comment_id} status {state.comments[comment_id].status!r} "
@@ -119,15 +180,23 @@ def check_invariants(
         if state.outbox[comment_id]:
             problems.append(f"comment {comment_id} is decided but still has {state.outbox[comment_id]} outbox row(s)")
 
-    # 2. One callback row per decision (for sites with a callback URL), each final.
+    # 2. One callback row per decision (for sites with a callback URL), each final. Cancelled only where it
+    # had become untrue: a decision no longer current, or a deleted comment.
+    received_ids = {r.headers.get("webhook-id", "") for server in servers for r in list(server.received)}
     for comment_id, decisions in state.decisions.items():
         comment = state.comments[comment_id]
         for decision in decisions:
             delivery = state.deliveries.get(decision.id)
             if delivery is None:
-                if state.site_has_callback.get(comment.site_id):
+                told = _site_already_knew(state, decision, received_ids if servers else None)
+                if state.site_has_callback.get(comment.site_id) and not told:
                     problems.append(f"decision {decision.id} of comment {comment_id} has no callback row")
                 continue
+            if delivery.status == DeliveryStatus.CANCELLED and decision.is_current and comment.status != "deleted":
+                problems.append(
+                    f"callback {delivery.id} of the current decision {decision.id} was cancelled: "
+                    f"the site was never told the current outcome of comment {comment_id}"
+                )
             if delivery.status not in FINAL_STATUSES:
                 problems.append(
                     f"callback {delivery.id} (decision {decision.id}) is still {delivery.status!r} "
@@ -146,9 +215,6 @@ def check_invariants(
         problems.append(f"callbacks whose signature did not verify: {unverified}")
     messages_per_decision: dict[int, set[str]] = defaultdict(set)
     decision_by_id = {d.id: d for ds in state.decisions.values() for d in ds}
-    model_outcome = {
-        cid: next((d.outcome for d in ds if d.decided_by == "model"), None) for cid, ds in state.decisions.items()
-    }
     for message_id, items in by_message.items():
         bodies = {i.body for i in items}
         if len(bodies) != 1:
@@ -167,14 +233,13 @@ def check_invariants(
         decision = decision_by_id.get(delivery.decision_id)
         if decision is not None and data.get("decision") != decision.outcome:
             problems.append(f"message {message_id} says {data.get('decision')!r}, the decision is {decision.outcome!r}")
-        # Nothing published that should not be: "approved" only if the model approved or a moderator did.
-        if data.get("status") == "approved":
-            moderator_approved = (
-                decision is not None and decision.outcome == "approve" and decision.decided_by != "model"
+        # Nothing published that should not be: the status the site reads (and publishes on) must be the one
+        # the described decision gives; "approved" with a hold or reject would publish a held comment.
+        if data.get("status") != STATUS_OF_OUTCOME.get(str(data.get("decision"))):
+            problems.append(
+                f"message {message_id} for comment {comment_id} says status {data.get('status')!r} "
+                f"with decision {data.get('decision')!r}"
             )
-            if model_outcome.get(comment_id) != "approve" and not moderator_approved:
-                decided = model_outcome.get(comment_id)
-                problems.append(f"comment {comment_id} was reported approved, but the model decided {decided!r}")
     for decision_id, message_ids in messages_per_decision.items():
         if len(message_ids) > 1:
             problems.append(f"decision {decision_id} was told to the site under {len(message_ids)} message ids")

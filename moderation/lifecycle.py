@@ -1,0 +1,167 @@
+"""Edits and deletions of a comment, in any delivery order, decided by the site's own timestamps.
+
+Rules (README "Edits and deletions"):
+- an update that arrives before its create stores the comment from the update (the create then repeats it);
+- an event older than (or as old as) the version stored changes nothing but is acknowledged;
+- an update with a new body retires the current decision and queues the comment for classification
+  again; a metadata-only update (same body) changes no decision;
+- a delete is final: the comment leaves every queue, its unsent callbacks are cancelled and nothing
+  later (create, update, classify task, moderator) brings it back or tells the site about it again.
+
+Each use case locks the comment row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite serializes writers),
+so an edit and a worker deciding the old text cannot both win: the worker's decision is stored only if
+the comment's ``revision`` is still the one it read (see ``moderation.decisions``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from models.entities import CallbackDelivery, Comment, CommentStatus, Decision, DeliveryStatus, OutboxMessage, Site
+from moderation import outbox
+from moderation.intake import (
+    CLASSIFY,
+    Accepted,
+    NewComment,
+    accept_comment,
+    body_fingerprint,
+    record_receipt,
+    repeated_delivery,
+)
+
+# Callbacks not yet (or not for sure) at the site: an edit or a deletion makes them untrue, so they go.
+UNSENT = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.DEAD, DeliveryStatus.DISABLED)
+
+
+def locked_comment(session: Session, site_id: int, external_id: str) -> Comment | None:
+    return session.scalar(
+        select(Comment).where(Comment.site_id == site_id, Comment.external_id == external_id).with_for_update()
+    )
+
+
+def apply_update(session: Session, site: Site, webhook_id: str, new: NewComment, now: datetime) -> Accepted:
+    """Apply ``comment.updated``; ``queued`` says a classify task must be published after commit."""
+    seen = repeated_delivery(session, site.id, webhook_id)
+    if seen is not None:
+        return Accepted(seen.id, seen.status, created=False)
+    comment = locked_comment(session, site.id, new.external_id)
+    if comment is None:
+        # The update overtook its create: store the comment from it (the create will repeat it).
+        return accept_comment(session, site, webhook_id, new, now)
+    record_receipt(session, site.id, webhook_id, comment.id, now)
+    if comment.status == CommentStatus.DELETED or _is_stale(comment, new.version_at):
+        return Accepted(comment.id, comment.status, created=False)
+    queued = _apply_version(session, comment, new, now)
+    session.flush()
+    return Accepted(comment.id, comment.status, created=False, queued=queued)
+
+
+def apply_delete(
+    session: Session, site: Site, webhook_id: str, external_id: str, deleted_at: datetime, now: datetime
+) -> Accepted:
+    """Apply ``comment.deleted``: final, whatever arrives later."""
+    seen = repeated_delivery(session, site.id, webhook_id)
+    if seen is not None:
+        return Accepted(seen.id, seen.status, created=False)
+    comment = locked_comment(session, site.id, external_id)
+    if comment is None:
+        # The delete overtook its create: keep a tombstone so the create is answered as a repeat.
+        comment = _tombstone(site, external_id, now)
+        session.add(comment)
+        session.flush()
+    record_receipt(session, site.id, webhook_id, comment.id, now)
+    if comment.status != CommentStatus.DELETED:
+        mark_deleted(session, comment, min(deleted_at, now))
+    session.flush()
+    return Accepted(comment.id, comment.status, created=False)
+
+
+def mark_deleted(session: Session, comment: Comment, deleted_at: datetime) -> None:
+    """Out of every queue: held queue (status), outbox (classify work), callbacks (cancelled)."""
+    comment.status = CommentStatus.DELETED
+    comment.deleted_at = deleted_at
+    outbox.complete(session, CLASSIFY, [comment.id])
+    cancel_callbacks(session, comment.id)
+
+
+def cancel_callbacks(session: Session, comment_id: int, decision_id: int | None = None) -> int:
+    """Cancel the comment's callbacks the site has not (surely) received; only those of one decision if given."""
+    query = update(CallbackDelivery).where(
+        CallbackDelivery.comment_id == comment_id, CallbackDelivery.status.in_(UNSENT)
+    )
+    if decision_id is not None:
+        query = query.where(CallbackDelivery.decision_id == decision_id)
+    result = session.execute(
+        query.values(status=DeliveryStatus.CANCELLED, lease_until=None).execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _is_stale(comment: Comment, version_at: datetime | None) -> bool:
+    """Stale when the stored version is as new or newer; an event without a timestamp never overrides one."""
+    if comment.site_updated_at is None:
+        return False
+    return version_at is None or version_at <= comment.site_updated_at
+
+
+def _apply_version(session: Session, comment: Comment, new: NewComment, now: datetime) -> bool:
+    """Store the newer version; True when its body changed and it must be classified again."""
+    comment.article_id = new.article_id
+    comment.article_url = new.article_url
+    comment.article_title = new.article_title
+    comment.parent_id = new.parent_id
+    comment.created_at = comment.created_at or new.created_at
+    comment.site_updated_at = new.version_at
+    if comment.erased_at is None:
+        # After an erasure, personal data the site still sends is not stored again.
+        comment.author_name = new.author_name
+        comment.author_email = new.author_email
+        comment.author_url = new.author_url
+        comment.author_ip = new.author_ip
+        comment.author_user_agent = new.author_user_agent
+    if new.body == comment.body:
+        return False
+    comment.body = new.body
+    comment.body_fingerprint = body_fingerprint(new.body)
+    comment.revision += 1
+    _retire_current_decision(session, comment)
+    comment.status = CommentStatus.PENDING
+    _ensure_classify_work(session, comment.id, now)
+    return True
+
+
+def _retire_current_decision(session: Session, comment: Comment) -> None:
+    """The decision was about the old text: it stops being current, and unsent callbacks are withdrawn.
+
+    All of the comment's, not only the current decision's: an older decision's pending or dead-lettered
+    callback (say the model's, before a moderator's verdict) is about the old text too, and a retry or an
+    operator's replay would tell the site something untrue.
+    """
+    current = session.scalar(select(Decision).where(Decision.comment_id == comment.id, Decision.is_current))
+    if current is not None:
+        current.is_current = False
+        session.flush()  # before a worker's new current decision can meet the partial unique index
+    cancel_callbacks(session, comment.id)
+
+
+def _ensure_classify_work(session: Session, comment_id: int, now: datetime) -> None:
+    waiting = session.scalar(
+        select(OutboxMessage.id).where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id == comment_id)
+    )
+    if waiting is None:
+        session.add(OutboxMessage(kind=CLASSIFY, comment_id=comment_id, created_at=now))
+
+
+def _tombstone(site: Site, external_id: str, now: datetime) -> Comment:
+    return Comment(
+        site_id=site.id,
+        external_id=external_id,
+        article_id="",
+        body="",
+        body_fingerprint=body_fingerprint(""),
+        received_at=now,
+        status=CommentStatus.PENDING,  # mark_deleted sets it, with the outbox and callbacks
+    )

@@ -1,0 +1,293 @@
+"""Personal data of commenters: erasure on request, and retention limits applied on a schedule.
+
+What is personal here: the author's name, e-mail, URL, IP address and user agent. The service keeps them
+on ``comments`` only, but they leak into other places, each handled by ``erase_comments``:
+- ``decisions.explanation`` (words of the author's name can be among the words that drove a score),
+  moderators' notes on decisions and actions, and a callback's last error text; reasons and callback
+  payloads hold none today (a block-listed author is reason ``blocked_term``), but a reason of the form
+  ``author:<value>`` is rewritten all the same; nothing else in them is (statuses and reasons must stay);
+- block/allow-list entries for the author's e-mail (``erase_author`` removes the site's and the global ones).
+Training labels hold only the text and the labels; webhook receipts, the outbox and logs hold ids only.
+The moderation statistics (decisions, outcomes, scores, reasons, counts) are kept.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.entities import (
+    CallbackDelivery,
+    Comment,
+    CommentStatus,
+    Decision,
+    ListEntry,
+    ModerationAction,
+    Site,
+)
+from moderation.intake import body_fingerprint
+
+REDACTED = "[erased]"
+AUTHOR_REASON = "author:"  # moderation.lists: the reason a block-listed author's comment carries
+BATCH = 200
+RETENTION_BUDGET = timedelta(minutes=20)  # well inside the task's 30-minute soft time limit
+MIN_TOKEN = 3  # shorter pieces of a name ("Al", "J.") are too common to strip from explanations
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    comments: int
+    list_entries: int
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    network_cleared: int  # comments whose IP and user agent were cleared
+    closed_anonymized: int  # closed comments whose author was anonymized
+
+
+def erase_author(session: Session, site: Site, email: str, now: datetime) -> Erasure:
+    """Remove everything personal about the author with this e-mail on this site; the counts say how much."""
+    address = email.strip().casefold()
+    if not address:
+        return Erasure(0, 0)
+    comments = _locked_comments_of(session, site.id, address)
+    _restart_classifications(comments)
+    erased = erase_comments(session, comments, now)
+    # Entries for that e-mail, the site's and the all-sites ones (they match on this site too). Entries by
+    # name are left: a name is not unique, and the entry may be about someone else; an admin decides.
+    removed = session.execute(
+        delete(ListEntry)
+        .where(
+            or_(ListEntry.site_id == site.id, ListEntry.site_id.is_(None)),
+            ListEntry.field == "author",
+            ListEntry.value == address,  # list values are stored casefolded (moderation.lists)
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return Erasure(erased, int(removed.rowcount))  # type: ignore[attr-defined]
+
+
+def _locked_comments_of(session: Session, site_id: int, address: str) -> list[Comment]:
+    """The site's comments whose author e-mail casefolds to ``address``, locked against concurrent writers.
+
+    Compared in Python: SQL lower() is ASCII-only on SQLite and locale-bound on PostgreSQL, and neither
+    casefolds (``ß`` is ``ss``). Only the id and e-mail columns are scanned; the matches are then locked
+    and checked again, in case an edit changed the e-mail in between.
+    """
+    candidates = session.execute(
+        select(Comment.id, Comment.author_email).where(Comment.site_id == site_id, Comment.author_email.is_not(None))
+    )
+    ids = [comment_id for comment_id, stored in candidates if (stored or "").strip().casefold() == address]
+    if not ids:
+        return []
+    locked = session.scalars(select(Comment).where(Comment.id.in_(ids)).order_by(Comment.id).with_for_update())
+    return [c for c in locked if c.author_email is not None and c.author_email.strip().casefold() == address]
+
+
+def _restart_classifications(comments: Iterable[Comment]) -> None:
+    """A worker may be classifying one of these right now with the author's name and e-mail in hand.
+
+    A new revision makes its compare-and-swap claim fail, so it stores nothing; the outbox row stays and
+    the anonymized comment is classified again.
+    """
+    for comment in comments:
+        if comment.status == CommentStatus.PENDING:
+            comment.revision += 1
+
+
+def erase_comments(session: Session, comments: Iterable[Comment], now: datetime) -> int:
+    """Anonymize these comments' authors and scrub their values from every row derived from the comments."""
+    count = 0
+    for comment in comments:
+        values = personal_values(comment)
+        identity = [v for v in (comment.author_name, comment.author_email, comment.author_url) if v]
+        comment.author_name = comment.author_email = comment.author_url = None
+        comment.author_ip = comment.author_user_agent = None
+        comment.erased_at = now
+        if comment.status == CommentStatus.DELETED:
+            # The site removed the text; nothing needs it once the author is anonymous (labels keep their copy).
+            comment.body = ""
+            comment.body_fingerprint = body_fingerprint("")
+        if values:
+            _scrub_derived_rows(session, comment, values, _tokens(identity))
+        count += 1
+    session.flush()
+    return count
+
+
+def personal_values(comment: Comment) -> list[str]:
+    fields = (
+        comment.author_name,
+        comment.author_email,
+        comment.author_url,
+        comment.author_ip,
+        comment.author_user_agent,
+    )
+    return sorted({v.strip() for v in fields if v and v.strip()}, key=len, reverse=True)
+
+
+def _scrub_derived_rows(session: Session, comment: Comment, values: Sequence[str], tokens: set[str]) -> None:
+    """``tokens``: words of the name, e-mail and URL, the only personal fields the model reads."""
+    pattern = _pattern(values)
+    for decision in session.scalars(select(Decision).where(Decision.comment_id == comment.id)):
+        decision.reasons = scrub_reasons(decision.reasons)
+        decision.explanation = (
+            {} if comment.status == CommentStatus.DELETED else _scrub_explanation(decision.explanation, tokens, pattern)
+        )
+        decision.note = _scrub_text(decision.note, pattern)
+    for action in session.scalars(select(ModerationAction).where(ModerationAction.comment_id == comment.id)):
+        action.note = _scrub_text(action.note, pattern)
+    for delivery in session.scalars(select(CallbackDelivery).where(CallbackDelivery.comment_id == comment.id)):
+        delivery.payload = _scrub_payload(delivery.payload)
+        delivery.last_error = _scrub_text(delivery.last_error, pattern)
+
+
+def scrub_reasons(reasons: Iterable[str]) -> list[str]:
+    """``author:<e-mail or name>`` (a block-listed author) is the only reason naming a person.
+
+    Only those are rewritten: a regex over every reason would let an author named ``spam`` or ``held``
+    rewrite real reasons, and with them the statistics.
+    """
+    return [AUTHOR_REASON + REDACTED if reason.startswith(AUTHOR_REASON) else reason for reason in reasons]
+
+
+def _scrub_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """A callback payload's only personal values are in its reasons; statuses and outcomes stay as they were."""
+    data = payload.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("reasons"), list):
+        return payload
+    return {**payload, "data": {**data, "reasons": scrub_reasons(data["reasons"])}}
+
+
+def _pattern(values: Sequence[str]) -> re.Pattern[str]:
+    alternatives = "|".join(re.escape(v) for v in values)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
+def _tokens(values: Sequence[str]) -> set[str]:
+    return {token for value in values for token in re.findall(r"\w+", value.casefold()) if len(token) >= MIN_TOKEN}
+
+
+def _scrub_text(text: str | None, pattern: re.Pattern[str]) -> str | None:
+    return pattern.sub(REDACTED, text) if text else text
+
+
+def _scrub_json(value: Any, pattern: re.Pattern[str]) -> Any:
+    if isinstance(value, str):
+        return pattern.sub(REDACTED, value)
+    if isinstance(value, list):
+        return [_scrub_json(item, pattern) for item in value]
+    if isinstance(value, dict):
+        return {key: _scrub_json(item, pattern) for key, item in value.items()}
+    return value
+
+
+def _scrub_explanation(explanation: dict[str, Any], tokens: set[str], pattern: re.Pattern[str]) -> dict[str, Any]:
+    """Drop the explaining words that came from the author's name, e-mail or URL; keep the rest."""
+    kept: dict[str, Any] = {}
+    for label, items in explanation.items():
+        if not isinstance(items, list):
+            kept[label] = _scrub_json(items, pattern)
+            continue
+        kept[label] = [
+            item
+            for item in items
+            if not (isinstance(item, dict) and _is_personal(str(item.get("feature", "")), tokens, pattern))
+        ]
+    return kept
+
+
+def _is_personal(feature: str, tokens: set[str], pattern: re.Pattern[str]) -> bool:
+    words = set(re.findall(r"\w+", feature.casefold()))
+    return bool(words & tokens) or pattern.search(feature) is not None
+
+
+def apply_retention(
+    sessions: sessionmaker[Session],
+    now: datetime,
+    personal_days: int,
+    closed_days: int,
+    *,
+    batch: int = BATCH,
+    budget: timedelta = RETENTION_BUDGET,
+) -> Retention:
+    """Clear IP and user agent after ``personal_days``; anonymize closed comments after ``closed_days``.
+
+    Closed: approved or rejected (decided at least ``closed_days`` ago) or deleted (that long ago). Held and
+    pending comments wait for their decision. 0 days turns a limit off.
+
+    Each batch is its own short transaction, so intake and workers wait for one batch at most, and work done
+    stays done. Each limit gets at least one batch per run; after ``budget`` the run stops and the next
+    scheduled run continues where this one stopped.
+    """
+    deadline = time.monotonic() + budget.total_seconds()
+    cleared = anonymized = 0
+    if personal_days > 0:
+        cutoff = now - timedelta(days=personal_days)
+        cleared = _in_batches(sessions, deadline, lambda session: _clear_network_batch(session, cutoff, batch))
+    if closed_days > 0:
+        cutoff = now - timedelta(days=closed_days)
+        anonymized = _in_batches(sessions, deadline, lambda session: _anonymize_batch(session, now, cutoff, batch))
+    return Retention(cleared, anonymized)
+
+
+def _in_batches(sessions: sessionmaker[Session], deadline: float, one_batch: Callable[[Session], int]) -> int:
+    """Run ``one_batch`` in a transaction of its own until it finds nothing more or time is up."""
+    total = 0
+    while True:
+        with sessions.begin() as session:
+            done = one_batch(session)
+        total += done
+        if done == 0 or time.monotonic() >= deadline:
+            return total
+
+
+def _clear_network_batch(session: Session, cutoff: datetime, batch: int) -> int:
+    ids = list(
+        session.scalars(
+            select(Comment.id)
+            .where(
+                Comment.received_at < cutoff,
+                or_(Comment.author_ip.is_not(None), Comment.author_user_agent.is_not(None)),
+            )
+            .order_by(Comment.id)
+            .limit(batch)
+        )
+    )
+    if ids:
+        session.execute(
+            update(Comment)
+            .where(Comment.id.in_(ids))
+            .values(author_ip=None, author_user_agent=None)
+            .execution_options(synchronize_session=False)
+        )
+    return len(ids)
+
+
+def _anonymize_batch(session: Session, now: datetime, cutoff: datetime, batch: int) -> int:
+    decided_before = select(Decision.comment_id).where(Decision.is_current, Decision.created_at < cutoff)
+    closed = (
+        select(Comment)
+        .where(
+            Comment.erased_at.is_(None),
+            or_(
+                and_(
+                    Comment.status.in_([CommentStatus.APPROVED, CommentStatus.REJECTED]),
+                    Comment.id.in_(decided_before),
+                ),
+                and_(Comment.status == CommentStatus.DELETED, Comment.deleted_at < cutoff),
+            ),
+        )
+        .order_by(Comment.id)
+        .limit(batch)
+        .with_for_update()
+    )
+    return erase_comments(session, list(session.scalars(closed)), now)

@@ -1,0 +1,231 @@
+"""Races between edits, deletions, erasures, workers and callbacks: two real sessions in two threads.
+
+Each test pauses one use case right after its locking read and runs the other use case in a second thread
+on its own session. Where the locking works, the second one waits for the first to commit; the final rows
+must be what the two would give one after the other, on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import Engine
+
+from models.db import make_session_factory
+from moderation import callbacks, decisions, lifecycle
+from moderation.lifecycle import apply_delete, apply_update
+from moderation.lists import add_entry
+from moderation.privacy import erase_author
+from moderation.sites import get_site
+from tests.conftest import TrainedModel
+from tests.test_lifecycle import (
+    ADVICE,
+    ORDINARY,
+    SITE,
+    comment_row,
+    created,
+    decide,
+    decisions_of,
+    deliveries_of,
+    outbox_rows,
+    secret,
+    send,
+    updated,
+)
+from tests.test_privacy import personal_values_left
+from webhooks.schemas import CommentEvent
+
+__all__ = ["secret"]  # the fixture, shared with test_lifecycle
+
+AUTHOR_NAME, AUTHOR_EMAIL = "Jan", "jan@example.org"  # the author tests.support.signing puts in every event
+HEAD_START = 1.0  # seconds the paused use case waits to let the other one overtake it if nothing blocks it
+
+
+class Racer:
+    """Runs ``work`` in a thread with its own session; tells whether it finished during the head start."""
+
+    def __init__(self, engine: Engine, work: Callable[[Any], Any]) -> None:
+        self.sessions = make_session_factory(engine)
+        self.work = work
+        self.done = threading.Event()
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            with self.sessions.begin() as session:
+                self.work(session)
+        except BaseException as error:  # reported by finish()
+            self.errors.append(error)
+        finally:
+            self.done.set()
+
+    def start_and_wait(self) -> bool:
+        """Start; True when it got through while the other session was still open (nothing blocked it)."""
+        self.thread.start()
+        return self.done.wait(HEAD_START)
+
+    def finish(self) -> None:
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the racing session never finished"
+        assert not self.errors, self.errors
+
+
+@contextmanager
+def paused_after(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, racer: Racer) -> Iterator[list[bool]]:
+    """Patch ``module.name`` so that right after it returns, ``racer`` runs; yields [overtook?]."""
+    original = getattr(module, name)
+    overtook: list[bool] = []
+    started = threading.Event()
+
+    def paused(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        if not started.is_set():  # only the first call races; the racer's own call goes straight through
+            started.set()
+            overtook.append(racer.start_and_wait())
+        return result
+
+    monkeypatch.setattr(module, name, paused)
+    yield overtook
+    monkeypatch.setattr(module, name, original)
+    racer.finish()
+
+
+def event_of(payload: dict[str, Any]) -> Any:
+    return CommentEvent.model_validate_json(json.dumps(payload)).root
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def test_a_delete_during_an_edit_waits_and_stays_final(
+    client: FlaskClient, secret: str, engine: Engine, active_model: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review #1: on SQLite the edit's "locked" read took no lock; the delete committed in between and the
+    edit, acting on what it had read, brought the comment back to pending with a new outbox row."""
+    comment_id = send(client, secret, created("c-r1", body=ADVICE)).get_json()["id"]
+    assert decide(engine, active_model.model, comment_id) is not None
+    edit = event_of(updated("c-r1", ORDINARY, "2026-11-26T11:00:00Z")).data.as_new_comment()
+
+    def delete(session: Any) -> None:
+        site = get_site(session, SITE)
+        apply_delete(session, site, "msg_race_delete", "c-r1", now(), now())
+
+    with (
+        paused_after(monkeypatch, lifecycle, "locked_comment", Racer(engine, delete)) as overtook,
+        make_session_factory(engine).begin() as session,
+    ):
+        apply_update(session, get_site(session, SITE), "msg_race_edit", edit, now())
+
+    assert overtook == [False], "the delete did not wait for the edit's lock"
+    row = comment_row(engine, comment_id)
+    assert row.status == "deleted" and row.deleted_at is not None
+    assert outbox_rows(engine, comment_id) == 0
+
+
+def test_an_edit_during_a_deletes_lock_changes_nothing(
+    client: FlaskClient, secret: str, engine: Engine, active_model: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    comment_id = send(client, secret, created("c-r2", body=ADVICE)).get_json()["id"]
+    assert decide(engine, active_model.model, comment_id) is not None
+    edit = event_of(updated("c-r2", ORDINARY, "2026-11-26T11:00:00Z")).data.as_new_comment()
+
+    def edit_it(session: Any) -> None:
+        apply_update(session, get_site(session, SITE), "msg_race_edit", edit, now() + timedelta(seconds=1))
+
+    with (
+        paused_after(monkeypatch, lifecycle, "locked_comment", Racer(engine, edit_it)) as overtook,
+        make_session_factory(engine).begin() as session,
+    ):
+        apply_delete(session, get_site(session, SITE), "msg_race_delete", "c-r2", now(), now())
+
+    assert overtook == [False]
+    row = comment_row(engine, comment_id)
+    assert row.status == "deleted" and row.body == ADVICE
+    assert outbox_rows(engine, comment_id) == 0
+
+
+def test_a_duplicate_classify_task_keeps_the_outbox_row_of_an_edit_made_meanwhile(
+    client: FlaskClient, secret: str, engine: Engine, active_model: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review #4: a redelivered task found the comment decided and deleted its outbox rows by comment id,
+    including the row an edit committed in between (the edit's only guarantee of being classified)."""
+    comment_id = send(client, secret, created("c-r3")).get_json()["id"]
+    assert decide(engine, active_model.model, comment_id) is not None
+    edit = event_of(updated("c-r3", ADVICE, "2026-11-26T11:00:00Z")).data.as_new_comment()
+
+    def edit_it(session: Any) -> None:
+        apply_update(session, get_site(session, SITE), "msg_race_edit", edit, now())
+
+    with paused_after(monkeypatch, decisions, "_latest_decision", Racer(engine, edit_it)):
+        assert decide(engine, active_model.model, comment_id) is None  # the duplicate task
+
+    assert comment_row(engine, comment_id).status == "pending"
+    assert outbox_rows(engine, comment_id) == 1
+    decided = decide(engine, active_model.model, comment_id)  # the edit's task, relayed from its outbox row
+    assert decided is not None and decided.outcome == "hold"
+
+
+def test_a_callback_cancelled_while_on_the_wire_stays_cancelled(
+    client: FlaskClient, secret: str, engine: Engine, active_model: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review #3: the notify task checked CANCELLED without a lock and then wrote DELIVERED or PENDING over a
+    cancellation committed in between, so a deleted comment's callback was retried."""
+    comment_id = send(client, secret, created("c-r4")).get_json()["id"]
+    decided = decide(engine, active_model.model, comment_id)
+    assert decided is not None and decided.delivery_id is not None
+    policy = callbacks.RetryPolicy()
+    with make_session_factory(engine).begin() as session:
+        assert callbacks.claim_delivery(session, decided.delivery_id, now(), policy) is not None
+
+    def delete(session: Any) -> None:
+        apply_delete(session, get_site(session, SITE), "msg_race_delete", "c-r4", now(), now())
+
+    with (
+        paused_after(monkeypatch, callbacks, "locked_delivery", Racer(engine, delete)),
+        make_session_factory(engine).begin() as session,
+    ):
+        callbacks.record_attempt(
+            session,
+            decided.delivery_id,
+            status_code=503,
+            delivered=False,
+            error="HTTP 503",
+            retry_after=None,
+            now=now(),
+            policy=policy,
+        )
+
+    assert [d.status for d in deliveries_of(engine, comment_id)] == ["cancelled"]
+    with make_session_factory(engine).begin() as session:
+        assert callbacks.due_deliveries(session, now() + timedelta(days=2)) == []
+
+
+def test_an_erasure_during_a_classification_leaves_no_author_data(
+    client: FlaskClient, secret: str, engine: Engine, active_model: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review #2: the worker read the author, the erasure committed, and the worker's claim (revision and
+    status only) still stored a decision and a callback carrying the author's e-mail and name."""
+    with make_session_factory(engine).begin() as session:
+        site_id = get_site(session, SITE).id
+        add_entry(session, "block", "author", AUTHOR_EMAIL, site_id, None, now())
+    comment_id = send(client, secret, created("c-r5")).get_json()["id"]
+
+    def erase(session: Any) -> None:
+        erase_author(session, get_site(session, SITE), AUTHOR_EMAIL, now())
+
+    with paused_after(monkeypatch, decisions, "comment_text", Racer(engine, erase)):
+        decide(engine, active_model.model, comment_id)
+
+    decide(engine, active_model.model, comment_id)  # the anonymized text, classified again if needed
+    assert comment_row(engine, comment_id).erased_at is not None
+    assert [d.is_current for d in decisions_of(engine, comment_id)] == [True]
+    assert personal_values_left(engine, [AUTHOR_EMAIL, AUTHOR_NAME]) == []
