@@ -99,6 +99,8 @@ def mutated_events(draw: st.DrawFn) -> Any:
     event["data"]["author"]["ip"] = str(draw(st.ip_addresses()))
     for _ in range(draw(st.integers(0, 3))):
         paths = _paths(event)
+        if not paths:  # every field edited away already
+            break
         path = draw(st.sampled_from(paths))
         action = draw(st.sampled_from(["replace", "delete", "extra"]))
         if action == "replace":
