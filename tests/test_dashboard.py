@@ -32,7 +32,7 @@ from moderation.review import ConflictError, record_verdict
 from moderation.sites import create_site
 from server.settings import Settings
 from tests.conftest import TrainedModel
-from tests.support.dashboard import PASSWORD, act, add_moderator, csrf_token, held_comment, sign_in
+from tests.support.dashboard import PASSWORD, act, add_moderator, csrf_token, dead_callback, held_comment, sign_in
 
 Sessions = sessionmaker[Session]
 
@@ -544,21 +544,7 @@ def test_dead_letter_is_listed_and_replayed(
 ) -> None:
     comment_id, decision_id = held[0]
     with sessions.begin() as session:
-        comment = session.get(Comment, comment_id)
-        delivery = CallbackDelivery(
-            site_id=comment.site_id,
-            comment_id=comment_id,
-            decision_id=decision_id,
-            event="comment.decided",
-            message_id="msg_dead",
-            payload={},
-            status="dead",
-            attempts=12,
-            last_status_code=500,
-        )
-        session.add(delivery)
-        session.flush()
-        delivery_id = delivery.id
+        delivery_id = dead_callback(session, session.get(Comment, comment_id).site_id, comment_id, decision_id)
     page = _page(admin_client, "/dashboard/admin/callbacks")
     assert f"/dashboard/admin/callbacks/{delivery_id}/replay" in page
     token = csrf_token(admin_client, "/dashboard/admin/callbacks")

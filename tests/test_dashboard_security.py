@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
 from models.db import create_db_engine, make_session_factory
-from models.entities import CallbackDelivery, Moderator
+from models.entities import Moderator
 from models.migrate import downgrade_database, upgrade_database
 from moderation.lists import add_entry
 from moderation.sites import create_site
@@ -33,7 +33,7 @@ from server.cli import main
 from server.factory import create_app
 from server.settings import Settings
 from tests.conftest import SiteCredentials
-from tests.support.dashboard import CSRF_RE, PASSWORD, add_moderator, csrf_token, held_comment, sign_in
+from tests.support.dashboard import CSRF_RE, PASSWORD, add_moderator, csrf_token, dead_callback, held_comment, sign_in
 from tests.support.services import fresh_postgres_database, postgres_reachable
 from tests.support.signing import comment_event, encode, signed_headers
 
@@ -327,23 +327,12 @@ def route_arguments(sessions: Sessions, people: dict[str, int]) -> dict[str, Any
     with sessions.begin() as session:
         site, _secret = create_site(session, "backpain-advisor", "http://127.0.0.1:9/moderation-callback")
         comment_id, decision_id = held_comment(session, site, "c-1")
-        delivery = CallbackDelivery(
-            site_id=site.id,
-            comment_id=comment_id,
-            decision_id=decision_id,
-            event="comment.decided",
-            message_id="msg_dead",
-            payload={},
-            status="dead",
-            attempts=12,
-        )
+        delivery_id = dead_callback(session, site.id, comment_id, decision_id)
         entry = add_entry(session, "block", "word", "viagra", None, people["admin"], datetime.now(UTC))
-        session.add(delivery)
-        session.flush()
         return {
             "site_id": site.id,
             "comment_id": comment_id,
-            "delivery_id": delivery.id,
+            "delivery_id": delivery_id,
             "entry_id": entry.id,
             "moderator_id": people["target"],
             "version": "no-such-version",

@@ -9,7 +9,7 @@ from typing import Any
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from models.entities import Comment, Decision, Site
+from models.entities import CallbackDelivery, Comment, Decision, Site
 from moderation.accounts import create_moderator
 from moderation.intake import body_fingerprint
 
@@ -68,6 +68,24 @@ def held_comment(
     session.add(decision)
     session.flush()
     return comment.id, decision.id
+
+
+def dead_callback(session: Session, site_id: int, comment_id: int, decision_id: int) -> int:
+    """A callback that failed for good: what the admin's dead-letter page lists and replays."""
+    delivery = CallbackDelivery(
+        site_id=site_id,
+        comment_id=comment_id,
+        decision_id=decision_id,
+        event="comment.decided",
+        message_id="msg_dead",
+        payload={},
+        status="dead",
+        attempts=12,
+        last_status_code=500,
+    )
+    session.add(delivery)
+    session.flush()
+    return delivery.id
 
 
 def csrf_token(client: FlaskClient, path: str = "/dashboard/login") -> str:
