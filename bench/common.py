@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from models.migrate import upgrade_database
 from moderation import registry
 from moderation.data import load_own_corpus
 from moderation.sites import create_site
+from tests.support.processes import ServiceProcess
 from tests.support.services import free_port, fresh_postgres_database, postgres_reachable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,49 +79,12 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-@dataclass
-class Proc:
-    """A child process in its own process group, its output in a log file."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Proc:
-        with self.log_path.open("ab") as log:
-            self.popen = subprocess.Popen(
-                self.argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def stop(self, timeout: float = 20) -> None:
-        """SIGTERM (a Celery worker finishes its task: warm shutdown), then SIGKILL what is left."""
-        if self.popen is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(10)
-
-    def tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+def service_process(name: str, argv: list[str], env: dict[str, str], log_path: Path) -> ServiceProcess:
+    """A child process in its own process group, started from the repository root, its output in a log."""
+    return ServiceProcess(name, argv, env, log_path, cwd=ROOT)
 
 
-def rss_mib(proc: Proc) -> list[float]:
+def rss_mib(proc: ServiceProcess) -> list[float]:
     """Resident memory of a process and its children (gunicorn workers, Celery pool children), in MiB."""
     try:
         root = psutil.Process(proc.pid)
@@ -135,12 +98,12 @@ def rss_mib(proc: Proc) -> list[float]:
     return sizes
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str, procs: Sequence[Proc] = ()) -> None:
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, procs: Sequence[ServiceProcess] = ()) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         for proc in procs:
             if not proc.alive():
-                raise RuntimeError(f"{proc.name} exited while waiting for {what}:\n{proc.tail()}")
+                raise RuntimeError(f"{proc.name} exited while waiting for {what}:\n{proc.log()[-3000:]}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.1)

@@ -29,7 +29,6 @@ from bench.common import (
     RESULTS,
     SITE,
     Comments,
-    Proc,
     activate_model,
     add_stored_at_column,
     answers,
@@ -44,12 +43,14 @@ from bench.common import (
     private_redis,
     rss_mib,
     service_env,
+    service_process,
     wait_until,
 )
 from bench.stack import busy_processes
 from models.db import create_db_engine, make_session_factory
 from moderation.sites import create_site
 from tests.support.invariants import check_invariants, settled
+from tests.support.processes import ServiceProcess
 from tests.support.services import free_port
 from tests.support.site_server import SiteServer
 
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": model.version,
     }
     site_server = SiteServer().start()
-    procs: list[Proc] = []
+    procs: list[ServiceProcess] = []
     with private_redis() as redis_url, fresh_database() as url:
         engine = create_db_engine(url)
         try:
@@ -100,12 +101,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             env = service_env(url, redis_url, workdir)
             port = free_port()
             server = [sys.executable, "-m", "server"]
-            web = Proc("web", [*server, "web", "--host", HOST, "--port", str(port)], env, workdir / "web.log")
+            web_argv = [*server, "web", "--host", HOST, "--port", str(port)]
+            web = service_process("web", web_argv, env, workdir / "web.log")
             procs.append(web.start())
             for number in range(1, args.workers + 1):
                 argv = [*server, "worker", "--concurrency", str(args.concurrency), "--hostname", f"load{number}@%h"]
-                procs.append(Proc(f"worker{number}", argv, env, workdir / f"worker{number}.log").start())
-            procs.append(Proc("beat", [*server, "beat"], env, workdir / "beat.log").start())
+                procs.append(service_process(f"worker{number}", argv, env, workdir / f"worker{number}.log").start())
+            procs.append(service_process("beat", [*server, "beat"], env, workdir / "beat.log").start())
             wait_until(lambda: answers(f"http://{HOST}:{port}/healthz"), 60, "the web server", procs)
             time.sleep(3)  # workers load the model
 

@@ -35,7 +35,6 @@ from bench.common import (
     SITE,
     Comments,
     ModelFile,
-    Proc,
     activate_model,
     add_site,
     add_stored_at_column,
@@ -53,10 +52,12 @@ from bench.common import (
     rss_mib,
     run_wrk,
     service_env,
+    service_process,
     wait_until,
 )
 from bench.reference.schema import TASK_QUEUE, create_tables
 from models.db import create_db_engine
+from tests.support.processes import ServiceProcess
 from tests.support.services import free_port
 
 WEB_WORKERS = 2  # gunicorn processes, both stacks (WEB_WORKERS' default)
@@ -103,8 +104,8 @@ class StackRun:
     worker_argv: Callable[[int], list[str]]
     redis_url: str
     queue: str
-    web: Proc | None = None
-    workers: list[Proc] = field(default_factory=list)
+    web: ServiceProcess | None = None
+    workers: list[ServiceProcess] = field(default_factory=list)
     port: int = field(default_factory=free_port)
 
     @property
@@ -113,13 +114,13 @@ class StackRun:
 
     def start_web(self) -> None:
         argv = [*self.web_argv, "--port", str(self.port), "--workers", str(WEB_WORKERS)]
-        self.web = Proc(f"{self.name}-web", argv, self.env, self.workdir / f"{self.name}-web.log").start()
+        self.web = service_process(f"{self.name}-web", argv, self.env, self.workdir / f"{self.name}-web.log").start()
         wait_until(lambda: answers(f"{self.base_url}/healthz"), 60, f"{self.name} web", [self.web])
 
-    def add_worker(self) -> Proc:
+    def add_worker(self) -> ServiceProcess:
         number = len(self.workers) + 1
         name = f"{self.name}-worker{number}"
-        worker = Proc(name, self.worker_argv(number), self.env, self.workdir / f"{name}.log").start()
+        worker = service_process(name, self.worker_argv(number), self.env, self.workdir / f"{name}.log").start()
         self.workers.append(worker)
         return worker
 
@@ -560,7 +561,8 @@ def main() -> None:
     model = model_file(args.model)
     result["model"] = {"version": model.version, "bytes": model.path.stat().st_size}
     sink_port = free_port()
-    sink = Proc("sink", [sys.executable, "-m", "bench.sink", "--port", str(sink_port)], {}, workdir / "sink.log")
+    sink_argv = [sys.executable, "-m", "bench.sink", "--port", str(sink_port)]
+    sink = service_process("sink", sink_argv, {}, workdir / "sink.log")
     with private_redis() as redis_url, fresh_database() as url:
         engine = create_db_engine(url)
         try:

@@ -36,12 +36,13 @@ class ServiceProcess:
     argv: list[str]
     env: dict[str, str]
     log_path: Path
+    cwd: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServiceProcess:
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
-                self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         return self
 
@@ -64,7 +65,8 @@ class ServiceProcess:
         if not self.alive():
             return
         assert self.process is not None
-        os.killpg(self.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it may exit between the check and the signal
+            os.killpg(self.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout)
         with contextlib.suppress(ProcessLookupError):  # the rest of the group, e.g. pool processes
