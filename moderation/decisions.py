@@ -140,8 +140,7 @@ def decide_comment(
     text = comment_text(comment)
     scores, explanation = model.score_and_explain(text)
     verdict = decide(scores, site_thresholds(model, comment), gather_signals(session, comment, now), limits)
-    previous = latest
-    verdict = _after_edit(verdict, previous)
+    verdict = _after_edit(verdict, latest)
     if not _claim_for_decision(session, comment, revision, Outcome(verdict.outcome).comment_status):
         # Edited or deleted while this text was being classified: the edit's own task decides the new text.
         log.info("comment changed while being classified; decision dropped", extra={"comment_id": comment_id})
@@ -162,7 +161,7 @@ def decide_comment(
     session.flush()
     outbox.complete(session, CLASSIFY, [comment_id])
     delivery = None
-    if not _site_already_knows(session, previous, decision):
+    if not _site_already_knows(session, latest, decision):
         delivery = schedule_callback(session, comment.site, comment, decision, COMMENT_DECIDED, now)
     return Decided(
         comment.id, decision.id, decision.outcome, _pending_id(delivery), list(verdict.reasons), comment.received_at
