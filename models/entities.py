@@ -1,9 +1,10 @@
 """Typed mappings of every table the service keeps."""
 
 import secrets
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
@@ -61,8 +62,22 @@ class Site(Base):
 
     def usable_secrets(self, now: datetime) -> list[str]:
         """Newest first: during a rotation both the new and the retiring secret verify."""
-        live = [s for s in self.secrets if s.expires_at is None or s.expires_at > now]
-        return [s.secret for s in sorted(live, key=lambda s: s.id, reverse=True)]
+        return usable_secrets(self.secrets, now)
+
+
+class SecretLike(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def secret(self) -> str: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
+
+
+def usable_secrets(keys: Iterable[SecretLike], now: datetime) -> list[str]:
+    """The secrets not expired at ``now``, newest first."""
+    live = [s for s in keys if s.expires_at is None or s.expires_at > now]
+    return [s.secret for s in sorted(live, key=lambda s: s.id, reverse=True)]
 
 
 class SiteSecret(Base):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import Engine, Select, bindparam, delete, insert, literal, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.entities import Comment, CommentStatus, OutboxMessage, Site, WebhookReceipt
+from moderation.sites import SiteKeys
 
 CLASSIFY = "classify"
 
@@ -49,7 +52,9 @@ def body_fingerprint(body: str) -> str:
     return hashlib.sha256(" ".join(body.lower().split()).encode()).hexdigest()
 
 
-def accept_comment(session: Session, site: Site, webhook_id: str, new: NewComment, now: datetime) -> Accepted:
+def accept_comment(
+    session: Session, site: Site | SiteKeys, webhook_id: str, new: NewComment, now: datetime
+) -> Accepted:
     """Store a new comment and the work to classify it, or find the one this delivery repeats.
 
     A repeat is the same ``webhook-id`` or the same site comment id. Two deliveries racing past these
@@ -64,25 +69,7 @@ def accept_comment(session: Session, site: Site, webhook_id: str, new: NewCommen
         record_receipt(session, site.id, webhook_id, existing.id, now)
         return Accepted(existing.id, existing.status, created=False)
 
-    comment = Comment(
-        site_id=site.id,
-        external_id=new.external_id,
-        article_id=new.article_id,
-        article_url=new.article_url,
-        article_title=new.article_title,
-        author_name=new.author_name,
-        author_email=new.author_email,
-        author_url=new.author_url,
-        author_ip=new.author_ip,
-        author_user_agent=new.author_user_agent,
-        body=new.body,
-        body_fingerprint=body_fingerprint(new.body),
-        parent_id=new.parent_id,
-        created_at=new.created_at,
-        site_updated_at=new.version_at,
-        received_at=now,
-        status=CommentStatus.PENDING,
-    )
+    comment = Comment(**_comment_columns(site.id, new, now))
     session.add(comment)
     session.flush()
     session.add_all(
@@ -93,6 +80,63 @@ def accept_comment(session: Session, site: Site, webhook_id: str, new: NewCommen
     )
     session.flush()
     return Accepted(comment.id, comment.status, created=True, queued=True)
+
+
+def insert_new_comment(engine: Engine, site_id: int, webhook_id: str, new: NewComment, now: datetime) -> int | None:
+    """The common case at intake in one round trip: the comment, its receipt and its outbox row.
+
+    PostgreSQL only (a data-modifying WITH, atomic as one autocommitted statement); None elsewhere, or
+    when the ``webhook-id`` or the comment is already known: a unique constraint fails and nothing is
+    written. The caller then takes ``accept_comment``, which finds out which it was and answers as before.
+    """
+    if engine.dialect.name != "postgresql":
+        return None
+    values = _comment_columns(site_id, new, now) | {"webhook_id": webhook_id}
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        try:
+            comment_id: int = connection.execute(_insert_new_statement(), values).scalar_one()
+        except IntegrityError:
+            return None
+    return comment_id
+
+
+@functools.cache
+def _insert_new_statement() -> Select[tuple[int]]:
+    """Built once (building it costs more than sending it); every value is a bound parameter."""
+    columns = _comment_columns(0, NewComment("", "", ""), datetime.now())
+    stored = insert(Comment).values({name: bindparam(name) for name in columns}).returning(Comment.id).cte("stored")
+    receipt = insert(WebhookReceipt).from_select(
+        ["site_id", "webhook_id", "comment_id", "received_at"],
+        select(bindparam("site_id"), bindparam("webhook_id"), stored.c.id, bindparam("received_at")),
+    )
+    work = insert(OutboxMessage).from_select(
+        ["kind", "comment_id", "created_at", "attempts"],
+        select(literal(CLASSIFY), stored.c.id, bindparam("received_at"), literal(0)),
+    )
+    return select(stored.c.id).add_cte(receipt.cte("receipt"), work.cte("work"))
+
+
+def _comment_columns(site_id: int, new: NewComment, now: datetime) -> dict[str, object]:
+    return {
+        "site_id": site_id,
+        "external_id": new.external_id,
+        "article_id": new.article_id,
+        "article_url": new.article_url,
+        "article_title": new.article_title,
+        "author_name": new.author_name,
+        "author_email": new.author_email,
+        "author_url": new.author_url,
+        "author_ip": new.author_ip,
+        "author_user_agent": new.author_user_agent,
+        "body": new.body,
+        "body_fingerprint": body_fingerprint(new.body),
+        "parent_id": new.parent_id,
+        "created_at": new.created_at,
+        "site_updated_at": new.version_at,
+        "received_at": now,
+        "status": CommentStatus.PENDING,
+        "revision": 0,
+    }
 
 
 def repeated_delivery(session: Session, site_id: int, webhook_id: str) -> Comment | None:

@@ -31,6 +31,7 @@ from moderation.intake import (
     record_receipt,
     repeated_delivery,
 )
+from moderation.sites import SiteKeys
 
 # Callbacks not yet (or not for sure) at the site: an edit or a deletion makes them untrue, so they go.
 UNSENT = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.DEAD, DeliveryStatus.DISABLED)
@@ -42,7 +43,7 @@ def locked_comment(session: Session, site_id: int, external_id: str) -> Comment 
     )
 
 
-def apply_update(session: Session, site: Site, webhook_id: str, new: NewComment, now: datetime) -> Accepted:
+def apply_update(session: Session, site: Site | SiteKeys, webhook_id: str, new: NewComment, now: datetime) -> Accepted:
     """Apply ``comment.updated``; ``queued`` says a classify task must be published after commit."""
     seen = repeated_delivery(session, site.id, webhook_id)
     if seen is not None:
@@ -60,7 +61,7 @@ def apply_update(session: Session, site: Site, webhook_id: str, new: NewComment,
 
 
 def apply_delete(
-    session: Session, site: Site, webhook_id: str, external_id: str, deleted_at: datetime, now: datetime
+    session: Session, site: Site | SiteKeys, webhook_id: str, external_id: str, deleted_at: datetime, now: datetime
 ) -> Accepted:
     """Apply ``comment.deleted``: final, whatever arrives later."""
     seen = repeated_delivery(session, site.id, webhook_id)
@@ -155,7 +156,7 @@ def _ensure_classify_work(session: Session, comment_id: int, now: datetime) -> N
         session.add(OutboxMessage(kind=CLASSIFY, comment_id=comment_id, created_at=now))
 
 
-def _tombstone(site: Site, external_id: str, now: datetime) -> Comment:
+def _tombstone(site: Site | SiteKeys, external_id: str, now: datetime) -> Comment:
     return Comment(
         site_id=site.id,
         external_id=external_id,

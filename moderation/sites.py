@@ -5,13 +5,16 @@ from __future__ import annotations
 import base64
 import re
 import secrets
+import threading
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
-from models.entities import Site, SiteSecret
+from models.entities import Site, SiteSecret, usable_secrets
 
 SITE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix
@@ -29,6 +32,62 @@ def get_site(session: Session, name: str) -> Site | None:
     """The site with its secrets, in one round trip (intake verifies with them on every webhook)."""
     found = session.execute(select(Site).options(joinedload(Site.secrets)).where(Site.name == name))
     return found.unique().scalar_one_or_none()
+
+
+@dataclass(frozen=True, slots=True)
+class SecretKey:
+    id: int
+    secret: str
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SiteKeys:
+    """What intake needs of a site to verify a webhook: its id, its name and its secrets with their expiry."""
+
+    id: int
+    name: str
+    secrets: tuple[SecretKey, ...]
+
+    @classmethod
+    def of(cls, site: Site) -> SiteKeys:
+        return cls(site.id, site.name, tuple(SecretKey(s.id, s.secret, s.expires_at) for s in site.secrets))
+
+    def usable_secrets(self, now: datetime) -> list[str]:
+        return usable_secrets(self.secrets, now)
+
+
+class SiteKeyCache:
+    """Sites' keys held in the web process for ``ttl`` seconds: intake verifies without a database read.
+
+    Expiry dates are checked on every request, so a rotation's overlap ends on time. What a cached entry
+    can miss for up to ``ttl`` seconds is a change made since it was read: a secret retired at once
+    (rotation without overlap) or a deleted site. A new secret is never missed: the caller asks again with
+    ``fresh=True`` when the cached secrets do not verify. ``ttl`` 0 reads the database every time.
+    """
+
+    MAX_SITES = 1000  # names are only cached once found, so strangers cannot grow this
+
+    def __init__(self, ttl: float) -> None:
+        self._ttl = ttl
+        self._entries: dict[str, tuple[float, SiteKeys]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, session: Session, name: str, *, fresh: bool = False) -> SiteKeys | None:
+        now = time.monotonic()
+        entry = None if fresh else self._entries.get(name)
+        if entry is not None and now - entry[0] < self._ttl:
+            return entry[1]
+        site = get_site(session, name)
+        keys = SiteKeys.of(site) if site is not None else None
+        with self._lock:
+            if keys is None or self._ttl <= 0:
+                self._entries.pop(name, None)
+            else:
+                if len(self._entries) >= self.MAX_SITES and name not in self._entries:
+                    self._entries.clear()
+                self._entries[name] = (now, keys)
+        return keys
 
 
 def require_site(session: Session, name: str) -> Site:

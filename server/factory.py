@@ -13,6 +13,7 @@ from models.db import create_db_engine, make_session_factory
 from moderation.callbacks import RetryPolicy
 from moderation.registry import ModelStore
 from moderation.runtime import Runtime
+from moderation.sites import SiteKeyCache
 from server.health import bp as health_bp
 from server.metrics import bp as metrics_bp
 from server.settings import Settings
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["celery"] = celery
     app.extensions["moderation"] = celery.runtime
     IntakeLimits(settings.broker_url, settings.rate_limit_per_site, settings.rate_limit_per_author_ip).init_app(app)
+    app.extensions["site_keys"] = SiteKeyCache(settings.site_cache_seconds)
 
     init_webhooks(app)
     app.register_blueprint(health_bp)

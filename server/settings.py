@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     model_dir: Path | None = Field(default=None, description="Model artifacts; VAR_DIR/models when unset.")
     data_dir: Path | None = Field(default=None, description="Public data sets that `moderation run` trains on.")
     max_body_bytes: int = 64 * 1024
+    site_cache_seconds: float = Field(
+        default=5.0, ge=0, description="How long a web process reuses a site's secrets before reading them again."
+    )
     rate_limit_per_site: str = Field(default="1200/minute", description="Intake limit per site (limits syntax).")
     rate_limit_per_author_ip: str = Field(default="20/minute", description="Intake limit per author IP and site.")
     web_workers: int = Field(default=2, ge=1)

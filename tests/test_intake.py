@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, func, select
 
+from models.db import make_session_factory
 from models.entities import Comment, OutboxMessage, WebhookReceipt
+from moderation.sites import require_site, rotate_secret
 from server.factory import create_app
 from server.settings import Settings
 from tests.conftest import SiteCredentials
@@ -253,3 +256,71 @@ def test_broker_down_still_accepts_into_the_outbox(settings: Settings, site: Sit
     response = post(client, body, signed_headers(site.secret, body))
     assert response.status_code == 202
     assert count(engine, OutboxMessage) == 1
+
+
+def test_a_repeat_writes_nothing_when_the_one_statement_insert_meets_a_known_delivery(
+    client: FlaskClient, site: SiteCredentials, engine: Engine
+) -> None:
+    """A webhook-id reused for another comment: the receipt fails, so the new comment row must not stay."""
+    first = encode(comment_event(site.name, "c-1"))
+    headers = signed_headers(site.secret, first, message_id="msg_reused")
+    assert post(client, first, headers).status_code == 202
+    other = encode(comment_event(site.name, "c-2"))
+    again = post(client, other, signed_headers(site.secret, other, message_id="msg_reused"))
+
+    assert again.status_code == 200 and again.get_json()["status"] == "pending"
+    with engine.connect() as connection:
+        assert connection.scalars(select(Comment.external_id)).all() == ["c-1"]
+    assert count(engine, OutboxMessage) == 1 and count(engine, WebhookReceipt) == 1
+
+
+def test_the_new_comment_rows_are_stored_with_their_values(
+    client: FlaskClient, site: SiteCredentials, engine: Engine
+) -> None:
+    event = comment_event(site.name, "c-42")
+    body = encode(event)
+    answer = post(client, body, signed_headers(site.secret, body, message_id="msg_42")).get_json()
+
+    with engine.connect() as connection:
+        comment = connection.execute(select(Comment)).one()
+        receipt = connection.execute(select(WebhookReceipt)).one()
+        work = connection.execute(select(OutboxMessage)).one()
+    assert comment.id == answer["id"] and comment.status == "pending" and comment.revision == 0
+    assert comment.body == event["data"]["body"] and comment.author_email == event["data"]["author"]["email"]
+    assert comment.received_at.tzinfo is not None or engine.dialect.name == "sqlite"
+    assert (receipt.webhook_id, receipt.comment_id, receipt.received_at) == ("msg_42", comment.id, comment.received_at)
+    assert (work.kind, work.comment_id, work.created_at, work.attempts) == (
+        "classify",
+        comment.id,
+        comment.received_at,
+        0,
+    )
+    assert work.published_at is None
+
+
+def test_a_secret_retired_at_once_stops_verifying_within_the_site_cache_time(
+    settings: Settings, site: SiteCredentials, engine: Engine
+) -> None:
+    client = create_app(settings.model_copy(update={"site_cache_seconds": 0.5})).test_client()
+    body = encode(comment_event(site.name, "c-1"))
+    assert post(client, body, signed_headers(site.secret, body)).status_code == 202  # the site is cached now
+    with make_session_factory(engine).begin() as session:
+        new_secret = rotate_secret(session, require_site(session, site.name), timedelta(0))
+
+    body = encode(comment_event(site.name, "c-2"))
+    assert post(client, body, signed_headers(new_secret, body)).status_code == 202  # a new secret: read at once
+    time.sleep(0.6)
+    body = encode(comment_event(site.name, "c-3"))
+    assert post(client, body, signed_headers(site.secret, body)).status_code == 401
+
+
+def test_without_a_site_cache_a_retired_secret_is_refused_at_once(
+    settings: Settings, site: SiteCredentials, engine: Engine
+) -> None:
+    client = create_app(settings.model_copy(update={"site_cache_seconds": 0})).test_client()
+    body = encode(comment_event(site.name, "c-1"))
+    assert post(client, body, signed_headers(site.secret, body)).status_code == 202
+    with make_session_factory(engine).begin() as session:
+        rotate_secret(session, require_site(session, site.name), timedelta(0))
+    body = encode(comment_event(site.name, "c-2"))
+    assert post(client, body, signed_headers(site.secret, body)).status_code == 401

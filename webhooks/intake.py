@@ -10,14 +10,15 @@ from typing import Any
 
 from flask import Response, current_app, g, jsonify, request, url_for
 from pydantic import ValidationError
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models.entities import Site
-from moderation.intake import Accepted, accept_comment
+from models.entities import CommentStatus
+from moderation.intake import Accepted, accept_comment, insert_new_comment
 from moderation.lifecycle import apply_delete, apply_update
 from moderation.metrics import INTAKE_REQUESTS, INTAKE_SECONDS
-from moderation.sites import SITE_NAME_RE, get_site
+from moderation.sites import SITE_NAME_RE, SiteKeyCache, SiteKeys
 from webhooks.blueprint import bp
 from webhooks.context import db, runtime
 from webhooks.ratelimit import IntakeLimits
@@ -107,7 +108,7 @@ def _json_document() -> dict[str, Any]:
     return document
 
 
-def _signed_by_site(document: dict[str, Any]) -> Site:
+def _signed_by_site(document: dict[str, Any]) -> SiteKeys:
     """The site named in the body, once its secret has verified the raw bytes (nothing else is trusted)."""
     data = document.get("data")
     site_name = data.get("site") if isinstance(data, dict) else None
@@ -120,15 +121,28 @@ def _signed_by_site(document: dict[str, Any]) -> Site:
                 [{"field": "data.site", "message": "a site name is required"}],
             )
         )
-    site = get_site(db(), site_name) if SITE_NAME_RE.fullmatch(site_name) else None
     unauthorized = "the signature does not verify for the site named in the payload"
+    keys: SiteKeyCache = current_app.extensions["site_keys"]
+    site = keys.get(db(), site_name) if SITE_NAME_RE.fullmatch(site_name) else None
     if site is None:
         raise IntakeError(error_response(401, "invalid_signature", unauthorized))
     try:
-        verify_signature(request.get_data(cache=True), lower_headers(), site.usable_secrets(datetime.now(UTC)))
+        _verify(site)
     except SignatureError as error:
-        raise IntakeError(error_response(401, "invalid_signature", f"{unauthorized}: {error}")) from None
+        # Perhaps signed with a secret made since the cached read: ask the database once before refusing.
+        latest = keys.get(db(), site_name, fresh=True)
+        if latest is None or latest.secrets == site.secrets:
+            raise IntakeError(error_response(401, "invalid_signature", f"{unauthorized}: {error}")) from None
+        site = latest
+        try:
+            _verify(site)
+        except SignatureError as again:
+            raise IntakeError(error_response(401, "invalid_signature", f"{unauthorized}: {again}")) from None
     return site
+
+
+def _verify(site: SiteKeys) -> None:
+    verify_signature(request.get_data(cache=True), lower_headers(), site.usable_secrets(datetime.now(UTC)))
 
 
 def _validated(document: dict[str, Any]) -> Event:
@@ -140,7 +154,7 @@ def _validated(document: dict[str, Any]) -> Event:
         ) from None
 
 
-def _within_rate_limits(site: Site, event: Event) -> None:
+def _within_rate_limits(site: SiteKeys, event: Event) -> None:
     limits: IntakeLimits | None = current_app.extensions.get("intake_limits")
     author_ip = None if isinstance(event, CommentDeleted) else event.data.author.ip
     limited = limits.check(site.name, author_ip) if limits else None
@@ -155,13 +169,25 @@ def _within_rate_limits(site: Site, event: Event) -> None:
         )
 
 
-def _store(site: Site, webhook_id: str, event: Event) -> Accepted:
+def _store(site: SiteKeys, webhook_id: str, event: Event) -> Accepted:
     """Commit the comment and its outbox row; a racing duplicate loses on a unique key and is retried.
 
-    Each retry reads again and finds what the winner committed. A delivery can lose twice (first on the
-    comment, then on the receipt of a replayed webhook-id sent by several clients at once), hence a few tries.
+    A new comment is first written in one statement; anything already known (a repeat, an earlier update
+    or delete of it) takes the careful path. Each retry there reads again and finds what the winner
+    committed. A delivery can lose twice (first on the comment, then on the receipt of a replayed
+    webhook-id sent by several clients at once), hence a few tries.
     """
     session = db()
+    if isinstance(event, CommentCreated):
+        engine = session.get_bind()
+        new = event.data.as_new_comment()
+        comment_id = (
+            insert_new_comment(engine, site.id, webhook_id, new, datetime.now(UTC))
+            if isinstance(engine, Engine)
+            else None
+        )
+        if comment_id is not None:
+            return Accepted(comment_id, CommentStatus.PENDING, created=True, queued=True)
     for attempt in range(1, STORE_ATTEMPTS + 1):
         try:
             accepted = _apply_event(session, site, webhook_id, event, datetime.now(UTC))
@@ -174,7 +200,7 @@ def _store(site: Site, webhook_id: str, event: Event) -> Accepted:
     raise AssertionError("unreachable")
 
 
-def _apply_event(session: Session, site: Site, webhook_id: str, event: Event, now: datetime) -> Accepted:
+def _apply_event(session: Session, site: SiteKeys, webhook_id: str, event: Event, now: datetime) -> Accepted:
     if isinstance(event, CommentDeleted):
         return apply_delete(session, site, webhook_id, event.data.comment_id, event.data.deleted_at, now)
     if isinstance(event, CommentUpdated):
