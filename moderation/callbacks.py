@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from models.entities import CallbackDelivery, Comment, CommentStatus, Decision, DeliveryStatus, Site
 
@@ -64,9 +64,20 @@ def schedule_callback(
     session: Session, site: Site, comment: Comment, decision: Decision, event: str, now: datetime
 ) -> CallbackDelivery | None:
     """Queue the callback for a new decision (none if the site has no callback URL or deleted the comment)."""
+    delivery = new_callback(site, comment, decision, event, now)
+    if delivery is not None:
+        session.add(delivery)
+        session.flush()
+    return delivery
+
+
+def new_callback(
+    site: Site, comment: Comment, decision: Decision, event: str, now: datetime
+) -> CallbackDelivery | None:
+    """The callback row for a flushed decision, not yet added to a session (a batch adds them together)."""
     if not site.callback_url or comment.status == CommentStatus.DELETED:
         return None
-    delivery = CallbackDelivery(
+    return CallbackDelivery(
         site_id=site.id,
         comment_id=comment.id,
         decision_id=decision.id,
@@ -77,9 +88,6 @@ def schedule_callback(
         next_attempt_at=now,
         created_at=now,
     )
-    session.add(delivery)
-    session.flush()
-    return delivery
 
 
 def _claimable(now: datetime) -> Any:
@@ -91,15 +99,31 @@ def _claimable(now: datetime) -> Any:
 
 def claim_delivery(session: Session, delivery_id: int, now: datetime, policy: RetryPolicy) -> CallbackDelivery | None:
     """Lease a due delivery for one attempt; None when it is not due or another worker holds it."""
-    claimed = session.execute(
+    claimed = claim_deliveries(session, [delivery_id], now, policy)
+    return claimed[0] if claimed else None
+
+
+def claim_deliveries(
+    session: Session, delivery_ids: list[int], now: datetime, policy: RetryPolicy
+) -> list[CallbackDelivery]:
+    """Lease the due ones of ``delivery_ids`` for one attempt each (with their sites' secrets loaded)."""
+    claimed = session.scalars(
         update(CallbackDelivery)
-        .where(CallbackDelivery.id == delivery_id, _claimable(now))
+        .where(CallbackDelivery.id.in_(delivery_ids), _claimable(now))
         .values(status=DeliveryStatus.SENDING, lease_until=now + timedelta(seconds=policy.lease_seconds))
+        .returning(CallbackDelivery.id)
         .execution_options(synchronize_session=False)
+    ).all()
+    if not claimed:
+        return []
+    query = (
+        select(CallbackDelivery)
+        .where(CallbackDelivery.id.in_(claimed))
+        .options(joinedload(CallbackDelivery.site).joinedload(Site.secrets))
+        .order_by(CallbackDelivery.id)
+        .execution_options(populate_existing=True)
     )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    return session.get(CallbackDelivery, delivery_id, populate_existing=True)
+    return list(session.scalars(query).unique())
 
 
 def due_deliveries(session: Session, now: datetime, limit: int = 500) -> list[int]:
@@ -153,8 +177,26 @@ def record_failed(
     delivery.next_attempt_at = now + timedelta(seconds=policy.delay(delivery.attempts, retry_after))
 
 
-def locked_delivery(session: Session, delivery_id: int) -> CallbackDelivery | None:
-    return session.get(CallbackDelivery, delivery_id, populate_existing=True, with_for_update=True)
+def locked_deliveries(session: Session, delivery_ids: list[int]) -> dict[int, CallbackDelivery]:
+    query = (
+        select(CallbackDelivery)
+        .where(CallbackDelivery.id.in_(delivery_ids))
+        .order_by(CallbackDelivery.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {delivery.id: delivery for delivery in session.scalars(query)}
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    """What one POST of a callback came to."""
+
+    delivery_id: int
+    status_code: int | None
+    delivered: bool
+    error: str = ""
+    retry_after: float | None = None
 
 
 def record_attempt(
@@ -168,23 +210,40 @@ def record_attempt(
     now: datetime,
     policy: RetryPolicy,
 ) -> str | None:
-    """Store one attempt's outcome; the new status, or None if the row is gone.
+    """Store one attempt's outcome; the new status, or None if the row is gone."""
+    attempt = AttemptOutcome(delivery_id, status_code, delivered, error, retry_after)
+    return record_attempts(session, [attempt], now, policy)[delivery_id]
 
-    The row is locked first: an edit or deletion that cancels the callback while it is on the wire either
+
+def record_attempts(
+    session: Session, attempts: list[AttemptOutcome], now: datetime, policy: RetryPolicy
+) -> dict[int, str | None]:
+    """Store attempts' outcomes; per delivery id the new status, or None if the row is gone.
+
+    The rows are locked first: an edit or deletion that cancels a callback while it is on the wire either
     commits before (the callback stays cancelled, never retried) or waits until this result is stored.
     """
-    delivery = locked_delivery(session, delivery_id)
-    if delivery is None:
-        return None
-    if delivery.status == DeliveryStatus.CANCELLED:
-        return DeliveryStatus.CANCELLED
-    if delivered and status_code is not None:
-        record_delivered(delivery, status_code, now)
-    else:
-        record_failed(
-            session, delivery, status_code=status_code, error=error, retry_after=retry_after, now=now, policy=policy
-        )
-    return delivery.status
+    locked = locked_deliveries(session, [a.delivery_id for a in attempts])
+    statuses: dict[int, str | None] = {}
+    for attempt in attempts:
+        delivery = locked.get(attempt.delivery_id)
+        if delivery is None or delivery.status == DeliveryStatus.CANCELLED:
+            statuses[attempt.delivery_id] = None if delivery is None else DeliveryStatus.CANCELLED
+            continue
+        if attempt.delivered and attempt.status_code is not None:
+            record_delivered(delivery, attempt.status_code, now)
+        else:
+            record_failed(
+                session,
+                delivery,
+                status_code=attempt.status_code,
+                error=attempt.error,
+                retry_after=attempt.retry_after,
+                now=now,
+                policy=policy,
+            )
+        statuses[attempt.delivery_id] = delivery.status
+    return statuses
 
 
 def replay(session: Session, delivery_id: int, now: datetime) -> CallbackDelivery:

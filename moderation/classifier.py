@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.utils import murmurhash3_32
 
-from moderation.features import CommentText, prepare, prepare_many
+from moderation.features import CommentText, prepare_many
 
 LABELS = ("spam", "medical_advice")
 
@@ -176,23 +176,26 @@ class ModerationModel:
 
     def score_and_explain(self, comment: CommentText, top: int = 5) -> tuple[Scores, dict[str, list[dict[str, Any]]]]:
         """Both, from one preparation and one feature row (what a worker needs for each decision)."""
-        prepared = prepare(comment)
+        return self.score_and_explain_many([comment], top)[0]
+
+    def score_and_explain_many(
+        self, comments: Sequence[CommentText], top: int = 5
+    ) -> list[tuple[Scores, dict[str, list[dict[str, Any]]]]]:
+        """``score_and_explain`` for a batch: one feature matrix and one product per label for all of them."""
+        if not comments:
+            return []
+        prepared = prepare_many(comments)
         fast = self._fast_scorer()
-        row = fast.features([prepared])
-        probabilities = fast.probabilities_of(row)
-        scores = Scores(spam=float(probabilities["spam"][0]), medical_advice=float(probabilities["medical_advice"][0]))
-        words = sorted(set(WORD_RE.findall(prepared)))
-        if not words:
-            return scores, {label: [] for label in LABELS}
-        columns, owners = fast.word_columns(words)
-        found = np.minimum(np.searchsorted(row.indices, columns), max(row.nnz - 1, 0))
-        present = (row.indices[found] == columns) if row.nnz else np.zeros(len(columns), dtype=bool)
-        explained = {}
-        for label in LABELS:
-            contribution = np.where(present, row.data[found] * fast.weights[label][columns], 0.0)
-            per_word = np.bincount(owners, weights=contribution, minlength=len(words))
-            explained[label] = _top_words(words, per_word, top)
-        return scores, explained
+        matrix = fast.features(prepared)
+        probabilities = fast.probabilities_of(matrix)
+        found = []
+        for i, text in enumerate(prepared):
+            scores = Scores(
+                spam=float(probabilities["spam"][i]), medical_advice=float(probabilities["medical_advice"][i])
+            )
+            row = slice(matrix.indptr[i], matrix.indptr[i + 1])
+            found.append((scores, _explained(fast, text, matrix.indices[row], matrix.data[row], top)))
+        return found
 
     def _fast_scorer(self) -> FastScorer:
         fast = self._fast
@@ -203,6 +206,24 @@ class ModerationModel:
     def _coefficients(self, label: str) -> np.ndarray:
         calibrated = self.classifiers[label].calibrated_classifiers_[0]
         return np.asarray(calibrated.estimator.coef_).ravel()
+
+
+def _explained(
+    fast: FastScorer, prepared: str, indices: np.ndarray, data: np.ndarray, top: int
+) -> dict[str, list[dict[str, Any]]]:
+    """The words that pushed each label's score up most, from one comment's feature row (sorted indices)."""
+    words = sorted(set(WORD_RE.findall(prepared)))
+    if not words:
+        return {label: [] for label in LABELS}
+    columns, owners = fast.word_columns(words)
+    found = np.minimum(np.searchsorted(indices, columns), max(len(indices) - 1, 0))
+    present = (indices[found] == columns) if len(indices) else np.zeros(len(columns), dtype=bool)
+    explained = {}
+    for label in LABELS:
+        contribution = np.where(present, data[found] * fast.weights[label][columns], 0.0)
+        per_word = np.bincount(owners, weights=contribution, minlength=len(words))
+        explained[label] = _top_words(words, per_word, top)
+    return explained
 
 
 def _top_words(words: list[str], per_word: np.ndarray, top: int) -> list[dict[str, Any]]:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, exists, func, or_, select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import Select, case, delete, exists, func, or_, select, tuple_, update
+from sqlalchemy.orm import Session, aliased, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from models.entities import (
     CallbackDelivery,
@@ -24,8 +26,8 @@ from models.entities import (
     Outcome,
 )
 from moderation import outbox
-from moderation.callbacks import COMMENT_DECIDED, schedule_callback
-from moderation.classifier import ModerationModel
+from moderation.callbacks import COMMENT_DECIDED, new_callback
+from moderation.classifier import ModerationModel, Scores
 from moderation.features import CommentText, link_count
 from moderation.intake import CLASSIFY
 from moderation.lists import entries_for_site, match_lists
@@ -69,54 +71,67 @@ def site_thresholds(model: ModerationModel, comment: Comment) -> Thresholds:
 
 
 def gather_signals(session: Session, comment: Comment, now: datetime) -> Signals:
-    duplicates = 0
-    if len(comment.body) >= DUPLICATE_MIN_CHARS:
-        duplicates = (
-            session.scalar(
-                select(func.count(Comment.id)).where(
-                    Comment.site_id == comment.site_id,
-                    Comment.body_fingerprint == comment.body_fingerprint,
-                    Comment.id != comment.id,
-                    Comment.received_at >= now - DUPLICATE_WINDOW,
-                )
-            )
-            or 0
+    return gather_signals_many(session, [comment], now)[comment.id]
+
+
+def gather_signals_many(session: Session, comments: list[Comment], now: datetime) -> dict[int, Signals]:
+    """What is known beyond each comment's words, by comment id: three queries, however many comments."""
+    duplicates = _duplicates_elsewhere(session, [c.id for c in comments if len(c.body) >= DUPLICATE_MIN_CHARS], now)
+    history = _author_history(session, [c.id for c in comments], now)
+    entries = {site_id: entries_for_site(session, site_id) for site_id in {c.site_id for c in comments}}
+    signals = {}
+    for comment in comments:
+        listed = match_lists(entries[comment.site_id], comment)
+        by_status = history.get(comment.id, {})
+        signals[comment.id] = Signals(
+            link_count=link_count(comment.body),
+            blocked_terms=listed.blocked_terms,
+            author_allowed=listed.author_allowed,
+            duplicates_elsewhere=duplicates.get(comment.id, 0),
+            author_posts_last_hour=sum(in_last_hour for _, in_last_hour in by_status.values()),
+            author_approved_before=by_status.get(CommentStatus.APPROVED, (0, 0))[0],
+            author_rejected_before=by_status.get(CommentStatus.REJECTED, (0, 0))[0],
         )
-    same_author = _same_author(comment)
-    recent = approved = rejected = 0
-    if same_author is not None:
-        # The author's history and their last hour in one query (one round trip per comment fewer).
-        last_hour = func.count(Comment.id).filter(Comment.received_at >= now - timedelta(hours=1))
-        rows = session.execute(
-            select(Comment.status, func.count(Comment.id), last_hour)
-            .where(same_author, Comment.id != comment.id)
-            .group_by(Comment.status)
-        ).all()
-        history = {status: total for status, total, _ in rows}
-        recent = sum(in_last_hour for _, _, in_last_hour in rows)
-        approved = history.get(CommentStatus.APPROVED, 0)
-        rejected = history.get(CommentStatus.REJECTED, 0)
-    listed = match_lists(entries_for_site(session, comment.site_id), comment)
-    return Signals(
-        link_count=link_count(comment.body),
-        blocked_terms=listed.blocked_terms,
-        author_allowed=listed.author_allowed,
-        duplicates_elsewhere=duplicates,
-        author_posts_last_hour=recent,
-        author_approved_before=approved,
-        author_rejected_before=rejected,
+    return signals
+
+
+def _duplicates_elsewhere(session: Session, comment_ids: list[int], now: datetime) -> dict[int, int]:
+    """Per comment, the other comments of its site with the same text in the last DUPLICATE_WINDOW."""
+    if not comment_ids:
+        return {}
+    target, other = aliased(Comment), aliased(Comment)
+    same_text = (
+        (other.site_id == target.site_id)
+        & (other.body_fingerprint == target.body_fingerprint)
+        & (other.id != target.id)
+        & (other.received_at >= now - DUPLICATE_WINDOW)
     )
+    rows = session.execute(
+        select(target.id, func.count(other.id))
+        .join(other, same_text)
+        .where(target.id.in_(comment_ids))
+        .group_by(target.id)
+    )
+    return {comment_id: total for comment_id, total in rows}
 
 
-def _same_author(comment: Comment):  # type: ignore[no-untyped-def]
-    conditions = []
-    if comment.author_email:
-        conditions.append(Comment.author_email == comment.author_email)
-    if comment.author_ip:
-        conditions.append(Comment.author_ip == comment.author_ip)
-    if not conditions:
-        return None
-    return (Comment.site_id == comment.site_id) & or_(*conditions)
+def _author_history(session: Session, comment_ids: list[int], now: datetime) -> dict[int, dict[str, tuple[int, int]]]:
+    """Per comment, its author's other comments on the site (same e-mail or IP): status -> (all, last hour)."""
+    target, other = aliased(Comment), aliased(Comment)
+    same_email = (func.coalesce(target.author_email, "") != "") & (other.author_email == target.author_email)
+    same_ip = (func.coalesce(target.author_ip, "") != "") & (other.author_ip == target.author_ip)
+    same_author = (other.site_id == target.site_id) & (other.id != target.id) & or_(same_email, same_ip)
+    last_hour = func.count(other.id).filter(other.received_at >= now - timedelta(hours=1))
+    rows = session.execute(
+        select(target.id, other.status, func.count(other.id), last_hour)
+        .join(other, same_author)
+        .where(target.id.in_(comment_ids))
+        .group_by(target.id, other.status)
+    )
+    history: dict[int, dict[str, tuple[int, int]]] = {}
+    for comment_id, status, total, in_last_hour in rows:
+        history.setdefault(comment_id, {})[status] = (total, in_last_hour)
+    return history
 
 
 def current_decision(session: Session, comment_id: int) -> Decision | None:
@@ -126,46 +141,156 @@ def current_decision(session: Session, comment_id: int) -> Decision | None:
 def decide_comment(
     session: Session, comment_id: int, model: ModerationModel, now: datetime, limits: PolicyLimits = PolicyLimits()
 ) -> Decided | None:
-    """Classify and decide one pending comment; None if it is gone, deleted, already decided or edited meanwhile."""
-    comment = session.get(Comment, comment_id, options=[joinedload(Comment.site)])  # one round trip, not two
-    if comment is None:
-        log.warning("comment %s is gone; nothing to classify", comment_id)
-        return None
-    # The newest decision is the current one if there is any; otherwise it is the one an edit retired.
-    latest = _latest_decision(session, comment_id)
-    if comment.status == CommentStatus.DELETED or (latest is not None and latest.is_current):
-        _drop_classify_work_unless_edited(session, comment)
-        return None
-    revision = comment.revision
-    text = comment_text(comment)
-    scores, explanation = model.score_and_explain(text)
-    verdict = decide(scores, site_thresholds(model, comment), gather_signals(session, comment, now), limits)
-    verdict = _after_edit(verdict, latest)
-    if not _claim_for_decision(session, comment, revision, Outcome(verdict.outcome).comment_status):
-        # Edited or deleted while this text was being classified: the edit's own task decides the new text.
-        log.info("comment changed while being classified; decision dropped", extra={"comment_id": comment_id})
-        return None
-    decision = Decision(
-        comment_id=comment.id,
-        outcome=verdict.outcome,
-        is_current=True,
-        spam_score=scores.spam,
-        advice_score=scores.medical_advice,
-        reasons=verdict.reasons,
-        explanation=explanation,
-        model_version=model.version,
-        decided_by="model",
-        created_at=now,
+    """Classify and decide one pending comment; None if it is gone, deleted, already decided or being decided."""
+    decided = decide_waiting(session, comment_id, model, now, limits, batch_size=1)
+    return decided[0] if decided else None
+
+
+def decide_waiting(
+    session: Session,
+    comment_id: int,
+    model: ModerationModel,
+    now: datetime,
+    limits: PolicyLimits = PolicyLimits(),
+    batch_size: int = 1,
+) -> list[Decided]:
+    """Decide ``comment_id`` and other comments waiting to be classified, up to ``batch_size``, in one go.
+
+    Every comment taken is locked for this transaction; comments another worker holds are skipped, not
+    waited for (their own transaction decides them, or they stay in the outbox for the relay). The queue's
+    messages for comments decided here find only other waiting work, if any, when they arrive. Reads,
+    scoring and writes go per batch: a statement or two for the comments, one for their latest decisions,
+    three for the signals, one claim, one insert of decisions, one of callbacks.
+    """
+    own = _take_comments(session, select(Comment).where(Comment.id == comment_id))
+    if not own:
+        log.info("comment %s is gone or another worker is deciding it", comment_id)
+    waiting = own if batch_size <= 1 else own + _take_waiting(session, comment_id, batch_size - len(own))
+    if not waiting:
+        return []
+    latest = _latest_decisions(session, [c.id for c in waiting])
+    todo = []
+    for comment in waiting:
+        previous = latest.get(comment.id)
+        if comment.status == CommentStatus.DELETED or (previous is not None and previous.is_current):
+            _drop_classify_work_unless_edited(session, comment)
+        elif comment.status == CommentStatus.PENDING:
+            todo.append(comment)
+    if not todo:
+        return []
+    verdicts = _verdicts(session, todo, latest, model, now, limits)
+    claimed = _claim_for_decision(
+        session, {c.id: (c.revision, Outcome(v[0].outcome).comment_status) for c, v in zip(todo, verdicts, strict=True)}
     )
-    session.add(decision)
+    decisions = []
+    for comment, (verdict, scores, explanation) in zip(todo, verdicts, strict=True):
+        if comment.id not in claimed:
+            # Edited or deleted while this text was being classified: the edit's own task decides the new text.
+            log.info("comment changed while being classified; decision dropped", extra={"comment_id": comment.id})
+            continue
+        decisions.append(
+            Decision(
+                comment_id=comment.id,
+                outcome=verdict.outcome,
+                is_current=True,
+                spam_score=scores.spam,
+                advice_score=scores.medical_advice,
+                reasons=verdict.reasons,
+                explanation=explanation,
+                model_version=model.version,
+                decided_by="model",
+                created_at=now,
+            )
+        )
+    if not decisions:
+        return []
+    session.add_all(decisions)
     session.flush()
-    outbox.complete(session, CLASSIFY, [comment_id])
-    delivery = None
-    if not _site_already_knows(session, latest, decision):
-        delivery = schedule_callback(session, comment.site, comment, decision, COMMENT_DECIDED, now)
-    return Decided(
-        comment.id, decision.id, decision.outcome, _pending_id(delivery), list(verdict.reasons), comment.received_at
+    outbox.complete(session, CLASSIFY, [d.comment_id for d in decisions])
+    by_id = {c.id: c for c in todo}
+    deliveries = _schedule_callbacks(
+        session, [(by_id[d.comment_id], d, latest.get(d.comment_id)) for d in decisions], now
     )
+    return [
+        Decided(
+            d.comment_id,
+            d.id,
+            d.outcome,
+            _pending_id(deliveries.get(d.id)),
+            list(d.reasons),
+            by_id[d.comment_id].received_at,
+        )
+        for d in decisions
+    ]
+
+
+def _take_comments(session: Session, query: Select[Comment]) -> list[Comment]:
+    """The comments (with their sites) of ``query``, locked; rows another transaction holds are skipped."""
+    locked = query.options(joinedload(Comment.site)).with_for_update(of=Comment, skip_locked=True)
+    return list(session.scalars(locked).unique())
+
+
+def _take_waiting(session: Session, comment_id: int, limit: int) -> list[Comment]:
+    """Other pending comments whose classification is waiting, oldest work first.
+
+    Candidates come from the outbox's primary key order (an index scan however large the backlog), with
+    room for rows other workers hold; the comments are then locked by primary key.
+    """
+    candidates = (
+        select(OutboxMessage.comment_id)
+        .where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id != comment_id)
+        .order_by(OutboxMessage.id)
+        .limit(limit * 4)
+    )
+    ids = list(session.scalars(candidates))
+    if not ids:
+        return []
+    return _take_comments(
+        session,
+        select(Comment)
+        .where(Comment.id.in_(ids), Comment.status == CommentStatus.PENDING)
+        .order_by(Comment.id)
+        .limit(limit),
+    )
+
+
+def _latest_decisions(session: Session, comment_ids: list[int]) -> dict[int, Decision]:
+    """Each comment's newest decision: a new current decision always gets the highest id."""
+    newest = select(func.max(Decision.id)).where(Decision.comment_id.in_(comment_ids)).group_by(Decision.comment_id)
+    return {d.comment_id: d for d in session.scalars(select(Decision).where(Decision.id.in_(newest)))}
+
+
+def _verdicts(
+    session: Session,
+    comments: list[Comment],
+    latest: dict[int, Decision],
+    model: ModerationModel,
+    now: datetime,
+    limits: PolicyLimits,
+) -> list[tuple[Verdict, Scores, dict[str, Any]]]:
+    scored = model.score_and_explain_many([comment_text(c) for c in comments])
+    signals = gather_signals_many(session, comments, now)
+    found = []
+    for comment, (scores, explanation) in zip(comments, scored, strict=True):
+        verdict = decide(scores, site_thresholds(model, comment), signals[comment.id], limits)
+        found.append((_after_edit(verdict, latest.get(comment.id)), scores, explanation))
+    return found
+
+
+def _schedule_callbacks(
+    session: Session, decided: list[tuple[Comment, Decision, Decision | None]], now: datetime
+) -> dict[int, CallbackDelivery]:
+    """The callbacks of new decisions (keyed by decision id), written in one statement."""
+    deliveries = {}
+    for comment, decision, previous in decided:
+        if _site_already_knows(session, previous, decision):
+            continue
+        delivery = new_callback(comment.site, comment, decision, COMMENT_DECIDED, now)
+        if delivery is not None:
+            deliveries[decision.id] = delivery
+    session.add_all(deliveries.values())
+    session.flush()
+    return deliveries
 
 
 def _drop_classify_work_unless_edited(session: Session, comment: Comment) -> None:
@@ -186,23 +311,28 @@ def _drop_classify_work_unless_edited(session: Session, comment: Comment) -> Non
     )
 
 
-def _claim_for_decision(session: Session, comment: Comment, revision: int, status: CommentStatus) -> bool:
-    """Set the status only if the comment is still the pending text that was classified (compare-and-swap)."""
-    claimed = session.execute(
+def _claim_for_decision(session: Session, wanted: dict[int, tuple[int, CommentStatus]]) -> set[int]:
+    """Set each comment's new status only if it is still the pending text that was classified.
+
+    ``wanted`` maps comment id to (revision classified, new status). One compare-and-swap statement for
+    the batch; the ids it changed come back.
+    """
+    if not wanted:
+        return set()
+    status = case({comment_id: new for comment_id, (_, new) in wanted.items()}, value=Comment.id)
+    versions = [(comment_id, revision) for comment_id, (revision, _) in wanted.items()]
+    claimed = session.scalars(
         update(Comment)
-        .where(Comment.id == comment.id, Comment.revision == revision, Comment.status == CommentStatus.PENDING)
+        .where(tuple_(Comment.id, Comment.revision).in_(versions), Comment.status == CommentStatus.PENDING)
         .values(status=status)
+        .returning(Comment.id)
         .execution_options(synchronize_session=False)
-    )
-    session.expire(comment, ["status", "revision"])
-    return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
-
-
-def _latest_decision(session: Session, comment_id: int) -> Decision | None:
-    """The comment's newest decision: a new current decision always gets the highest id."""
-    return session.scalar(
-        select(Decision).where(Decision.comment_id == comment_id).order_by(Decision.id.desc()).limit(1)
-    )
+    ).all()
+    for comment_id in claimed:
+        comment = session.get(Comment, comment_id)  # in the session already: no round trip
+        if comment is not None:
+            set_committed_value(comment, "status", wanted[comment_id][1])
+    return set(claimed)
 
 
 def _after_edit(verdict: Verdict, previous: Decision | None) -> Verdict:

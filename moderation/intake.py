@@ -101,7 +101,7 @@ def insert_new_comment(engine: Engine, site_id: int, webhook_id: str, new: NewCo
 
 
 @functools.cache
-def _insert_new_statement() -> Select[tuple[int]]:
+def _insert_new_statement() -> Select[int]:
     """Built once (building it costs more than sending it); every value is a bound parameter."""
     columns = _comment_columns(0, NewComment("", "", ""), datetime.now())
     stored = insert(Comment).values({name: bindparam(name) for name in columns}).returning(Comment.id).cte("stored")

@@ -21,6 +21,8 @@ class TaskPublisher(Protocol):
 
     def notify(self, delivery_id: int) -> None: ...
 
+    def notify_many(self, delivery_ids: list[int]) -> None: ...
+
 
 @dataclass
 class Runtime:
@@ -31,6 +33,7 @@ class Runtime:
     limits: PolicyLimits = field(default_factory=PolicyLimits)
     outbox_quiet: timedelta = timedelta(seconds=30)
     callback_timeout: float = 10.0
+    classify_batch: int = 20  # comments one classify task decides when more are waiting
     secret_overlap: timedelta = timedelta(hours=24)
     model_dir: Path = Path("var/models")
     data_dir: Path | None = None

@@ -38,6 +38,7 @@ def build_runtime(settings: Settings, celery: ModerationCelery) -> Runtime:
         ),
         outbox_quiet=timedelta(seconds=settings.outbox_quiet_seconds),
         callback_timeout=settings.callback_timeout_seconds,
+        classify_batch=settings.classify_batch_size,
         secret_overlap=settings.secret_overlap,
         model_dir=settings.effective_model_dir,
         data_dir=settings.data_dir,

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     rate_limit_per_author_ip: str = Field(default="20/minute", description="Intake limit per author IP and site.")
     web_workers: int = Field(default=2, ge=1)
     worker_concurrency: int = Field(default=2, ge=1)
+    classify_batch_size: int = Field(
+        default=20, ge=1, le=500, description="Comments a classify task decides together when more are waiting."
+    )
     outbox_quiet_seconds: float = Field(default=30.0, gt=0)
     outbox_relay_interval_seconds: float = Field(default=5.0, gt=0)
     callback_timeout_seconds: float = Field(default=10.0, gt=0)

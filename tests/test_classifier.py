@@ -9,7 +9,7 @@ from moderation import classifier, cues
 from moderation.classifier import LABELS
 from moderation.cues import cue_tokens, looks_like_gibberish
 from moderation.data import load_own_corpus
-from moderation.features import CommentText
+from moderation.features import CommentText, prepare
 from tests.conftest import TrainedModel
 
 ODD = [
@@ -47,7 +47,7 @@ def test_fast_path_is_unchanged_when_the_word_cache_overflows(
 
 def reference_explanation(model: classifier.ModerationModel, comment: CommentText) -> dict[str, dict[str, float]]:
     """Each word's log-odds contribution computed with scikit-learn's own transforms (slow, but plainly right)."""
-    prepared = classifier.prepare(comment)
+    prepared = prepare(comment)
     row = model.vectorizer.transform([prepared]).toarray().ravel()
     words_hash, chars_hash = (p.named_steps["hash"] for _, p in model.vectorizer.transformer_list)
     words = sorted(set(classifier.WORD_RE.findall(prepared)))
@@ -76,6 +76,21 @@ def test_explanations_match_the_reference_computation(trained_model: TrainedMode
                 assert item["weight"] == pytest.approx(expected[label][item["feature"]], abs=2e-3)
             strongest = sorted(expected[label].values(), reverse=True)[: len(explained[label])]
             assert [item["weight"] for item in explained[label]] == pytest.approx(strongest, abs=2e-3)
+
+
+def test_a_batch_is_scored_and_explained_as_each_comment_alone(trained_model: TrainedModel) -> None:
+    """Workers decide waiting comments together; each must get what it would have got on its own."""
+    model = trained_model.model
+    comments = [e.comment for e in load_own_corpus()[:40:4]] + [CommentText(body="!!! ???"), CommentText(body="ok")]
+    together = model.score_and_explain_many(comments)
+    assert len(together) == len(comments)
+    for comment, (scores, explained) in zip(comments, together, strict=True):
+        alone_scores = model.score(comment)
+        assert scores.spam == pytest.approx(alone_scores.spam) and scores.medical_advice == pytest.approx(
+            alone_scores.medical_advice
+        )
+        assert explained == model.explain(comment)
+    assert model.score_and_explain_many([]) == []
 
 
 def test_explanations_name_words_of_the_comment(trained_model: TrainedModel) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import make_session_factory
 from models.entities import CallbackDelivery, Comment, CommentStatus, Decision, OutboxMessage, Outcome, Site
-from moderation.decisions import Decided, decide_comment, gather_signals
+from moderation.decisions import Decided, decide_comment, decide_waiting, gather_signals, gather_signals_many
 from moderation.intake import NewComment, accept_comment
 from moderation.sites import create_site, require_site
 from tests.conftest import TrainedModel
@@ -138,21 +138,19 @@ def test_a_comment_that_is_gone_is_skipped(sessions: sessionmaker[Session], acti
 def test_two_workers_racing_leave_exactly_one_current_decision(
     engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
 ) -> None:
-    """Both read "no decision yet"; the second to write loses (compare-and-swap, backed by the unique index).
+    """A decides and has not committed yet when B starts on the same comment: B stores nothing.
 
-    B runs in a thread because its write waits for A's (a row lock on PostgreSQL, the write lock on
-    SQLite). A listener on the engine tells when B has finished reading and is about to write; only then
-    does A commit, so B has certainly decided on a stale "no decision yet". On SQLite every transaction
-    begins IMMEDIATE (models.db), so B cannot even read before A commits: there the signal is B's BEGIN.
+    A holds the comment's row lock (PostgreSQL), so B skips it at once instead of waiting; on SQLite every
+    transaction begins IMMEDIATE (models.db), so B waits at its BEGIN and then finds the comment decided.
+    A listener on the engine tells when B has sent its first statement; only then does A commit.
     """
     comment_id = post(sessions, "c-1")
-    b_writes = threading.Event()
+    b_started = threading.Event()
     outcome: dict[str, Any] = {}
 
-    def before_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        writes = statement.lstrip().upper().startswith(("INSERT", "UPDATE", "BEGIN IMMEDIATE"))
-        if writes and threading.current_thread().name == "worker-b":
-            b_writes.set()
+    def before_execute(_conn: Any, _cursor: Any, _statement: str, *_args: Any) -> None:
+        if threading.current_thread().name == "worker-b":
+            b_started.set()
 
     def worker_b() -> None:
         with sessions() as session_b:
@@ -169,15 +167,15 @@ def test_two_workers_racing_leave_exactly_one_current_decision(
             assert won is not None
             thread = threading.Thread(target=worker_b, name="worker-b")
             thread.start()
-            assert b_writes.wait(timeout=60), "worker B never reached its write"
+            assert b_started.wait(timeout=60), "worker B never started"
             session_a.commit()
         thread.join(timeout=60)
         assert not thread.is_alive()
     finally:
         event.remove(engine, "before_cursor_execute", before_execute)
 
-    # The loser stores nothing: its compare-and-swap on the comment's status finds it decided already (None;
-    # see moderation.decisions._claim_for_decision), or the partial unique index refuses it (IntegrityError).
+    # The loser stores nothing: it skips the locked row, finds the comment decided, or at worst its
+    # compare-and-swap or the partial unique index refuses it (IntegrityError).
     assert outcome.get("decided") is None
     assert "error" not in outcome or isinstance(outcome["error"], IntegrityError)
     (current,) = rows(engine, Decision, comment_id=comment_id, is_current=True)
@@ -298,3 +296,65 @@ def test_gather_signals_uses_no_deprecated_api(sessions: sessionmaker[Session]) 
     with warnings.catch_warnings():  # the module-wide ignore above would otherwise win
         warnings.simplefilter("error", SADeprecationWarning)
         signals_for(sessions, comment_id)
+
+
+# --- a worker decides the waiting comments together ----------------------------------------------
+
+
+def test_waiting_comments_are_decided_together_each_with_its_own_signals(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """One task decides what is waiting; each comment gets the signals it would get alone."""
+    post(
+        sessions, "old", "Earlier comment", email="bot@example.net", received=NOW - timedelta(days=3), status="rejected"
+    )
+    ids = [
+        post(sessions, "c-1", CAMPAIGN, email="bot@example.net", ip="198.51.100.1"),
+        post(sessions, "c-2", CAMPAIGN, email="other@example.net", ip="198.51.100.2", article="sciatica"),
+        post(sessions, "c-3", "Thanks, helpful read.", email=None, ip="198.51.100.1"),
+        post(sessions, "c-4", "Take 800mg ibuprofen every 6 hours and skip the physio.", email="", ip=None),
+        post(sessions, "c-5", "My GP sent me to a physio and it helped.", site="other-site", email="bot@example.net"),
+    ]
+    with sessions() as session:
+        comments = [session.get_one(Comment, i) for i in ids]
+        alone = {c.id: gather_signals(session, c, NOW) for c in comments}
+        together = gather_signals_many(session, comments, NOW)
+    assert together == alone
+    assert alone[ids[0]].duplicates_elsewhere == 1 and alone[ids[0]].author_rejected_before == 1
+    assert alone[ids[2]].author_posts_last_hour == 1  # c-1 shares its IP
+    assert alone[ids[3]].author_posts_last_hour == 0  # an empty e-mail is nobody's e-mail
+    assert alone[ids[4]].author_rejected_before == 0  # another site's history is not this site's
+
+    with sessions.begin() as session:
+        decided = decide_waiting(session, ids[2], active_model.model, NOW, batch_size=10)
+    assert sorted(d.comment_id for d in decided) == sorted(ids)
+    assert [m.comment_id for m in rows(engine, OutboxMessage)] == [rows(engine, Comment, external_id="old")[0].id]
+    assert len(rows(engine, Decision, is_current=True)) == len(ids)
+    deliveries = rows(engine, CallbackDelivery)
+    assert sorted(d.comment_id for d in deliveries) == sorted(ids[:4])  # other-site has no callback URL
+    for each in decided:
+        (decision,) = rows(engine, Decision, id=each.decision_id)
+        assert decision.explanation and decision.outcome == each.outcome
+        assert rows(engine, Comment, id=each.comment_id)[0].status == Outcome(each.outcome).comment_status
+    # The queue's own messages for those comments find nothing left to do.
+    assert all(decide(sessions, i, active_model) is None for i in ids)
+    assert len(rows(engine, Decision)) == len(ids)
+
+
+def test_two_workers_draining_at_once_never_take_the_same_comment(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    ids = [post(sessions, f"c-{n}", f"Comment number {n} about my back.", email=f"r{n}@example.org") for n in range(8)]
+    with sessions() as session_a:
+        first = decide_waiting(session_a, ids[0], active_model.model, NOW, batch_size=4)
+        assert len(first) == 4
+        if engine.dialect.name == "postgresql":  # on SQLite a second writer waits for the first instead
+            with sessions.begin() as session_b:
+                second = decide_waiting(session_b, ids[1], active_model.model, NOW, batch_size=8)
+            taken_by_a = {d.comment_id for d in first}
+            assert second and not taken_by_a & {d.comment_id for d in second}
+        session_a.commit()
+    with sessions.begin() as session:
+        decide_waiting(session, ids[-1], active_model.model, NOW, batch_size=8)
+    decided = rows(engine, Decision, is_current=True)
+    assert sorted(d.comment_id for d in decided) == sorted(ids)

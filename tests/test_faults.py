@@ -110,7 +110,8 @@ def test_worker_killed_mid_task_loses_nothing(
 ) -> None:
     site = add_site(engine, SITE)
     site_servers.append(site)
-    stack = new_stack(stacks, unlimited(settings), tmp_path / "logs")
+    # Batches of 4: several tasks decide the 30 comments, each taking the comments waiting besides its own.
+    stack = new_stack(stacks, unlimited(settings, classify_batch_size=4), tmp_path / "logs")
     _, base = stack.web()
     first = stack.worker("worker-1", hostname="first@%h")
 
@@ -118,11 +119,12 @@ def test_worker_killed_mid_task_loses_nothing(
         [post_comment(base, SITE, site.secret, f"c-{n}", comment_text(n, long=True), number=n) for n in range(30)]
     )
 
-    # Catch the worker holding an undecided comment's task (taken from the queue, not yet acknowledged).
+    # Catch the worker mid-task: it holds a classify task (taken from the queue, not yet acknowledged), has
+    # decided some comments and not others. Its task's own comment may already be decided by an earlier
+    # batch; the comments its open transaction holds go back to waiting when the kill rolls it back.
     def mid_task() -> bool:
         decided = decided_ids(engine, ids)
-        held = set(unacked_classify(redis_url)) - decided
-        return 0 < len(decided) < len(ids) - 3 and bool(held)
+        return 0 < len(decided) < len(ids) - 3 and bool(unacked_classify(redis_url))
 
     wait_until(mid_task, timeout=120, interval=0.05, what="the worker mid-task", proc=first)
     first.kill_hard()

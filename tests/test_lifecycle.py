@@ -270,9 +270,9 @@ def test_a_moderators_verdict_does_not_carry_over_to_edited_text(
 class EditingWhileScoring:
     """A model that, while it scores, lets the site edit the comment in a second thread and transaction.
 
-    On PostgreSQL the edit commits at once (the worker holds no lock while scoring), and the worker's
-    compare-and-swap must then drop its decision. On SQLite every transaction begins IMMEDIATE, so the edit
-    waits for the worker to commit and then retires the decision it made: the same end either way.
+    The worker holds the comment's row lock while it scores (PostgreSQL; on SQLite every transaction
+    begins IMMEDIATE), so the edit waits for the worker to commit and then retires the decision it made.
+    Should the edit ever get in between, the worker's compare-and-swap drops its decision instead.
     """
 
     def __init__(self, model: ModerationModel, engine: Engine, external_id: str) -> None:
@@ -309,6 +309,10 @@ class EditingWhileScoring:
         self._let_the_site_edit()
         return self._model.score_and_explain(text)
 
+    def score_and_explain_many(self, texts: Any) -> Any:
+        self._let_the_site_edit()
+        return self._model.score_and_explain_many(texts)
+
 
 def test_a_decision_on_text_edited_meanwhile_is_dropped(
     client: FlaskClient, secret: str, engine: Engine, active_model: TrainedModel
@@ -318,10 +322,8 @@ def test_a_decision_on_text_edited_meanwhile_is_dropped(
 
     decided_old = decide(engine, racing, comment_id)  # type: ignore[arg-type]
     racing.edit.join(60)
-    if engine.dialect.name == "sqlite":  # the edit waited, then retired the decision on the old text
-        assert decided_old is not None and [d.is_current for d in decisions_of(engine, comment_id)] == [False]
-    else:  # the edit committed while the worker scored: the worker's decision was dropped
-        assert decided_old is None and decisions_of(engine, comment_id) == []
+    # The edit waited for the worker, then retired the decision on the old text.
+    assert decided_old is not None and [d.is_current for d in decisions_of(engine, comment_id)] == [False]
     assert outbox_rows(engine, comment_id) == 1
 
     decided = decide(engine, active_model.model, comment_id)  # the edit's own task

@@ -165,7 +165,7 @@ def test_a_duplicate_classify_task_keeps_the_outbox_row_of_an_edit_made_meanwhil
     def edit_it(session: Any) -> None:
         apply_update(session, get_site(session, SITE), "msg_race_edit", edit, now())
 
-    with paused_after(monkeypatch, decisions, "_latest_decision", Racer(engine, edit_it)):
+    with paused_after(monkeypatch, decisions, "_latest_decisions", Racer(engine, edit_it)):
         assert decide(engine, active_model.model, comment_id) is None  # the duplicate task
 
     assert comment_row(engine, comment_id).status == "pending"
@@ -190,7 +190,7 @@ def test_a_callback_cancelled_while_on_the_wire_stays_cancelled(
         apply_delete(session, get_site(session, SITE), "msg_race_delete", "c-r4", now(), now())
 
     with (
-        paused_after(monkeypatch, callbacks, "locked_delivery", Racer(engine, delete)),
+        paused_after(monkeypatch, callbacks, "locked_deliveries", Racer(engine, delete)),
         make_session_factory(engine).begin() as session,
     ):
         callbacks.record_attempt(

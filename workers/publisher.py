@@ -23,4 +23,7 @@ class CeleryPublisher:
         self._send(CLASSIFY_TASK, comment_id=comment_id)
 
     def notify(self, delivery_id: int) -> None:
-        self._send(NOTIFY_TASK, delivery_id=delivery_id)
+        self._send(NOTIFY_TASK, delivery_ids=[delivery_id])
+
+    def notify_many(self, delivery_ids: list[int]) -> None:
+        self._send(NOTIFY_TASK, delivery_ids=delivery_ids)

@@ -5,17 +5,18 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from celery import Task, shared_task
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import Session
 
-from models.entities import DeliveryStatus, Site
+from models.entities import CallbackDelivery, DeliveryStatus
 from moderation import callbacks, outbox
-from moderation.decisions import decide_comment
+from moderation.decisions import decide_waiting
 from moderation.intake import purge_receipts
 from moderation.learning import retrain
 from moderation.metrics import (
@@ -44,6 +45,7 @@ from workers.publisher import CeleryPublisher
 log = logging.getLogger(__name__)
 
 RECEIPT_RETENTION = timedelta(days=7)
+NOTIFY_CHUNK = 20  # due callbacks per notify task
 
 
 def _runtime(task: Task) -> Runtime:
@@ -75,81 +77,109 @@ def classify_comment(self: Task, comment_id: int) -> str:
     started = time.perf_counter()
     try:
         with runtime.sessions.begin() as session:
-            decided = decide_comment(session, comment_id, model, datetime.now(UTC), runtime.limits)
+            now = datetime.now(UTC)
+            decided = decide_waiting(session, comment_id, model, now, runtime.limits, runtime.classify_batch)
     except IntegrityError:
-        # Another worker decided it first (a redelivered or relayed duplicate): nothing to do.
+        # Another worker decided one of them first (a redelivered or relayed duplicate): the relay retries the rest.
         log.info("comment already decided by another worker", extra={"comment_id": comment_id})
         return "already-decided"
-    if decided is None:
+    if not decided:
         return "skipped"
-    CLASSIFY_SECONDS.observe(time.perf_counter() - started)
-    END_TO_END_SECONDS.observe(max(0.0, (datetime.now(UTC) - decided.received_at).total_seconds()))
-    record_decision(decided.outcome, decided.reasons)
-    log.info("comment decided", extra={"comment_id": comment_id, "outcome": decided.outcome})
-    if decided.delivery_id is not None:
-        _publish_notify(runtime, decided.delivery_id)
-    return decided.outcome
+    per_comment = (time.perf_counter() - started) / len(decided)
+    finished = datetime.now(UTC)
+    for each in decided:
+        CLASSIFY_SECONDS.observe(per_comment)
+        END_TO_END_SECONDS.observe(max(0.0, (finished - each.received_at).total_seconds()))
+        record_decision(each.outcome, each.reasons)
+        log.info("comment decided", extra={"comment_id": each.comment_id, "outcome": each.outcome})
+    pending = [each.delivery_id for each in decided if each.delivery_id is not None]
+    if pending:
+        _publish_notify(runtime, pending)
+    return ",".join(str(each.outcome) for each in decided)
 
 
-def _publish_notify(runtime: Runtime, delivery_id: int) -> None:
+def _publish_notify(runtime: Runtime, delivery_ids: list[int]) -> None:
     try:
-        runtime.publisher.notify(delivery_id)
-    except Exception:  # the callback retry loop finds the pending row
+        runtime.publisher.notify_many(delivery_ids)
+    except Exception:  # the callback retry loop finds the pending rows
         log.warning(
-            "could not publish notify; the retry loop will send it", extra={"delivery_id": delivery_id}, exc_info=True
+            "could not publish notify; the retry loop will send it", extra={"delivery_ids": delivery_ids}, exc_info=True
         )
 
 
 @shared_task(
     name=NOTIFY_TASK,
     bind=True,
-    soft_time_limit=120,
+    soft_time_limit=600,
     autoretry_for=(OperationalError,),
     retry_backoff=True,
     retry_backoff_max=60,
     max_retries=None,
 )
-def notify_site(self: Task, delivery_id: int) -> str:
+def notify_site(self: Task, delivery_id: int | None = None, delivery_ids: list[int] | None = None) -> str:
+    """Send due callbacks: the ones a classify task just scheduled, or one (``delivery_id``, older messages)."""
     runtime = _runtime(self)
+    wanted = list(delivery_ids or []) + ([delivery_id] if delivery_id is not None else [])
     with runtime.sessions.begin() as session:
-        delivery = callbacks.claim_delivery(session, delivery_id, datetime.now(UTC), runtime.retry)
-        if delivery is None:
-            return "not-due"
-        site = session.get(Site, delivery.site_id, options=[joinedload(Site.secrets)])  # signs with them
-        if site is None or not site.callback_url:
-            delivery.status = "dead"
-            delivery.last_error = "the site has no callback URL"
-            return "no-url"
-        target = (site.callback_url, signing_secret(site), delivery.message_id, dict(delivery.payload))
-    url, secret, message_id, payload = target
-    attempt = post_callback(_http_client(), url, secret, message_id, payload, runtime.callback_timeout)
+        claimed = callbacks.claim_deliveries(session, wanted, datetime.now(UTC), runtime.retry)
+        targets = [_target(delivery) for delivery in claimed]
+    if not targets:
+        return "not-due"
+    outcomes = [_send(runtime, target) for target in targets if target.url is not None]
     with runtime.sessions.begin() as session:
-        recorded = callbacks.record_attempt(
-            session,
-            delivery_id,
-            status_code=attempt.status_code,
-            delivered=attempt.ok,
-            error=attempt.error,
-            retry_after=attempt.retry_after,
-            now=datetime.now(UTC),
-            policy=runtime.retry,
+        now = datetime.now(UTC)
+        recorded = callbacks.record_attempts(session, [o for o, _ in outcomes], now, runtime.retry)
+        _dead_without_url(session, [t.delivery_id for t in targets if t.url is None])
+    for outcome, comment_id in outcomes:
+        status = recorded[outcome.delivery_id]
+        if status is None or status == DeliveryStatus.CANCELLED:
+            continue  # gone, or withdrawn by an edit or deletion while in flight: it stays withdrawn
+        CALLBACK_ATTEMPTS.labels(result="delivered" if outcome.delivered else f"failed:{status}").inc()
+        log.info(
+            "callback attempt",
+            extra={
+                "delivery_id": outcome.delivery_id,
+                "comment_id": comment_id,
+                "status_code": outcome.status_code,
+                "delivery_status": status,
+            },
         )
-    if recorded is None:
-        return "gone"
-    if recorded == DeliveryStatus.CANCELLED:
-        return "cancelled"  # an edit or deletion withdrew it while it was in flight: it stays withdrawn
-    status = recorded
-    CALLBACK_ATTEMPTS.labels(result="delivered" if attempt.ok else f"failed:{status}").inc()
-    log.info(
-        "callback attempt",
-        extra={
-            "delivery_id": delivery_id,
-            "comment_id": payload["data"]["id"],
-            "status_code": attempt.status_code,
-            "delivery_status": status,
-        },
+    return ",".join(str(recorded[o.delivery_id]) for o, _ in outcomes) or "no-url"
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    delivery_id: int
+    url: str | None
+    secret: str
+    message_id: str
+    payload: dict[str, Any]
+
+
+def _target(delivery: CallbackDelivery) -> _Target:
+    site = delivery.site
+    if not site.callback_url:
+        return _Target(delivery.id, None, "", delivery.message_id, {})
+    return _Target(delivery.id, site.callback_url, signing_secret(site), delivery.message_id, dict(delivery.payload))
+
+
+def _send(runtime: Runtime, target: _Target) -> tuple[callbacks.AttemptOutcome, Any]:
+    assert target.url is not None
+    attempt = post_callback(
+        _http_client(), target.url, target.secret, target.message_id, target.payload, runtime.callback_timeout
     )
-    return status
+    outcome = callbacks.AttemptOutcome(
+        target.delivery_id, attempt.status_code, attempt.ok, attempt.error, attempt.retry_after
+    )
+    return outcome, target.payload["data"]["id"]
+
+
+def _dead_without_url(session: Session, delivery_ids: list[int]) -> None:
+    for delivery_id in delivery_ids:
+        delivery = session.get(CallbackDelivery, delivery_id)
+        if delivery is not None:
+            delivery.status = DeliveryStatus.DEAD
+            delivery.last_error = "the site has no callback URL"
 
 
 @shared_task(name=RELAY_OUTBOX_TASK, bind=True, soft_time_limit=60, expires=30)
@@ -172,11 +202,13 @@ def relay_outbox(self: Task) -> int:
 def retry_due_callbacks(self: Task) -> int:
     runtime = _runtime(self)
     with runtime.sessions.begin() as session:
-        due = [(delivery_id, delivery_id) for delivery_id in callbacks.due_deliveries(session, datetime.now(UTC))]
-    return len(_publish_each(due, CeleryPublisher(self.app).notify))
+        due = callbacks.due_deliveries(session, datetime.now(UTC))
+    chunks = [due[start : start + NOTIFY_CHUNK] for start in range(0, len(due), NOTIFY_CHUNK)]
+    published = _publish_each(list(enumerate(chunks)), CeleryPublisher(self.app).notify_many)
+    return sum(len(chunks[number]) for number in published)
 
 
-def _publish_each(items: list[tuple[int, int]], publish: Any) -> list[int]:
+def _publish_each(items: list[tuple[int, Any]], publish: Any) -> list[int]:
     """Publish ``publish(argument)`` for each ``(row id, argument)``; stop at the first broker failure."""
     done = []
     for row_id, argument in items:

@@ -16,7 +16,7 @@ import httpx
 import redis
 from sqlalchemy import Engine, create_engine, func, select, text
 
-from models.db import make_session_factory
+from models.db import SQLITE_BEGIN, make_session_factory
 from models.entities import CallbackDelivery, Comment, Decision, Site
 from moderation.sites import create_site
 from tests.support.services import POSTGRES_ADMIN_URL
@@ -139,7 +139,8 @@ def send_concurrently(deliveries: list[Delivery], base: str) -> list[httpx.Respo
 
 
 def decided_ids(engine: Engine, comment_ids: list[int]) -> set[int]:
-    with engine.connect() as connection:
+    # A snapshot read: on SQLite it does not wait for a worker's open transaction (see models.db).
+    with engine.connect().execution_options(**{SQLITE_BEGIN: "DEFERRED"}) as connection:
         return set(
             connection.scalars(
                 select(Decision.comment_id).where(Decision.comment_id.in_(comment_ids), Decision.is_current)
