@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, case, delete, exists, func, or_, select, tuple_, update
-from sqlalchemy.orm import Session, aliased, joinedload
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
 from models.entities import (
@@ -165,16 +165,20 @@ def decide_waiting(
     own = _take_comments(session, select(Comment).where(Comment.id == comment_id))
     if not own:
         log.info("comment %s is gone or another worker is deciding it", comment_id)
-    waiting = own if batch_size <= 1 else own + _take_waiting(session, comment_id, batch_size - len(own))
+    for done in (c for c in own if c.status != CommentStatus.PENDING):
+        _drop_classify_work_unless_edited(session, done)  # decided, deleted or reviewed meanwhile
+    waiting = [c for c in own if c.status == CommentStatus.PENDING]
+    if batch_size > 1:
+        waiting += _take_waiting(session, comment_id, batch_size - len(waiting))
     if not waiting:
         return []
     latest = _latest_decisions(session, [c.id for c in waiting])
     todo = []
     for comment in waiting:
         previous = latest.get(comment.id)
-        if comment.status == CommentStatus.DELETED or (previous is not None and previous.is_current):
+        if previous is not None and previous.is_current:
             _drop_classify_work_unless_edited(session, comment)
-        elif comment.status == CommentStatus.PENDING:
+        else:
             todo.append(comment)
     if not todo:
         return []
@@ -225,9 +229,8 @@ def decide_waiting(
 
 
 def _take_comments(session: Session, query: Select[Comment]) -> list[Comment]:
-    """The comments (with their sites) of ``query``, locked; rows another transaction holds are skipped."""
-    locked = query.options(joinedload(Comment.site)).with_for_update(of=Comment, skip_locked=True)
-    return list(session.scalars(locked).unique())
+    """The comments of ``query``, locked; rows another transaction holds are skipped."""
+    return list(session.scalars(query.with_for_update(of=Comment, skip_locked=True)))
 
 
 def _take_waiting(session: Session, comment_id: int, limit: int) -> list[Comment]:
@@ -241,14 +244,12 @@ def _take_waiting(session: Session, comment_id: int, limit: int) -> list[Comment
         .where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id != comment_id)
         .order_by(OutboxMessage.id)
         .limit(limit * 4)
+        .scalar_subquery()
     )
-    ids = list(session.scalars(candidates))
-    if not ids:
-        return []
     return _take_comments(
         session,
         select(Comment)
-        .where(Comment.id.in_(ids), Comment.status == CommentStatus.PENDING)
+        .where(Comment.id.in_(candidates), Comment.status == CommentStatus.PENDING)
         .order_by(Comment.id)
         .limit(limit),
     )

@@ -121,7 +121,7 @@ def choose_thresholds(
     ordinary = ~is_bad
 
     spam_reject = _reject_threshold(spam[~is_spam], targets.max_ordinary_rejected)
-    grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
+    grid = np.round(np.arange(0.01, 0.96, 0.01), 2)
     best: tuple[float, float, float, float] | None = None  # (leak, held, spam_hold, advice_hold)
     for spam_hold in grid[grid <= spam_reject]:
         spam_flag = spam >= spam_hold

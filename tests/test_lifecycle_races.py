@@ -165,8 +165,10 @@ def test_a_duplicate_classify_task_keeps_the_outbox_row_of_an_edit_made_meanwhil
     def edit_it(session: Any) -> None:
         apply_update(session, get_site(session, SITE), "msg_race_edit", edit, now())
 
-    with paused_after(monkeypatch, decisions, "_latest_decisions", Racer(engine, edit_it)):
+    with paused_after(monkeypatch, decisions, "_take_comments", Racer(engine, edit_it)) as overtook:
         assert decide(engine, active_model.model, comment_id) is None  # the duplicate task
+
+    assert overtook == [False]  # the task holds the comment's lock: the edit waits for it to commit
 
     assert comment_row(engine, comment_id).status == "pending"
     assert outbox_rows(engine, comment_id) == 1
