@@ -197,6 +197,7 @@ class AttemptOutcome:
     delivered: bool
     error: str = ""
     retry_after: float | None = None
+    comment_id: int | None = None  # for the log line
 
 
 def record_attempt(
@@ -216,19 +217,28 @@ def record_attempt(
 
 
 def record_attempts(
-    session: Session, attempts: list[AttemptOutcome], now: datetime, policy: RetryPolicy
+    session: Session,
+    attempts: list[AttemptOutcome],
+    now: datetime,
+    policy: RetryPolicy,
+    lease: datetime | None = None,
 ) -> dict[int, str | None]:
-    """Store attempts' outcomes; per delivery id the new status, or None if the row is gone.
+    """Store attempts' outcomes; per delivery id the new status, or None if the row is gone or not ours.
 
     The rows are locked first: an edit or deletion that cancels a callback while it is on the wire either
     commits before (the callback stays cancelled, never retried) or waits until this result is stored.
+    With ``lease`` (the claim's lease end), a row is only written while it still carries that lease: once
+    another task has claimed it again, that task's result is the one that counts.
     """
-    locked = locked_deliveries(session, [a.delivery_id for a in attempts])
+    locked = locked_deliveries(session, [a.delivery_id for a in attempts]) if attempts else {}
     statuses: dict[int, str | None] = {}
     for attempt in attempts:
         delivery = locked.get(attempt.delivery_id)
         if delivery is None or delivery.status == DeliveryStatus.CANCELLED:
             statuses[attempt.delivery_id] = None if delivery is None else DeliveryStatus.CANCELLED
+            continue
+        if lease is not None and not _still_leased(delivery, lease):
+            statuses[attempt.delivery_id] = None  # claimed again by another task, whose result counts
             continue
         if attempt.delivered and attempt.status_code is not None:
             record_delivered(delivery, attempt.status_code, now)
@@ -244,6 +254,33 @@ def record_attempts(
             )
         statuses[attempt.delivery_id] = delivery.status
     return statuses
+
+
+def _still_leased(delivery: CallbackDelivery, lease: datetime) -> bool:
+    return delivery.status == DeliveryStatus.SENDING and delivery.lease_until == lease
+
+
+def end_lease(
+    session: Session, delivery_ids: list[int], lease: datetime | None, now: datetime, dead_because: str | None = None
+) -> None:
+    """Give back claimed deliveries that were not sent: due again at once, or dead with a reason."""
+    if not delivery_ids:
+        return
+    values: dict[str, Any] = {"lease_until": None}
+    if dead_because is None:
+        values |= {"status": DeliveryStatus.PENDING, "next_attempt_at": now}
+    else:
+        values |= {"status": DeliveryStatus.DEAD, "last_error": dead_because}
+    session.execute(
+        update(CallbackDelivery)
+        .where(
+            CallbackDelivery.id.in_(delivery_ids),
+            CallbackDelivery.status == DeliveryStatus.SENDING,
+            CallbackDelivery.lease_until == lease,
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def replay(session: Session, delivery_id: int, now: datetime) -> CallbackDelivery:

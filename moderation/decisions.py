@@ -146,6 +146,25 @@ def decide_comment(
     return decided[0] if decided else None
 
 
+def nothing_to_decide(session: Session, comment_id: int) -> bool:
+    """True when the comment is decided, reviewed, deleted or gone (its classify work, if any, goes).
+
+    A cheap look before ``decide_waiting``: a batch decides comments whose queue messages arrive later, and
+    each of those messages should cost one read, not a batch's worth of work.
+    """
+    status = session.scalar(select(Comment.status).where(Comment.id == comment_id))
+    if status == CommentStatus.PENDING:
+        return False
+    if status is not None:
+        settled = exists().where(Comment.id == comment_id, Comment.status != CommentStatus.PENDING)
+        session.execute(
+            delete(OutboxMessage)
+            .where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id == comment_id, settled)
+            .execution_options(synchronize_session=False)
+        )
+    return True
+
+
 def decide_waiting(
     session: Session,
     comment_id: int,
@@ -169,7 +188,7 @@ def decide_waiting(
         _drop_classify_work_unless_edited(session, done)  # decided, deleted or reviewed meanwhile
     waiting = [c for c in own if c.status == CommentStatus.PENDING]
     if batch_size > 1:
-        waiting += _take_waiting(session, comment_id, batch_size - len(waiting))
+        waiting += _take_waiting(session, waiting, comment_id, batch_size - len(waiting))
     if not waiting:
         return []
     latest = _latest_decisions(session, [c.id for c in waiting])
@@ -233,26 +252,41 @@ def _take_comments(session: Session, query: Select[Comment]) -> list[Comment]:
     return list(session.scalars(query.with_for_update(of=Comment, skip_locked=True)))
 
 
-def _take_waiting(session: Session, comment_id: int, limit: int) -> list[Comment]:
-    """Other pending comments whose classification is waiting, oldest work first.
+def _take_waiting(session: Session, own: list[Comment], comment_id: int, limit: int) -> list[Comment]:
+    """Other pending comments whose classification is waiting, oldest work first, one per author.
 
-    Candidates come from the outbox's primary key order (an index scan however large the backlog), with
-    room for rows other workers hold; the comments are then locked by primary key.
+    One per author: a comment's signals count its author's earlier rejections, which a batch-mate's
+    decision in the same transaction would not be yet. Work the relay has published again is left to its
+    own task, so a comment that fails every time cannot take whole batches down with it. Candidates come
+    from the outbox's primary key order (an index scan however large the backlog), with room for rows
+    other workers hold; the chosen comments are then locked by primary key.
     """
-    candidates = (
+    window = (
         select(OutboxMessage.comment_id)
-        .where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id != comment_id)
+        .where(OutboxMessage.kind == CLASSIFY, OutboxMessage.attempts == 0, OutboxMessage.comment_id != comment_id)
         .order_by(OutboxMessage.id)
         .limit(limit * 4)
         .scalar_subquery()
     )
-    return _take_comments(
-        session,
-        select(Comment)
-        .where(Comment.id.in_(candidates), Comment.status == CommentStatus.PENDING)
+    candidates = session.execute(
+        select(Comment.id, Comment.site_id, Comment.author_email, Comment.author_ip)
+        .where(Comment.id.in_(window), Comment.status == CommentStatus.PENDING)
         .order_by(Comment.id)
-        .limit(limit),
-    )
+    ).all()
+    authors = {key for c in own for key in _author_keys(c.site_id, c.author_email, c.author_ip)}
+    chosen = []
+    for candidate_id, site_id, email, ip in candidates:
+        keys = _author_keys(site_id, email, ip)
+        if not keys & authors:
+            authors |= keys
+            chosen.append(candidate_id)
+    if not chosen:
+        return []
+    return _take_comments(session, select(Comment).where(Comment.id.in_(chosen[:limit])).order_by(Comment.id))
+
+
+def _author_keys(site_id: int, email: str | None, ip: str | None) -> set[tuple[int, str, str]]:
+    return {(site_id, kind, value) for kind, value in (("email", email), ("ip", ip)) if value}
 
 
 def _latest_decisions(session: Session, comment_ids: list[int]) -> dict[int, Decision]:

@@ -15,7 +15,7 @@ DECISIONS = Counter("moderation_decisions_total", "Decisions by outcome and by w
 DECISION_REASONS = Counter("moderation_decision_reasons_total", "Reasons given with decisions.", ["reason"])
 CLASSIFY_SECONDS = Histogram(
     "moderation_classify_seconds",
-    "Time to classify and decide one comment (task body).",
+    "Time to classify and decide one comment: a batch's time shared among the comments it decided.",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 END_TO_END_SECONDS = Histogram(

@@ -171,6 +171,42 @@ def test_a_delivery_is_leased_once_until_the_lease_expires(sessions: sessionmake
     assert again is not None and again.lease_until == NOW + timedelta(seconds=121)
 
 
+def test_a_late_result_does_not_overwrite_a_later_claims(sessions: sessionmaker[Session], delivery_id: int) -> None:
+    """A batch ran past its lease: another task claimed the delivery again and delivered it meanwhile."""
+    first = claim(sessions, delivery_id, NOW)
+    assert first is not None and first.lease_until is not None
+    second = claim(sessions, delivery_id, NOW + timedelta(seconds=61))
+    assert second is not None and second.lease_until is not None
+    delivered = callbacks.AttemptOutcome(delivery_id, 204, True)
+    timed_out = callbacks.AttemptOutcome(delivery_id, None, False, "ReadTimeout")
+    with sessions.begin() as session:
+        later = NOW + timedelta(seconds=62)
+        assert callbacks.record_attempts(session, [delivered], later, POLICY, lease=second.lease_until) == {
+            delivery_id: DeliveryStatus.DELIVERED
+        }
+    with sessions.begin() as session:
+        late = callbacks.record_attempts(session, [timed_out], NOW + timedelta(seconds=70), POLICY, first.lease_until)
+    assert late == {delivery_id: None}
+    delivery = load(sessions, delivery_id)
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == (DeliveryStatus.DELIVERED, 1, 204)
+
+
+def test_claimed_deliveries_not_sent_are_given_back(sessions: sessionmaker[Session], delivery_id: int) -> None:
+    claimed = claim(sessions, delivery_id, NOW)
+    assert claimed is not None
+    with sessions.begin() as session:
+        callbacks.end_lease(session, [delivery_id], NOW, NOW)  # not this claim's lease: nothing changes
+    assert load(sessions, delivery_id).status == DeliveryStatus.SENDING
+    with sessions.begin() as session:
+        callbacks.end_lease(session, [delivery_id], claimed.lease_until, NOW + timedelta(seconds=5))
+    delivery = load(sessions, delivery_id)
+    assert (delivery.status, delivery.lease_until, delivery.attempts) == (DeliveryStatus.PENDING, None, 0)
+    assert claim(sessions, delivery_id, NOW + timedelta(seconds=5)) is not None  # due again at once
+    with sessions.begin() as session:
+        callbacks.end_lease(session, [delivery_id], load(sessions, delivery_id).lease_until, NOW, "no callback URL")
+    assert (load(sessions, delivery_id).status, load(sessions, delivery_id).last_error) == ("dead", "no callback URL")
+
+
 def test_a_delivery_not_yet_due_cannot_be_claimed(sessions: sessionmaker[Session], delivery_id: int) -> None:
     assert claim(sessions, delivery_id, NOW - timedelta(seconds=1)) is None
     assert claim(sessions, delivery_id + 1000, NOW) is None

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, event, func, select, update
 from sqlalchemy.exc import IntegrityError, SADeprecationWarning
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -327,6 +327,10 @@ def test_waiting_comments_are_decided_together_each_with_its_own_signals(
 
     with sessions.begin() as session:
         decided = decide_waiting(session, ids[2], active_model.model, NOW, batch_size=10)
+    # One comment per author in a batch: c-1 shares c-3's IP, so it waits for the next task.
+    assert sorted(d.comment_id for d in decided) == sorted(ids[1:])
+    with sessions.begin() as session:
+        decided += decide_waiting(session, ids[0], active_model.model, NOW, batch_size=10)
     assert sorted(d.comment_id for d in decided) == sorted(ids)
     assert [m.comment_id for m in rows(engine, OutboxMessage)] == [rows(engine, Comment, external_id="old")[0].id]
     assert len(rows(engine, Decision, is_current=True)) == len(ids)
@@ -344,7 +348,10 @@ def test_waiting_comments_are_decided_together_each_with_its_own_signals(
 def test_two_workers_draining_at_once_never_take_the_same_comment(
     engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
 ) -> None:
-    ids = [post(sessions, f"c-{n}", f"Comment number {n} about my back.", email=f"r{n}@example.org") for n in range(8)]
+    ids = [
+        post(sessions, f"c-{n}", f"Comment number {n} about my back.", email=f"r{n}@example.org", ip=f"198.51.100.{n}")
+        for n in range(8)
+    ]
     with sessions() as session_a:
         first = decide_waiting(session_a, ids[0], active_model.model, NOW, batch_size=4)
         assert len(first) == 4
@@ -358,3 +365,37 @@ def test_two_workers_draining_at_once_never_take_the_same_comment(
         decide_waiting(session, ids[-1], active_model.model, NOW, batch_size=8)
     decided = rows(engine, Decision, is_current=True)
     assert sorted(d.comment_id for d in decided) == sorted(ids)
+
+
+def test_an_authors_comments_get_the_same_verdicts_from_a_batch_as_one_by_one(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """A batch-mate's rejection is not committed yet, so one author's comments never share a batch."""
+    spam = [
+        "BUY CHEAP VIAGRA NOW at http://pillz.xyz best prices!!! click here http://pillz.xyz/deal",
+        "Make $5000 a week from home, click http://cash-now.biz and subscribe to my channel!!!",
+    ]
+    ordinary = ["Thanks, this was a helpful read about stretching.", "My physio said the same thing about posture."]
+    ids = [
+        post(sessions, f"c-{n}", body, email="bot@example.net", ip=f"198.51.100.{n}")
+        for n, body in enumerate(spam + ordinary)
+    ]
+    while undecided := [i for i in ids if not rows(engine, Decision, comment_id=i)]:
+        with sessions.begin() as session:
+            assert len(decide_waiting(session, undecided[0], active_model.model, NOW, batch_size=20)) == 1
+    outcomes = [rows(engine, Decision, comment_id=i)[0] for i in ids]
+    assert [d.outcome for d in outcomes[:2]] == ["reject", "reject"]
+    assert all(d.outcome == "hold" and "author_rejected_before" in d.reasons for d in outcomes[2:])
+
+
+def test_work_the_relay_published_again_is_left_to_its_own_task(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """A comment that fails every time is relayed again and again; it must not take other batches down."""
+    first = post(sessions, "c-1", email="a@example.org", ip=None)
+    relayed = post(sessions, "c-2", email="b@example.org", ip=None)
+    with sessions.begin() as session:
+        session.execute(update(OutboxMessage).where(OutboxMessage.comment_id == relayed).values(attempts=1))
+        decided = decide_waiting(session, first, active_model.model, NOW, batch_size=20)
+    assert [d.comment_id for d in decided] == [first]
+    assert decide(sessions, relayed, active_model) is not None

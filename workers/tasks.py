@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 from celery import Task, shared_task
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
 
 from models.entities import CallbackDelivery, DeliveryStatus
 from moderation import callbacks, outbox
-from moderation.decisions import decide_waiting
+from moderation.classifier import ModerationModel
+from moderation.decisions import Decided, decide_waiting
 from moderation.intake import purge_receipts
 from moderation.learning import retrain
 from moderation.metrics import (
@@ -76,11 +76,9 @@ def classify_comment(self: Task, comment_id: int) -> str:
         raise self.retry(countdown=30, max_retries=None) from error
     started = time.perf_counter()
     try:
-        with runtime.sessions.begin() as session:
-            now = datetime.now(UTC)
-            decided = decide_waiting(session, comment_id, model, now, runtime.limits, runtime.classify_batch)
+        decided = _decide_waiting(runtime, comment_id, model)
     except IntegrityError:
-        # Another worker decided one of them first (a redelivered or relayed duplicate): the relay retries the rest.
+        # Another worker decided it first (a redelivered or relayed duplicate): nothing to do.
         log.info("comment already decided by another worker", extra={"comment_id": comment_id})
         return "already-decided"
     if not decided:
@@ -96,6 +94,26 @@ def classify_comment(self: Task, comment_id: int) -> str:
     if pending:
         _publish_notify(runtime, pending)
     return ",".join(str(each.outcome) for each in decided)
+
+
+def _decide_waiting(runtime: Runtime, comment_id: int, model: ModerationModel) -> list[Decided]:
+    """Decide the comment with the others waiting; if that batch fails, the comment alone.
+
+    A comment whose scoring or policy fails every time then fails only its own task, as before batching.
+    A database outage is not worth a second try here: OperationalError goes to the task's own retry.
+    """
+    try:
+        with runtime.sessions.begin() as session:
+            now = datetime.now(UTC)
+            return decide_waiting(session, comment_id, model, now, runtime.limits, runtime.classify_batch)
+    except OperationalError:
+        raise
+    except Exception:
+        if runtime.classify_batch <= 1:
+            raise
+        log.warning("a batch failed; deciding the comment alone", extra={"comment_id": comment_id}, exc_info=True)
+    with runtime.sessions.begin() as session:
+        return decide_waiting(session, comment_id, model, datetime.now(UTC), runtime.limits, batch_size=1)
 
 
 def _publish_notify(runtime: Runtime, delivery_ids: list[int]) -> None:
@@ -117,7 +135,11 @@ def _publish_notify(runtime: Runtime, delivery_ids: list[int]) -> None:
     max_retries=None,
 )
 def notify_site(self: Task, delivery_id: int | None = None, delivery_ids: list[int] | None = None) -> str:
-    """Send due callbacks: the ones a classify task just scheduled, or one (``delivery_id``, older messages)."""
+    """Send due callbacks: the ones a classify task just scheduled, or one (``delivery_id``, older messages).
+
+    The claim leases them all until one moment; a POST starts only while the lease outlasts its timeout, so
+    no other task can claim a delivery that is on the wire, and what is left when time runs out is released.
+    """
     runtime = _runtime(self)
     wanted = list(delivery_ids or []) + ([delivery_id] if delivery_id is not None else [])
     with runtime.sessions.begin() as session:
@@ -125,31 +147,44 @@ def notify_site(self: Task, delivery_id: int | None = None, delivery_ids: list[i
         targets = [_target(delivery) for delivery in claimed]
     if not targets:
         return "not-due"
-    outcomes = [_send(runtime, target) for target in targets if target.url is not None]
+    lease = claimed[0].lease_until
+    outcomes = []
+    for target in (t for t in targets if t.url is not None):
+        if lease is None or datetime.now(UTC) + timedelta(seconds=runtime.callback_timeout) >= lease:
+            break  # the rest go back to pending for the next task
+        outcomes.append(_send(runtime, target))
+    sent = {o.delivery_id for o in outcomes}
     with runtime.sessions.begin() as session:
         now = datetime.now(UTC)
-        recorded = callbacks.record_attempts(session, [o for o, _ in outcomes], now, runtime.retry)
-        _dead_without_url(session, [t.delivery_id for t in targets if t.url is None])
-    for outcome, comment_id in outcomes:
-        status = recorded[outcome.delivery_id]
-        if status is None or status == DeliveryStatus.CANCELLED:
-            continue  # gone, or withdrawn by an edit or deletion while in flight: it stays withdrawn
-        CALLBACK_ATTEMPTS.labels(result="delivered" if outcome.delivered else f"failed:{status}").inc()
-        log.info(
-            "callback attempt",
-            extra={
-                "delivery_id": outcome.delivery_id,
-                "comment_id": comment_id,
-                "status_code": outcome.status_code,
-                "delivery_status": status,
-            },
-        )
-    return ",".join(str(recorded[o.delivery_id]) for o, _ in outcomes) or "no-url"
+        recorded = callbacks.record_attempts(session, outcomes, now, runtime.retry, lease=lease)
+        no_url = [t.delivery_id for t in targets if t.url is None]
+        unsent = [t.delivery_id for t in targets if t.url is not None and t.delivery_id not in sent]
+        callbacks.end_lease(session, no_url, lease, now, dead_because="the site has no callback URL")
+        callbacks.end_lease(session, unsent, lease, now)
+    for outcome in outcomes:
+        _count_attempt(outcome, recorded[outcome.delivery_id])
+    return ",".join(str(recorded[o.delivery_id]) for o in outcomes) or "no-url"
+
+
+def _count_attempt(outcome: callbacks.AttemptOutcome, status: str | None) -> None:
+    if status is None or status == DeliveryStatus.CANCELLED:
+        return  # gone, withdrawn by an edit or deletion while in flight, or no longer ours: left as it is
+    CALLBACK_ATTEMPTS.labels(result="delivered" if outcome.delivered else f"failed:{status}").inc()
+    log.info(
+        "callback attempt",
+        extra={
+            "delivery_id": outcome.delivery_id,
+            "comment_id": outcome.comment_id,
+            "status_code": outcome.status_code,
+            "delivery_status": status,
+        },
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class _Target:
     delivery_id: int
+    comment_id: int
     url: str | None
     secret: str
     message_id: str
@@ -159,27 +194,20 @@ class _Target:
 def _target(delivery: CallbackDelivery) -> _Target:
     site = delivery.site
     if not site.callback_url:
-        return _Target(delivery.id, None, "", delivery.message_id, {})
-    return _Target(delivery.id, site.callback_url, signing_secret(site), delivery.message_id, dict(delivery.payload))
+        return _Target(delivery.id, delivery.comment_id, None, "", delivery.message_id, {})
+    secret = signing_secret(site)
+    payload = dict(delivery.payload)
+    return _Target(delivery.id, delivery.comment_id, site.callback_url, secret, delivery.message_id, payload)
 
 
-def _send(runtime: Runtime, target: _Target) -> tuple[callbacks.AttemptOutcome, Any]:
+def _send(runtime: Runtime, target: _Target) -> callbacks.AttemptOutcome:
     assert target.url is not None
     attempt = post_callback(
         _http_client(), target.url, target.secret, target.message_id, target.payload, runtime.callback_timeout
     )
-    outcome = callbacks.AttemptOutcome(
-        target.delivery_id, attempt.status_code, attempt.ok, attempt.error, attempt.retry_after
+    return callbacks.AttemptOutcome(
+        target.delivery_id, attempt.status_code, attempt.ok, attempt.error, attempt.retry_after, target.comment_id
     )
-    return outcome, target.payload["data"]["id"]
-
-
-def _dead_without_url(session: Session, delivery_ids: list[int]) -> None:
-    for delivery_id in delivery_ids:
-        delivery = session.get(CallbackDelivery, delivery_id)
-        if delivery is not None:
-            delivery.status = DeliveryStatus.DEAD
-            delivery.last_error = "the site has no callback URL"
 
 
 @shared_task(name=RELAY_OUTBOX_TASK, bind=True, soft_time_limit=60, expires=30)
