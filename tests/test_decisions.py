@@ -14,7 +14,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import make_session_factory
 from models.entities import CallbackDelivery, Comment, CommentStatus, Decision, OutboxMessage, Outcome, Site
-from moderation.decisions import Decided, decide_comment, decide_waiting, gather_signals, gather_signals_many
+from moderation.decisions import (
+    Decided,
+    decide_comment,
+    decide_waiting,
+    gather_signals,
+    gather_signals_many,
+    nothing_to_decide,
+)
 from moderation.intake import NewComment, accept_comment
 from moderation.sites import create_site, require_site
 from tests.conftest import TrainedModel
@@ -399,3 +406,17 @@ def test_work_the_relay_published_again_is_left_to_its_own_task(
         decided = decide_waiting(session, first, active_model.model, NOW, batch_size=20)
     assert [d.comment_id for d in decided] == [first]
     assert decide(sessions, relayed, active_model) is not None
+
+
+def test_a_message_for_a_settled_comment_costs_one_look(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    waiting = post(sessions, "c-1")
+    decided = post(sessions, "c-2", email="b@example.org", ip=None)
+    assert decide(sessions, decided, active_model) is not None
+    reviewed = post(sessions, "c-3", email="c@example.org", ip=None, status="approved")  # by a moderator, early
+    with sessions.begin() as session:
+        assert not nothing_to_decide(session, waiting)
+        assert nothing_to_decide(session, decided) and nothing_to_decide(session, reviewed)
+        assert nothing_to_decide(session, 987_654)
+    assert sorted(m.comment_id for m in rows(engine, OutboxMessage)) == [waiting]  # the reviewed one's work went
