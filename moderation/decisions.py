@@ -176,11 +176,35 @@ def decide_waiting(
     """Decide ``comment_id`` and other comments waiting to be classified, up to ``batch_size``, in one go.
 
     Every comment taken is locked for this transaction; comments another worker holds are skipped, not
-    waited for (their own transaction decides them, or they stay in the outbox for the relay). The queue's
-    messages for comments decided here find only other waiting work, if any, when they arrive. Reads,
+    waited for (their own transaction decides them, or they stay in the outbox for the relay). Reads,
     scoring and writes go per batch: a statement or two for the comments, one for their latest decisions,
     three for the signals, one claim, one insert of decisions, one of callbacks.
     """
+    todo, latest = _take_undecided(session, comment_id, batch_size)
+    if not todo:
+        return []
+    judged = _judged(session, todo, latest, model, now, limits)
+    claimed = _claim_for_decision(session, {j.comment.id: (j.comment.revision, j.status) for j in judged})
+    for dropped in (j for j in judged if j.comment.id not in claimed):
+        # Edited or deleted while this text was being classified: the edit's own task decides the new text.
+        log.info("comment changed while being classified; decision dropped", extra={"comment_id": dropped.comment.id})
+    return _store_decisions(session, [j for j in judged if j.comment.id in claimed], latest, model, now)
+
+
+@dataclass(frozen=True, slots=True)
+class _Judged:
+    comment: Comment
+    verdict: Verdict
+    scores: Scores
+    explanation: dict[str, Any]
+
+    @property
+    def status(self) -> CommentStatus:
+        return Outcome(self.verdict.outcome).comment_status
+
+
+def _take_undecided(session: Session, comment_id: int, batch_size: int) -> tuple[list[Comment], dict[int, Decision]]:
+    """The comment and the others waiting, locked, that still need a decision; with their latest decisions."""
     own = _take_comments(session, select(Comment).where(Comment.id == comment_id))
     if not own:
         log.info("comment %s is gone or another worker is deciding it", comment_id)
@@ -190,7 +214,7 @@ def decide_waiting(
     if batch_size > 1:
         waiting += _take_waiting(session, waiting, comment_id, batch_size - len(waiting))
     if not waiting:
-        return []
+        return [], {}
     latest = _latest_decisions(session, [c.id for c in waiting])
     todo = []
     for comment in waiting:
@@ -199,51 +223,57 @@ def decide_waiting(
             _drop_classify_work_unless_edited(session, comment)
         else:
             todo.append(comment)
-    if not todo:
+    return todo, latest
+
+
+def _judged(
+    session: Session,
+    comments: list[Comment],
+    latest: dict[int, Decision],
+    model: ModerationModel,
+    now: datetime,
+    limits: PolicyLimits,
+) -> list[_Judged]:
+    scored = model.score_and_explain_many([comment_text(c) for c in comments])
+    signals = gather_signals_many(session, comments, now)
+    judged = []
+    for comment, (scores, explanation) in zip(comments, scored, strict=True):
+        verdict = decide(scores, site_thresholds(model, comment), signals[comment.id], limits)
+        judged.append(_Judged(comment, _after_edit(verdict, latest.get(comment.id)), scores, explanation))
+    return judged
+
+
+def _store_decisions(
+    session: Session, judged: list[_Judged], latest: dict[int, Decision], model: ModerationModel, now: datetime
+) -> list[Decided]:
+    """The claimed comments' decisions, their outbox rows gone and their callbacks queued."""
+    if not judged:
         return []
-    verdicts = _verdicts(session, todo, latest, model, now, limits)
-    claimed = _claim_for_decision(
-        session, {c.id: (c.revision, Outcome(v[0].outcome).comment_status) for c, v in zip(todo, verdicts, strict=True)}
-    )
-    decisions = []
-    for comment, (verdict, scores, explanation) in zip(todo, verdicts, strict=True):
-        if comment.id not in claimed:
-            # Edited or deleted while this text was being classified: the edit's own task decides the new text.
-            log.info("comment changed while being classified; decision dropped", extra={"comment_id": comment.id})
-            continue
-        decisions.append(
-            Decision(
-                comment_id=comment.id,
-                outcome=verdict.outcome,
-                is_current=True,
-                spam_score=scores.spam,
-                advice_score=scores.medical_advice,
-                reasons=verdict.reasons,
-                explanation=explanation,
-                model_version=model.version,
-                decided_by="model",
-                created_at=now,
-            )
+    decisions = [
+        Decision(
+            comment_id=j.comment.id,
+            outcome=j.verdict.outcome,
+            is_current=True,
+            spam_score=j.scores.spam,
+            advice_score=j.scores.medical_advice,
+            reasons=j.verdict.reasons,
+            explanation=j.explanation,
+            model_version=model.version,
+            decided_by="model",
+            created_at=now,
         )
-    if not decisions:
-        return []
+        for j in judged
+    ]
     session.add_all(decisions)
     session.flush()
     outbox.complete(session, CLASSIFY, [d.comment_id for d in decisions])
-    by_id = {c.id: c for c in todo}
+    comments = [j.comment for j in judged]
     deliveries = _schedule_callbacks(
-        session, [(by_id[d.comment_id], d, latest.get(d.comment_id)) for d in decisions], now
+        session, [(c, d, latest.get(c.id)) for c, d in zip(comments, decisions, strict=True)], now
     )
     return [
-        Decided(
-            d.comment_id,
-            d.id,
-            d.outcome,
-            _pending_id(deliveries.get(d.id)),
-            list(d.reasons),
-            by_id[d.comment_id].received_at,
-        )
-        for d in decisions
+        Decided(c.id, d.id, d.outcome, _pending_id(deliveries.get(d.id)), list(d.reasons), c.received_at)
+        for c, d in zip(comments, decisions, strict=True)
     ]
 
 
@@ -293,23 +323,6 @@ def _latest_decisions(session: Session, comment_ids: list[int]) -> dict[int, Dec
     """Each comment's newest decision: a new current decision always gets the highest id."""
     newest = select(func.max(Decision.id)).where(Decision.comment_id.in_(comment_ids)).group_by(Decision.comment_id)
     return {d.comment_id: d for d in session.scalars(select(Decision).where(Decision.id.in_(newest)))}
-
-
-def _verdicts(
-    session: Session,
-    comments: list[Comment],
-    latest: dict[int, Decision],
-    model: ModerationModel,
-    now: datetime,
-    limits: PolicyLimits,
-) -> list[tuple[Verdict, Scores, dict[str, Any]]]:
-    scored = model.score_and_explain_many([comment_text(c) for c in comments])
-    signals = gather_signals_many(session, comments, now)
-    found = []
-    for comment, (scores, explanation) in zip(comments, scored, strict=True):
-        verdict = decide(scores, site_thresholds(model, comment), signals[comment.id], limits)
-        found.append((_after_edit(verdict, latest.get(comment.id)), scores, explanation))
-    return found
 
 
 def _schedule_callbacks(
