@@ -152,16 +152,11 @@ def nothing_to_decide(session: Session, comment_id: int) -> bool:
     A cheap look before ``decide_waiting``: a batch decides comments whose queue messages arrive later, and
     each of those messages should cost one read, not a batch's worth of work.
     """
-    status = session.scalar(select(Comment.status).where(Comment.id == comment_id))
-    if status == CommentStatus.PENDING:
+    found = session.execute(select(Comment.status, Comment.revision).where(Comment.id == comment_id)).first()
+    if found is not None and found.status == CommentStatus.PENDING:
         return False
-    if status is not None:
-        settled = exists().where(Comment.id == comment_id, Comment.status != CommentStatus.PENDING)
-        session.execute(
-            delete(OutboxMessage)
-            .where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id == comment_id, settled)
-            .execution_options(synchronize_session=False)
-        )
+    if found is not None:
+        _drop_classify_work_unless_edited(session, comment_id, found.revision)
     return True
 
 
@@ -209,7 +204,7 @@ def _take_undecided(session: Session, comment_id: int, batch_size: int) -> tuple
     if not own:
         log.info("comment %s is gone or another worker is deciding it", comment_id)
     for done in (c for c in own if c.status != CommentStatus.PENDING):
-        _drop_classify_work_unless_edited(session, done)  # decided, deleted or reviewed meanwhile
+        _drop_classify_work_unless_edited(session, done.id, done.revision)  # decided, deleted or reviewed meanwhile
     waiting = [c for c in own if c.status == CommentStatus.PENDING]
     if batch_size > 1:
         waiting += _take_waiting(session, waiting, comment_id, batch_size - len(waiting))
@@ -220,7 +215,7 @@ def _take_undecided(session: Session, comment_id: int, batch_size: int) -> tuple
     for comment in waiting:
         previous = latest.get(comment.id)
         if previous is not None and previous.is_current:
-            _drop_classify_work_unless_edited(session, comment)
+            _drop_classify_work_unless_edited(session, comment.id, comment.revision)
         else:
             todo.append(comment)
     return todo, latest
@@ -341,20 +336,21 @@ def _schedule_callbacks(
     return deliveries
 
 
-def _drop_classify_work_unless_edited(session: Session, comment: Comment) -> None:
+def _drop_classify_work_unless_edited(session: Session, comment_id: int, revision: int) -> None:
     """A duplicate task found nothing to do: its outbox row goes, unless an edit has committed since the read.
 
-    Nothing here locks the comment, so the delete checks the version it read: an edit in between made the
-    comment pending at a new revision, and its outbox row is that edit's only promise of a classification.
+    ``nothing_to_decide`` reads without a lock, so the delete checks the version it read: an edit in between
+    made the comment pending at a new revision, and its outbox row is that edit's only promise of a
+    classification. (``decide_waiting`` holds the row lock, where the check is merely redundant.)
     """
     unchanged = exists().where(
-        Comment.id == comment.id,
-        Comment.revision == comment.revision,
+        Comment.id == comment_id,
+        Comment.revision == revision,
         Comment.status != CommentStatus.PENDING,
     )
     session.execute(
         delete(OutboxMessage)
-        .where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id == comment.id, unchanged)
+        .where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id == comment_id, unchanged)
         .execution_options(synchronize_session=False)
     )
 
