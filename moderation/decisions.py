@@ -146,20 +146,6 @@ def decide_comment(
     return decided[0] if decided else None
 
 
-def nothing_to_decide(session: Session, comment_id: int) -> bool:
-    """True when the comment is decided, reviewed, deleted or gone (its classify work, if any, goes).
-
-    A cheap look before ``decide_waiting``: a batch decides comments whose queue messages arrive later, and
-    each of those messages should cost one read, not a batch's worth of work.
-    """
-    found = session.execute(select(Comment.status, Comment.revision).where(Comment.id == comment_id)).first()
-    if found is not None and found.status == CommentStatus.PENDING:
-        return False
-    if found is not None:
-        _drop_classify_work_unless_edited(session, comment_id, found.revision)
-    return True
-
-
 def decide_waiting(
     session: Session,
     comment_id: int,
@@ -201,13 +187,14 @@ class _Judged:
 def _take_undecided(session: Session, comment_id: int, batch_size: int) -> tuple[list[Comment], dict[int, Decision]]:
     """The comment and the others waiting, locked, that still need a decision; with their latest decisions."""
     own = _take_comments(session, select(Comment).where(Comment.id == comment_id))
-    if not own:
+    if own and own[0].status != CommentStatus.PENDING:
+        # Decided (most often by an earlier task's batch), reviewed or deleted meanwhile: this message costs
+        # one look, never a batch's worth of work.
+        _drop_classify_work_unless_edited(session, comment_id, own[0].revision)
+        return [], {}
+    if not own:  # another worker is deciding it (or it is gone): this task drains the others waiting
         log.info("comment %s is gone or another worker is deciding it", comment_id)
-    for done in (c for c in own if c.status != CommentStatus.PENDING):
-        _drop_classify_work_unless_edited(session, done.id, done.revision)  # decided, deleted or reviewed meanwhile
-    waiting = [c for c in own if c.status == CommentStatus.PENDING]
-    if batch_size > 1:
-        waiting += _take_waiting(session, waiting, comment_id, batch_size - len(waiting))
+    waiting = own + (_take_waiting(session, own, comment_id, batch_size - len(own)) if batch_size > 1 else [])
     if not waiting:
         return [], {}
     latest = _latest_decisions(session, [c.id for c in waiting])
@@ -337,11 +324,10 @@ def _schedule_callbacks(
 
 
 def _drop_classify_work_unless_edited(session: Session, comment_id: int, revision: int) -> None:
-    """A duplicate task found nothing to do: its outbox row goes, unless an edit has committed since the read.
+    """A duplicate task found nothing to do: its outbox row goes, unless the comment was edited since.
 
-    ``nothing_to_decide`` reads without a lock, so the delete checks the version it read: an edit in between
-    made the comment pending at a new revision, and its outbox row is that edit's only promise of a
-    classification. (``decide_waiting`` holds the row lock, where the check is merely redundant.)
+    The comment is row-locked here, so the revision check is defence in depth: an edit makes the comment
+    pending at a new revision, and its outbox row is that edit's only promise of a classification.
     """
     unchanged = exists().where(
         Comment.id == comment_id,

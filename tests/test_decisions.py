@@ -20,7 +20,6 @@ from moderation.decisions import (
     decide_waiting,
     gather_signals,
     gather_signals_many,
-    nothing_to_decide,
 )
 from moderation.intake import NewComment, accept_comment
 from moderation.sites import create_site, require_site
@@ -415,8 +414,12 @@ def test_a_message_for_a_settled_comment_costs_one_look(
     decided = post(sessions, "c-2", email="b@example.org", ip=None)
     assert decide(sessions, decided, active_model) is not None
     reviewed = post(sessions, "c-3", email="c@example.org", ip=None, status="approved")  # by a moderator, early
-    with sessions.begin() as session:
-        assert not nothing_to_decide(session, waiting)
-        assert nothing_to_decide(session, decided) and nothing_to_decide(session, reviewed)
-        assert nothing_to_decide(session, 987_654)
+    for settled in (decided, reviewed):
+        with sessions.begin() as session:
+            assert decide_waiting(session, settled, active_model.model, NOW, batch_size=20) == []
+    # No batch was taken on the settled comments' behalf: the waiting one is still waiting for its own task.
     assert sorted(m.comment_id for m in rows(engine, OutboxMessage)) == [waiting]  # the reviewed one's work went
+    with sessions.begin() as session:
+        assert [d.comment_id for d in decide_waiting(session, waiting, active_model.model, NOW, batch_size=20)] == [
+            waiting
+        ]

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from models.entities import CallbackDelivery, DeliveryStatus
 from moderation import callbacks, outbox
 from moderation.classifier import ModerationModel
-from moderation.decisions import Decided, decide_waiting, nothing_to_decide
+from moderation.decisions import Decided, decide_waiting
 from moderation.intake import purge_receipts
 from moderation.learning import retrain
 from moderation.metrics import (
@@ -74,9 +74,6 @@ def classify_comment(self: Task, comment_id: int) -> str:
     except RegistryError as error:
         log.error("cannot classify: %s", error, extra={"comment_id": comment_id})
         raise self.retry(countdown=30, max_retries=None) from error
-    with runtime.sessions.begin() as session:
-        if nothing_to_decide(session, comment_id):
-            return "skipped"  # decided already, most often by an earlier task's batch
     started = time.perf_counter()
     try:
         decided = _decide_waiting(runtime, comment_id, model)
