@@ -1,9 +1,12 @@
 """Engines and session factories for SQLite (WAL) and PostgreSQL."""
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -15,9 +18,35 @@ def create_db_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Eng
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_immediate)
         return engine
-    return create_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
-    )
+    engine = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+    event.listen(engine, "connect", _mark_idle)
+    event.listen(engine, "checkin", _mark_idle)
+    event.listen(engine, "checkout", _pinger(engine.dialect))
+    return engine
+
+
+# Pessimistic disconnect handling, but only for connections that sat idle: one used a moment ago was
+# alive then, and pinging it before every transaction (pool_pre_ping) was a round trip per transaction
+# for every webhook and every task. A server that died within this window fails one statement instead;
+# SQLAlchemy then replaces the pool's connections (the webhook answers 503, the task retries).
+PING_AFTER_IDLE_SECONDS = 2.0
+
+
+def _mark_idle(_dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _pinger(dialect: Dialect) -> Callable[[Any, Any, Any], None]:
+    def ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("idle_since", 0.0) < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            # The pool discards this connection and checks out a fresh one (up to three tries).
+            raise DisconnectionError(f"stale connection: {error}") from error
+
+    return ping_if_idle
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:

@@ -1,0 +1,61 @@
+"""The PostgreSQL pool: connections that sat idle are checked before use, busy ones are not."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from models import db
+from models.db import create_db_engine
+
+
+@pytest.fixture
+def pg_engine(database_url: str) -> Engine:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the idle check is PostgreSQL's (SQLite has no server to lose)")
+    return create_db_engine(database_url)
+
+
+def _count_pings(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    pings: list[int] = []
+    real_ping = engine.dialect.do_ping
+
+    def counted(dbapi_connection: Any) -> bool:
+        pings.append(1)
+        return real_ping(dbapi_connection)
+
+    monkeypatch.setattr(engine.dialect, "do_ping", counted)
+    return pings
+
+
+def _backend_pid(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def test_a_connection_killed_while_idle_is_replaced_on_checkout(
+    pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.2)
+    pings = _count_pings(pg_engine, monkeypatch)
+    killed = _backend_pid(pg_engine)
+    other = create_db_engine(pg_engine.url.render_as_string(hide_password=False))
+    with other.begin() as connection:  # the server ends the pooled connection, as a restart would
+        connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": killed})
+    other.dispose()
+    time.sleep(0.3)
+    fresh = _backend_pid(pg_engine)  # no error: the ping found the dead connection and the pool replaced it
+    assert fresh != killed and pings
+    pg_engine.dispose()
+
+
+def test_a_connection_used_a_moment_ago_is_not_pinged(pg_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    pings = _count_pings(pg_engine, monkeypatch)
+    first = _backend_pid(pg_engine)
+    for _ in range(20):
+        assert _backend_pid(pg_engine) == first
+    assert not pings
+    pg_engine.dispose()
