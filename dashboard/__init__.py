@@ -8,9 +8,10 @@ from flask import Flask, Response, flash, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from markupsafe import Markup, escape
+from werkzeug.exceptions import HTTPException, TooManyRequests
 
 from dashboard import admin, auth, overview, views  # noqa: F401 - registers the routes on bp
-from dashboard.auth import limiter, login_manager
+from dashboard.auth import LoginLimits, login_manager
 from dashboard.blueprint import bp
 from dashboard.context import close_db, wants_json
 from models.entities import Decision
@@ -38,11 +39,6 @@ def init_app(app: Flask) -> None:
         REMEMBER_COOKIE_SAMESITE="Lax",
         REMEMBER_COOKIE_SECURE=settings.session_cookie_secure,
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
-        RATELIMIT_STORAGE_URI=settings.broker_url,
-        RATELIMIT_KEY_PREFIX="dashboard",
-        RATELIMIT_STRATEGY="moving-window",  # a fixed window would allow twice the limit across its edge
-        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
-        RATELIMIT_HEADERS_ENABLED=True,
     )
     app.register_blueprint(bp)
     app.teardown_appcontext(close_db)
@@ -51,7 +47,7 @@ def init_app(app: Flask) -> None:
     for name in CSRF_EXEMPT_BLUEPRINTS:
         if name in app.blueprints:
             csrf.exempt(app.blueprints[name])
-    limiter.init_app(app)
+    app.extensions["login_limits"] = LoginLimits(settings.broker_url, settings.login_rate_limit)
     app.jinja_env.filters["highlight"] = highlight
     app.jinja_env.filters["driver_words"] = driver_words
     app.jinja_env.filters["http_url"] = is_http_url
@@ -118,6 +114,7 @@ def not_found(_error: Exception) -> ResponseReturnValue:
 
 
 @bp.errorhandler(429)
-def too_many(_error: Exception) -> ResponseReturnValue:
+def too_many(error: HTTPException) -> ResponseReturnValue:
     flash("Too many sign-in attempts. Wait a minute and try again.", "error")
-    return render_template("login.html", email=""), 429
+    retry_after = error.retry_after if isinstance(error, TooManyRequests) and error.retry_after else 60
+    return render_template("login.html", email=""), 429, {"Retry-After": str(retry_after)}

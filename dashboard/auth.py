@@ -11,14 +11,15 @@ from urllib.parse import urlsplit
 
 from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, UserMixin, current_user, login_required, login_user, logout_user
+from limits import parse
+from werkzeug.exceptions import TooManyRequests
 
 from dashboard.blueprint import bp
 from dashboard.context import db
 from models.entities import Moderator
 from moderation.accounts import authenticate
+from moderation.ratelimits import SharedLimits
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,7 +27,21 @@ login_manager = LoginManager()
 login_manager.login_view = "dashboard.login"
 login_manager.login_message = "Sign in to review comments."
 login_manager.session_protection = "strong"
-limiter = Limiter(key_func=get_remote_address, default_limits=[])
+
+
+class LoginLimits:
+    """Sign-in attempts per client IP and per e-mail, exact over a moving window, shared via Redis."""
+
+    def __init__(self, redis_url: str, limit: str) -> None:
+        self._item = parse(limit)  # a bad setting stops the start
+        self._counts = SharedLimits(redis_url, "dashboard-login", "moving-window")
+
+    def count_attempt(self, client_ip: str, email: str) -> None:
+        """Count a sign-in attempt; 429 (with the seconds to wait) once either count is over the limit."""
+        for key in (("ip", client_ip), ("email", email)):
+            wait = self._counts.over_limit(self._item, *key)
+            if wait is not None:
+                raise TooManyRequests(retry_after=wait)
 
 
 class SignedIn(UserMixin):
@@ -77,12 +92,9 @@ def admin_required(view: F) -> F:
     return wrapped  # type: ignore[return-value]
 
 
-def _login_limit() -> str:
-    return str(current_app.config["SETTINGS"].login_rate_limit)
-
-
-def _login_email() -> str:
-    return "login-email:" + request.form.get("email", "").strip().lower()[:320]
+def _count_login_attempt() -> None:
+    limits: LoginLimits = current_app.extensions["login_limits"]
+    limits.count_attempt(request.remote_addr or "unknown", request.form.get("email", "").strip().lower()[:320])
 
 
 def safe_next(target: str | None) -> str:
@@ -100,9 +112,9 @@ def safe_next(target: str | None) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])
-@limiter.limit(_login_limit, methods=["POST"], key_func=_login_email)
 def login() -> ResponseReturnValue:
+    if request.method == "POST":
+        _count_login_attempt()
     if current_user.is_authenticated:
         return redirect(url_for("dashboard.queue"))
     if request.method == "POST":

@@ -121,9 +121,20 @@ def test_deactivated_moderator_cannot_sign_in(client: FlaskClient, sessions: Ses
 
 
 def test_login_is_rate_limited(client: FlaskClient, people: dict[str, int]) -> None:
-    codes = [sign_in(client, "mod@example.org", "wrong password!").status_code for _ in range(12)]
-    assert codes[:10] == [401] * 10
-    assert codes[-1] == 429
+    answers = [sign_in(client, "mod@example.org", "wrong password!") for _ in range(12)]
+    assert [a.status_code for a in answers[:10]] == [401] * 10
+    assert answers[-1].status_code == 429
+    assert 1 <= int(answers[-1].headers["Retry-After"]) <= 60
+
+
+def test_login_attempts_on_one_account_are_limited_whatever_the_address(
+    client: FlaskClient, people: dict[str, int]
+) -> None:
+    codes = []
+    for number in range(11):
+        client.environ_base["REMOTE_ADDR"] = f"198.51.100.{number}"  # a new address for every attempt
+        codes.append(sign_in(client, "Mod@Example.org ", "wrong password!").status_code)
+    assert codes == [401] * 10 + [429]
 
 
 def test_argon2_hash_is_stored(sessions: Sessions, people: dict[str, int]) -> None:

@@ -466,7 +466,7 @@ def test_a_signed_webhook_is_accepted_whatever_the_session(open_app: Flask, site
     assert response.status_code == 202
 
 
-# --- intake rate limits: Flask-Limiter counting in Redis ------------------------------------------
+# --- intake rate limits: counted in Redis ------------------------------------------
 
 
 def post_comment(client: FlaskClient, site: SiteCredentials, number: int, ip: str = "203.0.113.9") -> TestResponse:
