@@ -1,0 +1,51 @@
+"""Shared rate limits: counted in Redis across processes, in memory while Redis is away, back in Redis after."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from limits import parse
+
+from moderation import ratelimits
+from moderation.ratelimits import SharedLimits
+
+
+def _keys(redis_url: str, namespace: str) -> list[str]:
+    return [key.decode() for key in redis.Redis.from_url(redis_url).keys(f"*{namespace}*")]
+
+
+def test_two_processes_share_one_count(redis_url: str) -> None:
+    first, second = SharedLimits(redis_url, "t-shared"), SharedLimits(redis_url, "t-shared")
+    item = parse("3/minute")
+    answers = [limits.over_limit(item, "site-a") for limits in (first, second, first, second)]
+    assert answers[:3] == [None, None, None]
+    assert answers[3] is not None and 1 <= answers[3] <= 60
+    assert second.over_limit(item, "site-b") is None  # another key, another count
+
+
+def test_a_moving_window_is_exact(redis_url: str) -> None:
+    limits = SharedLimits(redis_url, "t-moving", "moving-window")
+    item = parse("2/hour")
+    answers = [limits.over_limit(item, "ip", "198.51.100.1") for _ in range(3)]
+    assert answers[:2] == [None, None]
+    assert answers[2] is not None and answers[2] > 60  # the oldest count of the hour leaves in about an hour
+
+
+def test_counts_go_to_memory_while_redis_fails_and_back_to_redis_after(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ratelimits, "REDIS_RETRY_SECONDS", 0.0)  # ask Redis again at every count
+    limits = SharedLimits(redis_url, "t-fallback")
+    item = parse("2/minute")
+    real_hit = limits._shared.hit
+
+    def redis_down(*_args: object, **_kwargs: object) -> bool:
+        raise redis.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(limits._shared, "hit", redis_down)
+    answers = [limits.over_limit(item, "k") for _ in range(3)]
+    assert answers[:2] == [None, None] and answers[2] is not None  # the limit holds, counted in this process
+    assert _keys(redis_url, "t-fallback") == []
+    monkeypatch.setattr(limits._shared, "hit", real_hit)  # Redis is back
+    assert limits.over_limit(item, "k") is None  # a fresh count, in Redis
+    assert _keys(redis_url, "t-fallback")
