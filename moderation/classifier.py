@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,10 @@ MARKER_PREFIXES = (
 )
 TOKEN_PATTERN = r"(?u)\b\w+\b"  # noqa: S105 - a regex, not a password
 WORD_RE = re.compile(TOKEN_PATTERN)
-WORD_CACHE_SIZE = 200_000  # words whose hashed character n-grams a scoring process keeps
+# The same tokens: a maximal run of word characters has a word boundary at both ends.
+WORD_TOKEN_RE = re.compile(r"\w+")
+WORD_CACHE_SIZE = 200_000  # words (and tokens) whose hashed n-grams a scoring process keeps
+BIGRAM_CACHE_SIZE = 500_000  # pairs of tokens whose hashed bigram a scoring process keeps (about 50 MB)
 WORD_FEATURES = 2**18
 CHAR_FEATURES = 2**18
 
@@ -257,7 +261,7 @@ class FastScorer:
     weights: dict[str, np.ndarray]  # per label: LR coefficients over both blocks
     intercept: dict[str, float]
     sigmoid: dict[str, tuple[float, float]]  # per label: the calibrator's (a, b)
-    word_grams: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    words: WordTable
 
     @classmethod
     def of(cls, model: ModerationModel) -> FastScorer:
@@ -266,6 +270,8 @@ class FastScorer:
             tfidf = step["tfidf"]
             if not (tfidf.sublinear_tf and tfidf.use_idf and tfidf.norm == "l2"):
                 raise ValueError("the fast scorer expects sublinear, idf-weighted, l2-normalized TF-IDF")
+        hashers = (steps[0]["hash"], steps[1]["hash"])
+        _check_hashers(*hashers)
         weights, intercept, sigmoid = {}, {}, {}
         for label in LABELS:
             calibrated = model.classifiers[label].calibrated_classifiers_[0]
@@ -274,71 +280,38 @@ class FastScorer:
             calibrator = calibrated.calibrators[0]
             sigmoid[label] = (float(calibrator.a_), float(calibrator.b_))
         return cls(
-            hashers=(steps[0]["hash"], steps[1]["hash"]),
+            hashers=hashers,
             idf=(steps[0]["tfidf"].idf_.astype(np.float64), steps[1]["tfidf"].idf_.astype(np.float64)),
             weights=weights,
             intercept=intercept,
             sigmoid=sigmoid,
+            words=WordTable(char_hasher=hashers[1], word_features=hashers[0].n_features),
         )
 
-    def char_counts(self, texts: list[str]) -> sparse.csr_matrix:
-        """Hashed char_wb counts, built from each word's n-grams: char_wb n-grams never cross a word, so
-        a comment's counts are the sum of its words' counts, and a word seen before is not hashed again."""
-        hasher = self.hashers[1]
-        documents = [text.lower().split() for text in texts]  # as the char_wb analyzer splits
-        cache = self._cached_char_grams(chain.from_iterable(documents))
-        grams = [cache[word] for words in documents for word in words]
-        lengths = np.array([len(g[0]) for g in grams], dtype=np.int64)
-        words_per_doc = np.array([len(words) for words in documents], dtype=np.int64)
-        ends = np.cumsum(words_per_doc)
-        per_doc = np.add.reduceat(lengths, np.r_[0, ends[:-1]]) if len(lengths) else np.zeros(len(texts), np.int64)
-        per_doc = np.where(words_per_doc > 0, per_doc, 0)
-        matrix = sparse.csr_matrix(
-            (
-                np.concatenate([g[1] for g in grams]) if grams else np.zeros(0),
-                np.concatenate([g[0] for g in grams]) if grams else np.zeros(0, np.int32),
-                np.r_[0, np.cumsum(per_doc)],
-            ),
-            shape=(len(texts), hasher.n_features),
-        )
-        matrix.sum_duplicates()
-        return matrix
-
-    def _cached_char_grams(self, words: Iterable[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """The per-word cache of char_wb n-gram columns and counts, filled for these words."""
-        cache = self.word_grams
-        wanted = set(words)
-        unseen = list(wanted.difference(cache))
-        if unseen:
-            if len(cache) + len(unseen) > WORD_CACHE_SIZE:
-                cache.clear()  # bounded memory; a long-running worker refills it with the words it sees
-                unseen = list(wanted)
-            rows = self.hashers[1].transform(unseen).tocsr()
-            for i, word in enumerate(unseen):
-                start, end = rows.indptr[i], rows.indptr[i + 1]
-                cache[word] = (rows.indices[start:end], rows.data[start:end].astype(np.float64))
-        return cache
+    def counts(self, texts: list[str]) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+        """The raw counts both hashers would give these texts (word 1-2-grams, char_wb n-grams), from the
+        word table: the same numbers with sorted indices, as ``HashingVectorizer.transform`` leaves them."""
+        return self.words.counts(texts)
 
     def word_columns(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """For explanations: the feature columns each word owns (its unigram and its character n-grams, in
         ``features``' column space) and, per column, the index of the word that owns it."""
         lowered = [word.lower() for word in words]
-        grams = self._cached_char_grams(lowered)
         word_block = self.hashers[0].n_features
-        per_word = [
-            np.concatenate([[_hashed_index(word, word_block)], grams[word][0].astype(np.int64) + word_block])
-            for word in lowered
-        ]
-        owners = np.repeat(np.arange(len(words)), [len(columns) for columns in per_word])
-        return np.concatenate(per_word), owners
+        grams, lengths = self.words.char_columns(lowered)
+        owned = lengths + 1  # each word's unigram, then its n-grams
+        owners = np.repeat(np.arange(len(words)), owned)
+        unigram_at = np.cumsum(owned) - owned
+        columns = np.empty(len(owners), dtype=np.int64)
+        columns[unigram_at] = _hashed_columns(lowered, word_block)
+        is_gram = np.ones(len(owners), dtype=bool)
+        is_gram[unigram_at] = False
+        columns[is_gram] = grams + word_block
+        return columns, owners
 
     def features(self, texts: list[str]) -> sparse.csr_matrix:
         blocks = []
-        for hasher, idf in zip(self.hashers, self.idf, strict=True):
-            if hasher is self.hashers[1]:
-                counts = self.char_counts(texts)
-            else:
-                counts = hasher.transform(texts).tocsr().astype(np.float64)
+        for counts, idf in zip(self.counts(texts), self.idf, strict=True):
             counts.data = (1.0 + np.log(counts.data)) * idf[counts.indices]
             norms = np.sqrt(np.add.reduceat(counts.data**2, counts.indptr[:-1])) if counts.nnz else np.zeros(0)
             lengths = np.diff(counts.indptr)
@@ -360,10 +333,211 @@ class FastScorer:
         return result
 
 
-def _hashed_index(feature: str, n_features: int) -> int:
-    """The column HashingVectorizer (alternate_sign=False) gives a feature: signed murmurhash3, folded."""
-    h = murmurhash3_32(feature, seed=0)
-    return (2147483647 - (n_features - 1)) % n_features if h == -2147483648 else abs(h) % n_features
+def _check_hashers(words: HashingVectorizer, chars: HashingVectorizer) -> None:
+    """The word table reproduces these two hashers exactly as built by ``build_vectorizer``, and no others."""
+    common = {"alternate_sign": False, "binary": False, "input": "content", "lowercase": True, "norm": None}
+    common |= {"preprocessor": None, "stop_words": None, "strip_accents": None, "tokenizer": None}
+    expected = [
+        (words, {**common, "analyzer": "word", "ngram_range": (1, 2), "token_pattern": TOKEN_PATTERN}),
+        (chars, {**common, "analyzer": "char_wb", "ngram_range": (2, 5)}),
+    ]
+    for hasher, settings in expected:
+        params = hasher.get_params()
+        if any(params[name] != value for name, value in settings.items()):
+            raise ValueError(f"the fast scorer expects hashers as build_vectorizer makes them, got {params}")
+
+
+class _Growing:
+    """An append-only numpy array that doubles its capacity, so appending stays cheap on average."""
+
+    def __init__(self, dtype: type[np.integer[Any]]) -> None:
+        self._buffer = np.zeros(1024, dtype=dtype)
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._buffer[: self._size]
+
+    def extend(self, values: np.ndarray) -> int:
+        """Append the values; returns the position of the first."""
+        start, end = self._size, self._size + len(values)
+        if end > len(self._buffer):
+            grown = np.zeros(max(end, 2 * len(self._buffer)), dtype=self._buffer.dtype)
+            grown[:start] = self._buffer[:start]
+            self._buffer = grown
+        self._buffer[start:end] = values
+        self._size = end
+        return start
+
+
+# Word ids in a bigram's key: the first word's id times this, plus the second's.
+_PAIR_SHIFT = 2**32
+
+
+class WordTable:
+    """What the two hashed blocks need of each whitespace-separated word, worked out once per word and kept.
+
+    A word's char_wb n-grams never cross a word boundary, and its word tokens (``\\w+`` runs) never cross
+    whitespace, so a text's counts are assembled from its words': each word keeps the columns of its
+    character n-grams (one entry per occurrence, so counting them counts the n-grams) and the ids of its
+    tokens; each token keeps its unigram column, and each pair of token ids seen in a row its bigram column.
+    A batch is then a few dictionary lookups per word and numpy gathers, and only new words, tokens and
+    pairs are hashed. Counts are whole numbers, so adding them up in another order than the hasher does
+    gives the same floats, and the indices come out sorted as ``HashingVectorizer`` leaves them.
+
+    Bounded: past WORD_CACHE_SIZE words (or tokens), or BIGRAM_CACHE_SIZE pairs, it is emptied and refilled
+    with what the next batch needs. One lock serializes use, since a batch reads what another may clear.
+    """
+
+    def __init__(self, char_hasher: HashingVectorizer, word_features: int) -> None:
+        self.char_hasher = char_hasher
+        self.word_features = word_features
+        self.lock = threading.Lock()
+        self._clear()
+
+    def _clear(self) -> None:
+        self.slots: dict[str, int] = {}  # word -> its row in the arrays below
+        self.gram_start, self.gram_length = _Growing(np.int64), _Growing(np.int64)
+        self.grams = _Growing(np.int32)  # char n-gram columns of all words, one after the other
+        # The same once each, sorted, for explanations.
+        self.distinct_start, self.distinct_length = _Growing(np.int64), _Growing(np.int64)
+        self.distinct_grams = _Growing(np.int32)
+        self.token_start, self.token_length = _Growing(np.int64), _Growing(np.int64)
+        self.tokens = _Growing(np.int64)  # token ids of all words, one after the other
+        self.token_ids: dict[str, int] = {}
+        self.token_names: list[str] = []  # id -> token
+        self.unigram_columns = _Growing(np.int64)  # id -> column
+        self.bigram_columns: dict[int, int] = {}  # pair key -> column
+
+    def counts(self, texts: list[str]) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+        """Word 1-2-gram counts and char_wb 2-5-gram counts of the texts (lower-cased, as the hashers do)."""
+        documents = [text.lower().split() for text in texts]
+        words = list(chain.from_iterable(documents))
+        word_row = np.repeat(np.arange(len(texts)), [len(document) for document in documents])
+        with self.lock:
+            slots = self._slots(words)
+            char_counts = self._char_counts(slots, word_row, len(texts))
+            word_counts = self._word_counts(slots, word_row, len(texts))
+        return word_counts, char_counts
+
+    def char_columns(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Each word's char_wb n-gram columns, sorted and once each (as a one-word text's row holds them),
+        one word after the other, and how many each word has."""
+        with self.lock:
+            slots = self._slots(words)
+            lengths = self.distinct_length.values[slots]
+            return _ragged_gather(self.distinct_grams.values, self.distinct_start.values[slots], lengths), lengths
+
+    def _slots(self, words: list[str]) -> np.ndarray:
+        """The table rows of these words, adding the words it does not hold yet."""
+        found = self._lookup(words)
+        if (found < 0).any():
+            unseen = list(dict.fromkeys(words[i] for i in np.flatnonzero(found < 0)))
+            if len(self.slots) + len(unseen) > WORD_CACHE_SIZE or len(self.token_ids) > WORD_CACHE_SIZE:
+                self._clear()  # bounded memory; a long-running worker refills it with the words it sees
+                unseen = list(dict.fromkeys(words))
+            self._add(unseen)
+            found = self._lookup(words)
+        return found
+
+    def _lookup(self, words: list[str]) -> np.ndarray:
+        return np.fromiter(map(self.slots.get, words, repeat(-1)), dtype=np.int64, count=len(words))
+
+    def _add(self, words: list[str]) -> None:
+        """Hash the char n-grams of new words (in one call to the hasher) and find their tokens."""
+        rows = self.char_hasher.transform(words).tocsr()
+        first = self.distinct_grams.extend(rows.indices)
+        self.distinct_start.extend(first + rows.indptr[:-1])
+        self.distinct_length.extend(np.diff(rows.indptr))
+        repeats = rows.data.astype(np.int64)
+        ends = np.r_[0, np.cumsum(repeats)][rows.indptr]
+        first = self.grams.extend(np.repeat(rows.indices, repeats))
+        self.gram_start.extend(first + ends[:-1])
+        self.gram_length.extend(np.diff(ends))
+        tokens = [WORD_TOKEN_RE.findall(word) for word in words]
+        ids = self._token_ids(list(chain.from_iterable(tokens)))
+        lengths = np.array([len(found) for found in tokens], dtype=np.int64)
+        first = self.tokens.extend(ids)
+        self.token_start.extend(first + np.r_[0, np.cumsum(lengths)[:-1]])
+        self.token_length.extend(lengths)
+        self.slots.update(zip(words, range(len(self.slots), len(self.slots) + len(words)), strict=True))
+
+    def _token_ids(self, tokens: list[str]) -> np.ndarray:
+        ids = self.token_ids
+        new = [token for token in dict.fromkeys(tokens) if token not in ids]
+        if new:
+            ids.update(zip(new, range(len(ids), len(ids) + len(new)), strict=True))
+            self.token_names += new
+            self.unigram_columns.extend(_hashed_columns(new, self.word_features))
+        return np.fromiter(map(ids.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+
+    def _char_counts(self, slots: np.ndarray, word_row: np.ndarray, n_rows: int) -> sparse.csr_matrix:
+        n_features = self.char_hasher.n_features
+        lengths = self.gram_length.values[slots]
+        keys = np.repeat(word_row * n_features, lengths)
+        keys += _ragged_gather(self.grams.values, self.gram_start.values[slots], lengths)
+        return _count_matrix(keys, n_rows, n_features)
+
+    def _word_counts(self, slots: np.ndarray, word_row: np.ndarray, n_rows: int) -> sparse.csr_matrix:
+        lengths = self.token_length.values[slots]
+        ids = _ragged_gather(self.tokens.values, self.token_start.values[slots], lengths)
+        token_row = np.repeat(word_row, lengths)
+        same_text = token_row[1:] == token_row[:-1]  # bigrams never join the last token of a text to the next
+        pairs = ids[:-1][same_text] * _PAIR_SHIFT + ids[1:][same_text]
+        rows = np.concatenate([token_row, token_row[1:][same_text]])
+        keys = rows * self.word_features
+        keys += np.concatenate([self.unigram_columns.values[ids], self._bigram_columns(pairs)])
+        return _count_matrix(keys, n_rows, self.word_features)
+
+    def _bigram_columns(self, pairs: np.ndarray) -> np.ndarray:
+        known = self.bigram_columns
+        keys = pairs.tolist()
+        columns = np.fromiter(map(known.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+        missing = np.flatnonzero(columns < 0)
+        if len(missing):
+            if len(known) + len(missing) > BIGRAM_CACHE_SIZE:
+                known.clear()
+            names = self.token_names
+            bigrams = [f"{names[key // _PAIR_SHIFT]} {names[key % _PAIR_SHIFT]}" for key in pairs[missing].tolist()]
+            columns[missing] = _hashed_columns(bigrams, self.word_features)
+            known.update(zip(pairs[missing].tolist(), columns[missing].tolist(), strict=True))
+        return columns
+
+
+def _hashed_columns(features: list[str], n_features: int) -> np.ndarray:
+    """The column HashingVectorizer (alternate_sign=False) gives each feature: signed murmurhash3, folded
+    as scikit-learn folds it (abs(-2**31) does not fit an int32)."""
+    hashes = np.fromiter((murmurhash3_32(f, seed=0) for f in features), dtype=np.int64, count=len(features))
+    folded = (2147483647 - (n_features - 1)) % n_features
+    columns: np.ndarray = np.where(hashes == -2147483648, folded, np.abs(hashes) % n_features)
+    return columns
+
+
+def _ragged_gather(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``values[start : start + length]`` for each start and length, one after the other."""
+    ends = np.cumsum(lengths)
+    gathered: np.ndarray = values[
+        np.repeat(starts - (ends - lengths), lengths) + np.arange(ends[-1] if len(ends) else 0)
+    ]
+    return gathered
+
+
+def _count_matrix(keys: np.ndarray, n_rows: int, n_features: int) -> sparse.csr_matrix:
+    """How often each (row, column) pair occurs, given as ``row * n_features + column`` (sorted in place),
+    as CSR with sorted indices."""
+    keys.sort()  # by row, then column: equal pairs end up side by side
+    first_of_pair = np.empty(len(keys), dtype=bool)
+    first_of_pair[:1] = True
+    np.not_equal(keys[1:], keys[:-1], out=first_of_pair[1:])
+    first = np.flatnonzero(first_of_pair)
+    unique = keys[first]
+    counts = np.diff(first, append=len(keys)).astype(np.float64)
+    indptr = np.searchsorted(unique, np.arange(n_rows + 1) * n_features)
+    columns = np.remainder(unique, n_features, out=unique).astype(np.int32)
+    return sparse.csr_matrix((counts, columns, indptr), shape=(n_rows, n_features))
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,23 @@ English and the most common forms in Spanish, French, German, Portuguese, Italia
 
 The cues are phrase lists matched over a sentence's words (see ``PhraseIndex``) rather than regular
 expressions: a regex alternation of hundreds of words is retried at every character, which made this
-step cost more than the whole classification; a dictionary lookup per word does not.
+step cost more than the whole classification; a dictionary lookup per word does not. What a word is to
+every list (and to the gibberish test) is worked out once per distinct word and kept, so a sentence
+costs one lookup per word and the lists are walked only where a phrase may be (see ``Words``).
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import reduce
+from itertools import chain
+from operator import or_
+from typing import TypeVar
+
+_Value = TypeVar("_Value")
 
 SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?;…])\s+|\n+|\s+-\s+|(?<=\))\s+(?=[A-Z@])")
 # Words (contractions kept whole: "don't", "j'ai") and the clause marks that start a new directive.
@@ -23,6 +31,22 @@ TOKEN_RE = re.compile(r"\w+(?:'\w+)*|[,:;]")
 CLAUSE_MARKS = frozenset(",:;")
 DOSE_TOKEN_RE = re.compile(r"\d+(?:mg|mcg|iu|ml|g)")
 DOSE_UNITS = frozenset({"mg", "mcg", "iu", "ml", "g"})
+TOKEN_CACHE_SIZE = 100_000  # distinct words (and tokens) whose tokens, flags and counts a process keeps
+
+
+class _TokenCache(dict[str, _Value]):
+    """Something about each token (or word), computed on first sight; emptied when full, so memory stays
+    bounded."""
+
+    def __init__(self, compute: Callable[[str], _Value]) -> None:
+        super().__init__()
+        self.compute = compute
+
+    def __missing__(self, token: str) -> _Value:
+        if len(self) >= TOKEN_CACHE_SIZE:
+            self.clear()
+        value = self[token] = self.compute(token)
+        return value
 
 
 def _phrases(*groups: str) -> list[str]:
@@ -66,6 +90,10 @@ class PhraseIndex:
 
     root: _Node
     first_prefixes: tuple[str, ...]
+    # The first prefixes that are whole phrases by themselves ("physio*"), and the second words of the
+    # phrases whose first word is exact (not a prefix).
+    whole_prefixes: tuple[str, ...] = ()
+    second_words: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, phrases: Iterable[str]) -> PhraseIndex:
@@ -75,7 +103,28 @@ class PhraseIndex:
             for word in phrase.split():
                 node = node.child(word)
             node.complete = True
-        return cls(root, tuple(root.prefixed))
+        whole_prefixes = tuple(prefix for prefix, node in root.prefixed.items() if node.complete)
+        second_words = frozenset(word for node in root.children.values() for word in node.children)
+        return cls(root, tuple(root.prefixed), whole_prefixes, second_words)
+
+    def may_start(self, token: str) -> bool:
+        """Whether ``starts`` lists the positions holding this token."""
+        return token in self.root.children or token.startswith(self.first_prefixes)
+
+    def is_phrase(self, token: str) -> bool:
+        """Whether this token alone is a whole phrase: ``ends_at`` of its position holds the next one."""
+        exact = self.root.children.get(token)
+        if exact is not None and exact.complete:
+            return True
+        return token not in CLAUSE_MARKS and token.startswith(self.whole_prefixes)
+
+    def loose_start(self, token: str) -> bool:
+        """Whether a phrase of two words or more may begin at this token with a next word that is not one of
+        ``second_words``: the token matches a prefix, or the phrases of its word go on with a prefix or any word."""
+        if token.startswith(self.first_prefixes):
+            return True
+        exact = self.root.children.get(token)
+        return exact is not None and bool(exact.prefixed)
 
     def starts(self, tokens: Sequence[str]) -> list[int]:
         """Positions where some phrase may start (its first word or prefix is there)."""
@@ -250,46 +299,221 @@ ELISION_RE = re.compile(r"\b([ld])'")  # l'ernia, d'ibuprofène: the word after 
 
 
 def words_of(sentence: str) -> list[str]:
-    text = sentence.lower().replace("’", "'").replace("&", " ")
-    return TOKEN_RE.findall(ELISION_RE.sub(r"\1 ", text) if "'" in text else text)
+    # The sentence's tokens: lower-cased, "’" read as "'", "&" as a space, "l'" and "d'" split off.
+    # No token holds whitespace, and nothing that makes them (lower(), the replacements, ELISION_RE's \b)
+    # looks past the whitespace around a word, so a sentence's tokens are its words', kept per word.
+    return list(chain.from_iterable(map(_WORD_TOKENS.__getitem__, sentence.split())))
+
+
+def _tokens_of_word(word: str) -> tuple[str, ...]:
+    text = word.lower().replace("’", "'").replace("&", " ")
+    return tuple(TOKEN_RE.findall(ELISION_RE.sub(r"\1 ", text) if "'" in text else text))
+
+
+_WORD_TOKENS = _TokenCache(_tokens_of_word)
+
+
+# --- token flags ---------------------------------------------------------------------------------
+# Most words begin no phrase of any list, yet walking each list over a sentence looks at every word
+# again, about ten times per sentence. So each distinct token is looked up in all the lists once, into an
+# int of flags (four bits per list, and four more: doses, numbers, units, a character repeated), and
+# kept: a sentence then costs one dictionary lookup per token and one OR of the flags. A list whose
+# "alone" bit is in that OR has matched; one with no "start" bit, or no token that could go on from a
+# start, is skipped; the trie is walked only from the tokens that may begin a phrase. The flags come from
+# PhraseIndex.may_start, .is_phrase, .second_words and .loose_start, so the answers stay those of the
+# PhraseIndex methods (Words.found is PhraseIndex.found_in, and so on).
+
+
+@dataclass(frozen=True, slots=True)
+class Cue:
+    """A phrase list and its four bits in a token's flags."""
+
+    index: PhraseIndex
+    start: int  # the token may begin a phrase: PhraseIndex.starts lists its position
+    alone: int  # the token is a whole phrase by itself: any position holding it matches
+    second: int  # the token is one of the index's second_words
+    loose: int  # a longer phrase may begin at the token whatever word comes next (see loose_start)
+
+    @property
+    def goes_on(self) -> int:
+        """The bits of which one must be present for a phrase other than a single word to match."""
+        return self.second | self.loose
+
+    def flags_of(self, token: str) -> int:
+        index = self.index
+        flags = self.start if index.may_start(token) else 0
+        if index.is_phrase(token):
+            flags |= self.alone
+        if token in index.second_words:
+            flags |= self.second
+        if index.loose_start(token):
+            flags |= self.loose
+        return flags
+
+
+def _cues(*indexes: PhraseIndex) -> tuple[Cue, ...]:
+    return tuple(Cue(index, *(1 << (4 * k + bit) for bit in range(4))) for k, index in enumerate(indexes))
+
+
+CUES = _cues(
+    MEDICAL,
+    IMPERATIVES,
+    DIRECTIVES,
+    DIAGNOSIS_LEADS,
+    CONDITIONS,
+    REFERRAL_LEADS,
+    PROFESSIONALS,
+    NARRATIVE,
+    CURE_CLAIMS,
+    SELF_PROMOTION,
+    CONTACT_OFFER,
+)
+(
+    MEDICAL_CUE,
+    IMPERATIVE_CUE,
+    DIRECTIVE_CUE,
+    DIAGNOSIS_LEAD_CUE,
+    CONDITION_CUE,
+    REFERRAL_LEAD_CUE,
+    PROFESSIONAL_CUE,
+    NARRATIVE_CUE,
+    CURE_CLAIM_CUE,
+    SELF_PROMOTION_CUE,
+    CONTACT_OFFER_CUE,
+) = CUES
+DOSE_FLAG = 1 << 4 * len(CUES)  # "800mg"
+NUMBER_FLAG = DOSE_FLAG << 1  # "800", a dose when a unit follows
+UNIT_FLAG = DOSE_FLAG << 2  # "mg"
+REPEAT_FLAG = DOSE_FLAG << 3  # the same character six times running: "aaaaaa"
+REPEATED_CHAR_RE = re.compile(r"(.)\1{5}", re.DOTALL)
+
+
+def token_flags(token: str) -> int:
+    """The flags of one token (see above)."""
+    flags = 0
+    for cue in CUES:
+        flags |= cue.flags_of(token)
+    # A dose is "800mg", or "800" followed by "mg"; both begin with a digit, so nothing else needs checking.
+    if DOSE_TOKEN_RE.fullmatch(token):
+        flags |= DOSE_FLAG
+    if token.isdigit():
+        flags |= NUMBER_FLAG
+    if token in DOSE_UNITS:
+        flags |= UNIT_FLAG
+    if REPEATED_CHAR_RE.search(token):
+        flags |= REPEAT_FLAG
+    return flags
+
+
+_TOKEN_FLAGS = _TokenCache(token_flags)
+
+
+@dataclass(frozen=True, slots=True)
+class Words:
+    """Tokens with their flags and the OR of those flags: what the cue tests read."""
+
+    tokens: Sequence[str]
+    flags: list[int]
+    present: int
+
+    @classmethod
+    def of(cls, tokens: Sequence[str]) -> Words:
+        flags = list(map(_TOKEN_FLAGS.__getitem__, tokens))
+        return cls(tokens, flags, reduce(or_, flags, 0))
+
+    def starts(self, cue: Cue) -> list[int]:
+        """``cue.index.starts(tokens)``."""
+        bit = cue.start
+        if not self.present & bit:
+            return []
+        return [i for i, flags in enumerate(self.flags) if flags & bit]
+
+    def may_match(self, cue: Cue) -> bool:
+        """False when no phrase of the cue can be here; otherwise its positions must be walked."""
+        present = self.present
+        return bool(present & cue.start) and bool(present & (cue.alone | cue.goes_on))
+
+    def found(self, cue: Cue) -> bool:
+        """``cue.index.found_in(tokens)``."""
+        if self.present & cue.alone:
+            return True
+        if not self.may_match(cue):
+            return False
+        # No token is a phrase alone, so a match needs a start whose next token may go on from it.
+        flags, loose, second, last = self.flags, cue.loose, cue.second, len(self.flags) - 1
+        for i in self.starts(cue):
+            if (flags[i] & loose or (i < last and flags[i + 1] & second)) and cue.index.ends_at(self.tokens, i):
+                return True
+        return False
+
+    def positions(self, cue: Cue) -> list[tuple[int, int]]:
+        """``cue.index.positions(tokens)``."""
+        if not self.may_match(cue):
+            return []
+        return [(i, end) for i in self.starts(cue) for end in cue.index.ends_at(self.tokens, i)]
+
+    def phrase_at(self, cue: Cue, j: int) -> bool:
+        """Whether a phrase of the cue starts at token ``j``: ``cue.index.ends_at(tokens, j)`` is not empty."""
+        flags = self.flags[j]
+        if flags & cue.alone:
+            return True
+        if not flags & cue.start:
+            return False
+        goes_on = flags & cue.loose or (j + 1 < len(self.flags) and self.flags[j + 1] & cue.second)
+        return bool(goes_on) and bool(cue.index.ends_at(self.tokens, j))
 
 
 def has_medical_term(tokens: Sequence[str]) -> bool:
-    if MEDICAL.found_in(tokens):
+    return _has_medical_term(Words.of(tokens))
+
+
+def _has_medical_term(words: Words) -> bool:
+    if words.found(MEDICAL_CUE) or words.present & DOSE_FLAG:
         return True
-    for i, token in enumerate(tokens):
-        if token[0].isdigit():
-            if DOSE_TOKEN_RE.fullmatch(token):
-                return True
-            if token.isdigit() and i + 1 < len(tokens) and tokens[i + 1] in DOSE_UNITS:
-                return True
-    return False
+    if not words.present & NUMBER_FLAG:
+        return False
+    flags = words.flags
+    return any(flags[i] & NUMBER_FLAG and flags[i + 1] & UNIT_FLAG for i in range(len(flags) - 1))
 
 
 def has_directive(tokens: Sequence[str], reply: bool) -> bool:
-    if DIRECTIVES.found_in(tokens):
+    return _has_directive(Words.of(tokens), reply)
+
+
+def _has_directive(words: Words, reply: bool) -> bool:
+    if words.found(DIRECTIVE_CUE):
         return True
-    for i in IMPERATIVES.starts(tokens):
+    tokens = words.tokens
+    for i in words.starts(IMPERATIVE_CUE):
         previous = tokens[i - 1] if i else ","
         clause_start = previous in CLAUSE_MARKS or (reply and i == 1)
-        if (clause_start or previous in IMPERATIVE_LEADS) and IMPERATIVES.ends_at(tokens, i):
+        if (clause_start or previous in IMPERATIVE_LEADS) and words.phrase_at(IMPERATIVE_CUE, i):
             return True
     return False
 
 
 def has_diagnosis(tokens: Sequence[str]) -> bool:
-    leads = DIAGNOSIS_LEADS.positions(tokens)
+    return _has_diagnosis(Words.of(tokens))
+
+
+def _has_diagnosis(words: Words) -> bool:
+    leads = words.positions(DIAGNOSIS_LEAD_CUE)
     if not leads:
         return False
-    conditions = [start for start, _ in CONDITIONS.positions(tokens)]
+    conditions = [start for start, _ in words.positions(CONDITION_CUE)]
     return any(0 <= start - end <= DIAGNOSIS_GAP for _, end in leads for start in conditions)
 
 
 def has_referral(tokens: Sequence[str]) -> bool:
-    for _, end in REFERRAL_LEADS.positions(tokens):
-        if end < len(tokens) and PROFESSIONALS.ends_at(tokens, end):
+    return _has_referral(Words.of(tokens))
+
+
+def _has_referral(words: Words) -> bool:
+    tokens = words.tokens
+    for _, end in words.positions(REFERRAL_LEAD_CUE):
+        if end < len(tokens) and words.phrase_at(PROFESSIONAL_CUE, end):
             return True
-        if end + 1 < len(tokens) and tokens[end] in DETERMINERS and PROFESSIONALS.ends_at(tokens, end + 1):
+        if end + 1 < len(tokens) and tokens[end] in DETERMINERS and words.phrase_at(PROFESSIONAL_CUE, end + 1):
             return True
     return False
 
@@ -304,20 +528,61 @@ REPEATED_LETTER_RE = re.compile(r"([^\W\d_])\1{5,}")
 GIBBERISH_MAX_CHARS = 300
 
 
-def looks_like_gibberish(text: str) -> bool:
-    """Keyboard mash, vowel-less strings, or the same word or letter over and over."""
-    if REPEATED_LETTER_RE.search(text):
+def looks_like_gibberish(text: str, words: Words | None = None) -> bool:
+    """Keyboard mash, vowel-less strings, or the same word or letter over and over.
+
+    The words judged are the runs of letters of the lower-cased text (WORD_RE). They are read from the
+    text's sentence tokens (``words_of`` of each of ``sentences``; ``cue_tokens`` passes the Words it has),
+    which hold every letter of the text, lower-cased as in the whole text (lower() looks at no context
+    across whitespace, where sentences and words split), so what each token holds is worked out once.
+    """
+    if words is None:
+        words = Words.of([token for sentence in sentences(text) for token in words_of(sentence)])
+    if _may_repeat_a_letter(text, words) and REPEATED_LETTER_RE.search(text):
         return True
     if len(text) > GIBBERISH_MAX_CHARS:  # long texts are judged by their words, not as mash
         return False
-    words = WORD_RE.findall(text.lower())
-    if not words:
+    tokens = words.tokens
+    # Summing the packed counts adds each field up: a short text has far fewer than 2**16 words.
+    counts = sum(map(_GIBBERISH_COUNTS.__getitem__, tokens))
+    letter_runs, long_words, no_vowels, mashed = (counts >> shift & 0xFFFF for shift in (0, 16, 32, 48))
+    if not letter_runs:
         return False
+    if no_vowels + mashed >= max(1, long_words // 3):
+        return True
+    return _one_word_repeated(list(chain.from_iterable(map(_LETTER_RUNS.__getitem__, tokens))))
+
+
+def _may_repeat_a_letter(text: str, words: Words) -> bool:
+    """False when REPEATED_LETTER_RE cannot match."""
+    # Six letters alike lie in one token, lower-cased into six characters alike (REPEAT_FLAG), unless the
+    # letter is "İ", which lower() turns into two characters, or "Σ", which it turns into "σ" or, ending a
+    # word, "ς".
+    return bool(words.present & REPEAT_FLAG) or "İ" in text or "Σ" in text
+
+
+def gibberish_counts(token: str) -> int:
+    """For looks_like_gibberish: how many words a token holds, long ones (4 letters or more), long ones with
+    no vowel and long ones with a keyboard run, in four 16-bit fields."""
+    words = WORD_RE.findall(token)
     long_words = [w for w in words if len(w) >= 4]
     no_vowels = sum(1 for w in long_words if VOWELS.isdisjoint(w))
     mashed = sum(1 for w in long_words if KEYBOARD_RUNS_RE.search(w))
-    repeated_word = len(words) >= 4 and Counter(words).most_common(1)[0][1] / len(words) >= 0.5
-    return (no_vowels + mashed) >= max(1, len(long_words) // 3) or repeated_word
+    return len(words) | len(long_words) << 16 | no_vowels << 32 | mashed << 48
+
+
+_GIBBERISH_COUNTS = _TokenCache(gibberish_counts)
+_LETTER_RUNS: _TokenCache[list[str]] = _TokenCache(WORD_RE.findall)
+
+
+def _one_word_repeated(words: list[str]) -> bool:
+    """At least four words, half of them one word."""
+    if len(words) < 4:
+        return False
+    # A word making up half of n words leaves at most n/2 others: more distinct words rule it out uncounted.
+    if 2 * (len(set(words)) - 1) > len(words):
+        return False
+    return Counter(words).most_common(1)[0][1] / len(words) >= 0.5
 
 
 def opening_token(tokens: Sequence[str], reply: bool) -> list[str]:
@@ -334,41 +599,57 @@ def cue_tokens(text: str) -> list[str]:
     medical_directives = 0
     openings: list[str] = []
     every_word: list[str] = []
+    every_flag: list[int] = []
+    every_present = 0
     for sentence in sentences(text):
         tokens = words_of(sentence)
         if not tokens:
             continue
+        words = Words.of(tokens)
         every_word += tokens
+        every_flag += words.flags
+        every_present |= words.present
         reply = sentence.startswith("@")
         openings += opening_token(tokens, reply)
-        medical = has_medical_term(tokens)
-        directive = has_directive(tokens, reply)
-        question = sentence.endswith("?")
-        if directive and not question:
-            if medical:
-                medical_directives += 1
-                found.add("zzdirmed")
-            else:
-                found.add("zzdir")
-        if not question and has_diagnosis(tokens):
-            found.add("zzdiag")
-        if has_referral(tokens):
-            found.add("zzrefer")
-        if question and medical:
-            found.add("zzqmed")
-        if medical and not directive and NARRATIVE.found_in(tokens):
-            found.add("zznarrmed")
-    if text.lstrip().startswith("@") or text.lower().lstrip().startswith("replying to"):
-        found.add("zzreply")
-    if looks_like_gibberish(text):
-        found.add("zzgibberish")
-    if CURE_CLAIMS.found_in(every_word):
-        found.add("zzcure")
-    if SELF_PROMOTION.found_in(every_word):
-        found.add("zzpromo")
-    if CONTACT_OFFER.found_in(every_word):
-        found.add("zzcontact")
+        found_here = _sentence_cues(words, reply, question=sentence.endswith("?"))
+        medical_directives += "zzdirmed" in found_here
+        found.update(found_here)
+    found.update(_comment_cues(text, Words(every_word, every_flag, every_present)))
     tokens = sorted(found)
     if medical_directives > 1:
         tokens.append("zzdirmedmany")
     return tokens + openings
+
+
+def _sentence_cues(words: Words, reply: bool, question: bool) -> list[str]:
+    """The cues of one sentence."""
+    found = []
+    medical = _has_medical_term(words)
+    directive = _has_directive(words, reply)
+    if directive and not question:
+        found.append("zzdirmed" if medical else "zzdir")
+    if not question and _has_diagnosis(words):
+        found.append("zzdiag")
+    if _has_referral(words):
+        found.append("zzrefer")
+    if question and medical:
+        found.append("zzqmed")
+    if medical and not directive and words.found(NARRATIVE_CUE):
+        found.append("zznarrmed")
+    return found
+
+
+def _comment_cues(text: str, every_word: Words) -> list[str]:
+    """The cues of the comment as a whole; phrases may run across its sentences."""
+    found = []
+    if text.lstrip().startswith("@") or text.lower().lstrip().startswith("replying to"):
+        found.append("zzreply")
+    if looks_like_gibberish(text, every_word):
+        found.append("zzgibberish")
+    if every_word.found(CURE_CLAIM_CUE):
+        found.append("zzcure")
+    if every_word.found(SELF_PROMOTION_CUE):
+        found.append("zzpromo")
+    if every_word.found(CONTACT_OFFER_CUE):
+        found.append("zzcontact")
+    return found

@@ -26,6 +26,9 @@ URL_RE = re.compile(
     r"|\b(?:t\.me|wa\.me|bit\.ly|tinyurl\.com|linktr\.ee)/[^\s<>\"']+"
     r"|\b[a-z0-9][a-z0-9-]{1,62}\.(?:es|in|br|me|de|fr|it|ca|au|ng|pk|ph|pt|nl|uk)/[^\s<>\"']*",
 )
+# What every link URL_RE finds contains: a scheme, "www." or a dot before a lower-case letter. Most comments
+# have none of them, and ruling that out costs a fraction of running URL_RE, which retries at every word.
+URL_HINT_RE = re.compile(r"://|(?i:www\.)|\.[a-z]")
 SPELLED_DOT_COM_RE = re.compile(
     r"\b(\w[\w-]*)\s*(?:\(|\[)?\s*(?:dot|punto|ponto|point)\s*(?:\)|\])?\s*(com|net|org|shop|info|es|br|fr)\b", re.I
 )
@@ -33,6 +36,8 @@ SPELLED_DOT_WORDS = ("dot", "punto", "ponto", "point")
 EMAIL_RE = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
 PHONE_RE = re.compile(r"(?:\+|\b00)?\d[\d\s().-]{7,}\d")
 MONEY_RE = re.compile(r"[$€£]\s?\d|\b\d+\s?(?:usd|dollars|euros|pounds|bucks)\b", re.I)
+# A word every MONEY_RE match without a currency sign contains (see _may_contain).
+MONEY_WORDS = ("usd", "dollars", "euros", "pounds", "bucks")
 DOSE_RE = re.compile(
     r"\b\d+(?:[.,]\d+)?\s?(?:mg|mcg|µg|ug|iu|ui|ml|g|milligrams?|grams?|units?|capsules?|caps|tablets?|"
     r"pills?|drops?|comprimidos?|cápsulas?|gélules?|kapseln?|tabletten?|compresse)\b",
@@ -43,12 +48,18 @@ FREQUENCY_RE = re.compile(
     r"daily|a day|per day|at night|before bed|morning and night)\b",
     re.I,
 )
+# A word every FREQUENCY_RE match contains (see _may_contain).
+FREQUENCY_WORDS = ("every", "day", "daily", "night", "bed")
 HTML_TAG_RE = re.compile(r"<[^>]{1,200}>")
 # "c.h.e.a.p", "p-i-l-l-s", "v i a g r a": single characters joined by separators.
 SPACED_LETTERS_RE = re.compile(r"(?<!\S)(?:\w[.\-_*\s]){2,}\w(?!\S)")
 LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})
 # Only a digit or symbol between letters reads as obfuscation (v1agra, pa!n); 800mg, 5yo and covid19 do not.
 LEET_WORD_RE = re.compile(r"(?<![\w@$!])(?=[a-z0-9@$!]*[a-z][0-9@$!]+[a-z])[a-z0-9@$!]{3,}(?![\w@$!])", re.I)
+# Each LEET_WORD_RE match holds a letter, digits or symbols, and a letter. Looking for a digit or symbol
+# first is cheap (half of all comments have none); few of the rest have the three in a row.
+LEET_CHAR_RE = re.compile(r"[0-9@$!]")
+LEET_CORE_RE = re.compile(r"[a-z][0-9@$!]+[a-z]", re.I)
 WHITESPACE_RE = re.compile(r"\s+")
 DIGIT_RE = re.compile(r"\d")
 NON_ASCII_LETTER_RE = re.compile(r"[^\x00-\x7f]")
@@ -71,12 +82,14 @@ def normalize(text: str) -> str:
     text = HTML_TAG_RE.sub(" ", text)
     text = text.replace("\ufeff", " ").lower()
     text = SPACED_LETTERS_RE.sub(lambda m: re.sub(r"[.\-_*\s]", "", m.group(0)), text)
-    text = LEET_WORD_RE.sub(lambda m: m.group(0) if m.group(0).isdigit() else m.group(0).translate(LEET), text)
-    return WHITESPACE_RE.sub(" ", text).strip()
+    if LEET_CHAR_RE.search(text) and LEET_CORE_RE.search(text):
+        text = LEET_WORD_RE.sub(lambda m: m.group(0) if m.group(0).isdigit() else m.group(0).translate(LEET), text)
+    # What WHITESPACE_RE.sub(" ", text).strip() gives (\s and str.split agree on whitespace), at half the cost.
+    return " ".join(text.split())
 
 
 def find_urls(text: str) -> list[str]:
-    urls = [m.group(0).rstrip(".,;:!?)]") for m in URL_RE.finditer(text)]
+    urls = [m.group(0).rstrip(".,;:!?)]") for m in URL_RE.finditer(text)] if URL_HINT_RE.search(text) else []
     lowered = text.lower()
     if any(word in lowered for word in SPELLED_DOT_WORDS):  # the pattern is slow to fail, and rarely matches
         urls += [f"{m.group(1)}.{m.group(2)}" for m in SPELLED_DOT_COM_RE.finditer(text)]
@@ -112,7 +125,7 @@ def _marker_tokens(comment: CommentText, raw: str) -> list[str]:
         tokens.append("zzemail")
     if DIGIT_RE.search(raw):  # phones, money and doses all need a digit; most comments have none
         tokens += _number_tokens(raw)
-    if FREQUENCY_RE.search(raw):
+    if _has_frequency(raw):
         tokens.append("zzfrequency")
     if NON_ASCII_LETTER_RE.search(comment.author):
         tokens.append("zzauthornonascii")
@@ -124,11 +137,23 @@ def _marker_tokens(comment: CommentText, raw: str) -> list[str]:
     return tokens
 
 
+def _has_frequency(raw: str) -> bool:
+    return _may_contain(raw, FREQUENCY_WORDS) and FREQUENCY_RE.search(raw) is not None
+
+
+def _may_contain(raw: str, words: tuple[str, ...]) -> bool:
+    """False when none of these lower-case ASCII words can be in the text in any case, as re.I matches."""
+    lowered = raw.lower()
+    # Under re.I four other letters match ASCII ones: the Kelvin sign (lower-cased to "k" anyway), the
+    # dotted capital I (lower-cased to "i" and a combining dot), the dotless i and the long s.
+    return any(letter in lowered for letter in "\u0307\u0131\u017f") or any(word in lowered for word in words)
+
+
 def _number_tokens(raw: str) -> list[str]:
     tokens = []
     if PHONE_RE.search(raw):
         tokens.append("zzphone")
-    if MONEY_RE.search(raw):
+    if (any(symbol in raw for symbol in "$€£") or _may_contain(raw, MONEY_WORDS)) and MONEY_RE.search(raw):
         tokens.append("zzmoney")
     doses = len(DOSE_RE.findall(raw))
     return tokens + ["zzdose"] * min(doses, 3)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import random
+import re
+import unicodedata
+from collections import Counter
+
 import numpy as np
 import pytest
+from sklearn.base import clone
 
-from moderation import classifier, cues
+from moderation import classifier, cues, features
 from moderation.classifier import LABELS
 from moderation.cues import cue_tokens, looks_like_gibberish
 from moderation.data import load_own_corpus
-from moderation.features import CommentText, prepare
+from moderation.features import CommentText, prepare, prepare_many
 from tests.conftest import TrainedModel
 
 ODD = [
@@ -159,3 +165,204 @@ def test_ordinary_text_is_not_gibberish() -> None:
     ordinary = [e.comment.body for e in load_own_corpus() if not e.spam and not e.medical_advice]
     flagged = [body for body in ordinary if looks_like_gibberish(body)]
     assert len(flagged) / len(ordinary) < 0.02, flagged[:10]
+
+
+# --- the fast paths give exactly what the plain definitions give ------------------------------------
+
+LONG = "A perfectly ordinary sentence about my back pain and the exercises. " * 5  # past GIBBERISH_MAX_CHARS
+# Varied comments and the exact cue tokens they got when every phrase list was walked over every sentence
+# (before per-token flags): English and six other languages, replies, typos, doses, links, promotion,
+# gibberish, and letters that lower() treats specially ("Σ" at a word's end, "İ").
+CUE_CASES = [
+    ("Take 800mg ibuprofen every 6 hours.", ["zzdirmed", "zzstake"]),
+    ("Take 800 mg of ibuprofen, then 5 ml of the syrup twice a day.", ["zzdirmed", "zzstake"]),
+    ("I took 800mg ibuprofen every 6 hours for a week.", ["zznarrmed", "zzsi"]),
+    ("Should I take ibuprofen or paracetamol?", ["zznarrmed", "zzqmed", "zzsshould"]),
+    (
+        "You should stop the gabapentin. Just stretch and walk it off, trust me!",
+        ["zzdirmed", "zzdirmedmany", "zzsyou", "zzsjust"],
+    ),
+    ("@Tom skip the physio, go to a chiropractor instead", ["zzdirmed", "zzreply", "zzsskip"]),
+    ("@Ruth you can absolutely stay on the diclofenac long term", ["zzdirmed", "zzreply", "zzsyou"]),
+    (
+        "Replying to @sam: don't bother with the MRI, it's a pulled muscle",
+        ["zzdiag", "zzdirmed", "zzreply", "zzsreplying"],
+    ),
+    (
+        "That's sciatica, not a muscle. Sounds like a classic slipped disc to me.",
+        ["zzdiag", "zznarrmed", "zzsthat's", "zzssounds"],
+    ),
+    ("What your wife has is SI joint dysfunction, not sciatica.", ["zzdiag", "zzswhat"]),
+    ("Please see your GP about it. Or ask for a referral to a physiotherapist.", ["zzrefer", "zzsplease", "zzsor"]),
+    ("My GP put me on naproxen 500mg and it helped.", ["zznarrmed", "zzsmy"]),
+    ("I wouldn't go to A&E for that. Stay home and lie flat.", ["zzdir", "zzdirmed", "zzrefer", "zzsi", "zzsstay"]),
+    ("i dont think u shud take ibuprofin, its bad 4 ur stomack", ["zzsi"]),
+    ("Yo que tú dejaría el tramadol. Toma paracetamol y descansa.", ["zzdirmed", "zzdirmedmany", "zzsyo", "zzstoma"]),
+    (
+        "Est-ce qu'on peut prendre de l'ibuprofène ? Arrête le doliprane, va voir ton médecin.",
+        ["zzdirmed", "zzqmed", "zzrefer", "zzsest", "zzsarrête"],
+    ),
+    ("Nimm einfach Ibuprofen und geh zum Arzt, das ist ein Hexenschuss.", ["zzdiag", "zzdirmed", "zzrefer", "zzsnimm"]),
+    ("Se eu fosse você, tomava o remédio. Pare de fazer exercício!", ["zzdir", "zzsse", "zzspare"]),
+    ("Prendi l'ibuprofene e vai dal medico, è un'ernia.", ["zzdir", "zzrefer", "zzsprendi"]),
+    ("Neem een pijnstiller en probeer te rusten, ga naar de huisarts.", ["zzdirmed", "zzrefer", "zzsneem"]),
+    ("Cat cow fifty times a day. That's the cure.", ["zzcure", "zzscat", "zzsthat's"]),
+    ("great video! check out my channel and subscribe", ["zzpromo", "zzsgreat", "zzscheck"]),
+    ("Great video!!! Check my\nchannel for more, sub 4 sub", ["zzpromo", "zzsgreat", "zzscheck", "zzschannel"]),
+    ("He's on telegram @JamesFX, message him on whatsapp +44 7700 900123", ["zzcontact", "zzshe's"]),
+    ("Order cheap pills at www.pillz-shop.xyz or t.me/cheapmeds, link in bio", ["zzdirmed", "zzpromo", "zzsorder"]),
+    ("Visit bit.ly/abc123 - guaranteed to fix it for good!!", ["zzcure", "zzsvisit", "zzsguaranteed"]),
+    ("asdfghjkl qwerty zxcvbnm", ["zzgibberish", "zzsasdfghjkl"]),
+    ("bcdfg hjklm npqrst vwxyz", ["zzgibberish", "zzsbcdfg"]),
+    ("buy buy buy buy buy now", ["zzdir", "zzgibberish", "zzsbuy"]),
+    ("aaaaaaaaaa", ["zzgibberish", "zzsaaaaaaaaaa"]),
+    ("ΣΣΣΣΣΣ ΟΔΟΣ ΣΑΣ", ["zzgibberish", "zzsσσσσσς"]),
+    ("İİİİİİ İstanbul ılık", ["zzgibberish", "zzsi"]),
+    (
+        "Don’t take it; really: don't. And then take the pills.",
+        ["zzdir", "zzdirmed", "zzsdon't", "zzsreally", "zzsand"],
+    ),
+    ("the physio said (quietly) Stop stretching - it makes the disc worse", ["zzdirmed", "zzsthe", "zzsstop", "zzsit"]),
+    ("So take it easy, then rest; and use ice.", ["zzdir", "zzdirmed", "zzsso", "zzsand"]),
+    ("I'd up the dose to 1200mg if I were you", ["zzdirmed", "zzsi'd"]),
+    ("You've got a herniated disc, you need to see a specialist", ["zzdiag", "zzdirmed", "zzrefer", "zzsyou've"]),
+    ("The one you want is the 5% lidocaine patch, worth trying", ["zzdirmed", "zzsthe"]),
+    ("Is 600mg of ibuprofen too much?", ["zzqmed", "zzsis"]),
+    ("Thanks for the video 👍", ["zzsthanks"]),
+    ("", []),
+    ("   \n\t ", []),
+    ("ok", ["zzsok"]),
+    ("word " * 80, ["zzsword"]),
+    (LONG + "ΣΣΣΣΣΣ", ["zzgibberish", "zznarrmed", "zzsa", "zzsa", "zzsa", "zzsa", "zzsa", "zzsσσσσσς"]),
+    (LONG + "İİİİİİ", ["zzgibberish", "zznarrmed", "zzsa", "zzsa", "zzsa", "zzsa", "zzsa", "zzsi"]),
+    (LONG + "AaAaAa", ["zznarrmed", "zzsa", "zzsa", "zzsa", "zzsa", "zzsa", "zzsaaaaaa"]),
+    (LONG + "zzzzzz!", ["zzgibberish", "zznarrmed", "zzsa", "zzsa", "zzsa", "zzsa", "zzsa", "zzszzzzzz"]),
+    (LONG + "ςςςςςς", ["zzgibberish", "zznarrmed", "zzsa", "zzsa", "zzsa", "zzsa", "zzsa", "zzsςςςςςς"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CUE_CASES)
+def test_cue_tokens_are_unchanged(text: str, expected: list[str]) -> None:
+    assert cue_tokens(text) == expected
+
+
+def plain_gibberish(text: str) -> bool:
+    """looks_like_gibberish as defined: over the letter runs of the whole lower-cased text."""
+    if cues.REPEATED_LETTER_RE.search(text):
+        return True
+    if len(text) > cues.GIBBERISH_MAX_CHARS:
+        return False
+    words = cues.WORD_RE.findall(text.lower())
+    if not words:
+        return False
+    long_words = [w for w in words if len(w) >= 4]
+    no_vowels = sum(1 for w in long_words if cues.VOWELS.isdisjoint(w))
+    mashed = sum(1 for w in long_words if cues.KEYBOARD_RUNS_RE.search(w))
+    repeated_word = len(words) >= 4 and Counter(words).most_common(1)[0][1] / len(words) >= 0.5
+    return (no_vowels + mashed) >= max(1, len(long_words) // 3) or repeated_word
+
+
+def tricky_texts(count: int, seed: int = 0) -> list[str]:
+    """Random runs of letters that case-fold oddly, repeats, keyboard rows, digits and punctuation."""
+    pieces = [*"aAeEqwertyasdfzxcvbnmİıΣσςßéÉ1²_ '’&-.?!\n\t@,;:", "l'", "d'", "\u00a0", "\u0307", "ǅ", "K", "ſ"]
+    generator = random.Random(seed)
+    return [
+        "".join(generator.choice(pieces) * generator.choice([1, 1, 2, 3, 6]) for _ in range(generator.randint(0, 30)))
+        for _ in range(count)
+    ]
+
+
+def test_gibberish_is_judged_on_the_words_of_the_whole_text() -> None:
+    texts = [text for text, _ in CUE_CASES] + [e.comment.body for e in load_own_corpus()[:600]] + tricky_texts(4000)
+    assert [looks_like_gibberish(text) for text in texts] == [plain_gibberish(text) for text in texts]
+
+
+def phrase_words() -> list[str]:
+    """Words the phrase lists know, prefixes with endings, and a few they do not."""
+    found = {",", ":", ";", "the", "a", "zebra", "800mg", "800", "mg"}
+    pending = [cue.index.root for cue in cues.CUES]
+    while pending:
+        node = pending.pop()
+        found.update(node.children)
+        found.update(prefix + ending for prefix in node.prefixed for ending in ("", "x", "ing"))
+        pending += [*node.children.values(), *node.prefixed.values()]
+    return sorted(found)
+
+
+def test_token_flags_answer_as_the_phrase_indexes_do() -> None:
+    generator = random.Random(1)
+    vocabulary = phrase_words()
+    token_lists = [cues.words_of(s) for e in load_own_corpus()[:800] for s in cues.sentences(e.comment.body)]
+    token_lists += [generator.choices(vocabulary, k=generator.randint(1, 8)) for _ in range(3000)]
+    for tokens in token_lists:
+        words = cues.Words.of(tokens)
+        for cue in cues.CUES:
+            assert words.found(cue) == cue.index.found_in(tokens), (cue.index, tokens)
+            assert words.positions(cue) == cue.index.positions(tokens), (cue.index, tokens)
+            assert [words.phrase_at(cue, j) for j in range(len(tokens))] == [
+                bool(cue.index.ends_at(tokens, j)) for j in range(len(tokens))
+            ]
+
+
+def plain_normalize(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text)
+    text = features.HTML_TAG_RE.sub(" ", text)
+    text = text.replace("\ufeff", " ").lower()
+    text = features.SPACED_LETTERS_RE.sub(lambda m: re.sub(r"[.\-_*\s]", "", m.group(0)), text)
+    text = features.LEET_WORD_RE.sub(
+        lambda m: m.group(0) if m.group(0).isdigit() else m.group(0).translate(features.LEET), text
+    )
+    return features.WHITESPACE_RE.sub(" ", text).strip()
+
+
+def test_pattern_shortcuts_skip_only_texts_the_patterns_cannot_match() -> None:
+    tricky = ["every 6 hours", "EVERY 8 HOURS", "twice a \t day", "NİGHT", "at nıght", "DAİLY", "10 uſd", "5 BUCKS"]
+    tricky += ["€5", "£ 12", "$3", "20 Dollars", "www.x.com", "WWW.X.COM", "http://x", "it.It", "t.me/x", "v1agra"]
+    tricky += ["pa!n", "p@in", "800mg", "c.h.e.a.p", "\u00a0a\u2003b\n", "x\x1cy", "visit pills dot com"]
+    texts = tricky + [text for text, _ in CUE_CASES] + [e.comment.body for e in load_own_corpus()[:1500]]
+    texts += tricky_texts(2000, seed=2)
+    for text in texts:
+        assert features._has_frequency(text) == bool(features.FREQUENCY_RE.search(text)), text
+        assert ("zzmoney" in features._number_tokens(text)) == bool(features.MONEY_RE.search(text)), text
+        links = [m.group(0).rstrip(".,;:!?)]") for m in features.URL_RE.finditer(text)]
+        assert features.find_urls(text)[: len(links)] == links, text
+        assert features.normalize(text) == plain_normalize(text), text
+
+
+def assert_counts_are_the_hashers(model: classifier.ModerationModel, texts: list[str]) -> None:
+    counted = model._fast_scorer().counts(texts)
+    for counts, (_, pipeline) in zip(counted, model.vectorizer.transformer_list, strict=True):
+        expected = pipeline.named_steps["hash"].transform(texts).tocsr()
+        np.testing.assert_array_equal(counts.indptr, expected.indptr)
+        np.testing.assert_array_equal(counts.indices, expected.indices)
+        np.testing.assert_array_equal(counts.data, expected.data.astype(np.float64))
+
+
+def test_counts_are_exactly_the_hashers(trained_model: TrainedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = trained_model.model
+    comments = [e.comment for e in load_own_corpus()[:300]] + ODD
+    texts = prepare_many(comments + [CommentText(body=text) for text, _ in CUE_CASES])
+    assert_counts_are_the_hashers(model, texts)  # words new to the table
+    assert_counts_are_the_hashers(model, texts)  # words it holds
+    assert_counts_are_the_hashers(model, texts[:1])
+    # Past its bounds the table is emptied and refilled: first for pairs of tokens alone, then for words.
+    monkeypatch.setattr(classifier, "BIGRAM_CACHE_SIZE", 10)
+    more = [prepare_many([e.comment for e in load_own_corpus()[start : start + 30]]) for start in (300, 330, 360)]
+    assert_counts_are_the_hashers(model, more[0])
+    assert_counts_are_the_hashers(model, [*texts[:20], *more[1], "zebra quokka axolotl"])
+    monkeypatch.setattr(classifier, "WORD_CACHE_SIZE", 10)
+    assert_counts_are_the_hashers(model, more[2])
+    assert_counts_are_the_hashers(model, [*texts[5:40], *more[0], "okapi narwhal"])
+
+
+def test_word_columns_are_a_words_unigram_then_its_char_ngrams(trained_model: TrainedModel) -> None:
+    model = trained_model.model
+    words_hash, chars_hash = (p.named_steps["hash"] for _, p in model.vectorizer.transformer_list)
+    unigrams = clone(words_hash).set_params(ngram_range=(1, 1))
+    words = ["Ibuprofen", "zzdose", "x", "ΟΔΟΣ", "800mg", "v1agra", "ibuprofen", "x"]
+    columns, owners = model._fast_scorer().word_columns(words)
+    for i, word in enumerate(words):
+        expected = np.concatenate(
+            [unigrams.transform([word]).indices, chars_hash.transform([word]).indices + classifier.WORD_FEATURES]
+        )
+        np.testing.assert_array_equal(columns[owners == i], expected)
