@@ -186,13 +186,16 @@ class _Judged:
 
 def _take_undecided(session: Session, comment_id: int, batch_size: int) -> tuple[list[Comment], dict[int, Decision]]:
     """The comment and the others waiting, locked, that still need a decision; with their latest decisions."""
-    own = _take_comments(session, select(Comment).where(Comment.id == comment_id))
-    if own and own[0].status != CommentStatus.PENDING:
-        # Decided (most often by an earlier task's batch), reviewed or deleted meanwhile: this message costs
-        # one look, never a batch's worth of work.
-        _drop_classify_work_unless_edited(session, comment_id, own[0].revision)
-        return [], {}
-    if not own:  # another worker is deciding it (or it is gone): this task drains the others waiting
+    pending = (Comment.id == comment_id) & (Comment.status == CommentStatus.PENDING)
+    own = _take_comments(session, select(Comment).where(pending))
+    if not own:
+        settled = _settled_revision(session, comment_id)
+        if settled is not None:
+            # Decided (most often by an earlier task's batch), reviewed or deleted: this message costs two
+            # reads, never a batch's worth of work, and no row lock (a lock would make the commit write).
+            _drop_classify_work_unless_edited(session, comment_id, settled)
+            return [], {}
+        # Another worker is deciding it (or it is gone): this task drains the others waiting.
         log.info("comment %s is gone or another worker is deciding it", comment_id)
     waiting = own + (_take_waiting(session, own, comment_id, batch_size - len(own)) if batch_size > 1 else [])
     if not waiting:
@@ -323,11 +326,18 @@ def _schedule_callbacks(
     return deliveries
 
 
+def _settled_revision(session: Session, comment_id: int) -> int | None:
+    """The revision of a comment that needs no decision (decided, reviewed or deleted); None otherwise."""
+    found = session.execute(select(Comment.status, Comment.revision).where(Comment.id == comment_id)).first()
+    return found.revision if found is not None and found.status != CommentStatus.PENDING else None
+
+
 def _drop_classify_work_unless_edited(session: Session, comment_id: int, revision: int) -> None:
     """A duplicate task found nothing to do: its outbox row goes, unless the comment was edited since.
 
-    The comment is row-locked here, so the revision check is defence in depth: an edit makes the comment
-    pending at a new revision, and its outbox row is that edit's only promise of a classification.
+    A settled comment is read without a lock, so the delete checks the version it read: an edit in between
+    made the comment pending at a new revision, and its outbox row is that edit's only promise of a
+    classification. (Where the comment is row-locked, the check is merely redundant.)
     """
     unchanged = exists().where(
         Comment.id == comment_id,
