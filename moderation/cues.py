@@ -3,7 +3,7 @@
 A linear model over words sees "ibuprofen" both in "I took ibuprofen" and in "take ibuprofen"; what makes
 the second one advice is that a directive and a medical term share a sentence, or that someone else is
 being diagnosed. These cues put that interaction into tokens the classifiers can weigh. They cover
-English and the most common forms in Spanish, French, German, Portuguese, Italian and Dutch.
+English and the most common forms in Spanish, French, German, Portuguese, Italian, Dutch and Polish.
 
 The cues are phrase lists matched over a sentence's words (see ``PhraseIndex``) rather than regular
 expressions: a regex alternation of hundreds of words is retried at every character, which made this
@@ -166,6 +166,13 @@ MEDICAL = PhraseIndex.of(
         # care itself: what to skip, refuse or carry on with is medical too
         "appointment|follow up|followup|hospital|gp|doctor|physio|osteo*|ostéo*|consultant|specialist|referral",
         "results|test|tests|blood|a e|er|surgeon|midwife|infiltra*|yoga|pilates|trampoline|headstand*|workout",
+        "massage|massages|acupuncture|dexa|prescription|prescribed|trimester|laminectomy|osteopath*",
+        # the same in the other languages: treatments, carers and pregnancy are what such advice is about
+        "masaje|masajes|massaggio|massaggi|massagem|massagens|masaż|masażu|agopuntura|acupuntura|akupunktur",
+        "médico|médecin|arzt|ärztin|medico|lekarz|lekarza|lekarzem|ortoped*|matrona|sage femme|hebamme",
+        "ostetrica|parteira|verloskundige|położna|położnej|embarazo|grossesse|schwangerschaft|gravidanza",
+        "gravidez|zwangerschap|ciąża|ciąży|tabletki|tabletkę|zastrzyk*|operacj*|ból|bólu",
+        "rezonans*|kręg*|piscina|cortisone|cortisona|kortison|pediatr*|rehabilitacj*|fizjoterapeut*",
     )
 )
 
@@ -185,6 +192,7 @@ SOMEONE += ["your partner"]
 MUST = _phrases(
     "should|shouldn't|shouldnt|must|need to|needs to|have to|has to|ought to|want to|wanna|gotta|can just",
     "could just|could always|might want to|don't need|dont need|do not need|just need",
+    "doesn't need|doesnt need|does not need",
 )
 # Directives that count anywhere in a sentence: someone told what to do, first-person advice formulas,
 # and imperatives in the other languages.
@@ -201,21 +209,51 @@ DIRECTIVES = PhraseIndex.of(
         "you're fine to|youre fine to|you'll be ok|nothing stopping you|no reason not to|carry on with",
         "don't panic|dont panic|don't worry about|dont worry about|mark my words|believe me|perfectly fine to",
         "completely safe|totally fine|no need for|won't need|wont need|you don't need|you dont need",
+        # reassurance that a risk is nothing, and telling people to go ahead or to skip care anyway
+        "totally safe|perfectly fine|100 safe|zero risk|no risk|risk free|nothing to worry about",
+        "book it|book one|book yourself in|go for it|you can skip|you could skip|could get away with",
+        "can get away with|you can stay on|you can stop|you can come off|you'd be fine|youd be fine",
+        # first-person advice and its near variants; not listening to the professional
+        "if it was me|if i was you|if it were my|if it was my|in your shoes|in your position",
+        "i wouldn't do|i wouldn't have|i wouldn't fill|i wouldn't start|i wouldn't stop|i wouldn't get",
+        "i wouldnt do|i wouldnt have|i wouldnt start|i wouldnt stop|i wouldnt get",
+        "don't listen to|dont listen to|do not listen to|ignore your|ignore the|never mind what",
+        "you can disregard|you can ignore|disregard the|disregard what|say no to|say yes to",
+        "won't matter|wont matter|won't hurt|wont hurt|won't do any harm|can't hurt|cant hurt",
+        "are safe|are perfectly safe|are totally safe|are completely safe|are fine to",
+        # "might be worth skipping the scan", "give it three months": holding off or changing care
+        "worth skipping|worth stopping|worth going up|worth switching|worth dropping|worth upping|worth halving",
+        *_product(["give it", "giving it"], _phrases("a week|a month|a few weeks|a few months|another week")),
+        *_product(["give it", "giving it"], _phrases("another month|two weeks|three months|six weeks|six months")),
         # Spanish, French, German, Portuguese, Italian, Dutch
         "toma|tome|tomad|prueba|deja de|déjalo|deje|evita|no vayas|no te operes|rechaza|tómate|tomate|haz",
         "hazte|deja|olvida|olvídate|duerme|no dejes|dile|dígale|ve al|no hace falta|yo que tú|yo en tu lugar",
         "si fuera tú|déjal*|tómal*",
+        "si yo fuera tú|si fuera tu|yo q tu|yo que tu|no hagas caso|no escuches|es seguro|totalmente seguro",
+        "sin miedo|sin riesgo|ningún riesgo|resérvalo|puedes seguir",
         "prends|prenez|essaie|essayez|arrête|arrêtes|arrêtez|évite|évites|évitez|n'allez pas|refuse|refuses",
         "refusez|dis|fais|faites|oublie|oubliez|laisse|laissez|vas y|allez y|n'hésite|dors|à ta place",
         "à votre place",
+        "si j'étais toi|si j'étais vous|n'écoute pas|n'écoutez pas|sans danger|sans aucun danger|sans risque",
+        "aucun risque|ça ne risque rien|c'est safe|réserve|réservez|inscris toi|ne t'embête pas|garde",
         "nimm|nehmen sie|probier|hör auf|hören sie auf|setz* * ab|setz* sie * ab|lass* * weg|lass* sie * weg",
         "vermeide|geh nicht|mach|macht|vergiss|vergessen sie|lass|lassen sie|sag|sagen sie|geh|schlaf",
         "an deiner stelle|an ihrer stelle|auf keinen fall|bloß nicht",
+        "wenn ich du wäre|hör nicht auf|hören sie nicht auf|völlig sicher|kein risiko|unbedenklich|musst nicht",
+        "brauchst nicht|vielleicht wäre es|kein problem|buch dir|musst du nicht",
         "experimente|pare de|pára de|evite|não vá|recuse|faz|faça|fazei|deixa|deixe|esquece|esqueça",
         "nem precisa|diz|diga|no teu lugar|se eu fosse você",
+        "se eu fosse tu|não ligue|não escute|não dê ouvidos|é seguro|totalmente seguro|sem risco|sem medo",
         "prendi|prenda|prova|smetti|smetta|non andare|rifiuta*|dormi|fai|fate|dì|dille|digli|lascia",
         "lasciate|se fossi in te|al posto tuo|niente",
+        "non ascoltare|non dare retta|sicurissimo|sicurissima|zero rischi|nessun rischio|vai tranquilla",
+        "vai tranquillo|prenota|buttalo|buttala|non farti",
         "neem|probeer|stop met|gewoon stoppen|vermijd",
+        "als ik jou was|luister niet naar|geen risico|helemaal veilig",
+        # Polish
+        "weź|weźcie|bierz|nie bierz|odstaw|przestań|spróbuj|nie idź|nie słuchaj|wyrzuć|zdejmij",
+        "daj spokój|na twoim miejscu|zero ryzyka|bez ryzyka|bezpieczne|umawiaj się|umów się|śpij|rób",
+        "niech|nie ma po co|szkoda czasu na",
     )
 )
 

@@ -204,7 +204,8 @@ CUE_CASES = [
     ),
     ("Nimm einfach Ibuprofen und geh zum Arzt, das ist ein Hexenschuss.", ["zzdiag", "zzdirmed", "zzrefer", "zzsnimm"]),
     ("Se eu fosse você, tomava o remédio. Pare de fazer exercício!", ["zzdir", "zzsse", "zzspare"]),
-    ("Prendi l'ibuprofene e vai dal medico, è un'ernia.", ["zzdir", "zzrefer", "zzsprendi"]),
+    # "medico" is a medical term (care itself, as "doctor" is), so the directive is one about treatment
+    ("Prendi l'ibuprofene e vai dal medico, è un'ernia.", ["zzdirmed", "zzrefer", "zzsprendi"]),
     ("Neem een pijnstiller en probeer te rusten, ga naar de huisarts.", ["zzdirmed", "zzrefer", "zzsneem"]),
     ("Cat cow fifty times a day. That's the cure.", ["zzcure", "zzscat", "zzsthat's"]),
     ("great video! check out my channel and subscribe", ["zzpromo", "zzsgreat", "zzscheck"]),

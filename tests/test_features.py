@@ -119,6 +119,38 @@ def test_prepare_emits_a_marker_for_each_signal(body: str, expected: str) -> Non
     assert expected in markers(body)
 
 
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # reassurance that a risk is nothing, then "go ahead"
+        ("A massage at 20 weeks is totally safe, just book it.", "zzdirmed"),
+        ("Don't listen to the midwife about the epidural.", "zzdirmed"),
+        ("Might be worth skipping the scan and giving it a few weeks.", "zzdirmed"),
+        ("If I was you I'd come off the tramadol.", "zzdirmed"),
+        ("Si j'étais toi je prendrais deux comprimés.", "zzdirmed"),
+        ("No hagas caso al médico, el masaje es totalmente seguro.", "zzdirmed"),
+        ("Non ascoltare l'ortopedico, il massaggio è sicurissimo.", "zzdirmed"),
+        ("Wenn ich du wäre, würde ich das Medikament absetzen.", "zzdirmed"),
+        ("Nie słuchaj lekarza, masaż to zero ryzyka.", "zzdirmed"),
+        ("Ja bym na twoim miejscu wzięła dwie tabletki.", "zzdirmed"),
+    ],
+)
+def test_prepare_marks_advice_phrasings(body: str, expected: str) -> None:
+    assert expected in markers(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Give it a read, it's a good article about backs.",
+        "I gave it a week and my back settled by itself.",
+        "Thanks, no risk of me forgetting this one!",
+    ],
+)
+def test_reports_and_thanks_are_not_advice(body: str) -> None:
+    assert "zzdirmed" not in markers(body)
+
+
 def test_prepare_counts_doses_up_to_three() -> None:
     assert markers("take 800mg")[:1] == ["zzdose"]
     assert markers("800mg, 2 tablets, 5 ml, 10 drops and 3 capsules").count("zzdose") == 3
