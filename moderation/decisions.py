@@ -189,11 +189,10 @@ def _take_undecided(session: Session, comment_id: int, batch_size: int) -> tuple
     pending = (Comment.id == comment_id) & (Comment.status == CommentStatus.PENDING)
     own = _take_comments(session, select(Comment).where(pending))
     if not own:
-        settled = _settled_revision(session, comment_id)
-        if settled is not None:
+        if _settled_revision(session, comment_id) is not None:
             # Decided (most often by an earlier task's batch), reviewed or deleted: this message costs two
             # reads, never a batch's worth of work, and no row lock (a lock would make the commit write).
-            _drop_classify_work_unless_edited(session, comment_id, settled)
+            _drop_settled_work(session, comment_id)
             return [], {}
         # Another worker is deciding it (or it is gone): this task drains the others waiting.
         log.info("comment %s is gone or another worker is deciding it", comment_id)
@@ -332,12 +331,27 @@ def _settled_revision(session: Session, comment_id: int) -> int | None:
     return found.revision if found is not None and found.status != CommentStatus.PENDING else None
 
 
+def _drop_settled_work(session: Session, comment_id: int) -> None:
+    """Remove a settled comment's classify work, if any is left (most often its batch removed it already).
+
+    Only then is the comment locked: an edit in flight holds that lock and reuses the outbox row without
+    writing to it, so the check must wait for the edit to commit and see the comment pending again.
+    """
+    left = select(OutboxMessage.id).where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id == comment_id)
+    if session.scalar(left.limit(1)) is None:
+        return
+    locked = session.execute(
+        select(Comment.status, Comment.revision).where(Comment.id == comment_id).with_for_update()
+    ).first()
+    if locked is not None and locked.status != CommentStatus.PENDING:
+        _drop_classify_work_unless_edited(session, comment_id, locked.revision)
+
+
 def _drop_classify_work_unless_edited(session: Session, comment_id: int, revision: int) -> None:
     """A duplicate task found nothing to do: its outbox row goes, unless the comment was edited since.
 
-    A settled comment is read without a lock, so the delete checks the version it read: an edit in between
-    made the comment pending at a new revision, and its outbox row is that edit's only promise of a
-    classification. (Where the comment is row-locked, the check is merely redundant.)
+    Callers hold the comment's row lock; the revision check is defence in depth: an edit makes the comment
+    pending at a new revision, and its outbox row is that edit's only promise of a classification.
     """
     unchanged = exists().where(
         Comment.id == comment_id,

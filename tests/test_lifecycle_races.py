@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from models.db import make_session_factory
 from moderation import callbacks, decisions, lifecycle
@@ -150,6 +150,36 @@ def test_an_edit_during_a_deletes_lock_changes_nothing(
     assert overtook == [False]
     row = comment_row(engine, comment_id)
     assert row.status == "deleted" and row.body == ADVICE
+    assert outbox_rows(engine, comment_id) == 0
+
+
+def test_a_duplicate_classify_task_waits_for_an_edit_that_reuses_the_outbox_row(
+    client: FlaskClient, secret: str, engine: Engine, active_model: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review (stop 11): a moderator settled a comment before the model did, so its outbox row is still
+    there; an edit reuses that row without writing to it. A duplicate task that saw the comment settled
+    must not delete the row while the edit is in flight: it is the edit's only promise of a decision."""
+    comment_id = send(client, secret, created("c-r4")).get_json()["id"]
+    with engine.begin() as connection:  # reviewed while still waiting for the model
+        connection.execute(text("UPDATE comments SET status = 'approved' WHERE id = :id"), {"id": comment_id})
+    assert outbox_rows(engine, comment_id) == 1
+    edit = event_of(updated("c-r4", ADVICE, "2026-11-26T11:00:00Z")).data.as_new_comment()
+
+    def duplicate_task(session: Any) -> None:
+        decisions.decide_waiting(session, comment_id, active_model.model, now(), batch_size=1)
+
+    with (
+        paused_after(monkeypatch, lifecycle, "_ensure_classify_work", Racer(engine, duplicate_task)) as overtook,
+        make_session_factory(engine).begin() as session,
+    ):
+        apply_update(session, get_site(session, SITE), "msg_race_edit_4", edit, now())
+
+    assert overtook == [False]  # the task found work left and waited for the comment's lock
+    # On PostgreSQL the task then saw the comment pending and left the edit's row to the edit's own task;
+    # on SQLite it waited for the whole edit and decided the new text itself. Either way it is decided once.
+    decide(engine, active_model.model, comment_id)  # the edit's own task
+    assert comment_row(engine, comment_id).status != "pending"
+    assert len([d for d in decisions_of(engine, comment_id) if d.is_current]) == 1
     assert outbox_rows(engine, comment_id) == 0
 
 
