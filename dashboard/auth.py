@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import LoginManager, UserMixin, current_user, login_required, login_user, logout_user
-from limits import parse
+from limits import parse_many
 from werkzeug.exceptions import TooManyRequests
 
 from dashboard.blueprint import bp
@@ -33,13 +33,13 @@ class LoginLimits:
     """Sign-in attempts per client IP and per e-mail, exact over a moving window, shared via Redis."""
 
     def __init__(self, redis_url: str, limit: str) -> None:
-        self._item = parse(limit)  # a bad setting stops the start
+        self._items = parse_many(limit)  # a bad setting stops the start; "10/minute;50/hour" is two limits
         self._counts = SharedLimits(redis_url, "dashboard-login", "moving-window")
 
     def count_attempt(self, client_ip: str, email: str) -> None:
         """Count a sign-in attempt; 429 (with the seconds to wait) once either count is over the limit."""
         for key in (("ip", client_ip), ("email", email)):
-            wait = self._counts.over_limit(self._item, *key)
+            wait = self._counts.over_limit(self._items, *key)
             if wait is not None:
                 raise TooManyRequests(retry_after=wait)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -27,8 +27,9 @@ def create_db_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Eng
 
 # Pessimistic disconnect handling, but only for connections that sat idle: one used a moment ago was
 # alive then, and pinging it before every transaction (pool_pre_ping) was a round trip per transaction
-# for every webhook and every task. A server that died within this window fails one statement instead;
-# SQLAlchemy then replaces the pool's connections (the webhook answers 503, the task retries).
+# for every webhook and every task. After a server that died within this window, each process fails at most
+# one statement per connection in use; SQLAlchemy then replaces the pool's connections (a webhook answers
+# 503 and the site retries; classify and notify tasks retry).
 PING_AFTER_IDLE_SECONDS = 2.0
 
 
@@ -43,8 +44,9 @@ def _pinger(dialect: Dialect) -> Callable[[Any, Any, Any], None]:
         try:
             dialect.do_ping(dbapi_connection)
         except Exception as error:
-            # The pool discards this connection and checks out a fresh one (up to three tries).
-            raise DisconnectionError(f"stale connection: {error}") from error
+            # The server went away: the pool discards this connection and every other one it made before
+            # now (as pool_pre_ping does), and checks out a fresh one.
+            raise InvalidatePoolError(f"stale connection: {error}") from error
 
     return ping_if_idle
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from typing import Literal
 
 from limits import RateLimitItem
@@ -38,10 +39,14 @@ class SharedLimits:
         self._local: RateLimiter = limiter(MemoryStorage())
         self._shared_down_until = 0.0
 
-    def over_limit(self, item: RateLimitItem, *key: str) -> int | None:
-        """Count one request for ``key``: None while within ``item``, else seconds until its window resets."""
-        limiter, allowed = self._hit(item, key)
-        return None if allowed else _retry_after(limiter, item, (self._namespace, *key))
+    def over_limit(self, items: Sequence[RateLimitItem], *key: str) -> int | None:
+        """Count one request for ``key`` against each limit ("10/minute;100/hour" is two): None while within
+        them all, else seconds until the first one it went over resets."""
+        for item in items:
+            limiter, allowed = self._hit(item, key)
+            if not allowed:
+                return _retry_after(limiter, item, (self._namespace, *key))
+        return None
 
     def _hit(self, item: RateLimitItem, key: tuple[str, ...]) -> tuple[RateLimiter, bool]:
         if time.monotonic() >= self._shared_down_until:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import redis
-from limits import parse
+from limits import parse, parse_many
 
 from moderation import ratelimits
 from moderation.ratelimits import SharedLimits
@@ -17,16 +17,16 @@ def _keys(redis_url: str, namespace: str) -> list[str]:
 def test_two_processes_share_one_count(redis_url: str) -> None:
     first, second = SharedLimits(redis_url, "t-shared"), SharedLimits(redis_url, "t-shared")
     item = parse("3/minute")
-    answers = [limits.over_limit(item, "site-a") for limits in (first, second, first, second)]
+    answers = [limits.over_limit([item], "site-a") for limits in (first, second, first, second)]
     assert answers[:3] == [None, None, None]
     assert answers[3] is not None and 1 <= answers[3] <= 60
-    assert second.over_limit(item, "site-b") is None  # another key, another count
+    assert second.over_limit([item], "site-b") is None  # another key, another count
 
 
 def test_a_moving_window_is_exact(redis_url: str) -> None:
     limits = SharedLimits(redis_url, "t-moving", "moving-window")
     item = parse("2/hour")
-    answers = [limits.over_limit(item, "ip", "198.51.100.1") for _ in range(3)]
+    answers = [limits.over_limit([item], "ip", "198.51.100.1") for _ in range(3)]
     assert answers[:2] == [None, None]
     assert answers[2] is not None and answers[2] > 60  # the oldest count of the hour leaves in about an hour
 
@@ -43,9 +43,17 @@ def test_counts_go_to_memory_while_redis_fails_and_back_to_redis_after(
         raise redis.ConnectionError("Redis went away")
 
     monkeypatch.setattr(limits._shared, "hit", redis_down)
-    answers = [limits.over_limit(item, "k") for _ in range(3)]
+    answers = [limits.over_limit([item], "k") for _ in range(3)]
     assert answers[:2] == [None, None] and answers[2] is not None  # the limit holds, counted in this process
     assert _keys(redis_url, "t-fallback") == []
     monkeypatch.setattr(limits._shared, "hit", real_hit)  # Redis is back
-    assert limits.over_limit(item, "k") is None  # a fresh count, in Redis
+    assert limits.over_limit([item], "k") is None  # a fresh count, in Redis
     assert _keys(redis_url, "t-fallback")
+
+
+def test_every_limit_of_a_setting_counts(redis_url: str) -> None:
+    limits = SharedLimits(redis_url, "t-many")
+    items = parse_many("100/minute;3/hour")  # the hourly cap bites first
+    answers = [limits.over_limit(items, "k") for _ in range(4)]
+    assert answers[:3] == [None, None, None]
+    assert answers[3] is not None and answers[3] > 60  # the hour's window, not the minute's

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import Flask
-from limits import RateLimitItem, parse
+from limits import RateLimitItem, parse_many
 
 from moderation.ratelimits import SharedLimits
 
@@ -23,7 +23,10 @@ class Limited:
 class IntakeLimits:
     def __init__(self, redis_url: str, per_site: str, per_author_ip: str) -> None:
         # Parsed here so a bad setting stops the start.
-        self._items: dict[str, RateLimitItem] = {"site": parse(per_site), "author_ip": parse(per_author_ip)}
+        self._items: dict[str, list[RateLimitItem]] = {
+            "site": parse_many(per_site),
+            "author_ip": parse_many(per_author_ip),
+        }
         self._counts = SharedLimits(redis_url, "intake", "fixed-window")
 
     def init_app(self, app: Flask) -> None:
