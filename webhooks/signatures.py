@@ -42,6 +42,10 @@ def verify_signature(body: bytes, headers: Mapping[str, str], secrets: Sequence[
 
     The library compares in constant time and enforces the ±5 minute timestamp tolerance.
     """
+    try:
+        body.decode("utf-8")  # Standard Webhooks sign text; some versions of the library also take raw bytes
+    except UnicodeDecodeError:
+        raise SignatureError("the body is not UTF-8 text") from None
     found = signature_headers(headers)
     # Drop parts the library cannot split (it expects "version,signature" for each).
     found["webhook-signature"] = " ".join(p for p in found["webhook-signature"].split(" ") if p.count(",") == 1)
