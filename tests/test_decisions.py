@@ -407,7 +407,7 @@ def test_work_the_relay_published_again_is_left_to_its_own_task(
     assert decide(sessions, relayed, active_model) is not None
 
 
-def test_a_message_for_a_settled_comment_costs_one_look(
+def test_a_message_for_a_settled_comment_costs_a_look_and_takes_no_batch(
     engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
 ) -> None:
     waiting = post(sessions, "c-1")
