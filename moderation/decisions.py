@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, delete, exists, func, or_, select, tuple_, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import ColumnElement, Select, case, delete, exists, func, select, tuple_, union, update
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
 from models.entities import (
@@ -101,7 +101,7 @@ def _duplicates_elsewhere(session: Session, comment_ids: list[int], now: datetim
         return {}
     target, other = aliased(Comment), aliased(Comment)
     same_text = (
-        (other.site_id == target.site_id)
+        (_not_indexed(other.site_id) == target.site_id)
         & (other.body_fingerprint == target.body_fingerprint)
         & (other.id != target.id)
         & (other.received_at >= now - DUPLICATE_WINDOW)
@@ -116,22 +116,41 @@ def _duplicates_elsewhere(session: Session, comment_ids: list[int], now: datetim
 
 
 def _author_history(session: Session, comment_ids: list[int], now: datetime) -> dict[int, dict[str, tuple[int, int]]]:
-    """Per comment, its author's other comments on the site (same e-mail or IP): status -> (all, last hour)."""
+    """Per comment, its author's other comments on the site (same e-mail or IP): status -> (all, last hour).
+
+    One lookup by e-mail and one by IP, each through its own index, united so that a comment matching
+    both counts once.
+    """
     target, other = aliased(Comment), aliased(Comment)
-    same_email = (func.coalesce(target.author_email, "") != "") & (other.author_email == target.author_email)
-    same_ip = (func.coalesce(target.author_ip, "") != "") & (other.author_ip == target.author_ip)
-    same_author = (other.site_id == target.site_id) & (other.id != target.id) & or_(same_email, same_ip)
-    last_hour = func.count(other.id).filter(other.received_at >= now - timedelta(hours=1))
-    rows = session.execute(
-        select(target.id, other.status, func.count(other.id), last_hour)
-        .join(other, same_author)
+    same_site = (_not_indexed(other.site_id) == target.site_id) & (other.id != target.id)
+    matches = [
+        select(target.id.label("comment_id"), other.id.label("other_id"), other.status, other.received_at)
+        .join(other, same_site & (func.coalesce(target_key, "") != "") & (other_key == target_key))
         .where(target.id.in_(comment_ids))
-        .group_by(target.id, other.status)
+        for target_key, other_key in (
+            (target.author_email, other.author_email),
+            (target.author_ip, other.author_ip),
+        )
+    ]
+    pairs = union(*matches).subquery()
+    last_hour = func.count().filter(pairs.c.received_at >= now - timedelta(hours=1))
+    rows = session.execute(
+        select(pairs.c.comment_id, pairs.c.status, func.count(), last_hour).group_by(pairs.c.comment_id, pairs.c.status)
     )
     history: dict[int, dict[str, tuple[int, int]]] = {}
     for comment_id, status, total, in_last_hour in rows:
         history.setdefault(comment_id, {})[status] = (total, in_last_hour)
     return history
+
+
+def _not_indexed(site_id: InstrumentedAttribute[int]) -> ColumnElement[int]:
+    """The site, compared so that no index on it applies: the lookup goes by text, e-mail or IP.
+
+    Without statistics (a new site's first minute of comments, before autovacuum analyzes the table)
+    PostgreSQL takes an index that starts with the site and reads every comment of the site for each
+    comment decided, 60 ms a batch at 4,000 comments; the same value plus zero cannot use that index.
+    """
+    return site_id + 0
 
 
 def current_decision(session: Session, comment_id: int) -> Decision | None:
