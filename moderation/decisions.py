@@ -48,6 +48,7 @@ class Decided:
     delivery_id: int | None
     reasons: list[str]
     received_at: datetime
+    revision: int  # of the text decided
 
 
 def comment_text(comment: Comment) -> CommentText:
@@ -275,7 +276,7 @@ def _store_decisions(
         session, [(c, d, latest.get(c.id)) for c, d in zip(comments, decisions, strict=True)], now
     )
     return [
-        Decided(c.id, d.id, d.outcome, _pending_id(deliveries.get(d.id)), list(d.reasons), c.received_at)
+        Decided(c.id, d.id, d.outcome, _pending_id(deliveries.get(d.id)), list(d.reasons), c.received_at, c.revision)
         for c, d in zip(comments, decisions, strict=True)
     ]
 

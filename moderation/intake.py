@@ -45,6 +45,7 @@ class Accepted:
     status: str
     created: bool
     queued: bool = False  # classification was queued: publish after commit, answer 202
+    revision: int | None = None  # of the text queued
 
 
 def body_fingerprint(body: str) -> str:
@@ -79,7 +80,7 @@ def accept_comment(
         ]
     )
     session.flush()
-    return Accepted(comment.id, comment.status, created=True, queued=True)
+    return Accepted(comment.id, comment.status, created=True, queued=True, revision=comment.revision)
 
 
 def insert_new_comment(engine: Engine, site_id: int, webhook_id: str, new: NewComment, now: datetime) -> int | None:

@@ -57,7 +57,7 @@ def apply_update(session: Session, site: Site | SiteKeys, webhook_id: str, new: 
         return Accepted(comment.id, comment.status, created=False)
     queued = _apply_version(session, comment, new, now)
     session.flush()
-    return Accepted(comment.id, comment.status, created=False, queued=queued)
+    return Accepted(comment.id, comment.status, created=False, queued=queued, revision=comment.revision)
 
 
 def apply_delete(

@@ -12,12 +12,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from moderation.callbacks import RetryPolicy
 from moderation.policy import PolicyLimits
 from moderation.registry import ModelStore
+from moderation.settled import SettledWork
 
 
 class TaskPublisher(Protocol):
     """Hands work to the queue. Implemented by the workers package over Celery."""
 
-    def classify(self, comment_id: int) -> None: ...
+    def classify(self, comment_id: int, revision: int | None = None) -> None: ...
 
     def notify(self, delivery_id: int) -> None: ...
 
@@ -29,6 +30,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     models: ModelStore
     publisher: TaskPublisher
+    settled: SettledWork = field(default_factory=SettledWork)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     limits: PolicyLimits = field(default_factory=PolicyLimits)
     outbox_quiet: timedelta = timedelta(seconds=30)

@@ -13,6 +13,7 @@ from models.db import create_db_engine, make_session_factory
 from moderation.callbacks import RetryPolicy
 from moderation.registry import ModelStore
 from moderation.runtime import Runtime
+from moderation.settled import SettledWork
 from moderation.sites import SiteKeyCache
 from server.health import bp as health_bp
 from server.metrics import bp as metrics_bp
@@ -30,6 +31,7 @@ def build_runtime(settings: Settings, celery: ModerationCelery) -> Runtime:
         sessions=sessions,
         models=ModelStore(sessions, settings.model_check_interval_seconds),
         publisher=CeleryPublisher(celery),
+        settled=SettledWork(settings.broker_url),
         retry=RetryPolicy(
             base_seconds=settings.callback_retry_base_seconds,
             max_seconds=settings.callback_retry_max_seconds,

@@ -60,7 +60,7 @@ def receive_comment() -> Response | tuple[Response, int]:
     webhook_id = request.headers["webhook-id"]
     accepted = _store(site, webhook_id, event)
     if accepted.queued:
-        _publish(accepted.comment_id, webhook_id)
+        _publish(accepted.comment_id, accepted.revision, webhook_id)
     log.info(
         "comment accepted",
         extra={
@@ -187,7 +187,7 @@ def _store(site: SiteKeys, webhook_id: str, event: Event) -> Accepted:
             else None
         )
         if comment_id is not None:
-            return Accepted(comment_id, CommentStatus.PENDING, created=True, queued=True)
+            return Accepted(comment_id, CommentStatus.PENDING, created=True, queued=True, revision=0)
     for attempt in range(1, STORE_ATTEMPTS + 1):
         try:
             accepted = _apply_event(session, site, webhook_id, event, datetime.now(UTC))
@@ -208,10 +208,10 @@ def _apply_event(session: Session, site: SiteKeys, webhook_id: str, event: Event
     return accept_comment(session, site, webhook_id, event.data.as_new_comment(), now)
 
 
-def _publish(comment_id: int, webhook_id: str) -> None:
+def _publish(comment_id: int, revision: int | None, webhook_id: str) -> None:
     # After commit only. If the broker is down the outbox relay publishes it later.
     try:
-        runtime().publisher.classify(comment_id)
+        runtime().publisher.classify(comment_id, revision)
     except Exception:  # the broker's failure modes are many; the outbox row covers them all
         log.warning(
             "publish failed; the outbox relay will retry",

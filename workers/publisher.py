@@ -19,8 +19,12 @@ class CeleryPublisher:
     def _send(self, name: str, **kwargs: Any) -> None:
         self._celery.send_task(name, kwargs=kwargs, retry=False, retry_policy=FAIL_FAST)
 
-    def classify(self, comment_id: int) -> None:
-        self._send(CLASSIFY_TASK, comment_id=comment_id)
+    def classify(self, comment_id: int, revision: int | None = None) -> None:
+        # The revision lets a worker skip a message whose text it already decided (the relay sends none).
+        if revision is None:
+            self._send(CLASSIFY_TASK, comment_id=comment_id)
+        else:
+            self._send(CLASSIFY_TASK, comment_id=comment_id, revision=revision)
 
     def notify(self, delivery_id: int) -> None:
         self._send(NOTIFY_TASK, delivery_ids=[delivery_id])

@@ -67,8 +67,11 @@ def _http_client() -> httpx.Client:
     retry_backoff_max=60,
     max_retries=None,
 )
-def classify_comment(self: Task, comment_id: int) -> str:
+def classify_comment(self: Task, comment_id: int, revision: int | None = None) -> str:
+    """Decide the comment (and others waiting); ``revision``, when given, is the text this message is about."""
     runtime = _runtime(self)
+    if revision is not None and runtime.settled.is_settled(comment_id, revision):
+        return "settled"  # decided with an earlier message's batch: nothing to read or lock
     try:
         model = runtime.models.current()
     except RegistryError as error:
@@ -83,6 +86,7 @@ def classify_comment(self: Task, comment_id: int) -> str:
         return "already-decided"
     if not decided:
         return "skipped"
+    runtime.settled.remember((each.comment_id, each.revision) for each in decided)
     per_comment = (time.perf_counter() - started) / len(decided)
     finished = datetime.now(UTC)
     for each in decided:
