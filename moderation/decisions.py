@@ -7,12 +7,13 @@ IntegrityError for the loser instead of two decisions.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, delete, exists, func, select, tuple_, union, update
+from sqlalchemy import ColumnElement, Select, bindparam, case, delete, exists, func, select, tuple_, union, update
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -100,48 +101,57 @@ def _duplicates_elsewhere(session: Session, comment_ids: list[int], now: datetim
     """Per comment, the other comments of its site with the same text in the last DUPLICATE_WINDOW."""
     if not comment_ids:
         return {}
+    rows = session.execute(_duplicates_statement(), {"ids": comment_ids, "since": now - DUPLICATE_WINDOW})
+    return {comment_id: total for comment_id, total in rows}
+
+
+@functools.cache
+def _duplicates_statement() -> Select[int, int]:
+    """Built once (building a self-join of aliases costs more than running it); values are bound."""
     target, other = aliased(Comment), aliased(Comment)
     same_text = (
         (_not_indexed(other.site_id) == target.site_id)
         & (other.body_fingerprint == target.body_fingerprint)
         & (other.id != target.id)
-        & (other.received_at >= now - DUPLICATE_WINDOW)
+        & (other.received_at >= bindparam("since"))
     )
-    rows = session.execute(
+    return (
         select(target.id, func.count(other.id))
         .join(other, same_text)
-        .where(target.id.in_(comment_ids))
+        .where(target.id.in_(bindparam("ids", expanding=True)))
         .group_by(target.id)
     )
-    return {comment_id: total for comment_id, total in rows}
 
 
 def _author_history(session: Session, comment_ids: list[int], now: datetime) -> dict[int, dict[str, tuple[int, int]]]:
-    """Per comment, its author's other comments on the site (same e-mail or IP): status -> (all, last hour).
+    """Per comment, its author's other comments on the site (same e-mail or IP): status -> (all, last hour)."""
+    rows = session.execute(_author_history_statement(), {"ids": comment_ids, "since": now - timedelta(hours=1)})
+    history: dict[int, dict[str, tuple[int, int]]] = {}
+    for comment_id, status, total, in_last_hour in rows:
+        history.setdefault(comment_id, {})[status] = (total, in_last_hour)
+    return history
 
-    One lookup by e-mail and one by IP, each through its own index, united so that a comment matching
-    both counts once.
-    """
+
+@functools.cache
+def _author_history_statement() -> Select[int, str, int, int]:
+    """One lookup by e-mail and one by IP, each through its own index, united so that a comment matching
+    both counts once. Built once, like ``_duplicates_statement``."""
     target, other = aliased(Comment), aliased(Comment)
     same_site = (_not_indexed(other.site_id) == target.site_id) & (other.id != target.id)
     matches = [
         select(target.id.label("comment_id"), other.id.label("other_id"), other.status, other.received_at)
         .join(other, same_site & (func.coalesce(target_key, "") != "") & (other_key == target_key))
-        .where(target.id.in_(comment_ids))
+        .where(target.id.in_(bindparam("ids", expanding=True)))
         for target_key, other_key in (
             (target.author_email, other.author_email),
             (target.author_ip, other.author_ip),
         )
     ]
     pairs = union(*matches).subquery()
-    last_hour = func.count().filter(pairs.c.received_at >= now - timedelta(hours=1))
-    rows = session.execute(
-        select(pairs.c.comment_id, pairs.c.status, func.count(), last_hour).group_by(pairs.c.comment_id, pairs.c.status)
+    last_hour = func.count().filter(pairs.c.received_at >= bindparam("since"))
+    return select(pairs.c.comment_id, pairs.c.status, func.count(), last_hour).group_by(
+        pairs.c.comment_id, pairs.c.status
     )
-    history: dict[int, dict[str, tuple[int, int]]] = {}
-    for comment_id, status, total, in_last_hour in rows:
-        history.setdefault(comment_id, {})[status] = (total, in_last_hour)
-    return history
 
 
 def _not_indexed(site_id: InstrumentedAttribute[int]) -> ColumnElement[int]:
