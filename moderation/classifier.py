@@ -41,6 +41,18 @@ MARKER_NAMES = {
     "zzpromo": "self-promotion",
     "zzcure": "cure claim",
     "zzcontact": "contact offer",
+    "zzsuggestmed": "suggested treatment",
+    "zzbaremed": "treatment instruction",
+    "zzlongdirmed": "directive in a long comment",
+    "zzlongdiag": "diagnosis in a long comment",
+    "zzlongsuggestmed": "suggestion in a long comment",
+    "zzlongbaremed": "instruction in a long comment",
+    "zzrepetitive": "repeated words",
+    "zzstretched": "stretched letters",
+    "zznofunction": "word salad",
+    "zznoletters": "no words",
+    "zzhandle": "social handle",
+    "zzreferral": "referral pitch",
 }
 MARKER_PREFIXES = (
     ("zzdomain", "linked domain"),

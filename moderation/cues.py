@@ -162,7 +162,7 @@ MEDICAL = PhraseIndex.of(
         "si joint|pregnan*|weeks|pain|sore|ache|back|neck|hip|leg",
         "médicament*|medicamento*|medikament*|farmac*|cirug*|chirurg*|opera*|pastill*|comprim*|tablett*",
         "schmerz*|dolor*|douleur*|dolore|dor|ernia|hernie|hérnia|rugpijn|ibuprofeno|pijnstiller|pijnstillers",
-        "ibuprofène|paracétamol|doliprane|paracetamolo",
+        "ibuprofène|paracétamol|doliprane|paracetamolo|calpol|dorflex|neurolog*|gummy|gummies|epsom",
         # care itself: what to skip, refuse or carry on with is medical too
         "appointment|follow up|followup|hospital|gp|doctor|physio|osteo*|ostéo*|consultant|specialist|referral",
         "results|test|tests|blood|a e|er|surgeon|midwife|infiltra*|yoga|pilates|trampoline|headstand*|workout",
@@ -183,6 +183,9 @@ IMPERATIVES = PhraseIndex.of(
         "ask them|ask your doc*|ask for|tell them|tell your|tell her|tell him|refuse|cancel|come off|wean",
         "switch|swap|stay|rest|walk|sleep|do|don't|dont|never|keep|stick|push|throw|lie|hang|book|buy|order",
         "eat|drink|forget|ignore|insist|demand|increase|decrease|up|cut",
+        # what to do with a treatment: "stick one on and leave it all day", "wear it", "let them do it"
+        "leave|wear|sit|hold|repeat|soak|wrap|lift|bend|stick|press|roll|lay|heal|tell the|let them|let the|let him",
+        "let her",
     )
 )
 IMPERATIVE_LEADS = frozenset({"just", "then", "and", "so", "please"})
@@ -328,6 +331,47 @@ CONTACT_OFFER = PhraseIndex.of(
     )
 )
 
+# Suggestions that hedge or ask: "have you tried", "maybe worth", "could always try", "why not". With a
+# medical term in the sentence they are directives in question form, which the directive cue leaves out.
+SUGGESTIONS = PhraseIndex.of(
+    _phrases(
+        "have you tried|have u tried|ever tried|did you try|have you thought about|have you considered",
+        "have you looked at|why not|why don't you|why dont you|what about|how about|maybe try",
+        "perhaps try|maybe give|perhaps give|maybe get|maybe ask|maybe just|maybe worth|might be worth",
+        "may be worth|could be worth|probably worth|could always|could try|can always|worth a try|worth a go",
+        "worth a shot|give * a try|give * a go|wouldn't hurt|wouldnt hurt|no harm in|surely you can",
+        "surely you could|surely you don't|surely you dont|just a thought|only a thought|couldn't hurt",
+        "couldnt hurt|can't hurt to|cant hurt to|reason you can't|reason you cant|reason not to|what's stopping you",
+        "y si|por qué no|por que no|has probado|has pensado|has intentado|prueba a|qué tal si|que tal si",
+        "et si|pourquoi pas|pourquoi ne pas|as tu essayé|avez vous essayé|tu as essayé|vous avez essayé",
+        "warum nicht|hast du schon|hast du mal|versuch doch|probier doch|wie wäre es",
+        "e se|por que não|porque não|já tentou|já experimentou|já pensou em",
+        "perché non|hai provato|hai pensato|avete provato",
+        "waarom niet|heb je al|heb je wel eens|probeer eens",
+        "może spróbuj|a może|próbowałaś|próbowałeś|czemu nie|dlaczego nie",
+    )
+)
+# When to do it: with a dose or a number, a sentence that opens with a treatment is a bare instruction
+# ("Gabapentin 600mg at bedtime.", "Ice 20 min, then heat").
+TIMING = PhraseIndex.of(
+    _phrases(
+        "hour|hours|hr|hrs|minute|minutes|min|mins|day|days|daily|night|nightly|nights|bedtime|overnight",
+        "morning|mornings|evening|evenings|week|weeks|twice|once|month|months|before bed|after meals",
+        "al día|por día|par jour|pro tag|täglich|al giorno|per dag|dziennie|noche|nuit|nacht|notte",
+    )
+)
+# Promotion that names no link: referral and team-building pitches, "look it up", invite codes, apps and
+# podcasts on their platforms, a handle to follow.
+REFERRALS = PhraseIndex.of(
+    _phrases(
+        "ask me how|building a team|build a team|join my team|joining a team|my team|invite code|referral code",
+        "promo code|discount code|my code|use code|look it up|look him up|look her up|look them up|google it",
+        "just google|app store|play store|google play|etsy|linktree|spotify|podcast|episode|apple podcasts",
+        "on ig|on insta|on instagram|on tiktok|my profile|in my profile|on my profile|send me a message",
+        "código|convite|parrainage|empfehlungscode|codice invito|kod polecający",
+    )
+)
+
 
 def sentences(text: str) -> list[str]:
     return [s.strip() for s in SENTENCE_SPLIT_RE.split(text) if s and s.strip()]
@@ -405,6 +449,9 @@ CUES = _cues(
     CURE_CLAIMS,
     SELF_PROMOTION,
     CONTACT_OFFER,
+    SUGGESTIONS,
+    TIMING,
+    REFERRALS,
 )
 (
     MEDICAL_CUE,
@@ -418,12 +465,38 @@ CUES = _cues(
     CURE_CLAIM_CUE,
     SELF_PROMOTION_CUE,
     CONTACT_OFFER_CUE,
+    SUGGESTION_CUE,
+    TIMING_CUE,
+    REFERRAL_CUE,
 ) = CUES
 DOSE_FLAG = 1 << 4 * len(CUES)  # "800mg"
 NUMBER_FLAG = DOSE_FLAG << 1  # "800", a dose when a unit follows
 UNIT_FLAG = DOSE_FLAG << 2  # "mg"
 REPEAT_FLAG = DOSE_FLAG << 3  # the same character six times running: "aaaaaa"
 REPEATED_CHAR_RE = re.compile(r"(.)\1{5}", re.DOTALL)
+DRUG_FLAG = DOSE_FLAG << 4  # a word with a drug name's ending: "lansoprazole", "alendronate"
+STRETCHED_FLAG = DOSE_FLAG << 5  # a letter three times running: "suuuper", "gooood"
+FUNCTION_FLAG = DOSE_FLAG << 6  # a function word ("the", "and", "de", "und"): word salad has few
+NOT_STRETCHED = frozenset({"www"})
+STRETCHED_RE = re.compile(r"([^\W\d_])\1\1")
+# Endings of generic drug names (INN stems), for words seven letters or longer.
+DRUG_ENDINGS = tuple(
+    _phrases(
+        "azole|dronate|olol|pril|sartan|statin|oxetine|aline|iptyline|azepam|azolam|codone|morphone|profen",
+        "coxib|fenac|cillin|mycin|cycline|floxacin|triptan|gliptin|formin|lukast|tidine|olone|isone|isolone",
+        "amol|madol|abalin|pentin|caine|oxacin|dipine|afil|setron|prazole|tropium",
+    )
+)
+FUNCTION_WORDS = frozenset(
+    _phrases(
+        "the|a|an|and|or|but|of|to|in|on|at|for|with|is|was|are|it|it's|i|i'm|you|my|your|this|that|not|so",
+        "be|have|has|had|do|did|if|as|just|me|we|they|he|she|what|when|how|can|would|will",
+        "u|ur|im|dont|its|ive|thats|cant",
+        "el|la|los|las|y|de|que|en|es|un|una|por|para|con|no|mi|lo|se|le|les|et|du|des|est|je|pas|pour",
+        "der|die|das|und|ist|ich|nicht|mit|zu|ein|eine|o|os|as|um|uma|é|eu|com|il|di|che|è|per|het|een",
+        "en|ik|niet|van|i|w|nie|to|na|się|z|jest|och|att|det|som|e|dal|del|al|ao|do|da|nel|im|zum|auf",
+    )
+)
 
 
 def token_flags(token: str) -> int:
@@ -440,6 +513,12 @@ def token_flags(token: str) -> int:
         flags |= UNIT_FLAG
     if REPEATED_CHAR_RE.search(token):
         flags |= REPEAT_FLAG
+    if len(token) >= 7 and token.isalpha() and token.endswith(DRUG_ENDINGS):
+        flags |= DRUG_FLAG
+    if STRETCHED_RE.search(token) and token not in NOT_STRETCHED:
+        flags |= STRETCHED_FLAG
+    if token in FUNCTION_WORDS:
+        flags |= FUNCTION_FLAG
     return flags
 
 
@@ -506,7 +585,7 @@ def has_medical_term(tokens: Sequence[str]) -> bool:
 
 
 def _has_medical_term(words: Words) -> bool:
-    if words.found(MEDICAL_CUE) or words.present & DOSE_FLAG:
+    if words.found(MEDICAL_CUE) or words.present & (DOSE_FLAG | DRUG_FLAG):
         return True
     if not words.present & NUMBER_FLAG:
         return False
@@ -639,6 +718,7 @@ def cue_tokens(text: str) -> list[str]:
     every_word: list[str] = []
     every_flag: list[int] = []
     every_present = 0
+    advice_found: set[str] = set()
     for sentence in sentences(text):
         tokens = words_of(sentence)
         if not tokens:
@@ -652,11 +732,20 @@ def cue_tokens(text: str) -> list[str]:
         found_here = _sentence_cues(words, reply, question=sentence.endswith("?"))
         medical_directives += "zzdirmed" in found_here
         found.update(found_here)
-    found.update(_comment_cues(text, Words(every_word, every_flag, every_present)))
+        advice_found.update(cue for cue in found_here if cue in LONG_ADVICE_CUES)
+    every = Words(every_word, every_flag, every_present)
+    found.update(_comment_cues(text, every))
+    if len(every_word) >= LONG_COMMENT_WORDS:
+        # In a long story one advice sentence is a small share of the words; its own token lets it count.
+        found.update(f"zzlong{cue[2:]}" for cue in advice_found)
     tokens = sorted(found)
     if medical_directives > 1:
         tokens.append("zzdirmedmany")
     return tokens + openings
+
+
+LONG_COMMENT_WORDS = 60
+LONG_ADVICE_CUES = frozenset({"zzdirmed", "zzdiag", "zzsuggestmed", "zzbaremed"})
 
 
 def _sentence_cues(words: Words, reply: bool, question: bool) -> list[str]:
@@ -672,9 +761,34 @@ def _sentence_cues(words: Words, reply: bool, question: bool) -> list[str]:
         found.append("zzrefer")
     if question and medical:
         found.append("zzqmed")
-    if medical and not directive and words.found(NARRATIVE_CUE):
+    if not medical:
+        return found
+    narrative = words.found(NARRATIVE_CUE)
+    if not directive and narrative:
         found.append("zznarrmed")
+    if words.found(SUGGESTION_CUE) or (question and directive and words.found(DIRECTIVE_CUE)):
+        found.append("zzsuggestmed")
+    if not question and not narrative and _is_bare_instruction(words, reply):
+        found.append("zzbaremed")
     return found
+
+
+OPENING_WORDS = 2  # "Two naproxen now", "20 mins of ice": a count, then the treatment
+COUNT_WORDS = frozenset(
+    _phrases("one|two|three|four|five|half|dos|tres|deux|trois|zwei|drei|dois|duas|três|due|tre|twee|drie|dwie|trzy")
+)
+
+
+def _is_bare_instruction(words: Words, reply: bool) -> bool:
+    """The sentence opens with a treatment or a dose and says how much or when: "Ice 20 min, then heat"."""
+    first = 1 if reply and len(words.tokens) > 1 else 0
+    opens_with_treatment = any(
+        words.flags[j] & (DOSE_FLAG | DRUG_FLAG) or words.phrase_at(MEDICAL_CUE, j)
+        for j in range(first, min(first + OPENING_WORDS, len(words.tokens)))
+        if j == first or words.flags[first] & NUMBER_FLAG or words.tokens[first] in COUNT_WORDS
+    )
+    how_much = words.present & (DOSE_FLAG | NUMBER_FLAG) or words.found(TIMING_CUE)
+    return bool(opens_with_treatment) and bool(how_much)
 
 
 def _comment_cues(text: str, every_word: Words) -> list[str]:
@@ -690,4 +804,40 @@ def _comment_cues(text: str, every_word: Words) -> list[str]:
         found.append("zzpromo")
     if every_word.found(CONTACT_OFFER_CUE):
         found.append("zzcontact")
+    if every_word.found(REFERRAL_CUE):
+        found.append("zzreferral")
+    if "@" in text and HANDLE_RE.search(text):
+        found.append("zzhandle")
+    found += _repetition_cues(text, every_word)
+    return found
+
+
+# A social handle inside the text ("@liftwithlumbago on IG"); a reply's opening "@name" is zzreply.
+HANDLE_RE = re.compile(r"(?<=\S)\s+@[A-Za-z0-9_][\w.]{2,}")
+SHORT_TEXT_WORDS = (6, 40)  # word salad and repetition are judged on texts of this many words
+# The most distinct words a repetitive text has, as a share of its words: under six words only one word
+# over and over counts ("suuuper suuuper suuuper"), from six on up to 60% ("best of the best of the best").
+REPETITIVE_SHARE = (0.34, 0.6)
+
+
+def _repetition_cues(text: str, words: Words) -> list[str]:
+    """Spam that is not a sentence: few distinct words, stretched letters, no function words, no letters."""
+    found = []
+    if words.present & STRETCHED_FLAG:
+        found.append("zzstretched")
+    if len(words.tokens) > 2 * SHORT_TEXT_WORDS[1]:  # long texts are none of these (punctuation is a token)
+        return found
+    letter_tokens = [token for token in words.tokens if token[0].isalpha()]
+    if not letter_tokens and text.strip():
+        found.append("zznoletters")
+    low, high = SHORT_TEXT_WORDS
+    if (
+        3 <= len(letter_tokens) <= high
+        and len(set(letter_tokens)) / len(letter_tokens) <= REPETITIVE_SHARE[len(letter_tokens) >= low]
+    ):
+        found.append("zzrepetitive")
+    if low <= len(letter_tokens) <= high:
+        function_words = sum(1 for flags in words.flags if flags & FUNCTION_FLAG)
+        if function_words / len(letter_tokens) < 0.15:
+            found.append("zznofunction")
     return found

@@ -20,7 +20,7 @@ from moderation.cues import cue_tokens
 # ("it.It", "lot.In" are missing spaces, not links) and only in lower case, as people type domains.
 URL_RE = re.compile(
     r"(?i:(?:https?://|www\.)[^\s<>\"']+)|\b[a-z0-9][a-z0-9-]{1,62}(?:\.[a-z0-9-]{2,63})*\."
-    r"(?:com|net|org|info|biz|shop|store|xyz|online|site|top|club|ru|cn|io|co\.uk|org\.uk|live|vip|pro|link)"
+    r"(?:com|net|org|info|biz|shop|store|xyz|online|site|top|club|ru|cn|io|co\.uk|org\.uk|live|vip|pro|link|app|dev|pl|health|fit|blog)"
     r"\b(?:/[^\s<>\"']*)?"
     # Short-link and chat hosts, and country endings that are also words ("in", "me", "it") only with a path.
     r"|\b(?:t\.me|wa\.me|bit\.ly|tinyurl\.com|linktr\.ee)/[^\s<>\"']+"

@@ -186,7 +186,7 @@ CUE_CASES = [
     ("@Ruth you can absolutely stay on the diclofenac long term", ["zzdirmed", "zzreply", "zzsyou"]),
     (
         "Replying to @sam: don't bother with the MRI, it's a pulled muscle",
-        ["zzdiag", "zzdirmed", "zzreply", "zzsreplying"],
+        ["zzdiag", "zzdirmed", "zzhandle", "zzreply", "zzsreplying"],
     ),
     (
         "That's sciatica, not a muscle. Sounds like a classic slipped disc to me.",
@@ -210,15 +210,15 @@ CUE_CASES = [
     ("Cat cow fifty times a day. That's the cure.", ["zzcure", "zzscat", "zzsthat's"]),
     ("great video! check out my channel and subscribe", ["zzpromo", "zzsgreat", "zzscheck"]),
     ("Great video!!! Check my\nchannel for more, sub 4 sub", ["zzpromo", "zzsgreat", "zzscheck", "zzschannel"]),
-    ("He's on telegram @JamesFX, message him on whatsapp +44 7700 900123", ["zzcontact", "zzshe's"]),
+    ("He's on telegram @JamesFX, message him on whatsapp +44 7700 900123", ["zzcontact", "zzhandle", "zzshe's"]),
     ("Order cheap pills at www.pillz-shop.xyz or t.me/cheapmeds, link in bio", ["zzdirmed", "zzpromo", "zzsorder"]),
     ("Visit bit.ly/abc123 - guaranteed to fix it for good!!", ["zzcure", "zzsvisit", "zzsguaranteed"]),
     ("asdfghjkl qwerty zxcvbnm", ["zzgibberish", "zzsasdfghjkl"]),
     ("bcdfg hjklm npqrst vwxyz", ["zzgibberish", "zzsbcdfg"]),
-    ("buy buy buy buy buy now", ["zzdir", "zzgibberish", "zzsbuy"]),
-    ("aaaaaaaaaa", ["zzgibberish", "zzsaaaaaaaaaa"]),
-    ("ΣΣΣΣΣΣ ΟΔΟΣ ΣΑΣ", ["zzgibberish", "zzsσσσσσς"]),
-    ("İİİİİİ İstanbul ılık", ["zzgibberish", "zzsi"]),
+    ("buy buy buy buy buy now", ["zzdir", "zzgibberish", "zznofunction", "zzrepetitive", "zzsbuy"]),
+    ("aaaaaaaaaa", ["zzgibberish", "zzstretched", "zzsaaaaaaaaaa"]),
+    ("ΣΣΣΣΣΣ ΟΔΟΣ ΣΑΣ", ["zzgibberish", "zzstretched", "zzsσσσσσς"]),
+    ("İİİİİİ İstanbul ılık", ["zzgibberish", "zzrepetitive", "zzsi"]),
     (
         "Don’t take it; really: don't. And then take the pills.",
         ["zzdir", "zzdirmed", "zzsdon't", "zzsreally", "zzsand"],
@@ -234,11 +234,14 @@ CUE_CASES = [
     ("   \n\t ", []),
     ("ok", ["zzsok"]),
     ("word " * 80, ["zzsword"]),
-    (LONG + "ΣΣΣΣΣΣ", ["zzgibberish", "zznarrmed", "zzsa", "zzsa", "zzsa", "zzsa", "zzsa", "zzsσσσσσς"]),
+    (LONG + "ΣΣΣΣΣΣ", ["zzgibberish", "zznarrmed", "zzstretched", "zzsa", "zzsa", "zzsa", "zzsa", "zzsa", "zzsσσσσσς"]),
     (LONG + "İİİİİİ", ["zzgibberish", "zznarrmed", "zzsa", "zzsa", "zzsa", "zzsa", "zzsa", "zzsi"]),
-    (LONG + "AaAaAa", ["zznarrmed", "zzsa", "zzsa", "zzsa", "zzsa", "zzsa", "zzsaaaaaa"]),
-    (LONG + "zzzzzz!", ["zzgibberish", "zznarrmed", "zzsa", "zzsa", "zzsa", "zzsa", "zzsa", "zzszzzzzz"]),
-    (LONG + "ςςςςςς", ["zzgibberish", "zznarrmed", "zzsa", "zzsa", "zzsa", "zzsa", "zzsa", "zzsςςςςςς"]),
+    (LONG + "AaAaAa", ["zznarrmed", "zzstretched", "zzsa", "zzsa", "zzsa", "zzsa", "zzsa", "zzsaaaaaa"]),
+    (
+        LONG + "zzzzzz!",
+        ["zzgibberish", "zznarrmed", "zzstretched", "zzsa", "zzsa", "zzsa", "zzsa", "zzsa", "zzszzzzzz"],
+    ),
+    (LONG + "ςςςςςς", ["zzgibberish", "zznarrmed", "zzstretched", "zzsa", "zzsa", "zzsa", "zzsa", "zzsa", "zzsςςςςςς"]),
 ]
 
 

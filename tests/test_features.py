@@ -241,3 +241,85 @@ def test_normalize_and_links_never_raise(text: str) -> None:
     assert link_count(text) == len(urls) >= 0
     for url in urls:
         assert isinstance(url_domain(url), str)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # advice asked as a question or hedged: the directive cue leaves questions out
+        ("Have you tried 400mg of magnesium at night?", "zzsuggestmed"),
+        ("Might be worth going up to the 20 patch? The 10 clearly isn't cutting it.", "zzsuggestmed"),
+        ("maybe worth stopping the lansoprazole? mine was giving me the ache", "zzsuggestmed"),  # a drug's ending
+        ("Could you not just double up the co-codamol? You should skip the physio too?", "zzsuggestmed"),
+        ("¿Y si dejas el tramadol y pruebas con parches de calor?", "zzsuggestmed"),
+        ("Warum nicht einfach die Tabletten weglassen?", "zzsuggestmed"),
+        # bare instructions: a treatment first, then how much or when
+        ("Gabapentin 600mg at bedtime.", "zzbaremed"),
+        ("Ice 20 min, then heat.", "zzbaremed"),
+        ("Two naproxen now, two more at bedtime.", "zzbaremed"),
+        ("@Sam heat for the first 48 hours, not ice", "zzbaremed"),
+    ],
+)
+def test_prepare_marks_suggestions_and_bare_instructions(body: str, expected: str) -> None:
+    assert expected in markers(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Has anyone tried magnesium for night cramps? My GP had no opinion.",
+        "Have you asked your GP about it? Mine was helpful.",
+        "Should I take ibuprofen or paracetamol?",
+        "I took 800mg ibuprofen every 6 hours for a week.",
+        "Two of us went to the physio together.",
+        "What about an article on mattresses for couples?",
+    ],
+)
+def test_questions_stories_and_referrals_are_not_suggestions(body: str) -> None:
+    found = markers(body)
+    assert "zzsuggestmed" not in found
+    assert "zzbaremed" not in found
+
+
+def test_advice_in_a_long_story_gets_its_own_marker() -> None:
+    story = "I hurt my back lifting my son and spent a month on the sofa feeling sorry for myself. " * 5
+    assert "zzlongdirmed" in markers(story + "So my advice: take 800mg ibuprofen every 6 hours.")
+    assert "zzlongdirmed" not in markers("Take 800mg ibuprofen every 6 hours.")  # short: zzdirmed alone
+    assert "zzlongdirmed" not in markers(story)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("suuuper suuuper suuuper", {"zzrepetitive", "zzstretched"}),
+        ("the best of the best of the best of the pain of the back", {"zzrepetitive"}),
+        ("cloud tractor bleach ointment soft harbour pebble fifteen", {"zznofunction"}),
+        ("!!!!!!! ?????? ...... ,,,,,", {"zznoletters"}),
+        ("my last reel was me getting off the floor 💀 @liftwithlumbago on IG", {"zzhandle", "zzreferral"}),
+        ("use my code BACK10 for 10% off, ask me how", {"zzreferral"}),
+    ],
+)
+def test_prepare_marks_word_salad_repetition_and_quiet_promotion(body: str, expected: set[str]) -> None:
+    assert expected <= set(markers(body))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Thanks for the article, it really helped me understand my back.",
+        "i dont think u shud take ibuprofin, its bad 4 ur stomack",
+        "My physio gave me three exercises and I do them most mornings before work.",
+        "@Gary same here, the waiting list is a joke.",
+    ],
+)
+def test_ordinary_sentences_are_not_word_salad_or_promotion(body: str) -> None:
+    found = set(markers(body))
+    assert not found & {"zzrepetitive", "zznofunction", "zznoletters", "zzstretched", "zzhandle", "zzreferral"}
+
+
+def test_app_and_other_endings_are_links() -> None:
+    assert find_urls("quiz here flowmatch.app/yoga and plankpal.app, or zarabiaj-szybko.pl") == [
+        "flowmatch.app/yoga",
+        "plankpal.app",
+        "zarabiaj-szybko.pl",
+    ]
