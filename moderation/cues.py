@@ -25,7 +25,8 @@ from typing import TypeVar
 
 _Value = TypeVar("_Value")
 
-SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?;…])\s+|\n+|\s+-\s+|(?<=\))\s+(?=[A-Z@])")
+# "(?<!\s)" starts a dash's whitespace only once: a long run of spaces would otherwise be tried from each space.
+SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?;…])\s+|\n+|(?<!\s)\s+-\s+|(?<=\))\s+(?=[A-Z@])")
 # Words (contractions kept whole: "don't", "j'ai") and the clause marks that start a new directive.
 TOKEN_RE = re.compile(r"\w+(?:'\w+)*|[,:;]")
 CLAUSE_MARKS = frozenset(",:;")

@@ -18,8 +18,9 @@ from moderation.cues import cue_tokens
 
 # A bare domain (no scheme, no www.) counts only with an ending that is not also a word or a typo
 # ("it.It", "lot.In" are missing spaces, not links) and only in lower case, as people type domains.
+# Repeats are bounded (DNS labels, e-mail local parts) so hostile text costs linear time, not quadratic.
 URL_RE = re.compile(
-    r"(?i:(?:https?://|www\.)[^\s<>\"']+)|\b[a-z0-9][a-z0-9-]{1,62}(?:\.[a-z0-9-]{2,63})*\."
+    r"(?i:(?:https?://|www\.)[^\s<>\"']+)|\b[a-z0-9][a-z0-9-]{1,62}(?:\.[a-z0-9-]{2,63}){0,8}\."
     r"(?:com|net|org|info|biz|shop|store|xyz|online|site|top|club|ru|cn|io|co\.uk|org\.uk|live|vip|pro|link|app|dev|pl|health|fit|blog)"
     r"\b(?:/[^\s<>\"']*)?"
     # Short-link and chat hosts, and country endings that are also words ("in", "me", "it") only with a path.
@@ -30,10 +31,11 @@ URL_RE = re.compile(
 # have none of them, and ruling that out costs a fraction of running URL_RE, which retries at every word.
 URL_HINT_RE = re.compile(r"://|(?i:www\.)|\.[a-z]")
 SPELLED_DOT_COM_RE = re.compile(
-    r"\b(\w[\w-]*)\s*(?:\(|\[)?\s*(?:dot|punto|ponto|point)\s*(?:\)|\])?\s*(com|net|org|shop|info|es|br|fr)\b", re.I
+    r"\b(\w[\w-]{0,62})\s*(?:\(|\[)?\s*(?:dot|punto|ponto|point)\s*(?:\)|\])?\s*(com|net|org|shop|info|es|br|fr)\b",
+    re.I,
 )
 SPELLED_DOT_WORDS = ("dot", "punto", "ponto", "point")
-EMAIL_RE = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
+EMAIL_RE = re.compile(r"\b[\w.+-]{1,64}@[\w-]+\.[\w.-]+\b")
 PHONE_RE = re.compile(r"(?:\+|\b00)?\d[\d\s().-]{7,}\d")
 MONEY_RE = re.compile(r"[$€£]\s?\d|\b\d+\s?(?:usd|dollars|euros|pounds|bucks)\b", re.I)
 # A word every MONEY_RE match without a currency sign contains (see _may_contain).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -323,3 +325,21 @@ def test_app_and_other_endings_are_links() -> None:
         "plankpal.app",
         "zarabiaj-szybko.pl",
     ]
+
+
+HOSTILE_BODIES = {
+    "spelled domain after a long hyphenated run": "a-" * 9990 + "point",
+    "many short dotted labels": "aa." * 6666,
+    "a long dotted local part before @": "a." * 9990 + "@b",
+    "a long run of spaces": "x" + " " * 19990 + "y",
+    "spaces after a bracket": ")" + " " * 19990 + "y",
+    "spaces before a dash": "word" + " " * 19000 + "-",
+}
+
+
+@pytest.mark.parametrize("body", HOSTILE_BODIES.values(), ids=HOSTILE_BODIES.keys())
+def test_hostile_text_at_the_size_limit_is_prepared_in_linear_time(body: str) -> None:
+    """Each of these took 1 to 23 s when a pattern retried an unbounded repeat from every position."""
+    started = time.process_time()
+    prepare(CommentText(body=body))
+    assert time.process_time() - started < 1.0
