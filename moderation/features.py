@@ -161,6 +161,12 @@ def _number_tokens(raw: str) -> list[str]:
     return tokens + ["zzdose"] * min(doses, 3)
 
 
+# What a model learned from is prepare()'s output, which is code: a model trained on another version's
+# output scores worse. Change this whenever that output changes for any text (tests/test_features.py pins a
+# digest of it); the model card records it, and loading a model made for other features warns.
+FEATURES_VERSION = "2026-12-05"
+
+
 def prepare(comment: CommentText) -> str:
     """The single string both classifiers read: normalized text plus marker tokens."""
     raw = comment.body

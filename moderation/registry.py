@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 import zipfile
@@ -22,6 +23,9 @@ from sqlalchemy.orm import Session
 
 from models.entities import ModelVersion
 from moderation.classifier import LABELS, ModerationModel
+from moderation.features import FEATURES_VERSION
+
+log = logging.getLogger(__name__)
 
 # Every type a saved ModerationModel holds, reviewed: standard scikit-learn, NumPy and SciPy parts only.
 TRUSTED_TYPES = [
@@ -93,9 +97,21 @@ def load_artifact(path: Path, sha256: str, card: dict[str, Any]) -> ModerationMo
     if untrusted:
         raise RegistryError(f"model file {path} holds types that are not trusted: {', '.join(untrusted)}")
     payload = sio.load(path, trusted=TRUSTED_TYPES)
+    if not made_for_these_features(card):
+        log.warning(
+            "model %s was trained on features of version %s, this code makes version %s: "
+            "its scores drift; train again (`moderation train`)",
+            card.get("version", path.stem),
+            card.get("features_version", "(unrecorded)"),
+            FEATURES_VERSION,
+        )
     return ModerationModel(
         vectorizer=payload["vectorizer"], classifiers={label: payload[label] for label in LABELS}, card=card
     )
+
+
+def made_for_these_features(card: dict[str, Any]) -> bool:
+    return card.get("features_version") == FEATURES_VERSION
 
 
 def types_in_artifact(path: Path) -> set[str]:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from moderation.classifier import LABELS, HashedCounts, ModerationModel, fit_model, hash_texts
 from moderation.data import DEV, TEST, TRAIN, Example
 from moderation.evaluation import Scored, evaluation_scores, metrics_by_source, policy_metrics, score_examples
-from moderation.features import link_count, prepare
+from moderation.features import FEATURES_VERSION, link_count, prepare
 from moderation.policy import PolicyLimits, Thresholds
 
 SOURCE_WEIGHTS = {
@@ -239,4 +239,5 @@ def build_card(
             "skops": skops.__version__,
         },
         "random_state": random_state,
+        "features_version": FEATURES_VERSION,
     }

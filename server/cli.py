@@ -253,9 +253,12 @@ def models_list(ctx: click.Context) -> None:
         for row in registry.list_versions(session):
             policy = row.card.get("metrics", {}).get("policy_own_held_out", {})
             marker = "*" if row.is_active else " "
+            features = row.card.get("features_version", "unrecorded")
+            stale = "" if registry.made_for_these_features(row.card) else " (older features: train again)"
             click.echo(
                 f"{marker} {row.version}  leak={policy.get('leak_rate')}  "
-                f"ordinary_held={policy.get('ordinary_held')}  thresholds={row.card.get('thresholds')}"
+                f"ordinary_held={policy.get('ordinary_held')}  thresholds={row.card.get('thresholds')}  "
+                f"features={features}{stale}"
             )
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moderation.features import CommentText, find_urls, link_count, normalize, prepare, url_domain
+from moderation.features import FEATURES_VERSION, CommentText, find_urls, link_count, normalize, prepare, url_domain
 
 
 def markers(body: str, **fields: str) -> list[str]:
@@ -343,3 +344,31 @@ def test_hostile_text_at_the_size_limit_is_prepared_in_linear_time(body: str) ->
     started = time.process_time()
     prepare(CommentText(body=body))
     assert time.process_time() - started < 1.0
+
+
+# Texts that exercise every kind of marker; their prepared form is pinned by FEATURES_VERSION.
+FEATURE_SAMPLES = [
+    "Thanks, great article! Massage helped my lower back a lot.",
+    "Take 800mg ibuprofen every 6 hours and skip the physio, it's just sciatica.",
+    "Have you tried magnesium? Might be worth a go for the cramps.",
+    "Gabapentin 600mg at bedtime, then taper over two weeks.",
+    "Best prices on v1agra at www.cheap-rx-pharmacy.xyz, call +1 555 010 2030 or DM me on Telegram",
+    "Visit mysite dot com for the 3-day back cure!!! $29 only",
+    "suuuuper amazing amazing amazing product product buy buy",
+    "Mi fisioterapeuta me dijo que caminara más; ahora estoy mucho mejor.",
+    "Nimm einfach 400 mg Ibuprofen dreimal täglich, das hilft sofort.",
+    "Prends du paracétamol et repose-toi, pas besoin de voir un médecin.",
+    "@BackPainGuru follow me on instagram, use my code BACK10",
+    "My GP referred me to a physio after the MRI; I'd ask yours about it.",
+    "<b>Great</b> read &amp; very clear. c.h.e.a.p pills?",
+    "👍🙏",
+]
+PINNED_FEATURES = {"2026-12-05": "7567bed12403c17651621fa49f7c4d63065aa925bff975967851db1e41559306"}
+
+
+def test_the_prepared_form_of_the_samples_is_pinned_by_the_features_version() -> None:
+    """A change to what prepare() makes changes what models were trained on: bump FEATURES_VERSION
+    (models trained before then warn when loaded) and record the new digest here."""
+    prepared = "\n".join(prepare(CommentText(body=text, url="https://example.org/me")) for text in FEATURE_SAMPLES)
+    digest = hashlib.sha256(prepared.encode()).hexdigest()
+    assert PINNED_FEATURES.get(FEATURES_VERSION) == digest, f"features changed: {FEATURES_VERSION} {digest}"

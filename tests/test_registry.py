@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from models.db import make_session_factory
 from models.entities import ModelVersion
 from moderation import registry
 from moderation.classifier import LABELS
-from moderation.features import CommentText
+from moderation.features import FEATURES_VERSION, CommentText
 from tests.conftest import TrainedModel
 
 COMMENTS = [
@@ -85,6 +86,26 @@ def test_the_card_is_written_beside_the_model(trained_model: TrainedModel, tmp_p
     assert card["thresholds"] == trained_model.model.card["thresholds"]
     assert {"scikit-learn", "skops", "numpy"} <= set(card["libraries"])
     assert saved.sha256 == registry.file_sha256(saved.path)
+
+
+def test_the_card_names_the_features_the_model_was_trained_on(
+    trained_model: TrainedModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    card = trained_model.model.card
+    assert card["features_version"] == FEATURES_VERSION
+    path, sha256 = trained_model.artifact.path, trained_model.artifact.sha256
+    with caplog.at_level(logging.WARNING, logger="moderation.registry"):
+        registry.load_artifact(path, sha256, card)
+    assert not caplog.records
+
+    unrecorded = {k: v for k, v in card.items() if k != "features_version"}
+    for older in ({**card, "features_version": "2020-01-01"}, unrecorded):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="moderation.registry"):
+            loaded = registry.load_artifact(path, sha256, older)
+        assert loaded.score(CommentText(body="Thanks, great article")).spam >= 0  # still usable
+        assert "train again" in caplog.text and FEATURES_VERSION in caplog.text
+        assert not registry.made_for_these_features(older)
 
 
 def test_a_file_with_one_byte_changed_is_refused(trained_model: TrainedModel, tmp_path: Path) -> None:
