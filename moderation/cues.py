@@ -184,12 +184,18 @@ IMPERATIVES = PhraseIndex.of(
         "ask them|ask your doc*|ask for|tell them|tell your|tell her|tell him|refuse|cancel|come off|wean",
         "switch|swap|stay|rest|walk|sleep|do|don't|dont|never|keep|stick|push|throw|lie|hang|book|buy|order",
         "eat|drink|forget|ignore|insist|demand|increase|decrease|up|cut",
-        # what to do with a treatment: "stick one on and leave it all day", "wear it", "let them do it"
-        "leave|wear|sit|hold|repeat|soak|wrap|lift|bend|stick|press|roll|lay|heal|tell the|let them|let the|let him",
+        # what to do with a treatment: "stick one on and leave it all day", "wear it", "let them do it"; the
+        # conditional ones below only with a treatment, dose or time in the sentence
+        "leave|wear|sit|hold|repeat|soak|wrap|lift|bend|stick|press|roll|lay|tell the|let them|let the|let him",
         "let her",
     )
 )
 IMPERATIVE_LEADS = frozenset({"just", "then", "and", "so", "please"})
+# Imperatives that are as often ordinary talk ("Let the doctor decide", "Leave it to your GP", "Sit tight",
+# "Hold on"): directives only in a sentence that names a treatment, a dose or a time ("Sit on a gym ball all
+# day", "hold a plank two minutes"), and never in the idioms.
+CONDITIONAL_IMPERATIVES = frozenset({"leave", "sit", "hold", "let"})
+IMPERATIVE_IDIOMS = frozenset({("hold", "on"), ("hold", "off"), ("hold", "up"), ("sit", "tight")})
 
 SOMEONE = ["you", "u", "ya", "she", "he", "they", "your mum", "your mom", "your dad", "your husband", "your wife"]
 SOMEONE += ["your partner"]
@@ -339,17 +345,49 @@ SUGGESTIONS = PhraseIndex.of(
         "have you tried|have u tried|ever tried|did you try|have you thought about|have you considered",
         "have you looked at|why not|why don't you|why dont you|what about|how about|maybe try",
         "perhaps try|maybe give|perhaps give|maybe get|maybe ask|maybe just|maybe worth|might be worth",
-        "may be worth|could be worth|probably worth|could always|could try|can always|worth a try|worth a go",
+        "may be worth|could be worth|probably worth|worth a try|worth a go",
         "worth a shot|give * a try|give * a go|wouldn't hurt|wouldnt hurt|no harm in|surely you can",
         "surely you could|surely you don't|surely you dont|just a thought|only a thought|couldn't hurt",
         "couldnt hurt|can't hurt to|cant hurt to|reason you can't|reason you cant|reason not to|what's stopping you",
-        "y si|por qué no|por que no|has probado|has pensado|has intentado|prueba a|qué tal si|que tal si",
+        "por qué no|por que no|has probado|has pensado|has intentado|prueba a|qué tal si|que tal si",
         "et si|pourquoi pas|pourquoi ne pas|as tu essayé|avez vous essayé|tu as essayé|vous avez essayé",
         "warum nicht|hast du schon|hast du mal|versuch doch|probier doch|wie wäre es",
-        "e se|por que não|porque não|já tentou|já experimentou|já pensou em",
-        "perché non|hai provato|hai pensato|avete provato",
+        "por que não|já tentou|já experimentou|já pensou em",
+        "hai provato|hai pensato|avete provato",
         "waarom niet|heb je al|heb je wel eens|probeer eens",
         "może spróbuj|a może|próbowałaś|próbowałeś|czemu nie|dlaczego nie",
+    )
+)
+# "could always", "can always", "could try": suggestions when said to someone ("you could always ask for
+# the patch") or followed by an imperative ("could always try heat"), not in a story ("I can always tell").
+MODAL_SUGGESTIONS = PhraseIndex.of(_phrases("could always|can always|could try|could just try|can just try"))
+MODAL_ADDRESSEES = frozenset({"you", "u", "ya", "she", "he", "they"})
+MODAL_SPEAKERS = frozenset({"i", "we"})
+# Conjunctions that ask a suggestion only when they open a question: "¿Y si dejas el tramadol?", not
+# "tengo dolor y si camino..." ("and if"), "perché non" ("why not", and "because not" inside a sentence).
+OPENING_SUGGESTIONS = frozenset({("y", "si"), ("e", "se"), ("et", "si"), ("perché", "non"), ("perche", "non")})
+# In a question these directives are being asked about, not given: "Is acupuncture safe in pregnancy?",
+# "Is it true you shouldn't lift?".
+ASKED_DIRECTIVE_WORDS = frozenset(
+    _phrases("safe|seguro|segura|sicher|sicuro|sicura|bezpieczne|veilig|shouldn't|shouldnt")
+)
+# Treatments and doses that open a bare instruction ("Ice 20 min", "Gabapentin 600mg at bedtime"); not
+# body parts, care or time ("Pain for 3 weeks", "Hospital visit yesterday", "Back in 2019").
+TREATMENTS = PhraseIndex.of(
+    _phrases(
+        "ibuprofen|naproxen|aleve|advil|motrin|nurofen|brufen|tylenol|paracetamol|acetaminophen|aspirin|codeine",
+        "co codamol|codamol|tramadol|oxycodone|morphine|fentanyl|opioid|opioids|gabapentin|pregabalin|lyrica",
+        "amitriptyline|duloxetine|diazepam|valium|muscle relaxant|muscle relaxants|cyclobenzaprine|diclofenac",
+        "voltaren|celecoxib|meloxicam|steroid|steroids|prednisolone|prednisone|cortisone|lidocaine|melatonin",
+        "patch|patches|tablet|tablets|pill|pills|capsule|capsules|meds|medication|painkiller|painkillers",
+        "anti inflammator*|antiinflammator*|nsaid|nsaids|vitamin *|magnesium|turmeric|curcumin|cbd|arnica",
+        "glucosamine|calcium|collagen|b12|d3|k2|fish oil|supplement|supplements|gummy|gummies|epsom",
+        "ice|heat|heating pad|hot water bottle|bed rest|stretch*|exercise|exercises|inversion|traction|brace",
+        "massage|massages|acupuncture|cupping|yoga|pilates|crack*|pelvic tilt*|mckenzie",
+        "ibuprofeno|ibuprofène|paracétamol|doliprane|paracetamolo|ibuprofene|calpol|dorflex|pijnstiller*",
+        "médicament*|medicamento*|medikament*|pastill*|comprim*|tablett*|tabletki|tabletkę|zastrzyk*",
+        "cortisona|kortison|masaje|masajes|massaggio|massaggi|massagem|massagens|masaż|agopuntura|acupuntura",
+        "akupunktur|hielo|glace|ghiaccio|gelo|eis|estiramiento*|étirement*|dehnung*",
     )
 )
 # When to do it: with a dose or a number, a sentence that opens with a treatment is a bare instruction
@@ -365,9 +403,10 @@ TIMING = PhraseIndex.of(
 # podcasts on their platforms, a handle to follow.
 REFERRALS = PhraseIndex.of(
     _phrases(
-        "ask me how|building a team|build a team|join my team|joining a team|my team|invite code|referral code",
-        "promo code|discount code|my code|use code|look it up|look him up|look her up|look them up|google it",
-        "just google|app store|play store|google play|etsy|linktree|spotify|podcast|episode|apple podcasts",
+        "ask me how|building a team|build a team|join my team|joining a team|invite code|referral code",
+        "promo code|discount code|my code|use code|look him up|look her up|look them up|google it",
+        "just google|app store|play store|google play|etsy|linktree|spotify|apple podcasts|my podcast|our podcast",
+        "my pod|our pod|a podcast for|new episode of my|new episode of our|latest episode|your podcasts",
         "on ig|on insta|on instagram|on tiktok|my profile|in my profile|on my profile|send me a message",
         "código|convite|parrainage|empfehlungscode|codice invito|kod polecający",
     )
@@ -453,6 +492,8 @@ CUES = _cues(
     SUGGESTIONS,
     TIMING,
     REFERRALS,
+    MODAL_SUGGESTIONS,
+    TREATMENTS,
 )
 (
     MEDICAL_CUE,
@@ -469,6 +510,8 @@ CUES = _cues(
     SUGGESTION_CUE,
     TIMING_CUE,
     REFERRAL_CUE,
+    MODAL_SUGGESTION_CUE,
+    TREATMENT_CUE,
 ) = CUES
 DOSE_FLAG = 1 << 4 * len(CUES)  # "800mg"
 NUMBER_FLAG = DOSE_FLAG << 1  # "800", a dose when a unit follows
@@ -478,7 +521,9 @@ REPEATED_CHAR_RE = re.compile(r"(.)\1{5}", re.DOTALL)
 DRUG_FLAG = DOSE_FLAG << 4  # a word with a drug name's ending: "lansoprazole", "alendronate"
 STRETCHED_FLAG = DOSE_FLAG << 5  # a letter three times running: "suuuper", "gooood"
 FUNCTION_FLAG = DOSE_FLAG << 6  # a function word ("the", "and", "de", "und"): word salad has few
-NOT_STRETCHED = frozenset({"www"})
+# Triple letters that are not stretched words: roman numerals ("grade III", "xxx" kisses), "hmmm", "mmm",
+# a laugh in Brazilian Portuguese ("kkkk") and a www host ("www", "www2").
+NOT_STRETCHED_RE = re.compile(r"x*(?:ix|iv|v?i{0,3})|h?m+|k+|www\w*")
 STRETCHED_RE = re.compile(r"([^\W\d_])\1\1")
 # Endings of generic drug names (INN stems), for words seven letters or longer.
 DRUG_ENDINGS = tuple(
@@ -496,8 +541,21 @@ FUNCTION_WORDS = frozenset(
         "el|la|los|las|y|de|que|en|es|un|una|por|para|con|no|mi|lo|se|le|les|et|du|des|est|je|pas|pour",
         "der|die|das|und|ist|ich|nicht|mit|zu|ein|eine|o|os|as|um|uma|é|eu|com|il|di|che|è|per|het|een",
         "en|ik|niet|van|i|w|nie|to|na|się|z|jest|och|att|det|som|e|dal|del|al|ao|do|da|nel|im|zum|auf",
+        "our|their|from|by|about|them|his|her|us|were|been|am|there|than|who|which|after|into",
+        "mir|mich|hat|habe|sie|es|wir|auch|aber|sich|den|dem|für|mein|ohne|non|ho|ha|ci|sono|io|anche|questo",
+        "não|em|me|pelo|pela|pra|pro|meu|minha|ele|ela|tem|l|d|il|elle|on|nous|vous|ce|ça|sur|dans|au|aux",
+        "pero|muy|su|sus|met|voor|mijn|ook|heeft|over|wij|je|zijn|jag|har|till|za|przy|że|ale|mnie|po|od|czy",
     )
 )
+
+
+def _not_stretched(token: str) -> bool:
+    return NOT_STRETCHED_RE.fullmatch(token) is not None
+
+
+def _is_function_word(token: str) -> bool:
+    # A contraction holds a pronoun or an auxiliary: "i've", "don't", "that's", "c'est", "j'ai".
+    return token in FUNCTION_WORDS or "'" in token
 
 
 def token_flags(token: str) -> int:
@@ -516,9 +574,9 @@ def token_flags(token: str) -> int:
         flags |= REPEAT_FLAG
     if len(token) >= 7 and token.isalpha() and token.endswith(DRUG_ENDINGS):
         flags |= DRUG_FLAG
-    if STRETCHED_RE.search(token) and token not in NOT_STRETCHED:
+    if STRETCHED_RE.search(token) and not _not_stretched(token):
         flags |= STRETCHED_FLAG
-    if token in FUNCTION_WORDS:
+    if _is_function_word(token):
         flags |= FUNCTION_FLAG
     return flags
 
@@ -602,12 +660,29 @@ def _has_directive(words: Words, reply: bool) -> bool:
     if words.found(DIRECTIVE_CUE):
         return True
     tokens = words.tokens
+    treatment_or_time: bool | None = None  # worked out once, for the first conditional imperative
     for i in words.starts(IMPERATIVE_CUE):
         previous = tokens[i - 1] if i else ","
         clause_start = previous in CLAUSE_MARKS or (reply and i == 1)
-        if (clause_start or previous in IMPERATIVE_LEADS) and words.phrase_at(IMPERATIVE_CUE, i):
+        if not (clause_start or previous in IMPERATIVE_LEADS) or not words.phrase_at(IMPERATIVE_CUE, i):
+            continue
+        if tokens[i] not in CONDITIONAL_IMPERATIVES:
+            return True
+        if tuple(tokens[i : i + 2]) in IMPERATIVE_IDIOMS:
+            continue
+        if treatment_or_time is None:
+            treatment_or_time = _names_treatment_or_time(words)
+        if treatment_or_time:
             return True
     return False
+
+
+def _names_treatment_or_time(words: Words) -> bool:
+    return (
+        bool(words.present & (DOSE_FLAG | NUMBER_FLAG | DRUG_FLAG))
+        or words.found(TREATMENT_CUE)
+        or words.found(TIMING_CUE)
+    )
 
 
 def has_diagnosis(tokens: Sequence[str]) -> bool:
@@ -767,11 +842,31 @@ def _sentence_cues(words: Words, reply: bool, question: bool) -> list[str]:
     narrative = words.found(NARRATIVE_CUE)
     if not directive and narrative:
         found.append("zznarrmed")
-    if words.found(SUGGESTION_CUE) or (question and directive and words.found(DIRECTIVE_CUE)):
+    if _has_suggestion(words, reply, question):
         found.append("zzsuggestmed")
     if not question and not narrative and _is_bare_instruction(words, reply):
         found.append("zzbaremed")
     return found
+
+
+def _has_suggestion(words: Words, reply: bool, question: bool) -> bool:
+    """A suggestion hedged or asked: "have you tried...", "you could always...", "¿Y si dejas...?", or a
+    question holding a directive other than one asked about ("is it safe", "you shouldn't")."""
+    if words.found(SUGGESTION_CUE):
+        return True
+    tokens = words.tokens
+    for start, end in words.positions(MODAL_SUGGESTION_CUE):
+        before = tokens[start - 1] if start else ""
+        if before in MODAL_ADDRESSEES:
+            return True
+        if before not in MODAL_SPEAKERS and end < len(tokens) and words.phrase_at(IMPERATIVE_CUE, end):
+            return True
+    if not question:
+        return False
+    first = 1 if reply and len(tokens) > 2 else 0
+    if tuple(tokens[first : first + 2]) in OPENING_SUGGESTIONS:
+        return True
+    return any(ASKED_DIRECTIVE_WORDS.isdisjoint(tokens[start:end]) for start, end in words.positions(DIRECTIVE_CUE))
 
 
 OPENING_WORDS = 2  # "Two naproxen now", "20 mins of ice": a count, then the treatment
@@ -784,7 +879,7 @@ def _is_bare_instruction(words: Words, reply: bool) -> bool:
     """The sentence opens with a treatment or a dose and says how much or when: "Ice 20 min, then heat"."""
     first = 1 if reply and len(words.tokens) > 1 else 0
     opens_with_treatment = any(
-        words.flags[j] & (DOSE_FLAG | DRUG_FLAG) or words.phrase_at(MEDICAL_CUE, j)
+        words.flags[j] & (DOSE_FLAG | DRUG_FLAG) or words.phrase_at(TREATMENT_CUE, j)
         for j in range(first, min(first + OPENING_WORDS, len(words.tokens)))
         if j == first or words.flags[first] & NUMBER_FLAG or words.tokens[first] in COUNT_WORDS
     )
@@ -807,14 +902,38 @@ def _comment_cues(text: str, every_word: Words) -> list[str]:
         found.append("zzcontact")
     if every_word.found(REFERRAL_CUE):
         found.append("zzreferral")
-    if "@" in text and HANDLE_RE.search(text):
+    if "@" in text and _has_channel_handle(text):
         found.append("zzhandle")
     found += _repetition_cues(text, every_word)
     return found
 
 
-# A social handle inside the text ("@liftwithlumbago on IG"); a reply's opening "@name" is zzreply.
-HANDLE_RE = re.compile(r"(?<=\S)\s+@[A-Za-z0-9_][\w.]{2,}")
+# A social handle presented as an account to follow ("@liftwithlumbago on IG", "follow @x", "Telegram: @x");
+# naming another commenter ("I agree with @Maria_K", "cheers @Moira") is how replies are written.
+HANDLE_RE = re.compile(r"(?<!\w)@[A-Za-z0-9_][\w.]{2,}")  # not an e-mail address's "@gmail.com"
+PLATFORMS = (
+    r"instagram|insta|ig|tiktok|tik tok|youtube|yt|twitter|telegram|tg|snapchat|threads|facebook|fb|whatsapp"
+    r"|twitch|direct|my page|my channel|my account|reels?|dm"
+)
+# Before a handle: a platform or being asked to follow ("follow @x", "Insta @x", "venez me suivre @x");
+# after it, a platform ("@x on insta"). "@Kev please nobody follow that" is a reply.
+CHANNEL_BEFORE_RE = re.compile(rf"\b(?:{PLATFORMS}|follow\w*|folgt|suivez|suivre|s[ií]ganme|sigam|seguimi|inscreve)\b")
+CHANNEL_AFTER_RE = re.compile(rf"\b(?:{PLATFORMS})\b")
+HANDLE_CONTEXT = 40  # characters either side of a handle that are searched for channel words
+
+
+def _has_channel_handle(text: str) -> bool:
+    """A handle with a platform or "follow" close by; each handle's context is bounded, so this is linear."""
+    for match in HANDLE_RE.finditer(text):
+        start, end = match.span()
+        if CHANNEL_BEFORE_RE.search(text[max(0, start - HANDLE_CONTEXT) : start].lower()):
+            return True
+        if CHANNEL_AFTER_RE.search(text[end : end + HANDLE_CONTEXT].lower()):
+            return True
+    return False
+
+
+NO_LETTERS_MIN_CHARS = 8  # "👍", "🙏🙏" are reactions; "!!!!!!! ??????" or a row of emoji and digits is not
 SHORT_TEXT_WORDS = (6, 40)  # word salad and repetition are judged on texts of this many words
 # The most distinct words a repetitive text has, as a share of its words: under six words only one word
 # over and over counts ("suuuper suuuper suuuper"), from six on up to 60% ("best of the best of the best").
@@ -829,7 +948,7 @@ def _repetition_cues(text: str, words: Words) -> list[str]:
     if len(words.tokens) > 2 * SHORT_TEXT_WORDS[1]:  # long texts are none of these (punctuation is a token)
         return found
     letter_tokens = [token for token in words.tokens if token[0].isalpha()]
-    if not letter_tokens and text.strip():
+    if not letter_tokens and len(text.strip()) >= NO_LETTERS_MIN_CHARS:
         found.append("zznoletters")
     low, high = SHORT_TEXT_WORDS
     if (

@@ -186,7 +186,7 @@ CUE_CASES = [
     ("@Ruth you can absolutely stay on the diclofenac long term", ["zzdirmed", "zzreply", "zzsyou"]),
     (
         "Replying to @sam: don't bother with the MRI, it's a pulled muscle",
-        ["zzdiag", "zzdirmed", "zzhandle", "zzreply", "zzsreplying"],
+        ["zzdiag", "zzdirmed", "zzreply", "zzsreplying"],  # naming the person replied to is not a handle to follow
     ),
     (
         "That's sciatica, not a muscle. Sounds like a classic slipped disc to me.",

@@ -320,6 +320,82 @@ def test_ordinary_sentences_are_not_word_salad_or_promotion(body: str) -> None:
     assert not found & {"zzrepetitive", "zznofunction", "zznoletters", "zzstretched", "zzhandle", "zzreferral"}
 
 
+NEW_CUES = {"zzbaremed", "zzsuggestmed", "zzdirmed", "zzreferral", "zzstretched", "zzhandle", "zznofunction"}
+NEW_CUES |= {"zznoletters"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # a body part, care or time opening a sentence is not a treatment
+        "Pain for 3 weeks now after the fall.",
+        "Hospital visit yesterday took 4 hours.",
+        "Back in 2019 things were much worse.",
+        "Two weeks later the pain was gone",
+        # conjunctions, stories and real questions are not suggestions
+        "Tengo dolor de espalda y si camino mucho me duele más.",
+        "Minha mãe tem dor nas costas e se sente cansada depois do trabalho.",
+        "I can always tell when my back is going to go.",
+        "Do you think acupuncture is safe during pregnancy?",
+        "Is it true you shouldn't lift anything heavy with a hernia?",
+        "Does anyone know if acupuncture is safe with blood thinners?",
+        # idioms that look like imperatives
+        "Heal well, hope your back is better soon.",
+        "Hold on, my back has been bad for 3 weeks.",
+        "Let the doctor decide about the surgery.",
+        "Leave it to your GP.",
+        "Sit tight, the hospital will call in 2 weeks.",
+        # episodes, podcasts, teams and look-ups in ordinary talk
+        "That was my first proper back episode in years.",
+        "There's a good NHS podcast episode on sciatica if anyone prefers listening.",
+        "My team at work has been very understanding about the time off.",
+        "I had to look it up, I had never heard of spondylolisthesis.",
+        # triple letters that are not stretched words
+        "Grade III tear, they said. Stage III of the whole saga.",
+        "Thanks for this, sending love xxx",
+        "Hmmm, not sure the article is right about ice.",
+        "Pilates mudou minha vida kkkk sério",
+        "The HSE has a page on it: https://www2.hse.ie/conditions/back-pain/",
+        # mentioning another commenter
+        "I agree with @Maria_K, the waiting list is the real problem.",
+        "Cheers for the link @Moira",
+        # short sentences written with contractions or in other languages
+        "i've had it for years and i don't think it's going away, that's life",
+        "Danke, das hat mir sehr geholfen, der Artikel hat alles erklärt.",
+        "Non ho capito bene la parte sul ghiaccio, ma grazie per l'articolo.",
+        # reactions
+        "👍",
+        "🙏🙏",
+    ],
+)
+def test_ordinary_sentences_get_none_of_these_markers(body: str) -> None:
+    assert not set(markers(body)) & NEW_CUES
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("Ice 20 min, then heat.", "zzbaremed"),
+        ("Gabapentin 600mg at bedtime.", "zzbaremed"),
+        ("you could always try a heat patch at night", "zzsuggestmed"),
+        ("¿Y si dejas el tramadol y pruebas con parches de calor?", "zzsuggestmed"),
+        ("Do you think you should double the gabapentin?", "zzsuggestmed"),
+        ("Sit on a gym ball instead of a chair all day, it cures a disc.", "zzdirmed"),
+        ("Let the chiro crack your neck every week.", "zzdirmed"),
+        ("Join my team and work from home, ask me how", "zzreferral"),
+        ("New episode of my podcast is out on Spotify", "zzreferral"),
+        ("niceeee postttt thankssss", "zzstretched"),
+        ("follow @backchatbarry for more polls", "zzhandle"),
+        ("I post my routine on TikTok @bendybackbecca, come say hi", "zzhandle"),
+        ("@slowspine.sarah on insta if you want to follow along", "zzhandle"),
+        ("cloud tractor bleach ointment soft harbour pebble fifteen", "zznofunction"),
+        ("😀😀😀😀😀😀👍👍👍👍🔥🔥🔥", "zznoletters"),
+    ],
+)
+def test_advice_and_spam_still_get_their_markers(body: str, expected: str) -> None:
+    assert expected in markers(body)
+
+
 def test_app_and_other_endings_are_links() -> None:
     assert find_urls("quiz here flowmatch.app/yoga and plankpal.app, or zarabiaj-szybko.pl") == [
         "flowmatch.app/yoga",
@@ -335,6 +411,10 @@ HOSTILE_BODIES = {
     "a long run of spaces": "x" + " " * 19990 + "y",
     "spaces after a bracket": ")" + " " * 19990 + "y",
     "spaces before a dash": "word" + " " * 19000 + "-",
+    "handles every few characters": "@abcd " * 3333,
+    "one long handle": "@" + "a." * 9990,
+    "could always, over and over": "you could always try " * 950,
+    "hold, sit and let, over and over": "hold sit, let the " * 1100,
 }
 
 
@@ -363,7 +443,7 @@ FEATURE_SAMPLES = [
     "<b>Great</b> read &amp; very clear. c.h.e.a.p pills?",
     "👍🙏",
 ]
-PINNED_FEATURES = {"2026-12-05": "7567bed12403c17651621fa49f7c4d63065aa925bff975967851db1e41559306"}
+PINNED_FEATURES = {"2026-12-05.2": "9e4b14aadad294161ef1a44fdbb6045da26cd6455c92e14130357d3365db4876"}
 
 
 def test_the_prepared_form_of_the_samples_is_pinned_by_the_features_version() -> None:
