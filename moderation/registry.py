@@ -97,7 +97,7 @@ def load_artifact(path: Path, sha256: str, card: dict[str, Any]) -> ModerationMo
     if untrusted:
         raise RegistryError(f"model file {path} holds types that are not trusted: {', '.join(untrusted)}")
     payload = sio.load(path, trusted=TRUSTED_TYPES)
-    if not made_for_these_features(card):
+    if card and not made_for_these_features(card):  # no card at all: a bare file, nothing to compare
         log.warning(
             "model %s was trained on features of version %s, this code makes version %s: "
             "its scores drift; train again (`moderation train`)",
