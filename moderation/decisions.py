@@ -159,7 +159,7 @@ def _not_indexed(site_id: InstrumentedAttribute[int]) -> ColumnElement[int]:
 
     Without statistics (a new site's first minute of comments, before autovacuum analyzes the table)
     PostgreSQL takes an index that starts with the site and reads every comment of the site for each
-    comment decided, 60 ms a batch at 4,000 comments; the same value plus zero cannot use that index.
+    comment decided, 60 ms a lookup at 4,000 comments; the same value plus zero cannot use that index.
     """
     return site_id + 0
 

@@ -80,7 +80,8 @@ def _post(engine: Engine, number: int) -> int:
 
 
 def _classify(celery: ModerationCelery, comment_id: int, revision: int | None) -> Any:
-    return classify_comment.apply(kwargs={"comment_id": comment_id, "revision": revision}).get()
+    task = celery.tasks[classify_comment.name]  # this app's task, with this app's runtime
+    return task.apply(kwargs={"comment_id": comment_id, "revision": revision}).get()
 
 
 def _statements_while(celery: ModerationCelery, action: Any) -> tuple[Any, int]:
