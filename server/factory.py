@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from dashboard import init_app as init_dashboard
 from models.db import create_db_engine, make_session_factory
@@ -87,6 +88,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         SETTINGS=settings,
         PUBLIC_URL=settings.public_url,
     )
+    if settings.trusted_proxies:
+        # Only as many hops as the operator says: a header from anyone further out could be forged.
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     celery = build_celery(settings)
     app.extensions["celery"] = celery
     app.extensions["moderation"] = celery.runtime

@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     callback_retry_interval_seconds: float = Field(default=5.0, gt=0)
     model_check_interval_seconds: float = Field(default=10.0, ge=0)
     secret_rotation_overlap_hours: float = Field(default=24.0, ge=0)
+    trusted_proxies: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description="Reverse proxies in front of the web processes whose X-Forwarded-For, -Proto and -Host "
+        "are believed (the sign-in limit counts the client's address, links use the outside URL); 0 believes none.",
+    )
     session_cookie_secure: bool = Field(default=False, description="Send the dashboard session cookie over HTTPS only.")
     login_rate_limit: str = Field(default="10/minute", description="Dashboard login attempts per IP and per e-mail.")
     example_port: int = Field(

@@ -30,6 +30,7 @@ from models.entities import (
 from moderation.lists import add_entry, match_lists
 from moderation.review import ConflictError, record_verdict
 from moderation.sites import create_site
+from server.factory import create_app
 from server.settings import Settings
 from tests.conftest import TrainedModel
 from tests.support.dashboard import PASSWORD, act, add_moderator, csrf_token, dead_callback, held_comment, sign_in
@@ -137,6 +138,32 @@ def test_login_attempts_on_one_account_are_limited_whatever_the_address(
     assert codes == [401] * 10 + [429]
 
 
+def _sign_ins_from_clients_behind_one_proxy(app: Flask, attempts: int) -> list[int]:
+    """Each attempt from a new client address and for a new e-mail, all through one proxy (127.0.0.1)."""
+    client = app.test_client()
+    codes = []
+    for number in range(attempts):
+        client.environ_base["HTTP_X_FORWARDED_FOR"] = f"203.0.113.{number}"
+        codes.append(sign_in(client, f"nobody{number}@example.org", "wrong password!").status_code)
+    return codes
+
+
+def test_behind_a_trusted_proxy_the_sign_in_limit_counts_each_client(settings: Settings) -> None:
+    app = create_app(settings.model_copy(update={"trusted_proxies": 1, "login_rate_limit": "3/minute"}))
+    try:
+        assert _sign_ins_from_clients_behind_one_proxy(app, 5) == [401] * 5
+    finally:
+        app.extensions["moderation"].sessions.kw["bind"].dispose()
+
+
+def test_forwarded_addresses_are_not_believed_without_a_trusted_proxy(settings: Settings) -> None:
+    app = create_app(settings.model_copy(update={"login_rate_limit": "3/minute"}))
+    try:
+        assert _sign_ins_from_clients_behind_one_proxy(app, 5) == [401] * 3 + [429] * 2
+    finally:
+        app.extensions["moderation"].sessions.kw["bind"].dispose()
+
+
 def test_argon2_hash_is_stored(sessions: Sessions, people: dict[str, int]) -> None:
     with sessions() as session:
         moderator = session.get(Moderator, people["mod"])
@@ -182,8 +209,6 @@ def test_security_headers(moderator_client: FlaskClient) -> None:
 
 
 def test_secure_cookie_flag_when_configured(settings: Settings, people: dict[str, int]) -> None:
-    from server.factory import create_app
-
     app = create_app(settings.model_copy(update={"session_cookie_secure": True}))
     client = app.test_client()
     response = sign_in(client, "mod@example.org")
