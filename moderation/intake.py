@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine, Select, bindparam, delete, insert, literal, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -87,15 +88,17 @@ def insert_new_comment(engine: Engine, site_id: int, webhook_id: str, new: NewCo
     """The common case at intake in one round trip: the comment, its receipt and its outbox row.
 
     PostgreSQL only (a data-modifying WITH, atomic as one autocommitted statement); None elsewhere, or
-    when the ``webhook-id`` or the comment is already known: a unique constraint fails and nothing is
-    written. The caller then takes ``accept_comment``, which finds out which it was and answers as before.
+    when the comment or the ``webhook-id`` is already known and nothing is written. The caller then takes
+    ``accept_comment``, which finds out which it was and answers as before. A known comment (the usual
+    repeat: a site delivering the same webhook again) writes nothing without an error, so PostgreSQL's log
+    stays free of it; a known ``webhook-id`` on a new comment still fails on its unique key.
     """
     if engine.dialect.name != "postgresql":
         return None
     values = _comment_columns(site_id, new, now) | {"webhook_id": webhook_id}
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         try:
-            comment_id: int = connection.execute(_insert_new_statement(), values).scalar_one()
+            comment_id: int | None = connection.execute(_insert_new_statement(), values).scalar_one_or_none()
         except IntegrityError:
             return None
     return comment_id
@@ -105,7 +108,13 @@ def insert_new_comment(engine: Engine, site_id: int, webhook_id: str, new: NewCo
 def _insert_new_statement() -> Select[int]:
     """Built once (building it costs more than sending it); every value is a bound parameter."""
     columns = _comment_columns(0, NewComment("", "", ""), datetime.now())
-    stored = insert(Comment).values({name: bindparam(name) for name in columns}).returning(Comment.id).cte("stored")
+    stored = (
+        postgresql.insert(Comment)
+        .values({name: bindparam(name) for name in columns})
+        .on_conflict_do_nothing(index_elements=[Comment.site_id, Comment.external_id])
+        .returning(Comment.id)
+        .cte("stored")
+    )
     receipt = insert(WebhookReceipt).from_select(
         ["site_id", "webhook_id", "comment_id", "received_at"],
         select(bindparam("site_id"), bindparam("webhook_id"), stored.c.id, bindparam("received_at")),

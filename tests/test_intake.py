@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 
 from models.db import make_session_factory
 from models.entities import Comment, OutboxMessage, WebhookReceipt
@@ -59,6 +59,23 @@ def test_replayed_webhook_id_is_answered_idempotently(
     assert (first.status_code, again.status_code) == (202, 200)
     assert again.get_json()["id"] == first.get_json()["id"]
     assert count(engine, Comment) == 1 and count(engine, OutboxMessage) == 1
+
+
+def test_a_repeated_delivery_meets_no_database_error(client: FlaskClient, site: SiteCredentials) -> None:
+    """The usual repeat (the same webhook again, or the same comment under a new webhook-id) is found
+    without a failed statement: nothing for PostgreSQL to log as an ERROR."""
+    engine = client.application.extensions["moderation"].sessions.kw["bind"]
+    errors: list[BaseException] = []
+    event.listen(engine, "handle_error", lambda context: errors.append(context.original_exception))
+    body = encode(comment_event(site.name, "c-9"))
+    headers = signed_headers(site.secret, body)
+    answers = [
+        post(client, body, headers),
+        post(client, body, headers),
+        post(client, body, signed_headers(site.secret, body)),
+    ]
+    assert [a.status_code for a in answers] == [202, 200, 200]
+    assert errors == []
 
 
 def test_same_site_comment_id_under_a_new_webhook_id_is_a_repeat(
