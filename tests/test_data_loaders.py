@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from collections import Counter
 from pathlib import Path
 
@@ -343,6 +344,16 @@ def test_training_only_comments_are_never_held_out(tmp_path: Path) -> None:
     assert len(examples) == 60
     assert {e.split for e in examples[:30]} == {TRAIN, TEST}  # hashed as usual
     assert {e.split for e in examples[30:]} == {TRAIN}
+
+
+def test_every_corpus_file_is_installed_with_the_package() -> None:
+    """A training file the wheel leaves out (the Docker image installs it) would be missing from every
+    model trained there, silently."""
+    package = CORPUS_DIR.parent
+    pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["moderation"]
+    installed = {path for pattern in patterns for path in package.glob(pattern)}  # as setuptools expands them
+    assert corpus_files() and [path for path in corpus_files() if path not in installed] == []
 
 
 @pytest.mark.parametrize("path", corpus_files(), ids=lambda p: p.name)
