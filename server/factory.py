@@ -89,9 +89,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         PUBLIC_URL=settings.public_url,
     )
     if settings.trusted_proxies:
-        # Only as many hops as the operator says: a header from anyone further out could be forged.
+        # Only as many hops as the operator says: a header from anyone further out could be forged. The
+        # host is not taken from the proxy: PUBLIC_URL names the outside address where links need it.
         hops = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     celery = build_celery(settings)
     app.extensions["celery"] = celery
     app.extensions["moderation"] = celery.runtime

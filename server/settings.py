@@ -48,8 +48,8 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         le=5,
-        description="Reverse proxies in front of the web processes whose X-Forwarded-For, -Proto and -Host "
-        "are believed (the sign-in limit counts the client's address, links use the outside URL); 0 believes none.",
+        description="Reverse proxies in front of the web processes whose X-Forwarded-For and -Proto are "
+        "believed (the sign-in limit counts the client's address); 0 believes none.",
     )
     session_cookie_secure: bool = Field(default=False, description="Send the dashboard session cookie over HTTPS only.")
     login_rate_limit: str = Field(default="10/minute", description="Dashboard login attempts per IP and per e-mail.")
