@@ -14,6 +14,7 @@ from moderation.data import (
     TEST,
     TRAIN,
     TRAINING_ONLY,
+    TRAINING_ONLY_SOURCE,
     DataError,
     Example,
     collect_examples,
@@ -344,6 +345,7 @@ def test_training_only_comments_are_never_held_out(tmp_path: Path) -> None:
     assert len(examples) == 60
     assert {e.split for e in examples[:30]} == {TRAIN, TEST}  # hashed as usual
     assert {e.split for e in examples[30:]} == {TRAIN}
+    assert {e.source for e in examples[30:]} == {TRAINING_ONLY_SOURCE} and {e.source for e in examples[:30]} == {"own"}
 
 
 def test_every_corpus_file_is_installed_with_the_package() -> None:

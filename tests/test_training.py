@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from moderation.classifier import Scores
-from moderation.data import TRAIN, Example
+from moderation.data import TRAIN, TRAINING_ONLY_SOURCE, Example
 from moderation.evaluation import Scored
 from moderation.features import CommentText
-from moderation.training import Targets, choose_thresholds
+from moderation.training import Targets, choose_thresholds, is_representative
 
 
 def scored(n: int, advice: float, *, bad: bool, spam: float = 0.0, is_spam: bool = False) -> Scored:
@@ -30,9 +30,37 @@ def test_the_review_load_limit_decides_how_low_the_advice_threshold_may_go(valid
     assert choose_thresholds(validation, Targets(max_ordinary_held=0.50)).advice_hold == 0.5
 
 
+def test_spam_holds_as_low_as_the_review_load_allows() -> None:
+    ordinary = [scored(i, 0.0, bad=False, spam=i / 200) for i in range(100)]  # spam scores 0.000 .. 0.495
+    spam = [scored(100 + i, 0.0, bad=False, spam=0.45, is_spam=True) for i in range(10)]
+    # holding from 0.45 takes the ten ordinary comments scored 0.45 and above (10%) and every spam comment
+    assert choose_thresholds(ordinary + spam, Targets(max_ordinary_held=0.10)).spam_hold == 0.45
+
+
+def test_comments_held_for_their_links_count_against_the_review_load() -> None:
+    links = "see http://a.example and http://b.example"  # two links: held whatever the scores
+    linked = [
+        Scored(Example(CommentText(body=f"{links} {n}"), False, False, "own", TRAIN), Scores(0.0, 0.0))
+        for n in range(10)
+    ]
+    plain = [scored(i, i / 100, bad=False) for i in range(90)]  # advice scores 0.00 .. 0.89
+    advice = [scored(100 + i, 0.85, bad=True) for i in range(10)]
+    # Without the links, 0.85 would catch all the advice holding 5% of ordinary comments; the links hold 10%
+    # already, so no ordinary comment more may be held and the advice at 0.85 has to leak.
+    assert choose_thresholds(plain + linked + advice, Targets(max_ordinary_held=0.10)).advice_hold == 0.90
+
+
 def test_rejects_start_above_every_comment_in_validation_that_is_not_spam() -> None:
     rows = [scored(i, 0.0, bad=False, spam=i / 100) for i in range(71)]  # spam scores up to 0.70
     rows += [scored(100 + i, 0.0, bad=False, spam=0.99, is_spam=True) for i in range(20)]
     thresholds = choose_thresholds(rows)
     assert thresholds.spam_reject == 0.72  # the highest such score, and a margin
     assert thresholds.spam_hold <= thresholds.spam_reject
+
+
+@pytest.mark.parametrize(
+    ("source", "chosen_on"),
+    [("own", True), ("moderator", True), (TRAINING_ONLY_SOURCE, False), ("youtube:Psy", False), ("sms", False)],
+)
+def test_thresholds_are_chosen_on_comments_drawn_as_a_site_gets_them(source: str, chosen_on: bool) -> None:
+    assert is_representative(Example(CommentText(body="a comment"), False, False, source, TRAIN)) is chosen_on
