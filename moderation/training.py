@@ -76,6 +76,18 @@ def is_representative(example: Example) -> bool:
     return is_in_domain(example) and example.source != TRAINING_ONLY_SOURCE
 
 
+def choice_rows(out_of_fold: Sequence[Scored]) -> tuple[list[Scored], list[Scored]]:
+    """(rows the policy thresholds are chosen on, rows each label's yes/no line is chosen on): comments as
+    a site gets them, and comment sections (YouTube's too); never the training-only hard cases."""
+    validation = [s for s in out_of_fold if is_representative(s.example)]
+    sections = [
+        s
+        for s in out_of_fold
+        if source_family(s.example.source) in COMMENT_SECTIONS and s.example.source != TRAINING_ONLY_SOURCE
+    ]
+    return validation, sections
+
+
 def split_rows(examples: Sequence[Example]) -> tuple[list[Example], list[Example]]:
     """(training rows, held-out rows); held-out rows are never fit on nor used to choose thresholds."""
     train_rows = [e for e in examples if e.split in (TRAIN, DEV)]
@@ -181,13 +193,8 @@ def train(
         training = TrainingSet.of(train_rows)
         progress.update(1)
         out_of_fold = out_of_fold_scores(training, folds, random_state, progress)
-        validation = [s for s in out_of_fold if is_representative(s.example)]
+        validation, comment_sections = choice_rows(out_of_fold)
         thresholds = choose_thresholds(validation)
-        comment_sections = [
-            s
-            for s in out_of_fold
-            if source_family(s.example.source) in COMMENT_SECTIONS and s.example.source != TRAINING_ONLY_SOURCE
-        ]
         label_thresholds = {label: best_f1_threshold(comment_sections or out_of_fold, label) for label in LABELS}
         model = training.fit(np.arange(len(train_rows)), random_state, progress)
         test_scored = score_examples(model, test)

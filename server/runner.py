@@ -27,7 +27,7 @@ from models.db import create_db_engine, make_session_factory
 from models.entities import ModelVersion
 from models.migrate import upgrade_database
 from moderation.features import FEATURES_VERSION
-from moderation.registry import activate, active_version, list_versions, made_for_these_features
+from moderation.registry import activate, active_version, file_sha256, list_versions, made_for_these_features
 from server.demo import Demo, ensure_demo
 from server.settings import Settings
 
@@ -176,8 +176,17 @@ def ensure_model(settings: Settings) -> None:
 
 
 def newest_for_these_features(session: Session) -> ModelVersion | None:
-    usable = (row for row in list_versions(session) if made_for_these_features(row.card) and Path(row.path).exists())
-    return next(usable, None)
+    """The newest model made for these features that someone once put to work and that is intact.
+
+    Never-activated versions (a retrain that was not promoted, `train --no-activate`) and versions rolled
+    back from (their activation cleared) were judged not to serve: training a new one is the safer default.
+    """
+    for row in list_versions(session):
+        path = Path(row.path)
+        chosen = made_for_these_features(row.card) and row.activated_at is not None
+        if chosen and path.exists() and file_sha256(path) == row.sha256:
+            return row
+    return None
 
 
 def why_train(active: ModelVersion | None) -> str | None:

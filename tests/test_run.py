@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import httpx
 import psutil
 import pytest
@@ -82,23 +83,65 @@ def test_the_local_run_trains_when_no_model_or_one_made_for_other_features_is_ac
     assert "unrecorded" in (why_train(bare) or "")
 
 
-def test_the_local_run_activates_a_model_made_for_these_features_rather_than_train(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _registry_of(tmp_path: Path, versions: dict[str, tuple[str, bool, bool]], active: str) -> str:
+    """A SQLite registry: version -> (features version, once activated, file present), oldest first."""
     url = f"sqlite:///{tmp_path / 'moderation.db'}"
     upgrade_database(url)
     engine = create_db_engine(url)
-    cards = {"v-old": {"features_version": "2020-01-01"}, "v-now": {"features_version": FEATURES_VERSION}}
     with make_session_factory(engine).begin() as session:
-        for version, card in cards.items():  # v-now is registered last: the newest
+        for version, (features, activated, present) in versions.items():
             artifact = tmp_path / f"{version}.skops"
-            artifact.write_bytes(b"model")
-            registry.register(session, version, registry.SavedArtifact(artifact, "0"), card)
-        registry.activate(session, "v-old")
-    ensure_model(Settings(var_dir=tmp_path, database_url=url))
-    with make_session_factory(engine)() as session:
-        assert [v.version for v in registry.list_versions(session)] == ["v-now", "v-old"]  # nothing trained
-        active = registry.active_version(session)
-        assert active is not None and active.version == "v-now"
-    assert "activated v-now" in capsys.readouterr().out
+            artifact.write_bytes(version.encode())
+            saved = registry.SavedArtifact(artifact, registry.file_sha256(artifact))
+            registry.register(session, version, saved, {"features_version": features})
+            if activated:
+                registry.activate(session, version)
+            if not present:
+                artifact.unlink()
+        registry.activate(session, active)
     engine.dispose()
+    return url
+
+
+def _active_after_ensure(url: str, tmp_path: Path) -> str:
+    ensure_model(Settings(var_dir=tmp_path, database_url=url))
+    engine = create_db_engine(url)
+    with make_session_factory(engine)() as session:
+        active = registry.active_version(session)
+    engine.dispose()
+    assert active is not None
+    return active.version
+
+
+def _no_training(*_args: object, **_kwargs: object) -> str:
+    raise click.ClickException("training failed")
+
+
+def test_the_local_run_activates_the_newest_chosen_model_made_for_these_features(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = _registry_of(
+        tmp_path,
+        {
+            "v-now-older": (FEATURES_VERSION, True, True),
+            "v-now": (FEATURES_VERSION, True, True),
+            "v-gone": (FEATURES_VERSION, True, False),  # its file is missing
+            "v-unchosen": (FEATURES_VERSION, False, True),  # never activated (a retrain not promoted)
+            "v-tampered": (FEATURES_VERSION, True, True),
+            "v-old": ("2020-01-01", True, True),
+        },
+        active="v-old",
+    )
+    (tmp_path / "v-tampered.skops").write_bytes(b"not the file that was registered")
+    monkeypatch.setattr("server.cli.train_and_register", _no_training)
+    assert _active_after_ensure(url, tmp_path) == "v-now"
+    assert "activated v-now" in capsys.readouterr().out
+
+
+def test_the_local_run_starts_with_the_old_model_when_training_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = _registry_of(tmp_path, {"v-old": ("2020-01-01", True, True)}, active="v-old")
+    monkeypatch.setattr("server.cli.train_and_register", _no_training)
+    assert _active_after_ensure(url, tmp_path) == "v-old"
+    assert "Training failed (training failed); starting with model v-old" in capsys.readouterr().out

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from moderation.classifier import Scores
 from moderation.data import TRAIN, TRAINING_ONLY_SOURCE, Example
 from moderation.evaluation import Scored
 from moderation.features import CommentText
-from moderation.training import Targets, choose_thresholds, is_representative
+from moderation.training import Targets, choice_rows, choose_thresholds, is_representative
 
 
 def scored(n: int, advice: float, *, bad: bool, spam: float = 0.0, is_spam: bool = False) -> Scored:
@@ -51,10 +53,10 @@ def test_comments_held_for_their_links_count_against_the_review_load() -> None:
 
 
 def test_rejects_start_above_every_comment_in_validation_that_is_not_spam() -> None:
-    rows = [scored(i, 0.0, bad=False, spam=i / 100) for i in range(71)]  # spam scores up to 0.70
+    rows = [scored(i, 0.0, bad=False, spam=0.1) for i in range(99)] + [scored(99, 0.0, bad=False, spam=0.9)]
     rows += [scored(100 + i, 0.0, bad=False, spam=0.99, is_spam=True) for i in range(20)]
     thresholds = choose_thresholds(rows)
-    assert thresholds.spam_reject == 0.72  # the highest such score, and a margin
+    assert thresholds.spam_reject == 0.92  # above the one high score too (1% of them), with a margin
     assert thresholds.spam_hold <= thresholds.spam_reject
 
 
@@ -64,3 +66,13 @@ def test_rejects_start_above_every_comment_in_validation_that_is_not_spam() -> N
 )
 def test_thresholds_are_chosen_on_comments_drawn_as_a_site_gets_them(source: str, chosen_on: bool) -> None:
     assert is_representative(Example(CommentText(body="a comment"), False, False, source, TRAIN)) is chosen_on
+
+
+def test_thresholds_and_yes_no_lines_are_chosen_on_their_own_rows() -> None:
+    sources = ["own", TRAINING_ONLY_SOURCE, "youtube:Psy", "sms"]
+    rows = [scored(n, 0.1, bad=False) for n in range(len(sources))]
+    validation, sections = choice_rows(
+        [Scored(replace(s.example, source=source), s.scores) for s, source in zip(rows, sources, strict=True)]
+    )
+    assert [s.example.source for s in validation] == ["own"]
+    assert [s.example.source for s in sections] == ["own", "youtube:Psy"]
