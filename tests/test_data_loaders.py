@@ -356,16 +356,18 @@ def _words(text: str) -> list[str]:
 
 def test_no_training_only_comment_is_a_rewrite_of_a_held_out_one(own: list[Example]) -> None:
     """Training on a close rewrite of a held-out comment would flatter the held-out numbers. Candidates share
-    four words in a row; the closest kept pair is generic phrasing (0.39)."""
+    three words in a row; the closest pairs kept are generic phrasing (about 0.4)."""
     held_out = [_words(e.comment.body) for e in own if e.split == TEST]
     by_phrase: dict[tuple[str, ...], set[int]] = {}
     for number, words in enumerate(held_out):
-        for start in range(len(words) - 3):
-            by_phrase.setdefault(tuple(words[start : start + 4]), set()).add(number)
+        for start in range(len(words) - 2):
+            by_phrase.setdefault(tuple(words[start : start + 3]), set()).add(number)
     close = []
     for example in (e for e in own if e.source == TRAINING_ONLY_SOURCE):
         words = _words(example.comment.body)
-        candidates = set().union(*(by_phrase.get(tuple(words[i : i + 4]), set()) for i in range(len(words) - 3)))
+        if len(words) < 7:
+            continue  # "Merci pour l'article, très clair.": short thanks are alike by nature
+        candidates = set().union(*(by_phrase.get(tuple(words[i : i + 3]), set()) for i in range(len(words) - 2)))
         if any(SequenceMatcher(None, words, held_out[n]).ratio() >= 0.42 for n in candidates):
             close.append(example.comment.body)
     assert close == []
