@@ -90,9 +90,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     if settings.trusted_proxies:
         # Only as many hops as the operator says: a header from anyone further out could be forged. The
+        # scheme is the outermost proxy's alone (proxies inside it do not add to X-Forwarded-Proto), and the
         # host is not taken from the proxy: PUBLIC_URL names the outside address where links need it.
         hops = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=1)  # type: ignore[method-assign]
     celery = build_celery(settings)
     app.extensions["celery"] = celery
     app.extensions["moderation"] = celery.runtime
