@@ -57,7 +57,6 @@ def test_rejects_start_above_every_comment_in_validation_that_is_not_spam() -> N
     rows += [scored(100 + i, 0.0, bad=False, spam=0.99, is_spam=True) for i in range(20)]
     thresholds = choose_thresholds(rows)
     assert thresholds.spam_reject == 0.92  # above the one high score too (1% of them), with a margin
-    assert thresholds.spam_hold <= thresholds.spam_reject
 
 
 @pytest.mark.parametrize(
