@@ -59,6 +59,7 @@ from bench.reference.schema import TASK_QUEUE, create_tables
 from models.db import create_db_engine
 from tests.support.processes import ServiceProcess
 from tests.support.services import free_port
+from workers.queues import WORKER_QUEUES
 
 WEB_WORKERS = 2  # gunicorn processes, both stacks (WEB_WORKERS' default)
 
@@ -103,7 +104,7 @@ class StackRun:
     web_argv: list[str]
     worker_argv: Callable[[int], list[str]]
     redis_url: str
-    queue: str
+    queues: tuple[str, ...]
     web: ServiceProcess | None = None
     workers: list[ServiceProcess] = field(default_factory=list)
     port: int = field(default_factory=free_port)
@@ -139,13 +140,14 @@ class StackRun:
         return self.accepted() - self.decided()
 
     def queued(self) -> int:
-        """Tasks waiting in the broker (the service's notify tasks queue behind new classify tasks)."""
-        length: Any = redis.Redis.from_url(self.redis_url).llen(self.queue)
-        return int(length)
+        """Tasks waiting in the broker, in all of the stack's queues."""
+        client = redis.Redis.from_url(self.redis_url)
+        lengths: list[Any] = [client.llen(queue) for queue in self.queues]
+        return sum(int(length) for length in lengths)
 
     def purge_undecided(self) -> int:
         """Empty the broker's queue and delete the comments still undecided (their rows cascade)."""
-        redis.Redis.from_url(self.redis_url).delete(self.queue)
+        redis.Redis.from_url(self.redis_url).delete(*self.queues)
         time.sleep(2.0)  # the task each worker holds finishes
         table, decided = self.comments_table, self.decided_table
         with self.engine.begin() as connection:
@@ -183,7 +185,7 @@ def service_stack(engine: Engine, url: str, redis_url: str, workdir: Path) -> St
         ),
         web_argv=[sys.executable, "-m", "server", "web", "--host", HOST],
         redis_url=redis_url,
-        queue="moderation",
+        queues=WORKER_QUEUES,
         worker_argv=lambda n: [
             sys.executable,
             "-m",
@@ -217,7 +219,7 @@ def reference_stack(engine: Engine, url: str, redis_url: str, workdir: Path, mod
         ),
         web_argv=[sys.executable, "-m", "bench.reference.app"],
         redis_url=redis_url,
-        queue=TASK_QUEUE,
+        queues=(TASK_QUEUE,),
         worker_argv=lambda n: [
             sys.executable,
             "-m",

@@ -24,6 +24,7 @@ from moderation.sites import SiteError, create_site, require_site, rotate_secret
 from moderation.training import train as train_model
 from server.logs import configure_logging
 from server.settings import Settings
+from workers.queues import WORKER_QUEUES
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -79,17 +80,28 @@ def web(ctx: click.Context, host: str | None, port: int | None, workers: int | N
 @main.command()
 @click.option("--concurrency", type=int, default=None, help="Worker processes (default: WORKER_CONCURRENCY).")
 @click.option("--hostname", default=None, help="Celery node name, e.g. worker1@%h.")
+@click.option(
+    "--queues",
+    default=",".join(WORKER_QUEUES),
+    show_default=True,
+    help="Queues to take tasks from: moderation (classify, housekeeping), callbacks (notify the sites).",
+)
 @click.pass_context
-def worker(ctx: click.Context, concurrency: int | None, hostname: str | None) -> None:
+def worker(ctx: click.Context, concurrency: int | None, hostname: str | None, queues: str) -> None:
     """Run a Celery worker: classify comments and notify sites."""
     from server.factory import build_celery
+
+    chosen = [name.strip() for name in queues.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(WORKER_QUEUES))
+    if not chosen or unknown:
+        raise click.BadParameter(f"choose from {', '.join(WORKER_QUEUES)} (got {queues!r})", param_hint="--queues")
 
     settings = _settings(ctx)
     argv = [
         "worker",
         f"--loglevel={settings.log_level}",
         f"--concurrency={concurrency or settings.worker_concurrency}",
-        "--queues=moderation",
+        f"--queues={','.join(chosen)}",
         "--without-gossip",
         "--without-mingle",
     ]

@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.entities import CallbackDelivery, Comment, CommentStatus, DeliveryStatus, OutboxMessage
 from moderation.registry import active_version
+from workers.queues import WORKER_QUEUES
 
 bp = Blueprint("metrics", __name__)
-QUEUE = "moderation"
 
 
 class StateCollector(Collector):
@@ -35,10 +35,11 @@ class StateCollector(Collector):
         yield from self._database()
 
     def _broker(self) -> Iterator[GaugeMetricFamily]:
-        depth = GaugeMetricFamily("moderation_queue_depth", "Tasks waiting in the broker queue.")
+        depth = GaugeMetricFamily("moderation_queue_depth", "Tasks waiting in a broker queue.", labels=["queue"])
         try:
             client = Redis.from_url(self._broker_url, socket_connect_timeout=0.5, socket_timeout=0.5)
-            depth.add_metric([], float(cast(int, client.llen(QUEUE))))
+            for queue in WORKER_QUEUES:
+                depth.add_metric([queue], float(cast(int, client.llen(queue))))
             client.close()
         except (RedisError, OSError):
             return

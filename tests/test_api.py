@@ -154,5 +154,6 @@ def test_metrics_count_intake_and_read_state(client: FlaskClient, site: SiteCred
     )
     assert value(after, 'moderation_intake_requests_total{status="400"}') >= 1
     assert "moderation_outbox_backlog 1.0" in after
-    assert "moderation_queue_depth 1.0" in after
+    assert 'moderation_queue_depth{queue="moderation"} 1.0' in after
+    assert 'moderation_queue_depth{queue="callbacks"} 0.0' in after
     assert 'moderation_callbacks{state="dead"} 0.0' in after

@@ -214,3 +214,9 @@ def test_medquad_rows_rejects_broken_xml() -> None:
 
     with pytest.raises(FetchError, match="not valid XML"):
         medquad_rows("c", "d", b"<Document><QAPairs>")
+
+
+def test_worker_refuses_an_unknown_queue(var_dir: Path) -> None:
+    result = CliRunner().invoke(main, ["worker", "--queues", "moderation,callbak"], env={"VAR_DIR": str(var_dir)})
+    assert result.exit_code == 2
+    assert "choose from moderation, callbacks" in result.output and "callbak" in result.output

@@ -14,11 +14,14 @@ from sqlalchemy import Engine, func, select
 from models.db import make_session_factory
 from models.entities import Comment, Decision
 from moderation.sites import create_site
+from server.factory import build_celery
 from server.settings import Settings
 from tests.conftest import TrainedModel
 from tests.support.processes import Stack, wait_until
 from tests.support.signing import comment_event, encode, sign_from_spec, sign_with_library, signed_headers
 from tests.support.site_server import SiteServer
+from workers.app import CLASSIFY_TASK
+from workers.queues import CALLBACK_QUEUE, CLASSIFY_QUEUE
 
 pytestmark = pytest.mark.slow
 
@@ -111,6 +114,45 @@ def test_comments_are_decided_and_the_site_is_told(
     logs = stack.logs(tail=None)
     assert "comment decided" in logs  # the logs were written and read
     assert key not in logs and key[:16] not in logs
+
+
+def test_callbacks_have_their_own_queue_and_workers_can_take_them_alone(
+    stack: Stack, site_server: SiteServer, engine: Engine, active_model: TrainedModel, settings: Settings
+) -> None:
+    """A backlog of comments to classify does not hold up the sites' callbacks: they wait in a queue of
+    their own, which a worker started with `--queues callbacks` takes alone."""
+    _, base = stack.web()
+    stack.worker(queues=CALLBACK_QUEUE)
+    for number, (comment_id, (text, _)) in enumerate(COMMENTS.items()):
+        # Three readers: a classify batch takes one comment per author.
+        author = {"name": f"Reader {number}", "email": f"reader{number}@example.org", "ip": f"203.0.113.{number}"}
+        body = encode(comment_event("backpain-advisor", comment_id, body=text, author=author))
+        response = httpx.post(
+            f"{base}/webhooks/comments", content=body, headers=signed_headers(site_server.secret, body)
+        )
+        assert response.status_code == 202, response.text
+    broker = redis.Redis.from_url(settings.broker_url)
+    assert broker.llen(CLASSIFY_QUEUE) == len(COMMENTS)
+
+    # A classify task run here, as a classify worker would (it decides the comments waiting with it).
+    celery = build_celery(settings)
+    try:
+        first = next(iter(current_ids(engine).values()))
+        assert celery.tasks[CLASSIFY_TASK].apply(kwargs={"comment_id": first}).get().count(",") == len(COMMENTS) - 1
+    finally:
+        celery.runtime.sessions.kw["bind"].dispose()
+
+    wait_until(lambda: len(site_server.received) >= len(COMMENTS), timeout=60, what="callbacks from the second queue")
+    told = {e["data"]["comment_id"]: e["data"]["status"] for e in site_server.events()}
+    assert told == {cid: status for cid, (_, status) in COMMENTS.items()}
+    # The callbacks-only worker left the classify messages alone (the batch already decided their comments).
+    assert broker.llen(CLASSIFY_QUEUE) == len(COMMENTS)
+    assert broker.llen(CALLBACK_QUEUE) == 0
+
+
+def current_ids(engine: Engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        return dict(connection.execute(select(Comment.external_id, Comment.id).order_by(Comment.id)).all())  # type: ignore[arg-type]
 
 
 def test_outbox_relay_recovers_a_task_the_broker_lost(

@@ -1,6 +1,4 @@
-"""Celery: the app, its at-least-once configuration, the tasks and the beat schedule."""
+"""Celery: the app, its at-least-once configuration, the tasks, the queues and the beat schedule.
 
-from workers.app import CeleryOptions, create_celery
-from workers.publisher import CeleryPublisher
-
-__all__ = ["CeleryOptions", "CeleryPublisher", "create_celery"]
+Import ``workers.app`` for the Celery app; ``workers.queues`` names the queues without importing Celery.
+"""

@@ -11,6 +11,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 from moderation.runtime import Runtime
+from workers.queues import CALLBACK_QUEUE, CLASSIFY_QUEUE
 
 CLASSIFY_TASK = "moderation.classify"
 NOTIFY_TASK = "moderation.notify"
@@ -73,7 +74,8 @@ def celery_config(options: CeleryOptions) -> dict[str, Any]:
         "task_ignore_result": True,
         "task_serializer": "json",
         "accept_content": ["json"],
-        "task_default_queue": "moderation",
+        "task_default_queue": CLASSIFY_QUEUE,
+        "task_routes": {NOTIFY_TASK: {"queue": CALLBACK_QUEUE}, RETRY_CALLBACKS_TASK: {"queue": CALLBACK_QUEUE}},
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         "beat_schedule": beat_schedule(options),

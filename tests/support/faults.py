@@ -22,8 +22,7 @@ from moderation.sites import create_site
 from tests.support.services import POSTGRES_ADMIN_URL
 from tests.support.signing import comment_event, encode, signed_headers
 from tests.support.site_server import Responder, SiteServer, always
-
-QUEUE = "moderation"
+from workers.queues import WORKER_QUEUES
 
 TEXTS = [
     "Thanks for this article, I had no idea massage could help with back pain.",
@@ -192,8 +191,10 @@ def unacked_classify(redis_url: str) -> list[int]:
 
 
 def queued(redis_url: str) -> int:
-    length: int = redis.Redis.from_url(redis_url).llen(QUEUE)  # type: ignore[assignment]
-    return length
+    """Messages waiting in the broker, in every queue the workers take from."""
+    client = redis.Redis.from_url(redis_url)
+    lengths: list[int] = [client.llen(queue) for queue in WORKER_QUEUES]  # type: ignore[misc]
+    return sum(lengths)
 
 
 # --- PostgreSQL outages --------------------------------------------------------------------------

@@ -99,11 +99,18 @@ class Stack:
         return proc, base
 
     def worker(
-        self, name: str = "worker", hostname: str | None = None, concurrency: int = 1, **env: str
+        self,
+        name: str = "worker",
+        hostname: str | None = None,
+        concurrency: int = 1,
+        queues: str | None = None,
+        **env: str,
     ) -> ServiceProcess:
         args = ["worker", "--concurrency", str(concurrency)]
         if hostname:
             args += ["--hostname", hostname]
+        if queues:
+            args += ["--queues", queues]
         return self._start(name, args, **env)
 
     def beat(self) -> ServiceProcess:
