@@ -21,10 +21,22 @@ def due_messages(session: Session, now: datetime, quiet_for: timedelta, limit: i
 
 
 def mark_published(session: Session, ids: list[int], now: datetime) -> None:
+    """Note the relay's publish of ``ids``, skipping rows another transaction holds.
+
+    A row held is a decision's work being completed: that transaction deletes it. Waiting for it here,
+    while the decision waits for another row this statement already locked, would be a deadlock; skipped,
+    the row keeps its old time, and if the decision rolls back the relay publishes it again.
+    """
     if ids:
+        free = (
+            select(OutboxMessage.id)
+            .where(OutboxMessage.id.in_(ids))
+            .order_by(OutboxMessage.id)
+            .with_for_update(skip_locked=True)
+        )
         session.execute(
             update(OutboxMessage)
-            .where(OutboxMessage.id.in_(ids))
+            .where(OutboxMessage.id.in_(free.scalar_subquery()))
             .values(published_at=now, attempts=OutboxMessage.attempts + 1)
             .execution_options(synchronize_session=False)
         )

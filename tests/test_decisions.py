@@ -8,13 +8,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, insert, select, update
+from sqlalchemy import Engine, event, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SADeprecationWarning
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import create_db_engine, make_session_factory
 from models.entities import CallbackDelivery, Comment, CommentStatus, Decision, OutboxMessage, Outcome, Site
 from models.migrate import upgrade_database
+from moderation import outbox
 from moderation.decisions import (
     Decided,
     decide_comment,
@@ -394,6 +395,24 @@ def test_an_authors_comments_get_the_same_verdicts_from_a_batch_as_one_by_one(
     outcomes = [rows(engine, Decision, comment_id=i)[0] for i in ids]
     assert [d.outcome for d in outcomes[:2]] == ["reject", "reject"]
     assert all(d.outcome == "hold" and "author_rejected_before" in d.reasons for d in outcomes[2:])
+
+
+def test_the_relay_never_waits_for_work_a_decision_holds(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """A decision deletes its comments' outbox rows while the relay marks rows it published: if the relay
+    waited for a row the decision holds, and the decision for one the relay holds, they would deadlock."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("row locks: on SQLite one writer waits for the other's whole transaction")
+    ids = [post(sessions, f"c-{n}", email=f"r{n}@example.org", ip=f"198.51.100.{n}") for n in range(2)]
+    work = {row.comment_id: row.id for row in rows(engine, OutboxMessage)}
+    with sessions() as deciding:
+        assert [d.comment_id for d in decide_waiting(deciding, ids[0], active_model.model, NOW)] == [ids[0]]
+        with sessions.begin() as relay:
+            relay.execute(text("SET LOCAL lock_timeout = '2s'"))  # waiting would fail the test
+            outbox.mark_published(relay, [work[ids[0]], work[ids[1]]], NOW)
+        deciding.commit()
+    assert [(r.comment_id, r.attempts) for r in rows(engine, OutboxMessage)] == [(ids[1], 1)]
 
 
 def test_work_the_relay_published_again_is_left_to_its_own_task(
