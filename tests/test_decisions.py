@@ -397,6 +397,15 @@ def test_an_authors_comments_get_the_same_verdicts_from_a_batch_as_one_by_one(
     assert all(d.outcome == "hold" and "author_rejected_before" in d.reasons for d in outcomes[2:])
 
 
+def test_the_relay_marks_the_work_it_published(engine: Engine, sessions: sessionmaker[Session]) -> None:
+    ids = [post(sessions, f"c-{n}", email=f"r{n}@example.org", ip=f"198.51.100.{n}") for n in range(3)]
+    work = {row.comment_id: row.id for row in rows(engine, OutboxMessage)}
+    with sessions.begin() as relay:
+        outbox.mark_published(relay, [work[ids[0]], work[ids[2]]], NOW + timedelta(minutes=1))
+    marked = {r.comment_id: (r.attempts, r.published_at is not None) for r in rows(engine, OutboxMessage)}
+    assert marked == {ids[0]: (1, True), ids[1]: (0, False), ids[2]: (1, True)}
+
+
 def test_the_relay_never_waits_for_work_a_decision_holds(
     engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
 ) -> None:

@@ -9,9 +9,10 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_init
+from kombu.entity import Exchange, Queue
 
 from moderation.runtime import Runtime
-from workers.queues import CALLBACK_QUEUE, CLASSIFY_QUEUE
+from workers.queues import CALLBACK_QUEUE, CLASSIFY_QUEUE, WORKER_QUEUES
 
 CLASSIFY_TASK = "moderation.classify"
 NOTIFY_TASK = "moderation.notify"
@@ -75,11 +76,19 @@ def celery_config(options: CeleryOptions) -> dict[str, Any]:
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_default_queue": CLASSIFY_QUEUE,
+        # Declared, so that any worker started without -Q (`celery -A server.celery_entry worker`) takes both;
+        # each with its own exchange and key (given none, both would share the default's and each message
+        # would reach both queues).
+        "task_queues": tuple(_queue(name) for name in WORKER_QUEUES),
         "task_routes": {NOTIFY_TASK: {"queue": CALLBACK_QUEUE}, RETRY_CALLBACKS_TASK: {"queue": CALLBACK_QUEUE}},
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         "beat_schedule": beat_schedule(options),
     }
+
+
+def _queue(name: str) -> Queue:
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
 
 
 def beat_schedule(options: CeleryOptions) -> dict[str, Any]:
