@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, bindparam, case, delete, exists, func, select, tuple_, union, update
-from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from models.entities import (
@@ -188,8 +188,9 @@ def decide_waiting(
 
     Every comment taken is locked for this transaction; comments another worker holds are skipped, not
     waited for (their own transaction decides them, or they stay in the outbox for the relay). Reads,
-    scoring and writes go per batch: a statement or two for the comments, one for their latest decisions,
-    three for the signals, one claim, one insert of decisions, one of callbacks.
+    scoring and writes go per batch: a statement or two for the comments (with their sites), one for their
+    latest decisions, three for the signals, one claim, one insert of decisions, one delete of their outbox
+    rows, one insert of callbacks.
     """
     todo, latest = _take_undecided(session, comment_id, batch_size)
     if not todo:
@@ -292,8 +293,9 @@ def _store_decisions(
 
 
 def _take_comments(session: Session, query: Select[Comment]) -> list[Comment]:
-    """The comments of ``query``, locked; rows another transaction holds are skipped."""
-    return list(session.scalars(query.with_for_update(of=Comment, skip_locked=True)))
+    """The comments of ``query`` with their sites, locked; rows another transaction holds are skipped."""
+    with_site = query.options(joinedload(Comment.site, innerjoin=True))
+    return list(session.scalars(with_site.with_for_update(of=Comment, skip_locked=True)))
 
 
 def _take_waiting(session: Session, own: list[Comment], comment_id: int, limit: int) -> list[Comment]:

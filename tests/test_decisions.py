@@ -397,6 +397,28 @@ def test_an_authors_comments_get_the_same_verdicts_from_a_batch_as_one_by_one(
     assert all(d.outcome == "hold" and "author_rejected_before" in d.reasons for d in outcomes[2:])
 
 
+def test_a_lone_comment_is_decided_in_ten_statements_its_site_read_with_it(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """Each statement is a round trip a steady trickle of comments pays per comment: lock the comment (with
+    its site), look for others waiting, latest decisions, three signals, claim, decision, outbox, callback."""
+    comment_id = post(sessions, "c-1")
+    statements: list[str] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.startswith("BEGIN"):  # SQLite's transactions begin with a statement of their own
+            statements.append(" ".join(statement.split()[:4]))
+
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        with sessions.begin() as session:
+            assert len(decide_waiting(session, comment_id, active_model.model, NOW, batch_size=20)) == 1
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+    assert len(statements) == 10, statements
+    assert not any(s.startswith("SELECT sites.") for s in statements)
+
+
 def test_the_relay_marks_the_work_it_published(engine: Engine, sessions: sessionmaker[Session]) -> None:
     ids = [post(sessions, f"c-{n}", email=f"r{n}@example.org", ip=f"198.51.100.{n}") for n in range(3)]
     work = {row.comment_id: row.id for row in rows(engine, OutboxMessage)}
