@@ -58,6 +58,9 @@ def test_each_published_task_lands_in_its_queue_alone(app: Celery, redis_url: st
         for queue in app.amqp.queues.values():
             queue.bind(connection.default_channel).declare()
     broker = redis.Redis.from_url(redis_url)
+    for name in WORKER_QUEUES:  # each exchange routes to its own queue only
+        bound = broker.smembers(f"_kombu.binding.{name}")
+        assert len(bound) == 1 and next(iter(bound)).endswith(name.encode()), bound
     publisher = CeleryPublisher(app)
     publisher.classify(7, revision=0)
     publisher.notify_many([3, 4])

@@ -77,8 +77,8 @@ def celery_config(options: CeleryOptions) -> dict[str, Any]:
         "accept_content": ["json"],
         "task_default_queue": CLASSIFY_QUEUE,
         # Declared, so that any worker started without -Q (`celery -A server.celery_entry worker`) takes both;
-        # each with its own exchange and key (given none, both would share the default's and each message
-        # would reach both queues).
+        # each with its own exchange and key (given none, both would bind to the default exchange, and a
+        # message published to that exchange would reach both queues).
         "task_queues": tuple(_queue(name) for name in WORKER_QUEUES),
         "task_routes": {NOTIFY_TASK: {"queue": CALLBACK_QUEUE}, RETRY_CALLBACKS_TASK: {"queue": CALLBACK_QUEUE}},
         "worker_hijack_root_logger": False,
