@@ -1,4 +1,4 @@
-"""Which broker queue each task goes to, and what a worker takes: callbacks never wait behind classify work."""
+"""Which broker queue each task goes to, and what a worker takes: callbacks apart from classify work."""
 
 from __future__ import annotations
 
