@@ -12,6 +12,7 @@ from celery.signals import worker_process_init
 from kombu.entity import Exchange, Queue
 
 from moderation.runtime import Runtime
+from workers.broker import transport_for
 from workers.queues import CALLBACK_QUEUE, CLASSIFY_QUEUE, WORKER_QUEUES
 
 CLASSIFY_TASK = "moderation.classify"
@@ -67,6 +68,7 @@ def celery_config(options: CeleryOptions) -> dict[str, Any]:
     }
     return {
         "broker_url": options.broker_url,
+        "broker_transport": transport_for(options.broker_url),
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         "task_acks_late": True,
