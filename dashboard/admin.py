@@ -55,9 +55,11 @@ def site_callback(site_id: int) -> ResponseReturnValue:
     except SiteError as error:
         flash(str(error), "error")
         return redirect(url_for("dashboard.sites"))
-    site.callback_disabled_at = None
+    released = callbacks.enable_callbacks(session, site, datetime.now(UTC))
     session.commit()
-    flash(f"Callback URL of {site.name} saved.", "info")
+    # Committed as pending: beat's retry loop sends what was held back to the URL just saved.
+    held_back = f" {released} held-back callback(s) queued again." if released else ""
+    flash(f"Callback URL of {site.name} saved.{held_back}", "info")
     return redirect(url_for("dashboard.sites"))
 
 

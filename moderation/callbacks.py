@@ -291,17 +291,27 @@ def replay(session: Session, delivery_id: int, now: datetime) -> CallbackDeliver
     if delivery.status == DeliveryStatus.CANCELLED:  # withdrawn by an edit or a deletion: untrue by now
         raise LookupError(f"callback delivery {delivery_id} was cancelled; it is never sent")
     site = session.get(Site, delivery.site_id)
-    if site is not None and site.callback_disabled_at is not None:
-        # The operator turned the endpoint back on: everything the 410 held back goes out again.
-        site.callback_disabled_at = None
-        session.execute(
-            update(CallbackDelivery)
-            .where(CallbackDelivery.site_id == site.id, CallbackDelivery.status == DeliveryStatus.DISABLED)
-            .values(status=DeliveryStatus.PENDING, next_attempt_at=now)
-            .execution_options(synchronize_session=False)
-        )
+    if site is not None:
+        enable_callbacks(session, site, now)  # the operator turned the endpoint back on
     delivery.status = DeliveryStatus.PENDING
     delivery.attempts = 0
     delivery.next_attempt_at = now
     session.flush()
     return delivery
+
+
+def enable_callbacks(session: Session, site: Site, now: datetime) -> int:
+    """Turn the site's callbacks back on and release every delivery a 410 held back; how many were released.
+
+    Every way of re-enabling a site goes through here (a replay, saving a callback URL, the demo setup),
+    so none can leave deliveries held back behind an enabled site. The release does not depend on the
+    site still being marked disabled: whatever is held back for an enabled site is released too.
+    """
+    site.callback_disabled_at = None
+    released = session.execute(
+        update(CallbackDelivery)
+        .where(CallbackDelivery.site_id == site.id, CallbackDelivery.status == DeliveryStatus.DISABLED)
+        .values(status=DeliveryStatus.PENDING, next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(released.rowcount)  # type: ignore[attr-defined]

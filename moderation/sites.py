@@ -140,9 +140,14 @@ def rotate_secret(session: Session, site: Site, overlap: timedelta, now: datetim
     return secret
 
 
-def signing_secret(site: Site, now: datetime | None = None) -> str:
-    """The newest secret: outgoing callbacks are signed with it."""
+def signing_secrets(site: Site, now: datetime | None = None) -> tuple[str, ...]:
+    """The secrets outgoing callbacks are signed with, newest first: each one intake still accepts.
+
+    During a rotation's overlap the site may hold only the old secret or already only the new one; a
+    callback signed with both (space-separated signatures) verifies with either. Once the overlap ends,
+    only the newest signs.
+    """
     usable = site.usable_secrets(now or datetime.now(UTC))
     if not usable:
         raise SiteError(f"site {site.name!r} has no usable secret: rotate one")
-    return usable[0]
+    return tuple(usable)

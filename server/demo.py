@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from moderation.accounts import create_moderator, find_moderator, hash_password
+from moderation.callbacks import enable_callbacks
 from moderation.sites import create_site, get_site, rotate_secret, validate_callback_url
 
 EXAMPLE_SITE = "example-site"
@@ -43,7 +44,7 @@ def ensure_demo(sessions: sessionmaker[Session], var_dir: Path, callback_url: st
             _write_private(secret_file, secret)
         else:
             site.callback_url = validate_callback_url(callback_url)
-            site.callback_disabled_at = None
+            enable_callbacks(session, site, now)
             if not secret_file.exists() or secret_file.read_text().strip() not in site.usable_secrets(now):
                 _write_private(secret_file, rotate_secret(session, site, overlap=now - now, now=now))
         password = password_file.read_text().strip() if password_file.exists() else ""

@@ -14,18 +14,24 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
+from standardwebhooks.webhooks import Webhook as StandardWebhook
+from standardwebhooks.webhooks import WebhookVerificationError as StandardVerificationError
 from svix.webhooks import Webhook as SvixWebhook
 from svix.webhooks import WebhookVerificationError
 
 from models.db import make_session_factory
-from models.entities import CallbackDelivery, Comment, Decision, DeliveryStatus, Site
+from models.entities import CallbackDelivery, Comment, Decision, DeliveryStatus, Site, SiteSecret
 from moderation import callbacks
 from moderation.callbacks import COMMENT_DECIDED, RetryPolicy
 from moderation.intake import NewComment, accept_comment
-from moderation.sites import create_site, signing_secret
+from moderation.sites import create_site, rotate_secret, signing_secrets
+from server.factory import build_celery
+from server.settings import Settings
 from tests.support.signing import sign_from_spec
-from tests.support.site_server import SiteServer, always
+from tests.support.site_server import Received, SiteServer, always
+from workers.app import ModerationCelery
 from workers.delivery import parse_retry_after, post_callback
+from workers.tasks import notify_site
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 POLICY = RetryPolicy(base_seconds=30, max_seconds=3600, max_attempts=3, lease_seconds=60)
@@ -287,6 +293,43 @@ def test_replay_re_enables_the_site_and_sends_again(sessions: sessionmaker[Sessi
         callbacks.replay(session, delivery_id + 1000, later)
 
 
+def test_replay_releases_every_held_back_delivery_of_the_site(
+    sessions: sessionmaker[Session], delivery_id: int
+) -> None:
+    claim(sessions, delivery_id, NOW)
+    fail(sessions, delivery_id, NOW, status_code=410)
+    with sessions.begin() as session:  # decided after the 410: held back from the start
+        held_back = decided_comment(session, session.scalars(select(Site)).one(), "c-2", NOW + timedelta(minutes=1))
+        assert held_back is not None and held_back.status == DeliveryStatus.DISABLED
+        held_back_id = held_back.id
+    later = NOW + timedelta(hours=1)
+    with sessions.begin() as session:
+        callbacks.replay(session, delivery_id, later)
+    with sessions() as session:
+        assert sorted(callbacks.due_deliveries(session, later)) == [delivery_id, held_back_id]
+
+
+def test_replay_releases_deliveries_held_back_behind_a_site_already_enabled(
+    sessions: sessionmaker[Session], delivery_id: int
+) -> None:
+    """Deliveries held back for a site that is on again (re-enabled by an older version, which released
+    nothing) go out with the next replay of any of its callbacks, not only while the site is disabled."""
+    claim(sessions, delivery_id, NOW)
+    fail(sessions, delivery_id, NOW, status_code=410)
+    with sessions.begin() as session:
+        site = session.scalars(select(Site)).one()
+        held_back = decided_comment(session, site, "c-2", NOW + timedelta(minutes=1))
+        assert held_back is not None and held_back.status == DeliveryStatus.DISABLED
+        held_back_id = held_back.id
+        site.callback_disabled_at = None
+    later = NOW + timedelta(hours=1)
+    with sessions.begin() as session:
+        callbacks.replay(session, delivery_id, later)
+    with sessions() as session:
+        assert session.get_one(CallbackDelivery, held_back_id).status == DeliveryStatus.PENDING
+        assert sorted(callbacks.due_deliveries(session, later)) == [delivery_id, held_back_id]
+
+
 def test_replay_gives_a_dead_letter_a_fresh_set_of_attempts(sessions: sessionmaker[Session], delivery_id: int) -> None:
     for _ in range(POLICY.max_attempts):
         claim(sessions, delivery_id, NOW + timedelta(days=1))
@@ -323,7 +366,7 @@ PAYLOAD = {"type": COMMENT_DECIDED, "data": {"id": 7, "comment_id": "c-7", "deci
 def test_post_callback_is_signed_so_an_independent_verifier_accepts_it(
     site_server: SiteServer, client: httpx.Client
 ) -> None:
-    attempt = post_callback(client, site_server.url, SECRET, "msg_abc", PAYLOAD, timeout=5)
+    attempt = post_callback(client, site_server.url, (SECRET,), "msg_abc", PAYLOAD, timeout=5)
 
     assert (attempt.ok, attempt.status_code, attempt.error) == (True, 204, "")
     (received,) = site_server.received
@@ -342,14 +385,14 @@ def test_post_callback_is_signed_so_an_independent_verifier_accepts_it(
 
 def test_post_callback_reads_retry_after_in_seconds(site_server: SiteServer, client: httpx.Client) -> None:
     site_server.responder = always(503, **{"Retry-After": "120"})
-    attempt = post_callback(client, site_server.url, SECRET, "msg_1", PAYLOAD, timeout=5)
+    attempt = post_callback(client, site_server.url, (SECRET,), "msg_1", PAYLOAD, timeout=5)
     assert (attempt.ok, attempt.status_code, attempt.retry_after) == (False, 503, 120.0)
     assert attempt.error.startswith("HTTP 503")
 
 
 def test_post_callback_reads_retry_after_as_an_http_date(site_server: SiteServer, client: httpx.Client) -> None:
     site_server.responder = always(429, **{"Retry-After": formatdate(time.time() + 300, usegmt=True)})
-    attempt = post_callback(client, site_server.url, SECRET, "msg_1", PAYLOAD, timeout=5)
+    attempt = post_callback(client, site_server.url, (SECRET,), "msg_1", PAYLOAD, timeout=5)
     assert (attempt.ok, attempt.status_code) == (False, 429)
     assert attempt.retry_after is not None and 290 <= attempt.retry_after <= 300
 
@@ -357,7 +400,7 @@ def test_post_callback_reads_retry_after_as_an_http_date(site_server: SiteServer
 def test_a_hanging_endpoint_times_out(site_server: SiteServer, client: httpx.Client) -> None:
     site_server.responder = lambda _attempt: None
     started = time.monotonic()
-    attempt = post_callback(client, site_server.url, SECRET, "msg_1", PAYLOAD, timeout=0.5)
+    attempt = post_callback(client, site_server.url, (SECRET,), "msg_1", PAYLOAD, timeout=0.5)
     assert time.monotonic() - started < 5
     assert (attempt.ok, attempt.status_code, attempt.retry_after) == (False, None, None)
     assert "Timeout" in attempt.error
@@ -365,13 +408,13 @@ def test_a_hanging_endpoint_times_out(site_server: SiteServer, client: httpx.Cli
 
 def test_an_unreachable_endpoint_is_a_failed_attempt(client: httpx.Client) -> None:
     closed = SiteServer()  # never started: nothing listens on its port
-    attempt = post_callback(client, closed.url, SECRET, "msg_1", PAYLOAD, timeout=2)
+    attempt = post_callback(client, closed.url, (SECRET,), "msg_1", PAYLOAD, timeout=2)
     assert (attempt.ok, attempt.status_code) == (False, None)
     assert "ConnectError" in attempt.error
 
 
 def test_an_unsendable_url_is_a_failed_attempt(client: httpx.Client) -> None:
-    attempt = post_callback(client, "http://[::1/cb", SECRET, "msg_1", PAYLOAD, timeout=2)
+    attempt = post_callback(client, "http://[::1/cb", (SECRET,), "msg_1", PAYLOAD, timeout=2)
     assert (attempt.ok, attempt.status_code) == (False, None)
 
 
@@ -393,8 +436,8 @@ def test_one_delivery_round_against_a_site_that_answers_410(
         claimed = callbacks.claim_delivery(session, delivery_id, now, POLICY)
         assert claimed is not None
         site = session.get_one(Site, claimed.site_id)
-        secret = signing_secret(site)
-        attempt = post_callback(client, site.callback_url or "", secret, claimed.message_id, claimed.payload, 5)
+        secrets = signing_secrets(site)
+        attempt = post_callback(client, site.callback_url or "", secrets, claimed.message_id, claimed.payload, 5)
         callbacks.record_failed(
             session,
             claimed,
@@ -409,3 +452,65 @@ def test_one_delivery_round_against_a_site_that_answers_410(
     assert site_server.events()[0]["data"]["comment_id"] == "c-1"
     delivery = load(sessions, delivery_id)
     assert (delivery.status, delivery.last_status_code) == (DeliveryStatus.DISABLED, 410)
+
+
+# --- signing while a secret is rotated, verified with the standardwebhooks library ---------------
+
+
+@pytest.fixture
+def celery(settings: Settings) -> Iterator[ModerationCelery]:
+    app = build_celery(settings)
+    yield app
+    app.runtime.sessions.kw["bind"].dispose()
+
+
+def notify(celery: ModerationCelery, delivery_id: int) -> str:
+    """What a worker does with a notify message: this app's task, with this app's runtime."""
+    result: str = celery.tasks[notify_site.name].apply(kwargs={"delivery_ids": [delivery_id]}).get()
+    return result
+
+
+def verifies(secret: str, received: Received) -> bool:
+    try:
+        StandardWebhook(secret).verify(received.body, received.headers)
+    except StandardVerificationError:
+        return False
+    return True
+
+
+def test_callbacks_verify_with_the_old_or_the_new_secret_during_the_overlap_then_only_the_new(
+    sessions: sessionmaker[Session], celery: ModerationCelery, site_server: SiteServer
+) -> None:
+    """Mid-rotation a site holds the old secret only (it has not switched yet) or the new one only."""
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        site, old = create_site(session, "rotating-site", site_server.url)
+        new = rotate_secret(session, site, timedelta(hours=24), now)
+        during = decided_comment(session, site, "c-during", now)
+        assert during is not None
+        during_id = during.id
+    site_server.secret = old
+    assert notify(celery, during_id) == DeliveryStatus.DELIVERED
+
+    (received,) = site_server.received
+    assert received.verified  # the site server itself, holding the old secret, accepted it
+    assert verifies(old, received) and verifies(new, received)
+    message_id, timestamp = received.headers["webhook-id"], int(received.headers["webhook-timestamp"])
+    assert received.headers["webhook-signature"].split(" ") == [
+        sign_from_spec(new, message_id, timestamp, received.body),  # newest first
+        sign_from_spec(old, message_id, timestamp, received.body),
+    ]
+
+    with sessions.begin() as session:  # the overlap is over: intake refuses the old secret from now on
+        for key in session.scalars(select(SiteSecret).where(SiteSecret.secret == old)):
+            key.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+        site = session.scalars(select(Site).where(Site.name == "rotating-site")).one()
+        assert site.usable_secrets(datetime.now(UTC)) == [new]
+        after = decided_comment(session, site, "c-after", datetime.now(UTC))
+        assert after is not None
+        after_id = after.id
+    assert notify(celery, after_id) == DeliveryStatus.DELIVERED
+
+    received = site_server.received[1]
+    assert verifies(new, received) and not verifies(old, received)
+    assert received.headers["webhook-signature"].count("v1,") == 1

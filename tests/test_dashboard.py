@@ -27,6 +27,7 @@ from models.entities import (
     Site,
     TrainingLabel,
 )
+from moderation import callbacks
 from moderation.lists import add_entry, match_lists
 from moderation.review import ConflictError, record_verdict
 from moderation.sites import create_site
@@ -573,6 +574,65 @@ def test_demo_setup_is_created_once_and_reused(sessions: Sessions, tmp_path: Pat
         assert authenticate(session, first.admin_email, first.admin_password, datetime.now(UTC)) is not None
         site = session.scalar(select(Site).where(Site.name == "example-site"))
         assert site.usable_secrets(datetime.now(UTC)) == [first.secret_file.read_text().strip()]
+
+
+def _held_back_by_a_410(session: Session, site_id: int, comments: list[tuple[int, int]]) -> list[int]:
+    """The first comment's callback was answered 410 (the site is disabled); the others' were held back."""
+    now = datetime.now(UTC)
+    site = session.get(Site, site_id)
+    site.callback_disabled_at = now
+    ids = []
+    for comment_id, decision_id in comments:
+        comment, decision = session.get(Comment, comment_id), session.get(Decision, decision_id)
+        delivery = callbacks.schedule_callback(session, site, comment, decision, callbacks.COMMENT_DECIDED, now)
+        assert delivery.status == "disabled"
+        ids.append(delivery.id)
+    first = session.get(CallbackDelivery, ids[0])
+    first.attempts, first.last_status_code = 1, 410
+    return ids
+
+
+def _statuses(sessions: Sessions, delivery_ids: list[int]) -> list[str]:
+    with sessions() as session:
+        return [session.get(CallbackDelivery, delivery_id).status for delivery_id in delivery_ids]
+
+
+def test_saving_a_callback_url_releases_what_a_410_held_back(
+    admin_client: FlaskClient, sessions: Sessions, site_row: int, held: list[tuple[int, int]]
+) -> None:
+    with sessions.begin() as session:
+        gone, held_back = _held_back_by_a_410(session, site_row, held[:2])
+    token = csrf_token(admin_client, "/dashboard/admin/sites")
+    url = "http://127.0.0.1:9/working-callback"
+    saved = admin_client.post(
+        f"/dashboard/admin/sites/{site_row}/callback", data={"callback_url": url, "csrf_token": token}
+    )
+    assert saved.status_code == 302
+    assert _statuses(sessions, [gone, held_back]) == ["pending", "pending"]
+    with sessions() as session:
+        assert session.get(Site, site_row).callback_disabled_at is None
+        assert sorted(callbacks.due_deliveries(session, datetime.now(UTC))) == [gone, held_back]
+    page = _page(admin_client, "/dashboard/admin/sites")
+    assert "2 held-back callback(s) queued again" in page
+
+    # The tester's next step, replaying the callback that got the 410, leaves nothing behind either.
+    token = csrf_token(admin_client, "/dashboard/admin/callbacks")
+    assert admin_client.post(f"/dashboard/admin/callbacks/{gone}/replay", data={"csrf_token": token}).status_code == 302
+    assert _statuses(sessions, [gone, held_back]) == ["pending", "pending"]
+
+
+def test_demo_setup_releases_what_a_410_held_back(sessions: Sessions, tmp_path: Path) -> None:
+    from server.demo import EXAMPLE_SITE, ensure_demo
+
+    ensure_demo(sessions, tmp_path, "http://127.0.0.1:8001/moderation-callback")
+    with sessions.begin() as session:
+        site = session.scalar(select(Site).where(Site.name == EXAMPLE_SITE))
+        comments = [held_comment(session, site, f"c-{n}") for n in range(2)]
+        held_back = _held_back_by_a_410(session, site.id, comments)
+    ensure_demo(sessions, tmp_path, "http://127.0.0.1:8001/moderation-callback")  # `make run` again
+    assert _statuses(sessions, held_back) == ["pending", "pending"]
+    with sessions() as session:
+        assert session.scalar(select(Site.callback_disabled_at).where(Site.name == EXAMPLE_SITE)) is None
 
 
 def test_dead_letter_is_listed_and_replayed(

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import make_session_factory
 from models.entities import Site, SiteSecret
-from moderation.sites import SiteError, create_site, require_site, rotate_secret, signing_secret
+from moderation.sites import SiteError, create_site, require_site, rotate_secret, signing_secrets
 from tests.support.signing import encode, sign_from_spec, signed_headers
 from webhooks.signatures import SignatureError, verify_signature
 
@@ -120,7 +120,7 @@ def test_a_new_site_gets_one_strong_standard_webhooks_secret(sessions: sessionma
     with sessions() as session:
         site = require_site(session, "one")
         assert site.usable_secrets(datetime.now(UTC)) == [first]
-        assert signing_secret(site) == first
+        assert signing_secrets(site) == (first,)
     assert verifies(first, [first]) and not verifies(second, [first])
 
 
@@ -136,8 +136,10 @@ def test_rotation_keeps_both_secrets_during_the_overlap_then_only_the_new(sessio
         site = require_site(session, "backpain-advisor")
         during = site.usable_secrets(now + timedelta(hours=23))
         after = site.usable_secrets(now + timedelta(hours=24, seconds=1))
-        assert signing_secret(site, now + timedelta(hours=1)) == new
-        assert signing_secret(site, now + timedelta(days=2)) == new
+        # Callbacks are signed with every secret intake still accepts, newest first: a site holding
+        # either one verifies them during the overlap.
+        assert signing_secrets(site, now + timedelta(hours=1)) == (new, old)
+        assert signing_secrets(site, now + timedelta(days=2)) == (new,)
 
     assert during == [new, old]
     assert verifies(old, during) and verifies(new, during)
@@ -182,13 +184,14 @@ def test_rotation_without_overlap_retires_the_old_secret_at_once(sessions: sessi
         site = require_site(session, "backpain-advisor")
         assert site.usable_secrets(now) == [new]
         assert not verifies(old, site.usable_secrets(now))
+        assert signing_secrets(site, now) == (new,)  # a leaked secret signs no callback either
 
 
-def test_signing_secret_needs_a_usable_secret(sessions: sessionmaker[Session]) -> None:
+def test_signing_secrets_needs_a_usable_secret(sessions: sessionmaker[Session]) -> None:
     now = datetime.now(UTC)
     with sessions.begin() as session:
         site, _ = create_site(session, "backpain-advisor")
         for secret in site.secrets:
             secret.expires_at = now
     with sessions() as session, pytest.raises(SiteError, match="no usable secret"):
-        signing_secret(require_site(session, "backpain-advisor"), now)
+        signing_secrets(require_site(session, "backpain-advisor"), now)

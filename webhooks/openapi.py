@@ -292,7 +292,9 @@ def openapi_document() -> dict[str, Any]:
                     "description": (
                         "`comment.decided` after the model decides, again after an edit when the new text's "
                         "outcome differs from the one the site was told; `comment.reviewed` after a moderator's "
-                        "verdict. Never sent for a comment the site deleted. Order by `decided_at`."
+                        "verdict. Never sent for a comment the site deleted. Order by `decided_at`. During a "
+                        "secret rotation's overlap `webhook-signature` carries one signature per secret still "
+                        "accepted, newest first, so the old secret and the new one both verify it."
                     ),
                     "parameters": SIGNATURE_HEADERS,
                     "requestBody": {

@@ -20,12 +20,17 @@ class Attempt:
     retry_after: float | None
 
 
-def signed_headers(secret: str, message_id: str, body: str, now: datetime) -> dict[str, str]:
+def signed_headers(secrets: tuple[str, ...], message_id: str, body: str, now: datetime) -> dict[str, str]:
+    """Standard Webhooks headers with one signature per secret, space-separated, in the order given.
+
+    A tuple rather than any sequence: a lone ``str`` passed by mistake is then a type error, not a
+    signature per character.
+    """
     return {
         "content-type": "application/json",
         "webhook-id": message_id,
         "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": Webhook(secret).sign(message_id, now, body),
+        "webhook-signature": " ".join(Webhook(secret).sign(message_id, now, body) for secret in secrets),
     }
 
 
@@ -45,13 +50,18 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
 
 
 def post_callback(
-    client: httpx.Client, url: str, secret: str, message_id: str, payload: dict[str, Any], timeout: float
+    client: httpx.Client,
+    url: str,
+    secrets: tuple[str, ...],
+    message_id: str,
+    payload: dict[str, Any],
+    timeout: float,
 ) -> Attempt:
     now = datetime.now(UTC)
     body = json.dumps(payload, separators=(",", ":"))
     try:
         response = client.post(
-            url, content=body.encode(), headers=signed_headers(secret, message_id, body, now), timeout=timeout
+            url, content=body.encode(), headers=signed_headers(secrets, message_id, body, now), timeout=timeout
         )
     except (httpx.HTTPError, httpx.InvalidURL, ValueError) as error:
         return Attempt(False, None, f"{type(error).__name__}: {error}", None)

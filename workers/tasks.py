@@ -29,7 +29,7 @@ from moderation.metrics import (
 from moderation.privacy import apply_retention
 from moderation.registry import RegistryError
 from moderation.runtime import Runtime
-from moderation.sites import signing_secret
+from moderation.sites import signing_secrets
 from workers.app import (
     CLASSIFY_TASK,
     NOTIFY_TASK,
@@ -190,7 +190,7 @@ class _Target:
     delivery_id: int
     comment_id: int
     url: str | None
-    secret: str
+    secrets: tuple[str, ...]
     message_id: str
     payload: dict[str, Any]
 
@@ -198,16 +198,16 @@ class _Target:
 def _target(delivery: CallbackDelivery) -> _Target:
     site = delivery.site
     if not site.callback_url:
-        return _Target(delivery.id, delivery.comment_id, None, "", delivery.message_id, {})
-    secret = signing_secret(site)
+        return _Target(delivery.id, delivery.comment_id, None, (), delivery.message_id, {})
+    secrets = signing_secrets(site)
     payload = dict(delivery.payload)
-    return _Target(delivery.id, delivery.comment_id, site.callback_url, secret, delivery.message_id, payload)
+    return _Target(delivery.id, delivery.comment_id, site.callback_url, secrets, delivery.message_id, payload)
 
 
 def _send(runtime: Runtime, target: _Target) -> callbacks.AttemptOutcome:
     assert target.url is not None
     attempt = post_callback(
-        _http_client(), target.url, target.secret, target.message_id, target.payload, runtime.callback_timeout
+        _http_client(), target.url, target.secrets, target.message_id, target.payload, runtime.callback_timeout
     )
     return callbacks.AttemptOutcome(
         target.delivery_id, attempt.status_code, attempt.ok, attempt.error, attempt.retry_after, target.comment_id
