@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -375,7 +375,7 @@ def classify(ctx: click.Context, batch_size: int, explain: bool) -> None:
     """Read JSONL comments on stdin ({"body", "author"?, "email"?, "url"?, "article"?}); write one JSON line each."""
     model = _active_model(_settings(ctx))
     thresholds = Thresholds(**model.card["thresholds"]) if "thresholds" in model.card else Thresholds()
-    for batch in _batches(sys.stdin, batch_size):
+    for batch in _batches(sys.stdin.buffer, batch_size):
         good = [(n, c) for n, c in batch if isinstance(c, CommentText)]
         scores = dict(zip([n for n, _ in good], model.score_many([c for _, c in good]), strict=True))
         for number, item in batch:
@@ -395,12 +395,18 @@ def classify(ctx: click.Context, batch_size: int, explain: bool) -> None:
             click.echo(json.dumps(out, ensure_ascii=False))
 
 
-def _batches(lines: Any, size: int) -> Iterator[list[tuple[int, CommentText | str]]]:
+def _batches(lines: Iterable[bytes], size: int) -> Iterator[list[tuple[int, CommentText | str]]]:
+    """Numbered lines, parsed; a line that cannot be read is an error on that line, never the end of the run."""
     batch: list[tuple[int, CommentText | str]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
             continue
-        batch.append((number, _parse_comment(line)))
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            batch.append((number, f"not UTF-8: {error}"))
+        else:
+            batch.append((number, _parse_comment(line)))
         if len(batch) >= size:
             yield batch
             batch = []
@@ -415,13 +421,27 @@ def _parse_comment(line: str) -> CommentText | str:
         return f"not JSON: {error}"
     if not isinstance(row, dict) or not isinstance(row.get("body"), str):
         return "each line must be a JSON object with a string 'body'"
+    if not row["body"].strip():
+        return "'body' must not be blank"  # as at intake: there is nothing to classify
     fields = {}
     for name in ("author", "email", "url", "article"):
         value = row.get(name)
         if value is not None and not isinstance(value, str):
             return f"'{name}' must be a string"
         fields[name] = value or ""
+    for name, value in [("body", row["body"]), *fields.items()]:
+        if not _encodable(value):
+            return f"'{name}' must be valid Unicode (no lone surrogates)"
     return CommentText(body=row["body"], **fields)
+
+
+def _encodable(text: str) -> bool:
+    # JSON can spell a lone surrogate ("\ud800"); it cannot be encoded, and the model hashes UTF-8.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --- moderators ------------------------------------------------------------------------------------

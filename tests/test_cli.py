@@ -82,6 +82,34 @@ def test_classify_reads_jsonl_and_writes_one_line_each(trained: Path) -> None:
     assert out[3]["decision"] == "hold" and "medical_advice" in out[3]["reasons"]
 
 
+def test_classify_reports_unreadable_lines_and_goes_on(trained: Path) -> None:
+    good = json.dumps({"body": "Thanks, this helped me understand my MRI."}).encode()
+    lines = [
+        good,
+        b'{"body": "lone \\ud800 surrogate"}',  # valid JSON that no UTF-8 encoder takes
+        b'{"body": "caf\xe9 latin-1, not UTF-8"}',
+        b'{"body": "   "}',
+        b'{"body": "fine", "author": "\\udfff"}',
+        good,
+    ]
+    result = CliRunner().invoke(
+        main,
+        ["classify"],
+        input=b"\n".join(lines) + b"\n",
+        env={"VAR_DIR": str(trained), "DATABASE_URL": "", "LOG_FORMAT": "text", "LOG_LEVEL": "WARNING"},
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    out = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert len(out) == 6
+    assert out[0]["decision"] == out[5]["decision"] == "approve"
+    errors = {row["line"]: row["error"] for row in out[1:5]}
+    assert "lone surrogates" in errors[2] and errors[2].startswith("'body'")
+    assert errors[3].startswith("not UTF-8")
+    assert errors[4] == "'body' must not be blank"
+    assert "lone surrogates" in errors[5] and errors[5].startswith("'author'")
+
+
 def versions(var_dir: Path) -> list[tuple[bool, str]]:
     """(active, version) per line of `models list`, newest first."""
     return [(line.startswith("*"), line[2:].split()[0]) for line in run(var_dir, "models", "list").stdout.splitlines()]
