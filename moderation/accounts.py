@@ -66,6 +66,11 @@ def authenticate(session: Session, email: str, password: str, now: datetime) -> 
     return moderator
 
 
+def has_password(moderator: Moderator, password: str) -> bool:
+    """Whether this is the account's password (inactive or not; nothing is recorded)."""
+    return _verify(moderator.password_hash, password)
+
+
 def _verify(password_hash: str, password: str) -> bool:
     try:
         return _hasher.verify(password_hash, password)

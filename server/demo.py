@@ -9,11 +9,12 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from moderation.accounts import create_moderator, find_moderator, hash_password
+from moderation.accounts import create_moderator, find_moderator, has_password, hash_password
 from moderation.callbacks import enable_callbacks
 from moderation.sites import create_site, get_site, rotate_secret, validate_callback_url
 
 EXAMPLE_SITE = "example-site"
+CHANGED_SINCE = "(changed with `moderation moderators set-password` since; not kept here)"
 DEMO_ADMIN = "admin@example.org"
 
 
@@ -22,7 +23,7 @@ class Demo:
     site_name: str
     secret_file: Path
     admin_email: str
-    admin_password: str
+    admin_password: str | None  # None: changed since it was made here, so not known
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -56,5 +57,10 @@ def ensure_demo(sessions: sessionmaker[Session], var_dir: Path, callback_url: st
             password = secrets.token_urlsafe(12)
             admin.password_hash = hash_password(password)
             admin.is_active = True
+        elif not has_password(admin, password):
+            # Someone set another password since (`moderators set-password`): theirs stands. The file says
+            # so rather than going (a missing file would mean "make one" at the next start).
+            _write_private(password_file, CHANGED_SINCE)
+            return Demo(EXAMPLE_SITE, secret_file, DEMO_ADMIN, None)
         _write_private(password_file, password)
     return Demo(EXAMPLE_SITE, secret_file, DEMO_ADMIN, password)

@@ -298,6 +298,18 @@ def _example_env(settings: Settings, env: dict[str, str], demo: Demo) -> dict[st
     }
 
 
+def _sign_in_line(demo: Demo, var_dir: Path) -> str:
+    if demo.admin_password is None:
+        return (
+            f"sign in as {demo.admin_email} with the password set for it since\n"
+            f"                (forgotten? `moderation moderators set-password {demo.admin_email}`)"
+        )
+    return (
+        f"sign in as {demo.admin_email} with password {demo.admin_password}\n"
+        f"                (kept in {var_dir / 'demo-admin.txt'}; add people with `moderation moderators add`)"
+    )
+
+
 def _print_banner(settings: Settings, broker_url: str, var_dir: Path, demo: Demo, example: bool) -> None:
     base = f"http://{settings.host}:{settings.port}"
     local = f"http://{_local_host(settings)}"
@@ -307,8 +319,7 @@ def _print_banner(settings: Settings, broker_url: str, var_dir: Path, demo: Demo
 Comment moderation service is running.
 
   Dashboard:    {local}:{settings.port}/dashboard/
-                sign in as {demo.admin_email} with password {demo.admin_password}
-                (kept in {var_dir / "demo-admin.txt"}; add people with `moderation moderators add`)
+                {_sign_in_line(demo, var_dir)}
   Example site: {example_line}
                 post a comment there; held ones appear in the dashboard's queue
   Webhook:      POST {base}/webhooks/comments

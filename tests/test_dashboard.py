@@ -576,6 +576,23 @@ def test_demo_setup_is_created_once_and_reused(sessions: Sessions, tmp_path: Pat
         assert site.usable_secrets(datetime.now(UTC)) == [first.secret_file.read_text().strip()]
 
 
+def test_demo_setup_does_not_claim_a_password_changed_since(sessions: Sessions, tmp_path: Path) -> None:
+    from moderation.accounts import authenticate, find_moderator, set_password
+    from server.demo import ensure_demo
+
+    first = ensure_demo(sessions, tmp_path, "http://127.0.0.1:8001/moderation-callback")
+    with sessions.begin() as session:
+        admin = find_moderator(session, first.admin_email)
+        assert admin is not None
+        set_password(admin, "a password the operator chose")
+    again = ensure_demo(sessions, tmp_path, "http://127.0.0.1:8001/moderation-callback")
+    assert again.admin_password is None  # the file's password no longer signs in: not printed
+    assert "changed" in (tmp_path / "demo-admin.txt").read_text()
+    assert ensure_demo(sessions, tmp_path, "http://127.0.0.1:8001/moderation-callback").admin_password is None
+    with sessions.begin() as session:
+        assert authenticate(session, first.admin_email, "a password the operator chose", datetime.now(UTC))
+
+
 def _held_back_by_a_410(session: Session, site_id: int, comments: list[tuple[int, int]]) -> list[int]:
     """The first comment's callback was answered 410 (the site is disabled); the others' were held back."""
     now = datetime.now(UTC)
