@@ -207,7 +207,10 @@ def _plot_per_label(
             ylim=(0, 1.01),
         )
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc=legend)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=7, loc=legend)
+        else:  # no source has both classes of this label: nothing to draw, and the panel says why
+            axis.text(0.5, 0.5, "no source has both classes", ha="center", va="center", color="grey")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

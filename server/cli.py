@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 from pydantic import ValidationError
@@ -316,7 +316,7 @@ def models_rollback(ctx: click.Context) -> None:
     "report_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Report folder (default: VAR_DIR/reports/<version>).",
+    help="Report folder (default: VAR_DIR/reports/<version>, or <version>-<file name> with --data).",
 )
 @click.pass_context
 def evaluate(ctx: click.Context, data_file: Path | None, data_dir: Path | None, report_dir: Path | None) -> None:
@@ -338,6 +338,10 @@ def evaluate(ctx: click.Context, data_file: Path | None, data_dir: Path | None, 
         raise click.ClickException(str(error)) from None
     if not examples:
         raise click.ClickException("nothing to evaluate on")
+    if not any(e.spam is not None or e.medical_advice is not None for e in examples):
+        raise click.ClickException(
+            f"no labeled comments in {data_file}: a line needs 'spam' or 'medical_advice' (true or false)"
+        )
     result = run_evaluation(model, examples)
     click.echo(f"model {model.version}: {len(examples)} held-out comments")
     click.echo(_text_table(LABEL_HEADERS, label_rows(result)))
@@ -347,8 +351,14 @@ def evaluate(ctx: click.Context, data_file: Path | None, data_dir: Path | None, 
         click.echo(
             f"{mark} {check['source']:<28} {check['measure']:<22} {check['value']:.4f} (target {check['target']})"
         )
-    page = write_report(result, report_dir or settings.var_dir / "reports" / model.version)
+    page = write_report(result, report_dir or _default_report_dir(settings, model.version, data_file))
     click.echo(f"report: {page}")
+
+
+def _default_report_dir(settings: Settings, version: str, data_file: Path | None) -> Path:
+    """The held-out data's report per version; another file's report beside it, never over it."""
+    name = version if data_file is None else f"{version}-{data_file.stem}"
+    return settings.var_dir / "reports" / name
 
 
 def _text_table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -568,11 +578,26 @@ def authors_erase(ctx: click.Context, site_name: str, email: str) -> None:
         click.echo(f"removed {erased.list_entries} block/allow-list entr{'y' if erased.list_entries == 1 else 'ies'}")
 
 
+SINCE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%SZ"]
+
+
+def _open_for_writing(path: Path) -> TextIO:
+    try:
+        return path.open("w", encoding="utf-8", newline="")
+    except OSError as error:
+        raise click.ClickException(f"cannot write {path}: {error.strerror or error}") from None
+
+
 @main.command()
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File (default stdout).")
 @click.option("--site", "site_name", default=None, help="Only this site's comments.")
-@click.option("--since", type=click.DateTime(), default=None, help="Only decisions from this UTC date or time on.")
+@click.option(
+    "--since",
+    type=click.DateTime(SINCE_FORMATS),
+    default=None,
+    help="Only decisions from this UTC date or time on (2026-11-01, 2026-11-01T09:30:00, with or without Z).",
+)
 @click.option("--body/--no-body", default=True, show_default=True, help="Include the comment text.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @click.pass_context
@@ -601,6 +626,6 @@ def export(
                 raise click.ClickException(str(error)) from None
         query = ExportQuery(site_id, since.replace(tzinfo=UTC) if since else None, with_body=body)
         with contextlib.ExitStack() as files:
-            out = files.enter_context(output.open("w", encoding="utf-8", newline="")) if output else sys.stdout
+            out = files.enter_context(_open_for_writing(output)) if output else sys.stdout
             written = write_export(session, query, out, fmt, progress=sys.stderr if progress else None)
     click.echo(f"exported {written} row(s)", err=True)

@@ -167,6 +167,22 @@ def test_evaluate_refuses_a_malformed_file(trained: Path, tmp_path: Path) -> Non
     assert result.exit_code != 0 and "bad.jsonl:1" in result.output
 
 
+def test_evaluate_refuses_a_file_without_labels(trained: Path, tmp_path: Path) -> None:
+    data = tmp_path / "unlabeled.jsonl"
+    data.write_text('{"body": "x"}\n{"body": "Great article"}\n')
+    result = run(trained, "evaluate", "--data", str(data))
+    assert result.exit_code != 0 and "no labeled comments" in result.output
+
+
+def test_evaluate_on_a_file_keeps_the_held_out_report(trained: Path, tmp_path: Path) -> None:
+    data = tmp_path / "extra.jsonl"
+    data.write_text(json.dumps({"body": "Great article, thank you", "spam": False, "medical_advice": False}) + "\n")
+    result = run(trained, "evaluate", "--data", str(data))
+    assert result.exit_code == 0, result.output
+    page = Path(result.stdout.strip().splitlines()[-1].removeprefix("report: "))
+    assert page.parent == trained / "reports" / "test-model-extra"
+
+
 # --- data fetch, on local files (no network here) -------------------------------------------------
 
 

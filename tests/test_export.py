@@ -132,6 +132,22 @@ def test_csv_to_a_file_filtered_by_site_and_date_with_a_progress_bar(
     assert rows[1]["label_medical_advice"] == "true" and rows[1]["label_spam"] == ""
 
 
+def test_since_takes_a_utc_time_written_with_z(stored: dict[str, int], database_url: str, tmp_path: Path) -> None:
+    since = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    result = run(database_url, tmp_path, "--no-progress", "--since", since)
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 4
+
+
+def test_an_output_file_that_cannot_be_written_is_a_clear_error(
+    stored: dict[str, int], database_url: str, tmp_path: Path
+) -> None:
+    result = run(database_url, tmp_path, "--output", str(tmp_path / "no-such-dir" / "x.csv"))
+    assert result.exit_code == 1
+    assert "cannot write" in result.output and "no-such-dir" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_only_the_current_decision_carries_the_text_and_no_row_names_a_blocked_author(
     stored: dict[str, int], engine: Engine
 ) -> None:
