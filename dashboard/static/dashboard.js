@@ -4,8 +4,12 @@ const help = document.getElementById("help");
 const toast = document.getElementById("toast");
 const itemsBox = document.getElementById("items");
 let current = 0;
-let rejectMode = false;
+let rejecting = null; // the item whose reject is being composed, from `r` until it is sent or cancelled
+let busy = false; // an action is being saved: keys that act would aim at a comment about to change
 let lastAction = null; // {commentId, decisionId}
+// Keys that change a comment. They are dropped while an action is saved and when auto-repeated, so a key held
+// down or pressed twice does not act on the comment that slides into place after the first one.
+const ACTING_KEYS = new Set(["a", "r", "A", "R", "u", "1", "2", "3", "4", "5"]);
 
 function items() {
   return [...document.querySelectorAll("#items .item, .items.single .item")];
@@ -20,13 +24,13 @@ function say(message, kind = "info") {
   say.timer = setTimeout(() => { toast.hidden = true; }, kind === "error" ? 8000 : 4000);
 }
 
-function setCurrent(index) {
+function setCurrent(index, { focus = true } = {}) {
   const list = items();
   if (!list.length) return;
   current = Math.max(0, Math.min(index, list.length - 1));
   list.forEach((el, i) => el.classList.toggle("current", i === current));
   list[current].scrollIntoView({ block: "nearest" });
-  list[current].focus({ preventScroll: true });
+  if (focus) list[current].focus({ preventScroll: true });
 }
 
 function currentItem() {
@@ -62,7 +66,14 @@ async function post(url, body) {
 
 async function submitAction(form) {
   const item = form.closest(".item");
-  const { response, data } = await post(form.getAttribute("action"), new FormData(form));
+  busy = true;
+  let answer;
+  try {
+    answer = await post(form.getAttribute("action"), new FormData(form));
+  } finally {
+    busy = false;
+  }
+  const { response, data } = answer;
   if (!response.ok || !data.ok) {
     if (response.status === 409 && item) {
       item.classList.add("conflict");
@@ -82,12 +93,15 @@ async function submitAction(form) {
     window.location.reload();
     return;
   }
+  if (item === rejecting) cancelReject();
   lastAction = { commentId: data.comment_id, decisionId: data.decision_id };
   say(`#${data.comment_id} ${data.status}. Press u to undo.`);
   const queueName = new URLSearchParams(window.location.search).get("queue") || "held";
   if (queueName !== "all") {
     bumpCount(queueName, -1);
     bumpCount(data.status, +1);
+    // Keep the comment the moderator is looking at current (they may have moved on while this was saved).
+    if (items().indexOf(item) < current) current -= 1;
     item.remove();
     const left = items();
     if (!left.length) {
@@ -113,55 +127,81 @@ async function undoLast() {
   body.set("csrf_token", csrfToken);
   body.set("action", "undo");
   body.set("expected_decision_id", String(lastAction.decisionId));
-  const { response, data } = await post(`${document.body.dataset.base ?? "/dashboard"}/comments/${lastAction.commentId}/act`, body);
+  busy = true;
+  let answer;
+  try {
+    answer = await post(`${document.body.dataset.base ?? "/dashboard"}/comments/${lastAction.commentId}/act`, body);
+  } finally {
+    busy = false;
+  }
+  const { response, data } = answer;
   if (!response.ok || !data.ok) { say(data.message || "Undo failed.", "error"); return; }
   lastAction = null;
   window.location.reload();
 }
 
+// A keyboard reject is composed in two steps and sent only by Enter in its note field: `r` opens the reasons,
+// a digit picks one and moves the focus to the note. Until Enter or Esc no other key acts on any comment, so
+// a note typed after the digit stays a note (it used to be read as shortcuts aimed at the next comment).
 function startReject(item) {
-  rejectMode = true;
+  if (item.querySelector(".reject-form button.reject")?.disabled) { say("This comment is already rejected."); return; }
+  rejecting = item;
   item.querySelector(".reject-reasons")?.classList.add("open");
   say("Reject: 1 spam · 2 medical advice · 3 abuse · 4 off-topic · 5 other (Esc cancels)");
 }
 
 function chooseReason(item, digit) {
-  const radios = item.querySelectorAll('.reject-form input[name="reason"]');
-  const radio = radios[digit - 1];
+  const radio = item.querySelectorAll('.reject-form input[name="reason"]')[digit - 1];
   if (!radio) return;
   radio.checked = true;
-  rejectMode = false;
-  const form = item.querySelector(".reject-form");
-  if (radio.value === "other") {
-    const note = form.querySelector(".note");
-    note.focus();
-    say("Type a note, then Enter.");
-    return;
+  item.querySelector(".reject-form .note").focus();
+  const noteNeeded = radio.value === "other" ? "say why in the note" : "add a note if you like";
+  say(`Reject as ${radio.dataset.label}: ${noteNeeded}, then Enter (Esc cancels).`);
+}
+
+function composeReject(event) {
+  if (/^[1-5]$/.test(event.key)) {
+    event.preventDefault();
+    chooseReason(rejecting, Number(event.key));
+  } else if (event.key.length === 1 || event.key === "Enter") {
+    event.preventDefault();
+    say("Finish the reject: 1–5 for the reason, Enter in the note to send, Esc to cancel.");
   }
-  form.requestSubmit();
+}
+
+function cancelReject() {
+  if (!rejecting) return;
+  const item = rejecting;
+  rejecting = null;
+  item.querySelector(".reject-reasons")?.classList.remove("open");
+  item.querySelector(".reject-form")?.reset();
+  // Give the keys back to the queue (a focused note would keep them), unless the comment has gone.
+  if (item.isConnected && item.contains(document.activeElement)) setCurrent(items().indexOf(item));
 }
 
 function typing(target) {
   return target.closest("input, textarea, select, [contenteditable]") !== null;
 }
 
+// A field being typed in keeps the focus when its comment is clicked: a click into the note, or the click that
+// Enter in the note fires at the Reject button, must not send the next letters to the shortcuts.
+function typingField(element) {
+  return element !== null && typing(element) && !element.matches('input[type="checkbox"], input[type="radio"]');
+}
+
 document.addEventListener("keydown", (event) => {
   if (event.ctrlKey || event.metaKey || event.altKey) return;
   if (event.key === "Escape") {
     toggleHelp(false);
-    rejectMode = false;
-    document.querySelectorAll(".reject-reasons.open").forEach((el) => el.classList.remove("open"));
+    cancelReject();
     if (typing(event.target)) event.target.blur();
     return;
   }
   if (typing(event.target)) return;
+  if (rejecting) { composeReject(event); return; }
+  if (help && !help.hidden && event.key !== "?") return; // the help covers the queue
+  if (ACTING_KEYS.has(event.key) && (event.repeat || busy)) { event.preventDefault(); return; }
   const item = currentItem();
-  if (rejectMode && item && /^[1-5]$/.test(event.key)) {
-    event.preventDefault();
-    chooseReason(item, Number(event.key));
-    return;
-  }
-  rejectMode = false;
   switch (event.key) {
     case "?": toggleHelp(); break;
     case "j": setCurrent(current + 1); break;
@@ -189,14 +229,35 @@ document.addEventListener("keydown", (event) => {
   event.preventDefault();
 });
 
+// Bulk actions cannot be undone with `u`, so they say what they will do (how many, which reason) and ask.
+function confirmBulk(form, submitter) {
+  const count = [...form.elements].filter((el) => el.name === "ids" && el.checked).length;
+  if (!count) return true; // the server answers "select comments first"
+  const comments = count === 1 ? "1 selected comment" : `${count} selected comments`;
+  if (submitter?.value === "approve") {
+    return window.confirm(`Approve ${comments}? They are published, their sites are told, and u does not undo this.`);
+  }
+  const reason = form.querySelector("#bulk-reason");
+  const note = form.querySelector("#bulk-note")?.value.trim();
+  const withNote = note ? ` with the note “${note}”` : "";
+  return window.confirm(
+    `Reject ${comments} as “${reason.selectedOptions[0].textContent}”${withNote}? Their sites are told, and u does not undo this.`,
+  );
+}
+
 document.addEventListener("submit", (event) => {
   const form = event.target;
   if (form.matches("form.confirm") && !window.confirm(form.dataset.confirm)) {
     event.preventDefault();
     return;
   }
+  if (form.matches("#bulk-form") && !confirmBulk(form, event.submitter)) {
+    event.preventDefault();
+    return;
+  }
   if (form.matches("form.act")) {
     event.preventDefault();
+    if (busy) return; // a second Enter or click while the first is saved would act twice
     submitAction(form).catch((error) => say(`Network error: ${error}`, "error"));
   }
 });
@@ -210,7 +271,9 @@ document.addEventListener("click", (event) => {
     updateSelected();
   }
   const item = event.target.closest("#items .item");
-  if (item) setCurrent(items().indexOf(item));
+  if (!item) return;
+  if (rejecting && rejecting !== item) cancelReject();
+  setCurrent(items().indexOf(item), { focus: !typingField(document.activeElement) });
 });
 
 document.addEventListener("change", (event) => {

@@ -4,13 +4,15 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import timedelta
 
-from playwright.sync_api import Dialog, Page, expect
+from playwright.sync_api import Dialog, Page, Route, expect
 from sqlalchemy import Engine, select
 
 from models.db import make_session_factory
-from models.entities import Comment, Site, TrainingLabel
+from models.entities import Comment, ModerationAction, Site, TrainingLabel
 from tests.browser.helpers import sign_in
 from tests.support.dashboard import held_comment
 
@@ -39,6 +41,25 @@ def seed_held(engine: Engine, site_id: int, count: int) -> list[int]:
 def statuses(engine: Engine) -> dict[int, str]:
     with make_session_factory(engine)() as session:
         return {c.id: c.status for c in session.scalars(select(Comment))}
+
+
+def audit(engine: Engine) -> list[tuple[int, str, str | None, str | None]]:
+    with make_session_factory(engine)() as session:
+        actions = session.scalars(select(ModerationAction).order_by(ModerationAction.id))
+        return [(a.comment_id, a.action, a.reason, a.note) for a in actions]
+
+
+def answer(asked: list[str], *, accept: bool) -> Callable[[Dialog], None]:
+    """A dialog handler that notes the question and accepts or dismisses it."""
+
+    def handle(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        if accept:
+            dialog.accept()
+        else:
+            dialog.dismiss()
+
+    return handle
 
 
 def test_login_and_logout(page: Page, web: str, accounts: dict[str, str]) -> None:
@@ -75,12 +96,14 @@ def test_keyboard_review_clears_the_held_queue(
     expect(items).to_have_count(3)
     expect(page.locator('[data-count="held"]')).to_have_text("3")
     page.keyboard.press("r")
-    page.keyboard.press("1")  # reject the next as spam
+    page.keyboard.press("1")  # reject the next as spam: the note is focused, Enter submits
+    page.keyboard.press("Enter")
     expect(items).to_have_count(2)
     page.keyboard.press("u")  # undo brings it back
     expect(items).to_have_count(3)
     page.keyboard.press("r")
     page.keyboard.press("2")  # medical advice
+    page.keyboard.press("Enter")
     expect(items).to_have_count(2)
     page.keyboard.press("r")
     page.keyboard.press("5")  # other: the note is focused
@@ -108,11 +131,166 @@ def test_bulk_reject(page: Page, web: str, accounts: dict[str, str], engine: Eng
     page.keyboard.press("j")
     page.keyboard.press("x")
     expect(page.locator("#selected-count")).to_have_text("2 selected")
-    page.select_option("#bulk-reason", "spam")
+    page.select_option("#bulk-reason", "medical_advice")
+    page.keyboard.press("Escape")  # leave the select: its keys are its own
+    asked: list[str] = []
+    page.once("dialog", answer(asked, accept=False))
+    page.keyboard.press("Shift+R")
+    assert asked == ["Reject 2 selected comments as “Medical advice”? Their sites are told, and u does not undo this."]
+    page.wait_for_timeout(500)  # a dismissed confirm must not have posted anything
+    expect(page.locator("#items .item")).to_have_count(3)
+    assert statuses(engine) == {ids[0]: "held", ids[1]: "held", ids[2]: "held"}
+
+    page.once("dialog", answer(asked, accept=True))
     page.click('#bulk-form button[value="reject"]')
     expect(page.locator(".flash.info")).to_contain_text("reject: 2 comment(s) done.")
     expect(page.locator("#items .item")).to_have_count(1)
+    assert len(asked) == 2
     assert statuses(engine) == {ids[0]: "rejected", ids[1]: "held", ids[2]: "rejected"}
+
+
+def test_a_note_typed_after_a_reject_key_stays_in_the_note(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """The tester's sequence: r, a reason, a note with shortcut letters in it (a approves, o opens), Enter."""
+    ids = seed_held(engine, site_id, 3)
+    sign_in(page, web, accounts["moderator"])
+    note = page.locator(f"#c{ids[0]} .note")
+    page.keyboard.press("r")
+    page.keyboard.press("2")
+    expect(note).to_be_focused()
+    page.keyboard.type("personal dosing advice")
+    expect(note).to_have_value("personal dosing advice")
+    assert statuses(engine) == dict.fromkeys(ids, "held")  # nothing is sent before Enter
+    page.keyboard.press("Enter")
+    expect(page.locator("#items .item")).to_have_count(2)
+    expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(ids[1]))
+    expect(page).to_have_url(f"{web}/dashboard/queue")
+    assert statuses(engine) == {ids[0]: "rejected", ids[1]: "held", ids[2]: "held"}
+    assert audit(engine) == [(ids[0], "reject", "medical_advice", "personal dosing advice")]
+
+
+def test_no_shortcut_acts_while_a_reject_is_composed_or_the_help_is_open(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    ids = seed_held(engine, site_id, 3)
+    sign_in(page, web, accounts["moderator"])
+    first = page.locator(f"#c{ids[0]}")
+    page.keyboard.press("r")
+    for key in ("a", "j", "x", "u", "o", "Enter"):  # waiting for a reason: none of these may act
+        page.keyboard.press(key)
+    expect(first.locator(".reject-reasons")).to_have_class(re.compile(r"\bopen\b"))
+    page.keyboard.press("Escape")
+    expect(first.locator(".reject-reasons")).not_to_have_class(re.compile(r"\bopen\b"))
+
+    page.keyboard.press("r")
+    page.keyboard.press("1")
+    page.keyboard.press("a")  # the tester's reproduction: this approved the next comment
+    expect(first.locator(".note")).to_have_value("a")
+    page.keyboard.press("Escape")  # cancels the reject: its reason and note are cleared
+    expect(first.locator(".note")).to_have_value("")
+    expect(first.locator('input[name="reason"]:checked')).to_have_count(0)
+
+    page.keyboard.press("?")
+    page.keyboard.press("a")  # the help covers the queue: nothing acts behind it
+    page.keyboard.press("Escape")
+    page.wait_for_timeout(500)  # time for a wrongly sent action to land
+    expect(page).to_have_url(f"{web}/dashboard/queue")
+    expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(ids[0]))
+    expect(first.locator(".select")).not_to_be_checked()
+    assert statuses(engine) == dict.fromkeys(ids, "held")
+    assert audit(engine) == []
+
+    page.keyboard.press("a")  # the keys work again, on the comment shown as current
+    expect(page.locator("#items .item")).to_have_count(2)
+    assert statuses(engine) == {ids[0]: "approved", ids[1]: "held", ids[2]: "held"}
+
+
+def test_typing_in_a_note_clicked_with_the_mouse_stays_in_the_note(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    ids = seed_held(engine, site_id, 2)
+    sign_in(page, web, accounts["moderator"])
+    second = page.locator(f"#c{ids[1]}")
+    second.locator('input[name="reason"][value="other"]').check()
+    second.locator(".note").click()
+    page.keyboard.press("Enter")  # refused: "other" needs a note; the focus stays in the note
+    expect(page.locator("#toast")).to_contain_text("say why in the note")
+    expect(second.locator(".note")).to_be_focused()
+    page.keyboard.type("dating site bait")
+    expect(second.locator(".note")).to_have_value("dating site bait")
+    assert statuses(engine) == dict.fromkeys(ids, "held")
+    page.keyboard.press("Enter")
+    expect(page.locator("#items .item")).to_have_count(1)
+    assert statuses(engine) == {ids[0]: "held", ids[1]: "rejected"}
+    assert audit(engine) == [(ids[1], "reject", "other", "dating site bait")]
+
+
+def test_keys_pressed_while_an_action_is_saved_stay_on_the_comment_in_view(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    ids = seed_held(engine, site_id, 5)
+    sign_in(page, web, accounts["moderator"])
+    items = page.locator("#items .item")
+    page.keyboard.press("a")
+    expect(items).to_have_count(4)
+    waiting: list[Route] = []
+    page.route("**/act", lambda route: waiting.append(route))  # hold the server's answer to see what keys do meanwhile
+    page.keyboard.press("a")  # approves the second comment
+    while not waiting:
+        page.wait_for_timeout(50)
+    page.keyboard.press("a")  # a second approve while the first is saved is dropped, not sent
+    page.keyboard.press("u")  # so is undo: it would undo the first comment, not the one being saved
+    page.keyboard.press("j")  # the moderator moves on to the third comment
+    page.wait_for_timeout(300)
+    assert len(waiting) == 1
+    waiting.pop().continue_()
+    expect(items).to_have_count(3)
+    expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(ids[2]))
+
+    page.keyboard.press("r")
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    while not waiting:
+        page.wait_for_timeout(50)
+    page.keyboard.press("Enter")  # a second Enter in the note while the reject is saved sends nothing more
+    page.wait_for_timeout(300)
+    assert len(waiting) == 1
+    waiting.pop().continue_()
+    page.unroute("**/act")
+    expect(items).to_have_count(2)
+    expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(ids[3]))
+
+    page.keyboard.down("a")  # a held-down key approves once, its repeats do nothing
+    expect(items).to_have_count(1)
+    page.keyboard.down("a")
+    page.keyboard.up("a")
+    page.wait_for_timeout(500)
+    expect(items).to_have_count(1)
+    assert statuses(engine) == {
+        ids[0]: "approved",
+        ids[1]: "approved",
+        ids[2]: "rejected",
+        ids[3]: "approved",
+        ids[4]: "held",
+    }
+    assert len(audit(engine)) == 4
+
+
+def test_bulk_approve_asks_first(page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int) -> None:
+    ids = seed_held(engine, site_id, 2)
+    sign_in(page, web, accounts["moderator"])
+    page.click("#select-all")
+    asked: list[str] = []
+    page.once("dialog", answer(asked, accept=False))
+    page.keyboard.press("Shift+A")
+    assert asked == ["Approve 2 selected comments? They are published, their sites are told, and u does not undo this."]
+    page.wait_for_timeout(500)
+    assert statuses(engine) == dict.fromkeys(ids, "held")
+    page.once("dialog", answer(asked, accept=True))
+    page.keyboard.press("Shift+A")
+    expect(page.locator(".flash.info")).to_contain_text("approve: 2 comment(s) done.")
+    assert statuses(engine) == dict.fromkeys(ids, "approved")
 
 
 def test_script_payloads_are_shown_as_text(
