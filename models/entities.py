@@ -183,7 +183,7 @@ class OutboxMessage(Base):
 
 
 class WebhookReceipt(Base):
-    """A ``webhook-id`` already accepted from a site: a replay of it is answered idempotently."""
+    """A ``webhook-id`` already accepted from a site: a replay of it (same payload) is answered idempotently."""
 
     __tablename__ = "webhook_receipts"
     __table_args__ = (UniqueConstraint("site_id", "webhook_id"),)
@@ -193,6 +193,9 @@ class WebhookReceipt(Base):
     webhook_id: Mapped[str] = mapped_column(String(200))
     comment_id: Mapped[int] = mapped_column(ForeignKey("comments.id", ondelete="CASCADE"))
     received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # SHA-256 (hex) of the delivery's raw body: a retry of the message carries the same bytes, so an id
+    # reused for another payload is refused, not taken for a retry. None on receipts from before 0005.
+    payload_sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 class CallbackDelivery(Base):

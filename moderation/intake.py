@@ -49,26 +49,45 @@ class Accepted:
     revision: int | None = None  # of the text queued
 
 
+class WebhookIdReusedError(Exception):
+    """A ``webhook-id`` already accepted with another payload: a different message, not a retry of it.
+
+    Standard Webhooks: an id names one message, and every retry of it carries the same body. Answering
+    such a delivery as a repeat would drop it while telling the site it was accepted.
+    """
+
+    def __init__(self, webhook_id: str, comment_id: int) -> None:
+        super().__init__(f"webhook-id {webhook_id!r} was already used for a different payload")
+        self.webhook_id = webhook_id
+        self.comment_id = comment_id
+
+
 def body_fingerprint(body: str) -> str:
     """Same text, whatever the case and spacing: finds one body posted across articles."""
     return hashlib.sha256(" ".join(body.lower().split()).encode()).hexdigest()
 
 
 def accept_comment(
-    session: Session, site: Site | SiteKeys, webhook_id: str, new: NewComment, now: datetime
+    session: Session,
+    site: Site | SiteKeys,
+    webhook_id: str,
+    new: NewComment,
+    now: datetime,
+    payload_sha256: str | None = None,
 ) -> Accepted:
     """Store a new comment and the work to classify it, or find the one this delivery repeats.
 
-    A repeat is the same ``webhook-id`` or the same site comment id. Two deliveries racing past these
-    checks collide on the unique constraints; the caller rolls back and calls again, and then finds it.
+    A repeat is the same ``webhook-id`` (with the same payload, else ``WebhookIdReusedError``) or the same
+    site comment id. Two deliveries racing past these checks collide on the unique constraints; the caller
+    rolls back and calls again, and then finds it.
     """
-    seen = repeated_delivery(session, site.id, webhook_id)
+    seen = repeated_delivery(session, site.id, webhook_id, payload_sha256)
     if seen is not None:
         return Accepted(seen.id, seen.status, created=False)
     existing = session.scalar(select(Comment).where(Comment.site_id == site.id, Comment.external_id == new.external_id))
     if existing is not None:
         # A repeat, or the create of a comment an earlier update or delete already stored (stale by then).
-        record_receipt(session, site.id, webhook_id, existing.id, now)
+        record_receipt(session, site.id, webhook_id, existing.id, now, payload_sha256)
         return Accepted(existing.id, existing.status, created=False)
 
     comment = Comment(**_comment_columns(site.id, new, now))
@@ -76,7 +95,13 @@ def accept_comment(
     session.flush()
     session.add_all(
         [
-            WebhookReceipt(site_id=site.id, webhook_id=webhook_id, comment_id=comment.id, received_at=now),
+            WebhookReceipt(
+                site_id=site.id,
+                webhook_id=webhook_id,
+                comment_id=comment.id,
+                received_at=now,
+                payload_sha256=payload_sha256,
+            ),
             OutboxMessage(kind=CLASSIFY, comment_id=comment.id, created_at=now),
         ]
     )
@@ -84,18 +109,21 @@ def accept_comment(
     return Accepted(comment.id, comment.status, created=True, queued=True, revision=comment.revision)
 
 
-def insert_new_comment(engine: Engine, site_id: int, webhook_id: str, new: NewComment, now: datetime) -> int | None:
+def insert_new_comment(
+    engine: Engine, site_id: int, webhook_id: str, new: NewComment, now: datetime, *, payload_sha256: str | None
+) -> int | None:
     """The common case at intake in one round trip: the comment, its receipt and its outbox row.
 
     PostgreSQL only (a data-modifying WITH, atomic as one autocommitted statement); None elsewhere, or
     when the comment or the ``webhook-id`` is already known and nothing is written. The caller then takes
-    ``accept_comment``, which finds out which it was and answers as before. A known comment (the usual
-    repeat: a site delivering the same webhook again) writes nothing without an error, so PostgreSQL's log
-    stays free of it; a known ``webhook-id`` on a new comment still fails on its unique key.
+    ``accept_comment``, which finds out which it was and answers as before (or refuses an id reused for
+    another payload). A known comment (the usual repeat: a site delivering the same webhook again) writes
+    nothing without an error, so PostgreSQL's log stays free of it; a known ``webhook-id`` on a new comment
+    still fails on its unique key.
     """
     if engine.dialect.name != "postgresql":
         return None
-    values = _comment_columns(site_id, new, now) | {"webhook_id": webhook_id}
+    values = _comment_columns(site_id, new, now) | {"webhook_id": webhook_id, "payload_sha256": payload_sha256}
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         try:
             comment_id: int | None = connection.execute(_insert_new_statement(), values).scalar_one_or_none()
@@ -116,8 +144,14 @@ def _insert_new_statement() -> Select[int]:
         .cte("stored")
     )
     receipt = insert(WebhookReceipt).from_select(
-        ["site_id", "webhook_id", "comment_id", "received_at"],
-        select(bindparam("site_id"), bindparam("webhook_id"), stored.c.id, bindparam("received_at")),
+        ["site_id", "webhook_id", "comment_id", "received_at", "payload_sha256"],
+        select(
+            bindparam("site_id"),
+            bindparam("webhook_id"),
+            stored.c.id,
+            bindparam("received_at"),
+            bindparam("payload_sha256"),
+        ),
     )
     work = insert(OutboxMessage).from_select(
         ["kind", "comment_id", "created_at", "attempts"],
@@ -149,17 +183,39 @@ def _comment_columns(site_id: int, new: NewComment, now: datetime) -> dict[str, 
     }
 
 
-def repeated_delivery(session: Session, site_id: int, webhook_id: str) -> Comment | None:
-    """The comment an already accepted ``webhook-id`` was about (any event type)."""
-    return session.scalar(
-        select(Comment)
+def repeated_delivery(
+    session: Session, site_id: int, webhook_id: str, payload_sha256: str | None = None
+) -> Comment | None:
+    """The comment an already accepted ``webhook-id`` was about (any event type).
+
+    Raises ``WebhookIdReusedError`` when that delivery's payload was another one. Only two known digests
+    are compared: receipts from before migration 0005 have none, and their replays are answered as before.
+    """
+    found = session.execute(
+        select(Comment, WebhookReceipt.payload_sha256)
         .join(WebhookReceipt, WebhookReceipt.comment_id == Comment.id)
         .where(WebhookReceipt.site_id == site_id, WebhookReceipt.webhook_id == webhook_id)
+    ).one_or_none()
+    if found is None:
+        return None
+    comment, stored_sha256 = found
+    if payload_sha256 is not None and stored_sha256 is not None and payload_sha256 != stored_sha256:
+        raise WebhookIdReusedError(webhook_id, comment.id)
+    return comment
+
+
+def record_receipt(
+    session: Session, site_id: int, webhook_id: str, comment_id: int, now: datetime, payload_sha256: str | None = None
+) -> None:
+    session.add(
+        WebhookReceipt(
+            site_id=site_id,
+            webhook_id=webhook_id,
+            comment_id=comment_id,
+            received_at=now,
+            payload_sha256=payload_sha256,
+        )
     )
-
-
-def record_receipt(session: Session, site_id: int, webhook_id: str, comment_id: int, now: datetime) -> None:
-    session.add(WebhookReceipt(site_id=site_id, webhook_id=webhook_id, comment_id=comment_id, received_at=now))
 
 
 def purge_receipts(session: Session, before: datetime) -> int:

@@ -43,16 +43,26 @@ def locked_comment(session: Session, site_id: int, external_id: str) -> Comment 
     )
 
 
-def apply_update(session: Session, site: Site | SiteKeys, webhook_id: str, new: NewComment, now: datetime) -> Accepted:
-    """Apply ``comment.updated``; ``queued`` says a classify task must be published after commit."""
-    seen = repeated_delivery(session, site.id, webhook_id)
+def apply_update(
+    session: Session,
+    site: Site | SiteKeys,
+    webhook_id: str,
+    new: NewComment,
+    now: datetime,
+    payload_sha256: str | None = None,
+) -> Accepted:
+    """Apply ``comment.updated``; ``queued`` says a classify task must be published after commit.
+
+    Raises ``WebhookIdReusedError`` for a ``webhook-id`` already accepted with another payload.
+    """
+    seen = repeated_delivery(session, site.id, webhook_id, payload_sha256)
     if seen is not None:
         return Accepted(seen.id, seen.status, created=False)
     comment = locked_comment(session, site.id, new.external_id)
     if comment is None:
         # The update overtook its create: store the comment from it (the create will repeat it).
-        return accept_comment(session, site, webhook_id, new, now)
-    record_receipt(session, site.id, webhook_id, comment.id, now)
+        return accept_comment(session, site, webhook_id, new, now, payload_sha256)
+    record_receipt(session, site.id, webhook_id, comment.id, now, payload_sha256)
     if comment.status == CommentStatus.DELETED or _is_stale(comment, new.version_at):
         return Accepted(comment.id, comment.status, created=False)
     queued = _apply_version(session, comment, new, now)
@@ -61,10 +71,16 @@ def apply_update(session: Session, site: Site | SiteKeys, webhook_id: str, new: 
 
 
 def apply_delete(
-    session: Session, site: Site | SiteKeys, webhook_id: str, external_id: str, deleted_at: datetime, now: datetime
+    session: Session,
+    site: Site | SiteKeys,
+    webhook_id: str,
+    external_id: str,
+    deleted_at: datetime,
+    now: datetime,
+    payload_sha256: str | None = None,
 ) -> Accepted:
-    """Apply ``comment.deleted``: final, whatever arrives later."""
-    seen = repeated_delivery(session, site.id, webhook_id)
+    """Apply ``comment.deleted``: final, whatever arrives later (``WebhookIdReusedError`` as for an update)."""
+    seen = repeated_delivery(session, site.id, webhook_id, payload_sha256)
     if seen is not None:
         return Accepted(seen.id, seen.status, created=False)
     comment = locked_comment(session, site.id, external_id)
@@ -73,7 +89,7 @@ def apply_delete(
         comment = _tombstone(site, external_id, now)
         session.add(comment)
         session.flush()
-    record_receipt(session, site.id, webhook_id, comment.id, now)
+    record_receipt(session, site.id, webhook_id, comment.id, now, payload_sha256)
     if comment.status != CommentStatus.DELETED:
         mark_deleted(session, comment, min(deleted_at, now))
     session.flush()

@@ -52,6 +52,7 @@ def test_openapi_document_is_valid_and_describes_every_route(client: FlaskClient
         "202",
         "400",
         "401",
+        "409",
         "413",
         "415",
         "429",

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, event, func, select, update
 
 from models.db import make_session_factory
 from models.entities import Comment, OutboxMessage, WebhookReceipt
+from moderation import intake, lifecycle
 from moderation.sites import require_site, rotate_secret
 from server.factory import create_app
 from server.settings import Settings
@@ -285,7 +292,7 @@ def test_a_repeat_writes_nothing_when_the_one_statement_insert_meets_a_known_del
     other = encode(comment_event(site.name, "c-2"))
     again = post(client, other, signed_headers(site.secret, other, message_id="msg_reused"))
 
-    assert again.status_code == 200 and again.get_json()["status"] == "pending"
+    assert again.status_code == 409 and again.get_json()["error"] == "webhook_id_reused"
     with engine.connect() as connection:
         assert connection.scalars(select(Comment.external_id)).all() == ["c-1"]
     assert count(engine, OutboxMessage) == 1 and count(engine, WebhookReceipt) == 1
@@ -306,6 +313,8 @@ def test_the_new_comment_rows_are_stored_with_their_values(
     assert comment.body == event["data"]["body"] and comment.author_email == event["data"]["author"]["email"]
     assert comment.received_at.tzinfo is not None or engine.dialect.name == "sqlite"
     assert (receipt.webhook_id, receipt.comment_id, receipt.received_at) == ("msg_42", comment.id, comment.received_at)
+    canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"))
+    assert receipt.payload_sha256 == hashlib.sha256(canonical.encode()).hexdigest()
     assert (work.kind, work.comment_id, work.created_at, work.attempts) == (
         "classify",
         comment.id,
@@ -341,3 +350,277 @@ def test_without_a_site_cache_a_retired_secret_is_refused_at_once(
         rotate_secret(session, require_site(session, site.name), timedelta(0))
     body = encode(comment_event(site.name, "c-2"))
     assert post(client, body, signed_headers(site.secret, body)).status_code == 401
+
+
+# --- a webhook-id names one message: reused for another payload it is refused ----------------------------
+
+UPDATED_AT, LATER = "2026-11-26T11:00:00Z", "2026-11-26T11:30:00Z"
+
+
+def updated_event(site: str, comment_id: str, body: str, updated_at: str = UPDATED_AT) -> dict[str, Any]:
+    event = comment_event(site, comment_id, body=body, updated_at=updated_at)
+    event["type"] = "comment.updated"
+    return event
+
+
+def deleted_event(site: str, comment_id: str, deleted_at: str = "2026-11-26T12:00:00Z") -> dict[str, Any]:
+    return {"type": "comment.deleted", "data": {"comment_id": comment_id, "site": site, "deleted_at": deleted_at}}
+
+
+def send(client: FlaskClient, site: SiteCredentials, event: dict[str, Any], webhook_id: str | None = None) -> Any:
+    body = encode(event)
+    return post(client, body, signed_headers(site.secret, body, message_id=webhook_id))
+
+
+def stored_state(engine: Engine) -> tuple[list[Any], list[Any], int]:
+    """Every comment's visible state, every receipt and the outbox size: what a refused delivery must not touch."""
+    with engine.connect() as connection:
+        comments = connection.execute(
+            select(
+                Comment.id, Comment.external_id, Comment.status, Comment.body, Comment.revision, Comment.deleted_at
+            ).order_by(Comment.id)
+        ).all()
+        receipts = connection.execute(
+            select(WebhookReceipt.webhook_id, WebhookReceipt.comment_id, WebhookReceipt.payload_sha256).order_by(
+                WebhookReceipt.id
+            )
+        ).all()
+    return comments, receipts, count(engine, OutboxMessage)
+
+
+Events = Callable[[str], tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]]
+# Each case: events sent first under their own ids, then an event under "msg_reused", then another payload
+# under that same id. Together they cover every path that records a receipt.
+REUSED_ID_CASES: dict[str, Events] = {
+    "create-then-create-of-another-comment": lambda s: ([], comment_event(s, "c-5001"), comment_event(s, "c-5002")),
+    "create-then-delete-of-it": lambda s: ([], comment_event(s, "c-6001"), deleted_event(s, "c-6001")),
+    "create-then-edit-of-it": lambda s: ([], comment_event(s, "c-1"), updated_event(s, "c-1", "Edited text.")),
+    "create-then-the-same-comment-with-another-body": lambda s: (
+        [],
+        comment_event(s, "c-1"),
+        comment_event(s, "c-1", body="Another text altogether."),
+    ),
+    "repeated-create-then-another-comment": lambda s: (
+        [comment_event(s, "c-1")],
+        comment_event(s, "c-1"),
+        comment_event(s, "c-2"),
+    ),
+    "edit-then-a-later-edit": lambda s: (
+        [comment_event(s, "c-1")],
+        updated_event(s, "c-1", "Edited text."),
+        updated_event(s, "c-1", "Edited again.", LATER),
+    ),
+    "update-before-create-then-the-create": lambda s: (
+        [],
+        updated_event(s, "c-1", "Edited text."),
+        comment_event(s, "c-1"),
+    ),
+    "delete-then-a-later-delete": lambda s: (
+        [comment_event(s, "c-1")],
+        deleted_event(s, "c-1"),
+        deleted_event(s, "c-1", "2026-11-26T13:00:00Z"),
+    ),
+    "delete-before-create-then-the-create": lambda s: ([], deleted_event(s, "c-1"), comment_event(s, "c-1")),
+}
+
+
+@pytest.mark.parametrize("case", REUSED_ID_CASES.values(), ids=REUSED_ID_CASES.keys())
+def test_a_webhook_id_reused_for_another_payload_is_409_and_writes_nothing(
+    client: FlaskClient, site: SiteCredentials, engine: Engine, case: Events
+) -> None:
+    earlier, first, other = case(site.name)
+    for event_ in earlier:
+        assert send(client, site, event_).status_code in (200, 202)
+    accepted = send(client, site, first, "msg_reused")
+    assert accepted.status_code in (200, 202)
+    before = stored_state(engine)
+
+    refused = send(client, site, other, "msg_reused")
+
+    assert refused.status_code == 409, refused.get_json()
+    assert "409" in client.get("/openapi.json").get_json()["paths"]["/webhooks/comments"]["post"]["responses"]
+    answer = refused.get_json()
+    assert answer["error"] == "webhook_id_reused" and "different payload" in answer["message"]
+    assert str(accepted.get_json()["id"]) in answer["message"]
+    assert stored_state(engine) == before
+    replay = send(client, site, first, "msg_reused")  # the message it names is still answered as a repeat
+    assert (replay.status_code, replay.get_json()["id"]) == (200, accepted.get_json()["id"])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda s: comment_event(s, "c-1"),
+        lambda s: updated_event(s, "c-1", "Edited text."),
+        lambda s: deleted_event(s, "c-1"),
+    ],
+    ids=["created", "updated", "deleted"],
+)
+def test_a_retry_signed_again_with_the_same_body_is_a_repeat(
+    client: FlaskClient, site: SiteCredentials, engine: Engine, make: Callable[[str], dict[str, Any]]
+) -> None:
+    body = encode(make(site.name))
+    sent_at = int(datetime.now(UTC).timestamp())
+    first = post(client, body, signed_headers(site.secret, body, message_id="msg_retry", timestamp=sent_at - 60))
+    before = stored_state(engine)
+    retry = post(client, body, signed_headers(site.secret, body, message_id="msg_retry", timestamp=sent_at))
+
+    assert first.status_code in (200, 202)
+    assert (retry.status_code, retry.get_json()["id"]) == (200, first.get_json()["id"])
+    assert stored_state(engine) == before
+
+
+def test_a_retry_encoded_again_with_another_key_order_and_spacing_is_a_repeat(
+    client: FlaskClient, site: SiteCredentials, engine: Engine
+) -> None:
+    event = comment_event(site.name, "c-1")
+    first = send(client, site, event, "msg_reencoded")
+    before = stored_state(engine)
+    reencoded = json.dumps(event, sort_keys=True, indent=2).encode()  # the same message, other bytes
+    assert reencoded != encode(event)
+    retry = post(client, reencoded, signed_headers(site.secret, reencoded, message_id="msg_reencoded"))
+
+    assert (retry.status_code, retry.get_json()["id"]) == (200, first.get_json()["id"])
+    assert stored_state(engine) == before
+
+
+def test_a_receipt_from_before_the_upgrade_answers_replays_as_before(
+    client: FlaskClient, site: SiteCredentials, engine: Engine
+) -> None:
+    """A receipt without a payload digest (written before migration 0005) cannot tell payloads apart."""
+    first = send(client, site, comment_event(site.name, "c-1"), "msg_old")
+    with engine.begin() as connection:
+        connection.execute(update(WebhookReceipt).values(payload_sha256=None))
+    before = stored_state(engine)
+
+    answers = [
+        send(client, site, comment_event(site.name, "c-1"), "msg_old"),
+        send(client, site, comment_event(site.name, "c-2"), "msg_old"),
+        send(client, site, deleted_event(site.name, "c-1"), "msg_old"),
+    ]
+
+    assert [(a.status_code, a.get_json()["id"]) for a in answers] == [(200, first.get_json()["id"])] * 3
+    assert stored_state(engine) == before
+
+
+@pytest.mark.parametrize(
+    ("module", "make"),
+    [(intake, lambda s: comment_event(s, "c-2")), (lifecycle, lambda s: deleted_event(s, "c-1"))],
+    ids=["create", "delete"],
+)
+def test_losing_the_race_for_a_new_webhook_id_to_another_payload_is_409(
+    client: FlaskClient,
+    site: SiteCredentials,
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    module: Any,
+    make: Callable[[str], dict[str, Any]],
+) -> None:
+    """The careful path's interleaving made certain: its check ran before the other payload's commit (seen
+    as nothing), so its own receipt meets the unique key; the retry must then refuse it, not answer 200."""
+    winner = send(client, site, comment_event(site.name, "c-1"), "msg_raced")
+    before = stored_state(engine)
+    real = module.repeated_delivery
+    calls: list[Any] = []
+
+    def checked_before_the_winner_committed(*args: Any) -> Any:
+        calls.append(args)
+        return None if len(calls) == 1 else real(*args)
+
+    monkeypatch.setattr(module, "repeated_delivery", checked_before_the_winner_committed)
+    loser = send(client, site, make(site.name), "msg_raced")
+
+    assert winner.status_code == 202
+    assert loser.status_code == 409 and loser.get_json()["error"] == "webhook_id_reused"
+    assert len(calls) == 2  # lost on the unique key once, then refused on the retry
+    assert stored_state(engine) == before
+
+
+def post_at_once(app: Flask, requests: list[tuple[bytes, dict[str, str]]]) -> list[Any]:
+    """Each request from its own thread and test client, released together."""
+    start = threading.Barrier(len(requests))
+    answers: list[Any] = [None] * len(requests)
+
+    def deliver(n: int, body: bytes, headers: dict[str, str]) -> None:
+        client = app.test_client()
+        start.wait()
+        answers[n] = post(client, body, headers)
+
+    threads = [threading.Thread(target=deliver, args=(n, *request)) for n, request in enumerate(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return answers
+
+
+def test_two_payloads_sent_at_once_under_one_new_webhook_id_store_one_and_refuse_the_other(
+    app: Flask, site: SiteCredentials, engine: Engine
+) -> None:
+    for round_ in range(3):
+        webhook_id = f"msg_at_once_{round_}"
+        bodies = [encode(comment_event(site.name, f"c-{round_}-{n}")) for n in range(2)]
+        answers = post_at_once(app, [(b, signed_headers(site.secret, b, message_id=webhook_id)) for b in bodies])
+
+        assert sorted(a.status_code for a in answers) == [202, 409], [a.get_json() for a in answers]
+        stored_id = next(a.get_json()["id"] for a in answers if a.status_code == 202)
+        with engine.connect() as connection:
+            receipt = connection.execute(select(WebhookReceipt).where(WebhookReceipt.webhook_id == webhook_id)).one()
+            stored = connection.scalars(select(Comment.id).where(Comment.external_id.like(f"c-{round_}-%"))).all()
+        assert stored == [stored_id] and receipt.comment_id == stored_id
+    assert count(engine, Comment) == count(engine, OutboxMessage) == 3
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migration_0005_matches_the_models_and_goes_back_and_forth(backend: str, tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import create_engine, inspect, text
+
+    from models.base import Base
+    from models.migrate import downgrade_database, upgrade_database
+    from tests.support.services import fresh_postgres_database, postgres_reachable
+
+    def receipt_columns(engine: Engine) -> set[str]:
+        engine.dispose()  # a fresh look at the schema
+        return {c["name"] for c in inspect(engine).get_columns("webhook_receipts")}
+
+    def check(url: str) -> None:
+        upgrade_database(url, "0004")
+        engine = create_engine(url)
+        with engine.begin() as connection:  # a receipt written before 0005
+            connection.execute(text("INSERT INTO sites (name, created_at) VALUES ('s', CURRENT_TIMESTAMP)"))
+            connection.execute(
+                text(
+                    "INSERT INTO comments (site_id, external_id, article_id, body, body_fingerprint, created_at,"
+                    " received_at, status) SELECT id, 'c-1', 'a', 'b', 'f', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP,"
+                    " 'approved' FROM sites"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO webhook_receipts (site_id, webhook_id, comment_id, received_at)"
+                    " SELECT site_id, 'msg_old', id, CURRENT_TIMESTAMP FROM comments"
+                )
+            )
+        upgrade_database(url)
+        with engine.connect() as connection:
+            drift = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+            old = connection.execute(text("SELECT webhook_id, payload_sha256 FROM webhook_receipts")).one()
+        assert drift == []
+        assert tuple(old) == ("msg_old", None)
+        downgrade_database(url, "0004")
+        assert "payload_sha256" not in receipt_columns(engine)
+        with engine.connect() as connection:
+            assert connection.scalar(text("SELECT webhook_id FROM webhook_receipts")) == "msg_old"
+        upgrade_database(url)
+        assert "payload_sha256" in receipt_columns(engine)
+        engine.dispose()
+
+    if backend == "sqlite":
+        check(f"sqlite:///{tmp_path / 'migrations.db'}")
+        return
+    if not postgres_reachable():
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
+    with fresh_postgres_database() as url:
+        check(url)

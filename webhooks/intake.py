@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -15,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.entities import CommentStatus
-from moderation.intake import Accepted, accept_comment, insert_new_comment
+from moderation.intake import Accepted, WebhookIdReusedError, accept_comment, insert_new_comment
 from moderation.lifecycle import apply_delete, apply_update
 from moderation.metrics import INTAKE_REQUESTS, INTAKE_SECONDS
 from moderation.sites import SITE_NAME_RE, SiteKeyCache, SiteKeys
@@ -55,10 +56,10 @@ def receive_comment() -> Response | tuple[Response, int]:
         site = _signed_by_site(document)
         event = _validated(document)
         _within_rate_limits(site, event)
+        webhook_id = request.headers["webhook-id"]
+        accepted = _store(site, webhook_id, _payload_sha256(document), event)
     except IntakeError as rejected:
         return rejected.response
-    webhook_id = request.headers["webhook-id"]
-    accepted = _store(site, webhook_id, event)
     if accepted.queued:
         _publish(accepted.comment_id, accepted.revision, webhook_id)
     log.info(
@@ -169,20 +170,31 @@ def _within_rate_limits(site: SiteKeys, event: Event) -> None:
         )
 
 
-def _store(site: SiteKeys, webhook_id: str, event: Event) -> Accepted:
+def _payload_sha256(document: dict[str, Any]) -> str:
+    """What tells a sender's retry of a message (the same JSON, re-signed) from another message.
+
+    Of the parsed document with its keys sorted, so that a sender that encodes the JSON again for a retry
+    (another key order or spacing) still sends the same message.
+    """
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _store(site: SiteKeys, webhook_id: str, payload_sha256: str, event: Event) -> Accepted:
     """Commit the comment and its outbox row; a racing duplicate loses on a unique key and is retried.
 
     A new comment is first written in one statement; anything already known (a repeat, an earlier update
     or delete of it) takes the careful path. Each retry there reads again and finds what the winner
     committed. A delivery can lose twice (first on the comment, then on the receipt of a replayed
-    webhook-id sent by several clients at once), hence a few tries.
+    webhook-id sent by several clients at once), hence a few tries. When what the winner committed under
+    this webhook-id is another payload, the delivery is refused with 409 and nothing of it is written.
     """
     session = db()
     if isinstance(event, CommentCreated):
         engine = session.get_bind()
         new = event.data.as_new_comment()
         comment_id = (
-            insert_new_comment(engine, site.id, webhook_id, new, datetime.now(UTC))
+            insert_new_comment(engine, site.id, webhook_id, new, datetime.now(UTC), payload_sha256=payload_sha256)
             if isinstance(engine, Engine)
             else None
         )
@@ -190,22 +202,41 @@ def _store(site: SiteKeys, webhook_id: str, event: Event) -> Accepted:
             return Accepted(comment_id, CommentStatus.PENDING, created=True, queued=True, revision=0)
     for attempt in range(1, STORE_ATTEMPTS + 1):
         try:
-            accepted = _apply_event(session, site, webhook_id, event, datetime.now(UTC))
+            accepted = _apply_event(session, site, webhook_id, payload_sha256, event, datetime.now(UTC))
             session.commit()
             return accepted
         except IntegrityError:
             session.rollback()
             if attempt == STORE_ATTEMPTS:
                 raise
+        except WebhookIdReusedError as reused:
+            session.rollback()  # ends the transaction now (on SQLite it holds the write lock)
+            raise IntakeError(_reused_response(reused)) from None
     raise AssertionError("unreachable")
 
 
-def _apply_event(session: Session, site: SiteKeys, webhook_id: str, event: Event, now: datetime) -> Accepted:
+def _apply_event(
+    session: Session, site: SiteKeys, webhook_id: str, payload_sha256: str, event: Event, now: datetime
+) -> Accepted:
     if isinstance(event, CommentDeleted):
-        return apply_delete(session, site, webhook_id, event.data.comment_id, event.data.deleted_at, now)
+        data = event.data
+        return apply_delete(session, site, webhook_id, data.comment_id, data.deleted_at, now, payload_sha256)
     if isinstance(event, CommentUpdated):
-        return apply_update(session, site, webhook_id, event.data.as_new_comment(), now)
-    return accept_comment(session, site, webhook_id, event.data.as_new_comment(), now)
+        return apply_update(session, site, webhook_id, event.data.as_new_comment(), now, payload_sha256)
+    return accept_comment(session, site, webhook_id, event.data.as_new_comment(), now, payload_sha256)
+
+
+def _reused_response(reused: WebhookIdReusedError) -> Response:
+    log.warning(
+        "webhook-id reused for a different payload; refused",
+        extra={"comment_id": reused.comment_id, "webhook_id": reused.webhook_id},
+    )
+    return error_response(
+        409,
+        "webhook_id_reused",
+        f"this webhook-id was already used for a different payload (comment {reused.comment_id}); a retry must "
+        "resend the same body, and each new event needs its own webhook-id",
+    )
 
 
 def _publish(comment_id: int, revision: int | None, webhook_id: str) -> None:

@@ -107,7 +107,10 @@ SIGNATURE_HEADERS = [
         "in": "header",
         "required": True,
         "schema": {"type": "string", "maxLength": 200},
-        "description": "Unique per delivery; a repeat of an accepted id is answered 200 with the same comment.",
+        "description": (
+            "Names one message: a retry of it carries the same id and the same body. A repeat of an accepted id "
+            "with the same body is answered 200 with the same comment; with another body, 409."
+        ),
     },
     {
         "name": "webhook-timestamp",
@@ -190,12 +193,17 @@ def openapi_document() -> dict[str, Any]:
                             "Accepted: stored and queued for classification (new comment or new body).", "AcceptedBody"
                         ),
                         "200": _json(
-                            "Acknowledged, nothing to classify: a repeated delivery (same webhook-id or same site "
-                            "comment id), a stale or metadata-only update, or a deletion (status `deleted`).",
+                            "Acknowledged, nothing to classify: a repeated delivery (same webhook-id and body, or "
+                            "same site comment id), a stale or metadata-only update, or a deletion (status "
+                            "`deleted`).",
                             "AcceptedBody",
                         ),
                         "400": _error("Bad JSON or invalid fields; `fields` names each one."),
                         "401": _error("Unknown site or bad, stale or missing signature."),
+                        "409": _error(
+                            "`webhook_id_reused`: this webhook-id was already accepted with a different body (the "
+                            "message names that comment's id). Nothing is stored; send the event under its own id."
+                        ),
                         "413": _error("Body over 64 KiB."),
                         "415": _error("Not application/json."),
                         "429": _error("Rate limited; see Retry-After."),
