@@ -17,13 +17,20 @@ from workers.queues import CLASSIFY_QUEUE
     ("url", "expected"),
     [
         ("redis://127.0.0.1:6379/0", TRANSPORT),
-        ("rediss://user:secret@redis.example:6380/1", TRANSPORT),
+        ("rediss://user:secret@redis.example:6380/1", None),  # kombu's own, which turns TLS on
         ("amqp://guest:guest@127.0.0.1:5672//", None),
         ("memory://", None),
     ],
 )
 def test_only_redis_urls_take_this_transport(url: str, expected: str | None) -> None:
     assert transport_for(url) == expected
+
+
+def test_a_rediss_broker_still_connects_with_tls() -> None:
+    app = Celery("broker-tls-test", set_as_current=False)
+    app.config_from_object(celery_config(CeleryOptions(broker_url="rediss://user:secret@redis.example:6380/1")))
+    connection = app.connection_for_write()  # built, not connected
+    assert connection.transport_cls == "rediss" and connection.ssl
 
 
 @pytest.fixture

@@ -14,15 +14,13 @@ from urllib.parse import urlsplit
 
 from kombu.transport import redis as kombu_redis
 
-REDIS_SCHEMES = ("redis", "rediss")
-
 
 class Channel(kombu_redis.Channel):
     _shared_client: tuple[Any, Any] | None = None  # (the pool it was built on, the client)
 
-    def _create_client(self, asynchronous: bool = False, **options: Any) -> Any:
-        if asynchronous or options:  # the polling loop's client, or a kind this class does not know: kombu's way
-            return super()._create_client(asynchronous=asynchronous, **options)  # type: ignore[no-untyped-call]
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        if asynchronous:  # the polling loop's client keeps state of its own: kombu's way
+            return super()._create_client(asynchronous=True)  # type: ignore[no-untyped-call]
         pool = self.pool
         if self._shared_client is None or self._shared_client[0] is not pool:
             self._shared_client = (pool, super()._create_client())  # type: ignore[no-untyped-call]
@@ -37,5 +35,9 @@ TRANSPORT = f"{__name__}:Transport"
 
 
 def transport_for(broker_url: str) -> str | None:
-    """This module's transport for a Redis URL; None (the scheme decides) for any other broker."""
-    return TRANSPORT if urlsplit(broker_url).scheme in REDIS_SCHEMES else None
+    """This module's transport for a plain ``redis://`` URL; None (the scheme decides) for any other.
+
+    Not for ``rediss://``: kombu turns TLS on from the transport's name, and a transport given by path
+    would connect in the clear.
+    """
+    return TRANSPORT if urlsplit(broker_url).scheme == "redis" else None
