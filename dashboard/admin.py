@@ -55,6 +55,11 @@ def site_callback(site_id: int) -> ResponseReturnValue:
     except SiteError as error:
         flash(str(error), "error")
         return redirect(url_for("dashboard.sites"))
+    if not site.callback_url:
+        # Nowhere to send to: what a 410 held back stays held (and the site disabled) until a URL is saved.
+        session.commit()
+        flash(f"Callback URL of {site.name} cleared.", "info")
+        return redirect(url_for("dashboard.sites"))
     released = callbacks.enable_callbacks(session, site, datetime.now(UTC))
     session.commit()
     # Committed as pending: beat's retry loop sends what was held back to the URL just saved.

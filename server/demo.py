@@ -48,12 +48,16 @@ def ensure_demo(sessions: sessionmaker[Session], var_dir: Path, callback_url: st
             enable_callbacks(session, site, now)
             if not secret_file.exists() or secret_file.read_text().strip() not in site.usable_secrets(now):
                 _write_private(secret_file, rotate_secret(session, site, overlap=now - now, now=now))
-        password = password_file.read_text().strip() if password_file.exists() else ""
+        kept = password_file.read_text().strip() if password_file.exists() else ""
+        changed = kept == CHANGED_SINCE  # a note, not a password: never one to create an account with
+        password = "" if changed else kept
         admin = find_moderator(session, DEMO_ADMIN)
         if admin is None:
             password = password or secrets.token_urlsafe(12)
             create_moderator(session, DEMO_ADMIN, password, "admin", now)
-        elif not password:
+        elif changed:
+            return Demo(EXAMPLE_SITE, secret_file, DEMO_ADMIN, None)
+        elif not password:  # no file (deleted to get a new password, or never written): make one
             password = secrets.token_urlsafe(12)
             admin.password_hash = hash_password(password)
             admin.is_active = True

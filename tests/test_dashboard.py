@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import make_session_factory
@@ -591,6 +591,12 @@ def test_demo_setup_does_not_claim_a_password_changed_since(sessions: Sessions, 
     assert ensure_demo(sessions, tmp_path, "http://127.0.0.1:8001/moderation-callback").admin_password is None
     with sessions.begin() as session:
         assert authenticate(session, first.admin_email, "a password the operator chose", datetime.now(UTC))
+        # A new database beside the same files: the note in the file is not a password to create one with.
+        session.execute(delete(Moderator).where(Moderator.email == first.admin_email))
+    fresh = ensure_demo(sessions, tmp_path, "http://127.0.0.1:8001/moderation-callback")
+    assert fresh.admin_password is not None and "changed" not in fresh.admin_password
+    with sessions.begin() as session:
+        assert authenticate(session, first.admin_email, fresh.admin_password, datetime.now(UTC))
 
 
 def _held_back_by_a_410(session: Session, site_id: int, comments: list[tuple[int, int]]) -> list[int]:
@@ -636,6 +642,24 @@ def test_saving_a_callback_url_releases_what_a_410_held_back(
     token = csrf_token(admin_client, "/dashboard/admin/callbacks")
     assert admin_client.post(f"/dashboard/admin/callbacks/{gone}/replay", data={"csrf_token": token}).status_code == 302
     assert _statuses(sessions, [gone, held_back]) == ["pending", "pending"]
+
+
+def test_clearing_the_callback_url_keeps_what_a_410_held_back(
+    admin_client: FlaskClient, sessions: Sessions, site_row: int, held: list[tuple[int, int]]
+) -> None:
+    with sessions.begin() as session:
+        held_back = _held_back_by_a_410(session, site_row, held[:2])
+    token = csrf_token(admin_client, "/dashboard/admin/sites")
+    cleared = admin_client.post(
+        f"/dashboard/admin/sites/{site_row}/callback", data={"callback_url": "", "csrf_token": token}
+    )
+    assert cleared.status_code == 302
+    assert _statuses(sessions, held_back[1:]) == ["disabled"]  # nowhere to send it: not a dead letter
+    with sessions() as session:
+        site = session.get(Site, site_row)
+        assert site.callback_url is None or site.callback_url == ""
+        assert site.callback_disabled_at is not None
+    assert "cleared" in _page(admin_client, "/dashboard/admin/sites")
 
 
 def test_demo_setup_releases_what_a_410_held_back(sessions: Sessions, tmp_path: Path) -> None:
