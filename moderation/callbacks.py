@@ -126,6 +126,23 @@ def claim_deliveries(
     return list(session.scalars(query).unique())
 
 
+def release_held_back(session: Session, now: datetime) -> int:
+    """Deliveries still held back although their site's callbacks are on again: due now; how many.
+
+    ``enable_callbacks`` releases what is held back when a site is re-enabled, but a decision that read
+    the site while it was disabled can commit its delivery as held back just after; the retry loop calls
+    this on every round, so such a delivery waits one round, not until the next 410 and replay.
+    """
+    enabled = select(Site.id).where(Site.callback_disabled_at.is_(None))
+    released = session.execute(
+        update(CallbackDelivery)
+        .where(CallbackDelivery.status == DeliveryStatus.DISABLED, CallbackDelivery.site_id.in_(enabled))
+        .values(status=DeliveryStatus.PENDING, next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(released.rowcount)  # type: ignore[attr-defined]
+
+
 def due_deliveries(session: Session, now: datetime, limit: int = 500) -> list[int]:
     return list(
         session.scalars(
@@ -303,9 +320,10 @@ def replay(session: Session, delivery_id: int, now: datetime) -> CallbackDeliver
 def enable_callbacks(session: Session, site: Site, now: datetime) -> int:
     """Turn the site's callbacks back on and release every delivery a 410 held back; how many were released.
 
-    Every way of re-enabling a site goes through here (a replay, saving a callback URL, the demo setup),
-    so none can leave deliveries held back behind an enabled site. The release does not depend on the
-    site still being marked disabled: whatever is held back for an enabled site is released too.
+    Every way of re-enabling a site goes through here (a replay, saving a callback URL, the demo setup).
+    The release does not depend on the site still being marked disabled: whatever is held back for an
+    enabled site is released too. A delivery committed as held back just after this (by a decision that
+    read the site while it was disabled) is released by the retry loop (``release_held_back``).
     """
     site.callback_disabled_at = None
     released = session.execute(

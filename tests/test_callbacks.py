@@ -330,6 +330,36 @@ def test_replay_releases_deliveries_held_back_behind_a_site_already_enabled(
         assert sorted(callbacks.due_deliveries(session, later)) == [delivery_id, held_back_id]
 
 
+def test_the_retry_loop_releases_a_delivery_held_back_after_its_site_was_enabled(
+    sessions: sessionmaker[Session], delivery_id: int
+) -> None:
+    """A decision that read the site while disabled commits its delivery held back after the re-enable."""
+    claim(sessions, delivery_id, NOW)
+    fail(sessions, delivery_id, NOW, status_code=410)
+    with sessions.begin() as session:
+        site = session.scalars(select(Site)).one()
+        callbacks.enable_callbacks(session, site, NOW + timedelta(minutes=1))
+    with sessions.begin() as session:  # the late decision: held back, as the site looked when it read it
+        site = session.scalars(select(Site)).one()
+        site.callback_disabled_at = NOW
+        late = decided_comment(session, site, "c-late", NOW + timedelta(minutes=2))
+        assert late is not None and late.status == DeliveryStatus.DISABLED
+        late_id = late.id
+        site.callback_disabled_at = None
+    later = NOW + timedelta(minutes=3)
+    with sessions.begin() as session:
+        assert callbacks.release_held_back(session, later) == 1
+    with sessions() as session:
+        assert session.get_one(CallbackDelivery, late_id).status == DeliveryStatus.PENDING
+        assert late_id in callbacks.due_deliveries(session, later)
+    with sessions.begin() as session:  # a disabled site's deliveries stay held back
+        session.scalars(select(Site)).one().callback_disabled_at = later
+        late_row = session.get_one(CallbackDelivery, late_id)
+        late_row.status = DeliveryStatus.DISABLED
+    with sessions.begin() as session:
+        assert callbacks.release_held_back(session, later) == 0
+
+
 def test_replay_gives_a_dead_letter_a_fresh_set_of_attempts(sessions: sessionmaker[Session], delivery_id: int) -> None:
     for _ in range(POLICY.max_attempts):
         claim(sessions, delivery_id, NOW + timedelta(days=1))

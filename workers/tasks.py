@@ -234,7 +234,9 @@ def relay_outbox(self: Task) -> int:
 def retry_due_callbacks(self: Task) -> int:
     runtime = _runtime(self)
     with runtime.sessions.begin() as session:
-        due = callbacks.due_deliveries(session, datetime.now(UTC))
+        now = datetime.now(UTC)
+        callbacks.release_held_back(session, now)
+        due = callbacks.due_deliveries(session, now)
     chunks = [due[start : start + NOTIFY_CHUNK] for start in range(0, len(due), NOTIFY_CHUNK)]
     published = _publish_each(list(enumerate(chunks)), CeleryPublisher(self.app).notify_many)
     return sum(len(chunks[number]) for number in published)
