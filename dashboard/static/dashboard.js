@@ -114,7 +114,8 @@ async function submitAction(form) {
       itemsBox.append(empty);
       return;
     }
-    setCurrent(Math.min(current, left.length - 1));
+    // A field the moderator went on typing in while this was saved (search, a note) keeps the focus.
+    setCurrent(Math.min(current, left.length - 1), { focus: !typingField(document.activeElement) });
   } else {
     item.querySelector(".badge").textContent = data.status;
   }
@@ -191,6 +192,13 @@ function typingField(element) {
 
 document.addEventListener("keydown", (event) => {
   if (event.ctrlKey || event.metaKey || event.altKey) return;
+  if (event.key === "Enter" && event.target.matches?.("#bulk-note")) {
+    // The note is the reject's: Enter there rejects the selection (the form's first button would approve).
+    event.preventDefault();
+    const form = event.target.form;
+    form.requestSubmit(form.querySelector('button[value="reject"]'));
+    return;
+  }
   if (event.key === "Escape") {
     toggleHelp(false);
     cancelReject();

@@ -373,3 +373,40 @@ def test_admin_previews_a_threshold_before_saving(
     expect(page.locator(".flash.info")).to_contain_text("Thresholds of backpain-advisor saved")
     with make_session_factory(engine)() as session:
         assert session.get(Site, site_id).advice_hold_threshold == 0.35
+
+
+def test_enter_in_the_bulk_note_rejects_the_selection(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    ids = seed_held(engine, site_id, 2)
+    sign_in(page, web, accounts["moderator"])
+    page.click("#select-all")
+    page.fill("#bulk-note", "dosing advice")
+    asked: list[str] = []
+    page.once("dialog", answer(asked, accept=True))
+    page.press("#bulk-note", "Enter")  # the form's first button is Approve: Enter here must not be it
+    expect(page.locator(".flash.info")).to_contain_text("reject: 2 comment(s) done.")
+    assert asked and asked[0].startswith("Reject 2 selected comments")
+    assert statuses(engine) == dict.fromkeys(ids, "rejected")
+
+
+def test_a_field_typed_in_while_an_action_is_saved_keeps_the_focus(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    ids = seed_held(engine, site_id, 3)
+    sign_in(page, web, accounts["moderator"])
+    waiting: list[Route] = []
+    page.route("**/act", lambda route: waiting.append(route))
+    page.keyboard.press("a")
+    while not waiting:
+        page.wait_for_timeout(50)
+    page.keyboard.press("/")  # on to the search field while the approve is saved
+    page.keyboard.type("sp")
+    waiting.pop().continue_()
+    page.unroute("**/act")
+    expect(page.locator("#items .item")).to_have_count(2)
+    expect(page.locator("#search-text")).to_be_focused()
+    page.keyboard.type("am")  # had the saved action taken the focus, `a` would approve the next comment
+    expect(page.locator("#search-text")).to_have_value("spam")
+    page.wait_for_timeout(300)
+    assert statuses(engine) == {ids[0]: "approved", ids[1]: "held", ids[2]: "held"}
