@@ -193,8 +193,9 @@ class WebhookReceipt(Base):
     webhook_id: Mapped[str] = mapped_column(String(200))
     comment_id: Mapped[int] = mapped_column(ForeignKey("comments.id", ondelete="CASCADE"))
     received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    # SHA-256 (hex) of the delivery's raw body: a retry of the message carries the same bytes, so an id
-    # reused for another payload is refused, not taken for a retry. None on receipts from before 0005.
+    # SHA-256 (hex) of the delivery's JSON with its keys sorted: a retry of the message carries the same
+    # document, so an id reused for another payload is refused, not taken for a retry. None on receipts
+    # from before 0005.
     payload_sha256: Mapped[str | None] = mapped_column(String(64))
 
 

@@ -340,7 +340,8 @@ def evaluate(ctx: click.Context, data_file: Path | None, data_dir: Path | None, 
         raise click.ClickException("nothing to evaluate on")
     if not any(e.spam is not None or e.medical_advice is not None for e in examples):
         raise click.ClickException(
-            f"no labeled comments in {data_file}: a line needs 'spam' or 'medical_advice' (true or false)"
+            f"no labeled comments in {data_file or 'the held-out data'}: a line needs 'spam' or "
+            "'medical_advice' (true or false)"
         )
     result = run_evaluation(model, examples)
     click.echo(f"model {model.version}: {len(examples)} held-out comments")
@@ -429,6 +430,8 @@ def _parse_comment(line: str) -> CommentText | str:
         row = json.loads(line)
     except ValueError as error:
         return f"not JSON: {error}"
+    except RecursionError:
+        return "not JSON this program reads: nested too deeply"
     if not isinstance(row, dict) or not isinstance(row.get("body"), str):
         return "each line must be a JSON object with a string 'body'"
     if not row["body"].strip():
@@ -578,7 +581,7 @@ def authors_erase(ctx: click.Context, site_name: str, email: str) -> None:
         click.echo(f"removed {erased.list_entries} block/allow-list entr{'y' if erased.list_entries == 1 else 'ies'}")
 
 
-SINCE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%SZ"]
+SINCE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%SZ"]
 
 
 def _open_for_writing(path: Path) -> TextIO:
@@ -596,7 +599,7 @@ def _open_for_writing(path: Path) -> TextIO:
     "--since",
     type=click.DateTime(SINCE_FORMATS),
     default=None,
-    help="Only decisions from this UTC date or time on (2026-11-01, 2026-11-01T09:30:00, with or without Z).",
+    help="Only decisions from this UTC date or time on (2026-11-01, or 2026-11-01T09:30:00 with or without Z).",
 )
 @click.option("--body/--no-body", default=True, show_default=True, help="Include the comment text.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")

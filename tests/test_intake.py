@@ -282,7 +282,7 @@ def test_broker_down_still_accepts_into_the_outbox(settings: Settings, site: Sit
     assert count(engine, OutboxMessage) == 1
 
 
-def test_a_repeat_writes_nothing_when_the_one_statement_insert_meets_a_known_delivery(
+def test_an_id_reused_for_another_comment_writes_nothing_when_the_one_statement_insert_meets_it(
     client: FlaskClient, site: SiteCredentials, engine: Engine
 ) -> None:
     """A webhook-id reused for another comment: the receipt fails, so the new comment row must not stay."""
