@@ -64,16 +64,19 @@ async function post(url, body) {
   return { response, data };
 }
 
-async function submitAction(form) {
-  const item = form.closest(".item");
+// An action on a comment; the keys that act are dropped until it is answered (see ACTING_KEYS).
+async function postAction(url, body) {
   busy = true;
-  let answer;
   try {
-    answer = await post(form.getAttribute("action"), new FormData(form));
+    return await post(url, body);
   } finally {
     busy = false;
   }
-  const { response, data } = answer;
+}
+
+async function submitAction(form) {
+  const item = form.closest(".item");
+  const { response, data } = await postAction(form.getAttribute("action"), new FormData(form));
   if (!response.ok || !data.ok) {
     if (response.status === 409 && item) {
       item.classList.add("conflict");
@@ -128,14 +131,7 @@ async function undoLast() {
   body.set("csrf_token", csrfToken);
   body.set("action", "undo");
   body.set("expected_decision_id", String(lastAction.decisionId));
-  busy = true;
-  let answer;
-  try {
-    answer = await post(`${document.body.dataset.base ?? "/dashboard"}/comments/${lastAction.commentId}/act`, body);
-  } finally {
-    busy = false;
-  }
-  const { response, data } = answer;
+  const { response, data } = await postAction(`${document.body.dataset.base ?? "/dashboard"}/comments/${lastAction.commentId}/act`, body);
   if (!response.ok || !data.ok) { say(data.message || "Undo failed.", "error"); return; }
   lastAction = null;
   window.location.reload();
