@@ -24,6 +24,7 @@ from moderation.sites import SiteError, create_site, require_site, rotate_secret
 from moderation.training import train as train_model
 from server.logs import configure_logging
 from server.settings import Settings
+from webhooks.schemas import storable
 from workers.queues import WORKER_QUEUES
 
 
@@ -443,18 +444,11 @@ def _parse_comment(line: str) -> CommentText | str:
             return f"'{name}' must be a string"
         fields[name] = value or ""
     for name, value in [("body", row["body"]), *fields.items()]:
-        if not _encodable(value):
-            return f"'{name}' must be valid Unicode (no lone surrogates)"
+        try:
+            storable(value)  # the checks intake makes: JSON can spell a lone surrogate, which cannot be encoded
+        except ValueError as error:
+            return f"'{name}' {error}"
     return CommentText(body=row["body"], **fields)
-
-
-def _encodable(text: str) -> bool:
-    # JSON can spell a lone surrogate ("\ud800"); it cannot be encoded, and the model hashes UTF-8.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 # --- moderators ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from moderation.intake import NewComment
 MAX_BODY_CHARS = 20_000
 
 
-def _storable(value: str) -> str:
+def storable(value: str) -> str:
     # PostgreSQL text cannot hold NUL, and lone surrogates ("\ud800" in JSON) cannot be encoded.
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
@@ -56,8 +56,8 @@ def _nonblank(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(_storable)]
-Identifier = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_storable), AfterValidator(_nonblank)]
+Text = Annotated[str, AfterValidator(storable)]
+Identifier = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(storable), AfterValidator(_nonblank)]
 # Timestamps arrive as JSON strings, which strict mode would refuse to parse into datetimes.
 SiteTime = Annotated[AwareDatetime, Field(strict=False), AfterValidator(_plausible_time)]
 
