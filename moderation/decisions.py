@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, case, delete, exists, func, select, tuple_, union, update
+from sqlalchemy import ColumnElement, Select, bindparam, case, delete, exists, func, select, true, tuple_, union, update
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW = timedelta(days=1)
 DUPLICATE_MIN_CHARS = 40  # "thanks!" twice is not a campaign
+# An address is shared (mobile carriers, offices, a site that sends its proxy's address) and changes hands:
+# what others did from it counts only for a day, while an e-mail address's history counts for good.
+AUTHOR_IP_WINDOW = timedelta(days=1)
 EDITED_AFTER_REVIEW = "edited_after_review"  # a moderator judged the old text; the new text waits for one
 
 
@@ -124,8 +127,12 @@ def _duplicates_statement() -> Select[int, int]:
 
 
 def _author_history(session: Session, comment_ids: list[int], now: datetime) -> dict[int, dict[str, tuple[int, int]]]:
-    """Per comment, its author's other comments on the site (same e-mail or IP): status -> (all, last hour)."""
-    rows = session.execute(_author_history_statement(), {"ids": comment_ids, "since": now - timedelta(hours=1)})
+    """Per comment, its author's other comments on the site: status -> (all, last hour).
+
+    The author's are those with the same e-mail, and those from the same IP within ``AUTHOR_IP_WINDOW``.
+    """
+    window = {"since": now - timedelta(hours=1), "ip_since": now - AUTHOR_IP_WINDOW}
+    rows = session.execute(_author_history_statement(), {"ids": comment_ids, **window})
     history: dict[int, dict[str, tuple[int, int]]] = {}
     for comment_id, status, total, in_last_hour in rows:
         history.setdefault(comment_id, {})[status] = (total, in_last_hour)
@@ -140,11 +147,11 @@ def _author_history_statement() -> Select[int, str, int, int]:
     same_site = (_not_indexed(other.site_id) == target.site_id) & (other.id != target.id)
     matches = [
         select(target.id.label("comment_id"), other.id.label("other_id"), other.status, other.received_at)
-        .join(other, same_site & (func.coalesce(target_key, "") != "") & (other_key == target_key))
+        .join(other, same_site & (func.coalesce(target_key, "") != "") & (other_key == target_key) & recent)
         .where(target.id.in_(bindparam("ids", expanding=True)))
-        for target_key, other_key in (
-            (target.author_email, other.author_email),
-            (target.author_ip, other.author_ip),
+        for target_key, other_key, recent in (
+            (target.author_email, other.author_email, true()),
+            (target.author_ip, other.author_ip, other.received_at >= bindparam("ip_since")),
         )
     ]
     pairs = union(*matches).subquery()

@@ -17,6 +17,7 @@ from models.entities import CallbackDelivery, Comment, CommentStatus, Decision, 
 from models.migrate import upgrade_database
 from moderation import outbox
 from moderation.decisions import (
+    AUTHOR_IP_WINDOW,
     Decided,
     decide_comment,
     decide_waiting,
@@ -283,6 +284,47 @@ def test_author_history_counts_approved_and_rejected_comments(sessions: sessionm
     assert (signals.author_approved_before, signals.author_rejected_before) == (3, 1)
     assert signals.author_posts_last_hour == 0
     assert signals.link_count == 2
+
+
+def test_what_others_did_from_the_same_ip_counts_for_a_day_and_an_e_mail_for_good(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A shared address (a carrier, an office, a site's proxy) must not make every later commenter suspect."""
+    shared_ip = "198.51.100.7"
+    for number in range(3):
+        post(
+            sessions,
+            f"old-{number}",
+            f"old {number}",
+            email=f"spammer{number}@example.net",
+            ip=shared_ip,
+            received=NOW - AUTHOR_IP_WINDOW - timedelta(minutes=number + 1),
+            status="rejected",
+        )
+    reader = post(sessions, "reader", email="reader@example.org", ip=shared_ip)
+    assert signals_for(sessions, reader).author_rejected_before == 0
+
+    post(
+        sessions,
+        "fresh",
+        "fresh",
+        email="bot@example.net",
+        ip=shared_ip,
+        received=NOW - AUTHOR_IP_WINDOW + timedelta(minutes=5),
+        status="rejected",
+    )
+    post(
+        sessions,
+        "mine",
+        "mine",
+        email="reader@example.org",
+        ip="192.0.2.1",
+        received=NOW - timedelta(days=90),
+        status="rejected",
+    )
+    assert signals_for(sessions, reader).author_rejected_before == 2  # yesterday's from the IP, the e-mail's old one
+    anonymous = post(sessions, "anonymous", email=None, ip=shared_ip)
+    assert signals_for(sessions, anonymous).author_rejected_before == 1
 
 
 def test_an_anonymous_comment_has_no_author_signals(sessions: sessionmaker[Session]) -> None:
