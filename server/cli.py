@@ -507,15 +507,28 @@ def moderators_list(ctx: click.Context) -> None:
 @click.argument("email")
 @click.pass_context
 def moderators_deactivate(ctx: click.Context, email: str) -> None:
-    """Sign-in refused from now on; the account's past actions stay in the audit trail."""
+    """Sign-in refused from now on and open sessions ended; past actions stay in the audit trail."""
+    _set_active(ctx, email, False)
+    click.echo(f"{email} deactivated")
+
+
+@moderators.command("activate")
+@click.argument("email")
+@click.pass_context
+def moderators_activate(ctx: click.Context, email: str) -> None:
+    """Sign-in allowed again, with the account's password; sessions from before stay ended."""
+    _set_active(ctx, email, True)
+    click.echo(f"{email} activated")
+
+
+def _set_active(ctx: click.Context, email: str, active: bool) -> None:
     from moderation.accounts import find_moderator
 
     with _transaction(ctx) as session:
         moderator = find_moderator(session, email)
         if moderator is None:
             raise click.ClickException(f"no moderator {email}")
-        moderator.is_active = False
-    click.echo(f"{email} deactivated")
+        moderator.is_active = active
 
 
 @moderators.command("set-password")

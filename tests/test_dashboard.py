@@ -542,10 +542,15 @@ def test_block_listed_word_makes_the_model_reject(
         assert "blocked_term" in current.reasons
 
 
-def test_cli_adds_lists_and_deactivates_moderators(database_url: str, engine: Engine, tmp_path: Path) -> None:
+def test_cli_adds_lists_deactivates_and_activates_moderators(database_url: str, engine: Engine, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
+    from moderation.accounts import authenticate
     from server.cli import main
+
+    def can_sign_in() -> bool:
+        with make_session_factory(engine).begin() as session:
+            return authenticate(session, "ana@example.org", "a long password", datetime.now(UTC)) is not None
 
     env = {"DATABASE_URL": database_url, "VAR_DIR": str(tmp_path), "LOG_FORMAT": "text"}
     runner = CliRunner()
@@ -557,8 +562,16 @@ def test_cli_adds_lists_and_deactivates_moderators(database_url: str, engine: En
     short = runner.invoke(main, ["moderators", "add", "bo@example.org"], input="short\n", env=env)
     assert short.exit_code != 0 and "at least 10 characters" in short.output
     assert "ana@example.org\tadmin\tactive\tnever" in runner.invoke(main, ["moderators", "list"], env=env).output
+    assert can_sign_in()
     assert runner.invoke(main, ["moderators", "deactivate", "ana@example.org"], env=env).exit_code == 0
     assert "deactivated" in runner.invoke(main, ["moderators", "list"], env=env).output
+    assert not can_sign_in()
+    activated = runner.invoke(main, ["moderators", "activate", "ANA@example.org"], env=env)
+    assert activated.exit_code == 0 and "ANA@example.org activated" in activated.output
+    assert "ana@example.org\tadmin\tactive" in runner.invoke(main, ["moderators", "list"], env=env).output
+    assert can_sign_in()
+    unknown = runner.invoke(main, ["moderators", "activate", "nobody@example.org"], env=env)
+    assert unknown.exit_code != 0 and "no moderator nobody@example.org" in unknown.output
 
 
 def test_demo_setup_is_created_once_and_reused(sessions: Sessions, tmp_path: Path) -> None:
