@@ -17,7 +17,7 @@ from models.db import SQLITE_BEGIN, create_db_engine, make_session_factory
 from models.migrate import upgrade_database
 from moderation import registry
 from moderation.classifier import ModerationModel
-from moderation.data import DataError, collect_examples
+from moderation.data import DataError, Example, collect_examples
 from moderation.features import CommentText, link_count
 from moderation.policy import Signals, Thresholds, decide
 from moderation.sites import SiteError, create_site, require_site, rotate_secret
@@ -216,6 +216,8 @@ def train_and_register(settings: Settings, data_dir: Path | None, activate: bool
         examples = collect_examples(data_dir)
     except (DataError, OSError) as error:
         raise click.ClickException(str(error)) from None
+    if data_dir is not None:
+        _say_what_was_found(examples, data_dir)
     with sessions() as session:
         examples += moderator_examples(session)
     model = train_model(examples)  # no session is open during the long CPU work
@@ -228,6 +230,24 @@ def train_and_register(settings: Settings, data_dir: Path | None, activate: bool
         if activate:
             registry.activate(session, version)
     return version
+
+
+def _say_what_was_found(examples: list[Example], data_dir: Path) -> None:
+    """A --data-dir without any set in it is most likely a wrong path: say so before the long training."""
+    from collections import Counter
+
+    from moderation.data import PUBLIC_LOADERS
+
+    counts = Counter(e.source.split(":")[0] for e in examples if not e.source.startswith("own"))
+    if counts:
+        click.echo(f"public examples from {data_dir}: " + ", ".join(f"{k} {n:,}" for k, n in sorted(counts.items())))
+    else:
+        folders = ", ".join(f"{name}/" for name in PUBLIC_LOADERS)
+        click.echo(
+            f"warning: no public data set in {data_dir} (looked for {folders}); "
+            "training on the shipped corpus and the moderators' labels only",
+            err=True,
+        )
 
 
 @main.group()

@@ -33,14 +33,32 @@ def run(var_dir: Path, *args: str, stdin: str | None = None) -> Result:
 @pytest.fixture(scope="module")
 def trained(var_dir: Path, trained_model: TrainedModel) -> Iterator[Path]:
     """One version trained by `moderation train`, then the session's test model registered and activated."""
-    result = run(var_dir, "train")
+    empty = var_dir / "no-data-here"
+    empty.mkdir()
+    result = run(var_dir, "train", "--data-dir", str(empty))
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().splitlines()[-1].startswith("registered model ")  # the progress bar is on stderr
+    assert f"warning: no public data set in {empty} (looked for youtube_spam/, sms_spam/" in result.stderr
     sessions = make_session_factory(create_db_engine(f"sqlite:///{var_dir / 'moderation.db'}"))
     with sessions.begin() as session:
         registry.register(session, trained_model.version, trained_model.artifact, trained_model.model.card)
         registry.activate(session, trained_model.version)
     yield var_dir
+
+
+def test_train_names_the_public_sets_it_found(capsys: pytest.CaptureFixture[str]) -> None:
+    from moderation.data import Example
+    from moderation.features import CommentText
+    from server.cli import _say_what_was_found
+
+    def example(source: str) -> Example:
+        return Example(CommentText(body="x"), True, None, source, "train")
+
+    sources = ["own", "own:training_only", "sms", "youtube:Eminem", "youtube:Psy", *["health_advice:discussion"] * 1200]
+    _say_what_was_found([example(source) for source in sources], Path("data"))
+    captured = capsys.readouterr()
+    assert captured.out == "public examples from data: health_advice 1,200, sms 1, youtube 2\n"
+    assert captured.err == ""
 
 
 def test_sites_add_prints_the_secret_last_and_rotation_keeps_both(var_dir: Path) -> None:
