@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -115,7 +116,37 @@ def beat_schedule(options: CeleryOptions) -> dict[str, Any]:
     return schedule
 
 
+class QuietRoutineTasks(logging.Filter):
+    """Drops Celery's INFO lines (sent, received, succeeded) for the beat tasks that run every few seconds.
+
+    They were most of a worker's log, about 40 MB a day with nothing to say; the tasks log themselves when
+    they do something, and Celery's warnings and errors about them still pass.
+    """
+
+    ROUTINE = frozenset({RELAY_OUTBOX_TASK, RETRY_CALLBACKS_TASK})
+    LOGGERS = ("celery.beat", "celery.worker.strategy", "celery.app.trace")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or self._task_name(record) not in self.ROUTINE
+
+    @staticmethod
+    def _task_name(record: logging.LogRecord) -> object:
+        data = getattr(record, "data", None)  # the worker's lines carry their context as extra "data"
+        if isinstance(data, dict):
+            return data.get("name")
+        args = record.args  # beat's "Sending due task %s (%s)": the entry's name, then the task's
+        return args[-1] if isinstance(args, tuple) and args else None
+
+    @classmethod
+    def install(cls) -> None:
+        for name in cls.LOGGERS:
+            logger = logging.getLogger(name)
+            if not any(isinstance(each, cls) for each in logger.filters):
+                logger.addFilter(cls())
+
+
 def create_celery(options: CeleryOptions, runtime_factory: Callable[[], Runtime]) -> ModerationCelery:
+    QuietRoutineTasks.install()
     app = ModerationCelery("moderation", set_as_current=True)
     app.config_from_object(celery_config(options))
     app.runtime_factory = runtime_factory

@@ -239,7 +239,10 @@ def retry_due_callbacks(self: Task) -> int:
         due = callbacks.due_deliveries(session, now)
     chunks = [due[start : start + NOTIFY_CHUNK] for start in range(0, len(due), NOTIFY_CHUNK)]
     published = _publish_each(list(enumerate(chunks)), CeleryPublisher(self.app).notify_many)
-    return sum(len(chunks[number]) for number in published)
+    count = sum(len(chunks[number]) for number in published)
+    if count:
+        log.info("due callbacks published", extra={"count": count})
+    return count
 
 
 def _publish_each(items: list[tuple[int, Any]], publish: Any) -> list[int]:
