@@ -40,9 +40,17 @@ def _sessions(settings: Settings) -> sessionmaker[Session]:
 
 
 def _upgrade(settings: Settings) -> None:
-    if settings.effective_database_url.startswith("sqlite:///"):
+    url = settings.effective_database_url
+    created = None
+    if url.startswith("sqlite:///"):
         settings.var_dir.mkdir(parents=True, exist_ok=True)
-    upgrade_database(settings.effective_database_url)
+        path = Path(url.removeprefix("sqlite:///"))
+        created = None if path.exists() else path
+    upgrade_database(url)
+    if created is not None:
+        # Run from another folder, the default VAR_DIR (./var) is a new, empty one: say so rather than
+        # let `sites list` answer nothing as if the real database were empty.
+        click.echo(f"created a new database {created} (VAR_DIR or DATABASE_URL chooses another)", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -3,14 +3,24 @@ imported, so the metrics folder is chosen here, before anything imports it, and 
 process the command starts (gunicorn workers, Celery pool processes)."""
 
 import os
+import sys
 from pathlib import Path
+
+# Only the service's own processes share the metrics folder; a one-off command (train, sites, --help...)
+# keeps its counts in memory, so it neither creates the folder nor adds to what web's /metrics reports.
+SERVING_COMMANDS = frozenset({"web", "worker", "beat", "run"})
 
 
 def main() -> None:
-    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    if _command(sys.argv[1:]) in SERVING_COMMANDS and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         folder = Path(os.environ.get("VAR_DIR", "var")).resolve() / "metrics"
         folder.mkdir(parents=True, exist_ok=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     from server.cli import main as cli
 
     cli()
+
+
+def _command(args: list[str]) -> str | None:
+    """The subcommand's name (the group itself takes no option with a value)."""
+    return next((arg for arg in args if not arg.startswith("-")), None)

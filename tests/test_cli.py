@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -284,3 +287,25 @@ def test_worker_refuses_an_unknown_queue(var_dir: Path) -> None:
     result = CliRunner().invoke(main, ["worker", "--queues", "moderation,callbak"], env={"VAR_DIR": str(var_dir)})
     assert result.exit_code == 2
     assert "choose from moderation, callbacks" in result.output and "callbak" in result.output
+
+
+def test_the_console_script_outside_the_checkout_says_it_made_a_new_database(tmp_path: Path) -> None:
+    """Run from another folder, the default VAR_DIR is new: --help leaves nothing, a command says so once."""
+    script = Path(sys.executable).with_name("moderation")
+    keep = ("PATH", "HOME", "LANG")
+    env = {name: value for name, value in os.environ.items() if name in keep} | {"LOG_FORMAT": "text"}
+
+    def moderation(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([script, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    assert moderation("--help").returncode == 0
+    assert moderation("sites", "--help").returncode == 0
+    assert list(tmp_path.iterdir()) == []  # no var/, no metrics folder
+
+    first = moderation("sites", "list")
+    assert first.returncode == 0, first.stderr
+    database = (tmp_path / "var" / "moderation.db").resolve()
+    assert f"created a new database {database} (VAR_DIR or DATABASE_URL chooses another)" in first.stderr
+    assert not (tmp_path / "var" / "metrics").exists()  # a one-off command's counts are not the service's
+    again = moderation("sites", "list")
+    assert again.returncode == 0 and "created a new database" not in again.stderr
