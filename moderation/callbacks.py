@@ -169,14 +169,19 @@ def record_failed(
     retry_after: float | None,
     now: datetime,
     policy: RetryPolicy,
+    sent_to: str | None = None,
 ) -> None:
-    """Schedule the next attempt; a 410 turns the site's endpoint off; the last failure is a dead letter."""
+    """Schedule the next attempt; a 410 turns the site's endpoint off; the last failure is a dead letter.
+
+    A 410 from ``sent_to``, an address the site has since replaced (an admin saved a new URL while this
+    callback was on the wire), says nothing about the new one: the callback is tried again there.
+    """
     delivery.attempts += 1
     delivery.last_status_code = status_code
     delivery.last_error = error[:2000]
     delivery.lease_until = None
-    if status_code == 410:
-        site = session.get(Site, delivery.site_id)
+    site = session.get(Site, delivery.site_id) if status_code == 410 else None
+    if status_code == 410 and not _replaced(site, sent_to):
         if site is not None:
             site.callback_disabled_at = now
         delivery.status = DeliveryStatus.DISABLED
@@ -192,6 +197,10 @@ def record_failed(
         return
     delivery.status = DeliveryStatus.PENDING
     delivery.next_attempt_at = now + timedelta(seconds=policy.delay(delivery.attempts, retry_after))
+
+
+def _replaced(site: Site | None, sent_to: str | None) -> bool:
+    return site is not None and sent_to is not None and site.callback_url not in (None, sent_to)
 
 
 def locked_deliveries(session: Session, delivery_ids: list[int]) -> dict[int, CallbackDelivery]:
@@ -215,6 +224,7 @@ class AttemptOutcome:
     error: str = ""
     retry_after: float | None = None
     comment_id: int | None = None  # for the log line
+    url: str | None = None  # where it was sent
 
 
 def record_attempt(
@@ -268,6 +278,7 @@ def record_attempts(
                 retry_after=attempt.retry_after,
                 now=now,
                 policy=policy,
+                sent_to=attempt.url,
             )
         statuses[attempt.delivery_id] = delivery.status
     return statuses

@@ -279,6 +279,37 @@ def test_410_disables_the_site_and_its_pending_deliveries(sessions: sessionmaker
         assert later is not None and later.status == DeliveryStatus.DISABLED
 
 
+@pytest.mark.parametrize(
+    ("url_now", "disabled"),
+    [
+        ("https://site.example/callback", True),  # the address it went to said Gone: off
+        ("https://new.example/callback", False),  # replaced while on the wire: try the new one
+        (None, True),  # cleared while on the wire: off, as a 410 with no URL to go to
+    ],
+)
+def test_a_410_turns_callbacks_off_only_when_it_came_from_the_sites_current_url(
+    sessions: sessionmaker[Session], delivery_id: int, url_now: str | None, disabled: bool
+) -> None:
+    claimed = claim(sessions, delivery_id, NOW)
+    assert claimed is not None
+    with sessions.begin() as session:  # an admin saves another URL while the POST is on the wire
+        session.scalars(select(Site)).one().callback_url = url_now
+    gone = callbacks.AttemptOutcome(delivery_id, 410, False, "Gone", url="https://site.example/callback")
+    with sessions.begin() as session:
+        status = callbacks.record_attempts(session, [gone], NOW, POLICY, lease=claimed.lease_until)[delivery_id]
+
+    with sessions() as session:
+        site_disabled_at = session.scalars(select(Site.callback_disabled_at)).one()
+        delivery = session.get_one(CallbackDelivery, delivery_id)
+    if disabled:
+        assert (status, site_disabled_at) == (DeliveryStatus.DISABLED, NOW)
+    else:
+        assert (status, site_disabled_at) == (DeliveryStatus.PENDING, None)
+        assert (delivery.attempts, delivery.last_status_code) == (1, 410)
+        assert delivery.next_attempt_at is not None and delivery.next_attempt_at > NOW
+    assert delivery.status == status
+
+
 def test_replay_re_enables_the_site_and_sends_again(sessions: sessionmaker[Session], delivery_id: int) -> None:
     claim(sessions, delivery_id, NOW)
     fail(sessions, delivery_id, NOW, status_code=410)

@@ -210,7 +210,13 @@ def _send(runtime: Runtime, target: _Target) -> callbacks.AttemptOutcome:
         _http_client(), target.url, target.secrets, target.message_id, target.payload, runtime.callback_timeout
     )
     return callbacks.AttemptOutcome(
-        target.delivery_id, attempt.status_code, attempt.ok, attempt.error, attempt.retry_after, target.comment_id
+        target.delivery_id,
+        attempt.status_code,
+        attempt.ok,
+        attempt.error,
+        attempt.retry_after,
+        target.comment_id,
+        target.url,
     )
 
 
