@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from gunicorn.config import Config
 
 
 class _Gunicorn(BaseApplication):
@@ -25,7 +26,7 @@ class _Gunicorn(BaseApplication):
 
 def options(host: str, port: int, workers: int, name: str = "moderation-web") -> dict[str, Any]:
     """The web server settings (the benchmark's bare reference runs under exactly these too)."""
-    return {
+    chosen = {
         "bind": f"{host}:{port}",
         "workers": workers,
         "worker_class": "gthread",
@@ -37,6 +38,11 @@ def options(host: str, port: int, workers: int, name: str = "moderation-web") ->
         "errorlog": "-",
         "proc_name": name,
     }
+    if "control_socket_disable" in Config().settings:
+        # Newer gunicorn opens a control socket at one path per user (~/.gunicorn/gunicorn.ctl), which a
+        # second server on the host (another instance, the benchmark's reference) would take over; unused here.
+        chosen["control_socket_disable"] = True
+    return chosen
 
 
 def run(settings: dict[str, Any], load_app: Callable[[], Flask]) -> None:
