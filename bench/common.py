@@ -98,6 +98,69 @@ def rss_mib(proc: ServiceProcess) -> list[float]:
     return sizes
 
 
+ProcessFinder = Callable[[], list[psutil.Process]]
+
+
+def process_tree(proc: ServiceProcess) -> ProcessFinder:
+    """A started process with its children (gunicorn workers, Celery pool children), as they are now."""
+
+    def find() -> list[psutil.Process]:
+        try:
+            root = psutil.Process(proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    return find
+
+
+def processes_titled(*words: str) -> ProcessFinder:
+    """Processes whose command line holds every word (PostgreSQL backends name their database there)."""
+
+    def find() -> list[psutil.Process]:
+        found = []
+        for candidate in psutil.process_iter(["cmdline"]):
+            title = " ".join(candidate.info["cmdline"] or ())
+            if all(word in title for word in words):
+                found.append(candidate)
+        return found
+
+    return find
+
+
+class CpuMeter:
+    """CPU seconds (user + system) that each group of processes spent between ``start`` and ``stop``.
+
+    A process that appears meanwhile counts from zero; one that ends meanwhile is lost (none should).
+    """
+
+    def __init__(self, groups: dict[str, ProcessFinder]) -> None:
+        self._groups = groups
+        self._before: dict[str, dict[int, float]] = {}
+
+    def start(self) -> None:
+        self._before = self._read()
+
+    def stop(self) -> dict[str, float]:
+        after = self._read()
+        return {
+            group: round(sum(used - self._before.get(group, {}).get(pid, 0.0) for pid, used in now.items()), 3)
+            for group, now in after.items()
+        }
+
+    def _read(self) -> dict[str, dict[int, float]]:
+        return {group: _cpu_seconds(find()) for group, find in self._groups.items()}
+
+
+def _cpu_seconds(processes: list[psutil.Process]) -> dict[int, float]:
+    used = {}
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            times = process.cpu_times()
+            used[process.pid] = times.user + times.system
+    return used
+
+
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, procs: Sequence[ServiceProcess] = ()) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

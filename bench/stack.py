@@ -7,7 +7,8 @@ callback sink, then for the bare reference and then the service: intake at full 
 requests), the decision rate of a backlog with 1 and 2 worker processes, the highest offered rate the
 decisions keep up with (steps of a fixed offered rate), and end-to-end latency (POST to stored decision)
 at fixed offered rates including half the reference's sustained rate. Also the classifier on one core
-(bench/classifier.py) and the memory of each process. Prints a table; writes JSON to
+(bench/classifier.py), the memory of each process and the CPU each group of processes spends per comment
+(where the time goes). Prints the tables; writes JSON to
 bench/results/stack-<timestamp>.json. DESIGN section 7 has the targets.
 """
 
@@ -27,14 +28,16 @@ from typing import Any
 
 import psutil
 import redis
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, make_url, text
 
 from bench.common import (
     HOST,
     RESULTS,
     SITE,
     Comments,
+    CpuMeter,
     ModelFile,
+    ProcessFinder,
     activate_model,
     add_site,
     add_stored_at_column,
@@ -49,6 +52,8 @@ from bench.common import (
     offer,
     percentile,
     private_redis,
+    process_tree,
+    processes_titled,
     rss_mib,
     run_wrk,
     service_env,
@@ -108,6 +113,8 @@ class StackRun:
     web: ServiceProcess | None = None
     workers: list[ServiceProcess] = field(default_factory=list)
     port: int = field(default_factory=free_port)
+    # PostgreSQL, Redis, the callback sink and this harness: their CPU counts for whichever stack runs.
+    shared_processes: dict[str, ProcessFinder] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -161,6 +168,14 @@ class StackRun:
         with self.engine.connect() as connection:
             rows = connection.execute(text(self.stored_sql), {"prefix": f"{prefix}-%"}).all()
         return {external_id: stored.timestamp() for external_id, stored in rows}
+
+    def cpu_meter(self) -> CpuMeter:
+        trees = [process_tree(worker) for worker in self.workers]
+        own: dict[str, ProcessFinder] = {
+            "web": process_tree(self.web) if self.web else list,
+            "workers": lambda: [process for tree in trees for process in tree()],
+        }
+        return CpuMeter(own | self.shared_processes)
 
     def memory(self) -> dict[str, list[float]]:
         found = {"web": rss_mib(self.web) if self.web else []}
@@ -340,6 +355,8 @@ def measure_sustained(stack: StackRun, comments: Comments, capacity: float, plan
 def measure_end_to_end(stack: StackRun, comments: Comments, rate: float, plan: Plan, label: str) -> dict[str, Any]:
     prefix = f"e2e-{stack.name}-{label}"
     loads = load_average()
+    meter = stack.cpu_meter()
+    meter.start()
     offered = offer(HOST, stack.port, lambda n: comments.make(prefix, n), rate, plan.e2e_seconds)
     fell_behind = False
     try:
@@ -347,6 +364,7 @@ def measure_end_to_end(stack: StackRun, comments: Comments, rate: float, plan: P
     except RuntimeError as error:  # fell behind for good: report what was decided
         print(f"[{stack.name}] {error}", flush=True)
         fell_behind = True
+    cpu = meter.stop()
     stored = stack.stored_at(prefix)
     accepted = offered.accepted
     delays = sorted(stored[s.external_id] - s.sent_at for s in accepted if s.external_id in stored)
@@ -362,7 +380,16 @@ def measure_end_to_end(stack: StackRun, comments: Comments, rate: float, plan: P
         "e2e_p99_ms": round(percentile(delays, 99) * 1000, 1),
         "e2e_max_ms": round((delays[-1] if delays else 0) * 1000, 1),
         "load_average": loads,
+        "cpu_ms_per_comment": cpu_per_comment(cpu, len(accepted)),
     }
+
+
+def cpu_per_comment(cpu_seconds: dict[str, float], comments: int) -> dict[str, float]:
+    """Each group's CPU time per accepted comment in ms, from the first request until all were decided."""
+    if not comments:
+        return {}
+    per_group = {group: round(seconds * 1000 / comments, 2) for group, seconds in cpu_seconds.items()}
+    return per_group | {"total": round(sum(per_group.values()), 2)}
 
 
 def run_stack(stack: StackRun, comments: Comments, plan: Plan, e2e_rates: dict[str, float]) -> dict[str, Any]:
@@ -576,7 +603,9 @@ def main() -> None:
             create_tables(engine)
             add_stored_at_column(engine)
             comments = Comments(secret, SITE)
+            shared = shared_processes(url, redis_url, sink)
             reference = reference_stack(engine, url, redis_url, workdir, model)
+            reference.shared_processes = shared
             try:
                 result["reference"] = run_stack(reference, comments, plan, {})
             finally:
@@ -584,6 +613,7 @@ def main() -> None:
             redis.Redis.from_url(redis_url).flushall()
             rates = {k: v["offered_per_second"] for k, v in result["reference"]["end_to_end"].items()}
             service = service_stack(engine, url, redis_url, workdir)
+            service.shared_processes = shared
             try:
                 result["service"] = run_stack(service, comments, plan, rates)
                 result["service"]["callbacks"] = _callback_statuses(engine)
@@ -595,6 +625,7 @@ def main() -> None:
     print("[classifier] one core, single and batched", flush=True)
     result["classifier"] = measure_classifier(model, plan)
     result["comparison"] = comparison(result["reference"], result["service"], result["classifier"])
+    result["where_the_time_goes"] = where_the_time_goes(result["reference"], result["service"])
     result["load_average_end"] = load_average()
     result["seconds"] = round(time.monotonic() - started, 1)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -602,10 +633,49 @@ def main() -> None:
     shutil.rmtree(workdir, ignore_errors=True)  # the processes' logs; kept when a run fails
     print()
     print_table(result["comparison"])
+    print_where_the_time_goes(result["where_the_time_goes"])
     print(
         f"\nload average at start {result['load_average_start']}, at end {result['load_average_end']}; "
         f"{result['seconds']:g} s; written to {output}"
     )
+
+
+def shared_processes(database_url: str, redis_url: str, sink: ServiceProcess) -> dict[str, ProcessFinder]:
+    """The processes both stacks use, found by what they are called: each backend names its database."""
+    database = make_url(database_url).database
+    redis_address = redis_url.removeprefix("redis://").split("/")[0]
+    return {
+        "postgres": processes_titled("postgres:", f" {database} "),
+        "redis": processes_titled("redis-server", redis_address),
+        "callback sink": process_tree(sink),
+        "load generator": lambda: [psutil.Process()],  # this harness: requests, and polling for decisions
+    }
+
+
+TIME_GOES_AT = "half_reference_sustained"  # the same offered rate for both stacks, below both capacities
+
+
+def where_the_time_goes(reference: dict[str, Any], service: dict[str, Any]) -> dict[str, Any]:
+    """CPU per comment of every process group at one offered rate, both stacks, and what the service adds."""
+    ours, theirs = service["end_to_end"][TIME_GOES_AT], reference["end_to_end"][TIME_GOES_AT]
+    mine, bare = ours["cpu_ms_per_comment"], theirs["cpu_ms_per_comment"]
+    rows = [
+        {
+            "group": group,
+            "reference_ms": bare.get(group, 0.0),
+            "service_ms": mine.get(group, 0.0),
+            "added_ms": round(mine.get(group, 0.0) - bare.get(group, 0.0), 2),
+        }
+        for group in [*(g for g in mine if g != "total"), "total"]
+    ]
+    return {"offered_per_second": ours["offered_per_second"], "cpu_ms_per_comment": rows}
+
+
+def print_where_the_time_goes(found: dict[str, Any]) -> None:
+    print(f"\nWhere the time goes: CPU ms per comment at {found['offered_per_second']:g}/s offered, every process")
+    print(f"{'processes':<16} {'reference':>10} {'service':>10} {'added':>10}")
+    for row in found["cpu_ms_per_comment"]:
+        print(f"{row['group']:<16} {row['reference_ms']:>10.2f} {row['service_ms']:>10.2f} {row['added_ms']:>+10.2f}")
 
 
 def _callback_statuses(engine: Engine) -> dict[str, int]:

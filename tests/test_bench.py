@@ -58,3 +58,16 @@ def test_quick_stack_benchmark_decides_every_accepted_comment(trained_model: Tra
     assert "intake requests/s (wrk)" in metrics and "sustained decisions/s (no backlog growth)" in metrics
     assert all({"reference", "service", "ratio", "target", "met"} <= set(row) for row in result["comparison"])
     assert "service" in done.stdout and "ratio" in done.stdout  # the table was printed
+
+    # Where the time goes: CPU of every process group, found and measured during each latency phase.
+    groups = {"web", "workers", "postgres", "redis", "callback sink", "load generator", "total"}
+    for name in ("reference", "service"):
+        for run in result[name]["end_to_end"].values():
+            cpu = run["cpu_ms_per_comment"]
+            assert set(cpu) == groups
+            assert all(cpu[group] > 0 for group in ("web", "workers", "postgres", "redis")), (name, cpu)
+            assert cpu["total"] == pytest.approx(sum(v for k, v in cpu.items() if k != "total"), abs=0.05)
+    assert result["service"]["end_to_end"]["half_reference_sustained"]["cpu_ms_per_comment"]["callback sink"] > 0
+    found = result["where_the_time_goes"]
+    assert [row["group"] for row in found["cpu_ms_per_comment"]][-1] == "total"
+    assert "Where the time goes" in done.stdout
