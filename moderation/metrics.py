@@ -25,6 +25,10 @@ END_TO_END_SECONDS = Histogram(
 )
 CALLBACK_ATTEMPTS = Counter("moderation_callback_attempts_total", "Callback attempts by result.", ["result"])
 OUTBOX_RELAYED = Counter("moderation_outbox_relayed_total", "Tasks republished by the outbox relay.")
+MODEL_UNAVAILABLE = Counter(
+    "moderation_model_unavailable_total",
+    "Classify tasks put off because no model could be loaded (none active, file missing or altered).",
+)
 
 
 def record_decision(outcome: str, reasons: list[str], decided_by: str = "model") -> None:

@@ -23,6 +23,7 @@ from moderation.metrics import (
     CALLBACK_ATTEMPTS,
     CLASSIFY_SECONDS,
     END_TO_END_SECONDS,
+    MODEL_UNAVAILABLE,
     OUTBOX_RELAYED,
     record_decision,
 )
@@ -75,6 +76,7 @@ def classify_comment(self: Task, comment_id: int, revision: int | None = None) -
     try:
         model = runtime.models.current()
     except RegistryError as error:
+        MODEL_UNAVAILABLE.inc()  # the web stays ready meanwhile: this is the signal to alert on
         log.error("cannot classify: %s", error, extra={"comment_id": comment_id})
         raise self.retry(countdown=30, max_retries=None) from error
     started = time.perf_counter()
