@@ -1,6 +1,8 @@
 // Overview charts from /dashboard/overview/data (Chart.js, vendored).
 const box = document.getElementById("overview-charts");
-const colors = { approve: "#2f8f4e", hold: "#d19a00", reject: "#c0392b", line: "#3366cc", age: "#8e44ad" };
+const colors = {
+  approve: "#2f8f4e", hold: "#d19a00", reject: "#c0392b", deleted: "#999999", line: "#3366cc", age: "#8e44ad",
+};
 const agreementColors = {
   "hold approved": colors.approve,
   "hold rejected": colors.reject,
@@ -20,6 +22,8 @@ async function draw() {
         { label: "approved", data: data.per_day.approve, backgroundColor: colors.approve },
         { label: "held", data: data.per_day.hold, backgroundColor: colors.hold },
         { label: "rejected", data: data.per_day.reject, backgroundColor: colors.reject },
+        // Counted apart, not by the decision they had: they are in no queue any more.
+        { label: "deleted by the site", data: data.per_day.deleted, backgroundColor: colors.deleted },
       ],
     },
     options: { ...base, scales: { x: { stacked: true }, y: { ...whole, stacked: true } } },
