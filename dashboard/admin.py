@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,6 +83,19 @@ def site_rotate(site_id: int) -> ResponseReturnValue:
 
 # --- thresholds ----------------------------------------------------------------------------------
 
+THRESHOLD_NAMES = ("spam_reject", "spam_hold", "advice_hold")
+
+# What a sites row holds per threshold: the site's own value, or None to follow the active model's.
+OwnThresholds = dict[str, float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """What saving the form would store in the sites row, and the thresholds the site would then decide with."""
+
+    own: OwnThresholds
+    thresholds: Thresholds
+
 
 def _active_card() -> tuple[ModelVersion | None, dict[str, Any]]:
     row = registry.active_version(db())
@@ -92,26 +106,72 @@ def _defaults(card: dict[str, Any]) -> Thresholds:
     return Thresholds(**card["thresholds"]) if "thresholds" in card else Thresholds()
 
 
+def _own(site: Site) -> OwnThresholds:
+    return {
+        "spam_reject": site.spam_reject_threshold,
+        "spam_hold": site.spam_hold_threshold,
+        "advice_hold": site.advice_hold_threshold,
+    }
+
+
+def _store_own(site: Site, own: OwnThresholds) -> None:
+    site.spam_reject_threshold = own["spam_reject"]
+    site.spam_hold_threshold = own["spam_hold"]
+    site.advice_hold_threshold = own["advice_hold"]
+
+
 def _site_thresholds(site: Site, card: dict[str, Any]) -> Thresholds:
-    return _defaults(card).overridden(
-        spam_reject=site.spam_reject_threshold,
-        spam_hold=site.spam_hold_threshold,
-        advice_hold=site.advice_hold_threshold,
-    )
+    return _defaults(card).overridden(**_own(site))
 
 
-def _proposed(args: Any, fallback: Thresholds) -> Thresholds:
-    def value(name: str, default: float) -> float:
-        try:
-            return float(args.get(name, default))
-        except ValueError:
-            raise ValueError(f"{name} must be a number between 0 and 1") from None
+def _shown(value: float) -> str:
+    """A threshold as the page shows it and its slider (steps of 0.01) sends it back."""
+    return f"{value:.2f}"
 
-    return Thresholds(
-        spam_reject=value("spam_reject", fallback.spam_reject),
-        spam_hold=value("spam_hold", fallback.spam_hold),
-        advice_hold=value("advice_hold", fallback.advice_hold),
-    )
+
+def _number(args: Any, name: str) -> float:
+    try:
+        return float(args[name])
+    except ValueError:
+        raise ValueError(f"{name} must be a number between 0 and 1") from None
+
+
+def _kept_or_changed(own: float | None, sent: float, now: float, model_default: float) -> float | None:
+    """The row's value for a threshold the form sent: the form sends all three, so a value the admin
+    left as the page showed it keeps what the row had; a site that followed the model keeps following
+    it (the next model version's thresholds apply) unless the admin moved the value off the model's."""
+    if _shown(sent) == _shown(now):
+        return own
+    if own is None and _shown(sent) == _shown(model_default):
+        return None
+    return sent
+
+
+def _check_spam_order(sent: dict[str, float], thresholds: Thresholds) -> None:
+    """Refuse a hold the admin set above the reject line they see instead of raising reject silently;
+    only a hold above the model's own reject line means "never auto-reject below it" (`overridden`)."""
+    if sent.get("spam_hold", thresholds.spam_hold) > sent.get("spam_reject", thresholds.spam_reject):
+        raise ValueError("spam_hold must not be above spam_reject")
+
+
+def _proposal(args: Any, site: Site, defaults: Thresholds) -> Proposal:
+    """The thresholds asked for: ``follow_<name>=1`` goes back to the model's, a value sent is kept or
+    changed (`_kept_or_changed`), one not sent stays as it is. Raises ValueError for impossible values."""
+    row = _own(site)
+    now = defaults.overridden(**row)
+    own: OwnThresholds = {}
+    sent: dict[str, float] = {}
+    for name in THRESHOLD_NAMES:
+        if args.get(f"follow_{name}") == "1":
+            own[name] = None
+        elif name in args:
+            sent[name] = _number(args, name)
+            own[name] = _kept_or_changed(row[name], sent[name], getattr(now, name), getattr(defaults, name))
+        else:
+            own[name] = row[name]
+    thresholds = defaults.overridden(**own)
+    _check_spam_order(sent, thresholds)
+    return Proposal(own, thresholds)
 
 
 def what_if(card: dict[str, Any], thresholds: Thresholds) -> dict[str, Any] | None:
@@ -141,22 +201,26 @@ def pr_curves(card: dict[str, Any]) -> dict[str, list[dict[str, Any]]] | None:
 def thresholds(site_id: int) -> ResponseReturnValue:
     site = db().get(Site, site_id) or abort(404)
     row, card = _active_card()
-    current = _site_thresholds(site, card)
+    defaults = _defaults(card)
+    current = Proposal(_own(site), _site_thresholds(site, card))
     error = None
     try:
-        proposed = _proposed(request.args, current)
+        proposal = _proposal(request.args, site, defaults)
     except ValueError as problem:
-        proposed, error = current, str(problem)
+        proposal, error = current, str(problem)
     return render_template(
         "admin/thresholds.html",
         site=site,
         model=row,
-        defaults=_defaults(card),
-        current=current,
-        proposed=proposed,
+        names=THRESHOLD_NAMES,
+        defaults=defaults,
+        current=current.thresholds,
+        own_now=current.own,
+        proposed=proposal.thresholds,
+        own_proposed=proposal.own,
         error=error,
-        effect_now=what_if(card, current),
-        effect_proposed=what_if(card, proposed),
+        effect_now=what_if(card, current.thresholds),
+        effect_proposed=what_if(card, proposal.thresholds),
         previewed="spam_reject" in request.args and error is None,
     )
 
@@ -167,20 +231,18 @@ def thresholds_preview(site_id: int) -> ResponseReturnValue:
     site = db().get(Site, site_id) or abort(404)
     _row, card = _active_card()
     try:
-        proposed = _proposed(request.args, _site_thresholds(site, card))
+        proposal = _proposal(request.args, site, _defaults(card))
     except ValueError as problem:
         return jsonify(error=str(problem)), 400
-    effect = what_if(card, proposed)
+    effect = what_if(card, proposal.thresholds)
     return jsonify(
         available=effect is not None,
         effect=effect,
         current=what_if(card, _site_thresholds(site, card)),
         curves=pr_curves(card),
-        proposed={
-            "spam_reject": proposed.spam_reject,
-            "spam_hold": proposed.spam_hold,
-            "advice_hold": proposed.advice_hold,
-        },
+        proposed={name: getattr(proposal.thresholds, name) for name in THRESHOLD_NAMES},
+        # Per threshold, whether saving makes it the site's own (a number) or follows the model (null).
+        own=proposal.own,
     )
 
 
@@ -190,18 +252,16 @@ def thresholds_save(site_id: int) -> ResponseReturnValue:
     session = db()
     site = session.get(Site, site_id) or abort(404)
     if request.form.get("reset"):
-        site.spam_reject_threshold = site.spam_hold_threshold = site.advice_hold_threshold = None
+        _store_own(site, dict.fromkeys(THRESHOLD_NAMES))
         session.commit()
         flash(f"{site.name} uses the model's default thresholds again.", "info")
         return redirect(url_for("dashboard.thresholds", site_id=site_id))
     try:
-        proposed = _proposed(request.form, _site_thresholds(site, _active_card()[1]))
+        proposal = _proposal(request.form, site, _defaults(_active_card()[1]))
     except ValueError as problem:
         flash(str(problem), "error")
         return redirect(url_for("dashboard.thresholds", site_id=site_id))
-    site.spam_reject_threshold = proposed.spam_reject
-    site.spam_hold_threshold = proposed.spam_hold
-    site.advice_hold_threshold = proposed.advice_hold
+    _store_own(site, proposal.own)
     session.commit()
     flash(f"Thresholds of {site.name} saved; they apply to the next comments decided.", "info")
     return redirect(url_for("dashboard.thresholds", site_id=site_id))
@@ -351,7 +411,7 @@ def models() -> ResponseReturnValue:
 def models_activate(version: str) -> ResponseReturnValue:
     session = db()
     try:
-        registry.activate(session, version)
+        registry.activate(session, version, model_dir=runtime().model_dir)
         session.commit()
         flash(f"Model {version} is active; workers switch within a few seconds.", "info")
     except registry.RegistryError as error:

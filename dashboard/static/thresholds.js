@@ -5,6 +5,17 @@ const saveForm = document.getElementById("save-form");
 const saveButton = document.getElementById("save-thresholds");
 let chart = null;
 let timer = null;
+let latest = 0;
+
+// The "use the model's" box of a threshold: checked, saving stores nothing and the site follows the model.
+function followBox(name) {
+  return saveForm.querySelector(`input[name="follow_${name}"]`);
+}
+
+function source(value, own, model) {
+  if (own !== null) return `${value.toFixed(2)}, the site's own`;
+  return value.toFixed(2) === model ? `${value.toFixed(2)}, the model's` : `${value.toFixed(2)}, the model's, raised to the hold`;
+}
 
 function percent(value) {
   return value === null || value === undefined ? "–" : `${(value * 100).toFixed(1)} %`;
@@ -48,12 +59,19 @@ function drawCurves(curves, proposed) {
 
 async function preview() {
   const params = new URLSearchParams(new FormData(form));
+  for (const box of saveForm.querySelectorAll('input[name^="follow_"]:checked')) params.set(box.name, box.value);
+  const asked = ++latest;
   const response = await fetch(`${root.dataset.preview}?${params}`, { headers: { Accept: "application/json" } });
   const data = await response.json();
+  if (asked !== latest) return;  // the admin changed something since: that preview is on its way
   if (!response.ok) { saveButton.disabled = true; saveButton.title = data.error; return; }
   for (const [key, value] of Object.entries(data.proposed)) {
     const hidden = saveForm.querySelector(`input[name="${key}"]`);
     if (hidden) hidden.value = value.toFixed(2);
+    const box = followBox(key);
+    if (box) box.checked = data.own[key] === null;
+    const saved = document.querySelector(`[data-saved-source="${key}"]`);
+    if (saved && box) saved.textContent = source(value, data.own[key], box.dataset.model);
   }
   if (data.available) {
     for (const cell of document.querySelectorAll("[data-proposed]")) cell.textContent = percent(data.effect[cell.dataset.proposed]);
@@ -65,13 +83,30 @@ async function preview() {
   root.dataset.previewed = "true";
 }
 
+function previewSoon() {
+  saveButton.disabled = true;
+  clearTimeout(timer);
+  timer = setTimeout(preview, 150);
+}
+
+function showValue(slider) {
+  const out = document.getElementById(slider.dataset.output);
+  if (out) out.textContent = Number(slider.value).toFixed(2);
+}
+
 if (root && form) {
   form.addEventListener("input", (event) => {
-    const out = document.getElementById(event.target.dataset.output);
-    if (out) out.textContent = Number(event.target.value).toFixed(2);
-    saveButton.disabled = true;
-    clearTimeout(timer);
-    timer = setTimeout(preview, 150);
+    showValue(event.target);
+    // A value moved by hand is the site's own, unless moved back onto the model's: the preview says which.
+    const box = followBox(event.target.name);
+    if (box) box.checked = false;
+    previewSoon();
+  });
+  saveForm.addEventListener("change", (event) => {
+    if (!event.target.name?.startsWith("follow_")) return;
+    const slider = form.querySelector(`input[name="${event.target.name.slice("follow_".length)}"]`);
+    if (event.target.checked && slider) { slider.value = event.target.dataset.model; showValue(slider); }
+    previewSoon();
   });
   form.addEventListener("submit", (event) => { event.preventDefault(); preview(); });
   preview();

@@ -1,0 +1,289 @@
+"""The admin's thresholds page: what a save stores, so a site follows the model wherever the admin left it.
+
+Through Flask's test client on SQLite and PostgreSQL, with model versions registered and activated through
+the registry as `moderation models activate` does. The forms posted are the ones the page renders.
+"""
+
+# Rows looked up by id are there (a None fails the test anyway): no narrowing at every lookup.
+# mypy: disable-error-code="union-attr"
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.db import make_session_factory
+from models.entities import Site
+from moderation import evaluation, registry
+from moderation.policy import Thresholds
+from moderation.sites import create_site
+from tests.support.dashboard import add_moderator, csrf_token, sign_in
+
+Sessions = sessionmaker[Session]
+
+MODEL_A = {"spam_reject": 0.75, "spam_hold": 0.03, "advice_hold": 0.09}
+MODEL_B = {"spam_reject": 0.8, "spam_hold": 0.2, "advice_hold": 0.4}
+
+# Held-out scores for the what-if: ordinary comments with low scores, which model A's low hold lines hold.
+ORDINARY_SPAM = [0.01, 0.02, 0.04, 0.05, 0.06, 0.1, 0.15, 0.25, 0.3, 0.5]
+ORDINARY_ADVICE = [0.02, 0.05, 0.1, 0.12, 0.2, 0.3, 0.05, 0.02, 0.01, 0.03]
+EVALUATION_SCORES = {
+    "spam": [*ORDINARY_SPAM, 0.95, 0.85, 0.1],
+    "medical_advice": [*ORDINARY_ADVICE, 0.01, 0.02, 0.9],
+    "links": [0] * 13,
+    "is_spam": [False] * 10 + [True, True, False],
+    "is_medical_advice": [False] * 12 + [True],
+}
+
+
+def card(version: str, thresholds: dict[str, float]) -> dict[str, Any]:
+    return {"version": version, "thresholds": thresholds, "evaluation_scores": EVALUATION_SCORES}
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> Sessions:
+    return make_session_factory(engine)
+
+
+@pytest.fixture
+def versions(sessions: Sessions, tmp_path: Path) -> dict[str, dict[str, Any]]:
+    """Model versions A (active) and B: the dashboard reads their cards, activation needs their files."""
+    cards = {"model-a": card("model-a", MODEL_A), "model-b": card("model-b", MODEL_B)}
+    with sessions.begin() as session:
+        for version, its_card in cards.items():
+            path = tmp_path / f"model-{version}.skops"
+            path.write_bytes(version.encode())
+            registry.register(session, version, registry.SavedArtifact(path, registry.file_sha256(path)), its_card)
+        registry.activate(session, "model-a")
+    return cards
+
+
+def activate(sessions: Sessions, version: str) -> None:
+    with sessions.begin() as session:
+        registry.activate(session, version)
+
+
+@pytest.fixture
+def sites(sessions: Sessions) -> dict[str, int]:
+    with sessions.begin() as session:
+        return {name: create_site(session, name)[0].id for name in ("edited", "untouched")}
+
+
+@pytest.fixture
+def admin_client(client: FlaskClient, sessions: Sessions) -> Iterator[FlaskClient]:
+    with sessions.begin() as session:
+        add_moderator(session, "admin@example.org", "admin")
+    assert sign_in(client, "admin@example.org").status_code == 302
+    yield client
+
+
+def set_own(sessions: Sessions, site_id: int, reject: float | None, hold: float | None, advice: float | None) -> None:
+    with sessions.begin() as session:
+        site = session.get(Site, site_id)
+        site.spam_reject_threshold, site.spam_hold_threshold, site.advice_hold_threshold = reject, hold, advice
+
+
+def stored(sessions: Sessions, site_id: int) -> tuple[float | None, float | None, float | None]:
+    with sessions() as session:
+        site = session.get(Site, site_id)
+        return site.spam_reject_threshold, site.spam_hold_threshold, site.advice_hold_threshold
+
+
+class SaveFormFields(HTMLParser):
+    """What the browser would post from the page's save form: its hidden inputs and the boxes checked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: dict[str, str] = {}
+        self._inside = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "form":
+            self._inside = found.get("id") == "save-form"
+        elif tag == "input" and self._inside and found.get("name"):
+            if found.get("type") == "checkbox" and "checked" not in found:
+                return
+            self.fields[found["name"] or ""] = found.get("value") or ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._inside = False
+
+
+def page(client: FlaskClient, site_id: int, query: str = "") -> str:
+    response = client.get(f"/dashboard/admin/sites/{site_id}/thresholds{query}")
+    assert response.status_code == 200
+    return response.get_data(as_text=True)
+
+
+def save_form(client: FlaskClient, site_id: int, query: str = "") -> dict[str, str]:
+    parser = SaveFormFields()
+    parser.feed(page(client, site_id, query))
+    return parser.fields
+
+
+def save(client: FlaskClient, site_id: int, fields: dict[str, str]) -> str:
+    response = client.post(f"/dashboard/admin/sites/{site_id}/thresholds", data=fields, follow_redirects=True)
+    assert response.status_code == 200
+    return response.get_data(as_text=True)
+
+
+def preview(client: FlaskClient, site_id: int, query: str) -> Any:
+    return client.get(f"/dashboard/admin/sites/{site_id}/thresholds/preview?{query}")
+
+
+def sources(page_html: str) -> dict[str, tuple[str, str]]:
+    """Per threshold, the page's "now" and "once saved" cells."""
+    now = dict(re.findall(r'data-now-source="(\w+)">([^<]*)<', page_html))
+    saved = dict(re.findall(r'data-saved-source="(\w+)">([^<]*)<', page_html))
+    return {name: (html.unescape(now[name]), html.unescape(saved[name])) for name in now}
+
+
+# --- a save stores only what the admin changed --------------------------------------------------------
+
+
+def test_moving_one_threshold_leaves_the_others_following_the_next_model(
+    admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
+) -> None:
+    # The tester's case: only "reject as spam" moved from the model's 0.75 to 0.90, previewed, saved.
+    fields = save_form(admin_client, sites["edited"], "?spam_reject=0.90&spam_hold=0.03&advice_hold=0.09")
+    assert (fields["spam_reject"], fields["spam_hold"], fields["advice_hold"]) == ("0.90", "0.03", "0.09")
+    assert "saved" in save(admin_client, sites["edited"], fields)
+    assert stored(sessions, sites["edited"]) == (0.9, None, None)
+
+    activate(sessions, "model-b")
+    untouched = preview(admin_client, sites["untouched"], "").get_json()["current"]
+    edited = preview(admin_client, sites["edited"], "").get_json()["current"]
+    model_b = versions["model-b"]
+    assert untouched == evaluation.what_if(model_b, Thresholds(**MODEL_B))
+    assert edited == evaluation.what_if(model_b, Thresholds(0.9, MODEL_B["spam_hold"], MODEL_B["advice_hold"]))
+    pinned = evaluation.what_if(model_b, Thresholds(**{**MODEL_A, "spam_reject": 0.9}))
+    assert edited["ordinary_held"] == untouched["ordinary_held"] != pinned["ordinary_held"]
+    assert sources(page(admin_client, sites["edited"]))["spam_hold"][0] == "0.20, the model's"
+
+
+def test_a_post_of_all_three_values_stores_only_the_changed_one(
+    admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
+) -> None:
+    # As a page without the "use the model's" boxes posts: all three values, nothing else.
+    token = csrf_token(admin_client, "/dashboard/admin/sites")
+    values = {"spam_reject": "0.75", "spam_hold": "0.03", "advice_hold": "0.12"}
+    save(admin_client, sites["edited"], {"csrf_token": token, **values})
+    assert stored(sessions, sites["edited"]) == (None, None, 0.12)
+
+
+def test_a_value_moved_back_onto_the_models_keeps_following_it(
+    admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
+) -> None:
+    fields = save_form(admin_client, sites["edited"], "?spam_reject=0.75&spam_hold=0.03&advice_hold=0.09")
+    token = fields["csrf_token"]
+    # The model's value was moved off and back before saving: the same as not moved at all.
+    save(admin_client, sites["edited"], {"csrf_token": token, "spam_reject": "0.75", "spam_hold": "0.30"})
+    assert stored(sessions, sites["edited"]) == (None, 0.3, None)
+
+
+def test_an_own_value_left_alone_is_kept_exactly(
+    admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
+) -> None:
+    # The page shows and sends two decimals; the row keeps the value set elsewhere (e.g. in the database).
+    set_own(sessions, sites["edited"], 0.905, None, 0.125)
+    fields = save_form(admin_client, sites["edited"], "?spam_reject=0.91&spam_hold=0.05&advice_hold=0.12")
+    assert "follow_spam_reject" not in fields and "follow_spam_hold" not in fields
+    save(admin_client, sites["edited"], fields)
+    assert stored(sessions, sites["edited"]) == (0.905, 0.05, 0.125)
+
+
+# --- going back to the model's values -------------------------------------------------------------------
+
+
+def test_use_the_models_puts_back_one_threshold(
+    admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
+) -> None:
+    set_own(sessions, sites["edited"], 0.9, 0.2, 0.5)
+    fields = save_form(admin_client, sites["edited"])
+    assert not any(name.startswith("follow_") for name in fields)  # every box unchecked: all three the site's own
+    fields["follow_spam_hold"] = "1"  # the admin ticks "use the model's" for the spam hold
+    save(admin_client, sites["edited"], fields)
+    assert stored(sessions, sites["edited"]) == (0.9, None, 0.5)
+
+    activate(sessions, "model-b")
+    assert sources(page(admin_client, sites["edited"])) == {
+        "spam_reject": ("0.90, the site's own", "0.90, the site's own"),
+        "spam_hold": ("0.20, the model's", "0.20, the model's"),
+        "advice_hold": ("0.50, the site's own", "0.50, the site's own"),
+    }
+
+
+def test_use_the_models_defaults_puts_back_all_three(
+    admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
+) -> None:
+    set_own(sessions, sites["edited"], 0.9, 0.2, 0.5)
+    fields = save_form(admin_client, sites["edited"])
+    assert "default thresholds again" in save(admin_client, sites["edited"], {**fields, "reset": "1"})
+    assert stored(sessions, sites["edited"]) == (None, None, None)
+
+
+def test_preview_says_what_saving_would_store(
+    admin_client: FlaskClient, versions: dict[str, dict[str, Any]], sites: dict[str, int], sessions: Sessions
+) -> None:
+    set_own(sessions, sites["edited"], None, 0.2, 0.5)
+    answer = preview(
+        admin_client, sites["edited"], "spam_reject=0.75&spam_hold=0.25&advice_hold=0.5&follow_advice_hold=1"
+    )
+    assert answer.status_code == 200
+    data = answer.get_json()
+    assert data["own"] == {"spam_reject": None, "spam_hold": 0.25, "advice_hold": None}
+    assert data["proposed"] == {"spam_reject": 0.75, "spam_hold": 0.25, "advice_hold": 0.09}
+    assert data["effect"] == evaluation.what_if(versions["model-a"], Thresholds(0.75, 0.25, 0.09))
+
+
+def test_page_shows_whose_each_threshold_is_beside_the_models(
+    admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
+) -> None:
+    set_own(sessions, sites["edited"], None, 0.2, None)
+    shown = page(admin_client, sites["edited"], "?spam_reject=0.75&spam_hold=0.20&advice_hold=0.30")
+    assert sources(shown) == {
+        "spam_reject": ("0.75, the model's", "0.75, the model's"),
+        "spam_hold": ("0.20, the site's own", "0.20, the site's own"),
+        "advice_hold": ("0.09, the model's", "0.30, the site's own"),
+    }
+    parser = SaveFormFields()
+    parser.feed(shown)
+    assert {name for name in parser.fields if name.startswith("follow_")} == {"follow_spam_reject"}
+    assert re.findall(r'name="follow_(\w+)" value="1" data-model="([\d.]+)"', shown) == [
+        ("spam_reject", "0.75"),
+        ("spam_hold", "0.03"),
+        ("advice_hold", "0.09"),
+    ]
+
+
+def test_a_hold_set_above_the_reject_line_is_refused_unless_reject_follows_the_model(
+    admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
+) -> None:
+    assert preview(admin_client, sites["edited"], "spam_reject=0.50&spam_hold=0.60").status_code == 400
+    answer = preview(admin_client, sites["edited"], "spam_reject=0.75&spam_hold=0.95&follow_spam_reject=1")
+    assert answer.status_code == 200
+    assert answer.get_json()["own"]["spam_reject"] is None
+    assert answer.get_json()["proposed"]["spam_reject"] == 0.95  # never auto-reject below the hold
+    set_own(sessions, sites["edited"], None, 0.95, None)
+    assert sources(page(admin_client, sites["edited"]))["spam_reject"][0] == "0.95, the model's, raised to the hold"
+
+
+def test_saving_needs_the_csrf_token(
+    admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
+) -> None:
+    fields = save_form(admin_client, sites["edited"], "?spam_reject=0.90&spam_hold=0.03&advice_hold=0.09")
+    del fields["csrf_token"]
+    response = admin_client.post(f"/dashboard/admin/sites/{sites['edited']}/thresholds", data=fields)
+    assert response.status_code == 400
+    assert stored(sessions, sites["edited"]) == (None, None, None)
