@@ -1,6 +1,8 @@
 """The model registry: skops artifacts with a checksum on disk, one database row per version.
 
 Loading trusts only the reviewed list of types below: a file that asks for anything else is refused.
+A version's file is looked for by name in the loading process's model folder (MODEL_DIR) first, then at
+the path it was saved to: hosts, restored backups and volumes see the shared folder under other paths.
 """
 
 from __future__ import annotations
@@ -110,6 +112,40 @@ def load_artifact(path: Path, sha256: str, card: dict[str, Any]) -> ModerationMo
     )
 
 
+def locate_artifact(saved_path: str, model_dir: Path | None) -> Path:
+    """The file of a registered version: its name in ``model_dir`` first, else the path it was saved to.
+
+    The row keeps the absolute path on the host that trained, which another host, a restored backup or a
+    volume mounted elsewhere does not share; the file name is what every view of the folder has in common.
+    A file found in ``model_dir`` is used even if its checksum turns out wrong, so a corrupt shared copy is
+    refused loudly instead of being hidden by an old copy left where the model was trained.
+    """
+    saved_at = Path(saved_path)
+    for place in places_to_look(saved_at, model_dir):
+        if place.is_file():
+            return place
+    raise RegistryError(f"model file {saved_at.name} is missing: {where_looked(saved_at, model_dir)}")
+
+
+def places_to_look(saved_at: Path, model_dir: Path | None) -> list[Path]:
+    places = [] if model_dir is None else [model_dir / saved_at.name]
+    if saved_at not in places:  # saved in this very folder: one place, not the same one twice
+        places.append(saved_at)
+    return places
+
+
+def where_looked(saved_at: Path, model_dir: Path | None) -> str:
+    if model_dir is None:
+        return f"not at {saved_at}"
+    if model_dir / saved_at.name == saved_at:
+        return f"not in MODEL_DIR {model_dir}"
+    return f"not in MODEL_DIR {model_dir}, nor at {saved_at} where it was saved"
+
+
+def load_version(row: ModelVersion, model_dir: Path | None) -> ModerationModel:
+    return load_artifact(locate_artifact(row.path, model_dir), row.sha256, dict(row.card))
+
+
 def made_for_these_features(card: dict[str, Any]) -> bool:
     return card.get("features_version") == FEATURES_VERSION
 
@@ -149,12 +185,17 @@ def active_version(session: Session) -> ModelVersion | None:
     return session.scalar(select(ModelVersion).where(ModelVersion.is_active))
 
 
-def activate(session: Session, version: str, now: datetime | None = None) -> ModelVersion:
+def activate(
+    session: Session, version: str, now: datetime | None = None, *, model_dir: Path | None = None
+) -> ModelVersion:
+    """Make ``version`` the active one, if its file is in ``model_dir`` (the caller's MODEL_DIR) or where saved."""
     row = session.scalar(select(ModelVersion).where(ModelVersion.version == version))
     if row is None:
         raise RegistryError(f"no model version {version!r}")
-    if not Path(row.path).exists():
-        raise RegistryError(f"model version {version} has no file at {row.path}")
+    try:
+        locate_artifact(row.path, model_dir)
+    except RegistryError as missing:
+        raise RegistryError(f"model version {version} cannot be activated: {missing}") from None
     session.execute(update(ModelVersion).where(ModelVersion.is_active).values(is_active=False))
     row.is_active = True
     row.activated_at = now or datetime.now(UTC)
@@ -182,12 +223,16 @@ class ModelStore:
     """The active model for a long-running process, reloaded when another version is activated.
 
     The database is asked which version is active at most every ``check_interval`` seconds, so
-    workers pick up an activation without a restart and without a query per comment.
+    workers pick up an activation without a restart and without a query per comment. Files are looked
+    for in ``model_dir`` (this process's MODEL_DIR) first: see `locate_artifact`.
     """
 
-    def __init__(self, session_factory: Callable[[], Session], check_interval: float = 10.0) -> None:
+    def __init__(
+        self, session_factory: Callable[[], Session], check_interval: float = 10.0, model_dir: Path | None = None
+    ) -> None:
         self._session_factory = session_factory
         self._check_interval = check_interval
+        self.model_dir = model_dir
         self._lock = threading.Lock()
         self._model: ModerationModel | None = None
         self._checked_at = float("-inf")
@@ -209,4 +254,4 @@ class ModelStore:
                 return
             if self._model is not None and self._model.version == row.version:
                 return
-            self._model = load_artifact(Path(row.path), row.sha256, dict(row.card))
+            self._model = load_version(row, self.model_dir)

@@ -27,7 +27,15 @@ from models.db import create_db_engine, make_session_factory
 from models.entities import ModelVersion
 from models.migrate import upgrade_database
 from moderation.features import FEATURES_VERSION
-from moderation.registry import activate, active_version, file_sha256, list_versions, made_for_these_features
+from moderation.registry import (
+    RegistryError,
+    activate,
+    active_version,
+    file_sha256,
+    list_versions,
+    locate_artifact,
+    made_for_these_features,
+)
 from server.demo import Demo, ensure_demo
 from server.settings import Settings
 
@@ -149,9 +157,9 @@ def ensure_model(settings: Settings) -> None:
         reason = why_train(active)
         if reason is None:
             return
-        ready = newest_for_these_features(session)
+        ready = newest_for_these_features(session, settings.effective_model_dir)
         if ready is not None:
-            activate(session, ready.version)
+            activate(session, ready.version, model_dir=settings.effective_model_dir)
             print(f"{reason}: activated {ready.version}, the newest model made for these features.", flush=True)
             return
         fallback = active.version if active is not None else None
@@ -175,16 +183,20 @@ def ensure_model(settings: Settings) -> None:
     print(f"Model {version} trained and active.", flush=True)
 
 
-def newest_for_these_features(session: Session) -> ModelVersion | None:
+def newest_for_these_features(session: Session, model_dir: Path) -> ModelVersion | None:
     """The newest model made for these features that someone once put to work and that is intact.
 
     Never-activated versions (a retrain that was not promoted, `train --no-activate`) and versions rolled
     back from (their activation cleared) were judged not to serve: training a new one is the safer default.
     """
     for row in list_versions(session):
-        path = Path(row.path)
-        chosen = made_for_these_features(row.card) and row.activated_at is not None
-        if chosen and path.exists() and file_sha256(path) == row.sha256:
+        if not (made_for_these_features(row.card) and row.activated_at is not None):
+            continue
+        try:
+            path = locate_artifact(row.path, model_dir)
+        except RegistryError:
+            continue
+        if file_sha256(path) == row.sha256:
             return row
     return None
 

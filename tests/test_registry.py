@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +25,8 @@ from models.entities import ModelVersion
 from moderation import registry
 from moderation.classifier import LABELS
 from moderation.features import FEATURES_VERSION, CommentText
+from server.factory import build_celery, build_runtime
+from server.settings import Settings
 from tests.conftest import TrainedModel
 
 COMMENTS = [
@@ -203,7 +209,7 @@ def test_activate_refuses_unknown_versions_and_missing_files(
     with make_session_factory(engine).begin() as session:
         with pytest.raises(registry.RegistryError, match="no model version"):
             registry.activate(session, "nope")
-        with pytest.raises(registry.RegistryError, match="no file"):
+        with pytest.raises(registry.RegistryError, match=r"lost cannot be activated: model file copy\.skops"):
             registry.activate(session, "lost")
     assert active(engine) == ["good"]
 
@@ -253,3 +259,122 @@ def test_model_store_asks_the_database_only_every_check_interval(engine: Engine,
     assert store.current().version == "v1"
     activate(engine, "v2")
     assert store.current().version == "v1"
+
+
+# --- the file found in this process's MODEL_DIR --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MovedModel:
+    saved_at: Path  # the path the registry stores, which no longer exists
+    model_dir: Path  # where the folder is now, as another host or a restored backup sees it
+
+
+@pytest.fixture
+def moved_model(engine: Engine, trained_model: TrainedModel, tmp_path: Path) -> MovedModel:
+    """Version "moved" saved and activated in one folder, "next" registered beside it; then the folder moved."""
+    trained_in = tmp_path / "trained-here"
+    saved = registry.SavedArtifact(trained_in / trained_model.artifact.path.name, trained_model.artifact.sha256)
+    trained_in.mkdir()
+    shutil.copy(trained_model.artifact.path, saved.path)
+    register(engine, "moved", saved, trained_model.model.card)
+    register(engine, "next", saved, trained_model.model.card)
+    activate(engine, "moved")
+    model_dir = tmp_path / "mounted-elsewhere"
+    shutil.move(trained_in, model_dir)
+    return MovedModel(saved.path, model_dir)
+
+
+def test_a_model_whose_folder_moved_loads_from_the_model_dir_given(engine: Engine, moved_model: MovedModel) -> None:
+    store = registry.ModelStore(make_session_factory(engine), check_interval=0, model_dir=moved_model.model_dir)
+    assert store.current().version == "moved"
+    with make_session_factory(engine)() as session:  # the registry still records where the file was saved
+        assert {row.path for row in registry.list_versions(session)} == {str(moved_model.saved_at)}
+
+
+def test_a_worker_finds_the_model_in_its_own_model_dir(
+    database_url: str, redis_url: str, tmp_path: Path, moved_model: MovedModel
+) -> None:
+    settings = Settings(
+        var_dir=tmp_path / "var", database_url=database_url, redis_url=redis_url, model_dir=moved_model.model_dir
+    )
+    runtime = build_runtime(settings, build_celery(settings))
+    try:
+        assert runtime.models.current().version == "moved"
+    finally:
+        runtime.sessions.kw["bind"].dispose()
+
+
+def test_classify_and_models_activate_use_the_commands_model_dir(
+    database_url: str, tmp_path: Path, moved_model: MovedModel
+) -> None:
+    """The console script as an operator runs it on a host that mounts the model folder elsewhere."""
+    script = Path(sys.executable).with_name("moderation")
+    env = {name: value for name, value in os.environ.items() if name in ("PATH", "HOME", "LANG")}
+    env |= {"VAR_DIR": str(tmp_path / "var"), "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
+    comment = json.dumps({"body": "Thanks, the stretches in this article really helped my lower back."}) + "\n"
+
+    def moderation(model_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        run_env = env | {"MODEL_DIR": str(model_dir)}
+        return subprocess.run([script, *args], env=run_env, input=comment, capture_output=True, text=True, timeout=120)
+
+    classified = moderation(moved_model.model_dir, "classify")
+    assert classified.returncode == 0, classified.stderr
+    assert json.loads(classified.stdout.splitlines()[-1])["model_version"] == "moved"
+
+    activated = moderation(moved_model.model_dir, "models", "activate", "next")
+    assert activated.returncode == 0, activated.stderr
+    assert activated.stdout.strip() == "model next is active; workers switch within MODEL_CHECK_INTERVAL_SECONDS"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = moderation(empty, "classify")
+    assert refused.returncode != 0
+    assert f"not in MODEL_DIR {empty.resolve()}, nor at {moved_model.saved_at}" in refused.stderr
+
+
+def test_a_model_in_neither_place_is_refused_naming_both(
+    engine: Engine, moved_model: MovedModel, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    name = moved_model.saved_at.name
+    looked = f"model file {name} is missing: not in MODEL_DIR {empty}, nor at {moved_model.saved_at} where it was saved"
+
+    store = registry.ModelStore(make_session_factory(engine), check_interval=0, model_dir=empty)
+    with pytest.raises(registry.RegistryError) as refused:
+        store.current()
+    assert str(refused.value) == looked
+    with make_session_factory(engine).begin() as session, pytest.raises(registry.RegistryError) as refused:
+        registry.activate(session, "next", model_dir=empty)
+    assert str(refused.value) == f"model version next cannot be activated: {looked}"
+    assert active(engine) == ["moved"]
+
+
+def test_a_file_still_where_it_was_saved_is_used_when_model_dir_lacks_it(
+    engine: Engine, trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    register(engine, "v1", trained_model.artifact, trained_model.model.card)
+    activate(engine, "v1")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    store = registry.ModelStore(make_session_factory(engine), check_interval=0, model_dir=empty)
+    assert store.current().version == "v1"
+
+
+def test_a_corrupt_copy_in_model_dir_is_refused_even_with_an_intact_file_where_saved(
+    engine: Engine, trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    register(engine, "v1", trained_model.artifact, trained_model.model.card)
+    activate(engine, "v1")
+    model_dir = tmp_path / "shared"
+    model_dir.mkdir()
+    data = bytearray(trained_model.artifact.path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (model_dir / trained_model.artifact.path.name).write_bytes(bytes(data))
+
+    store = registry.ModelStore(make_session_factory(engine), check_interval=0, model_dir=model_dir)
+    with pytest.raises(registry.RegistryError, match="checksum") as refused:
+        store.current()
+    assert str(model_dir / trained_model.artifact.path.name) in str(refused.value)
+    assert trained_model.artifact.path.exists()  # an intact file was there: MODEL_DIR's copy is what counts

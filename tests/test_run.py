@@ -145,3 +145,18 @@ def test_the_local_run_starts_with_the_old_model_when_training_fails(
     monkeypatch.setattr("server.cli.train_and_register", _no_training)
     assert _active_after_ensure(url, tmp_path) == "v-old"
     assert "Training failed (training failed); starting with model v-old" in capsys.readouterr().out
+
+
+def test_the_local_run_finds_a_model_moved_into_model_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Files registered elsewhere (another host, a restored backup) are looked for by name in MODEL_DIR."""
+    url = _registry_of(
+        tmp_path, {"v-now": (FEATURES_VERSION, True, True), "v-old": ("2020-01-01", True, True)}, "v-old"
+    )
+    model_dir = tmp_path / "mounted-elsewhere"
+    model_dir.mkdir()
+    (tmp_path / "v-now.skops").rename(model_dir / "v-now.skops")
+    monkeypatch.setattr("server.cli.train_and_register", _no_training)
+    ensure_model(Settings(var_dir=tmp_path, database_url=url, model_dir=model_dir))
+    assert "activated v-now" in capsys.readouterr().out
