@@ -292,7 +292,7 @@ def service_env(url: str, redis_url: str, workdir: Path) -> dict[str, str]:
     """The environment of the service's processes in a benchmark."""
     return base_env(url, redis_url) | {
         "VAR_DIR": str(workdir / "var"),
-        "SECRET_KEY": "bench-secret-key",
+        "SECRET_KEY": "bench-secret-key-" * 2,
         "LOG_FORMAT": "json",
         "WEB_WORKERS": "2",
         # One site sends everything here: its per-site and per-author limits would cap the benchmark.

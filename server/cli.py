@@ -11,6 +11,8 @@ from typing import Any, TextIO
 
 import click
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import SQLITE_BEGIN, create_db_engine, make_session_factory
@@ -23,7 +25,7 @@ from moderation.policy import Signals, Thresholds, decide
 from moderation.sites import SiteError, create_site, require_site, rotate_secret
 from moderation.training import train as train_model
 from server.logs import configure_logging
-from server.settings import Settings
+from server.settings import Settings, describe_invalid_settings
 from webhooks.schemas import storable
 from workers.queues import WORKER_QUEUES
 
@@ -53,16 +55,39 @@ def _upgrade(settings: Settings) -> None:
         click.echo(f"created a new database {created} (VAR_DIR or DATABASE_URL chooses another)", err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The `moderation` group: a database that cannot be used ends any command with one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OperationalError as error:  # refused, unknown host or database, bad password, unwritable file
+            raise click.ClickException(_database_failure(_settings(ctx), error)) from None
+
+
+def _database_failure(settings: Settings, error: OperationalError) -> str:
+    url = make_url(settings.effective_database_url)
+    reason = " ".join(str(error.orig or error).split())  # the driver's message, without its line breaks
+    if url.password:
+        reason = reason.replace(str(url.password), "***")
+    return f"cannot use the database {url.render_as_string(hide_password=True)}: {reason} (check DATABASE_URL)"
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Comment moderation service: intake, workers, models and sites."""
     try:
         settings = Settings()
     except ValidationError as error:
-        raise click.ClickException(f"invalid setting in the environment:\n{error}") from None
+        raise click.ClickException(describe_invalid_settings(error)) from None
     configure_logging(settings.log_level, "text" if sys.stderr.isatty() else settings.log_format)
     ctx.obj = settings
+    if ctx.invoked_subcommand == "web":
+        from server.factory import warn_if_session_key_is_per_host
+
+        # Here, in the process that starts gunicorn: once per start, not once per web worker process.
+        warn_if_session_key_is_per_host(settings)
 
 
 @main.command()
@@ -307,9 +332,10 @@ def models_list(ctx: click.Context) -> None:
 @click.argument("version")
 @click.pass_context
 def models_activate(ctx: click.Context, version: str) -> None:
-    with _sessions(_settings(ctx)).begin() as session:
+    settings = _settings(ctx)
+    with _sessions(settings).begin() as session:
         try:
-            registry.activate(session, version)
+            registry.activate(session, version, model_dir=settings.effective_model_dir)
         except registry.RegistryError as error:
             raise click.ClickException(str(error)) from None
     click.echo(f"model {version} is active; workers switch within MODEL_CHECK_INTERVAL_SECONDS")
@@ -400,7 +426,7 @@ def _text_table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def _active_model(settings: Settings) -> ModerationModel:
-    store = registry.ModelStore(_sessions(settings), check_interval=0)
+    store = registry.ModelStore(_sessions(settings), check_interval=0, model_dir=settings.effective_model_dir)
     try:
         return store.current()
     except registry.RegistryError as error:

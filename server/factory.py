@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import timedelta
 
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
+from sqlalchemy.engine import make_url
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from dashboard import init_app as init_dashboard
@@ -24,13 +26,15 @@ from webhooks.ratelimit import IntakeLimits
 from workers.app import CeleryOptions, ModerationCelery, create_celery
 from workers.publisher import CeleryPublisher
 
+log = logging.getLogger(__name__)
+
 
 def build_runtime(settings: Settings, celery: ModerationCelery) -> Runtime:
     engine = create_db_engine(settings.effective_database_url)
     sessions = make_session_factory(engine)
     return Runtime(
         sessions=sessions,
-        models=ModelStore(sessions, settings.model_check_interval_seconds),
+        models=ModelStore(sessions, settings.model_check_interval_seconds, model_dir=settings.effective_model_dir),
         publisher=CeleryPublisher(celery),
         settled=SettledWork(settings.broker_url),
         retry=RetryPolicy(
@@ -77,6 +81,17 @@ def session_secret(settings: Settings) -> str:
         path.write_text(secrets.token_urlsafe(48))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def warn_if_session_key_is_per_host(settings: Settings) -> None:
+    """A generated key is this host's own: behind a load balancer, a session signed by one web host would
+    not verify on another. A database other than SQLite is the sign that there may be several."""
+    if settings.secret_key is None and make_url(settings.effective_database_url).get_backend_name() != "sqlite":
+        log.warning(
+            "SECRET_KEY is unset: dashboard sessions are signed with a key generated on this host into %s; "
+            "several web hosts need the same SECRET_KEY (generate one with: openssl rand -hex 32)",
+            (settings.var_dir / "secret_key").resolve(),
+        )
 
 
 def create_app(settings: Settings | None = None) -> Flask:

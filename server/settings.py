@@ -5,11 +5,21 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from limits import parse_many
+from pydantic import Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# The broker URL goes to Celery (kombu), the rate limits (limits) and redis-py: these two schemes are the
+# ones all three read (for a Unix socket each of them wants a scheme of its own).
+REDIS_SCHEMES = ("redis", "rediss")
+DATABASE_URL_EXAMPLE = "postgresql+psycopg://user:password@host:5432/moderation"
+MIN_SECRET_KEY_LENGTH = 32  # the docs ask for `openssl rand -hex 32` (64 characters)
 
 
 class Settings(BaseSettings):
@@ -24,7 +34,9 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(default=None, description="Flask session key; generated into VAR_DIR if unset.")
     model_dir: Path | None = Field(default=None, description="Model artifacts; VAR_DIR/models when unset.")
     data_dir: Path | None = Field(default=None, description="Public data sets that `moderation run` trains on.")
-    max_body_bytes: int = 64 * 1024
+    # Room for every field of a comment at its longest (20,000 characters of body) even when each is an emoji
+    # sent as two \uXXXX escapes (12 bytes), as json.dumps writes it by default.
+    max_body_bytes: int = Field(default=384 * 1024, ge=1024)
     site_cache_seconds: float = Field(
         default=5.0, ge=0, description="How long a web process reuses a site's secrets before reading them again."
     )
@@ -68,6 +80,57 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
+    @field_validator("database_url", "redis_url", "secret_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `KEY=` in an env file means "not set" (the documented default), as it always did for DATABASE_URL.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _readable_database_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_database_url(value)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not is_redis_url(value):
+            # Without this, kombu reads a URL with no scheme as AMQP and retries it forever.
+            raise PydanticCustomError(
+                "redis_url", "must be a redis:// or rediss:// (TLS) URL, e.g. redis://127.0.0.1:6379/0"
+            )
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_secret_key(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < MIN_SECRET_KEY_LENGTH:
+            # Sessions signed with a short key can be forged by guessing it; the length, not the key, is told.
+            raise PydanticCustomError(
+                "secret_key",
+                "{length} characters, fewer than {minimum}: generate one with `openssl rand -hex 32`, or leave "
+                "it unset to have one generated into VAR_DIR/secret_key (one web host only)",
+                {"length": len(value), "minimum": MIN_SECRET_KEY_LENGTH},
+            )
+        return value
+
+    @field_validator("rate_limit_per_site", "rate_limit_per_author_ip", "login_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        # Checked here, so that every command refuses it, not only web, when it starts serving.
+        try:
+            parse_many(value)
+        except ValueError:
+            raise PydanticCustomError(
+                "rate_limit",
+                "'{value}' is not a rate limit in limits syntax; write e.g. 1200/minute, 50/second, or "
+                "10/minute;100/hour for two limits",
+                {"value": value},
+            ) from None
+        return value
+
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.var_dir / 'moderation.db').resolve()}"
@@ -83,3 +146,42 @@ class Settings(BaseSettings):
     @property
     def secret_overlap(self) -> timedelta:
         return timedelta(hours=self.secret_rotation_overlap_hours)
+
+
+def is_redis_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError:
+        return False
+    return parts.scheme in REDIS_SCHEMES
+
+
+def check_database_url(value: str) -> None:
+    """A URL SQLAlchemy can parse, naming a dialect it has; the error never shows the password."""
+    try:
+        url = make_url(value)
+    except (ArgumentError, ValueError):
+        raise PydanticCustomError(
+            "database_url", "not a URL SQLAlchemy can read; e.g. {example}", {"example": DATABASE_URL_EXAMPLE}
+        ) from None
+    try:
+        url.get_dialect()
+    except ArgumentError:  # NoSuchModuleError: e.g. postgres:// (SQLAlchemy calls it postgresql://)
+        raise PydanticCustomError(
+            "database_url",
+            "{url} names no database SQLAlchemy knows ('{name}'); e.g. {example}",
+            {
+                "url": url.render_as_string(hide_password=True),
+                "name": url.drivername,
+                "example": DATABASE_URL_EXAMPLE,
+            },
+        ) from None
+
+
+def describe_invalid_settings(error: ValidationError) -> str:
+    """One line per wrong setting, named as in the environment; never its value (a secret, a password)."""
+    return "\n".join(
+        f"invalid setting {'.'.join(str(part) for part in entry['loc']).upper()}: {entry['msg']}"
+        for entry in error.errors(include_url=False, include_input=False, include_context=False)
+    )

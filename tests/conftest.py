@@ -114,7 +114,7 @@ def fast_settings(database_url: str, redis_url: str, var_dir: Path) -> Settings:
         var_dir=var_dir,
         database_url=database_url,
         redis_url=redis_url,
-        secret_key="test-secret-key",
+        secret_key="test-secret-key-" * 3,
         outbox_quiet_seconds=1,
         outbox_relay_interval_seconds=1,
         callback_retry_base_seconds=0.2,

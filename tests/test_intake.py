@@ -234,12 +234,28 @@ def test_unknown_site_is_401_like_a_bad_signature(client: FlaskClient, site: Sit
     assert response.get_json()["error"] == "invalid_signature"
 
 
-def test_over_64_kib_is_413(client: FlaskClient, site: SiteCredentials, engine: Engine) -> None:
-    body = encode(comment_event(site.name, "c-1", body="y" * (65 * 1024)))
+def test_over_max_body_bytes_is_413(client: FlaskClient, site: SiteCredentials, engine: Engine) -> None:
+    body = encode(comment_event(site.name, "c-1", body="y" * Settings().max_body_bytes))
     response = post(client, body, signed_headers(site.secret, body))
     assert response.status_code == 413
     assert response.get_json()["error"] == "too_large"
     assert count(engine, Comment) == 0
+
+
+def test_the_longest_comment_in_any_script_fits_the_size_limit(
+    client: FlaskClient, site: SiteCredentials, engine: Engine
+) -> None:
+    """20,000 characters, as the schema allows, sent as json.dumps writes them (each emoji as two \\u escapes)."""
+    emoji = "\N{GRINNING FACE}"
+    event = comment_event(site.name, "c-1", body=emoji * 20_000)
+    event["data"]["article"]["title"] = emoji * 500
+    event["data"]["author"] |= {"name": emoji * 200, "user_agent": emoji * 1000}
+    body = encode(event)
+    assert len(body) > 64 * 1024  # the old limit refused it
+    response = post(client, body, signed_headers(site.secret, body))
+    assert response.status_code == 202, response.get_json()
+    with make_session_factory(engine)() as session:
+        assert session.scalars(select(Comment.body)).one() == emoji * 20_000
 
 
 def test_not_json_is_415(client: FlaskClient, site: SiteCredentials) -> None:

@@ -204,7 +204,7 @@ def openapi_document() -> dict[str, Any]:
                             "`webhook_id_reused`: this webhook-id was already accepted with a different body (the "
                             "message names that comment's id). Nothing is stored; send the event under its own id."
                         ),
-                        "413": _error("Body over 64 KiB."),
+                        "413": _error("Body over 384 KiB (`MAX_BODY_BYTES`)."),
                         "415": _error("Not application/json."),
                         "429": _error("Rate limited; see Retry-After."),
                         "503": _error("The database cannot take it; retry later."),
@@ -269,7 +269,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json("Erased; the counts say how much.", "ErasureResult"),
                         "400": _error("Invalid body; `fields` names each bad field."),
-                        "413": _error("Body over 64 KiB (`MAX_BODY_BYTES`)."),
+                        "413": _error("Body over 384 KiB (`MAX_BODY_BYTES`)."),
                         "415": _error("Not application/json."),
                         **signed_api_errors,
                     },
