@@ -170,6 +170,8 @@ def test_moving_one_threshold_leaves_the_others_following_the_next_model(
     pinned = evaluation.what_if(model_b, Thresholds(**{**MODEL_A, "spam_reject": 0.9}))
     assert edited["ordinary_held"] == untouched["ordinary_held"] != pinned["ordinary_held"]
     assert sources(page(admin_client, sites["edited"]))["spam_hold"][0] == "0.20, the model's"
+    listed = " ".join(admin_client.get("/dashboard/admin/sites").get_data(as_text=True).split())
+    assert "0.9 / model&#39;s / model&#39;s" in listed  # the Sites page says whose they are
 
 
 def test_a_post_of_all_three_values_stores_only_the_changed_one(
