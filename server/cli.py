@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import SQLITE_BEGIN, create_db_engine, make_session_factory
-from models.migrate import upgrade_database
+from models.migrate import schema_revision, upgrade_database
 from moderation import registry
 from moderation.classifier import ModerationModel
 from moderation.data import DataError, Example, collect_examples
@@ -94,8 +94,17 @@ def main(ctx: click.Context) -> None:
 @click.pass_context
 def migrate(ctx: click.Context) -> None:
     """Create or upgrade the database schema to the latest migration."""
+    url = _settings(ctx).effective_database_url
+    new_file = url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists()
+    before = None if new_file else schema_revision(url)  # reading a SQLite file that is not there makes one
     _upgrade(_settings(ctx))
-    click.echo("database is up to date")
+    after = schema_revision(url)
+    if before is None:
+        click.echo(f"database is up to date: schema created at {after}")
+    elif before != after:
+        click.echo(f"database is up to date: schema upgraded from {before} to {after}")
+    else:
+        click.echo(f"database is up to date: schema at {after}, nothing to do")
 
 
 @main.command()

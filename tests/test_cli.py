@@ -309,3 +309,21 @@ def test_the_console_script_outside_the_checkout_says_it_made_a_new_database(tmp
     assert not (tmp_path / "var" / "metrics").exists()  # a one-off command's counts are not the service's
     again = moderation("sites", "list")
     assert again.returncode == 0 and "created a new database" not in again.stderr
+
+
+def test_migrate_says_what_it_did_to_the_schema(tmp_path: Path) -> None:
+    """Created, upgraded or already current: each run names the schema's migration."""
+    from models.migrate import schema_revision, upgrade_database
+
+    env = {"VAR_DIR": str(tmp_path / "fresh"), "DATABASE_URL": "", "LOG_FORMAT": "text", "LOG_LEVEL": "WARNING"}
+    created = CliRunner().invoke(main, ["migrate"], env=env)
+    head = schema_revision(f"sqlite:///{tmp_path / 'fresh' / 'moderation.db'}")
+    assert head is not None and created.stdout == f"database is up to date: schema created at {head}\n"
+    again = CliRunner().invoke(main, ["migrate"], env=env)
+    assert again.stdout == f"database is up to date: schema at {head}, nothing to do\n"
+
+    older = f"sqlite:///{tmp_path / 'older.db'}"
+    upgrade_database(older, "0004")
+    upgraded = CliRunner().invoke(main, ["migrate"], env=env | {"DATABASE_URL": older})
+    assert upgraded.stdout == f"database is up to date: schema upgraded from 0004 to {head}\n"
+    assert schema_revision(older) == head
