@@ -206,3 +206,16 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_celerys_own_command_names_a_bad_setting_in_one_line(tmp_path: Path) -> None:
+    """`celery -A server.celery_entry worker`, as the docs allow, stops with the same line as `moderation`."""
+    import subprocess
+
+    env = {"PATH": os.environ["PATH"], "VAR_DIR": str(tmp_path), "REDIS_URL": "localhost:6379"}
+    argv = [sys.executable, "-m", "celery", "-A", "server.celery_entry", "inspect", "ping"]
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(argv, env=env, cwd=root, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0
+    assert "invalid setting REDIS_URL: must be a redis:// or rediss:// (TLS) URL" in done.stderr
+    assert "Traceback" not in done.stderr
