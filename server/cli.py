@@ -19,13 +19,13 @@ from models.db import SQLITE_BEGIN, create_db_engine, make_session_factory
 from models.migrate import schema_revision, upgrade_database
 from moderation import registry
 from moderation.classifier import ModerationModel
-from moderation.data import DataError, Example, collect_examples
+from moderation.data import DataError, collect_examples, load_own_corpus, public_sets
 from moderation.features import CommentText, link_count
 from moderation.policy import Signals, Thresholds, decide
 from moderation.sites import SiteError, create_site, require_site, rotate_secret
 from moderation.training import train as train_model
 from server.logs import configure_logging
-from server.settings import Settings, describe_invalid_settings
+from server.settings import Settings, describe_invalid_settings, redacted_url
 from webhooks.schemas import storable
 from workers.queues import WORKER_QUEUES
 
@@ -41,14 +41,23 @@ def _sessions(settings: Settings) -> sessionmaker[Session]:
     return make_session_factory(create_db_engine(settings.effective_database_url))
 
 
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (any driver, any query string); None for another database or memory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
 def _upgrade(settings: Settings) -> None:
     url = settings.effective_database_url
-    created = None
-    if url.startswith("sqlite:///"):
-        settings.var_dir.mkdir(parents=True, exist_ok=True)
-        path = Path(url.removeprefix("sqlite:///"))
-        created = None if path.exists() else path
-    upgrade_database(url)
+    path = _sqlite_file(url)
+    _make_var_dir(settings)
+    created = path if path is not None and not path.exists() else None
+    try:
+        upgrade_database(url)
+    except OperationalError as error:  # refused, unknown host or database, bad password, unwritable file
+        raise click.ClickException(_cannot_connect(settings, error)) from None
     if created is not None:
         # Run from another folder, the default VAR_DIR (./var) is a new, empty one: say so rather than
         # let `sites list` answer nothing as if the real database were empty.
@@ -56,21 +65,31 @@ def _upgrade(settings: Settings) -> None:
 
 
 class _Commands(click.Group):
-    """The `moderation` group: a database that cannot be used ends any command with one line, not a traceback."""
+    """The `moderation` group: a database error ends any command with one line, not a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except OperationalError as error:  # refused, unknown host or database, bad password, unwritable file
-            raise click.ClickException(_database_failure(_settings(ctx), error)) from None
+        except OperationalError as error:
+            # Connecting is checked where every command starts (`_upgrade`, `moderation run`); this is a
+            # failure after that (a lock, a timeout, a dropped connection): the URL is not the suspect.
+            raise click.ClickException(f"database error: {_driver_message(_settings(ctx), error)}") from None
 
 
-def _database_failure(settings: Settings, error: OperationalError) -> str:
-    url = make_url(settings.effective_database_url)
-    reason = " ".join(str(error.orig or error).split())  # the driver's message, without its line breaks
-    if url.password:
-        reason = reason.replace(str(url.password), "***")
-    return f"cannot use the database {url.render_as_string(hide_password=True)}: {reason} (check DATABASE_URL)"
+def _cannot_connect(settings: Settings, error: OperationalError) -> str:
+    shown = redacted_url(settings.effective_database_url)
+    return f"cannot use the database {shown}: {_driver_message(settings, error)} (check DATABASE_URL)"
+
+
+def _driver_message(settings: Settings, error: OperationalError) -> str:
+    """The driver's message on one line, with any part of the URL's user name and password hidden."""
+    reason = " ".join(str(error.orig or error).split())
+    url = settings.effective_database_url
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    for secret in {userinfo, *userinfo.split(":", 1)[1:], *userinfo.split("@")}:
+        if len(secret) >= 3:  # a fragment shorter than that is no secret, and would blot out the message
+            reason = reason.replace(secret, "***")
+    return reason
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -95,16 +114,42 @@ def main(ctx: click.Context) -> None:
 def migrate(ctx: click.Context) -> None:
     """Create or upgrade the database schema to the latest migration."""
     url = _settings(ctx).effective_database_url
-    new_file = url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists()
-    before = None if new_file else schema_revision(url)  # reading a SQLite file that is not there makes one
+    path = _sqlite_file(url)
+    new_file = path is not None and not path.exists()
+    before = None if new_file else _schema_revision(_settings(ctx))  # reading a missing file would make one
     _upgrade(_settings(ctx))
-    after = schema_revision(url)
+    after = _schema_revision(_settings(ctx))
     if before is None:
         click.echo(f"database is up to date: schema created at {after}")
     elif before != after:
         click.echo(f"database is up to date: schema upgraded from {before} to {after}")
     else:
         click.echo(f"database is up to date: schema at {after}, nothing to do")
+
+
+def _make_var_dir(settings: Settings) -> None:
+    """The default SQLite database's folder; a DATABASE_URL naming a folder that is not there is a mistake."""
+    if settings.database_url is None:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _can_connect(settings: Settings) -> None:
+    _make_var_dir(settings)
+    engine = create_db_engine(settings.effective_database_url)
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as error:
+        raise click.ClickException(_cannot_connect(settings, error)) from None
+    finally:
+        engine.dispose()
+
+
+def _schema_revision(settings: Settings) -> str | None:
+    try:
+        return schema_revision(settings.effective_database_url)
+    except OperationalError as error:
+        raise click.ClickException(_cannot_connect(settings, error)) from None
 
 
 @main.command()
@@ -171,7 +216,9 @@ def run(ctx: click.Context) -> None:
     """Everything on one machine: migrate, train if needed, then web, worker, beat (and Redis if unset)."""
     from server.runner import run_all
 
-    raise SystemExit(run_all(_settings(ctx)))
+    settings = _settings(ctx)
+    _can_connect(settings)  # before anything starts: a database that cannot be used is one line
+    raise SystemExit(run_all(settings))
 
 
 # --- sites ---------------------------------------------------------------------------------------
@@ -255,11 +302,12 @@ def train_and_register(settings: Settings, data_dir: Path | None, activate: bool
 
     sessions = _sessions(settings)
     try:
-        examples = collect_examples(data_dir)
+        public = public_sets(data_dir)
+        examples = load_own_corpus() + [e for found in public.values() for e in found]
     except (DataError, OSError) as error:
         raise click.ClickException(str(error)) from None
     if data_dir is not None:
-        _say_what_was_found(examples, data_dir)
+        _say_what_was_found({name: len(found) for name, found in public.items()}, data_dir)
     with sessions() as session:
         examples += moderator_examples(session)
     model = train_model(examples)  # no session is open during the long CPU work
@@ -274,16 +322,17 @@ def train_and_register(settings: Settings, data_dir: Path | None, activate: bool
     return version
 
 
-def _say_what_was_found(examples: list[Example], data_dir: Path) -> None:
+def _say_what_was_found(sizes: dict[str, int], data_dir: Path) -> None:
     """A --data-dir without any set in it is most likely a wrong path: say so before the long training."""
-    from collections import Counter
-
     from moderation.data import PUBLIC_LOADERS
 
-    counts = Counter(e.source.split(":")[0] for e in examples if not e.source.startswith("own"))
-    if counts:
-        click.echo(f"public examples from {data_dir}: " + ", ".join(f"{k} {n:,}" for k, n in sorted(counts.items())))
-    else:
+    found = {name: size for name, size in sizes.items() if size}
+    if found:
+        click.echo(f"public examples from {data_dir}: " + ", ".join(f"{k} {n:,}" for k, n in sorted(found.items())))
+    empty = sorted(name for name, size in sizes.items() if not size)
+    if empty:
+        click.echo(f"warning: {', '.join(f'{name}/' for name in empty)} in {data_dir} held no examples", err=True)
+    if not found:
         folders = ", ".join(f"{name}/" for name in PUBLIC_LOADERS)
         click.echo(
             f"warning: no public data set in {data_dir} (looked for {folders}); "

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
-    @field_validator("database_url", "redis_url", "secret_key", mode="before")
+    @field_validator("database_url", "redis_url", "secret_key", "model_dir", "data_dir", "public_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # `KEY=` in an env file means "not set" (the documented default), as it always did for DATABASE_URL.
@@ -157,8 +157,23 @@ def is_redis_url(value: str) -> bool:
     return parts.scheme in REDIS_SCHEMES
 
 
+def redacted_url(url: str) -> str:
+    """``url`` with its password hidden, taken as everything between the user name's ``:`` and the last
+    ``@``: a password with an unescaped ``@`` or ``/`` is not where a URL parser looks for it."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user, colon, _password = userinfo.partition(":")
+    if "@" in user:  # which part is the user is anybody's guess: show neither
+        return f"{scheme}://***@{host}"
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
+
+
 def check_database_url(value: str) -> None:
     """A URL SQLAlchemy can parse, naming a dialect it has; the error never shows the password."""
+    if value.split("?", 1)[0].count("@") > 1:
+        raise PydanticCustomError("database_url", "a user name or password holding '@' must be URL-encoded ('%40')")
     try:
         url = make_url(value)
     except (ArgumentError, ValueError):
@@ -172,7 +187,7 @@ def check_database_url(value: str) -> None:
             "database_url",
             "{url} names no database SQLAlchemy knows ('{name}'); e.g. {example}",
             {
-                "url": url.render_as_string(hide_password=True),
+                "url": redacted_url(value),
                 "name": url.drivername,
                 "example": DATABASE_URL_EXAMPLE,
             },

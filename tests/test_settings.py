@@ -219,3 +219,36 @@ def test_celerys_own_command_names_a_bad_setting_in_one_line(tmp_path: Path) -> 
     assert done.returncode != 0
     assert "invalid setting REDIS_URL: must be a redis:// or rediss:// (TLS) URL" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://mod:s3cr@tPart@nohost.invalid/moderation",  # an unescaped @ in the password
+        "postgres://mod:s3cr@tPart@db.internal/moderation",
+    ],
+)
+def test_a_password_with_an_unescaped_at_sign_is_never_shown(tmp_path: Path, url: str) -> None:
+    result = run(tmp_path, "sites", "list", DATABASE_URL=url)
+    assert result.exit_code == 1
+    assert "must be URL-encoded ('%40')" in result.stderr
+    assert "s3cr" not in result.output and "tPart" not in result.output
+
+
+def test_a_database_failure_after_connecting_does_not_blame_the_url(tmp_path: Path) -> None:
+    """A lock or a timeout mid-command is a database error, not a wrong DATABASE_URL."""
+    import sqlite3
+
+    path = tmp_path / "moderation.db"
+    assert run(tmp_path, "migrate", DATABASE_URL=f"sqlite:///{path}").exit_code == 0
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN IMMEDIATE")  # another process writing: reads go on, other writers wait, then give up
+    try:
+        result = run(tmp_path, "sites", "add", "example", DATABASE_URL=f"sqlite:///{path}?timeout=0.2")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result.exit_code == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("Error: database error: ") and "locked" in line
+    assert "DATABASE_URL" not in line
