@@ -174,14 +174,25 @@ def record_failed(
     """Schedule the next attempt; a 410 turns the site's endpoint off; the last failure is a dead letter.
 
     A 410 from ``sent_to``, an address the site has since replaced (an admin saved a new URL while this
-    callback was on the wire), says nothing about the new one: the callback is tried again there.
+    callback was on the wire), says nothing about the new one: the callback is due again at once, there,
+    without counting as an attempt.
     """
-    delivery.attempts += 1
     delivery.last_status_code = status_code
     delivery.last_error = error[:2000]
     delivery.lease_until = None
-    site = session.get(Site, delivery.site_id) if status_code == 410 else None
-    if status_code == 410 and not _replaced(site, sent_to):
+    # Locked: an admin saving a new URL meanwhile either commits first (and is seen here) or waits for this.
+    site = (
+        session.get(Site, delivery.site_id, with_for_update=True, populate_existing=True)
+        if status_code == 410
+        else None
+    )
+    if status_code == 410 and _replaced(site, sent_to):
+        # Not an attempt at the site's address at all: due again at once, at the new one, nothing used up.
+        delivery.status = DeliveryStatus.PENDING
+        delivery.next_attempt_at = now
+        return
+    delivery.attempts += 1
+    if status_code == 410:
         if site is not None:
             site.callback_disabled_at = now
         delivery.status = DeliveryStatus.DISABLED
