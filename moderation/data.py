@@ -288,10 +288,14 @@ def load_public(data_dir: Path) -> dict[str, list[Example]]:
 
 def collect_examples(data_dir: Path | None, corpus_dir: Path = CORPUS_DIR) -> list[Example]:
     """The own corpus plus every public set found in ``data_dir``."""
-    examples = load_own_corpus(corpus_dir)
-    if data_dir is not None:
-        if not data_dir.is_dir():
-            raise DataError(f"data directory {data_dir} does not exist")
-        for found in load_public(data_dir).values():
-            examples += found
-    return examples
+    return load_own_corpus(corpus_dir) + [e for found in public_sets(data_dir).values() for e in found]
+
+
+def public_sets(data_dir: Path | None) -> dict[str, list[Example]]:
+    """The public sets in ``data_dir`` by folder name (none without a folder); a folder that is not there
+    is an error, not an empty result."""
+    if data_dir is None:
+        return {}
+    if not data_dir.is_dir():
+        raise DataError(f"data directory {data_dir} does not exist")
+    return load_public(data_dir)

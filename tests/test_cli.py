@@ -50,18 +50,17 @@ def trained(var_dir: Path, trained_model: TrainedModel) -> Iterator[Path]:
 
 
 def test_train_names_the_public_sets_it_found(capsys: pytest.CaptureFixture[str]) -> None:
-    from moderation.data import Example
-    from moderation.features import CommentText
     from server.cli import _say_what_was_found
 
-    def example(source: str) -> Example:
-        return Example(CommentText(body="x"), True, None, source, "train")
-
-    sources = ["own", "own:training_only", "sms", "youtube:Eminem", "youtube:Psy", *["health_advice:discussion"] * 1200]
-    _say_what_was_found([example(source) for source in sources], Path("data"))
+    _say_what_was_found({"health_advice": 1200, "sms_spam": 1, "youtube_spam": 2}, Path("data"))
     captured = capsys.readouterr()
-    assert captured.out == "public examples from data: health_advice 1,200, sms 1, youtube 2\n"
+    assert captured.out == "public examples from data: health_advice 1,200, sms_spam 1, youtube_spam 2\n"
     assert captured.err == ""
+
+    _say_what_was_found({"sms_spam": 5, "youtube_spam": 0}, Path("data"))  # a folder there, but nothing in it
+    captured = capsys.readouterr()
+    assert captured.out == "public examples from data: sms_spam 5\n"
+    assert captured.err == "warning: youtube_spam/ in data held no examples\n"
 
 
 def test_sites_add_prints_the_secret_last_and_rotation_keeps_both(var_dir: Path) -> None:
