@@ -411,7 +411,7 @@ def models() -> ResponseReturnValue:
 def models_activate(version: str) -> ResponseReturnValue:
     session = db()
     try:
-        registry.activate(session, version, model_dir=runtime().model_dir)
+        registry.activate(session, version, model_dir=runtime().models.model_dir)
         session.commit()
         flash(f"Model {version} is active; workers switch within a few seconds.", "info")
     except registry.RegistryError as error:

@@ -235,7 +235,7 @@ def test_unknown_site_is_401_like_a_bad_signature(client: FlaskClient, site: Sit
 
 
 def test_over_max_body_bytes_is_413(client: FlaskClient, site: SiteCredentials, engine: Engine) -> None:
-    body = encode(comment_event(site.name, "c-1", body="y" * Settings().max_body_bytes))
+    body = encode(comment_event(site.name, "c-1", body="y" * client.application.config["MAX_CONTENT_LENGTH"]))
     response = post(client, body, signed_headers(site.secret, body))
     assert response.status_code == 413
     assert response.get_json()["error"] == "too_large"

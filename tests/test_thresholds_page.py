@@ -26,6 +26,7 @@ from models.entities import Site
 from moderation import evaluation, registry
 from moderation.policy import Thresholds
 from moderation.sites import create_site
+from server.settings import Settings
 from tests.support.dashboard import add_moderator, csrf_token, sign_in
 
 Sessions = sessionmaker[Session]
@@ -289,3 +290,19 @@ def test_saving_needs_the_csrf_token(
     response = admin_client.post(f"/dashboard/admin/sites/{sites['edited']}/thresholds", data=fields)
     assert response.status_code == 400
     assert stored(sessions, sites["edited"]) == (None, None, None)
+
+
+def test_the_models_page_activates_a_version_whose_file_is_in_this_hosts_model_dir(
+    admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], settings: Settings
+) -> None:
+    """The registry remembers where the file was saved; the web host finds it by name in its MODEL_DIR."""
+    saved = settings.var_dir.parent / "model-model-b.skops"
+    model_dir = settings.effective_model_dir
+    model_dir.mkdir(parents=True, exist_ok=True)
+    saved.rename(model_dir / saved.name)
+    token = csrf_token(admin_client, "/dashboard/admin/models")
+    answer = admin_client.post("/dashboard/admin/models/model-b/activate", data={"csrf_token": token})
+    assert answer.status_code == 302
+    with sessions() as session:
+        active = registry.active_version(session)
+        assert active is not None and active.version == "model-b"
