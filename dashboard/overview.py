@@ -83,14 +83,17 @@ def _in_scope(start: datetime) -> ColumnElement[bool]:
     """The comments to read: those received lately, and older ones that were held or judged in the window.
 
     Every comment still held is in, however old, so the queue's last point is the header's count; so is one
-    a moderator acted on or the site deleted in the window, which left the queue then.
+    a moderator acted on, the model decided again (an edit) or the site deleted in the window, which left or
+    joined the queue then.
     """
     acted_on = select(ModerationAction.comment_id).where(ModerationAction.created_at >= start)
+    decided_lately = select(Decision.comment_id).where(Decision.created_at >= start)
     return or_(
         Comment.received_at >= start - LOOKBACK,
         Comment.status == CommentStatus.HELD,
         Comment.deleted_at >= start,
         Comment.id.in_(acted_on),
+        Comment.id.in_(decided_lately),
     )
 
 

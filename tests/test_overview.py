@@ -250,6 +250,19 @@ def test_an_old_hold_a_moderator_decided_in_the_window_counts_until_then(
     assert data["agreement"] == {"hold approved": 1}
 
 
+def test_an_old_hold_edited_and_decided_again_in_the_window_counts_until_then(
+    moderator_client: FlaskClient, timeline: Timeline
+) -> None:
+    comment_id = timeline.decided("old-3", ADVICE, "hold", days_ago(60))
+    timeline.edit("old-3", ORDINARY, days_ago(5))
+    timeline.decide(comment_id, "approve", days_ago(5) + timedelta(seconds=1))
+
+    data = overview(moderator_client)
+
+    assert on_day(data, data["queue_size"], days_ago(6)) == 1
+    assert on_day(data, data["queue_size"], days_ago(4)) == 0
+
+
 # --- comments per day -----------------------------------------------------------------------------------
 
 
