@@ -155,8 +155,10 @@ def _check_spam_order(sent: dict[str, float], thresholds: Thresholds) -> None:
 
 
 def _proposal(args: Any, site: Site, defaults: Thresholds) -> Proposal:
-    """The thresholds asked for: ``follow_<name>=1`` goes back to the model's, a value sent is kept or
-    changed (`_kept_or_changed`), one not sent stays as it is. Raises ValueError for impossible values."""
+    """The thresholds asked for: ``follow_<name>=1`` goes back to the model's, ``pin_<name>=1`` makes the
+    value sent the site's own even where it equals the model's (the admin unticked "use the model's"), any
+    other value sent is kept or changed (`_kept_or_changed`), one not sent stays as it is. Raises ValueError
+    for impossible values."""
     row = _own(site)
     now = defaults.overridden(**row)
     own: OwnThresholds = {}
@@ -166,7 +168,10 @@ def _proposal(args: Any, site: Site, defaults: Thresholds) -> Proposal:
             own[name] = None
         elif name in args:
             sent[name] = _number(args, name)
-            own[name] = _kept_or_changed(row[name], sent[name], getattr(now, name), getattr(defaults, name))
+            if args.get(f"pin_{name}") == "1":
+                own[name] = sent[name]
+            else:
+                own[name] = _kept_or_changed(row[name], sent[name], getattr(now, name), getattr(defaults, name))
         else:
             own[name] = row[name]
     thresholds = defaults.overridden(**own)

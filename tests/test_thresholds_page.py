@@ -306,3 +306,19 @@ def test_the_models_page_activates_a_version_whose_file_is_in_this_hosts_model_d
     with sessions() as session:
         active = registry.active_version(session)
         assert active is not None and active.version == "model-b"
+
+
+def test_unticking_use_the_models_keeps_todays_value_against_the_next_model(
+    admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
+) -> None:
+    fields = save_form(admin_client, sites["edited"])
+    assert fields["follow_advice_hold"] == "1" and fields["pin_advice_hold"] == ""  # following the model
+    del fields["follow_advice_hold"]  # the admin unticks the box and moves nothing
+    fields["pin_advice_hold"] = "1"
+    query = "?spam_reject=0.75&spam_hold=0.03&advice_hold=0.09&pin_advice_hold=1"
+    assert preview(admin_client, sites["edited"], query).get_json()["own"]["advice_hold"] == 0.09
+    save(admin_client, sites["edited"], fields)
+    assert stored(sessions, sites["edited"]) == (None, None, MODEL_A["advice_hold"])
+
+    activate(sessions, "model-b")
+    assert sources(page(admin_client, sites["edited"]))["advice_hold"][0] == "0.09, the site's own"

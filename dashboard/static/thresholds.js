@@ -57,9 +57,15 @@ function drawCurves(curves, proposed) {
   });
 }
 
+// Set when the admin unticks "use the model's": the value, even the model's own, becomes the site's.
+function pinField(name) {
+  return saveForm.querySelector(`input[name="pin_${name}"]`);
+}
+
 async function preview() {
   const params = new URLSearchParams(new FormData(form));
   for (const box of saveForm.querySelectorAll('input[name^="follow_"]:checked')) params.set(box.name, box.value);
+  for (const pin of saveForm.querySelectorAll('input[name^="pin_"]')) if (pin.value === "1") params.set(pin.name, "1");
   const asked = ++latest;
   const response = await fetch(`${root.dataset.preview}?${params}`, { headers: { Accept: "application/json" } });
   const data = await response.json();
@@ -100,12 +106,17 @@ if (root && form) {
     // A value moved by hand is the site's own, unless moved back onto the model's: the preview says which.
     const box = followBox(event.target.name);
     if (box) box.checked = false;
+    const pin = pinField(event.target.name);
+    if (pin) pin.value = "";  // a value moved by hand: kept or changed as the preview says
     previewSoon();
   });
   saveForm.addEventListener("change", (event) => {
     if (!event.target.name?.startsWith("follow_")) return;
-    const slider = form.querySelector(`input[name="${event.target.name.slice("follow_".length)}"]`);
+    const name = event.target.name.slice("follow_".length);
+    const slider = form.querySelector(`input[name="${name}"]`);
     if (event.target.checked && slider) { slider.value = event.target.dataset.model; showValue(slider); }
+    const pin = pinField(name);
+    if (pin) pin.value = event.target.checked ? "" : "1";
     previewSoon();
   });
   form.addEventListener("submit", (event) => { event.preventDefault(); preview(); });

@@ -375,6 +375,26 @@ def test_admin_previews_a_threshold_before_saving(
         assert session.get(Site, site_id).advice_hold_threshold == 0.35
 
 
+def test_unticking_use_the_models_makes_todays_value_the_sites_own(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    sign_in(page, web, accounts["admin"])
+    page.goto(f"{web}/dashboard/admin/sites/{site_id}/thresholds")
+    box = page.locator('#save-form input[name="follow_spam_hold"]')
+    expect(box).to_be_checked()
+    model_value = float(box.get_attribute("data-model") or "nan")
+    box.uncheck()
+    expect(page.locator('[data-saved-source="spam_hold"]')).to_contain_text("the site's own")
+    expect(box).not_to_be_checked()  # the preview's answer keeps it unticked
+    expect(page.locator("#save-thresholds")).to_be_enabled()
+    page.click("#save-thresholds")
+    expect(page.locator(".flash.info")).to_contain_text("saved")
+    with make_session_factory(engine)() as session:
+        site = session.get(Site, site_id)
+        assert site is not None and site.spam_hold_threshold == model_value
+        assert site.advice_hold_threshold is None  # untouched: still the model's
+
+
 def test_enter_in_the_bulk_note_rejects_the_selection(
     page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
 ) -> None:
