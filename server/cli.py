@@ -113,12 +113,12 @@ def main(ctx: click.Context) -> None:
 @click.pass_context
 def migrate(ctx: click.Context) -> None:
     """Create or upgrade the database schema to the latest migration."""
-    url = _settings(ctx).effective_database_url
-    path = _sqlite_file(url)
+    settings = _settings(ctx)
+    path = _sqlite_file(settings.effective_database_url)
     new_file = path is not None and not path.exists()
-    before = None if new_file else _schema_revision(_settings(ctx))  # reading a missing file would make one
-    _upgrade(_settings(ctx))
-    after = _schema_revision(_settings(ctx))
+    before = None if new_file else _schema_revision(settings)  # reading a missing file would make one
+    _upgrade(settings)
+    after = _schema_revision(settings)
     if before is None:
         click.echo(f"database is up to date: schema created at {after}")
     elif before != after:

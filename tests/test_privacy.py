@@ -283,7 +283,8 @@ def test_erasure_api_needs_the_sites_own_signature_and_a_valid_body(
 def test_an_oversized_erasure_request_is_413_as_the_openapi_document_says(
     client: FlaskClient, secrets: dict[str, str], engine: Engine
 ) -> None:
-    body = json.dumps({"email": "a@b.c", "padding": "x" * 70_000}).encode()
+    padding = "x" * client.application.config["MAX_CONTENT_LENGTH"]
+    body = json.dumps({"email": "a@b.c", "padding": padding}).encode()
     answer = client.post(f"/api/authors/erase?site={SITE}", data=body, headers=signed_headers(secrets[SITE], body))
     assert answer.status_code == 413
     documented = client.get("/openapi.json").get_json()["paths"]["/api/authors/erase"]["post"]["responses"]
