@@ -10,6 +10,7 @@ from sqlalchemy import Select, String, cast, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from models.entities import Comment, CommentStatus, Decision, ModerationAction, Site
+from moderation.decisions import AUTHOR_IP_WINDOW
 
 QUEUES = {
     "held": CommentStatus.HELD,
@@ -218,7 +219,11 @@ def comment_context(session: Session, comment: Comment, now: datetime) -> Contex
     if comment.author_email:
         author.append(Comment.author_email == comment.author_email)
     if comment.author_ip:
-        author.append(Comment.author_ip == comment.author_ip)
+        # As the policy counts them: an IP is shared (offices, mobile carriers), so only near this comment.
+        near = Comment.received_at.between(
+            comment.received_at - AUTHOR_IP_WINDOW, comment.received_at + AUTHOR_IP_WINDOW
+        )
+        author.append((Comment.author_ip == comment.author_ip) & near)
     if author:
         same_author = (Comment.site_id == comment.site_id) & or_(*author) & (Comment.id != comment.id)
         counts = dict(

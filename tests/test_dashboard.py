@@ -277,6 +277,27 @@ def test_same_text_and_author_history(moderator_client: FlaskClient, sessions: S
     assert re.search(r"<strong>1</strong> rejected", page)
 
 
+def test_author_history_counts_a_shared_ip_only_near_the_comment(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    """As the policy does: the same e-mail counts for good, someone else on the same IP only within a day."""
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        shared = {"author_ip": "198.51.100.7"}
+        old, _ = held_comment(
+            session, site, "ip-old", "Old one.", age=timedelta(days=3), author_email="a@x.org", **shared
+        )
+        near, _ = held_comment(
+            session, site, "ip-near", "Near one.", age=timedelta(hours=2), author_email="b@x.org", **shared
+        )
+        mine, _ = held_comment(session, site, "mail-old", "Mine.", age=timedelta(days=30), author_email="c@x.org")
+        target, _ = held_comment(session, site, "target", "This one.", author_email="c@x.org", **shared)
+        for rejected in (old, near, mine):
+            session.get(Comment, rejected).status = "rejected"
+    page = _page(moderator_client, f"/dashboard/comments/{target}")
+    assert re.search(r"<strong>2</strong> rejected", page)  # near (same IP, hours ago) and mine (same e-mail)
+
+
 def test_comment_body_is_escaped(moderator_client: FlaskClient, sessions: Sessions, site_row: int) -> None:
     with sessions.begin() as session:
         site = session.get(Site, site_row)
