@@ -51,7 +51,7 @@ class Decided:
     outcome: str
     delivery_id: int | None
     reasons: list[str]
-    received_at: datetime
+    waiting_since: datetime  # when this text's classify work was written (intake of the comment or its edit)
     revision: int  # of the text decided
 
 
@@ -288,13 +288,21 @@ def _store_decisions(
     ]
     session.add_all(decisions)
     session.flush()
-    outbox.complete(session, CLASSIFY, [d.comment_id for d in decisions])
+    waiting_since = outbox.complete(session, CLASSIFY, [d.comment_id for d in decisions])
     comments = [j.comment for j in judged]
     deliveries = _schedule_callbacks(
         session, [(c, d, latest.get(c.id)) for c, d in zip(comments, decisions, strict=True)], now
     )
     return [
-        Decided(c.id, d.id, d.outcome, _pending_id(deliveries.get(d.id)), list(d.reasons), c.received_at, c.revision)
+        Decided(
+            c.id,
+            d.id,
+            d.outcome,
+            _pending_id(deliveries.get(d.id)),
+            list(d.reasons),
+            waiting_since.get(c.id, c.received_at),
+            c.revision,
+        )
         for c, d in zip(comments, decisions, strict=True)
     ]
 

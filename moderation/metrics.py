@@ -20,7 +20,7 @@ CLASSIFY_SECONDS = Histogram(
 )
 END_TO_END_SECONDS = Histogram(
     "moderation_end_to_end_seconds",
-    "From intake to stored decision.",
+    "From intake of the comment (or of its edit) to stored decision.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 CALLBACK_ATTEMPTS = Counter("moderation_callback_attempts_total", "Callback attempts by result.", ["result"])

@@ -42,14 +42,24 @@ def mark_published(session: Session, ids: list[int], now: datetime) -> None:
         )
 
 
-def complete(session: Session, kind: str, comment_ids: list[int]) -> None:
-    """The work is done: its outbox rows go, in the same transaction as the work's result."""
-    if comment_ids:
-        session.execute(
-            delete(OutboxMessage)
-            .where(OutboxMessage.kind == kind, OutboxMessage.comment_id.in_(comment_ids))
-            .execution_options(synchronize_session=False)
-        )
+def complete(session: Session, kind: str, comment_ids: list[int]) -> dict[int, datetime]:
+    """The work is done: its outbox rows go, in the same transaction as the work's result.
+
+    Returns, per comment that had work waiting, when that work was written: since then the site has
+    waited (for an edit, since the edit, unless the first text was still waiting too).
+    """
+    if not comment_ids:
+        return {}
+    rows = session.execute(
+        delete(OutboxMessage)
+        .where(OutboxMessage.kind == kind, OutboxMessage.comment_id.in_(comment_ids))
+        .returning(OutboxMessage.comment_id, OutboxMessage.created_at)
+        .execution_options(synchronize_session=False)
+    )
+    waiting_since: dict[int, datetime] = {}
+    for comment_id, created_at in rows:
+        waiting_since[comment_id] = min(created_at, waiting_since.get(comment_id, created_at))
+    return waiting_since
 
 
 def backlog(session: Session) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +174,26 @@ def test_an_approved_comment_edited_into_advice_goes_back_to_hold_and_the_site_i
     assert second.status == "pending" and second.event == "comment.decided"
     assert second.payload["data"]["status"] == "held" and second.payload["data"]["decision"] == "hold"
     assert outbox_rows(engine, comment_id) == 0
+
+
+def test_an_edits_decision_counts_its_wait_from_the_edit_not_the_first_arrival(
+    client: FlaskClient, secret: str, engine: Engine, active_model: TrainedModel
+) -> None:
+    """What `moderation_end_to_end_seconds` observes: the first text's wait, then the edit's own."""
+    comment_id = send(client, secret, created("c-wait")).get_json()["id"]
+    first = decide(engine, active_model.model, comment_id)
+    received_at = comment_row(engine, comment_id).received_at
+    assert first is not None and first.waiting_since == received_at
+    back_then = received_at - timedelta(hours=5)  # as if the comment had arrived hours before its edit
+    with engine.begin() as connection:
+        connection.execute(update(Comment).where(Comment.id == comment_id).values(received_at=back_then))
+
+    edit_sent = datetime.now(UTC)
+    send(client, secret, updated("c-wait", OTHER_ORDINARY, "2026-11-26T11:00:00Z"))
+    second = decide(engine, active_model.model, comment_id)
+
+    assert second is not None and second.waiting_since >= edit_sent - timedelta(seconds=1)
+    assert (datetime.now(UTC) - second.waiting_since) < timedelta(minutes=1)
 
 
 def test_an_edit_that_keeps_the_outcome_sends_no_new_callback(

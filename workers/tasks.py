@@ -93,7 +93,7 @@ def classify_comment(self: Task, comment_id: int, revision: int | None = None) -
     finished = datetime.now(UTC)
     for each in decided:
         CLASSIFY_SECONDS.observe(per_comment)
-        END_TO_END_SECONDS.observe(max(0.0, (finished - each.received_at).total_seconds()))
+        END_TO_END_SECONDS.observe(max(0.0, (finished - each.waiting_since).total_seconds()))
         record_decision(each.outcome, each.reasons)
         log.info("comment decided", extra={"comment_id": each.comment_id, "outcome": each.outcome})
     pending = [each.delivery_id for each in decided if each.delivery_id is not None]
