@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.stats import binomtest
 from sklearn.metrics import (
     average_precision_score,
     confusion_matrix,
@@ -58,6 +59,26 @@ def label_metrics(truth: np.ndarray, probability: np.ndarray, threshold: float) 
     }
 
 
+def rate_interval(count: int, total: int) -> tuple[float, float]:
+    """95% Wilson interval of ``count / total``: how far a rate measured on this many comments can be trusted."""
+    interval = binomtest(count, total).proportion_ci(confidence_level=0.95, method="wilson")
+    return round(float(interval.low), 4), round(float(interval.high), 4)
+
+
+def f1_interval(confusion: dict[str, int], resamples: int = 4000) -> tuple[float, float]:
+    """95% bootstrap interval of F1: the comments drawn again with replacement, as counts per confusion cell."""
+    cells = np.array([confusion["tp"], confusion["fp"], confusion["fn"], confusion["tn"]], dtype=float)
+    total = int(cells.sum())
+    if not total:
+        return 0.0, 0.0
+    drawn = np.random.default_rng(0).multinomial(total, cells / total, size=resamples)
+    tp, fp, fn = drawn[:, 0], drawn[:, 1], drawn[:, 2]
+    denominator = 2 * tp + fp + fn
+    f1 = np.divide(2 * tp, denominator, out=np.zeros(resamples), where=denominator > 0)
+    low, high = np.percentile(f1, [2.5, 97.5])
+    return round(float(low), 4), round(float(high), 4)
+
+
 LABEL_THRESHOLD = 0.5  # when a model stores no F1-chosen threshold for a label
 
 
@@ -103,6 +124,8 @@ def policy_metrics(scored: Sequence[Scored], thresholds: Thresholds) -> dict[str
     def rate(items: list[Outcome], outcome: Outcome) -> float | None:
         return round(sum(o == outcome for o in items) / len(items), 4) if items else None
 
+    counted = {"leak_rate": (bad, Outcome.APPROVE), "ordinary_rejected": (ordinary, Outcome.REJECT)}
+    counted["ordinary_held"] = (ordinary, Outcome.HOLD)
     return {
         "n": len(labeled),
         "leak_rate": rate(bad, Outcome.APPROVE),
@@ -110,6 +133,8 @@ def policy_metrics(scored: Sequence[Scored], thresholds: Thresholds) -> dict[str
         "ordinary_held": rate(ordinary, Outcome.HOLD),
         "advice_auto_approved": rate(advice, Outcome.APPROVE),
         "review_load": rate(outcomes, Outcome.HOLD),
+        # of how many: a rate on 40 comments says less than one on 1,000
+        "counts": {name: [sum(o == hit for o in items), len(items)] for name, (items, hit) in counted.items()},
         "thresholds": {
             "spam_reject": thresholds.spam_reject,
             "spam_hold": thresholds.spam_hold,

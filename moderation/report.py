@@ -22,7 +22,14 @@ from sklearn.metrics import precision_recall_curve
 from moderation.baseline import baseline_holds
 from moderation.classifier import LABELS, ModerationModel
 from moderation.data import Example
-from moderation.evaluation import Scored, metrics_by_source, policy_metrics, score_examples
+from moderation.evaluation import (
+    Scored,
+    f1_interval,
+    metrics_by_source,
+    policy_metrics,
+    rate_interval,
+    score_examples,
+)
 from moderation.policy import Thresholds
 
 TARGETS = {
@@ -114,6 +121,8 @@ def target_checks(by_source: dict[str, dict[str, Any]], policy: dict[str, dict[s
                         "value": metrics["f1"],
                         "target": target,
                         "met": metrics["f1"] >= target,
+                        "of": metrics["positives"],
+                        "interval_95": f1_interval(metrics["confusion"]),
                     }
                 )
     for source, metrics in policy.items():
@@ -121,6 +130,7 @@ def target_checks(by_source: dict[str, dict[str, Any]], policy: dict[str, dict[s
             continue
         for measure in ("leak_rate", "ordinary_rejected", "ordinary_held"):
             if metrics[measure] is not None:
+                count, total = metrics["counts"][measure]
                 checks.append(
                     {
                         "source": source,
@@ -128,9 +138,19 @@ def target_checks(by_source: dict[str, dict[str, Any]], policy: dict[str, dict[s
                         "value": metrics[measure],
                         "target": TARGETS[measure],
                         "met": metrics[measure] <= TARGETS[measure],
+                        "count": count,
+                        "of": total,
+                        "interval_95": rate_interval(count, total),
                     }
                 )
     return checks
+
+
+def check_support(check: dict[str, Any]) -> str:
+    """What a target check was measured on and its 95% interval, e.g. "26 of 986, 0.0181-0.0384"."""
+    low, high = check["interval_95"]
+    counted = f"{check['count']} of {check['of']}" if "count" in check else f"{check['of']} positives"
+    return f"{counted}, {low:.4f}-{high:.4f}"
 
 
 def write_report(evaluation: Evaluation, folder: Path) -> Path:
@@ -287,7 +307,7 @@ POLICY_HEADERS = [
 
 def _html(evaluation: Evaluation) -> str:
     checks = [
-        [c["source"], c["measure"], c["value"], c["target"], "met" if c["met"] else "NOT MET"]
+        [c["source"], c["measure"], c["value"], c["target"], "met" if c["met"] else "NOT MET", check_support(c)]
         for c in evaluation.checks
     ]
     t = evaluation.thresholds
@@ -299,7 +319,9 @@ td:nth-child(2){{text-align:left}}img{{max-width:100%}}</style></head><body>
 <h1>Model {html.escape(evaluation.model_version)}</h1>
 <p>Thresholds: reject spam at {t.spam_reject:.2f}, hold spam at {t.spam_hold:.2f}, hold medical advice at
 {t.advice_hold:.2f}. All data here is held out: never trained on, never used to choose thresholds.</p>
-<h2>Targets</h2>{_table(["source", "measure", "value", "target", ""], checks)}
+<h2>Targets</h2>{_table(["source", "measure", "value", "target", "", "measured on, 95% interval"], checks)}
+<p>The interval is where the value could as well have landed on another sample of the same size (Wilson for
+rates, bootstrap for F1): a target inside it is neither clearly met nor clearly missed.</p>
 <h2>Per label and source</h2>{_table(LABEL_HEADERS, label_rows(evaluation))}
 <h2>What the policy does, beside the WordPress rule baseline</h2>
 <p>Baseline: hold when a comment has 2 or more links or matches the moderation word list

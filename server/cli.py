@@ -435,7 +435,14 @@ def models_rollback(ctx: click.Context) -> None:
 def evaluate(ctx: click.Context, data_file: Path | None, data_dir: Path | None, report_dir: Path | None) -> None:
     """Measure the active model on held-out data against the targets and the WordPress rule baseline."""
     from moderation.data import TEST, read_labeled_jsonl
-    from moderation.report import LABEL_HEADERS, POLICY_HEADERS, label_rows, policy_rows, write_report
+    from moderation.report import (
+        LABEL_HEADERS,
+        POLICY_HEADERS,
+        check_support,
+        label_rows,
+        policy_rows,
+        write_report,
+    )
     from moderation.report import evaluate as run_evaluation
 
     settings = _settings(ctx)
@@ -464,6 +471,7 @@ def evaluate(ctx: click.Context, data_file: Path | None, data_dir: Path | None, 
         mark = "ok  " if check["met"] else "MISS"
         click.echo(
             f"{mark} {check['source']:<28} {check['measure']:<22} {check['value']:.4f} (target {check['target']})"
+            f"  {check_support(check)}"
         )
     page = write_report(result, report_dir or _default_report_dir(settings, model.version, data_file))
     click.echo(f"report: {page}")

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -174,6 +175,7 @@ def test_evaluate_prints_targets_and_writes_the_report(trained: Path, tmp_path: 
     result = run(trained, "evaluate", "--data", str(data), "--report", str(report))
     assert result.exit_code == 0, result.output
     assert "leak_rate" in result.output and "F1" in result.output
+    assert re.search(r"leak_rate .* \d of 2, \d\.\d{4}-\d\.\d{4}", result.output)  # of how many, and the interval
     assert {p.name for p in report.iterdir()} == {"report.html", "metrics.json", "pr_curves.png", "calibration.png"}
     assert (report / "pr_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = json.loads((report / "metrics.json").read_text())
