@@ -355,3 +355,20 @@ def enable_callbacks(session: Session, site: Site, now: datetime) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(released.rowcount)  # type: ignore[attr-defined]
+
+
+# Not (surely) received by the site: waiting, on the wire, dead letters, or held back while the site is disabled.
+UNSENT = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.DEAD, DeliveryStatus.DISABLED)
+
+
+def cancel_callbacks(session: Session, comment_id: int, decision_id: int | None = None) -> int:
+    """Cancel the comment's callbacks the site has not (surely) received; only those of one decision if given."""
+    query = update(CallbackDelivery).where(
+        CallbackDelivery.comment_id == comment_id, CallbackDelivery.status.in_(UNSENT)
+    )
+    if decision_id is not None:
+        query = query.where(CallbackDelivery.decision_id == decision_id)
+    result = session.execute(
+        query.values(status=DeliveryStatus.CANCELLED, lease_until=None).execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -22,7 +22,6 @@ from models.entities import (
     Comment,
     CommentStatus,
     Decision,
-    DeliveryStatus,
     OutboxMessage,
     Outcome,
 )
@@ -361,9 +360,8 @@ def _schedule_callbacks(
 ) -> dict[int, CallbackDelivery]:
     """The callbacks of new decisions (keyed by decision id), written in one statement."""
     deliveries = {}
-    for comment, decision, previous in decided:
-        if _site_already_knows(session, previous, decision):
-            continue
+    for comment, decision, _previous in decided:
+        # Every decision is told, an edit's too when the outcome stayed: intake answered "pending" for it.
         delivery = new_callback(comment.site, comment, decision, COMMENT_DECIDED, now)
         if delivery is not None:
             deliveries[decision.id] = delivery
@@ -448,18 +446,6 @@ def _after_edit(verdict: Verdict, previous: Decision | None) -> Verdict:
     if verdict.outcome == Outcome.APPROVE:
         return Verdict(Outcome.HOLD, [EDITED_AFTER_REVIEW])
     return Verdict(verdict.outcome, [*verdict.reasons, EDITED_AFTER_REVIEW])
-
-
-def _site_already_knows(session: Session, previous: Decision | None, decision: Decision) -> bool:
-    """An edit that left the outcome as it was needs no callback, if the site got the previous one."""
-    if previous is None or previous.outcome != decision.outcome:
-        return False
-    delivered = session.scalar(
-        select(CallbackDelivery.id).where(
-            CallbackDelivery.decision_id == previous.id, CallbackDelivery.status == DeliveryStatus.DELIVERED
-        )
-    )
-    return delivered is not None
 
 
 def _pending_id(delivery: CallbackDelivery | None) -> int | None:

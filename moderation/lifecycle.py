@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.entities import CallbackDelivery, Comment, CommentStatus, Decision, DeliveryStatus, OutboxMessage, Site
+from models.entities import Comment, CommentStatus, Decision, OutboxMessage, Site
 from moderation import outbox
+from moderation.callbacks import cancel_callbacks
 from moderation.intake import (
     CLASSIFY,
     Accepted,
@@ -34,7 +35,6 @@ from moderation.intake import (
 from moderation.sites import SiteKeys
 
 # Callbacks not yet (or not for sure) at the site: an edit or a deletion makes them untrue, so they go.
-UNSENT = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.DEAD, DeliveryStatus.DISABLED)
 
 
 def locked_comment(session: Session, site_id: int, external_id: str) -> Comment | None:
@@ -102,19 +102,6 @@ def mark_deleted(session: Session, comment: Comment, deleted_at: datetime) -> No
     comment.deleted_at = deleted_at
     outbox.complete(session, CLASSIFY, [comment.id])
     cancel_callbacks(session, comment.id)
-
-
-def cancel_callbacks(session: Session, comment_id: int, decision_id: int | None = None) -> int:
-    """Cancel the comment's callbacks the site has not (surely) received; only those of one decision if given."""
-    query = update(CallbackDelivery).where(
-        CallbackDelivery.comment_id == comment_id, CallbackDelivery.status.in_(UNSENT)
-    )
-    if decision_id is not None:
-        query = query.where(CallbackDelivery.decision_id == decision_id)
-    result = session.execute(
-        query.values(status=DeliveryStatus.CANCELLED, lease_until=None).execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def _is_stale(comment: Comment, version_at: datetime | None) -> bool:

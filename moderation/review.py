@@ -25,7 +25,7 @@ from models.entities import (
     Outcome,
     TrainingLabel,
 )
-from moderation.callbacks import COMMENT_REVIEWED, schedule_callback
+from moderation.callbacks import COMMENT_REVIEWED, cancel_callbacks, schedule_callback
 
 APPROVE = "approve"
 REJECT = "reject"
@@ -134,6 +134,9 @@ def record_verdict(
             created_at=now,
         )
     )
+    # The verdict is final: a callback of an earlier decision still waiting (or retrying) would reach the
+    # site after this one and undo it there.
+    cancel_callbacks(session, comment_id)
     schedule_callback(session, comment.site, comment, decision, COMMENT_REVIEWED, now)
     _update_label(session, comment, moderator, decision, action, verdict_reason, now)
     session.flush()

@@ -343,6 +343,34 @@ def test_approve_records_decision_audit_callback_and_label(
     assert "mod@example.org" in page and "audit-row" in page
 
 
+def test_a_verdict_withdraws_the_models_callbacks_the_site_has_not_received(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int, held: list[tuple[int, int]]
+) -> None:
+    """Else the model's "held", still being retried, would reach the site after the verdict and undo it there."""
+    with sessions.begin() as session:
+        rows = {}
+        for name, (comment, decision), status in (
+            ("retrying", held[0], "pending"),  # failed once, due again later
+            ("dead", held[1], "dead"),
+            ("elsewhere", held[2], "pending"),
+        ):
+            rows[name] = dead_callback(session, site_row, comment, decision)
+            row = session.get(CallbackDelivery, rows[name])
+            row.status, row.message_id = status, f"msg_verdict_{name}"
+            session.flush()
+
+    for comment_id, decision_id in held[:2]:
+        response = act(moderator_client, comment_id, "reject", decision_id, reason="medical_advice")
+        assert response.status_code == 200, response.get_json()
+
+    with sessions() as session:
+        statuses = {d.id: (d.event, d.status) for d in session.scalars(select(CallbackDelivery))}
+    assert statuses.pop(rows["retrying"]) == ("comment.decided", "cancelled")
+    assert statuses.pop(rows["dead"]) == ("comment.decided", "cancelled")
+    assert statuses.pop(rows["elsewhere"]) == ("comment.decided", "pending")  # a comment no one judged yet
+    assert sorted(statuses.values()) == [("comment.reviewed", "pending")] * 2
+
+
 @pytest.mark.parametrize(
     ("reason", "spam", "advice"), [("spam", True, None), ("medical_advice", None, True), ("abuse", None, None)]
 )

@@ -196,19 +196,24 @@ def test_an_edits_decision_counts_its_wait_from_the_edit_not_the_first_arrival(
     assert (datetime.now(UTC) - second.waiting_since) < timedelta(minutes=1)
 
 
-def test_an_edit_that_keeps_the_outcome_sends_no_new_callback(
+def test_an_edit_that_keeps_the_outcome_still_tells_the_site(
     client: FlaskClient, secret: str, engine: Engine, active_model: TrainedModel
 ) -> None:
+    """Intake answered the edit with "pending": a site that hides edited text waits for this callback."""
     comment_id = send(client, secret, created("c-4")).get_json()["id"]
     decide(engine, active_model.model, comment_id)
     mark_delivered(engine, comment_id)
 
-    send(client, secret, updated("c-4", OTHER_ORDINARY, "2026-11-26T11:00:00Z"))
+    answer = send(client, secret, updated("c-4", OTHER_ORDINARY, "2026-11-26T11:00:00Z"))
     decided = decide(engine, active_model.model, comment_id)
 
-    assert decided is not None and decided.outcome == "approve" and decided.delivery_id is None
-    assert len(deliveries_of(engine, comment_id)) == 1
+    assert answer.status_code == 202 and answer.get_json()["status"] == "pending"
+    assert decided is not None and decided.outcome == "approve" and decided.delivery_id is not None
+    first, second = deliveries_of(engine, comment_id)
+    assert first.status == "delivered" and second.status == "pending" and second.event == "comment.decided"
+    assert second.payload["data"]["status"] == "approved"
     assert [d.is_current for d in decisions_of(engine, comment_id)] == [False, True]
+    mark_delivered(engine, comment_id)
     check_invariants(engine, [comment_id], None)
 
 

@@ -47,6 +47,7 @@ class StoredComment:
     created_at: str
     status: str = "sending"
     reasons: list[str] = field(default_factory=list)
+    decided_at: str = ""  # of the decision applied: a late callback of an older one must not undo it
 
 
 @dataclass
@@ -180,13 +181,25 @@ def create_app(config: ExampleConfig | None = None) -> Flask:
         event = json.loads(raw)
         data = event.get("data", {})
         comment = store.get(str(data.get("comment_id", "")))
-        if comment is not None and data.get("status") in STATUS_TEXT:
+        decided_at = str(data.get("decided_at") or "")
+        if comment is not None and data.get("status") in STATUS_TEXT and is_newer(decided_at, comment.decided_at):
             comment.status = data["status"]
             comment.reasons = list(data.get("reasons") or [])
+            comment.decided_at = decided_at
             store.save(comment)
         return "", 204
 
     return app
+
+
+def is_newer(decided_at: str, applied_at: str) -> bool:
+    """Callbacks can arrive out of order (a retry of an older one landing late): the latest decision wins."""
+    if not applied_at:
+        return True
+    try:
+        return datetime.fromisoformat(decided_at) > datetime.fromisoformat(applied_at)
+    except ValueError:
+        return False
 
 
 def send_to_moderation(config: ExampleConfig, comment: StoredComment, ip: str, user_agent: str) -> str:

@@ -4,7 +4,7 @@ Every comment accepted with a 2xx has exactly one current decision (a comment th
 most one, and no work or callback left); every decision was told to the site once per change (one message
 id, received at least once: the site drops repeats by ``webhook-id``) or is a visible dead letter, or was
 withdrawn (cancelled) because an edit or a deletion made it untrue (never the current decision of a comment
-still there); an edit that left the outcome as it was needs no new callback if the site got the previous one;
+still there), an edit's decision too when the outcome stayed (intake answered "pending" for it);
 no callback is recorded delivered after the site deleted the comment; the site never heard of a comment
 without a decision, and every message's status matches the decision it describes.
 """
@@ -97,21 +97,6 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
-def _site_already_knew(state: Snapshot, decision: Any, received: set[str] | None) -> bool:
-    """A decision with no callback row is fine only if the site had been told this same outcome for the
-    comment by the decision just before it, and really got it: by the site servers' own record when the
-    test has them (``received``), else by the callback row."""
-    earlier = [d for d in state.decisions.get(decision.comment_id, []) if d.id < decision.id]
-    if not earlier or earlier[-1].outcome != decision.outcome:
-        return False
-    previous = state.deliveries.get(earlier[-1].id)
-    if previous is None:
-        return _site_already_knew(state, earlier[-1], received)  # that one needed none either
-    if received is not None:
-        return previous.message_id in received
-    return bool(previous.status == DeliveryStatus.DELIVERED)
-
-
 def settled(engine: Engine, accepted_comment_ids: Collection[int], site_servers: Iterable[SiteServer] = ()) -> bool:
     """True once every accepted comment is decided, every callback row is final and each delivered
     message has reached the site: the moment to call ``check_invariants`` (poll it with wait_until)."""
@@ -182,14 +167,12 @@ def check_invariants(
 
     # 2. One callback row per decision (for sites with a callback URL), each final. Cancelled only where it
     # had become untrue: a decision no longer current, or a deleted comment.
-    received_ids = {r.headers.get("webhook-id", "") for server in servers for r in list(server.received)}
     for comment_id, decisions in state.decisions.items():
         comment = state.comments[comment_id]
         for decision in decisions:
             delivery = state.deliveries.get(decision.id)
             if delivery is None:
-                told = _site_already_knew(state, decision, received_ids if servers else None)
-                if state.site_has_callback.get(comment.site_id) and not told:
+                if state.site_has_callback.get(comment.site_id):
                     problems.append(f"decision {decision.id} of comment {comment_id} has no callback row")
                 continue
             if delivery.status == DeliveryStatus.CANCELLED and decision.is_current and comment.status != "deleted":

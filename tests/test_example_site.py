@@ -1,0 +1,53 @@
+"""The example site's callback endpoint, as a site should write one: verified, and the latest decision wins."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from examples.site import CommentStore, ExampleConfig, StoredComment, create_app
+from tests.support.signing import signed_headers
+
+SECRET = "whsec_" + base64.b64encode(b"example-site-test-secret-32bytes").decode()
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> tuple[FlaskClient, Path]:
+    secret_file, data_file = tmp_path / "secret", tmp_path / "comments.json"
+    secret_file.write_text(SECRET)
+    CommentStore(data_file).save(
+        StoredComment("c-1", "Jan", "jan@example.org", "Hello", "token", "2026-12-05T10:00:00Z")
+    )
+    config = ExampleConfig("example-site", secret_file, "http://127.0.0.1:9", data_file, "http://127.0.0.1:8001")
+    return create_app(config).test_client(), data_file
+
+
+def tell(client: FlaskClient, status: str, decided_at: str, message_id: str) -> int:
+    data = {"comment_id": "c-1", "status": status, "reasons": [], "decided_at": decided_at}
+    body = json.dumps({"type": "comment.decided", "data": data}).encode()
+    headers = signed_headers(SECRET, body, message_id=message_id)
+    return client.post("/moderation-callback", data=body, headers=headers).status_code
+
+
+def stored_status(data_file: Path) -> str:
+    return str(CommentStore(data_file).get("c-1").status)  # type: ignore[union-attr]
+
+
+def test_a_late_callback_of_an_older_decision_does_not_undo_a_newer_one(site: tuple[FlaskClient, Path]) -> None:
+    client, data_file = site
+    assert tell(client, "rejected", "2026-12-05T10:05:00+00:00", "msg_verdict") == 204  # the moderator's
+    assert tell(client, "approved", "2026-12-05T10:00:01+00:00", "msg_model") == 204  # the model's, retried late
+    assert stored_status(data_file) == "rejected"
+    assert tell(client, "approved", "2026-12-05T10:09:00+00:00", "msg_undo") == 204  # a newer verdict applies
+    assert stored_status(data_file) == "approved"
+
+
+def test_an_unsigned_callback_changes_nothing(site: tuple[FlaskClient, Path]) -> None:
+    client, data_file = site
+    body = json.dumps({"type": "comment.decided", "data": {"comment_id": "c-1", "status": "approved"}}).encode()
+    assert client.post("/moderation-callback", data=body).status_code == 401
+    assert stored_status(data_file) == "sending"
