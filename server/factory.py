@@ -23,6 +23,7 @@ from server.metrics import bp as metrics_bp
 from server.settings import Settings
 from webhooks import init_app as init_webhooks
 from webhooks.ratelimit import IntakeLimits
+from webhooks.signatures import UsedRequestIds
 from workers.app import CeleryOptions, ModerationCelery, create_celery
 from workers.publisher import CeleryPublisher
 
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["moderation"] = celery.runtime
     IntakeLimits(settings.broker_url, settings.rate_limit_per_site, settings.rate_limit_per_author_ip).init_app(app)
     app.extensions["site_keys"] = SiteKeyCache(settings.site_cache_seconds)
+    app.extensions["api_request_ids"] = UsedRequestIds(settings.broker_url)
 
     init_webhooks(app)
     app.register_blueprint(health_bp)

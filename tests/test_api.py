@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, cast
 
 import jsonschema
 import pytest
+import redis
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 from sqlalchemy import Engine
@@ -13,8 +15,11 @@ from sqlalchemy import Engine
 from models.db import make_session_factory
 from models.entities import Comment
 from moderation.sites import create_site
+from server.factory import create_app
+from server.settings import Settings
 from tests.conftest import SiteCredentials
 from tests.support.signing import comment_event, encode, signed_headers
+from webhooks.signatures import USED_ID_SECONDS
 
 
 def schema_of(document: dict[str, Any], name: str) -> dict[str, Any]:
@@ -42,7 +47,7 @@ def test_openapi_document_is_valid_and_describes_every_route(client: FlaskClient
     document = client.get("/openapi.json").get_json()
     validate(document)
     routes = {
-        rule.rule.replace("<int:comment_id>", "{comment_id}")
+        rule.rule.replace("<int:comment_id>", "{id}")
         for rule in client.application.url_map.iter_rules()
         if rule.endpoint.startswith(("webhooks.", "health."))
     }
@@ -119,10 +124,168 @@ def test_list_filters_by_article_and_status_and_pages(
     assert [c["id"] for c in rest["comments"]] == ids[2:4]
 
 
-@pytest.mark.parametrize("query", ["status=published", "limit=ten", "after=x"])
-def test_list_rejects_bad_query_parameters(client: FlaskClient, site: SiteCredentials, query: str) -> None:
+@pytest.mark.parametrize(
+    ("query", "bad"),
+    [
+        ("status=published", {"status"}),
+        ("limit=ten", {"limit"}),
+        ("after=x", {"after"}),
+        ("limit=0", {"limit"}),
+        ("limit=501", {"limit"}),
+        ("limit=100000", {"limit"}),
+        ("limit=abc&after=5", {"limit"}),
+        ("limit=5&after=-1", {"after"}),
+        ("limit=abc&after=x&status=published", {"limit", "after", "status"}),
+        (f"comment_id={'c' * 201}", {"comment_id"}),
+    ],
+)
+def test_list_rejects_bad_query_parameters_naming_only_the_bad_ones(
+    client: FlaskClient, site: SiteCredentials, query: str, bad: set[str]
+) -> None:
     response = client.get(f"/api/comments?site={site.name}&{query}", headers=signed_headers(site.secret, b""))
     assert response.status_code == 400
+    answer = response.get_json()
+    assert answer["error"] == "invalid_query"
+    assert {field["field"] for field in answer["fields"]} == bad
+    assert all(name in answer["message"] for name in bad)
+
+
+@pytest.mark.parametrize("limit", ["1", "500"])
+def test_the_documented_limits_of_limit_are_accepted(client: FlaskClient, site: SiteCredentials, limit: str) -> None:
+    response = client.get(f"/api/comments?site={site.name}&limit={limit}", headers=signed_headers(site.secret, b""))
+    assert response.status_code == 200
+    limit_schema = next(
+        p["schema"]
+        for p in client.get("/openapi.json").get_json()["paths"]["/api/comments"]["get"]["parameters"]
+        if p["name"] == "limit"
+    )
+    assert (limit_schema["minimum"], limit_schema["maximum"]) == (1, 500)
+
+
+def test_list_finds_a_comment_by_the_sites_own_id(client: FlaskClient, site: SiteCredentials, engine: Engine) -> None:
+    ids = {name: submit(client, site, name) for name in ("c-7", "c-70", "C-7")}
+    set_status(engine, ids["c-7"], "approved")
+
+    def found(query: str) -> list[int]:
+        response = client.get(f"/api/comments?site={site.name}&{query}", headers=signed_headers(site.secret, b""))
+        assert response.status_code == 200
+        return [comment["id"] for comment in response.get_json()["comments"]]
+
+    assert found("comment_id=c-7") == [ids["c-7"]]  # exact: neither c-70 nor C-7
+    assert found("comment_id=c-7&status=approved") == [ids["c-7"]]
+    assert found("comment_id=c-70&status=approved") == []
+    assert found("comment_id=c-7&article=sciatica") == []
+    assert found("comment_id=unknown") == []
+
+
+def test_the_openapi_names_the_services_id_and_the_sites_comment_id_apart(client: FlaskClient) -> None:
+    paths = client.get("/openapi.json").get_json()["paths"]
+    assert "/api/comments/{comment_id}" not in paths
+    [path_param] = [p for p in paths["/api/comments/{id}"]["get"]["parameters"] if p["in"] == "path"]
+    assert path_param["name"] == "id" and path_param["schema"] == {"type": "integer"}
+    assert "returned by intake" in path_param["description"]
+    [by_site_id] = [p for p in paths["/api/comments"]["get"]["parameters"] if p["name"] == "comment_id"]
+    assert by_site_id["in"] == "query" and by_site_id["schema"]["type"] == "string"
+
+
+def test_the_openapi_declares_retry_after_on_429_and_503(client: FlaskClient) -> None:
+    paths = client.get("/openapi.json").get_json()["paths"]
+    answers = [
+        paths["/webhooks/comments"]["post"]["responses"]["429"],
+        paths["/webhooks/comments"]["post"]["responses"]["503"],
+        paths["/api/comments"]["get"]["responses"]["503"],
+        paths["/api/comments/{id}"]["get"]["responses"]["503"],
+        paths["/api/authors/erase"]["post"]["responses"]["503"],
+    ]
+    for answer in answers:
+        assert answer["headers"]["Retry-After"]["schema"] == {"type": "integer", "minimum": 1}
+
+
+# --- replayed API requests ------------------------------------------------------------------------
+
+
+def used_id_keys(redis_url: str) -> list[str]:
+    keys = cast(list[bytes], redis.Redis.from_url(redis_url).keys("*api-request-id*"))
+    return [key.decode() for key in keys]
+
+
+def test_a_captured_api_request_cannot_be_replayed_to_any_api_url(
+    client: FlaskClient, site: SiteCredentials, engine: Engine
+) -> None:
+    comment_id = submit(client, site, "c-1")
+    captured = signed_headers(site.secret, b"")
+    assert client.get(f"/api/comments/{comment_id}?site={site.name}", headers=captured).status_code == 200
+
+    for url in (f"/api/comments/{comment_id}?site={site.name}", f"/api/comments?site={site.name}&status=approved"):
+        replay = client.get(url, headers=captured)
+        assert replay.status_code == 401
+        assert replay.get_json() == {
+            "error": "webhook_id_reused",
+            "message": "webhook-id already used: each API request needs a new id",
+        }
+    # A new id for the same request is fine.
+    assert client.get(f"/api/comments?site={site.name}", headers=signed_headers(site.secret, b"")).status_code == 200
+
+    # Another site may happen to pick the same id: ids are remembered per site.
+    with make_session_factory(engine).begin() as session:
+        _, other_secret = create_site(session, "other-site")
+    same_id = signed_headers(other_secret, b"", message_id=captured["webhook-id"])
+    assert client.get("/api/comments?site=other-site", headers=same_id).status_code == 200
+
+
+def test_an_erasure_request_cannot_be_replayed(client: FlaskClient, site: SiteCredentials) -> None:
+    body = json.dumps({"email": "jan@example.org"}).encode()
+    headers = signed_headers(site.secret, body)
+    assert client.post(f"/api/authors/erase?site={site.name}", data=body, headers=headers).status_code == 200
+    again = client.post(f"/api/authors/erase?site={site.name}", data=body, headers=headers)
+    assert again.status_code == 401 and again.get_json()["error"] == "webhook_id_reused"
+
+
+def test_unsigned_requests_leave_no_used_id_behind(client: FlaskClient, site: SiteCredentials, redis_url: str) -> None:
+    forged = signed_headers("whsec_" + "A" * 44, b"", message_id="msg_chosen")
+    assert client.get(f"/api/comments?site={site.name}", headers=forged).get_json()["error"] == "invalid_signature"
+    assert used_id_keys(redis_url) == []
+    genuine = signed_headers(site.secret, b"", message_id="msg_chosen")
+    assert client.get(f"/api/comments?site={site.name}", headers=genuine).status_code == 200
+
+
+def test_used_ids_are_shared_by_every_web_process_through_redis(
+    settings: Settings, site: SiteCredentials, redis_url: str
+) -> None:
+    first, second = create_app(settings).test_client(), create_app(settings).test_client()
+    headers = signed_headers(site.secret, b"")
+    assert first.get(f"/api/comments?site={site.name}", headers=headers).status_code == 200
+    assert second.get(f"/api/comments?site={site.name}", headers=headers).status_code == 401
+    [key] = used_id_keys(redis_url)
+    assert key.endswith(f":{site.name}:{headers['webhook-id']}")
+    # Kept while a replay could still verify (±5 minutes around its timestamp), not forever.
+    ttl = cast(int, redis.Redis.from_url(redis_url).ttl(key))
+    assert 2 * 300 < ttl <= USED_ID_SECONDS
+
+
+def test_used_ids_are_remembered_in_the_process_while_redis_is_down(settings: Settings, site: SiteCredentials) -> None:
+    app = create_app(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
+    client = app.test_client()
+    headers = signed_headers(site.secret, b"")
+    assert client.get(f"/api/comments?site={site.name}", headers=headers).status_code == 200
+    replay = client.get(f"/api/comments?site={site.name}", headers=headers)
+    assert replay.status_code == 401 and replay.get_json()["error"] == "webhook_id_reused"
+    assert client.get(f"/api/comments?site={site.name}", headers=signed_headers(site.secret, b"")).status_code == 200
+
+
+# --- the erasure API answers bad JSON like the webhook ------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [b"{", b'{"email": "jan@example.org",}', b"not json"])
+def test_the_erasure_api_answers_invalid_json_like_the_webhook(
+    client: FlaskClient, site: SiteCredentials, raw: bytes
+) -> None:
+    erase = client.post(f"/api/authors/erase?site={site.name}", data=raw, headers=signed_headers(site.secret, raw))
+    webhook = client.post("/webhooks/comments", data=raw, headers=signed_headers(site.secret, raw))
+    assert erase.status_code == webhook.status_code == 400
+    assert erase.get_json() == webhook.get_json()
+    assert erase.get_json()["error"] == "invalid_json"
+    assert erase.get_json()["message"].startswith("the body is not valid JSON: ")
 
 
 def test_health_and_readiness(client: FlaskClient) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, current_app, jsonify, request
 from pydantic import ValidationError
 from sqlalchemy import select
 
@@ -17,10 +19,12 @@ from webhooks.blueprint import bp
 from webhooks.context import db
 from webhooks.responses import error_response
 from webhooks.schemas import ErasureRequest, field_errors
-from webhooks.signatures import SignatureError, lower_headers, verify_signature
+from webhooks.signatures import SignatureError, UsedRequestIds, lower_headers, verify_signature
 
 MAX_PAGE = 500
 MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
+MAX_TEXT_PARAM = 200  # article and comment ids are at most 200 characters at intake
+FieldErrors = list[dict[str, str]]
 
 
 def _authenticated_site() -> Site | Response:
@@ -29,10 +33,20 @@ def _authenticated_site() -> Site | Response:
     if site is None:
         return error_response(401, "invalid_signature", "name a site with ?site= and sign the request with its secret")
     try:
-        verify_signature(request.get_data(cache=True), lower_headers(), site.usable_secrets(datetime.now(UTC)))
+        webhook_id = verify_signature(
+            request.get_data(cache=True), lower_headers(), site.usable_secrets(datetime.now(UTC))
+        )
     except SignatureError as error:
         return error_response(401, "invalid_signature", f"the signature does not verify: {error}")
+    # Checked only once the signature verifies, so unsigned requests cannot fill the store.
+    if not _used_request_ids().first_use(site.name, webhook_id):
+        return error_response(401, "webhook_id_reused", "webhook-id already used: each API request needs a new id")
     return site
+
+
+def _used_request_ids() -> UsedRequestIds:
+    store: UsedRequestIds = current_app.extensions["api_request_ids"]  # made by the app factory
+    return store
 
 
 def comment_view(comment: Comment, site: Site) -> dict[str, Any]:
@@ -68,53 +82,76 @@ def get_comment(comment_id: int) -> Response | tuple[Response, int]:
     return jsonify(comment_view(comment, site))
 
 
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    limit: int
+    after: int
+    status: str | None
+    article: str | None
+    comment_id: str | None
+
+
 @bp.get("/api/comments")
 def list_comments() -> Response | tuple[Response, int]:
     site = _authenticated_site()
     if isinstance(site, Response):
         return site
-    status = request.args.get("status")
-    if status is not None and status not in set(CommentStatus):
-        return error_response(
-            400,
-            "invalid_query",
-            "unknown status",
-            [{"field": "status", "message": f"one of {', '.join(CommentStatus)}"}],
-        )
-    try:
-        limit = min(MAX_PAGE, max(1, int(request.args.get("limit", "100"))))
-        after = int(request.args.get("after", "0"))
-    except ValueError:
-        return error_response(
-            400,
-            "invalid_query",
-            "limit and after must be integers",
-            [{"field": "limit", "message": "integer"}, {"field": "after", "message": "integer"}],
-        )
-    article = request.args.get("article")
-    if not 0 <= after <= MAX_ID:
-        return error_response(
-            400, "invalid_query", "after is out of range", [{"field": "after", "message": f"between 0 and {MAX_ID}"}]
-        )
-    if article is not None and (len(article) > 200 or "\x00" in article):
-        return error_response(
-            400,
-            "invalid_query",
-            "article is not an article id",
-            [{"field": "article", "message": "at most 200 characters, no NUL"}],
-        )
-    query = select(Comment).where(Comment.site_id == site.id, Comment.id > after)
-    if article:
-        query = query.where(Comment.article_id == article)
-    if status:
-        query = query.where(Comment.status == status)
-    comments = list(db().scalars(query.order_by(Comment.id).limit(limit)))
+    wanted = _list_query()
+    if not isinstance(wanted, ListQuery):
+        names = ", ".join(error["field"] for error in wanted)
+        return error_response(400, "invalid_query", f"invalid query parameter(s): {names}", wanted)
+    query = select(Comment).where(Comment.site_id == site.id, Comment.id > wanted.after)
+    if wanted.article:
+        query = query.where(Comment.article_id == wanted.article)
+    if wanted.status:
+        query = query.where(Comment.status == wanted.status)
+    if wanted.comment_id is not None:
+        query = query.where(Comment.external_id == wanted.comment_id)
+    comments = list(db().scalars(query.order_by(Comment.id).limit(wanted.limit)))
     return jsonify(
         {
             "comments": [comment_view(c, site) for c in comments],
-            "next_after": comments[-1].id if len(comments) == limit else None,
+            "next_after": comments[-1].id if len(comments) == wanted.limit else None,
         }
     )
+
+
+def _list_query() -> ListQuery | FieldErrors:
+    """The listing's filters, or one error for each bad parameter (and none for the good ones)."""
+    errors: FieldErrors = []
+    status = request.args.get("status")
+    if status is not None and status not in set(CommentStatus):
+        errors.append({"field": "status", "message": f"one of {', '.join(CommentStatus)}"})
+    wanted = ListQuery(
+        limit=_integer_param("limit", 100, 1, MAX_PAGE, errors),
+        after=_integer_param("after", 0, 0, MAX_ID, errors),
+        status=status,
+        article=_text_param("article", errors),
+        comment_id=_text_param("comment_id", errors),
+    )
+    return errors or wanted
+
+
+def _integer_param(name: str, default: int, low: int, high: int, errors: FieldErrors) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value: int | None = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        errors.append({"field": name, "message": f"an integer between {low} and {high}"})
+        return default
+    return value
+
+
+def _text_param(name: str, errors: FieldErrors) -> str | None:
+    value = request.args.get(name)
+    # PostgreSQL text cannot hold NUL; nothing longer was ever stored.
+    if value is not None and (len(value) > MAX_TEXT_PARAM or "\x00" in value):
+        errors.append({"field": name, "message": f"at most {MAX_TEXT_PARAM} characters, no NUL"})
+    return value
 
 
 @bp.post("/api/authors/erase")
@@ -125,11 +162,23 @@ def erase_author_data() -> Response | tuple[Response, int]:
         return site
     if request.mimetype != "application/json":
         return error_response(415, "unsupported_media_type", 'send {"email": ...} as application/json')
+    document = _json_body()
+    if isinstance(document, Response):
+        return document
     try:
-        wanted = ErasureRequest.model_validate_json(request.get_data(cache=True))
+        wanted = ErasureRequest.model_validate(document)
     except ValidationError as error:
         return error_response(400, "invalid_payload", "the body has invalid fields", field_errors(error))
     session = db()
     erased = erase_author(session, site, wanted.email, datetime.now(UTC))
     session.commit()
     return jsonify({"site": site.name, "comments_erased": erased.comments, "list_entries_removed": erased.list_entries})
+
+
+def _json_body() -> Any | Response:
+    """The parsed JSON body, or the webhook's own answer to a body that is not JSON (``invalid_json``)."""
+    try:
+        # The signature check has already refused a body that is not UTF-8.
+        return json.loads(request.get_data(cache=True).decode("utf-8"))
+    except (ValueError, RecursionError) as error:
+        return error_response(400, "invalid_json", f"the body is not valid JSON: {error}"[:300])

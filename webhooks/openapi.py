@@ -8,8 +8,10 @@ from typing import Any, Literal
 from flask import Response, jsonify
 from pydantic import BaseModel
 
+from webhooks.api import MAX_ID, MAX_PAGE
 from webhooks.blueprint import bp
 from webhooks.schemas import CommentCreated, CommentDeleted, CommentEvent, CommentUpdated, ErasureRequest
+from webhooks.signatures import USED_ID_SECONDS
 
 
 class FieldError(BaseModel):
@@ -129,11 +131,33 @@ SIGNATURE_HEADERS = [
 ]
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {
+# The API's own webhook-id: unlike a webhook delivery, an API request is never retried under the same id,
+# since its signature does not cover the method, path or query (headers seen once could open any API URL).
+API_REQUEST_ID = {
+    **SIGNATURE_HEADERS[0],
+    "description": (
+        f"A new id for every request, retries included: an id the site used in the last {USED_ID_SECONDS // 60} "
+        "minutes is refused with 401 `webhook_id_reused`."
+    ),
+}
+API_SIGNATURE_HEADERS = [API_REQUEST_ID, *SIGNATURE_HEADERS[1:]]
+
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+
+def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
         "description": description,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
     }
+    if headers:
+        response["headers"] = headers
+    return response
 
 
 def _json(description: str, schema: str) -> dict[str, Any]:
@@ -161,8 +185,11 @@ def openapi_document() -> dict[str, Any]:
         components.update(schema.pop("$defs", {}))
         components[model.__name__] = schema
     signed_api_errors = {
-        "401": _error("Unknown site or bad, stale or missing signature."),
-        "503": _error("The database is unavailable; retry later."),
+        "401": _error(
+            "Unknown site or bad, stale or missing signature (`invalid_signature`), or a webhook-id already used "
+            "(`webhook_id_reused`)."
+        ),
+        "503": _error("The database is unavailable; retry after Retry-After.", RETRY_AFTER),
     }
     return {
         "openapi": "3.1.0",
@@ -206,19 +233,26 @@ def openapi_document() -> dict[str, Any]:
                         ),
                         "413": _error("Body over 384 KiB (`MAX_BODY_BYTES`)."),
                         "415": _error("Not application/json."),
-                        "429": _error("Rate limited; see Retry-After."),
-                        "503": _error("The database cannot take it; retry later."),
+                        "429": _error("Rate limited; see Retry-After.", RETRY_AFTER),
+                        "503": _error("The database cannot take it; retry after Retry-After.", RETRY_AFTER),
                     },
                 }
             },
-            "/api/comments/{comment_id}": {
+            "/api/comments/{id}": {
                 "get": {
                     "operationId": "getComment",
                     "summary": "A comment's status and current decision.",
+                    "description": "To find a comment by the site's own `comment_id`, list with `?comment_id=`.",
                     "parameters": [
-                        {"name": "comment_id", "in": "path", "required": True, "schema": {"type": "integer"}},
+                        {
+                            "name": "id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer"},
+                            "description": "The service's id, as returned by intake (`id`).",
+                        },
                         _site_param(),
-                        *SIGNATURE_HEADERS,
+                        *API_SIGNATURE_HEADERS,
                     ],
                     "responses": {
                         "200": _json("The comment.", "CommentView"),
@@ -230,22 +264,36 @@ def openapi_document() -> dict[str, Any]:
             "/api/comments": {
                 "get": {
                     "operationId": "listComments",
-                    "summary": "A site's comments, filtered by article and status, paged by id.",
+                    "summary": "A site's comments, filtered by article, status and site comment id, paged by id.",
                     "parameters": [
                         _site_param(),
-                        {"name": "article", "in": "query", "schema": {"type": "string"}},
+                        {"name": "article", "in": "query", "schema": {"type": "string", "maxLength": 200}},
+                        {
+                            "name": "comment_id",
+                            "in": "query",
+                            "schema": {"type": "string", "maxLength": 200},
+                            "description": "The site's own comment id, as sent at intake: exact match.",
+                        },
                         {
                             "name": "status",
                             "in": "query",
                             "schema": {"enum": ["pending", "approved", "held", "rejected", "deleted"]},
                         },
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                        {"name": "after", "in": "query", "schema": {"type": "integer"}},
-                        *SIGNATURE_HEADERS,
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+                        },
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+                        },
+                        *API_SIGNATURE_HEADERS,
                     ],
                     "responses": {
                         "200": _json("A page of comments.", "CommentList"),
-                        "400": _error("Invalid query parameter."),
+                        "400": _error("Invalid query parameter(s); `fields` names each bad one."),
                         **signed_api_errors,
                     },
                 }
@@ -261,14 +309,16 @@ def openapi_document() -> dict[str, Any]:
                         "site's and the all-sites ones) removed. Decisions and their statistics stay. "
                         "Idempotent: a repeat erases 0."
                     ),
-                    "parameters": [_site_param(), *SIGNATURE_HEADERS],
+                    "parameters": [_site_param(), *API_SIGNATURE_HEADERS],
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErasureRequest"}}},
                     },
                     "responses": {
                         "200": _json("Erased; the counts say how much.", "ErasureResult"),
-                        "400": _error("Invalid body; `fields` names each bad field."),
+                        "400": _error(
+                            "Not JSON (`invalid_json`), or invalid fields (`invalid_payload`; `fields` names each)."
+                        ),
                         "413": _error("Body over 384 KiB (`MAX_BODY_BYTES`)."),
                         "415": _error("Not application/json."),
                         **signed_api_errors,
@@ -311,7 +361,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "2XX": {"description": "Received."},
                         "410": {"description": "Disables the callback endpoint."},
-                        "429": {"description": "Retried no sooner than Retry-After."},
+                        "429": {"description": "Retried no sooner than Retry-After.", "headers": RETRY_AFTER},
                     },
                 }
             },
