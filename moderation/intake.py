@@ -62,6 +62,19 @@ class WebhookIdReusedError(Exception):
         self.comment_id = comment_id
 
 
+class CommentIdReusedError(Exception):
+    """A ``comment.created`` for a site comment id already stored, but with another body or article.
+
+    Not a repeat of the stored comment: answering it as one would tell the site that comment's status for
+    text nobody moderated. An edit is sent as ``comment.updated``; a new comment needs its own id.
+    """
+
+    def __init__(self, external_id: str, comment_id: int) -> None:
+        super().__init__(f"comment_id {external_id!r} is already stored with a different body or article")
+        self.external_id = external_id
+        self.comment_id = comment_id
+
+
 def body_fingerprint(body: str) -> str:
     """Same text, whatever the case and spacing: finds one body posted across articles."""
     return hashlib.sha256(" ".join(body.lower().split()).encode()).hexdigest()
@@ -78,8 +91,8 @@ def accept_comment(
     """Store a new comment and the work to classify it, or find the one this delivery repeats.
 
     A repeat is the same ``webhook-id`` (with the same payload, else ``WebhookIdReusedError``) or the same
-    site comment id. Two deliveries racing past these checks collide on the unique constraints; the caller
-    rolls back and calls again, and then finds it.
+    site comment id (with the same comment, else ``CommentIdReusedError``). Two deliveries racing past
+    these checks collide on the unique constraints; the caller rolls back and calls again, and then finds it.
     """
     seen = repeated_delivery(session, site.id, webhook_id, payload_sha256)
     if seen is not None:
@@ -87,6 +100,9 @@ def accept_comment(
     existing = session.scalar(select(Comment).where(Comment.site_id == site.id, Comment.external_id == new.external_id))
     if existing is not None:
         # A repeat, or the create of a comment an earlier update or delete already stored (stale by then).
+        # Only a create is compared: an update lands here when it raced the create that stored the comment.
+        if new.updated_at is None and describes_another_comment(existing, new):
+            raise CommentIdReusedError(new.external_id, existing.id)
         record_receipt(session, site.id, webhook_id, existing.id, now, payload_sha256)
         return Accepted(existing.id, existing.status, created=False)
 
@@ -107,6 +123,30 @@ def accept_comment(
     )
     session.flush()
     return Accepted(comment.id, comment.status, created=True, queued=True, revision=comment.revision)
+
+
+def describes_another_comment(stored: Comment, created: NewComment) -> bool:
+    """Whether a create naming a stored comment's id describes another comment (a reused id, or a bug).
+
+    A repeat has the same body and article id; other fields may differ (an erasure removed the author's).
+    A deleted comment is final and its tombstone has no text to compare: creates of it are acknowledged,
+    with status ``deleted``. A comment that updates have edited holds their version, so its create,
+    arriving late, is stale rather than different, unless the creation times, known on both sides, differ.
+    """
+    if stored.status == CommentStatus.DELETED:
+        return False
+    if (created.body, created.article_id) == (stored.body, stored.article_id):
+        return False
+    if edited_by_the_site(stored):
+        return (
+            created.created_at is not None and stored.created_at is not None and created.created_at != stored.created_at
+        )
+    return True
+
+
+def edited_by_the_site(comment: Comment) -> bool:
+    """The stored version is an update's: its time moved past the creation time a create stores with it."""
+    return comment.site_updated_at is not None and comment.site_updated_at != comment.created_at
 
 
 def insert_new_comment(

@@ -145,6 +145,82 @@ def test_invalid_fields_are_400_naming_each_field(
 
 
 @pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("body", "", "must not be empty"),
+        ("body", "x" * 20_001, "must be at most 20000 characters"),
+        ("body", "   ", "must not be blank"),
+        ("comment_id", "", "must not be empty"),
+        ("comment_id", "c" * 201, "must be at most 200 characters"),
+        ("article", {"id": "a", "title": "t" * 501}, "must be at most 500 characters"),
+        ("author", {"ip": "not-an-ip"}, "must be an IPv4 or IPv6 address"),
+    ],
+    ids=["empty-body", "long-body", "blank-body", "empty-id", "long-id", "long-title", "bad-ip"],
+)
+def test_field_messages_read_as_plain_rules(
+    client: FlaskClient, site: SiteCredentials, field: str, value: Any, message: str
+) -> None:
+    """Not pydantic's "Value should have at least 1 item after validation" for a string."""
+    event = comment_event(site.name, "c-1")
+    event["data"][field] = value
+    body = encode(event)
+    response = post(client, body, signed_headers(site.secret, body))
+
+    assert response.status_code == 400
+    nested = {"article": "data.article.title", "author": "data.author.ip"}
+    assert response.get_json()["fields"] == [{"field": nested.get(field, f"data.{field}"), "message": message}]
+
+
+def test_the_erasure_api_words_its_length_rules_the_same_way(client: FlaskClient, site: SiteCredentials) -> None:
+    body = json.dumps({"email": "a@"}).encode()
+    response = client.post(f"/api/authors/erase?site={site.name}", data=body, headers=signed_headers(site.secret, body))
+    assert response.status_code == 400
+    assert response.get_json()["fields"] == [{"field": "email", "message": "must be at least 3 characters"}]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda s: comment_event(s, "c-1"),
+        lambda s: updated_event(s, "c-1", "Edited text."),
+        lambda s: deleted_event(s, "c-1"),
+    ],
+    ids=["created", "updated", "deleted"],
+)
+def test_an_envelope_timestamp_is_accepted_and_ignored(
+    client: FlaskClient, site: SiteCredentials, engine: Engine, make: Callable[[str], dict[str, Any]]
+) -> None:
+    """Standard Webhooks' payload format is {type, timestamp, data}; the service's own callbacks carry it."""
+    event = {"timestamp": "2026-11-26T10:00:01.344522Z", **make(site.name)}
+    first = send(client, site, event, "msg_stamped")
+    before = stored_state(engine)
+    # A sender stamping each attempt anew still sends the same message.
+    retry = send(client, site, {**event, "timestamp": "2026-11-26T10:05:00+01:00"}, "msg_stamped")
+
+    assert first.status_code in (200, 202), first.get_json()
+    assert (retry.status_code, retry.get_json()["id"]) == (200, first.get_json()["id"])
+    assert stored_state(engine) == before
+    schema = client.get("/openapi.json").get_json()["components"]["schemas"]
+    for name in ("CommentCreated", "CommentUpdated", "CommentDeleted"):
+        assert {"type": "string", "format": "date-time"} in schema[name]["properties"]["timestamp"]["anyOf"]
+        assert "timestamp" not in schema[name].get("required", [])
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    ["yesterday", "2026-11-26T10:00:01", 1764151201, "", ["2026-11-26T10:00:01Z"]],
+    ids=["word", "no-zone", "number", "empty", "list"],
+)
+def test_a_malformed_envelope_timestamp_is_400_naming_it(
+    client: FlaskClient, site: SiteCredentials, engine: Engine, timestamp: Any
+) -> None:
+    response = send(client, site, {**comment_event(site.name, "c-1"), "timestamp": timestamp})
+    assert response.status_code == 400
+    assert [f["field"] for f in response.get_json()["fields"]] == ["timestamp"]
+    assert count(engine, Comment) == 0
+
+
+@pytest.mark.parametrize(
     ("body", "error"),
     [
         (b"{not json", "invalid_json"),

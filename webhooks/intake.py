@@ -16,7 +16,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.entities import CommentStatus
-from moderation.intake import Accepted, WebhookIdReusedError, accept_comment, insert_new_comment
+from moderation.intake import (
+    Accepted,
+    CommentIdReusedError,
+    WebhookIdReusedError,
+    accept_comment,
+    insert_new_comment,
+)
 from moderation.lifecycle import apply_delete, apply_update
 from moderation.metrics import INTAKE_REQUESTS, INTAKE_SECONDS
 from moderation.sites import SITE_NAME_RE, SiteKeyCache, SiteKeys
@@ -174,9 +180,11 @@ def _payload_sha256(document: dict[str, Any]) -> str:
     """What tells a sender's retry of a message (the same JSON, re-signed) from another message.
 
     Of the parsed document with its keys sorted, so that a sender that encodes the JSON again for a retry
-    (another key order or spacing) still sends the same message.
+    (another key order or spacing) still sends the same message. The envelope's ``timestamp`` is ignored
+    here as everywhere: a sender that stamps each attempt anew still sends the same message.
     """
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    message = {key: value for key, value in document.items() if key != "timestamp"}
+    canonical = json.dumps(message, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -187,7 +195,8 @@ def _store(site: SiteKeys, webhook_id: str, payload_sha256: str, event: Event) -
     or delete of it) takes the careful path. Each retry there reads again and finds what the winner
     committed. A delivery can lose twice (first on the comment, then on the receipt of a replayed
     webhook-id sent by several clients at once), hence a few tries. When what the winner committed under
-    this webhook-id is another payload, the delivery is refused with 409 and nothing of it is written.
+    this webhook-id is another payload, the delivery is refused with 409 and nothing of it is written; so
+    is a create whose comment id is stored with another body or article.
     """
     session = db()
     if isinstance(event, CommentCreated):
@@ -212,6 +221,9 @@ def _store(site: SiteKeys, webhook_id: str, payload_sha256: str, event: Event) -
         except WebhookIdReusedError as reused:
             session.rollback()  # ends the transaction now (on SQLite it holds the write lock)
             raise IntakeError(_reused_response(reused)) from None
+        except CommentIdReusedError as reused_comment_id:
+            session.rollback()
+            raise IntakeError(_comment_id_reused_response(reused_comment_id)) from None
     raise AssertionError("unreachable")
 
 
@@ -236,6 +248,20 @@ def _reused_response(reused: WebhookIdReusedError) -> Response:
         "webhook_id_reused",
         f"this webhook-id was already used for a different payload (comment {reused.comment_id}); a retry must "
         "resend the same body, and each new event needs its own webhook-id",
+    )
+
+
+def _comment_id_reused_response(reused: CommentIdReusedError) -> Response:
+    log.warning(
+        "comment.created for a stored comment id with another body or article; refused",
+        extra={"comment_id": reused.comment_id, "external_id": reused.external_id},
+    )
+    return error_response(
+        409,
+        "comment_id_reused",
+        f"comment_id {json.dumps(reused.external_id)} is already stored (comment {reused.comment_id}) with a "
+        "different body or article; send an edit as comment.updated (with updated_at), and give each new "
+        "comment its own comment_id",
     )
 
 

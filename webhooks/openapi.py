@@ -221,15 +221,18 @@ def openapi_document() -> dict[str, Any]:
                         ),
                         "200": _json(
                             "Acknowledged, nothing to classify: a repeated delivery (same webhook-id and body, or "
-                            "same site comment id), a stale or metadata-only update, or a deletion (status "
-                            "`deleted`).",
+                            "a create of a stored site comment id with the same body and article), a stale or "
+                            "metadata-only update, or a deletion (status `deleted`).",
                             "AcceptedBody",
                         ),
                         "400": _error("Bad JSON or invalid fields; `fields` names each one."),
                         "401": _error("Unknown site or bad, stale or missing signature."),
                         "409": _error(
                             "`webhook_id_reused`: this webhook-id was already accepted with a different body (the "
-                            "message names that comment's id). Nothing is stored; send the event under its own id."
+                            "message names that comment's id). Nothing is stored; send the event under its own id. "
+                            "`comment_id_reused`: a `comment.created` for a stored comment id with another body or "
+                            "article. Nothing is stored; send an edit as `comment.updated`, a new comment under its "
+                            "own comment id."
                         ),
                         "413": _error("Body over 384 KiB (`MAX_BODY_BYTES`)."),
                         "415": _error("Not application/json."),

@@ -7,7 +7,17 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, RootModel, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    ValidationError,
+)
+from pydantic_core import ErrorDetails
 
 from moderation.intake import NewComment
 
@@ -48,6 +58,13 @@ def _plausible_time(value: datetime) -> datetime:
     if not EARLIEST_TIME <= moment <= datetime.now(UTC) + FUTURE_TOLERANCE:
         raise ValueError("must be between 1970 and one day from now")
     return moment
+
+
+def _date_time_text(value: object) -> object:
+    # Lax parsing (needed for JSON strings) would also take a number as seconds since 1970.
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 date-time string")
+    return value
 
 
 def _nonblank(value: str) -> str:
@@ -121,17 +138,27 @@ class DeletedData(Strict):
     deleted_at: SiteTime
 
 
-class CommentCreated(Strict):
+class Envelope(Strict):
+    """The Standard Webhooks payload format, ``{type, timestamp, data}``, as the service's callbacks send it.
+
+    ``timestamp`` (when the sender made the event) is accepted and ignored: the site's own times in
+    ``data`` order the versions of a comment, and the signed ``webhook-timestamp`` header guards replays.
+    """
+
+    timestamp: Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_date_time_text)] | None = None
+
+
+class CommentCreated(Envelope):
     type: Literal["comment.created"]
     data: CommentData
 
 
-class CommentUpdated(Strict):
+class CommentUpdated(Envelope):
     type: Literal["comment.updated"]
     data: UpdatedData
 
 
-class CommentDeleted(Strict):
+class CommentDeleted(Envelope):
     type: Literal["comment.deleted"]
     data: DeletedData
 
@@ -152,11 +179,29 @@ class CommentEvent(RootModel[Annotated[CommentCreated | CommentUpdated | Comment
 
 
 def field_errors(error: ValidationError) -> list[dict[str, str]]:
-    """One entry per bad field, named by its dotted path in the payload."""
+    """One entry per bad field, named by its dotted path in the payload (the input itself is never echoed)."""
     return [
-        {"field": _field_name(item["loc"], item["type"]), "message": item["msg"]}
-        for item in error.errors(include_url=False, include_context=False, include_input=False)
+        {"field": _field_name(item["loc"], item["type"]), "message": _message(item)}
+        for item in error.errors(include_url=False)
     ]
+
+
+# Length checks after a validator (``Text``) are pydantic's generic ones, which count "items".
+TOO_SHORT = {"string_too_short", "too_short"}
+TOO_LONG = {"string_too_long", "too_long"}
+
+
+def _message(item: ErrorDetails) -> str:
+    """Pydantic's message, in the words of the rest of the API when the input was a string of a bad length."""
+    kind, limits = item["type"], item.get("ctx") or {}
+    if isinstance(item["input"], str):
+        if kind in TOO_SHORT and limits.get("min_length") == 1:
+            return "must not be empty"
+        if kind in TOO_SHORT and "min_length" in limits:
+            return f"must be at least {limits['min_length']} characters"
+        if kind in TOO_LONG and "max_length" in limits:
+            return f"must be at most {limits['max_length']} characters"
+    return item["msg"].removeprefix("Value error, ")
 
 
 def _field_name(loc: tuple[int | str, ...], kind: str) -> str:
