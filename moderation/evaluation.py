@@ -19,7 +19,7 @@ from sklearn.metrics import (
 from models.entities import Outcome
 from moderation.classifier import LABELS, ModerationModel, Scores
 from moderation.data import Example
-from moderation.features import link_count
+from moderation.features import link_count, unfamiliar_script
 from moderation.policy import Signals, Thresholds, decide
 
 
@@ -112,9 +112,7 @@ def metrics_by_source(
 def policy_metrics(scored: Sequence[Scored], thresholds: Thresholds) -> dict[str, Any]:
     """Leak rate, auto-rejects of ordinary comments and review load, on fully labeled examples."""
     labeled = [i for i in scored if i.example.spam is not None and i.example.medical_advice is not None]
-    outcomes = [
-        decide(i.scores, thresholds, Signals(link_count=link_count(i.example.comment.body))).outcome for i in labeled
-    ]
+    outcomes = [decide(i.scores, thresholds, Signals.of_text(i.example.comment.body)).outcome for i in labeled]
     bad = [o for i, o in zip(labeled, outcomes, strict=True) if i.example.spam or i.example.medical_advice]
     ordinary = [
         o for i, o in zip(labeled, outcomes, strict=True) if not i.example.spam and not i.example.medical_advice
@@ -155,6 +153,7 @@ def evaluation_scores(scored: Sequence[Scored]) -> dict[str, list[Any]]:
         "is_spam": [bool(s.example.spam) for s in rows],
         "is_medical_advice": [bool(s.example.medical_advice) for s in rows],
         "links": [link_count(s.example.comment.body) for s in rows],
+        "unfamiliar_script": [unfamiliar_script(s.example.comment.body) for s in rows],
     }
 
 
@@ -163,9 +162,10 @@ def what_if(card: dict[str, Any], thresholds: Thresholds) -> dict[str, float | N
     data = card.get("evaluation_scores")
     if not data or not data.get("spam"):
         return {"leak_rate": None, "ordinary_held": None, "ordinary_rejected": None, "review_load": None}
+    unfamiliar = data.get("unfamiliar_script") or [False] * len(data["spam"])  # cards made before it was kept
     outcomes = [
-        decide(Scores(spam=s, medical_advice=a), thresholds, Signals(link_count=n)).outcome
-        for s, a, n in zip(data["spam"], data["medical_advice"], data["links"], strict=True)
+        decide(Scores(spam=s, medical_advice=a), thresholds, Signals(link_count=n, unfamiliar_script=u)).outcome
+        for s, a, n, u in zip(data["spam"], data["medical_advice"], data["links"], unfamiliar, strict=True)
     ]
     bad = [o for o, s, a in zip(outcomes, data["is_spam"], data["is_medical_advice"], strict=True) if s or a]
     ordinary = [

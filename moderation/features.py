@@ -111,6 +111,36 @@ def link_count(text: str) -> int:
     return len(find_urls(text))
 
 
+UNFAMILIAR_SCRIPT_MIN_LETTERS = 8  # "ok 👍" or a name in another script says nothing about the comment
+
+
+LATIN_RANGES = (
+    (0x0000, 0x024F),  # Basic Latin to Latin Extended-B
+    (0x1E00, 0x1EFF),  # Latin Extended Additional (Vietnamese)
+    (0xFF21, 0xFF5A),  # fullwidth letters: spam's ｃｈｅａｐ is Latin in disguise
+    (0x1D400, 0x1D7FF),  # mathematical letters: and so is 𝐜𝐡𝐞𝐚𝐩
+)
+
+
+def _is_latin(letter: str) -> bool:
+    code = ord(letter)
+    return any(low <= code <= high for low, high in LATIN_RANGES)
+
+
+def unfamiliar_script(text: str) -> bool:
+    """Most of the letters are in a script other than Latin (Cyrillic, CJK, Arabic, Greek...).
+
+    The models learned from Latin-script comments only: their scores for such text mean nothing (a
+    Russian thank-you scores as spam, Russian dosing advice as nothing), so a person must read it.
+    """
+    if text.isascii():
+        return False
+    letters = [c for c in text if c.isalpha()]
+    if len(letters) < UNFAMILIAR_SCRIPT_MIN_LETTERS:
+        return False
+    return sum(map(_is_latin, letters)) * 2 < len(letters)
+
+
 def _marker_tokens(comment: CommentText, raw: str) -> list[str]:
     tokens: list[str] = []
     urls = find_urls(raw)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from models.entities import Outcome
 from moderation.classifier import Scores
+from moderation.features import link_count, unfamiliar_script
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,12 @@ class Signals:
     author_approved_before: int = 0
     author_rejected_before: int = 0
     author_allowed: bool = False
+    unfamiliar_script: bool = False  # written in a script the models never learned: their scores mean nothing
+
+    @classmethod
+    def of_text(cls, body: str) -> Signals:
+        """What the text alone tells, without the database (evaluation, ``classify``)."""
+        return cls(link_count=link_count(body), unfamiliar_script=unfamiliar_script(body))
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +85,14 @@ def decide(
 
     if signals.blocked_terms:
         reject.append("blocked_term")
-    if scores.spam >= thresholds.spam_reject and not signals.author_allowed:
+    if signals.unfamiliar_script:
+        # Neither score can be trusted, either way: no reject on them, no approval (advice would pass unseen).
+        hold.append("unfamiliar_language")
+    elif scores.spam >= thresholds.spam_reject and not signals.author_allowed:
         reject.append("spam")
     elif scores.spam >= thresholds.spam_hold and not trusted:
         hold.append("possible_spam")
-    if scores.medical_advice >= thresholds.advice_hold:
+    if scores.medical_advice >= thresholds.advice_hold and not signals.unfamiliar_script:
         hold.append("medical_advice")
     if signals.link_count >= limits.max_links and not trusted:
         hold.append("many_links")

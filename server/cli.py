@@ -20,7 +20,7 @@ from models.migrate import schema_revision, upgrade_database
 from moderation import registry
 from moderation.classifier import ModerationModel
 from moderation.data import DataError, collect_examples, load_own_corpus, public_sets
-from moderation.features import CommentText, link_count
+from moderation.features import CommentText
 from moderation.policy import Signals, Thresholds, decide
 from moderation.sites import SiteError, create_site, require_site, rotate_secret
 from moderation.training import train as train_model
@@ -515,7 +515,7 @@ def classify(ctx: click.Context, batch_size: int, explain: bool) -> None:
                 click.echo(json.dumps({"line": number, "error": item}))
                 continue
             score = scores[number]
-            verdict = decide(score, thresholds, Signals(link_count=link_count(item.body)))
+            verdict = decide(score, thresholds, Signals.of_text(item.body))
             out: dict[str, Any] = {
                 **score.as_dict(),
                 "decision": verdict.outcome.value,

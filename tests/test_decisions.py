@@ -236,6 +236,17 @@ def test_author_history_and_duplicates_reach_the_decision(
     assert rows(engine, Decision, id=decided.decision_id)[0].reasons == ["duplicate", "author_rejected_before"]
 
 
+def test_a_comment_in_a_script_the_model_never_learned_is_held_for_a_person(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    set_site(sessions, SITE, spam_hold_threshold=1.0, spam_reject_threshold=1.0, advice_hold_threshold=1.0)
+    russian_dosing = "Принимайте ибупрофен по 800 мг три раза в день и бросьте таблетки от давления."
+    decided = decide(sessions, post(sessions, "c-ru", russian_dosing), active_model)
+
+    assert decided is not None and decided.outcome == Outcome.HOLD  # thresholds at 1.0 would approve anything
+    assert rows(engine, Decision, id=decided.decision_id)[0].reasons == ["unfamiliar_language"]
+
+
 # --- signals gathered from the database ----------------------------------------------------------
 
 

@@ -9,7 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moderation.features import FEATURES_VERSION, CommentText, find_urls, link_count, normalize, prepare, url_domain
+from moderation.features import (
+    FEATURES_VERSION,
+    CommentText,
+    find_urls,
+    link_count,
+    normalize,
+    prepare,
+    unfamiliar_script,
+    url_domain,
+)
 
 
 def markers(body: str, **fields: str) -> list[str]:
@@ -452,3 +461,25 @@ def test_the_prepared_form_of_the_samples_is_pinned_by_the_features_version() ->
     prepared = "\n".join(prepare(CommentText(body=text, url="https://example.org/me")) for text in FEATURE_SAMPLES)
     digest = hashlib.sha256(prepared.encode()).hexdigest()
     assert PINNED_FEATURES.get(FEATURES_VERSION) == digest, f"features changed: {FEATURES_VERSION} {digest}"
+
+
+@pytest.mark.parametrize(
+    ("text", "unfamiliar"),
+    [
+        ("Massage helped my back a lot.", False),
+        ("Gracias, el masaje me ayudó muchísimo con la espalda.", False),  # Latin with accents
+        ("Größtenteils hilfreich, danke für den Artikel über Ischias.", False),
+        ("Cảm ơn bài viết, rất hữu ích cho người bị đau lưng.", False),  # Vietnamese: Latin Extended Additional
+        ("Спасибо за статью, массаж мне очень помог.", True),
+        ("按摩对我的背痛很有帮助，谢谢这篇文章。", True),
+        ("شكرا على المقال، التدليك ساعدني كثيرا", True),
+        ("Ευχαριστώ για το άρθρο, με βοήθησε πολύ.", True),
+        ("Thanks Дмитрий, the stretches you mentioned in the article helped my back.", False),  # a name
+        ("ok 👍 да", False),  # too few letters to say
+        ("🙏🙏🙏", False),
+        ("ｃｈｅａｐ ｏｘｙｃｏｄｏｎｅ ｏｎｌｉｎｅ ｎｏ ｒｘ", False),  # fullwidth: spam's disguise, still Latin
+        ("𝐜𝐡𝐞𝐚𝐩 𝐩𝐢𝐥𝐥𝐬 𝐡𝐞𝐫𝐞 𝐧𝐨𝐰", False),
+    ],
+)
+def test_unfamiliar_script_is_about_most_of_the_letters(text: str, unfamiliar: bool) -> None:
+    assert unfamiliar_script(text) is unfamiliar

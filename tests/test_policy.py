@@ -6,7 +6,7 @@ import pytest
 
 from models.entities import Outcome
 from moderation.classifier import Scores
-from moderation.policy import PolicyLimits, Signals, Thresholds, decide
+from moderation.policy import PolicyLimits, Signals, Thresholds, Verdict, decide
 
 THRESHOLDS = Thresholds(spam_reject=0.9, spam_hold=0.5, advice_hold=0.5)
 CLEAN = Scores(spam=0.1, medical_advice=0.1)
@@ -165,3 +165,38 @@ def test_overridden_hold_above_the_models_reject_line_raises_that_line() -> None
     )
     with pytest.raises(ValueError, match="advice_hold"):
         defaults.overridden(spam_reject=None, spam_hold=None, advice_hold=1.5)
+
+
+# --- text in a script the models never learned ----------------------------------------------------
+
+RUSSIAN_THANKS = "Спасибо за статью, массаж мне очень помог."
+RUSSIAN_DOSING = "Принимайте ибупрофен по 800 мг три раза в день и бросьте таблетки от давления."
+
+
+@pytest.mark.parametrize(
+    ("scores", "signals"),
+    [
+        (Scores(spam=0.97, medical_advice=0.0), Signals.of_text(RUSSIAN_THANKS)),  # would be rejected as spam
+        (Scores(spam=0.01, medical_advice=0.01), Signals.of_text(RUSSIAN_DOSING)),  # would be approved
+        (Scores(spam=0.2, medical_advice=0.95), Signals.of_text("按摩对我的背痛很有帮助，谢谢这篇文章。")),
+    ],
+)
+def test_text_in_an_unfamiliar_script_goes_to_a_person_whatever_its_scores(scores: Scores, signals: Signals) -> None:
+    assert decide(scores, THRESHOLDS, signals) == Verdict(Outcome.HOLD, ["unfamiliar_language"])
+
+
+def test_an_allow_listed_author_writing_in_an_unfamiliar_script_is_still_read_by_a_person() -> None:
+    signals = Signals(unfamiliar_script=True, author_allowed=True)
+    assert decide(Scores(spam=0.0, medical_advice=0.0), THRESHOLDS, signals).outcome == Outcome.HOLD
+
+
+def test_blocked_terms_and_other_signals_still_apply_to_an_unfamiliar_script() -> None:
+    blocked = Signals(unfamiliar_script=True, blocked_terms=("casino",))
+    assert decide(Scores(spam=0.0, medical_advice=0.0), THRESHOLDS, blocked) == Verdict(
+        Outcome.REJECT, ["blocked_term", "unfamiliar_language"]
+    )
+    links = Signals.of_text("Смотрите https://a.example и https://b.example — там всё написано про спину.")
+    assert decide(Scores(spam=0.0, medical_advice=0.0), THRESHOLDS, links).reasons == [
+        "unfamiliar_language",
+        "many_links",
+    ]
