@@ -331,6 +331,14 @@ def test_own_corpus_is_about_eight_percent_other_languages(own: list[Example]) -
     assert all(len(e.lang) == 2 and e.lang.islower() for e in own if e.lang != "en")
 
 
+def test_author_websites_are_not_a_spam_marker_in_the_own_corpus(own: list[Example]) -> None:
+    """Readers fill in the website field too: with websites on spam alone, a model learns "website: spam"."""
+    substantive = [e for e in own if not e.spam and len(e.comment.body.split()) >= 12]
+    with_site = [e for e in substantive if e.comment.url]
+    assert 0.05 <= len(with_site) / len(substantive) <= 0.2
+    assert {e.split for e in with_site} == {TRAIN, TEST}  # the held-out quarter measures it too
+
+
 def test_own_corpus_split_holds_out_about_a_quarter_by_text(own: list[Example]) -> None:
     assert 0.18 <= sum(e.split == TEST for e in own) / len(own) <= 0.32
     assert [e.split for e in load_own_corpus()] == [e.split for e in own]
