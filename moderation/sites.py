@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import re
 import secrets
 import threading
@@ -111,7 +112,29 @@ def validate_callback_url(url: str | None) -> str | None:
         raise invalid from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise invalid
+    if _is_metadata_address(parsed.host):
+        raise SiteError(
+            f"callback URL must not point at a link-local or unspecified address (cloud metadata services "
+            f"live there), got {url!r}"
+        )
     return url
+
+
+METADATA_HOSTS = ("metadata.google.internal", "metadata")
+
+
+def _is_metadata_address(host: str) -> bool:
+    """Where a signed POST must never go: the cloud instance metadata service, or "any address".
+
+    Private and loopback addresses stay allowed: a site on the same host or network is a normal setup.
+    """
+    if host.lower().rstrip(".") in METADATA_HOSTS:
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return address.is_link_local or address.is_unspecified
 
 
 def create_site(session: Session, name: str, callback_url: str | None = None) -> tuple[Site, str]:

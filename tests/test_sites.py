@@ -85,6 +85,29 @@ def test_callback_urls_that_cannot_be_sent_are_refused(sessions: sessionmaker[Se
         create_site(session, "backpain-advisor", url)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data",
+        "http://[fe80::1]/cb",
+        "http://0.0.0.0:8001/cb",
+        "http://metadata.google.internal/computeMetadata/v1/",
+    ],
+    ids=["aws-metadata", "ipv6-link-local", "unspecified", "gcp-metadata"],
+)
+def test_callback_urls_at_metadata_addresses_are_refused(sessions: sessionmaker[Session], url: str) -> None:
+    """A signed POST to the cloud metadata service from an admin's typo or a stolen admin session: refused."""
+    with sessions.begin() as session, pytest.raises(SiteError, match="link-local"):
+        create_site(session, "backpain-advisor", url)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8001/cb", "http://10.0.0.5/cb", "http://[::1]:8001/cb"])
+def test_callback_urls_on_the_same_host_or_network_are_allowed(sessions: sessionmaker[Session], url: str) -> None:
+    with sessions.begin() as session:
+        site, _ = create_site(session, "backpain-advisor", url)
+        assert site.callback_url == url
+
+
 def test_a_pasted_trailing_newline_is_stripped_not_stored(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
         site, _ = create_site(session, "backpain-advisor", "https://site.example/cb\n")
