@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from flask import Flask, Response, flash, render_template, request
 from flask.typing import ResponseReturnValue
@@ -11,7 +12,7 @@ from markupsafe import Markup, escape
 from werkzeug.exceptions import HTTPException, TooManyRequests
 
 from dashboard import admin, auth, overview, views  # noqa: F401 - registers the routes on bp
-from dashboard.auth import LoginLimits, login_manager
+from dashboard.auth import LoginLimits, login_manager, renew_session, session_has_ended, sign_in_again
 from dashboard.blueprint import bp
 from dashboard.context import close_db, wants_json
 from models.entities import Decision
@@ -39,6 +40,8 @@ def init_app(app: Flask) -> None:
         REMEMBER_COOKIE_SAMESITE="Lax",
         REMEMBER_COOKIE_SECURE=settings.session_cookie_secure,
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+        # The age Flask accepts a session cookie up to; renew_session signs it again on each request.
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.dashboard_session_hours),
     )
     app.register_blueprint(bp)
     app.teardown_appcontext(close_db)
@@ -52,6 +55,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["driver_words"] = driver_words
     app.jinja_env.filters["http_url"] = is_http_url
     app.after_request(security_headers)
+    app.after_request(renew_session)
 
 
 def security_headers(response: Response) -> Response:
@@ -98,6 +102,8 @@ def highlight(text: str, words: list[str]) -> Markup:
 
 @bp.errorhandler(CSRFError)
 def csrf_refused(error: CSRFError) -> ResponseReturnValue:
+    if session_has_ended():
+        return sign_in_again()  # signing in again is the fix, not reloading the page
     if wants_json():
         return {"ok": False, "message": f"refused: {error.description}"}, 400
     return render_template("error.html", code=400, message=f"Refused: {error.description} Reload the page."), 400

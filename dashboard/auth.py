@@ -7,16 +7,35 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
-from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask import (
+    Response,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
-from flask_login import LoginManager, UserMixin, current_user, login_required, login_user, logout_user
+from flask_login import (
+    LoginManager,
+    UserMixin,
+    current_user,
+    login_required,
+    login_url,
+    login_user,
+    logout_user,
+)
 from limits import parse_many
-from werkzeug.exceptions import TooManyRequests
+from werkzeug.exceptions import HTTPException, TooManyRequests
 
 from dashboard.blueprint import bp
-from dashboard.context import db
+from dashboard.context import db, wants_json
 from models.entities import Moderator
 from moderation.accounts import authenticate
 from moderation.ratelimits import SharedLimits
@@ -27,6 +46,7 @@ login_manager = LoginManager()
 login_manager.login_view = "dashboard.login"
 login_manager.login_message = "Sign in to review comments."
 login_manager.session_protection = "strong"
+SIGNED_OUT_MESSAGE = "Your session has ended: sign in again."
 
 
 class LoginLimits:
@@ -98,7 +118,11 @@ def _count_login_attempt() -> None:
 
 
 def safe_next(target: str | None) -> str:
-    """Only a path on this site: never an absolute or scheme-relative URL (no open redirect)."""
+    """A page of this site to go to after sign-in, or the queue.
+
+    Only a path (never an absolute or scheme-relative URL: no open redirect), and only one that answers GET:
+    a form sent after the session ended names its POST-only URL, which would answer 405 after sign-in.
+    """
     # Browsers read "/\\host" like "//host": refuse backslashes too.
     if (
         target
@@ -106,9 +130,55 @@ def safe_next(target: str | None) -> str:
         and not target.startswith("//")
         and "\\" not in target
         and not urlsplit(target).netloc
+        and answers_get(urlsplit(target).path)
     ):
         return target
     return url_for("dashboard.queue")
+
+
+def answers_get(path: str) -> bool:
+    try:
+        current_app.url_map.bind("").match(path, method="GET")
+    except HTTPException:  # NotFound, MethodNotAllowed, and RequestRedirect (a slash added) all say no
+        return False
+    return True
+
+
+def asks_for_json() -> bool:
+    """The page's scripts (fetch with Accept: application/json, or XHR): they read an answer, not a page."""
+    return wants_json() or request.headers.get("X-Requested-With") == "XMLHttpRequest"
+
+
+def page_to_return_to() -> str:
+    """Where sign-in should lead back to: the page asked for or, for a form or an action, the page it was
+    sent from (the Referer, when it is this site's), as long as that page answers GET; else the queue."""
+    url = request.url if request.method in ("GET", "HEAD") else request.referrer or request.url
+    parts = urlsplit(url)
+    if parts.netloc and parts.netloc != request.host:
+        return safe_next(None)
+    return safe_next(urlunsplit(("", "", parts.path, parts.query, "")))
+
+
+def sign_in_again() -> ResponseReturnValue:
+    """No live session (never signed in, signed out, expired, deactivated, new password).
+
+    The page's scripts get a 401 they can explain: fetch would follow a redirect to the sign-in page and
+    report its 200, and the moderator would think the action was saved. A browser page goes to sign in.
+    """
+    target = login_url("dashboard.login", next_url=page_to_return_to())
+    if asks_for_json():
+        return jsonify(error="signed_out", message=SIGNED_OUT_MESSAGE, login_url=target), 401
+    flash(login_manager.login_message, login_manager.login_message_category)
+    return redirect(target)
+
+
+login_manager.unauthorized_handler(sign_in_again)  # a statement, not a decorator: it keeps the function typed
+
+
+def session_has_ended() -> bool:
+    """A form that needs a session, sent without one: after sign-out in another tab (or an expired session)
+    its CSRF token belongs to the ended session, but the problem to tell is the session, not the token."""
+    return request.endpoint != "dashboard.login" and not current_user.is_authenticated
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -140,6 +210,19 @@ def start_session(signed_in: SignedIn) -> None:
     login_user(signed_in)
 
 
+def renew_session(response: Response) -> Response:
+    """Sign a signed-in session's cookie again on every dashboard answer, with the time of this request.
+
+    Flask refuses a cookie signed longer than PERMANENT_SESSION_LIFETIME ago (DASHBOARD_SESSION_HOURS), so a
+    session idle that long, or a copy of its cookie left unused that long, has ended. The session is not
+    made permanent (Flask's own way to renew it): Flask-Login then weakens its strong session protection,
+    which signs out a cookie presented by another browser, to basic (it only marks the session not fresh).
+    """
+    if request.blueprint == "dashboard" and "_user_id" in session:
+        session.modified = True
+    return response
+
+
 @bp.post("/logout")
 @login_required
 def logout() -> ResponseReturnValue:
@@ -154,3 +237,13 @@ def logout() -> ResponseReturnValue:
     logout_user()
     flash("Signed out.", "info")
     return redirect(url_for("dashboard.login"))
+
+
+@bp.get("/logout")
+def logout_typed() -> ResponseReturnValue:
+    """Someone typed the address: send them on rather than show a 405. Signing out stays a POST with a CSRF
+    token, so a link or an image on another page cannot sign a moderator out on every device."""
+    if not current_user.is_authenticated:
+        return redirect(url_for("dashboard.login"))
+    flash("To sign out, use Sign out at the top of the page.", "info")
+    return redirect(url_for("dashboard.queue"))

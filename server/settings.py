@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     )
     session_cookie_secure: bool = Field(default=False, description="Send the dashboard session cookie over HTTPS only.")
     login_rate_limit: str = Field(default="10/minute", description="Dashboard login attempts per IP and per e-mail.")
+    dashboard_session_hours: float = Field(
+        default=12,
+        gt=0,
+        le=24 * 366,  # a year is already no time-out; a huge number would overflow the cookie's expiry date
+        description="Hours without a request after which a dashboard session ends.",
+    )
     example_port: int = Field(
         default=8001, ge=1, le=65535, description="Port of the example site `moderation run` serves."
     )

@@ -8,6 +8,7 @@ All through the real app from `create_app`, with CSRF on, on SQLite and PostgreS
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,12 +21,13 @@ from click.testing import CliRunner
 from flask import Flask, url_for
 from flask.testing import FlaskClient
 from flask_login import login_manager as flask_login_manager
+from itsdangerous import TimestampSigner
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
 from models.db import create_db_engine, make_session_factory
-from models.entities import Moderator
+from models.entities import Comment, Moderator
 from models.migrate import downgrade_database, upgrade_database
 from moderation.lists import add_entry
 from moderation.sites import create_site
@@ -261,6 +263,186 @@ def test_migration_gives_each_existing_moderator_its_own_session_token(empty_dat
         engine.dispose()
 
 
+# --- a session that ends while a page is open ---------------------------------------------------------
+
+JSON = {"Accept": "application/json"}
+XHR = {"X-Requested-With": "XMLHttpRequest"}
+QUEUE_PAGE = "/dashboard/queue?sort=risk"
+SIGN_IN_AGAIN = "/dashboard/login?next=%2Fdashboard%2Fqueue%3Fsort%3Drisk"
+
+
+@pytest.fixture
+def held_id(sessions: Sessions, people: dict[str, int]) -> int:
+    with sessions.begin() as session:
+        site, _secret = create_site(session, "backpain-advisor")
+        comment_id, _decision_id = held_comment(session, site, "c-1")
+        return comment_id
+
+
+def approve_from_the_queue(client: FlaskClient, comment_id: int, token: str, headers: dict[str, str]) -> TestResponse:
+    """What the queue page sends when `a` is pressed: its form's CSRF token, the page as the Referer."""
+    return client.post(
+        f"/dashboard/comments/{comment_id}/act",
+        data={"csrf_token": token, "action": "approve"},
+        headers={"Referer": f"http://localhost{QUEUE_PAGE}", **headers},
+    )
+
+
+def signed_out_answer(response: TestResponse) -> bool:
+    return response.status_code == 401 and response.get_json() == {
+        "error": "signed_out",
+        "message": "Your session has ended: sign in again.",
+        "login_url": SIGN_IN_AGAIN,
+    }
+
+
+def status_of(sessions: Sessions, comment_id: int) -> str:
+    with sessions() as session:
+        return session.get(Comment, comment_id).status
+
+
+def test_an_action_sent_after_sign_out_in_another_tab_is_told_to_sign_in_again(
+    open_app: Flask, sessions: Sessions, held_id: int
+) -> None:
+    browser = open_app.test_client()
+    assert sign_in(browser, "mod@example.org").status_code == 302
+    token = csrf_token(browser, QUEUE_PAGE)  # the queue open in one tab...
+    sign_out(browser)  # ...sign-out in another, which then shows the sign-in page (a CSRF token of its own)
+    csrf_token(browser)
+
+    # The page's script: a 401 it can explain, not the sign-in page's 200 (nor "the CSRF tokens do not match").
+    assert signed_out_answer(approve_from_the_queue(browser, held_id, token, JSON))
+    assert signed_out_answer(approve_from_the_queue(browser, held_id, token, XHR))
+    # The same form sent by the browser itself goes to sign in, and back to the page it was sent from.
+    answer = approve_from_the_queue(browser, held_id, token, {})
+    assert answer.status_code == 302 and answer.headers["Location"] == SIGN_IN_AGAIN
+    assert status_of(sessions, held_id) == "held"  # nothing was recorded
+
+    token = csrf_token(browser)
+    back = browser.post(SIGN_IN_AGAIN, data={"email": "mod@example.org", "password": PASSWORD, "csrf_token": token})
+    assert back.headers["Location"] == QUEUE_PAGE
+
+
+def test_an_action_after_the_account_was_deactivated_is_told_to_sign_in_again(
+    open_app: Flask, sessions: Sessions, people: dict[str, int], held_id: int
+) -> None:
+    browser = open_app.test_client()
+    assert sign_in(browser, "mod@example.org").status_code == 302
+    token = csrf_token(browser, QUEUE_PAGE)
+    with sessions.begin() as session:
+        session.get(Moderator, people["mod"]).is_active = False
+
+    assert signed_out_answer(approve_from_the_queue(browser, held_id, token, JSON))
+    bulk = browser.post(
+        "/dashboard/bulk",
+        data={"csrf_token": token, "action": "approve", "ids": str(held_id)},
+        headers={"Referer": f"http://localhost{QUEUE_PAGE}", **XHR},
+    )
+    assert signed_out_answer(bulk)
+    assert goes_to_sign_in(approve_from_the_queue(browser, held_id, token, {}))
+    assert status_of(sessions, held_id) == "held"
+
+
+def test_a_csrf_failure_with_a_live_session_is_still_a_csrf_refusal(open_app: Flask, held_id: int) -> None:
+    browser = open_app.test_client()
+    assert sign_in(browser, "mod@example.org").status_code == 302
+    csrf_token(browser, QUEUE_PAGE)
+    refused = approve_from_the_queue(browser, held_id, "not-the-token", JSON)
+    assert refused.status_code == 400
+    assert refused.get_json() == {"ok": False, "message": "refused: The CSRF token is invalid."}
+    refused = approve_from_the_queue(browser, held_id, "not-the-token", {})
+    assert refused.status_code == 400 and "CSRF" in refused.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("target", "lands_on"),
+    [
+        ("/dashboard/bulk", "/dashboard/queue"),  # POST-only: sent by a form after the session ended
+        ("/dashboard/comments/1/act", "/dashboard/queue"),
+        ("/dashboard/no-such-page", "/dashboard/queue"),
+        ("/dashboard/queue?queue=all&sort=risk", "/dashboard/queue?queue=all&sort=risk"),
+        ("/dashboard/comments/1", "/dashboard/comments/1"),
+        ("/dashboard/admin/moderators", "/dashboard/admin/moderators"),
+    ],
+)
+def test_sign_in_goes_back_only_to_a_page_that_answers_get(
+    open_app: Flask, people: dict[str, int], target: str, lands_on: str
+) -> None:
+    browser = open_app.test_client()
+    token = csrf_token(browser)
+    response = browser.post(
+        "/dashboard/login",
+        query_string={"next": target},
+        data={"email": "admin@example.org", "password": PASSWORD, "csrf_token": token},
+    )
+    assert response.status_code == 302 and response.headers["Location"] == lands_on
+
+
+def test_the_sign_out_address_typed_in_goes_on_to_a_page(open_app: Flask, people: dict[str, int]) -> None:
+    browser = open_app.test_client()
+    answer = browser.get("/dashboard/logout")
+    assert answer.status_code == 302 and answer.headers["Location"] == "/dashboard/login"
+
+    assert sign_in(browser, "mod@example.org").status_code == 302
+    answer = browser.get("/dashboard/logout")
+    assert answer.status_code == 302 and answer.headers["Location"] == "/dashboard/queue"
+    # Only the button signs out (a POST with a CSRF token): a link on another site cannot.
+    assert "To sign out, use Sign out" in browser.get("/dashboard/queue").get_data(as_text=True)
+
+
+class Clock:
+    """Shifts the clock Flask's signed session cookie is stamped and checked with."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.hours = 0.0
+        monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda _signer: int(time.time() + self.hours * 3600))
+
+    def advance(self, hours: float) -> None:
+        self.hours += hours
+
+
+@pytest.mark.parametrize("limit", [None, 2.0])  # None: the default, 12 hours
+def test_a_session_ends_after_dashboard_session_hours_without_a_request(
+    settings: Settings, people: dict[str, int], monkeypatch: pytest.MonkeyPatch, limit: float | None
+) -> None:
+    hours = limit or 12.0
+    update: dict[str, Any] = {"login_rate_limit": "1000/minute"}
+    if limit is not None:
+        update["dashboard_session_hours"] = limit
+    app = create_app(settings.model_copy(update=update))
+    clock = Clock(monkeypatch)
+    try:
+        browser = app.test_client()
+        assert sign_in(browser, "mod@example.org").status_code == 302
+        copied = session_cookie(browser)
+        assert copied
+
+        clock.advance(hours * 0.9)
+        assert signed_in(browser.get("/dashboard/queue"))  # in use: each request renews the session
+        clock.advance(hours * 0.9)
+        assert signed_in(browser.get("/dashboard/queue"))
+        assert goes_to_sign_in(copy_of(app, copied).get("/dashboard/queue"))  # a copy left unused has ended
+
+        clock.advance(hours * 1.1)
+        assert goes_to_sign_in(browser.get("/dashboard/queue"))  # idle too long
+        assert sign_in(browser, "mod@example.org").status_code == 302
+        assert signed_in(browser.get("/dashboard/queue"))
+    finally:
+        app.extensions["moderation"].sessions.kw["bind"].dispose()
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_a_session_time_out_that_is_not_positive_stops_the_start(tmp_path: Path, value: str) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["sites", "list"],
+        env={"VAR_DIR": str(tmp_path), "DATABASE_URL": "", "LOG_FORMAT": "text", "DASHBOARD_SESSION_HOURS": value},
+    )
+    assert result.exit_code == 1
+    [line] = result.stderr.splitlines()
+    assert line == "Error: invalid setting DASHBOARD_SESSION_HOURS: Input should be greater than 0"
+
+
 # --- every route, by role -------------------------------------------------------------------------
 
 PUBLIC = "public"  # anyone: health, metrics, the OpenAPI document, static files
@@ -293,6 +475,7 @@ ROUTES: dict[str, Access] = {
     "webhooks.erase_author_data": Access(SIGNED, query=(("site", "backpain-advisor"),)),
     "dashboard.login": Access(SIGN_IN),
     "dashboard.logout": Access(MODERATOR, signs_out=True),
+    "dashboard.logout_typed": Access(PUBLIC, ok=302),  # the address typed: on to the queue or sign-in
     "dashboard.index": Access(MODERATOR, ok=302),
     "dashboard.queue": Access(MODERATOR),
     "dashboard.comment": Access(MODERATOR),
@@ -442,8 +625,12 @@ def exercise(caller: Caller, access: Access, path: str, method: str, allowed: li
         check(response, 401, f"{what} unsigned")
         return
     refused = client.post(path, data={}, query_string=query)
-    check(refused, 400, f"{what} without a CSRF token")
-    assert "CSRF" in refused.get_data(as_text=True), what
+    if role == "anonymous" and access.who in (MODERATOR, ADMIN):
+        # No session to protect: what such a form needs is a sign-in (as after sign-out in another tab).
+        check(refused, "sign-in", f"{what} without a CSRF token")
+    else:
+        check(refused, 400, f"{what} without a CSRF token")
+        assert "CSRF" in refused.get_data(as_text=True), what
     response = client.post(path, data={"csrf_token": caller.token()}, query_string=query)
     if access.who == SIGN_IN:
         check(response, 401 if role == "anonymous" else 302, f"{what} with a token")
