@@ -192,6 +192,11 @@ def _undone(session: Session, comment_id: int, current: Decision | None) -> tupl
         if current is not None
         else select(ModerationAction).where(ModerationAction.id.is_(None))
     )
+    if last is not None and last.before_decision_id is None:
+        raise ReviewError(
+            "this verdict was given before the model decided, so there is no earlier decision to go back to: "
+            "approve or reject the comment instead"
+        )
     previous = session.get(Decision, last.before_decision_id) if last and last.before_decision_id else None
     if previous is None:
         raise ReviewError("there is no moderator action to undo on this comment")
