@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, String, cast, func, or_, select
+from sqlalchemy import ColumnElement, Select, String, and_, cast, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from models.entities import Comment, CommentStatus, Decision, ModerationAction, Site
@@ -142,15 +142,22 @@ def _filtered(query: Select[Any], filters: Filters, current: Any) -> Select[Any]
     columns = {"spam": [current.spam_score], "medical_advice": [current.advice_score]}.get(
         filters.score, [current.spam_score, current.advice_score]
     )
-    if filters.score_min is not None:
-        query = query.where(or_(*(c >= filters.score_min for c in columns)))
-    if filters.score_max is not None:
-        query = query.where(or_(*(c <= filters.score_max for c in columns)))
+    if filters.score_min is not None or filters.score_max is not None:
+        query = query.where(or_(*(_in_range(c, filters.score_min, filters.score_max) for c in columns)))
     if filters.date_from:
         query = query.where(Comment.received_at >= datetime.combine(filters.date_from, time.min, UTC))
     if filters.date_to:
         query = query.where(Comment.received_at < datetime.combine(filters.date_to + timedelta(days=1), time.min, UTC))
     return query
+
+
+def _in_range(score: Any, low: float | None, high: float | None) -> ColumnElement[bool]:
+    """One score within [low, high]: with "Any score", one of the two scores must lie in the range itself
+    (one above the minimum and the other below the maximum is not a match)."""
+    bounds = [score >= low] if low is not None else []
+    if high is not None:
+        bounds.append(score <= high)
+    return and_(*bounds)
 
 
 def queue_counts(session: Session) -> dict[str, int]:

@@ -59,10 +59,24 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+    # SQLite's own lower() folds only ASCII, so a search for "массаж" never matched "Массаж"; Python's folds
+    # every script, as PostgreSQL's does. Deterministic, as the built-in is, so queries are planned the same.
+    dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
     # pysqlite would start a transaction only at the first INSERT/UPDATE, so a "SELECT ... FOR UPDATE"
     # (a plain SELECT on SQLite) would read without any lock. Turn its own BEGIN off; _begin_immediate
     # emits ours (SQLAlchemy's documented pysqlite recipe for serializable transactions).
     dbapi_connection.isolation_level = None
+
+
+def _unicode_lower(value: Any) -> Any:
+    """SQL lower() for every script: text lower-cased as Python does it, NULL kept, other values as text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.lower()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace").lower()
+    return str(value).lower()
 
 
 # Execution option naming how a SQLite transaction begins; "DEFERRED" suits long read-only work (an export).

@@ -22,6 +22,7 @@ from models.entities import (
     CallbackDelivery,
     Comment,
     Decision,
+    ModelVersion,
     ModerationAction,
     Moderator,
     Site,
@@ -766,3 +767,81 @@ def test_login_never_redirects_off_site(client: FlaskClient, people: dict[str, i
     )
     assert response.status_code == 302
     assert response.headers["Location"] == "/dashboard/queue"
+
+
+# --- review fixes: search in any script, score ranges, deleted comments, unsafe article URLs, models ----------
+
+
+def _ids_on(client: FlaskClient, path: str) -> set[int]:
+    return {int(n) for n in re.findall(r'data-comment-id="(\d+)"', _page(client, path))}
+
+
+def test_search_and_author_filter_ignore_case_in_every_script(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        russian, _ = held_comment(session, site, "ru", "Массаж помог моей спине.", author_name="Иван")
+        french, _ = held_comment(
+            session, site, "fr", "Le MASSAGE m'a aidé.", author_name="Émile", author_email="ÉMILE@exemple.fr"
+        )
+    assert _ids_on(moderator_client, "/dashboard/queue?text=массаж") == {russian}
+    assert _ids_on(moderator_client, "/dashboard/queue?text=МАССАЖ") == {russian}
+    assert _ids_on(moderator_client, "/dashboard/queue?text=massage") == {french}
+    assert _ids_on(moderator_client, "/dashboard/queue?author=иван") == {russian}
+    assert _ids_on(moderator_client, "/dashboard/queue?author=émile") == {french}
+    assert _ids_on(moderator_client, "/dashboard/queue?author=émile@EXEMPLE") == {french}
+
+
+def test_any_score_range_needs_one_score_inside_it(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        inside, _ = held_comment(session, site, "inside", "One score in the range.", spam=0.1, advice=0.5)
+        around, _ = held_comment(session, site, "around", "One above, one below.", spam=0.9, advice=0.1)
+        advice_only, _ = held_comment(session, site, "advice", "Advice in the range.", spam=0.9, advice=0.45)
+    assert _ids_on(moderator_client, "/dashboard/queue?score_min=0.4&score_max=0.6") == {inside, advice_only}
+    assert _ids_on(moderator_client, "/dashboard/queue?score=spam&score_min=0.4&score_max=0.6") == set()
+    assert _ids_on(moderator_client, "/dashboard/queue?score_min=0.85") == {around, advice_only}
+    assert _ids_on(moderator_client, "/dashboard/queue?score_max=0.2") == {inside, around}
+
+
+def test_a_comment_the_site_deleted_offers_no_action(
+    moderator_client: FlaskClient, sessions: Sessions, held: list[tuple[int, int]]
+) -> None:
+    deleted_id, _ = held[0]
+    with sessions.begin() as session:
+        session.get(Comment, deleted_id).status = "deleted"
+    page = _page(moderator_client, f"/dashboard/comments/{deleted_id}")
+    assert "Deleted by the site: nothing to review." in page
+    assert "approve-form" not in page and "reject-form" not in page and "undo-form" not in page
+    assert "approve-form" in _page(moderator_client, f"/dashboard/comments/{held[1][0]}")
+
+
+def test_an_article_with_an_unsafe_url_shows_its_title_as_text(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    with sessions.begin() as session:
+        comment_id, _ = held_comment(session, session.get(Site, site_row), "js", "Nice article.")
+        comment = session.get(Comment, comment_id)
+        comment.article_url = "javascript:alert(1)"
+        comment.article_title = "Back <b>pain</b> & you"
+    for path in ("/dashboard/queue", f"/dashboard/comments/{comment_id}"):
+        page = _page(moderator_client, path)
+        assert "on <span" in page and "Back &lt;b&gt;pain&lt;/b&gt; &amp; you</span>" in page
+        assert "javascript:alert(1)" not in page
+
+
+def test_models_page_shows_a_dash_for_a_metric_without_a_value(admin_client: FlaskClient, sessions: Sessions) -> None:
+    with sessions.begin() as session:
+        card = {
+            "metrics": {
+                "held_out_by_source": {"own": {"spam": {"f1": 0.0, "pr_auc": None}}},
+                "policy_own_held_out": {"leak_rate": None, "review_load": 0.12},
+            }
+        }
+        session.add(ModelVersion(version="v-none", path="v-none.skops", sha256="0" * 64, card=card))
+    page = _page(admin_client, "/dashboard/admin/models")
+    assert "own · spam: 0.0 / –" in page
+    assert "None" not in page

@@ -3,10 +3,11 @@ const csrfToken = document.querySelector('meta[name="csrf-token"]')?.content ?? 
 const help = document.getElementById("help");
 const toast = document.getElementById("toast");
 const itemsBox = document.getElementById("items");
+const bulkBar = document.getElementById("bulk-form");
+const base = document.body.dataset.base ?? "/dashboard";
 let current = 0;
 let rejecting = null; // the item whose reject is being composed, from `r` until it is sent or cancelled
 let busy = false; // an action is being saved: keys that act would aim at a comment about to change
-let lastAction = null; // {commentId, decisionId}
 // Keys that change a comment. They are dropped while an action is saved and when auto-repeated, so a key held
 // down or pressed twice does not act on the comment that slides into place after the first one.
 const ACTING_KEYS = new Set(["a", "r", "A", "R", "u", "1", "2", "3", "4", "5"]);
@@ -24,12 +25,65 @@ function say(message, kind = "info") {
   say.timer = setTimeout(() => { toast.hidden = true; }, kind === "error" ? 8000 : 4000);
 }
 
+// The last action, kept for `u` in this tab's sessionStorage: a comment's page reloads after an action, and
+// the queue after an undo or on another page, and `u` must still undo it (and only it: the decision it made).
+const LAST_ACTION_KEY = "dashboard.lastAction";
+let lastActionHere = null; // the same, for a browser that refuses sessionStorage (until the next reload)
+
+function lastAction() {
+  try {
+    const kept = JSON.parse(sessionStorage.getItem(LAST_ACTION_KEY) ?? "null");
+    return Number.isInteger(kept?.commentId) && Number.isInteger(kept?.decisionId) ? kept : lastActionHere;
+  } catch {
+    return lastActionHere; // storage refused, or a value that is not ours
+  }
+}
+
+function keepLastAction(action) {
+  try {
+    if (action) sessionStorage.setItem(LAST_ACTION_KEY, JSON.stringify(action));
+    else sessionStorage.removeItem(LAST_ACTION_KEY);
+  } catch {
+    // Refused: `u` still works until the next reload, from lastActionHere.
+  }
+  lastActionHere = action;
+}
+
+// How much of the window's top the sticky bulk bar covers once it sticks (none where it does not: phones).
+function barCover() {
+  if (!bulkBar || getComputedStyle(bulkBar).position !== "sticky") return 0;
+  return bulkBar.getBoundingClientRect().height + (parseFloat(getComputedStyle(bulkBar).top) || 0);
+}
+
+// Where the bar's bottom is now: below it the page can be seen (0 when it scrolled away or does not stick).
+function barBottomNow() {
+  return barCover() ? Math.max(0, bulkBar.getBoundingClientRect().bottom) : 0;
+}
+
+// scroll-margin-top (dashboard.css) keeps a comment scrolled to, by us, the focus or a #c123 link, below the bar.
+function keepItemsClearOfTheBar() {
+  document.documentElement.style.setProperty("--bar-cover", `${Math.ceil(barCover())}px`);
+}
+
+const SCROLL_GAP = 8; // px between the bar and the comment, as in .item's scroll-margin-top
+
+// The whole comment in view below the bar; one taller than that room shows its head (its status and article).
+function bringIntoView(item) {
+  keepItemsClearOfTheBar();
+  const rect = item.getBoundingClientRect();
+  const visibleTop = barBottomNow();
+  if (rect.top >= visibleTop && rect.bottom <= window.innerHeight) return;
+  const room = window.innerHeight - barCover() - SCROLL_GAP;
+  const fitsBelow = rect.top >= visibleTop && rect.height <= room;
+  item.scrollIntoView({ block: fitsBelow ? "nearest" : "start" });
+}
+
 function setCurrent(index, { focus = true } = {}) {
   const list = items();
   if (!list.length) return;
   current = Math.max(0, Math.min(index, list.length - 1));
   list.forEach((el, i) => el.classList.toggle("current", i === current));
-  list[current].scrollIntoView({ block: "nearest" });
+  bringIntoView(list[current]);
   if (focus) list[current].focus({ preventScroll: true });
 }
 
@@ -52,6 +106,36 @@ function bumpCount(name, delta) {
   if (el) el.textContent = String(Math.max(0, Number(el.textContent) + delta));
 }
 
+// The session ended (signed out elsewhere, expired, deactivated): the answer is a 401 `signed_out`, or, from a
+// server that redirects instead, the sign-in page fetch followed (and would have reported as "200").
+function signedOut(response, data) {
+  if (response.status === 401 && data.error === "signed_out") return true;
+  return response.redirected && new URL(response.url).pathname === `${base}/login`;
+}
+
+function sameSitePath(url) {
+  return typeof url === "string" && url.startsWith("/") && !url.startsWith("//") && !url.includes("\\");
+}
+
+function loginLink(data) {
+  if (sameSitePath(data.login_url)) return data.login_url;
+  return `${base}/login?next=${encodeURIComponent(window.location.pathname + window.location.search)}`;
+}
+
+// Said until the moderator follows the link: nothing they do on this page is saved any more.
+function saySignedOut(data) {
+  if (!toast) return;
+  clearTimeout(say.timer);
+  const link = document.createElement("a");
+  link.href = loginLink(data);
+  link.textContent = "Sign in again";
+  link.id = "sign-in-again";
+  const message = typeof data.message === "string" && data.message ? data.message : "Your session has ended: sign in again.";
+  toast.replaceChildren(`${message} `, link);
+  toast.className = "toast error signed-out";
+  toast.hidden = false;
+}
+
 async function post(url, body) {
   const response = await fetch(url, {
     method: "POST",
@@ -61,6 +145,10 @@ async function post(url, body) {
   });
   let data = {};
   try { data = await response.json(); } catch { data = { message: `the server answered ${response.status}` }; }
+  if (signedOut(response, data)) {
+    saySignedOut(response.redirected ? {} : data); // a followed redirect's body is the sign-in page, not ours
+    return { response, data: { ok: false, signedOut: true } };
+  }
   return { response, data };
 }
 
@@ -77,6 +165,7 @@ async function postAction(url, body) {
 async function submitAction(form) {
   const item = form.closest(".item");
   const { response, data } = await postAction(form.getAttribute("action"), new FormData(form));
+  if (data.signedOut) return;
   if (!response.ok || !data.ok) {
     if (response.status === 409 && item) {
       item.classList.add("conflict");
@@ -92,12 +181,13 @@ async function submitAction(form) {
     return;
   }
   const action = form.querySelector('[name="action"]').value;
+  // An undo (the button) is not undone by `u`; an approve or reject is, after the reload too.
+  keepLastAction(action === "undo" ? null : { commentId: data.comment_id, decisionId: data.decision_id });
   if (action === "undo" || !itemsBox) {
     window.location.reload();
     return;
   }
   if (item === rejecting) cancelReject();
-  lastAction = { commentId: data.comment_id, decisionId: data.decision_id };
   say(`#${data.comment_id} ${data.status}. Press u to undo.`);
   const queueName = new URLSearchParams(window.location.search).get("queue") || "held";
   if (queueName !== "all") {
@@ -125,22 +215,48 @@ async function submitAction(form) {
   updateSelected();
 }
 
+// The comment a comment's page shows: there `u` undoes only an action on it, not one on another comment.
+function pageComment() {
+  const single = document.querySelector(".items.single .item");
+  return single ? Number(single.dataset.commentId) : null;
+}
+
 async function undoLast() {
-  if (!lastAction) { say("Nothing to undo yet."); return; }
+  const last = lastAction();
+  if (!last) { say("Nothing to undo yet."); return; }
+  const shown = pageComment();
+  if (shown !== null && shown !== last.commentId) {
+    say(`Your last action was on #${last.commentId}: undo it there or from the queue.`);
+    return;
+  }
   const body = new FormData();
   body.set("csrf_token", csrfToken);
   body.set("action", "undo");
-  body.set("expected_decision_id", String(lastAction.decisionId));
-  const { response, data } = await postAction(`${document.body.dataset.base ?? "/dashboard"}/comments/${lastAction.commentId}/act`, body);
-  if (!response.ok || !data.ok) { say(data.message || "Undo failed.", "error"); return; }
-  lastAction = null;
+  body.set("expected_decision_id", String(last.decisionId)); // the server refuses if the comment changed since
+  const { response, data } = await postAction(`${base}/comments/${last.commentId}/act`, body);
+  if (data.signedOut) return;
+  if (!response.ok || !data.ok) {
+    if (response.status === 409) keepLastAction(null); // someone acted after it: it can no longer be undone
+    say(data.message || "Undo failed.", "error");
+    return;
+  }
+  keepLastAction(null);
   window.location.reload();
 }
 
 // A keyboard reject is composed in two steps and sent only by Enter in its note field: `r` opens the reasons,
 // a digit picks one and moves the focus to the note. Until Enter or Esc no other key acts on any comment, so
 // a note typed after the digit stays a note (it used to be read as shortcuts aimed at the next comment).
+// A comment the site deleted has no actions (its card says so): keys that act say why nothing happens.
+function reviewable(item) {
+  if (item?.querySelector("form.act")) return true;
+  const note = item?.querySelector(".deleted-note");
+  if (note) say(note.textContent.trim());
+  return false;
+}
+
 function startReject(item) {
+  if (!reviewable(item)) return;
   if (item.querySelector(".reject-form button.reject")?.disabled) { say("This comment is already rejected."); return; }
   rejecting = item;
   item.querySelector(".reject-reasons")?.classList.add("open");
@@ -210,7 +326,7 @@ document.addEventListener("keydown", (event) => {
     case "?": toggleHelp(); break;
     case "j": setCurrent(current + 1); break;
     case "k": setCurrent(current - 1); break;
-    case "a": item?.querySelector(".approve-form button:not([disabled])") && item.querySelector(".approve-form").requestSubmit(); break;
+    case "a": if (reviewable(item) && item.querySelector(".approve-form button:not([disabled])")) item.querySelector(".approve-form").requestSubmit(); break;
     case "r": if (item) startReject(item); break;
     case "x": {
       const box = item?.querySelector(".select");
@@ -259,6 +375,7 @@ document.addEventListener("submit", (event) => {
     event.preventDefault();
     return;
   }
+  if (form.querySelector("#logout")) keepLastAction(null); // the next person in this tab has nothing to undo
   if (form.matches("form.act")) {
     event.preventDefault();
     if (busy) return; // a second Enter or click while the first is saved would act twice
@@ -287,4 +404,6 @@ document.addEventListener("change", (event) => {
   }
 });
 
+window.addEventListener("resize", keepItemsClearOfTheBar);
+if (bulkBar && "ResizeObserver" in window) new ResizeObserver(keepItemsClearOfTheBar).observe(bulkBar);
 if (items().length && itemsBox) setCurrent(0);

@@ -1,0 +1,115 @@
+"""Keys across reloads and their limits: undo kept for the tab, a session that ended, a deleted comment."""
+
+# mypy: disable-error-code="union-attr, arg-type"
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Page, Route, expect
+from sqlalchemy import Engine
+
+from models.db import make_session_factory
+from models.entities import Comment
+from tests.browser.helpers import sign_in
+from tests.browser.test_dashboard_browser import audit, seed_held, statuses
+
+
+def test_u_undoes_an_action_on_a_comments_own_page(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    ids = seed_held(engine, site_id, 2)
+    sign_in(page, web, accounts["moderator"])
+    page.goto(f"{web}/dashboard/comments/{ids[0]}")
+    page.keyboard.press("a")  # the page reloads once the approve is saved
+    expect(page.locator(".audit-row")).to_have_count(1)
+    assert statuses(engine)[ids[0]] == "approved"
+    page.goto(f"{web}/dashboard/comments/{ids[1]}")
+    page.keyboard.press("u")  # on another comment's page, u does not reach back to the first one
+    expect(page.locator("#toast")).to_contain_text(f"Your last action was on #{ids[0]}")
+    page.goto(f"{web}/dashboard/comments/{ids[0]}")
+    page.keyboard.press("u")
+    expect(page.locator(".audit-row")).to_have_count(2)
+    assert statuses(engine) == dict.fromkeys(ids, "held")
+    page.keyboard.press("u")  # the undo is not itself undone by u
+    expect(page.locator("#toast")).to_contain_text("Nothing to undo yet.")
+    assert [a[1] for a in audit(engine)] == ["approve", "undo"]
+
+
+def test_u_still_undoes_after_the_queue_reloads(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    ids = seed_held(engine, site_id, 3)
+    sign_in(page, web, accounts["moderator"])
+    page.keyboard.press("a")
+    expect(page.locator("#items .item")).to_have_count(2)
+    page.reload()
+    expect(page.locator("#items .item")).to_have_count(2)
+    page.keyboard.press("u")
+    expect(page.locator("#items .item")).to_have_count(3)
+    assert statuses(engine) == dict.fromkeys(ids, "held")
+    assert [(a[0], a[1]) for a in audit(engine)] == [(ids[0], "approve"), (ids[0], "undo")]
+
+
+def end_the_session(page: Page, web: str) -> None:
+    """Sign out in another tab of the same browser: every copy of the session stops working."""
+    other = page.context.new_page()
+    other.goto(f"{web}/dashboard/queue")
+    other.click("#logout")
+    expect(other).to_have_url(f"{web}/dashboard/login")
+    other.close()
+
+
+def expect_sign_in_again(page: Page) -> None:
+    expect(page.locator("#toast")).to_contain_text("Your session has ended: sign in again")
+    link = page.locator("#toast a#sign-in-again")
+    expect(link).to_have_attribute("href", re.compile(r"^/dashboard/login\?next="))
+    expect(page.locator("#toast")).not_to_contain_text("answered 200")
+
+
+def test_an_action_after_the_session_ended_says_sign_in_again(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    ids = seed_held(engine, site_id, 2)
+    sign_in(page, web, accounts["moderator"])
+    end_the_session(page, web)
+    page.keyboard.press("a")  # the server answers 401 signed_out
+    expect_sign_in_again(page)
+    page.locator("#toast a#sign-in-again").click()
+    expect(page.locator("#login-form")).to_be_visible()
+    assert statuses(engine) == dict.fromkeys(ids, "held")
+
+
+def test_an_action_redirected_to_the_sign_in_page_says_sign_in_again(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    ids = seed_held(engine, site_id, 1)
+    sign_in(page, web, accounts["moderator"])
+    end_the_session(page, web)
+
+    def as_a_page(route: Route) -> None:  # a request that asks for a page is redirected to sign in, not told 401
+        route.continue_(headers={**route.request.headers, "accept": "text/html"})
+
+    page.route("**/act", as_a_page)
+    page.keyboard.press("a")
+    expect_sign_in_again(page)
+    assert statuses(engine) == dict.fromkeys(ids, "held")
+
+
+def test_a_comment_the_site_deleted_cannot_be_acted_on(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    ids = seed_held(engine, site_id, 1)
+    with make_session_factory(engine).begin() as session:
+        session.get(Comment, ids[0]).status = "deleted"
+    sign_in(page, web, accounts["moderator"])
+    page.goto(f"{web}/dashboard/comments/{ids[0]}")
+    expect(page.locator(".deleted-note")).to_have_text("Deleted by the site: nothing to review.")
+    expect(page.locator(".item button")).to_have_count(0)
+    page.keyboard.press("a")
+    expect(page.locator("#toast")).to_have_text("Deleted by the site: nothing to review.")
+    page.keyboard.press("r")
+    page.keyboard.press("1")
+    page.wait_for_timeout(300)
+    assert statuses(engine) == {ids[0]: "deleted"}
+    assert audit(engine) == []
