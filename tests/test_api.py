@@ -209,21 +209,27 @@ def used_id_keys(redis_url: str) -> list[str]:
     return [key.decode() for key in keys]
 
 
-def test_a_captured_api_request_cannot_be_replayed_to_any_api_url(
+REUSED = {
+    "error": "webhook_id_reused",
+    "message": "webhook-id already used for another request: each API request needs its own id (a retry of the "
+    "same request may keep it)",
+}
+
+
+def test_a_captured_api_request_cannot_be_replayed_to_any_other_api_url(
     client: FlaskClient, site: SiteCredentials, engine: Engine
 ) -> None:
     comment_id = submit(client, site, "c-1")
     captured = signed_headers(site.secret, b"")
-    assert client.get(f"/api/comments/{comment_id}?site={site.name}", headers=captured).status_code == 200
+    status_url = f"/api/comments/{comment_id}?site={site.name}"
+    assert client.get(status_url, headers=captured).status_code == 200
+    # The same request again (a retry, or polling one status URL) keeps its id, as Standard Webhooks senders do.
+    assert client.get(status_url, headers=captured).status_code == 200
 
-    for url in (f"/api/comments/{comment_id}?site={site.name}", f"/api/comments?site={site.name}&status=approved"):
+    for url in (f"/api/comments?site={site.name}&status=approved", f"/api/comments/{comment_id}?site={site.name}&x=1"):
         replay = client.get(url, headers=captured)
-        assert replay.status_code == 401
-        assert replay.get_json() == {
-            "error": "webhook_id_reused",
-            "message": "webhook-id already used: each API request needs a new id",
-        }
-    # A new id for the same request is fine.
+        assert (replay.status_code, replay.get_json()) == (401, REUSED)
+    # A new id for another request is fine.
     assert client.get(f"/api/comments?site={site.name}", headers=signed_headers(site.secret, b"")).status_code == 200
 
     # Another site may happen to pick the same id: ids are remembered per site.
@@ -233,12 +239,28 @@ def test_a_captured_api_request_cannot_be_replayed_to_any_api_url(
     assert client.get("/api/comments?site=other-site", headers=same_id).status_code == 200
 
 
-def test_an_erasure_request_cannot_be_replayed(client: FlaskClient, site: SiteCredentials) -> None:
+def test_a_message_the_sites_secret_signed_for_another_purpose_does_not_open_the_api(
+    client: FlaskClient, site: SiteCredentials
+) -> None:
+    """A callback (or a webhook delivery) is signed with the same secret over its body: a GET has none."""
+    callback = json.dumps({"type": "comment.decided", "data": {"comment_id": "c-1", "status": "approved"}}).encode()
+    for url in (f"/api/comments?site={site.name}", f"/api/comments/1?site={site.name}"):
+        answer = client.open(url, method="GET", data=callback, headers=signed_headers(site.secret, callback))
+        assert answer.status_code == 400 and answer.get_json()["error"] == "invalid_request"
+
+
+def test_an_erasure_request_is_retried_under_its_id_but_the_id_names_only_it(
+    client: FlaskClient, site: SiteCredentials
+) -> None:
     body = json.dumps({"email": "jan@example.org"}).encode()
     headers = signed_headers(site.secret, body)
     assert client.post(f"/api/authors/erase?site={site.name}", data=body, headers=headers).status_code == 200
-    again = client.post(f"/api/authors/erase?site={site.name}", data=body, headers=headers)
-    assert again.status_code == 401 and again.get_json()["error"] == "webhook_id_reused"
+    retry = client.post(f"/api/authors/erase?site={site.name}", data=body, headers=headers)
+    assert retry.status_code == 200 and retry.get_json()["comments_erased"] == 0
+    other = json.dumps({"email": "ann@example.org"}).encode()
+    same_id = signed_headers(site.secret, other, message_id=headers["webhook-id"])
+    again = client.post(f"/api/authors/erase?site={site.name}", data=other, headers=same_id)
+    assert (again.status_code, again.get_json()) == (401, REUSED)
 
 
 def test_unsigned_requests_leave_no_used_id_behind(client: FlaskClient, site: SiteCredentials, redis_url: str) -> None:
@@ -255,7 +277,8 @@ def test_used_ids_are_shared_by_every_web_process_through_redis(
     first, second = create_app(settings).test_client(), create_app(settings).test_client()
     headers = signed_headers(site.secret, b"")
     assert first.get(f"/api/comments?site={site.name}", headers=headers).status_code == 200
-    assert second.get(f"/api/comments?site={site.name}", headers=headers).status_code == 401
+    assert second.get(f"/api/comments?site={site.name}&status=held", headers=headers).status_code == 401
+    assert second.get(f"/api/comments?site={site.name}", headers=headers).status_code == 200  # the same request
     [key] = used_id_keys(redis_url)
     assert key.endswith(f":{site.name}:{headers['webhook-id']}")
     # Kept while a replay could still verify (±5 minutes around its timestamp), not forever.
@@ -268,7 +291,8 @@ def test_used_ids_are_remembered_in_the_process_while_redis_is_down(settings: Se
     client = app.test_client()
     headers = signed_headers(site.secret, b"")
     assert client.get(f"/api/comments?site={site.name}", headers=headers).status_code == 200
-    replay = client.get(f"/api/comments?site={site.name}", headers=headers)
+    assert client.get(f"/api/comments?site={site.name}", headers=headers).status_code == 200  # a retry
+    replay = client.get(f"/api/comments?site={site.name}&status=held", headers=headers)
     assert replay.status_code == 401 and replay.get_json()["error"] == "webhook_id_reused"
     assert client.get(f"/api/comments?site={site.name}", headers=signed_headers(site.secret, b"")).status_code == 200
 

@@ -19,7 +19,13 @@ from webhooks.blueprint import bp
 from webhooks.context import db
 from webhooks.responses import error_response
 from webhooks.schemas import ErasureRequest, field_errors
-from webhooks.signatures import SignatureError, UsedRequestIds, lower_headers, verify_signature
+from webhooks.signatures import (
+    SignatureError,
+    UsedRequestIds,
+    lower_headers,
+    request_fingerprint,
+    verify_signature,
+)
 
 MAX_PAGE = 500
 MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
@@ -32,15 +38,24 @@ def _authenticated_site() -> Site | Response:
     site = get_site(db(), name) if SITE_NAME_RE.fullmatch(name) else None
     if site is None:
         return error_response(401, "invalid_signature", "name a site with ?site= and sign the request with its secret")
+    body = request.get_data(cache=True)
+    if request.method == "GET" and body:
+        # A GET is signed over an empty body. With one, any message the site's secret signed (a callback, a
+        # webhook delivery) would verify here and open the API.
+        return error_response(400, "invalid_request", "a GET request has no body: sign it over an empty body")
     try:
-        webhook_id = verify_signature(
-            request.get_data(cache=True), lower_headers(), site.usable_secrets(datetime.now(UTC))
-        )
+        webhook_id = verify_signature(body, lower_headers(), site.usable_secrets(datetime.now(UTC)))
     except SignatureError as error:
         return error_response(401, "invalid_signature", f"the signature does not verify: {error}")
     # Checked only once the signature verifies, so unsigned requests cannot fill the store.
-    if not _used_request_ids().first_use(site.name, webhook_id):
-        return error_response(401, "webhook_id_reused", "webhook-id already used: each API request needs a new id")
+    fingerprint = request_fingerprint(request.method, request.full_path, body)
+    if not _used_request_ids().claim(site.name, webhook_id, fingerprint):
+        return error_response(
+            401,
+            "webhook_id_reused",
+            "webhook-id already used for another request: each API request needs its own id (a retry of the "
+            "same request may keep it)",
+        )
     return site
 
 

@@ -131,13 +131,14 @@ SIGNATURE_HEADERS = [
 ]
 
 
-# The API's own webhook-id: unlike a webhook delivery, an API request is never retried under the same id,
-# since its signature does not cover the method, path or query (headers seen once could open any API URL).
+# The API's own webhook-id: its signature does not cover the method, path or query, so an id names one
+# request (headers seen once must not open any other API URL); a retry of that same request may keep it.
 API_REQUEST_ID = {
     **SIGNATURE_HEADERS[0],
     "description": (
-        f"A new id for every request, retries included: an id the site used in the last {USED_ID_SECONDS // 60} "
-        "minutes is refused with 401 `webhook_id_reused`."
+        "A new id for every request; a retry of the same request (method, path, query and body) may keep it. "
+        f"An id the site used in the last {USED_ID_SECONDS // 60} minutes for another request is refused with "
+        "401 `webhook_id_reused`."
     ),
 }
 API_SIGNATURE_HEADERS = [API_REQUEST_ID, *SIGNATURE_HEADERS[1:]]
@@ -187,7 +188,7 @@ def openapi_document() -> dict[str, Any]:
     signed_api_errors = {
         "401": _error(
             "Unknown site or bad, stale or missing signature (`invalid_signature`), or a webhook-id already used "
-            "(`webhook_id_reused`)."
+            "for another request (`webhook_id_reused`)."
         ),
         "503": _error("The database is unavailable; retry after Retry-After.", RETRY_AFTER),
     }
@@ -259,6 +260,7 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json("The comment.", "CommentView"),
+                        "400": _error("A body on a GET (`invalid_request`): sign a GET over an empty body."),
                         "404": _error("No such comment for this site."),
                         **signed_api_errors,
                     },
@@ -296,7 +298,10 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json("A page of comments.", "CommentList"),
-                        "400": _error("Invalid query parameter(s); `fields` names each bad one."),
+                        "400": _error(
+                            "Invalid query parameter(s) (`invalid_query`; `fields` names each bad one), or a body "
+                            "on a GET (`invalid_request`)."
+                        ),
                         **signed_api_errors,
                     },
                 }

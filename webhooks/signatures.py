@@ -9,12 +9,14 @@ timestamp is within tolerance, so each API request must carry a ``webhook-id`` n
 from __future__ import annotations
 
 import binascii
+import hashlib
 import logging
 import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import redis
 from flask import request
@@ -84,49 +86,67 @@ def verify_signature(body: bytes, headers: Mapping[str, str], secrets: Sequence[
 
 
 class UsedRequestIds:
-    """The ``webhook-id`` of each verified API request, per site, kept while a replay of it could verify.
+    """The ``webhook-id`` of each verified API request, per site, with the request it named, kept while a
+    replay of it could verify.
 
-    Kept in Redis (SET NX with a TTL), so every web process refuses a replay; with Redis unreachable, in this
-    process's memory for a few seconds at a time, as the rate limits do. An id remembered here is refused
-    even once Redis answers again.
+    An id may be sent again with the same request (method, path, query and body): a retry after a timeout
+    or a 503, or a site polling one status URL, as Standard Webhooks senders keep an id across retries. The
+    same id on any other request is refused: headers captured once cannot open another URL.
+
+    Kept in Redis (SET NX with a TTL), so every web process sees it; with Redis unreachable, in this
+    process's memory for a few seconds at a time, as the rate limits do. An id remembered here keeps its
+    request even once Redis answers again.
     """
 
     def __init__(self, redis_url: str | None) -> None:
         shared = redis_url is not None and redis_url.startswith(("redis://", "rediss://", "unix://"))
         self._redis = redis.Redis.from_url(redis_url, **REDIS_OPTIONS) if shared and redis_url else None
         self._redis_down_until = 0.0
-        self._local: OrderedDict[str, float] = OrderedDict()  # key -> monotonic expiry, oldest first
+        # key -> (monotonic expiry, the request's fingerprint), oldest first
+        self._local: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._lock = threading.Lock()  # gunicorn's threads share this process's memory
 
-    def first_use(self, site: str, webhook_id: str) -> bool:
-        """Record ``webhook_id`` for ``site``: True the first time, False if it was used lately."""
+    def claim(self, site: str, webhook_id: str, fingerprint: str) -> bool:
+        """True when ``webhook_id`` is new for ``site`` (now recorded) or was used for this same request."""
         key = f"{USED_ID_PREFIX}:{site}:{webhook_id}"  # site names hold no ":"
-        if self._used_here(key):
-            return False
+        known = self._known_here(key)
+        if known is not None:
+            return known == fingerprint
         if self._redis is not None and time.monotonic() >= self._redis_down_until:
             try:
-                return bool(self._redis.set(key, 1, nx=True, ex=USED_ID_SECONDS))
+                if self._redis.set(key, fingerprint, nx=True, ex=USED_ID_SECONDS):
+                    return True
+                stored = cast(bytes | None, self._redis.get(key))
+                # Gone between the two calls (expired): the id is free again, as it would be a moment later.
+                return stored is None or stored.decode() == fingerprint
             except (redis.RedisError, OSError):
                 log.warning("Redis unreachable; remembering API request ids in this process for now", exc_info=True)
                 self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
-        return self._first_use_here(key)
+        return self._claim_here(key, fingerprint)
 
-    def _used_here(self, key: str) -> bool:
+    def _known_here(self, key: str) -> str | None:
         with self._lock:
             self._forget_expired()
-            return key in self._local
+            entry = self._local.get(key)
+            return entry[1] if entry is not None else None
 
-    def _first_use_here(self, key: str) -> bool:
+    def _claim_here(self, key: str, fingerprint: str) -> bool:
         with self._lock:  # the check and the record as one step, as SET NX is in Redis
             self._forget_expired()
-            if key in self._local:
-                return False
-            self._local[key] = time.monotonic() + USED_ID_SECONDS
+            entry = self._local.get(key)
+            if entry is not None:
+                return entry[1] == fingerprint
+            self._local[key] = (time.monotonic() + USED_ID_SECONDS, fingerprint)
             while len(self._local) > LOCAL_USED_IDS:
                 self._local.popitem(last=False)
             return True
 
     def _forget_expired(self) -> None:
         now = time.monotonic()
-        while self._local and next(iter(self._local.values())) <= now:
+        while self._local and next(iter(self._local.values()))[0] <= now:
             self._local.popitem(last=False)  # every entry lives as long, so the oldest expire first
+
+
+def request_fingerprint(method: str, full_path: str, body: bytes) -> str:
+    """What one API request asks for: the part a Standard Webhooks signature does not cover, and its body."""
+    return hashlib.sha256(f"{method} {full_path}\n".encode() + body).hexdigest()
