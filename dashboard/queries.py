@@ -22,6 +22,7 @@ SORTS = ("oldest", "newest", "risk")
 REASONS = (
     "spam",
     "possible_spam",
+    "unfamiliar_language",
     "medical_advice",
     "many_links",
     "duplicate",

@@ -327,7 +327,7 @@ def replay(session: Session, delivery_id: int, now: datetime) -> CallbackDeliver
     delivery = session.get(CallbackDelivery, delivery_id)
     if delivery is None:
         raise LookupError(f"no callback delivery {delivery_id}")
-    if delivery.status == DeliveryStatus.CANCELLED:  # withdrawn by an edit or a deletion: untrue by now
+    if delivery.status == DeliveryStatus.CANCELLED:  # withdrawn by an edit, a deletion or a verdict: untrue by now
         raise LookupError(f"callback delivery {delivery_id} was cancelled; it is never sent")
     site = session.get(Site, delivery.site_id)
     if site is not None:

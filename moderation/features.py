@@ -111,34 +111,38 @@ def link_count(text: str) -> int:
     return len(find_urls(text))
 
 
-UNFAMILIAR_SCRIPT_MIN_LETTERS = 8  # "ok 👍" or a name in another script says nothing about the comment
-
-
-LATIN_RANGES = (
-    (0x0000, 0x024F),  # Basic Latin to Latin Extended-B
-    (0x1E00, 0x1EFF),  # Latin Extended Additional (Vietnamese)
-    (0xFF21, 0xFF5A),  # fullwidth letters: spam's ｃｈｅａｐ is Latin in disguise
-    (0x1D400, 0x1D7FF),  # mathematical letters: and so is 𝐜𝐡𝐞𝐚𝐩
+# Latin in every form a comment uses, spam's disguises included (ｃｈｅａｐ, 𝐜𝐡𝐞𝐚𝐩, ᴄʜᴇᴀᴘ): what is left of the
+# letters is another script.
+_LATIN = (
+    "\x00-\u02af"  # Basic Latin to IPA Extensions (Latin-1, Extended-A and -B)
+    "\u1d00-\u1dbf"  # phonetic extensions: small capitals
+    "\u1e00-\u1eff"  # Latin Extended Additional (Vietnamese)
+    "\u2c60-\u2c7f\ua720-\ua7ff\uab30-\uab6f"  # Latin Extended-C, -D, -E
+    "\uff21-\uff5a"  # fullwidth letters
+    "\U0001d400-\U0001d7ff"  # mathematical letters
 )
-
-
-def _is_latin(letter: str) -> bool:
-    code = ord(letter)
-    return any(low <= code <= high for low, high in LATIN_RANGES)
+LETTER_RE = re.compile(r"[^\W\d_]")
+OTHER_SCRIPT_LETTER_RE = re.compile(rf"[^\W\d_{_LATIN}]")
+UNFAMILIAR_SCRIPT_MIN_LETTERS = 8  # "ok 👍 да" says nothing about the comment
+UNFAMILIAR_SCRIPT_ENOUGH = 20  # a sentence in another script, even inside an English comment (not a name)
 
 
 def unfamiliar_script(text: str) -> bool:
-    """Most of the letters are in a script other than Latin (Cyrillic, CJK, Arabic, Greek...).
+    """Mostly, or a sentence's worth, of the letters are in a script other than Latin (Cyrillic, CJK,
+    Arabic, Greek...); links aside.
 
     The models learned from Latin-script comments only: their scores for such text mean nothing (a
-    Russian thank-you scores as spam, Russian dosing advice as nothing), so a person must read it.
+    Russian thank-you scores as spam, Russian dosing advice as nothing, also after an English sentence),
+    so a person must read it.
     """
-    if text.isascii():
-        return False
-    letters = [c for c in text if c.isalpha()]
-    if len(letters) < UNFAMILIAR_SCRIPT_MIN_LETTERS:
-        return False
-    return sum(map(_is_latin, letters)) * 2 < len(letters)
+    if text.isascii() or OTHER_SCRIPT_LETTER_RE.search(text) is None:
+        return False  # most comments: accents, curly quotes and emoji are not another script
+    words = URL_RE.sub(" ", text) if URL_HINT_RE.search(text) else text
+    other = len(OTHER_SCRIPT_LETTER_RE.findall(words))
+    if other >= UNFAMILIAR_SCRIPT_ENOUGH:
+        return True
+    letters = len(LETTER_RE.findall(words))
+    return letters >= UNFAMILIAR_SCRIPT_MIN_LETTERS and other * 2 > letters
 
 
 def _marker_tokens(comment: CommentText, raw: str) -> list[str]:

@@ -299,6 +299,21 @@ def test_author_history_counts_a_shared_ip_only_near_the_comment(
     assert re.search(r"<strong>2</strong> rejected", page)  # near (same IP, hours ago) and mine (same e-mail)
 
 
+def test_the_queue_filters_comments_held_for_an_unfamiliar_language(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    """So a moderator can hand the Russian comments to a colleague who reads Russian."""
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        russian, _ = held_comment(
+            session, site, "ru", "Спасибо за статью, массаж мне очень помог.", reasons=["unfamiliar_language"]
+        )
+        english, _ = held_comment(session, site, "en", "Take 800mg ibuprofen every 6 hours.")
+    page = _page(moderator_client, "/dashboard/queue?reason=unfamiliar_language")
+    assert f'data-comment-id="{russian}"' in page and f'data-comment-id="{english}"' not in page
+    assert '<option value="unfamiliar_language" selected' in page
+
+
 def test_comment_body_is_escaped(moderator_client: FlaskClient, sessions: Sessions, site_row: int) -> None:
     with sessions.begin() as session:
         site = session.get(Site, site_row)

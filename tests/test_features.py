@@ -479,6 +479,13 @@ def test_the_prepared_form_of_the_samples_is_pinned_by_the_features_version() ->
         ("🙏🙏🙏", False),
         ("ｃｈｅａｐ ｏｘｙｃｏｄｏｎｅ ｏｎｌｉｎｅ ｎｏ ｒｘ", False),  # fullwidth: spam's disguise, still Latin
         ("𝐜𝐡𝐞𝐚𝐩 𝐩𝐢𝐥𝐥𝐬 𝐡𝐞𝐫𝐞 𝐧𝐨𝐰", False),
+        ("ᴄʜᴇᴀᴘ ᴘɪʟʟꜱ ʜᴇʀᴇ ɴᴏᴡ", False),  # small capitals
+        (  # a sentence in another script after an English one: the leak a majority rule let through
+            "Great article, I agree with most of it. Принимайте ибупрофен по 800 мг три раза в день.",
+            True,
+        ),
+        ("Thanks Дмитрий Иванович, the stretches in the article helped my back a lot.", False),  # a name
+        ("Спасибо большое! https://example.org/a-very-long-english-looking-link-about-back-pain-and-massage", True),
     ],
 )
 def test_unfamiliar_script_is_about_most_of_the_letters(text: str, unfamiliar: bool) -> None:
