@@ -6,6 +6,7 @@ import base64
 import ipaddress
 import re
 import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -112,29 +113,56 @@ def validate_callback_url(url: str | None) -> str | None:
         raise invalid from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise invalid
-    if _is_metadata_address(parsed.host):
+    if forbidden_callback_host(parsed.host):
         raise SiteError(
-            f"callback URL must not point at a link-local or unspecified address (cloud metadata services "
-            f"live there), got {url!r}"
+            f"callback URL must not point at a link-local, unspecified or cloud metadata address, got {url!r}"
         )
     return url
 
 
 METADATA_HOSTS = ("metadata.google.internal", "metadata")
+# Metadata services outside link-local space: AWS's IPv6 one (a private address) and Alibaba Cloud's.
+METADATA_ADDRESSES = frozenset({ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")})
 
 
-def _is_metadata_address(host: str) -> bool:
-    """Where a signed POST must never go: the cloud instance metadata service, or "any address".
+def forbidden_callback_host(host: str, resolve: bool = False) -> bool:
+    """Where a signed POST must never go: a cloud instance metadata service, or "any address".
 
-    Private and loopback addresses stay allowed: a site on the same host or network is a normal setup.
+    Addresses count in every spelling a resolver accepts (``2852039166``, ``0xa9fea9fe``, ``169.254.43518``,
+    ``[::ffff:169.254.169.254]``); with ``resolve``, so do the addresses a name resolves to now (a worker
+    checks before each POST; saving a URL does not depend on DNS). Private and loopback addresses stay
+    allowed: a site on the same host or network is a normal setup.
     """
     if host.lower().rstrip(".") in METADATA_HOSTS:
         return True
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
+    literal = _literal_address(host)
+    if literal is not None:
+        return _forbidden_address(literal)
+    if not resolve:
         return False
-    return address.is_link_local or address.is_unspecified
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False  # the POST fails on its own and is retried
+    return any(_forbidden_address(ipaddress.ip_address(str(entry[4][0]).split("%")[0])) for entry in found)
+
+
+def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    bare = host.strip("[]")
+    try:
+        return ipaddress.ip_address(bare)
+    except ValueError:
+        pass
+    try:  # the old forms inet_aton reads, as the resolver behind the HTTP client does
+        return ipaddress.IPv4Address(socket.inet_aton(bare))
+    except (OSError, UnicodeError, ValueError):
+        return None
+
+
+def _forbidden_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_link_local or address.is_unspecified or address in METADATA_ADDRESSES
 
 
 def create_site(session: Session, name: str, callback_url: str | None = None) -> tuple[Site, str]:

@@ -24,7 +24,7 @@ from models.entities import CallbackDelivery, Comment, Decision, DeliveryStatus,
 from moderation import callbacks
 from moderation.callbacks import COMMENT_DECIDED, RetryPolicy
 from moderation.intake import NewComment, accept_comment
-from moderation.sites import create_site, rotate_secret, signing_secrets
+from moderation.sites import create_site, forbidden_callback_host, rotate_secret, signing_secrets
 from server.factory import build_celery
 from server.settings import Settings
 from tests.support.signing import sign_from_spec
@@ -441,6 +441,22 @@ def test_post_callback_is_signed_so_an_independent_verifier_accepts_it(
     wrong = "whsec_" + "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
     with pytest.raises(WebhookVerificationError):
         SvixWebhook(wrong).verify(received.body, received.headers)
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data", "http://2852039166/"])
+def test_a_callback_url_at_a_metadata_address_is_never_posted_to(client: httpx.Client, url: str) -> None:
+    """A URL saved before the check existed: the worker refuses it before connecting (no timeout waited)."""
+    started = time.monotonic()
+    attempt = post_callback(client, url, (SECRET,), "msg_1", PAYLOAD, timeout=5)
+    assert (attempt.ok, attempt.status_code) == (False, None)
+    assert attempt.error.startswith("refused: the callback URL points at a link-local or metadata address")
+    assert time.monotonic() - started < 1
+
+
+def test_a_callback_url_by_name_is_checked_by_what_the_name_resolves_to() -> None:
+    assert not forbidden_callback_host("localhost", resolve=True)  # loopback: a site on the same host
+    assert not forbidden_callback_host("no-such-host.invalid", resolve=True)  # the POST fails on its own
+    assert forbidden_callback_host("metadata.google.internal", resolve=True)
 
 
 def test_post_callback_reads_retry_after_in_seconds(site_server: SiteServer, client: httpx.Client) -> None:

@@ -92,11 +92,33 @@ def test_callback_urls_that_cannot_be_sent_are_refused(sessions: sessionmaker[Se
         "http://[fe80::1]/cb",
         "http://0.0.0.0:8001/cb",
         "http://metadata.google.internal/computeMetadata/v1/",
+        "http://2852039166/",
+        "http://0xa9fea9fe/",
+        "http://169.254.43518/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://[::ffff:a9fe:a9fe]/",
+        "http://0/",
+        "http://[fd00:ec2::254]/",
+        "http://100.100.100.200/",
     ],
-    ids=["aws-metadata", "ipv6-link-local", "unspecified", "gcp-metadata"],
+    ids=[
+        "aws-metadata",
+        "ipv6-link-local",
+        "unspecified",
+        "gcp-metadata",
+        "decimal",
+        "hex",
+        "short-form",
+        "ipv4-mapped",
+        "ipv4-mapped-hex",
+        "zero",
+        "aws-ipv6",
+        "alibaba",
+    ],
 )
 def test_callback_urls_at_metadata_addresses_are_refused(sessions: sessionmaker[Session], url: str) -> None:
-    """A signed POST to the cloud metadata service from an admin's typo or a stolen admin session: refused."""
+    """A signed POST to the cloud metadata service from an admin's typo or a stolen admin session: refused,
+    in every spelling the resolver behind the HTTP client reads as that address."""
     with sessions.begin() as session, pytest.raises(SiteError, match="link-local"):
         create_site(session, "backpain-advisor", url)
 

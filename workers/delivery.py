@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 from standardwebhooks.webhooks import Webhook
 
+from moderation.sites import forbidden_callback_host
+
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
@@ -60,6 +62,9 @@ def post_callback(
     now = datetime.now(UTC)
     body = json.dumps(payload, separators=(",", ":"))
     try:
+        # Checked again here: a URL saved before the check existed, or a name that resolves there now.
+        if forbidden_callback_host(httpx.URL(url).host, resolve=True):
+            return Attempt(False, None, "refused: the callback URL points at a link-local or metadata address", None)
         response = client.post(
             url, content=body.encode(), headers=signed_headers(secrets, message_id, body, now), timeout=timeout
         )
