@@ -121,7 +121,8 @@ _LATIN = (
     "\uff21-\uff5a"  # fullwidth letters
     "\U0001d400-\U0001d7ff"  # mathematical letters
 )
-LETTER_RE = re.compile(r"[^\W\d_]")
+WORD_RE = re.compile(r"[^\W\d_]+")
+LATIN_LETTER_RE = re.compile(rf"[{_LATIN}]")
 OTHER_SCRIPT_LETTER_RE = re.compile(rf"[^\W\d_{_LATIN}]")
 UNFAMILIAR_SCRIPT_MIN_LETTERS = 8  # "ok 👍 да" says nothing about the comment
 UNFAMILIAR_SCRIPT_ENOUGH = 20  # a sentence in another script, even inside an English comment (not a name)
@@ -137,12 +138,13 @@ def unfamiliar_script(text: str) -> bool:
     """
     if text.isascii() or OTHER_SCRIPT_LETTER_RE.search(text) is None:
         return False  # most comments: accents, curly quotes and emoji are not another script
-    words = URL_RE.sub(" ", text) if URL_HINT_RE.search(text) else text
-    other = len(OTHER_SCRIPT_LETTER_RE.findall(words))
-    if other >= UNFAMILIAR_SCRIPT_ENOUGH:
-        return True
-    letters = len(LETTER_RE.findall(words))
-    return letters >= UNFAMILIAR_SCRIPT_MIN_LETTERS and other * 2 > letters
+    prose = URL_RE.sub(" ", text) if URL_HINT_RE.search(text) else text
+    other = letters = 0
+    for word in WORD_RE.findall(prose):
+        letters += len(word)
+        if LATIN_LETTER_RE.search(word) is None:  # a word wholly in another script; "Gеnеriс" with
+            other += len(word)  # Cyrillic е and с is Latin in disguise, a spammer's, not another language
+    return other >= UNFAMILIAR_SCRIPT_ENOUGH or (letters >= UNFAMILIAR_SCRIPT_MIN_LETTERS and other * 2 > letters)
 
 
 def _marker_tokens(comment: CommentText, raw: str) -> list[str]:

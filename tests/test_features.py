@@ -480,6 +480,7 @@ def test_the_prepared_form_of_the_samples_is_pinned_by_the_features_version() ->
         ("ｃｈｅａｐ ｏｘｙｃｏｄｏｎｅ ｏｎｌｉｎｅ ｎｏ ｒｘ", False),  # fullwidth: spam's disguise, still Latin
         ("𝐜𝐡𝐞𝐚𝐩 𝐩𝐢𝐥𝐥𝐬 𝐡𝐞𝐫𝐞 𝐧𝐨𝐰", False),
         ("ᴄʜᴇᴀᴘ ᴘɪʟʟꜱ ʜᴇʀᴇ ɴᴏᴡ", False),  # small capitals
+        ("Gеnеriс раinkillеrs аt whоlеsаlе рriсеs, оrdеr nоw", False),  # Cyrillic lookalikes inside Latin words
         (  # a sentence in another script after an English one: the leak a majority rule let through
             "Great article, I agree with most of it. Принимайте ибупрофен по 800 мг три раза в день.",
             True,
