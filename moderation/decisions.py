@@ -28,7 +28,7 @@ from models.entities import (
 from moderation import outbox
 from moderation.callbacks import COMMENT_DECIDED, new_callback
 from moderation.classifier import ModerationModel, Scores
-from moderation.features import CommentText, link_count, unfamiliar_script
+from moderation.features import CommentText, link_count, other_script
 from moderation.intake import CLASSIFY
 from moderation.lists import entries_for_site, match_lists
 from moderation.policy import PolicyLimits, Signals, Thresholds, Verdict, decide
@@ -89,7 +89,7 @@ def gather_signals_many(session: Session, comments: list[Comment], now: datetime
         by_status = history.get(comment.id, {})
         signals[comment.id] = Signals(
             link_count=link_count(comment.body),
-            unfamiliar_script=unfamiliar_script(comment.body),
+            other_script=other_script(comment.body),
             blocked_terms=listed.blocked_terms,
             author_allowed=listed.author_allowed,
             duplicates_elsewhere=duplicates.get(comment.id, 0),

@@ -19,7 +19,7 @@ from sklearn.metrics import (
 from models.entities import Outcome
 from moderation.classifier import LABELS, ModerationModel, Scores
 from moderation.data import Example
-from moderation.features import link_count, unfamiliar_script
+from moderation.features import OtherScript, link_count, other_script
 from moderation.policy import Signals, Thresholds, decide
 
 
@@ -153,7 +153,7 @@ def evaluation_scores(scored: Sequence[Scored]) -> dict[str, list[Any]]:
         "is_spam": [bool(s.example.spam) for s in rows],
         "is_medical_advice": [bool(s.example.medical_advice) for s in rows],
         "links": [link_count(s.example.comment.body) for s in rows],
-        "unfamiliar_script": [unfamiliar_script(s.example.comment.body) for s in rows],
+        "other_script": [str(other_script(s.example.comment.body)) for s in rows],
     }
 
 
@@ -162,10 +162,9 @@ def what_if(card: dict[str, Any], thresholds: Thresholds) -> dict[str, float | N
     data = card.get("evaluation_scores")
     if not data or not data.get("spam"):
         return {"leak_rate": None, "ordinary_held": None, "ordinary_rejected": None, "review_load": None}
-    unfamiliar = data.get("unfamiliar_script") or [False] * len(data["spam"])  # cards made before it was kept
     outcomes = [
-        decide(Scores(spam=s, medical_advice=a), thresholds, Signals(link_count=n, unfamiliar_script=u)).outcome
-        for s, a, n, u in zip(data["spam"], data["medical_advice"], data["links"], unfamiliar, strict=True)
+        decide(Scores(spam=s, medical_advice=a), thresholds, Signals(link_count=n, other_script=o)).outcome
+        for s, a, n, o in zip(data["spam"], data["medical_advice"], data["links"], _other_scripts(data), strict=True)
     ]
     bad = [o for o, s, a in zip(outcomes, data["is_spam"], data["is_medical_advice"], strict=True) if s or a]
     ordinary = [
@@ -196,3 +195,8 @@ def pr_curve(card: dict[str, Any], label: str, points: int = 100) -> list[dict[s
         {"precision": round(float(p), 4), "recall": round(float(r), 4), "threshold": round(float(t), 4)}
         for p, r, t in list(zip(precision[:-1], recall[:-1], cut, strict=True))[::step]
     ]
+
+
+def _other_scripts(data: dict[str, Any]) -> list[OtherScript]:
+    """Per held-out comment, how much was in another script (cards made before this was kept: none)."""
+    return [OtherScript(value) for value in data.get("other_script") or ["none"] * len(data["spam"])]

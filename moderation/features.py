@@ -12,6 +12,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from urllib.parse import urlsplit
 
 from moderation.cues import cue_tokens
@@ -121,30 +122,57 @@ _LATIN = (
     "\uff21-\uff5a"  # fullwidth letters
     "\U0001d400-\U0001d7ff"  # mathematical letters
 )
+# Letters of other scripts that look like Latin ones (Cyrillic а е о р с у х і ј ѕ..., Greek ο ν ρ...): inside a
+# word that has Latin letters too, they are a spammer's disguise ("Gеnеriс"), not another language.
+_LOOKALIKES = frozenset(
+    "аеорсухіјѕԁһԛԝӏАВЕКМНОРСТХІЈЅҮ"  # Cyrillic
+    "οανρτικυΑΒΕΖΗΙΚΜΝΟΡΤΥΧ"  # Greek
+)
 WORD_RE = re.compile(r"[^\W\d_]+")
-LATIN_LETTER_RE = re.compile(rf"[{_LATIN}]")
 OTHER_SCRIPT_LETTER_RE = re.compile(rf"[^\W\d_{_LATIN}]")
-UNFAMILIAR_SCRIPT_MIN_LETTERS = 8  # "ok 👍 да" says nothing about the comment
-UNFAMILIAR_SCRIPT_ENOUGH = 20  # a sentence in another script, even inside an English comment (not a name)
+OTHER_SCRIPT_MIN_LETTERS = 8  # "ok 👍 да" says nothing about the comment
+OTHER_SCRIPT_PASSAGE = 20  # a sentence in another script, even inside an English comment or a link (not a name)
 
 
-def unfamiliar_script(text: str) -> bool:
-    """Mostly, or a sentence's worth, of the letters are in a script other than Latin (Cyrillic, CJK,
-    Arabic, Greek...); links aside.
+class OtherScript(StrEnum):
+    """How much of a comment is in a script the models never learned (they learned Latin-script text only)."""
 
-    The models learned from Latin-script comments only: their scores for such text mean nothing (a
-    Russian thank-you scores as spam, Russian dosing advice as nothing, also after an English sentence),
-    so a person must read it.
+    NONE = "none"
+    PASSAGE = "passage"  # a sentence's worth inside a Latin-script comment: the scores read only the rest
+    MOSTLY = "mostly"  # most of the words: the scores mean nothing (a Russian thank-you scored as spam)
+
+
+def other_script(text: str) -> OtherScript:
+    """Whether, and how much of, ``text`` is in a script other than Latin (Cyrillic, CJK, Arabic, Greek...).
+
+    Mostly: more than half the letters outside links. A passage: 20 or more such letters anywhere, links
+    included (text can hide in a link's path). A word with Latin letters whose other letters all look Latin
+    counts as Latin; any other word with letters of another script counts as that script, so swapping a
+    Latin "p" into each Russian word does not make Russian text Latin.
     """
     if text.isascii() or OTHER_SCRIPT_LETTER_RE.search(text) is None:
-        return False  # most comments: accents, curly quotes and emoji are not another script
-    prose = URL_RE.sub(" ", text) if URL_HINT_RE.search(text) else text
+        return OtherScript.NONE  # most comments: accents, curly quotes and emoji are not another script
+    urls = [m.group(0) for m in URL_RE.finditer(text)] if URL_HINT_RE.search(text) else []
+    prose = URL_RE.sub(" ", text) if urls else text
+    other, letters = _other_script_letters(prose)
+    in_links = sum(_other_script_letters(url)[0] for url in urls)
+    if letters >= OTHER_SCRIPT_MIN_LETTERS and other * 2 > letters:
+        return OtherScript.MOSTLY
+    return OtherScript.PASSAGE if other + in_links >= OTHER_SCRIPT_PASSAGE else OtherScript.NONE
+
+
+def _other_script_letters(text: str) -> tuple[int, int]:
+    """(letters in words of another script, all letters) of ``text``."""
     other = letters = 0
-    for word in WORD_RE.findall(prose):
+    for word in WORD_RE.findall(text):
         letters += len(word)
-        if LATIN_LETTER_RE.search(word) is None:  # a word wholly in another script; "Gеnеriс" with
-            other += len(word)  # Cyrillic е and с is Latin in disguise, a spammer's, not another language
-    return other >= UNFAMILIAR_SCRIPT_ENOUGH or (letters >= UNFAMILIAR_SCRIPT_MIN_LETTERS and other * 2 > letters)
+        foreign = OTHER_SCRIPT_LETTER_RE.findall(word)
+        if not foreign:
+            continue
+        disguised = len(foreign) < len(word) and all(letter in _LOOKALIKES for letter in foreign)
+        if not disguised:
+            other += len(word)
+    return other, letters
 
 
 def _marker_tokens(comment: CommentText, raw: str) -> list[str]:

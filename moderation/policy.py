@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from models.entities import Outcome
 from moderation.classifier import Scores
-from moderation.features import link_count, unfamiliar_script
+from moderation.features import OtherScript, link_count, other_script
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +51,12 @@ class Signals:
     author_approved_before: int = 0
     author_rejected_before: int = 0
     author_allowed: bool = False
-    unfamiliar_script: bool = False  # written in a script the models never learned: their scores mean nothing
+    other_script: OtherScript = OtherScript.NONE  # how much is in a script the models never learned
 
     @classmethod
     def of_text(cls, body: str) -> Signals:
         """What the text alone tells, without the database (evaluation, ``classify``)."""
-        return cls(link_count=link_count(body), unfamiliar_script=unfamiliar_script(body))
+        return cls(link_count=link_count(body), other_script=other_script(body))
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,14 +85,17 @@ def decide(
 
     if signals.blocked_terms:
         reject.append("blocked_term")
-    if signals.unfamiliar_script:
-        # Neither score can be trusted, either way: no reject on them, no approval (advice would pass unseen).
+    # Text the models cannot read goes to a person, never out on its own (advice in it would pass unseen).
+    # Mostly such text: neither score means anything, so neither rejects. A passage inside a Latin-script
+    # comment: the scores still read the rest, and spam there is still rejected.
+    scored = signals.other_script != OtherScript.MOSTLY
+    if signals.other_script != OtherScript.NONE:
         hold.append("unfamiliar_language")
-    elif scores.spam >= thresholds.spam_reject and not signals.author_allowed:
+    if scored and scores.spam >= thresholds.spam_reject and not signals.author_allowed:
         reject.append("spam")
-    elif scores.spam >= thresholds.spam_hold and not trusted:
+    elif scored and scores.spam >= thresholds.spam_hold and not trusted:
         hold.append("possible_spam")
-    if scores.medical_advice >= thresholds.advice_hold and not signals.unfamiliar_script:
+    if scored and scores.medical_advice >= thresholds.advice_hold:
         hold.append("medical_advice")
     if signals.link_count >= limits.max_links and not trusted:
         hold.append("many_links")

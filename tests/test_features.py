@@ -12,11 +12,12 @@ from hypothesis import strategies as st
 from moderation.features import (
     FEATURES_VERSION,
     CommentText,
+    OtherScript,
     find_urls,
     link_count,
     normalize,
+    other_script,
     prepare,
-    unfamiliar_script,
     url_domain,
 )
 
@@ -463,31 +464,44 @@ def test_the_prepared_form_of_the_samples_is_pinned_by_the_features_version() ->
     assert PINNED_FEATURES.get(FEATURES_VERSION) == digest, f"features changed: {FEATURES_VERSION} {digest}"
 
 
+NONE, PASSAGE, MOSTLY = OtherScript.NONE, OtherScript.PASSAGE, OtherScript.MOSTLY
+
+
 @pytest.mark.parametrize(
-    ("text", "unfamiliar"),
+    ("text", "expected"),
     [
-        ("Massage helped my back a lot.", False),
-        ("Gracias, el masaje me ayudó muchísimo con la espalda.", False),  # Latin with accents
-        ("Größtenteils hilfreich, danke für den Artikel über Ischias.", False),
-        ("Cảm ơn bài viết, rất hữu ích cho người bị đau lưng.", False),  # Vietnamese: Latin Extended Additional
-        ("Спасибо за статью, массаж мне очень помог.", True),
-        ("按摩对我的背痛很有帮助，谢谢这篇文章。", True),
-        ("شكرا على المقال، التدليك ساعدني كثيرا", True),
-        ("Ευχαριστώ για το άρθρο, με βοήθησε πολύ.", True),
-        ("Thanks Дмитрий, the stretches you mentioned in the article helped my back.", False),  # a name
-        ("ok 👍 да", False),  # too few letters to say
-        ("🙏🙏🙏", False),
-        ("ｃｈｅａｐ ｏｘｙｃｏｄｏｎｅ ｏｎｌｉｎｅ ｎｏ ｒｘ", False),  # fullwidth: spam's disguise, still Latin
-        ("𝐜𝐡𝐞𝐚𝐩 𝐩𝐢𝐥𝐥𝐬 𝐡𝐞𝐫𝐞 𝐧𝐨𝐰", False),
-        ("ᴄʜᴇᴀᴘ ᴘɪʟʟꜱ ʜᴇʀᴇ ɴᴏᴡ", False),  # small capitals
-        ("Gеnеriс раinkillеrs аt whоlеsаlе рriсеs, оrdеr nоw", False),  # Cyrillic lookalikes inside Latin words
+        ("Massage helped my back a lot.", NONE),
+        ("Gracias, el masaje me ayudó muchísimo con la espalda.", NONE),  # Latin with accents
+        ("Größtenteils hilfreich, danke für den Artikel über Ischias.", NONE),
+        ("Cảm ơn bài viết, rất hữu ích cho người bị đau lưng.", NONE),  # Vietnamese: Latin Extended Additional
+        ("Спасибо за статью, массаж мне очень помог.", MOSTLY),
+        ("按摩对我的背痛很有帮助，谢谢这篇文章。", MOSTLY),
+        ("شكرا على المقال، التدليك ساعدني كثيرا", MOSTLY),
+        ("Ευχαριστώ για το άρθρο, με βοήθησε πολύ.", MOSTLY),
+        ("Thanks Дмитрий, the stretches you mentioned in the article helped my back.", NONE),  # a name
+        ("Thanks Дмитрий Иванович, the stretches in the article helped my back a lot.", NONE),
+        ("ok 👍 да", NONE),  # too few letters to say
+        ("🙏🙏🙏", NONE),
+        ("ｃｈｅａｐ ｏｘｙｃｏｄｏｎｅ ｏｎｌｉｎｅ ｎｏ ｒｘ", NONE),  # fullwidth: spam's disguise, still Latin
+        ("𝐜𝐡𝐞𝐚𝐩 𝐩𝐢𝐥𝐥𝐬 𝐡𝐞𝐫𝐞 𝐧𝐨𝐰", NONE),
+        ("ᴄʜᴇᴀᴘ ᴘɪʟʟꜱ ʜᴇʀᴇ ɴᴏᴡ", NONE),  # small capitals
+        ("Gеnеriс раinkillеrs аt whоlеsаlе рriсеs, оrdеr nоw", NONE),  # Cyrillic lookalikes inside Latin words
+        # Latin lookalikes swapped into Russian words: still Russian (П, и, н, м, й, т are not lookalikes).
+        ("Пpинимaйтe ибупpoфeн пo 800 мг тpи paзa в дeнь, и нe xoдитe к вpaчу.", MOSTLY),
         (  # a sentence in another script after an English one: the leak a majority rule let through
             "Great article, I agree with most of it. Принимайте ибупрофен по 800 мг три раза в день.",
-            True,
+            MOSTLY,
         ),
-        ("Thanks Дмитрий Иванович, the stretches in the article helped my back a lot.", False),  # a name
-        ("Спасибо большое! https://example.org/a-very-long-english-looking-link-about-back-pain-and-massage", True),
+        (  # a passage inside a long English comment: the scores still read the rest
+            "I had the same sciatica for months and the physio exercises in this article helped more than "
+            "anything else, so thank you for writing it. Моя бабушка говорит то же самое.",
+            PASSAGE,
+        ),
+        ("Best pills cheap at www.pills.example order now " * 20 + "谢谢谢谢谢谢谢谢谢谢谢谢谢谢谢谢谢谢谢谢", PASSAGE),
+        ("Спасибо большое! https://example.org/a-very-long-english-looking-link-about-back-pain-and-massage", MOSTLY),
+        # text hidden in a link's path is read too
+        ("Useful, see https://example.org/Принимайте_ибупрофен_по_800_мг_три_раза_в_день", PASSAGE),
     ],
 )
-def test_unfamiliar_script_is_about_most_of_the_letters(text: str, unfamiliar: bool) -> None:
-    assert unfamiliar_script(text) is unfamiliar
+def test_other_script_tells_mostly_a_passage_or_none(text: str, expected: OtherScript) -> None:
+    assert other_script(text) is expected

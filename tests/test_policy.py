@@ -6,6 +6,7 @@ import pytest
 
 from models.entities import Outcome
 from moderation.classifier import Scores
+from moderation.features import OtherScript
 from moderation.policy import PolicyLimits, Signals, Thresholds, Verdict, decide
 
 THRESHOLDS = Thresholds(spam_reject=0.9, spam_hold=0.5, advice_hold=0.5)
@@ -186,12 +187,12 @@ def test_text_in_an_unfamiliar_script_goes_to_a_person_whatever_its_scores(score
 
 
 def test_an_allow_listed_author_writing_in_an_unfamiliar_script_is_still_read_by_a_person() -> None:
-    signals = Signals(unfamiliar_script=True, author_allowed=True)
+    signals = Signals(other_script=OtherScript.MOSTLY, author_allowed=True)
     assert decide(Scores(spam=0.0, medical_advice=0.0), THRESHOLDS, signals).outcome == Outcome.HOLD
 
 
 def test_blocked_terms_and_other_signals_still_apply_to_an_unfamiliar_script() -> None:
-    blocked = Signals(unfamiliar_script=True, blocked_terms=("casino",))
+    blocked = Signals(other_script=OtherScript.MOSTLY, blocked_terms=("casino",))
     assert decide(Scores(spam=0.0, medical_advice=0.0), THRESHOLDS, blocked) == Verdict(
         Outcome.REJECT, ["blocked_term", "unfamiliar_language"]
     )
@@ -200,3 +201,18 @@ def test_blocked_terms_and_other_signals_still_apply_to_an_unfamiliar_script() -
         "unfamiliar_language",
         "many_links",
     ]
+
+
+def test_a_passage_in_another_script_adds_a_hold_but_spam_around_it_is_still_rejected() -> None:
+    """Twenty Chinese characters after pill spam must not turn its reject into a hold (a queue flood)."""
+    spam = "Best pills cheap at www.pills.example order now " * 20 + "谢谢谢谢谢谢谢谢谢谢谢谢谢谢谢谢谢谢谢谢"
+    assert decide(Scores(spam=0.99, medical_advice=0.0), THRESHOLDS, Signals.of_text(spam)) == Verdict(
+        Outcome.REJECT, ["spam", "unfamiliar_language", "many_links"]
+    )
+    story = (
+        "I had the same sciatica for months and the physio exercises in this article helped more than "
+        "anything else, so thank you for writing it. Моя бабушка говорит то же самое."
+    )
+    assert decide(Scores(spam=0.0, medical_advice=0.7), THRESHOLDS, Signals.of_text(story)) == Verdict(
+        Outcome.HOLD, ["unfamiliar_language", "medical_advice"]
+    )
