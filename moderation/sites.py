@@ -125,26 +125,45 @@ METADATA_HOSTS = ("metadata.google.internal", "metadata")
 METADATA_ADDRESSES = frozenset({ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")})
 
 
-def forbidden_callback_host(host: str, resolve: bool = False) -> bool:
-    """Where a signed POST must never go: a cloud instance metadata service, or "any address".
+def forbidden_callback_host(host: str) -> bool:
+    """Whether ``host``, as written, names a cloud instance metadata service or "any address".
 
     Addresses count in every spelling a resolver accepts (``2852039166``, ``0xa9fea9fe``, ``169.254.43518``,
-    ``[::ffff:169.254.169.254]``); with ``resolve``, so do the addresses a name resolves to now (a worker
-    checks before each POST; saving a URL does not depend on DNS). Private and loopback addresses stay
-    allowed: a site on the same host or network is a normal setup.
+    ``[::ffff:169.254.169.254]``). A name is checked when a worker resolves it (``callback_address``);
+    saving a URL does not depend on DNS. Private and loopback addresses stay allowed: a site on the same
+    host or network is a normal setup.
     """
     if host.lower().rstrip(".") in METADATA_HOSTS:
         return True
     literal = _literal_address(host)
+    return literal is not None and _forbidden_address(literal)
+
+
+class CallbackAddressRefusedError(Exception):
+    """The callback's host is, or resolves to, an address a signed POST must never go to."""
+
+
+def callback_address(host: str) -> str:
+    """The address to connect to for ``host`` (ASCII, as the HTTP client sends it), checked.
+
+    A name is resolved once here and the POST goes to that address (the caller keeps the name for the Host
+    header and TLS), so a name that answers differently the next time (DNS rebinding) cannot slip past.
+    Every address the name has must be allowed; a name that does not resolve is refused (the attempt is
+    retried later anyway).
+    """
+    if forbidden_callback_host(host):
+        raise CallbackAddressRefusedError(f"{host} is a link-local, unspecified or cloud metadata address")
+    literal = _literal_address(host)
     if literal is not None:
-        return _forbidden_address(literal)
-    if not resolve:
-        return False
+        return str(literal)
     try:
         found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError):
-        return False  # the POST fails on its own and is retried
-    return any(_forbidden_address(ipaddress.ip_address(str(entry[4][0]).split("%")[0])) for entry in found)
+    except (OSError, UnicodeError) as error:
+        raise CallbackAddressRefusedError(f"cannot resolve {host}: {error}") from None
+    addresses = [ipaddress.ip_address(str(entry[4][0]).split("%")[0]) for entry in found]
+    if not addresses or any(_forbidden_address(address) for address in addresses):
+        raise CallbackAddressRefusedError(f"{host} resolves to a link-local, unspecified or cloud metadata address")
+    return str(addresses[0])
 
 
 def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -159,9 +178,21 @@ def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address
         return None
 
 
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits: IPv4-compatible (::a.b.c.d), NAT64
+# (64:ff9b::/96) and IPv4-translated (::ffff:0:a.b.c.d).
+EMBEDDED_IPV4 = (
+    ipaddress.ip_network("::/96"),
+    ipaddress.ip_network("64:ff9b::/96"),
+    ipaddress.ip_network("::ffff:0:0:0/96"),
+)
+
+
 def _forbidden_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif any(address in network for network in EMBEDDED_IPV4) and int(address) > 1:  # not :: or ::1
+            address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address.is_link_local or address.is_unspecified or address in METADATA_ADDRESSES
 
 

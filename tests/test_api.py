@@ -247,6 +247,9 @@ def test_a_message_the_sites_secret_signed_for_another_purpose_does_not_open_the
     for url in (f"/api/comments?site={site.name}", f"/api/comments/1?site={site.name}"):
         answer = client.open(url, method="GET", data=callback, headers=signed_headers(site.secret, callback))
         assert answer.status_code == 400 and answer.get_json()["error"] == "invalid_request"
+        # HEAD answers every GET route: its length alone would tell whether a comment exists.
+        head = client.open(url, method="HEAD", data=callback, headers=signed_headers(site.secret, callback))
+        assert head.status_code == 400
 
 
 def test_an_erasure_request_is_retried_under_its_id_but_the_id_names_only_it(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,13 @@ from models.entities import CallbackDelivery, Comment, Decision, DeliveryStatus,
 from moderation import callbacks
 from moderation.callbacks import COMMENT_DECIDED, RetryPolicy
 from moderation.intake import NewComment, accept_comment
-from moderation.sites import create_site, forbidden_callback_host, rotate_secret, signing_secrets
+from moderation.sites import (
+    CallbackAddressRefusedError,
+    callback_address,
+    create_site,
+    rotate_secret,
+    signing_secrets,
+)
 from server.factory import build_celery
 from server.settings import Settings
 from tests.support.signing import sign_from_spec
@@ -449,14 +456,56 @@ def test_a_callback_url_at_a_metadata_address_is_never_posted_to(client: httpx.C
     started = time.monotonic()
     attempt = post_callback(client, url, (SECRET,), "msg_1", PAYLOAD, timeout=5)
     assert (attempt.ok, attempt.status_code) == (False, None)
-    assert attempt.error.startswith("refused: the callback URL points at a link-local or metadata address")
+    assert attempt.error.startswith("refused: ") and "link-local, unspecified or cloud metadata" in attempt.error
     assert time.monotonic() - started < 1
 
 
-def test_a_callback_url_by_name_is_checked_by_what_the_name_resolves_to() -> None:
-    assert not forbidden_callback_host("localhost", resolve=True)  # loopback: a site on the same host
-    assert not forbidden_callback_host("no-such-host.invalid", resolve=True)  # the POST fails on its own
-    assert forbidden_callback_host("metadata.google.internal", resolve=True)
+def test_a_callback_to_a_name_goes_to_the_address_checked_with_the_name_kept(
+    site_server: SiteServer, client: httpx.Client
+) -> None:
+    """The name is resolved once and the POST connects to that address: no second lookup to rebind."""
+    by_name = site_server.url.replace("127.0.0.1", "localhost")
+    attempt = post_callback(client, by_name, (SECRET,), "msg_by_name", PAYLOAD, timeout=5)
+    assert attempt.ok, attempt.error
+    [received] = list(site_server.received)
+    assert received.headers["host"] == by_name.split("/")[2]  # localhost:<port>, as the site expects
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [["169.254.169.254"], ["93.184.215.14", "169.254.169.254"], ["::ffff:169.254.169.254"], ["64:ff9b::a9fe:a9fe"]],
+    ids=["metadata", "one-of-two", "ipv4-mapped", "nat64"],
+)
+def test_a_name_that_resolves_to_a_metadata_address_is_refused(
+    monkeypatch: pytest.MonkeyPatch, client: httpx.Client, answers: list[str]
+) -> None:
+    """DNS is the attacker's here (this host's resolver cannot be pointed there): its answers are stubbed."""
+
+    def resolve(host: str, *_: object, **__: object) -> list[tuple[object, ...]]:
+        assert host == "rebind.attacker.example"
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0)) for a in answers]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    attempt = post_callback(client, "http://rebind.attacker.example/cb", (SECRET,), "msg_1", PAYLOAD, timeout=5)
+    assert not attempt.ok and attempt.error.startswith("refused: rebind.attacker.example resolves to")
+
+
+def test_a_name_that_does_not_resolve_is_refused_not_sent() -> None:
+    with pytest.raises(CallbackAddressRefusedError, match="cannot resolve"):
+        callback_address("no-such-host.invalid")
+
+
+def test_the_name_checked_is_the_one_the_client_connects_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    """IDNA 2003 and 2008 read "straße" differently: the name looked up is the client's encoding of it."""
+    looked_up = []
+
+    def resolve(host: str, *_: object, **__: object) -> list[tuple[object, ...]]:
+        looked_up.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    attempt = post_callback(httpx.Client(), "http://straße.example/cb", (SECRET,), "msg_1", PAYLOAD, timeout=5)
+    assert not attempt.ok and looked_up == ["xn--strae-oqa.example"]
 
 
 def test_post_callback_reads_retry_after_in_seconds(site_server: SiteServer, client: httpx.Client) -> None:

@@ -39,7 +39,7 @@ def _authenticated_site() -> Site | Response:
     if site is None:
         return error_response(401, "invalid_signature", "name a site with ?site= and sign the request with its secret")
     body = request.get_data(cache=True)
-    if request.method == "GET" and body:
+    if request.method in ("GET", "HEAD") and body:
         # A GET is signed over an empty body. With one, any message the site's secret signed (a callback, a
         # webhook delivery) would verify here and open the API.
         return error_response(400, "invalid_request", "a GET request has no body: sign it over an empty body")

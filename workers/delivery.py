@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from moderation.sites import forbidden_callback_host
+from moderation.sites import CallbackAddressRefusedError, callback_address
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,18 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
+def _pinned(target: httpx.URL, headers: dict[str, str]) -> tuple[httpx.URL, dict[str, Any]]:
+    """The URL to connect to: at the address checked for the site's host (a URL saved before the check
+    existed, or a name that resolves somewhere forbidden now, is refused), with the name kept in the Host
+    header and, for HTTPS, in TLS (SNI and the certificate check)."""
+    host = target.raw_host.decode("ascii")  # what the client would resolve: IDNA 2008, as httpx encodes it
+    address = callback_address(host)
+    if address == host or f"[{address}]" == host:
+        return target, {}
+    headers["host"] = target.netloc.decode("ascii")
+    return target.copy_with(host=address), {"sni_hostname": host} if target.scheme == "https" else {}
+
+
 def post_callback(
     client: httpx.Client,
     url: str,
@@ -61,13 +73,15 @@ def post_callback(
 ) -> Attempt:
     now = datetime.now(UTC)
     body = json.dumps(payload, separators=(",", ":"))
+    headers = signed_headers(secrets, message_id, body, now)
     try:
-        # Checked again here: a URL saved before the check existed, or a name that resolves there now.
-        if forbidden_callback_host(httpx.URL(url).host, resolve=True):
-            return Attempt(False, None, "refused: the callback URL points at a link-local or metadata address", None)
+        target = httpx.URL(url)
+        connect_to, extensions = _pinned(target, headers)
         response = client.post(
-            url, content=body.encode(), headers=signed_headers(secrets, message_id, body, now), timeout=timeout
+            connect_to, content=body.encode(), headers=headers, timeout=timeout, extensions=extensions
         )
+    except CallbackAddressRefusedError as refused:
+        return Attempt(False, None, f"refused: {refused}", None)
     except (httpx.HTTPError, httpx.InvalidURL, ValueError) as error:
         return Attempt(False, None, f"{type(error).__name__}: {error}", None)
     if 200 <= response.status_code < 300:
