@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from playwright.sync_api import Page
+from datetime import timedelta
 
-from tests.support.dashboard import PASSWORD
+from playwright.sync_api import Page
+from sqlalchemy import Engine
+
+from models.db import make_session_factory
+from models.entities import Site
+from tests.support.dashboard import PASSWORD, held_comment
 
 
 def sign_in(page: Page, base: str, email: str, password: str = PASSWORD) -> None:
@@ -13,3 +18,19 @@ def sign_in(page: Page, base: str, email: str, password: str = PASSWORD) -> None
     page.fill('input[name="password"]', password)
     page.click('button[type="submit"]')
     page.wait_for_url(f"{base}/dashboard/queue")
+
+
+def seed_held(engine: Engine, site_id: int, count: int, *, varied_lengths: bool = False) -> list[int]:
+    """``count`` held comments, oldest first; with ``varied_lengths`` one to three sentences each."""
+    with make_session_factory(engine).begin() as session:
+        site = session.get(Site, site_id)
+        return [
+            held_comment(
+                session,
+                site,
+                f"c-{n}",
+                (f"Comment {n}: take 800mg ibuprofen every 6 hours. " * (1 + n % 3 if varied_lengths else 1)).strip(),
+                age=timedelta(hours=count - n),
+            )[0]
+            for n in range(count)
+        ]

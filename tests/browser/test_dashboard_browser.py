@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import timedelta
 
 from playwright.sync_api import Dialog, Page, Route, expect
 from sqlalchemy import Engine, select
 
 from models.db import make_session_factory
 from models.entities import Comment, ModerationAction, Site, TrainingLabel
-from tests.browser.helpers import sign_in
+from tests.browser.helpers import seed_held, sign_in
 from tests.support.dashboard import held_comment
 
 XSS = (
@@ -21,21 +20,6 @@ XSS = (
     '<img src=x onerror="window.__pwned = 2"><svg onload="window.__pwned = 3"></svg>'
     '<a href="javascript:window.__pwned=4">click me</a> "\'><iframe src="javascript:parent.__pwned=5"></iframe>'
 )
-
-
-def seed_held(engine: Engine, site_id: int, count: int) -> list[int]:
-    with make_session_factory(engine).begin() as session:
-        site = session.get(Site, site_id)
-        return [
-            held_comment(
-                session,
-                site,
-                f"c-{n}",
-                f"Comment {n}: take 800mg ibuprofen every 6 hours.",
-                age=timedelta(hours=count - n),
-            )[0]
-            for n in range(count)
-        ]
 
 
 def statuses(engine: Engine) -> dict[int, str]:

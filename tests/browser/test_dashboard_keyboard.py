@@ -11,8 +11,8 @@ from sqlalchemy import Engine
 
 from models.db import make_session_factory
 from models.entities import Comment
-from tests.browser.helpers import sign_in
-from tests.browser.test_dashboard_browser import audit, seed_held, statuses
+from tests.browser.helpers import seed_held, sign_in
+from tests.browser.test_dashboard_browser import audit, statuses
 
 
 def test_u_undoes_an_action_on_a_comments_own_page(

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select
 from models.db import make_session_factory
 from models.entities import CallbackDelivery, Comment, Decision, Site
 from moderation.lists import add_entry
-from tests.browser.helpers import sign_in
+from tests.browser.helpers import seed_held, sign_in
 from tests.browser.test_screenshots import seed
 from tests.conftest import TrainedModel
 from tests.support.dashboard import add_moderator, dead_callback, held_comment
@@ -84,21 +84,6 @@ def test_no_page_is_wider_than_a_phone(
     assert max(widths.values()) <= PHONE["width"] + 1, widths
 
 
-def seed_held(engine: Engine, site_id: int, count: int) -> list[int]:
-    with make_session_factory(engine).begin() as session:
-        site = session.get(Site, site_id)
-        return [
-            held_comment(
-                session,
-                site,
-                f"c-{n}",
-                f"Comment {n}: take 800mg ibuprofen every 6 hours. " * (1 + n % 3),
-                age=timedelta(hours=count - n),
-            )[0]
-            for n in range(count)
-        ]
-
-
 def current_item_clear_of_the_bar(page: Page) -> dict[str, float]:
     where: dict[str, float] = page.evaluate(
         """() => {
@@ -115,7 +100,7 @@ def current_item_clear_of_the_bar(page: Page) -> dict[str, float]:
 def test_the_current_comment_is_never_under_the_bulk_bar(
     browser: Browser, web: str, accounts: dict[str, str], engine: Engine, site_id: int, viewport: dict[str, int]
 ) -> None:
-    ids = seed_held(engine, site_id, 8)
+    ids = seed_held(engine, site_id, 8, varied_lengths=True)
     context = browser.new_context(viewport=viewport)
     page = context.new_page()
     try:
