@@ -23,7 +23,7 @@ def sign_in(page: Page, base: str, email: str, password: str = PASSWORD) -> None
 def seed_held(engine: Engine, site_id: int, count: int, *, varied_lengths: bool = False) -> list[int]:
     """``count`` held comments, oldest first; with ``varied_lengths`` one to three sentences each."""
     with make_session_factory(engine).begin() as session:
-        site = session.get(Site, site_id)
+        site = session.get_one(Site, site_id)
         return [
             held_comment(
                 session,
