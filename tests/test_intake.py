@@ -26,6 +26,13 @@ from server.settings import Settings
 from tests.conftest import SiteCredentials
 from tests.support.signing import comment_event, encode, sign_from_spec, sign_with_library, signed_headers
 
+# One event of each type for comment "c-1" of a site: what holds for every kind of webhook.
+EVERY_EVENT: list[Callable[[str], dict[str, Any]]] = [
+    lambda s: comment_event(s, "c-1"),
+    lambda s: updated_event(s, "c-1", "Edited text."),
+    lambda s: deleted_event(s, "c-1"),
+]
+
 
 def post(client: FlaskClient, body: bytes, headers: dict[str, str]):  # type: ignore[no-untyped-def]
     return client.post("/webhooks/comments", data=body, headers=headers)
@@ -178,15 +185,7 @@ def test_the_erasure_api_words_its_length_rules_the_same_way(client: FlaskClient
     assert response.get_json()["fields"] == [{"field": "email", "message": "must be at least 3 characters"}]
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda s: comment_event(s, "c-1"),
-        lambda s: updated_event(s, "c-1", "Edited text."),
-        lambda s: deleted_event(s, "c-1"),
-    ],
-    ids=["created", "updated", "deleted"],
-)
+@pytest.mark.parametrize("make", EVERY_EVENT, ids=["created", "updated", "deleted"])
 def test_an_envelope_timestamp_is_accepted_and_ignored(
     client: FlaskClient, site: SiteCredentials, engine: Engine, make: Callable[[str], dict[str, Any]]
 ) -> None:
@@ -539,15 +538,7 @@ def test_a_webhook_id_reused_for_another_payload_is_409_and_writes_nothing(
     assert (replay.status_code, replay.get_json()["id"]) == (200, accepted.get_json()["id"])
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda s: comment_event(s, "c-1"),
-        lambda s: updated_event(s, "c-1", "Edited text."),
-        lambda s: deleted_event(s, "c-1"),
-    ],
-    ids=["created", "updated", "deleted"],
-)
+@pytest.mark.parametrize("make", EVERY_EVENT, ids=["created", "updated", "deleted"])
 def test_a_retry_signed_again_with_the_same_body_is_a_repeat(
     client: FlaskClient, site: SiteCredentials, engine: Engine, make: Callable[[str], dict[str, Any]]
 ) -> None:
