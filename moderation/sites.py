@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 import re
 import secrets
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as LookupTimeoutError
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -143,27 +146,41 @@ class CallbackAddressRefusedError(Exception):
     """The callback's host is, or resolves to, an address a signed POST must never go to."""
 
 
-def callback_address(host: str) -> str:
+def callback_address(host: str, timeout: float | None = None) -> str:
     """The address to connect to for ``host`` (ASCII, as the HTTP client sends it), checked.
 
     A name is resolved once here and the POST goes to that address (the caller keeps the name for the Host
     header and TLS), so a name that answers differently the next time (DNS rebinding) cannot slip past.
-    Every address the name has must be allowed; a name that does not resolve is refused (the attempt is
-    retried later anyway).
+    Every address the name has must be allowed; a name that does not resolve, or not within ``timeout``
+    seconds, is refused (the attempt is retried later anyway).
     """
     if forbidden_callback_host(host):
         raise CallbackAddressRefusedError(f"{host} is a link-local, unspecified or cloud metadata address")
     literal = _literal_address(host)
     if literal is not None:
         return str(literal)
-    try:
-        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError) as error:
-        raise CallbackAddressRefusedError(f"cannot resolve {host}: {error}") from None
-    addresses = [ipaddress.ip_address(str(entry[4][0]).split("%")[0]) for entry in found]
+    addresses = [ipaddress.ip_address(found.split("%")[0]) for found in _resolve(host, timeout)]
     if not addresses or any(_forbidden_address(address) for address in addresses):
         raise CallbackAddressRefusedError(f"{host} resolves to a link-local, unspecified or cloud metadata address")
     return str(addresses[0])
+
+
+@functools.cache
+def _lookups() -> ThreadPoolExecutor:
+    """Threads for name lookups, made on first use (so in the worker process, after the fork)."""
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="callback-dns")
+
+
+def _resolve(host: str, timeout: float | None) -> list[str]:
+    """getaddrinfo with a deadline: the system resolver's own can be 30 s or more, which would hold a
+    notify task far past the callback's timeout. A lookup given up on finishes in its thread, unread."""
+    lookup = _lookups().submit(socket.getaddrinfo, host, None, proto=socket.IPPROTO_TCP)
+    try:
+        return [str(entry[4][0]) for entry in lookup.result(timeout=timeout)]
+    except LookupTimeoutError:
+        raise CallbackAddressRefusedError(f"cannot resolve {host}: no answer within {timeout:g} s") from None
+    except (OSError, UnicodeError) as error:
+        raise CallbackAddressRefusedError(f"cannot resolve {host}: {error}") from None
 
 
 def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

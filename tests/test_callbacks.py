@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import random
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -639,3 +640,22 @@ def test_callbacks_verify_with_the_old_or_the_new_secret_during_the_overlap_then
     received = site_server.received[1]
     assert verifies(new, received) and not verifies(old, received)
     assert received.headers["webhook-signature"].count("v1,") == 1
+
+
+def test_a_name_lookup_that_hangs_is_given_up_within_the_callback_timeout(
+    monkeypatch: pytest.MonkeyPatch, client: httpx.Client
+) -> None:
+    """A slow resolver must not hold a notify task past the callback's own timeout."""
+    answered = threading.Event()
+
+    def resolve(*_: object, **__: object) -> list[tuple[object, ...]]:
+        answered.wait(10)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    started = time.monotonic()
+    attempt = post_callback(client, "http://slow-dns.example/cb", (SECRET,), "msg_1", PAYLOAD, timeout=0.5)
+    elapsed = time.monotonic() - started
+    answered.set()
+    assert not attempt.ok and attempt.error == "refused: cannot resolve slow-dns.example: no answer within 0.5 s"
+    assert elapsed < 3

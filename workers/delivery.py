@@ -51,12 +51,12 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
-def _pinned(target: httpx.URL, headers: dict[str, str]) -> tuple[httpx.URL, dict[str, Any]]:
+def _pinned(target: httpx.URL, headers: dict[str, str], timeout: float) -> tuple[httpx.URL, dict[str, Any]]:
     """The URL to connect to: at the address checked for the site's host (a URL saved before the check
     existed, or a name that resolves somewhere forbidden now, is refused), with the name kept in the Host
     header and, for HTTPS, in TLS (SNI and the certificate check)."""
     host = target.raw_host.decode("ascii")  # what the client would resolve: IDNA 2008, as httpx encodes it
-    address = callback_address(host)
+    address = callback_address(host, timeout)
     if address == host or f"[{address}]" == host:
         return target, {}
     headers["host"] = target.netloc.decode("ascii")
@@ -76,7 +76,7 @@ def post_callback(
     headers = signed_headers(secrets, message_id, body, now)
     try:
         target = httpx.URL(url)
-        connect_to, extensions = _pinned(target, headers)
+        connect_to, extensions = _pinned(target, headers, timeout)
         response = client.post(
             connect_to, content=body.encode(), headers=headers, timeout=timeout, extensions=extensions
         )
