@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, cast
 
 import jsonschema
@@ -99,6 +100,17 @@ def test_get_comment_needs_the_sites_own_signature(client: FlaskClient, site: Si
         _, other_secret = create_site(session, "other-site")
     other = client.get(f"/api/comments/{comment_id}?site=other-site", headers=signed_headers(other_secret, b""))
     assert other.status_code == 404  # another site's comment is not found, not forbidden
+
+
+@pytest.mark.parametrize("age", [0, 3600], ids=["fresh", "stale"])
+def test_a_site_that_does_not_exist_is_answered_like_a_wrong_signature(
+    client: FlaskClient, site: SiteCredentials, age: int
+) -> None:
+    wrong = signed_headers("whsec_" + "A" * 44, b"", message_id="msg_1", timestamp=int(time.time()) - age)
+    answers = [client.get(f"/api/comments?site={name}", headers=wrong) for name in (site.name, "no-such-site")]
+    assert [a.status_code for a in answers] == [401, 401]
+    assert answers[0].get_json() == answers[1].get_json()
+    assert ("too old" in answers[0].get_json()["message"]) == (age > 0)
 
 
 def test_list_filters_by_article_and_status_and_pages(

@@ -302,11 +302,19 @@ def test_body_changed_after_signing_is_401(client: FlaskClient, site: SiteCreden
     assert response.status_code == 401
 
 
-def test_unknown_site_is_401_like_a_bad_signature(client: FlaskClient, site: SiteCredentials) -> None:
-    body = encode(comment_event("no-such-site", "c-1"))
-    response = post(client, body, signed_headers(site.secret, body))
-    assert response.status_code == 401
-    assert response.get_json()["error"] == "invalid_signature"
+@pytest.mark.parametrize("age", [0, 3600], ids=["fresh", "stale"])
+def test_unknown_site_is_401_like_a_bad_signature(client: FlaskClient, site: SiteCredentials, age: int) -> None:
+    """Word for word: which site names exist must not show in the answers of unsigned requests."""
+    wrong_secret = "whsec_" + "A" * 44
+    when = int(time.time()) - age
+    answers = []
+    for name in (site.name, "no-such-site"):
+        body = encode(comment_event(name, "c-1"))
+        response = post(client, body, signed_headers(wrong_secret, body, message_id="msg_1", timestamp=when))
+        answers.append((response.status_code, response.get_json()))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 401 and answers[0][1]["error"] == "invalid_signature"
+    assert ("too old" in answers[0][1]["message"]) == (age > 0)
 
 
 def test_over_max_body_bytes_is_413(client: FlaskClient, site: SiteCredentials, engine: Engine) -> None:

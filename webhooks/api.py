@@ -23,6 +23,7 @@ from webhooks.signatures import (
     SignatureError,
     UsedRequestIds,
     lower_headers,
+    refuse_unknown_site,
     request_fingerprint,
     verify_signature,
 )
@@ -35,14 +36,17 @@ FieldErrors = list[dict[str, str]]
 
 def _authenticated_site() -> Site | Response:
     name = request.args.get("site", "")
-    site = get_site(db(), name) if SITE_NAME_RE.fullmatch(name) else None
-    if site is None:
+    if not name:
         return error_response(401, "invalid_signature", "name a site with ?site= and sign the request with its secret")
     body = request.get_data(cache=True)
     if request.method in ("GET", "HEAD") and body:
         # A GET is signed over an empty body. With one, any message the site's secret signed (a callback, a
         # webhook delivery) would verify here and open the API.
         return error_response(400, "invalid_request", "a GET request has no body: sign it over an empty body")
+    site = get_site(db(), name) if SITE_NAME_RE.fullmatch(name) else None
+    if site is None:
+        error = refuse_unknown_site(body, lower_headers())
+        return error_response(401, "invalid_signature", f"the signature does not verify: {error}")
     try:
         webhook_id = verify_signature(body, lower_headers(), site.usable_secrets(datetime.now(UTC)))
     except SignatureError as error:

@@ -31,7 +31,7 @@ from webhooks.context import db, runtime
 from webhooks.ratelimit import IntakeLimits
 from webhooks.responses import error_response
 from webhooks.schemas import CommentCreated, CommentDeleted, CommentEvent, CommentUpdated, field_errors
-from webhooks.signatures import SignatureError, lower_headers, verify_signature
+from webhooks.signatures import SignatureError, lower_headers, refuse_unknown_site, verify_signature
 
 log = logging.getLogger(__name__)
 STORE_ATTEMPTS = 4
@@ -132,7 +132,8 @@ def _signed_by_site(document: dict[str, Any]) -> SiteKeys:
     keys: SiteKeyCache = current_app.extensions["site_keys"]
     site = keys.get(db(), site_name) if SITE_NAME_RE.fullmatch(site_name) else None
     if site is None:
-        raise IntakeError(error_response(401, "invalid_signature", unauthorized))
+        error = refuse_unknown_site(request.get_data(cache=True), lower_headers())
+        raise IntakeError(error_response(401, "invalid_signature", f"{unauthorized}: {error}"))
     try:
         _verify(site)
     except SignatureError as error:

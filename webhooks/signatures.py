@@ -8,10 +8,12 @@ timestamp is within tolerance, so each API request must carry a ``webhook-id`` n
 
 from __future__ import annotations
 
+import base64
 import binascii
 import hashlib
 import logging
 import re
+import secrets as random_secrets
 import threading
 import time
 from collections import OrderedDict
@@ -83,6 +85,21 @@ def verify_signature(body: bytes, headers: Mapping[str, str], secrets: Sequence[
         except (ValueError, binascii.Error, UnicodeDecodeError) as error:
             last_error = f"malformed signature ({type(error).__name__})"
     raise SignatureError(last_error)
+
+
+# A secret no site has, made once per process: a request naming a site that does not exist is checked
+# against it, so that it fails exactly as a wrong signature for a real site does (which names exist is
+# nobody's business but the sites').
+_NO_SITE_SECRET = "whsec_" + base64.b64encode(random_secrets.token_bytes(32)).decode()
+
+
+def refuse_unknown_site(body: bytes, headers: Mapping[str, str]) -> SignatureError:
+    """The error a request for a site that does not exist gets: the one a wrong signature would get."""
+    try:
+        verify_signature(body, headers, [_NO_SITE_SECRET])
+    except SignatureError as error:
+        return error
+    return SignatureError("No matching signature found")  # not reached: nobody holds the secret
 
 
 class UsedRequestIds:
