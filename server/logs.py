@@ -36,3 +36,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     # Migrations run at every command start; their routine chatter is noise, their warnings are not.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+    # httpx logs every request's full URL at INFO: a callback URL's user:password@ or ?token= is a
+    # credential for the site's endpoint, and no secret belongs in a log (DESIGN 8).
+    for client_logger in ("httpx", "httpcore"):
+        logging.getLogger(client_logger).setLevel(max(logging.WARNING, root.level))

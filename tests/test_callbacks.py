@@ -4,6 +4,7 @@ real local HTTP server playing the site."""
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 import socket
 import threading
@@ -34,6 +35,7 @@ from moderation.sites import (
     signing_secrets,
 )
 from server.factory import build_celery
+from server.logs import configure_logging
 from server.settings import Settings
 from tests.support.signing import sign_from_spec
 from tests.support.site_server import Received, SiteServer, always
@@ -659,3 +661,25 @@ def test_a_name_lookup_that_hangs_is_given_up_within_the_callback_timeout(
     answered.set()
     assert not attempt.ok and attempt.error == "refused: cannot resolve slow-dns.example: no answer within 0.5 s"
     assert elapsed < 3
+
+
+def test_a_callback_urls_credentials_stay_out_of_the_log(
+    site_server: SiteServer, client: httpx.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sites guard their endpoint with user:password@ or ?token=; the worker's log must not hand them out."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
+    try:
+        configure_logging("INFO")
+        url = site_server.url.replace("http://", "http://cbuser:cbpass@") + "?token=TOPSECRET123"
+        attempt = post_callback(client, url, (SECRET,), "msg_1", PAYLOAD, timeout=5)
+        logging.getLogger("workers.tasks").info("callback sent")
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        for name, level in saved[2].items():
+            logging.getLogger(name).setLevel(level)
+    assert attempt.ok, attempt.error
+    assert [r.headers["authorization"] for r in site_server.received] == ["Basic Y2J1c2VyOmNicGFzcw=="]
+    written = capsys.readouterr().err
+    assert "callback sent" in written
+    assert "cbpass" not in written and "TOPSECRET123" not in written
