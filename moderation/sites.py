@@ -112,11 +112,12 @@ def validate_callback_url(url: str | None) -> str | None:
         raise invalid
     try:
         parsed = httpx.URL(url)
-    except (httpx.InvalidURL, ValueError):
+        host = parsed.host  # decodes an xn-- name, which fails for one no IDNA encoder could have made
+    except (httpx.InvalidURL, ValueError):  # idna's errors are ValueErrors too
         raise invalid from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
+    if parsed.scheme not in ("http", "https") or not host:
         raise invalid
-    if forbidden_callback_host(parsed.host):
+    if forbidden_callback_host(host):
         raise SiteError(
             f"callback URL must not point at a link-local, unspecified or cloud metadata address, got {url!r}"
         )

@@ -77,8 +77,8 @@ def test_bad_callback_urls_are_refused(sessions: sessionmaker[Session], url: str
 
 @pytest.mark.parametrize(
     "url",
-    ["http://[::1/cb", "https://site.example/a\tb", "ftp://site.example/cb", "/relative"],
-    ids=["ipv6", "tab", "ftp", "relative"],
+    ["http://[::1/cb", "https://site.example/a\tb", "ftp://site.example/cb", "/relative", "http://xn--a.example/"],
+    ids=["ipv6", "tab", "ftp", "relative", "bad-punycode"],
 )
 def test_callback_urls_that_cannot_be_sent_are_refused(sessions: sessionmaker[Session], url: str) -> None:
     with sessions.begin() as session, pytest.raises(SiteError, match="callback URL"):
