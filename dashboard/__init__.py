@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, TooManyRequests
 
 from dashboard import admin, auth, overview, views  # noqa: F401 - registers the routes on bp
 from dashboard.auth import LoginLimits, login_manager, renew_session, session_has_ended, sign_in_again
-from dashboard.blueprint import bp
+from dashboard.blueprint import RowIdConverter, bp
 from dashboard.context import close_db, wants_json
 from models.entities import Decision
 
@@ -43,6 +43,7 @@ def init_app(app: Flask) -> None:
         # The age Flask accepts a session cookie up to; renew_session signs it again on each request.
         PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.dashboard_session_hours),
     )
+    app.url_map.converters["row_id"] = RowIdConverter  # before the blueprint's rules are added
     app.register_blueprint(bp)
     app.teardown_appcontext(close_db)
     login_manager.init_app(app)

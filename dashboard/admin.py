@@ -46,7 +46,7 @@ def sites_add() -> ResponseReturnValue:
     return render_template("admin/secret.html", site=site, secret=secret, created=True)
 
 
-@bp.post("/admin/sites/<int:site_id>/callback")
+@bp.post("/admin/sites/<row_id:site_id>/callback")
 @admin_required
 def site_callback(site_id: int) -> ResponseReturnValue:
     session = db()
@@ -69,7 +69,7 @@ def site_callback(site_id: int) -> ResponseReturnValue:
     return redirect(url_for("dashboard.sites"))
 
 
-@bp.post("/admin/sites/<int:site_id>/rotate")
+@bp.post("/admin/sites/<row_id:site_id>/rotate")
 @admin_required
 def site_rotate(site_id: int) -> ResponseReturnValue:
     session = db()
@@ -201,7 +201,7 @@ def pr_curves(card: dict[str, Any]) -> dict[str, list[dict[str, Any]]] | None:
         return None
 
 
-@bp.get("/admin/sites/<int:site_id>/thresholds")
+@bp.get("/admin/sites/<row_id:site_id>/thresholds")
 @admin_required
 def thresholds(site_id: int) -> ResponseReturnValue:
     site = db().get(Site, site_id) or abort(404)
@@ -230,7 +230,7 @@ def thresholds(site_id: int) -> ResponseReturnValue:
     )
 
 
-@bp.get("/admin/sites/<int:site_id>/thresholds/preview")
+@bp.get("/admin/sites/<row_id:site_id>/thresholds/preview")
 @admin_required
 def thresholds_preview(site_id: int) -> ResponseReturnValue:
     site = db().get(Site, site_id) or abort(404)
@@ -251,7 +251,7 @@ def thresholds_preview(site_id: int) -> ResponseReturnValue:
     )
 
 
-@bp.post("/admin/sites/<int:site_id>/thresholds")
+@bp.post("/admin/sites/<row_id:site_id>/thresholds")
 @admin_required
 def thresholds_save(site_id: int) -> ResponseReturnValue:
     session = db()
@@ -312,7 +312,7 @@ def lists_add() -> ResponseReturnValue:
     return redirect(url_for("dashboard.lists"))
 
 
-@bp.post("/admin/lists/<int:entry_id>/delete")
+@bp.post("/admin/lists/<row_id:entry_id>/delete")
 @admin_required
 def lists_delete(entry_id: int) -> ResponseReturnValue:
     session = db()
@@ -354,7 +354,7 @@ def moderators_add() -> ResponseReturnValue:
     return redirect(url_for("dashboard.moderators"))
 
 
-@bp.post("/admin/moderators/<int:moderator_id>")
+@bp.post("/admin/moderators/<row_id:moderator_id>")
 @admin_required
 def moderators_update(moderator_id: int) -> ResponseReturnValue:
     session = db()
@@ -386,7 +386,7 @@ def dead_letters() -> ResponseReturnValue:
     return render_template("admin/callbacks.html", deliveries=rows.all())
 
 
-@bp.post("/admin/callbacks/<int:delivery_id>/replay")
+@bp.post("/admin/callbacks/<row_id:delivery_id>/replay")
 @admin_required
 def replay(delivery_id: int) -> ResponseReturnValue:
     session = db()

@@ -1,6 +1,11 @@
-"""The blueprint every dashboard view is registered on."""
+"""The blueprint every dashboard view is registered on, and the URL converter its row ids use."""
+
+from typing import Any
 
 from flask import Blueprint
+from werkzeug.routing import IntegerConverter, Map
+
+from models.entities import MAX_ROW_ID
 
 bp = Blueprint(
     "dashboard",
@@ -10,3 +15,11 @@ bp = Blueprint(
     static_folder="static",
     static_url_path="/static",
 )
+
+
+class RowIdConverter(IntegerConverter):
+    """``<row_id:name>``: a positive id a table can hold, so a larger one is a 404 like any missing row
+    (the database would refuse to compare it)."""
+
+    def __init__(self, url_map: Map, *args: Any, **kwargs: Any) -> None:
+        super().__init__(url_map, min=1, max=MAX_ROW_ID)

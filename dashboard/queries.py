@@ -35,6 +35,7 @@ REASONS = (
     "other",
 )
 PAGE_SIZE = 25
+MAX_PAGE = 1_000_000  # far past any queue; an offset the database can still take
 
 
 @dataclass
@@ -71,7 +72,7 @@ class Filters:
         queue = args.get("queue", "held")
         sort = args.get("sort", "oldest")
         try:
-            page = max(1, int(args.get("page", 1)))
+            page = min(MAX_PAGE, max(1, int(args.get("page", 1))))
         except ValueError:
             page = 1
         return cls(
@@ -147,7 +148,7 @@ def _filtered(query: Select[Any], filters: Filters, current: Any) -> Select[Any]
         query = query.where(or_(*(_in_range(c, filters.score_min, filters.score_max) for c in columns)))
     if filters.date_from:
         query = query.where(Comment.received_at >= datetime.combine(filters.date_from, time.min, UTC))
-    if filters.date_to:
+    if filters.date_to and filters.date_to < date.max:  # the last day there is has no day after it
         query = query.where(Comment.received_at < datetime.combine(filters.date_to + timedelta(days=1), time.min, UTC))
     return query
 

@@ -48,7 +48,7 @@ def queue() -> ResponseReturnValue:
     )
 
 
-@bp.get("/comments/<int:comment_id>")
+@bp.get("/comments/<row_id:comment_id>")
 @login_required
 def comment(comment_id: int) -> ResponseReturnValue:
     session = db()
@@ -110,7 +110,7 @@ def _expected(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-@bp.post("/comments/<int:comment_id>/act")
+@bp.post("/comments/<row_id:comment_id>/act")
 @login_required
 def act_on_comment(comment_id: int) -> ResponseReturnValue:
     form = request.form

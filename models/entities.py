@@ -11,6 +11,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from models.base import Base, utcnow
 
+MAX_ROW_ID = 2**31 - 1  # integer primary keys are 32-bit on PostgreSQL: a larger id names no row
+
 
 class CommentStatus(StrEnum):
     PENDING = "pending"

@@ -860,3 +860,31 @@ def test_models_page_shows_a_dash_for_a_metric_without_a_value(admin_client: Fla
     page = _page(admin_client, "/dashboard/admin/models")
     assert "own · spam: 0.0 / –" in page
     assert "None" not in page
+
+
+@pytest.mark.parametrize(
+    ("query", "shown"),
+    [("date_to=9999-12-31", True), ("date_from=9999-12-31", False), ("page=99999999999999999999", True)],
+    ids=["last-day", "from-last-day", "huge-page-shows-the-last"],
+)
+def test_the_queue_takes_the_extremes_of_its_filters(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int, query: str, shown: bool
+) -> None:
+    with sessions.begin() as session:
+        held, _ = held_comment(session, session.get(Site, site_row), "c-1", "Massage helped me.", advice=0.55)
+    response = moderator_client.get(f"/dashboard/queue?{query}")
+    assert response.status_code == 200
+    assert (f'data-comment-id="{held}"' in response.get_data(as_text=True)) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/dashboard/comments/99999999999",
+        "/dashboard/comments/0",
+        "/dashboard/admin/sites/99999999999/thresholds",
+        "/dashboard/admin/sites/2147483648/thresholds/preview",
+    ],
+)
+def test_ids_no_table_can_hold_are_not_found(admin_client: FlaskClient, url: str) -> None:
+    assert admin_client.get(url).status_code == 404

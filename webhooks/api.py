@@ -11,7 +11,7 @@ from flask import Response, current_app, jsonify, request
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from models.entities import Comment, CommentStatus, Site
+from models.entities import MAX_ROW_ID, Comment, CommentStatus, Site
 from moderation.decisions import current_decision
 from moderation.privacy import erase_author
 from moderation.sites import SITE_NAME_RE, get_site
@@ -29,7 +29,6 @@ from webhooks.signatures import (
 )
 
 MAX_PAGE = 500
-MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
 MAX_TEXT_PARAM = 200  # article and comment ids are at most 200 characters at intake
 FieldErrors = list[dict[str, str]]
 
@@ -95,7 +94,7 @@ def get_comment(comment_id: int) -> Response | tuple[Response, int]:
     site = _authenticated_site()
     if isinstance(site, Response):
         return site
-    comment = db().get(Comment, comment_id) if 0 < comment_id <= MAX_ID else None
+    comment = db().get(Comment, comment_id) if 0 < comment_id <= MAX_ROW_ID else None
     if comment is None or comment.site_id != site.id:
         return error_response(404, "not_found", f"site {site.name} has no comment {comment_id}")
     return jsonify(comment_view(comment, site))
@@ -143,7 +142,7 @@ def _list_query() -> ListQuery | FieldErrors:
         errors.append({"field": "status", "message": f"one of {', '.join(CommentStatus)}"})
     wanted = ListQuery(
         limit=_integer_param("limit", 100, 1, MAX_PAGE, errors),
-        after=_integer_param("after", 0, 0, MAX_ID, errors),
+        after=_integer_param("after", 0, 0, MAX_ROW_ID, errors),
         status=status,
         article=_text_param("article", errors),
         comment_id=_text_param("comment_id", errors),

@@ -8,7 +8,8 @@ from typing import Any, Literal
 from flask import Response, jsonify
 from pydantic import BaseModel
 
-from webhooks.api import MAX_ID, MAX_PAGE
+from models.entities import MAX_ROW_ID
+from webhooks.api import MAX_PAGE
 from webhooks.blueprint import bp
 from webhooks.schemas import CommentCreated, CommentDeleted, CommentEvent, CommentUpdated, ErasureRequest
 from webhooks.signatures import USED_ID_SECONDS
@@ -292,7 +293,7 @@ def openapi_document() -> dict[str, Any]:
                         {
                             "name": "after",
                             "in": "query",
-                            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+                            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ROW_ID},
                         },
                         *API_SIGNATURE_HEADERS,
                     ],
