@@ -112,6 +112,16 @@ def test_web_listens_on_the_published_port(services: dict[str, dict[str, Any]]) 
     assert any(str(port).endswith(":8000") for port in services["web"].get("ports", []))
 
 
+def with_defaults(value: str) -> str:
+    """A Compose string as it reads with no variable set: each ${NAME:-default} replaced by its default."""
+    return re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}", r"\1", value)
+
+
+def test_web_is_published_only_on_the_loopback_address_by_default(services: dict[str, dict[str, Any]]) -> None:
+    """Slow clients must meet a buffering proxy before web's threads (docs/operations.md, "Slow clients")."""
+    assert [with_defaults(str(port)) for port in services["web"]["ports"]] == ["127.0.0.1:8000:8000"]
+
+
 def test_dockerfile_default_command_is_a_cli_command() -> None:
     cmd_lines = [line for line in DOCKERFILE.read_text().splitlines() if line.startswith("CMD ")]
     assert len(cmd_lines) == 1, "the Dockerfile needs exactly one CMD"
