@@ -172,7 +172,8 @@ def web(ctx: click.Context, host: str | None, port: int | None, workers: int | N
     "--queues",
     default=",".join(WORKER_QUEUES),
     show_default=True,
-    help="Queues to take tasks from: moderation (classify, housekeeping), callbacks (notify the sites).",
+    help="Queues to take tasks from: moderation (classify, housekeeping), callbacks (notify the sites), "
+    "training (scheduled retraining).",
 )
 @click.pass_context
 def worker(ctx: click.Context, concurrency: int | None, hostname: str | None, queues: str) -> None:

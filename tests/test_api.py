@@ -359,4 +359,5 @@ def test_metrics_count_intake_and_read_state(client: FlaskClient, site: SiteCred
     assert "moderation_outbox_backlog 1.0" in after
     assert 'moderation_queue_depth{queue="moderation"} 1.0' in after
     assert 'moderation_queue_depth{queue="callbacks"} 0.0' in after
+    assert 'moderation_queue_depth{queue="training"} 0.0' in after
     assert 'moderation_callbacks{state="dead"} 0.0' in after

@@ -18,7 +18,7 @@ from workers.app import (
     celery_config,
 )
 from workers.publisher import CeleryPublisher
-from workers.queues import CALLBACK_QUEUE, CLASSIFY_QUEUE, WORKER_QUEUES
+from workers.queues import CALLBACK_QUEUE, CLASSIFY_QUEUE, TRAINING_QUEUE, WORKER_QUEUES
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def app(redis_url: str) -> Celery:
         (RELAY_OUTBOX_TASK, CLASSIFY_QUEUE),
         (PURGE_RECEIPTS_TASK, CLASSIFY_QUEUE),
         (RETENTION_TASK, CLASSIFY_QUEUE),
-        (RETRAIN_TASK, CLASSIFY_QUEUE),
+        (RETRAIN_TASK, TRAINING_QUEUE),
         (NOTIFY_TASK, CALLBACK_QUEUE),
         (RETRY_CALLBACKS_TASK, CALLBACK_QUEUE),
     ],
@@ -44,7 +44,7 @@ def test_each_task_goes_to_its_queue(app: Celery, task: str, queue: str) -> None
     assert app.amqp.router.route({}, task)["queue"].name == queue
 
 
-def test_a_worker_started_without_queues_takes_both(app: Celery) -> None:
+def test_a_worker_started_without_queues_takes_all(app: Celery) -> None:
     assert set(app.amqp.queues.consume_from) == set(WORKER_QUEUES)
 
 

@@ -14,7 +14,7 @@ from kombu.entity import Exchange, Queue
 
 from moderation.runtime import Runtime
 from workers.broker import transport_for
-from workers.queues import CALLBACK_QUEUE, CLASSIFY_QUEUE, WORKER_QUEUES
+from workers.queues import CALLBACK_QUEUE, CLASSIFY_QUEUE, TRAINING_QUEUE, WORKER_QUEUES
 
 CLASSIFY_TASK = "moderation.classify"
 NOTIFY_TASK = "moderation.notify"
@@ -79,11 +79,15 @@ def celery_config(options: CeleryOptions) -> dict[str, Any]:
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_default_queue": CLASSIFY_QUEUE,
-        # Declared, so that any worker started without -Q (`celery -A server.celery_entry worker`) takes both;
-        # each with its own exchange and key (given none, both would bind to the default exchange, and a
-        # message published to that exchange would reach both queues).
+        # Declared, so that any worker started without -Q (`celery -A server.celery_entry worker`) takes all;
+        # each with its own exchange and key (given none, all would bind to the default exchange, and a
+        # message published to that exchange would reach every queue).
         "task_queues": tuple(_queue(name) for name in WORKER_QUEUES),
-        "task_routes": {NOTIFY_TASK: {"queue": CALLBACK_QUEUE}, RETRY_CALLBACKS_TASK: {"queue": CALLBACK_QUEUE}},
+        "task_routes": {
+            NOTIFY_TASK: {"queue": CALLBACK_QUEUE},
+            RETRY_CALLBACKS_TASK: {"queue": CALLBACK_QUEUE},
+            RETRAIN_TASK: {"queue": TRAINING_QUEUE},
+        },
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         "beat_schedule": beat_schedule(options),
