@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -372,13 +373,18 @@ def test_database_unreachable_is_503_not_500(settings: Settings, site: SiteCrede
     assert response.headers["Retry-After"]
 
 
-def test_broker_down_still_accepts_into_the_outbox(settings: Settings, site: SiteCredentials, engine: Engine) -> None:
+def test_broker_down_still_accepts_into_the_outbox(
+    settings: Settings, site: SiteCredentials, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
     down = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
     client = create_app(down).test_client()
     body = encode(comment_event(site.name, "c-1"))
-    response = post(client, body, signed_headers(site.secret, body))
+    with caplog.at_level(logging.INFO, logger="webhooks.intake"):
+        response = post(client, body, signed_headers(site.secret, body))
     assert response.status_code == 202
     assert count(engine, OutboxMessage) == 1
+    [accepted] = [r for r in caplog.records if r.getMessage() == "comment accepted"]
+    assert (accepted.__dict__["to_classify"], accepted.__dict__["published"]) == (True, False)
 
 
 def test_an_id_reused_for_another_comment_writes_nothing_when_the_one_statement_insert_meets_it(

@@ -66,8 +66,7 @@ def receive_comment() -> Response | tuple[Response, int]:
         accepted = _store(site, webhook_id, _payload_sha256(document), event)
     except IntakeError as rejected:
         return rejected.response
-    if accepted.queued:
-        _publish(accepted.comment_id, accepted.revision, webhook_id)
+    published = accepted.queued and _publish(accepted.comment_id, accepted.revision, webhook_id)
     log.info(
         "comment accepted",
         extra={
@@ -75,7 +74,8 @@ def receive_comment() -> Response | tuple[Response, int]:
             "webhook_id": webhook_id,
             "event": event.type,
             "new_comment": accepted.created,
-            "queued": accepted.queued,
+            "to_classify": accepted.queued,  # stored with its outbox row: it will be classified
+            "published": published,  # sent to the broker now (else the outbox relay sends it)
         },
     )
     body = {
@@ -266,8 +266,9 @@ def _comment_id_reused_response(reused: CommentIdReusedError) -> Response:
     )
 
 
-def _publish(comment_id: int, revision: int | None, webhook_id: str) -> None:
-    # After commit only. If the broker is down the outbox relay publishes it later.
+def _publish(comment_id: int, revision: int | None, webhook_id: str) -> bool:
+    """Whether the classify task reached the broker. After commit only: if the broker is down the outbox
+    relay publishes it later."""
     try:
         runtime().publisher.classify(comment_id, revision)
     except Exception:  # the broker's failure modes are many; the outbox row covers them all
@@ -276,3 +277,5 @@ def _publish(comment_id: int, revision: int | None, webhook_id: str) -> None:
             extra={"comment_id": comment_id, "webhook_id": webhook_id},
             exc_info=True,
         )
+        return False
+    return True
