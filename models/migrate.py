@@ -5,6 +5,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import create_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -34,3 +36,28 @@ def schema_revision(database_url: str) -> str | None:
             return MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
+
+
+def head_revision() -> str:
+    """The migration this code's schema is at: the one ``upgrade_database`` brings a database to."""
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    if head is None:  # only if the migrations folder were empty
+        raise RuntimeError(f"no migrations in {MIGRATIONS_DIR}")
+    return head
+
+
+def schema_mismatch(current: str | None) -> str | None:
+    """Why a database at migration ``current`` cannot be used by this code as it is; None when it can."""
+    head = head_revision()
+    if current is None or current == head:
+        return None
+    try:
+        known = ScriptDirectory.from_config(alembic_config("sqlite://")).get_revision(current) is not None
+    except CommandError:
+        known = False
+    if known:
+        return (
+            f"the database schema is at {current} and this code needs {head}: "
+            "take a backup, then run `moderation migrate`"
+        )
+    return f"the database schema is at {current}, newer than this code knows (it needs {head}): upgrade this code"

@@ -1,13 +1,27 @@
-"""``/metrics`` for Prometheus: counters from every process, plus gauges read from the system's state."""
+"""``/metrics`` for Prometheus: counters from every process, plus gauges read from the system's state.
+
+Web's ``/metrics`` reads the metrics folder of its own host only; a worker's main process serves the
+counters of its folder on WORKER_METRICS_PORT, so that worker hosts (and worker containers) are scraped too.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from typing import cast
+from wsgiref.simple_server import WSGIServer
 
+from celery.signals import worker_process_init
 from flask import Blueprint, Response, current_app
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis import Redis
@@ -19,6 +33,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.entities import CallbackDelivery, Comment, CommentStatus, DeliveryStatus, OutboxMessage
 from moderation.registry import active_version
 from workers.queues import WORKER_QUEUES
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("metrics", __name__)
 
@@ -72,14 +88,52 @@ class StateCollector(Collector):
         yield info
 
 
+def process_counters() -> CollectorRegistry:
+    """The counters and histograms of every process writing to PROMETHEUS_MULTIPROC_DIR, or of this one."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY  # one process (tests, an app run in-process)
+    counters = CollectorRegistry()
+    multiprocess.MultiProcessCollector(counters)  # type: ignore[no-untyped-call]  # every process's files
+    return counters
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        counters = CollectorRegistry()
-        multiprocess.MultiProcessCollector(counters)  # type: ignore[no-untyped-call]  # every process's files
-    else:
-        counters = REGISTRY  # one process (tests, an app run in-process)
+    counters = process_counters()
     state = CollectorRegistry()
     runtime = current_app.extensions["moderation"]
     state.register(StateCollector(runtime.sessions, current_app.config["SETTINGS"].broker_url))
     return Response(generate_latest(counters) + generate_latest(state), mimetype=CONTENT_TYPE_LATEST)
+
+
+def serve_worker_metrics(host: str, port: int) -> WSGIServer | None:
+    """Serve this host's process counters over HTTP from a thread of the calling (main) process; the server,
+    or None when ``port`` is 0 or cannot be bound.
+
+    The gauges read from the database and the broker stay with web's /metrics: every worker reporting them
+    would only multiply the same numbers. A port that is taken is no reason to stop classifying: the worker
+    goes on and says why its metrics are missing.
+    """
+    if port == 0:
+        return None
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=process_counters())
+    except OSError as error:  # taken, or an address this host does not have
+        log.warning(
+            "worker metrics not served: cannot listen on %s:%d (%s). If another worker on this host holds that "
+            "port, its metrics cover this worker too (when both use the same PROMETHEUS_MULTIPROC_DIR); "
+            "otherwise set WORKER_METRICS_PORT to a free port, or 0 for none",
+            host,
+            port,
+            error.strerror or error,
+        )
+        return None
+
+    @worker_process_init.connect(weak=False)
+    def _pool_processes_leave_the_port_alone(**_: object) -> None:
+        # A forked pool process inherits the listening socket; if it outlived a killed main process it
+        # would keep the port, and the restarted worker could not serve its metrics.
+        server.socket.close()
+
+    log.info("worker metrics at http://%s:%d/metrics", host, server.server_port)
+    return server

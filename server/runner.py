@@ -245,7 +245,7 @@ def run_all(settings: Settings) -> int:
         if settings.redis_url is None:
             env["REDIS_URL"] = start_bundled_redis(supervisor, var_dir, env)
         command = [sys.executable, "-m", "server"]
-        supervisor.start("worker", [*command, "worker"], env, var_dir / "log" / "worker.log")
+        supervisor.start("worker", [*command, *worker_args(settings)], env, var_dir / "log" / "worker.log")
         supervisor.start("beat", [*command, "beat"], env, var_dir / "log" / "beat.log")
         supervisor.start(
             "web",
@@ -284,6 +284,15 @@ def run_all(settings: Settings) -> int:
         signal.signal(signal.SIGINT, handle[0])
         signal.signal(signal.SIGTERM, handle[1])
         print("Stopped.", flush=True)
+
+
+def worker_args(settings: Settings) -> list[str]:
+    """The local worker, without a metrics port of its own unless WORKER_METRICS_PORT asks for one: web's
+    /metrics already reads the metrics folder this run's processes share, and a worker started beside the
+    run (or a second run) would find the port taken."""
+    if "worker_metrics_port" in settings.model_fields_set:
+        return ["worker"]
+    return ["worker", "--metrics-port", "0"]
 
 
 SignalHandler = Callable[[int, FrameType | None], Any] | int | None

@@ -44,6 +44,17 @@ class Settings(BaseSettings):
     rate_limit_per_author_ip: str = Field(default="20/minute", description="Intake limit per author IP and site.")
     web_workers: int = Field(default=2, ge=1)
     worker_concurrency: int = Field(default=2, ge=1)
+    # Each worker host is scraped on its own: web's /metrics reads only its own host's metrics folder. Not
+    # 9808, the port of celery-exporter, the exporter most likely to run beside a Celery worker.
+    worker_metrics_port: int = Field(
+        default=9809,
+        ge=0,
+        le=65535,
+        description="Port where a worker's main process serves its Prometheus metrics; 0 turns it off.",
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1", description="Interface the worker's metrics port binds (0.0.0.0: every interface)."
+    )
     classify_batch_size: int = Field(
         default=20, ge=1, le=500, description="Comments a classify task decides together when more are waiting."
     )

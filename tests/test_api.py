@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import jsonschema
@@ -12,14 +17,19 @@ import redis
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from werkzeug.test import TestResponse
 
 from models.db import make_session_factory
 from models.entities import Comment
+from models.migrate import upgrade_database
 from moderation.sites import create_site
 from server.factory import create_app
 from server.settings import Settings
-from tests.conftest import SiteCredentials
+from tests.conftest import SiteCredentials, fast_settings
+from tests.support.services import POSTGRES_ADMIN_URL, fresh_postgres_database, postgres_reachable
 from tests.support.signing import comment_event, encode, signed_headers
+from webhooks import EveryFewSeconds
 from webhooks.signatures import USED_ID_SECONDS
 
 
@@ -330,7 +340,8 @@ def test_the_erasure_api_answers_invalid_json_like_the_webhook(
 def test_health_and_readiness(client: FlaskClient) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.get_json()["checks"] == {"database": True, "broker": True}
+    assert ready.status_code == 200
+    assert ready.get_json()["checks"] == {"database": True, "schema": True, "broker": True}
 
 
 def test_readiness_is_503_when_the_broker_is_down(settings: Any) -> None:
@@ -361,3 +372,92 @@ def test_metrics_count_intake_and_read_state(client: FlaskClient, site: SiteCred
     assert 'moderation_queue_depth{queue="callbacks"} 0.0' in after
     assert 'moderation_queue_depth{queue="training"} 0.0' in after
     assert 'moderation_callbacks{state="dead"} 0.0' in after
+
+
+# --- a database the web cannot use: readiness says why, webhooks get a JSON 503, the log names the cause ---
+
+ANY_SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def unmigrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database that exists, with no tables: created, but `moderation migrate` never ran."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    if not postgres_reachable():
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
+    with fresh_postgres_database() as url:
+        yield url
+
+
+def post_comment(client: FlaskClient) -> TestResponse:
+    body = encode(comment_event("backpain-advisor", f"c-{uuid.uuid4().hex[:8]}"))
+    return client.post("/webhooks/comments", data=body, headers=signed_headers(ANY_SECRET, body))
+
+
+def test_readiness_is_503_until_the_schema_is_migrated(unmigrated_url: str, redis_url: str, tmp_path: Path) -> None:
+    client = create_app(fast_settings(unmigrated_url, redis_url, tmp_path / "var")).test_client()
+    before = client.get("/readyz")
+    assert before.status_code == 503
+    assert before.get_json()["checks"] == {"database": True, "schema": False, "broker": True}
+
+    upgrade_database(unmigrated_url)
+    after = client.get("/readyz")  # at once: a wrong schema is not remembered
+    assert after.status_code == 200, after.get_json()
+    assert after.get_json()["checks"] == {"database": True, "schema": True, "broker": True}
+
+
+def test_readiness_is_503_on_a_schema_behind_this_code(redis_url: str, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade_database(url, "0004")
+    ready = create_app(fast_settings(url, redis_url, tmp_path / "var")).test_client().get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["checks"]["schema"] is False
+
+
+def test_a_webhook_on_an_unmigrated_database_is_a_json_503_and_the_log_says_migrate(
+    unmigrated_url: str, redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = create_app(fast_settings(unmigrated_url, redis_url, tmp_path / "var")).test_client()
+    with caplog.at_level(logging.WARNING, logger="webhooks"):
+        answers = [post_comment(client) for _ in range(3)]
+    for answer in answers:
+        assert answer.status_code == 503, answer.get_data(as_text=True)
+        assert answer.get_json()["error"] == "unavailable"
+        assert answer.headers["Retry-After"]
+    [line] = [record.getMessage() for record in caplog.records if record.name == "webhooks"]  # one, not three
+    assert "lacks a table or column this code needs" in line and "run `moderation migrate`" in line
+
+
+def unreachable_url(backend: str, tmp_path: Path) -> tuple[str, str]:
+    """A database URL that cannot be connected to, and what the driver says about it."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'no-such-folder' / 'moderation.db'}", "unable to open database file"
+    if not postgres_reachable():
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
+    name = f"moderation_missing_{uuid.uuid4().hex[:8]}"
+    return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False), (
+        f'database "{name}" does not exist'
+    )
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_web_logs_why_the_database_is_unavailable_once_per_interval(
+    backend: str, redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, reason = unreachable_url(backend, tmp_path)
+    client = create_app(fast_settings(url, redis_url, tmp_path / "var")).test_client()
+    with caplog.at_level(logging.WARNING, logger="webhooks"):
+        answers = [post_comment(client) for _ in range(3)]
+    assert [answer.status_code for answer in answers] == [503, 503, 503]
+    lines = [record for record in caplog.records if record.name == "webhooks"]
+    assert len(lines) == 1, [record.getMessage() for record in lines]  # no flood during an outage
+    assert lines[0].levelno == logging.WARNING
+    assert reason in lines[0].getMessage() and "\n" not in lines[0].getMessage()
+
+
+def test_the_database_log_says_yes_once_per_interval() -> None:
+    every = EveryFewSeconds(0.2)
+    assert [every.due(), every.due()] == [True, False]
+    time.sleep(0.25)
+    assert every.due()

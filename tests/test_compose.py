@@ -296,3 +296,14 @@ def test_docker_compose_refuses_an_unedited_env_file(tmp_path: Path) -> None:
     result = run_compose(folder, "config", "--quiet")
     assert result.returncode != 0
     assert "POSTGRES_PASSWORD" in result.stderr or "SECRET_KEY" in result.stderr, result.stderr
+
+
+def test_worker_metrics_are_reachable_inside_the_compose_network_only(services: dict[str, dict[str, Any]]) -> None:
+    """Each worker container has its own metrics folder, which web's /metrics cannot read: Prometheus in the
+    compose network scrapes every worker itself."""
+    worker = services["worker"]
+    params = main.commands["worker"].make_context("worker", command_of(worker)[2:]).params
+    assert params["metrics_host"] == ALL_INTERFACES  # the container's own interface, not its loopback
+    assert params["metrics_port"] not in (None, 0)
+    assert [str(port) for port in worker.get("expose", [])] == [str(params["metrics_port"])]
+    assert "ports" not in worker, "worker metrics must not be published on the host"

@@ -344,7 +344,7 @@ def openapi_document() -> dict[str, Any]:
             "/readyz": {
                 "get": {
                     "operationId": "readyz",
-                    "summary": "Database and broker reachable.",
+                    "summary": "Database reachable with its schema at this code's migration, and broker reachable.",
                     "responses": {
                         "200": {"description": "Ready."},
                         "503": {"description": "A dependency is unreachable."},

@@ -1,0 +1,160 @@
+"""A worker's own health: its metrics are scraped on its host, and it refuses a database it cannot work on."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import Counter
+from sqlalchemy.engine import make_url
+
+from models.migrate import upgrade_database
+from server.factory import build_celery
+from server.metrics import serve_worker_metrics
+from server.runner import worker_args
+from server.settings import Settings
+from tests.conftest import fast_settings
+from tests.support.processes import Stack, service_env, wait_until
+from tests.support.services import POSTGRES_ADMIN_URL, free_port, fresh_postgres_database, postgres_reachable
+from workers.app import CLASSIFY_TASK
+
+ROOT = Path(__file__).resolve().parent.parent
+needs_postgres = pytest.mark.skipif(not postgres_reachable(), reason="PostgreSQL is not reachable at 127.0.0.1:5432")
+
+
+# --- metrics -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stack(settings: Settings, tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack(settings, tmp_path)
+    yield stack
+    stack.stop_all()
+
+
+@pytest.mark.slow
+def test_a_worker_serves_the_counters_its_pool_processes_write(
+    stack: Stack, settings: Settings, tmp_path: Path
+) -> None:
+    """No model is active, so the classify task is put off: the runbook's first alert, seen on the worker."""
+    port = free_port()
+    folder = tmp_path / "worker-metrics"  # the worker's own, as on a host (or container) without web
+    folder.mkdir()
+    worker = stack.worker(WORKER_METRICS_PORT=str(port), PROMETHEUS_MULTIPROC_DIR=str(folder))
+    url = f"http://127.0.0.1:{port}/metrics"
+    wait_until(lambda: _scrape(url) is not None, timeout=60, what="the worker's metrics port", proc=worker)
+
+    build_celery(settings).send_task(CLASSIFY_TASK, args=[1])
+
+    wait_until(
+        lambda: "moderation_model_unavailable_total 1.0" in (_scrape(url) or ""),
+        timeout=60,
+        what="the worker's counter on its metrics port",
+        proc=worker,
+    )
+    assert f"worker metrics at http://127.0.0.1:{port}/metrics" in worker.log()
+
+
+def _scrape(url: str) -> str | None:
+    try:
+        response = httpx.get(url, timeout=2)
+    except httpx.HTTPError:
+        return None
+    return response.text if response.status_code == 200 else None
+
+
+def test_the_metrics_server_answers_with_this_processes_counters() -> None:
+    name = f"worker_health_test_{uuid.uuid4().hex[:8]}"
+    Counter(name, "A counter only this test increments.").inc(3)
+    server = serve_worker_metrics("127.0.0.1", free_port())
+    assert server is not None
+    try:
+        text = httpx.get(f"http://127.0.0.1:{server.server_port}/metrics", timeout=5).text
+        assert f"{name}_total 3.0" in text
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_taken_metrics_port_is_logged_and_the_worker_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with caplog.at_level(logging.WARNING, logger="server.metrics"):
+            assert serve_worker_metrics("127.0.0.1", port) is None
+    [line] = [record.getMessage() for record in caplog.records if record.name == "server.metrics"]
+    assert f"cannot listen on 127.0.0.1:{port}" in line
+    assert "WORKER_METRICS_PORT" in line
+
+
+def test_port_zero_serves_nothing() -> None:
+    assert serve_worker_metrics("127.0.0.1", 0) is None
+
+
+def test_the_local_runs_worker_leaves_the_port_to_workers_unless_asked(tmp_path: Path) -> None:
+    """`moderation run`'s web reads the folder its worker writes; a worker beside it keeps the default port."""
+    assert worker_args(Settings(var_dir=tmp_path)) == ["worker", "--metrics-port", "0"]
+    assert worker_args(Settings(var_dir=tmp_path, worker_metrics_port=9900)) == ["worker"]
+
+
+# --- the database, checked when the worker starts ------------------------------------------------------
+
+
+def start_worker(settings: Settings, database_url: str) -> subprocess.CompletedProcess[str]:
+    """`moderation worker` on ``database_url``: it must stop by itself (on the old code it ran on)."""
+    env = service_env(settings, DATABASE_URL=database_url, LOG_FORMAT="text", WORKER_METRICS_PORT="0")
+    argv = [sys.executable, "-m", "server", "worker", "--concurrency", "1"]
+    return subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+
+
+def assert_refused(done: subprocess.CompletedProcess[str], *expected: str) -> None:
+    assert done.returncode == 1, done.stdout + done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    for part in expected:
+        assert part in last, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "ready" not in done.stdout + done.stderr  # never joined the queue
+
+
+@pytest.fixture
+def worker_settings(redis_url: str, tmp_path: Path) -> Settings:
+    return fast_settings(f"sqlite:///{tmp_path / 'unused.db'}", redis_url, tmp_path / "var")
+
+
+@needs_postgres
+def test_a_worker_refuses_a_database_that_does_not_exist(worker_settings: Settings) -> None:
+    name = f"moderation_missing_{uuid.uuid4().hex[:8]}"
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    assert_refused(start_worker(worker_settings, url), f'database "{name}" does not exist', "check DATABASE_URL")
+
+
+@needs_postgres
+def test_a_worker_refuses_a_database_without_the_schema(worker_settings: Settings) -> None:
+    with fresh_postgres_database() as url:
+        assert_refused(start_worker(worker_settings, url), "the database has no schema", "moderation migrate")
+
+
+@needs_postgres
+def test_a_worker_refuses_a_schema_behind_this_code(worker_settings: Settings) -> None:
+    with fresh_postgres_database() as url:
+        upgrade_database(url, "0004")
+        assert_refused(
+            start_worker(worker_settings, url), "the database schema is at 0004", "needs 0005", "moderation migrate"
+        )
+
+
+def test_a_worker_refuses_a_sqlite_file_that_is_not_there_and_does_not_make_one(
+    worker_settings: Settings, tmp_path: Path
+) -> None:
+    missing = tmp_path / "elsewhere" / "moderation.db"
+    missing.parent.mkdir()
+    assert_refused(start_worker(worker_settings, f"sqlite:///{missing}"), f"no database file at {missing}")
+    assert not missing.exists()
