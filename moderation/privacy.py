@@ -8,6 +8,9 @@ on ``comments`` only, but they leak into other places, each handled by ``erase_c
   ``author:<value>`` is rewritten all the same; nothing else in them is (statuses and reasons must stay);
 - block/allow-list entries for the author's e-mail (``erase_author`` removes the site's and the global ones).
 Training labels hold only the text and the labels; webhook receipts, the outbox and logs hold ids only.
+A comment the site deleted loses its text when erased (on request, or by retention), and its training label
+with it: the label's copy of the text would otherwise go on being trained on after the site removed it and
+the author was erased. A comment still published keeps its label (its text is public on the site anyway).
 The moderation statistics (decisions, outcomes, scores, reasons, counts) are kept.
 """
 
@@ -31,6 +34,7 @@ from models.entities import (
     ListEntry,
     ModerationAction,
     Site,
+    TrainingLabel,
 )
 from moderation.intake import body_fingerprint
 
@@ -113,14 +117,19 @@ def erase_comments(session: Session, comments: Iterable[Comment], now: datetime)
         comment.author_ip = comment.author_user_agent = None
         comment.erased_at = now
         if comment.status == CommentStatus.DELETED:
-            # The site removed the text; nothing needs it once the author is anonymous (labels keep their copy).
+            # The site removed the text; nothing needs it once the author is anonymous, the label's copy neither.
             comment.body = ""
             comment.body_fingerprint = body_fingerprint("")
+            _delete_training_label(session, comment)
         if values:
             _scrub_derived_rows(session, comment, values, _tokens(identity))
         count += 1
     session.flush()
     return count
+
+
+def _delete_training_label(session: Session, comment: Comment) -> None:
+    session.execute(delete(TrainingLabel).where(TrainingLabel.comment_id == comment.id))
 
 
 def personal_values(comment: Comment) -> list[str]:

@@ -223,18 +223,19 @@ def _update_label(
     reason: str | None,
     now: datetime,
 ) -> None:
+    """The comment's training label says what its current verdict says, and nothing an earlier one said."""
     existing = session.scalar(select(TrainingLabel).where(TrainingLabel.comment_id == comment.id))
     if action == UNDO:
         restored = decision.reasons[0] if decision.reasons else None
         label = _label_for(decision.outcome, restored) if decision.outcome != Outcome.HOLD else None
-        if label is None:
-            if existing is not None:
-                session.delete(existing)
-            return
     else:
         label = _label_for(decision.outcome, reason)
-        if label is None:
-            return
+    if label is None:
+        # A final verdict that teaches nothing (rejected as abuse, off-topic...) overrules an earlier one that
+        # did: an approval's "neither spam nor advice" left in place would train on a verdict withdrawn.
+        if existing is not None:
+            session.delete(existing)
+        return
     if existing is None:
         existing = TrainingLabel(comment_id=comment.id, body=comment.body, source="moderator")
         session.add(existing)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import shutil
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,8 +14,9 @@ from sqlalchemy import Engine
 from models.db import make_session_factory
 from models.entities import TrainingLabel
 from moderation import registry
+from moderation.data import TEST, TRAIN, Example, load_own_corpus
 from moderation.intake import NewComment, accept_comment
-from moderation.learning import moderator_examples, not_worse, retrain
+from moderation.learning import compare_on_held_out, held_out_measures, moderator_examples, not_worse, retrain
 from moderation.sites import create_site, get_site
 from tests.conftest import TrainedModel
 
@@ -47,11 +50,10 @@ def test_moderator_examples_keep_only_text_and_what_the_verdict_says(engine: Eng
 
 
 def card(leak: float, held: float, auc: float) -> dict[str, object]:
+    """What `held_out_measures` gives (the card's metrics have the same shape)."""
     return {
-        "metrics": {
-            "policy_own_held_out": {"leak_rate": leak, "ordinary_held": held, "ordinary_rejected": 0.0},
-            "held_out_by_source": {"own": {"medical_advice": {"pr_auc": auc}}},
-        }
+        "policy_own_held_out": {"leak_rate": leak, "ordinary_held": held, "ordinary_rejected": 0.0},
+        "held_out_by_source": {"own": {"medical_advice": {"pr_auc": auc}}},
     }
 
 
@@ -70,19 +72,92 @@ def test_a_candidate_must_not_be_worse_than_the_active_model(candidate: dict[str
     assert len(found) == len(problems) and all(p in f for p, f in zip(problems, found, strict=True))
 
 
+def test_a_source_measured_for_the_active_model_only_is_a_problem_not_a_pass() -> None:
+    active = card(0.030, 0.080, 0.950)
+    active["held_out_by_source"] = {"own": {}, "youtube:Eminem": {"spam": {"pr_auc": 0.99}}}
+    found = not_worse(card(0.030, 0.080, 0.950), active)
+    assert found == ["youtube:Eminem spam PR-AUC not measured for the candidate (0.9900 before)"]
+
+
+def held_out_rows() -> list[Example]:
+    return [e for e in load_own_corpus() if e.split == TEST]
+
+
+def test_the_gate_scores_both_models_on_the_same_rows_not_the_cards(trained_model: TrainedModel) -> None:
+    """The active card claims a perfect model; scored on the same rows, the same model is not worse than itself."""
+    claims = copy.deepcopy(trained_model.model.card)
+    claims["metrics"]["policy_own_held_out"].update(leak_rate=0.0, ordinary_held=0.0)
+    claims["metrics"]["held_out_by_source"]["own"]["spam"]["pr_auc"] = 1.0
+    active = replace(trained_model.model, card=claims)
+    assert not_worse(trained_model.model.card["metrics"], claims["metrics"])  # comparing cards: "worse"
+    assert compare_on_held_out(trained_model.model, active, load_own_corpus()) == []
+
+
+def test_the_gate_measures_each_model_on_the_held_out_rows_at_its_own_thresholds(trained_model: TrainedModel) -> None:
+    rows = held_out_rows()
+    measured = held_out_measures(trained_model.model, rows)
+    assert measured["policy_own_held_out"] == trained_model.model.card["metrics"]["policy_own_held_out"]
+    stricter = copy.deepcopy(trained_model.model.card)
+    stricter["thresholds"].update(spam_hold=0.99, spam_reject=0.995, advice_hold=0.99)  # holds almost nothing
+    worse = held_out_measures(replace(trained_model.model, card=stricter), rows)
+    found = not_worse(worse, measured)
+    assert any(problem.startswith("leak_rate ") for problem in found), found
+
+
+def test_sources_the_active_model_was_measured_on_but_the_retraining_lacks_are_problems(
+    trained_model: TrainedModel,
+) -> None:
+    """Trained with the public sets, retrained without DATA_DIR: the YouTube video cannot be checked."""
+    with_public = copy.deepcopy(trained_model.model.card)
+    with_public["metrics"]["held_out_by_source"]["youtube:Eminem"] = {"spam": {"pr_auc": 0.99, "f1": 0.953}}
+    active = replace(trained_model.model, card=with_public)
+    found = compare_on_held_out(trained_model.model, active, load_own_corpus())
+    assert len(found) == 1 and found[0].startswith("not checked on youtube:Eminem: the active model was measured")
+    assert "DATA_DIR" in found[0]
+
+
+def poison(engine: Engine, count: int = 300) -> None:
+    """Moderator labels that call spam ordinary: a model trained with them lets spam through."""
+    spam = [e.comment.body for e in load_own_corpus() if e.split == TRAIN and e.spam][:count]
+    for number, body in enumerate(spam):
+        label(engine, 1000 + number, body, False, False)
+
+
 @pytest.mark.slow
-def test_retrain_registers_and_activates_only_when_not_worse(
+@pytest.mark.timeout(900)  # trains a model with five folds, besides the session's model
+def test_retrain_keeps_a_candidate_worse_on_the_same_held_out_rows_inactive(
     engine: Engine, trained_model: TrainedModel, tmp_path: Path
 ) -> None:
     sessions = make_session_factory(engine)
-    worse_than_anything = copy.deepcopy(trained_model.model.card)
-    worse_than_anything["metrics"]["policy_own_held_out"].update(leak_rate=0.0, ordinary_held=0.0)
     with sessions.begin() as session:
-        registry.register(session, "perfect", trained_model.artifact, worse_than_anything)
-        registry.activate(session, "perfect")
+        registry.register(session, "good", trained_model.artifact, trained_model.model.card)
+        registry.activate(session, "good")
+    poison(engine)
     result = retrain(sessions, tmp_path / "models", None)
-    assert not result.activated and any("leak_rate" in p or "ordinary_held" in p for p in result.problems)
+    assert not result.activated
+    assert any(p.startswith(("leak_rate", "own spam PR-AUC")) for p in result.problems), result.problems
     with sessions() as session:
         active = registry.active_version(session)
-        assert active is not None and active.version == "perfect"
+        assert active is not None and active.version == "good"
         assert result.version in [row.version for row in registry.list_versions(session)]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # trains a model with five folds, besides the session's model
+def test_retrain_does_not_replace_an_active_model_it_cannot_load(
+    engine: Engine, trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    sessions = make_session_factory(engine)
+    lost = tmp_path / "lost.skops"
+    shutil.copy(trained_model.artifact.path, lost)
+    with sessions.begin() as session:
+        registry.register(session, "lost", registry.SavedArtifact(lost, trained_model.artifact.sha256), {})
+        registry.activate(session, "lost")
+    lost.unlink()
+    result = retrain(sessions, tmp_path / "models", None)
+    assert not result.activated
+    assert len(result.problems) == 1
+    assert result.problems[0].startswith("the active model lost cannot be loaded to compare with (model file lost")
+    with sessions() as session:
+        active = registry.active_version(session)
+        assert active is not None and active.version == "lost"

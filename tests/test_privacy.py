@@ -20,10 +20,12 @@ from sqlalchemy import JSON, Engine, String, Text, func, select, update
 
 from models.base import Base
 from models.db import make_session_factory
-from models.entities import CallbackDelivery, Comment, Decision, ListEntry, TrainingLabel
+from models.entities import CallbackDelivery, Comment, Decision, ListEntry, Moderator, TrainingLabel
 from moderation.decisions import decide_comment
+from moderation.learning import moderator_examples
 from moderation.lists import add_entry
 from moderation.privacy import apply_retention
+from moderation.review import APPROVE, REJECT, record_verdict
 from moderation.sites import create_site, get_site
 from server.cli import main
 from server.factory import build_celery
@@ -221,6 +223,7 @@ def test_erasure_rewrites_the_authors_reasons_but_not_outcomes_that_look_like_th
     with engine.connect() as connection:
         reasons = connection.scalar(select(Decision.reasons).where(Decision.comment_id == comment_id))
         payload = connection.scalar(select(CallbackDelivery.payload).where(CallbackDelivery.comment_id == comment_id))
+    assert payload is not None
     assert reasons == ["blocked_term"] and payload["data"]["status"] == "rejected"
 
     assert erase_via_api(client, secrets[SITE], SITE, author["email"]).get_json()["comments_erased"] == 1
@@ -306,6 +309,35 @@ def test_authors_erase_command_reports_how_many_comments(
     assert personal_values_left(engine, PERSONAL) == []
     unknown = CliRunner().invoke(main, ["authors", "erase", "--site", "nope", "--email", "a@b.c"], env=env)
     assert unknown.exit_code != 0
+
+
+def test_erasure_deletes_the_training_label_of_a_comment_the_site_deleted_only(
+    client: FlaskClient, secrets: dict[str, str], engine: Engine
+) -> None:
+    """The site removed one of the author's reviewed comments: erasure takes its label's copy of the text too.
+    The other is still published, so its label (text public on the site) keeps training."""
+    secret = secrets[SITE]
+    removed = send(client, secret, event("comment.created", "p-1", SPAM, AUTHOR))["id"]
+    published = send(client, secret, event("comment.created", "p-2", ORDINARY, AUTHOR))["id"]
+    with make_session_factory(engine).begin() as session:
+        moderator = session.get_one(Moderator, add_moderator(session, "ana@example.org"))
+        now = datetime.now(UTC)
+        record_verdict(session, removed, moderator, REJECT, "spam", None, None, now)
+        record_verdict(session, published, moderator, APPROVE, None, None, None, now)
+    deleted = {"comment_id": "p-1", "site": SITE, "deleted_at": "2026-11-26T12:00:00Z"}
+    send(client, secret, {"type": "comment.deleted", "data": deleted})
+
+    def labels() -> dict[int, str]:
+        with engine.connect() as connection:
+            return {row.comment_id: row.body for row in connection.execute(select(TrainingLabel))}
+
+    assert labels() == {removed: SPAM, published: ORDINARY}  # deletion alone keeps the label
+
+    assert erase_via_api(client, secret, SITE, AUTHOR["email"]).get_json()["comments_erased"] == 2
+
+    assert labels() == {published: ORDINARY}
+    with make_session_factory(engine)() as session:
+        assert [e.comment.body for e in moderator_examples(session)] == [ORDINARY]
 
 
 # --- retention ------------------------------------------------------------------------------------------

@@ -214,6 +214,66 @@ def test_activate_refuses_unknown_versions_and_missing_files(
     assert active(engine) == ["good"]
 
 
+def corrupt(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def two_versions(engine: Engine, trained_model: TrainedModel, tmp_path: Path) -> Path:
+    """Versions v1 then v2 activated, each with its own copy of the file in a model folder (returned)."""
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    now = datetime.now(UTC)
+    for hours_ago, version in ((2, "v1"), (1, "v2")):
+        path = model_dir / f"model-{version}.skops"
+        shutil.copy(trained_model.artifact.path, path)
+        register(engine, version, registry.SavedArtifact(path, trained_model.artifact.sha256), trained_model.model.card)
+        activate(engine, version, now - timedelta(hours=hours_ago))
+    return model_dir
+
+
+def test_rollback_refuses_a_previous_version_whose_file_is_missing(engine: Engine, two_versions: Path) -> None:
+    (two_versions / "model-v1.skops").unlink()
+    with make_session_factory(engine).begin() as session, pytest.raises(registry.RegistryError) as refused:
+        registry.rollback(session, model_dir=two_versions)
+    assert str(refused.value) == (
+        f"cannot roll back to model version v1: model file model-v1.skops is missing: not in MODEL_DIR "
+        f"{two_versions}; model v2 stays active"
+    )
+    assert active(engine) == ["v2"]
+    with make_session_factory(engine)() as session:  # still in the history: restoring the file makes it work
+        assert [row.version for row in registry.list_versions(session) if row.activated_at is not None] == [
+            "v2",
+            "v1",
+        ]
+
+
+def test_rollback_and_activate_refuse_a_version_whose_file_is_corrupt(engine: Engine, two_versions: Path) -> None:
+    corrupt(two_versions / "model-v1.skops")
+    with make_session_factory(engine).begin() as session, pytest.raises(registry.RegistryError) as refused:
+        registry.rollback(session, model_dir=two_versions)
+    message = str(refused.value)
+    assert message.startswith(f"cannot roll back to model version v1: model file {two_versions / 'model-v1.skops'}")
+    assert "corrupt or replaced" in message and message.endswith("; model v2 stays active")
+    with make_session_factory(engine).begin() as session, pytest.raises(registry.RegistryError) as refused:
+        registry.activate(session, "v1", model_dir=two_versions)
+    assert str(refused.value).startswith("model version v1 cannot be activated: model file ")
+    assert active(engine) == ["v2"]
+    # What both refused is what a worker could not have loaded.
+    store = registry.ModelStore(make_session_factory(engine), check_interval=0, model_dir=two_versions)
+    assert store.current().version == "v2"
+
+
+def test_rollback_to_an_intact_file_found_in_model_dir(engine: Engine, two_versions: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "mounted-elsewhere"
+    shutil.move(two_versions, moved)
+    with make_session_factory(engine).begin() as session:
+        assert registry.rollback(session, model_dir=moved).version == "v1"
+    assert active(engine) == ["v1"]
+
+
 def test_the_database_refuses_two_active_versions(engine: Engine) -> None:
     def row(version: str, is_active: bool) -> ModelVersion:
         return ModelVersion(version=version, path=f"/models/{version}.skops", sha256="0" * 64, is_active=is_active)
