@@ -148,6 +148,9 @@ class ModerationModel:
     vectorizer: FeatureUnion
     classifiers: dict[str, CalibratedClassifierCV]
     card: dict[str, Any] = field(default_factory=dict)
+    # What it was trained on, as ``moderation.data.fingerprint_set`` of the training rows' bodies, so that
+    # an evaluation can leave those rows out; None for a model saved before they were kept (it cannot tell).
+    trained_fingerprints: np.ndarray | None = field(default=None, repr=False, compare=False)
     _fast: FastScorer | None = field(default=None, repr=False, compare=False)
 
     @property

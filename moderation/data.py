@@ -12,9 +12,11 @@ import hashlib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 from moderation.features import CommentText
 
@@ -53,6 +55,22 @@ def hash_split(text: str, test_percent: int, salt: str = "") -> str:
 
 def fingerprint(text: str) -> str:
     return " ".join(text.lower().split())
+
+
+def fingerprint_hashes(texts: Iterable[str]) -> np.ndarray:
+    """A 64-bit hash of each text's fingerprint, in order."""
+    return np.fromiter((_hash64(fingerprint(text)) for text in texts), dtype=np.uint64)
+
+
+def fingerprint_set(texts: Iterable[str]) -> np.ndarray:
+    """The texts' fingerprint hashes, sorted and unique: a compact record of which texts a model was trained on
+    (8 bytes a text), enough to tell later whether a comment is one of them."""
+    return np.unique(fingerprint_hashes(texts))
+
+
+def _hash64(text: str) -> int:
+    # surrogatepass: JSON may carry a lone surrogate ("\ud800"), which plain UTF-8 cannot encode
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 
 
 # --- the project's own corpus -------------------------------------------------------------------

@@ -18,7 +18,7 @@ from sklearn.metrics import (
 
 from models.entities import Outcome
 from moderation.classifier import LABELS, ModerationModel, Scores
-from moderation.data import Example
+from moderation.data import Example, fingerprint_hashes
 from moderation.features import OtherScript, link_count, other_script
 from moderation.policy import Signals, Thresholds, decide
 
@@ -35,6 +35,14 @@ def score_examples(model: ModerationModel, examples: Sequence[Example], batch: i
         chunk = examples[start : start + batch]
         scored += [Scored(e, s) for e, s in zip(chunk, model.score_many([e.comment for e in chunk]), strict=True)]
     return scored
+
+
+def trained_on(model: ModerationModel, examples: Sequence[Example]) -> np.ndarray | None:
+    """Per example, whether its text was among the model's training rows; None when the model keeps no record
+    of them (saved before it did): then nobody can tell."""
+    if model.trained_fingerprints is None:
+        return None
+    return np.isin(fingerprint_hashes(e.comment.body for e in examples), model.trained_fingerprints)
 
 
 def label_metrics(truth: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -109,10 +117,19 @@ def metrics_by_source(
     return report
 
 
+def fully_labeled(scored: Sequence[Scored]) -> list[Scored]:
+    """The comments the policy can be judged on: a comment is ordinary only if it is known to be neither."""
+    return [i for i in scored if i.example.spam is not None and i.example.medical_advice is not None]
+
+
+def policy_outcomes(labeled: Sequence[Scored], thresholds: Thresholds) -> list[Outcome]:
+    return [decide(i.scores, thresholds, Signals.of_text(i.example.comment.body)).outcome for i in labeled]
+
+
 def policy_metrics(scored: Sequence[Scored], thresholds: Thresholds) -> dict[str, Any]:
     """Leak rate, auto-rejects of ordinary comments and review load, on fully labeled examples."""
-    labeled = [i for i in scored if i.example.spam is not None and i.example.medical_advice is not None]
-    outcomes = [decide(i.scores, thresholds, Signals.of_text(i.example.comment.body)).outcome for i in labeled]
+    labeled = fully_labeled(scored)
+    outcomes = policy_outcomes(labeled, thresholds)
     bad = [o for i, o in zip(labeled, outcomes, strict=True) if i.example.spam or i.example.medical_advice]
     ordinary = [
         o for i, o in zip(labeled, outcomes, strict=True) if not i.example.spam and not i.example.medical_advice
@@ -139,6 +156,56 @@ def policy_metrics(scored: Sequence[Scored], thresholds: Thresholds) -> dict[str
             "advice_hold": thresholds.advice_hold,
         },
     }
+
+
+# --- the comments behind the numbers: the worst mistakes, for a person to read --------------------------
+
+MISTAKES_SHOWN = 20
+
+
+@dataclass(frozen=True, slots=True)
+class LabelMistakes:
+    missed: list[Scored]  # positives below the yes/no line, lowest score first
+    flagged: list[Scored]  # negatives at or above it, highest score first
+
+
+def label_mistakes(
+    scored: Sequence[Scored], label: str, threshold: float, limit: int | None = MISTAKES_SHOWN
+) -> LabelMistakes:
+    """The worst false negatives and false positives of one label at its yes/no line."""
+    rows = [s for s in scored if s.example.label(label) is not None]
+    missed = [s for s in rows if s.example.label(label) and getattr(s.scores, label) < threshold]
+    flagged = [s for s in rows if not s.example.label(label) and getattr(s.scores, label) >= threshold]
+    missed.sort(key=lambda s: float(getattr(s.scores, label)))
+    flagged.sort(key=lambda s: -float(getattr(s.scores, label)))
+    return LabelMistakes(missed[:limit], flagged[:limit])
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyMistakes:
+    leaked: list[Scored]  # spam or medical advice approved, the least suspected first
+    ordinary_rejected: list[Scored]  # neither, yet rejected, the highest spam score first
+
+
+def policy_mistakes(
+    scored: Sequence[Scored], thresholds: Thresholds, limit: int | None = MISTAKES_SHOWN
+) -> PolicyMistakes:
+    """The comments behind the leak rate and the auto-rejects of ordinary comments."""
+    labeled = fully_labeled(scored)
+    decided = list(zip(labeled, policy_outcomes(labeled, thresholds), strict=True))
+    leaked = [s for s, o in decided if (s.example.spam or s.example.medical_advice) and o == Outcome.APPROVE]
+    rejected = [s for s, o in decided if not s.example.spam and not s.example.medical_advice and o == Outcome.REJECT]
+    leaked.sort(key=_suspicion)
+    rejected.sort(key=lambda s: -s.scores.spam)
+    return PolicyMistakes(leaked[:limit], rejected[:limit])
+
+
+def _suspicion(item: Scored) -> float:
+    """How close a spam or advice comment came to being caught: its highest score among the labels it has."""
+    return max(
+        item.scores.spam if item.example.spam else 0.0,
+        item.scores.medical_advice if item.example.medical_advice else 0.0,
+    )
 
 
 # --- held-out scores kept in the model card, for "what would this threshold do" ---------------------

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import skops.io as sio
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -57,6 +58,10 @@ TRUSTED_TYPES = [
 ]
 
 
+# The artifact's entry with the hashes of the training rows' texts (an ndarray of uint64: a trusted type).
+FINGERPRINTS = "trained_fingerprints"
+
+
 class RegistryError(RuntimeError):
     """A model version that is missing, corrupt or cannot be activated."""
 
@@ -75,7 +80,9 @@ def new_version_name(now: datetime | None = None) -> str:
 def save_artifact(model: ModerationModel, model_dir: Path, version: str) -> SavedArtifact:
     model_dir.mkdir(parents=True, exist_ok=True)
     path = model_dir / f"model-{version}.skops"
-    payload = {"vectorizer": model.vectorizer, **{label: model.classifiers[label] for label in LABELS}}
+    payload: dict[str, Any] = {"vectorizer": model.vectorizer, **{label: model.classifiers[label] for label in LABELS}}
+    if model.trained_fingerprints is not None:
+        payload[FINGERPRINTS] = model.trained_fingerprints
     sio.dump(payload, path)
     (model_dir / f"model-{version}.card.json").write_text(json.dumps(model.card, indent=2, sort_keys=True))
     return SavedArtifact(path=path, sha256=file_sha256(path))
@@ -92,9 +99,7 @@ def file_sha256(path: Path) -> str:
 def load_artifact(path: Path, sha256: str, card: dict[str, Any]) -> ModerationModel:
     if not path.exists():
         raise RegistryError(f"model file {path} is missing")
-    actual = file_sha256(path)
-    if actual != sha256:
-        raise RegistryError(f"model file {path} has checksum {actual}, the registry expects {sha256}")
+    verify_checksum(path, sha256)
     untrusted = sorted((types_in_artifact(path) | set(sio.get_untrusted_types(file=path))) - set(TRUSTED_TYPES))
     if untrusted:
         raise RegistryError(f"model file {path} holds types that are not trusted: {', '.join(untrusted)}")
@@ -108,8 +113,21 @@ def load_artifact(path: Path, sha256: str, card: dict[str, Any]) -> ModerationMo
             FEATURES_VERSION,
         )
     return ModerationModel(
-        vectorizer=payload["vectorizer"], classifiers={label: payload[label] for label in LABELS}, card=card
+        vectorizer=payload["vectorizer"],
+        classifiers={label: payload[label] for label in LABELS},
+        card=card,
+        trained_fingerprints=trained_fingerprints(payload, path),
     )
+
+
+def trained_fingerprints(payload: dict[str, Any], path: Path) -> np.ndarray | None:
+    """The saved record of the training rows; None in a file saved before models kept one."""
+    fingerprints = payload.get(FINGERPRINTS)
+    if fingerprints is None:
+        return None
+    if not isinstance(fingerprints, np.ndarray) or fingerprints.dtype != np.uint64 or fingerprints.ndim != 1:
+        raise RegistryError(f"model file {path}: {FINGERPRINTS} is not a list of 64-bit hashes")
+    return fingerprints
 
 
 def locate_artifact(saved_path: str, model_dir: Path | None) -> Path:
@@ -140,6 +158,27 @@ def where_looked(saved_at: Path, model_dir: Path | None) -> str:
     if model_dir / saved_at.name == saved_at:
         return f"not in MODEL_DIR {model_dir}"
     return f"not in MODEL_DIR {model_dir}, nor at {saved_at} where it was saved"
+
+
+def check_intact(row: ModelVersion, model_dir: Path | None) -> Path:
+    """The version's file (see `locate_artifact`), if its checksum is the one registered; else RegistryError.
+
+    What activating needs to know before workers switch: a version whose file is gone or changed since it
+    was saved would leave every process without a model. The full load is left to the processes that use it
+    (it costs seconds; the checksum already proves the file is byte for byte the one that was saved).
+    """
+    path = locate_artifact(row.path, model_dir)
+    verify_checksum(path, row.sha256)
+    return path
+
+
+def verify_checksum(path: Path, sha256: str) -> None:
+    actual = file_sha256(path)
+    if actual != sha256:
+        raise RegistryError(
+            f"model file {path} is not the file that was saved (corrupt or replaced): "
+            f"checksum {actual}, the registry expects {sha256}"
+        )
 
 
 def load_version(row: ModelVersion, model_dir: Path | None) -> ModerationModel:
@@ -188,14 +227,15 @@ def active_version(session: Session) -> ModelVersion | None:
 def activate(
     session: Session, version: str, now: datetime | None = None, *, model_dir: Path | None = None
 ) -> ModelVersion:
-    """Make ``version`` the active one, if its file is in ``model_dir`` (the caller's MODEL_DIR) or where saved."""
+    """Make ``version`` the active one, if its file is intact in ``model_dir`` (the caller's MODEL_DIR) or where
+    saved: see `check_intact`."""
     row = session.scalar(select(ModelVersion).where(ModelVersion.version == version))
     if row is None:
         raise RegistryError(f"no model version {version!r}")
     try:
-        locate_artifact(row.path, model_dir)
-    except RegistryError as missing:
-        raise RegistryError(f"model version {version} cannot be activated: {missing}") from None
+        check_intact(row, model_dir)
+    except RegistryError as unloadable:
+        raise RegistryError(f"model version {version} cannot be activated: {unloadable}") from None
     session.execute(update(ModelVersion).where(ModelVersion.is_active).values(is_active=False))
     row.is_active = True
     row.activated_at = now or datetime.now(UTC)
@@ -203,8 +243,12 @@ def activate(
     return row
 
 
-def rollback(session: Session) -> ModelVersion:
-    """Activate the version that was active before the current one."""
+def rollback(session: Session, *, model_dir: Path | None = None) -> ModelVersion:
+    """Activate the version that was active before the current one, if its file is intact (as `activate`).
+
+    A previous version whose file is missing or corrupt is refused rather than skipped: the operator asked
+    for that version, and stepping further back without being asked could bring back a much older model.
+    """
     current = active_version(session)
     earlier = select(ModelVersion).where(ModelVersion.activated_at.is_not(None))
     if current is not None and current.activated_at is not None:
@@ -212,6 +256,11 @@ def rollback(session: Session) -> ModelVersion:
     previous = session.scalar(earlier.order_by(ModelVersion.activated_at.desc()).limit(1))
     if previous is None:
         raise RegistryError("there is no earlier active version to roll back to")
+    try:
+        check_intact(previous, model_dir)
+    except RegistryError as unloadable:
+        staying = f"model {current.version} stays active" if current is not None else "no model is active"
+        raise RegistryError(f"cannot roll back to model version {previous.version}: {unloadable}; {staying}") from None
     # The rolled-back version leaves the activation history, so a second rollback steps further back.
     session.execute(update(ModelVersion).where(ModelVersion.is_active).values(is_active=False, activated_at=None))
     previous.is_active = True

@@ -26,7 +26,7 @@ from sklearn.metrics import precision_recall_curve
 from tqdm import tqdm
 
 from moderation.classifier import LABELS, HashedCounts, ModerationModel, fit_model, hash_texts
-from moderation.data import DEV, TEST, TRAIN, TRAINING_ONLY_SOURCE, Example
+from moderation.data import DEV, TEST, TRAIN, TRAINING_ONLY_SOURCE, Example, fingerprint_set
 from moderation.evaluation import Scored, evaluation_scores, metrics_by_source, policy_metrics, score_examples
 from moderation.features import FEATURES_VERSION, link_count, prepare
 from moderation.policy import PolicyLimits, Thresholds
@@ -120,9 +120,12 @@ class TrainingSet:
             masks[label] = np.array([v is not None for v in values])
             labels[label] = np.array([bool(v) for v in values])
             weights[label] = source_weight
-        return fit_model(
+        model = fit_model(
             self.counts.rows(index), labels, weights=weights, masks=masks, random_state=random_state, progress=progress
         )
+        # kept with the model (not in its card: tens of thousands of hashes), so `evaluate` can leave them out
+        model.trained_fingerprints = fingerprint_set(e.comment.body for e in chosen)
+        return model
 
 
 def fit_examples(examples: Sequence[Example], random_state: int = 0, progress: Any = None) -> ModerationModel:

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from moderation.evaluation import f1_interval, rate_interval
-from moderation.report import check_support
+from moderation.classifier import ModerationModel, Scores
+from moderation.data import TEST, TRAIN, Example, load_own_corpus
+from moderation.evaluation import Scored, f1_interval, rate_interval, trained_on
+from moderation.features import CommentText
+from moderation.report import (
+    Coverage,
+    EvaluationError,
+    check_support,
+    evaluate,
+    label_rows,
+    measure,
+    policy_gaps,
+    read_user_file,
+    write_report,
+)
+from moderation.training import fit_examples
 
 
 def wilson(count: int, total: int, z: float = 1.959964) -> tuple[float, float]:
@@ -53,3 +71,170 @@ def test_check_support_names_what_a_check_was_measured_on() -> None:
     assert check_support(rate) == "26 of 986, 0.0181-0.0384"
     f1 = {"of": 205, "interval_95": (0.9316, 0.9729)}
     assert check_support(f1) == "205 positives, 0.9316-0.9729"
+
+
+# --- what `evaluate` measures on: never the model's own training rows -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[Example]:
+    return [e for e in load_own_corpus() if e.spam is not None and e.medical_advice is not None]
+
+
+def training_rows(corpus: list[Example]) -> list[Example]:
+    """A few hundred training rows from across the corpus files (each file holds one kind of comment)."""
+    return [e for e in corpus if e.split == TRAIN][::12][:400]
+
+
+@pytest.fixture(scope="module")
+def small_model(corpus: list[Example]) -> ModerationModel:
+    """A model fit in seconds on a few hundred training rows of the corpus (quality is beside the point)."""
+    return fit_examples(training_rows(corpus))
+
+
+def trained_and_new(corpus: list[Example], trained: int, new: int) -> tuple[list[Example], list[Example]]:
+    held_out = [e for e in corpus if e.split == TEST][::5]
+    return training_rows(corpus)[:trained], held_out[:new]
+
+
+def test_a_fitted_model_keeps_the_fingerprints_of_its_training_rows(
+    small_model: ModerationModel, corpus: list[Example]
+) -> None:
+    fingerprints = small_model.trained_fingerprints
+    assert fingerprints is not None and fingerprints.dtype == np.uint64
+    assert np.all(fingerprints[:-1] < fingerprints[1:])  # sorted and unique: a membership test is a search
+    trained, new = trained_and_new(corpus, 5, 5)
+    # the same text with other case and spacing is the same comment
+    respelled = [replace(e, comment=replace(e.comment, body=f"  {e.comment.body.upper()}\n")) for e in trained]
+    seen = trained_on(small_model, trained + respelled + new)
+    assert seen is not None and seen.tolist() == [True] * 10 + [False] * 5
+
+
+def test_evaluate_leaves_out_the_rows_the_model_was_trained_on(
+    small_model: ModerationModel, corpus: list[Example], tmp_path: Path
+) -> None:
+    trained, new = trained_and_new(corpus, 12, 48)
+    result = evaluate(small_model, trained + new)
+    assert (result.coverage.given, result.coverage.trained_on, result.coverage.measured) == (60, 12, 48)
+    assert len(result.scored) == 48 and {s.example for s in result.scored} == set(new)
+    assert all(m["n"] == 48 for m in result.by_source["own"].values())
+    assert "12 of 60 comments were in this model's training data and are left out" in result.coverage.summary()
+    page = write_report(result, tmp_path).read_text()
+    assert "12 of 60 comments were in this model's training data and are left out" in page
+    assert json.loads((tmp_path / "metrics.json").read_text())["data"] == {"comments": 60, "trained_on_left_out": 12}
+
+
+def test_evaluate_refuses_data_the_model_was_all_trained_on(
+    small_model: ModerationModel, corpus: list[Example]
+) -> None:
+    trained, _ = trained_and_new(corpus, 30, 0)
+    with pytest.raises(EvaluationError, match="all 30 labeled comments were in the training data"):
+        evaluate(small_model, trained)
+
+
+def test_a_model_saved_without_fingerprints_cannot_tell_what_it_was_trained_on(
+    small_model: ModerationModel, corpus: list[Example], tmp_path: Path
+) -> None:
+    trained, new = trained_and_new(corpus, 12, 48)
+    result = evaluate(replace(small_model, trained_fingerprints=None), trained + new)
+    assert (result.coverage.trained_on, len(result.scored)) == (None, 60)
+    assert "cannot tell which were trained on" in result.coverage.summary()
+    assert "held-out" not in result.coverage.summary()
+    page = write_report(result, tmp_path).read_text()
+    assert "cannot tell which of these 60 comments were trained on" in page
+    assert "held out: never trained on" not in page
+
+
+@pytest.mark.parametrize("name", ["mine", "sms", "youtube", "reddit", "medquad", "own"])
+def test_a_user_file_is_checked_against_the_in_domain_targets_whatever_its_name(
+    small_model: ModerationModel, corpus: list[Example], tmp_path: Path, name: str
+) -> None:
+    _, new = trained_and_new(corpus, 0, 200)
+    path = tmp_path / f"{name}.jsonl"
+    rows = [{"body": e.comment.body, "spam": e.spam, "medical_advice": e.medical_advice} for e in new]
+    path.write_text("\n".join(json.dumps(row) for row in rows))
+    examples = read_user_file(path)
+    assert {e.source for e in examples} == {f"file:{name}"}  # the file name shows, but names no public set
+    measures = [check["measure"] for check in evaluate(small_model, examples).checks]
+    assert measures == ["spam F1", "medical_advice F1", "leak_rate", "ordinary_rejected", "ordinary_held"]
+
+
+# --- the comments behind the numbers --------------------------------------------------------------------
+
+HOSTILE_BODIES = ("<script>alert(1)</script> cheap pills", '"><img src=x onerror=alert(1)> great article')
+
+
+def by_hand(
+    body: str, spam: bool | None, advice: bool | None, scores: tuple[float, float], source: str = "own"
+) -> Scored:
+    return Scored(Example(CommentText(body=body), spam, advice, source, TEST), Scores(*scores))
+
+
+def test_the_report_lists_the_worst_mistakes_per_label_escaped_and_cut(tmp_path: Path) -> None:
+    scored = [by_hand(f"missed spam number {n}", True, False, (n / 100, 0.0)) for n in range(1, 26)]
+    scored += [by_hand(HOSTILE_BODIES[0], True, False, (0.001, 0.0))]  # the worst miss of all
+    scored += [by_hand(HOSTILE_BODIES[1], False, False, (0.97, 0.0))]  # a false alarm
+    scored += [by_hand("caught spam", True, False, (0.99, 0.0)), by_hand("fine " * 200, False, False, (0.0, 0.0))]
+    scored += [by_hand("long false alarm " + "x" * 1000, False, False, (0.95, 0.0))]
+    result = measure("m", {}, scored, Coverage(len(scored), 0))
+    spam = result.label_mistakes["spam"]
+    assert [s.example.comment.body for s in spam.missed[:2]] == [HOSTILE_BODIES[0], "missed spam number 1"]
+    assert spam.flagged[0].example.comment.body == HOSTILE_BODIES[1]
+    assert len(spam.missed) == 26 and "caught spam" not in {s.example.comment.body for s in spam.missed}
+
+    page = write_report(result, tmp_path).read_text()
+    assert "<script" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; cheap pills" in page
+    assert "&quot;&gt;&lt;img src=x onerror=alert(1)&gt; great article" in page
+    assert "spam: missed (false negatives), 20 of 26" in page
+    assert "missed spam number 19<" in page and "missed spam number 20<" not in page  # the 20 lowest scores
+    assert "x" * 280 in page and "x" * 300 not in page  # cut to about 300 characters
+
+
+def test_the_report_lists_leaked_and_wrongly_rejected_comments(tmp_path: Path) -> None:
+    scored = [
+        by_hand("Take 800mg ibuprofen every 6 hours", False, True, (0.01, 0.2)),  # approved: leaked advice
+        by_hand(HOSTILE_BODIES[0], True, False, (0.3, 0.0)),  # approved: leaked spam
+        by_hand(HOSTILE_BODIES[1], False, False, (0.95, 0.0)),  # ordinary, rejected as spam
+        by_hand("Thanks for the article", False, False, (0.01, 0.01)),  # right
+        by_hand("Buy pills at example.xyz", True, False, (0.99, 0.0)),  # right
+    ]
+    result = measure(
+        "m", {"thresholds": {"spam_reject": 0.9, "spam_hold": 0.5, "advice_hold": 0.5}}, scored, Coverage(5, 0)
+    )
+    leaked = [s.example.comment.body for s in result.policy_mistakes.leaked]
+    assert leaked == ["Take 800mg ibuprofen every 6 hours", HOSTILE_BODIES[0]]  # the least suspected first
+    assert [s.example.comment.body for s in result.policy_mistakes.ordinary_rejected] == [HOSTILE_BODIES[1]]
+    page = write_report(result, tmp_path).read_text()
+    assert "Leaked: spam or medical advice approved (the least suspected first), 2 of 2" in page
+    assert "Ordinary comments rejected (the highest spam score first), 1 of 1" in page
+    assert "<script" not in page and "<img src=x" not in page and "Take 800mg ibuprofen every 6 hours" in page
+
+
+# --- what cannot be measured says so --------------------------------------------------------------------
+
+
+def test_rates_of_a_source_without_positives_are_a_dash_not_zero(tmp_path: Path) -> None:
+    scored = [by_hand(f"text {n}", False, None, (n / 10, 0.0), source="file:clean") for n in range(10)]
+    scored += [by_hand(f"spam {n}", n < 3, None, (0.9 if n < 2 else 0.1, 0.0), source="file:mixed") for n in range(6)]
+    result = measure("m", {}, scored, Coverage(len(scored), 0))
+    rows = {row[0]: row for row in label_rows(result)}
+    assert rows["file:clean"][4:7] == [None, None, None]  # precision, recall, F1: no positive to find
+    assert rows["file:mixed"][4:7] == [1.0, pytest.approx(0.6667), pytest.approx(0.8)]
+    page = write_report(result, tmp_path).read_text()
+    assert "<td>file:clean</td><td>spam</td><td>10</td><td>0</td><td>-</td><td>-</td><td>-</td>" in page
+
+
+def test_an_empty_policy_table_says_why(tmp_path: Path) -> None:
+    scored = [by_hand(f"spam {n}", n < 3, None, (n / 10, 0.0), source="file:spam_only") for n in range(6)]
+    result = measure("m", {}, scored, Coverage(len(scored), 0))
+    assert result.policy == {}
+    gaps = policy_gaps(result)
+    assert gaps is not None and gaps.startswith("No policy measures: no comment here carries both labels")
+    assert "labeled for both spam and medical advice" in write_report(result, tmp_path).read_text()
+    scored += [by_hand("both labels", False, False, (0.1, 0.1), source="own")]
+    assert policy_gaps(measure("m", {}, scored, Coverage(len(scored), 0))) == (
+        "Not in the policy table: file:spam_only: no comment there carries both labels, and the policy measures "
+        "need comments labeled for both spam and medical advice (a comment is ordinary only when it is known to "
+        "be neither, and leaked only when it is known to be one)."
+    )

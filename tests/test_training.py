@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
 import pytest
+import skops.io as sio
 
-from moderation.classifier import Scores
-from moderation.data import TRAIN, TRAINING_ONLY_SOURCE, Example
+from moderation import registry
+from moderation.classifier import ModerationModel, Scores
+from moderation.data import TRAIN, TRAINING_ONLY_SOURCE, Example, load_own_corpus
 from moderation.evaluation import Scored
 from moderation.features import CommentText
-from moderation.training import Targets, choice_rows, choose_thresholds, is_representative
+from moderation.training import (
+    Targets,
+    choice_rows,
+    choose_thresholds,
+    fit_examples,
+    is_representative,
+)
 
 
 def scored(n: int, advice: float, *, bad: bool, spam: float = 0.0, is_spam: bool = False) -> Scored:
@@ -75,3 +86,43 @@ def test_thresholds_and_yes_no_lines_are_chosen_on_their_own_rows() -> None:
     )
     assert [s.example.source for s in validation] == ["own"]
     assert [s.example.source for s in sections] == ["own", "youtube:Psy"]
+
+
+# --- the record of what a model was trained on, saved with it --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_model() -> ModerationModel:
+    """A model fit in seconds on a few hundred rows from across the corpus files."""
+    rows = [e for e in load_own_corpus() if e.split == TRAIN and e.spam is not None][::12][:300]
+    return fit_examples(rows)
+
+
+def test_the_fingerprints_of_the_training_rows_are_saved_and_loaded_with_the_model(
+    small_model: ModerationModel, tmp_path: Path
+) -> None:
+    artifact = registry.save_artifact(small_model, tmp_path, "v1")
+    loaded = registry.load_artifact(artifact.path, artifact.sha256, {})
+    assert small_model.trained_fingerprints is not None and len(small_model.trained_fingerprints) > 250
+    assert loaded.trained_fingerprints is not None
+    assert np.array_equal(loaded.trained_fingerprints, small_model.trained_fingerprints)
+    assert loaded.trained_fingerprints.dtype == np.uint64
+    # a few kilobytes in the artifact, nothing in the card
+    assert "fingerprint" not in json.dumps(small_model.card)
+
+
+def test_a_model_saved_before_fingerprints_were_kept_still_loads_without_them(
+    small_model: ModerationModel, tmp_path: Path
+) -> None:
+    path = tmp_path / "model-old.skops"
+    sio.dump({"vectorizer": small_model.vectorizer, **small_model.classifiers}, path)  # the old payload
+    loaded = registry.load_artifact(path, registry.file_sha256(path), {})
+    assert loaded.trained_fingerprints is None
+    assert loaded.score(CommentText(body="Great article")) == small_model.score(CommentText(body="Great article"))
+
+
+def test_fingerprints_that_are_not_hashes_are_refused(small_model: ModerationModel, tmp_path: Path) -> None:
+    path = tmp_path / "model-odd.skops"
+    sio.dump({"vectorizer": small_model.vectorizer, **small_model.classifiers, "trained_fingerprints": ["x"]}, path)
+    with pytest.raises(registry.RegistryError, match="not a list of 64-bit hashes"):
+        registry.load_artifact(path, registry.file_sha256(path), {})
