@@ -139,18 +139,66 @@ SOURCES = [
 
 
 def fetch_all(dest: Path, sources: list[Source] = SOURCES, client: httpx.Client | None = None) -> list[str]:
-    """Download and unpack every source into ``dest/<name>/``; returns the names fetched."""
-    done = []
-    with client or httpx.Client() as http:
-        for source in sources:
-            staging = dest / f".{source.name}.download"
-            staging.mkdir(parents=True, exist_ok=True)
-            try:
-                files = [download(url, staging / Path(urlsplit(url).path).name, http) for url in source.urls]
-                target = dest / source.name
-                target.mkdir(parents=True, exist_ok=True)
-                source.unpack(files, target)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-            done.append(source.name)
+    """Download and unpack every source into ``dest/<name>/``; returns the names fetched.
+
+    When nothing could be fetched (no internet, say), the folders made for it are removed again: an empty
+    ``dest`` left behind would look like a download that found nothing. A source that fails leaves no part
+    of its set behind; the sets fetched before it stay, and the error names them.
+    """
+    made = _folders_to_make(dest)
+    done: list[str] = []
+    try:
+        with client or httpx.Client() as http:
+            for source in sources:
+                fetch_one(source, dest, http)
+                done.append(source.name)
+    except (FetchError, OSError) as error:
+        if not done:
+            raise
+        raise FetchError(f"{error} (already fetched into {dest}: {', '.join(done)})") from error
+    finally:
+        if not done:
+            _remove_if_empty(made)
     return done
+
+
+def fetch_one(source: Source, dest: Path, http: httpx.Client) -> None:
+    """One data set into ``dest/<name>/``, downloaded beside it first; a failure leaves no half-made set."""
+    staging = dest / f".{source.name}.download"
+    target = dest / source.name
+    made = _folders_to_make(target)
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        files = [download(url, staging / Path(urlsplit(url).path).name, http) for url in source.urls]
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            source.unpack(files, target)
+        except zipfile.BadZipFile as error:  # a server's error page saved in the archive's place, say
+            raise FetchError(f"{source.name}: a downloaded file is not a zip archive ({error})") from error
+    except BaseException:
+        if target in made:
+            shutil.rmtree(target, ignore_errors=True)  # made just now: only this attempt's files are in it
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _folders_to_make(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, innermost first."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing.append(path)
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove folders this run made, innermost first, but never one that holds anything (rmdir refuses)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue  # never made: the run failed before it got that far
+        except OSError:
+            return  # something else is in it now: keep it, and so its parents

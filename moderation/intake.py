@@ -17,6 +17,32 @@ from moderation.sites import SiteKeys
 
 CLASSIFY = "classify"
 
+# What a stored comment may hold, whoever hands it in: the webhook's schema and `moderation classify`
+# both refuse text past these, so a script never gets a score for a comment the service would not take.
+MAX_BODY_CHARS = 20_000
+MAX_AUTHOR_NAME_CHARS = 200
+MAX_EMAIL_CHARS = 320
+MAX_URL_CHARS = 2000
+
+
+def storable(value: str) -> str:
+    """``value`` if a text column can hold it; else ``ValueError`` saying what is wrong, never echoing it."""
+    # PostgreSQL text cannot hold NUL, and lone surrogates ("\ud800" in JSON) cannot be encoded.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from error
+    return value
+
+
+def within_limit(value: str, max_chars: int) -> str:
+    """``value`` if it has at most ``max_chars`` characters (code points, as the webhook's schema counts)."""
+    if len(value) > max_chars:
+        raise ValueError(f"must be at most {max_chars} characters")
+    return value
+
 
 @dataclass(frozen=True, slots=True)
 class NewComment:

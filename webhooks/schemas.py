@@ -19,20 +19,14 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from moderation.intake import NewComment
-
-MAX_BODY_CHARS = 20_000
-
-
-def storable(value: str) -> str:
-    # PostgreSQL text cannot hold NUL, and lone surrogates ("\ud800" in JSON) cannot be encoded.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise ValueError("must be valid Unicode (no lone surrogates)") from error
-    return value
+from moderation.intake import (
+    MAX_AUTHOR_NAME_CHARS,
+    MAX_BODY_CHARS,
+    MAX_EMAIL_CHARS,
+    MAX_URL_CHARS,
+    NewComment,
+    storable,
+)
 
 
 def _ip_address(value: str) -> str:
@@ -85,14 +79,14 @@ class Strict(BaseModel):
 
 class Article(Strict):
     id: Identifier
-    url: Annotated[Text, Field(max_length=2000)] | None = None
+    url: Annotated[Text, Field(max_length=MAX_URL_CHARS)] | None = None
     title: Annotated[Text, Field(max_length=500)] | None = None
 
 
 class Author(Strict):
-    name: Annotated[Text, Field(max_length=200)] | None = None
-    email: Annotated[Text, Field(max_length=320)] | None = None
-    url: Annotated[Text, Field(max_length=2000)] | None = None
+    name: Annotated[Text, Field(max_length=MAX_AUTHOR_NAME_CHARS)] | None = None
+    email: Annotated[Text, Field(max_length=MAX_EMAIL_CHARS)] | None = None
+    url: Annotated[Text, Field(max_length=MAX_URL_CHARS)] | None = None
     ip: Annotated[Text, Field(max_length=45), AfterValidator(_ip_address)] | None = None
     user_agent: Annotated[Text, Field(max_length=1000)] | None = None
 
