@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from select import select as fds_ready
 from typing import Any, TextIO
 
 import click
@@ -16,17 +19,25 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import SQLITE_BEGIN, create_db_engine, make_session_factory
-from models.migrate import schema_revision, upgrade_database
+from models.entities import ModelVersion
+from models.migrate import schema_mismatch, schema_revision, upgrade_database
 from moderation import registry
 from moderation.classifier import ModerationModel
-from moderation.data import DataError, collect_examples, load_own_corpus, public_sets
+from moderation.data import DataError, Example, collect_examples, load_own_corpus, public_sets
 from moderation.features import CommentText
+from moderation.intake import (
+    MAX_AUTHOR_NAME_CHARS,
+    MAX_BODY_CHARS,
+    MAX_EMAIL_CHARS,
+    MAX_URL_CHARS,
+    storable,
+    within_limit,
+)
 from moderation.policy import Signals, Thresholds, decide
 from moderation.sites import SiteError, create_site, require_site, rotate_secret
 from moderation.training import train as train_model
 from server.logs import configure_logging
 from server.settings import Settings, describe_invalid_settings, redacted_url
-from webhooks.schemas import storable
 from workers.queues import WORKER_QUEUES
 
 
@@ -36,9 +47,30 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 def _sessions(settings: Settings) -> sessionmaker[Session]:
-    """Sessions on an up-to-date schema: every command works on a fresh VAR_DIR without a separate migrate."""
-    _upgrade(settings)
+    """Sessions on an up-to-date schema.
+
+    A new database gets the schema, so every command works on a fresh VAR_DIR without a separate migrate.
+    One at an older migration is refused, not upgraded: that is `moderation migrate`'s job, once a backup is
+    taken, and never the side effect of a `sites list` run to look around before an upgrade.
+    """
+    _create_or_check_schema(settings)
     return make_session_factory(create_db_engine(settings.effective_database_url))
+
+
+def _create_or_check_schema(settings: Settings) -> None:
+    url = settings.effective_database_url
+    path = _sqlite_file(url)
+    if path is None or path.exists():
+        try:
+            current = schema_revision(url)
+        except OperationalError as error:
+            raise click.ClickException(_cannot_connect(settings, error)) from None
+        problem = schema_mismatch(current)
+        if problem is not None:
+            raise click.ClickException(problem)
+        if current is not None:
+            return
+    _upgrade(settings)
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -175,10 +207,28 @@ def web(ctx: click.Context, host: str | None, port: int | None, workers: int | N
     help="Queues to take tasks from: moderation (classify, housekeeping), callbacks (notify the sites), "
     "training (scheduled retraining).",
 )
+@click.option(
+    "--metrics-host", default=None, help="Interface of this worker's Prometheus metrics (default: WORKER_METRICS_HOST)."
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port of this worker's Prometheus metrics; 0: none (default: WORKER_METRICS_PORT).",
+)
 @click.pass_context
-def worker(ctx: click.Context, concurrency: int | None, hostname: str | None, queues: str) -> None:
+def worker(
+    ctx: click.Context,
+    concurrency: int | None,
+    hostname: str | None,
+    queues: str,
+    metrics_host: str | None,
+    metrics_port: int | None,
+) -> None:
     """Run a Celery worker: classify comments and notify sites."""
     from server.factory import build_celery
+    from server.health import database_problem
+    from server.metrics import serve_worker_metrics
 
     chosen = [name.strip() for name in queues.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(WORKER_QUEUES))
@@ -186,6 +236,19 @@ def worker(ctx: click.Context, concurrency: int | None, hostname: str | None, qu
         raise click.BadParameter(f"choose from {', '.join(WORKER_QUEUES)} (got {queues!r})", param_hint="--queues")
 
     settings = _settings(ctx)
+    # A worker on a database it cannot use would take tasks from the queue and retry each one for ever:
+    # refuse to start instead. An outage after this keeps the tasks' own retries.
+    try:
+        problem = database_problem(settings.effective_database_url)
+    except OperationalError as error:
+        raise click.ClickException(_cannot_connect(settings, error)) from None
+    if problem is not None:
+        raise click.ClickException(problem)
+    # From this (main) process, which forks the pool: one port per worker, not one per pool process.
+    serve_worker_metrics(
+        settings.worker_metrics_host if metrics_host is None else metrics_host,
+        settings.worker_metrics_port if metrics_port is None else metrics_port,
+    )
     argv = [
         "worker",
         f"--loglevel={settings.log_level}",
@@ -374,17 +437,43 @@ def models() -> None:
 @models.command("list")
 @click.pass_context
 def models_list(ctx: click.Context) -> None:
+    """Versions, newest first (* active), with their held-out metrics, creation and activation dates."""
     with _sessions(_settings(ctx))() as session:
         for row in registry.list_versions(session):
             policy = row.card.get("metrics", {}).get("policy_own_held_out", {})
             marker = "*" if row.is_active else " "
             features = row.card.get("features_version", "unrecorded")
             stale = "" if registry.made_for_these_features(row.card) else " (older features: train again)"
+            # New columns go at the end: scripts read the first ones by position.
             click.echo(
                 f"{marker} {row.version}  leak={policy.get('leak_rate')}  "
                 f"ordinary_held={policy.get('ordinary_held')}  thresholds={row.card.get('thresholds')}  "
-                f"features={features}{stale}"
+                f"features={features}{stale}  created={_utc_minute(row.created_at)}  "
+                f"own_spam_f1={_own_held_out_f1(row.card, 'spam')}  "
+                f"own_advice_f1={_own_held_out_f1(row.card, 'medical_advice')}  activated={_activation(row)}"
             )
+
+
+def _utc_minute(moment: datetime) -> str:
+    if moment.tzinfo is None:  # SQLite hands back the stored UTC time without its zone
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _own_held_out_f1(card: dict[str, Any], label: str) -> str:
+    """F1 on the shipped corpus's held-out quarter, as the card recorded it at training ("-" if it did not)."""
+    own = card.get("metrics", {}).get("held_out_by_source", {}).get("own", {})
+    f1 = own.get(label, {}).get("f1")
+    return f"{f1:.3f}" if isinstance(f1, int | float) else "-"
+
+
+def _activation(row: ModelVersion) -> str:
+    if row.activated_at is not None:
+        return _utc_minute(row.activated_at)
+    if row.is_active:
+        return "yes"  # made active outside `models activate`, which records when
+    # The registry clears a version's activation when it is rolled back from, so the two look alike.
+    return "no (never, or rolled back from)"
 
 
 @models.command("activate")
@@ -403,9 +492,11 @@ def models_activate(ctx: click.Context, version: str) -> None:
 @models.command("rollback")
 @click.pass_context
 def models_rollback(ctx: click.Context) -> None:
-    with _sessions(_settings(ctx)).begin() as session:
+    settings = _settings(ctx)
+    with _sessions(settings).begin() as session:
         try:
-            row = registry.rollback(session)
+            # The same check as `models activate`: the file, in this command's MODEL_DIR first, is intact.
+            row = registry.rollback(session, model_dir=settings.effective_model_dir)
         except registry.RegistryError as error:
             raise click.ClickException(str(error)) from None
         click.echo(f"rolled back: model {row.version} is active")
@@ -434,13 +525,19 @@ def models_rollback(ctx: click.Context) -> None:
 )
 @click.pass_context
 def evaluate(ctx: click.Context, data_file: Path | None, data_dir: Path | None, report_dir: Path | None) -> None:
-    """Measure the active model on held-out data against the targets and the WordPress rule baseline."""
-    from moderation.data import TEST, read_labeled_jsonl
+    """Measure the active model on held-out data against the targets and the WordPress rule baseline.
+
+    Comments the model was trained on are left out of every measure; a model saved before models kept a
+    record of their training data cannot tell which those are, and the output says so.
+    """
     from moderation.report import (
         LABEL_HEADERS,
         POLICY_HEADERS,
+        EvaluationError,
         check_support,
         label_rows,
+        mistakes_summary,
+        policy_gaps,
         policy_rows,
         write_report,
     )
@@ -448,9 +545,36 @@ def evaluate(ctx: click.Context, data_file: Path | None, data_dir: Path | None, 
 
     settings = _settings(ctx)
     model = _active_model(settings)
+    examples = _evaluation_examples(model, data_file, data_dir)
+    try:
+        result = run_evaluation(model, examples)
+    except EvaluationError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"model {model.version}: {result.coverage.summary()}")
+    click.echo(_text_table(LABEL_HEADERS, label_rows(result)))
+    click.echo(_text_table(POLICY_HEADERS, policy_rows(result)))
+    gaps = policy_gaps(result)
+    if gaps:
+        click.echo(gaps)
+    for check in result.checks:
+        mark = "ok  " if check["met"] else "MISS"
+        click.echo(
+            f"{mark} {check['source']:<28} {check['measure']:<22} {check['value']:.4f} (target {check['target']})"
+            f"  {check_support(check)}"
+        )
+    click.echo(mistakes_summary(result))
+    page = write_report(result, report_dir or _default_report_dir(settings, model.version, data_file))
+    click.echo(f"report: {page}")
+
+
+def _evaluation_examples(model: ModerationModel, data_file: Path | None, data_dir: Path | None) -> list[Example]:
+    """The user's file (its comments are a site's, whatever the file is called), else the held-out splits."""
+    from moderation.data import TEST
+    from moderation.report import read_user_file
+
     try:
         if data_file is not None:
-            examples = read_labeled_jsonl(data_file, data_file.stem)
+            examples = read_user_file(data_file)
         else:
             trained_dir = model.card.get("data", {}).get("data_dir")
             chosen = data_dir or (Path(trained_dir) if trained_dir and Path(trained_dir).is_dir() else None)
@@ -464,18 +588,7 @@ def evaluate(ctx: click.Context, data_file: Path | None, data_dir: Path | None, 
             f"no labeled comments in {data_file or 'the held-out data'}: a line needs 'spam' or "
             "'medical_advice' (true or false)"
         )
-    result = run_evaluation(model, examples)
-    click.echo(f"model {model.version}: {len(examples)} held-out comments")
-    click.echo(_text_table(LABEL_HEADERS, label_rows(result)))
-    click.echo(_text_table(POLICY_HEADERS, policy_rows(result)))
-    for check in result.checks:
-        mark = "ok  " if check["met"] else "MISS"
-        click.echo(
-            f"{mark} {check['source']:<28} {check['measure']:<22} {check['value']:.4f} (target {check['target']})"
-            f"  {check_support(check)}"
-        )
-    page = write_report(result, report_dir or _default_report_dir(settings, model.version, data_file))
-    click.echo(f"report: {page}")
+    return examples
 
 
 def _default_report_dir(settings: Settings, version: str, data_file: Path | None) -> Path:
@@ -501,50 +614,142 @@ def _active_model(settings: Settings) -> ModerationModel:
 
 
 @main.command()
-@click.option("--batch-size", type=int, default=1000, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Most lines scored together; fewer whenever no more input is waiting.",
+)
 @click.option("--explain", is_flag=True, help="Add the words that pushed each score.")
 @click.pass_context
 def classify(ctx: click.Context, batch_size: int, explain: bool) -> None:
-    """Read JSONL comments on stdin ({"body", "author"?, "email"?, "url"?, "article"?}); write one JSON line each."""
+    """Read JSONL comments on stdin ({"body", "author"?, "email"?, "url"?, "article"?}); write one JSON line each.
+
+    Every input line gets exactly one output line, in order, carrying its 1-based "line" number; a line
+    that cannot be classified (blank, not JSON, text intake would refuse) gets {"line", "error"}.
+    """
     model = _active_model(_settings(ctx))
     thresholds = Thresholds(**model.card["thresholds"]) if "thresholds" in model.card else Thresholds()
-    for batch in _batches(sys.stdin.buffer, batch_size):
-        good = [(n, c) for n, c in batch if isinstance(c, CommentText)]
-        scores = dict(zip([n for n, _ in good], model.score_many([c for _, c in good]), strict=True))
-        for number, item in batch:
-            if not isinstance(item, CommentText):
-                click.echo(json.dumps({"line": number, "error": item}))
-                continue
-            score = scores[number]
-            verdict = decide(score, thresholds, Signals.of_text(item.body))
-            out: dict[str, Any] = {
-                **score.as_dict(),
-                "decision": verdict.outcome.value,
-                "reasons": verdict.reasons,
-                "model_version": model.version,
-            }
-            if explain:
-                out["explanation"] = model.explain(item)
-            click.echo(json.dumps(out, ensure_ascii=False))
+    for batch in _numbered(_line_batches(_StdinChunks(), batch_size)):
+        sys.stdout.write("".join(_answers(model, thresholds, batch, explain)))
+        sys.stdout.flush()  # a script that waits for its answers gets them now, not at the next batch
 
 
-def _batches(lines: Iterable[bytes], size: int) -> Iterator[list[tuple[int, CommentText | str]]]:
-    """Numbered lines, parsed; a line that cannot be read is an error on that line, never the end of the run."""
-    batch: list[tuple[int, CommentText | str]] = []
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
+READ_CHUNK_BYTES = 1 << 16
+
+
+class _StdinChunks:
+    """Stdin's bytes as they arrive: each read returns what is there, waiting only when nothing is."""
+
+    def __init__(self) -> None:
+        self._stream = sys.stdin.buffer
         try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            batch.append((number, f"not UTF-8: {error}"))
-        else:
-            batch.append((number, _parse_comment(line)))
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
+            self._fd: int | None = self._stream.fileno()
+        except (OSError, ValueError):  # io.UnsupportedOperation: an in-memory stream, all there already
+            self._fd = None
+
+    def read(self) -> bytes:
+        """Up to READ_CHUNK_BYTES; empty at the end of the input."""
+        if self._fd is None:
+            return self._stream.read(READ_CHUNK_BYTES)
+        # os.read, not the buffered stream: a buffered read would wait to fill its buffer.
+        return os.read(self._fd, READ_CHUNK_BYTES)
+
+    def more_ready(self) -> bool:
+        """Whether a read would return at once (with data, or at the end) rather than wait for the writer."""
+        if self._fd is None:
+            return True
+        readable, _, _ = fds_ready([self._fd], [], [], 0)
+        return bool(readable)
+
+
+def _line_batches(chunks: _StdinChunks, size: int) -> Iterator[list[bytes]]:
+    """Input lines, without their newline, in batches of at most ``size``.
+
+    Reading goes on while more input is ready (a fast pipe fills whole batches); when none is, the lines
+    already read go out as they are: a writer waiting for an answer before it writes again is never kept
+    waiting for input that only its answer would bring. Only a line's own missing end is waited for.
+    """
+    lines: list[bytes] = []
+    unfinished = bytearray()  # the start of a line whose newline has not arrived yet
+    at_end = False
+    while lines or not at_end:
+        while not at_end and len(lines) < size and (not lines or chunks.more_ready()):
+            chunk = chunks.read()
+            if not chunk:
+                at_end = True
+                if unfinished:
+                    lines.append(bytes(unfinished))  # the last line, without a final newline
+                break
+            last_newline = chunk.rfind(b"\n")
+            if last_newline < 0:
+                unfinished += chunk  # only the new chunk is searched: a long line stays linear to read
+                continue
+            unfinished += chunk[:last_newline]
+            lines += bytes(unfinished).split(b"\n")
+            unfinished = bytearray(chunk[last_newline + 1 :])
+        if lines:
+            yield lines[:size]
+            del lines[:size]
+
+
+def _numbered(batches: Iterable[list[bytes]]) -> Iterator[list[tuple[int, CommentText | str]]]:
+    """Each line parsed, with its 1-based number; a line that cannot be read is an error on that line."""
+    number = 0
+    for raw_lines in batches:
+        batch: list[tuple[int, CommentText | str]] = []
+        for raw in raw_lines:
+            number += 1
+            batch.append((number, _read_line(raw)))
         yield batch
+
+
+def _read_line(raw: bytes) -> CommentText | str:
+    if not raw.strip():
+        # Reported, not skipped: the answers must stay one per input line for scripts to match them up.
+        return "blank line: each line must be a JSON object with a string 'body'"
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return f"not UTF-8: {error}"
+    return _parse_comment(line)
+
+
+def _answers(
+    model: ModerationModel, thresholds: Thresholds, batch: list[tuple[int, CommentText | str]], explain: bool
+) -> list[str]:
+    """One JSON line per input line of the batch, in order: the decision, or what was wrong with the line."""
+    good = [(n, c) for n, c in batch if isinstance(c, CommentText)]
+    scores = dict(zip([n for n, _ in good], model.score_many([c for _, c in good]), strict=True))
+    answers = []
+    for number, item in batch:
+        if not isinstance(item, CommentText):
+            answers.append(json.dumps({"line": number, "error": item}) + "\n")
+            continue
+        score = scores[number]
+        verdict = decide(score, thresholds, Signals.of_text(item.body))
+        out: dict[str, Any] = {
+            "line": number,
+            **score.as_dict(),
+            "decision": verdict.outcome.value,
+            "reasons": verdict.reasons,
+            "model_version": model.version,
+        }
+        if explain:
+            out["explanation"] = model.explain(item)
+        answers.append(json.dumps(out, ensure_ascii=False) + "\n")
+    return answers
+
+
+# Intake's limits on the same fields (the webhook's body and author name, e-mail and URL). `article` has
+# none: scripts name the article as they like (its id or its URL), and intake limits those differently.
+CLASSIFY_FIELD_LIMITS = {
+    "body": MAX_BODY_CHARS,
+    "author": MAX_AUTHOR_NAME_CHARS,
+    "email": MAX_EMAIL_CHARS,
+    "url": MAX_URL_CHARS,
+}
 
 
 def _parse_comment(line: str) -> CommentText | str:
@@ -566,7 +771,11 @@ def _parse_comment(line: str) -> CommentText | str:
         fields[name] = value or ""
     for name, value in [("body", row["body"]), *fields.items()]:
         try:
-            storable(value)  # the checks intake makes: JSON can spell a lone surrogate, which cannot be encoded
+            # The checks intake makes: JSON can spell a lone surrogate, which cannot be encoded, and a
+            # text intake would refuse as too long must not get a score a script could act on.
+            storable(value)
+            if name in CLASSIFY_FIELD_LIMITS:
+                within_limit(value, CLASSIFY_FIELD_LIMITS[name])
         except ValueError as error:
             return f"'{name}' {error}"
     return CommentText(body=row["body"], **fields)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from click.testing import CliRunner, Result
 
 from models.db import create_db_engine, make_session_factory
 from moderation import registry
+from moderation.data import CORPUS_DIR
 from moderation.fetch import SOURCES, Source, fetch_all, medquad_rows, unpack_medquad, unpack_sms, unpack_youtube
 from server.cli import main
 from tests.conftest import TrainedModel
@@ -96,7 +98,7 @@ def test_classify_reads_jsonl_and_writes_one_line_each(trained: Path) -> None:
     assert len(out) == 4
     assert out[2] == {"line": 3, "error": out[2]["error"]} and "JSON" in out[2]["error"]
     for row in (out[0], out[1], out[3]):
-        assert set(row) == {"spam", "medical_advice", "decision", "reasons", "model_version"}
+        assert set(row) == {"line", "spam", "medical_advice", "decision", "reasons", "model_version"}
         assert 0 <= row["spam"] <= 1 and 0 <= row["medical_advice"] <= 1
     assert out[0]["decision"] == "reject" and "spam" in out[0]["reasons"]
     assert out[1]["decision"] == "approve"
@@ -179,8 +181,8 @@ def test_evaluate_prints_targets_and_writes_the_report(trained: Path, tmp_path: 
     assert {p.name for p in report.iterdir()} == {"report.html", "metrics.json", "pr_curves.png", "calibration.png"}
     assert (report / "pr_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = json.loads((report / "metrics.json").read_text())
-    assert set(metrics["by_source"]["labeled"]) == {"spam", "medical_advice"}
-    assert metrics["baseline"]["labeled"]["n"] == 4
+    assert set(metrics["by_source"]["file:labeled"]) == {"spam", "medical_advice"}
+    assert metrics["baseline"]["file:labeled"]["n"] == 4
     assert "<script" not in (report / "report.html").read_text()
 
 
@@ -312,6 +314,26 @@ def test_the_console_script_outside_the_checkout_says_it_made_a_new_database(tmp
     assert again.returncode == 0 and "created a new database" not in again.stderr
 
 
+def test_commands_other_than_migrate_leave_an_older_schema_alone(tmp_path: Path, database_url: str) -> None:
+    """Looking around before an upgrade (`sites list`) must not upgrade a shared database behind the backup."""
+    from models.migrate import downgrade_database, head_revision, schema_revision
+
+    downgrade_database(database_url, "0004")
+    script = Path(sys.executable).with_name("moderation")
+    env = {"PATH": os.environ["PATH"], "VAR_DIR": str(tmp_path), "DATABASE_URL": database_url, "LOG_FORMAT": "text"}
+
+    def moderation(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([script, *args], env=env, capture_output=True, text=True, timeout=120)
+
+    looked = moderation("sites", "list")
+    assert looked.returncode == 1
+    assert f"the database schema is at 0004 and this code needs {head_revision()}" in looked.stderr
+    assert "take a backup, then run `moderation migrate`" in looked.stderr
+    assert schema_revision(database_url) == "0004"
+    assert moderation("migrate").returncode == 0
+    assert moderation("sites", "list").returncode == 0
+
+
 def test_migrate_says_what_it_did_to_the_schema(tmp_path: Path) -> None:
     """Created, upgraded or already current: each run names the schema's migration."""
     from models.migrate import schema_revision, upgrade_database
@@ -328,3 +350,403 @@ def test_migrate_says_what_it_did_to_the_schema(tmp_path: Path) -> None:
     upgraded = CliRunner().invoke(main, ["migrate"], env=env | {"DATABASE_URL": older})
     assert upgraded.stdout == f"database is up to date: schema upgraded from 0004 to {head}\n"
     assert schema_revision(older) == head
+
+
+# --- classify as scripts use it, models list, data fetch offline ----------------------------------
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def classify_answers(var_dir: Path, stdin: bytes, *args: str) -> list[dict[str, object]]:
+    env = {"VAR_DIR": str(var_dir), "DATABASE_URL": "", "LOG_FORMAT": "text", "LOG_LEVEL": "WARNING"}
+    result = CliRunner().invoke(main, ["classify", *args], input=stdin, env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+SCORED = {"line", "spam", "medical_advice", "decision", "reasons", "model_version"}
+
+
+def test_classify_answers_every_input_line_in_order_with_its_number(trained: Path) -> None:
+    """Blank lines are answered too, so the n-th answer is always the n-th line's, and says so."""
+    stdin = (
+        b'{"body": "Thanks, this helped me understand my MRI."}\n'
+        b"\n"
+        b'{"body": "You should take 800mg ibuprofen every 6 hours."}\n'
+        b"  \r\n"
+        b"not json\n"
+        b'{"body": "Great article, thank you"}'  # the last line may lack its newline
+    )
+    for batch_size in ("1", "2", "1000"):
+        out = classify_answers(trained, stdin, "--batch-size", batch_size)
+        assert [row["line"] for row in out] == [1, 2, 3, 4, 5, 6]
+        assert {n: set(out[n - 1]) for n in (1, 3, 6)} == {1: SCORED, 3: SCORED, 6: SCORED}
+        for blank in (out[1], out[3]):
+            assert set(blank) == {"line", "error"} and "blank line" in str(blank["error"])
+        assert set(out[4]) == {"line", "error"} and "not JSON" in str(out[4]["error"])
+        assert out[2]["decision"] == "hold"
+
+    explained = classify_answers(trained, b'{"body": "Great article"}\n\n', "--explain")
+    assert [row["line"] for row in explained] == [1, 2]
+    assert set(explained[0]) == SCORED | {"explanation"} and "error" in explained[1]
+
+
+def test_classify_answers_each_line_before_the_next_is_written(trained: Path, tmp_path: Path) -> None:
+    """A script that waits for each answer before it writes the next line is answered (batch size 1000)."""
+    import contextlib
+    import queue
+    import threading
+
+    env = {
+        "PATH": os.environ["PATH"],
+        "VAR_DIR": str(trained),
+        "DATABASE_URL": "",
+        "LOG_FORMAT": "text",
+        "LOG_LEVEL": "WARNING",
+    }
+    stderr = (tmp_path / "stderr").open("wb")
+    # This checkout's command (cwd is first on the path for -c), exactly what the console script runs.
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from server.cli import main; main()", "classify"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    answers: queue.Queue[bytes] = queue.Queue()
+
+    def collect_answers() -> None:
+        for line in process.stdout or []:
+            answers.put(line)
+
+    collector = threading.Thread(target=collect_answers, daemon=True)
+    collector.start()
+    try:
+        for number, body in enumerate(["Thanks, this helped.", "Take 800mg ibuprofen every 6 hours"], start=1):
+            process.stdin.write(json.dumps({"body": body}).encode() + b"\n")
+            process.stdin.flush()
+            try:
+                answer = json.loads(answers.get(timeout=120))  # generous: the model loads first
+            except queue.Empty:
+                pytest.fail(f"no answer to line {number} while stdin stayed open: {(tmp_path / 'stderr').read_text()}")
+            assert answer["line"] == number and set(answer) == SCORED
+        process.stdin.close()
+        assert process.wait(timeout=60) == 0
+        assert answers.empty()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        collector.join(timeout=30)
+        for pipe in (process.stdin, process.stdout):
+            with contextlib.suppress(OSError):  # BrokenPipeError flushing a stdin whose reader was killed
+                pipe.close()
+        stderr.close()
+
+
+def test_line_batches_hand_over_what_arrived_without_waiting_for_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read from a real pipe: lines go out as soon as nothing more is waiting; a fast writer fills batches."""
+    import concurrent.futures
+    import contextlib
+
+    from server.cli import _line_batches, _StdinChunks
+
+    read_end, write_end = os.pipe()
+    stdin = io.TextIOWrapper(os.fdopen(read_end, "rb"))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    batches = _line_batches(_StdinChunks(), 2)
+    waiter = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+
+    def next_batch() -> list[bytes]:
+        return waiter.submit(next, batches).result(timeout=30)  # a batch that waits for more input fails here
+
+    try:
+        os.write(write_end, b'{"body": "one"}\n{"body": "tw')  # a line and the start of the next
+        assert next_batch() == [b'{"body": "one"}']
+        os.write(write_end, b'o"}\n3\n4\n5\n')
+        assert next_batch() == [b'{"body": "two"}', b"3"]  # at most the batch size
+        assert next_batch() == [b"4", b"5"]
+        os.write(write_end, b"\nlast, no newline")
+        os.close(write_end)
+        assert next_batch() == [b"", b"last, no newline"]
+        with pytest.raises(StopIteration):
+            next_batch()
+    finally:
+        waiter.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(OSError):
+            os.close(write_end)
+        stdin.close()
+
+
+def test_classify_refuses_text_longer_than_intake_takes(trained: Path) -> None:
+    """The webhook's limits on the body and the author's fields, from the one place both read them."""
+    from pydantic import ValidationError
+
+    from moderation import intake
+    from webhooks import schemas
+
+    limits = {
+        "body": intake.MAX_BODY_CHARS,
+        "author": intake.MAX_AUTHOR_NAME_CHARS,
+        "email": intake.MAX_EMAIL_CHARS,
+        "url": intake.MAX_URL_CHARS,
+    }
+    assert limits["body"] == 20_000
+    rows = [{"body": "x" * 105_000}]
+    for field, limit in limits.items():
+        rows += [{"body": "Great article", field: "a" * limit}, {"body": "Great article", field: "a" * (limit + 1)}]
+    stdin = "".join(json.dumps({"body": "Great article"} | row) + "\n" for row in rows).encode()
+    out = classify_answers(trained, stdin)
+    assert out[0] == {"line": 1, "error": "'body' must be at most 20000 characters"}
+    for index, (field, limit) in enumerate(limits.items()):
+        at_limit, over = out[1 + 2 * index], out[2 + 2 * index]
+        assert set(at_limit) == SCORED, field
+        assert over == {"line": over["line"], "error": f"'{field}' must be at most {limit} characters"}
+
+    # The webhook refuses exactly what classify refuses.
+    event = comment_event_for_limits()
+    schemas.CommentData.model_validate(event | {"body": "b" * limits["body"]})
+    with pytest.raises(ValidationError):
+        schemas.CommentData.model_validate(event | {"body": "b" * (limits["body"] + 1)})
+    for field, name in (("author", "name"), ("email", "email"), ("url", "url")):
+        schemas.CommentData.model_validate(event | {"author": {name: "a" * limits[field]}})
+        with pytest.raises(ValidationError):
+            schemas.CommentData.model_validate(event | {"author": {name: "a" * (limits[field] + 1)}})
+
+
+def comment_event_for_limits() -> dict[str, object]:
+    return {"comment_id": "c-1", "site": "backpain-advisor", "article": {"id": "massage"}, "body": "Hello"}
+
+
+def test_the_model_tools_work_without_the_webhook_package() -> None:
+    """The CLI takes intake's text rules from moderation/, so a broken Flask intake cannot stop classify."""
+    code = "import sys; sys.modules['webhooks'] = None; import server.cli"
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_models_list_shows_dates_held_out_f1_and_versions_never_activated(
+    tmp_path: Path, trained_model: TrainedModel
+) -> None:
+    from models.migrate import upgrade_database
+
+    var = tmp_path / "var"
+    var.mkdir()
+    url = f"sqlite:///{var / 'moderation.db'}"
+    upgrade_database(url)
+    card = trained_model.model.card
+    with make_session_factory(create_db_engine(url)).begin() as session:
+        registry.register(session, "active-one", trained_model.artifact, card)
+        registry.activate(session, "active-one")
+    with make_session_factory(create_db_engine(url)).begin() as session:
+        registry.register(session, "never-used", trained_model.artifact, card)
+
+    listed = run(var, "models", "list")
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    own = card["metrics"]["held_out_by_source"]["own"]
+    f1s = f"own_spam_f1={own['spam']['f1']:.3f}  own_advice_f1={own['medical_advice']['f1']:.3f}"
+    date = r"\d{4}-\d\d-\d\dT\d\d:\d\dZ"
+    # The columns there were come first, in their order; the new ones follow.
+    start = r"  leak=\S+  ordinary_held=\S+  thresholds=\{.*\}  features=\S+"
+    assert re.fullmatch(rf"  never-used{start}  created={date}  {re.escape(f1s)}  activated=no \(.*\)", lines[0])
+    assert re.fullmatch(rf"\* active-one{start}  created={date}  {re.escape(f1s)}  activated={date}", lines[1])
+    assert "never" in lines[0] and "never" not in lines[1]
+
+
+def refused_url() -> str:
+    """An http URL on this machine that nothing listens on: downloading fails as it does offline."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/set.zip"
+
+
+def test_fetch_that_gets_nothing_removes_the_folders_it_made(tmp_path: Path) -> None:
+    from moderation.fetch import FetchError
+
+    offline = [Source("youtube_spam", [refused_url()], SOURCES[0].unpack)]
+    with pytest.raises(FetchError, match="could not download"):
+        fetch_all(tmp_path / "new" / "data", offline)
+    assert list(tmp_path.iterdir()) == []
+
+    mine = tmp_path / "mine"  # a folder that was there before is the user's: it stays
+    mine.mkdir()
+    with pytest.raises(FetchError):
+        fetch_all(mine, offline)
+    assert list(tmp_path.iterdir()) == [mine] and list(mine.iterdir()) == []
+
+
+def test_fetch_keeps_whole_sets_and_names_them_when_a_later_one_fails(tmp_path: Path) -> None:
+    from moderation.fetch import FetchError
+
+    served = tmp_path / "served"
+    served.mkdir()
+    _zip(served / "yt.zip", {"Youtube04-Eminem.csv": "COMMENT_ID,AUTHOR,DATE,CONTENT,CLASS\n1,a,d,subscribe pls,1\n"})
+    (served / "sms.zip").write_text("<html>Service unavailable</html>")  # an error page saved as the archive
+    dest = tmp_path / "data"
+    with pytest.raises(FetchError, match=r"sms_spam: a downloaded file is not a zip archive") as failed:
+        fetch_all(
+            dest,
+            [
+                Source("youtube_spam", [f"file://{served / 'yt.zip'}"], SOURCES[0].unpack),
+                Source("sms_spam", [f"file://{served / 'sms.zip'}"], SOURCES[1].unpack),
+            ],
+        )
+    assert f"already fetched into {dest}: youtube_spam" in str(failed.value)
+    assert sorted(p.name for p in dest.iterdir()) == ["youtube_spam"]  # no half-made sms_spam/, no staging
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_models_rollback_refuses_a_version_that_cannot_be_loaded(
+    trained_model: TrainedModel, tmp_path: Path, damage: str
+) -> None:
+    """As `models activate` does: the previous version's file is gone or changed, so the current one stays."""
+    var = tmp_path / "var"
+    model_dir = var / "models"  # MODEL_DIR's default
+    model_dir.mkdir(parents=True)
+    assert run(var, "migrate").exit_code == 0
+    sessions = make_session_factory(create_db_engine(f"sqlite:///{var / 'moderation.db'}"))
+    for version in ("v1", "v2"):
+        path = model_dir / f"model-{version}.skops"
+        path.write_bytes(trained_model.artifact.path.read_bytes())
+        with sessions.begin() as session:
+            registry.register(session, version, registry.SavedArtifact(path, trained_model.artifact.sha256), {})
+            registry.activate(session, version)
+    older = model_dir / "model-v1.skops"
+    if damage == "missing":
+        older.unlink()
+    else:
+        older.write_bytes(older.read_bytes()[:-100])
+
+    rolled = run(var, "models", "rollback")
+
+    assert rolled.exit_code != 0
+    assert rolled.stderr.startswith("Error: cannot roll back to model version v1: model file ")
+    where = f"model-v1.skops is missing: not in MODEL_DIR {model_dir}" if damage == "missing" else str(older)
+    assert where in rolled.stderr and rolled.stderr.rstrip().endswith("; model v2 stays active")
+    assert versions(var) == [(True, "v2"), (False, "v1")]
+    refused = run(var, "models", "activate", "v1")
+    assert refused.exit_code != 0 and "model version v1 cannot be activated: model file " in refused.stderr
+
+
+# --- evaluate: what it measures on, which targets, the comments it got wrong ------------------------------
+
+
+def _jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    return path
+
+
+def _rows_of(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+TRAINED_ON = CORPUS_DIR / "training_only" / "from_misses.jsonl"  # training-only: in every model's training data
+UNSEEN = CORPUS_DIR.parent / "evalsets" / "unseen.jsonl"  # never trained on
+
+
+def test_evaluate_refuses_a_file_the_model_was_trained_on(trained: Path) -> None:
+    result = run(trained, "evaluate", "--data", str(TRAINED_ON))
+    assert result.exit_code != 0
+    assert f"Error: all {len(_rows_of(TRAINED_ON))} labeled comments were in the training data of model test-model" in (
+        result.stderr
+    )
+    assert "held-out" not in result.output
+
+
+def test_evaluate_leaves_out_the_comments_the_model_was_trained_on(trained: Path, tmp_path: Path) -> None:
+    data = _jsonl(tmp_path / "mixed.jsonl", _rows_of(TRAINED_ON)[:12] + _rows_of(UNSEEN)[:48])
+    result = run(trained, "evaluate", "--data", str(data), "--report", str(tmp_path / "report"))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(
+        "model test-model: 48 held-out comments; 12 of 60 comments were in this model's training data and are left out"
+    )
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert {label: m["n"] for label, m in metrics["by_source"]["file:mixed"].items()} == {
+        "spam": 48,
+        "medical_advice": 48,
+    }
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "12 of 60 comments were in this model's training data and are left out" in page
+    assert "All data here is held out" not in page
+
+
+def test_evaluate_with_a_model_saved_before_fingerprints_cannot_tell(
+    trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    var = tmp_path / "var"
+    assert run(var, "migrate").exit_code == 0
+    old = replace(trained_model.model, trained_fingerprints=None)  # saved as every model was before
+    artifact = registry.save_artifact(old, var / "models", "old-model")
+    sessions = make_session_factory(create_db_engine(f"sqlite:///{var / 'moderation.db'}"))
+    with sessions.begin() as session:
+        registry.register(session, "old-model", artifact, {**trained_model.model.card, "version": "old-model"})
+        registry.activate(session, "old-model")
+    data = _jsonl(tmp_path / "mixed.jsonl", _rows_of(TRAINED_ON)[:12] + _rows_of(UNSEEN)[:48])
+    result = run(var, "evaluate", "--data", str(data))
+    assert result.exit_code == 0, result.output
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("model old-model: 60 comments;") and "cannot tell which were trained on" in first
+    page = Path(result.stdout.strip().splitlines()[-1].removeprefix("report: ")).read_text()
+    assert "cannot tell which of these 60 comments were trained on" in page
+    assert "held out: never trained on" not in page
+
+
+@pytest.mark.parametrize("name", ["mine", "sms", "youtube"])
+def test_evaluate_checks_a_file_against_the_in_domain_targets_whatever_its_name(
+    trained: Path, tmp_path: Path, name: str
+) -> None:
+    data = _jsonl(tmp_path / f"{name}.jsonl", _rows_of(UNSEEN)[:120])
+    result = run(trained, "evaluate", "--data", str(data), "--report", str(tmp_path / "report"))
+    assert result.exit_code == 0, result.output
+    checks = [line.split()[1:3] for line in result.stdout.splitlines() if line.startswith(("ok  ", "MISS"))]
+    assert checks == [
+        [f"file:{name}", "spam"],
+        [f"file:{name}", "medical_advice"],
+        [f"file:{name}", "leak_rate"],
+        [f"file:{name}", "ordinary_rejected"],
+        [f"file:{name}", "ordinary_held"],
+    ]
+
+
+def test_evaluate_lists_the_comments_it_got_wrong_escaped(trained: Path, tmp_path: Path) -> None:
+    wrongly_labeled = [  # labels a model cannot agree with, so both are mistakes
+        {
+            "body": '"><img src=x onerror=alert(1)> Thank you for the article, my physio said the same.',
+            "spam": True,
+            "medical_advice": False,
+        },
+        {
+            "body": "<script>alert(1)</script> CHEAP V1AGRA pills, buy now at www.pill-shop-cheap.xyz !!!",
+            "spam": False,
+            "medical_advice": False,
+        },
+    ]
+    data = _jsonl(tmp_path / "hostile.jsonl", wrongly_labeled + _rows_of(UNSEEN)[:40])
+    result = run(trained, "evaluate", "--data", str(data), "--report", str(tmp_path / "report"))
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^mistakes: spam [1-9]\d* missed, [1-9]\d* wrongly flagged;", result.stdout, re.MULTILINE)
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "<script" not in page and "<img src=x" not in page
+    assert "&quot;&gt;&lt;img src=x onerror=alert(1)&gt; Thank you for the article" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; CHEAP V1AGRA pills" in page
+    assert "spam: missed (false negatives)" in page and "Ordinary comments rejected" in page
+
+
+def test_evaluate_shows_a_dash_without_positives_and_says_why_the_policy_table_is_empty(
+    trained: Path, tmp_path: Path
+) -> None:
+    rows = [{"body": row["body"], "spam": False} for row in _rows_of(UNSEEN) if row["spam"] is False][:30]
+    data = _jsonl(tmp_path / "spam_only.jsonl", rows)
+    result = run(trained, "evaluate", "--data", str(data), "--report", str(tmp_path / "report"))
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^file:spam_only\s+spam\s+30\s+0\s+-\s+-\s+-\s", result.stdout, re.MULTILINE)
+    assert "No policy measures: no comment here carries both labels" in result.stdout
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "<td>30</td><td>0</td><td>-</td><td>-</td><td>-</td>" in page
+    assert "No policy measures: no comment here carries both labels" in page
