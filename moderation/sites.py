@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import base64
-import functools
 import ipaddress
 import re
 import secrets
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as LookupTimeoutError
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -166,22 +165,47 @@ def callback_address(host: str, timeout: float | None = None) -> str:
     return str(addresses[0])
 
 
-@functools.cache
-def _lookups() -> ThreadPoolExecutor:
-    """Threads for name lookups, made on first use (so in the worker process, after the fork)."""
-    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="callback-dns")
+# Name lookups still running, by host. A caller gives up on a lookup after its timeout but the system
+# resolver cannot be interrupted (it may take 30 s or more), so each lookup runs in a thread of its own; a
+# host already being looked up is waited for, not looked up again, so that a site whose name server hangs
+# holds one thread, however often its callbacks are retried, and never the lookups of other sites.
+MAX_LOOKUPS_RUNNING = 64
+_running: dict[str, Future[list[str]]] = {}
+_running_lock = threading.Lock()
 
 
 def _resolve(host: str, timeout: float | None) -> list[str]:
-    """getaddrinfo with a deadline: the system resolver's own can be 30 s or more, which would hold a
-    notify task far past the callback's timeout. A lookup given up on finishes in its thread, unread."""
-    lookup = _lookups().submit(socket.getaddrinfo, host, None, proto=socket.IPPROTO_TCP)
+    """The addresses ``host`` resolves to, waiting at most ``timeout`` seconds for them."""
+    lookup = _lookup_of(host)
     try:
-        return [str(entry[4][0]) for entry in lookup.result(timeout=timeout)]
-    except LookupTimeoutError:
+        return lookup.result(timeout=timeout)
+    except FutureTimeoutError:
         raise CallbackAddressRefusedError(f"cannot resolve {host}: no answer within {timeout:g} s") from None
     except (OSError, UnicodeError) as error:
         raise CallbackAddressRefusedError(f"cannot resolve {host}: {error}") from None
+
+
+def _lookup_of(host: str) -> Future[list[str]]:
+    with _running_lock:
+        lookup = _running.get(host)
+        if lookup is not None:
+            return lookup
+        if len(_running) >= MAX_LOOKUPS_RUNNING:
+            raise CallbackAddressRefusedError(f"cannot resolve {host}: {len(_running)} name lookups still running")
+        lookup = _running[host] = Future()
+    threading.Thread(target=_look_up, args=(host, lookup), name="callback-dns", daemon=True).start()
+    return lookup
+
+
+def _look_up(host: str, lookup: Future[list[str]]) -> None:
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        lookup.set_result([str(entry[4][0]) for entry in found])
+    except BaseException as error:  # handed to the caller, whatever it is
+        lookup.set_exception(error)
+    finally:
+        with _running_lock:
+            _running.pop(host, None)
 
 
 def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -683,3 +683,27 @@ def test_a_callback_urls_credentials_stay_out_of_the_log(
     written = capsys.readouterr().err
     assert "callback sent" in written
     assert "cbpass" not in written and "TOPSECRET123" not in written
+
+
+def test_a_site_whose_name_server_hangs_holds_one_lookup_and_never_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retried callbacks to a hanging name must not use up the lookups every other site's callbacks need."""
+    answered = threading.Event()
+    asked: list[str] = []
+
+    def resolve(host: str, *_: object, **__: object) -> list[tuple[object, ...]]:
+        asked.append(host)
+        if host == "hanging-dns.example":
+            answered.wait(10)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    try:
+        for _ in range(20):
+            with pytest.raises(CallbackAddressRefusedError, match=r"no answer within 0\.05 s"):
+                callback_address("hanging-dns.example", timeout=0.05)
+        started = time.monotonic()
+        assert callback_address("site.example", timeout=2) == "127.0.0.1"
+        assert time.monotonic() - started < 1
+        assert asked.count("hanging-dns.example") == 1
+    finally:
+        answered.set()
