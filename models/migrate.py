@@ -47,17 +47,22 @@ def head_revision() -> str:
 
 
 def schema_mismatch(current: str | None) -> str | None:
-    """Why a database at migration ``current`` cannot be used by this code as it is; None when it can."""
+    """Why a database at migration ``current`` cannot be used by this code as it is; None when it can.
+
+    Only a schema behind this code is a problem. One ahead of it is what a rolling upgrade looks like: the
+    migrations run first while the previous version's processes still serve, and they keep working because
+    this project's migrations only add (tables, columns, indexes).
+    """
     head = head_revision()
-    if current is None or current == head:
+    if current is None or current == head or not _known(current):
         return None
+    return (
+        f"the database schema is at {current} and this code needs {head}: take a backup, then run `moderation migrate`"
+    )
+
+
+def _known(revision: str) -> bool:
     try:
-        known = ScriptDirectory.from_config(alembic_config("sqlite://")).get_revision(current) is not None
+        return ScriptDirectory.from_config(alembic_config("sqlite://")).get_revision(revision) is not None
     except CommandError:
-        known = False
-    if known:
-        return (
-            f"the database schema is at {current} and this code needs {head}: "
-            "take a backup, then run `moderation migrate`"
-        )
-    return f"the database schema is at {current}, newer than this code knows (it needs {head}): upgrade this code"
+        return False

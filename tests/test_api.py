@@ -16,11 +16,11 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from werkzeug.test import TestResponse
 
-from models.db import make_session_factory
+from models.db import create_db_engine, make_session_factory
 from models.entities import Comment
 from models.migrate import upgrade_database
 from moderation.sites import create_site
@@ -413,6 +413,18 @@ def test_readiness_is_503_on_a_schema_behind_this_code(redis_url: str, tmp_path:
     upgrade_database(url, "0004")
     ready = create_app(fast_settings(url, redis_url, tmp_path / "var")).test_client().get("/readyz")
     assert ready.status_code == 503 and ready.get_json()["checks"]["schema"] is False
+
+
+def test_a_schema_ahead_of_this_code_stays_ready_for_a_rolling_upgrade(redis_url: str, tmp_path: Path) -> None:
+    """Migrations run before the new version is everywhere: the previous version's web must stay in service."""
+    url = f"sqlite:///{tmp_path / 'newer.db'}"
+    upgrade_database(url)
+    engine = create_db_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    ready = create_app(fast_settings(url, redis_url, tmp_path / "var")).test_client().get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["checks"]["schema"] is True
 
 
 def test_a_webhook_on_an_unmigrated_database_is_a_json_503_and_the_log_says_migrate(
