@@ -384,7 +384,7 @@ def test_broker_down_still_accepts_into_the_outbox(
     assert response.status_code == 202
     assert count(engine, OutboxMessage) == 1
     [accepted] = [r for r in caplog.records if r.getMessage() == "comment accepted"]
-    assert (accepted.__dict__["to_classify"], accepted.__dict__["published"]) == (True, False)
+    assert (accepted.__dict__["queued"], accepted.__dict__["published"]) == (True, False)
 
 
 def test_an_id_reused_for_another_comment_writes_nothing_when_the_one_statement_insert_meets_it(

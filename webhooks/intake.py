@@ -74,7 +74,7 @@ def receive_comment() -> Response | tuple[Response, int]:
             "webhook_id": webhook_id,
             "event": event.type,
             "new_comment": accepted.created,
-            "to_classify": accepted.queued,  # stored with its outbox row: it will be classified
+            "queued": accepted.queued,  # stored with its outbox row: it will be classified
             "published": published,  # sent to the broker now (else the outbox relay sends it)
         },
     )
