@@ -26,6 +26,9 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
             env[name.upper()] = str(value)
     env["DATABASE_URL"] = settings.effective_database_url
     env["LOG_FORMAT"] = "json"
+    # Test workers leave the metrics port alone (several run at once, and a developer's own worker may hold
+    # the default); a test that scrapes a worker passes a free port.
+    env["WORKER_METRICS_PORT"] = "0"
     env.update(extra)
     return env
 
