@@ -472,8 +472,9 @@ def _activation(row: ModelVersion) -> str:
         return _utc_minute(row.activated_at)
     if row.is_active:
         return "yes"  # made active outside `models activate`, which records when
-    # The registry clears a version's activation when it is rolled back from, so the two look alike.
-    return "no (never, or rolled back from)"
+    # Never, or rolled back from: the registry clears a version's activation on a rollback, so the two look
+    # alike. One word, so that the column splits on spaces like the others.
+    return "no"
 
 
 @models.command("activate")
