@@ -31,9 +31,8 @@ from moderation.registry import (
     RegistryError,
     activate,
     active_version,
-    file_sha256,
+    check_intact,
     list_versions,
-    locate_artifact,
     made_for_these_features,
 )
 from server.demo import Demo, ensure_demo
@@ -193,11 +192,10 @@ def newest_for_these_features(session: Session, model_dir: Path) -> ModelVersion
         if not (made_for_these_features(row.card) and row.activated_at is not None):
             continue
         try:
-            path = locate_artifact(row.path, model_dir)
+            check_intact(row, model_dir)
         except RegistryError:
             continue
-        if file_sha256(path) == row.sha256:
-            return row
+        return row
     return None
 
 
