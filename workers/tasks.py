@@ -284,7 +284,9 @@ def apply_retention_limits(self: Task, personal_days: int = 30, closed_days: int
     return result
 
 
-@shared_task(name=RETRAIN_TASK, bind=True, soft_time_limit=4 * 3600, time_limit=4 * 3600 + 300, expires=3600)
+# Under the broker's visibility timeout (an hour): Redis hands a task not acknowledged by then to another
+# worker, so a longer retrain would run twice. Training takes minutes; 50 minutes is far past that.
+@shared_task(name=RETRAIN_TASK, bind=True, soft_time_limit=50 * 60, time_limit=55 * 60, expires=3600)
 def retrain_model(self: Task) -> str:
     """Scheduled retraining with the moderators' labels; the new version is activated only if not worse."""
     runtime = _runtime(self)
