@@ -24,7 +24,8 @@ COMMENT_REVIEWED = "comment.reviewed"
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Defaults spread 12 attempts over about a day: 30 s, 1 min, 2 min ... capped at 6 h."""
+    """Defaults spread 12 attempts over 7-15 hours: waits of 30 s, 1 min, 2 min ... capped at 6 h, each drawn
+    between half and all of its value."""
 
     base_seconds: float = 30.0
     max_seconds: float = 6 * 3600.0

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
+from pydantic import TypeAdapter
 
 from server.cli import main
 from server.settings import Settings
@@ -34,3 +36,22 @@ def test_every_command_is_documented_in_the_readme() -> None:
 
     missing = [c for c in commands(main, "moderation ") if not documented(c)]
     assert missing == []
+
+
+def test_the_env_example_shows_the_real_defaults() -> None:
+    """Its header says a commented-out `# KEY=value` line shows the default: uncommenting one must change nothing."""
+    env_example = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
+    shown = dict(
+        line[2:].split("=", 1) for line in env_example.splitlines() if re.fullmatch(r"# [A-Z][A-Z0-9_]*=\S*", line)
+    )
+    fields = {name.upper(): field for name, field in Settings.model_fields.items()}
+    checked, wrong = 0, []
+    for key, value in shown.items():
+        field = fields.get(key)
+        if field is None or field.default is None:  # compose-only settings; "unset" defaults are described in words
+            continue
+        checked += 1
+        if TypeAdapter(field.annotation).validate_python(value) != field.default:
+            wrong.append(f"{key}={value} (default {field.default!r})")
+    assert checked > 20
+    assert wrong == []
