@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
+import shutil
 import threading
 import time
 import zipfile
@@ -21,8 +23,9 @@ from typing import Any
 
 import numpy as np
 import skops.io as sio
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import event, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, SessionTransaction
 
 from models.entities import ModelVersion
 from moderation.classifier import LABELS, ModerationModel
@@ -214,6 +217,162 @@ def register(session: Session, version: str, artifact: SavedArtifact, card: dict
     session.add(row)
     session.flush()
     return row
+
+
+# The name `save_artifact` gives a model's file; the version column's length.
+ARTIFACT_NAME = re.compile(r"model-(?P<version>.+)\.skops")
+MAX_VERSION_CHARS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedModel:
+    row: ModelVersion
+    registered_now: bool  # False: this version was already registered with this very file
+    copied: tuple[Path, ...]  # the files put into the model folder (none if the same ones were there)
+
+
+def import_artifact(
+    session: Session, path: Path, model_dir: Path, *, allow_other_features: bool = False
+) -> ImportedModel:
+    """Register a model file saved by another install (``model-<version>.skops`` with its card beside it).
+
+    The file is checked as loading checks it (every type trusted, it loads as a model) and must be made for
+    this code's features unless ``allow_other_features``; then it and its card are copied into ``model_dir``
+    under the same names (never over a different file) and the copy is registered. A version already
+    registered with the same checksum is not registered again; with another checksum it is refused.
+    The copies live and die with ``session``'s transaction: removed again if it does not commit.
+    """
+    match = ARTIFACT_NAME.fullmatch(path.name)
+    if match is None:
+        raise RegistryError(f"{path} is not a model file: its name must be model-<version>.skops")
+    if not path.is_file():
+        raise RegistryError(f"model file {path} is missing" if not path.exists() else f"{path} is not a file")
+    card_path = path.with_name(f"model-{match['version']}.card.json")
+    card = read_card(card_path)
+    version = card.get("version")
+    if version is None:  # a card without one: the name the file was saved under
+        version = match["version"]
+    if not isinstance(version, str) or not version.strip() or len(version) > MAX_VERSION_CHARS:
+        raise RegistryError(
+            f"model card {card_path}: version {version!r} is not a name of 1 to {MAX_VERSION_CHARS} characters"
+        )
+    if not made_for_these_features(card) and not allow_other_features:
+        raise RegistryError(
+            f"model {version} was trained on features of version {card.get('features_version', '(unrecorded)')}, "
+            f"this code makes version {FEATURES_VERSION}: its scores would drift; train it again here, or "
+            "import it anyway with --allow-other-features"
+        )
+    sha256 = file_sha256(path)
+    registered = session.scalar(select(ModelVersion).where(ModelVersion.version == version))
+    if registered is not None and registered.sha256 != sha256:
+        raise RegistryError(
+            f"model version {version} is already registered with another file (checksum {registered.sha256}, "
+            f"this one's is {sha256}): not imported"
+        )
+    check_loads(path, sha256, card)
+    copied = copy_into(model_dir, [path, card_path])
+    remove_unless_committed(session, copied)
+    target = model_dir / path.name
+    try:
+        copy_sha256 = file_sha256(target)
+        if copy_sha256 != sha256:
+            raise RegistryError(f"model file {path} changed while it was being imported: not imported")
+        if registered is not None:
+            return ImportedModel(registered, registered_now=False, copied=copied)
+        row = register(session, version, SavedArtifact(target, copy_sha256), {**card, "version": version})
+    except SQLAlchemyError as error:
+        remove(copied)
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+        raise RegistryError(f"model version {version} could not be registered: {reason}") from error
+    except BaseException:
+        remove(copied)
+        raise
+    return ImportedModel(row, registered_now=True, copied=copied)
+
+
+def read_card(card_path: Path) -> dict[str, Any]:
+    """The model card saved beside a model file: required to import it, and a JSON object."""
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RegistryError(f"model card {card_path} is missing: a model file is imported with its card") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RegistryError(f"model card {card_path} is not a JSON object: {error}") from None
+    if not isinstance(card, dict):
+        raise RegistryError(f"model card {card_path} is not a JSON object")
+    return card
+
+
+def check_loads(path: Path, sha256: str, card: dict[str, Any]) -> None:
+    """What a worker will do with the file, done now: `load_artifact` (trusted types only), then a model."""
+    try:
+        load_artifact(path, sha256, card)
+    except RegistryError:
+        raise
+    except Exception as error:  # whatever skops or the payload's shape raises: not a model
+        raise RegistryError(
+            f"model file {path} does not load as a model: {type(error).__name__}: {error}".splitlines()[0]
+        ) from None
+
+
+def copy_into(model_dir: Path, sources: list[Path]) -> tuple[Path, ...]:
+    """Copy each file into ``model_dir`` under its name, unless the same file is there; the copies made.
+
+    A different file of that name is never overwritten: refused before anything is copied, and the copies
+    are made with exclusive creation, so one that appears meanwhile is not overwritten either.
+    """
+    to_copy = []
+    for source in sources:
+        target = model_dir / source.name
+        if target.exists():
+            if file_sha256(target) != file_sha256(source):
+                raise RegistryError(
+                    f"MODEL_DIR {model_dir} already holds a different {target.name}: it is not overwritten; "
+                    "move it away or import under another version name"
+                )
+            continue
+        to_copy.append((source, target))
+    copied: list[Path] = []
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        for source, target in to_copy:
+            with source.open("rb") as reading, target.open("xb") as writing:
+                copied.append(target)
+                shutil.copyfileobj(reading, writing)
+    except OSError as error:
+        remove(copied)
+        raise RegistryError(f"cannot copy the model into MODEL_DIR {model_dir}: {error}") from None
+    except BaseException:
+        remove(copied)
+        raise
+    return tuple(copied)
+
+
+def remove(paths: tuple[Path, ...] | list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def remove_unless_committed(session: Session, paths: tuple[Path, ...]) -> None:
+    """Remove ``paths`` again when ``session``'s current transaction ends without committing (a rollback,
+    an error at commit, a session closed without a commit): no copied file without its registration."""
+    root = session.get_transaction()
+    if not paths or root is None:
+        return
+    committed = False
+
+    def on_commit(_session: Session) -> None:
+        nonlocal committed
+        # after_commit fires for savepoints too: only the outermost transaction's commit keeps the files.
+        if session.get_transaction() is root and session.get_nested_transaction() is None:
+            committed = True
+
+    def on_end(_session: Session, transaction: SessionTransaction) -> None:
+        if transaction is root and not committed:
+            remove(paths)
+
+    event.listen(session, "after_commit", on_commit)
+    event.listen(session, "after_transaction_end", on_end)
 
 
 def list_versions(session: Session) -> list[ModelVersion]:

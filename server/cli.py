@@ -431,7 +431,7 @@ def data_fetch(dest: Path) -> None:
 
 @main.group()
 def models() -> None:
-    """The model registry: list, activate, roll back."""
+    """The model registry: list, import, activate, roll back."""
 
 
 @models.command("list")
@@ -501,6 +501,38 @@ def models_rollback(ctx: click.Context) -> None:
         except registry.RegistryError as error:
             raise click.ClickException(str(error)) from None
         click.echo(f"rolled back: model {row.version} is active")
+
+
+@models.command("import")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--activate", is_flag=True, help="Make the imported version active.")
+@click.option(
+    "--allow-other-features",
+    is_flag=True,
+    help="Import a model trained on another version's features (its scores drift: train again soon).",
+)
+@click.pass_context
+def models_import(ctx: click.Context, path: Path, activate: bool, allow_other_features: bool) -> None:
+    """Register a model-VERSION.skops saved by another install (its card beside it), copied into MODEL_DIR."""
+    settings = _settings(ctx)
+    model_dir = settings.effective_model_dir
+    with _sessions(settings).begin() as session:
+        try:
+            # Checked as loading checks it, copied, registered; the copies are removed if this does not commit.
+            imported = registry.import_artifact(session, path, model_dir, allow_other_features=allow_other_features)
+            version, was_active = imported.row.version, imported.row.is_active
+            if activate:
+                registry.activate(session, version, model_dir=model_dir)
+        except registry.RegistryError as error:
+            raise click.ClickException(str(error)) from None
+    if imported.registered_now:
+        click.echo(f"imported model {version} into MODEL_DIR {model_dir}")
+    else:
+        click.echo(f"model {version} is already registered with this very file: nothing imported")
+    if activate:
+        click.echo(f"model {version} is active; workers switch within MODEL_CHECK_INTERVAL_SECONDS")
+    elif not was_active:
+        click.echo(f"activate it with: moderation models activate {version}")
 
 
 @main.command()

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,7 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import skops.io as sio
 from click.testing import CliRunner, Result
+from sklearn.naive_bayes import MultinomialNB
+from sqlalchemy import text
 
 from models.db import create_db_engine, make_session_factory
 from moderation import registry
@@ -632,6 +636,123 @@ def test_models_rollback_refuses_a_version_that_cannot_be_loaded(
     assert versions(var) == [(True, "v2"), (False, "v1")]
     refused = run(var, "models", "activate", "v1")
     assert refused.exit_code != 0 and "model version v1 cannot be activated: model file " in refused.stderr
+
+
+def staged_model(trained_model: TrainedModel, folder: Path, version: str, **card_changes: object) -> Path:
+    """The test model as another install saved it: model-<version>.skops with its card beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"model-{version}.skops"
+    shutil.copy(trained_model.artifact.path, path)
+    card = {**trained_model.model.card, "version": version, **card_changes}
+    (folder / f"model-{version}.card.json").write_text(json.dumps(card))
+    return path
+
+
+def model_files(var: Path) -> list[str]:
+    model_dir = var / "models"  # MODEL_DIR's default
+    return sorted(p.name for p in model_dir.iterdir()) if model_dir.exists() else []
+
+
+def test_models_import_brings_in_a_model_trained_elsewhere_and_activates_it(
+    trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    var = tmp_path / "var"
+    assert run(var, "migrate").exit_code == 0
+    path = staged_model(trained_model, tmp_path / "staging", "from-staging")
+
+    imported = run(var, "models", "import", str(path), "--activate")
+
+    assert imported.exit_code == 0, imported.output
+    assert imported.stdout.splitlines() == [
+        f"imported model from-staging into MODEL_DIR {(var / 'models').resolve()}",
+        "model from-staging is active; workers switch within MODEL_CHECK_INTERVAL_SECONDS",
+    ]
+    assert versions(var) == [(True, "from-staging")]
+    assert model_files(var) == ["model-from-staging.card.json", "model-from-staging.skops"]
+    shutil.rmtree(tmp_path / "staging")
+    comment = json.dumps({"body": "Thanks, this article helped me understand my MRI."}) + "\n"
+    assert classify_answers(var, comment.encode())[0]["model_version"] == "from-staging"
+
+
+def test_models_import_twice_registers_once_and_activates_on_request(
+    trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    var = tmp_path / "var"
+    assert run(var, "migrate").exit_code == 0
+    path = staged_model(trained_model, tmp_path / "staging", "v7")
+
+    first = run(var, "models", "import", str(path))
+    assert first.exit_code == 0, first.output
+    assert first.stdout.splitlines()[1] == "activate it with: moderation models activate v7"
+    assert versions(var) == [(False, "v7")]
+
+    again = run(var, "models", "import", str(path))
+    assert again.exit_code == 0, again.output
+    assert again.stdout.splitlines() == [
+        "model v7 is already registered with this very file: nothing imported",
+        "activate it with: moderation models activate v7",
+    ]
+    activated = run(var, "models", "import", str(path), "--activate")
+    assert activated.exit_code == 0, activated.output
+    assert activated.stdout.splitlines()[1] == "model v7 is active; workers switch within MODEL_CHECK_INTERVAL_SECONDS"
+    assert versions(var) == [(True, "v7")]
+    assert model_files(var) == ["model-v7.card.json", "model-v7.skops"]
+
+
+@pytest.mark.parametrize("problem", ["no-card", "other-features", "same-name-other-file", "untrusted"])
+def test_models_import_refuses_in_one_line_and_leaves_nothing_behind(
+    trained_model: TrainedModel, tmp_path: Path, problem: str
+) -> None:
+    var = tmp_path / "var"
+    assert run(var, "migrate").exit_code == 0
+    staging = tmp_path / "staging"
+    older = {"features_version": "2020-01-01"} if problem == "other-features" else {}
+    path = staged_model(trained_model, staging, "v1", **older)
+    before: list[tuple[bool, str]] = []
+    if problem == "other-features":
+        said = "model v1 was trained on features of version 2020-01-01"
+    elif problem == "no-card":
+        (staging / "model-v1.card.json").unlink()
+        said = f"model card {staging / 'model-v1.card.json'} is missing"
+    elif problem == "same-name-other-file":
+        assert run(var, "models", "import", str(trained_model.artifact.path)).exit_code == 0
+        path = staged_model(trained_model, staging, "test-model")
+        path.write_bytes(path.read_bytes() + b"\0")  # another file under the registered version's name
+        said = "model version test-model is already registered with another file"
+        before = [(False, "test-model")]
+    else:
+        unreviewed = MultinomialNB()
+        sio.dump({"vectorizer": unreviewed, "spam": unreviewed, "medical_advice": unreviewed}, path)
+        said = f"model file {path} holds types that are not trusted: sklearn.naive_bayes.MultinomialNB"
+    files = model_files(var)
+
+    refused = run(var, "models", "import", str(path), "--activate")
+
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith(f"Error: {said}") and refused.stderr.count("\n") == 1
+    assert versions(var) == before and model_files(var) == files
+    if problem == "other-features":  # what the error offers works
+        allowed = run(var, "models", "import", str(path), "--allow-other-features")
+        assert allowed.exit_code == 0, allowed.output
+        assert versions(var) == [(False, "v1")]
+
+
+def test_models_import_removes_its_copy_when_registration_fails(trained_model: TrainedModel, tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    assert run(var, "migrate").exit_code == 0
+    with create_db_engine(f"sqlite:///{var / 'moderation.db'}").begin() as connection:
+        connection.execute(
+            text(
+                "CREATE TRIGGER refuse_models BEFORE INSERT ON model_versions "
+                "BEGIN SELECT RAISE(ABORT, 'no space left on device'); END"
+            )
+        )
+
+    refused = run(var, "models", "import", str(trained_model.artifact.path), "--activate")
+
+    assert refused.exit_code == 1
+    assert refused.stderr == "Error: model version test-model could not be registered: no space left on device\n"
+    assert model_files(var) == [] and versions(var) == []
 
 
 # --- evaluate: what it measures on, which targets, the comments it got wrong ------------------------------

@@ -8,7 +8,8 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 import skops.io as sio
 from sklearn.naive_bayes import MultinomialNB
 from sklearn.tree import DecisionTreeClassifier
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from models.db import make_session_factory
@@ -438,3 +439,284 @@ def test_a_corrupt_copy_in_model_dir_is_refused_even_with_an_intact_file_where_s
         store.current()
     assert str(model_dir / trained_model.artifact.path.name) in str(refused.value)
     assert trained_model.artifact.path.exists()  # an intact file was there: MODEL_DIR's copy is what counts
+
+
+# --- importing a model saved by another install --------------------------------------------------
+
+
+def saved_elsewhere(trained_model: TrainedModel, folder: Path, version: str, **card_changes: object) -> Path:
+    """The test model as another install (staging, a laptop) saved it: model-<version>.skops, its card beside."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"model-{version}.skops"
+    shutil.copy(trained_model.artifact.path, path)
+    card = {**trained_model.model.card, "version": version, **card_changes}
+    (folder / f"model-{version}.card.json").write_text(json.dumps(card))
+    return path
+
+
+def import_into(engine: Engine, path: Path, model_dir: Path, **options: bool) -> registry.ImportedModel:
+    with make_session_factory(engine).begin() as session:
+        return registry.import_artifact(session, path, model_dir, **options)
+
+
+def registered(engine: Engine) -> list[tuple[str, str, str]]:
+    with make_session_factory(engine)() as session:
+        return [(row.version, row.path, row.sha256) for row in registry.list_versions(session)]
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_a_model_saved_by_another_install_is_copied_into_model_dir_and_registered(
+    engine: Engine, trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    staging = tmp_path / "staging-models"
+    path = saved_elsewhere(trained_model, staging, "from-staging")
+    card = json.loads((staging / "model-from-staging.card.json").read_text())
+    model_dir = tmp_path / "models"
+
+    imported = import_into(engine, path, model_dir)
+
+    copy = model_dir / "model-from-staging.skops"
+    assert imported.registered_now and imported.copied == (copy, model_dir / "model-from-staging.card.json")
+    assert files_in(model_dir) == ["model-from-staging.card.json", "model-from-staging.skops"]
+    assert copy.read_bytes() == path.read_bytes()
+    assert json.loads((model_dir / "model-from-staging.card.json").read_text()) == card
+    assert registered(engine) == [("from-staging", str(copy), trained_model.artifact.sha256)]
+    assert imported.row.card == card
+    assert active(engine) == []  # imported, not activated
+
+    shutil.rmtree(staging)  # the other install's folder plays no further part
+    with make_session_factory(engine).begin() as session:
+        registry.activate(session, "from-staging", model_dir=model_dir)
+    store = registry.ModelStore(make_session_factory(engine), check_interval=0, model_dir=model_dir)
+    model = store.current()
+    assert model.version == "from-staging"
+    assert model.score_many(COMMENTS) == trained_model.model.score_many(COMMENTS)
+
+
+def test_importing_the_same_file_twice_registers_it_once(
+    engine: Engine, trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    model_dir = tmp_path / "models"
+    first = import_into(engine, trained_model.artifact.path, model_dir)
+    again = import_into(engine, trained_model.artifact.path, model_dir)
+
+    assert first.registered_now and not again.registered_now
+    assert again.copied == () and again.row.id == first.row.id
+    assert registered(engine) == [("test-model", str(model_dir / "model-test-model.skops"), first.row.sha256)]
+    assert files_in(model_dir) == ["model-test-model.card.json", "model-test-model.skops"]
+
+
+def test_the_same_version_name_with_other_content_is_refused(
+    engine: Engine, trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    model_dir = tmp_path / "models"
+    import_into(engine, trained_model.artifact.path, model_dir)
+    other = registry.save_artifact(
+        replace(trained_model.model, trained_fingerprints=None), tmp_path / "b", "test-model"
+    )
+    assert other.sha256 != trained_model.artifact.sha256
+
+    with pytest.raises(registry.RegistryError) as refused:
+        import_into(engine, other.path, model_dir)
+
+    assert str(refused.value) == (
+        f"model version test-model is already registered with another file (checksum "
+        f"{trained_model.artifact.sha256}, this one's is {other.sha256}): not imported"
+    )
+    assert registered(engine) == [
+        ("test-model", str(model_dir / "model-test-model.skops"), trained_model.artifact.sha256)
+    ]
+    assert registry.file_sha256(model_dir / "model-test-model.skops") == trained_model.artifact.sha256
+
+
+def test_a_different_file_of_that_name_in_model_dir_is_not_overwritten(
+    engine: Engine, trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    model_dir = tmp_path / "models"
+    there = registry.save_artifact(replace(trained_model.model, trained_fingerprints=None), model_dir, "test-model")
+
+    with pytest.raises(registry.RegistryError) as refused:
+        import_into(engine, trained_model.artifact.path, model_dir)
+
+    assert str(refused.value).startswith(f"MODEL_DIR {model_dir} already holds a different model-test-model.skops")
+    assert registry.file_sha256(there.path) == there.sha256
+    assert registered(engine) == []
+
+
+@pytest.mark.parametrize(
+    ("card_text", "says"),
+    [(None, "is missing"), ("[1, 2]", "is not a JSON object"), ("{not json", "is not a JSON object")],
+    ids=["missing", "a-list", "not-json"],
+)
+def test_a_model_file_without_a_card_object_beside_it_is_refused(
+    engine: Engine, trained_model: TrainedModel, tmp_path: Path, card_text: str | None, says: str
+) -> None:
+    path = saved_elsewhere(trained_model, tmp_path / "staging", "carded")
+    card = tmp_path / "staging" / "model-carded.card.json"
+    if card_text is None:
+        card.unlink()
+    else:
+        card.write_text(card_text)
+    model_dir = tmp_path / "models"
+
+    with pytest.raises(registry.RegistryError) as refused:
+        import_into(engine, path, model_dir)
+
+    assert str(refused.value).startswith(f"model card {card} {says}")
+    assert "\n" not in str(refused.value)
+    assert files_in(model_dir) == [] and registered(engine) == []
+
+
+def test_a_file_not_named_like_a_model_is_refused(engine: Engine, trained_model: TrainedModel, tmp_path: Path) -> None:
+    odd = tmp_path / "classifier.skops"
+    shutil.copy(trained_model.artifact.path, odd)
+    with pytest.raises(registry.RegistryError, match=r"its name must be model-<version>\.skops"):
+        import_into(engine, odd, tmp_path / "models")
+    assert registered(engine) == []
+
+
+def test_a_card_without_a_version_takes_it_from_the_file_name(
+    engine: Engine, trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    path = saved_elsewhere(trained_model, tmp_path / "staging", "named-by-file")
+    card_path = tmp_path / "staging" / "model-named-by-file.card.json"
+    card = json.loads(card_path.read_text())
+    del card["version"]
+    card_path.write_text(json.dumps(card))
+
+    imported = import_into(engine, path, tmp_path / "models")
+
+    assert imported.row.version == "named-by-file" and imported.row.card["version"] == "named-by-file"
+
+
+@pytest.mark.parametrize(
+    ("make", "named"),
+    [(Gadget, "tests.test_registry.Gadget"), (lambda: MultinomialNB().fit(TINY_X, TINY_Y), "MultinomialNB")],
+    ids=["custom-class", "naive-bayes"],
+)
+def test_a_file_holding_an_untrusted_type_is_not_imported(
+    engine: Engine, trained_model: TrainedModel, tmp_path: Path, make: object, named: str
+) -> None:
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    obj = make()  # type: ignore[operator]
+    artifact = dump({"vectorizer": obj, "spam": obj, "medical_advice": obj}, staging / "model-odd.skops")
+    (staging / "model-odd.card.json").write_text(json.dumps({**trained_model.model.card, "version": "odd"}))
+    model_dir = tmp_path / "models"
+
+    with pytest.raises(registry.RegistryError, match="not trusted") as refused:
+        import_into(engine, artifact.path, model_dir)
+
+    assert named in str(refused.value)
+    assert files_in(model_dir) == [] and registered(engine) == []
+
+
+@pytest.mark.parametrize("content", ["trusted-but-no-model", "not-a-zip"])
+def test_a_file_that_does_not_load_as_a_model_is_not_imported(
+    engine: Engine, trained_model: TrainedModel, tmp_path: Path, content: str
+) -> None:
+    path = saved_elsewhere(trained_model, tmp_path / "staging", "broken")
+    if content == "not-a-zip":
+        path.write_text("<html>Service unavailable</html>")
+    else:
+        sio.dump({"weights": np.arange(3.0)}, path)
+    model_dir = tmp_path / "models"
+
+    with pytest.raises(registry.RegistryError) as refused:
+        import_into(engine, path, model_dir)
+
+    said = "does not load as a model: KeyError" if content == "trusted-but-no-model" else "is not a skops file"
+    assert str(refused.value).startswith(f"model file {path} {said}")
+    assert files_in(model_dir) == [] and registered(engine) == []
+
+
+def test_a_model_made_for_other_features_needs_allow_other_features(
+    engine: Engine, trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    path = saved_elsewhere(trained_model, tmp_path / "staging", "older", features_version="2020-01-01")
+    model_dir = tmp_path / "models"
+
+    with pytest.raises(registry.RegistryError) as refused:
+        import_into(engine, path, model_dir)
+    assert str(refused.value) == (
+        f"model older was trained on features of version 2020-01-01, this code makes version {FEATURES_VERSION}: "
+        "its scores would drift; train it again here, or import it anyway with --allow-other-features"
+    )
+    assert files_in(model_dir) == [] and registered(engine) == []
+
+    imported = import_into(engine, path, model_dir, allow_other_features=True)
+    assert imported.row.card["features_version"] == "2020-01-01"
+    assert [version for version, _, _ in registered(engine)] == ["older"]
+
+
+@pytest.fixture
+def refusing_registrations(engine: Engine) -> Iterator[None]:
+    """The database refuses every new model_versions row, as it would when its disk is full."""
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.begin() as connection:
+        if sqlite:
+            connection.execute(
+                text(
+                    "CREATE TRIGGER refuse_models BEFORE INSERT ON model_versions "
+                    "BEGIN SELECT RAISE(ABORT, 'no space left on device'); END"
+                )
+            )
+        else:
+            connection.execute(
+                text(
+                    "CREATE FUNCTION refuse_models() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION 'no space left on device'; END $$"
+                )
+            )
+            connection.execute(
+                text(
+                    "CREATE TRIGGER refuse_models BEFORE INSERT ON model_versions "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse_models()"
+                )
+            )
+    yield
+    with engine.begin() as connection:
+        connection.execute(text("DROP TRIGGER refuse_models" + ("" if sqlite else " ON model_versions")))
+        if not sqlite:
+            connection.execute(text("DROP FUNCTION refuse_models()"))
+
+
+@pytest.mark.usefixtures("refusing_registrations")
+def test_a_failed_registration_leaves_no_copied_file(
+    engine: Engine, trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    model_dir = tmp_path / "models"
+    with pytest.raises(registry.RegistryError) as refused:
+        import_into(engine, trained_model.artifact.path, model_dir)
+
+    assert str(refused.value).startswith("model version test-model could not be registered: ")
+    assert "no space left on device" in str(refused.value) and "\n" not in str(refused.value)
+    assert files_in(model_dir) == [] and registered(engine) == []
+    assert trained_model.artifact.path.exists()  # the file imported from is left alone
+
+
+def test_a_copy_goes_again_when_the_transaction_that_registered_it_does_not_commit(
+    engine: Engine, trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    model_dir = tmp_path / "models"
+    sessions = make_session_factory(engine)
+    with pytest.raises(RuntimeError, match="later step"), sessions.begin() as session:
+        registry.import_artifact(session, trained_model.artifact.path, model_dir)
+        assert files_in(model_dir) == ["model-test-model.card.json", "model-test-model.skops"]
+        raise RuntimeError("a later step of the same transaction failed")
+    assert files_in(model_dir) == [] and registered(engine) == []
+
+    with sessions() as session:  # closed without a commit
+        registry.import_artifact(session, trained_model.artifact.path, model_dir)
+    assert files_in(model_dir) == [] and registered(engine) == []
+
+    # Files that were there before the import are not the import's to remove.
+    kept = import_into(engine, trained_model.artifact.path, model_dir)
+    assert kept.copied and files_in(model_dir) == ["model-test-model.card.json", "model-test-model.skops"]
+    with pytest.raises(RuntimeError), sessions.begin() as session:
+        assert registry.import_artifact(session, trained_model.artifact.path, model_dir).copied == ()
+        raise RuntimeError("rolled back")
+    assert files_in(model_dir) == ["model-test-model.card.json", "model-test-model.skops"]
