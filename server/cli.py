@@ -670,6 +670,9 @@ def classify(ctx: click.Context, batch_size: int, explain: bool) -> None:
 
 
 READ_CHUNK_BYTES = 1 << 16
+# Longer than any line intake's limits allow (a 20,000-character body written as JSON escapes is under
+# 250 KB): such a line is answered with an error and its bytes are dropped as they arrive, not kept.
+MAX_LINE_BYTES = 1 << 20
 
 
 class _StdinChunks:
@@ -697,37 +700,44 @@ class _StdinChunks:
         return bool(readable)
 
 
-def _line_batches(chunks: _StdinChunks, size: int) -> Iterator[list[bytes]]:
-    """Input lines, without their newline, in batches of at most ``size``.
+def _line_batches(chunks: _StdinChunks, size: int) -> Iterator[list[bytes | None]]:
+    """Input lines, without their newline, in batches of at most ``size``; None for a line over MAX_LINE_BYTES.
 
     Reading goes on while more input is ready (a fast pipe fills whole batches); when none is, the lines
     already read go out as they are: a writer waiting for an answer before it writes again is never kept
     waiting for input that only its answer would bring. Only a line's own missing end is waited for.
     """
-    lines: list[bytes] = []
+    lines: list[bytes | None] = []
     unfinished = bytearray()  # the start of a line whose newline has not arrived yet
+    overlong = False  # that line is past MAX_LINE_BYTES: its bytes are dropped until its newline
     at_end = False
     while lines or not at_end:
         while not at_end and len(lines) < size and (not lines or chunks.more_ready()):
             chunk = chunks.read()
             if not chunk:
                 at_end = True
-                if unfinished:
-                    lines.append(bytes(unfinished))  # the last line, without a final newline
+                if unfinished or overlong:
+                    lines.append(None if overlong else bytes(unfinished))  # the last line, without a newline
                 break
             last_newline = chunk.rfind(b"\n")
             if last_newline < 0:
-                unfinished += chunk  # only the new chunk is searched: a long line stays linear to read
+                if not overlong:
+                    unfinished += chunk  # only the new chunk is searched: a long line stays linear to read
+                    if len(unfinished) > MAX_LINE_BYTES:
+                        overlong, unfinished = True, bytearray()
                 continue
-            unfinished += chunk[:last_newline]
-            lines += bytes(unfinished).split(b"\n")
-            unfinished = bytearray(chunk[last_newline + 1 :])
+            # A chunk is smaller than MAX_LINE_BYTES: only the line it finishes can be over it.
+            first, *whole = chunk[:last_newline].split(b"\n")
+            overlong = overlong or len(unfinished) + len(first) > MAX_LINE_BYTES
+            lines.append(None if overlong else bytes(unfinished + first))
+            lines += whole
+            overlong, unfinished = False, bytearray(chunk[last_newline + 1 :])
         if lines:
             yield lines[:size]
             del lines[:size]
 
 
-def _numbered(batches: Iterable[list[bytes]]) -> Iterator[list[tuple[int, CommentText | str]]]:
+def _numbered(batches: Iterable[list[bytes | None]]) -> Iterator[list[tuple[int, CommentText | str]]]:
     """Each line parsed, with its 1-based number; a line that cannot be read is an error on that line."""
     number = 0
     for raw_lines in batches:
@@ -738,7 +748,9 @@ def _numbered(batches: Iterable[list[bytes]]) -> Iterator[list[tuple[int, Commen
         yield batch
 
 
-def _read_line(raw: bytes) -> CommentText | str:
+def _read_line(raw: bytes | None) -> CommentText | str:
+    if raw is None:
+        return f"line longer than {MAX_LINE_BYTES} bytes: no comment intake takes is that long"
     if not raw.strip():
         # Reported, not skipped: the answers must stay one per input line for scripts to match them up.
         return "blank line: each line must be a JSON object with a string 'body'"

@@ -484,6 +484,33 @@ def test_line_batches_hand_over_what_arrived_without_waiting_for_more(monkeypatc
         stdin.close()
 
 
+def test_classify_answers_a_line_too_long_for_any_comment_without_keeping_it(trained: Path) -> None:
+    """A line past MAX_LINE_BYTES (here across many reads, and last without a newline) is one error answer;
+    the lines around it are answered as usual, and a line of exactly the limit is still read."""
+    from server.cli import MAX_LINE_BYTES
+
+    def line_of(size: int) -> bytes:
+        start = b'{"body": "'
+        return start + b"x" * (size - len(start) - 2) + b'"}'
+
+    assert len(line_of(MAX_LINE_BYTES)) == MAX_LINE_BYTES
+    stdin = b"".join(
+        [
+            b'{"body": "Great article"}\n',
+            line_of(MAX_LINE_BYTES + 1) + b"\n",
+            b'{"body": "Thanks for this"}\n',
+            line_of(MAX_LINE_BYTES) + b"\n",
+            line_of(3 * MAX_LINE_BYTES),
+        ]
+    )
+    out = classify_answers(trained, stdin)
+    too_long = f"line longer than {MAX_LINE_BYTES} bytes: no comment intake takes is that long"
+    assert [answer["line"] for answer in out] == [1, 2, 3, 4, 5]
+    assert set(out[0]) == SCORED and set(out[2]) == SCORED
+    assert out[1]["error"] == too_long and out[4]["error"] == too_long
+    assert out[3]["error"] == "'body' must be at most 20000 characters"
+
+
 def test_classify_refuses_text_longer_than_intake_takes(trained: Path) -> None:
     """The webhook's limits on the body and the author's fields, from the one place both read them."""
     from pydantic import ValidationError
