@@ -1,12 +1,15 @@
 """`moderation run`: the whole service on one machine, started and stopped as one.
 
 Each child runs in its own session (process group) so that Ctrl-C reaches only this supervisor,
-which then stops the children in order and waits for them: nothing is left running.
+which then stops the children in order and waits for them: nothing is left running. Closing the
+terminal (SIGHUP) stops everything the same way. One run at a time uses a VAR_DIR: its lock is held by
+every child too, so what is left of a run killed outright still keeps a second one out.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -52,14 +55,22 @@ class Child:
 class Supervisor:
     children: list[Child] = field(default_factory=list)
     stopping: bool = False
+    lock: VarDirLock | None = None  # handed to every child, which records itself in it
 
     def start(self, name: str, argv: list[str], env: dict[str, str], log_path: Path | None) -> Child:
         output = log_path.open("ab") if log_path else None
         process = subprocess.Popen(
-            argv, env=env, stdout=output or None, stderr=subprocess.STDOUT if output else None, start_new_session=True
+            argv,
+            env=env,
+            stdout=output or None,
+            stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,
+            pass_fds=(self.lock.fd,) if self.lock else (),
         )
         child = Child(name, process, log_path)
         self.children.append(child)
+        if self.lock:
+            self.lock.record(process.pid)
         return child
 
     def exited(self) -> Child | None:
@@ -86,6 +97,43 @@ def _stop(child: Child) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(child.process.pid, signal.SIGKILL)
     child.process.wait()
+
+
+class VarDirInUseError(RuntimeError):
+    """Another `moderation run`, or what is left of one, holds this VAR_DIR."""
+
+
+@dataclass(frozen=True)
+class VarDirLock:
+    """An exclusive lock on VAR_DIR/run.lock; the file lists the processes holding it, for the message a
+    second run prints."""
+
+    fd: int
+    path: Path
+
+    @classmethod
+    def take(cls, var_dir: Path) -> VarDirLock:
+        path = var_dir / "run.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holders = " ".join(path.read_text().split()) or "unknown"
+            os.close(fd)
+            raise VarDirInUseError(
+                f"{var_dir} is in use by another `moderation run` (processes {holders}): stop it (Ctrl-C where it "
+                f"runs, or `kill {holders}` if its terminal is gone), or set VAR_DIR to another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        lock = cls(fd, path)
+        lock.record(os.getpid())
+        return lock
+
+    def record(self, pid: int) -> None:
+        os.write(self.fd, f"{pid}\n".encode())
+
+    def release(self) -> None:
+        os.close(self.fd)
 
 
 def free_port() -> int:
@@ -222,6 +270,18 @@ def clear_metrics(folder: str | None) -> None:
 def run_all(settings: Settings) -> int:
     var_dir = settings.var_dir.resolve()
     (var_dir / "log").mkdir(parents=True, exist_ok=True)
+    try:
+        lock = VarDirLock.take(var_dir)
+    except VarDirInUseError as in_use:
+        print(in_use, file=sys.stderr)
+        return 2
+    try:
+        return _run_locked(settings, var_dir, lock)
+    finally:
+        lock.release()
+
+
+def _run_locked(settings: Settings, var_dir: Path, lock: VarDirLock) -> int:
     if port_in_use(settings.host, settings.port):
         print(f"Port {settings.port} on {settings.host} is taken: set PORT to a free one.", file=sys.stderr)
         return 2
@@ -237,8 +297,8 @@ def run_all(settings: Settings) -> int:
 
     env = {**os.environ, "DATABASE_URL": database_url, "VAR_DIR": str(var_dir)}
     clear_metrics(env.get("PROMETHEUS_MULTIPROC_DIR"))
-    supervisor = Supervisor()
-    handle = _install_signal_handlers(supervisor)
+    supervisor = Supervisor(lock=lock)
+    previous_handlers = _install_signal_handlers(supervisor)
     try:
         if settings.redis_url is None:
             env["REDIS_URL"] = start_bundled_redis(supervisor, var_dir, env)
@@ -258,11 +318,6 @@ def run_all(settings: Settings) -> int:
                 _example_env(settings, env, demo),
                 var_dir / "log" / "example-site.log",
             )
-        else:
-            print(
-                f"Port {settings.example_port} is taken: the example site is not started (set EXAMPLE_PORT).",
-                flush=True,
-            )
         _print_banner(settings, env.get("REDIS_URL", settings.broker_url), var_dir, demo, example_free)
         while not supervisor.stopping:
             crashed = supervisor.exited()
@@ -279,8 +334,8 @@ def run_all(settings: Settings) -> int:
     finally:
         print("Stopping...", flush=True)
         supervisor.stop_all()
-        signal.signal(signal.SIGINT, handle[0])
-        signal.signal(signal.SIGTERM, handle[1])
+        for signum, previous in previous_handlers.items():
+            signal.signal(signum, previous)
         print("Stopped.", flush=True)
 
 
@@ -296,11 +351,15 @@ def worker_args(settings: Settings) -> list[str]:
 SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 
-def _install_signal_handlers(supervisor: Supervisor) -> tuple[SignalHandler, SignalHandler]:
+# Ctrl-C, a service manager's stop, and the terminal closing (or an SSH session dropping).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _install_signal_handlers(supervisor: Supervisor) -> dict[int, SignalHandler]:
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         supervisor.stopping = True
 
-    return signal.signal(signal.SIGINT, request_stop), signal.signal(signal.SIGTERM, request_stop)
+    return {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
 
 
 def _local_host(settings: Settings) -> str:
@@ -332,7 +391,12 @@ def _sign_in_line(demo: Demo, var_dir: Path) -> str:
 def _print_banner(settings: Settings, broker_url: str, var_dir: Path, demo: Demo, example: bool) -> None:
     base = f"http://{settings.host}:{settings.port}"
     local = f"http://{_local_host(settings)}"
-    example_line = f"{local}:{settings.example_port}/massage-therapy" if example else "(not started: port taken)"
+    example_line = (
+        f"{local}:{settings.example_port}/massage-therapy\n"
+        "                post a comment there; held ones appear in the dashboard's queue"
+        if example
+        else f"not started: port {settings.example_port} is taken (set EXAMPLE_PORT to a free one)"
+    )
     print(
         f"""
 Comment moderation service is running.
@@ -340,7 +404,6 @@ Comment moderation service is running.
   Dashboard:    {local}:{settings.port}/dashboard/
                 {_sign_in_line(demo, var_dir)}
   Example site: {example_line}
-                post a comment there; held ones appear in the dashboard's queue
   Webhook:      POST {base}/webhooks/comments
   API docs:     {base}/openapi.json
   Health:       {base}/healthz   {base}/readyz
@@ -349,7 +412,7 @@ Comment moderation service is running.
   Logs:         {var_dir / "log"}
 
 Next: register your site and sign requests with its secret (README, "Sending comments"):
-  .venv/bin/moderation sites add my-site --callback-url https://my-site.example/moderation-callback
+  .venv/bin/moderation sites add backpain-advisor --callback-url https://backpain-advisor.example/moderation-callback
 
 Press Ctrl-C to stop everything.
 """,

@@ -18,7 +18,7 @@ from models.entities import ModelVersion
 from models.migrate import upgrade_database
 from moderation import registry
 from moderation.features import FEATURES_VERSION
-from server.runner import ensure_model, why_train
+from server.runner import Supervisor, VarDirInUseError, VarDirLock, ensure_model, why_train
 from server.settings import Settings
 from tests.conftest import TrainedModel
 from tests.support.processes import wait_until
@@ -38,7 +38,12 @@ def seed_model(var_dir: Path, trained_model: TrainedModel) -> None:
     engine.dispose()
 
 
-def test_run_serves_on_embedded_defaults_and_stops_everything(tmp_path: Path, trained_model: TrainedModel) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_run_serves_on_embedded_defaults_and_stops_everything(
+    tmp_path: Path, trained_model: TrainedModel, stop_signal: signal.Signals
+) -> None:
+    """Stopped by a service manager (SIGTERM) or by its terminal closing (SIGHUP), nothing is left running;
+    while it runs, a second run on the same VAR_DIR (on other ports) is refused and says who holds it."""
     var_dir = tmp_path / "var"
     var_dir.mkdir()
     seed_model(var_dir, trained_model)
@@ -63,14 +68,40 @@ def test_run_serves_on_embedded_defaults_and_stops_everything(tmp_path: Path, tr
         banner = (tmp_path / "run.out").read_text()
         assert f"http://127.0.0.1:{port}" in banner and "Ctrl-C" in banner
         assert (var_dir / "moderation.db").exists()  # SQLite in VAR_DIR, no DATABASE_URL needed
+
+        second = subprocess.run(
+            [sys.executable, "-m", "server", "run"],
+            env=env | {"PORT": str(free_port()), "EXAMPLE_PORT": str(free_port())},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2
+        assert f"{var_dir} is in use by another `moderation run`" in second.stderr
+        assert str(run.pid) in second.stderr.split("processes", 1)[1]
     finally:
-        run.send_signal(signal.SIGTERM)
+        run.send_signal(stop_signal)
         code = run.wait(60)
         output.close()
     assert code == 0, (tmp_path / "run.out").read_text()[-3000:]
     still_running = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert still_running == [], [" ".join(p.cmdline()) for p in still_running]
     assert "Stopped." in (tmp_path / "run.out").read_text()
+
+
+def test_what_is_left_of_a_run_killed_outright_keeps_its_var_dir(tmp_path: Path) -> None:
+    """The supervisor's children hold the VAR_DIR lock too: when the supervisor is gone (kill -9), a new run
+    is refused, naming the processes still holding it, until they are stopped."""
+    lock = VarDirLock.take(tmp_path)
+    child = Supervisor(lock=lock).start("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], {}, None)
+    lock.release()  # as when the supervisor dies: only the child's copy of the lock is left
+    try:
+        with pytest.raises(VarDirInUseError, match=rf"processes \d+ {child.process.pid}\b"):
+            VarDirLock.take(tmp_path)
+    finally:
+        child.process.kill()
+        child.process.wait()
+    VarDirLock.take(tmp_path).release()
 
 
 def test_the_local_run_trains_when_no_model_or_one_made_for_other_features_is_active() -> None:
