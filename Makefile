@@ -53,8 +53,10 @@ typecheck: $(DEV_STAMP)
 
 check: lint test
 
+# --clear: an earlier attempt interrupted half-way (Ctrl-C while pip upgraded itself) leaves a broken .venv,
+# and make then deletes bin/python, so this runs again: start from an empty folder.
 $(VENV)/bin/python:
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python
