@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -51,3 +54,38 @@ def test_an_unsigned_callback_changes_nothing(site: tuple[FlaskClient, Path]) ->
     body = json.dumps({"type": "comment.decided", "data": {"comment_id": "c-1", "status": "approved"}}).encode()
     assert client.post("/moderation-callback", data=body).status_code == 401
     assert stored_status(data_file) == "sending"
+
+
+@pytest.mark.parametrize(("visitor", "sent"), [("127.0.0.1", ""), ("::1", ""), ("203.0.113.7", "203.0.113.7")])
+def test_a_visitor_on_this_machine_is_sent_without_an_address(tmp_path: Path, visitor: str, sent: str) -> None:
+    """Tried out locally, every visitor is 127.0.0.1: sent, it would make them all one author to the service
+    (one history, one flood limit), so a loopback address is left out; a real one is sent."""
+    received: list[dict[str, Any]] = []
+
+    class Webhook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(202)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Webhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        secret_file = tmp_path / "secret"
+        secret_file.write_text(SECRET)
+        moderation_url = f"http://127.0.0.1:{server.server_port}"
+        config = ExampleConfig("example-site", secret_file, moderation_url, tmp_path / "c.json", "http://site.test")
+        client = create_app(config).test_client()
+        posted = client.post(
+            "/massage-therapy/comments",
+            data={"name": "Jan", "email": "jan@example.org", "body": "Thanks, this helped."},
+            environ_base={"REMOTE_ADDR": visitor},
+        )
+        assert posted.status_code == 302
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [event["data"]["author"]["ip"] for event in received] == [sent]
