@@ -6,7 +6,7 @@ import logging
 import secrets
 from datetime import timedelta
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, redirect, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy.engine import make_url
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -122,6 +122,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(metrics_bp)
     init_dashboard(app)
     _json_errors(app)
+
+    @app.get("/")
+    def front_door() -> ResponseReturnValue:
+        # Whoever opens the service's bare address is a person looking for the dashboard.
+        return redirect(url_for("dashboard.index"))
+
     return app
 
 

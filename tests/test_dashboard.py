@@ -102,6 +102,14 @@ def test_login_page_and_redirect_when_signed_out(client: FlaskClient) -> None:
     assert 'name="csrf_token"' in page
 
 
+def test_the_services_bare_address_leads_to_the_dashboard(client: FlaskClient) -> None:
+    """What a person opens first; an unknown path is still the API's JSON 404."""
+    front = client.get("/")
+    assert front.status_code == 302 and front.headers["Location"] == "/dashboard/"
+    assert client.get("/dashboard/").headers["Location"].startswith("/dashboard/login")
+    assert client.get("/nothing-here").get_json() == {"error": "not_found", "message": "no such resource"}
+
+
 def test_login_wrong_password_refused_and_right_one_works(client: FlaskClient, people: dict[str, int]) -> None:
     assert sign_in(client, "mod@example.org", "wrong password!").status_code == 401
     response = sign_in(client, "MOD@example.org")

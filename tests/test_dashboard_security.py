@@ -465,6 +465,7 @@ class Access:
 ROUTES: dict[str, Access] = {
     "static": Access(PUBLIC, ok=404),  # Flask's own static route: the app ships no files there
     "dashboard.static": Access(PUBLIC),
+    "front_door": Access(PUBLIC, ok=302),  # the bare address: a redirect to the dashboard, which then asks
     "health.healthz": Access(PUBLIC),
     "health.readyz": Access(PUBLIC),
     "metrics.metrics": Access(PUBLIC),

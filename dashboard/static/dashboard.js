@@ -106,6 +106,15 @@ function bumpCount(name, delta) {
   if (el) el.textContent = String(Math.max(0, Number(el.textContent) + delta));
 }
 
+// The "N comments" line above the list, when a comment leaves it.
+function bumpTotal(delta) {
+  const el = document.getElementById("total");
+  if (!el) return;
+  const total = Math.max(0, Number(el.dataset.total) + delta);
+  el.dataset.total = String(total);
+  el.textContent = total === 1 ? "1 comment" : `${total} comments`;
+}
+
 // The session ended (signed out elsewhere, expired, deactivated): the answer is a 401 `signed_out`, or, from a
 // server that redirects instead, the sign-in page fetch followed (and would have reported as "200").
 function signedOut(response, data) {
@@ -196,6 +205,7 @@ async function submitAction(form) {
     // Keep the comment the moderator is looking at current (they may have moved on while this was saved).
     if (items().indexOf(item) < current) current -= 1;
     item.remove();
+    bumpTotal(-1);
     const left = items();
     if (!left.length) {
       const more = document.querySelector('.pager a[rel="next"], .pager a[rel="prev"]');

@@ -79,6 +79,7 @@ def test_keyboard_review_clears_the_held_queue(
     page.keyboard.press("a")  # approve the first
     expect(items).to_have_count(3)
     expect(page.locator('[data-count="held"]')).to_have_text("3")
+    expect(page.locator("#total")).to_have_text("3 comments")
     page.keyboard.press("r")
     page.keyboard.press("1")  # reject the next as spam: the note is focused, Enter submits
     page.keyboard.press("Enter")
@@ -94,8 +95,10 @@ def test_keyboard_review_clears_the_held_queue(
     page.keyboard.type("dating site bait")
     page.keyboard.press("Enter")
     expect(items).to_have_count(1)
+    expect(page.locator("#total")).to_have_text("1 comment")
     page.keyboard.press("a")
     expect(page.locator("#empty")).to_contain_text("The queue is clear")
+    expect(page.locator("#total")).to_have_text("0 comments")  # not the count the page was loaded with
 
     assert statuses(engine) == {ids[0]: "approved", ids[1]: "rejected", ids[2]: "rejected", ids[3]: "approved"}
     with make_session_factory(engine)() as session:
