@@ -438,8 +438,17 @@ def models() -> None:
 @click.pass_context
 def models_list(ctx: click.Context) -> None:
     """Versions, newest first (* active), with their held-out metrics, creation and activation dates."""
-    with _sessions(_settings(ctx))() as session:
-        for row in registry.list_versions(session):
+    settings = _settings(ctx)
+    with _sessions(settings)() as session:
+        versions = registry.list_versions(session)
+        if not versions:
+            # On stderr: a script reading the list by lines gets none. A person may be in the wrong folder.
+            where = make_url(settings.effective_database_url).render_as_string(hide_password=True)
+            click.echo(
+                f"no model versions in {where}: `moderation train` makes one, `moderation models import` brings one",
+                err=True,
+            )
+        for row in versions:
             policy = row.card.get("metrics", {}).get("policy_own_held_out", {})
             marker = "*" if row.is_active else " "
             features = row.card.get("features_version", "unrecorded")

@@ -70,6 +70,16 @@ def test_train_names_the_public_sets_it_found(capsys: pytest.CaptureFixture[str]
     assert captured.err == "warning: youtube_spam/ in data held no examples\n"
 
 
+def test_models_list_of_an_empty_registry_says_so_on_stderr(tmp_path: Path) -> None:
+    """Scripts read the list by lines and get none; a person learns which database was looked at."""
+    listed = CliRunner().invoke(
+        main, ["models", "list"], env={"VAR_DIR": str(tmp_path), "DATABASE_URL": "", "LOG_FORMAT": "text"}
+    )
+    assert listed.exit_code == 0
+    assert listed.stdout == ""
+    assert f"no model versions in sqlite:///{tmp_path.resolve() / 'moderation.db'}" in listed.stderr
+
+
 def test_sites_add_prints_the_secret_last_and_rotation_keeps_both(var_dir: Path) -> None:
     added = run(var_dir, "sites", "add", "backpain-advisor", "--callback-url", "https://site.example/cb")
     assert added.exit_code == 0
