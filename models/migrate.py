@@ -21,6 +21,11 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade_database(database_url: str, revision: str = "head") -> None:
+    """Bring the schema to ``revision``; one already past this code's migrations is left as it is."""
+    if revision == "head" and is_ahead(schema_revision(database_url)):
+        # A later version migrated it (a rolling upgrade, or this version started again after a rollback):
+        # Alembic cannot go "up" from a revision it does not know, and the migrations only add.
+        return
     command.upgrade(alembic_config(database_url), revision)
 
 
@@ -54,11 +59,16 @@ def schema_mismatch(current: str | None) -> str | None:
     this project's migrations only add (tables, columns, indexes).
     """
     head = head_revision()
-    if current is None or current == head or not _known(current):
+    if current is None or current == head or is_ahead(current):
         return None
     return (
         f"the database schema is at {current} and this code needs {head}: take a backup, then run `moderation migrate`"
     )
+
+
+def is_ahead(current: str | None) -> bool:
+    """Whether a database at migration ``current`` was migrated by a later version of this code."""
+    return current is not None and not _known(current)
 
 
 def _known(revision: str) -> bool:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import SQLITE_BEGIN, create_db_engine, make_session_factory
 from models.entities import ModelVersion
-from models.migrate import schema_mismatch, schema_revision, upgrade_database
+from models.migrate import head_revision, is_ahead, schema_mismatch, schema_revision, upgrade_database
 from moderation import registry
 from moderation.classifier import ModerationModel
 from moderation.data import DataError, Example, collect_examples, load_own_corpus, public_sets
@@ -149,6 +149,13 @@ def migrate(ctx: click.Context) -> None:
     path = _sqlite_file(settings.effective_database_url)
     new_file = path is not None and not path.exists()
     before = None if new_file else _schema_revision(settings)  # reading a missing file would make one
+    if is_ahead(before):
+        # Exit 0: compose starts web, worker and beat only after `migrate` succeeds, and they work with it.
+        click.echo(
+            f"database schema is at {before}, newer than this code's {head_revision()}: left as it is "
+            "(this version works with it; its migrations only add)"
+        )
+        return
     _upgrade(settings)
     after = _schema_revision(settings)
     if before is None:

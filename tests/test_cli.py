@@ -348,6 +348,32 @@ def test_commands_other_than_migrate_leave_an_older_schema_alone(tmp_path: Path,
     assert moderation("sites", "list").returncode == 0
 
 
+def test_migrate_leaves_a_schema_a_later_version_migrated(tmp_path: Path, database_url: str) -> None:
+    """After a rollback of the code (or in a rolling upgrade) the schema is ahead: `migrate` must succeed
+    without touching it, since compose starts the other services only after it does; `make run` too."""
+    from sqlalchemy import create_engine, text
+
+    from models.migrate import head_revision, schema_revision, upgrade_database
+
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    try:
+        env = {"VAR_DIR": str(tmp_path), "DATABASE_URL": database_url, "LOG_FORMAT": "text"}
+        result = CliRunner().invoke(main, ["migrate"], env=env)
+        assert result.exit_code == 0, result.output
+        assert result.stdout == (
+            f"database schema is at 9999, newer than this code's {head_revision()}: left as it is "
+            "(this version works with it; its migrations only add)\n"
+        )
+        upgrade_database(database_url)
+        assert schema_revision(database_url) == "9999"
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = :head"), {"head": head_revision()})
+        engine.dispose()
+
+
 def test_migrate_says_what_it_did_to_the_schema(tmp_path: Path) -> None:
     """Created, upgraded or already current: each run names the schema's migration."""
     from models.migrate import schema_revision, upgrade_database
