@@ -280,6 +280,9 @@ def import_artifact(
         if registered is not None:
             return ImportedModel(registered, registered_now=False, copied=copied)
         row = register(session, version, SavedArtifact(target, copy_sha256), {**card, "version": version})
+        trained = _card_time(card)
+        if trained is not None:  # when it was made, as in the install it comes from, not when it was imported
+            row.created_at = trained
     except SQLAlchemyError as error:
         remove(copied)
         reason = str(getattr(error, "orig", None) or error).splitlines()[0]
@@ -288,6 +291,14 @@ def import_artifact(
         remove(copied)
         raise
     return ImportedModel(row, registered_now=True, copied=copied)
+
+
+def _card_time(card: dict[str, Any]) -> datetime | None:
+    try:
+        made = datetime.fromisoformat(str(card["created_at"]))
+    except (KeyError, ValueError):
+        return None
+    return made if made.tzinfo is not None else made.replace(tzinfo=UTC)
 
 
 def read_card(card_path: Path) -> dict[str, Any]:

@@ -543,6 +543,10 @@ def models_import(ctx: click.Context, path: Path, activate: bool, allow_other_fe
             raise click.ClickException(str(error)) from None
     if imported.registered_now:
         click.echo(f"imported model {version} into MODEL_DIR {model_dir}")
+    elif imported.copied:
+        click.echo(
+            f"model {version} is already registered with this very file; its missing file is back in {model_dir}"
+        )
     else:
         click.echo(f"model {version} is already registered with this very file: nothing imported")
     if activate:

@@ -742,7 +742,7 @@ def test_models_import_twice_registers_once_and_activates_on_request(
 ) -> None:
     var = tmp_path / "var"
     assert run(var, "migrate").exit_code == 0
-    path = staged_model(trained_model, tmp_path / "staging", "v7")
+    path = staged_model(trained_model, tmp_path / "staging", "v7", created_at="2026-01-02T03:04:05+00:00")
 
     first = run(var, "models", "import", str(path))
     assert first.exit_code == 0, first.output
@@ -760,6 +760,17 @@ def test_models_import_twice_registers_once_and_activates_on_request(
     assert activated.stdout.splitlines()[1] == "model v7 is active; workers switch within MODEL_CHECK_INTERVAL_SECONDS"
     assert versions(var) == [(True, "v7")]
     assert model_files(var) == ["model-v7.card.json", "model-v7.skops"]
+
+    # Lost from MODEL_DIR (a restore, a host's folder): importing it again puts it back, and says so.
+    (var / "models" / "model-v7.skops").unlink()
+    restored = run(var, "models", "import", str(path))
+    assert restored.exit_code == 0, restored.output
+    assert restored.stdout.splitlines() == [
+        f"model v7 is already registered with this very file; its missing file is back in {(var / 'models').resolve()}"
+    ]
+    assert model_files(var) == ["model-v7.card.json", "model-v7.skops"]
+    # Listed with the date it was trained, from its card, not the date it was imported.
+    assert "created=2026-01-02T03:04Z" in run(var, "models", "list").stdout
 
 
 @pytest.mark.parametrize("problem", ["no-card", "other-features", "same-name-other-file", "untrusted"])
