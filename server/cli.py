@@ -328,9 +328,9 @@ def sites_rotate_secret(ctx: click.Context, name: str) -> None:
         except SiteError as error:
             raise click.ClickException(str(error)) from None
         secret = rotate_secret(session, site, settings.secret_overlap)
-        click.echo(
-            f"new secret for {name}; the old one keeps working for {settings.secret_rotation_overlap_hours:g} h:"
-        )
+        hours = settings.secret_rotation_overlap_hours
+        old = f"the old one keeps working for {hours:g} h" if hours > 0 else "the old one no longer verifies"
+        click.echo(f"new secret for {name}; {old}:")
     click.echo(secret)
 
 

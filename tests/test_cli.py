@@ -80,6 +80,14 @@ def test_models_list_of_an_empty_registry_says_so_on_stderr(tmp_path: Path) -> N
     assert f"no model versions in sqlite:///{tmp_path.resolve() / 'moderation.db'}" in listed.stderr
 
 
+def test_a_rotation_without_overlap_says_the_old_secret_stops_now(tmp_path: Path) -> None:
+    env = {"VAR_DIR": str(tmp_path), "DATABASE_URL": "", "LOG_FORMAT": "text", "SECRET_ROTATION_OVERLAP_HOURS": "0"}
+    assert CliRunner().invoke(main, ["sites", "add", "backpain-advisor"], env=env).exit_code == 0
+    rotated = CliRunner().invoke(main, ["sites", "rotate-secret", "backpain-advisor"], env=env)
+    assert rotated.exit_code == 0
+    assert rotated.stdout.splitlines()[0] == "new secret for backpain-advisor; the old one no longer verifies:"
+
+
 def test_sites_add_prints_the_secret_last_and_rotation_keeps_both(var_dir: Path) -> None:
     added = run(var_dir, "sites", "add", "backpain-advisor", "--callback-url", "https://site.example/cb")
     assert added.exit_code == 0
