@@ -6,9 +6,13 @@ counters of its folder on WORKER_METRICS_PORT, so that worker hosts (and worker 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import cast
 from wsgiref.simple_server import WSGIServer
 
@@ -106,34 +110,78 @@ def metrics() -> Response:
     return Response(generate_latest(counters) + generate_latest(state), mimetype=CONTENT_TYPE_LATEST)
 
 
-def serve_worker_metrics(host: str, port: int) -> WSGIServer | None:
-    """Serve this host's process counters over HTTP from a thread of the calling (main) process; the server,
-    or None when ``port`` is 0 or cannot be bound.
+WORKER_METRICS_RETRY_SECONDS = 10.0
+"""How often a worker whose metrics port is taken tries it again."""
+
+
+def serve_worker_metrics(
+    host: str, port: int, *, retry_every: float = WORKER_METRICS_RETRY_SECONDS
+) -> Future[WSGIServer] | None:
+    """Serve this host's process counters over HTTP from a thread of the calling (main) process.
+
+    Returns the server's future: done at once, or, while another process holds ``port``, once a daemon thread
+    of this process takes the port (it tries every ``retry_every`` seconds). None when ``port`` is 0 or cannot
+    be used at all (an address this host does not have: a configuration error, said once and not retried).
 
     The gauges read from the database and the broker stay with web's /metrics: every worker reporting them
-    would only multiply the same numbers. A port that is taken is no reason to stop classifying: the worker
-    goes on and says why its metrics are missing.
+    would only multiply the same numbers. A port that is taken is no reason to stop classifying: in a rolling
+    restart the new worker starts while the old one still serves the port, and must take it over when the
+    old one stops, or the host's counters go unscraped until the next restart.
     """
     if port == 0:
         return None
+    registry = process_counters()
+    served: Future[WSGIServer] = Future()
+    # Read without a lock by forked pool processes: a Future's lock may be held by the retry thread at fork.
+    listening: list[WSGIServer] = []
     try:
-        server, _thread = start_http_server(port, addr=host, registry=process_counters())
-    except OSError as error:  # taken, or an address this host does not have
+        listening.append(start_http_server(port, addr=host, registry=registry)[0])
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            log.warning(
+                "worker metrics not served: cannot listen on %s:%d (%s); set WORKER_METRICS_HOST to an address "
+                "of this host, or WORKER_METRICS_PORT to 0 for none",
+                host,
+                port,
+                error.strerror or error,
+            )
+            return None
         log.warning(
-            "worker metrics not served: cannot listen on %s:%d (%s). If another worker on this host holds that "
-            "port, its metrics cover this worker too (when both use the same PROMETHEUS_MULTIPROC_DIR); "
-            "otherwise set WORKER_METRICS_PORT to a free port, or 0 for none",
+            "worker metrics not served yet: cannot listen on %s:%d (%s); trying again every %gs. If another "
+            "worker on this host holds that port, its metrics cover this worker too (when both use the same "
+            "PROMETHEUS_MULTIPROC_DIR), and this one takes the port over when that one stops; otherwise set "
+            "WORKER_METRICS_PORT to a free port, or 0 for none",
             host,
             port,
             error.strerror or error,
+            retry_every,
         )
-        return None
+    else:
+        served.set_result(listening[0])
+        log.info("worker metrics at http://%s:%d/metrics", host, port)
 
+    # Connected here, in the main thread: connecting takes the signal's lock, which a pool process forked
+    # meanwhile would inherit held and then wait on for ever when the signal is sent.
     @worker_process_init.connect(weak=False)
     def _pool_processes_leave_the_port_alone(**_: object) -> None:
         # A forked pool process inherits the listening socket; if it outlived a killed main process it
-        # would keep the port, and the restarted worker could not serve its metrics.
-        server.socket.close()
+        # would keep the port, and the restarted worker could not serve its metrics. It inherits no
+        # threads, so it never retries the port either.
+        for server in listening:
+            server.socket.close()
 
-    log.info("worker metrics at http://%s:%d/metrics", host, server.server_port)
-    return server
+    def take_the_port_when_free() -> None:
+        while True:
+            time.sleep(retry_every)
+            try:
+                server = start_http_server(port, addr=host, registry=registry)[0]
+            except OSError:
+                continue  # still taken: the first failure was said, the next ones would only be noise
+            listening.append(server)
+            log.info("worker metrics now served at http://%s:%d/metrics: the port was freed", host, port)
+            served.set_result(server)
+            return
+
+    if not served.done():
+        threading.Thread(target=take_the_port_when_free, name="worker-metrics-port", daemon=True).start()
+    return served

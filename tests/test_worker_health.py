@@ -6,6 +6,8 @@ import logging
 import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,8 +75,9 @@ def _scrape(url: str) -> str | None:
 def test_the_metrics_server_answers_with_this_processes_counters() -> None:
     name = f"worker_health_test_{uuid.uuid4().hex[:8]}"
     Counter(name, "A counter only this test increments.").inc(3)
-    server = serve_worker_metrics("127.0.0.1", free_port())
-    assert server is not None
+    served = serve_worker_metrics("127.0.0.1", free_port())
+    assert served is not None
+    server = served.result(timeout=0)  # a free port is served at once
     try:
         text = httpx.get(f"http://127.0.0.1:{server.server_port}/metrics", timeout=5).text
         assert f"{name}_total 3.0" in text
@@ -83,16 +86,48 @@ def test_the_metrics_server_answers_with_this_processes_counters() -> None:
         server.server_close()
 
 
-def test_a_taken_metrics_port_is_logged_and_the_worker_goes_on(caplog: pytest.LogCaptureFixture) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        with caplog.at_level(logging.WARNING, logger="server.metrics"):
-            assert serve_worker_metrics("127.0.0.1", port) is None
+def test_a_taken_metrics_port_is_taken_over_once_freed(caplog: pytest.LogCaptureFixture) -> None:
+    """A rolling restart: the new worker starts while the old one serves the port, and serves it once freed."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    with caplog.at_level(logging.INFO, logger="server.metrics"):
+        try:
+            served = serve_worker_metrics("127.0.0.1", port, retry_every=0.05)
+            assert served is not None
+            time.sleep(0.3)  # several attempts while the port is still taken
+            assert not served.done()
+        finally:
+            taken.close()  # the old worker stops
+        server = served.result(timeout=5)
+        try:
+            response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/plain")
+            assert "# TYPE " in response.text
+        finally:
+            server.shutdown()
+            server.server_close()
+    records = [record for record in caplog.records if record.name == "server.metrics"]
+    [warning] = [record.getMessage() for record in records if record.levelno == logging.WARNING]
+    assert f"cannot listen on 127.0.0.1:{port}" in warning
+    assert "trying again every 0.05s" in warning
+    assert "PROMETHEUS_MULTIPROC_DIR" in warning and "WORKER_METRICS_PORT" in warning
+    [info] = [record.getMessage() for record in records if record.levelno == logging.INFO]
+    assert f"now served at http://127.0.0.1:{port}/metrics" in info
+
+
+def test_an_address_this_host_does_not_have_is_said_once_and_not_retried(caplog: pytest.LogCaptureFixture) -> None:
+    before = set(threading.enumerate())
+    with caplog.at_level(logging.INFO, logger="server.metrics"):
+        assert serve_worker_metrics("192.0.2.1", free_port(), retry_every=0.05) is None  # TEST-NET-1
+        time.sleep(0.3)  # a retry thread would have tried several times by now
+    assert [thread.name for thread in set(threading.enumerate()) - before] == []
     [line] = [record.getMessage() for record in caplog.records if record.name == "server.metrics"]
-    assert f"cannot listen on 127.0.0.1:{port}" in line
-    assert "WORKER_METRICS_PORT" in line
+    assert "cannot listen on 192.0.2.1:" in line
+    assert "WORKER_METRICS_HOST" in line
+    assert "trying again" not in line
 
 
 def test_port_zero_serves_nothing() -> None:
