@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 from gunicorn.config import Config
+from gunicorn.glogging import Logger
+
+from server.logs import is_configured
+
+
+class ProjectLogger(Logger):
+    """gunicorn's error log (start, stop, booting worker, worker timeouts and exits) written like the service's.
+
+    gunicorn puts its own plain-text handler on "gunicorn.error" and stops it propagating, so its lines
+    ("[2026-...] [pid] [INFO] Starting gunicorn") were the only ones on stderr that a JSON log pipeline could
+    not read. Where configure_logging has run (`moderation web`: the master at start, each worker again), the
+    lines go to its root handler instead: the same formatter (LOG_FORMAT json or text), stream (stderr) and
+    level (LOG_LEVEL), once. A `logger_class` subclass rather than `logconfig_dict`: that one would also turn
+    gunicorn's access log on (to stdout), and the access log is off on purpose (no author IPs in logs).
+    Without configure_logging (the benchmark's bare reference), gunicorn's own handler stays.
+    """
+
+    def setup(self, cfg: Config) -> None:
+        super().setup(cfg)  # also run again on a reload (SIGHUP), which re-adds gunicorn's handler
+        if not is_configured():
+            return
+        for handler in [h for h in self.error_log.handlers if getattr(h, "_gunicorn", False)]:
+            self.error_log.removeHandler(handler)
+        self.error_log.setLevel(logging.NOTSET)  # the root's level: LOG_LEVEL, not gunicorn's own loglevel
+        self.error_log.propagate = True
 
 
 class _Gunicorn(BaseApplication):
@@ -36,6 +62,7 @@ def options(host: str, port: int, workers: int, name: str = "moderation-web") ->
         "keepalive": 5,
         "accesslog": None,
         "errorlog": "-",
+        "logger_class": ProjectLogger,
         "proc_name": name,
     }
     if "control_socket_disable" in Config().settings:

@@ -26,8 +26,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+# The name of configure_logging's handler on the root logger: gunicorn's error log joins it when it is there.
+HANDLER_NAME = "moderation"
+
+
+def is_configured() -> bool:
+    """Whether configure_logging set up this process's logging (not, e.g., the benchmark's bare reference)."""
+    return any(handler.get_name() == HANDLER_NAME for handler in logging.getLogger().handlers)
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(HANDLER_NAME)
     handler.setFormatter(
         JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )

@@ -1,10 +1,31 @@
-"""The web server's settings, as gunicorn reads them."""
+"""The web server's settings, as gunicorn reads them, and gunicorn's own log lines."""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
 from gunicorn.config import Config
 
 from server.gunicorn_app import _Gunicorn, options
+from tests.support.processes import ServiceProcess, wait_until
+from tests.support.services import free_port
+
+# What gunicorn's master and worker each say once from start to a SIGTERM stop (to the process group: the
+# worker may exit before the master says it is handling the signal).
+GUNICORN_LINES = [
+    "Starting gunicorn",
+    "Listening at: http://127.0.0.1:",
+    "Using worker: gthread",
+    "Booting worker with pid: ",
+    "Handling signal: term",
+    "Worker exiting (pid: ",
+    "Shutting down: Master",
+]
 
 
 def test_gunicorn_takes_every_setting_and_opens_no_control_socket() -> None:
@@ -13,3 +34,64 @@ def test_gunicorn_takes_every_setting_and_opens_no_control_socket() -> None:
     assert server.cfg.worker_class_str == "gthread" and server.cfg.proc_name == "moderation-web"
     if "control_socket_disable" in Config().settings:  # newer gunicorn
         assert server.cfg.control_socket_disable is True
+    assert server.cfg.accesslog is None  # no access log: it would hold the authors' IP addresses
+
+
+def run_web(tmp_path: Path, redis_server_url: str, log_format: str) -> list[str]:
+    """`moderation web` started, answering, stopped with SIGTERM: the non-empty lines it wrote."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "LOG_"))}
+    env |= {
+        "VAR_DIR": str(tmp_path / "var"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'moderation.db'}",
+        "REDIS_URL": redis_server_url,
+        "SECRET_KEY": "test-secret-key-" * 3,
+        "LOG_FORMAT": log_format,
+        "LOG_LEVEL": "INFO",
+    }
+    port = free_port()
+    argv = [sys.executable, "-m", "server", "web", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    web = ServiceProcess("web", argv, env, tmp_path / "web.log").start()
+    try:
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="web server", proc=web)
+    finally:
+        web.stop()
+    assert web.process is not None and web.process.returncode == 0, web.log()  # stopped by SIGTERM, not killed
+    return [line for line in web.log().splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_gunicorn_writes_json_lines_like_the_service(tmp_path: Path, redis_server_url: str) -> None:
+    lines = run_web(tmp_path, redis_server_url, "json")
+    entries = []
+    for line in lines:
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            pytest.fail(f"not a JSON line: {line!r}\n\n" + "\n".join(lines))
+    assert all(isinstance(entry.get("level"), str) and isinstance(entry.get("message"), str) for entry in entries)
+    gunicorn = [entry["message"] for entry in entries if entry.get("logger") == "gunicorn.error"]
+    assert sorted(map(_which, gunicorn)) == sorted(GUNICORN_LINES), gunicorn  # each once, none twice
+    assert {entry["level"] for entry in entries if entry.get("logger") == "gunicorn.error"} == {"INFO"}
+
+
+@pytest.mark.slow
+def test_gunicorn_writes_the_services_text_lines_when_asked(tmp_path: Path, redis_server_url: str) -> None:
+    lines = run_web(tmp_path, redis_server_url, "text")
+    for line in lines:
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(line)
+    # The application's text format: "<date> <time> LEVEL logger: message", not gunicorn's "[date] [pid] [INFO]".
+    gunicorn = [line.partition(" INFO gunicorn.error: ")[2] for line in lines if " INFO gunicorn.error: " in line]
+    assert sorted(map(_which, gunicorn)) == sorted(GUNICORN_LINES), lines
+    assert not [line for line in lines if line.startswith("[")], lines
+
+
+def _which(message: str) -> str:
+    return next((start for start in GUNICORN_LINES if message.startswith(start)), message)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
