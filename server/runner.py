@@ -118,7 +118,7 @@ class VarDirLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holders = " ".join(path.read_text().split()) or "unknown"
+            holders = " ".join(str(pid) for pid in _still_holding(path)) or "unknown"
             os.close(fd)
             raise VarDirInUseError(
                 f"{var_dir} is in use by another `moderation run` (processes {holders}): stop it (Ctrl-C where it "
@@ -134,6 +134,35 @@ class VarDirLock:
 
     def release(self) -> None:
         os.close(self.fd)
+
+
+def _still_holding(path: Path) -> list[int]:
+    """The processes listed in the lock file that still have it open (a listed pid may since have died and
+    been given to another program: never suggest killing that one)."""
+    # Not this process: it has the file open too, to ask.
+    listed = [int(word) for word in path.read_text().split() if word.isdigit() and int(word) != os.getpid()]
+    target = str(path.resolve())
+    holding = []
+    for pid in listed:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except FileNotFoundError:
+            continue  # gone
+        except OSError:  # no /proc here (or not ours to read): alive is the best we can tell
+            with contextlib.suppress(OSError):
+                os.kill(pid, 0)
+                holding.append(pid)
+            continue
+        if any(_link(f"/proc/{pid}/fd/{fd}") == target for fd in fds):
+            holding.append(pid)
+    return holding
+
+
+def _link(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
 
 
 def free_port() -> int:
@@ -332,11 +361,13 @@ def _run_locked(settings: Settings, var_dir: Path, lock: VarDirLock) -> int:
             time.sleep(0.5)
         return 0
     finally:
-        print("Stopping...", flush=True)
+        with contextlib.suppress(OSError):  # a terminal gone is no reason not to stop the children
+            print("Stopping...", flush=True)
         supervisor.stop_all()
         for signum, previous in previous_handlers.items():
             signal.signal(signum, previous)
-        print("Stopped.", flush=True)
+        with contextlib.suppress(OSError):
+            print("Stopped.", flush=True)
 
 
 def worker_args(settings: Settings) -> list[str]:
@@ -357,9 +388,23 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 def _install_signal_handlers(supervisor: Supervisor) -> dict[int, SignalHandler]:
     def request_stop(signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            _write_to_nowhere()
         supervisor.stopping = True
 
     return {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
+
+
+def _write_to_nowhere() -> None:
+    """After a hangup every write to the terminal fails (EIO): what is left to say goes to /dev/null, so that
+    stopping the children, and this process's own exit, never stumble on a print."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(devnull, stream.fileno())
+    os.close(devnull)
 
 
 def _local_host(settings: Settings) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -38,6 +39,27 @@ def seed_model(var_dir: Path, trained_model: TrainedModel) -> None:
     engine.dispose()
 
 
+class Terminal:
+    """A pseudo-terminal: ``end`` is the run's stdout and stderr, this side reads what it says."""
+
+    def __init__(self) -> None:
+        self._reader, self.end = os.openpty()
+        os.set_blocking(self._reader, False)
+        self._seen = bytearray()
+        self._open = True
+
+    def text(self) -> str:
+        with contextlib.suppress(OSError):  # nothing waiting (EAGAIN), or the other end closed (EIO)
+            while self._open and (chunk := os.read(self._reader, 65536)):
+                self._seen += chunk
+        return self._seen.decode(errors="replace")
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            os.close(self._reader)
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_run_serves_on_embedded_defaults_and_stops_everything(
     tmp_path: Path, trained_model: TrainedModel, stop_signal: signal.Signals
@@ -50,11 +72,13 @@ def test_run_serves_on_embedded_defaults_and_stops_everything(
     port, example_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "PROMETHEUS_"))}
     env.update(VAR_DIR=str(var_dir), PORT=str(port), EXAMPLE_PORT=str(example_port), LOG_FORMAT="text")
-    output = (tmp_path / "run.out").open("wb")
-    run = subprocess.Popen([sys.executable, "-m", "server", "run"], env=env, stdout=output, stderr=subprocess.STDOUT)
+    terminal = Terminal()  # as `make run` in a window has
+    run = subprocess.Popen([sys.executable, "-m", "server", "run"], env=env, stdout=terminal.end, stderr=terminal.end)
+    os.close(terminal.end)
     base = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
+        terminal.text()  # read as it comes, as a terminal would
         try:
             return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
         except httpx.HTTPError:
@@ -65,7 +89,7 @@ def test_run_serves_on_embedded_defaults_and_stops_everything(
         started = psutil.Process(run.pid).children(recursive=True)
         names = " ".join(" ".join(p.cmdline()) for p in started)
         assert "redis-server" in names and " worker" in names and " beat" in names and " web" in names
-        banner = (tmp_path / "run.out").read_text()
+        banner = terminal.text()
         assert f"http://127.0.0.1:{port}" in banner and "Ctrl-C" in banner
         assert (var_dir / "moderation.db").exists()  # SQLite in VAR_DIR, no DATABASE_URL needed
 
@@ -80,13 +104,17 @@ def test_run_serves_on_embedded_defaults_and_stops_everything(
         assert f"{var_dir} is in use by another `moderation run`" in second.stderr
         assert str(run.pid) in second.stderr.split("processes", 1)[1]
     finally:
+        if stop_signal == signal.SIGHUP:
+            terminal.close()  # the window is gone: every write to it fails from now on
         run.send_signal(stop_signal)
         code = run.wait(60)
-        output.close()
-    assert code == 0, (tmp_path / "run.out").read_text()[-3000:]
+    said = terminal.text()
+    terminal.close()
+    assert code == 0, said[-3000:]
     still_running = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert still_running == [], [" ".join(p.cmdline()) for p in still_running]
-    assert "Stopped." in (tmp_path / "run.out").read_text()
+    if stop_signal != signal.SIGHUP:
+        assert "Stopped." in said
 
 
 def test_what_is_left_of_a_run_killed_outright_keeps_its_var_dir(tmp_path: Path) -> None:
@@ -96,8 +124,8 @@ def test_what_is_left_of_a_run_killed_outright_keeps_its_var_dir(tmp_path: Path)
     child = Supervisor(lock=lock).start("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], {}, None)
     lock.release()  # as when the supervisor dies: only the child's copy of the lock is left
     try:
-        with pytest.raises(VarDirInUseError, match=rf"processes \d+ {child.process.pid}\b"):
-            VarDirLock.take(tmp_path)
+        with pytest.raises(VarDirInUseError, match=rf"\(processes {child.process.pid}\)"):
+            VarDirLock.take(tmp_path)  # not this test's own pid, listed first: it let go of the lock
     finally:
         child.process.kill()
         child.process.wait()
