@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from models.entities import ModelVersion
 from moderation.classifier import LABELS, ModerationModel
 from moderation.features import FEATURES_VERSION
+from moderation.policy import Thresholds
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +223,9 @@ def register(session: Session, version: str, artifact: SavedArtifact, card: dict
 # The name `save_artifact` gives a model's file; the version column's length.
 ARTIFACT_NAME = re.compile(r"model-(?P<version>.+)\.skops")
 MAX_VERSION_CHARS = 64
+# What a version may be called when it comes from elsewhere: it becomes a file and a report folder's name,
+# and is printed into commands to copy.
+VERSION_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_VERSION_CHARS - 1}}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,10 +256,14 @@ def import_artifact(
     version = card.get("version")
     if version is None:  # a card without one: the name the file was saved under
         version = match["version"]
-    if not isinstance(version, str) or not version.strip() or len(version) > MAX_VERSION_CHARS:
+    if not isinstance(version, str) or not VERSION_NAME.fullmatch(version):
         raise RegistryError(
-            f"model card {card_path}: version {version!r} is not a name of 1 to {MAX_VERSION_CHARS} characters"
+            f"model card {card_path}: version {version!r} is not a name of 1 to {MAX_VERSION_CHARS} letters, "
+            "digits, '.', '_' or '-'"
         )
+    if version != match["version"]:  # the file is found by its name: model-<version>.skops
+        raise RegistryError(f"model card {card_path} names version {version}, the file's name {match['version']}")
+    check_thresholds(card, card_path)
     if not made_for_these_features(card) and not allow_other_features:
         raise RegistryError(
             f"model {version} was trained on features of version {card.get('features_version', '(unrecorded)')}, "
@@ -299,6 +307,15 @@ def _card_time(card: dict[str, Any]) -> datetime | None:
     except (KeyError, ValueError):
         return None
     return made if made.tzinfo is not None else made.replace(tzinfo=UTC)
+
+
+def check_thresholds(card: dict[str, Any], card_path: Path) -> None:
+    """Every classify task builds the policy from these: a card without them, or with ones the policy refuses,
+    would make a model that decides nothing (or one that falls back to defaults far from its own)."""
+    try:
+        Thresholds(**card["thresholds"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise RegistryError(f"model card {card_path}: no usable thresholds ({type(error).__name__}: {error})") from None
 
 
 def read_card(card_path: Path) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -568,6 +569,35 @@ def test_a_model_file_without_a_card_object_beside_it_is_refused(
     assert str(refused.value).startswith(f"model card {card} {says}")
     assert "\n" not in str(refused.value)
     assert files_in(model_dir) == [] and registered(engine) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"version": "../../escape"}, "version '../../escape' is not a name of 1 to 64 letters"),
+        ({"version": "x; rm -rf ~"}, "is not a name of 1 to 64 letters"),
+        ({"version": "another"}, "names version another, the file's name ok"),
+        ({"thresholds": None}, "no usable thresholds"),
+        ({"thresholds": {"spam_reject": 0.3, "spam_hold": 0.6, "advice_hold": 0.1}}, "no usable thresholds"),
+        ({"thresholds": {"spam_reject": "high", "spam_hold": 0.1, "advice_hold": 0.1}}, "no usable thresholds"),
+    ],
+    ids=["path", "shell", "other-name", "no-thresholds", "hold-above-reject", "not-a-number"],
+)
+def test_a_card_that_would_misname_or_break_the_model_is_refused(
+    engine: Engine, trained_model: TrainedModel, tmp_path: Path, changes: dict[str, object], says: str
+) -> None:
+    """The version becomes file and report-folder names and is printed into commands; every classify task
+    builds its policy from the thresholds."""
+    path = saved_elsewhere(trained_model, tmp_path / "staging", "ok")
+    card_path = tmp_path / "staging" / "model-ok.card.json"
+    card = {**json.loads(card_path.read_text()), **changes}
+    if card.get("thresholds") is None:
+        card.pop("thresholds")
+    card_path.write_text(json.dumps(card))
+
+    with pytest.raises(registry.RegistryError, match=re.escape(says)):
+        import_into(engine, path, tmp_path / "models")
+    assert files_in(tmp_path / "models") == [] and registered(engine) == []
 
 
 def test_a_file_not_named_like_a_model_is_refused(engine: Engine, trained_model: TrainedModel, tmp_path: Path) -> None:
