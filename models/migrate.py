@@ -7,7 +7,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, inspect
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -22,7 +22,7 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade_database(database_url: str, revision: str = "head") -> None:
     """Bring the schema to ``revision``; one already past this code's migrations is left as it is."""
-    if revision == "head" and is_ahead(schema_revision(database_url)):
+    if revision == "head" and is_ahead(schema_revision(database_url)) and not missing_from_schema(database_url):
         # A later version migrated it (a rolling upgrade, or this version started again after a rollback):
         # Alembic cannot go "up" from a revision it does not know, and the migrations only add.
         return
@@ -64,6 +64,28 @@ def schema_mismatch(current: str | None) -> str | None:
     return (
         f"the database schema is at {current} and this code needs {head}: take a backup, then run `moderation migrate`"
     )
+
+
+def missing_from_schema(database_url: str) -> list[str]:
+    """The tables and columns of this code's models that the database does not have: none, for a schema a
+    later version of this service migrated (its migrations only add); some, for one that is something else."""
+    import models.entities  # noqa: F401  (every model registered on the metadata)
+    from models.base import Base
+
+    engine = create_engine(database_url)
+    try:
+        inspector = inspect(engine)
+        tables = set(inspector.get_table_names())
+        missing = []
+        for table in Base.metadata.sorted_tables:
+            if table.name not in tables:
+                missing.append(table.name)
+                continue
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            missing += [f"{table.name}.{column.name}" for column in table.columns if column.name not in present]
+        return missing
+    finally:
+        engine.dispose()
 
 
 def is_ahead(current: str | None) -> bool:

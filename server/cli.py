@@ -20,7 +20,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import SQLITE_BEGIN, create_db_engine, make_session_factory
 from models.entities import ModelVersion
-from models.migrate import head_revision, is_ahead, schema_mismatch, schema_revision, upgrade_database
+from models.migrate import (
+    head_revision,
+    is_ahead,
+    missing_from_schema,
+    schema_mismatch,
+    schema_revision,
+    upgrade_database,
+)
 from moderation import registry
 from moderation.classifier import ModerationModel
 from moderation.data import DataError, Example, collect_examples, load_own_corpus, public_sets
@@ -150,6 +157,13 @@ def migrate(ctx: click.Context) -> None:
     new_file = path is not None and not path.exists()
     before = None if new_file else _schema_revision(settings)  # reading a missing file would make one
     if is_ahead(before):
+        missing = missing_from_schema(settings.effective_database_url)
+        if missing:
+            raise click.ClickException(
+                f"the database schema is at {before}, a migration this code does not know, and lacks "
+                f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}: it is not this service's schema "
+                "(check DATABASE_URL)"
+            )
         # Exit 0: compose starts web, worker and beat only after `migrate` succeeds, and they work with it.
         click.echo(
             f"database schema is at {before}, newer than this code's {head_revision()}: left as it is "
@@ -329,7 +343,11 @@ def sites_rotate_secret(ctx: click.Context, name: str) -> None:
             raise click.ClickException(str(error)) from None
         secret = rotate_secret(session, site, settings.secret_overlap)
         hours = settings.secret_rotation_overlap_hours
-        old = f"the old one keeps working for {hours:g} h" if hours > 0 else "the old one no longer verifies"
+        old = (
+            f"the old one keeps working for {hours:g} h"
+            if hours > 0
+            else "the old one stops verifying (within SITE_CACHE_SECONDS on running web processes)"
+        )
         click.echo(f"new secret for {name}; {old}:")
     click.echo(secret)
 
@@ -543,7 +561,7 @@ def models_import(ctx: click.Context, path: Path, activate: bool, allow_other_fe
             raise click.ClickException(str(error)) from None
     if imported.registered_now:
         click.echo(f"imported model {version} into MODEL_DIR {model_dir}")
-    elif imported.copied:
+    elif model_dir / path.name in imported.copied:
         click.echo(
             f"model {version} is already registered with this very file; its missing file is back in {model_dir}"
         )
@@ -693,6 +711,8 @@ READ_CHUNK_BYTES = 1 << 16
 # Longer than any line intake's limits allow (a 20,000-character body written as JSON escapes is under
 # 250 KB): such a line is answered with an error and its bytes are dropped as they arrive, not kept.
 MAX_LINE_BYTES = 1 << 20
+# A batch stops growing past this many bytes of input, however many lines fit in --batch-size.
+MAX_BATCH_BYTES = 8 << 20
 
 
 class _StdinChunks:
@@ -728,11 +748,12 @@ def _line_batches(chunks: _StdinChunks, size: int) -> Iterator[list[bytes | None
     waiting for input that only its answer would bring. Only a line's own missing end is waited for.
     """
     lines: list[bytes | None] = []
+    batch_bytes = 0
     unfinished = bytearray()  # the start of a line whose newline has not arrived yet
     overlong = False  # that line is past MAX_LINE_BYTES: its bytes are dropped until its newline
     at_end = False
     while lines or not at_end:
-        while not at_end and len(lines) < size and (not lines or chunks.more_ready()):
+        while not at_end and len(lines) < size and batch_bytes < MAX_BATCH_BYTES and (not lines or chunks.more_ready()):
             chunk = chunks.read()
             if not chunk:
                 at_end = True
@@ -751,10 +772,12 @@ def _line_batches(chunks: _StdinChunks, size: int) -> Iterator[list[bytes | None
             overlong = overlong or len(unfinished) + len(first) > MAX_LINE_BYTES
             lines.append(None if overlong else bytes(unfinished + first))
             lines += whole
+            batch_bytes += last_newline + 1 + (0 if overlong else len(unfinished))
             overlong, unfinished = False, bytearray(chunk[last_newline + 1 :])
         if lines:
             yield lines[:size]
             del lines[:size]
+            batch_bytes = sum(len(line) for line in lines if line is not None)
 
 
 def _numbered(batches: Iterable[list[bytes | None]]) -> Iterator[list[tuple[int, CommentText | str]]]:
@@ -770,7 +793,7 @@ def _numbered(batches: Iterable[list[bytes | None]]) -> Iterator[list[tuple[int,
 
 def _read_line(raw: bytes | None) -> CommentText | str:
     if raw is None:
-        return f"line longer than {MAX_LINE_BYTES} bytes: no comment intake takes is that long"
+        return f"line longer than {MAX_LINE_BYTES} bytes, more than any comment intake takes"
     if not raw.strip():
         # Reported, not skipped: the answers must stay one per input line for scripts to match them up.
         return "blank line: each line must be a JSON object with a string 'body'"

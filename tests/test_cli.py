@@ -85,7 +85,10 @@ def test_a_rotation_without_overlap_says_the_old_secret_stops_now(tmp_path: Path
     assert CliRunner().invoke(main, ["sites", "add", "backpain-advisor"], env=env).exit_code == 0
     rotated = CliRunner().invoke(main, ["sites", "rotate-secret", "backpain-advisor"], env=env)
     assert rotated.exit_code == 0
-    assert rotated.stdout.splitlines()[0] == "new secret for backpain-advisor; the old one no longer verifies:"
+    assert rotated.stdout.splitlines()[0] == (
+        "new secret for backpain-advisor; the old one stops verifying (within SITE_CACHE_SECONDS on running web "
+        "processes):"
+    )
 
 
 def test_sites_add_prints_the_secret_last_and_rotation_keeps_both(var_dir: Path) -> None:
@@ -376,6 +379,20 @@ def test_migrate_leaves_a_schema_a_later_version_migrated(tmp_path: Path, databa
         )
         upgrade_database(database_url)
         assert schema_revision(database_url) == "9999"
+
+        # An unknown migration without this code's tables is not a later version of this schema.
+        other = f"sqlite:///{tmp_path / 'other.db'}"
+        upgrade_database(other)
+        other_engine = create_engine(other)
+        with other_engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+            connection.execute(text("DROP TABLE training_labels"))
+        other_engine.dispose()
+        refused = CliRunner().invoke(main, ["migrate"], env=env | {"DATABASE_URL": other})
+        assert refused.exit_code == 1
+        assert "the database schema is at 9999, a migration this code does not know, and lacks training_labels" in (
+            refused.stderr
+        )
     finally:
         with engine.begin() as connection:
             connection.execute(text("UPDATE alembic_version SET version_num = :head"), {"head": head_revision()})
@@ -548,11 +565,37 @@ def test_classify_answers_a_line_too_long_for_any_comment_without_keeping_it(tra
         ]
     )
     out = classify_answers(trained, stdin)
-    too_long = f"line longer than {MAX_LINE_BYTES} bytes: no comment intake takes is that long"
+    too_long = f"line longer than {MAX_LINE_BYTES} bytes, more than any comment intake takes"
     assert [answer["line"] for answer in out] == [1, 2, 3, 4, 5]
     assert set(out[0]) == SCORED and set(out[2]) == SCORED
     assert out[1]["error"] == too_long and out[4]["error"] == too_long
     assert out[3]["error"] == "'body' must be at most 20000 characters"
+
+
+def test_classify_batches_stop_growing_at_a_byte_budget() -> None:
+    """A fast pipe of long lines (each under the line cap) must not fill a 1,000-line batch: that would hold
+    gigabytes before scoring any of them."""
+    from server.cli import MAX_BATCH_BYTES, READ_CHUNK_BYTES, _line_batches
+
+    long_line = b"x" * (600 * 1024) + b"\n"
+    data = long_line * 30
+
+    class Pipe:
+        def __init__(self) -> None:
+            self.offset = 0
+
+        def read(self) -> bytes:
+            chunk = data[self.offset : self.offset + READ_CHUNK_BYTES]
+            self.offset += len(chunk)
+            return chunk
+
+        def more_ready(self) -> bool:
+            return True  # everything is waiting, as in a fast pipe
+
+    batches = list(_line_batches(Pipe(), 1000))  # type: ignore[arg-type]
+    assert sum(len(batch) for batch in batches) == 30 and len(batches) > 1
+    for batch in batches:
+        assert sum(len(line) for line in batch if line is not None) <= MAX_BATCH_BYTES + len(long_line)
 
 
 def test_classify_refuses_text_longer_than_intake_takes(trained: Path) -> None:
