@@ -63,6 +63,7 @@ def _http_client() -> httpx.Client:
     name=CLASSIFY_TASK,
     bind=True,
     soft_time_limit=60,
+    time_limit=90,
     autoretry_for=(OperationalError,),
     retry_backoff=True,
     retry_backoff_max=60,
@@ -135,6 +136,7 @@ def _publish_notify(runtime: Runtime, delivery_ids: list[int]) -> None:
     name=NOTIFY_TASK,
     bind=True,
     soft_time_limit=600,
+    time_limit=630,
     autoretry_for=(OperationalError,),
     retry_backoff=True,
     retry_backoff_max=60,
@@ -222,7 +224,7 @@ def _send(runtime: Runtime, target: _Target) -> callbacks.AttemptOutcome:
     )
 
 
-@shared_task(name=RELAY_OUTBOX_TASK, bind=True, soft_time_limit=60, expires=30)
+@shared_task(name=RELAY_OUTBOX_TASK, bind=True, soft_time_limit=60, time_limit=90, expires=30)
 def relay_outbox(self: Task) -> int:
     """Publish again the work whose broker message may have been lost."""
     runtime = _runtime(self)
@@ -238,7 +240,7 @@ def relay_outbox(self: Task) -> int:
     return len(published)
 
 
-@shared_task(name=RETRY_CALLBACKS_TASK, bind=True, soft_time_limit=60, expires=30)
+@shared_task(name=RETRY_CALLBACKS_TASK, bind=True, soft_time_limit=60, time_limit=90, expires=30)
 def retry_due_callbacks(self: Task) -> int:
     runtime = _runtime(self)
     with runtime.sessions.begin() as session:
@@ -266,14 +268,14 @@ def _publish_each(items: list[tuple[int, Any]], publish: Any) -> list[int]:
     return done
 
 
-@shared_task(name=PURGE_RECEIPTS_TASK, bind=True, soft_time_limit=300, expires=600)
+@shared_task(name=PURGE_RECEIPTS_TASK, bind=True, soft_time_limit=300, time_limit=330, expires=600)
 def purge_old_receipts(self: Task) -> int:
     runtime = _runtime(self)
     with runtime.sessions.begin() as session:
         return purge_receipts(session, datetime.now(UTC) - RECEIPT_RETENTION)
 
 
-@shared_task(name=RETENTION_TASK, bind=True, soft_time_limit=1800, expires=1800)
+@shared_task(name=RETENTION_TASK, bind=True, soft_time_limit=1800, time_limit=1830, expires=1800)
 def apply_retention_limits(self: Task, personal_days: int = 30, closed_days: int = 365) -> dict[str, int]:
     """Forget personal data past its retention (RETAIN_PERSONAL_DAYS, RETAIN_CLOSED_DAYS); 0 days keeps it."""
     runtime = _runtime(self)
