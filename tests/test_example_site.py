@@ -56,7 +56,9 @@ def test_an_unsigned_callback_changes_nothing(site: tuple[FlaskClient, Path]) ->
     assert stored_status(data_file) == "sending"
 
 
-@pytest.mark.parametrize(("visitor", "sent"), [("127.0.0.1", ""), ("::1", ""), ("203.0.113.7", "203.0.113.7")])
+@pytest.mark.parametrize(
+    ("visitor", "sent"), [("127.0.0.1", ""), ("::1", ""), ("::ffff:127.0.0.1", ""), ("203.0.113.7", "203.0.113.7")]
+)
 def test_a_visitor_on_this_machine_is_sent_without_an_address(tmp_path: Path, visitor: str, sent: str) -> None:
     """Tried out locally, every visitor is 127.0.0.1: sent, it would make them all one author to the service
     (one history, one flood limit), so a loopback address is left out; a real one is sent."""

@@ -210,7 +210,8 @@ def author_ip(remote_addr: str | None) -> str:
         address = ipaddress.ip_address(remote_addr or "")
     except ValueError:
         return ""
-    return "" if address.is_loopback else str(address)
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None  # ::ffff:127.0.0.1
+    return "" if (mapped or address).is_loopback else str(address)
 
 
 def send_to_moderation(config: ExampleConfig, comment: StoredComment, ip: str, user_agent: str) -> str:
