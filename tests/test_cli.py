@@ -27,6 +27,7 @@ from moderation.data import CORPUS_DIR
 from moderation.fetch import SOURCES, Source, fetch_all, medquad_rows, unpack_medquad, unpack_sms, unpack_youtube
 from server.cli import main
 from tests.conftest import TrainedModel
+from tests.support.models import saved_elsewhere
 from tests.support.signing import signed_headers
 
 
@@ -752,16 +753,6 @@ def test_models_rollback_refuses_a_version_that_cannot_be_loaded(
     assert refused.exit_code != 0 and "model version v1 cannot be activated: model file " in refused.stderr
 
 
-def staged_model(trained_model: TrainedModel, folder: Path, version: str, **card_changes: object) -> Path:
-    """The test model as another install saved it: model-<version>.skops with its card beside it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"model-{version}.skops"
-    shutil.copy(trained_model.artifact.path, path)
-    card = {**trained_model.model.card, "version": version, **card_changes}
-    (folder / f"model-{version}.card.json").write_text(json.dumps(card))
-    return path
-
-
 def model_files(var: Path) -> list[str]:
     model_dir = var / "models"  # MODEL_DIR's default
     return sorted(p.name for p in model_dir.iterdir()) if model_dir.exists() else []
@@ -772,7 +763,7 @@ def test_models_import_brings_in_a_model_trained_elsewhere_and_activates_it(
 ) -> None:
     var = tmp_path / "var"
     assert run(var, "migrate").exit_code == 0
-    path = staged_model(trained_model, tmp_path / "staging", "from-staging")
+    path = saved_elsewhere(trained_model, tmp_path / "staging", "from-staging")
 
     imported = run(var, "models", "import", str(path), "--activate")
 
@@ -793,7 +784,7 @@ def test_models_import_twice_registers_once_and_activates_on_request(
 ) -> None:
     var = tmp_path / "var"
     assert run(var, "migrate").exit_code == 0
-    path = staged_model(trained_model, tmp_path / "staging", "v7", created_at="2026-01-02T03:04:05+00:00")
+    path = saved_elsewhere(trained_model, tmp_path / "staging", "v7", created_at="2026-01-02T03:04:05+00:00")
 
     first = run(var, "models", "import", str(path))
     assert first.exit_code == 0, first.output
@@ -832,7 +823,7 @@ def test_models_import_refuses_in_one_line_and_leaves_nothing_behind(
     assert run(var, "migrate").exit_code == 0
     staging = tmp_path / "staging"
     older = {"features_version": "2020-01-01"} if problem == "other-features" else {}
-    path = staged_model(trained_model, staging, "v1", **older)
+    path = saved_elsewhere(trained_model, staging, "v1", **older)
     before: list[tuple[bool, str]] = []
     if problem == "other-features":
         said = "model v1 was trained on features of version 2020-01-01"
@@ -841,7 +832,7 @@ def test_models_import_refuses_in_one_line_and_leaves_nothing_behind(
         said = f"model card {staging / 'model-v1.card.json'} is missing"
     elif problem == "same-name-other-file":
         assert run(var, "models", "import", str(trained_model.artifact.path)).exit_code == 0
-        path = staged_model(trained_model, staging, "test-model")
+        path = saved_elsewhere(trained_model, staging, "test-model")
         path.write_bytes(path.read_bytes() + b"\0")  # another file under the registered version's name
         said = "model version test-model is already registered with another file"
         before = [(False, "test-model")]

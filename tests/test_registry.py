@@ -30,6 +30,7 @@ from moderation.features import FEATURES_VERSION, CommentText
 from server.factory import build_celery, build_runtime
 from server.settings import Settings
 from tests.conftest import TrainedModel
+from tests.support.models import saved_elsewhere
 
 COMMENTS = [
     CommentText(body="Thanks, the stretches in this article really helped my lower back."),
@@ -443,16 +444,6 @@ def test_a_corrupt_copy_in_model_dir_is_refused_even_with_an_intact_file_where_s
 
 
 # --- importing a model saved by another install --------------------------------------------------
-
-
-def saved_elsewhere(trained_model: TrainedModel, folder: Path, version: str, **card_changes: object) -> Path:
-    """The test model as another install (staging, a laptop) saved it: model-<version>.skops, its card beside."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"model-{version}.skops"
-    shutil.copy(trained_model.artifact.path, path)
-    card = {**trained_model.model.card, "version": version, **card_changes}
-    (folder / f"model-{version}.card.json").write_text(json.dumps(card))
-    return path
 
 
 def import_into(engine: Engine, path: Path, model_dir: Path, **options: bool) -> registry.ImportedModel:
