@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session, aliased
 
 from models.entities import Comment, CommentStatus, Decision, ModerationAction, Site
 from moderation.decisions import AUTHOR_IP_WINDOW
+from moderation.policy import Reason
+from moderation.review import REJECT_REASONS
 
 QUEUES = {
     "held": CommentStatus.HELD,
@@ -19,21 +21,8 @@ QUEUES = {
     "all": None,
 }
 SORTS = ("oldest", "newest", "risk")
-REASONS = (
-    "spam",
-    "possible_spam",
-    "unfamiliar_language",
-    "medical_advice",
-    "many_links",
-    "duplicate",
-    "author_flood",
-    "author_rejected_before",
-    "blocked_term",
-    "edited_after_review",
-    "abuse",
-    "off_topic",
-    "other",
-)
+# What a decision can carry: the policy's reasons and the moderators' own reject reasons.
+REASONS = (*Reason, *(reason for reason in REJECT_REASONS if reason not in set(Reason)))
 PAGE_SIZE = 25
 MAX_PAGE = 1_000_000  # far past any queue; an offset the database can still take
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,10 +28,10 @@ from models.entities import (
 from moderation import outbox
 from moderation.callbacks import COMMENT_DECIDED, new_callback
 from moderation.classifier import ModerationModel, Scores
-from moderation.features import CommentText, link_count, other_script
+from moderation.features import CommentText
 from moderation.intake import CLASSIFY
 from moderation.lists import entries_for_site, match_lists
-from moderation.policy import PolicyLimits, Signals, Thresholds, Verdict, decide
+from moderation.policy import PolicyLimits, Reason, Signals, Thresholds, Verdict, decide
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ DUPLICATE_MIN_CHARS = 40  # "thanks!" twice is not a campaign
 # An address is shared (mobile carriers, offices, a site that sends its proxy's address) and changes hands:
 # what others did from it counts only for a day, while an e-mail address's history counts for good.
 AUTHOR_IP_WINDOW = timedelta(days=1)
-EDITED_AFTER_REVIEW = "edited_after_review"  # a moderator judged the old text; the new text waits for one
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +86,8 @@ def gather_signals_many(session: Session, comments: list[Comment], now: datetime
     for comment in comments:
         listed = match_lists(entries[comment.site_id], comment)
         by_status = history.get(comment.id, {})
-        signals[comment.id] = Signals(
-            link_count=link_count(comment.body),
-            other_script=other_script(comment.body),
+        signals[comment.id] = replace(
+            Signals.of_text(comment.body),
             blocked_terms=listed.blocked_terms,
             author_allowed=listed.author_allowed,
             duplicates_elsewhere=duplicates.get(comment.id, 0),
@@ -441,12 +439,12 @@ def _after_edit(verdict: Verdict, previous: Decision | None) -> Verdict:
     The model still decides the new text; only an approval turns into a hold (``edited_after_review``).
     A comment already held for that reason and edited again before review stays held for it.
     """
-    reviewed = previous is not None and (not previous.by_model or EDITED_AFTER_REVIEW in previous.reasons)
+    reviewed = previous is not None and (not previous.by_model or Reason.EDITED_AFTER_REVIEW in previous.reasons)
     if not reviewed:
         return verdict
     if verdict.outcome == Outcome.APPROVE:
-        return Verdict(Outcome.HOLD, [EDITED_AFTER_REVIEW])
-    return Verdict(verdict.outcome, [*verdict.reasons, EDITED_AFTER_REVIEW])
+        return Verdict(Outcome.HOLD, [Reason.EDITED_AFTER_REVIEW])
+    return Verdict(verdict.outcome, [*verdict.reasons, Reason.EDITED_AFTER_REVIEW])
 
 
 def _pending_id(delivery: CallbackDelivery | None) -> int | None:

@@ -6,10 +6,30 @@ Pure functions over plain values: the callers gather the signals from the databa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from models.entities import Outcome
 from moderation.classifier import Scores
 from moderation.features import OtherScript, link_count, other_script
+
+
+class Reason(StrEnum):
+    """Why a comment was not simply approved: stored with its decision, shown and filtered on in the dashboard.
+
+    The one list of them (README's policy table is checked against it). Stored as their plain values.
+    """
+
+    BLOCKED_TERM = "blocked_term"
+    SPAM = "spam"
+    POSSIBLE_SPAM = "possible_spam"
+    UNFAMILIAR_LANGUAGE = "unfamiliar_language"
+    MEDICAL_ADVICE = "medical_advice"
+    MANY_LINKS = "many_links"
+    DUPLICATE = "duplicate"
+    AUTHOR_FLOOD = "author_flood"
+    AUTHOR_REJECTED_BEFORE = "author_rejected_before"
+    # Not from ``decide``: moderation.decisions adds it when an edit follows a moderator's verdict.
+    EDITED_AFTER_REVIEW = "edited_after_review"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +96,11 @@ class Verdict:
 def decide(
     scores: Scores, thresholds: Thresholds, signals: Signals = Signals(), limits: PolicyLimits = PolicyLimits()
 ) -> Verdict:
-    """The model never publishes medical advice on its own: advice above threshold is always held."""
+    """The model never publishes medical advice on its own: advice above threshold is always held.
+
+    Reasons come in a fixed order (rejects, then holds, each in the order below): stored decisions and the
+    sites' callbacks carry the list as it is, so the same comment always reads the same.
+    """
     reject: list[str] = []
     hold: list[str] = []
     trusted = signals.author_allowed or (
@@ -84,27 +108,27 @@ def decide(
     )
 
     if signals.blocked_terms:
-        reject.append("blocked_term")
+        reject.append(Reason.BLOCKED_TERM)
     # Text the models cannot read goes to a person, never out on its own (advice in it would pass unseen).
     # Mostly such text: neither score means anything, so neither rejects. A passage inside a Latin-script
     # comment: the scores still read the rest, and spam there is still rejected.
     scored = signals.other_script != OtherScript.MOSTLY
     if signals.other_script != OtherScript.NONE:
-        hold.append("unfamiliar_language")
+        hold.append(Reason.UNFAMILIAR_LANGUAGE)
     if scored and scores.spam >= thresholds.spam_reject and not signals.author_allowed:
-        reject.append("spam")
+        reject.append(Reason.SPAM)
     elif scored and scores.spam >= thresholds.spam_hold and not trusted:
-        hold.append("possible_spam")
+        hold.append(Reason.POSSIBLE_SPAM)
     if scored and scores.medical_advice >= thresholds.advice_hold:
-        hold.append("medical_advice")
+        hold.append(Reason.MEDICAL_ADVICE)
     if signals.link_count >= limits.max_links and not trusted:
-        hold.append("many_links")
+        hold.append(Reason.MANY_LINKS)
     if signals.duplicates_elsewhere > 0:
-        hold.append("duplicate")
+        hold.append(Reason.DUPLICATE)
     if signals.author_posts_last_hour >= limits.flood_posts_per_hour:
-        hold.append("author_flood")
+        hold.append(Reason.AUTHOR_FLOOD)
     if signals.author_rejected_before >= limits.rejections_before_suspect:
-        hold.append("author_rejected_before")
+        hold.append(Reason.AUTHOR_REJECTED_BEFORE)
 
     if reject:
         return Verdict(Outcome.REJECT, reject + hold)

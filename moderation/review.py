@@ -55,7 +55,7 @@ class ConflictError(ReviewError):
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class ModeratorVerdict:
     outcome: str
     reasons: list[str]
 
@@ -90,7 +90,7 @@ def record_verdict(
         verdict, template = _undone(session, comment_id, current)
     else:
         outcome = Outcome.APPROVE if action == APPROVE else Outcome.REJECT
-        verdict, template = Verdict(outcome, [verdict_reason] if verdict_reason else []), current
+        verdict, template = ModeratorVerdict(outcome, [verdict_reason] if verdict_reason else []), current
     if current is not None:
         swapped = session.execute(
             update(Decision)
@@ -183,7 +183,7 @@ def _model_decision(session: Session, comment_id: int) -> Decision | None:
     )
 
 
-def _undone(session: Session, comment_id: int, current: Decision | None) -> tuple[Verdict, Decision]:
+def _undone(session: Session, comment_id: int, current: Decision | None) -> tuple[ModeratorVerdict, Decision]:
     """The decision that the current one replaced, to be restored as a new current decision."""
     last = session.scalar(
         select(ModerationAction)
@@ -200,7 +200,7 @@ def _undone(session: Session, comment_id: int, current: Decision | None) -> tupl
     previous = session.get(Decision, last.before_decision_id) if last and last.before_decision_id else None
     if previous is None:
         raise ReviewError("there is no moderator action to undo on this comment")
-    return Verdict(previous.outcome, list(previous.reasons)), previous
+    return ModeratorVerdict(previous.outcome, list(previous.reasons)), previous
 
 
 def _label_for(outcome: str, reason: str | None) -> tuple[bool | None, bool | None] | None:

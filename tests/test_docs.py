@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from pydantic import TypeAdapter
 
+from moderation.policy import Reason
 from server.cli import main
 from server.settings import Settings
 
@@ -36,6 +37,12 @@ def test_every_command_is_documented_in_the_readme() -> None:
 
     missing = [c for c in commands(main, "moderation ") if not documented(c)]
     assert missing == []
+
+
+def test_the_readmes_policy_table_lists_every_reason_a_decision_can_carry() -> None:
+    table = README[README.index("**The policy**") :].split("\n\n")[1]
+    documented = re.findall(r"^\| `(\w+)` \|", table, flags=re.MULTILINE)
+    assert documented == [reason.value for reason in Reason]
 
 
 def test_the_env_example_shows_the_real_defaults() -> None:

@@ -18,9 +18,10 @@ from models.db import make_session_factory
 from models.entities import CallbackDelivery, Comment, Decision, DeliveryStatus, Moderator, OutboxMessage
 from moderation.callbacks import record_delivered, replay
 from moderation.classifier import ModerationModel
-from moderation.decisions import EDITED_AFTER_REVIEW, Decided, decide_comment
+from moderation.decisions import Decided, decide_comment
 from moderation.intake import NewComment
 from moderation.lifecycle import apply_update
+from moderation.policy import Reason
 from moderation.review import ReviewError, record_verdict
 from moderation.sites import create_site, get_site
 from server.settings import Settings
@@ -279,17 +280,17 @@ def test_a_moderators_verdict_does_not_carry_over_to_edited_text(
     send(client, secret, updated("c-7", ORDINARY, "2026-11-26T11:00:00Z"))
     decided = decide(engine, active_model.model, comment_id)
     # The model alone would approve this text; a human approved only the old one.
-    assert decided is not None and (decided.outcome, decided.reasons) == ("hold", [EDITED_AFTER_REVIEW])
+    assert decided is not None and (decided.outcome, decided.reasons) == ("hold", [Reason.EDITED_AFTER_REVIEW])
 
     send(client, secret, updated("c-7", OTHER_ORDINARY, "2026-11-26T12:00:00Z"))
     again = decide(engine, active_model.model, comment_id)
-    assert again is not None and (again.outcome, again.reasons) == ("hold", [EDITED_AFTER_REVIEW])
+    assert again is not None and (again.outcome, again.reasons) == ("hold", [Reason.EDITED_AFTER_REVIEW])
 
     moderator_verdict(engine, comment_id, "approve")
     send(client, secret, updated("c-7", ADVICE, "2026-11-26T13:00:00Z"))
     advice = decide(engine, active_model.model, comment_id)
     assert advice is not None and advice.outcome == "hold"
-    assert "medical_advice" in advice.reasons and EDITED_AFTER_REVIEW in advice.reasons
+    assert "medical_advice" in advice.reasons and Reason.EDITED_AFTER_REVIEW in advice.reasons
 
 
 class EditingWhileScoring:
