@@ -13,6 +13,7 @@ run: $(STAMP)
 # Lint and types first: a change that breaks either fails the suite like a failing test.
 test: $(DEV_STAMP) chromium wrk
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -39,7 +39,14 @@ if not CHROMIUM.exists():
 
 from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
 
-pytestmark = pytest.mark.slow
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every browser test is slow (a real browser and server); ``pytestmark`` in a conftest marks nothing."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", params=["sqlite"])
