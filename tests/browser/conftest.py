@@ -40,7 +40,6 @@ if not CHROMIUM.exists():
 from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
 
 
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every browser test is slow (a real browser and server); ``pytestmark`` in a conftest marks nothing."""
     here = Path(__file__).parent
