@@ -153,10 +153,12 @@ class Decision(Base):
     is_current: Mapped[bool] = mapped_column(default=True)
     spam_score: Mapped[float | None]
     advice_score: Mapped[float | None]
+    # Reason values (moderation.policy.Reason, or a moderator's reject reason); list[Any] is the type the
+    # base maps to a JSON column.
     reasons: Mapped[list[Any]] = mapped_column(default=list)
     explanation: Mapped[dict[str, Any]] = mapped_column(default=dict)
     model_version: Mapped[str | None] = mapped_column(String(64))
-    decided_by: Mapped[str] = mapped_column(String(320), default="model")
+    decided_by: Mapped[str] = mapped_column(String(320), default="model")  # or "moderator:<e-mail>"
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

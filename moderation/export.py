@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from models.entities import Comment, Decision, Site, TrainingLabel
+from moderation.lists import BLOCKED_AUTHOR
+from moderation.review import moderator_email
 
 FORMATS = ("jsonl", "csv")
 COLUMNS = (
@@ -101,7 +103,7 @@ def export_rows(session: Session, query: ExportQuery) -> Iterator[dict[str, Any]
         row["decided_at"] = row["decided_at"].isoformat()
         row["reasons"] = [_exported_reason(reason) for reason in row["reasons"] or []]
         row["decided_by"] = "moderator" if by_moderator else "model"
-        row["moderator"] = found["decided_by"].removeprefix("moderator:") if by_moderator else None
+        row["moderator"] = moderator_email(found["decided_by"]) if by_moderator else None
         row["label_spam"] = row["label_spam"] if labelled else None
         row["label_medical_advice"] = row["label_medical_advice"] if labelled else None
         # The comment keeps only its current text: an earlier decision may have judged an earlier text.
@@ -111,7 +113,7 @@ def export_rows(session: Session, query: ExportQuery) -> Iterator[dict[str, Any]
 
 def _exported_reason(reason: str) -> str:
     # "author:<e-mail or name>" names the block-listed author; the export carries no author data.
-    return AUTHOR_BLOCKED if reason.startswith("author:") else reason
+    return AUTHOR_BLOCKED if reason.startswith(BLOCKED_AUTHOR) else reason
 
 
 def write_export(

@@ -14,6 +14,7 @@ from moderation.features import find_urls, url_domain
 
 KINDS = ("block", "allow")
 FIELDS = ("word", "domain", "author")
+BLOCKED_AUTHOR = "author:"  # how a block-listed author appears among blocked terms: it names a person
 DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$")
 
 
@@ -101,7 +102,7 @@ def match_lists(entries: list[ListEntry], comment: Comment) -> ListMatch:
         else:
             hit = re.search(rf"(?<!\w){re.escape(entry.value)}(?!\w)", body) is not None
         if hit and entry.list_kind == "block":
-            blocked.append(f"author:{entry.value}" if entry.field == "author" else entry.value)
+            blocked.append(f"{BLOCKED_AUTHOR}{entry.value}" if entry.field == "author" else entry.value)
         elif hit:
             allowed = True
     return ListMatch(tuple(sorted(set(blocked))), allowed and not blocked)

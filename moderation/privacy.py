@@ -37,9 +37,9 @@ from models.entities import (
     TrainingLabel,
 )
 from moderation.intake import body_fingerprint
+from moderation.lists import BLOCKED_AUTHOR
 
 REDACTED = "[erased]"
-AUTHOR_REASON = "author:"  # moderation.lists: the reason a block-listed author's comment carries
 BATCH = 200
 RETENTION_BUDGET = timedelta(minutes=20)  # well inside the task's 30-minute soft time limit
 MIN_TOKEN = 3  # shorter pieces of a name ("Al", "J.") are too common to strip from explanations
@@ -165,7 +165,7 @@ def scrub_reasons(reasons: Iterable[str]) -> list[str]:
     Only those are rewritten: a regex over every reason would let an author named ``spam`` or ``held``
     rewrite real reasons, and with them the statistics.
     """
-    return [AUTHOR_REASON + REDACTED if reason.startswith(AUTHOR_REASON) else reason for reason in reasons]
+    return [BLOCKED_AUTHOR + REDACTED if reason.startswith(BLOCKED_AUTHOR) else reason for reason in reasons]
 
 
 def _scrub_payload(payload: dict[str, Any]) -> dict[str, Any]:

@@ -60,8 +60,15 @@ class ModeratorVerdict:
     reasons: list[str]
 
 
+MODERATOR = "moderator:"  # decisions.decided_by is "model" or this and the moderator's e-mail address
+
+
 def moderator_label(moderator: Moderator) -> str:
-    return f"moderator:{moderator.email}"
+    return f"{MODERATOR}{moderator.email}"
+
+
+def moderator_email(decided_by: str) -> str:
+    return decided_by.removeprefix(MODERATOR)
 
 
 def record_verdict(
@@ -171,7 +178,7 @@ def _last_actor(session: Session, comment_id: int, current: Decision | None) -> 
     if action is not None and action.moderator is not None:
         return action.moderator.email
     if current is not None:
-        return current.decided_by.removeprefix("moderator:")
+        return moderator_email(current.decided_by)
     return "someone else"
 
 
