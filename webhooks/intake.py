@@ -62,7 +62,7 @@ def receive_comment() -> Response | tuple[Response, int]:
         site = _signed_by_site(document)
         event = _validated(document)
         _within_rate_limits(site, event)
-        webhook_id = request.headers["webhook-id"]
+        webhook_id = request.headers["webhook-id"]  # present: the signature check above requires it
         accepted = _store(site, webhook_id, _payload_sha256(document), event)
     except IntakeError as rejected:
         return rejected.response
@@ -201,6 +201,8 @@ def _store(site: SiteKeys, webhook_id: str, payload_sha256: str, event: Event) -
     """
     session = db()
     if isinstance(event, CommentCreated):
+        # The fast path autocommits on its own connection: only with the app's Engine-bound session. A
+        # session bound to a Connection lives inside a caller's transaction and takes the careful path.
         engine = session.get_bind()
         new = event.data.as_new_comment()
         comment_id = (

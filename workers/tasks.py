@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -155,7 +156,7 @@ def notify_site(self: Task, delivery_id: int | None = None, delivery_ids: list[i
         targets = [_target(delivery) for delivery in claimed]
     if not targets:
         return "not-due"
-    lease = claimed[0].lease_until
+    lease = claimed[0].lease_until  # one claim, one lease: every delivery it took shares this moment
     outcomes = []
     for target in (t for t in targets if t.url is not None):
         if lease is None or datetime.now(UTC) + timedelta(seconds=runtime.callback_timeout) >= lease:
@@ -255,8 +256,9 @@ def retry_due_callbacks(self: Task) -> int:
     return count
 
 
-def _publish_each(items: list[tuple[int, Any]], publish: Any) -> list[int]:
-    """Publish ``publish(argument)`` for each ``(row id, argument)``; stop at the first broker failure."""
+def _publish_each(items: list[tuple[int, Any]], publish: Callable[[Any], object]) -> list[int]:
+    """Call ``publish(argument)`` for each ``(key, argument)`` and return the keys published, in order;
+    stop at the first broker failure (the rest wait for the next beat)."""
     done = []
     for row_id, argument in items:
         try:
