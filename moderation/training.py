@@ -25,11 +25,11 @@ import skops
 from sklearn.metrics import precision_recall_curve
 from tqdm import tqdm
 
-from moderation.classifier import LABELS, HashedCounts, ModerationModel, fit_model, hash_texts
+from moderation.classifier import LABELS, HashedCounts, ModerationModel, Scores, fit_model, hash_texts
 from moderation.data import DEV, TEST, TRAIN, TRAINING_ONLY_SOURCE, Example, fingerprint_set
 from moderation.evaluation import Scored, evaluation_scores, metrics_by_source, policy_metrics, score_examples
-from moderation.features import FEATURES_VERSION, link_count, prepare
-from moderation.policy import PolicyLimits, Thresholds
+from moderation.features import FEATURES_VERSION, prepare
+from moderation.policy import PolicyLimits, Signals, Thresholds, decide
 
 SOURCE_WEIGHTS = {
     "own": 4.0,
@@ -144,7 +144,7 @@ def choose_thresholds(
     advice = np.array([s.scores.medical_advice for s in rows])
     is_spam = np.array([bool(s.example.spam) for s in rows])
     is_bad = is_spam | np.array([bool(s.example.medical_advice) for s in rows])
-    links_hold = np.array([link_count(s.example.comment.body) >= limits.max_links for s in rows])
+    held_anyway = _held_whatever_the_scores(rows, limits)
     ordinary = ~is_bad
 
     spam_reject = _reject_threshold(spam[~is_spam])
@@ -153,7 +153,7 @@ def choose_thresholds(
     for spam_hold in grid[grid <= spam_reject]:
         spam_flag = spam >= spam_hold
         for advice_hold in grid:
-            held_or_rejected = spam_flag | (advice >= advice_hold) | links_hold
+            held_or_rejected = held_anyway | spam_flag | (advice >= advice_hold)
             held = float(held_or_rejected[ordinary].mean()) if ordinary.any() else 0.0
             if held > targets.max_ordinary_held:
                 continue
@@ -164,6 +164,14 @@ def choose_thresholds(
     if best is None:
         return Thresholds(spam_reject=spam_reject, spam_hold=min(0.5, spam_reject), advice_hold=0.5)
     return Thresholds(spam_reject=spam_reject, spam_hold=best[2], advice_hold=best[3])
+
+
+def _held_whatever_the_scores(rows: Sequence[Scored], limits: PolicyLimits) -> np.ndarray:
+    """Per row, whether the live policy holds it on what the text alone tells (links, a script the models
+    never learned). Asked of ``decide`` itself, so the review load counted here is the service's."""
+    unscored = Scores(spam=0.0, medical_advice=0.0)
+    verdicts = (decide(unscored, Thresholds(), Signals.of_text(row.example.comment.body), limits) for row in rows)
+    return np.array([bool(verdict.reasons) for verdict in verdicts], dtype=bool)
 
 
 def _reject_threshold(not_spam_scores: np.ndarray) -> float:

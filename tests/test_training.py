@@ -63,6 +63,18 @@ def test_comments_held_for_their_links_count_against_the_review_load() -> None:
     assert choose_thresholds(plain + linked + advice, Targets(max_ordinary_held=0.10)).advice_hold == 0.90
 
 
+def test_comments_in_a_script_the_models_never_learned_count_against_the_review_load() -> None:
+    russian = "Спасибо за статью, у меня тоже болит спина после работы"  # held for a person whatever the scores
+    foreign = [
+        Scored(Example(CommentText(body=f"{russian} {n}"), False, False, "own", TRAIN), Scores(0.0, 0.0))
+        for n in range(10)
+    ]
+    plain = [scored(i, i / 100, bad=False) for i in range(90)]  # advice scores 0.00 .. 0.89
+    advice = [scored(100 + i, 0.85, bad=True) for i in range(10)]
+    # As with links: the policy holds these ten (10%) already, so 0.85 would take the load over the target.
+    assert choose_thresholds(plain + foreign + advice, Targets(max_ordinary_held=0.10)).advice_hold == 0.90
+
+
 def test_rejects_start_above_every_comment_in_validation_that_is_not_spam() -> None:
     rows = [scored(i, 0.0, bad=False, spam=0.1) for i in range(99)] + [scored(99, 0.0, bad=False, spam=0.9)]
     rows += [scored(100 + i, 0.0, bad=False, spam=0.99, is_spam=True) for i in range(20)]
