@@ -65,14 +65,23 @@ class ServiceProcess:
             self.process.wait(10)
 
     def stop(self, timeout: float = 20) -> None:
+        if self.ask_to_stop():
+            self.wait_stopped(timeout)
+
+    def ask_to_stop(self) -> bool:
+        """SIGTERM to the group; False when the process had already ended (nothing to wait for)."""
         if not self.alive():
-            return
-        assert self.process is not None
+            return False
         with contextlib.suppress(ProcessLookupError):  # it may exit between the check and the signal
             os.killpg(self.pid, signal.SIGTERM)
+        return True
+
+    def wait_stopped(self, timeout: float) -> None:
+        """Wait for the stop asked for; then kill what is left of the group (e.g. pool processes)."""
+        assert self.process is not None
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout)
-        with contextlib.suppress(ProcessLookupError):  # the rest of the group, e.g. pool processes
+            self.process.wait(max(timeout, 0))
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
         self.process.wait(10)
 
@@ -119,9 +128,12 @@ class Stack:
     def beat(self) -> ServiceProcess:
         return self._start("beat", ["beat"])
 
-    def stop_all(self) -> None:
-        for proc in reversed(self.processes):
-            proc.stop()
+    def stop_all(self, timeout: float = 20) -> None:
+        """All at once (each takes seconds to shut down warmly), newest first."""
+        stopping = [proc for proc in reversed(self.processes) if proc.ask_to_stop()]
+        deadline = time.monotonic() + timeout
+        for proc in stopping:
+            proc.wait_stopped(deadline - time.monotonic())
 
     def logs(self, tail: int | None = 4000) -> str:
         """Every process's log, each cut to its last ``tail`` characters (None: whole)."""
