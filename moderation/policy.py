@@ -75,7 +75,8 @@ class Signals:
 
     @classmethod
     def of_text(cls, body: str) -> Signals:
-        """What the text alone tells, without the database (evaluation, ``classify``)."""
+        """What the text alone tells, without the database: evaluation, threshold choice and the
+        ``moderation classify`` command use it as it is; the service adds what the database knows."""
         return cls(link_count=link_count(body), other_script=other_script(body))
 
 
