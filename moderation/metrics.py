@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
+from models.entities import Outcome
+from moderation.policy import Reason
+
 INTAKE_REQUESTS = Counter("moderation_intake_requests_total", "Webhook requests by HTTP status.", ["status"])
 INTAKE_SECONDS = Histogram(
     "moderation_intake_seconds",
@@ -29,6 +32,21 @@ MODEL_UNAVAILABLE = Counter(
     "moderation_model_unavailable_total",
     "Classify tasks put off because no model could be loaded (none active, file missing or altered).",
 )
+
+
+def _start_at_zero() -> None:
+    """The series alerts and dashboards watch exist from the start, at 0: Prometheus's ``increase()`` and
+    ``rate()`` cannot see the first event of a series that only appears with it (the first 503s of an outage)."""
+    for status in ("202", "429", "503"):
+        INTAKE_REQUESTS.labels(status=status)
+    for outcome in Outcome:
+        DECISIONS.labels(outcome=outcome.value, decided_by="model")
+    for reason in Reason:
+        DECISION_REASONS.labels(reason=reason.value)
+    CALLBACK_ATTEMPTS.labels(result="delivered")
+
+
+_start_at_zero()
 
 
 def record_decision(outcome: str, reasons: list[str], decided_by: str = "model") -> None:
