@@ -525,7 +525,7 @@ def test_line_batches_hand_over_what_arrived_without_waiting_for_more(monkeypatc
     batches = _line_batches(_StdinChunks(), 2)
     waiter = concurrent.futures.ThreadPoolExecutor(max_workers=1)
 
-    def next_batch() -> list[bytes]:
+    def next_batch() -> list[bytes | None]:
         return waiter.submit(next, batches).result(timeout=30)  # a batch that waits for more input fails here
 
     try:

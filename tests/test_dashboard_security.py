@@ -213,7 +213,7 @@ def test_only_the_accounts_current_session_token_is_accepted(
         token = session.get(Moderator, people["mod"]).session_token
     with open_app.test_request_context(environ_base=open_app.test_client().environ_base):
         # What Flask-Login's strong protection expects for the test client's address and user agent.
-        identifier = flask_login_manager._create_identifier()  # type: ignore[attr-defined]
+        identifier = flask_login_manager._create_identifier()
 
     def with_user_id(user_id: str) -> TestResponse:
         client = open_app.test_client()
@@ -613,7 +613,8 @@ def exercise(caller: Caller, access: Access, path: str, method: str, allowed: li
         assert set(allowed) <= set(response.headers["Allow"].split(", ")), what
         return
     if method in ("GET", "HEAD"):
-        with client.open(path, method=method, query_string=query) as response:  # closes static files
+        response = client.open(path, method=method, query_string=query)
+        with response:  # closes static files
             check(response, expected_get(access, role), what)
             if method == "HEAD":
                 assert not response.get_data(), what

@@ -58,6 +58,7 @@ def test_the_env_example_shows_the_real_defaults() -> None:
         if field is None or field.default is None:  # compose-only settings; "unset" defaults are described in words
             continue
         checked += 1
+        assert field.annotation is not None, key
         if TypeAdapter(field.annotation).validate_python(value) != field.default:
             wrong.append(f"{key}={value} (default {field.default!r})")
     assert checked > 20

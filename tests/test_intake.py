@@ -7,10 +7,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -59,7 +59,7 @@ def test_new_comment_is_accepted_stored_and_queued(
         stored = connection.execute(select(Comment)).one()
         assert stored.external_id == "c-1029" and stored.author_ip == "203.0.113.9"
         assert connection.scalar(select(OutboxMessage.comment_id)) == answer["id"]
-    queued = redis.Redis.from_url(redis_url).lrange("moderation", 0, -1)
+    queued = cast(list[bytes], redis.Redis.from_url(redis_url).lrange("moderation", 0, -1))
     assert len(queued) == 1 and b"moderation.classify" in queued[0]
 
 
@@ -477,7 +477,7 @@ def send(client: FlaskClient, site: SiteCredentials, event: dict[str, Any], webh
     return post(client, body, signed_headers(site.secret, body, message_id=webhook_id))
 
 
-def stored_state(engine: Engine) -> tuple[list[Any], list[Any], int]:
+def stored_state(engine: Engine) -> tuple[Sequence[Any], Sequence[Any], int]:
     """Every comment's visible state, every receipt and the outbox size: what a refused delivery must not touch."""
     with engine.connect() as connection:
         comments = connection.execute(

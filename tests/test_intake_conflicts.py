@@ -7,7 +7,7 @@ stored comment's status for text nobody moderated; out-of-order deliveries of on
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -24,7 +24,7 @@ OTHER_BODY = "Cheap pills, no prescription needed!!! www.cheap-rx-pharmacy.xyz"
 
 
 def queued(redis_url: str) -> int:
-    return int(redis.Redis.from_url(redis_url).llen("moderation"))
+    return cast(int, redis.Redis.from_url(redis_url).llen("moderation"))
 
 
 def assert_refused_as_another_comment(answer: Any, stored_id: int) -> None:

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -128,7 +128,7 @@ def test_an_update_before_its_create_stores_the_comment_and_the_create_repeats_i
     assert stored.body == OTHER_ORDINARY
     assert stored.site_updated_at == datetime(2026, 11, 26, 11, tzinfo=UTC)
     assert outbox_rows(engine, stored.id) == 1
-    assert len(redis.Redis.from_url(redis_url).lrange("moderation", 0, -1)) == 1
+    assert len(cast(list[bytes], redis.Redis.from_url(redis_url).lrange("moderation", 0, -1))) == 1
 
 
 def test_a_stale_update_is_acknowledged_and_changes_nothing(
@@ -164,7 +164,7 @@ def test_an_approved_comment_edited_into_advice_goes_back_to_hold_and_the_site_i
     assert response.status_code == 202 and response.get_json()["status"] == "pending"
     assert [d.is_current for d in decisions_of(engine, comment_id)] == [False]
     assert outbox_rows(engine, comment_id) == 1
-    assert b"moderation.classify" in redis.Redis.from_url(redis_url).lrange("moderation", 0, -1)[0]
+    assert b"moderation.classify" in cast(list[bytes], redis.Redis.from_url(redis_url).lrange("moderation", 0, -1))[0]
 
     decided = decide(engine, active_model.model, comment_id)
     assert decided is not None and decided.outcome == "hold" and "medical_advice" in decided.reasons

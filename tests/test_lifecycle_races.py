@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
 
 from models.db import make_session_factory
+from models.entities import Site
 from moderation import callbacks, decisions, lifecycle
 from moderation.lifecycle import apply_delete, apply_update
 from moderation.lists import add_entry
@@ -106,6 +108,12 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def the_site(session: Session) -> Site:
+    site = get_site(session, SITE)
+    assert site is not None
+    return site
+
+
 def test_a_delete_during_an_edit_waits_and_stays_final(
     client: FlaskClient, secret: str, engine: Engine, active_model: TrainedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -116,14 +124,14 @@ def test_a_delete_during_an_edit_waits_and_stays_final(
     edit = event_of(updated("c-r1", ORDINARY, "2026-11-26T11:00:00Z")).data.as_new_comment()
 
     def delete(session: Any) -> None:
-        site = get_site(session, SITE)
+        site = the_site(session)
         apply_delete(session, site, "msg_race_delete", "c-r1", now(), now())
 
     with (
         paused_after(monkeypatch, lifecycle, "locked_comment", Racer(engine, delete)) as overtook,
         make_session_factory(engine).begin() as session,
     ):
-        apply_update(session, get_site(session, SITE), "msg_race_edit", edit, now())
+        apply_update(session, the_site(session), "msg_race_edit", edit, now())
 
     assert overtook == [False], "the delete did not wait for the edit's lock"
     row = comment_row(engine, comment_id)
@@ -139,13 +147,13 @@ def test_an_edit_during_a_deletes_lock_changes_nothing(
     edit = event_of(updated("c-r2", ORDINARY, "2026-11-26T11:00:00Z")).data.as_new_comment()
 
     def edit_it(session: Any) -> None:
-        apply_update(session, get_site(session, SITE), "msg_race_edit", edit, now() + timedelta(seconds=1))
+        apply_update(session, the_site(session), "msg_race_edit", edit, now() + timedelta(seconds=1))
 
     with (
         paused_after(monkeypatch, lifecycle, "locked_comment", Racer(engine, edit_it)) as overtook,
         make_session_factory(engine).begin() as session,
     ):
-        apply_delete(session, get_site(session, SITE), "msg_race_delete", "c-r2", now(), now())
+        apply_delete(session, the_site(session), "msg_race_delete", "c-r2", now(), now())
 
     assert overtook == [False]
     row = comment_row(engine, comment_id)
@@ -172,7 +180,7 @@ def test_a_duplicate_classify_task_waits_for_an_edit_that_reuses_the_outbox_row(
         paused_after(monkeypatch, lifecycle, "_ensure_classify_work", Racer(engine, duplicate_task)) as overtook,
         make_session_factory(engine).begin() as session,
     ):
-        apply_update(session, get_site(session, SITE), "msg_race_edit_4", edit, now())
+        apply_update(session, the_site(session), "msg_race_edit_4", edit, now())
 
     assert overtook == [False]  # the task found work left and waited for the comment's lock
     # On PostgreSQL the task then saw the comment pending and left the edit's row to the edit's own task;
@@ -193,7 +201,7 @@ def test_a_duplicate_classify_task_keeps_the_outbox_row_of_an_edit_made_meanwhil
     edit = event_of(updated("c-r3", ADVICE, "2026-11-26T11:00:00Z")).data.as_new_comment()
 
     def edit_it(session: Any) -> None:
-        apply_update(session, get_site(session, SITE), "msg_race_edit", edit, now())
+        apply_update(session, the_site(session), "msg_race_edit", edit, now())
 
     with paused_after(monkeypatch, decisions, "_settled_revision", Racer(engine, edit_it)) as overtook:
         assert decide(engine, active_model.model, comment_id) is None  # the duplicate task
@@ -222,7 +230,7 @@ def test_a_callback_cancelled_while_on_the_wire_stays_cancelled(
         assert callbacks.claim_delivery(session, decided.delivery_id, now(), policy) is not None
 
     def delete(session: Any) -> None:
-        apply_delete(session, get_site(session, SITE), "msg_race_delete", "c-r4", now(), now())
+        apply_delete(session, the_site(session), "msg_race_delete", "c-r4", now(), now())
 
     with (
         paused_after(monkeypatch, callbacks, "locked_deliveries", Racer(engine, delete)),
@@ -250,12 +258,12 @@ def test_an_erasure_during_a_classification_leaves_no_author_data(
     """Review #2: the worker read the author, the erasure committed, and the worker's claim (revision and
     status only) still stored a decision and a callback carrying the author's e-mail and name."""
     with make_session_factory(engine).begin() as session:
-        site_id = get_site(session, SITE).id
+        site_id = the_site(session).id
         add_entry(session, "block", "author", AUTHOR_EMAIL, site_id, None, now())
     comment_id = send(client, secret, created("c-r5")).get_json()["id"]
 
     def erase(session: Any) -> None:
-        erase_author(session, get_site(session, SITE), AUTHOR_EMAIL, now())
+        erase_author(session, the_site(session), AUTHOR_EMAIL, now())
 
     with paused_after(monkeypatch, decisions, "comment_text", Racer(engine, erase)):
         decide(engine, active_model.model, comment_id)

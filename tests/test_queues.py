@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 import redis
 from celery import Celery
@@ -59,12 +61,13 @@ def test_each_published_task_lands_in_its_queue_alone(app: Celery, redis_url: st
             queue.bind(connection.default_channel).declare()
     broker = redis.Redis.from_url(redis_url)
     for name in WORKER_QUEUES:  # each exchange routes to its own queue only
-        bound = broker.smembers(f"_kombu.binding.{name}")
+        bound = cast(set[bytes], broker.smembers(f"_kombu.binding.{name}"))
         assert len(bound) == 1 and next(iter(bound)).endswith(name.encode()), bound
     publisher = CeleryPublisher(app)
     publisher.classify(7, revision=0)
     publisher.notify_many([3, 4])
     publisher.classify(8, revision=0)
-    classify, callbacks = broker.lrange(CLASSIFY_QUEUE, 0, -1), broker.lrange(CALLBACK_QUEUE, 0, -1)
+    classify = cast(list[bytes], broker.lrange(CLASSIFY_QUEUE, 0, -1))
+    callbacks = cast(list[bytes], broker.lrange(CALLBACK_QUEUE, 0, -1))
     assert len(classify) == 2 and all(b"moderation.classify" in m for m in classify)
     assert len(callbacks) == 1 and b"moderation.notify" in callbacks[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 import redis
 from limits import parse, parse_many
@@ -11,7 +13,7 @@ from moderation.ratelimits import SharedLimits
 
 
 def _keys(redis_url: str, namespace: str) -> list[str]:
-    return [key.decode() for key in redis.Redis.from_url(redis_url).keys(f"*{namespace}*")]
+    return [key.decode() for key in cast(list[bytes], redis.Redis.from_url(redis_url).keys(f"*{namespace}*"))]
 
 
 def test_two_processes_share_one_count(redis_url: str) -> None:
