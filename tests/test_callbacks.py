@@ -3,6 +3,7 @@ real local HTTP server playing the site."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import random
@@ -40,7 +41,7 @@ from server.settings import Settings
 from tests.support.signing import sign_from_spec
 from tests.support.site_server import Received, SiteServer, always
 from workers.app import ModerationCelery
-from workers.delivery import parse_retry_after, post_callback
+from workers.delivery import MAX_ANSWER_BYTES, callback_client, parse_retry_after, post_callback
 from workers.tasks import notify_site
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -426,7 +427,8 @@ def site_server() -> Iterator[SiteServer]:
 
 @pytest.fixture
 def client() -> Iterator[httpx.Client]:
-    with httpx.Client() as client:
+    """The workers' own client."""
+    with callback_client() as client:
         yield client
 
 
@@ -532,6 +534,56 @@ def test_a_hanging_endpoint_times_out(site_server: SiteServer, client: httpx.Cli
     assert time.monotonic() - started < 5
     assert (attempt.ok, attempt.status_code, attempt.retry_after) == (False, None, None)
     assert "Timeout" in attempt.error
+
+
+@pytest.fixture
+def trickling_site() -> Iterator[str]:
+    """A site that answers one byte every 0.2 s: each read is quick, the whole answer takes 15 s."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            for byte in b"HTTP/1.1 204 No Content\r\nX-Slow: " + b"a" * 50 + b"\r\n\r\n":
+                if stop.wait(0.2):
+                    return
+                with contextlib.suppress(OSError):
+                    connection.sendall(bytes([byte]))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/cb"
+    stop.set()
+    listener.close()
+    thread.join(5)
+
+
+def test_a_site_that_answers_a_byte_at_a_time_is_cut_off_at_the_timeout(
+    trickling_site: str, client: httpx.Client
+) -> None:
+    """httpx's timeouts bound each read; a site that keeps answering slowly must not hold a worker longer."""
+    started = time.monotonic()
+    attempt = post_callback(client, trickling_site, (SECRET,), "msg_1", PAYLOAD, timeout=1)
+    assert time.monotonic() - started < 3
+    assert (attempt.ok, attempt.status_code) == (False, None)
+    assert "Timeout" in attempt.error
+
+
+def test_a_redirect_is_a_failure_that_names_where_it_points(site_server: SiteServer, client: httpx.Client) -> None:
+    site_server.responder = always(301, Location="https://new.example/moderation-callback")
+    attempt = post_callback(client, site_server.url, (SECRET,), "msg_1", PAYLOAD, timeout=5)
+    assert (attempt.ok, attempt.status_code) == (False, 301)
+    assert attempt.error.startswith("HTTP 301 to https://new.example/moderation-callback")
+    assert len(site_server.received) == 1  # not followed
+
+
+def test_a_long_error_answer_is_kept_cut_to_its_start(site_server: SiteServer, client: httpx.Client) -> None:
+    site_server.responder = lambda _attempt: (500, {}, b"x" * (MAX_ANSWER_BYTES * 100))
+    attempt = post_callback(client, site_server.url, (SECRET,), "msg_1", PAYLOAD, timeout=5)
+    assert (attempt.ok, attempt.status_code) == (False, 500)
+    assert attempt.error == "HTTP 500: " + "x" * 500
 
 
 def test_an_unreachable_endpoint_is_a_failed_attempt(client: httpx.Client) -> None:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import httpcore
 import httpx
 from standardwebhooks.webhooks import Webhook
 
@@ -51,6 +56,92 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
+MAX_ANSWER_BYTES = 4096  # of a site's answer kept for the error text; the rest is never read
+
+# When the POST under way must be over: httpx's timeouts bound each network operation, so a site that
+# answers a byte at a time would otherwise hold a worker process for as long as it likes.
+_deadline: ContextVar[float | None] = ContextVar("callback_deadline", default=None)
+
+
+@contextmanager
+def _whole_request_within(seconds: float) -> Iterator[None]:
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _capped(timeout: float | None) -> float | None:
+    """An operation's timeout, cut to what is left of the whole request's time."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout("the callback took longer than its timeout in all")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _capped(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _capped(timeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, _capped(timeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's own sockets, every operation within the time left to the whole request."""
+
+    def __init__(self) -> None:
+        self._backend = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._backend.connect_tcp(host, port, _capped(timeout), local_address, socket_options)
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._backend.connect_unix_socket(path, _capped(timeout), socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def callback_client(max_connections: int = 20) -> httpx.Client:
+    """The client for callbacks: no redirects followed, no proxy from the environment, and every POST made
+    through ``post_callback`` over within its timeout in all."""
+    transport = httpx.HTTPTransport(limits=httpx.Limits(max_connections=max_connections), trust_env=False)
+    # httpx has no setting for the network backend; its transport is httpcore's pool, built again with ours.
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(),  # SSL_CERT_FILE and SSL_CERT_DIR are honoured, as before
+        max_connections=max_connections,
+        network_backend=_DeadlineBackend(),
+    )
+    return httpx.Client(transport=transport, follow_redirects=False, trust_env=False)
+
+
 def _pinned(target: httpx.URL, headers: dict[str, str], timeout: float) -> tuple[httpx.URL, dict[str, Any]]:
     """The URL to connect to: at the address checked for the site's host (a URL saved before the check
     existed, or a name that resolves somewhere forbidden now, is refused), with the name kept in the Host
@@ -71,24 +162,44 @@ def post_callback(
     payload: dict[str, Any],
     timeout: float,
 ) -> Attempt:
+    """One signed POST, over within ``timeout`` seconds in all (with a ``callback_client``); a site's answer
+    is read up to MAX_ANSWER_BYTES. A redirect is a failure like any answer outside 2xx: its Location is
+    kept in the error, for the site's people to put right."""
     now = datetime.now(UTC)
     body = json.dumps(payload, separators=(",", ":"))
     headers = signed_headers(secrets, message_id, body, now)
     try:
-        target = httpx.URL(url)
-        connect_to, extensions = _pinned(target, headers, timeout)
-        response = client.post(
-            connect_to, content=body.encode(), headers=headers, timeout=timeout, extensions=extensions
-        )
+        with _whole_request_within(timeout):
+            target = httpx.URL(url)
+            connect_to, extensions = _pinned(target, headers, timeout)
+            request = client.build_request(
+                "POST", connect_to, content=body.encode(), headers=headers, timeout=timeout, extensions=extensions
+            )
+            response = client.send(request, stream=True)
+            try:
+                answer = _first_bytes(response) if not 200 <= response.status_code < 300 else b""
+            finally:
+                response.close()
     except CallbackAddressRefusedError as refused:
         return Attempt(False, None, f"refused: {refused}", None)
     except (httpx.HTTPError, httpx.InvalidURL, ValueError) as error:
         return Attempt(False, None, f"{type(error).__name__}: {error}", None)
     if 200 <= response.status_code < 300:
         return Attempt(True, response.status_code, "", None)
+    location = response.headers.get("location")
+    text = answer.decode(response.encoding or "utf-8", errors="replace")[:500]
     return Attempt(
         False,
         response.status_code,
-        f"HTTP {response.status_code}: {response.text[:500]}",
+        f"HTTP {response.status_code}" + (f" to {location[:500]}" if location else "") + f": {text}",
         parse_retry_after(response.headers.get("retry-after"), now),
     )
+
+
+def _first_bytes(response: httpx.Response) -> bytes:
+    kept = b""
+    for chunk in response.iter_bytes():
+        kept += chunk
+        if len(kept) >= MAX_ANSWER_BYTES:
+            break
+    return kept[:MAX_ANSWER_BYTES]

@@ -41,7 +41,7 @@ from workers.app import (
     RETRAIN_TASK,
     RETRY_CALLBACKS_TASK,
 )
-from workers.delivery import post_callback
+from workers.delivery import callback_client, post_callback
 from workers.publisher import CeleryPublisher
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def _runtime(task: Task) -> Runtime:
 
 @functools.cache
 def _http_client() -> httpx.Client:
-    return httpx.Client(follow_redirects=False, limits=httpx.Limits(max_connections=20))
+    return callback_client()
 
 
 @shared_task(

@@ -21,7 +21,7 @@ from models.entities import CallbackDelivery, Comment, Decision, Site
 from moderation.sites import create_site
 from tests.support.services import POSTGRES_ADMIN_URL
 from tests.support.signing import comment_event, encode, signed_headers
-from tests.support.site_server import Responder, SiteServer, always
+from tests.support.site_server import Answer, Responder, SiteServer, always
 from workers.queues import WORKER_QUEUES
 
 TEXTS = [
@@ -51,7 +51,7 @@ class TimedSite(SiteServer):
     arrivals: list[tuple[float, str]] = field(default_factory=list)
 
     def timed(self, responder: Responder) -> TimedSite:
-        def answer(attempt: int) -> tuple[int, dict[str, str]] | None:
+        def answer(attempt: int) -> Answer:
             with self._lock:
                 message_id = self.received[attempt - 1].headers.get("webhook-id", "")
                 self.arrivals.append((time.monotonic(), message_id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable
@@ -26,8 +27,10 @@ class Received:
         return result
 
 
-# Answers the site gives: (status, headers) or None for "hang" (no answer until the client gives up).
-Responder = Callable[[int], tuple[int, dict[str, str]] | None]
+# Answers the site gives: (status, headers), or with a body (status, headers, body), or None for "hang"
+# (no answer until the client gives up).
+Answer = tuple[int, dict[str, str]] | tuple[int, dict[str, str], bytes] | None
+Responder = Callable[[int], Answer]
 
 
 def always(status: int, **headers: str) -> Responder:
@@ -66,12 +69,15 @@ class SiteServer:
                 if answer is None:
                     threading.Event().wait(30)
                     return
-                status, extra = answer
+                status, extra, *rest = answer
+                content = rest[0] if rest else b""
                 self.send_response(status)
                 for name, value in extra.items():
                     self.send_header(name, value)
-                self.send_header("content-length", "0")
+                self.send_header("content-length", str(len(content)))
                 self.end_headers()
+                with contextlib.suppress(OSError):  # a client that read enough may hang up
+                    self.wfile.write(content)
 
             def log_message(self, *_args: object) -> None:
                 pass
