@@ -362,23 +362,39 @@ def _words(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
 
 
-def test_no_training_only_comment_is_a_rewrite_of_a_held_out_one(own: list[Example]) -> None:
-    """Training on a close rewrite of a held-out comment would flatter the held-out numbers. Candidates share
-    three words in a row; the closest pairs kept are generic phrasing (about 0.4)."""
-    held_out = [_words(e.comment.body) for e in own if e.split == TEST]
+def _with_a_close_rewrite(comments: list[str], among: list[str], ratio: float) -> list[str]:
+    """Those of ``comments`` (7 words or more) with a rewrite among ``among``: word sequences at least
+    ``ratio`` alike. Candidates share three words in a row."""
+    others = [_words(text) for text in among]
     by_phrase: dict[tuple[str, ...], set[int]] = {}
-    for number, words in enumerate(held_out):
+    for number, words in enumerate(others):
         for start in range(len(words) - 2):
             by_phrase.setdefault(tuple(words[start : start + 3]), set()).add(number)
     close = []
-    for example in (e for e in own if e.source == TRAINING_ONLY_SOURCE):
-        words = _words(example.comment.body)
+    for text in comments:
+        words = _words(text)
         if len(words) < 7:
             continue  # "Merci pour l'article, très clair.": short thanks are alike by nature
         candidates = set().union(*(by_phrase.get(tuple(words[i : i + 3]), set()) for i in range(len(words) - 2)))
-        if any(SequenceMatcher(None, words, held_out[n]).ratio() >= 0.42 for n in candidates):
-            close.append(example.comment.body)
-    assert close == []
+        if any(SequenceMatcher(None, words, others[n]).ratio() >= ratio for n in candidates):
+            close.append(text)
+    return close
+
+
+def test_no_training_only_comment_is_a_rewrite_of_a_held_out_one(own: list[Example]) -> None:
+    """Training on a close rewrite of a held-out comment would flatter the held-out numbers; the closest
+    pairs kept are generic phrasing (about 0.4)."""
+    training_only = [e.comment.body for e in own if e.source == TRAINING_ONLY_SOURCE]
+    held_out = [e.comment.body for e in own if e.split == TEST]
+    assert _with_a_close_rewrite(training_only, held_out, ratio=0.42) == []
+
+
+def test_few_held_out_comments_have_a_close_rewrite_on_the_training_side(own: list[Example]) -> None:
+    """The split is by a hash of each text, so a rewrite of a comment can land on the other side: kept rare
+    (10 of 1,739 when written, README's figure), so that the held-out numbers are not flattered."""
+    held_out = [e.comment.body for e in own if e.split == TEST]
+    training = [e.comment.body for e in own if e.split != TEST]
+    assert len(_with_a_close_rewrite(held_out, training, ratio=0.6)) <= len(held_out) // 100
 
 
 def test_every_corpus_file_is_installed_with_the_package() -> None:

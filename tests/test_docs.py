@@ -39,7 +39,7 @@ def test_every_command_is_documented_in_the_readme() -> None:
     assert missing == []
 
 
-def test_the_readmes_policy_table_lists_every_reason_a_decision_can_carry() -> None:
+def test_the_readmes_policy_table_lists_every_reason_of_the_policy_in_order() -> None:
     table = README[README.index("**The policy**") :].split("\n\n")[1]
     documented = re.findall(r"^\| `(\w+)` \|", table, flags=re.MULTILINE)
     assert documented == [reason.value for reason in Reason]

@@ -180,6 +180,7 @@ def test_a_generated_key_is_a_warning_only_with_a_shared_database(
     assert [record.getMessage() for record in caplog.records] == ([expected] if warned else [])
 
 
+@pytest.mark.slow
 def test_web_warns_once_per_start_about_a_generated_key(tmp_path: Path, redis_server_url: str) -> None:
     """Two gunicorn workers, one warning: it comes from the process that starts them."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "SECRET_KEY"))}

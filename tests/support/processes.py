@@ -132,8 +132,12 @@ class Stack:
         """All at once (each takes seconds to shut down warmly), newest first."""
         stopping = [proc for proc in reversed(self.processes) if proc.ask_to_stop()]
         deadline = time.monotonic() + timeout
-        for proc in stopping:
-            proc.wait_stopped(deadline - time.monotonic())
+        try:
+            for proc in stopping:
+                proc.wait_stopped(deadline - time.monotonic())
+        finally:  # an error (or Ctrl-C) while waiting on one must not leave the others running
+            for proc in stopping:
+                proc.kill_hard()
 
     def logs(self, tail: int | None = 4000) -> str:
         """Every process's log, each cut to its last ``tail`` characters (None: whole)."""
