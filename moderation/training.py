@@ -29,7 +29,7 @@ from moderation.classifier import LABELS, HashedCounts, ModerationModel, Scores,
 from moderation.data import DEV, TEST, TRAIN, TRAINING_ONLY_SOURCE, Example, fingerprint_set
 from moderation.evaluation import Scored, evaluation_scores, metrics_by_source, policy_metrics, score_examples
 from moderation.features import FEATURES_VERSION, prepare
-from moderation.policy import PolicyLimits, Signals, Thresholds, decide
+from moderation.policy import PolicyLimits, Reason, Signals, Thresholds, decide
 
 SOURCE_WEIGHTS = {
     "own": 4.0,
@@ -144,10 +144,10 @@ def choose_thresholds(
     advice = np.array([s.scores.medical_advice for s in rows])
     is_spam = np.array([bool(s.example.spam) for s in rows])
     is_bad = is_spam | np.array([bool(s.example.medical_advice) for s in rows])
-    held_anyway = _held_whatever_the_scores(rows, limits)
+    held_anyway, scores_read = _what_the_policy_makes_of_the_text(rows, limits)
     ordinary = ~is_bad
 
-    spam_reject = _reject_threshold(spam[~is_spam])
+    spam_reject = _reject_threshold(spam[~is_spam & scores_read])
     grid = np.round(np.arange(0.01, 0.96, 0.01), 2)
     best: tuple[float, float, float, float] | None = None  # (leak, held, spam_hold, advice_hold)
     for spam_hold in grid[grid <= spam_reject]:
@@ -166,12 +166,17 @@ def choose_thresholds(
     return Thresholds(spam_reject=spam_reject, spam_hold=best[2], advice_hold=best[3])
 
 
-def _held_whatever_the_scores(rows: Sequence[Scored], limits: PolicyLimits) -> np.ndarray:
-    """Per row, whether the live policy holds it on what the text alone tells (links, a script the models
-    never learned). Asked of ``decide`` itself, so the review load counted here is the service's."""
-    unscored = Scores(spam=0.0, medical_advice=0.0)
-    verdicts = (decide(unscored, Thresholds(), Signals.of_text(row.example.comment.body), limits) for row in rows)
-    return np.array([bool(verdict.reasons) for verdict in verdicts], dtype=bool)
+def _what_the_policy_makes_of_the_text(rows: Sequence[Scored], limits: PolicyLimits) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, from the live policy on what the text alone tells: whether it is held whatever the scores
+    (links, a script the models never learned), and whether its spam score can reject it at all (not for
+    text mostly in such a script). Asked of ``decide`` itself, so what is counted here is the service's."""
+    held_anyway, scores_read = [], []
+    for row in rows:
+        signals = Signals.of_text(row.example.comment.body)
+        held_anyway.append(bool(decide(Scores(spam=0.0, medical_advice=0.0), Thresholds(), signals, limits).reasons))
+        top = decide(Scores(spam=1.0, medical_advice=1.0), Thresholds(), signals, limits)
+        scores_read.append(Reason.SPAM in top.reasons)
+    return np.array(held_anyway, dtype=bool), np.array(scores_read, dtype=bool)
 
 
 def _reject_threshold(not_spam_scores: np.ndarray) -> float:

@@ -75,6 +75,15 @@ def test_comments_in_a_script_the_models_never_learned_count_against_the_review_
     assert choose_thresholds(plain + foreign + advice, Targets(max_ordinary_held=0.10)).advice_hold == 0.90
 
 
+def test_the_reject_threshold_ignores_scores_the_policy_never_reads() -> None:
+    rows = [scored(i, 0.0, bad=False, spam=0.1) for i in range(99)]
+    rows += [scored(100 + i, 0.0, bad=False, spam=0.99, is_spam=True) for i in range(20)]
+    # Mostly Cyrillic: held for a person whatever its spam score, which therefore cannot push the line up.
+    russian = Example(CommentText(body="Спасибо за статью, очень полезно"), False, False, "own", TRAIN)
+    thresholds = choose_thresholds([*rows, Scored(russian, Scores(spam=0.9, medical_advice=0.0))])
+    assert thresholds.spam_reject == 0.6  # the floor: the highest score read on a comment not spam is 0.1
+
+
 def test_rejects_start_above_every_comment_in_validation_that_is_not_spam() -> None:
     rows = [scored(i, 0.0, bad=False, spam=0.1) for i in range(99)] + [scored(99, 0.0, bad=False, spam=0.9)]
     rows += [scored(100 + i, 0.0, bad=False, spam=0.99, is_spam=True) for i in range(20)]
