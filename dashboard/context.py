@@ -8,6 +8,7 @@ from flask import abort, current_app, g, request
 from flask_login import current_user
 from sqlalchemy.orm import Session
 
+from models.db import close_at_teardown
 from models.entities import Moderator
 from moderation.runtime import Runtime
 
@@ -27,7 +28,7 @@ def db() -> Session:
 def close_db(_error: BaseException | None = None) -> None:
     session = g.pop("dashboard_db", None)
     if session is not None:
-        session.close()
+        close_at_teardown(session)
 
 
 def me() -> Moderator:

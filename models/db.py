@@ -1,13 +1,16 @@
 """Engines and session factories for SQLite (WAL) and PostgreSQL."""
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import InvalidatePoolError
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
 
 
 def create_db_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
@@ -95,3 +98,14 @@ def _begin_immediate(connection: Connection) -> None:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def close_at_teardown(session: Session) -> None:
+    """Close a request's session once its answer is decided. What it committed stays committed; what is
+    left is a rollback, and on a connection the database dropped meanwhile (a restart) that fails. Such a
+    failure must not turn the answer into an error page: the connection is discarded instead."""
+    try:
+        session.close()
+    except DBAPIError as error:
+        log.warning("closing a request's database session failed: %s", error.orig)
+        session.invalidate()

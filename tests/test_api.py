@@ -14,6 +14,7 @@ from typing import Any, cast
 import jsonschema
 import pytest
 import redis
+from flask import g
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 from sqlalchemy import Engine, text
@@ -473,3 +474,41 @@ def test_the_database_log_says_yes_once_per_interval() -> None:
     assert [every.due(), every.due()] == [True, False]
     time.sleep(0.25)
     assert every.due()
+
+
+# --- a connection lost after the comment is stored: the site is told it was accepted, not a 500 ---
+
+
+def test_a_stored_comment_is_accepted_even_if_the_requests_connection_dies_before_teardown(
+    settings: Settings, site: SiteCredentials, engine: Engine
+) -> None:
+    """The request's session (it read the site) is closed at teardown; closing rolls back, and on a
+    connection PostgreSQL has dropped meanwhile that fails. The comment was committed on another
+    connection by then: the answer must say so, not be gunicorn's HTML 500."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("drops a PostgreSQL backend; SQLite has no server connection to lose")
+    app = create_app(settings.model_copy(update={"site_cache_seconds": 0}))
+    runtime = app.extensions["moderation"]
+    published = runtime.publisher
+
+    class DroppingPublisher:
+        """Publishes, then has PostgreSQL end the request session's connection, as a restart would."""
+
+        def classify(self, comment_id: int, revision: int | None = None) -> None:
+            published.classify(comment_id, revision)
+            pid = g.db_session.connection().connection.driver_connection.info.backend_pid
+            with engine.connect() as connection:
+                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(published, name)
+
+    runtime.publisher = DroppingPublisher()
+    body = encode(comment_event(site.name, "c-dropped"))
+    try:
+        answer = app.test_client().post("/webhooks/comments", data=body, headers=signed_headers(site.secret, body))
+    finally:
+        runtime.sessions.kw["bind"].dispose()
+    assert answer.status_code == 202, answer.get_data(as_text=True)
+    with make_session_factory(engine)() as session:
+        assert session.query(Comment).filter_by(external_id="c-dropped").count() == 1

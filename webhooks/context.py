@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import current_app, g
 from sqlalchemy.orm import Session
 
+from models.db import close_at_teardown
 from moderation.runtime import Runtime
 
 
@@ -23,4 +24,4 @@ def db() -> Session:
 def close_db(_error: BaseException | None = None) -> None:
     session = g.pop("db_session", None)
     if session is not None:
-        session.close()
+        close_at_teardown(session)
