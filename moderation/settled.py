@@ -9,8 +9,8 @@ Only a message that names its revision is checked: an edit makes a new revision,
 remembered as decided, and a relayed message (no revision) always asks the database. Forgetting is
 safe: a revision not found here takes the database path, which was always correct on its own. A wrong
 "settled" (a database recreated or restored under a Redis that still holds keys of the old one, within
-REMEMBER_SECONDS) only delays a comment: its outbox row stays, and the relay publishes it again without a
-revision.
+REMEMBER_SECONDS, or under a worker that kept running: its own memory has no time limit, only a size)
+only delays a comment: its outbox row stays, and the relay publishes it again without a revision.
 """
 
 from __future__ import annotations
