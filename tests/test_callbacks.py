@@ -571,6 +571,59 @@ def test_a_site_that_answers_a_byte_at_a_time_is_cut_off_at_the_timeout(
     assert "Timeout" in attempt.error
 
 
+@pytest.fixture
+def keep_alive_site() -> Iterator[tuple[str, list[int]]]:
+    """An HTTP/1.1 site that keeps connections open and answers every POST 204; counts the connections."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    connections: list[int] = []
+
+    def answer_each(connection: socket.socket) -> None:
+        with connection, connection.makefile("rb") as reader:
+            while request_line := reader.readline():
+                length = 0
+                while (line := reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode("latin-1").partition(":")
+                    length = int(value) if name.strip().lower() == "content-length" else length
+                reader.read(length)
+                assert request_line.startswith(b"POST ")
+                connection.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):  # the listener closed at the end
+            while True:
+                connection, _ = listener.accept()
+                connections.append(connection.fileno())
+                threading.Thread(target=answer_each, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/cb", connections
+    listener.close()
+
+
+def test_callbacks_to_one_site_reuse_a_connection(keep_alive_site: tuple[str, list[int]], client: httpx.Client) -> None:
+    url, connections = keep_alive_site
+    attempts = [post_callback(client, url, (SECRET,), f"msg_{n}", PAYLOAD, timeout=5) for n in range(3)]
+    assert [(a.ok, a.status_code) for a in attempts] == [(True, 204)] * 3
+    assert len(connections) == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (500, {"Content-Type": "text/plain; charset=base64"}, b"not base64 at all"),
+        (503, {"Retry-After": "\u00b2"}, b""),
+    ],
+    ids=["a-charset-that-is-no-text-encoding", "a-retry-after-digit-float-rejects"],
+)
+def test_a_strange_answer_is_a_failed_attempt_not_an_error(
+    site_server: SiteServer, client: httpx.Client, answer: tuple[int, dict[str, str], bytes]
+) -> None:
+    site_server.responder = lambda _attempt: answer
+    attempt = post_callback(client, site_server.url, (SECRET,), "msg_1", PAYLOAD, timeout=5)
+    assert (attempt.ok, attempt.status_code) == (False, answer[0])
+    assert attempt.error.startswith(f"HTTP {answer[0]}")
+
+
 def test_a_redirect_is_a_failure_that_names_where_it_points(site_server: SiteServer, client: httpx.Client) -> None:
     site_server.responder = always(301, Location="https://new.example/moderation-callback")
     attempt = post_callback(client, site_server.url, (SECRET,), "msg_1", PAYLOAD, timeout=5)

@@ -45,7 +45,7 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     """Retry-After as seconds, from either of its forms (delta-seconds or an HTTP date)."""
     if not value:
         return None
-    if value.strip().isdigit():
+    if value.strip().isascii() and value.strip().isdigit():  # "²" is a digit to Python, not to float()
         return float(value.strip())
     try:
         when = parsedate_to_datetime(value)
@@ -56,7 +56,8 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
-MAX_ANSWER_BYTES = 4096  # of a site's answer kept for the error text; the rest is never read
+MAX_ANSWER_BYTES = 4096  # of a site's answer kept for the error text; reading stops past it
+KEEPALIVE_SECONDS = 5.0  # an idle connection to a site is closed after this (httpx's default)
 
 # When the POST under way must be over: httpx's timeouts bound each network operation, so a site that
 # answers a byte at a time would otherwise hold a worker process for as long as it likes.
@@ -72,14 +73,14 @@ def _whole_request_within(seconds: float) -> Iterator[None]:
         _deadline.reset(token)
 
 
-def _capped(timeout: float | None) -> float | None:
-    """An operation's timeout, cut to what is left of the whole request's time."""
+def _capped(timeout: float | None, late: type[httpcore.TimeoutException] = httpcore.ReadTimeout) -> float | None:
+    """An operation's timeout, cut to what is left of the whole request's time (``late`` when none is)."""
     deadline = _deadline.get()
     if deadline is None:
         return timeout
     left = deadline - time.monotonic()
     if left <= 0:
-        raise httpcore.ReadTimeout("the callback took longer than its timeout in all")
+        raise late("the callback took longer than its timeout in all")
     return left if timeout is None else min(timeout, left)
 
 
@@ -91,13 +92,18 @@ class _DeadlineStream(httpcore.NetworkStream):
         return self._stream.read(max_bytes, _capped(timeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, _capped(timeout))
+        self._stream.write(buffer, _capped(timeout, httpcore.WriteTimeout))
 
     def close(self) -> None:
         self._stream.close()
 
     def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
-        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, _capped(timeout)))
+        try:
+            left = _capped(timeout, httpcore.ConnectTimeout)
+        except httpcore.ConnectTimeout:
+            self._stream.close()  # no one else holds the socket yet
+            raise
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, left))
 
     def get_extra_info(self, info: str) -> Any:
         return self._stream.get_extra_info(info)
@@ -117,26 +123,28 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        stream = self._backend.connect_tcp(host, port, _capped(timeout), local_address, socket_options)
-        return _DeadlineStream(stream)
+        left = _capped(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_tcp(host, port, left, local_address, socket_options))
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
     ) -> httpcore.NetworkStream:
-        return _DeadlineStream(self._backend.connect_unix_socket(path, _capped(timeout), socket_options))
+        left = _capped(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_unix_socket(path, left, socket_options))
 
     def sleep(self, seconds: float) -> None:
         self._backend.sleep(seconds)
 
 
 def callback_client(max_connections: int = 20) -> httpx.Client:
-    """The client for callbacks: no redirects followed, no proxy from the environment, and every POST made
-    through ``post_callback`` over within its timeout in all."""
+    """The client for callbacks: no redirects followed, no proxy from the environment (the address checked
+    is the one connected to), and every POST made through ``post_callback`` over within its timeout in all."""
     transport = httpx.HTTPTransport(limits=httpx.Limits(max_connections=max_connections), trust_env=False)
     # httpx has no setting for the network backend; its transport is httpcore's pool, built again with ours.
     transport._pool = httpcore.ConnectionPool(
         ssl_context=httpx.create_ssl_context(),  # SSL_CERT_FILE and SSL_CERT_DIR are honoured, as before
         max_connections=max_connections,
+        keepalive_expiry=KEEPALIVE_SECONDS,
         network_backend=_DeadlineBackend(),
     )
     return httpx.Client(transport=transport, follow_redirects=False, trust_env=False)
@@ -177,7 +185,7 @@ def post_callback(
             )
             response = client.send(request, stream=True)
             try:
-                answer = _first_bytes(response) if not 200 <= response.status_code < 300 else b""
+                answer = _first_bytes(response)  # read to its end when short: the connection is kept then
             finally:
                 response.close()
     except CallbackAddressRefusedError as refused:
@@ -187,7 +195,7 @@ def post_callback(
     if 200 <= response.status_code < 300:
         return Attempt(True, response.status_code, "", None)
     location = response.headers.get("location")
-    text = answer.decode(response.encoding or "utf-8", errors="replace")[:500]
+    text = answer.decode("utf-8", errors="replace")[:500]  # whatever charset it claims: only shown
     return Attempt(
         False,
         response.status_code,
@@ -198,7 +206,7 @@ def post_callback(
 
 def _first_bytes(response: httpx.Response) -> bytes:
     kept = b""
-    for chunk in response.iter_bytes():
+    for chunk in response.iter_raw():  # as sent: a compressed answer is not inflated
         kept += chunk
         if len(kept) >= MAX_ANSWER_BYTES:
             break

@@ -41,13 +41,14 @@ from workers.app import (
     RETRAIN_TASK,
     RETRY_CALLBACKS_TASK,
 )
-from workers.delivery import callback_client, post_callback
+from workers.delivery import Attempt, callback_client, post_callback
 from workers.publisher import CeleryPublisher
 
 log = logging.getLogger(__name__)
 
 RECEIPT_RETENTION = timedelta(days=7)
 NOTIFY_CHUNK = 20  # due callbacks per notify task
+LEASE_MARGIN = timedelta(seconds=1)  # a POST ends this long before its lease at the latest: time to record it
 
 
 def _runtime(task: Task) -> Runtime:
@@ -159,7 +160,7 @@ def notify_site(self: Task, delivery_id: int | None = None, delivery_ids: list[i
     lease = claimed[0].lease_until  # one claim, one lease: every delivery it took shares this moment
     outcomes = []
     for target in (t for t in targets if t.url is not None):
-        if lease is None or datetime.now(UTC) + timedelta(seconds=runtime.callback_timeout) >= lease:
+        if lease is None or datetime.now(UTC) + timedelta(seconds=runtime.callback_timeout) + LEASE_MARGIN >= lease:
             break  # the rest go back to pending for the next task
         outcomes.append(_send(runtime, target))
     sent = {o.delivery_id for o in outcomes}
@@ -211,9 +212,13 @@ def _target(delivery: CallbackDelivery) -> _Target:
 
 def _send(runtime: Runtime, target: _Target) -> callbacks.AttemptOutcome:
     assert target.url is not None
-    attempt = post_callback(
-        _http_client(), target.url, target.secrets, target.message_id, target.payload, runtime.callback_timeout
-    )
+    try:
+        attempt = post_callback(
+            _http_client(), target.url, target.secrets, target.message_id, target.payload, runtime.callback_timeout
+        )
+    except Exception as error:  # whatever a site answers must not end the task with others' outcomes unrecorded
+        log.exception("callback attempt failed unexpectedly", extra={"delivery_id": target.delivery_id})
+        attempt = Attempt(False, None, f"{type(error).__name__}: {error}", None)
     return callbacks.AttemptOutcome(
         target.delivery_id,
         attempt.status_code,
