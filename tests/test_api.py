@@ -505,8 +505,10 @@ def test_a_stored_comment_is_accepted_even_if_the_requests_connection_dies_befor
 
     runtime.publisher = DroppingPublisher()
     body = encode(comment_event(site.name, "c-dropped"))
+    pool = runtime.sessions.kw["bind"].pool
     try:
         answer = app.test_client().post("/webhooks/comments", data=body, headers=signed_headers(site.secret, body))
+        assert pool.checkedout() == 0  # the dropped connection went back to be replaced, not leaked
     finally:
         runtime.sessions.kw["bind"].dispose()
     assert answer.status_code == 202, answer.get_data(as_text=True)

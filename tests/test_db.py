@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import IntegrityError
 
 from models import db
 from models.db import create_db_engine
+from models.entities import Site
 
 
 @pytest.fixture
@@ -59,3 +61,15 @@ def test_a_connection_used_a_moment_ago_is_not_pinged(pg_engine: Engine, monkeyp
         assert _backend_pid(pg_engine) == first
     assert not pings
     pg_engine.dispose()
+
+
+def test_a_session_whose_flush_failed_is_closed_at_teardown_like_any_other(engine: Engine) -> None:
+    sessions = db.make_session_factory(engine)
+    with sessions.begin() as session:
+        session.add(Site(name="one-site", callback_url=None))
+    session = sessions()
+    session.add(Site(name="one-site", callback_url=None))
+    with pytest.raises(IntegrityError):
+        session.flush()
+    db.close_at_teardown(session)  # no PendingRollbackError: the close rolls back as it always did
+    assert not session.in_transaction()
