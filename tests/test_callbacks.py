@@ -607,6 +607,19 @@ def test_callbacks_to_one_site_reuse_a_connection(keep_alive_site: tuple[str, li
     assert len(connections) == 1
 
 
+def test_two_sites_at_one_address_never_share_a_connection(
+    keep_alive_site: tuple[str, list[int]], client: httpx.Client
+) -> None:
+    """Pooled by the site's name, not by the address: over TLS, a connection made (and its certificate
+    checked) for one name must not carry another site's callbacks."""
+    by_address, connections = keep_alive_site
+    by_name = by_address.replace("127.0.0.1", "localhost")
+    for url in (by_address, by_name, by_address, by_name):
+        attempt = post_callback(client, url, (SECRET,), "msg_1", PAYLOAD, timeout=5)
+        assert attempt.ok, attempt.error
+    assert len(connections) == 2
+
+
 @pytest.mark.parametrize(
     "answer",
     [

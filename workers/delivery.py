@@ -62,6 +62,10 @@ KEEPALIVE_SECONDS = 5.0  # an idle connection to a site is closed after this (ht
 # When the POST under way must be over: httpx's timeouts bound each network operation, so a site that
 # answers a byte at a time would otherwise hold a worker process for as long as it likes.
 _deadline: ContextVar[float | None] = ContextVar("callback_deadline", default=None)
+# The site's host name and the address checked for it: a new connection for the name goes there, whatever
+# the name resolves to by then. The URL keeps the name, so connections are pooled per name (never one
+# site's TLS connection for another's name at the same address) and TLS checks the name's certificate.
+_checked_address: ContextVar[tuple[str, str] | None] = ContextVar("callback_checked_address", default=None)
 
 
 @contextmanager
@@ -71,6 +75,22 @@ def _whole_request_within(seconds: float) -> Iterator[None]:
         yield
     finally:
         _deadline.reset(token)
+
+
+@contextmanager
+def _connecting_only_to(host: str, address: str) -> Iterator[None]:
+    token = _checked_address.set((host, address))
+    try:
+        yield
+    finally:
+        _checked_address.reset(token)
+
+
+def _address_checked_for(host: str) -> str:
+    checked = _checked_address.get()
+    if checked is None or checked[0] != host.strip("[]"):
+        raise httpcore.ConnectError(f"no address was checked for {host}")
+    return checked[1]
 
 
 def _capped(timeout: float | None, late: type[httpcore.TimeoutException] = httpcore.ReadTimeout) -> float | None:
@@ -110,7 +130,8 @@ class _DeadlineStream(httpcore.NetworkStream):
 
 
 class _DeadlineBackend(httpcore.NetworkBackend):
-    """httpcore's own sockets, every operation within the time left to the whole request."""
+    """httpcore's own sockets, to the address checked for the site's name only, every operation within the
+    time left to the whole request."""
 
     def __init__(self) -> None:
         self._backend = httpcore.SyncBackend()
@@ -124,13 +145,13 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
         left = _capped(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(self._backend.connect_tcp(host, port, left, local_address, socket_options))
+        address = _address_checked_for(host)
+        return _DeadlineStream(self._backend.connect_tcp(address, port, left, local_address, socket_options))
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
     ) -> httpcore.NetworkStream:
-        left = _capped(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(self._backend.connect_unix_socket(path, left, socket_options))
+        raise httpcore.ConnectError("callbacks go to sites over TCP only")
 
     def sleep(self, seconds: float) -> None:
         self._backend.sleep(seconds)
@@ -150,18 +171,6 @@ def callback_client(max_connections: int = 20) -> httpx.Client:
     return httpx.Client(transport=transport, follow_redirects=False, trust_env=False)
 
 
-def _pinned(target: httpx.URL, headers: dict[str, str], timeout: float) -> tuple[httpx.URL, dict[str, Any]]:
-    """The URL to connect to: at the address checked for the site's host (a URL saved before the check
-    existed, or a name that resolves somewhere forbidden now, is refused), with the name kept in the Host
-    header and, for HTTPS, in TLS (SNI and the certificate check)."""
-    host = target.raw_host.decode("ascii")  # what the client would resolve: IDNA 2008, as httpx encodes it
-    address = callback_address(host, timeout)
-    if address == host or f"[{address}]" == host:
-        return target, {}
-    headers["host"] = target.netloc.decode("ascii")
-    return target.copy_with(host=address), {"sni_hostname": host} if target.scheme == "https" else {}
-
-
 def post_callback(
     client: httpx.Client,
     url: str,
@@ -179,11 +188,12 @@ def post_callback(
     try:
         with _whole_request_within(timeout):
             target = httpx.URL(url)
-            connect_to, extensions = _pinned(target, headers, timeout)
-            request = client.build_request(
-                "POST", connect_to, content=body.encode(), headers=headers, timeout=timeout, extensions=extensions
-            )
-            response = client.send(request, stream=True)
+            host = target.raw_host.decode("ascii")  # what a client would resolve: IDNA 2008, as httpx encodes it
+            # Checked for every POST, a pooled connection or not: a name now pointing somewhere forbidden is refused.
+            address = callback_address(host, timeout)
+            request = client.build_request("POST", target, content=body.encode(), headers=headers, timeout=timeout)
+            with _connecting_only_to(host, address):
+                response = client.send(request, stream=True)
             try:
                 answer = _first_bytes(response)  # read to its end when short: the connection is kept then
             finally:
