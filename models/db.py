@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import DBAPIError, InvalidatePoolError, InvalidRequestError
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -103,21 +103,9 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 def close_at_teardown(session: Session) -> None:
     """Close a request's session once its answer is decided. What it committed stays committed; what is
     left is a rollback, and on a connection the database dropped meanwhile (a restart) that fails. Such a
-    failure must not turn the answer into an error page: the connection is discarded instead."""
-    connection = _connection_in_use(session)
+    failure must not turn the answer into an error page. SQLAlchemy has invalidated a dropped connection
+    already (the pool opens a new one in its place); nothing here may open one (the database may be gone)."""
     try:
         session.close()
     except DBAPIError as error:
         log.warning("closing a request's database session failed: %s", error.orig)
-        if connection is not None:  # the session let go of it already; the pool replaces it
-            connection.invalidate()
-            connection.close()
-
-
-def _connection_in_use(session: Session) -> Connection | None:
-    if not session.in_transaction():
-        return None
-    try:
-        return session.connection()
-    except InvalidRequestError:  # a failed flush left the transaction to roll back: close() does that alone
-        return None
