@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
+from typing import Any
 
 import httpx
 import pytest
@@ -597,7 +598,24 @@ def keep_alive_site() -> Iterator[tuple[str, list[int]]]:
 
     threading.Thread(target=serve, daemon=True).start()
     yield f"http://127.0.0.1:{listener.getsockname()[1]}/cb", connections
+    with contextlib.suppress(OSError):
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() above
     listener.close()
+
+
+def resolving(monkeypatch: pytest.MonkeyPatch, name: str, *answers: str) -> None:
+    """``name`` resolves to each of ``answers`` in turn (the last one from then on); other names as usual.
+    The system resolver cannot be pointed at a test's names, so its function is stubbed."""
+    real = socket.getaddrinfo
+    left = list(answers)
+
+    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != name:
+            return real(host, *args, **kwargs)
+        answer = left.pop(0) if len(left) > 1 else left[0]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answer, 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
 
 
 def test_callbacks_to_one_site_reuse_a_connection(keep_alive_site: tuple[str, list[int]], client: httpx.Client) -> None:
@@ -608,12 +626,13 @@ def test_callbacks_to_one_site_reuse_a_connection(keep_alive_site: tuple[str, li
 
 
 def test_two_sites_at_one_address_never_share_a_connection(
-    keep_alive_site: tuple[str, list[int]], client: httpx.Client
+    keep_alive_site: tuple[str, list[int]], client: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Pooled by the site's name, not by the address: over TLS, a connection made (and its certificate
-    checked) for one name must not carry another site's callbacks."""
+    """Pooled by the site's name, not by the address: a connection made for one name (over TLS, its
+    certificate checked for that name) must not carry another site's callbacks."""
     by_address, connections = keep_alive_site
-    by_name = by_address.replace("127.0.0.1", "localhost")
+    resolving(monkeypatch, "site-b.example", "127.0.0.1")
+    by_name = by_address.replace("127.0.0.1", "site-b.example")
     for url in (by_address, by_name, by_address, by_name):
         attempt = post_callback(client, url, (SECRET,), "msg_1", PAYLOAD, timeout=5)
         assert attempt.ok, attempt.error
@@ -625,8 +644,9 @@ def test_two_sites_at_one_address_never_share_a_connection(
     [
         (500, {"Content-Type": "text/plain; charset=base64"}, b"not base64 at all"),
         (503, {"Retry-After": "\u00b2"}, b""),
+        (503, {"Retry-After": "Fri, 31 Dec 99999999999999999999 23:59:59 GMT"}, b""),
     ],
-    ids=["a-charset-that-is-no-text-encoding", "a-retry-after-digit-float-rejects"],
+    ids=["a-charset-that-is-no-text-encoding", "a-retry-after-digit-float-rejects", "a-retry-after-year-too-far"],
 )
 def test_a_strange_answer_is_a_failed_attempt_not_an_error(
     site_server: SiteServer, client: httpx.Client, answer: tuple[int, dict[str, str], bytes]
@@ -635,6 +655,40 @@ def test_a_strange_answer_is_a_failed_attempt_not_an_error(
     attempt = post_callback(client, site_server.url, (SECRET,), "msg_1", PAYLOAD, timeout=5)
     assert (attempt.ok, attempt.status_code) == (False, answer[0])
     assert attempt.error.startswith(f"HTTP {answer[0]}")
+
+
+def test_the_connection_goes_to_the_address_checked_not_to_a_second_lookup(
+    keep_alive_site: tuple[str, list[int]], client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name answers 127.0.0.1 when checked and another address after that (where
+    nothing listens); the POST must reach the first."""
+    by_address, connections = keep_alive_site
+    resolving(monkeypatch, "rebinding.example", "127.0.0.1", "127.0.0.2")
+    url = by_address.replace("127.0.0.1", "rebinding.example")
+    attempt = post_callback(client, url, (SECRET,), "msg_1", PAYLOAD, timeout=5)
+    assert (attempt.ok, attempt.status_code) == (True, 204), attempt.error
+    assert len(connections) == 1
+
+
+def test_a_2xx_whose_body_then_stalls_counts_as_received(client: httpx.Client) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
+            time.sleep(3)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/cb"
+        attempt = post_callback(client, url, (SECRET,), "msg_1", PAYLOAD, timeout=1)
+    finally:
+        listener.close()
+        thread.join(5)
+    assert (attempt.ok, attempt.status_code) == (True, 200), attempt.error
 
 
 def test_a_redirect_is_a_failure_that_names_where_it_points(site_server: SiteServer, client: httpx.Client) -> None:

@@ -49,15 +49,15 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
         return float(value.strip())
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - now).total_seconds())
+    except (TypeError, ValueError, OverflowError):  # a site's header: anything may be in it
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 MAX_ANSWER_BYTES = 4096  # of a site's answer kept for the error text; reading stops past it
-KEEPALIVE_SECONDS = 5.0  # an idle connection to a site is closed after this (httpx's default)
+KEEPALIVE_SECONDS = 4.0  # an idle connection to a site is closed after this: before servers' usual 5 s
 
 # When the POST under way must be over: httpx's timeouts bound each network operation, so a site that
 # answers a byte at a time would otherwise hold a worker process for as long as it likes.
@@ -88,7 +88,7 @@ def _connecting_only_to(host: str, address: str) -> Iterator[None]:
 
 def _address_checked_for(host: str) -> str:
     checked = _checked_address.get()
-    if checked is None or checked[0] != host.strip("[]"):
+    if checked is None or checked[0] != host:
         raise httpcore.ConnectError(f"no address was checked for {host}")
     return checked[1]
 
@@ -123,7 +123,9 @@ class _DeadlineStream(httpcore.NetworkStream):
         except httpcore.ConnectTimeout:
             self._stream.close()  # no one else holds the socket yet
             raise
-        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, left))
+        # "example.com." is example.com's certificate (httpcore would check it against the dotted name)
+        name = server_hostname.rstrip(".") if server_hostname else server_hostname
+        return _DeadlineStream(self._stream.start_tls(ssl_context, name, left))
 
     def get_extra_info(self, info: str) -> Any:
         return self._stream.get_extra_info(info)
@@ -196,6 +198,10 @@ def post_callback(
                 response = client.send(request, stream=True)
             try:
                 answer = _first_bytes(response)  # read to its end when short: the connection is kept then
+            except httpx.HTTPError:
+                if not 200 <= response.status_code < 300:
+                    raise
+                answer = b""  # received all the same: a body that stalls after a 2xx only costs the connection
             finally:
                 response.close()
     except CallbackAddressRefusedError as refused:

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from models.entities import CallbackDelivery, DeliveryStatus
@@ -162,7 +163,11 @@ def notify_site(self: Task, delivery_id: int | None = None, delivery_ids: list[i
     for target in (t for t in targets if t.url is not None):
         if lease is None or datetime.now(UTC) + timedelta(seconds=runtime.callback_timeout) + LEASE_MARGIN >= lease:
             break  # the rest go back to pending for the next task
-        outcomes.append(_send(runtime, target))
+        try:
+            outcomes.append(_send(runtime, target))
+        except SoftTimeLimitExceeded:
+            log.warning("notify task out of time; what was sent is recorded, the rest go back to pending")
+            break
     sent = {o.delivery_id for o in outcomes}
     with runtime.sessions.begin() as session:
         now = datetime.now(UTC)
@@ -216,6 +221,8 @@ def _send(runtime: Runtime, target: _Target) -> callbacks.AttemptOutcome:
         attempt = post_callback(
             _http_client(), target.url, target.secrets, target.message_id, target.payload, runtime.callback_timeout
         )
+    except SoftTimeLimitExceeded:
+        raise
     except Exception as error:  # whatever a site answers must not end the task with others' outcomes unrecorded
         log.exception("callback attempt failed unexpectedly", extra={"delivery_id": target.delivery_id})
         attempt = Attempt(False, None, f"{type(error).__name__}: {error}", None)
