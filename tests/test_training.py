@@ -50,29 +50,24 @@ def test_spam_holds_as_low_as_the_review_load_allows() -> None:
     assert choose_thresholds(ordinary + spam, Targets(max_ordinary_held=0.10)).spam_hold == 0.45
 
 
-def test_comments_held_for_their_links_count_against_the_review_load() -> None:
-    links = "see http://a.example and http://b.example"  # two links: held whatever the scores
-    linked = [
-        Scored(Example(CommentText(body=f"{links} {n}"), False, False, "own", TRAIN), Scores(0.0, 0.0))
+@pytest.mark.parametrize(
+    "body",
+    [
+        "see http://a.example and http://b.example",  # two links
+        "Спасибо за статью, у меня тоже болит спина после работы",  # a script the models never learned
+    ],
+    ids=["links", "another-script"],
+)
+def test_comments_the_policy_holds_whatever_the_scores_count_against_the_review_load(body: str) -> None:
+    held_anyway = [
+        Scored(Example(CommentText(body=f"{body} {n}"), False, False, "own", TRAIN), Scores(0.0, 0.0))
         for n in range(10)
     ]
     plain = [scored(i, i / 100, bad=False) for i in range(90)]  # advice scores 0.00 .. 0.89
     advice = [scored(100 + i, 0.85, bad=True) for i in range(10)]
-    # Without the links, 0.85 would catch all the advice holding 5% of ordinary comments; the links hold 10%
+    # Without those ten, 0.85 would catch all the advice holding 5% of ordinary comments; they hold 10%
     # already, so no ordinary comment more may be held and the advice at 0.85 has to leak.
-    assert choose_thresholds(plain + linked + advice, Targets(max_ordinary_held=0.10)).advice_hold == 0.90
-
-
-def test_comments_in_a_script_the_models_never_learned_count_against_the_review_load() -> None:
-    russian = "Спасибо за статью, у меня тоже болит спина после работы"  # held for a person whatever the scores
-    foreign = [
-        Scored(Example(CommentText(body=f"{russian} {n}"), False, False, "own", TRAIN), Scores(0.0, 0.0))
-        for n in range(10)
-    ]
-    plain = [scored(i, i / 100, bad=False) for i in range(90)]  # advice scores 0.00 .. 0.89
-    advice = [scored(100 + i, 0.85, bad=True) for i in range(10)]
-    # As with links: the policy holds these ten (10%) already, so 0.85 would take the load over the target.
-    assert choose_thresholds(plain + foreign + advice, Targets(max_ordinary_held=0.10)).advice_hold == 0.90
+    assert choose_thresholds(plain + held_anyway + advice, Targets(max_ordinary_held=0.10)).advice_hold == 0.90
 
 
 def test_the_reject_threshold_ignores_scores_the_policy_never_reads() -> None:
