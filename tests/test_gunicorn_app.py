@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import pytest
 from gunicorn.config import Config
 
 from server.gunicorn_app import _Gunicorn, options
-from tests.support.processes import ServiceProcess, wait_until
-from tests.support.services import free_port
+from tests.support.processes import start_web
 
 # What gunicorn's master and worker each say once from start to a SIGTERM stop (to the process group: the
 # worker may exit before the master says it is handling the signal; by timing, gunicorn may add a line such
@@ -50,13 +47,8 @@ def run_web(tmp_path: Path, redis_server_url: str, log_format: str) -> list[str]
         "LOG_FORMAT": log_format,
         "LOG_LEVEL": "INFO",
     }
-    port = free_port()
-    argv = [sys.executable, "-m", "server", "web", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    web = ServiceProcess("web", argv, env, tmp_path / "web.log").start()
-    try:
-        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="web server", proc=web)
-    finally:
-        web.stop()
+    web, _ = start_web(env, tmp_path / "web.log")
+    web.stop()
     assert web.process is not None and web.process.returncode == 0, web.log()  # stopped by SIGTERM, not killed
     return [line for line in web.log().splitlines() if line.strip()]
 
@@ -96,10 +88,3 @@ def _each_once(messages: list[str]) -> bool:
 
 def _which(message: str) -> str:
     return next((start for start in GUNICORN_LINES if message.startswith(start)), message)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False

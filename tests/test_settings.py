@@ -8,7 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 from click.testing import CliRunner, Result
 from gunicorn.errors import AppImportError
@@ -18,7 +17,7 @@ from server.cli import main
 from server.factory import session_secret, warn_if_session_key_is_per_host
 from server.settings import Settings
 from server.wsgi import create_wsgi_app
-from tests.support.processes import ServiceProcess, wait_until
+from tests.support.processes import start_web, wait_until
 from tests.support.services import POSTGRES_ADMIN_URL, free_port, postgres_reachable
 
 # Nothing listens on port 1: the connection is refused at once.
@@ -191,22 +190,12 @@ def test_web_warns_once_per_start_about_a_generated_key(tmp_path: Path, redis_se
         "LOG_FORMAT": "text",
         "LOG_LEVEL": "INFO",
     }
-    port = free_port()
-    argv = [sys.executable, "-m", "server", "web", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
-    web = ServiceProcess("web", argv, env, tmp_path / "web.log").start()
+    web, _ = start_web(env, tmp_path / "web.log", workers=2)
     try:
-        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="web server", proc=web)
         wait_until(lambda: web.log().count("Booting worker with pid") == 2, timeout=30, what="both workers")
     finally:
         web.stop()
     assert web.log().count("SECRET_KEY is unset: dashboard sessions are signed with a key generated") == 1
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_celerys_own_command_names_a_bad_setting_in_one_line(tmp_path: Path) -> None:

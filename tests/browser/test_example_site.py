@@ -17,7 +17,7 @@ from moderation.sites import create_site
 from tests.browser.helpers import sign_in
 from tests.browser.screens import screenshot_dir
 from tests.conftest import TrainedModel
-from tests.support.processes import ServiceProcess, Stack, _answers, service_env, wait_until
+from tests.support.processes import ServiceProcess, Stack, answers, service_env, wait_until
 from tests.support.services import free_port
 
 ADVICE = "That's sciatica, not a muscle. Take 800mg ibuprofen every 6 hours and skip the physio."
@@ -41,7 +41,7 @@ def example_site(engine: Engine, stack: Stack, tmp_path: Path) -> Iterator[tuple
     process = ServiceProcess("example-site", [sys.executable, "-m", "examples.site"], env, tmp_path / "example.log")
     process.start()
     base = f"http://127.0.0.1:{port}"
-    wait_until(lambda: _answers(f"{base}/massage-therapy"), timeout=30, what="example site", proc=process)
+    wait_until(lambda: answers(f"{base}/massage-therapy"), timeout=30, what="example site", proc=process)
     yield base, process
     process.stop()
 

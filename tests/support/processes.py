@@ -104,10 +104,8 @@ class Stack:
         return proc
 
     def web(self, port: int | None = None) -> tuple[ServiceProcess, str]:
-        port = port or free_port()
-        proc = self._start("web", ["web", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"])
-        base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _answers(f"{base}/healthz"), timeout=30, what="web server", proc=proc)
+        proc, base = start_web(service_env(self.settings), self.log_dir / "web.log", port=port)
+        self.processes.append(proc)
         return proc, base
 
     def worker(
@@ -144,7 +142,24 @@ class Stack:
         return "\n".join(f"--- {p.name} ---\n{p.log()[-tail if tail else 0 :]}" for p in self.processes)
 
 
-def _answers(url: str) -> bool:
+def start_web(
+    env: dict[str, str], log_path: Path, workers: int = 1, port: int | None = None
+) -> tuple[ServiceProcess, str]:
+    """`moderation web` on 127.0.0.1 with exactly ``env``, answering /healthz (stopped if it never does)."""
+    port = port or free_port()
+    argv = [sys.executable, "-m", "server", "web", "--host", "127.0.0.1", "--port", str(port)]
+    proc = ServiceProcess("web", [*argv, "--workers", str(workers)], env, log_path).start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: answers(f"{base}/healthz"), timeout=30, what="web server", proc=proc)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, base
+
+
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 200 now."""
     try:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
