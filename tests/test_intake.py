@@ -670,19 +670,12 @@ def test_two_payloads_sent_at_once_under_one_new_webhook_id_store_one_and_refuse
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_migration_0005_matches_the_models_and_goes_back_and_forth(backend: str, tmp_path: Path) -> None:
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-    from sqlalchemy import create_engine, inspect, text
+    from sqlalchemy import create_engine, text
 
-    from models.base import Base
     from models.migrate import downgrade_database, upgrade_database
-    from tests.support.services import fresh_postgres_database, postgres_reachable
+    from tests.support.migrations import column_names, drift_from_the_models, empty_database
 
-    def receipt_columns(engine: Engine) -> set[str]:
-        engine.dispose()  # a fresh look at the schema
-        return {c["name"] for c in inspect(engine).get_columns("webhook_receipts")}
-
-    def check(url: str) -> None:
+    with empty_database(backend, tmp_path) as url:
         upgrade_database(url, "0004")
         engine = create_engine(url)
         with engine.begin() as connection:  # a receipt written before 0005
@@ -701,23 +694,15 @@ def test_migration_0005_matches_the_models_and_goes_back_and_forth(backend: str,
                 )
             )
         upgrade_database(url)
+        assert drift_from_the_models(url) == []
         with engine.connect() as connection:
-            drift = compare_metadata(MigrationContext.configure(connection), Base.metadata)
             old = connection.execute(text("SELECT webhook_id, payload_sha256 FROM webhook_receipts")).one()
-        assert drift == []
         assert tuple(old) == ("msg_old", None)
+        engine.dispose()
         downgrade_database(url, "0004")
-        assert "payload_sha256" not in receipt_columns(engine)
+        assert "payload_sha256" not in column_names(url, "webhook_receipts")
         with engine.connect() as connection:
             assert connection.scalar(text("SELECT webhook_id FROM webhook_receipts")) == "msg_old"
-        upgrade_database(url)
-        assert "payload_sha256" in receipt_columns(engine)
         engine.dispose()
-
-    if backend == "sqlite":
-        check(f"sqlite:///{tmp_path / 'migrations.db'}")
-        return
-    if not postgres_reachable():
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    with fresh_postgres_database() as url:
-        check(url)
+        upgrade_database(url)
+        assert "payload_sha256" in column_names(url, "webhook_receipts")

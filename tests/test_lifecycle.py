@@ -573,15 +573,12 @@ def test_edits_and_deletes_through_real_processes_keep_the_invariant(
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_migration_0004_matches_the_models_and_goes_back_and_forth(backend: str, tmp_path: Path) -> None:
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-    from sqlalchemy import create_engine, inspect, text
+    from sqlalchemy import create_engine, text
 
-    from models.base import Base
     from models.migrate import downgrade_database, upgrade_database
-    from tests.support.services import fresh_postgres_database, postgres_reachable
+    from tests.support.migrations import column_names, drift_from_the_models, empty_database
 
-    def check(url: str) -> None:
+    with empty_database(backend, tmp_path) as url:
         upgrade_database(url, "0003")
         engine = create_engine(url)
         with engine.begin() as connection:  # a comment stored before 0004
@@ -594,21 +591,11 @@ def test_migration_0004_matches_the_models_and_goes_back_and_forth(backend: str,
                 )
             )
         upgrade_database(url)
+        assert drift_from_the_models(url) == []
         with engine.connect() as connection:
-            drift = compare_metadata(MigrationContext.configure(connection), Base.metadata)
             row = connection.execute(text("SELECT revision, site_updated_at, created_at FROM comments")).one()
-        assert drift == []
         assert row.revision == 0 and row.site_updated_at == row.created_at
-        downgrade_database(url, "0003")
-        engine.dispose()  # a fresh look at the schema
-        assert "revision" not in {c["name"] for c in inspect(engine).get_columns("comments")}
         engine.dispose()
+        downgrade_database(url, "0003")
+        assert "revision" not in column_names(url, "comments")
         upgrade_database(url)
-
-    if backend == "sqlite":
-        check(f"sqlite:///{tmp_path / 'migrations.db'}")
-        return
-    if not postgres_reachable():
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    with fresh_postgres_database() as url:
-        check(url)
