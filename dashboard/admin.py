@@ -61,11 +61,39 @@ def site_callback(site_id: int) -> ResponseReturnValue:
         session.commit()
         flash(f"Callback URL of {site.name} cleared.", "info")
         return redirect(url_for("dashboard.sites"))
+    if site.callbacks_paused_by:
+        # A new address is no reason to end a pause someone chose (a 410 is: it was about the old address).
+        session.commit()
+        flash(f"Callback URL of {site.name} saved; its callbacks stay paused until resumed.", "info")
+        return redirect(url_for("dashboard.sites"))
     released = callbacks.enable_callbacks(session, site, datetime.now(UTC))
     session.commit()
     # Committed as pending: beat's retry loop sends what was held back to the URL just saved.
     held_back = f" {released} held-back callback(s) queued again." if released else ""
     flash(f"Callback URL of {site.name} saved.{held_back}", "info")
+    return redirect(url_for("dashboard.sites"))
+
+
+@bp.post("/admin/sites/<row_id:site_id>/pause")
+@admin_required
+def site_pause(site_id: int) -> ResponseReturnValue:
+    session = db()
+    site = session.get(Site, site_id, with_for_update=True) or abort(404)
+    held = callbacks.pause_callbacks(session, site, datetime.now(UTC), by=me().email)
+    session.commit()
+    flash(f"Callbacks of {site.name} paused; {held} waiting callback(s) held back until resumed.", "info")
+    return redirect(url_for("dashboard.sites"))
+
+
+@bp.post("/admin/sites/<row_id:site_id>/resume")
+@admin_required
+def site_resume(site_id: int) -> ResponseReturnValue:
+    session = db()
+    site = session.get(Site, site_id, with_for_update=True) or abort(404)
+    released = callbacks.enable_callbacks(session, site, datetime.now(UTC))
+    session.commit()
+    # Committed as pending: beat's retry loop sends them.
+    flash(f"Callbacks of {site.name} resumed; {released} held-back callback(s) queued again.", "info")
     return redirect(url_for("dashboard.sites"))
 
 
@@ -391,10 +419,13 @@ def dead_letters() -> ResponseReturnValue:
 def replay(delivery_id: int) -> ResponseReturnValue:
     session = db()
     try:
-        callbacks.replay(session, delivery_id, datetime.now(UTC))
+        delivery = callbacks.replay(session, delivery_id, datetime.now(UTC))
     except LookupError:
         abort(404)
     session.commit()
+    if delivery.status == DeliveryStatus.DISABLED:
+        flash(f"Callback {delivery_id} queued again; it is sent when the site's callbacks are resumed.", "info")
+        return redirect(url_for("dashboard.dead_letters"))
     # Committed as pending: if the broker is down, beat's retry loop sends it.
     with contextlib.suppress(Exception):
         runtime().publisher.notify(delivery_id)

@@ -41,7 +41,7 @@ class DeliveryStatus(StrEnum):
     SENDING = "sending"  # leased by a worker until lease_until
     DELIVERED = "delivered"
     DEAD = "dead"  # out of attempts: an operator sees it and may replay it
-    DISABLED = "disabled"  # the site answered 410: its endpoint is off
+    DISABLED = "disabled"  # held back: the site answered 410, or its callbacks are paused
     CANCELLED = "cancelled"  # superseded by an edit, or the comment was deleted: never sent
 
 
@@ -52,6 +52,8 @@ class Site(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     callback_url: Mapped[str | None] = mapped_column(String(2000))
     callback_disabled_at: Mapped[datetime | None]
+    # Who paused the callbacks (an admin, or the command line); None when the site's own 410 turned them off.
+    callbacks_paused_by: Mapped[str | None] = mapped_column(String(320))
     # None means "use the active model's validated default".
     spam_reject_threshold: Mapped[float | None]
     spam_hold_threshold: Mapped[float | None]

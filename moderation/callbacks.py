@@ -92,10 +92,19 @@ def new_callback(
 
 
 def _claimable(now: datetime) -> Any:
-    return or_(
-        and_(CallbackDelivery.status == DeliveryStatus.PENDING, CallbackDelivery.next_attempt_at <= now),
-        and_(CallbackDelivery.status == DeliveryStatus.SENDING, CallbackDelivery.lease_until < now),
+    # Never for a site whose callbacks are off, whatever the row says: a delivery rescheduled after a failure
+    # that was on the wire when the site was paused, or a lapsed lease, waits for the site to be turned on.
+    return and_(
+        or_(
+            and_(CallbackDelivery.status == DeliveryStatus.PENDING, CallbackDelivery.next_attempt_at <= now),
+            and_(CallbackDelivery.status == DeliveryStatus.SENDING, CallbackDelivery.lease_until < now),
+        ),
+        CallbackDelivery.site_id.in_(_enabled_sites()),
     )
+
+
+def _enabled_sites() -> Any:
+    return select(Site.id).where(Site.callback_disabled_at.is_(None))
 
 
 def claim_delivery(session: Session, delivery_id: int, now: datetime, policy: RetryPolicy) -> CallbackDelivery | None:
@@ -134,10 +143,9 @@ def release_held_back(session: Session, now: datetime) -> int:
     the site while it was disabled can commit its delivery as held back just after; the retry loop calls
     this on every round, so such a delivery waits one round, not until the next 410 and replay.
     """
-    enabled = select(Site.id).where(Site.callback_disabled_at.is_(None))
     released = session.execute(
         update(CallbackDelivery)
-        .where(CallbackDelivery.status == DeliveryStatus.DISABLED, CallbackDelivery.site_id.in_(enabled))
+        .where(CallbackDelivery.status == DeliveryStatus.DISABLED, CallbackDelivery.site_id.in_(_enabled_sites()))
         .values(status=DeliveryStatus.PENDING, next_attempt_at=now)
         .execution_options(synchronize_session=False)
     )
@@ -197,12 +205,7 @@ def record_failed(
         if site is not None:
             site.callback_disabled_at = now
         delivery.status = DeliveryStatus.DISABLED
-        session.execute(
-            update(CallbackDelivery)
-            .where(CallbackDelivery.site_id == delivery.site_id, CallbackDelivery.status == DeliveryStatus.PENDING)
-            .values(status=DeliveryStatus.DISABLED)
-            .execution_options(synchronize_session=False)
-        )
+        _hold_back_waiting(session, delivery.site_id)
         return
     if delivery.attempts >= policy.max_attempts:
         delivery.status = DeliveryStatus.DEAD
@@ -324,16 +327,21 @@ def end_lease(
 
 
 def replay(session: Session, delivery_id: int, now: datetime) -> CallbackDelivery:
-    """Send a dead or disabled callback again, from a fresh attempt count (an operator's decision)."""
+    """Send a dead or disabled callback again, from a fresh attempt count (an operator's decision).
+
+    A replay says a 410's endpoint is back, so it turns the site's callbacks on; it does not end a pause
+    someone chose: the callback then waits, held back with the others, until callbacks are resumed.
+    """
     delivery = session.get(CallbackDelivery, delivery_id)
     if delivery is None:
         raise LookupError(f"no callback delivery {delivery_id}")
     if delivery.status == DeliveryStatus.CANCELLED:  # withdrawn by an edit, a deletion or a verdict: untrue by now
         raise LookupError(f"callback delivery {delivery_id} was cancelled; it is never sent")
     site = session.get(Site, delivery.site_id)
-    if site is not None:
+    paused = site is not None and site.callbacks_paused_by is not None
+    if site is not None and not paused:
         enable_callbacks(session, site, now)  # the operator turned the endpoint back on
-    delivery.status = DeliveryStatus.PENDING
+    delivery.status = DeliveryStatus.DISABLED if paused else DeliveryStatus.PENDING
     delivery.attempts = 0
     delivery.next_attempt_at = now
     session.flush()
@@ -343,12 +351,14 @@ def replay(session: Session, delivery_id: int, now: datetime) -> CallbackDeliver
 def enable_callbacks(session: Session, site: Site, now: datetime) -> int:
     """Turn the site's callbacks back on and release every delivery a 410 held back; how many were released.
 
-    Every way of re-enabling a site goes through here (a replay, saving a callback URL, the demo setup).
+    Every way of re-enabling a site goes through here (a replay, saving a callback URL, resuming paused
+    callbacks, the demo setup).
     The release does not depend on the site still being marked disabled: whatever is held back for an
     enabled site is released too. A delivery committed as held back just after this (by a decision that
     read the site while it was disabled) is released by the retry loop (``release_held_back``).
     """
     site.callback_disabled_at = None
+    site.callbacks_paused_by = None
     released = session.execute(
         update(CallbackDelivery)
         .where(CallbackDelivery.site_id == site.id, CallbackDelivery.status == DeliveryStatus.DISABLED)
@@ -356,6 +366,27 @@ def enable_callbacks(session: Session, site: Site, now: datetime) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(released.rowcount)  # type: ignore[attr-defined]
+
+
+def pause_callbacks(session: Session, site: Site, now: datetime, by: str) -> int:
+    """Hold back the site's callbacks until ``enable_callbacks``, as a 410 would; how many waiting ones were held.
+
+    For a site's maintenance: decisions go on being made and their callbacks are kept, none is sent and none
+    uses up an attempt or becomes a dead letter meanwhile. One already on the wire finishes.
+    """
+    site.callback_disabled_at = site.callback_disabled_at or now
+    site.callbacks_paused_by = by
+    return _hold_back_waiting(session, site.id)
+
+
+def _hold_back_waiting(session: Session, site_id: int) -> int:
+    held = session.execute(
+        update(CallbackDelivery)
+        .where(CallbackDelivery.site_id == site_id, CallbackDelivery.status == DeliveryStatus.PENDING)
+        .values(status=DeliveryStatus.DISABLED)
+        .execution_options(synchronize_session=False)
+    )
+    return int(held.rowcount)  # type: ignore[attr-defined]
 
 
 # Not (surely) received by the site: waiting, on the wire, dead letters, or held back while the site is disabled.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
 import sys
@@ -19,7 +20,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import SQLITE_BEGIN, create_db_engine, make_session_factory
-from models.entities import ModelVersion
+from models.entities import ModelVersion, Site
 from models.migrate import (
     head_revision,
     is_ahead,
@@ -28,7 +29,7 @@ from models.migrate import (
     schema_revision,
     upgrade_database,
 )
-from moderation import registry
+from moderation import callbacks, registry
 from moderation.classifier import ModerationModel
 from moderation.data import DataError, Example, collect_examples, load_own_corpus, public_sets
 from moderation.features import CommentText
@@ -358,12 +359,54 @@ def sites_list(ctx: click.Context) -> None:
     """Sites with their callback URL and state."""
     from sqlalchemy import select
 
-    from models.entities import Site
-
     with _sessions(_settings(ctx))() as session:
         for site in session.scalars(select(Site).order_by(Site.name)):
-            state = "callbacks disabled (410)" if site.callback_disabled_at else "ok"
-            click.echo(f"{site.name}\t{site.callback_url or '-'}\t{state}")
+            click.echo(f"{site.name}\t{site.callback_url or '-'}\t{_callback_state(site)}")
+
+
+def _callback_state(site: Site) -> str:
+    if site.callbacks_paused_by:
+        return f"callbacks paused by {site.callbacks_paused_by}"
+    return "callbacks disabled (410)" if site.callback_disabled_at else "ok"
+
+
+@sites.command("pause")
+@click.argument("name")
+@click.pass_context
+def sites_pause(ctx: click.Context, name: str) -> None:
+    """Hold back the site's callbacks (decisions go on) until `sites resume`."""
+    with _sessions(_settings(ctx)).begin() as session:
+        site = _locked_site(session, name)
+        held = callbacks.pause_callbacks(session, site, datetime.now(UTC), by=f"{_os_user()} (command line)")
+    click.echo(f"callbacks of {name} paused; {held} waiting callback(s) held back until `sites resume {name}`")
+
+
+@sites.command("resume")
+@click.argument("name")
+@click.pass_context
+def sites_resume(ctx: click.Context, name: str) -> None:
+    """Turn the site's callbacks back on (after a pause or a 410) and send what was held back."""
+    with _sessions(_settings(ctx)).begin() as session:
+        site = _locked_site(session, name)
+        released = callbacks.enable_callbacks(session, site, datetime.now(UTC))
+    # Committed as pending: beat's retry loop sends them within a minute.
+    click.echo(f"callbacks of {name} resumed; {released} held-back callback(s) will be sent")
+
+
+def _locked_site(session: Session, name: str) -> Site:
+    try:
+        site = require_site(session, name)
+    except SiteError as error:
+        raise click.ClickException(str(error)) from None
+    session.refresh(site, with_for_update=True)
+    return site
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        return f"uid {os.getuid()}"
 
 
 # --- models ----------------------------------------------------------------------------------------

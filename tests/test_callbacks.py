@@ -13,11 +13,12 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError as StandardVerificationError
@@ -26,6 +27,7 @@ from svix.webhooks import WebhookVerificationError
 
 from models.db import make_session_factory
 from models.entities import CallbackDelivery, Comment, Decision, DeliveryStatus, Site, SiteSecret
+from models.migrate import downgrade_database, upgrade_database
 from moderation import callbacks
 from moderation.callbacks import COMMENT_DECIDED, RetryPolicy
 from moderation.intake import NewComment, accept_comment
@@ -39,6 +41,7 @@ from moderation.sites import (
 from server.factory import build_celery
 from server.logs import configure_logging
 from server.settings import Settings
+from tests.support.migrations import column_names, drift_from_the_models, empty_database
 from tests.support.signing import sign_from_spec
 from tests.support.site_server import Received, SiteServer, always
 from workers.app import ModerationCelery
@@ -412,6 +415,86 @@ def test_replay_gives_a_dead_letter_a_fresh_set_of_attempts(sessions: sessionmak
     claim(sessions, delivery_id, NOW + timedelta(days=2))
     fail(sessions, delivery_id, NOW + timedelta(days=2))
     assert load(sessions, delivery_id).status == DeliveryStatus.PENDING
+
+
+def pause(sessions: sessionmaker[Session], now: datetime, by: str = "admin@site.example") -> int:
+    with sessions.begin() as session:
+        return callbacks.pause_callbacks(session, session.scalars(select(Site)).one(), now, by)
+
+
+def test_a_pause_holds_back_every_callback_until_resumed(sessions: sessionmaker[Session], delivery_id: int) -> None:
+    with sessions.begin() as session:  # waiting behind the first one when the site is paused
+        waiting = decided_comment(session, session.scalars(select(Site)).one(), "c-2")
+        assert waiting is not None
+        waiting_id = waiting.id
+
+    assert pause(sessions, NOW) == 2
+    with sessions.begin() as session:  # decided while paused: held back from the start
+        later = decided_comment(session, session.scalars(select(Site)).one(), "c-3", NOW + timedelta(minutes=1))
+        assert later is not None and later.status == DeliveryStatus.DISABLED
+        ids = [delivery_id, waiting_id, later.id]
+    with sessions() as session:
+        assert callbacks.due_deliveries(session, NOW + timedelta(days=1)) == []
+        assert {session.get_one(CallbackDelivery, i).status for i in ids} == {DeliveryStatus.DISABLED}
+    with sessions.begin() as session:  # the retry loop leaves a paused site's callbacks alone
+        assert callbacks.release_held_back(session, NOW + timedelta(days=1)) == 0
+
+    resumed_at = NOW + timedelta(hours=2)
+    with sessions.begin() as session:
+        site = session.scalars(select(Site)).one()
+        assert callbacks.enable_callbacks(session, site, resumed_at) == 3
+        assert (site.callback_disabled_at, site.callbacks_paused_by) == (None, None)
+    with sessions() as session:
+        assert sorted(callbacks.due_deliveries(session, resumed_at)) == sorted(ids)
+        assert {session.get_one(CallbackDelivery, i).attempts for i in ids} == {0}
+
+
+def test_nothing_on_the_wire_at_a_pause_is_sent_again_before_the_resume(
+    sessions: sessionmaker[Session], delivery_id: int
+) -> None:
+    """A callback claimed before the pause may fail or its worker die; either way it waits for the resume."""
+    assert claim(sessions, delivery_id, NOW) is not None
+    assert pause(sessions, NOW) == 0
+    lapsed = NOW + timedelta(seconds=POLICY.lease_seconds + 1)
+    assert claim(sessions, delivery_id, lapsed) is None  # its worker died: the lease lapsed
+    fail(sessions, delivery_id, lapsed)  # or it came back with a 500: rescheduled
+    assert claim(sessions, delivery_id, lapsed + timedelta(days=1)) is None
+    with sessions.begin() as session:
+        callbacks.enable_callbacks(session, session.scalars(select(Site)).one(), lapsed + timedelta(days=1))
+    assert claim(sessions, delivery_id, lapsed + timedelta(days=1)) is not None
+
+
+def test_a_replay_during_a_pause_waits_for_the_resume(sessions: sessionmaker[Session], delivery_id: int) -> None:
+    for _ in range(POLICY.max_attempts):
+        claim(sessions, delivery_id, NOW + timedelta(days=1))
+        fail(sessions, delivery_id, NOW + timedelta(days=1))
+    pause(sessions, NOW + timedelta(days=2))
+    with sessions.begin() as session:
+        replayed = callbacks.replay(session, delivery_id, NOW + timedelta(days=2))
+        assert (replayed.status, replayed.attempts) == (DeliveryStatus.DISABLED, 0)
+    with sessions() as session:
+        assert session.scalars(select(Site.callbacks_paused_by)).one() == "admin@site.example"
+        assert callbacks.due_deliveries(session, NOW + timedelta(days=3)) == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migration_0006_keeps_a_410_disabled_site_shown_as_a_410(backend: str, tmp_path: Path) -> None:
+    with empty_database(backend, tmp_path) as url:
+        upgrade_database(url, "0005")
+        engine = create_engine(url)
+        with engine.begin() as connection:  # a site a 410 turned off before pauses existed
+            connection.execute(
+                text("INSERT INTO sites (name, callback_disabled_at, created_at) VALUES ('s', :t, :t)"), {"t": NOW}
+            )
+        upgrade_database(url)
+        assert drift_from_the_models(url) == []
+        with make_session_factory(engine)() as session:
+            site = session.scalars(select(Site)).one()
+            assert site.callback_disabled_at is not None and site.callbacks_paused_by is None
+        engine.dispose()
+        downgrade_database(url, "0005")
+        assert "callbacks_paused_by" not in column_names(url, "sites")
+        upgrade_database(url)
 
 
 # --- the HTTP side, against a real local server --------------------------------------------------

@@ -81,6 +81,24 @@ def test_models_list_of_an_empty_registry_says_so_on_stderr(tmp_path: Path) -> N
     assert f"no model versions in sqlite:///{tmp_path.resolve() / 'moderation.db'}" in listed.stderr
 
 
+def test_sites_pause_and_resume_a_sites_callbacks(var_dir: Path) -> None:
+    assert run(var_dir, "sites", "add", "paused-site", "--callback-url", "https://site.example/cb").exit_code == 0
+    paused = run(var_dir, "sites", "pause", "paused-site")
+    assert paused.exit_code == 0
+    assert paused.stdout.startswith("callbacks of paused-site paused; 0 waiting callback(s) held back")
+    listed = [line.split("\t") for line in run(var_dir, "sites", "list").stdout.splitlines()]
+    state = next(fields[2] for fields in listed if fields[0] == "paused-site")
+    assert state.startswith("callbacks paused by ") and state.endswith(" (command line)")
+
+    resumed = run(var_dir, "sites", "resume", "paused-site")
+    assert resumed.stdout.strip() == "callbacks of paused-site resumed; 0 held-back callback(s) will be sent"
+    listed = [line.split("\t") for line in run(var_dir, "sites", "list").stdout.splitlines()]
+    assert ["paused-site", "https://site.example/cb", "ok"] in listed
+
+    unknown = run(var_dir, "sites", "pause", "no-such-site")
+    assert unknown.exit_code == 1 and "no-such-site" in unknown.output
+
+
 def test_a_rotation_without_overlap_says_the_old_secret_stops_now(tmp_path: Path) -> None:
     env = {"VAR_DIR": str(tmp_path), "DATABASE_URL": "", "LOG_FORMAT": "text", "SECRET_ROTATION_OVERLAP_HOURS": "0"}
     assert CliRunner().invoke(main, ["sites", "add", "backpain-advisor"], env=env).exit_code == 0

@@ -730,6 +730,56 @@ def test_saving_a_callback_url_releases_what_a_410_held_back(
     assert _statuses(sessions, [gone, held_back]) == ["pending", "pending"]
 
 
+def _post_site(client: FlaskClient, site_id: int, action: str, **form: str) -> str:
+    token = csrf_token(client, "/dashboard/admin/sites")
+    posted = client.post(f"/dashboard/admin/sites/{site_id}/{action}", data={"csrf_token": token, **form})
+    assert posted.status_code == 302, posted.status_code
+    return _page(client, "/dashboard/admin/sites")
+
+
+def test_an_admin_pauses_a_sites_callbacks_and_resumes_them(
+    admin_client: FlaskClient, sessions: Sessions, site_row: int, held: list[tuple[int, int]]
+) -> None:
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        site = session.get_one(Site, site_row)
+        waiting = [
+            callbacks.schedule_callback(
+                session, site, session.get_one(Comment, c), session.get_one(Decision, d), callbacks.COMMENT_DECIDED, now
+            )
+            for c, d in held[:2]
+        ]
+        ids = [delivery.id for delivery in waiting if delivery is not None]
+
+    page = _post_site(admin_client, site_row, "pause")
+    assert "2 waiting callback(s) held back until resumed" in page
+    assert "paused by admin@example.org since" in page
+    assert _statuses(sessions, ids) == ["disabled", "disabled"]
+    with sessions() as session:
+        assert callbacks.due_deliveries(session, now + timedelta(days=1)) == []
+
+    # A new address does not end the pause (it would end a 410's: that was about the old address).
+    page = _post_site(admin_client, site_row, "callback", callback_url="http://127.0.0.1:9/new-callback")
+    assert "its callbacks stay paused until resumed" in page
+    assert _statuses(sessions, ids) == ["disabled", "disabled"]
+
+    page = _post_site(admin_client, site_row, "resume")
+    assert "2 held-back callback(s) queued again" in page
+    assert "paused by" not in page
+    with sessions() as session:
+        site = session.get_one(Site, site_row)
+        assert (site.callback_disabled_at, site.callbacks_paused_by) == (None, None)
+        assert sorted(callbacks.due_deliveries(session, datetime.now(UTC))) == sorted(ids)
+
+
+def test_a_moderator_cannot_pause_callbacks(moderator_client: FlaskClient, sessions: Sessions, site_row: int) -> None:
+    token = csrf_token(moderator_client, "/dashboard/queue")
+    paused = moderator_client.post(f"/dashboard/admin/sites/{site_row}/pause", data={"csrf_token": token})
+    assert paused.status_code == 403
+    with sessions() as session:
+        assert session.get_one(Site, site_row).callback_disabled_at is None
+
+
 def test_clearing_the_callback_url_keeps_what_a_410_held_back(
     admin_client: FlaskClient, sessions: Sessions, site_row: int, held: list[tuple[int, int]]
 ) -> None:

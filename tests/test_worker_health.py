@@ -182,7 +182,7 @@ def test_a_worker_refuses_a_schema_behind_this_code(worker_settings: Settings) -
     with fresh_postgres_database() as url:
         upgrade_database(url, "0004")
         assert_refused(
-            start_worker(worker_settings, url), "the database schema is at 0004", "needs 0005", "moderation migrate"
+            start_worker(worker_settings, url), "the database schema is at 0004", "needs 0006", "moderation migrate"
         )
 
 
