@@ -772,14 +772,6 @@ def test_an_admin_pauses_a_sites_callbacks_and_resumes_them(
         assert sorted(callbacks.due_deliveries(session, datetime.now(UTC))) == sorted(ids)
 
 
-def test_a_moderator_cannot_pause_callbacks(moderator_client: FlaskClient, sessions: Sessions, site_row: int) -> None:
-    token = csrf_token(moderator_client, "/dashboard/queue")
-    paused = moderator_client.post(f"/dashboard/admin/sites/{site_row}/pause", data={"csrf_token": token})
-    assert paused.status_code == 403
-    with sessions() as session:
-        assert session.get_one(Site, site_row).callback_disabled_at is None
-
-
 def test_clearing_the_callback_url_keeps_what_a_410_held_back(
     admin_client: FlaskClient, sessions: Sessions, site_row: int, held: list[tuple[int, int]]
 ) -> None:

@@ -488,6 +488,8 @@ ROUTES: dict[str, Access] = {
     "dashboard.sites_add": Access(ADMIN),
     "dashboard.site_callback": Access(ADMIN),
     "dashboard.site_rotate": Access(ADMIN),
+    "dashboard.site_pause": Access(ADMIN),
+    "dashboard.site_resume": Access(ADMIN),
     "dashboard.thresholds": Access(ADMIN),
     "dashboard.thresholds_preview": Access(ADMIN),
     "dashboard.thresholds_save": Access(ADMIN),
