@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.entities import Site
 from moderation.accounts import create_moderator, find_moderator, has_password, hash_password
 from moderation.callbacks import enable_callbacks
 from moderation.sites import create_site, get_site, rotate_secret, validate_callback_url
@@ -24,6 +26,7 @@ class Demo:
     secret_file: Path
     admin_email: str
     admin_password: str | None  # None: changed since it was made here, so not known
+    other_sites: int = 0  # sites registered besides the example one
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -39,6 +42,7 @@ def ensure_demo(sessions: sessionmaker[Session], var_dir: Path, callback_url: st
     password_file = var_dir / "demo-admin.txt"
     now = datetime.now(UTC)
     with sessions.begin() as session:
+        others = session.scalar(select(func.count()).select_from(Site).where(Site.name != EXAMPLE_SITE)) or 0
         site = get_site(session, EXAMPLE_SITE)
         if site is None:
             site, secret = create_site(session, EXAMPLE_SITE, callback_url)
@@ -56,7 +60,7 @@ def ensure_demo(sessions: sessionmaker[Session], var_dir: Path, callback_url: st
             password = password or secrets.token_urlsafe(12)
             create_moderator(session, DEMO_ADMIN, password, "admin", now)
         elif changed:
-            return Demo(EXAMPLE_SITE, secret_file, DEMO_ADMIN, None)
+            return Demo(EXAMPLE_SITE, secret_file, DEMO_ADMIN, None, others)
         elif not password:  # no file (deleted to get a new password, or never written): make one
             password = secrets.token_urlsafe(12)
             admin.password_hash = hash_password(password)
@@ -65,6 +69,6 @@ def ensure_demo(sessions: sessionmaker[Session], var_dir: Path, callback_url: st
             # Someone set another password since (`moderators set-password`): theirs stands. The file says
             # so rather than going (a missing file would mean "make one" at the next start).
             _write_private(password_file, CHANGED_SINCE)
-            return Demo(EXAMPLE_SITE, secret_file, DEMO_ADMIN, None)
+            return Demo(EXAMPLE_SITE, secret_file, DEMO_ADMIN, None, others)
         _write_private(password_file, password)
-    return Demo(EXAMPLE_SITE, secret_file, DEMO_ADMIN, password)
+    return Demo(EXAMPLE_SITE, secret_file, DEMO_ADMIN, password, others)

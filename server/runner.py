@@ -347,16 +347,14 @@ def _run_locked(settings: Settings, var_dir: Path, lock: VarDirLock) -> int:
                 _example_env(settings, env, demo),
                 var_dir / "log" / "example-site.log",
             )
+        print("Starting web, worker and beat...", flush=True)
+        if not _wait_for_web(supervisor, settings):
+            return 1
+        if supervisor.stopping:
+            return 0
         _print_banner(settings, env.get("REDIS_URL", settings.broker_url), var_dir, demo, example_free)
         while not supervisor.stopping:
-            crashed = supervisor.exited()
-            if crashed is not None:
-                where = f" (see {crashed.log_path})" if crashed.log_path else ""
-                print(
-                    f"{crashed.name} exited with code {crashed.process.returncode}{where}; stopping.",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            if _crashed(supervisor):
                 return 1
             time.sleep(0.5)
         return 0
@@ -368,6 +366,44 @@ def _run_locked(settings: Settings, var_dir: Path, lock: VarDirLock) -> int:
             signal.signal(signum, previous)
         with contextlib.suppress(OSError):
             print("Stopped.", flush=True)
+
+
+WEB_START_SECONDS = 120.0
+
+
+def _wait_for_web(supervisor: Supervisor, settings: Settings, timeout: float = WEB_START_SECONDS) -> bool:
+    """Until the dashboard's port takes connections, so the address the banner prints works when it is read;
+    False when a child exited meanwhile (said), True otherwise (a slow start is said, and not waited out)."""
+    deadline = time.monotonic() + timeout
+    while not supervisor.stopping:
+        if _crashed(supervisor):
+            return False
+        if _accepts(_local_host(settings), settings.port):
+            return True
+        if time.monotonic() > deadline:
+            print(f"web is not answering on port {settings.port} after {timeout:g} s; see its log.", file=sys.stderr)
+            return True
+        time.sleep(0.2)
+    return True
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _crashed(supervisor: Supervisor) -> bool:
+    crashed = supervisor.exited()
+    if crashed is None:
+        return False
+    where = f" (see {crashed.log_path})" if crashed.log_path else ""
+    print(
+        f"{crashed.name} exited with code {crashed.process.returncode}{where}; stopping.", file=sys.stderr, flush=True
+    )
+    return True
 
 
 def worker_args(settings: Settings) -> list[str]:
@@ -433,6 +469,19 @@ def _sign_in_line(demo: Demo, var_dir: Path) -> str:
     )
 
 
+def _next_step(demo: Demo) -> str:
+    if demo.other_sites:
+        return (
+            f"Your sites: {demo.other_sites} registered besides {demo.site_name} "
+            '(.venv/bin/moderation sites list; README, "Sending comments").'
+        )
+    return (
+        'Next: register your site and sign requests with its secret (README, "Sending comments"):\n'
+        "  .venv/bin/moderation sites add backpain-advisor "
+        "--callback-url https://backpain-advisor.example/moderation-callback"
+    )
+
+
 def _print_banner(settings: Settings, broker_url: str, var_dir: Path, demo: Demo, example: bool) -> None:
     base = f"http://{settings.host}:{settings.port}"
     local = f"http://{_local_host(settings)}"
@@ -456,8 +505,7 @@ Comment moderation service is running.
   Broker:       {broker_url}
   Logs:         {var_dir / "log"}
 
-Next: register your site and sign requests with its secret (README, "Sending comments"):
-  .venv/bin/moderation sites add backpain-advisor --callback-url https://backpain-advisor.example/moderation-callback
+{_next_step(demo)}
 
 Press Ctrl-C to stop everything.
 """,

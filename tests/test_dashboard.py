@@ -653,7 +653,10 @@ def test_demo_setup_is_created_once_and_reused(sessions: Sessions, tmp_path: Pat
 
     first = ensure_demo(sessions, tmp_path, "http://127.0.0.1:8001/moderation-callback")
     again = ensure_demo(sessions, tmp_path, "http://127.0.0.1:8001/moderation-callback")
-    assert first == again
+    assert first == again and first.other_sites == 0
+    with sessions.begin() as session:  # the user registers their own (the banner's next step stops saying to)
+        create_site(session, "backpain-advisor")
+    assert ensure_demo(sessions, tmp_path, "http://127.0.0.1:8001/moderation-callback").other_sites == 1
     assert (tmp_path / "demo-admin.txt").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "example-site.secret").stat().st_mode & 0o777 == 0o600
     with sessions.begin() as session:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -85,12 +86,16 @@ def test_run_serves_on_embedded_defaults_and_stops_everything(
             return False
 
     try:
+        wait_until(lambda: "Ctrl-C" in terminal.text(), timeout=120, what="`moderation run`'s banner")
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # the address printed takes connections by the time it is read
+        banner = terminal.text()
+        assert f"http://127.0.0.1:{port}/dashboard/" in banner
+        assert "Next: register your site" in banner  # none registered but the example site
         wait_until(ready, timeout=120, what="`moderation run` to be ready")
         started = psutil.Process(run.pid).children(recursive=True)
         names = " ".join(" ".join(p.cmdline()) for p in started)
         assert "redis-server" in names and " worker" in names and " beat" in names and " web" in names
-        banner = terminal.text()
-        assert f"http://127.0.0.1:{port}" in banner and "Ctrl-C" in banner
         assert (var_dir / "moderation.db").exists()  # SQLite in VAR_DIR, no DATABASE_URL needed
 
         second = subprocess.run(
