@@ -246,11 +246,11 @@ def import_artifact(
     registered with the same checksum is not registered again; with another checksum it is refused.
     The copies live and die with ``session``'s transaction: removed again if it does not commit.
     """
+    if not path.is_file():  # first: a path that names nothing is a typo, whatever the name looks like
+        raise RegistryError(f"model file {path} is missing" if not path.exists() else f"{path} is not a file")
     match = ARTIFACT_NAME.fullmatch(path.name)
     if match is None:
         raise RegistryError(f"{path} is not a model file: its name must be model-<version>.skops")
-    if not path.is_file():
-        raise RegistryError(f"model file {path} is missing" if not path.exists() else f"{path} is not a file")
     card_path = path.with_name(f"model-{match['version']}.card.json")
     card = read_card(card_path)
     version = card.get("version")

@@ -558,6 +558,7 @@ def _activation(row: ModelVersion) -> str:
 @click.argument("version")
 @click.pass_context
 def models_activate(ctx: click.Context, version: str) -> None:
+    """Make VERSION (as `models list` names it) the one every worker scores with; its file is checked first."""
     settings = _settings(ctx)
     with _sessions(settings).begin() as session:
         try:
@@ -570,6 +571,7 @@ def models_activate(ctx: click.Context, version: str) -> None:
 @models.command("rollback")
 @click.pass_context
 def models_rollback(ctx: click.Context) -> None:
+    """Go back to the version that was active before the current one (again: one further back)."""
     settings = _settings(ctx)
     with _sessions(settings).begin() as session:
         try:

@@ -596,6 +596,9 @@ def test_a_file_not_named_like_a_model_is_refused(engine: Engine, trained_model:
     shutil.copy(trained_model.artifact.path, odd)
     with pytest.raises(registry.RegistryError, match=r"its name must be model-<version>\.skops"):
         import_into(engine, odd, tmp_path / "models")
+    typo = tmp_path / "clasifier.skops"  # a path that names nothing: said so, whatever its name
+    with pytest.raises(registry.RegistryError, match=rf"^model file {re.escape(str(typo))} is missing$"):
+        import_into(engine, typo, tmp_path / "models")
     assert registered(engine) == []
 
 
