@@ -177,7 +177,6 @@ def test_redis_down_intake_still_accepts_and_the_outbox_catches_up(
         before = accept_all(
             [post_comment(base, SITE, site.secret, f"c-{n}", comment_text(n), number=n) for n in range(5)]
         )
-        assert {r for r in before}  # accepted while Redis runs
 
         bundled.stop()
         during: list[int] = []

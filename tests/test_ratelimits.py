@@ -10,6 +10,7 @@ from limits import parse, parse_many
 
 from moderation import ratelimits
 from moderation.ratelimits import SharedLimits
+from tests.support.services import BundledRedis
 
 
 def _keys(redis_url: str, namespace: str) -> list[str]:
@@ -33,24 +34,21 @@ def test_a_moving_window_is_exact(redis_url: str) -> None:
     assert answers[2] is not None and answers[2] > 60  # the oldest count of the hour leaves in about an hour
 
 
-def test_counts_go_to_memory_while_redis_fails_and_back_to_redis_after(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_counts_go_to_memory_while_redis_fails_and_back_to_redis_after(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ratelimits, "REDIS_RETRY_SECONDS", 0.0)  # ask Redis again at every count
-    limits = SharedLimits(redis_url, "t-fallback")
-    item = parse("2/minute")
-    real_hit = limits._shared.hit
-
-    def redis_down(*_args: object, **_kwargs: object) -> bool:
-        raise redis.ConnectionError("Redis went away")
-
-    monkeypatch.setattr(limits._shared, "hit", redis_down)
-    answers = [limits.over_limit([item], "k") for _ in range(3)]
-    assert answers[:2] == [None, None] and answers[2] is not None  # the limit holds, counted in this process
-    assert _keys(redis_url, "t-fallback") == []
-    monkeypatch.setattr(limits._shared, "hit", real_hit)  # Redis is back
-    assert limits.over_limit([item], "k") is None  # a fresh count, in Redis
-    assert _keys(redis_url, "t-fallback")
+    own_redis = BundledRedis().start()  # one of its own, to stop and start again
+    try:
+        limits = SharedLimits(own_redis.url, "t-fallback")
+        item = parse("2/minute")
+        own_redis.stop()
+        answers = [limits.over_limit([item], "k") for _ in range(3)]
+        assert answers[:2] == [None, None] and answers[2] is not None  # the limit holds, counted in this process
+        own_redis.start()  # back, empty: nothing was counted there meanwhile
+        assert _keys(own_redis.url, "t-fallback") == []
+        assert limits.over_limit([item], "k") is None  # a fresh count, in Redis
+        assert _keys(own_redis.url, "t-fallback")
+    finally:
+        own_redis.remove()
 
 
 def test_every_limit_of_a_setting_counts(redis_url: str) -> None:
