@@ -12,6 +12,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from models.base import Base
 from models.db import create_db_engine, make_session_factory
@@ -81,6 +82,11 @@ def engine(database_url: str) -> Iterator[Engine]:
     clean_database(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return make_session_factory(engine)
 
 
 @dataclass(frozen=True)

@@ -46,11 +46,6 @@ XSS = (
 
 
 @pytest.fixture
-def sessions(engine: Engine) -> Sessions:
-    return make_session_factory(engine)
-
-
-@pytest.fixture
 def site_row(sessions: Sessions) -> int:
     with sessions.begin() as session:
         site, _secret = create_site(session, "backpain-advisor", "http://127.0.0.1:9/moderation-callback")

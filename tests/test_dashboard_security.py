@@ -22,11 +22,11 @@ from flask import Flask, url_for
 from flask.testing import FlaskClient
 from flask_login import login_manager as flask_login_manager
 from itsdangerous import TimestampSigner
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
-from models.db import create_db_engine, make_session_factory
+from models.db import create_db_engine
 from models.entities import Comment, Moderator
 from models.migrate import downgrade_database, upgrade_database
 from moderation.lists import add_entry
@@ -41,11 +41,6 @@ from tests.support.signing import comment_event, encode, signed_headers
 
 Sessions = sessionmaker[Session]
 COOKIE = "moderation_session"
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> Sessions:
-    return make_session_factory(engine)
 
 
 @pytest.fixture

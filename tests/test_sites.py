@@ -6,21 +6,15 @@ import base64
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.db import make_session_factory
 from models.entities import Site, SiteSecret
 from moderation.sites import SiteError, create_site, require_site, rotate_secret, signing_secrets
 from tests.support.signing import encode, sign_from_spec, signed_headers
 from webhooks.signatures import SignatureError, verify_signature
 
 BODY = encode({"type": "comment.created", "data": {"comment_id": "c-1"}})
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return make_session_factory(engine)
 
 
 def verifies(body_secret: str, usable: list[str]) -> bool:

@@ -18,10 +18,8 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.db import make_session_factory
 from models.entities import Site
 from moderation import evaluation, registry
 from moderation.policy import Thresholds
@@ -48,11 +46,6 @@ EVALUATION_SCORES = {
 
 def card(version: str, thresholds: dict[str, float]) -> dict[str, Any]:
     return {"version": version, "thresholds": thresholds, "evaluation_scores": EVALUATION_SCORES}
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> Sessions:
-    return make_session_factory(engine)
 
 
 @pytest.fixture
