@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import abort, flash, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from dashboard.auth import admin_required
@@ -50,7 +50,8 @@ def sites_add() -> ResponseReturnValue:
 @admin_required
 def site_callback(site_id: int) -> ResponseReturnValue:
     session = db()
-    site = session.get(Site, site_id) or abort(404)
+    # Locked: whether it is paused is read after any pause committed meanwhile.
+    site = session.get(Site, site_id, with_for_update=True) or abort(404)
     try:
         site.callback_url = validate_callback_url(request.form.get("callback_url", "").strip())
     except SiteError as error:
@@ -90,6 +91,9 @@ def site_pause(site_id: int) -> ResponseReturnValue:
 def site_resume(site_id: int) -> ResponseReturnValue:
     session = db()
     site = session.get(Site, site_id, with_for_update=True) or abort(404)
+    if not site.callback_url:
+        flash(f"{site.name} has no callback URL to send to: save one first.", "error")
+        return redirect(url_for("dashboard.sites"))
     released = callbacks.enable_callbacks(session, site, datetime.now(UTC))
     session.commit()
     # Committed as pending: beat's retry loop sends them.
@@ -405,13 +409,18 @@ def moderators_update(moderator_id: int) -> ResponseReturnValue:
 @bp.get("/admin/callbacks")
 @admin_required
 def dead_letters() -> ResponseReturnValue:
-    rows = db().scalars(
+    session = db()
+    paused = select(Site.id).where(Site.callbacks_paused_by.is_not(None))
+    held_for_paused = CallbackDelivery.site_id.in_(paused) & (CallbackDelivery.status == DeliveryStatus.DISABLED)
+    rows = session.scalars(
         select(CallbackDelivery)
-        .where(CallbackDelivery.status.in_([DeliveryStatus.DEAD, DeliveryStatus.DISABLED]))
+        .where(CallbackDelivery.status.in_([DeliveryStatus.DEAD, DeliveryStatus.DISABLED]), ~held_for_paused)
         .order_by(CallbackDelivery.id.desc())
         .limit(200)
     )
-    return render_template("admin/callbacks.html", deliveries=rows.all())
+    # A paused site's held-back callbacks are not failures: counted apart, so they never crowd the failures out.
+    held = session.scalar(select(func.count()).select_from(CallbackDelivery).where(held_for_paused)) or 0
+    return render_template("admin/callbacks.html", deliveries=rows.all(), held_for_paused=held)
 
 
 @bp.post("/admin/callbacks/<row_id:delivery_id>/replay")

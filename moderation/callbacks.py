@@ -107,6 +107,11 @@ def _enabled_sites() -> Any:
     return select(Site.id).where(Site.callback_disabled_at.is_(None))
 
 
+def sites_turned_off(session: Session, site_ids: set[int]) -> set[int]:
+    """Those of ``site_ids`` whose callbacks are off now (paused, or a 410)."""
+    return set(session.scalars(select(Site.id).where(Site.id.in_(site_ids), Site.callback_disabled_at.is_not(None))))
+
+
 def claim_delivery(session: Session, delivery_id: int, now: datetime, policy: RetryPolicy) -> CallbackDelivery | None:
     """Lease a due delivery for one attempt; None when it is not due or another worker holds it."""
     claimed = claim_deliveries(session, [delivery_id], now, policy)
@@ -202,8 +207,8 @@ def record_failed(
         return
     delivery.attempts += 1
     if status_code == 410:
-        if site is not None:
-            site.callback_disabled_at = now
+        if site is not None:  # already off (paused while this was on the wire): since when it was
+            site.callback_disabled_at = site.callback_disabled_at or now
         delivery.status = DeliveryStatus.DISABLED
         _hold_back_waiting(session, delivery.site_id)
         return
@@ -337,7 +342,8 @@ def replay(session: Session, delivery_id: int, now: datetime) -> CallbackDeliver
         raise LookupError(f"no callback delivery {delivery_id}")
     if delivery.status == DeliveryStatus.CANCELLED:  # withdrawn by an edit, a deletion or a verdict: untrue by now
         raise LookupError(f"callback delivery {delivery_id} was cancelled; it is never sent")
-    site = session.get(Site, delivery.site_id)
+    # Locked: a pause committed meanwhile is seen here, not half-undone by this write.
+    site = session.get(Site, delivery.site_id, with_for_update=True, populate_existing=True)
     paused = site is not None and site.callbacks_paused_by is not None
     if site is not None and not paused:
         enable_callbacks(session, site, now)  # the operator turned the endpoint back on

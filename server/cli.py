@@ -365,9 +365,12 @@ def sites_list(ctx: click.Context) -> None:
 
 
 def _callback_state(site: Site) -> str:
+    if site.callback_disabled_at is None:
+        return "ok"
+    since = site.callback_disabled_at.strftime("%Y-%m-%d %H:%M UTC")
     if site.callbacks_paused_by:
-        return f"callbacks paused by {site.callbacks_paused_by}"
-    return "callbacks disabled (410)" if site.callback_disabled_at else "ok"
+        return f"callbacks paused by {site.callbacks_paused_by} since {since}"
+    return f"callbacks disabled (410) since {since}"
 
 
 @sites.command("pause")
@@ -388,6 +391,8 @@ def sites_resume(ctx: click.Context, name: str) -> None:
     """Turn the site's callbacks back on (after a pause or a 410) and send what was held back."""
     with _sessions(_settings(ctx)).begin() as session:
         site = _locked_site(session, name)
+        if not site.callback_url:  # released, they would all be dead letters at once
+            raise click.ClickException(f"{name} has no callback URL to send to: save one first")
         released = callbacks.enable_callbacks(session, site, datetime.now(UTC))
     # Committed as pending: beat's retry loop sends them within a minute.
     click.echo(f"callbacks of {name} resumed; {released} held-back callback(s) will be sent")

@@ -49,7 +49,8 @@ def ensure_demo(sessions: sessionmaker[Session], var_dir: Path, callback_url: st
             _write_private(secret_file, secret)
         else:
             site.callback_url = validate_callback_url(callback_url)
-            enable_callbacks(session, site, now)
+            if site.callbacks_paused_by is None:  # a 410 from an earlier run's example site, not a pause
+                enable_callbacks(session, site, now)
             if not secret_file.exists() or secret_file.read_text().strip() not in site.usable_secrets(now):
                 _write_private(secret_file, rotate_secret(session, site, overlap=now - now, now=now))
         kept = password_file.read_text().strip() if password_file.exists() else ""

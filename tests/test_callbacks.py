@@ -46,7 +46,7 @@ from tests.support.signing import sign_from_spec
 from tests.support.site_server import Received, SiteServer, always
 from workers.app import ModerationCelery
 from workers.delivery import MAX_ANSWER_BYTES, callback_client, parse_retry_after, post_callback
-from workers.tasks import notify_site
+from workers.tasks import PAUSE_CHECK_SECONDS, notify_site
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 POLICY = RetryPolicy(base_seconds=30, max_seconds=3600, max_attempts=3, lease_seconds=60)
@@ -472,6 +472,38 @@ def test_a_replay_during_a_pause_waits_for_the_resume(sessions: sessionmaker[Ses
         assert callbacks.due_deliveries(session, NOW + timedelta(days=3)) == []
 
 
+def test_a_replay_that_read_the_site_before_a_pause_does_not_undo_it(
+    sessions: sessionmaker[Session], delivery_id: int
+) -> None:
+    """An admin replays a 410's callback while another pauses the site: the pause stands, nothing is due."""
+    if sessions.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("two writers at once are PostgreSQL's: a SQLite transaction holds the write lock throughout")
+    claim(sessions, delivery_id, NOW)
+    fail(sessions, delivery_id, NOW, status_code=410)
+    with sessions.begin() as replaying:
+        seen = replaying.scalars(select(Site)).one()  # the replay's view of the site: off after a 410
+        assert seen.callbacks_paused_by is None
+        pause(sessions, NOW + timedelta(minutes=1))  # the other admin's pause commits meanwhile
+        replayed = callbacks.replay(replaying, delivery_id, NOW + timedelta(minutes=2))
+        assert replayed.status == DeliveryStatus.DISABLED and seen.callbacks_paused_by == "admin@site.example"
+    with sessions() as session:
+        site = session.scalars(select(Site)).one()
+        assert (site.callback_disabled_at, site.callbacks_paused_by) == (NOW, "admin@site.example")
+        assert callbacks.due_deliveries(session, NOW + timedelta(days=1)) == []
+
+
+def test_a_410_for_a_callback_sent_before_a_pause_keeps_the_pause_and_its_time(
+    sessions: sessionmaker[Session], delivery_id: int
+) -> None:
+    assert claim(sessions, delivery_id, NOW) is not None
+    pause(sessions, NOW)
+    fail(sessions, delivery_id, NOW + timedelta(seconds=30), status_code=410)
+    with sessions() as session:
+        site = session.scalars(select(Site)).one()
+        assert (site.callback_disabled_at, site.callbacks_paused_by) == (NOW, "admin@site.example")
+        assert session.get_one(CallbackDelivery, delivery_id).status == DeliveryStatus.DISABLED
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_migration_0006_keeps_a_410_disabled_site_shown_as_a_410(backend: str, tmp_path: Path) -> None:
     with empty_database(backend, tmp_path) as url:
@@ -830,6 +862,34 @@ def test_one_delivery_round_against_a_site_that_answers_410(
     assert site_server.events()[0]["data"]["comment_id"] == "c-1"
     delivery = load(sessions, delivery_id)
     assert (delivery.status, delivery.last_status_code) == (DeliveryStatus.DISABLED, 410)
+
+
+def test_a_batch_being_sent_stops_for_a_site_paused_meanwhile(
+    sessions: sessionmaker[Session], site_server: SiteServer, celery: ModerationCelery
+) -> None:
+    """A notify task's POSTs to a slow site: the pause that commits during the first one stops the rest."""
+    with sessions.begin() as session:
+        site, site_server.secret = create_site(session, "slow-site", site_server.url)
+        deliveries = [decided_comment(session, site, f"c-{n}", datetime.now(UTC)) for n in range(3)]
+        ids = [d.id for d in deliveries if d is not None]
+
+    def pause_during_the_first(_attempt: int) -> tuple[int, dict[str, str], bytes]:
+        pause(sessions, datetime.now(UTC), by="ops@site.example")
+        time.sleep(PAUSE_CHECK_SECONDS + 0.1)  # slow enough that the task looks again before the next POST
+        return 204, {}, b""
+
+    site_server.responder = pause_during_the_first
+    result = celery.tasks[notify_site.name].apply(kwargs={"delivery_ids": ids}).get()
+
+    assert result == "delivered" and len(site_server.received) == 1
+    with sessions() as session:
+        rest = [session.get_one(CallbackDelivery, i) for i in ids[1:]]
+        assert [(d.status, d.attempts) for d in rest] == [(DeliveryStatus.PENDING, 0)] * 2
+        assert callbacks.due_deliveries(session, datetime.now(UTC) + timedelta(days=1)) == []
+    with sessions.begin() as session:
+        assert callbacks.enable_callbacks(session, session.scalars(select(Site)).one(), datetime.now(UTC)) == 0
+    with sessions() as session:
+        assert sorted(callbacks.due_deliveries(session, datetime.now(UTC))) == ids[1:]
 
 
 # --- signing while a secret is rotated, verified with the standardwebhooks library ---------------

@@ -88,7 +88,7 @@ def test_sites_pause_and_resume_a_sites_callbacks(var_dir: Path) -> None:
     assert paused.stdout.startswith("callbacks of paused-site paused; 0 waiting callback(s) held back")
     listed = [line.split("\t") for line in run(var_dir, "sites", "list").stdout.splitlines()]
     state = next(fields[2] for fields in listed if fields[0] == "paused-site")
-    assert state.startswith("callbacks paused by ") and state.endswith(" (command line)")
+    assert state.startswith("callbacks paused by ") and " (command line) since " in state and state.endswith(" UTC")
 
     resumed = run(var_dir, "sites", "resume", "paused-site")
     assert resumed.stdout.strip() == "callbacks of paused-site resumed; 0 held-back callback(s) will be sent"
@@ -97,6 +97,14 @@ def test_sites_pause_and_resume_a_sites_callbacks(var_dir: Path) -> None:
 
     unknown = run(var_dir, "sites", "pause", "no-such-site")
     assert unknown.exit_code == 1 and "no-such-site" in unknown.output
+
+    # Nothing to send to: resuming would make everything held back a dead letter at once.
+    assert run(var_dir, "sites", "add", "pulling-site").exit_code == 0
+    assert run(var_dir, "sites", "pause", "pulling-site").exit_code == 0
+    refused = run(var_dir, "sites", "resume", "pulling-site")
+    assert refused.exit_code == 1 and "pulling-site has no callback URL to send to: save one first" in refused.output
+    listed = [line.split("\t") for line in run(var_dir, "sites", "list").stdout.splitlines()]
+    assert next(fields[2] for fields in listed if fields[0] == "pulling-site").startswith("callbacks paused by ")
 
 
 def test_a_rotation_without_overlap_says_the_old_secret_stops_now(tmp_path: Path) -> None:

@@ -649,6 +649,11 @@ def test_demo_setup_is_created_once_and_reused(sessions: Sessions, tmp_path: Pat
     first = ensure_demo(sessions, tmp_path, "http://127.0.0.1:8001/moderation-callback")
     again = ensure_demo(sessions, tmp_path, "http://127.0.0.1:8001/moderation-callback")
     assert first == again and first.other_sites == 0
+    with sessions.begin() as session:  # paused by an admin: a restart of `moderation run` does not resume it
+        callbacks.pause_callbacks(session, session.scalars(select(Site)).one(), datetime.now(UTC), "ops@example.org")
+    ensure_demo(sessions, tmp_path, "http://127.0.0.1:8001/moderation-callback")
+    with sessions() as session:
+        assert session.scalars(select(Site.callbacks_paused_by)).one() == "ops@example.org"
     with sessions.begin() as session:  # the user registers their own (the banner's next step stops saying to)
         create_site(session, "backpain-advisor")
     assert ensure_demo(sessions, tmp_path, "http://127.0.0.1:8001/moderation-callback").other_sites == 1
@@ -755,6 +760,8 @@ def test_an_admin_pauses_a_sites_callbacks_and_resumes_them(
     assert _statuses(sessions, ids) == ["disabled", "disabled"]
     with sessions() as session:
         assert callbacks.due_deliveries(session, now + timedelta(days=1)) == []
+    failures = _page(admin_client, "/dashboard/admin/callbacks")  # held back is not failed: counted apart
+    assert "2 more held back for paused sites" in failures and f"/dashboard/admin/callbacks/{ids[0]}/" not in failures
 
     # A new address does not end the pause (it would end a 410's: that was about the old address).
     page = _post_site(admin_client, site_row, "callback", callback_url="http://127.0.0.1:9/new-callback")
@@ -768,6 +775,17 @@ def test_an_admin_pauses_a_sites_callbacks_and_resumes_them(
         site = session.get_one(Site, site_row)
         assert (site.callback_disabled_at, site.callbacks_paused_by) == (None, None)
         assert sorted(callbacks.due_deliveries(session, datetime.now(UTC))) == sorted(ids)
+
+
+def test_a_site_without_a_callback_url_is_not_resumed(
+    admin_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    _post_site(admin_client, site_row, "pause")
+    _post_site(admin_client, site_row, "callback", callback_url="")
+    page = _post_site(admin_client, site_row, "resume")
+    assert "has no callback URL to send to: save one first" in page
+    with sessions() as session:
+        assert session.get_one(Site, site_row).callbacks_paused_by == "admin@example.org"
 
 
 def test_clearing_the_callback_url_keeps_what_a_410_held_back(

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 RECEIPT_RETENTION = timedelta(days=7)
 NOTIFY_CHUNK = 20  # due callbacks per notify task
+PAUSE_CHECK_SECONDS = 1.0  # how long a batch's POSTs go on to a site paused meanwhile, at most
 LEASE_MARGIN = timedelta(seconds=1)  # a POST ends this long before its lease at the latest: time to record it
 
 
@@ -160,9 +161,12 @@ def notify_site(self: Task, delivery_id: int | None = None, delivery_ids: list[i
         return "not-due"
     lease = claimed[0].lease_until  # one claim, one lease: every delivery it took shares this moment
     outcomes = []
+    turned_off = _SitesTurnedOff(runtime, {t.site_id for t in targets})
     for target in (t for t in targets if t.url is not None):
         if lease is None or datetime.now(UTC) + timedelta(seconds=runtime.callback_timeout) + LEASE_MARGIN >= lease:
             break  # the rest go back to pending for the next task
+        if target.site_id in turned_off.now():
+            continue  # given back unsent: the claim holds it until the site is on again
         try:
             outcomes.append(_send(runtime, target))
         except SoftTimeLimitExceeded:
@@ -196,9 +200,27 @@ def _count_attempt(outcome: callbacks.AttemptOutcome, status: str | None) -> Non
     )
 
 
+class _SitesTurnedOff:
+    """Which of a batch's sites were paused (or sent a 410) since it was claimed, looked up at most once a
+    second: a batch to a slow site can take a lease's length, and a pause should not wait that long."""
+
+    def __init__(self, runtime: Runtime, site_ids: set[int]) -> None:
+        self._runtime, self._site_ids = runtime, site_ids
+        self._checked = time.monotonic()
+        self._off: set[int] = set()
+
+    def now(self) -> set[int]:
+        if time.monotonic() - self._checked >= PAUSE_CHECK_SECONDS:
+            with self._runtime.sessions() as session:
+                self._off = callbacks.sites_turned_off(session, self._site_ids)
+            self._checked = time.monotonic()
+        return self._off
+
+
 @dataclass(frozen=True, slots=True)
 class _Target:
     delivery_id: int
+    site_id: int
     comment_id: int
     url: str | None
     secrets: tuple[str, ...]
@@ -209,10 +231,10 @@ class _Target:
 def _target(delivery: CallbackDelivery) -> _Target:
     site = delivery.site
     if not site.callback_url:
-        return _Target(delivery.id, delivery.comment_id, None, (), delivery.message_id, {})
+        return _Target(delivery.id, site.id, delivery.comment_id, None, (), delivery.message_id, {})
     secrets = signing_secrets(site)
     payload = dict(delivery.payload)
-    return _Target(delivery.id, delivery.comment_id, site.callback_url, secrets, delivery.message_id, payload)
+    return _Target(delivery.id, site.id, delivery.comment_id, site.callback_url, secrets, delivery.message_id, payload)
 
 
 def _send(runtime: Runtime, target: _Target) -> callbacks.AttemptOutcome:
