@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from celery.exceptions import Retry
 from prometheus_client import REGISTRY
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
+from models.entities import CallbackDelivery, Comment, Decision, DeliveryStatus, OutboxMessage
+from moderation import callbacks
+from moderation.intake import NewComment, accept_comment
 from moderation.registry import RegistryError
+from moderation.sites import create_site, require_site
 from server.factory import build_celery
 from server.settings import Settings
-from workers.app import CLASSIFY_TASK, CeleryOptions, ModerationCelery
+from tests.conftest import TrainedModel
+from tests.support.site_server import Answer, SiteServer
+from workers.app import CLASSIFY_TASK, NOTIFY_TASK, CeleryOptions, ModerationCelery
+from workers.tasks import LEASE_MARGIN
 
 
 @pytest.fixture
@@ -46,3 +59,231 @@ def test_every_task_ends_before_the_broker_would_hand_it_to_another_worker(celer
         limit = task.time_limit
         assert limit is not None, f"{name} has no hard time limit"
         assert limit < visibility, f"{name} may run {limit} s, past the {visibility} s visibility timeout"
+
+
+# --- notify: the delivery lease, and one delivery's unexpected failure ------------------------------
+
+
+@pytest.fixture
+def site_server() -> Iterator[SiteServer]:
+    server = SiteServer().start()
+    yield server
+    server.stop()
+
+
+def decided_comments(sessions: sessionmaker[Session], site_name: str, count: int, start: int = 0) -> list[int]:
+    """``count`` comments of the site, each decided with its callback pending; the deliveries' ids, in order."""
+    now = datetime.now(UTC)
+    ids = []
+    with sessions.begin() as session:
+        site = require_site(session, site_name)
+        for number in range(start, start + count):
+            new = NewComment(external_id=f"{site_name}-{number}", article_id="massage-therapy", body="Nice read.")
+            comment = session.get_one(
+                Comment, accept_comment(session, site, f"wh-{site_name}-{number}", new, now).comment_id
+            )
+            decision = Decision(comment_id=comment.id, outcome="approve", is_current=True, reasons=[], created_at=now)
+            session.add(decision)
+            comment.status = "approved"
+            session.flush()
+            delivery = callbacks.schedule_callback(session, site, comment, decision, callbacks.COMMENT_DECIDED, now)
+            assert delivery is not None
+            ids.append(delivery.id)
+    return ids
+
+
+def deliveries(sessions: sessionmaker[Session], ids: list[int]) -> list[CallbackDelivery]:
+    with sessions() as session:
+        return [session.get_one(CallbackDelivery, each) for each in ids]
+
+
+def message_ids(server: SiteServer) -> list[str]:
+    with server._lock:
+        return [r.headers["webhook-id"] for r in server.received]
+
+
+def test_notify_stops_before_a_post_could_outlast_the_lease_and_hands_the_rest_back_due(
+    celery: ModerationCelery, sessions: sessionmaker[Session], site_server: SiteServer
+) -> None:
+    """The claim leases all three deliveries until one moment; a POST starts only while that lease outlasts
+    the POST's timeout and LEASE_MARGIN. The site takes 0.6 s over the first: after it, a second POST could
+    end past the lease (when another task may claim the same delivery), so the task stops and gives the
+    other two back: pending and due at once, not left "sending" until the lease lapses."""
+    with sessions.begin() as session:
+        _, site_server.secret = create_site(session, "slow-site", site_server.url)
+    ids = decided_comments(sessions, "slow-site", 3)
+
+    def slow_first(attempt: int) -> Answer:
+        if attempt == 1:
+            threading.Event().wait(0.6)
+        return (204, {})
+
+    site_server.responder = slow_first
+    runtime = celery.runtime
+    default_retry = runtime.retry
+    runtime.callback_timeout = 1.0
+    # Time for one POST to start within 0.5 s of the claim (timeout 1 s, margin 1 s), and none after the first.
+    runtime.retry = replace(default_retry, lease_seconds=1.0 + LEASE_MARGIN.total_seconds() + 0.5)
+    before = datetime.now(UTC)
+
+    result: str = celery.tasks[NOTIFY_TASK].run(delivery_ids=ids)
+
+    assert result == DeliveryStatus.DELIVERED  # one outcome: the first delivery's
+    first, *rest = deliveries(sessions, ids)
+    assert message_ids(site_server) == [first.message_id]
+    assert (first.status, first.attempts) == (DeliveryStatus.DELIVERED, 1)
+    after = datetime.now(UTC)
+    for delivery in rest:
+        assert (delivery.status, delivery.lease_until, delivery.attempts) == (DeliveryStatus.PENDING, None, 0)
+        assert before <= delivery.next_attempt_at <= after
+    with sessions() as session:
+        assert callbacks.due_deliveries(session, datetime.now(UTC)) == ids[1:]
+
+    # Due again means the next task sends them (the retry loop's, or here the same task once more).
+    runtime.retry = default_retry
+    assert celery.tasks[NOTIFY_TASK].run(delivery_ids=ids) == f"{DeliveryStatus.DELIVERED},{DeliveryStatus.DELIVERED}"
+    assert message_ids(site_server) == [d.message_id for d in deliveries(sessions, ids)]
+    assert all(r.verified for r in site_server.received)
+
+
+def test_notify_starts_no_post_that_would_leave_no_time_to_record_it_within_the_lease(
+    celery: ModerationCelery, sessions: sessionmaker[Session], site_server: SiteServer
+) -> None:
+    """A POST that would end within its lease but less than half a second before it is not started: its
+    outcome must be stored while the delivery is still this task's. All are given back, due at once."""
+    with sessions.begin() as session:
+        _, site_server.secret = create_site(session, "tight-site", site_server.url)
+    ids = decided_comments(sessions, "tight-site", 2)
+    celery.runtime.callback_timeout = 1.0
+    celery.runtime.retry = replace(celery.runtime.retry, lease_seconds=1.0 + 0.5)
+    before = datetime.now(UTC)
+
+    assert celery.tasks[NOTIFY_TASK].run(delivery_ids=ids) == "handed-back"
+
+    assert site_server.received == []
+    after = datetime.now(UTC)
+    for delivery in deliveries(sessions, ids):
+        assert (delivery.status, delivery.lease_until, delivery.attempts) == (DeliveryStatus.PENDING, None, 0)
+        assert before <= delivery.next_attempt_at <= after
+
+
+def test_an_unexpected_error_sending_one_callback_is_that_deliverys_failed_attempt_and_the_others_are_sent(
+    celery: ModerationCelery, sessions: sessionmaker[Session], site_server: SiteServer
+) -> None:
+    """A site whose stored secret the signing library refuses (EmptyWebhookSecretError: no ValueError and
+    no HTTP error, raised before the request) fails its own delivery, recorded as an attempt with the error
+    and retried later; the deliveries claimed with it, before and after it, are sent and recorded."""
+    with sessions.begin() as session:
+        _, site_server.secret = create_site(session, "good-site", site_server.url)
+        broken, _ = create_site(session, "broken-secret-site", site_server.url)
+        (key,) = broken.secrets
+        key.secret = "whsec_!!!!"  # nothing base64 can decode: an empty key to the library
+    good_first = decided_comments(sessions, "good-site", 1)
+    bad = decided_comments(sessions, "broken-secret-site", 1)
+    good_last = decided_comments(sessions, "good-site", 1, start=1)
+    ids = good_first + bad + good_last
+    before = datetime.now(UTC)
+
+    result: str = celery.tasks[NOTIFY_TASK].run(delivery_ids=ids)
+
+    assert result.split(",") == [DeliveryStatus.DELIVERED, DeliveryStatus.PENDING, DeliveryStatus.DELIVERED]
+    sent_first, failed, sent_last = deliveries(sessions, ids)
+    assert message_ids(site_server) == [sent_first.message_id, sent_last.message_id]
+    assert all(r.verified for r in site_server.received)
+    assert (sent_first.status, sent_last.status) == (DeliveryStatus.DELIVERED, DeliveryStatus.DELIVERED)
+    assert (failed.status, failed.attempts, failed.lease_until) == (DeliveryStatus.PENDING, 1, None)
+    assert failed.last_status_code is None
+    assert failed.last_error is not None and failed.last_error.startswith("EmptyWebhookSecretError:")
+    assert failed.next_attempt_at > before  # retried after a backoff, like any failed attempt
+
+
+# --- classify: a failing batch, and a decision the database refuses as a second one -----------------
+
+
+def post_comment(
+    sessions: sessionmaker[Session], site_name: str, external_id: str, author: str, ip: str, now: datetime
+) -> int:
+    with sessions.begin() as session:
+        new = NewComment(
+            external_id=external_id,
+            article_id="massage-therapy",
+            body="My physio suggested gentle stretching and it helped me over a few weeks.",
+            author_email=author,
+            author_ip=ip,
+        )
+        return accept_comment(session, require_site(session, site_name), f"wh-{external_id}", new, now).comment_id
+
+
+def current_decisions(sessions: sessionmaker[Session], comment_id: int) -> list[int]:
+    with sessions() as session:
+        return list(session.scalars(select(Decision.id).where(Decision.comment_id == comment_id, Decision.is_current)))
+
+
+def comment_status(sessions: sessionmaker[Session], comment_id: int) -> str:
+    with sessions() as session:
+        return session.get_one(Comment, comment_id).status
+
+
+def test_when_a_batch_fails_each_task_still_decides_its_own_comment_alone(
+    celery: ModerationCelery,
+    sessions: sessionmaker[Session],
+    active_model: TrainedModel,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A comment whose decision fails every time (its site's stored advice threshold is out of range, so
+    the policy refuses it) waits first in the outbox and so joins every batch. Each other comment's task
+    still decides its comment, alone; only the broken comment's own task fails, leaving its work queued."""
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    with sessions.begin() as session:
+        create_site(session, "good-site")
+        broken, _ = create_site(session, "broken-site")
+        broken.advice_hold_threshold = 1.5
+    bad = post_comment(sessions, "broken-site", "b-1", "bad@example.org", "198.51.100.1", now)
+    first = post_comment(sessions, "good-site", "c-1", "ana@example.org", "198.51.100.2", now)
+    second = post_comment(sessions, "good-site", "c-2", "bo@example.org", "198.51.100.3", now)
+    assert celery.runtime.classify_batch > 2  # all three would be one batch
+
+    with caplog.at_level(logging.WARNING, logger="workers.tasks"):
+        outcome: str = celery.tasks[CLASSIFY_TASK].run(first)
+    assert outcome in {"approve", "hold", "reject"}  # one comment decided: its own
+    assert [r.message for r in caplog.records] == ["a batch failed; deciding the comment alone"]
+    assert len(current_decisions(sessions, first)) == 1
+    assert comment_status(sessions, second) == "pending"  # left to its own task, not taken alone with another
+
+    assert celery.tasks[CLASSIFY_TASK].run(second) in {"approve", "hold", "reject"}
+    assert len(current_decisions(sessions, second)) == 1
+
+    with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
+        celery.tasks[CLASSIFY_TASK].run(bad)
+    assert (comment_status(sessions, bad), current_decisions(sessions, bad)) == ("pending", [])
+    with sessions() as session:
+        assert list(session.scalars(select(OutboxMessage.comment_id))) == [bad]  # the relay tries it again
+
+
+@pytest.mark.parametrize("batch", [1, 20], ids=["alone", "batched"])
+def test_a_second_current_decision_refused_by_the_database_ends_the_task_as_already_decided(
+    celery: ModerationCelery, sessions: sessionmaker[Session], active_model: TrainedModel, batch: int
+) -> None:
+    """The partial unique index on decisions(comment_id) WHERE is_current is the last guard against two
+    workers deciding one comment. The race itself cannot be timed from a test (the row lock makes a second
+    worker skip or wait), so the comment here already has a current decision that the task does not read
+    as the latest (a newer, retired one follows it): the task's insert meets the index just as a racing
+    worker's would. The task ends quietly, with the one decision there was, nothing half-written."""
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    with sessions.begin() as session:
+        create_site(session, "good-site", "http://127.0.0.1:9/moderation-callback")
+    comment_id = post_comment(sessions, "good-site", "c-1", "ana@example.org", "198.51.100.2", now)
+    with sessions.begin() as session:
+        other = Decision(comment_id=comment_id, outcome="hold", is_current=True, reasons=[], created_at=now)
+        session.add(other)
+        session.flush()
+        session.add(Decision(comment_id=comment_id, outcome="approve", is_current=False, reasons=[], created_at=now))
+        winner = other.id
+    celery.runtime.classify_batch = batch
+
+    assert celery.tasks[CLASSIFY_TASK].run(comment_id) == "already-decided"
+
+    assert current_decisions(sessions, comment_id) == [winner]
+    with sessions() as session:
+        assert len(session.scalars(select(Decision.id).where(Decision.comment_id == comment_id)).all()) == 2
+        assert session.scalars(select(CallbackDelivery.id)).all() == []

@@ -182,7 +182,9 @@ def notify_site(self: Task, delivery_id: int | None = None, delivery_ids: list[i
         callbacks.end_lease(session, unsent, lease, now)
     for outcome in outcomes:
         _count_attempt(outcome, recorded[outcome.delivery_id])
-    return ",".join(str(recorded[o.delivery_id]) for o in outcomes) or "no-url"
+    if outcomes:
+        return ",".join(str(recorded[o.delivery_id]) for o in outcomes)
+    return "no-url" if no_url else "handed-back"
 
 
 def _count_attempt(outcome: callbacks.AttemptOutcome, status: str | None) -> None:

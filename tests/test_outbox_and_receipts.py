@@ -1,0 +1,172 @@
+"""The outbox relay's quiet window and the purge of old webhook receipts, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.entities import OutboxMessage, WebhookReceipt
+from moderation import outbox
+from moderation.intake import NewComment, WebhookIdReusedError, accept_comment, purge_receipts
+from moderation.sites import create_site, require_site
+from server.factory import build_celery
+from server.settings import Settings
+from tests.conftest import SiteCredentials
+from tests.support.signing import comment_event, encode, signed_headers
+from workers.app import PURGE_RECEIPTS_TASK, RELAY_OUTBOX_TASK, ModerationCelery
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+QUIET = timedelta(seconds=30)
+SITE = "backpain-advisor"
+
+
+@pytest.fixture
+def celery(settings: Settings) -> Iterator[ModerationCelery]:
+    app = build_celery(settings)
+    yield app
+    app.runtime.sessions.kw["bind"].dispose()
+
+
+@pytest.fixture
+def site_name(sessions: sessionmaker[Session]) -> str:
+    with sessions.begin() as session:
+        create_site(session, SITE)
+    return SITE
+
+
+def accept(
+    sessions: sessionmaker[Session], external_id: str, at: datetime, body: str = "Massage helped me a lot."
+) -> int:
+    """A comment accepted at ``at`` as intake does: its receipt and its outbox row written then too."""
+    with sessions.begin() as session:
+        new = NewComment(external_id=external_id, article_id="massage-therapy", body=body)
+        site = require_site(session, SITE)
+        return accept_comment(session, site, f"wh-{external_id}", new, at, payload_sha256=f"sha-{body}").comment_id
+
+
+def due(sessions: sessionmaker[Session], now: datetime) -> list[int]:
+    """The comments whose outbox rows the relay would publish again at ``now``."""
+    with sessions() as session:
+        return [m.comment_id for m in outbox.due_messages(session, now, QUIET)]
+
+
+# --- the outbox's quiet window -----------------------------------------------------------------------
+
+
+def test_an_outbox_row_is_due_only_once_the_quiet_window_after_it_was_written_has_passed(
+    sessions: sessionmaker[Session], site_name: str
+) -> None:
+    """The broker got the message at intake, most likely: the relay waits out the window before publishing."""
+    comment_id = accept(sessions, "c-1", NOW)
+    assert due(sessions, NOW) == []
+    assert due(sessions, NOW + QUIET - timedelta(seconds=1)) == []
+    assert due(sessions, NOW + QUIET) == []  # due only once the window is over, not as it ends
+    assert due(sessions, NOW + QUIET + timedelta(seconds=1)) == [comment_id]
+
+
+def test_publishing_a_row_again_restarts_its_quiet_window(sessions: sessionmaker[Session], site_name: str) -> None:
+    """A row written long ago and just published is not due again until the window from that publish passes."""
+    old = accept(sessions, "c-old", NOW - timedelta(hours=1))
+    other = accept(sessions, "c-other", NOW - timedelta(hours=1))
+    assert due(sessions, NOW) == [old, other]
+
+    with sessions.begin() as session:
+        (row_id,) = session.scalars(select(OutboxMessage.id).where(OutboxMessage.comment_id == old))
+        outbox.mark_published(session, [row_id], NOW)
+
+    assert due(sessions, NOW) == [other]  # only the one published stays quiet
+    assert due(sessions, NOW + QUIET - timedelta(seconds=1)) == [other]
+    assert due(sessions, NOW + QUIET + timedelta(seconds=1)) == [old, other]
+    with sessions() as session:
+        row = session.get_one(OutboxMessage, row_id)
+        assert (row.published_at, row.attempts) == (NOW, 1)
+
+
+def test_the_relay_does_not_publish_a_row_again_within_its_quiet_window(
+    celery: ModerationCelery, sessions: sessionmaker[Session], site_name: str, redis_url: str
+) -> None:
+    """The relay task on the real broker: one classify message for a row whose work was lost, then none
+    while the window from that publish lasts, and the row due again once it is over."""
+    celery.runtime.outbox_quiet = QUIET
+    comment_id = accept(sessions, "c-1", datetime.now(UTC) - timedelta(minutes=1))
+    queue = redis.Redis.from_url(redis_url)
+
+    assert celery.tasks[RELAY_OUTBOX_TASK].run() == 1
+    assert celery.tasks[RELAY_OUTBOX_TASK].run() == 0
+    messages = cast(list[bytes], queue.lrange("moderation", 0, -1))
+    assert len(messages) == 1 and b"moderation.classify" in messages[0]
+
+    with sessions() as session:
+        (published_at,) = session.scalars(select(OutboxMessage.published_at))
+    assert published_at is not None
+    assert due(sessions, published_at + QUIET - timedelta(seconds=1)) == []
+    assert due(sessions, published_at + QUIET + timedelta(seconds=1)) == [comment_id]
+
+
+# --- purging webhook receipts ------------------------------------------------------------------------
+
+
+def receipt_ids(sessions: sessionmaker[Session]) -> list[str]:
+    with sessions() as session:
+        return sorted(session.scalars(select(WebhookReceipt.webhook_id)))
+
+
+def test_purging_deletes_the_receipts_older_than_the_cutoff_keeps_the_rest_and_counts_them(
+    sessions: sessionmaker[Session], site_name: str
+) -> None:
+    cutoff = NOW - timedelta(days=7)
+    accept(sessions, "long-ago", cutoff - timedelta(days=30))
+    accept(sessions, "just-before", cutoff - timedelta(seconds=1))
+    accept(sessions, "at-cutoff", cutoff)
+    accept(sessions, "fresh", NOW)
+
+    with sessions.begin() as session:
+        assert purge_receipts(session, cutoff) == 2
+    assert receipt_ids(sessions) == ["wh-at-cutoff", "wh-fresh"]
+    with sessions.begin() as session:
+        assert purge_receipts(session, cutoff) == 0  # nothing left to delete: nothing counted
+
+    # A receipt kept still refuses its id for another payload; a purged one's id names nothing any more.
+    with pytest.raises(WebhookIdReusedError), sessions.begin() as session:
+        new = NewComment(external_id="c-new", article_id="massage-therapy", body="Another comment.")
+        accept_comment(session, require_site(session, SITE), "wh-fresh", new, NOW, payload_sha256="sha-other")
+    with sessions.begin() as session:
+        new = NewComment(external_id="c-new", article_id="massage-therapy", body="Another comment.")
+        again = accept_comment(
+            session, require_site(session, SITE), "wh-long-ago", new, NOW, payload_sha256="sha-other"
+        )
+        assert again.created
+
+
+def send(client: FlaskClient, site: SiteCredentials, comment_id: str, webhook_id: str) -> int:
+    raw = encode(comment_event(site.name, comment_id, body=f"Comment {comment_id}: stretching helped me."))
+    headers = signed_headers(site.secret, raw, message_id=webhook_id)
+    status: int = client.post("/webhooks/comments", data=raw, headers=headers).status_code
+    return status
+
+
+def test_the_scheduled_purge_keeps_a_week_of_receipts_so_an_id_reused_within_it_is_still_refused(
+    client: FlaskClient, site: SiteCredentials, celery: ModerationCelery, sessions: sessionmaker[Session]
+) -> None:
+    """Through intake and the beat's purge task: a receipt older than the retention is forgotten, a younger
+    one still makes intake refuse its webhook-id for another payload (409)."""
+    assert (send(client, site, "c-1", "msg_old"), send(client, site, "c-2", "msg_recent")) == (202, 202)
+    now = datetime.now(UTC)
+    ages = {"msg_old": timedelta(days=7, hours=1), "msg_recent": timedelta(days=6, hours=23)}  # README: 7 days
+    with sessions.begin() as session:
+        for webhook_id, age in ages.items():
+            session.execute(
+                update(WebhookReceipt).where(WebhookReceipt.webhook_id == webhook_id).values(received_at=now - age)
+            )
+
+    assert celery.tasks[PURGE_RECEIPTS_TASK].run() == 1
+    assert receipt_ids(sessions) == ["msg_recent"]
+    assert send(client, site, "c-3", "msg_recent") == 409
+    assert send(client, site, "c-4", "msg_old") == 202
