@@ -81,6 +81,12 @@ def _domain_matches(domain: str, listed: str) -> bool:
     return domain == listed or domain.endswith("." + listed)
 
 
+def _names_domain(body: str, listed: str) -> bool:
+    """Whether the (case-folded) text names the blocked domain or a subdomain of it, link or not: the link
+    finder leaves out bare names with country endings that are also words ("matratzen-angebot.de")."""
+    return re.search(rf"(?<![\w-]){re.escape(listed)}(?![\w-]|\.\w)", body) is not None
+
+
 def match_lists(entries: list[ListEntry], comment: Comment) -> ListMatch:
     """What the lists say about a comment: the blocked terms it contains, and whether its author is allowed."""
     body = comment.body.casefold()
@@ -94,11 +100,12 @@ def match_lists(entries: list[ListEntry], comment: Comment) -> ListMatch:
     for entry in entries:
         if entry.field == "author":
             hit = entry.value in author_ids
-        elif entry.field == "domain":
-            hit = any(
-                _domain_matches(d, entry.value)
-                for d in (domains | author_domains if entry.list_kind == "block" else author_domains)
+        elif entry.field == "domain" and entry.list_kind == "block":
+            hit = any(_domain_matches(d, entry.value) for d in domains | author_domains) or _names_domain(
+                body, entry.value
             )
+        elif entry.field == "domain":  # allowed: only the author's own address counts, never one they mention
+            hit = any(_domain_matches(d, entry.value) for d in author_domains)
         else:
             hit = re.search(rf"(?<!\w){re.escape(entry.value)}(?!\w)", body) is not None
         if hit and entry.list_kind == "block":
