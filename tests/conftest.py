@@ -22,7 +22,7 @@ from moderation.classifier import ModerationModel
 from moderation.data import load_own_corpus
 from moderation.sites import create_site
 from moderation.training import train
-from server.factory import create_app
+from server.factory import build_celery, create_app
 from server.settings import Settings
 from tests.support.services import (
     SYSTEM_REDIS,
@@ -31,6 +31,7 @@ from tests.support.services import (
     postgres_reachable,
     redis_reachable,
 )
+from workers.app import ModerationCelery
 
 # Each test session gets its own database on the shared Redis, so parallel runs on one machine
 # (developers, CI) neither flush nor consume each other's queues.
@@ -87,6 +88,14 @@ def engine(database_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def sessions(engine: Engine) -> sessionmaker[Session]:
     return make_session_factory(engine)
+
+
+@pytest.fixture
+def celery(settings: Settings) -> Iterator[ModerationCelery]:
+    """The workers' Celery app, with its runtime, for calling tasks in this process."""
+    app = build_celery(settings)
+    yield app
+    app.runtime.sessions.kw["bind"].dispose()
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,7 @@ from moderation.sites import (
     rotate_secret,
     signing_secrets,
 )
-from server.factory import build_celery
 from server.logs import configure_logging
-from server.settings import Settings
 from tests.support.migrations import column_names, drift_from_the_models, empty_database
 from tests.support.signing import sign_from_spec
 from tests.support.site_server import Received, SiteServer, always
@@ -893,13 +891,6 @@ def test_a_batch_being_sent_stops_for_a_site_paused_meanwhile(
 
 
 # --- signing while a secret is rotated, verified with the standardwebhooks library ---------------
-
-
-@pytest.fixture
-def celery(settings: Settings) -> Iterator[ModerationCelery]:
-    app = build_celery(settings)
-    yield app
-    app.runtime.sessions.kw["bind"].dispose()
 
 
 def notify(celery: ModerationCelery, delivery_id: int) -> str:

@@ -19,19 +19,10 @@ from moderation import callbacks
 from moderation.intake import NewComment, accept_comment
 from moderation.registry import RegistryError
 from moderation.sites import create_site, require_site
-from server.factory import build_celery
-from server.settings import Settings
 from tests.conftest import TrainedModel
 from tests.support.site_server import Answer, SiteServer
 from workers.app import CLASSIFY_TASK, NOTIFY_TASK, CeleryOptions, ModerationCelery
 from workers.tasks import LEASE_MARGIN
-
-
-@pytest.fixture
-def celery(settings: Settings) -> Iterator[ModerationCelery]:
-    app = build_celery(settings)
-    yield app
-    app.runtime.sessions.kw["bind"].dispose()
 
 
 def unavailable() -> float:
