@@ -20,6 +20,13 @@ def sign_in(page: Page, base: str, email: str, password: str = PASSWORD) -> None
     page.wait_for_url(f"{base}/dashboard/queue")
 
 
+def keys_ready(page: Page) -> None:
+    """After a reload the page started itself (an undo reloads the queue or the comment's page): its new rows
+    can show before dashboard.js, a module script run just before DOMContentLoaded, listens for keys, and a key
+    pressed in between is lost. (goto, reload and sign_in already wait for the page's load.)"""
+    page.wait_for_load_state("domcontentloaded")
+
+
 def seed_held(engine: Engine, site_id: int, count: int, *, varied_lengths: bool = False) -> list[int]:
     """``count`` held comments, oldest first; with ``varied_lengths`` one to three sentences each."""
     with make_session_factory(engine).begin() as session:

@@ -1,8 +1,8 @@
 """Every dashboard page a moderator or an admin sees, audited with axe-core: no serious or critical violations.
 
-One web server and one signed-in browser context per role serve the whole module (the pages are only read,
-apart from the new-secret page, which adds a site). axe-core comes bundled with axe-playwright-python, so the
-audit runs offline.
+The session's web server and one signed-in browser context per role serve the whole module (the pages are
+only read, apart from the new-secret page, which adds a site). axe-core comes bundled with
+axe-playwright-python, so the audit runs offline.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from moderation import registry
 from moderation.lists import add_entry
 from moderation.review import record_verdict
 from moderation.sites import create_site
+from tests.browser.conftest import SharedWeb
 from tests.browser.helpers import seed_held, sign_in
-from tests.conftest import clean_database, fast_settings
+from tests.conftest import clean_database
 from tests.support.dashboard import add_moderator, dead_callback, held_comment
-from tests.support.processes import Stack
 
 BLOCKING = ("serious", "critical")
 MODERATOR, ADMIN = "mod@example.org", "admin@example.org"
@@ -67,9 +67,11 @@ class Seeded:
 
 
 @pytest.fixture(scope="module")
-def seeded(database_url: str, redis_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
-    """One web server on data that fills every page: held and reviewed comments, a dead callback, a list entry,
-    two model versions (one active), a moderator and an admin."""
+def seeded(
+    database_url: str, redis_server_url: str, shared_web: SharedWeb, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Seeded]:
+    """The session's web server on data that fills every page: held and reviewed comments, a dead callback, a
+    list entry, two model versions (one active), a moderator and an admin."""
     tmp = tmp_path_factory.mktemp("accessibility")
     engine = create_db_engine(database_url)
     clean_database(engine)
@@ -95,12 +97,10 @@ def seeded(database_url: str, redis_server_url: str, tmp_path_factory: pytest.Te
             path.write_bytes(version.encode())
             registry.register(session, version, registry.SavedArtifact(path, registry.file_sha256(path)), card(version))
         registry.activate(session, "model-a")
-    stack = Stack(fast_settings(database_url, redis_server_url, tmp / "var"), tmp)
     try:
-        _, base = stack.web()
-        yield Seeded(base, site_id, comment_id)
+        assert shared_web.process.alive(), f"the shared web server has exited:\n{shared_web.process.log()[-3000:]}"
+        yield Seeded(shared_web.base, site_id, comment_id)
     finally:
-        stack.stop_all()
         engine.dispose()
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, select
 
 from models.db import make_session_factory
 from models.entities import Comment, ModerationAction, Site, TrainingLabel
-from tests.browser.helpers import seed_held, sign_in
+from tests.browser.helpers import keys_ready, seed_held, sign_in
 from tests.support.dashboard import held_comment
 
 XSS = (
@@ -86,6 +86,7 @@ def test_keyboard_review_clears_the_held_queue(
     expect(items).to_have_count(2)
     page.keyboard.press("u")  # undo brings it back
     expect(items).to_have_count(3)
+    keys_ready(page)  # the undo reloaded the queue
     page.keyboard.press("r")
     page.keyboard.press("2")  # medical advice
     page.keyboard.press("Enter")

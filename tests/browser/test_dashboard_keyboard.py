@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from models.db import make_session_factory
 from models.entities import Comment
-from tests.browser.helpers import seed_held, sign_in
+from tests.browser.helpers import keys_ready, seed_held, sign_in
 from tests.browser.test_dashboard_browser import audit, statuses
 
 
@@ -30,6 +30,7 @@ def test_u_undoes_an_action_on_a_comments_own_page(
     page.goto(f"{web}/dashboard/comments/{ids[0]}")
     page.keyboard.press("u")
     expect(page.locator(".audit-row")).to_have_count(2)
+    keys_ready(page)  # the undo reloaded the page
     assert statuses(engine) == dict.fromkeys(ids, "held")
     page.keyboard.press("u")  # the undo is not itself undone by u
     expect(page.locator("#toast")).to_contain_text("Nothing to undo yet.")

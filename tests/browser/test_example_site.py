@@ -24,13 +24,13 @@ ADVICE = "That's sciatica, not a muscle. Take 800mg ibuprofen every 6 hours and 
 
 
 @pytest.fixture
-def example_site(engine: Engine, stack: Stack, tmp_path: Path) -> Iterator[tuple[str, ServiceProcess]]:
+def example_site(engine: Engine, stack: Stack, web: str, tmp_path: Path) -> Iterator[tuple[str, ServiceProcess]]:
+    """The example site posting to the session's web server (``stack`` runs this test's worker)."""
     port = free_port()
     secret_file = tmp_path / "example-site.secret"
     with make_session_factory(engine).begin() as session:
         _, secret = create_site(session, "example-site", f"http://127.0.0.1:{port}/moderation-callback")
     secret_file.write_text(secret)
-    _, web = stack.web()
     env = service_env(
         stack.settings,
         EXAMPLE_PORT=str(port),
@@ -47,17 +47,17 @@ def example_site(engine: Engine, stack: Stack, tmp_path: Path) -> Iterator[tuple
 
 
 def test_a_comment_on_the_example_site_reaches_the_queue_and_comes_back_published(
-    page: Page,
     stack: Stack,
+    web: str,
     example_site: tuple[str, ServiceProcess],
     accounts: dict[str, str],
     active_model: TrainedModel,
+    page: Page,  # after the processes: its context is closed before they are stopped
     tmp_path: Path,
 ) -> None:
     site, _ = example_site
     stack.worker()
-    web = next(p for p in stack.processes if p.name == "web")
-    dashboard = f"http://127.0.0.1:{web.argv[web.argv.index('--port') + 1]}"
+    dashboard = web
 
     page.goto(f"{site}/massage-therapy")
     expect(page.locator("h1")).to_have_text("Does Massage Therapy Really Help Back Pain?")
