@@ -24,6 +24,7 @@ from moderation.sites import create_site
 from moderation.training import train
 from server.factory import build_celery, create_app
 from server.settings import Settings
+from tests.support.migrations import empty_database
 from tests.support.services import (
     SYSTEM_REDIS,
     BundledRedis,
@@ -83,6 +84,13 @@ def engine(database_url: str) -> Iterator[Engine]:
     clean_database(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database that exists, with no tables: created, but `moderation migrate` never ran."""
+    with empty_database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

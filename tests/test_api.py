@@ -7,7 +7,6 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,7 +27,7 @@ from moderation.sites import create_site
 from server.factory import create_app
 from server.settings import Settings
 from tests.conftest import SiteCredentials, fast_settings
-from tests.support.services import POSTGRES_ADMIN_URL, fresh_postgres_database, postgres_reachable
+from tests.support.services import POSTGRES_ADMIN_URL, postgres_reachable
 from tests.support.signing import comment_event, encode, signed_headers
 from webhooks import EveryFewSeconds
 from webhooks.signatures import USED_ID_SECONDS
@@ -380,30 +379,18 @@ def test_metrics_count_intake_and_read_state(client: FlaskClient, site: SiteCred
 ANY_SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def unmigrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database that exists, with no tables: created, but `moderation migrate` never ran."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'empty.db'}"
-        return
-    if not postgres_reachable():
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    with fresh_postgres_database() as url:
-        yield url
-
-
 def post_comment(client: FlaskClient) -> TestResponse:
     body = encode(comment_event("backpain-advisor", f"c-{uuid.uuid4().hex[:8]}"))
     return client.post("/webhooks/comments", data=body, headers=signed_headers(ANY_SECRET, body))
 
 
-def test_readiness_is_503_until_the_schema_is_migrated(unmigrated_url: str, redis_url: str, tmp_path: Path) -> None:
-    client = create_app(fast_settings(unmigrated_url, redis_url, tmp_path / "var")).test_client()
+def test_readiness_is_503_until_the_schema_is_migrated(empty_database_url: str, redis_url: str, tmp_path: Path) -> None:
+    client = create_app(fast_settings(empty_database_url, redis_url, tmp_path / "var")).test_client()
     before = client.get("/readyz")
     assert before.status_code == 503
     assert before.get_json()["checks"] == {"database": True, "schema": False, "broker": True}
 
-    upgrade_database(unmigrated_url)
+    upgrade_database(empty_database_url)
     after = client.get("/readyz")  # at once: a wrong schema is not remembered
     assert after.status_code == 200, after.get_json()
     assert after.get_json()["checks"] == {"database": True, "schema": True, "broker": True}
@@ -429,9 +416,9 @@ def test_a_schema_ahead_of_this_code_stays_ready_for_a_rolling_upgrade(redis_url
 
 
 def test_a_webhook_on_an_unmigrated_database_is_a_json_503_and_the_log_says_migrate(
-    unmigrated_url: str, redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    empty_database_url: str, redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = create_app(fast_settings(unmigrated_url, redis_url, tmp_path / "var")).test_client()
+    client = create_app(fast_settings(empty_database_url, redis_url, tmp_path / "var")).test_client()
     with caplog.at_level(logging.WARNING, logger="webhooks"):
         answers = [post_comment(client) for _ in range(3)]
     for answer in answers:

@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,7 +38,7 @@ from moderation.sites import (
     signing_secrets,
 )
 from server.logs import configure_logging
-from tests.support.migrations import column_names, drift_from_the_models, empty_database
+from tests.support.migrations import column_names, drift_from_the_models
 from tests.support.signing import sign_from_spec
 from tests.support.site_server import Received, SiteServer, always
 from workers.app import ModerationCelery
@@ -502,24 +501,23 @@ def test_a_410_for_a_callback_sent_before_a_pause_keeps_the_pause_and_its_time(
         assert session.get_one(CallbackDelivery, delivery_id).status == DeliveryStatus.DISABLED
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_migration_0006_keeps_a_410_disabled_site_shown_as_a_410(backend: str, tmp_path: Path) -> None:
-    with empty_database(backend, tmp_path) as url:
-        upgrade_database(url, "0005")
-        engine = create_engine(url)
-        with engine.begin() as connection:  # a site a 410 turned off before pauses existed
-            connection.execute(
-                text("INSERT INTO sites (name, callback_disabled_at, created_at) VALUES ('s', :t, :t)"), {"t": NOW}
-            )
-        upgrade_database(url)
-        assert drift_from_the_models(url) == []
-        with make_session_factory(engine)() as session:
-            site = session.scalars(select(Site)).one()
-            assert site.callback_disabled_at is not None and site.callbacks_paused_by is None
-        engine.dispose()
-        downgrade_database(url, "0005")
-        assert "callbacks_paused_by" not in column_names(url, "sites")
-        upgrade_database(url)
+def test_migration_0006_keeps_a_410_disabled_site_shown_as_a_410(empty_database_url: str) -> None:
+    url = empty_database_url
+    upgrade_database(url, "0005")
+    engine = create_engine(url)
+    with engine.begin() as connection:  # a site a 410 turned off before pauses existed
+        connection.execute(
+            text("INSERT INTO sites (name, callback_disabled_at, created_at) VALUES ('s', :t, :t)"), {"t": NOW}
+        )
+    upgrade_database(url)
+    assert drift_from_the_models(url) == []
+    with make_session_factory(engine)() as session:
+        site = session.scalars(select(Site)).one()
+        assert site.callback_disabled_at is not None and site.callbacks_paused_by is None
+    engine.dispose()
+    downgrade_database(url, "0005")
+    assert "callbacks_paused_by" not in column_names(url, "sites")
+    upgrade_database(url)
 
 
 # --- the HTTP side, against a real local server --------------------------------------------------

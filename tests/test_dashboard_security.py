@@ -36,7 +36,6 @@ from server.factory import create_app
 from server.settings import Settings
 from tests.conftest import SiteCredentials
 from tests.support.dashboard import CSRF_RE, PASSWORD, add_moderator, csrf_token, dead_callback, held_comment, sign_in
-from tests.support.services import fresh_postgres_database, postgres_reachable
 from tests.support.signing import comment_event, encode, signed_headers
 
 Sessions = sessionmaker[Session]
@@ -220,17 +219,6 @@ def test_only_the_accounts_current_session_token_is_accepted(
     assert goes_to_sign_in(with_user_id(str(people["mod"])))  # a cookie from before session tokens
     assert goes_to_sign_in(with_user_id(f"{people['mod']}:{token[:-1]}x"))
     assert goes_to_sign_in(with_user_id(f"{people['admin']}:{token}"))  # another account's id with this token
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'upgrade.db'}"
-        return
-    if not postgres_reachable():
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    with fresh_postgres_database() as url:
-        yield url
 
 
 def test_migration_gives_each_existing_moderator_its_own_session_token(empty_database_url: str) -> None:

@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -668,41 +667,40 @@ def test_two_payloads_sent_at_once_under_one_new_webhook_id_store_one_and_refuse
     assert count(engine, Comment) == count(engine, OutboxMessage) == 3
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_migration_0005_matches_the_models_and_goes_back_and_forth(backend: str, tmp_path: Path) -> None:
+def test_migration_0005_matches_the_models_and_goes_back_and_forth(empty_database_url: str) -> None:
     from sqlalchemy import create_engine, text
 
     from models.migrate import downgrade_database, upgrade_database
-    from tests.support.migrations import column_names, drift_from_the_models, empty_database
+    from tests.support.migrations import column_names, drift_from_the_models
 
-    with empty_database(backend, tmp_path) as url:
-        upgrade_database(url, "0004")
-        engine = create_engine(url)
-        with engine.begin() as connection:  # a receipt written before 0005
-            connection.execute(text("INSERT INTO sites (name, created_at) VALUES ('s', CURRENT_TIMESTAMP)"))
-            connection.execute(
-                text(
-                    "INSERT INTO comments (site_id, external_id, article_id, body, body_fingerprint, created_at,"
-                    " received_at, status) SELECT id, 'c-1', 'a', 'b', 'f', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP,"
-                    " 'approved' FROM sites"
-                )
+    url = empty_database_url
+    upgrade_database(url, "0004")
+    engine = create_engine(url)
+    with engine.begin() as connection:  # a receipt written before 0005
+        connection.execute(text("INSERT INTO sites (name, created_at) VALUES ('s', CURRENT_TIMESTAMP)"))
+        connection.execute(
+            text(
+                "INSERT INTO comments (site_id, external_id, article_id, body, body_fingerprint, created_at,"
+                " received_at, status) SELECT id, 'c-1', 'a', 'b', 'f', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP,"
+                " 'approved' FROM sites"
             )
-            connection.execute(
-                text(
-                    "INSERT INTO webhook_receipts (site_id, webhook_id, comment_id, received_at)"
-                    " SELECT site_id, 'msg_old', id, CURRENT_TIMESTAMP FROM comments"
-                )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO webhook_receipts (site_id, webhook_id, comment_id, received_at)"
+                " SELECT site_id, 'msg_old', id, CURRENT_TIMESTAMP FROM comments"
             )
-        upgrade_database(url)
-        assert drift_from_the_models(url) == []
-        with engine.connect() as connection:
-            old = connection.execute(text("SELECT webhook_id, payload_sha256 FROM webhook_receipts")).one()
-        assert tuple(old) == ("msg_old", None)
-        engine.dispose()
-        downgrade_database(url, "0004")
-        assert "payload_sha256" not in column_names(url, "webhook_receipts")
-        with engine.connect() as connection:
-            assert connection.scalar(text("SELECT webhook_id FROM webhook_receipts")) == "msg_old"
-        engine.dispose()
-        upgrade_database(url)
-        assert "payload_sha256" in column_names(url, "webhook_receipts")
+        )
+    upgrade_database(url)
+    assert drift_from_the_models(url) == []
+    with engine.connect() as connection:
+        old = connection.execute(text("SELECT webhook_id, payload_sha256 FROM webhook_receipts")).one()
+    assert tuple(old) == ("msg_old", None)
+    engine.dispose()
+    downgrade_database(url, "0004")
+    assert "payload_sha256" not in column_names(url, "webhook_receipts")
+    with engine.connect() as connection:
+        assert connection.scalar(text("SELECT webhook_id FROM webhook_receipts")) == "msg_old"
+    engine.dispose()
+    upgrade_database(url)
+    assert "payload_sha256" in column_names(url, "webhook_receipts")

@@ -571,31 +571,30 @@ def test_edits_and_deletes_through_real_processes_keep_the_invariant(
 # --- the migration ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_migration_0004_matches_the_models_and_goes_back_and_forth(backend: str, tmp_path: Path) -> None:
+def test_migration_0004_matches_the_models_and_goes_back_and_forth(empty_database_url: str) -> None:
     from sqlalchemy import create_engine, text
 
     from models.migrate import downgrade_database, upgrade_database
-    from tests.support.migrations import column_names, drift_from_the_models, empty_database
+    from tests.support.migrations import column_names, drift_from_the_models
 
-    with empty_database(backend, tmp_path) as url:
-        upgrade_database(url, "0003")
-        engine = create_engine(url)
-        with engine.begin() as connection:  # a comment stored before 0004
-            connection.execute(text("INSERT INTO sites (name, created_at) VALUES ('s', CURRENT_TIMESTAMP)"))
-            connection.execute(
-                text(
-                    "INSERT INTO comments (site_id, external_id, article_id, body, body_fingerprint, created_at,"
-                    " received_at, status) SELECT id, 'c-1', 'a', 'b', 'f', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP,"
-                    " 'approved' FROM sites"
-                )
+    url = empty_database_url
+    upgrade_database(url, "0003")
+    engine = create_engine(url)
+    with engine.begin() as connection:  # a comment stored before 0004
+        connection.execute(text("INSERT INTO sites (name, created_at) VALUES ('s', CURRENT_TIMESTAMP)"))
+        connection.execute(
+            text(
+                "INSERT INTO comments (site_id, external_id, article_id, body, body_fingerprint, created_at,"
+                " received_at, status) SELECT id, 'c-1', 'a', 'b', 'f', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP,"
+                " 'approved' FROM sites"
             )
-        upgrade_database(url)
-        assert drift_from_the_models(url) == []
-        with engine.connect() as connection:
-            row = connection.execute(text("SELECT revision, site_updated_at, created_at FROM comments")).one()
-        assert row.revision == 0 and row.site_updated_at == row.created_at
-        engine.dispose()
-        downgrade_database(url, "0003")
-        assert "revision" not in column_names(url, "comments")
-        upgrade_database(url)
+        )
+    upgrade_database(url)
+    assert drift_from_the_models(url) == []
+    with engine.connect() as connection:
+        row = connection.execute(text("SELECT revision, site_updated_at, created_at FROM comments")).one()
+    assert row.revision == 0 and row.site_updated_at == row.created_at
+    engine.dispose()
+    downgrade_database(url, "0003")
+    assert "revision" not in column_names(url, "comments")
+    upgrade_database(url)
