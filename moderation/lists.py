@@ -81,10 +81,19 @@ def _domain_matches(domain: str, listed: str) -> bool:
     return domain == listed or domain.endswith("." + listed)
 
 
-def _names_domain(body: str, listed: str) -> bool:
-    """Whether the (case-folded) text names the blocked domain or a subdomain of it, link or not: the link
-    finder leaves out bare names with country endings that are also words ("matratzen-angebot.de")."""
-    return re.search(rf"(?<![\w-]){re.escape(listed)}(?![\w-]|\.\w)", body) is not None
+# A dotted name in ASCII, between anything that cannot be part of one (CJK text runs into names without spaces).
+DOTTED_NAME_RE = re.compile(r"(?<![a-z0-9-])[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63}){1,10}")
+
+
+def _named_domains(body: str) -> set[str]:
+    """Every domain the (case-folded) text names, link or not, with those above it (shop.matratzen.de: also
+    matratzen.de): the link finder leaves out bare names with endings that are also words. One pass per
+    comment, whatever the number of list entries."""
+    named: set[str] = set()
+    for match in DOTTED_NAME_RE.finditer(body):
+        labels = match.group(0).split(".")
+        named.update(".".join(labels[start:]) for start in range(len(labels) - 1))
+    return named
 
 
 def match_lists(entries: list[ListEntry], comment: Comment) -> ListMatch:
@@ -97,13 +106,13 @@ def match_lists(entries: list[ListEntry], comment: Comment) -> ListMatch:
     author_domains = {d for d in (email_domain, url_domain(comment.author_url or "")) if d}
     blocked: list[str] = []
     allowed = False
+    named: set[str] | None = None  # worked out for the first blocked domain, if any
     for entry in entries:
         if entry.field == "author":
             hit = entry.value in author_ids
         elif entry.field == "domain" and entry.list_kind == "block":
-            hit = any(_domain_matches(d, entry.value) for d in domains | author_domains) or _names_domain(
-                body, entry.value
-            )
+            named = _named_domains(body) if named is None else named
+            hit = entry.value in named or any(_domain_matches(d, entry.value) for d in domains | author_domains)
         elif entry.field == "domain":  # allowed: only the author's own address counts, never one they mention
             hit = any(_domain_matches(d, entry.value) for d in author_domains)
         else:

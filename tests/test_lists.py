@@ -18,6 +18,8 @@ def blocked_domain(value: str) -> list[ListEntry]:
         "Bei matratzen-blitzangebot.de gibt es gerade 60% Rabatt",  # a bare name the link finder leaves out
         "Order at https://shop.matratzen-blitzangebot.de/angebot now",
         "Bestellen: MATRATZEN-BLITZANGEBOT.DE.",
+        "请访问matratzen-blitzangebot.de购买",  # no spaces around it
+        "Schreib an info@matratzen-blitzangebot.de",
     ],
 )
 def test_a_blocked_domain_is_caught_however_the_comment_names_it(body: str) -> None:
@@ -31,6 +33,7 @@ def test_a_blocked_domain_is_caught_however_the_comment_names_it(body: str) -> N
         "nicht-matratzen-blitzangebot.de ist eine andere Seite",
         "matratzen-blitzangebot.de.example.com is someone else's",
         "xmatratzen-blitzangebot.de",
+        "matratzen-blitzangebot.de-x.com",
     ],
 )
 def test_a_blocked_domain_does_not_catch_other_names_that_contain_it(body: str) -> None:
