@@ -888,6 +888,23 @@ def test_a_batch_being_sent_stops_for_a_site_paused_meanwhile(
         assert sorted(callbacks.due_deliveries(session, datetime.now(UTC))) == ids[1:]
 
 
+def test_a_batch_stops_sending_to_a_site_once_it_answers_410(
+    sessions: sessionmaker[Session], site_server: SiteServer, celery: ModerationCelery
+) -> None:
+    with sessions.begin() as session:
+        site, site_server.secret = create_site(session, "gone-site", site_server.url)
+        deliveries = [decided_comment(session, site, f"c-{n}", datetime.now(UTC)) for n in range(3)]
+        ids = [d.id for d in deliveries if d is not None]
+    site_server.responder = always(410)
+
+    assert celery.tasks[notify_site.name].apply(kwargs={"delivery_ids": ids}).get() == DeliveryStatus.DISABLED
+    assert len(site_server.received) == 1  # the other two would only have been told Gone as well
+    with sessions() as session:
+        assert session.scalars(select(Site.callback_disabled_at)).one() is not None
+        assert [session.get_one(CallbackDelivery, i).attempts for i in ids] == [1, 0, 0]
+        assert callbacks.due_deliveries(session, datetime.now(UTC) + timedelta(days=1)) == []
+
+
 # --- signing while a secret is rotated, verified with the standardwebhooks library ---------------
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
@@ -16,8 +15,6 @@ from models.entities import OutboxMessage, WebhookReceipt
 from moderation import outbox
 from moderation.intake import NewComment, WebhookIdReusedError, accept_comment, purge_receipts
 from moderation.sites import create_site, require_site
-from server.factory import build_celery
-from server.settings import Settings
 from tests.conftest import SiteCredentials
 from tests.support.signing import comment_event, encode, signed_headers
 from workers.app import PURGE_RECEIPTS_TASK, RELAY_OUTBOX_TASK, ModerationCelery
@@ -25,13 +22,6 @@ from workers.app import PURGE_RECEIPTS_TASK, RELAY_OUTBOX_TASK, ModerationCelery
 NOW = datetime.now(UTC).replace(microsecond=0)
 QUIET = timedelta(seconds=30)
 SITE = "backpain-advisor"
-
-
-@pytest.fixture
-def celery(settings: Settings) -> Iterator[ModerationCelery]:
-    app = build_celery(settings)
-    yield app
-    app.runtime.sessions.kw["bind"].dispose()
 
 
 @pytest.fixture

@@ -97,7 +97,7 @@ def test_notify_stops_before_a_post_could_outlast_the_lease_and_hands_the_rest_b
     celery: ModerationCelery, sessions: sessionmaker[Session], site_server: SiteServer
 ) -> None:
     """The claim leases all three deliveries until one moment; a POST starts only while that lease outlasts
-    the POST's timeout and LEASE_MARGIN. The site takes 0.6 s over the first: after it, a second POST could
+    the POST's timeout and LEASE_MARGIN. The site takes 1.3 s over the first: after it, a second POST could
     end past the lease (when another task may claim the same delivery), so the task stops and gives the
     other two back: pending and due at once, not left "sending" until the lease lapses."""
     with sessions.begin() as session:
@@ -106,15 +106,15 @@ def test_notify_stops_before_a_post_could_outlast_the_lease_and_hands_the_rest_b
 
     def slow_first(attempt: int) -> Answer:
         if attempt == 1:
-            threading.Event().wait(0.6)
+            threading.Event().wait(1.3)
         return (204, {})
 
     site_server.responder = slow_first
     runtime = celery.runtime
     default_retry = runtime.retry
-    runtime.callback_timeout = 1.0
-    # Time for one POST to start within 0.5 s of the claim (timeout 1 s, margin 1 s), and none after the first.
-    runtime.retry = replace(default_retry, lease_seconds=1.0 + LEASE_MARGIN.total_seconds() + 0.5)
+    runtime.callback_timeout = 2.0
+    # Time for one POST to start within 1 s of the claim (timeout 2 s, margin 1 s), and none after the first.
+    runtime.retry = replace(default_retry, lease_seconds=2.0 + LEASE_MARGIN.total_seconds() + 1.0)
     before = datetime.now(UTC)
 
     result: str = celery.tasks[NOTIFY_TASK].run(delivery_ids=ids)

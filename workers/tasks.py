@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from models.entities import CallbackDelivery, DeliveryStatus
 from moderation import callbacks, outbox
@@ -163,15 +163,18 @@ def notify_site(self: Task, delivery_id: int | None = None, delivery_ids: list[i
     outcomes = []
     turned_off = _SitesTurnedOff(runtime, {t.site_id for t in targets})
     for target in (t for t in targets if t.url is not None):
-        if lease is None or datetime.now(UTC) + timedelta(seconds=runtime.callback_timeout) + LEASE_MARGIN >= lease:
-            break  # the rest go back to pending for the next task
-        if target.site_id in turned_off.now():
-            continue  # given back unsent: the claim holds it until the site is on again
-        try:
-            outcomes.append(_send(runtime, target))
+        try:  # whatever stops the loop, what was sent is recorded below (else it would be sent again)
+            if lease is None or datetime.now(UTC) + timedelta(seconds=runtime.callback_timeout) + LEASE_MARGIN >= lease:
+                break  # the rest go back to pending for the next task
+            if target.site_id in turned_off.now():
+                continue  # given back unsent: the claim holds it until the site is on again
+            outcome = _send(runtime, target)
         except SoftTimeLimitExceeded:
             log.warning("notify task out of time; what was sent is recorded, the rest go back to pending")
             break
+        outcomes.append(outcome)
+        if outcome.status_code == 410:
+            turned_off.gone(target.site_id)  # its other callbacks here would only be told Gone as well
     sent = {o.delivery_id for o in outcomes}
     with runtime.sessions.begin() as session:
         now = datetime.now(UTC)
@@ -213,10 +216,16 @@ class _SitesTurnedOff:
 
     def now(self) -> set[int]:
         if time.monotonic() - self._checked >= PAUSE_CHECK_SECONDS:
-            with self._runtime.sessions() as session:
-                self._off = callbacks.sites_turned_off(session, self._site_ids)
+            try:
+                with self._runtime.sessions() as session:
+                    self._off |= callbacks.sites_turned_off(session, self._site_ids)
+            except SQLAlchemyError:  # the POSTs already made must still be recorded: go on with what is known
+                log.warning("could not look whether sites were paused; going on", exc_info=True)
             self._checked = time.monotonic()
         return self._off
+
+    def gone(self, site_id: int) -> None:
+        self._off.add(site_id)
 
 
 @dataclass(frozen=True, slots=True)
