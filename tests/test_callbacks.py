@@ -860,14 +860,19 @@ def test_one_delivery_round_against_a_site_that_answers_410(
     assert (delivery.status, delivery.last_status_code) == (DeliveryStatus.DISABLED, 410)
 
 
+def three_callbacks_to(sessions: sessionmaker[Session], site_server: SiteServer, name: str) -> list[int]:
+    """A new site at ``site_server`` with three decisions waiting to be told: their delivery ids."""
+    with sessions.begin() as session:
+        site, site_server.secret = create_site(session, name, site_server.url)
+        deliveries = [decided_comment(session, site, f"c-{n}", datetime.now(UTC)) for n in range(3)]
+        return [d.id for d in deliveries if d is not None]
+
+
 def test_a_batch_being_sent_stops_for_a_site_paused_meanwhile(
     sessions: sessionmaker[Session], site_server: SiteServer, celery: ModerationCelery
 ) -> None:
     """A notify task's POSTs to a slow site: the pause that commits during the first one stops the rest."""
-    with sessions.begin() as session:
-        site, site_server.secret = create_site(session, "slow-site", site_server.url)
-        deliveries = [decided_comment(session, site, f"c-{n}", datetime.now(UTC)) for n in range(3)]
-        ids = [d.id for d in deliveries if d is not None]
+    ids = three_callbacks_to(sessions, site_server, "slow-site")
 
     def pause_during_the_first(_attempt: int) -> tuple[int, dict[str, str], bytes]:
         pause(sessions, datetime.now(UTC), by="ops@site.example")
@@ -891,10 +896,7 @@ def test_a_batch_being_sent_stops_for_a_site_paused_meanwhile(
 def test_a_batch_stops_sending_to_a_site_once_it_answers_410(
     sessions: sessionmaker[Session], site_server: SiteServer, celery: ModerationCelery
 ) -> None:
-    with sessions.begin() as session:
-        site, site_server.secret = create_site(session, "gone-site", site_server.url)
-        deliveries = [decided_comment(session, site, f"c-{n}", datetime.now(UTC)) for n in range(3)]
-        ids = [d.id for d in deliveries if d is not None]
+    ids = three_callbacks_to(sessions, site_server, "gone-site")
     site_server.responder = always(410)
 
     assert celery.tasks[notify_site.name].apply(kwargs={"delivery_ids": ids}).get() == DeliveryStatus.DISABLED

@@ -671,20 +671,13 @@ def test_migration_0005_matches_the_models_and_goes_back_and_forth(empty_databas
     from sqlalchemy import create_engine, text
 
     from models.migrate import downgrade_database, upgrade_database
-    from tests.support.migrations import column_names, drift_from_the_models
+    from tests.support.migrations import column_names, drift_from_the_models, store_an_old_comment
 
     url = empty_database_url
     upgrade_database(url, "0004")
     engine = create_engine(url)
     with engine.begin() as connection:  # a receipt written before 0005
-        connection.execute(text("INSERT INTO sites (name, created_at) VALUES ('s', CURRENT_TIMESTAMP)"))
-        connection.execute(
-            text(
-                "INSERT INTO comments (site_id, external_id, article_id, body, body_fingerprint, created_at,"
-                " received_at, status) SELECT id, 'c-1', 'a', 'b', 'f', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP,"
-                " 'approved' FROM sites"
-            )
-        )
+        store_an_old_comment(connection)
         connection.execute(
             text(
                 "INSERT INTO webhook_receipts (site_id, webhook_id, comment_id, received_at)"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import Connection, create_engine, inspect, text
 
 from models.base import Base
 from tests.support.services import fresh_postgres_database, postgres_reachable
@@ -44,3 +44,15 @@ def column_names(url: str, table: str) -> set[str]:
         return {column["name"] for column in inspect(engine).get_columns(table)}
     finally:
         engine.dispose()
+
+
+def store_an_old_comment(connection: Connection) -> None:
+    """A site and one approved comment, written with plain SQL as an older schema holds them."""
+    connection.execute(text("INSERT INTO sites (name, created_at) VALUES ('s', CURRENT_TIMESTAMP)"))
+    connection.execute(
+        text(
+            "INSERT INTO comments (site_id, external_id, article_id, body, body_fingerprint, created_at,"
+            " received_at, status) SELECT id, 'c-1', 'a', 'b', 'f', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP,"
+            " 'approved' FROM sites"
+        )
+    )
