@@ -188,6 +188,27 @@ def test_an_unexpected_error_sending_one_callback_is_that_deliverys_failed_attem
     assert failed.next_attempt_at > before  # retried after a backoff, like any failed attempt
 
 
+def test_a_site_with_no_usable_secret_fails_its_own_delivery_unsent_and_the_batch_goes_on(
+    celery: ModerationCelery, sessions: sessionmaker[Session], site_server: SiteServer
+) -> None:
+    """Every secret of one site expired (a hand-edited row): its callback is not sent unsigned and is a
+    failed attempt saying why; before, the claim of the whole batch failed and no site was told anything."""
+    with sessions.begin() as session:
+        _, site_server.secret = create_site(session, "good-site", site_server.url)
+        expired, _ = create_site(session, "expired-secret-site", site_server.url)
+        (key,) = expired.secrets
+        key.expires_at = datetime.now(UTC) - timedelta(minutes=1)
+    ids = decided_comments(sessions, "expired-secret-site", 1) + decided_comments(sessions, "good-site", 1)
+
+    result: str = celery.tasks[NOTIFY_TASK].run(delivery_ids=ids)
+
+    assert result.split(",") == [DeliveryStatus.PENDING, DeliveryStatus.DELIVERED]
+    failed, sent = deliveries(sessions, ids)
+    assert message_ids(site_server) == [sent.message_id]
+    assert (failed.status, failed.attempts, failed.last_status_code) == (DeliveryStatus.PENDING, 1, None)
+    assert failed.last_error == "the site has no usable signing secret: rotate one"
+
+
 # --- classify: a failing batch, and a decision the database refuses as a second one -----------------
 
 

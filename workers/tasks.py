@@ -32,7 +32,7 @@ from moderation.metrics import (
 from moderation.privacy import apply_retention
 from moderation.registry import RegistryError
 from moderation.runtime import Runtime
-from moderation.sites import signing_secrets
+from moderation.sites import SiteError, signing_secrets
 from workers.app import (
     CLASSIFY_TASK,
     NOTIFY_TASK,
@@ -243,22 +243,16 @@ def _target(delivery: CallbackDelivery) -> _Target:
     site = delivery.site
     if not site.callback_url:
         return _Target(delivery.id, site.id, delivery.comment_id, None, (), delivery.message_id, {})
-    secrets = signing_secrets(site)
+    try:
+        secrets = signing_secrets(site)
+    except SiteError:  # one site's broken secrets must not fail the batch that also carries other sites'
+        secrets = ()
     payload = dict(delivery.payload)
     return _Target(delivery.id, site.id, delivery.comment_id, site.callback_url, secrets, delivery.message_id, payload)
 
 
 def _send(runtime: Runtime, target: _Target) -> callbacks.AttemptOutcome:
-    assert target.url is not None
-    try:
-        attempt = post_callback(
-            _http_client(), target.url, target.secrets, target.message_id, target.payload, runtime.callback_timeout
-        )
-    except SoftTimeLimitExceeded:
-        raise
-    except Exception as error:  # whatever a site answers must not end the task with others' outcomes unrecorded
-        log.exception("callback attempt failed unexpectedly", extra={"delivery_id": target.delivery_id})
-        attempt = Attempt(False, None, f"{type(error).__name__}: {error}", None)
+    attempt = _post(runtime, target)
     return callbacks.AttemptOutcome(
         target.delivery_id,
         attempt.status_code,
@@ -268,6 +262,22 @@ def _send(runtime: Runtime, target: _Target) -> callbacks.AttemptOutcome:
         target.comment_id,
         target.url,
     )
+
+
+def _post(runtime: Runtime, target: _Target) -> Attempt:
+    assert target.url is not None
+    if not target.secrets:  # unsigned, the site could not tell it from a forgery: a failed attempt, retried later
+        log.warning("callback not sent: the site has no usable signing secret", extra={"site_id": target.site_id})
+        return Attempt(False, None, "the site has no usable signing secret: rotate one", None)
+    try:
+        return post_callback(
+            _http_client(), target.url, target.secrets, target.message_id, target.payload, runtime.callback_timeout
+        )
+    except SoftTimeLimitExceeded:
+        raise
+    except Exception as error:  # whatever a site answers must not end the task with others' outcomes unrecorded
+        log.exception("callback attempt failed unexpectedly", extra={"delivery_id": target.delivery_id})
+        return Attempt(False, None, f"{type(error).__name__}: {error}", None)
 
 
 @shared_task(name=RELAY_OUTBOX_TASK, bind=True, soft_time_limit=60, time_limit=90, expires=30)
