@@ -42,6 +42,9 @@ SOURCE_WEIGHTS = {
 }
 
 
+DEFAULT_FOLDS = 5
+
+
 @dataclass(frozen=True, slots=True)
 class Targets:
     """DESIGN section 7, as limits on out-of-fold scores.
@@ -199,8 +202,10 @@ def out_of_fold_scores(training: TrainingSet, folds: int, random_state: int, pro
 
 
 def train(
-    examples: Sequence[Example], random_state: int = 0, show_progress: bool = True, folds: int = 5
+    examples: Sequence[Example], random_state: int = 0, show_progress: bool = True, folds: int = DEFAULT_FOLDS
 ) -> ModerationModel:
+    if folds < 2:
+        raise ValueError("out-of-fold scores need at least 2 folds")
     train_rows, test = split_rows(examples)
     if not train_rows:
         raise ValueError("no training rows")
@@ -224,6 +229,7 @@ def train(
         policy_metrics(validation, thresholds),
         random_state,
         label_thresholds,
+        folds,
     )
     return model
 
@@ -249,6 +255,7 @@ def build_card(
     validation_report: dict[str, Any],
     random_state: int,
     label_thresholds: dict[str, float] | None = None,
+    folds: int | None = None,
 ) -> dict[str, Any]:
     own_test = [s for s in test_scored if is_in_domain(s.example)]
     return {
@@ -263,6 +270,7 @@ def build_card(
             "trained_on": dict(sorted(Counter(e.source for e in trained_on).items())),
             "held_out": dict(sorted(Counter(e.source for e in test).items())),
             "source_weights": SOURCE_WEIGHTS,
+            "validation_folds": folds,  # how many fold models scored the training rows the thresholds came from
         },
         "metrics": {
             "held_out_by_source": metrics_by_source(test_scored, thresholds, label_thresholds),

@@ -43,6 +43,7 @@ from moderation.intake import (
 )
 from moderation.policy import Signals, Thresholds, decide
 from moderation.sites import SiteError, create_site, require_site, rotate_secret
+from moderation.training import DEFAULT_FOLDS
 from moderation.training import train as train_model
 from server.logs import configure_logging
 from server.settings import Settings, describe_invalid_settings, redacted_url
@@ -425,15 +426,24 @@ def _os_user() -> str:
     help="Folder with the public data sets (see README); the own corpus is always used.",
 )
 @click.option("--activate/--no-activate", default=True, show_default=True, help="Make the new version active.")
+@click.option(
+    "--folds",
+    type=click.IntRange(min=2),
+    default=DEFAULT_FOLDS,
+    show_default=True,
+    help="Fold models whose scores choose the thresholds; fewer train faster and choose less steadily.",
+)
 @click.pass_context
-def train(ctx: click.Context, data_dir: Path | None, activate: bool) -> None:
+def train(ctx: click.Context, data_dir: Path | None, activate: bool, folds: int) -> None:
     """Train both classifiers and register a new model version."""
     settings = _settings(ctx)
-    version = train_and_register(settings, data_dir, activate=activate)
+    version = train_and_register(settings, data_dir, activate=activate, folds=folds)
     click.echo(f"registered model {version}" + (" (active)" if activate else ""))
 
 
-def train_and_register(settings: Settings, data_dir: Path | None, activate: bool = True) -> str:
+def train_and_register(
+    settings: Settings, data_dir: Path | None, activate: bool = True, folds: int = DEFAULT_FOLDS
+) -> str:
     """Train on the corpus, DATA_DIR's public sets and the moderators' labels; register the version."""
     from moderation.learning import moderator_examples
 
@@ -447,7 +457,7 @@ def train_and_register(settings: Settings, data_dir: Path | None, activate: bool
         _say_what_was_found({name: len(found) for name, found in public.items()}, data_dir)
     with sessions() as session:
         examples += moderator_examples(session)
-    model = train_model(examples)  # no session is open during the long CPU work
+    model = train_model(examples, folds=folds)  # no session is open during the long CPU work
     version = registry.new_version_name()
     model.card["version"] = version
     model.card["data"]["data_dir"] = str(data_dir.resolve()) if data_dir else None

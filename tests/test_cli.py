@@ -19,9 +19,10 @@ import pytest
 import skops.io as sio
 from click.testing import CliRunner, Result
 from sklearn.naive_bayes import MultinomialNB
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from models.db import create_db_engine, make_session_factory
+from models.entities import ModelVersion
 from moderation import registry
 from moderation.data import CORPUS_DIR
 from moderation.fetch import SOURCES, Source, fetch_all, medquad_rows, unpack_medquad, unpack_sms, unpack_youtube
@@ -46,15 +47,23 @@ def trained(var_dir: Path, trained_model: TrainedModel) -> Iterator[Path]:
     """One version trained by `moderation train`, then the session's test model registered and activated."""
     empty = var_dir / "no-data-here"
     empty.mkdir()
-    result = run(var_dir, "train", "--data-dir", str(empty))
+    result = run(var_dir, "train", "--data-dir", str(empty), "--folds", "2")  # 2 of 5 fold models: quicker
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().splitlines()[-1].startswith("registered model ")  # the progress bar is on stderr
     assert f"warning: no public data set in {empty} (looked for youtube_spam/, sms_spam/" in result.stderr
     sessions = make_session_factory(create_db_engine(f"sqlite:///{var_dir / 'moderation.db'}"))
     with sessions.begin() as session:
+        assert session.scalars(select(ModelVersion)).one().card["data"]["validation_folds"] == 2
         registry.register(session, trained_model.version, trained_model.artifact, trained_model.model.card)
         registry.activate(session, trained_model.version)
     yield var_dir
+
+
+def test_train_refuses_fewer_than_two_folds(tmp_path: Path) -> None:
+    result = run(tmp_path, "train", "--folds", "1")
+    assert result.exit_code == 2
+    assert "Invalid value for '--folds': 1 is not in the range x>=2." in result.stderr
+    assert not (tmp_path / "models").exists()
 
 
 def test_train_names_the_public_sets_it_found(capsys: pytest.CaptureFixture[str]) -> None:
