@@ -2,13 +2,16 @@
 
 Each test pauses one use case right after its locking read and runs the other use case in a second thread
 on its own session. Where the locking works, the second one waits for the first to commit; the final rows
-must be what the two would give one after the other, on SQLite and on PostgreSQL.
+must be what the two would give one after the other, on SQLite and on PostgreSQL. On PostgreSQL the wait
+is seen (the second session's server process waiting for a lock); on SQLite it is inferred from the second
+use case not finishing within a head start.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -47,22 +50,34 @@ from webhooks.schemas import CommentEvent
 __all__ = ["secret"]  # the fixture, shared with test_lifecycle
 
 AUTHOR_NAME, AUTHOR_EMAIL = "Jan", "jan@example.org"  # the author tests.support.signing puts in every event
-HEAD_START = 1.0  # seconds the paused use case waits to let the other one overtake it if nothing blocks it
+# SQLite shows no one waiting for its lock: there the paused use case gives the other one this long to
+# overtake it. PostgreSQL shows the lock wait itself (pg_stat_activity), so there the test sees it.
+HEAD_START = 1.0
+LOCK_WAIT_LIMIT = 30.0  # PostgreSQL: seconds for the racer to either finish or be seen waiting for a lock
 
 
 class Racer:
-    """Runs ``work`` in a thread with its own session; tells whether it finished during the head start."""
+    """Runs ``work`` in a thread with its own session; tells whether it got through while the paused
+    session was open, or was blocked by it."""
 
     def __init__(self, engine: Engine, work: Callable[[Any], Any]) -> None:
+        self.engine = engine
         self.sessions = make_session_factory(engine)
         self.work = work
         self.done = threading.Event()
+        self.backend_pid: int | None = None  # PostgreSQL: the racer's server process, to see it wait
         self.errors: list[BaseException] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def on_postgresql(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
 
     def _run(self) -> None:
         try:
             with self.sessions.begin() as session:
+                if self.on_postgresql:
+                    self.backend_pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
                 self.work(session)
         except BaseException as error:  # reported by finish()
             self.errors.append(error)
@@ -70,9 +85,27 @@ class Racer:
             self.done.set()
 
     def start_and_wait(self) -> bool:
-        """Start; True when it got through while the other session was still open (nothing blocked it)."""
+        """Start; True when it got through while the other session was still open (nothing blocked it),
+        False when it was blocked: seen waiting for a lock on PostgreSQL, not done within the head start on
+        SQLite."""
         self.thread.start()
-        return self.done.wait(HEAD_START)
+        if not self.on_postgresql:
+            return self.done.wait(HEAD_START)
+        deadline = time.monotonic() + LOCK_WAIT_LIMIT
+        while not self.done.wait(0.02):
+            if self._waits_for_a_lock():
+                return False
+            assert time.monotonic() < deadline, "the racer neither finished nor waited for a lock"
+        return True
+
+    def _waits_for_a_lock(self) -> bool:
+        if self.backend_pid is None:
+            return False
+        with self.engine.connect() as connection:
+            waiting = connection.execute(
+                text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid"), {"pid": self.backend_pid}
+            ).scalar_one_or_none()
+        return waiting == "Lock"
 
     def finish(self) -> None:
         self.thread.join(60)
