@@ -79,6 +79,36 @@ def erase_author(session: Session, site: Site, email: str, now: datetime) -> Era
     return Erasure(erased, int(removed.rowcount))  # type: ignore[attr-defined]
 
 
+def erase_comments_of_site(session: Session, site: Site, external_ids: Iterable[str], now: datetime) -> Erasure:
+    """Remove everything personal from these comments of the site (its own comment ids, as sent at intake).
+
+    The way to reach comments the site sent without an e-mail, which ``erase_author`` cannot match. Only
+    these comments: others by the same author (same name, or same e-mail) are not looked for, and no list
+    entry is removed (``list_entries`` is 0): entries by name are left, as ``erase_author`` leaves them.
+    Ids the site does not have, and comments already erased, count nothing: a repeat erases 0.
+    """
+    comments = _locked_unerased_comments(session, site.id, set(external_ids))
+    _restart_classifications(comments)
+    return Erasure(erase_comments(session, comments, now), 0)
+
+
+def _locked_unerased_comments(session: Session, site_id: int, external_ids: set[str]) -> list[Comment]:
+    if not external_ids:
+        return []
+    return list(
+        session.scalars(
+            select(Comment)
+            .where(
+                Comment.site_id == site_id,
+                Comment.external_id.in_(sorted(external_ids)),
+                Comment.erased_at.is_(None),
+            )
+            .order_by(Comment.id)
+            .with_for_update()
+        )
+    )
+
+
 def _locked_comments_of(session: Session, site_id: int, address: str) -> list[Comment]:
     """The site's comments whose author e-mail casefolds to ``address``, locked against concurrent writers.
 

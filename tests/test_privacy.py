@@ -20,11 +20,11 @@ from sqlalchemy import JSON, Engine, String, Text, func, select, update
 
 from models.base import Base
 from models.db import make_session_factory
-from models.entities import CallbackDelivery, Comment, Decision, ListEntry, Moderator, TrainingLabel
+from models.entities import CallbackDelivery, Comment, Decision, ListEntry, Moderator, Site, TrainingLabel
 from moderation.decisions import decide_comment
 from moderation.learning import moderator_examples
 from moderation.lists import add_entry
-from moderation.privacy import apply_retention
+from moderation.privacy import Erasure, apply_retention, erase_comments_of_site
 from moderation.review import APPROVE, REJECT, record_verdict
 from moderation.sites import create_site, get_site
 from server.cli import main
@@ -338,6 +338,166 @@ def test_erasure_deletes_the_training_label_of_a_comment_the_site_deleted_only(
     assert labels() == {published: ORDINARY}
     with make_session_factory(engine)() as session:
         assert [e.comment.body for e in moderator_examples(session)] == [ORDINARY]
+
+
+# --- erasure by the site's own comment ids -----------------------------------------------------------
+
+NO_EMAIL = {key: value for key, value in AUTHOR.items() if key != "email"}  # the site sent no e-mail
+ERASE_FORMS = "exactly one of --email ADDRESS or --comment ID"
+TOO_MANY = [f"p-{number}" for number in range(1001)]
+
+
+def erase_ids_via_api(client: FlaskClient, secret: str, site: str, comment_ids: list[str]) -> Any:
+    body = json.dumps({"comment_ids": comment_ids}).encode()
+    return client.post(f"/api/authors/erase?site={site}", data=body, headers=signed_headers(secret, body))
+
+
+def erase_ids(engine: Engine, comment_ids: list[str]) -> Erasure:
+    with make_session_factory(engine).begin() as session:
+        site = get_site(session, SITE)
+        assert site is not None
+        return erase_comments_of_site(session, site, comment_ids, datetime.now(UTC))
+
+
+def authors(engine: Engine) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """Each comment's personal fields and ``erased_at``, by site name and the site's comment id."""
+    query = select(
+        Site.name,
+        Comment.external_id,
+        Comment.author_name,
+        Comment.author_email,
+        Comment.author_url,
+        Comment.author_ip,
+        Comment.author_user_agent,
+        Comment.erased_at,
+    ).join(Site, Site.id == Comment.site_id)
+    with engine.connect() as connection:
+        return {(site, comment_id): tuple(rest) for site, comment_id, *rest in connection.execute(query)}
+
+
+def ips(engine: Engine) -> dict[str, str | None]:
+    """The author IP of each of the site's comments: cleared by an erasure, by its comment id."""
+    return {comment_id: row[3] for (site, comment_id), row in authors(engine).items() if site == SITE}
+
+
+def test_erasure_by_comment_id_reaches_a_comment_without_an_email_and_that_comment_only(
+    client: FlaskClient, secrets: dict[str, str], engine: Engine, active_model: TrainedModel
+) -> None:
+    """No e-mail, nothing for ``erase_author`` to match: the site names the comment by its own id. The same
+    author's name on another comment is not chased (a name is not unique), nor is the same id on another site."""
+    erased = send(client, secrets[SITE], event("comment.created", "p-1", ADVICE, NO_EMAIL))["id"]
+    send(client, secrets[SITE], event("comment.created", "p-2", ORDINARY, NO_EMAIL))
+    send(client, secrets[OTHER_SITE], event("comment.created", "p-1", ADVICE, NO_EMAIL, site=OTHER_SITE))
+    decide(engine, active_model, erased)
+    expected = current_decision_id(engine, erased)
+    with make_session_factory(engine).begin() as session:
+        moderator = session.get_one(Moderator, add_moderator(session, "ana@example.org"))
+        note = f"Checked with {NO_EMAIL['name']} ({NO_EMAIL['ip']}, {NO_EMAIL['user_agent']}): dosing advice"
+        record_verdict(session, erased, moderator, REJECT, "medical_advice", note, expected, datetime.now(UTC))
+    tables = {entry.split(".")[0] for entry in personal_values_left(engine, PERSONAL)}
+    assert {"comments", "decisions", "moderation_actions"} <= tables  # the search finds them: the test can fail
+    before, stats = authors(engine), statistics(engine)
+
+    done = erase_ids(engine, ["p-1", "p-1", "no-such-comment"])
+
+    assert done == Erasure(comments=1, list_entries=0)
+    after = authors(engine)
+    *personal, erased_at = after.pop((SITE, "p-1"))
+    assert personal == [None] * 5 and erased_at is not None
+    del before[(SITE, "p-1")]
+    assert after == before  # the namesake p-2 and the other site's p-1 keep everything
+    # What is left is in those two comments' rows; none in a row derived from the erased comment.
+    assert {entry.split(".")[0] for entry in personal_values_left(engine, PERSONAL)} == {"comments"}
+    assert statistics(engine) == stats
+
+    # Idempotent: nothing is erased twice (erased_at stays the first erasure's); unknown ids count nothing.
+    snapshot = authors(engine)
+    assert erase_ids(engine, ["p-1"]) == Erasure(0, 0)
+    assert erase_ids(engine, ["p-9", "P-2"]) == Erasure(0, 0)  # ids match exactly, as at intake
+    assert authors(engine) == snapshot
+
+
+def test_erasure_api_by_comment_ids_is_signed_like_the_email_form(
+    client: FlaskClient, secrets: dict[str, str], engine: Engine
+) -> None:
+    for number in (1, 2, 3):
+        send(client, secrets[SITE], event("comment.created", f"p-{number}", f"{ORDINARY} {number}", NO_EMAIL))
+    body = json.dumps({"comment_ids": ["p-1"]}).encode()
+    url = f"/api/authors/erase?site={SITE}"
+    wrong = client.post(url, data=body, headers=signed_headers(secrets[OTHER_SITE], body))
+    unsigned = client.post(url, data=body, headers={"content-type": "application/json"})
+    assert (wrong.status_code, unsigned.status_code) == (401, 401)
+    not_json = client.post(
+        url, data=body, headers={**signed_headers(secrets[SITE], body), "content-type": "text/plain"}
+    )
+    assert not_json.status_code == 415 and "comment_ids" in not_json.get_json()["message"]
+    # The other site, signing for itself, reaches only its own comments: none of these.
+    assert erase_ids_via_api(client, secrets[OTHER_SITE], OTHER_SITE, ["p-1"]).get_json()["comments_erased"] == 0
+    assert ips(engine) == dict.fromkeys(["p-1", "p-2", "p-3"], NO_EMAIL["ip"])
+
+    erased = erase_ids_via_api(client, secrets[SITE], SITE, ["p-1", "p-2", "p-2", "no-such-comment"])
+
+    assert erased.status_code == 200, erased.get_data(as_text=True)
+    assert erased.get_json() == {"site": SITE, "comments_erased": 2, "list_entries_removed": 0}
+    assert ips(engine) == {"p-1": None, "p-2": None, "p-3": NO_EMAIL["ip"]}
+    assert erase_ids_via_api(client, secrets[SITE], SITE, ["p-1", "p-2"]).get_json()["comments_erased"] == 0
+
+
+@pytest.mark.parametrize(
+    ("bad", "fields"),
+    [
+        (
+            {"email": AUTHOR["email"], "comment_ids": ["p-1"]},
+            [{"field": "comment_ids", "message": "send either email or comment_ids, not both"}],
+        ),
+        ({}, [{"field": "email", "message": "required: send either email or comment_ids"}]),
+        ({"comment_ids": None}, [{"field": "email", "message": "required: send either email or comment_ids"}]),
+        ({"comment_ids": []}, [{"field": "comment_ids", "message": "must not be empty"}]),
+        ({"comment_ids": TOO_MANY}, [{"field": "comment_ids", "message": "must have at most 1000 items"}]),
+        (
+            {"comment_ids": ["p-1", " ", "x" * 201, "p-\u0000"]},
+            [
+                {"field": "comment_ids.1", "message": "must not be blank"},
+                {"field": "comment_ids.2", "message": "must be at most 200 characters"},
+                {"field": "comment_ids.3", "message": "must not contain NUL characters"},
+            ],
+        ),
+    ],
+    ids=["both", "neither", "null", "empty", "too-many", "bad-ids"],
+)
+def test_erasure_api_takes_exactly_one_form_and_bounded_comment_ids(
+    client: FlaskClient, secrets: dict[str, str], engine: Engine, bad: dict[str, Any], fields: list[dict[str, str]]
+) -> None:
+    send(client, secrets[SITE], event("comment.created", "p-1", ORDINARY, AUTHOR))
+    raw = json.dumps(bad).encode()
+
+    answer = client.post(f"/api/authors/erase?site={SITE}", data=raw, headers=signed_headers(secrets[SITE], raw))
+
+    assert (answer.status_code, answer.get_json()["error"]) == (400, "invalid_payload")
+    assert answer.get_json()["fields"] == fields
+    assert ips(engine) == {"p-1": AUTHOR["ip"]}
+
+
+def test_authors_erase_command_by_comment_ids(
+    client: FlaskClient, secrets: dict[str, str], engine: Engine, database_url: str, tmp_path: Path
+) -> None:
+    for number in range(3):
+        send(client, secrets[SITE], event("comment.created", f"p-{number}", f"{ORDINARY} {number}", NO_EMAIL))
+    env = {"VAR_DIR": str(tmp_path), "DATABASE_URL": database_url, "LOG_FORMAT": "text", "LOG_LEVEL": "WARNING"}
+    erase = ["authors", "erase", "--site", SITE]
+    args = [*erase, "--comment", "p-0", "--comment", "p-1", "--comment", "no-such-comment"]
+
+    result = CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+
+    assert result.exit_code == 0, result.output
+    assert result.output == f"erased the author of 2 comment(s) on {SITE}\n"
+    assert ips(engine) == {"p-0": None, "p-1": None, "p-2": NO_EMAIL["ip"]}
+    for wrong in ([*erase, "--email", "a@b.c", "--comment", "p-2"], erase):
+        refused = CliRunner().invoke(main, wrong, env=env)
+        assert refused.exit_code == 2 and ERASE_FORMS in refused.output, refused.output
+    blank = CliRunner().invoke(main, [*erase, "--comment", " "], env=env)
+    assert blank.exit_code == 2 and "must not be blank" in blank.output, blank.output
+    assert ips(engine)["p-2"] == NO_EMAIL["ip"]
 
 
 # --- retention ------------------------------------------------------------------------------------------

@@ -10,10 +10,11 @@ from typing import Any
 from flask import Response, current_app, jsonify, request
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from models.entities import MAX_ROW_ID, Comment, CommentStatus, Site
 from moderation.decisions import current_decision
-from moderation.privacy import erase_author
+from moderation.privacy import Erasure, erase_author, erase_comments_of_site
 from moderation.sites import SITE_NAME_RE, get_site
 from webhooks.blueprint import bp
 from webhooks.context import db
@@ -174,12 +175,14 @@ def _text_param(name: str, errors: FieldErrors) -> str | None:
 
 @bp.post("/api/authors/erase")
 def erase_author_data() -> Response | tuple[Response, int]:
-    """Erase one author's personal data on the signing site: the API twin of ``moderation authors erase``."""
+    """Erase personal data on the signing site, the API twin of ``moderation authors erase``."""
     site = _authenticated_site()
     if isinstance(site, Response):
         return site
     if request.mimetype != "application/json":
-        return error_response(415, "unsupported_media_type", 'send {"email": ...} as application/json')
+        return error_response(
+            415, "unsupported_media_type", 'send {"email": ...} or {"comment_ids": [...]} as application/json'
+        )
     document = _json_body()
     if isinstance(document, Response):
         return document
@@ -188,9 +191,17 @@ def erase_author_data() -> Response | tuple[Response, int]:
     except ValidationError as error:
         return error_response(400, "invalid_payload", "the body has invalid fields", field_errors(error))
     session = db()
-    erased = erase_author(session, site, wanted.email, datetime.now(UTC))
+    erased = _erase(session, site, wanted)
     session.commit()
     return jsonify({"site": site.name, "comments_erased": erased.comments, "list_entries_removed": erased.list_entries})
+
+
+def _erase(session: Session, site: Site, wanted: ErasureRequest) -> Erasure:
+    now = datetime.now(UTC)
+    if wanted.comment_ids is not None:
+        return erase_comments_of_site(session, site, wanted.comment_ids, now)
+    assert wanted.email is not None  # ErasureRequest holds exactly one of the two
+    return erase_author(session, site, wanted.email, now)
 
 
 def _json_body() -> Any | Response:

@@ -11,7 +11,14 @@ from pydantic import BaseModel
 from models.entities import MAX_ROW_ID
 from webhooks.api import MAX_PAGE
 from webhooks.blueprint import bp
-from webhooks.schemas import CommentCreated, CommentDeleted, CommentEvent, CommentUpdated, ErasureRequest
+from webhooks.schemas import (
+    MAX_ERASURE_IDS,
+    CommentCreated,
+    CommentDeleted,
+    CommentEvent,
+    CommentUpdated,
+    ErasureRequest,
+)
 from webhooks.signatures import USED_ID_SECONDS
 
 
@@ -312,11 +319,15 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "eraseAuthor",
                     "summary": "Erase an author's personal data (name, e-mail, URL, IP, user agent) on this site.",
                     "description": (
-                        "Signed like the other API calls, over the JSON body. Every comment of the site whose "
-                        "author e-mail matches (ignoring case) is anonymized, with the values scrubbed from "
-                        "decisions, callbacks and notes, and the block/allow-list entries for that e-mail (the "
-                        "site's and the all-sites ones) removed. Decisions and their statistics stay. "
-                        "Idempotent: a repeat erases 0."
+                        "Signed like the other API calls, over the JSON body, which holds exactly one of `email` "
+                        "and `comment_ids` (both, or neither, is a 400 `invalid_payload`). With `email`: every "
+                        "comment of the site whose author e-mail matches (ignoring case) is anonymized, with the "
+                        "values scrubbed from decisions, callbacks and notes, and the block/allow-list entries for "
+                        "that e-mail (the site's and the all-sites ones) removed. With `comment_ids` (the site's "
+                        f"own ids, as sent at intake; 1 to {MAX_ERASURE_IDS}): those comments are anonymized and "
+                        "scrubbed the same way, comments sent without an e-mail included; other comments of the "
+                        "same author are not looked for and no list entry is removed. Ids the site does not have "
+                        "count 0. Decisions and their statistics stay. Idempotent: a repeat erases 0."
                     ),
                     "parameters": [_site_param(), *API_SIGNATURE_HEADERS],
                     "requestBody": {

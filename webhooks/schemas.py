@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -16,8 +16,9 @@ from pydantic import (
     Field,
     RootModel,
     ValidationError,
+    model_validator,
 )
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from moderation.intake import (
     MAX_AUTHOR_NAME_CHARS,
@@ -68,7 +69,10 @@ def _nonblank(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(storable)]
-Identifier = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(storable), AfterValidator(_nonblank)]
+MAX_ID_CHARS = 200  # the site's comment and article ids (``comments.external_id`` is 200 characters)
+Identifier = Annotated[
+    str, Field(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(storable), AfterValidator(_nonblank)
+]
 # Timestamps arrive as JSON strings, which strict mode would refuse to parse into datetimes.
 SiteTime = Annotated[AwareDatetime, Field(strict=False), AfterValidator(_plausible_time)]
 
@@ -157,10 +161,36 @@ class CommentDeleted(Envelope):
     data: DeletedData
 
 
-class ErasureRequest(Strict):
-    """``POST /api/authors/erase``: the author whose personal data the site wants gone."""
+MAX_ERASURE_IDS = 1000  # keeps one request's lock set, and its SQL, small; a site sends more in further requests
 
-    email: Annotated[Text, Field(min_length=3, max_length=320), AfterValidator(_nonblank)]
+
+class ErasureRequest(Strict):
+    """``POST /api/authors/erase``: whose personal data the site wants gone, by exactly one of two forms.
+
+    ``email``: every comment of that author on the site. ``comment_ids``: those comments (the site's own ids,
+    as sent at intake), for comments the site sent without an e-mail.
+    """
+
+    email: Annotated[Text, Field(min_length=3, max_length=320), AfterValidator(_nonblank)] | None = Field(
+        default=None, description="The author's e-mail (case does not matter); or send `comment_ids`."
+    )
+    comment_ids: Annotated[list[Identifier], Field(min_length=1, max_length=MAX_ERASURE_IDS)] | None = Field(
+        default=None, description="The site's own comment ids, as sent at intake; or send `email`."
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Self:
+        if self.email is not None and self.comment_ids is not None:
+            raise _field_error("comment_ids", "send either email or comment_ids, not both")
+        if self.email is None and self.comment_ids is None:
+            raise _field_error("email", "required: send either email or comment_ids")
+        return self
+
+
+def _field_error(field: str, message: str) -> ValidationError:
+    """An error naming ``field``: a model validator's own errors name no field, and the API answers with one."""
+    detail = InitErrorDetails(type=PydanticCustomError("one_form", message), loc=(field,), input=None)
+    return ValidationError.from_exception_data("ErasureRequest", [detail])
 
 
 EVENT_TYPES = ("comment.created", "comment.updated", "comment.deleted")
@@ -186,15 +216,16 @@ TOO_LONG = {"string_too_long", "too_long"}
 
 
 def _message(item: ErrorDetails) -> str:
-    """Pydantic's message, in the words of the rest of the API when the input was a string of a bad length."""
-    kind, limits = item["type"], item.get("ctx") or {}
-    if isinstance(item["input"], str):
+    """Pydantic's message, in the words of the rest of the API when a string or a list had a bad length."""
+    kind, limits, value = item["type"], item.get("ctx") or {}, item["input"]
+    if isinstance(value, str | list):
+        verb, unit = ("be", "characters") if isinstance(value, str) else ("have", "items")
         if kind in TOO_SHORT and limits.get("min_length") == 1:
             return "must not be empty"
         if kind in TOO_SHORT and "min_length" in limits:
-            return f"must be at least {limits['min_length']} characters"
+            return f"must {verb} at least {limits['min_length']} {unit}"
         if kind in TOO_LONG and "max_length" in limits:
-            return f"must be at most {limits['max_length']} characters"
+            return f"must {verb} at most {limits['max_length']} {unit}"
     return item["msg"].removeprefix("Value error, ")
 
 
