@@ -478,7 +478,7 @@ def _next_step(demo: Demo) -> str:
     return (
         'Next: register your site and sign requests with its secret (README, "Sending comments"):\n'
         "  .venv/bin/moderation sites add backpain-advisor "
-        "--callback-url https://backpain-advisor.example/moderation-callback"
+        "--callback-url https://backpain.example/moderation-callback"
     )
 
 
