@@ -17,7 +17,7 @@ from dashboard.blueprint import RowIdConverter, bp
 from dashboard.context import close_db, wants_json
 from models.entities import Decision
 
-__all__ = ["bp", "init_app"]
+__all__ = ["bp", "init_app", "not_found", "wants_dashboard_page"]
 
 csrf = CSRFProtect()
 
@@ -60,7 +60,7 @@ def init_app(app: Flask) -> None:
 
 
 def security_headers(response: Response) -> Response:
-    if request.blueprint == "dashboard":
+    if request.blueprint == "dashboard" or under_dashboard(request.path):  # its error page for an unknown address
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
@@ -118,6 +118,20 @@ def forbidden(_error: Exception) -> ResponseReturnValue:
 @bp.errorhandler(404)
 def not_found(_error: Exception) -> ResponseReturnValue:
     return render_template("error.html", code=404, message="No such page or comment."), 404
+
+
+def wants_dashboard_page() -> bool:
+    """Whether a request that reached no dashboard view is still answered as the dashboard: a person's browser
+    on an address under it (a mistyped or stale link), not a client asking for JSON.
+
+    Flask hands a URL that matches no route to the app's handlers only, never to the blueprint's.
+    """
+    return under_dashboard(request.path) and not wants_json()
+
+
+def under_dashboard(path: str) -> bool:
+    prefix = bp.url_prefix or ""
+    return path == prefix or path.startswith(prefix + "/")
 
 
 @bp.errorhandler(429)

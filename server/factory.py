@@ -12,6 +12,8 @@ from sqlalchemy.engine import make_url
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from dashboard import init_app as init_dashboard
+from dashboard import not_found as dashboard_not_found
+from dashboard import wants_dashboard_page
 from models.db import create_db_engine, make_session_factory
 from moderation.callbacks import RetryPolicy
 from moderation.registry import ModelStore
@@ -133,7 +135,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 def _json_errors(app: Flask) -> None:
     @app.errorhandler(404)
-    def not_found(_error: Exception) -> ResponseReturnValue:
+    def not_found(error: Exception) -> ResponseReturnValue:
+        if wants_dashboard_page():
+            return dashboard_not_found(error)
         return jsonify(error="not_found", message="no such resource"), 404
 
     @app.errorhandler(405)

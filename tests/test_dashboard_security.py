@@ -26,6 +26,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
+from dashboard import CONTENT_SECURITY_POLICY
 from models.db import create_db_engine
 from models.entities import Comment, Moderator
 from models.migrate import downgrade_database, upgrade_database
@@ -638,6 +639,20 @@ def test_a_signed_webhook_is_accepted_whatever_the_session(open_app: Flask, site
     body = encode(comment_event(site.name, "c-control"))
     response = client.post("/webhooks/comments", data=body, headers=signed_headers(site.secret, body))
     assert response.status_code == 202
+
+
+@pytest.mark.parametrize("path", ["/dashboard/nosuchpage", "/dashboard/comments/abc", "/dashboard/admin/sites/abc"])
+def test_an_address_under_the_dashboard_matching_no_route_shows_a_signed_out_visitor_only_the_error_page(
+    open_app: Flask, people: dict[str, int], path: str
+) -> None:
+    """No route means no login_required: the error page is all a visitor gets, under the dashboard's headers."""
+    response = open_app.test_client().get(path)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 404 and response.mimetype == "text/html"
+    assert "No such page or comment." in page
+    assert 'aria-label="Main"' not in page and "Sign out" not in page and "@example.org" not in page
+    assert response.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+    assert response.headers["X-Frame-Options"] == "DENY" and response.headers["Cache-Control"] == "no-store"
 
 
 # --- intake rate limits: counted in Redis ------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -178,6 +179,31 @@ def test_field_messages_read_as_plain_rules(
     assert response.get_json()["fields"] == [{"field": nested.get(field, f"data.{field}"), "message": message}]
 
 
+@pytest.mark.parametrize(
+    ("event_type", "message"),
+    [
+        (None, "required: one of comment.created, comment.updated, comment.deleted"),
+        ("comment.liked", "must be one of comment.created, comment.updated, comment.deleted"),
+        (5, "must be one of comment.created, comment.updated, comment.deleted"),
+    ],
+    ids=["missing", "unknown", "not-text"],
+)
+def test_a_missing_or_unknown_event_type_is_answered_with_the_types_there_are(
+    client: FlaskClient, site: SiteCredentials, event_type: Any, message: str
+) -> None:
+    """Not pydantic's "Unable to extract tag using discriminator 'type'", nor the input echoed back."""
+    event = comment_event(site.name, "c-1")
+    if event_type is None:
+        del event["type"]
+    else:
+        event["type"] = event_type
+    body = encode(event)
+    response = post(client, body, signed_headers(site.secret, body))
+
+    assert response.status_code == 400
+    assert response.get_json()["fields"] == [{"field": "type", "message": message}]
+
+
 def test_the_erasure_api_words_its_length_rules_the_same_way(client: FlaskClient, site: SiteCredentials) -> None:
     body = json.dumps({"email": "a@"}).encode()
     response = client.post(f"/api/authors/erase?site={site.name}", data=body, headers=signed_headers(site.secret, body))
@@ -287,12 +313,37 @@ def test_bad_signatures_are_401(
     assert count(engine, Comment) == 0
 
 
-@pytest.mark.parametrize("skew", [-330, 330], ids=["stale", "future"])
-def test_timestamps_outside_five_minutes_are_401(client: FlaskClient, site: SiteCredentials, skew: int) -> None:
+# How the answer to a timestamp off the server's clock ends: the clock's reading, which changes every second.
+SERVER_TIME_RE = re.compile(r"; the server's current unix time is (\d+)$")
+
+
+def without_server_time(message: str) -> tuple[str, int | None]:
+    """The message without the server's clock reading at its end, and the reading (None when it gives none)."""
+    found = SERVER_TIME_RE.search(message)
+    return (message[: found.start()], int(found.group(1))) if found else (message, None)
+
+
+@pytest.mark.parametrize(
+    ("skew", "words"),
+    [(-330, "old: more than 5 minutes behind"), (330, "new: more than 5 minutes ahead of")],
+    ids=["stale", "future"],
+)
+def test_timestamps_outside_five_minutes_are_401_saying_how_the_clock_is_off(
+    client: FlaskClient, site: SiteCredentials, skew: int, words: str
+) -> None:
+    """The signature is right: the answer blames the timestamp, says which way, and what the clock reads."""
     body = encode(comment_event(site.name, "c-1"))
-    timestamp = int(datetime.now(UTC).timestamp()) + skew
-    response = post(client, body, signed_headers(site.secret, body, timestamp=timestamp))
-    assert response.status_code == 401
+    before = int(time.time())
+    response = post(client, body, signed_headers(site.secret, body, timestamp=before + skew))
+    after = int(time.time())
+
+    assert response.status_code == 401 and response.get_json()["error"] == "invalid_signature"
+    message, server_time = without_server_time(response.get_json()["message"])
+    assert message == (
+        f"webhook-timestamp is too {words} the server's clock; webhook-timestamp must be the current unix time in "
+        "seconds"
+    )
+    assert server_time is not None and before <= server_time <= after
 
 
 def test_body_changed_after_signing_is_401(client: FlaskClient, site: SiteCredentials) -> None:
@@ -302,19 +353,26 @@ def test_body_changed_after_signing_is_401(client: FlaskClient, site: SiteCreden
     assert response.status_code == 401
 
 
-@pytest.mark.parametrize("age", [0, 3600], ids=["fresh", "stale"])
+@pytest.mark.parametrize("age", [0, 3600, -3600], ids=["fresh", "stale", "future"])
 def test_unknown_site_is_401_like_a_bad_signature(client: FlaskClient, site: SiteCredentials, age: int) -> None:
-    """Word for word: which site names exist must not show in the answers of unsigned requests."""
+    """Word for word: which site names exist must not show in the answers of unsigned requests.
+
+    But for the server's clock reading, which may tick between the two requests.
+    """
     wrong_secret = "whsec_" + "A" * 44
     when = int(time.time()) - age
-    answers = []
+    answers, readings = [], []
     for name in (site.name, "no-such-site"):
         body = encode(comment_event(name, "c-1"))
         response = post(client, body, signed_headers(wrong_secret, body, message_id="msg_1", timestamp=when))
-        answers.append((response.status_code, response.get_json()))
+        message, server_time = without_server_time(response.get_json()["message"])
+        answers.append((response.status_code, {**response.get_json(), "message": message}))
+        readings.append(server_time)
     assert answers[0] == answers[1]
     assert answers[0][0] == 401 and answers[0][1]["error"] == "invalid_signature"
     assert ("too old" in answers[0][1]["message"]) == (age > 0)
+    # Both answers give the clock's reading when the timestamp is off it (either way), neither when it is not.
+    assert [reading is not None for reading in readings] == [age != 0] * 2
 
 
 def test_over_max_body_bytes_is_413(client: FlaskClient, site: SiteCredentials, engine: Engine) -> None:

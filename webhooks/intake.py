@@ -31,7 +31,13 @@ from webhooks.context import db, runtime
 from webhooks.ratelimit import IntakeLimits
 from webhooks.responses import error_response
 from webhooks.schemas import CommentCreated, CommentDeleted, CommentEvent, CommentUpdated, field_errors
-from webhooks.signatures import SignatureError, lower_headers, refuse_unknown_site, verify_signature
+from webhooks.signatures import (
+    SignatureError,
+    TimestampOutOfToleranceError,
+    lower_headers,
+    refuse_unknown_site,
+    verify_signature,
+)
 
 log = logging.getLogger(__name__)
 STORE_ATTEMPTS = 4
@@ -128,29 +134,40 @@ def _signed_by_site(document: dict[str, Any]) -> SiteKeys:
                 [{"field": "data.site", "message": "a site name is required"}],
             )
         )
-    unauthorized = "the signature does not verify for the site named in the payload"
     keys: SiteKeyCache = current_app.extensions["site_keys"]
     site = keys.get(db(), site_name) if SITE_NAME_RE.fullmatch(site_name) else None
     if site is None:
-        error = refuse_unknown_site(request.get_data(cache=True), lower_headers())
-        raise IntakeError(error_response(401, "invalid_signature", f"{unauthorized}: {error}"))
+        raise _unauthorized(refuse_unknown_site(request.get_data(cache=True), lower_headers()))
     try:
         _verify(site)
     except SignatureError as error:
         # Perhaps signed with a secret made since the cached read: ask the database once before refusing.
         latest = keys.get(db(), site_name, fresh=True)
         if latest is None or latest.secrets == site.secrets:
-            raise IntakeError(error_response(401, "invalid_signature", f"{unauthorized}: {error}")) from None
+            raise _unauthorized(error) from None
         site = latest
         try:
             _verify(site)
         except SignatureError as again:
-            raise IntakeError(error_response(401, "invalid_signature", f"{unauthorized}: {again}")) from None
+            raise _unauthorized(again) from None
     return site
 
 
 def _verify(site: SiteKeys) -> None:
     verify_signature(request.get_data(cache=True), lower_headers(), site.usable_secrets(datetime.now(UTC)))
+
+
+def _unauthorized(error: SignatureError) -> IntakeError:
+    """The 401 for a request its site did not sign, or signed with a timestamp off the server's clock.
+
+    A timestamp off the clock is refused before any signature is checked, so its answer does not blame the
+    signature, and says what the clock reads: a sender can tell its own clock is wrong, and by how much.
+    """
+    if isinstance(error, TimestampOutOfToleranceError):
+        message = f"{error}; the server's current unix time is {error.server_time}"
+    else:
+        message = f"the signature does not verify for the site named in the payload: {error}"
+    return IntakeError(error_response(401, "invalid_signature", message))
 
 
 def _validated(document: dict[str, Any]) -> Event:

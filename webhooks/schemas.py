@@ -213,11 +213,19 @@ def field_errors(error: ValidationError) -> list[dict[str, str]]:
 # Length checks after a validator (``Text``) are pydantic's generic ones, which count "items".
 TOO_SHORT = {"string_too_short", "too_short"}
 TOO_LONG = {"string_too_long", "too_long"}
+# Pydantic's own words name its discriminator and echo the input; these name the types a sender may use.
+EVENT_TYPE_MESSAGES = {
+    "union_tag_not_found": f"required: one of {', '.join(EVENT_TYPES)}",
+    "union_tag_invalid": f"must be one of {', '.join(EVENT_TYPES)}",
+}
 
 
 def _message(item: ErrorDetails) -> str:
-    """Pydantic's message, in the words of the rest of the API when a string or a list had a bad length."""
+    """Pydantic's message, in the words of the rest of the API when a string or a list had a bad length or
+    the event type is missing or unknown."""
     kind, limits, value = item["type"], item.get("ctx") or {}, item["input"]
+    if kind in EVENT_TYPE_MESSAGES:
+        return EVENT_TYPE_MESSAGES[kind]
     if isinstance(value, str | list):
         verb, unit = ("be", "characters") if isinstance(value, str) else ("have", "items")
         if kind in TOO_SHORT and limits.get("min_length") == 1:
@@ -230,7 +238,7 @@ def _message(item: ErrorDetails) -> str:
 
 
 def _field_name(loc: tuple[int | str, ...], kind: str) -> str:
-    if kind in {"union_tag_invalid", "union_tag_not_found"}:
+    if kind in EVENT_TYPE_MESSAGES:
         return "type"
     if loc and loc[0] in EVENT_TYPES:
         loc = loc[1:]  # the union's branch (the event type) is not a field of the payload

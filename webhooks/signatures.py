@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 TIMESTAMP_RE = re.compile(r"^\d{1,12}$")
 REQUIRED_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
-TIMESTAMP_TOLERANCE_SECONDS = 5 * 60  # the library's: a timestamp verifies within this of the clock, either way
+# The library's: a timestamp verifies within this of the clock, either way. Checked here too, before the
+# library, so that a sender whose clock is off is told which way rather than that its signature is wrong.
+TIMESTAMP_TOLERANCE_SECONDS = 5 * 60
 # A captured request verifies from its timestamp's tolerance start to its end: twice the tolerance after its
 # first use at worst. The margin covers web hosts whose clocks disagree by a little.
 USED_ID_SECONDS = 2 * TIMESTAMP_TOLERANCE_SECONDS + 60
@@ -41,6 +43,22 @@ REDIS_RETRY_SECONDS = 5.0  # after Redis fails, only this process's memory is us
 
 class SignatureError(Exception):
     """The request is not signed by the site it names (or the signature is stale or malformed)."""
+
+
+class TimestampOutOfToleranceError(SignatureError):
+    """``webhook-timestamp`` is further from this server's clock than the tolerance: no signature was checked.
+
+    The message is the same whenever it happens; the clock's reading is ``server_time``, for an answer to add.
+    """
+
+    def __init__(self, *, ahead: bool, server_time: int) -> None:
+        too, side = ("new", "ahead of") if ahead else ("old", "behind")
+        minutes = TIMESTAMP_TOLERANCE_SECONDS // 60
+        super().__init__(
+            f"webhook-timestamp is too {too}: more than {minutes} minutes {side} the server's clock; "
+            "webhook-timestamp must be the current unix time in seconds"
+        )
+        self.server_time = server_time
 
 
 def lower_headers() -> dict[str, str]:
@@ -63,16 +81,26 @@ def signature_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return found
 
 
+def check_timestamp_tolerance(timestamp: str) -> None:
+    """Raise TimestampOutOfToleranceError unless ``timestamp`` (integer unix seconds) is within the tolerance."""
+    sent, now = int(timestamp), time.time()
+    if sent < now - TIMESTAMP_TOLERANCE_SECONDS:
+        raise TimestampOutOfToleranceError(ahead=False, server_time=int(now))
+    if sent > now + TIMESTAMP_TOLERANCE_SECONDS:
+        raise TimestampOutOfToleranceError(ahead=True, server_time=int(now))
+
+
 def verify_signature(body: bytes, headers: Mapping[str, str], secrets: Sequence[str]) -> str:
     """Return the verified ``webhook-id``; raise SignatureError unless one of ``secrets`` signed ``body``.
 
-    The library compares in constant time and enforces the ±5 minute timestamp tolerance.
+    The timestamp must be within the tolerance of the clock; the library compares signatures in constant time.
     """
     try:
         body.decode("utf-8")  # Standard Webhooks sign text; some versions of the library also take raw bytes
     except UnicodeDecodeError:
         raise SignatureError("the body is not UTF-8 text") from None
     found = signature_headers(headers)
+    check_timestamp_tolerance(found["webhook-timestamp"])
     # Drop parts the library cannot split (it expects "version,signature" for each).
     found["webhook-signature"] = " ".join(p for p in found["webhook-signature"].split(" ") if p.count(",") == 1)
     last_error = "no secret"
