@@ -16,7 +16,14 @@ from dashboard.blueprint import bp
 from dashboard.context import db, me, runtime, wants_json
 from dashboard.queries import REASONS, Filters, audit_trail, comment_context, queue_counts, queue_page
 from models.entities import CallbackDelivery, Comment, Decision, Site
-from moderation.review import REJECT_REASONS, ConflictError, ReviewError, pending_delivery_id, record_verdict
+from moderation.review import (
+    REJECT_REASONS,
+    ConflictError,
+    ReviewError,
+    pending_delivery_id,
+    put_back_by_undo,
+    record_verdict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +42,13 @@ def queue() -> ResponseReturnValue:
     page = queue_page(session, filters)
     now = datetime.now(UTC)
     contexts = {comment.id: comment_context(session, comment, now) for comment, _ in page.items}
+    shown_decisions = [current.id for _, current in page.items if current is not None]
     return render_template(
         "queue.html",
         filters=filters,
         page=page,
         contexts=contexts,
+        put_back=put_back_by_undo(session, shown_decisions),
         counts=queue_counts(session),
         sites=list(session.scalars(select(Site.name).order_by(Site.name))),
         reasons=REASONS,
@@ -63,6 +72,7 @@ def comment(comment_id: int) -> ResponseReturnValue:
         "comment.html",
         comment=found,
         current=current,
+        put_back=put_back_by_undo(session, [decision.id for decision in found.decisions]),
         context=comment_context(session, found, datetime.now(UTC)),
         actions=audit_trail(session, comment_id),
         deliveries=deliveries,

@@ -8,6 +8,7 @@ is overwritten. The partial unique index on current decisions backs this up.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -41,7 +42,7 @@ REJECT_REASONS = {
 
 
 class ReviewError(ValueError):
-    """A verdict that cannot be recorded as asked (unknown action or reason, nothing to undo)."""
+    """A verdict that cannot be recorded as asked (unknown action or reason, nothing to undo, an undo undone)."""
 
 
 class ConflictError(ReviewError):
@@ -159,6 +160,22 @@ def pending_delivery_id(session: Session, decision: Decision) -> int | None:
     )
 
 
+def put_back_by_undo(session: Session, decision_ids: Collection[int]) -> set[int]:
+    """Those of the decisions that an undo put back: they are not undone in turn (one query for a whole page)."""
+    if not decision_ids:
+        return set()
+    # By way of the decisions' comments: moderation_actions is indexed on comment_id, not on after_decision_id.
+    their_comments = select(Decision.comment_id).where(Decision.id.in_(decision_ids))
+    restored = session.scalars(
+        select(ModerationAction.after_decision_id).where(
+            ModerationAction.comment_id.in_(their_comments),
+            ModerationAction.action == UNDO,
+            ModerationAction.after_decision_id.in_(decision_ids),
+        )
+    )
+    return {decision_id for decision_id in restored if decision_id is not None}
+
+
 def _checked(action: str, reason: str | None, note: str | None) -> str | None:
     if action not in ACTIONS:
         raise ReviewError(f"unknown action {action!r}")
@@ -199,6 +216,9 @@ def _undone(session: Session, comment_id: int, current: Decision | None) -> tupl
         if current is not None
         else select(ModerationAction).where(ModerationAction.id.is_(None))
     )
+    if last is not None and last.action == UNDO:
+        # Undoing the undo would silently bring back the verdict the moderator just withdrew.
+        raise ReviewError("the last action on this comment was an undo: approve or reject it instead")
     if last is not None and last.before_decision_id is None:
         raise ReviewError(
             "this verdict was given before the model decided, so there is no earlier decision to go back to: "

@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from dashboard import CONTENT_SECURITY_POLICY
 from models.db import make_session_factory
 from models.entities import (
     CallbackDelivery,
@@ -29,6 +30,7 @@ from models.entities import (
     TrainingLabel,
 )
 from moderation import callbacks
+from moderation.lifecycle import apply_delete
 from moderation.lists import add_entry, match_lists
 from moderation.review import ConflictError, record_verdict
 from moderation.sites import create_site
@@ -98,11 +100,29 @@ def test_login_page_and_redirect_when_signed_out(client: FlaskClient) -> None:
 
 
 def test_the_services_bare_address_leads_to_the_dashboard(client: FlaskClient) -> None:
-    """What a person opens first; an unknown path is still the API's JSON 404."""
+    """What a person opens first; an unknown path outside the dashboard is still the API's JSON 404."""
     front = client.get("/")
     assert front.status_code == 302 and front.headers["Location"] == "/dashboard/"
     assert client.get("/dashboard/").headers["Location"].startswith("/dashboard/login")
-    assert client.get("/nothing-here").get_json() == {"error": "not_found", "message": "no such resource"}
+    for path in ("/nothing-here", "/dashboardx", "/webhooks/nothing", "/api/nothing"):
+        answer = client.get(path, headers={"Accept": "text/html"})
+        assert answer.get_json() == {"error": "not_found", "message": "no such resource"}, path
+
+
+@pytest.mark.parametrize("path", ["/dashboard/nosuchpage", "/dashboard/comments/abc", "/dashboard/admin/nosuchpage"])
+def test_an_address_under_the_dashboard_that_matches_no_page_is_its_html_error_page(
+    moderator_client: FlaskClient, path: str
+) -> None:
+    """A mistyped or stale link a moderator follows; a client asking for JSON still gets the API's answer."""
+    page = moderator_client.get(path, headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert page.status_code == 404 and page.mimetype == "text/html"
+    text = page.get_data(as_text=True)
+    assert "No such page or comment." in text and "mod@example.org" in text  # the dashboard's page, signed in
+    assert page.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+
+    wanted_json = moderator_client.get(path, headers={"Accept": "application/json"})
+    assert wanted_json.status_code == 404
+    assert wanted_json.get_json() == {"error": "not_found", "message": "no such resource"}
 
 
 def test_login_wrong_password_refused_and_right_one_works(client: FlaskClient, people: dict[str, int]) -> None:
@@ -474,10 +494,35 @@ def test_undo_restores_the_previous_decision(
         assert actions == ["approve", "undo"]
         events = session.scalars(select(CallbackDelivery.event).where(CallbackDelivery.comment_id == comment_id)).all()
         assert events == ["comment.reviewed", "comment.reviewed"]
-    redone = act(moderator_client, comment_id, "undo", undone.get_json()["decision_id"])  # undoing an undo redoes
-    assert redone.status_code == 200 and redone.get_json()["status"] == "approved"
+    redone = act(moderator_client, comment_id, "undo", undone.get_json()["decision_id"])
+    assert redone.status_code == 400  # undoing the undo would approve again what was just withdrawn
+    assert redone.get_json()["message"] == "the last action on this comment was an undo: approve or reject it instead"
     other_id, other_decision = held[1]
     assert act(moderator_client, other_id, "undo", other_decision).status_code == 400  # only the model decided
+
+
+def _card(page: str, comment_id: int) -> str:
+    match = re.search(rf'<article [^>]*id="c{comment_id}".*?</article>', page, re.DOTALL)
+    assert match, f"no card of comment {comment_id}"
+    return match.group(0)
+
+
+def test_a_decision_an_undo_put_back_offers_no_undo_and_says_so(
+    moderator_client: FlaskClient, held: list[tuple[int, int]]
+) -> None:
+    """Its Undo button undid the undo: the comment approved again, and no word said."""
+    (undone_id, undone_decision), (approved_id, approved_decision) = held[:2]
+    approval = act(moderator_client, undone_id, "approve", undone_decision).get_json()["decision_id"]
+    assert act(moderator_client, undone_id, "undo", approval).status_code == 200
+    assert act(moderator_client, approved_id, "approve", approved_decision).status_code == 200
+    queue = _page(moderator_client, "/dashboard/queue?queue=all")
+    comment_page = _page(moderator_client, f"/dashboard/comments/{undone_id}")
+    for card in (_card(queue, undone_id), _card(comment_page, undone_id)):
+        assert "Put back by mod@example.org (undo)" in card
+        assert "Decided by" not in card and "undo-form" not in card
+    assert "moderator:mod@example.org (undo)" in _section(comment_page, "Decisions")
+    approved = _card(queue, approved_id)  # a verdict still offers its undo
+    assert "Decided by mod@example.org" in approved and "undo-form" in approved and "Put back" not in approved
 
 
 def test_bulk_reject_and_a_stale_item_is_reported(
@@ -900,6 +945,60 @@ def test_a_comment_the_site_deleted_offers_no_action(
     assert "approve-form" in _page(moderator_client, f"/dashboard/comments/{held[1][0]}")
 
 
+def _section(page: str, heading: str) -> str:
+    """The text of a comment page's section, without its markup."""
+    match = re.search(rf"<h2>{heading}</h2>(.*?)</section>", page, re.DOTALL)
+    assert match, f"no section {heading}"
+    return " ".join(re.sub(r"<[^>]+>", " ", match.group(1)).split())
+
+
+def test_a_comment_deleted_before_it_was_created_says_what_became_of_it(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    """A ``comment.deleted`` for a comment never created leaves a tombstone: no text, article or decision."""
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        tombstone = apply_delete(session, session.get(Site, site_row), "wh-delete", "never-seen", now, now).comment_id
+    page = _page(moderator_client, f"/dashboard/comments/{tombstone}")
+    assert _section(page, "Decisions") == "None: the site deleted this comment before it was decided."
+    # The site has a callback URL: what stops a callback is the deletion.
+    assert _section(page, "Callbacks to the site") == "None: nothing is sent to the site about a comment it deleted."
+    assert 'class="article"' not in page and ">on <" not in page
+
+
+@pytest.mark.parametrize(
+    ("state", "decisions_said", "callbacks_said"),
+    [
+        (
+            "waiting",
+            "None yet: the comment is waiting for its decision.",
+            "None yet: the comment is waiting for its decision.",
+        ),
+        ("no-callback-url", "hold", "None: the site has no callback URL."),
+        ("decided", "hold", "None."),
+    ],
+)
+def test_a_comment_without_callbacks_says_why(
+    moderator_client: FlaskClient,
+    sessions: Sessions,
+    site_row: int,
+    state: str,
+    decisions_said: str,
+    callbacks_said: str,
+) -> None:
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        comment_id, decision_id = held_comment(session, site, "c-1")
+        if state == "waiting":  # the model has not decided it yet
+            session.delete(session.get(Decision, decision_id))
+            session.get(Comment, comment_id).status = "pending"
+        if state == "no-callback-url":
+            site.callback_url = None
+    page = _page(moderator_client, f"/dashboard/comments/{comment_id}")
+    assert decisions_said in _section(page, "Decisions")
+    assert _section(page, "Callbacks to the site") == callbacks_said
+
+
 def test_an_article_with_an_unsafe_url_shows_its_title_as_text(
     moderator_client: FlaskClient, sessions: Sessions, site_row: int
 ) -> None:
@@ -926,6 +1025,7 @@ def test_models_page_shows_a_dash_for_a_metric_without_a_value(admin_client: Fla
     page = _page(admin_client, "/dashboard/admin/models")
     assert "own · spam: 0.0 / –" in page
     assert "None" not in page
+    assert "<td>12.0 %</td>" in page  # rates read as on the thresholds page, not as 0.12
 
 
 @pytest.mark.parametrize(

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
 
 from models.db import make_session_factory
-from models.entities import Moderator, TrainingLabel
+from models.entities import Comment, Decision, ModerationAction, Moderator, Site, TrainingLabel
 from moderation.intake import NewComment, accept_comment
-from moderation.review import APPROVE, REJECT, UNDO, ReviewError, record_verdict
+from moderation.review import APPROVE, REJECT, UNDO, ReviewError, put_back_by_undo, record_verdict
 from moderation.sites import create_site
-from tests.support.dashboard import add_moderator
+from tests.support.dashboard import add_moderator, held_comment
 
 
 def approved_comment(session: Session, body: str, now: datetime) -> tuple[int, Moderator, int]:
@@ -61,3 +62,66 @@ def test_a_later_verdict_with_a_label_replaces_the_earlier_label(engine: Engine)
     with sessions() as session:
         labels = session.scalars(select(TrainingLabel).where(TrainingLabel.comment_id == comment_id)).all()
         assert [(row.spam, row.medical_advice) for row in labels] == [(True, None)]
+
+
+def approve_and_undo(session: Session, site: Site, external_id: str, moderator: Moderator, now: datetime) -> list[int]:
+    """A comment the model held, approved and the approval undone: ids of the hold, approval and put-back hold."""
+    comment_id, held = held_comment(session, site, external_id)
+    approved = record_verdict(session, comment_id, moderator, APPROVE, None, None, held, now).id
+    return [held, approved, record_verdict(session, comment_id, moderator, UNDO, None, None, approved, now).id]
+
+
+def test_an_undo_is_not_undone_in_turn(engine: Engine) -> None:
+    """Undoing the undo would approve again, without a word, the comment whose approval was just withdrawn."""
+    now = datetime.now(UTC)
+    with make_session_factory(engine).begin() as session:
+        site, _ = create_site(session, "review-site")
+        moderator = session.get_one(Moderator, add_moderator(session, "ana@example.org"))
+        _, _, put_back = approve_and_undo(session, site, "c-1", moderator, now)
+        comment_id = session.get_one(Decision, put_back).comment_id
+        with pytest.raises(ReviewError, match="the last action on this comment was an undo: approve or reject it"):
+            record_verdict(session, comment_id, moderator, UNDO, None, None, put_back, now)
+        current = session.scalars(select(Decision.id).where(Decision.comment_id == comment_id, Decision.is_current))
+        assert list(current) == [put_back]
+        assert session.scalar(select(func.count()).select_from(Decision)) == 3
+        assert list(session.scalars(select(ModerationAction.action).order_by(ModerationAction.id))) == [
+            APPROVE,
+            UNDO,
+        ]
+        assert session.get_one(Comment, comment_id).status == "held"
+        assert session.scalar(select(TrainingLabel).where(TrainingLabel.comment_id == comment_id)) is None
+
+
+def test_the_decisions_an_undo_put_back_are_told_apart_in_one_query(engine: Engine) -> None:
+    """A queue page asks for all its cards at once: only the decisions an undo restored, whether still current
+    or not, and not the verdicts or model decisions around them."""
+    sessions = make_session_factory(engine)
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        site, _ = create_site(session, "review-site")
+        moderator = session.get_one(Moderator, add_moderator(session, "ana@example.org"))
+        undone = approve_and_undo(session, site, "undone", moderator, now)
+        comment_id, held = held_comment(session, site, "rejected")
+        rejected = record_verdict(session, comment_id, moderator, REJECT, "spam", None, held, now).id
+        _, only_the_model = held_comment(session, site, "waiting")
+        undone_then_approved = approve_and_undo(session, site, "approved-again", moderator, now)
+        comment_id = session.get_one(Decision, undone_then_approved[-1]).comment_id
+        approved_again = record_verdict(
+            session, comment_id, moderator, APPROVE, None, None, undone_then_approved[-1], now
+        ).id
+    asked = [*undone, held, rejected, only_the_model, *undone_then_approved, approved_again]
+    statements: list[str] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.startswith("BEGIN"):  # SQLite's transactions begin with a statement of their own
+            statements.append(statement)
+
+    with sessions() as session:
+        event.listen(engine, "before_cursor_execute", keep)
+        try:
+            put_back = put_back_by_undo(session, asked)
+        finally:
+            event.remove(engine, "before_cursor_execute", keep)
+        assert put_back == {undone[-1], undone_then_approved[-1]}
+        assert len(statements) == 1, statements
+        assert put_back_by_undo(session, []) == set()

@@ -49,6 +49,30 @@ function keepLastAction(action) {
   lastActionHere = action;
 }
 
+// What an action that reloads the page did (an undo, any action on a comment's page), said once the page is
+// back: the toast itself does not survive the reload. A browser refusing sessionStorage just says nothing.
+const AFTER_RELOAD_KEY = "dashboard.afterReload";
+
+function reloadSaying(message) {
+  try {
+    sessionStorage.setItem(AFTER_RELOAD_KEY, message);
+  } catch {
+    // Refused: the reload still shows the comment's new status.
+  }
+  window.location.reload();
+}
+
+function sayWhatTheReloadWasFor() {
+  let message = null;
+  try {
+    message = sessionStorage.getItem(AFTER_RELOAD_KEY);
+    sessionStorage.removeItem(AFTER_RELOAD_KEY);
+  } catch {
+    return;
+  }
+  if (message) say(message);
+}
+
 // How much of the window's top the sticky bulk bar covers once it sticks (none where it does not: phones).
 function barCover() {
   if (!bulkBar || getComputedStyle(bulkBar).position !== "sticky") return 0;
@@ -171,6 +195,11 @@ async function postAction(url, body) {
   }
 }
 
+// What an undo (`u` or the button) did: the status the comment is back to.
+function undoneMessage(data) {
+  return `#${data.comment_id} back to ${data.status}.`;
+}
+
 async function submitAction(form) {
   const item = form.closest(".item");
   const { response, data } = await postAction(form.getAttribute("action"), new FormData(form));
@@ -192,12 +221,13 @@ async function submitAction(form) {
   const action = form.querySelector('[name="action"]').value;
   // An undo (the button) is not undone by `u`; an approve or reject is, after the reload too.
   keepLastAction(action === "undo" ? null : { commentId: data.comment_id, decisionId: data.decision_id });
+  const done = action === "undo" ? undoneMessage(data) : `#${data.comment_id} ${data.status}. Press u to undo.`;
   if (action === "undo" || !itemsBox) {
-    window.location.reload();
+    reloadSaying(done);
     return;
   }
   if (item === rejecting) cancelReject();
-  say(`#${data.comment_id} ${data.status}. Press u to undo.`);
+  say(done);
   const queueName = new URLSearchParams(window.location.search).get("queue") || "held";
   if (queueName !== "all") {
     bumpCount(queueName, -1);
@@ -209,7 +239,7 @@ async function submitAction(form) {
     const left = items();
     if (!left.length) {
       const more = document.querySelector('.pager a[rel="next"], .pager a[rel="prev"]');
-      if (more) { window.location.reload(); return; }
+      if (more) { reloadSaying(done); return; }
       const empty = document.createElement("p");
       empty.className = "empty";
       empty.id = "empty";
@@ -251,7 +281,7 @@ async function undoLast() {
     return;
   }
   keepLastAction(null);
-  window.location.reload();
+  reloadSaying(undoneMessage(data));
 }
 
 // A keyboard reject is composed in two steps and sent only by Enter in its note field: `r` opens the reasons,
@@ -417,3 +447,4 @@ document.addEventListener("change", (event) => {
 window.addEventListener("resize", keepItemsClearOfTheBar);
 if (bulkBar && "ResizeObserver" in window) new ResizeObserver(keepItemsClearOfTheBar).observe(bulkBar);
 if (items().length && itemsBox) setCurrent(0);
+sayWhatTheReloadWasFor();

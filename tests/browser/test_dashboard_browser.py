@@ -112,6 +112,28 @@ def test_keyboard_review_clears_the_held_queue(
     expect(page.locator(".audit-row")).to_have_count(3)  # reject, undo, reject
 
 
+def test_a_comments_page_says_what_an_action_did_and_that_an_undo_is_final(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """The page reloads after each action; the tester saw only the badge change, and an Undo button that
+    undid the undo (approving the comment again without a word)."""
+    ids = seed_held(engine, site_id, 1)
+    sign_in(page, web, accounts["moderator"])
+    page.goto(f"{web}/dashboard/comments/{ids[0]}")
+    toast = page.locator("#toast")
+    page.keyboard.press("a")
+    expect(toast).to_have_text(f"#{ids[0]} approved. Press u to undo.")  # the words the queue uses
+    page.click(".undo-form button.undo")
+    expect(toast).to_have_text(f"#{ids[0]} back to held.")
+    expect(page.locator(".decided-by")).to_have_text("Put back by mod@example.org (undo)")
+    expect(page.locator(".undo-form")).to_have_count(0)
+    keys_ready(page)
+    page.keyboard.press("u")
+    expect(toast).to_have_text("Nothing to undo yet.")
+    assert statuses(engine) == {ids[0]: "held"}
+    assert [a[1] for a in audit(engine)] == ["approve", "undo"]
+
+
 def test_bulk_reject(page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int) -> None:
     ids = seed_held(engine, site_id, 3)
     sign_in(page, web, accounts["moderator"])

@@ -52,6 +52,22 @@ def test_u_still_undoes_after_the_queue_reloads(
     assert [(a[0], a[1]) for a in audit(engine)] == [(ids[0], "approve"), (ids[0], "undo")]
 
 
+def test_after_the_undo_reloads_the_queue_the_toast_says_what_it_did(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    ids = seed_held(engine, site_id, 2)
+    sign_in(page, web, accounts["moderator"])
+    page.keyboard.press("a")
+    expect(page.locator("#toast")).to_have_text(f"#{ids[0]} approved. Press u to undo.")
+    page.keyboard.press("u")  # the queue reloads: before, the toast went with it and nothing was said
+    expect(page.locator("#toast")).to_have_text(f"#{ids[0]} back to held.")
+    expect(page.locator("#items .item")).to_have_count(2)
+    page.reload()
+    keys_ready(page)
+    expect(page.locator("#toast")).to_be_hidden()  # said once, not after every reload
+    assert statuses(engine) == dict.fromkeys(ids, "held")
+
+
 def end_the_session(page: Page, web: str) -> None:
     """Sign out in another tab of the same browser: every copy of the session stops working."""
     other = page.context.new_page()
