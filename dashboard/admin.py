@@ -1,4 +1,5 @@
-"""Admin pages: sites and secrets, thresholds with a what-if, lists, moderators, dead letters, models."""
+"""Admin pages: sites and secrets, thresholds with a what-if, lists, moderators, failing callbacks and dead letters,
+models."""
 
 from __future__ import annotations
 
@@ -28,7 +29,12 @@ from moderation.sites import SiteError, create_site, rotate_secret, validate_cal
 @bp.get("/admin/sites")
 @admin_required
 def sites() -> ResponseReturnValue:
-    return render_template("admin/sites.html", sites=db().scalars(select(Site).order_by(Site.name)).all())
+    session = db()
+    return render_template(
+        "admin/sites.html",
+        sites=session.scalars(select(Site).order_by(Site.name)).all(),
+        failing=callbacks.failing_callback_counts(session),
+    )
 
 
 @bp.post("/admin/sites")
@@ -403,7 +409,7 @@ def moderators_update(moderator_id: int) -> ResponseReturnValue:
     return redirect(url_for("dashboard.moderators"))
 
 
-# --- dead-lettered callbacks ---------------------------------------------------------------------
+# --- failing and dead-lettered callbacks ---------------------------------------------------------
 
 
 @bp.get("/admin/callbacks")
@@ -420,7 +426,14 @@ def dead_letters() -> ResponseReturnValue:
     )
     # A paused site's held-back callbacks are not failures: counted apart, so they never crowd the failures out.
     held = session.scalar(select(func.count()).select_from(CallbackDelivery).where(held_for_paused)) or 0
-    return render_template("admin/callbacks.html", deliveries=rows.all(), held_for_paused=held)
+    return render_template(
+        "admin/callbacks.html",
+        # Shown first: a failing endpoint is seen while its callbacks are retried, hours before they are dead.
+        failing=callbacks.failing_callbacks(session),
+        now=datetime.now(UTC),
+        deliveries=rows.all(),
+        held_for_paused=held,
+    )
 
 
 @bp.post("/admin/callbacks/<row_id:delivery_id>/replay")

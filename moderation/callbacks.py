@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session, aliased, joinedload
 
 from models.entities import CallbackDelivery, Comment, CommentStatus, Decision, DeliveryStatus, Site
 
@@ -393,6 +393,74 @@ def _hold_back_waiting(session: Session, site_id: int) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(held.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class FailingCallbacks:
+    """A site's callbacks that failed and are being retried: what an operator needs to see its endpoint is down."""
+
+    site_id: int
+    site_name: str
+    count: int
+    oldest_created_at: datetime  # of the oldest of them: how long the site has been missing decisions
+    next_attempt_at: datetime  # the soonest of their next attempts (in the past: due, or on the wire now)
+    last_status_code: int | None  # the newest one's last answer
+    last_error: str | None
+
+
+def _being_retried() -> Any:
+    # On the wire again counts too, or the count would drop while a retry round is sending. A site whose
+    # callbacks are off (paused, or a 410) is not retrying anything: its callbacks wait for a resume, whatever
+    # their status says (one that failed on the wire when the pause began stays pending).
+    return and_(
+        CallbackDelivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
+        CallbackDelivery.attempts > 0,
+        CallbackDelivery.site_id.in_(_enabled_sites()),
+    )
+
+
+def failing_callbacks(session: Session) -> list[FailingCallbacks]:
+    """Per site, by name, its callbacks being retried after a failure; one query, however many there are.
+
+    The answer given is the newest failing callback's: rows keep no time of their last attempt, and the newest
+    one's is what the endpoint answered about the latest decision.
+    """
+    per_site = (
+        select(
+            CallbackDelivery.site_id,
+            func.count().label("count"),
+            func.min(CallbackDelivery.created_at).label("oldest_created_at"),
+            func.min(CallbackDelivery.next_attempt_at).label("next_attempt_at"),
+            func.max(CallbackDelivery.id).label("newest_id"),
+        )
+        .where(_being_retried())
+        .group_by(CallbackDelivery.site_id)
+        .subquery()
+    )
+    newest = aliased(CallbackDelivery)
+    rows = session.execute(
+        select(
+            Site.id,
+            Site.name,
+            per_site.c.count,
+            per_site.c.oldest_created_at,
+            per_site.c.next_attempt_at,
+            newest.last_status_code,
+            newest.last_error,
+        )
+        .join(per_site, per_site.c.site_id == Site.id)
+        .join(newest, newest.id == per_site.c.newest_id)
+        .order_by(Site.name)
+    )
+    return [FailingCallbacks(*row) for row in rows]
+
+
+def failing_callback_counts(session: Session) -> dict[int, int]:
+    """Per site id, how many of its callbacks are being retried after a failure (sites with none left out)."""
+    rows = session.execute(
+        select(CallbackDelivery.site_id, func.count()).where(_being_retried()).group_by(CallbackDelivery.site_id)
+    )
+    return {site_id: count for site_id, count in rows}
 
 
 # Not (surely) received by the site: waiting, on the wire, dead letters, or held back while the site is disabled.

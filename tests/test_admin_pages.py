@@ -1,24 +1,32 @@
-"""What an admin changes on the moderators and lists pages, and what that changes for others, through
-the real app's test client (CSRF on), on SQLite and PostgreSQL."""
+"""What an admin changes on the moderators and lists pages, and what that changes for others, and what the
+sites and callbacks pages tell of failing callbacks, through the real app's test client (CSRF on), on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from markupsafe import escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.entities import Comment, ListEntry, Moderator
+from models.entities import Comment, Decision, ListEntry, Moderator, Site
+from moderation import callbacks
+from moderation.callbacks import RetryPolicy
 from moderation.decisions import gather_signals
 from moderation.sites import create_site
 from tests.support.dashboard import add_moderator, csrf_token, held_comment, sign_in
+from tests.test_callbacks import statements_run
 
 MODERATORS = "/dashboard/admin/moderators"
 LISTS = "/dashboard/admin/lists"
+SITES = "/dashboard/admin/sites"
+CALLBACKS = "/dashboard/admin/callbacks"
 
 
 @pytest.fixture
@@ -144,3 +152,125 @@ def test_a_list_entry_an_admin_deletes_no_longer_blocks(
     with sessions() as session:
         assert session.scalars(select(ListEntry)).all() == []
     assert admin.post(f"{LISTS}/{word_entry}/delete", data={"csrf_token": token}).status_code == 404
+
+
+# --- failing callbacks -------------------------------------------------------------------------------
+
+
+def failing_callback(
+    session: Session, site: Site, external_id: str, created: datetime, failed: datetime, error: str, code: int | None
+) -> int:
+    """A callback created at ``created`` whose attempt at ``failed`` got ``code`` and ``error``: due an hour later."""
+    comment_id, decision_id = held_comment(session, site, external_id)
+    comment, decision = session.get_one(Comment, comment_id), session.get_one(Decision, decision_id)
+    delivery = callbacks.schedule_callback(session, site, comment, decision, callbacks.COMMENT_DECIDED, created)
+    assert delivery is not None
+    callbacks.record_failed(
+        session, delivery, status_code=code, error=error, retry_after=3600, now=failed, policy=RetryPolicy()
+    )
+    return delivery.id
+
+
+def failing_rows(page: str) -> list[list[str]]:
+    """The cells of the Callbacks page's table of failing callbacks, as HTML with its whitespace collapsed."""
+    section = page.split('<h2 id="failing">', 1)[1].split("<h2", 1)[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", " ".join(section.split()))
+    return [[cell.strip() for cell in re.findall(r"<td>(.*?)</td>", row)] for row in rows if "<td>" in row]
+
+
+def minute(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
+def test_the_callbacks_page_shows_each_sites_failing_callbacks_before_they_are_dead(
+    admin: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    now = datetime.now(UTC)
+    refused = "<script>alert('x')</script> refused: cannot resolve backpain.example" + " (and more)" * 20
+    with sessions.begin() as session:
+        backpain, _ = create_site(session, "backpain-advisor", "https://backpain.example/moderation-callback")
+        other, _ = create_site(session, "other-site", "https://other.example/callback")
+        paused, _ = create_site(session, "paused-site", "https://paused.example/callback")
+        oldest = now - timedelta(hours=3)
+        failing_callback(session, backpain, "c-1", oldest, now - timedelta(hours=2), "ConnectError", None)
+        failing_callback(
+            session, backpain, "c-2", now - timedelta(minutes=10), now - timedelta(minutes=9), refused, None
+        )
+        failing_callback(session, other, "c-1", now - timedelta(minutes=30), now - timedelta(minutes=5), "Busy", 503)
+        failing_callback(session, paused, "c-1", now - timedelta(hours=1), now - timedelta(hours=1), "Busy", 503)
+        callbacks.pause_callbacks(session, paused, now, "admin@example.org")
+
+    page = admin.get(CALLBACKS).get_data(as_text=True)
+
+    later = (now + timedelta(minutes=55)).strftime("%Y-%m-%d %H:%M:%S")
+    assert failing_rows(page) == [
+        # the newest callback's answer, cut as the dead letters' are; the soonest next attempt, already due
+        ["backpain-advisor", "2", minute(oldest), str(escape(refused[:120])), "due now"],
+        ["other-site", "1", minute(now - timedelta(minutes=30)), "503 Busy", later],
+    ]
+    assert "<script>" not in page and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page
+    assert "1 more held back for paused sites" in page  # not failing: counted apart, as before
+    assert "None: no callback has run out of attempts or been held back by a 410." in page
+
+
+def test_the_callbacks_page_says_when_no_callback_is_failing(admin: FlaskClient) -> None:
+    page = admin.get(CALLBACKS).get_data(as_text=True)
+    assert failing_rows(page) == []
+    assert "None: no site's callbacks are failing right now." in page
+    assert "every callback was delivered or is still being retried" not in page
+
+
+def callbacks_cells(page: str) -> dict[str, str]:
+    """Per site, the Sites page's Callbacks cell (its third), as HTML with its whitespace collapsed."""
+    rows = re.findall(r"<tr> <td>(.*?)</td>(.*?)</tr>", " ".join(page.split()))
+    return {name: re.findall(r"<td>(.*?)</td>", rest)[1].strip() for name, rest in rows}
+
+
+def test_the_sites_page_says_whose_callbacks_are_failing_and_links_to_them(
+    admin: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        failing, _ = create_site(session, "backpain-advisor", "https://backpain.example/moderation-callback")
+        create_site(session, "healthy-site", "https://healthy.example/callback")
+        paused, _ = create_site(session, "paused-site", "https://paused.example/callback")
+        for n in range(3):
+            failing_callback(session, failing, f"c-{n}", now, now, "refused: cannot resolve backpain.example", None)
+        failing_callback(session, paused, "c-1", now, now, "Busy", 503)
+        callbacks.pause_callbacks(session, paused, now, "admin@example.org")
+
+    cells = callbacks_cells(admin.get(SITES).get_data(as_text=True))
+
+    link = f'<a href="{CALLBACKS}#failing">3 failing, see Callbacks</a>'
+    assert cells["backpain-advisor"].startswith(f"on — {link}")
+    assert cells["healthy-site"].startswith("on <form")
+    assert cells["paused-site"].startswith('<span class="badge held">paused by admin@example.org')
+    assert "failing" not in cells["paused-site"]
+
+
+def statements_for(app: Flask, client: FlaskClient, path: str) -> int:
+    with statements_run(app.extensions["moderation"].sessions.kw["bind"]) as statements:
+        assert client.get(path).status_code == 200
+    return len(statements)
+
+
+def test_many_failing_callbacks_cost_the_pages_no_more_statements_than_one(
+    app: Flask, admin: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        sites = [create_site(session, name, f"https://{name}.example/cb")[0] for name in ("site-a", "site-b")]
+        for site in sites:
+            failing_callback(session, site, "c-0", now, now, "Busy", 503)
+    one_each = [statements_for(app, admin, path) for path in (SITES, CALLBACKS)]
+    with sessions.begin() as session:
+        for site in session.scalars(select(Site)):
+            for n in range(1, 8):
+                failing_callback(session, site, f"c-{n}", now, now, "Busy", 503)
+
+    assert [statements_for(app, admin, path) for path in (SITES, CALLBACKS)] == one_each
+    assert [row[:2] for row in failing_rows(admin.get(CALLBACKS).get_data(as_text=True))] == [
+        ["site-a", "8"],
+        ["site-b", "8"],
+    ]
+    assert "8 failing, see Callbacks" in admin.get(SITES).get_data(as_text=True)

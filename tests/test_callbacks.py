@@ -10,14 +10,14 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError as StandardVerificationError
@@ -132,11 +132,12 @@ def fail(
     now: datetime,
     status_code: int | None = 500,
     retry_after: float | None = None,
+    error: str = "boom",
 ) -> None:
     with sessions.begin() as session:
         delivery = session.get_one(CallbackDelivery, delivery_id)
         callbacks.record_failed(
-            session, delivery, status_code=status_code, error="boom", retry_after=retry_after, now=now, policy=POLICY
+            session, delivery, status_code=status_code, error=error, retry_after=retry_after, now=now, policy=POLICY
         )
 
 
@@ -499,6 +500,139 @@ def test_a_410_for_a_callback_sent_before_a_pause_keeps_the_pause_and_its_time(
         site = session.scalars(select(Site)).one()
         assert (site.callback_disabled_at, site.callbacks_paused_by) == (NOW, "admin@site.example")
         assert session.get_one(CallbackDelivery, delivery_id).status == DeliveryStatus.DISABLED
+
+
+# --- what the operator sees of failing callbacks ------------------------------------------------------
+
+
+def sites_with_callbacks(sessions: sessionmaker[Session], *names: str) -> dict[str, int]:
+    with sessions.begin() as session:
+        return {name: create_site(session, name, f"https://{name}.example/cb")[0].id for name in names}
+
+
+def callback_of(sessions: sessionmaker[Session], site_id: int, external_id: str, created: datetime = NOW) -> int:
+    with sessions.begin() as session:
+        delivery = decided_comment(session, session.get_one(Site, site_id), external_id, created)
+        assert delivery is not None
+        return delivery.id
+
+
+def failed_once(
+    sessions: sessionmaker[Session], site_id: int, external_id: str, created: datetime = NOW, **failure: Any
+) -> int:
+    """A callback created at ``created`` whose first attempt, at once, failed (``fail``'s arguments)."""
+    delivery_id = callback_of(sessions, site_id, external_id, created)
+    assert claim(sessions, delivery_id, created) is not None
+    fail(sessions, delivery_id, created, **failure)
+    return delivery_id
+
+
+def delivered(sessions: sessionmaker[Session], delivery_id: int, now: datetime) -> None:
+    assert claim(sessions, delivery_id, now) is not None
+    with sessions.begin() as session:
+        callbacks.record_delivered(session.get_one(CallbackDelivery, delivery_id), 204, now)
+
+
+def dead_letter(sessions: sessionmaker[Session], site_id: int, external_id: str) -> int:
+    delivery_id = callback_of(sessions, site_id, external_id, NOW - timedelta(days=1))
+    for attempt in range(POLICY.max_attempts):
+        when = NOW - timedelta(days=1) + timedelta(hours=attempt)
+        assert claim(sessions, delivery_id, when) is not None
+        fail(sessions, delivery_id, when)
+    assert load(sessions, delivery_id).status == DeliveryStatus.DEAD
+    return delivery_id
+
+
+def failing_now(sessions: sessionmaker[Session]) -> tuple[list[callbacks.FailingCallbacks], dict[int, int]]:
+    with sessions() as session:
+        return callbacks.failing_callbacks(session), callbacks.failing_callback_counts(session)
+
+
+def test_failing_callbacks_are_summed_up_per_site(sessions: sessionmaker[Session]) -> None:
+    """How many, since when, the newest one's answer and the soonest next attempt; neither callbacks not yet
+    tried, delivered ones nor dead letters."""
+    sites = sites_with_callbacks(sessions, "other-site", "backpain-advisor")
+    backpain, other = sites["backpain-advisor"], sites["other-site"]
+    first = failed_once(sessions, backpain, "c-1", NOW, status_code=500, retry_after=600)
+    refused = "refused: cannot resolve backpain.example"
+    failed_once(sessions, backpain, "c-2", NOW + timedelta(minutes=5), status_code=None, error=refused, retry_after=900)
+    callback_of(sessions, backpain, "c-3", NOW + timedelta(minutes=6))
+    delivered(sessions, callback_of(sessions, backpain, "c-4"), NOW)
+    dead_letter(sessions, backpain, "c-5")
+    down = failed_once(sessions, other, "c-1", NOW + timedelta(minutes=1), status_code=503, error="down")
+
+    first_next, down_next = load(sessions, first).next_attempt_at, load(sessions, down).next_attempt_at
+    assert first_next == NOW + timedelta(seconds=600)  # sooner than the newest one's (NOW + 5 min + 900 s)
+    assert failing_now(sessions) == (
+        [
+            callbacks.FailingCallbacks(backpain, "backpain-advisor", 2, NOW, first_next, None, refused),
+            callbacks.FailingCallbacks(other, "other-site", 1, NOW + timedelta(minutes=1), down_next, 503, "down"),
+        ],
+        {backpain: 2, other: 1},
+    )
+
+
+def test_a_failing_callback_on_the_wire_again_is_still_failing_until_delivered(
+    sessions: sessionmaker[Session], delivery_id: int
+) -> None:
+    assert claim(sessions, delivery_id, NOW) is not None
+    fail(sessions, delivery_id, NOW)
+    next_attempt = load(sessions, delivery_id).next_attempt_at
+    assert claim(sessions, delivery_id, next_attempt) is not None
+    assert failing_now(sessions)[1] == {load(sessions, delivery_id).site_id: 1}
+    with sessions.begin() as session:
+        callbacks.record_delivered(session.get_one(CallbackDelivery, delivery_id), 204, next_attempt)
+    assert failing_now(sessions) == ([], {})
+
+
+def test_callbacks_held_back_by_a_pause_or_a_410_are_not_failing(sessions: sessionmaker[Session]) -> None:
+    sites = sites_with_callbacks(sessions, "paused-site", "gone-site")
+    failed_once(sessions, sites["paused-site"], "c-1")  # then held back by the pause
+    on_the_wire = callback_of(sessions, sites["paused-site"], "c-2")
+    assert claim(sessions, on_the_wire, NOW) is not None
+    with sessions.begin() as session:
+        callbacks.pause_callbacks(session, session.get_one(Site, sites["paused-site"]), NOW, "admin@site.example")
+    fail(sessions, on_the_wire, NOW + timedelta(seconds=5))  # pending, but only sent after the resume
+    assert load(sessions, on_the_wire).status == DeliveryStatus.PENDING
+    failed_once(sessions, sites["gone-site"], "c-1")  # then held back by the 410
+    failed_once(sessions, sites["gone-site"], "c-2", status_code=410)
+
+    assert failing_now(sessions) == ([], {})
+
+
+@contextlib.contextmanager
+def statements_run(engine: Engine) -> Iterator[list[str]]:
+    """The statements sent to the database meanwhile (a growing list)."""
+    statements: list[str] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.startswith("BEGIN"):  # SQLite's transactions begin with a statement of their own
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+
+
+def statements_while(sessions: sessionmaker[Session], read: Callable[[Session], Any]) -> int:
+    with statements_run(sessions.kw["bind"]) as statements, sessions() as session:
+        read(session)
+    return len(statements)
+
+
+def test_failing_callbacks_are_read_in_one_statement_however_many_there_are(sessions: sessionmaker[Session]) -> None:
+    sites = sites_with_callbacks(sessions, "backpain-advisor", "other-site")
+    reads = (callbacks.failing_callbacks, callbacks.failing_callback_counts)
+    for name, site_id in sites.items():
+        failed_once(sessions, site_id, f"{name}-0")
+    assert [statements_while(sessions, read) for read in reads] == [1, 1]
+    for n in range(1, 6):
+        for name, site_id in sites.items():
+            failed_once(sessions, site_id, f"{name}-{n}", NOW + timedelta(seconds=n))
+    assert failing_now(sessions)[1] == dict.fromkeys(sites.values(), 6)
+    assert [statements_while(sessions, read) for read in reads] == [1, 1]
 
 
 def test_migration_0006_keeps_a_410_disabled_site_shown_as_a_410(empty_database_url: str) -> None:

@@ -90,6 +90,8 @@ def seeded(
             session, site, "reviewed", "Take <b>800mg</b> ibuprofen & skip the physio.", age=timedelta(hours=2)
         )
         record_verdict(session, comment_id, admin, "reject", "other", "dosing advice", decision_id, now)
+        # Long enough to scroll inside its card in the queue: the scrolling text must be reachable by keyboard.
+        held_comment(session, site, "long", "My back story, from the start. " * 200, age=timedelta(hours=1))
         dead_callback(session, site_id, comment_id, decision_id)  # the held decision's: its own has one pending
         add_entry(session, "block", "domain", "cheap-rx-pharmacy.example", None, admin.id, now)
         for version in ("model-a", "model-b"):

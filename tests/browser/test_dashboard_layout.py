@@ -1,4 +1,5 @@
-"""The dashboard's layout in a real browser: nothing wider than a phone, the current comment never under the bar."""
+"""The dashboard's layout in a real browser: nothing wider than a phone, the current comment never under the bar, a
+long comment no taller than a bound in the queue."""
 
 # mypy: disable-error-code="union-attr, arg-type"
 
@@ -23,6 +24,7 @@ PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1400, "height": 900}
 LONG_EMAIL = "a.very.long.address.without.any.place.to.break.it.0123456789@an-equally-long-domain-name.example.org"
 LONG_URL = "https://backpain.example/" + "a-long-path-segment-without-spaces-" * 4 + "?utm_source=newsletter"
+LONG_COMMENT = ("My back hurt for years and nothing helped until I tried this, every single day. " * 250)[:20_000]
 
 
 @pytest.fixture
@@ -120,3 +122,34 @@ def test_the_current_comment_is_never_under_the_bulk_bar(
                 assert at["bottom"] <= at["window"] + 1, (at, positions)
     finally:
         context.close()
+
+
+def card_and_body(page: Page, comment_id: int) -> dict[str, float]:
+    """The comment's card height, and its text's full and shown heights."""
+    sizes: dict[str, float] = page.locator(f"#c{comment_id}").evaluate(
+        """(card) => {
+            const body = card.querySelector('.comment-body');
+            return {card: card.getBoundingClientRect().height, text: body.scrollHeight, shown: body.clientHeight};
+        }"""
+    )
+    return sizes
+
+
+def test_a_long_comment_scrolls_within_its_card_in_the_queue_and_shows_whole_on_its_page(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """A 20,000-character comment would take several screens of the queue; its own page shows it all."""
+    short_id = seed_held(engine, site_id, 1)[0]
+    with make_session_factory(engine).begin() as session:
+        long_id, _ = held_comment(session, session.get_one(Site, site_id), "long", LONG_COMMENT)
+    sign_in(page, web, accounts["moderator"])
+    expect(page.locator(f"#c{long_id}")).to_be_visible()
+
+    short, long = card_and_body(page, short_id), card_and_body(page, long_id)
+    assert long["text"] > 3 * page.evaluate("window.innerHeight")  # several screens of text...
+    assert long["card"] <= short["card"] + 20 * 16 + 2  # ...shown in 20em (of the text's 16 px) at most
+    assert long["shown"] < long["text"]  # the rest scrolled to, not cut away
+
+    page.goto(f"{web}/dashboard/comments/{long_id}")
+    whole = card_and_body(page, long_id)
+    assert whole["shown"] == whole["text"] and whole["card"] > long["text"]
