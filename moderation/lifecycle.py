@@ -32,6 +32,7 @@ from moderation.intake import (
     record_receipt,
     repeated_delivery,
 )
+from moderation.privacy import forget_deleted_text
 from moderation.sites import SiteKeys
 
 # Callbacks not yet (or not for sure) at the site: an edit or a deletion makes them untrue, so they go.
@@ -102,6 +103,10 @@ def mark_deleted(session: Session, comment: Comment, deleted_at: datetime) -> No
     comment.deleted_at = deleted_at
     outbox.complete(session, CLASSIFY, [comment.id])
     cancel_callbacks(session, comment.id)
+    if comment.erased_at is not None:
+        # Its author was erased while it was published (the text was public then): once deleted, it goes, as
+        # an erasure of a deleted comment removes it; nothing later would (retention skips erased comments).
+        forget_deleted_text(session, comment)
 
 
 def _is_stale(comment: Comment, version_at: datetime | None) -> bool:

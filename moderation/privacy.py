@@ -101,7 +101,9 @@ def _locked_unerased_comments(session: Session, site_id: int, external_ids: set[
             .where(
                 Comment.site_id == site_id,
                 Comment.external_id.in_(sorted(external_ids)),
-                Comment.erased_at.is_(None),
+                # Erased before, yet deleted with its text kept (by a version before deletion forgot it): the
+                # id names it, so its text goes now.
+                or_(Comment.erased_at.is_(None), and_(Comment.status == CommentStatus.DELETED, Comment.body != "")),
             )
             .order_by(Comment.id)
             .with_for_update()
@@ -147,15 +149,19 @@ def erase_comments(session: Session, comments: Iterable[Comment], now: datetime)
         comment.author_ip = comment.author_user_agent = None
         comment.erased_at = now
         if comment.status == CommentStatus.DELETED:
-            # The site removed the text; nothing needs it once the author is anonymous, the label's copy neither.
-            comment.body = ""
-            comment.body_fingerprint = body_fingerprint("")
-            _delete_training_label(session, comment)
+            forget_deleted_text(session, comment)
         if values:
             _scrub_derived_rows(session, comment, values, _tokens(identity))
         count += 1
     session.flush()
     return count
+
+
+def forget_deleted_text(session: Session, comment: Comment) -> None:
+    """The site removed the text; nothing needs it once the author is anonymous, the label's copy neither."""
+    comment.body = ""
+    comment.body_fingerprint = body_fingerprint("")
+    _delete_training_label(session, comment)
 
 
 def _delete_training_label(session: Session, comment: Comment) -> None:

@@ -20,7 +20,16 @@ from sqlalchemy import JSON, Engine, String, Text, func, select, update
 
 from models.base import Base
 from models.db import make_session_factory
-from models.entities import CallbackDelivery, Comment, Decision, ListEntry, Moderator, Site, TrainingLabel
+from models.entities import (
+    CallbackDelivery,
+    Comment,
+    CommentStatus,
+    Decision,
+    ListEntry,
+    Moderator,
+    Site,
+    TrainingLabel,
+)
 from moderation.decisions import decide_comment
 from moderation.learning import moderator_examples
 from moderation.lists import add_entry
@@ -338,6 +347,49 @@ def test_erasure_deletes_the_training_label_of_a_comment_the_site_deleted_only(
     assert labels() == {published: ORDINARY}
     with make_session_factory(engine)() as session:
         assert [e.comment.body for e in moderator_examples(session)] == [ORDINARY]
+
+
+def text_and_label(engine: Engine, comment_id: int) -> tuple[str, bool]:
+    with engine.connect() as connection:
+        body = connection.scalar(select(Comment.body).where(Comment.id == comment_id))
+        labelled = connection.scalar(select(TrainingLabel.id).where(TrainingLabel.comment_id == comment_id))
+    return str(body), labelled is not None
+
+
+def test_a_comment_erased_while_published_loses_its_text_and_label_once_the_site_deletes_it(
+    client: FlaskClient, secrets: dict[str, str], engine: Engine
+) -> None:
+    """Erasure keeps a published comment's text (public on the site) and its label; the site's deletion later is
+    when they go, as for a comment deleted before the erasure. Nothing else would remove them: retention skips
+    erased comments."""
+    secret = secrets[SITE]
+    comment_id = send(client, secret, event("comment.created", "p-1", SPAM, AUTHOR))["id"]
+    with make_session_factory(engine).begin() as session:
+        moderator = session.get_one(Moderator, add_moderator(session, "ana@example.org"))
+        record_verdict(session, comment_id, moderator, REJECT, "spam", None, None, datetime.now(UTC))
+    assert erase_via_api(client, secret, SITE, AUTHOR["email"]).get_json()["comments_erased"] == 1
+    assert text_and_label(engine, comment_id) == (SPAM, True)
+
+    deleted = {"comment_id": "p-1", "site": SITE, "deleted_at": "2026-11-26T12:00:00Z"}
+    send(client, secret, {"type": "comment.deleted", "data": deleted})
+
+    assert text_and_label(engine, comment_id) == ("", False)
+
+
+def test_erasure_by_id_removes_the_kept_text_of_a_comment_erased_then_deleted_before_deletion_forgot_it(
+    client: FlaskClient, secrets: dict[str, str], engine: Engine
+) -> None:
+    """Rows left by a version whose deletion kept an erased comment's text: the id form names that comment and
+    removes the text; a repeat erases nothing."""
+    comment_id = send(client, secrets[SITE], event("comment.created", "p-1", SPAM, NO_EMAIL))["id"]
+    assert erase_ids(engine, ["p-1"]) == Erasure(1, 0)
+    with make_session_factory(engine).begin() as session:
+        session.execute(update(Comment).where(Comment.id == comment_id).values(status=CommentStatus.DELETED))
+    assert text_and_label(engine, comment_id)[0] == SPAM
+
+    assert erase_ids(engine, ["p-1"]) == Erasure(1, 0)
+    assert text_and_label(engine, comment_id)[0] == ""
+    assert erase_ids(engine, ["p-1"]) == Erasure(0, 0)
 
 
 # --- erasure by the site's own comment ids -----------------------------------------------------------
