@@ -1054,3 +1054,21 @@ def test_the_queue_takes_the_extremes_of_its_filters(
 )
 def test_ids_no_table_can_hold_are_not_found(admin_client: FlaskClient, url: str) -> None:
     assert admin_client.get(url).status_code == 404
+
+
+@pytest.mark.parametrize("body", ["Line of a poem\n" * 12, "A long story. " * 40], ids=["many-lines", "many-words"])
+def test_a_text_long_enough_to_scroll_in_its_queue_card_takes_the_keyboards_focus(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int, body: str
+) -> None:
+    """The queue's card limits the text's height and scrolls it; a scrolling region must be reachable by
+    keyboard (axe: scrollable-region-focusable). A short text is no tab stop; on its own page the text is whole."""
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        long_id, _ = held_comment(session, site, "c-long", body)
+        short_id, _ = held_comment(session, site, "c-short", "Short and sweet.")
+    queue = _page(moderator_client, "/dashboard/queue")
+    focusable = re.findall(
+        r'<article[^>]*data-comment-id="(\d+)".*?<p class="comment-body"( tabindex="0")?>', queue, re.S
+    )
+    assert {int(comment_id): bool(tab) for comment_id, tab in focusable} == {long_id: True, short_id: False}
+    assert 'class="comment-body" tabindex' not in _page(moderator_client, f"/dashboard/comments/{long_id}")
