@@ -160,7 +160,10 @@ def release_held_back(session: Session, now: datetime) -> int:
 def due_deliveries(session: Session, now: datetime, limit: int = 500) -> list[int]:
     return list(
         session.scalars(
-            select(CallbackDelivery.id).where(_claimable(now)).order_by(CallbackDelivery.next_attempt_at).limit(limit)
+            select(CallbackDelivery.id)
+            .where(_claimable(now))
+            .order_by(CallbackDelivery.next_attempt_at, CallbackDelivery.id)  # ties: the older delivery first
+            .limit(limit)
         )
     )
 

@@ -185,6 +185,25 @@ def test_a_delivery_is_leased_once_until_the_lease_expires(sessions: sessionmake
     assert again is not None and again.lease_until == NOW + timedelta(seconds=121)
 
 
+def test_deliveries_due_at_the_same_moment_come_oldest_first(sessions: sessionmaker[Session]) -> None:
+    """Handing back a batch makes all its deliveries due at one moment. Claiming and handing back the older
+    row moves it behind the newer one in PostgreSQL's index (a new row version), so without a tie-break it
+    came last."""
+    with sessions.begin() as session:
+        site, _ = create_site(session, "tied-site", "https://site.example/callback")
+        older, newer = (decided_comment(session, site, f"c-{n}") for n in (1, 2))
+        assert older is not None and newer is not None
+        ids = [older.id, newer.id]
+    with sessions.begin() as session:
+        for status in (DeliveryStatus.SENDING, DeliveryStatus.PENDING):
+            session.execute(
+                text("UPDATE callback_deliveries SET status = :status WHERE id = :id"), {"status": status, "id": ids[0]}
+            )
+
+    with sessions() as session:
+        assert callbacks.due_deliveries(session, NOW) == ids
+
+
 def test_a_late_result_does_not_overwrite_a_later_claims(sessions: sessionmaker[Session], delivery_id: int) -> None:
     """A batch ran past its lease: another task claimed the delivery again and delivered it meanwhile."""
     first = claim(sessions, delivery_id, NOW)
