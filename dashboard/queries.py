@@ -242,7 +242,7 @@ def comment_context(session: Session, comment: Comment, now: datetime) -> Contex
         session.scalars(
             select(Comment)
             .where(Comment.body_fingerprint == comment.body_fingerprint, Comment.id != comment.id)
-            .order_by(Comment.received_at.desc())
+            .order_by(Comment.received_at.desc(), Comment.id.desc())
             .limit(10)
         )
     )

@@ -404,7 +404,7 @@ def remove_unless_committed(session: Session, paths: tuple[Path, ...]) -> None:
 
 
 def list_versions(session: Session) -> list[ModelVersion]:
-    return list(session.scalars(select(ModelVersion).order_by(ModelVersion.created_at.desc())))
+    return list(session.scalars(select(ModelVersion).order_by(ModelVersion.created_at.desc(), ModelVersion.id.desc())))
 
 
 def active_version(session: Session) -> ModelVersion | None:
