@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +24,14 @@ from moderation.sites import require_site, rotate_secret
 from server.factory import create_app
 from server.settings import Settings
 from tests.conftest import SiteCredentials
-from tests.support.signing import comment_event, encode, sign_from_spec, sign_with_library, signed_headers
+from tests.support.signing import (
+    comment_event,
+    encode,
+    sign_from_spec,
+    sign_with_library,
+    signed_headers,
+    without_server_time,
+)
 
 # One event of each type for comment "c-1" of a site: what holds for every kind of webhook.
 EVERY_EVENT: list[Callable[[str], dict[str, Any]]] = [
@@ -311,16 +317,6 @@ def test_bad_signatures_are_401(
     assert response.status_code == 401
     assert response.get_json()["error"] == "invalid_signature"
     assert count(engine, Comment) == 0
-
-
-# How the answer to a timestamp off the server's clock ends: the clock's reading, which changes every second.
-SERVER_TIME_RE = re.compile(r"; the server's current unix time is (\d+)$")
-
-
-def without_server_time(message: str) -> tuple[str, int | None]:
-    """The message without the server's clock reading at its end, and the reading (None when it gives none)."""
-    found = SERVER_TIME_RE.search(message)
-    return (message[: found.start()], int(found.group(1))) if found else (message, None)
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from webhooks.signatures import (
     SignatureError,
     UsedRequestIds,
     lower_headers,
+    refusal_message,
     refuse_unknown_site,
     request_fingerprint,
     verify_signature,
@@ -46,11 +47,11 @@ def _authenticated_site() -> Site | Response:
     site = get_site(db(), name) if SITE_NAME_RE.fullmatch(name) else None
     if site is None:
         error = refuse_unknown_site(body, lower_headers())
-        return error_response(401, "invalid_signature", f"the signature does not verify: {error}")
+        return error_response(401, "invalid_signature", refusal_message(error))
     try:
         webhook_id = verify_signature(body, lower_headers(), site.usable_secrets(datetime.now(UTC)))
     except SignatureError as error:
-        return error_response(401, "invalid_signature", f"the signature does not verify: {error}")
+        return error_response(401, "invalid_signature", refusal_message(error))
     # Checked only once the signature verifies, so unsigned requests cannot fill the store.
     fingerprint = request_fingerprint(request.method, request.full_path, body)
     if not _used_request_ids().claim(site.name, webhook_id, fingerprint):

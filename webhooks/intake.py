@@ -33,8 +33,8 @@ from webhooks.responses import error_response
 from webhooks.schemas import CommentCreated, CommentDeleted, CommentEvent, CommentUpdated, field_errors
 from webhooks.signatures import (
     SignatureError,
-    TimestampOutOfToleranceError,
     lower_headers,
+    refusal_message,
     refuse_unknown_site,
     verify_signature,
 )
@@ -158,15 +158,8 @@ def _verify(site: SiteKeys) -> None:
 
 
 def _unauthorized(error: SignatureError) -> IntakeError:
-    """The 401 for a request its site did not sign, or signed with a timestamp off the server's clock.
-
-    A timestamp off the clock is refused before any signature is checked, so its answer does not blame the
-    signature, and says what the clock reads: a sender can tell its own clock is wrong, and by how much.
-    """
-    if isinstance(error, TimestampOutOfToleranceError):
-        message = f"{error}; the server's current unix time is {error.server_time}"
-    else:
-        message = f"the signature does not verify for the site named in the payload: {error}"
+    """The 401 for a request its site did not sign, or signed with a timestamp off the server's clock."""
+    message = refusal_message(error, whose=" for the site named in the payload")
     return IntakeError(error_response(401, "invalid_signature", message))
 
 

@@ -61,6 +61,18 @@ class TimestampOutOfToleranceError(SignatureError):
         self.server_time = server_time
 
 
+def refusal_message(error: SignatureError, *, whose: str = "") -> str:
+    """The 401's message for a request that is not signed, or is signed with a timestamp off the clock.
+
+    A timestamp off the clock is refused before any signature is checked, so its answer does not blame the
+    signature, and says what the clock reads: a sender can tell its own clock is wrong, and by how much.
+    ``whose`` says whose signature was expected (" for the site named in the payload").
+    """
+    if isinstance(error, TimestampOutOfToleranceError):
+        return f"{error}; the server's current unix time is {error.server_time}"
+    return f"the signature does not verify{whose}: {error}"
+
+
 def lower_headers() -> dict[str, str]:
     """The current request's headers keyed by lower-case name (Standard Webhooks names are lower-case)."""
     return {name.lower(): value for name, value in request.headers.items()}

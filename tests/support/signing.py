@@ -6,11 +6,21 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from standardwebhooks.webhooks import Webhook
+
+# How the answer to a timestamp off the server's clock ends: the clock's reading, which changes every second.
+SERVER_TIME_RE = re.compile(r"; the server's current unix time is (\d+)$")
+
+
+def without_server_time(message: str) -> tuple[str, int | None]:
+    """The message without the server's clock reading at its end, and the reading (None when it gives none)."""
+    found = SERVER_TIME_RE.search(message)
+    return (message[: found.start()], int(found.group(1))) if found else (message, None)
 
 
 def sign_with_library(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
