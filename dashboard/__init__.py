@@ -17,7 +17,7 @@ from dashboard.blueprint import RowIdConverter, bp
 from dashboard.context import close_db, wants_json
 from models.entities import Decision
 
-__all__ = ["bp", "init_app", "not_found", "wants_dashboard_page"]
+__all__ = ["bp", "init_app", "method_not_allowed_page", "not_found", "wants_dashboard_page"]
 
 csrf = CSRFProtect()
 
@@ -118,6 +118,12 @@ def forbidden(_error: Exception) -> ResponseReturnValue:
 @bp.errorhandler(404)
 def not_found(_error: Exception) -> ResponseReturnValue:
     return render_template("error.html", code=404, message="No such page or comment."), 404
+
+
+def method_not_allowed_page() -> str:
+    """The body of a 405 under the dashboard (a GET of a form's address, say); the app adds the Allow header."""
+    message = f"This address does not take a {request.method} request: use the page's links and buttons."
+    return render_template("error.html", code=405, message=message)
 
 
 def wants_dashboard_page() -> bool:

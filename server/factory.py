@@ -9,11 +9,12 @@ from datetime import timedelta
 from flask import Flask, jsonify, redirect, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy.engine import make_url
+from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from dashboard import init_app as init_dashboard
+from dashboard import method_not_allowed_page, wants_dashboard_page
 from dashboard import not_found as dashboard_not_found
-from dashboard import wants_dashboard_page
 from models.db import create_db_engine, make_session_factory
 from moderation.callbacks import RetryPolicy
 from moderation.registry import ModelStore
@@ -141,8 +142,11 @@ def _json_errors(app: Flask) -> None:
         return jsonify(error="not_found", message="no such resource"), 404
 
     @app.errorhandler(405)
-    def method_not_allowed(_error: Exception) -> ResponseReturnValue:
-        return jsonify(error="method_not_allowed", message="method not allowed here"), 405
+    def method_not_allowed(error: HTTPException) -> ResponseReturnValue:
+        allow = {name: value for name, value in error.get_headers() if name == "Allow"}
+        if wants_dashboard_page():
+            return method_not_allowed_page(), 405, allow
+        return jsonify(error="method_not_allowed", message="method not allowed here"), 405, allow
 
     @app.errorhandler(413)
     def too_large(_error: Exception) -> ResponseReturnValue:

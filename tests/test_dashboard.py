@@ -125,6 +125,26 @@ def test_an_address_under_the_dashboard_that_matches_no_page_is_its_html_error_p
     assert wanted_json.get_json() == {"error": "not_found", "message": "no such resource"}
 
 
+def test_a_method_an_address_under_the_dashboard_does_not_take_is_its_html_error_page(
+    moderator_client: FlaskClient,
+) -> None:
+    """A form's address opened in the address bar (from the history, say); JSON clients get the API's 405."""
+    page = moderator_client.get("/dashboard/bulk", headers={"Accept": "text/html"})
+    assert page.status_code == 405 and page.mimetype == "text/html"
+    assert sorted(page.headers["Allow"].split(", ")) == ["OPTIONS", "POST"]
+    text = page.get_data(as_text=True)
+    assert "This address does not take a GET request" in text and "mod@example.org" in text
+    assert page.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+    assert "Sign out" in moderator_client.get("/dashboard/queue").get_data(as_text=True)  # still signed in
+
+    wanted_json = moderator_client.get("/dashboard/bulk", headers={"Accept": "application/json"})
+    assert wanted_json.status_code == 405 and wanted_json.headers["Allow"] == page.headers["Allow"]
+    assert wanted_json.get_json() == {"error": "method_not_allowed", "message": "method not allowed here"}
+    webhook = moderator_client.get("/webhooks/comments", headers={"Accept": "text/html"})
+    assert webhook.status_code == 405 and webhook.get_json()["error"] == "method_not_allowed"
+    assert "POST" in webhook.headers["Allow"].split(", ")
+
+
 def test_login_wrong_password_refused_and_right_one_works(client: FlaskClient, people: dict[str, int]) -> None:
     assert sign_in(client, "mod@example.org", "wrong password!").status_code == 401
     response = sign_in(client, "MOD@example.org")
