@@ -19,7 +19,7 @@ from moderation.sites import SITE_NAME_RE, get_site
 from webhooks.blueprint import bp
 from webhooks.context import db
 from webhooks.responses import error_response
-from webhooks.schemas import ErasureRequest, field_errors
+from webhooks.schemas import MAX_ID_CHARS, ErasureRequest, field_errors
 from webhooks.signatures import (
     SignatureError,
     UsedRequestIds,
@@ -31,7 +31,6 @@ from webhooks.signatures import (
 )
 
 MAX_PAGE = 500
-MAX_TEXT_PARAM = 200  # article and comment ids are at most 200 characters at intake
 FieldErrors = list[dict[str, str]]
 
 
@@ -169,8 +168,8 @@ def _integer_param(name: str, default: int, low: int, high: int, errors: FieldEr
 def _text_param(name: str, errors: FieldErrors) -> str | None:
     value = request.args.get(name)
     # PostgreSQL text cannot hold NUL; nothing longer was ever stored.
-    if value is not None and (len(value) > MAX_TEXT_PARAM or "\x00" in value):
-        errors.append({"field": name, "message": f"at most {MAX_TEXT_PARAM} characters, no NUL"})
+    if value is not None and (len(value) > MAX_ID_CHARS or "\x00" in value):
+        errors.append({"field": name, "message": f"at most {MAX_ID_CHARS} characters, no NUL"})
     return value
 
 
