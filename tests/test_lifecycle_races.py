@@ -24,10 +24,11 @@ from sqlalchemy.orm import Session
 
 from models.db import make_session_factory
 from models.entities import Site
-from moderation import callbacks, decisions, lifecycle
+from moderation import callbacks, decisions, lifecycle, privacy
+from moderation.decisions import Decided
 from moderation.lifecycle import apply_delete, apply_update
 from moderation.lists import add_entry
-from moderation.privacy import erase_author
+from moderation.privacy import Erasure, erase_author, erase_comments_of_site
 from moderation.sites import get_site
 from tests.conftest import TrainedModel
 from tests.test_lifecycle import (
@@ -305,3 +306,180 @@ def test_an_erasure_during_a_classification_leaves_no_author_data(
     assert comment_row(engine, comment_id).erased_at is not None
     assert [d.is_current for d in decisions_of(engine, comment_id)] == [True]
     assert personal_values_left(engine, [AUTHOR_EMAIL, AUTHOR_NAME]) == []
+
+
+# --- erasure by the site's comment ids (erase_comments_of_site) ----------------------------------------
+# The erasure locks the named comments (privacy._locked_unerased_comments) and takes only those not erased
+# yet, as they are once the lock is granted. The final rows must be those of the two use cases one after the
+# other, in the order their locks were taken.
+
+AUTHOR_IP, AUTHOR_AGENT = "203.0.113.9", "Mozilla/5.0"  # the rest of that author
+AUTHOR_VALUES = [AUTHOR_NAME, AUTHOR_EMAIL, AUTHOR_IP, AUTHOR_AGENT]
+
+
+def created_without_email(comment_id: str) -> dict[str, Any]:
+    """A comment whose author gave no e-mail: the site can only erase it by its own comment id."""
+    event = created(comment_id)
+    event["data"]["author"] = {key: value for key, value in event["data"]["author"].items() if key != "email"}
+    return event
+
+
+def erase_by_id(session: Session, external_id: str, at: datetime | None = None) -> Erasure:
+    return erase_comments_of_site(session, the_site(session), [external_id], at or now())
+
+
+def author_of(engine: Engine, comment_id: int) -> tuple[Any, ...]:
+    row = comment_row(engine, comment_id)
+    return (row.author_name, row.author_email, row.author_url, row.author_ip, row.author_user_agent)
+
+
+def test_an_erasure_by_id_during_a_classification_waits_and_erases_its_decision(
+    client: FlaskClient, secret: str, engine: Engine, active_model: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker holds the comment's lock with the author in hand: the erasure waits for its commit, then
+    erases the comment and scrubs the decision it stored (its explanation holds words of the name). One
+    after the other, the classification first: the comment was decided by then, so the erasure does not
+    restart its classification, and its revision stays the one decided."""
+    comment_id = send(client, secret, created("c-e1")).get_json()["id"]
+    erased: list[Erasure] = []
+
+    def erase(session: Any) -> None:
+        erased.append(erase_by_id(session, "c-e1"))
+
+    with paused_after(monkeypatch, decisions, "comment_text", Racer(engine, erase)) as overtook:
+        decided = decide(engine, active_model.model, comment_id)
+
+    assert overtook == [False], "the erasure did not wait for the worker's lock"
+    assert decided is not None and erased == [Erasure(comments=1, list_entries=0)]
+    assert decide(engine, active_model.model, comment_id) is None  # decided, nothing to classify again
+    row = comment_row(engine, comment_id)
+    assert row.erased_at is not None and row.status != "pending"
+    # Read unlocked, the comment was still pending at the revision being classified: the erasure bumped it
+    # over a decision already made, and the comment no longer matches the text's revision it was decided at.
+    assert row.revision == decided.revision
+    assert [d.is_current for d in decisions_of(engine, comment_id)] == [True]
+    assert personal_values_left(engine, AUTHOR_VALUES) == []
+
+
+def test_a_classification_during_an_erasure_by_id_decides_only_the_erased_comment(
+    client: FlaskClient, secret: str, engine: Engine, active_model: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other order: the erasure holds the lock, so the worker never reads the author. On PostgreSQL it
+    skips the locked comment (SKIP LOCKED) and the next task decides the erased one; on SQLite it waits for
+    the erasure's transaction and decides it itself. Either way the one decision is of the restarted
+    revision, the erased comment's."""
+    comment_id = send(client, secret, created("c-e2")).get_json()["id"]
+    revision = comment_row(engine, comment_id).revision
+    by_the_racer: list[Decided | None] = []
+
+    def classify(session: Any) -> None:
+        by_the_racer.append(decisions.decide_comment(session, comment_id, active_model.model, now()))
+
+    with (
+        paused_after(monkeypatch, privacy, "_locked_unerased_comments", Racer(engine, classify)) as overtook,
+        make_session_factory(engine).begin() as session,
+    ):
+        assert erase_by_id(session, "c-e2") == Erasure(comments=1, list_entries=0)
+
+    assert overtook == [engine.dialect.name == "postgresql"]
+    made = [d for d in [*by_the_racer, decide(engine, active_model.model, comment_id)] if d is not None]
+    assert [d.revision for d in made] == [revision + 1], "a decision was made from the author's data"
+    row = comment_row(engine, comment_id)
+    assert row.erased_at is not None and row.revision == revision + 1
+    assert [d.is_current for d in decisions_of(engine, comment_id)] == [True]
+    assert personal_values_left(engine, AUTHOR_VALUES) == []
+
+
+def test_an_erasure_by_id_during_an_edit_waits_and_erases_what_the_edit_stored(
+    client: FlaskClient, secret: str, engine: Engine, active_model: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A comment sent without an e-mail, whose edit carries one. The edit locks first: one after the other,
+    the edit stores the new text and the author (the comment is not erased yet), then the erasure clears all
+    of it and restarts the edit's classification (a worker may hold the e-mail the edit stored)."""
+    comment_id = send(client, secret, created_without_email("c-e3")).get_json()["id"]
+    assert decide(engine, active_model.model, comment_id) is not None
+    before = comment_row(engine, comment_id)
+    assert before.author_email is None and before.author_name == AUTHOR_NAME
+    edit = event_of(updated("c-e3", ADVICE, "2026-11-26T11:00:00Z")).data.as_new_comment()
+    assert edit.author_email == AUTHOR_EMAIL
+    erased: list[Erasure] = []
+
+    def erase(session: Any) -> None:
+        erased.append(erase_by_id(session, "c-e3"))
+
+    with (
+        paused_after(monkeypatch, lifecycle, "locked_comment", Racer(engine, erase)) as overtook,
+        make_session_factory(engine).begin() as session,
+    ):
+        apply_update(session, the_site(session), "msg_race_edit_e3", edit, now())
+
+    assert overtook == [False], "the erasure did not wait for the edit's lock"
+    assert erased == [Erasure(comments=1, list_entries=0)]
+    # Read unlocked, the erasure saw no e-mail to clear and wrote none: the edit's e-mail stayed.
+    assert author_of(engine, comment_id) == (None,) * 5
+    row = comment_row(engine, comment_id)
+    assert row.erased_at is not None and row.body == ADVICE and row.status == "pending"
+    assert row.revision == before.revision + 2  # the edit's revision, then the erasure's restart
+    assert outbox_rows(engine, comment_id) == 1
+    decided = decide(engine, active_model.model, comment_id)  # the anonymized text, classified again
+    assert decided is not None and decided.revision == row.revision
+    assert personal_values_left(engine, AUTHOR_VALUES) == []
+
+
+def test_an_edit_during_an_erasure_by_id_waits_and_stores_nothing_erased_again(
+    client: FlaskClient, secret: str, engine: Engine, active_model: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The erasure locks first: one after the other, the comment is erased, then the edit stores its new
+    text but not the author it carries (README: later events for an erased comment do not store the author
+    again), e-mail included, which the comment never had."""
+    comment_id = send(client, secret, created_without_email("c-e4")).get_json()["id"]
+    assert decide(engine, active_model.model, comment_id) is not None
+    before = comment_row(engine, comment_id)
+    edit = event_of(updated("c-e4", ADVICE, "2026-11-26T11:00:00Z")).data.as_new_comment()
+    assert edit.author_email == AUTHOR_EMAIL
+
+    def edit_it(session: Any) -> None:
+        apply_update(session, the_site(session), "msg_race_edit_e4", edit, now())
+
+    with (
+        paused_after(monkeypatch, privacy, "_locked_unerased_comments", Racer(engine, edit_it)) as overtook,
+        make_session_factory(engine).begin() as session,
+    ):
+        assert erase_by_id(session, "c-e4") == Erasure(comments=1, list_entries=0)
+
+    assert overtook == [False], "the edit did not wait for the erasure's lock"
+    assert author_of(engine, comment_id) == (None,) * 5
+    row = comment_row(engine, comment_id)
+    assert row.erased_at is not None and row.body == ADVICE and row.status == "pending"
+    assert row.revision == before.revision + 1  # decided when erased: only the edit makes a new revision
+    assert outbox_rows(engine, comment_id) == 1
+    decided = decide(engine, active_model.model, comment_id)
+    assert decided is not None and decided.revision == row.revision
+    assert personal_values_left(engine, AUTHOR_VALUES) == []
+
+
+def test_two_erasures_by_id_of_one_comment_the_second_waits_and_erases_nothing(
+    client: FlaskClient, secret: str, engine: Engine, active_model: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same request twice at once (a retried API call, the command line and the API): the second waits
+    for the first, then finds the comment erased: it counts 0, as a repeat does, and changes nothing."""
+    comment_id = send(client, secret, created_without_email("c-e5")).get_json()["id"]
+    assert decide(engine, active_model.model, comment_id) is not None
+    first_at = now()
+    again: list[Erasure] = []
+
+    def erase_again(session: Any) -> None:
+        again.append(erase_by_id(session, "c-e5", first_at + timedelta(seconds=5)))
+
+    with (
+        paused_after(monkeypatch, privacy, "_locked_unerased_comments", Racer(engine, erase_again)) as overtook,
+        make_session_factory(engine).begin() as session,
+    ):
+        assert erase_by_id(session, "c-e5", first_at) == Erasure(comments=1, list_entries=0)
+
+    assert overtook == [False], "the second erasure did not wait for the first one's lock"
+    assert again == [Erasure(comments=0, list_entries=0)]
+    row = comment_row(engine, comment_id)
+    assert row.erased_at == first_at  # the first erasure's, not rewritten by the second
+    assert author_of(engine, comment_id) == (None,) * 5
+    assert personal_values_left(engine, AUTHOR_VALUES) == []
