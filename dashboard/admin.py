@@ -21,7 +21,7 @@ from moderation import callbacks, evaluation, registry
 from moderation.accounts import AccountError, create_moderator
 from moderation.lists import FIELDS, KINDS, ListError, add_entry
 from moderation.policy import Thresholds
-from moderation.sites import SiteError, create_site, rotate_secret, validate_callback_url
+from moderation.sites import SiteError, create_site, rotate_secret
 
 # --- sites ---------------------------------------------------------------------------------------
 
@@ -59,26 +59,23 @@ def site_callback(site_id: int) -> ResponseReturnValue:
     # Locked: whether it is paused is read after any pause committed meanwhile.
     site = session.get(Site, site_id, with_for_update=True) or abort(404)
     try:
-        site.callback_url = validate_callback_url(request.form.get("callback_url", "").strip())
+        saved = callbacks.save_callback_url(session, site, request.form.get("callback_url", ""), datetime.now(UTC))
     except SiteError as error:
         flash(str(error), "error")
         return redirect(url_for("dashboard.sites"))
-    if not site.callback_url:
-        # Nowhere to send to: what a 410 held back stays held (and the site disabled) until a URL is saved.
-        session.commit()
-        flash(f"Callback URL of {site.name} cleared.", "info")
-        return redirect(url_for("dashboard.sites"))
-    if site.callbacks_paused_by:
-        # A new address is no reason to end a pause someone chose (a 410 is: it was about the old address).
-        session.commit()
-        flash(f"Callback URL of {site.name} saved; its callbacks stay paused until resumed.", "info")
-        return redirect(url_for("dashboard.sites"))
-    released = callbacks.enable_callbacks(session, site, datetime.now(UTC))
     session.commit()
     # Committed as pending: beat's retry loop sends what was held back to the URL just saved.
-    held_back = f" {released} held-back callback(s) queued again." if released else ""
-    flash(f"Callback URL of {site.name} saved.{held_back}", "info")
+    flash(callback_url_message(site.name, saved), "info")
     return redirect(url_for("dashboard.sites"))
+
+
+def callback_url_message(name: str, saved: callbacks.CallbackUrlSaved) -> str:
+    if saved.url is None:
+        return f"Callback URL of {name} cleared."
+    if saved.stays_paused:
+        return f"Callback URL of {name} saved; its callbacks stay paused until resumed."
+    held_back = f" {saved.released} held-back callback(s) queued again." if saved.released else ""
+    return f"Callback URL of {name} saved.{held_back}"
 
 
 @bp.post("/admin/sites/<row_id:site_id>/pause")

@@ -17,6 +17,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, aliased, joinedload
 
 from models.entities import CallbackDelivery, Comment, CommentStatus, Decision, DeliveryStatus, Site
+from moderation.sites import validate_callback_url
 
 COMMENT_DECIDED = "comment.decided"
 COMMENT_REVIEWED = "comment.reviewed"
@@ -375,6 +376,28 @@ def enable_callbacks(session: Session, site: Site, now: datetime) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(released.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackUrlSaved:
+    url: str | None  # None: cleared
+    stays_paused: bool  # someone paused the site's callbacks: a new address does not end that
+    released: int  # callbacks held back (by a 410) that are due again, to the new address
+
+
+def save_callback_url(session: Session, site: Site, url: str | None, now: datetime) -> CallbackUrlSaved:
+    """Validate and save the site's callback URL (an empty one clears it); raises SiteError for a bad one.
+
+    ``site`` is locked by the caller, so whether it is paused is read after any pause committed meanwhile.
+    A URL saved ends what a 410 held back (that was about the old address) but not a pause someone chose.
+    Cleared, there is nowhere to send to: what a 410 held back stays held until a URL is saved.
+    """
+    site.callback_url = validate_callback_url(url)
+    if not site.callback_url:
+        return CallbackUrlSaved(None, stays_paused=bool(site.callbacks_paused_by), released=0)
+    if site.callbacks_paused_by:
+        return CallbackUrlSaved(site.callback_url, stays_paused=True, released=0)
+    return CallbackUrlSaved(site.callback_url, stays_paused=False, released=enable_callbacks(session, site, now))
 
 
 def pause_callbacks(session: Session, site: Site, now: datetime, by: str) -> int:

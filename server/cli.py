@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from select import select as fds_ready
 from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 from pydantic import ValidationError
@@ -361,17 +362,50 @@ def sites_list(ctx: click.Context) -> None:
     from sqlalchemy import select
 
     with _sessions(_settings(ctx))() as session:
+        failing = callbacks.failing_callback_counts(session)
         for site in session.scalars(select(Site).order_by(Site.name)):
-            click.echo(f"{site.name}\t{site.callback_url or '-'}\t{_callback_state(site)}")
+            url = _without_password(site.callback_url) if site.callback_url else "-"
+            click.echo(f"{site.name}\t{url}\t{_callback_state(site, failing.get(site.id, 0))}")
 
 
-def _callback_state(site: Site) -> str:
+def _without_password(url: str) -> str:
+    """A URL to print: a password in it (user:password@host) is starred out, as in a shared terminal or log."""
+    parsed = urlsplit(url)
+    if parsed.password is None:
+        return url
+    host = parsed.netloc.rpartition("@")[2]
+    return urlunsplit(parsed._replace(netloc=f"{parsed.username}:***@{host}"))
+
+
+def _callback_state(site: Site, failing: int = 0) -> str:
     if site.callback_disabled_at is None:
-        return "ok"
+        return f"ok, {failing} failing and being retried" if failing else "ok"
     since = site.callback_disabled_at.strftime("%Y-%m-%d %H:%M UTC")
     if site.callbacks_paused_by:
         return f"callbacks paused by {site.callbacks_paused_by} since {since}"
     return f"callbacks disabled (410) since {since}"
+
+
+@sites.command("set-callback")
+@click.argument("name")
+@click.argument("url")
+@click.pass_context
+def sites_set_callback(ctx: click.Context, name: str, url: str) -> None:
+    """Save where the site's decisions are POSTed; '' clears it. Held-back callbacks go to the new URL."""
+    with _sessions(_settings(ctx)).begin() as session:
+        site = _locked_site(session, name)
+        try:
+            saved = callbacks.save_callback_url(session, site, url, datetime.now(UTC))
+        except SiteError as error:
+            raise click.ClickException(str(error)) from None
+    if saved.url is None:
+        click.echo(f"callback URL of {name} cleared: its decisions are not sent anywhere")
+    elif saved.stays_paused:
+        click.echo(f"callback URL of {name} saved; its callbacks stay paused until `sites resume {name}`")
+    else:
+        # Committed as pending: beat's retry loop sends what was held back to the URL just saved.
+        held_back = f"; {saved.released} held-back callback(s) will be sent to it" if saved.released else ""
+        click.echo(f"callback URL of {name} saved{held_back}")
 
 
 @sites.command("pause")
@@ -382,7 +416,10 @@ def sites_pause(ctx: click.Context, name: str) -> None:
     with _sessions(_settings(ctx)).begin() as session:
         site = _locked_site(session, name)
         held = callbacks.pause_callbacks(session, site, datetime.now(UTC), by=f"{_os_user()} (command line)")
+        has_url = bool(site.callback_url)
     click.echo(f"callbacks of {name} paused; {held} waiting callback(s) held back until `sites resume {name}`")
+    if not has_url:
+        click.echo(f"{name} has no callback URL yet: save one with `sites set-callback {name} URL` before resuming")
 
 
 @sites.command("resume")
@@ -393,7 +430,9 @@ def sites_resume(ctx: click.Context, name: str) -> None:
     with _sessions(_settings(ctx)).begin() as session:
         site = _locked_site(session, name)
         if not site.callback_url:  # released, they would all be dead letters at once
-            raise click.ClickException(f"{name} has no callback URL to send to: save one first")
+            raise click.ClickException(
+                f"{name} has no callback URL to send to: save one first with `sites set-callback {name} URL`"
+            )
         released = callbacks.enable_callbacks(session, site, datetime.now(UTC))
     # Committed as pending: beat's retry loop sends them within a minute.
     click.echo(f"callbacks of {name} resumed; {released} held-back callback(s) will be sent")

@@ -22,14 +22,15 @@ from sklearn.naive_bayes import MultinomialNB
 from sqlalchemy import select, text
 
 from models.db import create_db_engine, make_session_factory
-from models.entities import ModelVersion
-from moderation import registry
+from models.entities import ModelVersion, Site
+from moderation import callbacks, registry
 from moderation.data import CORPUS_DIR
 from moderation.fetch import SOURCES, Source, fetch_all, medquad_rows, unpack_medquad, unpack_sms, unpack_youtube
 from server.cli import main
 from tests.conftest import TrainedModel
 from tests.support.models import saved_elsewhere
 from tests.support.signing import signed_headers
+from tests.test_callbacks import NOW, POLICY, decided_comment
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +112,77 @@ def test_sites_pause_and_resume_a_sites_callbacks(var_dir: Path) -> None:
     assert run(var_dir, "sites", "add", "pulling-site").exit_code == 0
     assert run(var_dir, "sites", "pause", "pulling-site").exit_code == 0
     refused = run(var_dir, "sites", "resume", "pulling-site")
-    assert refused.exit_code == 1 and "pulling-site has no callback URL to send to: save one first" in refused.output
+    assert refused.exit_code == 1
+    assert "pulling-site has no callback URL to send to: save one first with `sites set-callback pulling-site URL`" in (
+        refused.output
+    )
     listed = [line.split("\t") for line in run(var_dir, "sites", "list").stdout.splitlines()]
     assert next(fields[2] for fields in listed if fields[0] == "pulling-site").startswith("callbacks paused by ")
+
+
+def test_a_site_paused_without_a_callback_url_gets_one_and_resumes_from_the_command_line(var_dir: Path) -> None:
+    """A command-line-only operator's way out: the pause says what to do, and a saved URL keeps the pause."""
+    assert run(var_dir, "sites", "add", "late-url-site").exit_code == 0
+    paused = run(var_dir, "sites", "pause", "late-url-site")
+    assert paused.exit_code == 0
+    assert paused.stdout.splitlines()[1] == (
+        "late-url-site has no callback URL yet: save one with `sites set-callback late-url-site URL` before resuming"
+    )
+
+    saved = run(var_dir, "sites", "set-callback", "late-url-site", "https://site.example/late")
+    assert saved.exit_code == 0
+    assert saved.stdout.strip() == (
+        "callback URL of late-url-site saved; its callbacks stay paused until `sites resume late-url-site`"
+    )
+    listed = [line.split("\t") for line in run(var_dir, "sites", "list").stdout.splitlines()]
+    row = next(fields for fields in listed if fields[0] == "late-url-site")
+    assert row[1] == "https://site.example/late" and row[2].startswith("callbacks paused by ")
+    resumed = run(var_dir, "sites", "resume", "late-url-site")
+    assert resumed.exit_code == 0 and "resumed" in resumed.stdout
+
+    cleared = run(var_dir, "sites", "set-callback", "late-url-site", "")
+    assert cleared.stdout.strip() == "callback URL of late-url-site cleared: its decisions are not sent anywhere"
+    listed = [line.split("\t") for line in run(var_dir, "sites", "list").stdout.splitlines()]
+    assert ["late-url-site", "-", "ok"] in listed
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://site.example/cb", "callback URL must be an absolute http(s) URL, got 'ftp://site.example/cb'"),
+        ("http://169.254.169.254/latest", "must not point at a link-local, unspecified or cloud metadata address"),
+    ],
+)
+def test_set_callback_refuses_what_the_sites_page_refuses(tmp_path: Path, url: str, message: str) -> None:
+    assert run(tmp_path, "sites", "add", "strict-url-site", "--callback-url", "https://site.example/ok").exit_code == 0
+    refused = run(tmp_path, "sites", "set-callback", "strict-url-site", url)
+    assert refused.exit_code == 1 and message in refused.stderr
+    listed = [line.split("\t") for line in run(tmp_path, "sites", "list").stdout.splitlines()]
+    assert listed == [["strict-url-site", "https://site.example/ok", "ok"]]  # unchanged
+    unknown = run(tmp_path, "sites", "set-callback", "no-such-site", "https://site.example/x")
+    assert unknown.exit_code == 1 and "no-such-site" in unknown.stderr
+
+
+def test_sites_list_stars_out_a_password_and_counts_failing_callbacks(tmp_path: Path) -> None:
+    assert (
+        run(
+            tmp_path, "sites", "add", "basic-auth-site", "--callback-url", "https://cb:s3cret@site.example/cb?a=b@c"
+        ).exit_code
+        == 0
+    )
+    sessions = make_session_factory(create_db_engine(f"sqlite:///{tmp_path / 'moderation.db'}"))
+    with sessions.begin() as session:
+        site = session.scalars(select(Site).where(Site.name == "basic-auth-site")).one()
+        for n in range(2):
+            delivery = decided_comment(session, site, f"c-{n}", NOW)
+            assert delivery is not None
+            callbacks.record_failed(
+                session, delivery, status_code=503, error="unavailable", retry_after=None, now=NOW, policy=POLICY
+            )
+
+    listed = run(tmp_path, "sites", "list").stdout.splitlines()
+    assert listed == ["basic-auth-site\thttps://cb:***@site.example/cb?a=b@c\tok, 2 failing and being retried"]
+    assert "s3cret" not in run(tmp_path, "sites", "list").output
 
 
 def test_a_rotation_without_overlap_says_the_old_secret_stops_now(tmp_path: Path) -> None:
