@@ -186,7 +186,16 @@ def migrate(ctx: click.Context) -> None:
 def _make_var_dir(settings: Settings) -> None:
     """The default SQLite database's folder; a DATABASE_URL naming a folder that is not there is a mistake."""
     if settings.database_url is None:
-        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(settings.var_dir, "VAR_DIR")
+
+
+def make_folder(path: Path, what: str) -> None:
+    """Create ``path`` (and its parents) or stop with one line saying why not: not writable, a file in the way."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise click.ClickException(f"cannot create {what} {path}: {reason}") from None
 
 
 def _can_connect(settings: Settings) -> None:
@@ -293,7 +302,7 @@ def beat(ctx: click.Context) -> None:
     from server.factory import build_celery
 
     settings = _settings(ctx)
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(settings.var_dir, "VAR_DIR")
     schedule = settings.var_dir / "celerybeat-schedule"
     build_celery(settings).start(["beat", f"--loglevel={settings.log_level}", f"--schedule={schedule}"])
 
@@ -487,6 +496,7 @@ def train_and_register(
     from moderation.learning import moderator_examples
 
     sessions = _sessions(settings)
+    make_folder(settings.effective_model_dir, "MODEL_DIR")  # now, not after minutes of training
     try:
         public = public_sets(data_dir)
         examples = load_own_corpus() + [e for found in public.values() for e in found]
@@ -715,6 +725,8 @@ def evaluate(ctx: click.Context, data_file: Path | None, data_dir: Path | None, 
 
     settings = _settings(ctx)
     model = _active_model(settings)
+    report_dir = report_dir or _default_report_dir(settings, model.version, data_file)
+    make_folder(report_dir, "the report folder")  # before the work, not after it
     examples = _evaluation_examples(model, data_file, data_dir)
     try:
         result = run_evaluation(model, examples)
@@ -733,7 +745,10 @@ def evaluate(ctx: click.Context, data_file: Path | None, data_dir: Path | None, 
             f"  {check_support(check)}"
         )
     click.echo(mistakes_summary(result))
-    page = write_report(result, report_dir or _default_report_dir(settings, model.version, data_file))
+    try:
+        page = write_report(result, report_dir)
+    except OSError as error:
+        raise click.ClickException(f"cannot write the report into {report_dir}: {error}") from None
     click.echo(f"report: {page}")
 
 

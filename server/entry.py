@@ -14,7 +14,10 @@ SERVING_COMMANDS = frozenset({"web", "worker", "beat", "run"})
 def main() -> None:
     if _command(sys.argv[1:]) in SERVING_COMMANDS and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         folder = Path(os.environ.get("VAR_DIR", "var")).resolve() / "metrics"
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # before click runs: said as click says its errors
+            sys.exit(f"Error: cannot create VAR_DIR's metrics folder {folder}: {error.strerror or error}")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     from server.cli import main as cli
 

@@ -323,6 +323,36 @@ def test_evaluate_refuses_a_malformed_file(trained: Path, tmp_path: Path) -> Non
     assert result.exit_code != 0 and "bad.jsonl:1" in result.output
 
 
+def test_evaluate_refuses_a_report_folder_it_cannot_create_before_evaluating(trained: Path, tmp_path: Path) -> None:
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("")
+    result = run(trained, "evaluate", "--report", str(in_the_way / "report"))
+    assert result.exit_code == 1 and result.stdout == ""  # nothing evaluated first
+    assert result.stderr == f"Error: cannot create the report folder {in_the_way / 'report'}: Not a directory\n"
+
+
+@pytest.mark.parametrize("command", [["sites", "list"], ["migrate"], ["train", "--folds", "2"], ["beat"]])
+def test_a_var_dir_that_cannot_be_created_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    """Say a VAR_DIR the service user may not write, or one with a file in its path."""
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("")
+    var_dir = in_the_way / "var"
+    result = CliRunner().invoke(main, command, env={"VAR_DIR": str(var_dir), "DATABASE_URL": "", "LOG_FORMAT": "text"})
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: cannot create VAR_DIR {var_dir}: Not a directory\n"
+
+
+def test_a_serving_command_with_a_var_dir_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
+    """web, worker, beat and run make VAR_DIR's metrics folder before the command line is read."""
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("")
+    entry = [sys.executable, "-c", "from server.entry import main; main()", "web"]
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | {"VAR_DIR": str(in_the_way)}
+    result = subprocess.run(entry, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == f"Error: cannot create VAR_DIR's metrics folder {in_the_way / 'metrics'}: Not a directory\n"
+
+
 def test_evaluate_refuses_a_file_without_labels(trained: Path, tmp_path: Path) -> None:
     data = tmp_path / "unlabeled.jsonl"
     data.write_text('{"body": "x"}\n{"body": "Great article"}\n')
