@@ -219,19 +219,28 @@ def _schema_revision(settings: Settings) -> str | None:
 
 @main.command()
 @click.option("--host", default=None, help="Interface to bind (default: HOST or 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port (default: PORT or 8000).")
-@click.option("--workers", type=int, default=None, help="Gunicorn worker processes (default: WEB_WORKERS).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default: PORT or 8000).")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="Gunicorn worker processes (default: WEB_WORKERS)."
+)
 @click.pass_context
 def web(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the webhook, the API and the dashboard under gunicorn."""
     from server.gunicorn_app import serve
+    from server.runner import port_in_use
 
     settings = _settings(ctx)
-    serve(host or settings.host, port or settings.port, workers or settings.web_workers)
+    host = settings.host if host is None else host
+    port = settings.port if port is None else port
+    if port_in_use(host, port):  # else gunicorn retries for five seconds, logging each try, then gives up
+        raise click.ClickException(f"port {port} on {host} is taken: choose a free one with --port or PORT")
+    serve(host, port, settings.web_workers if workers is None else workers)
 
 
 @main.command()
-@click.option("--concurrency", type=int, default=None, help="Worker processes (default: WORKER_CONCURRENCY).")
+@click.option(
+    "--concurrency", type=click.IntRange(min=1), default=None, help="Worker processes (default: WORKER_CONCURRENCY)."
+)
 @click.option("--hostname", default=None, help="Celery node name, e.g. worker1@%h.")
 @click.option(
     "--queues",
@@ -285,7 +294,7 @@ def worker(
     argv = [
         "worker",
         f"--loglevel={settings.log_level}",
-        f"--concurrency={concurrency or settings.worker_concurrency}",
+        f"--concurrency={settings.worker_concurrency if concurrency is None else concurrency}",
         f"--queues={','.join(chosen)}",
         "--without-gossip",
         "--without-mingle",

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import zipfile
@@ -351,6 +352,35 @@ def test_a_serving_command_with_a_var_dir_that_cannot_be_created_is_one_line(tmp
     result = subprocess.run(entry, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr == f"Error: cannot create VAR_DIR's metrics folder {in_the_way / 'metrics'}: Not a directory\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["web", "--port", "0"], "Invalid value for '--port': 0 is not in the range 1<=x<=65535."),
+        (["web", "--port", "99999"], "Invalid value for '--port': 99999 is not in the range 1<=x<=65535."),
+        (["web", "--workers", "0"], "Invalid value for '--workers': 0 is not in the range x>=1."),
+        (["worker", "--concurrency", "0"], "Invalid value for '--concurrency': 0 is not in the range x>=1."),
+    ],
+)
+def test_serving_commands_refuse_out_of_range_numbers(tmp_path: Path, command: list[str], message: str) -> None:
+    """0 used to mean "not given" (the default was served instead) and 99999 a traceback from bind()."""
+    result = CliRunner().invoke(main, command, env={"VAR_DIR": str(tmp_path), "DATABASE_URL": "", "LOG_FORMAT": "text"})
+    assert result.exit_code == 2 and message in result.stderr
+
+
+def test_web_on_a_port_that_is_taken_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(
+            main,
+            ["web", "--host", "127.0.0.1", "--port", str(port)],
+            env={"VAR_DIR": str(tmp_path), "DATABASE_URL": "", "LOG_FORMAT": "text"},
+        )
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: port {port} on 127.0.0.1 is taken: choose a free one with --port or PORT\n"
 
 
 def test_evaluate_refuses_a_file_without_labels(trained: Path, tmp_path: Path) -> None:
