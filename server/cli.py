@@ -1128,9 +1128,24 @@ def _comment_ids(ctx: click.Context, param: click.Parameter, values: tuple[str, 
     return values
 
 
+def _erasure_email(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The e-mail as the erasure API takes it: a blank one would match nobody and read as done."""
+    if value is None:
+        return value
+    if not value.strip():
+        raise click.BadParameter("must not be blank", ctx, param)
+    try:
+        within_limit(storable(value), MAX_EMAIL_CHARS)
+    except ValueError as error:
+        raise click.BadParameter(str(error), ctx, param) from None
+    return value
+
+
 @authors.command("erase")
 @click.option("--site", "site_name", required=True, help="The site the author commented on.")
-@click.option("--email", default=None, help="The author's e-mail address (case does not matter).")
+@click.option(
+    "--email", default=None, callback=_erasure_email, help="The author's e-mail address (case does not matter)."
+)
 @click.option(
     "--comment",
     "comment_ids",
@@ -1162,6 +1177,9 @@ def authors_erase(ctx: click.Context, site_name: str, email: str | None, comment
         else:
             erased = erase_comments_of_site(session, site, comment_ids, now)
     click.echo(f"erased the author of {erased.comments} comment(s) on {site_name}")
+    if not erased.comments:
+        looked_for = f"e-mail {email!r} (case ignored)" if email is not None else "these comment ids"
+        click.echo(f"no comment on {site_name} left to erase with {looked_for}: check it if that surprises", err=True)
     if erased.list_entries:
         click.echo(f"removed {erased.list_entries} block/allow-list entr{'y' if erased.list_entries == 1 else 'ies'}")
 

@@ -319,6 +319,17 @@ def test_authors_erase_command_reports_how_many_comments(
     unknown = CliRunner().invoke(main, ["authors", "erase", "--site", "nope", "--email", "a@b.c"], env=env)
     assert unknown.exit_code != 0
 
+    # A typo, or a repeat, finds nothing: not silently "done" (the count is still 0, the exit status 0).
+    again = CliRunner().invoke(main, args, env=env)
+    assert again.exit_code == 0 and again.stdout == f"erased the author of 0 comment(s) on {SITE}\n"
+    assert again.stderr == (
+        f"no comment on {SITE} left to erase with e-mail {AUTHOR['email']!r} (case ignored): check it if that "
+        "surprises\n"
+    )
+    for blank in ("", "  "):
+        refused = CliRunner().invoke(main, ["authors", "erase", "--site", SITE, "--email", blank], env=env)
+        assert refused.exit_code == 2 and "Invalid value for '--email': must not be blank" in refused.stderr
+
 
 def test_erasure_deletes_the_training_label_of_a_comment_the_site_deleted_only(
     client: FlaskClient, secrets: dict[str, str], engine: Engine
