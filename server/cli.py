@@ -32,7 +32,7 @@ from models.migrate import (
 )
 from moderation import callbacks, registry
 from moderation.classifier import ModerationModel
-from moderation.data import DataError, Example, collect_examples, load_own_corpus, public_sets
+from moderation.data import DataError, Example, load_own_corpus, public_sets
 from moderation.features import CommentText
 from moderation.intake import (
     MAX_AUTHOR_NAME_CHARS,
@@ -529,8 +529,6 @@ def train_and_register(
 
 def _say_what_was_found(sizes: dict[str, int], data_dir: Path) -> None:
     """A --data-dir without any set in it is most likely a wrong path: say so before the long training."""
-    from moderation.data import PUBLIC_LOADERS
-
     found = {name: size for name, size in sizes.items() if size}
     if found:
         click.echo(f"public examples from {data_dir}: " + ", ".join(f"{k} {n:,}" for k, n in sorted(found.items())))
@@ -538,12 +536,15 @@ def _say_what_was_found(sizes: dict[str, int], data_dir: Path) -> None:
     if empty:
         click.echo(f"warning: {', '.join(f'{name}/' for name in empty)} in {data_dir} held no examples", err=True)
     if not found:
-        folders = ", ".join(f"{name}/" for name in PUBLIC_LOADERS)
-        click.echo(
-            f"warning: no public data set in {data_dir} (looked for {folders}); "
-            "training on the shipped corpus and the moderators' labels only",
-            err=True,
-        )
+        _warn_no_public_sets(data_dir, "training on the shipped corpus and the moderators' labels only")
+
+
+def _warn_no_public_sets(data_dir: Path, instead: str) -> None:
+    """A --data-dir without any set in it is most likely a wrong path."""
+    from moderation.data import PUBLIC_LOADERS
+
+    folders = ", ".join(f"{name}/" for name in PUBLIC_LOADERS)
+    click.echo(f"warning: no public data set in {data_dir} (looked for {folders}); {instead}", err=True)
 
 
 @main.group()
@@ -772,7 +773,10 @@ def _evaluation_examples(model: ModerationModel, data_file: Path | None, data_di
         else:
             trained_dir = model.card.get("data", {}).get("data_dir")
             chosen = data_dir or (Path(trained_dir) if trained_dir and Path(trained_dir).is_dir() else None)
-            examples = [e for e in collect_examples(chosen) if e.split == TEST]
+            public = public_sets(chosen)
+            if data_dir is not None and not any(public.values()):
+                _warn_no_public_sets(data_dir, "evaluating on the shipped corpus's held-out part only")
+            examples = [e for e in load_own_corpus() + [e for f in public.values() for e in f] if e.split == TEST]
     except (DataError, OSError) as error:
         raise click.ClickException(str(error)) from None
     if not examples:
@@ -903,6 +907,9 @@ def _line_batches(chunks: _StdinChunks, size: int) -> Iterator[list[bytes | None
             batch_bytes = sum(len(line) for line in lines if line is not None)
 
 
+UTF8_BOM = "\ufeff".encode()
+
+
 def _numbered(batches: Iterable[list[bytes | None]]) -> Iterator[list[tuple[int, CommentText | str]]]:
     """Each line parsed, with its 1-based number; a line that cannot be read is an error on that line."""
     number = 0
@@ -910,6 +917,8 @@ def _numbered(batches: Iterable[list[bytes | None]]) -> Iterator[list[tuple[int,
         batch: list[tuple[int, CommentText | str]] = []
         for raw in raw_lines:
             number += 1
+            if number == 1 and raw is not None:
+                raw = raw.removeprefix(UTF8_BOM)  # a file saved by Windows tools begins with one
             batch.append((number, _read_line(raw)))
         yield batch
 

@@ -236,6 +236,22 @@ def test_classify_reads_jsonl_and_writes_one_line_each(trained: Path) -> None:
     assert out[3]["decision"] == "hold" and "medical_advice" in out[3]["reasons"]
 
 
+def test_classify_reads_a_file_that_begins_with_a_byte_order_mark(trained: Path) -> None:
+    """Windows tools save UTF-8 with one; only the input's very start may have it, as in a file."""
+    good = json.dumps({"body": "Thanks, this helped me understand my MRI."}).encode()
+    bom = "\ufeff".encode()
+    result = CliRunner().invoke(
+        main,
+        ["classify"],
+        input=bom + good + b"\n" + bom + good + b"\n",
+        env={"VAR_DIR": str(trained), "DATABASE_URL": "", "LOG_FORMAT": "text", "LOG_LEVEL": "WARNING"},
+        catch_exceptions=False,
+    )
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert out[0]["line"] == 1 and out[0]["decision"] == "approve"
+    assert out[1]["line"] == 2 and out[1]["error"].startswith("not JSON: ")
+
+
 def test_classify_reports_unreadable_lines_and_goes_on(trained: Path) -> None:
     good = json.dumps({"body": "Thanks, this helped me understand my MRI."}).encode()
     lines = [
@@ -381,6 +397,15 @@ def test_web_on_a_port_that_is_taken_is_one_line(tmp_path: Path) -> None:
         )
     assert result.exit_code == 1
     assert result.stderr == f"Error: port {port} on 127.0.0.1 is taken: choose a free one with --port or PORT\n"
+
+
+def test_evaluate_warns_when_the_data_dir_holds_no_public_set(trained: Path, tmp_path: Path) -> None:
+    """As train does: a wrong --data-dir is most likely a typo, not a wish to evaluate on less."""
+    result = run(trained, "evaluate", "--data-dir", str(tmp_path), "--report", str(tmp_path / "report"))
+    assert result.exit_code == 0, result.output
+    assert f"warning: no public data set in {tmp_path} (looked for youtube_spam/, sms_spam/" in result.stderr
+    assert "evaluating on the shipped corpus's held-out part only" in result.stderr
+    assert result.stdout.startswith("model ") and "report: " in result.stdout  # evaluated all the same
 
 
 def test_evaluate_refuses_a_file_without_labels(trained: Path, tmp_path: Path) -> None:
