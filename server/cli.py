@@ -1103,7 +1103,10 @@ def moderators_set_password(ctx: click.Context, email: str) -> None:
 def _new_password() -> str:
     if sys.stdin.isatty():
         return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
-    return sys.stdin.readline().rstrip("\r\n")
+    line = sys.stdin.readline()
+    if not line:  # stdin closed or /dev/null (cron, a script's missing pipe): not a short password
+        raise click.ClickException("no password on stdin: pipe it as the first line, or run this in a terminal")
+    return line.rstrip("\r\n")
 
 
 main.add_command(moderators)

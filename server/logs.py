@@ -44,8 +44,10 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Migrations run at every command start; their routine chatter is noise, their warnings are not.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+    # Migrations run at every command start, and matplotlib builds its font cache on an install's first
+    # report ("generated new fontManager"): routine chatter, while their warnings are not.
+    for chatty in ("alembic", "matplotlib"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
     # httpx logs every request's full URL at INFO: a callback URL's user:password@ or ?token= is a
     # credential for the site's endpoint, and no secret belongs in a log (DESIGN 8).
     for client_logger in ("httpx", "httpcore"):

@@ -1176,3 +1176,17 @@ def test_evaluate_shows_a_dash_without_positives_and_says_why_the_policy_table_i
     page = (tmp_path / "report" / "report.html").read_text()
     assert "<td>30</td><td>0</td><td>-</td><td>-</td><td>-</td>" in page
     assert "No policy measures: no comment here carries both labels" in page
+
+
+def test_matplotlibs_first_font_cache_is_not_logged(tmp_path: Path) -> None:
+    """An install's first report builds matplotlib's font cache, which it logs at INFO: chatter in the output."""
+    script = (
+        "from server.logs import configure_logging; configure_logging('INFO'); "
+        "import matplotlib.font_manager as f; f.fontManager; import logging; logging.getLogger('x').info('shown')"
+    )
+    env = os.environ | {"MPLCONFIGDIR": str(tmp_path), "LOG_FORMAT": "text"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert list(tmp_path.glob("fontlist-*.json")), "matplotlib built no font cache: nothing was tested"
+    assert "fontManager" not in done.stderr and "shown" in done.stderr

@@ -694,6 +694,9 @@ def test_cli_adds_lists_deactivates_and_activates_moderators(database_url: str, 
     assert "admin ana@example.org added" in added.output
     short = runner.invoke(main, ["moderators", "add", "bo@example.org"], input="short\n", env=env)
     assert short.exit_code != 0 and "at least 10 characters" in short.output
+    nothing = runner.invoke(main, ["moderators", "add", "bo@example.org"], input="", env=env)  # < /dev/null
+    assert nothing.exit_code == 1
+    assert nothing.stderr == "Error: no password on stdin: pipe it as the first line, or run this in a terminal\n"
     assert "ana@example.org\tadmin\tactive\tnever" in runner.invoke(main, ["moderators", "list"], env=env).output
     assert can_sign_in()
     assert runner.invoke(main, ["moderators", "deactivate", "ana@example.org"], env=env).exit_code == 0
