@@ -1058,8 +1058,14 @@ def moderators_list(ctx: click.Context) -> None:
 @click.pass_context
 def moderators_deactivate(ctx: click.Context, email: str) -> None:
     """Sign-in refused from now on and open sessions ended; past actions stay in the audit trail."""
-    _set_active(ctx, email, False)
+    admins_left = _set_active(ctx, email, False)
     click.echo(f"{email} deactivated")
+    if admins_left == 0:
+        click.echo(
+            "warning: no active admin is left: nobody can open the admin pages until `moderators activate EMAIL` "
+            "or `moderators add EMAIL --role admin`",
+            err=True,
+        )
 
 
 @moderators.command("activate")
@@ -1071,7 +1077,11 @@ def moderators_activate(ctx: click.Context, email: str) -> None:
     click.echo(f"{email} activated")
 
 
-def _set_active(ctx: click.Context, email: str, active: bool) -> None:
+def _set_active(ctx: click.Context, email: str, active: bool) -> int:
+    """Set the account's active flag; how many active admins there are then."""
+    from sqlalchemy import func, select
+
+    from models.entities import Moderator, Role
     from moderation.accounts import find_moderator
 
     with _transaction(ctx) as session:
@@ -1079,6 +1089,9 @@ def _set_active(ctx: click.Context, email: str, active: bool) -> None:
         if moderator is None:
             raise click.ClickException(f"no moderator {email}")
         moderator.is_active = active
+        session.flush()
+        count = select(func.count()).where(Moderator.role == Role.ADMIN, Moderator.is_active.is_(True))
+        return int(session.scalar(count) or 0)
 
 
 @moderators.command("set-password")

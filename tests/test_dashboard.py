@@ -699,7 +699,9 @@ def test_cli_adds_lists_deactivates_and_activates_moderators(database_url: str, 
     assert nothing.stderr == "Error: no password on stdin: pipe it as the first line, or run this in a terminal\n"
     assert "ana@example.org\tadmin\tactive\tnever" in runner.invoke(main, ["moderators", "list"], env=env).output
     assert can_sign_in()
-    assert runner.invoke(main, ["moderators", "deactivate", "ana@example.org"], env=env).exit_code == 0
+    deactivated = runner.invoke(main, ["moderators", "deactivate", "ana@example.org"], env=env)
+    assert deactivated.exit_code == 0 and deactivated.stdout == "ana@example.org deactivated\n"
+    assert deactivated.stderr.startswith("warning: no active admin is left: nobody can open the admin pages")
     assert "deactivated" in runner.invoke(main, ["moderators", "list"], env=env).output
     assert not can_sign_in()
     activated = runner.invoke(main, ["moderators", "activate", "ANA@example.org"], env=env)
