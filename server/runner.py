@@ -9,6 +9,7 @@ every child too, so what is left of a run killed outright still keeps a second o
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import signal
@@ -173,12 +174,18 @@ def free_port() -> int:
 
 
 def port_in_use(host: str, port: int) -> bool:
-    with socket.socket() as probe:
+    """Whether something listens on ``host:port`` already (an IPv6 host such as ``::`` included). A host that
+    does not resolve is not "in use": the server's own bind says what is wrong with it."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (OSError, UnicodeError):
+        return False
+    with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((host, port))
-        except OSError:
-            return True
+            probe.bind(address)
+        except OSError as error:
+            return error.errno == errno.EADDRINUSE
         return False
 
 

@@ -408,6 +408,22 @@ def test_evaluate_warns_when_the_data_dir_holds_no_public_set(trained: Path, tmp
     assert result.stdout.startswith("model ") and "report: " in result.stdout  # evaluated all the same
 
 
+@pytest.mark.parametrize(("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_a_port_in_use_is_seen_on_either_address_family(family: socket.AddressFamily, host: str) -> None:
+    from server.runner import port_in_use
+
+    with socket.socket(family) as taken:
+        try:
+            taken.bind((host, 0))
+        except OSError:
+            pytest.skip(f"no {host} on this machine")
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert port_in_use(host, port)
+    assert not port_in_use(host, port)
+    assert not port_in_use("no-such-host.invalid", port)  # gunicorn's own bind says what is wrong with it
+
+
 def test_evaluate_refuses_a_file_without_labels(trained: Path, tmp_path: Path) -> None:
     data = tmp_path / "unlabeled.jsonl"
     data.write_text('{"body": "x"}\n{"body": "Great article"}\n')
