@@ -217,8 +217,15 @@ def _schema_revision(settings: Settings) -> str | None:
         raise click.ClickException(_cannot_connect(settings, error)) from None
 
 
+def _named_host(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """gunicorn reads an empty host as every interface: `--host "$HOST"` with HOST unset must not mean that."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("must name an interface: 127.0.0.1, or 0.0.0.0 for all", ctx, param)
+    return value
+
+
 @main.command()
-@click.option("--host", default=None, help="Interface to bind (default: HOST or 127.0.0.1).")
+@click.option("--host", default=None, callback=_named_host, help="Interface to bind (default: HOST or 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default: PORT or 8000).")
 @click.option(
     "--workers", type=click.IntRange(min=1), default=None, help="Gunicorn worker processes (default: WEB_WORKERS)."

@@ -50,10 +50,15 @@ class _Gunicorn(BaseApplication):
         return self._load_app()
 
 
+def url_host(host: str) -> str:
+    """The host as it goes before ``:port`` in a bind address or a URL: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def options(host: str, port: int, workers: int, name: str = "moderation-web") -> dict[str, Any]:
     """The web server settings (the benchmark's bare reference runs under exactly these too)."""
     chosen = {
-        "bind": f"{host}:{port}",
+        "bind": f"{url_host(host)}:{port}",
         "workers": workers,
         "worker_class": "gthread",
         "threads": 4,

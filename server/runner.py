@@ -40,6 +40,7 @@ from moderation.registry import (
     made_for_these_features,
 )
 from server.demo import Demo, ensure_demo
+from server.gunicorn_app import url_host
 from server.settings import Settings
 
 STOP_TIMEOUT = 20.0
@@ -451,7 +452,7 @@ def _write_to_nowhere() -> None:
 
 
 def _local_host(settings: Settings) -> str:
-    return "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104 - a comparison
+    return "127.0.0.1" if settings.host in ("0.0.0.0", "::") else url_host(settings.host)  # noqa: S104 - a comparison
 
 
 def _example_env(settings: Settings, env: dict[str, str], demo: Demo) -> dict[str, str]:
@@ -490,7 +491,7 @@ def _next_step(demo: Demo) -> str:
 
 
 def _print_banner(settings: Settings, broker_url: str, var_dir: Path, demo: Demo, example: bool) -> None:
-    base = f"http://{settings.host}:{settings.port}"
+    base = f"http://{url_host(settings.host)}:{settings.port}"
     local = f"http://{_local_host(settings)}"
     example_line = (
         f"{local}:{settings.example_port}/massage-therapy\n"

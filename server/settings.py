@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+DEFAULT_HOST = "127.0.0.1"  # web on this machine only: the network is opted into
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # The broker URL goes to Celery (kombu), the rate limits (limits) and redis-py: these two schemes are the
 # ones all three read (for a Unix socket each of them wants a scheme of its own).
@@ -28,7 +29,7 @@ class Settings(BaseSettings):
     var_dir: Path = Field(default=Path("var"), description="Where SQLite, models and the bundled Redis live.")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in VAR_DIR when unset.")
     redis_url: str | None = Field(default=None, description="Broker URL; `moderation run` bundles Redis when unset.")
-    host: str = "127.0.0.1"
+    host: str = Field(default=DEFAULT_HOST, description="Interface web binds; 0.0.0.0 (or ::) for all.")
     port: int = Field(default=8000, ge=1, le=65535)
     public_url: str | None = Field(default=None, description="Base URL the site sees, for status_url links.")
     secret_key: str | None = Field(default=None, description="Flask session key; generated into VAR_DIR if unset.")
@@ -102,6 +103,13 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         # `KEY=` in an env file means "not set" (the documented default), as it always did for DATABASE_URL.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _empty_host_is_the_default(cls, value: object) -> object:
+        # `HOST=` means "not set", as for the other settings; passed on as it is, gunicorn would read the empty
+        # host as every interface and publish the dashboard to the network.
+        return DEFAULT_HOST if isinstance(value, str) and not value.strip() else value
 
     @field_validator("database_url")
     @classmethod

@@ -377,10 +377,12 @@ def test_a_serving_command_with_a_var_dir_that_cannot_be_created_is_one_line(tmp
         (["web", "--port", "99999"], "Invalid value for '--port': 99999 is not in the range 1<=x<=65535."),
         (["web", "--workers", "0"], "Invalid value for '--workers': 0 is not in the range x>=1."),
         (["worker", "--concurrency", "0"], "Invalid value for '--concurrency': 0 is not in the range x>=1."),
+        (["web", "--host", ""], "Invalid value for '--host': must name an interface: 127.0.0.1, or 0.0.0.0 for all"),
     ],
 )
 def test_serving_commands_refuse_out_of_range_numbers(tmp_path: Path, command: list[str], message: str) -> None:
-    """0 used to mean "not given" (the default was served instead) and 99999 a traceback from bind()."""
+    """0 used to mean "not given" (the default was served instead), 99999 was a traceback from bind(), and an
+    empty host (a script's unset $HOST) served every interface."""
     result = CliRunner().invoke(main, command, env={"VAR_DIR": str(tmp_path), "DATABASE_URL": "", "LOG_FORMAT": "text"})
     assert result.exit_code == 2 and message in result.stderr
 
@@ -422,6 +424,14 @@ def test_a_port_in_use_is_seen_on_either_address_family(family: socket.AddressFa
         assert port_in_use(host, port)
     assert not port_in_use(host, port)
     assert not port_in_use("no-such-host.invalid", port)  # gunicorn's own bind says what is wrong with it
+
+
+def test_an_ipv6_host_is_bracketed_where_a_port_follows() -> None:
+    from server.gunicorn_app import options, url_host
+
+    assert options("::1", 8000, 1)["bind"] == "[::1]:8000"  # gunicorn read "::1:8000" as host "::1:8000"
+    assert options("127.0.0.1", 8000, 1)["bind"] == "127.0.0.1:8000"
+    assert [url_host(h) for h in ("::", "[::1]", "example.org")] == ["[::]", "[::1]", "example.org"]
 
 
 def test_evaluate_refuses_a_file_without_labels(trained: Path, tmp_path: Path) -> None:

@@ -55,6 +55,13 @@ def test_a_setting_that_cannot_work_stops_any_command_with_one_line(
     assert line.startswith(f"Error: invalid setting {name}: {expected}")
 
 
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_host_is_the_default_never_every_interface(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """gunicorn binds ":8000" (an empty host) on every interface: `HOST=` in an env file must not mean that."""
+    monkeypatch.setenv("HOST", value)
+    assert Settings().host == "127.0.0.1"
+
+
 def test_a_database_url_naming_an_unknown_database_hides_the_password(tmp_path: Path) -> None:
     result = run(tmp_path, "migrate", DATABASE_URL="postgres://moderation:s3cret-pw@db.internal/moderation")
     assert result.exit_code == 1
