@@ -101,12 +101,29 @@ def require_site(session: Session, name: str) -> Site:
     return site
 
 
+def shown_callback_url(url: str) -> str:
+    """The URL to print or log: credentials in it starred out (``user:***@``; a user name alone, usually a
+    token, as ``***@``). Never raises, whatever the text.
+
+    The authority ends at the first ``/``, ``?`` or ``#`` (an ``@`` in the query is not a credential's end).
+    Not for database URLs, whose passwords may hold an unescaped ``/`` (``server.settings.redacted_url``).
+    """
+    scheme, sep, rest = url.partition("://")
+    ends = [i for i in (rest.find(mark) for mark in "/?#") if i >= 0]
+    authority, tail = rest[: min(ends, default=len(rest))], rest[min(ends, default=len(rest)) :]
+    userinfo, at, host = authority.rpartition("@")
+    if not sep or not at:
+        return url
+    user, colon, _secret = userinfo.partition(":")
+    return f"{scheme}://{user + ':***' if colon else '***'}@{host}{tail}"
+
+
 def validate_callback_url(url: str | None) -> str | None:
     """An http(s) URL that the callback client can actually send to, or None."""
     url = (url or "").strip()
     if not url:
         return None
-    invalid = SiteError(f"callback URL must be an absolute http(s) URL, got {url!r}")
+    invalid = SiteError(f"callback URL must be an absolute http(s) URL, got {shown_callback_url(url)!r}")
     if len(url) > 2000 or any(ch.isspace() or ord(ch) < 32 for ch in url):
         raise invalid
     try:
@@ -118,7 +135,8 @@ def validate_callback_url(url: str | None) -> str | None:
         raise invalid
     if forbidden_callback_host(host):
         raise SiteError(
-            f"callback URL must not point at a link-local, unspecified or cloud metadata address, got {url!r}"
+            "callback URL must not point at a link-local, unspecified or cloud metadata address, got "
+            f"{shown_callback_url(url)!r}"
         )
     return url
 

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from select import select as fds_ready
 from typing import Any, TextIO
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 from pydantic import ValidationError
@@ -43,7 +42,7 @@ from moderation.intake import (
     within_limit,
 )
 from moderation.policy import Signals, Thresholds, decide
-from moderation.sites import SiteError, create_site, require_site, rotate_secret
+from moderation.sites import SiteError, create_site, require_site, rotate_secret, shown_callback_url
 from moderation.training import DEFAULT_FOLDS
 from moderation.training import train as train_model
 from server.logs import configure_logging
@@ -389,17 +388,8 @@ def sites_list(ctx: click.Context) -> None:
     with _sessions(_settings(ctx))() as session:
         failing = callbacks.failing_callback_counts(session)
         for site in session.scalars(select(Site).order_by(Site.name)):
-            url = _without_password(site.callback_url) if site.callback_url else "-"
+            url = shown_callback_url(site.callback_url) if site.callback_url else "-"
             click.echo(f"{site.name}\t{url}\t{_callback_state(site, failing.get(site.id, 0))}")
-
-
-def _without_password(url: str) -> str:
-    """A URL to print: a password in it (user:password@host) is starred out, as in a shared terminal or log."""
-    parsed = urlsplit(url)
-    if parsed.password is None:
-        return url
-    host = parsed.netloc.rpartition("@")[2]
-    return urlunsplit(parsed._replace(netloc=f"{parsed.username}:***@{host}"))
 
 
 def _callback_state(site: Site, failing: int = 0) -> str:

@@ -10,7 +10,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.entities import Site, SiteSecret
-from moderation.sites import SiteError, create_site, require_site, rotate_secret, signing_secrets
+from moderation.sites import (
+    SiteError,
+    create_site,
+    require_site,
+    rotate_secret,
+    shown_callback_url,
+    signing_secrets,
+)
 from tests.support.signing import encode, sign_from_spec, signed_headers
 from webhooks.signatures import SignatureError, verify_signature
 
@@ -234,3 +241,27 @@ def test_signing_secrets_needs_a_usable_secret(sessions: sessionmaker[Session]) 
             secret.expires_at = now
     with sessions() as session, pytest.raises(SiteError, match="no usable secret"):
         signing_secrets(require_site(session, "backpain-advisor"), now)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://cb:s3cret@site.example/cb?a=b@c", "https://cb:***@site.example/cb?a=b@c"),
+        ("https://tok3n@site.example/cb", "https://***@site.example/cb"),  # a user name alone: usually a token
+        ("https://site.example/cb?a=b:x@c", "https://site.example/cb?a=b:x@c"),  # an @ in the query is no credential
+        ("https://u:p\u2100w@h.example/cb", "https://u:***@h.example/cb"),  # urllib's urlsplit raises on this one
+        ("https://[::1]:8080/cb", "https://[::1]:8080/cb"),
+        ("not a url at all", "not a url at all"),
+    ],
+)
+def test_a_callback_url_is_shown_with_its_credentials_starred(url: str, shown: str) -> None:
+    assert shown_callback_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://cb:s3cret@site.example/cb", "http://cb:s3cret@169.254.169.254/", "https://cb:s3cret@\x00"]
+)
+def test_a_refused_callback_url_is_not_echoed_with_its_password(sessions: sessionmaker[Session], url: str) -> None:
+    with sessions.begin() as session, pytest.raises(SiteError) as refused:
+        create_site(session, "leaky-site", url)
+    assert "s3cret" not in str(refused.value) and "cb:***@" in str(refused.value)
