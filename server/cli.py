@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import getpass
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -193,8 +195,22 @@ def make_folder(path: Path, what: str) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise click.ClickException(f"cannot create {what} {path}: {reason}") from None
+        raise click.ClickException(f"cannot create {what} {path}: {error.strerror or error}") from None
+    check_writable_folder(path, what)
+
+
+def check_writable_folder(path: Path, what: str) -> None:
+    """Stop with one line unless files can be written in ``path``, or in the folder it would be made in;
+    creates nothing that stays. For a check before long work whose result is written at its end."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise click.ClickException(f"cannot create {what} {path}: {os.strerror(errno.ENOTDIR)}")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        verb = "write into" if existing == path else "create"
+        raise click.ClickException(f"cannot {verb} {what} {path}: {error.strerror or error}") from None
 
 
 def _can_connect(settings: Settings) -> None:
@@ -502,7 +518,7 @@ def train_and_register(
     from moderation.learning import moderator_examples
 
     sessions = _sessions(settings)
-    make_folder(settings.effective_model_dir, "MODEL_DIR")  # now, not after minutes of training
+    check_writable_folder(settings.effective_model_dir, "MODEL_DIR")  # now, not after minutes of training
     try:
         public = public_sets(data_dir)
         examples = load_own_corpus() + [e for found in public.values() for e in found]
@@ -516,7 +532,10 @@ def train_and_register(
     version = registry.new_version_name()
     model.card["version"] = version
     model.card["data"]["data_dir"] = str(data_dir.resolve()) if data_dir else None
-    artifact = registry.save_artifact(model, settings.effective_model_dir, version)
+    try:
+        artifact = registry.save_artifact(model, settings.effective_model_dir, version)
+    except OSError as error:  # checked before training, but a disk can fill up or a mount go read-only
+        raise click.ClickException(f"cannot save model {version} in MODEL_DIR: {error}") from None
     with sessions.begin() as session:
         registry.register(session, version, artifact, model.card)
         if activate:
@@ -733,7 +752,7 @@ def evaluate(ctx: click.Context, data_file: Path | None, data_dir: Path | None, 
     settings = _settings(ctx)
     model = _active_model(settings)
     report_dir = report_dir or _default_report_dir(settings, model.version, data_file)
-    make_folder(report_dir, "the report folder")  # before the work, not after it
+    check_writable_folder(report_dir, "the report folder")  # before the work, not after it
     examples = _evaluation_examples(model, data_file, data_dir)
     try:
         result = run_evaluation(model, examples)

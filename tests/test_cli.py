@@ -401,6 +401,27 @@ def test_web_on_a_port_that_is_taken_is_one_line(tmp_path: Path) -> None:
     assert result.stderr == f"Error: port {port} on 127.0.0.1 is taken: choose a free one with --port or PORT\n"
 
 
+UNWRITABLE = Path("/proc/sys")  # a folder nobody can create files in, root included (Linux)
+
+
+def test_evaluate_and_train_refuse_a_folder_they_cannot_write_before_their_work(trained: Path) -> None:
+    """An existing folder on a read-only mount or owned by another user passes a mkdir; it is the usual case."""
+    evaluated = run(trained, "evaluate", "--report", str(UNWRITABLE))
+    assert evaluated.exit_code == 1 and evaluated.stdout == ""
+    assert evaluated.stderr.startswith(f"Error: cannot write into the report folder {UNWRITABLE}: ")
+    env = {"VAR_DIR": str(trained), "DATABASE_URL": "", "LOG_FORMAT": "text", "MODEL_DIR": str(UNWRITABLE)}
+    trained_again = CliRunner().invoke(main, ["train", "--folds", "2"], env=env)
+    assert trained_again.exit_code == 1 and "registered" not in trained_again.stdout
+    assert trained_again.stderr.startswith(f"Error: cannot write into MODEL_DIR {UNWRITABLE}: ")  # not after training
+
+
+def test_a_failed_evaluate_leaves_no_empty_report_folder(trained: Path, tmp_path: Path) -> None:
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"body": "x", "spam": "yes"}\n')
+    result = run(trained, "evaluate", "--data", str(data), "--report", str(tmp_path / "report"))
+    assert result.exit_code == 1 and not (tmp_path / "report").exists()
+
+
 def test_evaluate_warns_when_the_data_dir_holds_no_public_set(trained: Path, tmp_path: Path) -> None:
     """As train does: a wrong --data-dir is most likely a typo, not a wish to evaluate on less."""
     result = run(trained, "evaluate", "--data-dir", str(tmp_path), "--report", str(tmp_path / "report"))
