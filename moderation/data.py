@@ -80,7 +80,7 @@ def read_labeled_jsonl(path: Path, source: str, test_percent: int = 0) -> list[E
     """Read JSONL comments with ``body``, ``spam`` and ``medical_advice`` (see corpus/SCHEMA.md)."""
     examples = []
     try:
-        with path.open(encoding="utf-8") as handle:
+        with path.open(encoding="utf-8-sig") as handle:  # -sig: a byte-order mark (Windows tools) is skipped
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue

@@ -285,6 +285,13 @@ def test_malformed_jsonl_raises_data_error_with_file_and_line(tmp_path: Path, li
     assert f"{path}:3:" in str(raised.value)
 
 
+def test_jsonl_saved_with_a_byte_order_mark_reads_as_without(tmp_path: Path) -> None:
+    """Windows tools save UTF-8 with one; `moderation classify` takes such a file, so `evaluate --data` must."""
+    path = tmp_path / "labeled.jsonl"
+    path.write_bytes("\ufeff".encode() + b'{"body": "a", "spam": true}\n{"body": "b", "spam": false}\n')
+    assert [(e.comment.body, e.spam) for e in read_labeled_jsonl(path, "own")] == [("a", True), ("b", False)]
+
+
 def test_jsonl_absent_labels_are_unknown_and_split_comes_from_the_row(tmp_path: Path) -> None:
     path = write(
         tmp_path / "x.jsonl",
