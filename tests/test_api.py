@@ -7,6 +7,7 @@ import json
 import logging
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,8 +22,9 @@ from sqlalchemy.engine import make_url
 from werkzeug.test import TestResponse
 
 from models.db import create_db_engine, make_session_factory
-from models.entities import Comment
+from models.entities import Comment, Decision, Site
 from models.migrate import upgrade_database
+from moderation.callbacks import decision_payload
 from moderation.sites import create_site
 from server.factory import create_app
 from server.settings import Settings
@@ -227,6 +229,199 @@ def test_the_openapi_declares_retry_after_on_429_and_503(client: FlaskClient) ->
     ]
     for answer in answers:
         assert answer["headers"]["Retry-After"]["schema"] == {"type": "integer", "minimum": 1}
+
+
+# --- unknown and repeated query parameters are refused, not ignored --------------------------------
+
+LIST_UNKNOWN = "unknown parameter: one of site, article, status, comment_id, limit, after"
+ONLY_SITE = "unknown parameter: one of site"
+TWICE = "given more than once: give it once"
+
+
+def refused_fields(response: TestResponse) -> list[dict[str, str]]:
+    """The 400 ``invalid_query`` answer's fields, checked to have the documented error shape."""
+    assert response.status_code == 400, response.get_data(as_text=True)
+    answer = response.get_json()
+    assert set(answer) == {"error", "message", "fields"} and answer["error"] == "invalid_query"
+    assert all(field["field"] in answer["message"] for field in answer["fields"])
+    fields: list[dict[str, str]] = answer["fields"]
+    return fields
+
+
+@pytest.mark.parametrize(
+    ("query", "fields"),
+    [
+        ("state=approved", [{"field": "state", "message": LIST_UNKNOWN}]),  # a typo for status
+        ("article_id=sciatica", [{"field": "article_id", "message": LIST_UNKNOWN}]),  # the response's name
+        ("Status=approved", [{"field": "Status", "message": LIST_UNKNOWN}]),
+        ("status=approved&published", [{"field": "published", "message": LIST_UNKNOWN}]),
+        ("status=approved&status=held", [{"field": "status", "message": TWICE}]),
+        ("status=approved&status=approved", [{"field": "status", "message": TWICE}]),
+        ("limit=1&limit=oops", [{"field": "limit", "message": TWICE}]),  # one error, not two
+        ("status=approved&site=SITE", [{"field": "site", "message": TWICE}]),
+        (
+            "state=approved&limit=0&article=a&article=b",
+            [
+                {"field": "state", "message": LIST_UNKNOWN},
+                {"field": "article", "message": TWICE},
+                {"field": "limit", "message": "an integer between 1 and 500"},
+            ],
+        ),
+    ],
+)
+def test_list_refuses_unknown_and_repeated_query_parameters_instead_of_ignoring_them(
+    client: FlaskClient, site: SiteCredentials, engine: Engine, query: str, fields: list[dict[str, str]]
+) -> None:
+    """An ignored filter listed held and rejected comments as if they were approved: a site publishing what
+    the API lists would have published them."""
+    ids = [submit(client, site, f"c-{n}") for n in range(3)]
+    for comment_id, status in zip(ids, ["approved", "held", "rejected"], strict=True):
+        set_status(engine, comment_id, status)
+    url = f"/api/comments?site={site.name}&{query.replace('SITE', site.name)}"
+    assert refused_fields(client.get(url, headers=signed_headers(site.secret, b""))) == fields
+
+
+@pytest.mark.parametrize(
+    ("query", "fields"),
+    [
+        ("x=1", [{"field": "x", "message": ONLY_SITE}]),
+        ("status=approved", [{"field": "status", "message": ONLY_SITE}]),
+        ("site=SITE", [{"field": "site", "message": TWICE}]),
+        (
+            "site=other-site&fields=all",
+            [{"field": "site", "message": TWICE}, {"field": "fields", "message": ONLY_SITE}],
+        ),
+    ],
+)
+def test_get_comment_refuses_unknown_and_repeated_query_parameters(
+    client: FlaskClient, site: SiteCredentials, query: str, fields: list[dict[str, str]]
+) -> None:
+    comment_id = submit(client, site, "c-1")
+    url = f"/api/comments/{comment_id}?site={site.name}&{query.replace('SITE', site.name)}"
+    assert refused_fields(client.get(url, headers=signed_headers(site.secret, b""))) == fields
+    # Refused whether or not the comment exists: the query is checked before the lookup.
+    missing = f"/api/comments/{comment_id + 1000}?site={site.name}&{query.replace('SITE', site.name)}"
+    assert refused_fields(client.get(missing, headers=signed_headers(site.secret, b""))) == fields
+
+
+def test_the_erasure_api_refuses_an_unknown_query_parameter_and_erases_nothing(
+    client: FlaskClient, site: SiteCredentials
+) -> None:
+    submit(client, site, "c-1")  # written by jan@example.org
+    body = json.dumps({"comment_ids": ["c-404"]}).encode()
+    url = f"/api/authors/erase?site={site.name}&email=jan@example.org"
+    answer = client.post(url, data=body, headers=signed_headers(site.secret, body))
+    assert refused_fields(answer) == [{"field": "email", "message": ONLY_SITE}]
+    twice = client.post(f"{url.split('&')[0]}&site={site.name}", data=body, headers=signed_headers(site.secret, body))
+    assert refused_fields(twice) == [{"field": "site", "message": TWICE}]
+    by_email = json.dumps({"email": "jan@example.org"}).encode()
+    erased = client.post(
+        f"/api/authors/erase?site={site.name}", data=by_email, headers=signed_headers(site.secret, by_email)
+    )
+    assert erased.status_code == 200 and erased.get_json()["comments_erased"] == 1  # nothing was erased before
+
+
+def test_unknown_query_parameters_are_looked_at_only_after_the_signature(
+    client: FlaskClient, site: SiteCredentials
+) -> None:
+    """An unsigned or wrongly signed request is a 401 whatever its query says, as before."""
+    comment_id = submit(client, site, "c-1")
+    forged = "whsec_" + "A" * 44
+    for url in (
+        f"/api/comments?site={site.name}&state=approved",
+        f"/api/comments?site={site.name}&status=approved&status=held",
+        "/api/comments?site=no-such-site&state=approved",
+        f"/api/comments/{comment_id}?site={site.name}&x=1",
+        f"/api/comments/{comment_id}?site={site.name}&site={site.name}",
+    ):
+        for headers in ({}, signed_headers(forged, b"")):
+            answer = client.get(url, headers=headers)
+            assert (answer.status_code, answer.get_json()["error"]) == (401, "invalid_signature"), url
+    # The first `site` is the one whose secret must sign: a second one cannot stand in for it.
+    first_unknown = f"/api/comments/{comment_id}?site=no-such-site&site={site.name}"
+    answer = client.get(first_unknown, headers=signed_headers(site.secret, b""))
+    assert (answer.status_code, answer.get_json()["error"]) == (401, "invalid_signature")
+    body = json.dumps({"email": "jan@example.org"}).encode()
+    unsigned = client.post(
+        f"/api/authors/erase?site={site.name}&email=x", data=body, headers={"content-type": "application/json"}
+    )
+    assert (unsigned.status_code, unsigned.get_json()["error"]) == (401, "invalid_signature")
+    # A body on a GET is still refused first, as it was.
+    callback = b'{"type": "comment.decided"}'
+    with_body = client.open(
+        f"/api/comments?site={site.name}&state=approved",
+        method="GET",
+        data=callback,
+        headers=signed_headers(site.secret, callback),
+    )
+    assert (with_body.status_code, with_body.get_json()["error"]) == (400, "invalid_request")
+
+
+def test_the_openapi_says_unknown_and_repeated_query_parameters_are_refused(client: FlaskClient) -> None:
+    paths = client.get("/openapi.json").get_json()["paths"]
+    for operation in (paths["/api/comments"]["get"], paths["/api/comments/{id}"]["get"]):
+        assert "given twice" in operation["description"] and "`invalid_query`" in operation["description"]
+        assert "`invalid_query`" in operation["responses"]["400"]["description"]
+    assert "`invalid_query`" in paths["/api/authors/erase"]["post"]["responses"]["400"]["description"]
+
+
+# --- paging, and what the callback's fields are --------------------------------------------------
+
+
+def test_a_full_last_page_has_a_next_after_and_the_page_after_it_is_empty_as_documented(
+    client: FlaskClient, site: SiteCredentials
+) -> None:
+    ids = [submit(client, site, f"c-{n}") for n in range(2)]
+
+    def page(query: str) -> dict[str, Any]:
+        response = client.get(f"/api/comments?site={site.name}&{query}", headers=signed_headers(site.secret, b""))
+        assert response.status_code == 200
+        result: dict[str, Any] = response.get_json()
+        return result
+
+    full_last = page("limit=2")
+    assert [c["id"] for c in full_last["comments"]] == ids and full_last["next_after"] == ids[-1]
+    assert page(f"limit=2&after={ids[-1]}") == {"comments": [], "next_after": None}
+    short = page("limit=3")
+    assert [c["id"] for c in short["comments"]] == ids and short["next_after"] is None
+
+    document = client.get("/openapi.json").get_json()
+    next_after = document["components"]["schemas"]["CommentList"]["properties"]["next_after"]["description"]
+    assert "A full last page still has a `next_after`" in next_after
+    assert "empty page with `next_after: null`" in next_after
+    assert "empty page with `next_after: null`" in document["paths"]["/api/comments"]["get"]["description"]
+
+
+def test_the_openapi_says_the_callbacks_id_is_the_comment_id_intake_returned(client: FlaskClient) -> None:
+    document = client.get("/openapi.json").get_json()
+    described = document["components"]["schemas"]["DecidedData"]["properties"]["id"]["description"]
+    assert "the `id` intake returned" in described and "not the id of a decision" in described
+    # And it is so: the payload carries the comment's id, not the decision's.
+    site = Site(name="backpain-advisor")
+    comment = Comment(id=17, external_id="c-1029", article_id="massage-therapy", status="held")
+    decision = Decision(
+        id=99,
+        comment_id=17,
+        outcome="hold",
+        spam_score=0.01,
+        advice_score=0.97,
+        reasons=["medical_advice"],
+        model_version="v1",
+        decided_by="model",
+        created_at=datetime.now(UTC),
+    )
+    assert decision_payload("comment.decided", site, comment, decision)["data"]["id"] == 17
+
+
+def test_the_openapi_says_every_classified_edit_gets_a_comment_decided_callback(client: FlaskClient) -> None:
+    """As the README says and the code does: also when the edit's outcome stayed the one the site was told."""
+    document = client.get("/openapi.json").get_json()
+    callback = document["webhooks"]["commentDecided"]["post"]["description"]
+    intake = document["paths"]["/webhooks/comments"]["post"]["description"]
+    for description in (callback, intake):
+        assert "differs" not in description and "changed outcome" not in description
+        assert "also when the outcome stayed the same" in description
+    assert "after each edit with a new body once the new text is classified" in callback
 
 
 # --- replayed API requests ------------------------------------------------------------------------

@@ -33,6 +33,13 @@ from webhooks.signatures import (
 MAX_PAGE = 500
 FieldErrors = list[dict[str, str]]
 
+# The query parameters each endpoint reads. Any other one, or one of these given twice, is refused: a
+# misspelt filter (``state=approved``, ``article_id=x``) would otherwise be ignored and the listing would
+# include comments the site must not publish.
+COMMENT_PARAMS = ("site",)
+LIST_PARAMS = ("site", "article", "status", "comment_id", "limit", "after")
+ERASE_PARAMS = ("site",)
+
 
 def _authenticated_site() -> Site | Response:
     name = request.args.get("site", "")
@@ -61,6 +68,22 @@ def _authenticated_site() -> Site | Response:
             "same request may keep it)",
         )
     return site
+
+
+def _query_errors(allowed: tuple[str, ...]) -> FieldErrors:
+    """One error for each query parameter the endpoint does not read, and for each one given more than once."""
+    errors: FieldErrors = []
+    for name in request.args:  # each name once, in the order it first appears
+        if name not in allowed:
+            errors.append({"field": name, "message": f"unknown parameter: one of {', '.join(allowed)}"})
+        elif len(request.args.getlist(name)) > 1:
+            errors.append({"field": name, "message": "given more than once: give it once"})
+    return errors
+
+
+def _invalid_query(errors: FieldErrors) -> Response:
+    names = ", ".join(error["field"] for error in errors)
+    return error_response(400, "invalid_query", f"invalid query parameter(s): {names}", errors)
 
 
 def _used_request_ids() -> UsedRequestIds:
@@ -95,6 +118,10 @@ def get_comment(comment_id: int) -> Response | tuple[Response, int]:
     site = _authenticated_site()
     if isinstance(site, Response):
         return site
+    # After the signature check, as every check of the query is: an unsigned request is a 401 whatever it asks.
+    errors = _query_errors(COMMENT_PARAMS)
+    if errors:
+        return _invalid_query(errors)
     comment = db().get(Comment, comment_id) if 0 < comment_id <= MAX_ROW_ID else None
     if comment is None or comment.site_id != site.id:
         return error_response(404, "not_found", f"site {site.name} has no comment {comment_id}")
@@ -117,8 +144,7 @@ def list_comments() -> Response | tuple[Response, int]:
         return site
     wanted = _list_query()
     if not isinstance(wanted, ListQuery):
-        names = ", ".join(error["field"] for error in wanted)
-        return error_response(400, "invalid_query", f"invalid query parameter(s): {names}", wanted)
+        return _invalid_query(wanted)
     query = select(Comment).where(Comment.site_id == site.id, Comment.id > wanted.after)
     if wanted.article:
         query = query.where(Comment.article_id == wanted.article)
@@ -136,23 +162,27 @@ def list_comments() -> Response | tuple[Response, int]:
 
 
 def _list_query() -> ListQuery | FieldErrors:
-    """The listing's filters, or one error for each bad parameter (and none for the good ones)."""
-    errors: FieldErrors = []
-    status = request.args.get("status")
+    """The listing's filters, or one error for each bad parameter (and none for the good ones).
+
+    An unknown or repeated parameter is one error; a repeated one's values are not checked besides."""
+    errors = _query_errors(LIST_PARAMS)
+    refused = {error["field"] for error in errors}
+    given = {name: request.args[name] for name in LIST_PARAMS if name in request.args and name not in refused}
+    status = given.get("status")
     if status is not None and status not in set(CommentStatus):
         errors.append({"field": "status", "message": f"one of {', '.join(CommentStatus)}"})
     wanted = ListQuery(
-        limit=_integer_param("limit", 100, 1, MAX_PAGE, errors),
-        after=_integer_param("after", 0, 0, MAX_ROW_ID, errors),
+        limit=_integer_param(given, "limit", 100, 1, MAX_PAGE, errors),
+        after=_integer_param(given, "after", 0, 0, MAX_ROW_ID, errors),
         status=status,
-        article=_text_param("article", errors),
-        comment_id=_text_param("comment_id", errors),
+        article=_text_param(given, "article", errors),
+        comment_id=_text_param(given, "comment_id", errors),
     )
     return errors or wanted
 
 
-def _integer_param(name: str, default: int, low: int, high: int, errors: FieldErrors) -> int:
-    raw = request.args.get(name)
+def _integer_param(given: dict[str, str], name: str, default: int, low: int, high: int, errors: FieldErrors) -> int:
+    raw = given.get(name)
     if raw is None:
         return default
     try:
@@ -165,8 +195,8 @@ def _integer_param(name: str, default: int, low: int, high: int, errors: FieldEr
     return value
 
 
-def _text_param(name: str, errors: FieldErrors) -> str | None:
-    value = request.args.get(name)
+def _text_param(given: dict[str, str], name: str, errors: FieldErrors) -> str | None:
+    value = given.get(name)
     # PostgreSQL text cannot hold NUL; nothing longer was ever stored.
     if value is not None and (len(value) > MAX_ID_CHARS or "\x00" in value):
         errors.append({"field": name, "message": f"at most {MAX_ID_CHARS} characters, no NUL"})
@@ -179,6 +209,9 @@ def erase_author_data() -> Response | tuple[Response, int]:
     site = _authenticated_site()
     if isinstance(site, Response):
         return site
+    errors = _query_errors(ERASE_PARAMS)
+    if errors:
+        return _invalid_query(errors)
     if request.mimetype != "application/json":
         return error_response(
             415, "unsupported_media_type", 'send {"email": ...} or {"comment_ids": [...]} as application/json'

@@ -6,7 +6,7 @@ from functools import cache
 from typing import Any, Literal
 
 from flask import Response, jsonify
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from models.entities import MAX_ROW_ID
 from webhooks.api import MAX_PAGE
@@ -68,11 +68,22 @@ class CommentView(BaseModel):
 
 class CommentList(BaseModel):
     comments: list[CommentView]
-    next_after: int | None
+    next_after: int | None = Field(
+        description=(
+            "The `id` of the page's last comment when the page is full (as many comments as `limit`): pass it as "
+            "`after` for the next page. `null` when the page has fewer. A full last page still has a `next_after`; "
+            "the request after it returns an empty page with `next_after: null`."
+        )
+    )
 
 
 class DecidedData(BaseModel):
-    id: int
+    id: int = Field(
+        description=(
+            "The service's id of the comment, the `id` intake returned (and `GET /api/comments/{id}` takes); not "
+            "the id of a decision. The site's own id is `comment_id`."
+        )
+    )
     comment_id: str
     site: str
     article_id: str
@@ -217,7 +228,8 @@ def openapi_document() -> dict[str, Any]:
                         "`comment.deleted`. Deliveries may arrive in any order: the site's timestamps decide. An "
                         "update that arrives first stores the comment; an event older than the stored version "
                         "is acknowledged (200) and changes nothing; a delete is final. A new body is classified "
-                        "again and a changed outcome is sent as `comment.decided`."
+                        "again and its decision is sent as `comment.decided`, also when the outcome stayed the "
+                        "same."
                     ),
                     "parameters": SIGNATURE_HEADERS,
                     "requestBody": {
@@ -254,7 +266,10 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "getComment",
                     "summary": "A comment's status and current decision.",
-                    "description": "To find a comment by the site's own `comment_id`, list with `?comment_id=`.",
+                    "description": (
+                        "To find a comment by the site's own `comment_id`, list with `?comment_id=`. The only query "
+                        "parameter is `site`: any other one, or `site` given twice, is a 400 `invalid_query`."
+                    ),
                     "parameters": [
                         {
                             "name": "id",
@@ -268,7 +283,10 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json("The comment.", "CommentView"),
-                        "400": _error("A body on a GET (`invalid_request`): sign a GET over an empty body."),
+                        "400": _error(
+                            "A query parameter other than `site`, or one given twice (`invalid_query`; `fields` "
+                            "names each), or a body on a GET (`invalid_request`): sign a GET over an empty body."
+                        ),
                         "404": _error("No such comment for this site."),
                         **signed_api_errors,
                     },
@@ -278,6 +296,13 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "listComments",
                     "summary": "A site's comments, filtered by article, status and site comment id, paged by id.",
+                    "description": (
+                        "Comments in id order, at most `limit` of them, with ids above `after`. Page with "
+                        "`next_after`: while it is not null, send it as `after`. A full page always has a "
+                        "`next_after`, the last page too when it is full; the request after it returns an empty "
+                        "page with `next_after: null`. A query parameter not listed here (a misspelt filter such "
+                        "as `state` or `article_id`), or one given twice, is a 400 `invalid_query`, never ignored."
+                    ),
                     "parameters": [
                         _site_param(),
                         {"name": "article", "in": "query", "schema": {"type": "string", "maxLength": 200}},
@@ -307,8 +332,8 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json("A page of comments.", "CommentList"),
                         "400": _error(
-                            "Invalid query parameter(s) (`invalid_query`; `fields` names each bad one), or a body "
-                            "on a GET (`invalid_request`)."
+                            "Invalid, unknown or repeated query parameter(s) (`invalid_query`; `fields` names each "
+                            "bad one), or a body on a GET (`invalid_request`)."
                         ),
                         **signed_api_errors,
                     },
@@ -327,7 +352,8 @@ def openapi_document() -> dict[str, Any]:
                         f"own ids, as sent at intake; 1 to {MAX_ERASURE_IDS}): those comments are anonymized and "
                         "scrubbed the same way, comments sent without an e-mail included; other comments of the "
                         "same author are not looked for and no list entry is removed. Ids the site does not have "
-                        "count 0. Decisions and their statistics stay. Idempotent: a repeat erases 0."
+                        "count 0. Decisions and their statistics stay. Idempotent: a repeat erases 0. The only "
+                        "query parameter is `site`: any other one, or `site` given twice, is a 400 `invalid_query`."
                     ),
                     "parameters": [_site_param(), *API_SIGNATURE_HEADERS],
                     "requestBody": {
@@ -337,7 +363,8 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json("Erased; the counts say how much.", "ErasureResult"),
                         "400": _error(
-                            "Not JSON (`invalid_json`), or invalid fields (`invalid_payload`; `fields` names each)."
+                            "Not JSON (`invalid_json`), invalid fields (`invalid_payload`; `fields` names each), or a "
+                            "query parameter other than `site`, or one given twice (`invalid_query`)."
                         ),
                         "413": _error("Body over 384 KiB (`MAX_BODY_BYTES`)."),
                         "415": _error("Not application/json."),
@@ -368,11 +395,12 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "summary": "Sent to the site's callback URL after each decision, signed with the site's secret.",
                     "description": (
-                        "`comment.decided` after the model decides, again after an edit when the new text's "
-                        "outcome differs from the one the site was told; `comment.reviewed` after a moderator's "
-                        "verdict. Never sent for a comment the site deleted. Order by `decided_at`. During a "
-                        "secret rotation's overlap `webhook-signature` carries one signature per secret still "
-                        "accepted, newest first, so the old secret and the new one both verify it."
+                        "`comment.decided` after the model decides, and again after each edit with a new body "
+                        "once the new text is classified, also when the outcome stayed the same (intake answered "
+                        "`pending` for the edit); `comment.reviewed` after a moderator's verdict. Never sent for a "
+                        "comment the site deleted. Order by `decided_at`. During a secret rotation's overlap "
+                        "`webhook-signature` carries one signature per secret still accepted, newest first, so the "
+                        "old secret and the new one both verify it."
                     ),
                     "parameters": SIGNATURE_HEADERS,
                     "requestBody": {
