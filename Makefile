@@ -15,7 +15,7 @@ test: $(DEV_STAMP) chromium wrk
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 # The browser tests drive Debian's Chromium (/usr/bin/chromium); as root with apt-get, install it when missing.
 chromium:

@@ -33,6 +33,12 @@ def find_moderator(session: Session, email: str) -> Moderator | None:
     return session.scalar(select(Moderator).where(func.lower(Moderator.email) == email.strip().lower()))
 
 
+def active_admin_count(session: Session) -> int:
+    """How many accounts can open the admin pages now (none: only the command line can add or activate one)."""
+    count = select(func.count()).where(Moderator.role == Role.ADMIN, Moderator.is_active.is_(True))
+    return int(session.scalar(count) or 0)
+
+
 def create_moderator(session: Session, email: str, password: str, role: str, now: datetime) -> Moderator:
     email = email.strip().lower()
     if not EMAIL_RE.match(email) or len(email) > 320:

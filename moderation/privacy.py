@@ -85,7 +85,8 @@ def erase_comments_of_site(session: Session, site: Site, external_ids: Iterable[
     The way to reach comments the site sent without an e-mail, which ``erase_author`` cannot match. Only
     these comments: others by the same author (same name, or same e-mail) are not looked for, and no list
     entry is removed (``list_entries`` is 0): entries by name are left, as ``erase_author`` leaves them.
-    Ids the site does not have, and comments already erased, count nothing: a repeat erases 0.
+    Ids the site does not have, and comments already erased, count nothing: a repeat erases 0 (but for one
+    erased by an earlier version that kept the text when the site deleted it: its text goes now, and it counts).
     """
     comments = _locked_unerased_comments(session, site.id, set(external_ids))
     _restart_classifications(comments)

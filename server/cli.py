@@ -1095,10 +1095,7 @@ def moderators_activate(ctx: click.Context, email: str) -> None:
 
 def _set_active(ctx: click.Context, email: str, active: bool) -> int:
     """Set the account's active flag; how many active admins there are then."""
-    from sqlalchemy import func, select
-
-    from models.entities import Moderator, Role
-    from moderation.accounts import find_moderator
+    from moderation.accounts import active_admin_count, find_moderator
 
     with _transaction(ctx) as session:
         moderator = find_moderator(session, email)
@@ -1106,8 +1103,7 @@ def _set_active(ctx: click.Context, email: str, active: bool) -> int:
             raise click.ClickException(f"no moderator {email}")
         moderator.is_active = active
         session.flush()
-        count = select(func.count()).where(Moderator.role == Role.ADMIN, Moderator.is_active.is_(True))
-        return int(session.scalar(count) or 0)
+        return active_admin_count(session)
 
 
 @moderators.command("set-password")

@@ -171,7 +171,7 @@ class ErasureRequest(Strict):
     as sent at intake), for comments the site sent without an e-mail.
     """
 
-    email: Annotated[Text, Field(min_length=3, max_length=320), AfterValidator(_nonblank)] | None = Field(
+    email: Annotated[Text, Field(min_length=3, max_length=MAX_EMAIL_CHARS), AfterValidator(_nonblank)] | None = Field(
         default=None, description="The author's e-mail (case does not matter); or send `comment_ids`."
     )
     comment_ids: Annotated[list[Identifier], Field(min_length=1, max_length=MAX_ERASURE_IDS)] | None = Field(
