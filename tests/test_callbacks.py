@@ -25,11 +25,10 @@ from svix.webhooks import Webhook as SvixWebhook
 from svix.webhooks import WebhookVerificationError
 
 from models.db import make_session_factory
-from models.entities import CallbackDelivery, Comment, Decision, DeliveryStatus, Site, SiteSecret
+from models.entities import CallbackDelivery, DeliveryStatus, Site, SiteSecret
 from models.migrate import downgrade_database, upgrade_database
 from moderation import callbacks
-from moderation.callbacks import COMMENT_DECIDED, RetryPolicy
-from moderation.intake import NewComment, accept_comment
+from moderation.callbacks import COMMENT_DECIDED
 from moderation.sites import (
     CallbackAddressRefusedError,
     callback_address,
@@ -38,16 +37,13 @@ from moderation.sites import (
     signing_secrets,
 )
 from server.logs import configure_logging
+from tests.support.callbacks import NOW, POLICY, decided_comment
 from tests.support.migrations import column_names, drift_from_the_models
 from tests.support.signing import sign_from_spec
 from tests.support.site_server import Received, SiteServer, always
 from workers.app import ModerationCelery
 from workers.delivery import MAX_ANSWER_BYTES, callback_client, parse_retry_after, post_callback
 from workers.tasks import PAUSE_CHECK_SECONDS, notify_site
-
-NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
-POLICY = RetryPolicy(base_seconds=30, max_seconds=3600, max_attempts=3, lease_seconds=60)
-
 
 # --- the retry schedule --------------------------------------------------------------------------
 
@@ -98,18 +94,6 @@ def test_parse_retry_after_reads_both_forms(value: str | None, expected: float |
 
 
 # --- deliveries in the database ------------------------------------------------------------------
-
-
-def decided_comment(session: Session, site: Site, external_id: str, now: datetime = NOW) -> CallbackDelivery | None:
-    accepted = accept_comment(
-        session, site, f"wh-{external_id}", NewComment(external_id=external_id, article_id="a", body="Nice."), now
-    )
-    comment = session.get_one(Comment, accepted.comment_id)
-    decision = Decision(comment_id=comment.id, outcome="approve", reasons=[], created_at=now)
-    session.add(decision)
-    comment.status = "approved"
-    session.flush()
-    return callbacks.schedule_callback(session, site, comment, decision, COMMENT_DECIDED, now)
 
 
 @pytest.fixture

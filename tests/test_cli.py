@@ -29,9 +29,9 @@ from moderation.data import CORPUS_DIR
 from moderation.fetch import SOURCES, Source, fetch_all, medquad_rows, unpack_medquad, unpack_sms, unpack_youtube
 from server.cli import main
 from tests.conftest import TrainedModel
+from tests.support.callbacks import NOW, POLICY, decided_comment
 from tests.support.models import saved_elsewhere
 from tests.support.signing import signed_headers
-from tests.test_callbacks import NOW, POLICY, decided_comment
 
 
 @pytest.fixture(scope="module")
