@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import logging
 import random
+import re
 import socket
 import threading
 import time
@@ -689,6 +690,7 @@ def test_post_callback_is_signed_so_an_independent_verifier_accepts_it(
     assert received.event == PAYLOAD
     assert received.headers["webhook-id"] == "msg_abc"
     assert received.headers["content-type"] == "application/json"
+    assert re.fullmatch(r"comment-moderation/[\w.+-]+ \(decision callbacks\)", received.headers["user-agent"])
     SvixWebhook(SECRET).verify(received.body, received.headers)
     timestamp = int(received.headers["webhook-timestamp"])
     assert abs(timestamp - time.time()) < 10

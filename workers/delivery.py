@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import time
 from collections.abc import Iterable, Iterator
@@ -159,6 +160,18 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
+def _user_agent() -> str:
+    try:
+        version = importlib.metadata.version("comment-moderation")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        version = "unknown"
+    return f"comment-moderation/{version} (decision callbacks)"
+
+
+# Who is calling, for the site's logs and firewall rules (httpx's own says only "python-httpx").
+USER_AGENT = _user_agent()
+
+
 def callback_client(max_connections: int = 20) -> httpx.Client:
     """The client for callbacks: no redirects followed, no proxy from the environment (the address checked
     is the one connected to), and every POST made through ``post_callback`` over within its timeout in all."""
@@ -170,7 +183,9 @@ def callback_client(max_connections: int = 20) -> httpx.Client:
         keepalive_expiry=KEEPALIVE_SECONDS,
         network_backend=_DeadlineBackend(),
     )
-    return httpx.Client(transport=transport, follow_redirects=False, trust_env=False)
+    return httpx.Client(
+        transport=transport, follow_redirects=False, trust_env=False, headers={"user-agent": USER_AGENT}
+    )
 
 
 def post_callback(
