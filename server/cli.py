@@ -401,11 +401,16 @@ def sites_list(ctx: click.Context) -> None:
     """Sites with their callback URL and state."""
     from sqlalchemy import select
 
-    with _sessions(_settings(ctx))() as session:
+    settings = _settings(ctx)
+    with _sessions(settings)() as session:
         failing = callbacks.failing_callback_counts(session)
-        for site in session.scalars(select(Site).order_by(Site.name)):
+        sites = session.scalars(select(Site).order_by(Site.name)).all()
+        for site in sites:
             url = shown_callback_url(site.callback_url) if site.callback_url else "-"
             click.echo(f"{site.name}\t{url}\t{_callback_state(site, failing.get(site.id, 0))}")
+    if not sites:  # on stderr, as for `models list`: a script gets no lines, a person learns where it looked
+        where = make_url(settings.effective_database_url).render_as_string(hide_password=True)
+        click.echo(f"no sites in {where}: `moderation sites add NAME` registers one", err=True)
 
 
 def _callback_state(site: Site, failing: int = 0) -> str:

@@ -186,6 +186,13 @@ def test_sites_list_stars_out_a_password_and_counts_failing_callbacks(tmp_path: 
     assert "s3cret" not in run(tmp_path, "sites", "list").output
 
 
+def test_sites_list_of_no_sites_says_so_on_stderr(tmp_path: Path) -> None:
+    listed = run(tmp_path, "sites", "list")
+    assert listed.exit_code == 0 and listed.stdout == ""
+    where = f"sqlite:///{tmp_path / 'moderation.db'}"
+    assert f"no sites in {where}: `moderation sites add NAME` registers one" in listed.stderr
+
+
 def test_a_rotation_without_overlap_says_the_old_secret_stops_now(tmp_path: Path) -> None:
     env = {"VAR_DIR": str(tmp_path), "DATABASE_URL": "", "LOG_FORMAT": "text", "SECRET_ROTATION_OVERLAP_HOURS": "0"}
     assert CliRunner().invoke(main, ["sites", "add", "backpain-advisor"], env=env).exit_code == 0
