@@ -89,16 +89,26 @@ class WebhookIdReusedError(Exception):
 
 
 class CommentIdReusedError(Exception):
-    """A ``comment.created`` for a site comment id already stored, but with another body or article.
+    """A ``comment.created`` for a site comment id already stored, but describing another comment.
 
     Not a repeat of the stored comment: answering it as one would tell the site that comment's status for
     text nobody moderated. An edit is sent as ``comment.updated``; a new comment needs its own id.
+    ``differs`` names what differs (``what_differs``): the body, the article id, or, for a comment the
+    site has edited since, the creation time (``stored_created_at``).
     """
 
-    def __init__(self, external_id: str, comment_id: int) -> None:
-        super().__init__(f"comment_id {external_id!r} is already stored with a different body or article")
+    def __init__(
+        self,
+        external_id: str,
+        comment_id: int,
+        differs: tuple[str, ...] = ("body", "article id"),
+        stored_created_at: datetime | None = None,
+    ) -> None:
+        super().__init__(f"comment_id {external_id!r} is already stored with a different {' and '.join(differs)}")
         self.external_id = external_id
         self.comment_id = comment_id
+        self.differs = differs
+        self.stored_created_at = stored_created_at
 
 
 def body_fingerprint(body: str) -> str:
@@ -127,8 +137,9 @@ def accept_comment(
     if existing is not None:
         # A repeat, or the create of a comment an earlier update or delete already stored (stale by then).
         # Only a create is compared: an update lands here when it raced the create that stored the comment.
-        if new.updated_at is None and describes_another_comment(existing, new):
-            raise CommentIdReusedError(new.external_id, existing.id)
+        differs = what_differs(existing, new) if new.updated_at is None else ()
+        if differs:
+            raise CommentIdReusedError(new.external_id, existing.id, differs, existing.created_at)
         record_receipt(session, site.id, webhook_id, existing.id, now, payload_sha256)
         return Accepted(existing.id, existing.status, created=False)
 
@@ -151,23 +162,24 @@ def accept_comment(
     return Accepted(comment.id, comment.status, created=True, queued=True, revision=comment.revision)
 
 
-def describes_another_comment(stored: Comment, created: NewComment) -> bool:
-    """Whether a create naming a stored comment's id describes another comment (a reused id, or a bug).
+def what_differs(stored: Comment, created: NewComment) -> tuple[str, ...]:
+    """What makes a create naming a stored comment's id another comment: empty when it does not.
 
     A repeat has the same body and article id; other fields may differ (an erasure removed the author's).
     A deleted comment is final and its tombstone has no text to compare: creates of it are acknowledged,
     with status ``deleted``. A comment that updates have edited holds their version, so its create,
-    arriving late, is stale rather than different, unless the creation times, known on both sides, differ.
+    arriving late, is stale rather than different, unless the creation times, known on both sides, differ:
+    then that is what differs (``"created_at"``); otherwise ``"body"``, ``"article id"`` or both.
     """
     if stored.status == CommentStatus.DELETED:
-        return False
+        return ()
     if (created.body, created.article_id) == (stored.body, stored.article_id):
-        return False
+        return ()
     if edited_by_the_site(stored):
-        return (
-            created.created_at is not None and stored.created_at is not None and created.created_at != stored.created_at
-        )
-    return True
+        known = created.created_at is not None and stored.created_at is not None
+        return ("created_at",) if known and created.created_at != stored.created_at else ()
+    body = ("body",) if created.body != stored.body else ()
+    return body + (("article id",) if created.article_id != stored.article_id else ())
 
 
 def edited_by_the_site(comment: Comment) -> bool:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import secrets
 from datetime import timedelta
+from typing import IO
 
-from flask import Flask, jsonify, redirect, url_for
+from flask import Flask, jsonify, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy.engine import make_url
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.wsgi import get_content_length
 
 from dashboard import init_app as init_dashboard
 from dashboard import method_not_allowed_page, wants_dashboard_page
@@ -113,6 +116,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         # host is not taken from the proxy: PUBLIC_URL names the outside address where links need it.
         hops = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=1)  # type: ignore[method-assign]
+    # First of all the hooks: before anything (CSRF's form parsing, a view) reads the body.
+    app.before_request(read_streamed_body)
     celery = build_celery(settings)
     app.extensions["celery"] = celery
     app.extensions["moderation"] = celery.runtime
@@ -132,6 +137,48 @@ def create_app(settings: Settings | None = None) -> Flask:
         return redirect(url_for("dashboard.index"))
 
     return app
+
+
+READ_STEP = 64 * 1024
+
+
+def read_streamed_body() -> None:
+    """Hold a body sent without a length (``Transfer-Encoding: chunked``) to MAX_CONTENT_LENGTH: 413 over it.
+
+    Werkzeug reads such a stream (when the server ends it, as gunicorn does) only up to the limit and
+    raises 413 on a read after it, which no view makes: a body over the limit arrived cut at the limit, read
+    as JSON that does not end (400) or as bytes its signature does not cover (401). So the body is read
+    here first, up to one byte past the limit; what fits is handed on as a body with its length, which is
+    what Werkzeug checks a Content-Length body against. Requests with a Content-Length are left as they are.
+    """
+    environ = request.environ
+    limit = request.max_content_length
+    if limit is None or "wsgi.input_terminated" not in environ or get_content_length(environ) is not None:
+        return
+    body = _read_at_most(environ["wsgi.input"], limit + 1)
+    if len(body) > limit:
+        raise RequestEntityTooLarge()
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)  # the body is no longer chunked: its length now counts
+
+
+def _read_at_most(stream: IO[bytes], size: int) -> bytes:
+    """Up to ``size`` bytes, fewer only where the stream ends (a read may return less than asked)."""
+    parts: list[bytes] = []
+    remaining = size
+    while remaining > 0:
+        try:
+            part = stream.read(min(remaining, READ_STEP))
+        except (OSError, ValueError) as error:  # as Werkzeug's own reads take a broken stream
+            raise ClientDisconnected() from error
+        except Exception as error:  # the server's own parse error (gunicorn's InvalidChunkSize): the client's
+            raise BadRequest("the request body is not validly chunked") from error
+        if not part:
+            break
+        parts.append(part)
+        remaining -= len(part)
+    return b"".join(parts)
 
 
 def _json_errors(app: Flask) -> None:

@@ -417,6 +417,56 @@ def test_rate_limit_per_author_ip_is_429_with_retry_after(settings: Settings, si
     assert post(client, body, signed_headers(site.secret, body)).status_code == 202
 
 
+@pytest.mark.parametrize("limit", ["rate_limit_per_author_ip", "rate_limit_per_site"])
+def test_a_repeat_of_an_accepted_delivery_is_answered_as_one_when_over_the_limit(
+    settings: Settings, site: SiteCredentials, engine: Engine, limit: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A site that keeps retrying a delivery it saw no answer to learns it was stored, not to wait and retry."""
+    looked_up: list[str] = []  # the look-up for a repeat: only once a limit refuses, never on the hot path
+
+    def repeated_delivery(*args: Any, **kwargs: Any) -> Any:
+        looked_up.append(args[2])
+        return intake.repeated_delivery(*args, **kwargs)
+
+    monkeypatch.setattr("webhooks.intake.repeated_delivery", repeated_delivery, raising=False)
+    app = create_app(settings.model_copy(update={limit: "2/minute"}))
+    try:
+        client = app.test_client()
+        created = encode(comment_event(site.name, "c-1"))
+        deleted = encode(deleted_event(site.name, "c-0"))  # no author ip: only the site's limit counts it
+        first_headers = signed_headers(site.secret, created)
+        first = post(client, created, first_headers)
+        assert first.status_code == 202
+        deletion = post(client, deleted, signed_headers(site.secret, deleted))  # now at the limit
+        assert deletion.status_code == 200, deletion.get_json()
+        assert looked_up == []
+
+        for _ in range(3):  # each over the limit, each answered as the repeat it is
+            again = post(client, created, first_headers)
+            assert again.status_code == 200, again.get_json()
+            assert again.get_json() == first.get_json()
+        # A retry signed again (new timestamp and signature, same id and JSON) is the same delivery.
+        resigned = post(client, created, signed_headers(site.secret, created, message_id=first_headers["webhook-id"]))
+        assert resigned.status_code == 200 and resigned.get_json()["id"] == first.get_json()["id"]
+
+        # What is not a repeat of an accepted delivery is limited as before: a new comment, the same comment
+        # under a new webhook-id, and another payload under the accepted id.
+        other = encode(comment_event(site.name, "c-2"))
+        reused = signed_headers(site.secret, other, message_id=first_headers["webhook-id"])
+        for body, headers in [
+            (other, signed_headers(site.secret, other)),
+            (created, signed_headers(site.secret, created)),
+            (other, reused),
+        ]:
+            limited = post(client, body, headers)
+            assert limited.status_code == 429, limited.get_json()
+            assert limited.get_json()["error"] == "rate_limited" and "Retry-After" in limited.headers
+        assert count(engine, Comment) == 2 and count(engine, OutboxMessage) == 1
+        assert first_headers["webhook-id"] in looked_up
+    finally:
+        app.extensions["moderation"].sessions.kw["bind"].dispose()
+
+
 def test_database_unreachable_is_503_not_500(settings: Settings, site: SiteCredentials, tmp_path: object) -> None:
     down = settings.model_copy(update={"database_url": "postgresql+psycopg://nobody@127.0.0.1:1/none"})
     client = create_app(down).test_client()
@@ -544,6 +594,39 @@ def stored_state(engine: Engine) -> tuple[Sequence[Any], Sequence[Any], int]:
             )
         ).all()
     return comments, receipts, count(engine, OutboxMessage)
+
+
+@pytest.mark.parametrize(
+    ("change", "edited", "differs"),
+    [
+        ({"body": "Another comment."}, False, "body"),
+        ({"article": {"id": "another-article"}}, False, "article id"),
+        ({"body": "Another comment.", "article": {"id": "another-article"}}, False, "body and article id"),
+        # Of a comment edited since, a late create's body is not compared (the stored text is the edit's):
+        # what tells another comment is the creation time, so that is what the message names.
+        (
+            {"body": "Another comment.", "created_at": "2026-11-29T08:00:00Z"},
+            True,
+            "created_at (stored: 2026-11-26T10:00:00Z; the comment has been edited since, so its body is not compared)",
+        ),
+    ],
+    ids=["body", "article", "both", "created_at"],
+)
+def test_a_reused_comment_id_is_refused_naming_what_differs(
+    client: FlaskClient, site: SiteCredentials, change: dict[str, Any], edited: bool, differs: str
+) -> None:
+    created = send(client, site, comment_event(site.name, "c-1"))
+    if edited:
+        assert send(client, site, updated_event(site.name, "c-1", "Edited text.")).status_code == 202
+    other = comment_event(site.name, "c-1")
+    other["data"] |= change
+
+    refused = send(client, site, other)
+
+    assert (refused.status_code, refused.get_json()["error"]) == (409, "comment_id_reused")
+    message = refused.get_json()["message"]
+    stored = f'comment_id "c-1" is already stored (comment {created.get_json()["id"]}) with a different {differs}'
+    assert message.startswith(f"{stored}; send an edit as comment.updated"), message
 
 
 Events = Callable[[str], tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]]

@@ -22,6 +22,7 @@ from moderation.intake import (
     WebhookIdReusedError,
     accept_comment,
     insert_new_comment,
+    repeated_delivery,
 )
 from moderation.lifecycle import apply_delete, apply_update
 from moderation.metrics import INTAKE_REQUESTS, INTAKE_SECONDS
@@ -67,9 +68,10 @@ def receive_comment() -> Response | tuple[Response, int]:
         document = _json_document()
         site = _signed_by_site(document)
         event = _validated(document)
-        _within_rate_limits(site, event)
         webhook_id = request.headers["webhook-id"]  # present: the signature check above requires it
-        accepted = _store(site, webhook_id, _payload_sha256(document), event)
+        payload_sha256 = _payload_sha256(document)
+        _within_rate_limits(site, event, webhook_id, payload_sha256)
+        accepted = _store(site, webhook_id, payload_sha256, event)
     except IntakeError as rejected:
         return rejected.response
     published = accepted.queued and _publish(accepted.comment_id, accepted.revision, webhook_id)
@@ -102,7 +104,7 @@ def status_url(comment_id: int, site_name: str) -> str:
 def _json_document() -> dict[str, Any]:
     if request.mimetype != "application/json":
         raise IntakeError(error_response(415, "unsupported_media_type", "send the comment as application/json"))
-    raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH this raises 413
+    raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH, 413 (chunked: server.factory.read_streamed_body)
     try:
         document = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -172,11 +174,17 @@ def _validated(document: dict[str, Any]) -> Event:
         ) from None
 
 
-def _within_rate_limits(site: SiteKeys, event: Event) -> None:
+def _within_rate_limits(site: SiteKeys, event: Event, webhook_id: str, payload_sha256: str) -> None:
+    """429 over a limit, except for a repeat of a delivery already accepted: it is answered as a repeat.
+
+    A site retries a delivery it did not see answered, and the retry is counted like any request; once
+    over the limit, it is still the message already stored, and 200 tells the site to stop sending it. The
+    database is asked only when a limit refuses, so a request within the limits costs what it did.
+    """
     limits: IntakeLimits | None = current_app.extensions.get("intake_limits")
     author_ip = None if isinstance(event, CommentDeleted) else event.data.author.ip
     limited = limits.check(site.name, author_ip) if limits else None
-    if limited is not None:
+    if limited is not None and not _accepted_before(site, webhook_id, payload_sha256):
         raise IntakeError(
             error_response(
                 429,
@@ -185,6 +193,17 @@ def _within_rate_limits(site: SiteKeys, event: Event) -> None:
                 headers={"Retry-After": str(limited.retry_after)},
             )
         )
+
+
+def _accepted_before(site: SiteKeys, webhook_id: str, payload_sha256: str) -> bool:
+    """Whether this webhook-id was already accepted with this payload (the same id with another is not)."""
+    session = db()
+    try:
+        return repeated_delivery(session, site.id, webhook_id, payload_sha256) is not None
+    except WebhookIdReusedError:
+        return False
+    finally:
+        session.rollback()  # ends the read (on SQLite it holds the write lock); the store begins anew
 
 
 def _payload_sha256(document: dict[str, Any]) -> str:
@@ -266,16 +285,25 @@ def _reused_response(reused: WebhookIdReusedError) -> Response:
 
 def _comment_id_reused_response(reused: CommentIdReusedError) -> Response:
     log.warning(
-        "comment.created for a stored comment id with another body or article; refused",
-        extra={"comment_id": reused.comment_id, "external_id": reused.external_id},
+        "comment.created for a stored comment id describing another comment; refused",
+        extra={"comment_id": reused.comment_id, "external_id": reused.external_id, "differs": list(reused.differs)},
     )
     return error_response(
         409,
         "comment_id_reused",
         f"comment_id {json.dumps(reused.external_id)} is already stored (comment {reused.comment_id}) with a "
-        "different body or article; send an edit as comment.updated (with updated_at), and give each new "
-        "comment its own comment_id",
+        f"different {_what_differs(reused)}; send an edit as comment.updated (with updated_at), and give each "
+        "new comment its own comment_id",
     )
+
+
+def _what_differs(reused: CommentIdReusedError) -> str:
+    """What the create differs in: its body, its article id, both, or the creation time of a comment edited since."""
+    if reused.differs != ("created_at",):
+        return " and ".join(reused.differs)
+    stored = reused.stored_created_at
+    when = stored.astimezone(UTC).isoformat().replace("+00:00", "Z") if stored else "another time"
+    return f"created_at (stored: {when}; the comment has been edited since, so its body is not compared)"
 
 
 def _publish(comment_id: int, revision: int | None, webhook_id: str) -> bool:

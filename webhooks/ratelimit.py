@@ -2,6 +2,8 @@
 
 The limits apply inside the view, after the signature check: before it, strangers could use up a site's
 quota. Fixed windows: one INCR per count; intake limits are generous, so the edge effect is harmless.
+Every request counts, retries included; over a limit, a retry of a delivery already accepted is still
+answered as the repeat it is (``webhooks.intake``), so only then does the view look it up.
 """
 
 from __future__ import annotations
