@@ -39,6 +39,12 @@ class SharedLimits:
         self._local: RateLimiter = limiter(MemoryStorage())
         self._shared_down_until = 0.0
 
+    def close(self) -> None:
+        """Let go of the Redis connections, for an owner done with these limits before its process ends."""
+        client = getattr(self._shared.storage, "storage", None)  # limits' RedisStorage keeps its redis client
+        if client is not None:
+            client.close()
+
     def over_limit(self, items: Sequence[RateLimitItem], *key: str) -> int | None:
         """Count one request for ``key`` against each limit ("10/minute;100/hour" is two): None while within
         them all, else seconds until the first one it went over resets."""

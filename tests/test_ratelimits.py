@@ -37,8 +37,8 @@ def test_a_moving_window_is_exact(redis_url: str) -> None:
 def test_counts_go_to_memory_while_redis_fails_and_back_to_redis_after(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ratelimits, "REDIS_RETRY_SECONDS", 0.0)  # ask Redis again at every count
     own_redis = BundledRedis().start()  # one of its own, to stop and start again
+    limits = SharedLimits(own_redis.url, "t-fallback")
     try:
-        limits = SharedLimits(own_redis.url, "t-fallback")
         item = parse("2/minute")
         assert limits.over_limit([item], "k") is None  # one count, in Redis (which keeps it across a restart)
         own_redis.stop()
@@ -48,6 +48,7 @@ def test_counts_go_to_memory_while_redis_fails_and_back_to_redis_after(monkeypat
         assert limits.over_limit([item], "k") is None  # back in Redis: its count goes on from one
         assert limits.over_limit([item], "k") is not None
     finally:
+        limits.close()  # else its socket to a Redis that is gone is left for the garbage collector to warn about
         own_redis.remove()
 
 
