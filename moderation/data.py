@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -306,7 +306,12 @@ def load_public(data_dir: Path) -> dict[str, list[Example]]:
 
 def collect_examples(data_dir: Path | None, corpus_dir: Path = CORPUS_DIR) -> list[Example]:
     """The own corpus plus every public set found in ``data_dir``."""
-    return load_own_corpus(corpus_dir) + [e for found in public_sets(data_dir).values() for e in found]
+    return with_own_corpus(public_sets(data_dir), corpus_dir)
+
+
+def with_own_corpus(public: Mapping[str, list[Example]], corpus_dir: Path = CORPUS_DIR) -> list[Example]:
+    """The own corpus plus public sets already loaded (by a caller that also tells what it found in them)."""
+    return load_own_corpus(corpus_dir) + [e for found in public.values() for e in found]
 
 
 def public_sets(data_dir: Path | None) -> dict[str, list[Example]]:

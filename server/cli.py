@@ -33,7 +33,7 @@ from models.migrate import (
 )
 from moderation import callbacks, registry
 from moderation.classifier import ModerationModel
-from moderation.data import DataError, Example, load_own_corpus, public_sets
+from moderation.data import DataError, Example, public_sets, with_own_corpus
 from moderation.features import CommentText
 from moderation.intake import (
     MAX_AUTHOR_NAME_CHARS,
@@ -526,7 +526,7 @@ def train_and_register(
     check_writable_folder(settings.effective_model_dir, "MODEL_DIR")  # now, not after minutes of training
     try:
         public = public_sets(data_dir)
-        examples = load_own_corpus() + [e for found in public.values() for e in found]
+        examples = with_own_corpus(public)
     except (DataError, OSError) as error:
         raise click.ClickException(str(error)) from None
     if data_dir is not None:
@@ -797,7 +797,7 @@ def _evaluation_examples(model: ModerationModel, data_file: Path | None, data_di
             public = public_sets(chosen)
             if data_dir is not None and not any(public.values()):
                 _warn_no_public_sets(data_dir, "evaluating on the shipped corpus's held-out part only")
-            examples = [e for e in load_own_corpus() + [e for f in public.values() for e in f] if e.split == TEST]
+            examples = [e for e in with_own_corpus(public) if e.split == TEST]
     except (DataError, OSError) as error:
         raise click.ClickException(str(error)) from None
     if not examples:
