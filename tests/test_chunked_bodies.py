@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, func, select
+from werkzeug.test import TestResponse
 
 from models.entities import Comment
 from server.settings import Settings
@@ -46,7 +47,7 @@ def comments(engine: Engine) -> int:
         return int(connection.scalar(select(func.count()).select_from(Comment)) or 0)
 
 
-def post_streamed(client: FlaskClient, path: str, body: bytes, headers: dict[str, str]):  # type: ignore[no-untyped-def]
+def post_streamed(client: FlaskClient, path: str, body: bytes, headers: dict[str, str]) -> TestResponse:
     """As a server hands the app a chunked body: no CONTENT_LENGTH, and a stream it ends itself."""
     return client.post(
         path,
