@@ -24,7 +24,7 @@ from moderation.data import TEST, TRAIN, Example, collect_examples
 from moderation.evaluation import metrics_by_source, policy_metrics, score_examples
 from moderation.features import CommentText
 from moderation.policy import Thresholds
-from moderation.training import is_in_domain, train
+from moderation.training import DEFAULT_FOLDS, is_in_domain, train
 
 
 def moderator_examples(session: Session) -> list[Example]:
@@ -114,14 +114,22 @@ class Retrained:
 
 
 def retrain(
-    session_factory: Any, model_dir: Path, data_dir: Path | None, show_progress: bool = False, force: bool = False
+    session_factory: Any,
+    model_dir: Path,
+    data_dir: Path | None,
+    show_progress: bool = False,
+    force: bool = False,
+    folds: int = DEFAULT_FOLDS,
 ) -> Retrained:
-    """Train on the corpus, the public sets and the moderators' labels; register; activate if not worse."""
+    """Train on the corpus, the public sets and the moderators' labels; register; activate if not worse.
+
+    ``folds``: out-of-fold models the thresholds are chosen from, as `moderation train --folds`.
+    """
     with session_factory() as session:
         examples = collect_examples(data_dir) + moderator_examples(session)
         current = registry.active_version(session)
         active, unloadable = (None, None) if force or current is None else _load_active(current, model_dir)
-    model: ModerationModel = train(examples, show_progress=show_progress)  # no session open meanwhile
+    model: ModerationModel = train(examples, show_progress=show_progress, folds=folds)  # no session open meanwhile
     version = registry.new_version_name()
     model.card["version"] = version
     model.card["data"]["data_dir"] = str(data_dir.resolve()) if data_dir else None

@@ -124,7 +124,7 @@ def poison(engine: Engine, count: int = 300) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # trains a model with five folds, besides the session's model
+@pytest.mark.timeout(900)  # trains a whole model (two folds, as the session's), besides the session's model
 def test_retrain_keeps_a_candidate_worse_on_the_same_held_out_rows_inactive(
     engine: Engine, trained_model: TrainedModel, tmp_path: Path
 ) -> None:
@@ -135,7 +135,7 @@ def test_retrain_keeps_a_candidate_worse_on_the_same_held_out_rows_inactive(
         registry.register(session, "good", trained_model.artifact, trained_model.model.card)
         registry.activate(session, "good")
     poison(engine)
-    result = retrain(sessions, tmp_path / "models", None)
+    result = retrain(sessions, tmp_path / "models", None, folds=2)
     assert not result.activated
     assert any(p.startswith(("leak_rate", "own spam PR-AUC")) for p in result.problems), result.problems
     with sessions() as session:
@@ -145,7 +145,7 @@ def test_retrain_keeps_a_candidate_worse_on_the_same_held_out_rows_inactive(
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # trains a model with five folds, besides the session's model
+@pytest.mark.timeout(900)  # trains a whole model (two folds, as the session's), besides the session's model
 def test_retrain_does_not_replace_an_active_model_it_cannot_load(
     engine: Engine, trained_model: TrainedModel, tmp_path: Path
 ) -> None:
@@ -158,7 +158,7 @@ def test_retrain_does_not_replace_an_active_model_it_cannot_load(
         registry.register(session, "lost", registry.SavedArtifact(lost, trained_model.artifact.sha256), {})
         registry.activate(session, "lost")
     lost.unlink()
-    result = retrain(sessions, tmp_path / "models", None)
+    result = retrain(sessions, tmp_path / "models", None, folds=2)
     assert not result.activated
     assert len(result.problems) == 1
     assert result.problems[0].startswith("the active model lost cannot be loaded to compare with (model file lost")
