@@ -254,7 +254,7 @@ def ensure_model(settings: Settings) -> None:
         + " (about two minutes)...",
         flush=True,
     )
-    from server.cli import train_and_register
+    from server.cli.training import train_and_register
 
     try:
         version = train_and_register(settings, settings.data_dir)

@@ -69,7 +69,7 @@ def test_train_refuses_fewer_than_two_folds(tmp_path: Path) -> None:
 
 
 def test_train_names_the_public_sets_it_found(capsys: pytest.CaptureFixture[str]) -> None:
-    from server.cli import _say_what_was_found
+    from server.cli.training import _say_what_was_found
 
     _say_what_was_found({"health_advice": 1200, "sms_spam": 1, "youtube_spam": 2}, Path("data"))
     captured = capsys.readouterr()
@@ -760,7 +760,7 @@ def test_line_batches_hand_over_what_arrived_without_waiting_for_more(monkeypatc
     import concurrent.futures
     import contextlib
 
-    from server.cli import _line_batches, _StdinChunks
+    from server.cli.classify import _line_batches, _StdinChunks
 
     read_end, write_end = os.pipe()
     stdin = io.TextIOWrapper(os.fdopen(read_end, "rb"))
@@ -792,7 +792,7 @@ def test_line_batches_hand_over_what_arrived_without_waiting_for_more(monkeypatc
 def test_classify_answers_a_line_too_long_for_any_comment_without_keeping_it(trained: Path) -> None:
     """A line past MAX_LINE_BYTES (here across many reads, and last without a newline) is one error answer;
     the lines around it are answered as usual, and a line of exactly the limit is still read."""
-    from server.cli import MAX_LINE_BYTES
+    from server.cli.classify import MAX_LINE_BYTES
 
     def line_of(size: int) -> bytes:
         start = b'{"body": "'
@@ -819,7 +819,7 @@ def test_classify_answers_a_line_too_long_for_any_comment_without_keeping_it(tra
 def test_classify_batches_stop_growing_at_a_byte_budget() -> None:
     """A fast pipe of long lines (each under the line cap) must not fill a 1,000-line batch: that would hold
     gigabytes before scoring any of them."""
-    from server.cli import MAX_BATCH_BYTES, READ_CHUNK_BYTES, _line_batches
+    from server.cli.classify import MAX_BATCH_BYTES, READ_CHUNK_BYTES, _line_batches
 
     long_line = b"x" * (600 * 1024) + b"\n"
     data = long_line * 30

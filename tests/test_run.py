@@ -197,7 +197,7 @@ def test_the_local_run_activates_the_newest_chosen_model_made_for_these_features
         active="v-old",
     )
     (tmp_path / "v-tampered.skops").write_bytes(b"not the file that was registered")
-    monkeypatch.setattr("server.cli.train_and_register", _no_training)
+    monkeypatch.setattr("server.cli.training.train_and_register", _no_training)
     assert _active_after_ensure(url, tmp_path) == "v-now"
     assert "activated v-now" in capsys.readouterr().out
 
@@ -206,7 +206,7 @@ def test_the_local_run_starts_with_the_old_model_when_training_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = _registry_of(tmp_path, {"v-old": ("2020-01-01", True, True)}, active="v-old")
-    monkeypatch.setattr("server.cli.train_and_register", _no_training)
+    monkeypatch.setattr("server.cli.training.train_and_register", _no_training)
     assert _active_after_ensure(url, tmp_path) == "v-old"
     assert "Training failed (training failed); starting with model v-old" in capsys.readouterr().out
 
@@ -221,6 +221,6 @@ def test_the_local_run_finds_a_model_moved_into_model_dir(
     model_dir = tmp_path / "mounted-elsewhere"
     model_dir.mkdir()
     (tmp_path / "v-now.skops").rename(model_dir / "v-now.skops")
-    monkeypatch.setattr("server.cli.train_and_register", _no_training)
+    monkeypatch.setattr("server.cli.training.train_and_register", _no_training)
     ensure_model(Settings(var_dir=tmp_path, database_url=url, model_dir=model_dir))
     assert "activated v-now" in capsys.readouterr().out

@@ -1,0 +1,140 @@
+"""What several `moderation` commands share: the settings, database sessions and schema checks, folders."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.db import create_db_engine, make_session_factory
+from models.migrate import schema_mismatch, schema_revision, upgrade_database
+from moderation import registry
+from moderation.classifier import ModerationModel
+from server.settings import Settings, redacted_url
+
+
+def settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+def sessions(settings: Settings) -> sessionmaker[Session]:
+    """Sessions on an up-to-date schema.
+
+    A new database gets the schema, so every command works on a fresh VAR_DIR without a separate migrate.
+    One at an older migration is refused, not upgraded: that is `moderation migrate`'s job, once a backup is
+    taken, and never the side effect of a `sites list` run to look around before an upgrade.
+    """
+    _create_or_check_schema(settings)
+    return make_session_factory(create_db_engine(settings.effective_database_url))
+
+
+@contextlib.contextmanager
+def transaction(ctx: click.Context) -> Iterator[Session]:
+    """One transaction on an engine that is disposed afterwards (no pooled connection outlives the command)."""
+    factory = sessions(settings(ctx))
+    try:
+        with factory.begin() as session:
+            yield session
+    finally:
+        factory.kw["bind"].dispose()
+
+
+def active_model(settings: Settings) -> ModerationModel:
+    store = registry.ModelStore(sessions(settings), check_interval=0, model_dir=settings.effective_model_dir)
+    try:
+        return store.current()
+    except registry.RegistryError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _create_or_check_schema(settings: Settings) -> None:
+    url = settings.effective_database_url
+    path = sqlite_file(url)
+    if path is None or path.exists():
+        try:
+            current = schema_revision(url)
+        except OperationalError as error:
+            raise click.ClickException(cannot_connect(settings, error)) from None
+        problem = schema_mismatch(current)
+        if problem is not None:
+            raise click.ClickException(problem)
+        if current is not None:
+            return
+    upgrade(settings)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (any driver, any query string); None for another database or memory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def upgrade(settings: Settings) -> None:
+    url = settings.effective_database_url
+    path = sqlite_file(url)
+    make_var_dir(settings)
+    created = path if path is not None and not path.exists() else None
+    try:
+        upgrade_database(url)
+    except OperationalError as error:  # refused, unknown host or database, bad password, unwritable file
+        raise click.ClickException(cannot_connect(settings, error)) from None
+    if created is not None:
+        # Run from another folder, the default VAR_DIR (./var) is a new, empty one: say so rather than
+        # let `sites list` answer nothing as if the real database were empty.
+        click.echo(f"created a new database {created} (VAR_DIR or DATABASE_URL chooses another)", err=True)
+
+
+def cannot_connect(settings: Settings, error: OperationalError) -> str:
+    shown = redacted_url(settings.effective_database_url)
+    return f"cannot use the database {shown}: {driver_message(settings, error)} (check DATABASE_URL)"
+
+
+def driver_message(settings: Settings, error: OperationalError) -> str:
+    """The driver's message on one line, with any part of the URL's user name and password hidden."""
+    reason = " ".join(str(error.orig or error).split())
+    url = settings.effective_database_url
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    for secret in {userinfo, *userinfo.split(":", 1)[1:], *userinfo.split("@")}:
+        if len(secret) >= 3:  # a fragment shorter than that is no secret, and would blot out the message
+            reason = reason.replace(secret, "***")
+    return reason
+
+
+def make_var_dir(settings: Settings) -> None:
+    """The default SQLite database's folder; a DATABASE_URL naming a folder that is not there is a mistake."""
+    if settings.database_url is None:
+        make_folder(settings.var_dir, "VAR_DIR")
+
+
+def make_folder(path: Path, what: str) -> None:
+    """Create ``path`` (and its parents) or stop with one line saying why not: not writable, a file in the way."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise click.ClickException(f"cannot create {what} {path}: {error.strerror or error}") from None
+    check_writable_folder(path, what)
+
+
+def check_writable_folder(path: Path, what: str) -> None:
+    """Stop with one line unless files can be written in ``path``, or in the folder it would be made in;
+    creates nothing that stays. For a check before long work whose result is written at its end."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise click.ClickException(f"cannot create {what} {path}: {os.strerror(errno.ENOTDIR)}")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        verb = "write into" if existing == path else "create"
+        raise click.ClickException(f"cannot {verb} {what} {path}: {error.strerror or error}") from None

@@ -1,0 +1,66 @@
+"""`export`: decisions and moderator verdicts as JSON lines or CSV."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from models.db import SQLITE_BEGIN
+from moderation.sites import SiteError, require_site
+from server.cli import common
+
+SINCE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%SZ"]
+
+
+def _open_for_writing(path: Path) -> TextIO:
+    try:
+        return path.open("w", encoding="utf-8", newline="")
+    except OSError as error:
+        raise click.ClickException(f"cannot write {path}: {error.strerror or error}") from None
+
+
+@click.command()
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File (default stdout).")
+@click.option("--site", "site_name", default=None, help="Only this site's comments.")
+@click.option(
+    "--since",
+    type=click.DateTime(SINCE_FORMATS),
+    default=None,
+    help="Only decisions from this UTC date or time on (2026-11-01, or 2026-11-01T09:30:00 with or without Z).",
+)
+@click.option("--body/--no-body", default=True, show_default=True, help="Include the comment text.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@click.pass_context
+def export(
+    ctx: click.Context,
+    fmt: str,
+    output: Path | None,
+    site_name: str | None,
+    since: Any,
+    body: bool,
+    progress: bool,
+) -> None:
+    """Write decisions and moderator verdicts as JSON lines or CSV (README lists the columns)."""
+    from datetime import UTC
+
+    from moderation.export import ExportQuery, write_export
+
+    with common.transaction(ctx) as session:
+        # Read-only and possibly long: on SQLite a snapshot, not the write lock intake and workers need.
+        session.connection(execution_options={SQLITE_BEGIN: "DEFERRED"})
+        site_id = None
+        if site_name is not None:
+            try:
+                site_id = require_site(session, site_name).id
+            except SiteError as error:
+                raise click.ClickException(str(error)) from None
+        query = ExportQuery(site_id, since.replace(tzinfo=UTC) if since else None, with_body=body)
+        with contextlib.ExitStack() as files:
+            out = files.enter_context(_open_for_writing(output)) if output else sys.stdout
+            written = write_export(session, query, out, fmt, progress=sys.stderr if progress else None)
+    click.echo(f"exported {written} row(s)", err=True)

@@ -1,0 +1,112 @@
+"""`moderators`: the dashboard's accounts."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from server.cli import common
+
+
+@click.group()
+def moderators() -> None:
+    """Dashboard accounts: moderators act on comments; admins also manage sites, lists and people."""
+
+
+@moderators.command("add")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["moderator", "admin"]), default="moderator", show_default=True)
+@click.pass_context
+def moderators_add(ctx: click.Context, email: str, role: str) -> None:
+    """Create a dashboard account; the password is read from a prompt, or from stdin's first line when piped."""
+    from datetime import UTC, datetime
+
+    from moderation.accounts import AccountError, create_moderator
+
+    password = _new_password()
+    with common.transaction(ctx) as session:
+        try:
+            moderator = create_moderator(session, email, password, role, datetime.now(UTC))
+        except AccountError as error:
+            raise click.ClickException(str(error)) from None
+        click.echo(f"{moderator.role} {moderator.email} added")
+
+
+@moderators.command("list")
+@click.pass_context
+def moderators_list(ctx: click.Context) -> None:
+    """Accounts with their role, state and last sign-in."""
+    from sqlalchemy import select
+
+    from models.entities import Moderator
+
+    with common.transaction(ctx) as session:
+        for row in session.scalars(select(Moderator).order_by(Moderator.email)):
+            last = row.last_login_at.isoformat(timespec="seconds") if row.last_login_at else "never"
+            click.echo(f"{row.email}\t{row.role}\t{'active' if row.is_active else 'deactivated'}\t{last}")
+
+
+@moderators.command("deactivate")
+@click.argument("email")
+@click.pass_context
+def moderators_deactivate(ctx: click.Context, email: str) -> None:
+    """Sign-in refused from now on and open sessions ended; past actions stay in the audit trail."""
+    admins_left = _set_active(ctx, email, False)
+    click.echo(f"{email} deactivated")
+    if admins_left == 0:
+        click.echo(
+            "warning: no active admin is left: nobody can open the admin pages until `moderators activate EMAIL` "
+            "or `moderators add EMAIL --role admin`",
+            err=True,
+        )
+
+
+@moderators.command("activate")
+@click.argument("email")
+@click.pass_context
+def moderators_activate(ctx: click.Context, email: str) -> None:
+    """Sign-in allowed again, with the account's password; sessions from before stay ended."""
+    _set_active(ctx, email, True)
+    click.echo(f"{email} activated")
+
+
+def _set_active(ctx: click.Context, email: str, active: bool) -> int:
+    """Set the account's active flag; how many active admins there are then."""
+    from moderation.accounts import active_admin_count, find_moderator
+
+    with common.transaction(ctx) as session:
+        moderator = find_moderator(session, email)
+        if moderator is None:
+            raise click.ClickException(f"no moderator {email}")
+        moderator.is_active = active
+        session.flush()
+        return active_admin_count(session)
+
+
+@moderators.command("set-password")
+@click.argument("email")
+@click.pass_context
+def moderators_set_password(ctx: click.Context, email: str) -> None:
+    """A new password (prompted, or stdin's first line when piped); the account's open sessions end."""
+    from moderation.accounts import AccountError, find_moderator, set_password
+
+    password = _new_password()
+    with common.transaction(ctx) as session:
+        moderator = find_moderator(session, email)
+        if moderator is None:
+            raise click.ClickException(f"no moderator {email}")
+        try:
+            set_password(moderator, password)
+        except AccountError as error:
+            raise click.ClickException(str(error)) from None
+    click.echo(f"password of {email} changed; its open sessions have ended")
+
+
+def _new_password() -> str:
+    if sys.stdin.isatty():
+        return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+    line = sys.stdin.readline()
+    if not line:  # stdin closed or /dev/null (cron, a script's missing pipe): not a short password
+        raise click.ClickException("no password on stdin: pipe it as the first line, or run this in a terminal")
+    return line.rstrip("\r\n")
