@@ -217,7 +217,9 @@ def comment_context(session: Session, comment: Comment, now: datetime) -> Contex
     if comment.author_email:
         author.append(Comment.author_email == comment.author_email)
     if comment.author_ip:
-        # As the policy counts them: an IP is shared (offices, mobile carriers), so only near this comment.
+        # An IP is shared (offices, mobile carriers), so only near this comment, as the policy counts it. The
+        # counts differ from the policy's (which the decision keeps in Decision.signals): they are counted now,
+        # either side of the comment, for the moderator's context.
         near = Comment.received_at.between(
             comment.received_at - AUTHOR_IP_WINDOW, comment.received_at + AUTHOR_IP_WINDOW
         )

@@ -159,6 +159,11 @@ class Decision(Base):
     # base maps to a JSON column.
     reasons: Mapped[list[Any]] = mapped_column(default=list)
     explanation: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # What the policy knew beyond the scores when the model decided (moderation.policy.Signals as a dict:
+    # links, same text on the site, the author's history): the counts behind a duplicate or flood hold as they
+    # were then, which the comment's context on the dashboard (counted now) cannot show. Empty for a
+    # moderator's decision and for decisions made before migration 0007.
+    signals: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     model_version: Mapped[str | None] = mapped_column(String(64))
     decided_by: Mapped[str] = mapped_column(String(320), default="model")  # or "moderator:<e-mail>"
     note: Mapped[str | None] = mapped_column(Text)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -169,6 +169,17 @@ def _not_indexed(site_id: InstrumentedAttribute[int]) -> ColumnElement[int]:
     return site_id + 0
 
 
+def recorded_signals(signals: Signals) -> dict[str, Any]:
+    """``signals`` as stored with a decision (``Decision.signals``): every field by its name, in JSON's types.
+
+    Blocked terms are kept as how many matched: an entry can be an author's e-mail address, and personal
+    data is kept only where erasure finds it (moderation.privacy).
+    """
+    record = {f.name: getattr(signals, f.name) for f in fields(signals)}
+    record["blocked_terms"] = len(signals.blocked_terms)
+    return record
+
+
 def current_decision(session: Session, comment_id: int) -> Decision | None:
     return session.scalar(select(Decision).where(Decision.comment_id == comment_id, Decision.is_current))
 
@@ -214,6 +225,7 @@ class _Judged:
     verdict: Verdict
     scores: Scores
     explanation: dict[str, Any]
+    signals: Signals
 
     @property
     def status(self) -> CommentStatus:
@@ -259,7 +271,9 @@ def _judged(
     judged = []
     for comment, (scores, explanation) in zip(comments, scored, strict=True):
         verdict = decide(scores, site_thresholds(model, comment), signals[comment.id], limits)
-        judged.append(_Judged(comment, _after_edit(verdict, latest.get(comment.id)), scores, explanation))
+        judged.append(
+            _Judged(comment, _after_edit(verdict, latest.get(comment.id)), scores, explanation, signals[comment.id])
+        )
     return judged
 
 
@@ -278,6 +292,7 @@ def _store_decisions(
             advice_score=j.scores.medical_advice,
             reasons=j.verdict.reasons,
             explanation=j.explanation,
+            signals=recorded_signals(j.signals),
             model_version=model.version,
             decided_by="model",
             created_at=now,

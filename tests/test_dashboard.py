@@ -321,6 +321,31 @@ def test_same_text_and_author_history(moderator_client: FlaskClient, sessions: S
     assert re.search(r"<strong>1</strong> rejected", page)
 
 
+def test_a_comment_shows_what_the_policy_counted_when_it_decided_beside_the_counts_now(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    """A duplicate or flood hold is explained by the counts of its moment; the context below is counted now."""
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        held, decision_id = held_comment(session, site, "flood", "Buy now, buy now, buy now.", reasons=["author_flood"])
+        session.get_one(Decision, decision_id).signals = {
+            "duplicates_elsewhere": 3,
+            "author_posts_last_hour": 12,
+            "author_approved_before": 0,
+            "author_rejected_before": 4,
+            "author_allowed": False,
+        }
+        plain, _ = held_comment(session, site, "old", "Decided before decisions kept their signals.")
+    page = _page(moderator_client, f"/dashboard/comments/{held}")
+    when_decided = re.sub(r"\s+", " ", page.split('class="when-decided"', 1)[1].split("</p>", 1)[0])
+    assert "<strong>3</strong> same text on this site in the day before" in when_decided
+    assert "<strong>12</strong> by this author in the hour before" in when_decided
+    assert "<strong>0</strong> approved and <strong>4</strong> rejected before" in when_decided
+    assert "allow list" not in when_decided
+    assert re.search(r"<strong>0</strong> rejected ·", page)  # the context, counted now, has none of them
+    assert 'class="when-decided"' not in _page(moderator_client, f"/dashboard/comments/{plain}")
+
+
 def test_author_history_counts_a_shared_ip_only_near_the_comment(
     moderator_client: FlaskClient, sessions: Sessions, site_row: int
 ) -> None:

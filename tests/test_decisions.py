@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import warnings
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from moderation.decisions import (
     gather_signals_many,
 )
 from moderation.intake import NewComment, accept_comment
+from moderation.lists import add_entry
 from moderation.sites import create_site, require_site
 from tests.conftest import TrainedModel
 from tests.support.services import fresh_postgres_database, postgres_reachable
@@ -233,7 +235,33 @@ def test_author_history_and_duplicates_reach_the_decision(
     decided = decide(sessions, post(sessions, "c-1", CAMPAIGN), active_model)
 
     assert decided is not None and decided.outcome == Outcome.HOLD
-    assert rows(engine, Decision, id=decided.decision_id)[0].reasons == ["duplicate", "author_rejected_before"]
+    decision = rows(engine, Decision, id=decided.decision_id)[0]
+    assert decision.reasons == ["duplicate", "author_rejected_before"]
+    # The counts behind those reasons, kept as they were when the policy read them.
+    assert decision.signals == {
+        "link_count": 0,
+        "blocked_terms": 0,
+        "duplicates_elsewhere": 1,
+        "author_posts_last_hour": 0,
+        "author_approved_before": 0,
+        "author_rejected_before": 2,
+        "author_allowed": False,
+        "other_script": "none",
+    }
+
+
+def test_a_blocked_authors_address_is_not_kept_with_the_decisions_signals(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """Erasure finds personal data in the comment and its explanation, not in the signals: only a count."""
+    with sessions.begin() as session:
+        add_entry(session, "block", "author", "jan@example.org", None, None, NOW)
+    decided = decide(sessions, post(sessions, "c-1"), active_model)
+
+    assert decided is not None and decided.outcome == Outcome.REJECT
+    decision = rows(engine, Decision, id=decided.decision_id)[0]
+    assert decision.reasons[0] == "blocked_term" and decision.signals["blocked_terms"] == 1
+    assert "jan@example.org" not in json.dumps(decision.signals)
 
 
 def test_a_comment_in_a_script_the_model_never_learned_is_held_for_a_person(
