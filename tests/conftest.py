@@ -25,6 +25,7 @@ from moderation.training import train
 from server.factory import build_celery, create_app
 from server.settings import Settings
 from tests.support.migrations import empty_database
+from tests.support.model_cache import ModelCache
 from tests.support.services import (
     SYSTEM_REDIS,
     BundledRedis,
@@ -114,12 +115,21 @@ class TrainedModel:
 
 
 @pytest.fixture(scope="session")
-def trained_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
-    """A real model trained once per session on the shipped corpus only (fixed random_state)."""
-    model = train(load_own_corpus(), random_state=0, show_progress=False, folds=2)
+def trained_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    """A real model trained on the shipped corpus only (fixed random_state), once for as long as what it is
+    trained from is unchanged: pytest's cache keeps it under the digest of its inputs (see
+    ``tests.support.model_cache``), so a run of a few tests does not wait half a minute for training."""
     version = "test-model"
+    models_dir = tmp_path_factory.mktemp("models")
+    cache = ModelCache(request.config.cache.mkdir("trained-model"))
+    cached = cache.load(models_dir, version)
+    if cached is not None:
+        model, artifact = cached
+        return TrainedModel(model, artifact, version)
+    model = train(load_own_corpus(), random_state=0, show_progress=False, folds=2)
     model.card["version"] = version
-    artifact = registry.save_artifact(model, tmp_path_factory.mktemp("models"), version)
+    artifact = registry.save_artifact(model, models_dir, version)
+    cache.store(artifact)
     return TrainedModel(model, artifact, version)
 
 

@@ -1,0 +1,36 @@
+"""The test session's model cache (tests/support/model_cache.py): a cached model is the model that was stored,
+and anything wrong with the cache means training again, never a wrong model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from moderation.features import CommentText
+from tests.conftest import TrainedModel
+from tests.support.model_cache import ModelCache
+
+COMMENTS = [CommentText(body="Take 800mg ibuprofen every 6 hours."), CommentText(body="Cheap pills: rx-deals.example")]
+
+
+def test_a_stored_model_loads_back_scoring_as_it_did(trained_model: TrainedModel, tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path / "cache")
+    cache.folder.mkdir()
+    cache.store(trained_model.artifact)
+    loaded = cache.load(tmp_path, "again")
+    assert loaded is not None
+    model, artifact = loaded
+    assert artifact.path == tmp_path / "model-again.skops" and artifact.sha256 == trained_model.artifact.sha256
+    for label, scores in trained_model.model.probabilities(COMMENTS).items():
+        np.testing.assert_allclose(model.probabilities(COMMENTS)[label], scores)
+
+
+def test_a_damaged_or_missing_cache_means_training_again(trained_model: TrainedModel, tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path / "cache")
+    cache.folder.mkdir()
+    assert cache.load(tmp_path, "none") is None
+    cache.store(trained_model.artifact)
+    model_file = next(cache.folder.glob("*.skops"))
+    model_file.write_bytes(model_file.read_bytes()[:1000])
+    assert cache.load(tmp_path, "damaged") is None
