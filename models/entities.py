@@ -135,6 +135,24 @@ class Comment(Base):
     )
 
 
+# The author's personal data on a comment, declared once, here beside the model: intake stores these from the
+# webhook's ``author`` (field ``x`` in column ``author_x``), an edit replaces them while the comment is not
+# erased, erasure and retention clear them, and their values are what erasure scrubs from derived rows
+# (moderation.privacy). Each of those places reads this tuple rather than naming the columns again: a column
+# listed by hand in one place and forgotten in another would be stored and never erased. A new personal
+# column goes here; tests/test_privacy.py fails while a field of the webhook's Author has no column here.
+PERSONAL_COLUMNS = (
+    Comment.author_name,
+    Comment.author_email,
+    Comment.author_url,
+    Comment.author_ip,
+    Comment.author_user_agent,
+)
+# The part of them retention clears on every comment after ``RETAIN_PERSONAL_DAYS`` (the rest is kept until the
+# comment is closed); also left out of the words erasure strips from explanations (the model never reads them).
+NETWORK_COLUMNS = (Comment.author_ip, Comment.author_user_agent)
+
+
 class Decision(Base):
     """One row per decision; exactly one per comment has ``is_current`` (enforced by a partial index)."""
 

@@ -19,7 +19,6 @@ from sklearn.metrics import (
 from models.entities import Outcome
 from moderation.classifier import LABELS, ModerationModel, Scores
 from moderation.data import Example, fingerprint_hashes
-from moderation.features import OtherScript, link_count, other_script
 from moderation.policy import Signals, Thresholds, decide
 
 
@@ -219,8 +218,8 @@ def evaluation_scores(scored: Sequence[Scored]) -> dict[str, list[Any]]:
         "medical_advice": [round(s.scores.medical_advice, 5) for s in rows],
         "is_spam": [bool(s.example.spam) for s in rows],
         "is_medical_advice": [bool(s.example.medical_advice) for s in rows],
-        "links": [link_count(s.example.comment.body) for s in rows],
-        "other_script": [str(other_script(s.example.comment.body)) for s in rows],
+        # What the text tells beyond the scores (links, another script...), as the policy read it here.
+        **Signals.to_card([Signals.of_text(s.example.comment.body) for s in rows]),
     }
 
 
@@ -229,9 +228,10 @@ def what_if(card: dict[str, Any], thresholds: Thresholds) -> dict[str, float | N
     data = card.get("evaluation_scores")
     if not data or not data.get("spam"):
         return {"leak_rate": None, "ordinary_held": None, "ordinary_rejected": None, "review_load": None}
+    signals = Signals.from_card(data, len(data["spam"]))
     outcomes = [
-        decide(Scores(spam=s, medical_advice=a), thresholds, Signals(link_count=n, other_script=o)).outcome
-        for s, a, n, o in zip(data["spam"], data["medical_advice"], data["links"], _other_scripts(data), strict=True)
+        decide(Scores(spam=s, medical_advice=a), thresholds, text).outcome
+        for s, a, text in zip(data["spam"], data["medical_advice"], signals, strict=True)
     ]
     bad = [o for o, s, a in zip(outcomes, data["is_spam"], data["is_medical_advice"], strict=True) if s or a]
     ordinary = [
@@ -262,8 +262,3 @@ def pr_curve(card: dict[str, Any], label: str, points: int = 100) -> list[dict[s
         {"precision": round(float(p), 4), "recall": round(float(r), 4), "threshold": round(float(t), 4)}
         for p, r, t in list(zip(precision[:-1], recall[:-1], cut, strict=True))[::step]
     ]
-
-
-def _other_scripts(data: dict[str, Any]) -> list[OtherScript]:
-    """Per held-out comment, how much was in another script (cards made before this was kept: none)."""
-    return [OtherScript(value) for value in data.get("other_script") or ["none"] * len(data["spam"])]

@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models.entities import Comment, CommentStatus, OutboxMessage, Site, WebhookReceipt
+from models.entities import PERSONAL_COLUMNS, Comment, CommentStatus, OutboxMessage, Site, WebhookReceipt
 from moderation.sites import SiteKeys
 
 CLASSIFY = "classify"
@@ -245,11 +245,7 @@ def _comment_columns(site_id: int, new: NewComment, now: datetime) -> dict[str, 
         "article_id": new.article_id,
         "article_url": new.article_url,
         "article_title": new.article_title,
-        "author_name": new.author_name,
-        "author_email": new.author_email,
-        "author_url": new.author_url,
-        "author_ip": new.author_ip,
-        "author_user_agent": new.author_user_agent,
+        **personal_columns(new),
         "body": new.body,
         "body_fingerprint": body_fingerprint(new.body),
         "parent_id": new.parent_id,
@@ -259,6 +255,11 @@ def _comment_columns(site_id: int, new: NewComment, now: datetime) -> dict[str, 
         "status": CommentStatus.PENDING,
         "revision": 0,
     }
+
+
+def personal_columns(new: NewComment) -> dict[str, str | None]:
+    """The author's personal data in ``new``, by column name (``models.entities.PERSONAL_COLUMNS``)."""
+    return {column.key: getattr(new, column.key) for column in PERSONAL_COLUMNS}
 
 
 def repeated_delivery(

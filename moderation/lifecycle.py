@@ -29,6 +29,7 @@ from moderation.intake import (
     NewComment,
     accept_comment,
     body_fingerprint,
+    personal_columns,
     record_receipt,
     repeated_delivery,
 )
@@ -126,11 +127,8 @@ def _apply_version(session: Session, comment: Comment, new: NewComment, now: dat
     comment.site_updated_at = new.version_at
     if comment.erased_at is None:
         # After an erasure, personal data the site still sends is not stored again.
-        comment.author_name = new.author_name
-        comment.author_email = new.author_email
-        comment.author_url = new.author_url
-        comment.author_ip = new.author_ip
-        comment.author_user_agent = new.author_user_agent
+        for name, value in personal_columns(new).items():
+            setattr(comment, name, value)
     if new.body == comment.body:
         return False
     comment.body = new.body

@@ -5,8 +5,10 @@ Pure functions over plain values: the callers gather the signals from the databa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import Field, dataclass, field, fields
 from enum import StrEnum
+from typing import Any
 
 from models.entities import Outcome
 from moderation.classifier import Scores
@@ -78,6 +80,48 @@ class Signals:
         """What the text alone tells, without the database: evaluation, threshold choice and the
         ``moderation classify`` command use it as it is; the service adds what the database knows."""
         return cls(link_count=link_count(body), other_script=other_script(body))
+
+    # A model card keeps the signals of its held-out comments, as ``of_text`` read them, for the thresholds page
+    # to replay the policy at other thresholds (``moderation.evaluation.what_if``). The round trip is here, over
+    # every field, so whatever ``of_text`` comes to read is carried without being named again.
+
+    @staticmethod
+    def to_card(signals: Sequence[Signals]) -> dict[str, list[Any]]:
+        """One column of JSON values per signal, by its card name, one value per comment; a signal that has its
+        default value for every comment is left out (``from_card`` reads a missing column as the default)."""
+        columns: dict[str, list[Any]] = {}
+        for one in fields(Signals):
+            column = [_card_value(getattr(s, one.name)) for s in signals]
+            if any(value != _card_value(one.default) for value in column):
+                columns[CARD_NAMES.get(one.name, one.name)] = column
+        return columns
+
+    @classmethod
+    def from_card(cls, columns: Mapping[str, Any], count: int) -> list[Signals]:
+        """The signals of ``count`` comments from ``to_card``'s columns. A missing column is the signal's default:
+        none of the comments had it, or the card is older than the signal (``other_script`` came later)."""
+        kept = {one.name: _card_column(one, columns, count) for one in fields(cls)}
+        return [cls(**dict(zip(kept, values, strict=True))) for values in zip(*kept.values(), strict=True)]
+
+
+# A signal's name in a model card where it is not the field's: cards have always called ``link_count`` "links".
+# (A new signal named like another column of the card's evaluation scores, ``spam`` say, would need one too.)
+CARD_NAMES = {"link_count": "links"}
+
+
+def _card_value(value: object) -> object:
+    """A signal's value as JSON keeps it (``from_card`` rebuilds it with the type of the field's default)."""
+    if isinstance(value, StrEnum):
+        return str(value)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _card_column(signal: Field[Any], columns: Mapping[str, Any], count: int) -> list[Any]:
+    """One signal's values from a card's column, as the field's type (that of its default: an int, a bool, a
+    tuple, an enum); its default for every comment when the card has no such column."""
+    default: Any = signal.default
+    kept = columns.get(CARD_NAMES.get(signal.name, signal.name))
+    return [type(default)(value) for value in kept] if kept else [default] * count
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,9 @@
 """Personal data of commenters: erasure on request, and retention limits applied on a schedule.
 
-What is personal here: the author's name, e-mail, URL, IP address and user agent. The service keeps them
-on ``comments`` only, but they leak into other places, each handled by ``erase_comments``:
+What is personal here: the author's name, e-mail, URL, IP address and user agent, the columns of ``comments``
+declared in ``models.entities.PERSONAL_COLUMNS`` (every function here reads that declaration; none lists them
+again). The service keeps them on ``comments`` only, but they leak into other places, each handled by
+``erase_comments``:
 - ``decisions.explanation`` (words of the author's name can be among the words that drove a score),
   moderators' notes on decisions and actions, and a callback's last error text; reasons and callback
   payloads hold none today (a block-listed author is reason ``blocked_term``), but a reason of the form
@@ -24,9 +26,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from models.entities import (
+    NETWORK_COLUMNS,
+    PERSONAL_COLUMNS,
     CallbackDelivery,
     Comment,
     CommentStatus,
@@ -43,6 +47,9 @@ REDACTED = "[erased]"
 BATCH = 200
 RETENTION_BUDGET = timedelta(minutes=20)  # well inside the task's 30-minute soft time limit
 MIN_TOKEN = 3  # shorter pieces of a name ("Al", "J.") are too common to strip from explanations
+# Who the author is: the personal columns but the network ones. Their words are stripped from explanations (the
+# model reads name, e-mail and URL); an IP address's or a user agent's ("100", "windows") would take ordinary ones.
+IDENTITY_COLUMNS = tuple(c for c in PERSONAL_COLUMNS if c.key not in {n.key for n in NETWORK_COLUMNS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +152,9 @@ def erase_comments(session: Session, comments: Iterable[Comment], now: datetime)
     count = 0
     for comment in comments:
         values = personal_values(comment)
-        identity = [v for v in (comment.author_name, comment.author_email, comment.author_url) if v]
-        comment.author_name = comment.author_email = comment.author_url = None
-        comment.author_ip = comment.author_user_agent = None
+        identity = [v for v in _values(comment, IDENTITY_COLUMNS) if v]
+        for column in PERSONAL_COLUMNS:
+            setattr(comment, column.key, None)
         comment.erased_at = now
         if comment.status == CommentStatus.DELETED:
             forget_deleted_text(session, comment)
@@ -170,14 +177,13 @@ def _delete_training_label(session: Session, comment: Comment) -> None:
 
 
 def personal_values(comment: Comment) -> list[str]:
-    fields = (
-        comment.author_name,
-        comment.author_email,
-        comment.author_url,
-        comment.author_ip,
-        comment.author_user_agent,
-    )
+    """The author's personal values on the comment, stripped and distinct, the longest first."""
+    fields = _values(comment, PERSONAL_COLUMNS)
     return sorted({v.strip() for v in fields if v and v.strip()}, key=len, reverse=True)
+
+
+def _values(comment: Comment, columns: Iterable[InstrumentedAttribute[str | None]]) -> list[str | None]:
+    return [getattr(comment, column.key) for column in columns]
 
 
 def _scrub_derived_rows(session: Session, comment: Comment, values: Sequence[str], tokens: set[str]) -> None:
@@ -302,7 +308,7 @@ def _clear_network_batch(session: Session, cutoff: datetime, batch: int) -> int:
             select(Comment.id)
             .where(
                 Comment.received_at < cutoff,
-                or_(Comment.author_ip.is_not(None), Comment.author_user_agent.is_not(None)),
+                or_(*(column.is_not(None) for column in NETWORK_COLUMNS)),
             )
             .order_by(Comment.id)
             .limit(batch)
@@ -312,7 +318,7 @@ def _clear_network_batch(session: Session, cutoff: datetime, batch: int) -> int:
         session.execute(
             update(Comment)
             .where(Comment.id.in_(ids))
-            .values(author_ip=None, author_user_agent=None)
+            .values({column.key: None for column in NETWORK_COLUMNS})
             .execution_options(synchronize_session=False)
         )
     return len(ids)

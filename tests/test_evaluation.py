@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from models.entities import Outcome
 from moderation.classifier import ModerationModel, Scores
 from moderation.data import TEST, TRAIN, Example, load_own_corpus
-from moderation.evaluation import Scored, f1_interval, rate_interval, trained_on
-from moderation.features import CommentText
+from moderation.evaluation import (
+    Scored,
+    evaluation_scores,
+    f1_interval,
+    policy_metrics,
+    policy_outcomes,
+    rate_interval,
+    trained_on,
+    what_if,
+)
+from moderation.features import CommentText, OtherScript
+from moderation.policy import Signals, Thresholds, decide
 from moderation.report import (
     Coverage,
     EvaluationError,
@@ -238,3 +250,80 @@ def test_an_empty_policy_table_says_why(tmp_path: Path) -> None:
         "need comments labeled for both spam and medical advice (a comment is ordinary only when it is known to "
         "be neither, and leaked only when it is known to be one)."
     )
+
+
+# --- the thresholds page's what-if decides the card's comments as evaluation decided them ---------------
+
+# A plain comment, then one for each thing the text tells beyond the scores: at the default thresholds, each of
+# these but the first is decided otherwise without its text signals.
+REPLAYED = [
+    by_hand("Thanks, the stretches really helped my back.", False, False, (0.1, 0.1)),
+    by_hand("Try https://a.example/stretch and https://b.example/yoga as well", False, False, (0.1, 0.1)),  # links
+    by_hand("Спасибо за статью, у меня тоже болит спина после работы", True, False, (0.95, 0.0)),  # another script
+    by_hand("Thanks for the article, it helped my back. Спасибо большое, друзья мои!", False, False, (0.1, 0.1)),
+]
+RATES = ("leak_rate", "ordinary_held", "ordinary_rejected", "review_load")
+
+
+def stored_card(scored: list[Scored]) -> dict[str, Any]:
+    """A model card holding these comments' evaluation scores, through JSON as the registry stores it."""
+    return {"evaluation_scores": json.loads(json.dumps(evaluation_scores(scored)))}
+
+
+def replayed_outcome(one: Scored, thresholds: Thresholds) -> Outcome:
+    """What the what-if decided for a card of this comment alone (its rates are each 0, 1 or None)."""
+    rates = what_if(stored_card([one]), thresholds)
+    if rates["review_load"] == 1.0:
+        return Outcome.HOLD
+    return Outcome.APPROVE if rates["leak_rate"] == 1.0 or rates["ordinary_rejected"] == 0.0 else Outcome.REJECT
+
+
+@pytest.mark.parametrize(
+    "thresholds", [Thresholds(), Thresholds(spam_reject=0.5, spam_hold=0.3, advice_hold=0.3)], ids=["default", "lower"]
+)
+def test_what_if_on_a_card_gives_the_outcomes_the_policy_gave_the_comments_bodies(thresholds: Thresholds) -> None:
+    """The card keeps what ``Signals.of_text`` read from each held-out comment: a signal it did not carry would
+    have the page decide those comments as if their text had said nothing."""
+    outcomes = policy_outcomes(REPLAYED, thresholds)
+    without_text = [decide(one.scores, thresholds).outcome for one in REPLAYED]
+    assert [a != b for a, b in zip(outcomes, without_text, strict=True)] == [False, True, True, True]  # can fail
+
+    assert [replayed_outcome(one, thresholds) for one in REPLAYED] == outcomes
+    together = policy_metrics(REPLAYED, thresholds)
+    assert what_if(stored_card(REPLAYED), thresholds) == {rate: together[rate] for rate in RATES}
+
+
+def test_a_text_signal_of_text_gains_is_in_the_what_if_without_being_named_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stand-in for a signal added to ``Signals.of_text`` later: "again" read as a repeat posted elsewhere
+    (which holds). Evaluation decides with it, so the page must too."""
+    read_before = Signals.of_text
+
+    def with_repeats(cls: type[Signals], body: str) -> Signals:
+        return replace(read_before(body), duplicates_elsewhere=body.count("again"))
+
+    monkeypatch.setattr(Signals, "of_text", classmethod(with_repeats))
+    scored = [by_hand("Thanks again, it helped again", False, False, (0.1, 0.1)), *REPLAYED]
+    assert policy_outcomes(scored, Thresholds())[0] == Outcome.HOLD  # the stand-in is read
+
+    assert [replayed_outcome(one, Thresholds()) for one in scored] == policy_outcomes(scored, Thresholds())
+
+
+def test_every_signal_goes_into_a_card_and_comes_back_and_older_cards_still_read() -> None:
+    every = Signals(
+        link_count=3,
+        blocked_terms=("casino", "pills"),
+        duplicates_elsewhere=1,
+        author_posts_last_hour=12,
+        author_approved_before=4,
+        author_rejected_before=2,
+        author_allowed=True,
+        other_script=OtherScript.PASSAGE,
+    )
+    assert all(getattr(every, one.name) != one.default for one in fields(Signals))  # a new signal: set it above
+    columns = json.loads(json.dumps(Signals.to_card([every, Signals()])))
+    assert Signals.from_card(columns, 2) == [every, Signals()]
+    assert Signals.to_card([Signals(), Signals()]) == {}  # nothing to keep when no comment had a signal
+    # Written before ``other_script`` was kept, or when no comment had one: read as none.
+    assert Signals.from_card({"links": [0, 2]}, 2) == [Signals(), Signals(link_count=2)]

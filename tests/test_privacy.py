@@ -21,6 +21,7 @@ from sqlalchemy import JSON, Engine, String, Text, func, select, update
 from models.base import Base
 from models.db import make_session_factory
 from models.entities import (
+    PERSONAL_COLUMNS,
     CallbackDelivery,
     Comment,
     CommentStatus,
@@ -43,16 +44,20 @@ from server.settings import Settings
 from tests.conftest import TrainedModel
 from tests.support.dashboard import act, add_moderator, sign_in
 from tests.support.signing import comment_event, encode, signed_headers
+from webhooks.schemas import Author
 
 SITE = "privacy-site"
 OTHER_SITE = "other-site"
-AUTHOR = {
+DISTINCTIVE = {
     "name": "Zebulon Quackenbush",
     "email": "Zeb.Quackenbush@erase-me.example",
     "url": "https://zeb-quackenbush.erase-me.example/about",
     "ip": "198.51.100.77",
     "user_agent": "QuackBrowser/9.9 (erase-test)",
 }
+# Every field of the webhook's author, from its schema: a field it gains is sent too (with a value made from its
+# name, unless its validation needs one in DISTINCTIVE), so the erasure tests find it wherever it is left.
+AUTHOR = {field: DISTINCTIVE.get(field, f"quackenbush-{field}-erase-test") for field in Author.model_fields}
 # Every value, and the distinctive pieces of them that could survive in derived rows.
 PERSONAL = [*AUTHOR.values(), "zebulon", "quackenbush", "erase-me.example", "quackbrowser"]
 OTHER_AUTHOR = {"name": "Jan", "email": "jan@example.org", "url": "", "ip": "203.0.113.9", "user_agent": "Mozilla/5.0"}
@@ -229,6 +234,23 @@ def test_erasure_leaves_nothing_personal_in_any_table_and_keeps_the_statistics(
     send(client, secret, event("comment.updated", "p-3", ORDINARY, AUTHOR, updated_at="2026-11-26T13:00:00Z"))
     with engine.connect() as connection:
         assert connection.scalar(select(Comment.author_email).where(Comment.id == edited)) is None
+
+
+def test_every_field_of_the_webhooks_author_is_stored_in_a_declared_personal_column(
+    client: FlaskClient, secrets: dict[str, str], engine: Engine
+) -> None:
+    """Erasure, retention and the edit path clear or guard the columns declared in ``PERSONAL_COLUMNS`` only: an
+    author field stored in a column left out of the declaration would never be erased."""
+    declared = {column.key for column in PERSONAL_COLUMNS}
+    undeclared = [field for field in Author.model_fields if f"author_{field}" not in declared]
+    assert undeclared == [], "author fields with no column in models.entities.PERSONAL_COLUMNS"
+
+    comment_id = send(client, secrets[SITE], event("comment.created", "p-1", ORDINARY, AUTHOR))["id"]
+
+    with engine.connect() as connection:
+        stored = connection.execute(select(*PERSONAL_COLUMNS).where(Comment.id == comment_id)).one()._asdict()
+    sent = {f"author_{field}": value for field, value in AUTHOR.items()}
+    assert {column: stored[column] for column in sent} == sent
 
 
 def test_erasure_rewrites_the_authors_reasons_but_not_outcomes_that_look_like_the_author(
@@ -438,23 +460,17 @@ def erase_ids(engine: Engine, comment_ids: list[str]) -> Erasure:
 
 def authors(engine: Engine) -> dict[tuple[str, str], tuple[Any, ...]]:
     """Each comment's personal fields and ``erased_at``, by site name and the site's comment id."""
-    query = select(
-        Site.name,
-        Comment.external_id,
-        Comment.author_name,
-        Comment.author_email,
-        Comment.author_url,
-        Comment.author_ip,
-        Comment.author_user_agent,
-        Comment.erased_at,
-    ).join(Site, Site.id == Comment.site_id)
+    query = select(Site.name, Comment.external_id, *PERSONAL_COLUMNS, Comment.erased_at).join(
+        Site, Site.id == Comment.site_id
+    )
     with engine.connect() as connection:
         return {(site, comment_id): tuple(rest) for site, comment_id, *rest in connection.execute(query)}
 
 
 def ips(engine: Engine) -> dict[str, str | None]:
     """The author IP of each of the site's comments: cleared by an erasure, by its comment id."""
-    return {comment_id: row[3] for (site, comment_id), row in authors(engine).items() if site == SITE}
+    ip = [column.key for column in PERSONAL_COLUMNS].index("author_ip")
+    return {comment_id: row[ip] for (site, comment_id), row in authors(engine).items() if site == SITE}
 
 
 def test_erasure_by_comment_id_reaches_a_comment_without_an_email_and_that_comment_only(
@@ -480,7 +496,7 @@ def test_erasure_by_comment_id_reaches_a_comment_without_an_email_and_that_comme
     assert done == Erasure(comments=1, list_entries=0)
     after = authors(engine)
     *personal, erased_at = after.pop((SITE, "p-1"))
-    assert personal == [None] * 5 and erased_at is not None
+    assert personal == [None] * len(PERSONAL_COLUMNS) and erased_at is not None
     del before[(SITE, "p-1")]
     assert after == before  # the namesake p-2 and the other site's p-1 keep everything
     # What is left is in those two comments' rows; none in a row derived from the erased comment.

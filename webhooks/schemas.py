@@ -87,6 +87,9 @@ class Article(Strict):
     title: Annotated[Text, Field(max_length=500)] | None = None
 
 
+# The author's personal data: field ``x`` is stored in column ``author_x`` of ``comments``, one of the columns
+# declared personal in ``models.entities.PERSONAL_COLUMNS`` (tests/test_privacy.py fails for a field without one,
+# or one ``as_new_comment`` does not carry there). A comment, not a docstring: that would be the OpenAPI description.
 class Author(Strict):
     name: Annotated[Text, Field(max_length=MAX_AUTHOR_NAME_CHARS)] | None = None
     email: Annotated[Text, Field(max_length=MAX_EMAIL_CHARS)] | None = None
