@@ -1,7 +1,8 @@
-"""Read-only queries behind the queue and comment pages: filters, counts, author history, duplicates."""
+"""Read-only queries behind the queue and comment pages: filters, counts, author history, duplicates, parents."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -249,6 +250,31 @@ def comment_context(session: Session, comment: Comment, now: datetime) -> Contex
         )
     )
     return context
+
+
+def parents_of(session: Session, comments: Sequence[Comment]) -> dict[int, Comment]:
+    """The stored comment each reply answers, by the reply's id: one query for a whole page of cards.
+
+    A reply names its parent by the site's id (``parent_id``), unique only within its own site, so a comment
+    of another site with that id is not its parent. A reply whose parent never arrived is not in the result.
+    """
+    wanted: dict[int, set[str]] = {}
+    for comment in comments:
+        if comment.parent_id is not None:
+            wanted.setdefault(comment.site_id, set()).add(comment.parent_id)
+    if not wanted:
+        return {}
+    # Per site, so each part uses the (site_id, external_id) unique index.
+    per_site = ((Comment.site_id == site_id) & Comment.external_id.in_(sorted(ids)) for site_id, ids in wanted.items())
+    found = {
+        (parent.site_id, parent.external_id): parent
+        for parent in session.scalars(select(Comment).where(or_(*per_site)))
+    }
+    return {
+        comment.id: found[(comment.site_id, comment.parent_id)]
+        for comment in comments
+        if comment.parent_id is not None and (comment.site_id, comment.parent_id) in found
+    }
 
 
 def audit_trail(session: Session, comment_id: int) -> list[ModerationAction]:

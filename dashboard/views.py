@@ -14,7 +14,15 @@ from sqlalchemy.exc import IntegrityError
 
 from dashboard.blueprint import bp
 from dashboard.context import db, me, runtime, wants_json
-from dashboard.queries import REASONS, Filters, audit_trail, comment_context, queue_counts, queue_page
+from dashboard.queries import (
+    REASONS,
+    Filters,
+    audit_trail,
+    comment_context,
+    parents_of,
+    queue_counts,
+    queue_page,
+)
 from models.entities import CallbackDelivery, Comment, Decision, Site
 from moderation.review import (
     REJECT_REASONS,
@@ -48,6 +56,7 @@ def queue() -> ResponseReturnValue:
         filters=filters,
         page=page,
         contexts=contexts,
+        parents=parents_of(session, [comment for comment, _ in page.items]),
         put_back=put_back_by_undo(session, shown_decisions),
         counts=queue_counts(session),
         sites=list(session.scalars(select(Site.name).order_by(Site.name))),
@@ -74,6 +83,7 @@ def comment(comment_id: int) -> ResponseReturnValue:
         current=current,
         put_back=put_back_by_undo(session, [decision.id for decision in found.decisions]),
         context=comment_context(session, found, datetime.now(UTC)),
+        parent=parents_of(session, [found]).get(found.id),
         actions=audit_trail(session, comment_id),
         deliveries=deliveries,
         reject_reasons=REJECT_REASONS,

@@ -38,6 +38,7 @@ from server.factory import create_app
 from server.settings import Settings
 from tests.conftest import TrainedModel
 from tests.support.dashboard import PASSWORD, act, add_moderator, csrf_token, dead_callback, held_comment, sign_in
+from tests.test_callbacks import statements_run
 
 Sessions = sessionmaker[Session]
 
@@ -392,6 +393,104 @@ def test_comment_body_is_escaped(moderator_client: FlaskClient, sessions: Sessio
         assert "<img src=x" not in page and "<svg onload" not in page and "<iframe" not in page
         assert 'href="javascript:' not in page
         assert html.escape(XSS, quote=False)[:40] in page.replace("&#34;", '"').replace("&#39;", "'")
+
+
+# --- replies: what a comment answers ------------------------------------------------------------
+
+
+def _in_reply_to(page: str, comment_id: int) -> str | None:
+    """The "In reply to" line of this comment's card (its markup), or None when the card has none."""
+    card = re.search(rf'<article[^>]*data-comment-id="{comment_id}".*?</article>', page, re.S)
+    assert card, f"no card for {comment_id}"
+    line = re.search(r'<p class="in-reply-to">(.*?)</p>', card.group(0), re.S)
+    return line.group(1) if line else None
+
+
+PARENT_TEXT = '<script>document.title="pwned"</script> Kev, ibuprofen is fine at 400mg. ' + "More on doses. " * 12
+
+
+@pytest.mark.parametrize("parent_status", ["approved", "deleted"])
+def test_a_reply_shows_the_start_of_the_comment_it_answers_escaped_with_its_status_and_a_link(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int, parent_status: str
+) -> None:
+    """A moderator judging "@Kev don't do that, take 800mg instead" needs what Kev said; a parent the site
+    deleted since is shown all the same, with its status."""
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        parent, _ = held_comment(session, site, "c-kev", PARENT_TEXT)
+        session.get(Comment, parent).status = parent_status
+        reply, _ = held_comment(session, site, "c-reply", "@Kev don't do that, take 800mg instead", parent_id="c-kev")
+    for path in ("/dashboard/queue", f"/dashboard/comments/{reply}"):
+        page = _page(moderator_client, path)
+        line = _in_reply_to(page, reply)
+        assert line is not None, path
+        assert f'<a href="/dashboard/comments/{parent}">#{parent}</a>' in line
+        assert f'<span class="badge {parent_status}">{parent_status}</span>' in line
+        assert "<script>document.title" not in page and "&lt;script&gt;document.title=" in line
+        excerpt = re.search(r'<q class="parent-body">(.*?)</q>', line, re.S)
+        assert excerpt, line
+        shown = html.unescape(excerpt.group(1))
+        assert shown.endswith("…") and PARENT_TEXT.startswith(shown[:-1]) and 100 <= len(shown) <= 120, shown
+
+
+def test_a_reply_whose_parent_never_arrived_shows_the_sites_id_escaped(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        reply, _ = held_comment(session, site, "c-reply", "Agreed!", parent_id='<b>c-0</b>&"x"')
+        plain, _ = held_comment(session, site, "c-plain", "Not a reply.")
+    for path in ("/dashboard/queue", f"/dashboard/comments/{reply}"):
+        page = _page(moderator_client, path)
+        line = _in_reply_to(page, reply)
+        assert line is not None and "<b>" not in page
+        shown = " ".join(line.split())
+        assert html.unescape(shown) == 'In reply to <span class="parent-id"><b>c-0</b>&"x"</span> (not received)'
+        assert '<span class="parent-id">&lt;b&gt;c-0&lt;/b&gt;&amp;' in line and "<a " not in line
+    assert _in_reply_to(_page(moderator_client, "/dashboard/queue"), plain) is None
+
+
+def test_a_comment_of_another_site_with_the_parents_id_is_not_the_parent(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    """Comment ids are the sites' own: "c-0" on one site is not "c-0" on another."""
+    with sessions.begin() as session:
+        here = session.get(Site, site_row)
+        there, _secret = create_site(session, "other-site", "http://127.0.0.1:9/other-callback")
+        theirs, _ = held_comment(session, there, "c-0", "Their c-0.")
+        session.get(Comment, theirs).status = "approved"
+        reply_here, _ = held_comment(session, here, "c-1", "Replying here.", parent_id="c-0")
+        reply_there, _ = held_comment(session, there, "c-1", "Replying there.", parent_id="c-0")
+    for path in ("/dashboard/queue", f"/dashboard/comments/{reply_here}"):
+        line = _in_reply_to(_page(moderator_client, path), reply_here)
+        assert line is not None and line.endswith("(not received)") and f"/dashboard/comments/{theirs}" not in line
+    line = _in_reply_to(_page(moderator_client, "/dashboard/queue"), reply_there)
+    assert line is not None and f'<a href="/dashboard/comments/{theirs}">#{theirs}</a>' in line
+
+
+def _queue_statements(app: Flask, client: FlaskClient) -> int:
+    with statements_run(app.extensions["moderation"].sessions.kw["bind"]) as statements:
+        _page(client, "/dashboard/queue")
+    return len(statements)
+
+
+def test_the_parents_of_a_queue_page_cost_one_query(
+    app: Flask, moderator_client: FlaskClient, sessions: Sessions, site_row: int, held: list[tuple[int, int]]
+) -> None:
+    """However many replies a page shows, not one query per card."""
+    _page(moderator_client, "/dashboard/queue")  # anything read once per process is read by now
+    without_replies = _queue_statements(app, moderator_client)
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        parents = [held_comment(session, site, f"p-{n}", f"Parent {n}.")[0] for n in (1, 2)]
+        for parent in parents:
+            session.get(Comment, parent).status = "approved"  # out of the held queue: the cards stay the same
+        for (reply, _), parent_id in zip(held, ["p-1", "p-2", "never-arrived"], strict=True):
+            session.get(Comment, reply).parent_id = parent_id
+    assert _queue_statements(app, moderator_client) == without_replies + 1
+    page = _page(moderator_client, "/dashboard/queue")
+    assert [_in_reply_to(page, reply) is not None for reply, _ in held] == [True, True, True]
+    assert f'<a href="/dashboard/comments/{parents[1]}">' in (_in_reply_to(page, held[1][0]) or "")
 
 
 # --- actions --------------------------------------------------------------------------------------
