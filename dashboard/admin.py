@@ -20,7 +20,8 @@ from models.entities import CallbackDelivery, DeliveryStatus, ListEntry, ModelVe
 from moderation import callbacks, evaluation, registry
 from moderation.accounts import AccountError, create_moderator
 from moderation.lists import FIELDS, KINDS, ListError, add_entry
-from moderation.policy import Thresholds
+from moderation.policy import ALLOW_LISTED_SKIPS, Thresholds
+from moderation.reasons import LABELS
 from moderation.sites import SiteError, create_site, rotate_secret
 
 # --- sites ---------------------------------------------------------------------------------------
@@ -321,6 +322,8 @@ def lists() -> ResponseReturnValue:
         sites=session.scalars(select(Site).order_by(Site.name)).all(),
         kinds=KINDS,
         fields=FIELDS,
+        # From the policy's own constant, which decide() applies: the page cannot tell another rule.
+        allow_listed_skips=[LABELS[reason] for reason in ALLOW_LISTED_SKIPS],
     )
 
 

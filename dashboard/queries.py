@@ -12,8 +12,7 @@ from sqlalchemy.orm import Session, aliased
 
 from models.entities import Comment, CommentStatus, Decision, ModerationAction, Site
 from moderation.decisions import AUTHOR_IP_WINDOW
-from moderation.policy import Reason
-from moderation.review import REJECT_REASONS
+from moderation.reasons import ALL_REASONS
 
 QUEUES = {
     "held": CommentStatus.HELD,
@@ -22,8 +21,6 @@ QUEUES = {
     "all": None,
 }
 SORTS = ("oldest", "newest", "risk")
-# What a decision can carry: the policy's reasons and the moderators' own reject reasons.
-REASONS = (*Reason, *(reason for reason in REJECT_REASONS if reason not in set(Reason)))
 PAGE_SIZE = 25
 MAX_PAGE = 1_000_000  # far past any queue; an offset the database can still take
 
@@ -72,7 +69,7 @@ class Filters:
             author=args.get("author", "").strip()[:200],
             article=args.get("article", "").strip()[:200],
             site=args.get("site", "").strip()[:100],
-            reason=args.get("reason", "") if args.get("reason", "") in REASONS else "",
+            reason=args.get("reason", "") if args.get("reason", "") in ALL_REASONS else "",
             score=args.get("score", "any") if args.get("score") in ("spam", "medical_advice") else "any",
             score_min=number("score_min"),
             score_max=number("score_max"),

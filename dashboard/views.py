@@ -14,18 +14,10 @@ from sqlalchemy.exc import IntegrityError
 
 from dashboard.blueprint import bp
 from dashboard.context import db, me, runtime, wants_json
-from dashboard.queries import (
-    REASONS,
-    Filters,
-    audit_trail,
-    comment_context,
-    parents_of,
-    queue_counts,
-    queue_page,
-)
+from dashboard.queries import Filters, audit_trail, comment_context, parents_of, queue_counts, queue_page
 from models.entities import CallbackDelivery, Comment, Decision, Site
+from moderation.reasons import ALL_REASONS, REJECT_REASONS
 from moderation.review import (
-    REJECT_REASONS,
     ConflictError,
     ReviewError,
     pending_delivery_id,
@@ -60,7 +52,7 @@ def queue() -> ResponseReturnValue:
         put_back=put_back_by_undo(session, shown_decisions),
         counts=queue_counts(session),
         sites=list(session.scalars(select(Site.name).order_by(Site.name))),
-        reasons=REASONS,
+        reasons=ALL_REASONS,
         reject_reasons=REJECT_REASONS,
         now=now,
     )

@@ -173,8 +173,8 @@ class Decision(Base):
     is_current: Mapped[bool] = mapped_column(default=True)
     spam_score: Mapped[float | None]
     advice_score: Mapped[float | None]
-    # Reason values (moderation.policy.Reason, or a moderator's reject reason); list[Any] is the type the
-    # base maps to a JSON column.
+    # Values of moderation.reasons (the policy's Reason, or a moderator's reject reason), read back as plain
+    # strings; list[Any] is the type the base maps to a JSON column.
     reasons: Mapped[list[Any]] = mapped_column(default=list)
     explanation: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # What the policy knew beyond the scores when the model decided (moderation.policy.Signals as a dict:

@@ -31,7 +31,8 @@ from moderation.classifier import ModerationModel, Scores
 from moderation.features import CommentText
 from moderation.intake import CLASSIFY
 from moderation.lists import entries_for_site, match_lists
-from moderation.policy import PolicyLimits, Reason, Signals, Thresholds, Verdict, decide
+from moderation.policy import PolicyLimits, Signals, Thresholds, Verdict, decide
+from moderation.reasons import Reason
 
 log = logging.getLogger(__name__)
 

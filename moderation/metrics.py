@@ -6,7 +6,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 from models.entities import Outcome
-from moderation.policy import Reason
+from moderation.reasons import Reason
 
 INTAKE_REQUESTS = Counter("moderation_intake_requests_total", "Webhook requests by HTTP status.", ["status"])
 INTAKE_SECONDS = Histogram(

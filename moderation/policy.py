@@ -13,25 +13,7 @@ from typing import Any
 from models.entities import Outcome
 from moderation.classifier import Scores
 from moderation.features import OtherScript, link_count, other_script
-
-
-class Reason(StrEnum):
-    """Why a comment was not simply approved: stored with its decision, shown and filtered on in the dashboard.
-
-    The one list of them (README's policy table is checked against it). Stored as their plain values.
-    """
-
-    BLOCKED_TERM = "blocked_term"
-    SPAM = "spam"
-    POSSIBLE_SPAM = "possible_spam"
-    UNFAMILIAR_LANGUAGE = "unfamiliar_language"
-    MEDICAL_ADVICE = "medical_advice"
-    MANY_LINKS = "many_links"
-    DUPLICATE = "duplicate"
-    AUTHOR_FLOOD = "author_flood"
-    AUTHOR_REJECTED_BEFORE = "author_rejected_before"
-    # Not from ``decide``: moderation.decisions adds it when an edit follows a moderator's verdict.
-    EDITED_AFTER_REVIEW = "edited_after_review"
+from moderation.reasons import Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +114,17 @@ class PolicyLimits:
     approvals_before_trusted: int = 3
 
 
+# Trust spares an author these reasons and no others: ``decide`` drops exactly these, and the dashboard's lists
+# page shows them, so what an admin reads there is the rule itself. In the order of ``Reason``.
+TRUSTED_SKIPS: tuple[Reason, ...] = (Reason.POSSIBLE_SPAM, Reason.MANY_LINKS)
+# An allow-listed author is not rejected as spam either; one trusted by their history alone still is.
+ALLOW_LISTED_SKIPS: tuple[Reason, ...] = (Reason.SPAM, *TRUSTED_SKIPS)
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     outcome: Outcome
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[Reason] = field(default_factory=list)
 
 
 def decide(
@@ -143,15 +132,34 @@ def decide(
 ) -> Verdict:
     """The model never publishes medical advice on its own: advice above threshold is always held.
 
-    Reasons come in a fixed order (rejects, then holds, each in the order below): stored decisions and the
-    sites' callbacks carry the list as it is, so the same comment always reads the same.
+    Reasons come in a fixed order (rejects, then holds, each in the order ``_found_reasons`` looks for them):
+    stored decisions and the sites' callbacks carry the list as it is, so the same comment always reads the same.
     """
-    reject: list[str] = []
-    hold: list[str] = []
-    trusted = signals.author_allowed or (
-        signals.author_approved_before >= limits.approvals_before_trusted and signals.author_rejected_before == 0
-    )
+    reject, hold = _found_reasons(scores, thresholds, signals, limits)
+    skipped = _skipped(signals, limits)
+    reject = [reason for reason in reject if reason not in skipped]
+    hold = [reason for reason in hold if reason not in skipped]
+    if reject:
+        return Verdict(Outcome.REJECT, reject + hold)
+    if hold:
+        return Verdict(Outcome.HOLD, hold)
+    return Verdict(Outcome.APPROVE, [])
 
+
+def _skipped(signals: Signals, limits: PolicyLimits) -> tuple[Reason, ...]:
+    """The reasons the author's trust spares their comment (an empty tuple for an author not trusted)."""
+    if signals.author_allowed:
+        return ALLOW_LISTED_SKIPS
+    earned = signals.author_approved_before >= limits.approvals_before_trusted and signals.author_rejected_before == 0
+    return TRUSTED_SKIPS if earned else ()
+
+
+def _found_reasons(
+    scores: Scores, thresholds: Thresholds, signals: Signals, limits: PolicyLimits
+) -> tuple[list[Reason], list[Reason]]:
+    """(reject, hold) reasons as for an author nobody trusts: ``decide`` then drops what trust spares."""
+    reject: list[Reason] = []
+    hold: list[Reason] = []
     if signals.blocked_terms:
         reject.append(Reason.BLOCKED_TERM)
     # Text the models cannot read goes to a person, never out on its own (advice in it would pass unseen).
@@ -160,13 +168,15 @@ def decide(
     scored = signals.other_script != OtherScript.MOSTLY
     if signals.other_script != OtherScript.NONE:
         hold.append(Reason.UNFAMILIAR_LANGUAGE)
-    if scored and scores.spam >= thresholds.spam_reject and not signals.author_allowed:
+    # One spam reason at most: a score at the reject line is spam, never also possible spam. So an author
+    # spared ``spam`` must be spared ``possible_spam`` too, or clear spam would pass unheld (ALLOW_LISTED_SKIPS).
+    if scored and scores.spam >= thresholds.spam_reject:
         reject.append(Reason.SPAM)
-    elif scored and scores.spam >= thresholds.spam_hold and not trusted:
+    elif scored and scores.spam >= thresholds.spam_hold:
         hold.append(Reason.POSSIBLE_SPAM)
     if scored and scores.medical_advice >= thresholds.advice_hold:
         hold.append(Reason.MEDICAL_ADVICE)
-    if signals.link_count >= limits.max_links and not trusted:
+    if signals.link_count >= limits.max_links:
         hold.append(Reason.MANY_LINKS)
     if signals.duplicates_elsewhere > 0:
         hold.append(Reason.DUPLICATE)
@@ -174,9 +184,4 @@ def decide(
         hold.append(Reason.AUTHOR_FLOOD)
     if signals.author_rejected_before >= limits.rejections_before_suspect:
         hold.append(Reason.AUTHOR_REJECTED_BEFORE)
-
-    if reject:
-        return Verdict(Outcome.REJECT, reject + hold)
-    if hold:
-        return Verdict(Outcome.HOLD, hold)
-    return Verdict(Outcome.APPROVE, [])
+    return reject, hold

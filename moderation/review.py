@@ -27,18 +27,12 @@ from models.entities import (
     TrainingLabel,
 )
 from moderation.callbacks import COMMENT_REVIEWED, cancel_callbacks, schedule_callback
+from moderation.reasons import REJECT_REASONS, ModeratorReason, Reason
 
 APPROVE = "approve"
 REJECT = "reject"
 UNDO = "undo"
 ACTIONS = (APPROVE, REJECT, UNDO)
-REJECT_REASONS = {
-    "spam": "Spam",
-    "medical_advice": "Medical advice",
-    "abuse": "Abuse",
-    "off_topic": "Off-topic",
-    "other": "Other",
-}
 
 
 class ReviewError(ValueError):
@@ -183,7 +177,7 @@ def _checked(action: str, reason: str | None, note: str | None) -> str | None:
         return None
     if reason not in REJECT_REASONS:
         raise ReviewError("a rejection needs a reason: " + ", ".join(REJECT_REASONS))
-    if reason == "other" and not (note or "").strip():
+    if reason == ModeratorReason.OTHER and not (note or "").strip():
         raise ReviewError("say why in the note when the reason is 'other'")
     return reason
 
@@ -234,9 +228,9 @@ def _label_for(outcome: str, reason: str | None) -> tuple[bool | None, bool | No
     """(spam, medical_advice) that a verdict teaches; None when it says nothing about either label."""
     if outcome == Outcome.APPROVE:
         return False, False
-    if outcome == Outcome.REJECT and reason == "spam":
+    if outcome == Outcome.REJECT and reason == Reason.SPAM:
         return True, None
-    if outcome == Outcome.REJECT and reason == "medical_advice":
+    if outcome == Outcome.REJECT and reason == Reason.MEDICAL_ADVICE:
         return None, True
     return None
 

@@ -29,7 +29,8 @@ from moderation.classifier import LABELS, HashedCounts, ModerationModel, Scores,
 from moderation.data import DEV, TEST, TRAIN, TRAINING_ONLY_SOURCE, Example, fingerprint_set
 from moderation.evaluation import Scored, evaluation_scores, metrics_by_source, policy_metrics, score_examples
 from moderation.features import FEATURES_VERSION, prepare
-from moderation.policy import PolicyLimits, Reason, Signals, Thresholds, decide
+from moderation.policy import PolicyLimits, Signals, Thresholds, decide
+from moderation.reasons import Reason
 
 SOURCE_WEIGHTS = {
     "own": 4.0,

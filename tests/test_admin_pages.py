@@ -19,6 +19,8 @@ from models.entities import Comment, Decision, ListEntry, Moderator, Site
 from moderation import callbacks
 from moderation.callbacks import RetryPolicy
 from moderation.decisions import gather_signals
+from moderation.policy import ALLOW_LISTED_SKIPS
+from moderation.reasons import LABELS
 from moderation.sites import create_site
 from tests.support.dashboard import add_moderator, csrf_token, held_comment, sign_in
 from tests.test_callbacks import statements_run
@@ -152,6 +154,14 @@ def test_a_list_entry_an_admin_deletes_no_longer_blocks(
     with sessions() as session:
         assert session.scalars(select(ListEntry)).all() == []
     assert admin.post(f"{LISTS}/{word_entry}/delete", data={"csrf_token": token}).status_code == 404
+
+
+def test_the_lists_page_names_exactly_the_reasons_an_allow_listed_author_is_spared(admin: FlaskClient) -> None:
+    """The page shows the policy's constant, the one decide() applies (tests/test_policy.py), not prose of its own."""
+    page = admin.get(LISTS).get_data(as_text=True)
+    spared = re.search(r'<ul class="allow-listed-skips">(.*?)</ul>', page, flags=re.DOTALL)
+    assert spared is not None, "the lists page does not list what an allow-listed author is spared"
+    assert re.findall(r"<li>(.*?)</li>", spared.group(1)) == [LABELS[reason] for reason in ALLOW_LISTED_SKIPS]
 
 
 # --- failing callbacks -------------------------------------------------------------------------------

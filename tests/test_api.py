@@ -17,7 +17,7 @@ import redis
 from flask import g
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import make_url
 from werkzeug.test import TestResponse
 
@@ -25,6 +25,7 @@ from models.db import create_db_engine, make_session_factory
 from models.entities import Comment, Decision, Site
 from models.migrate import upgrade_database
 from moderation.callbacks import decision_payload
+from moderation.reasons import LABELS, REJECT_REASONS, Reason
 from moderation.sites import create_site
 from server.factory import create_app
 from server.settings import Settings
@@ -411,6 +412,53 @@ def test_the_openapi_says_the_callbacks_id_is_the_comment_id_intake_returned(cli
         created_at=datetime.now(UTC),
     )
     assert decision_payload("comment.decided", site, comment, decision)["data"]["id"] == 17
+
+
+# What a decision can carry, worked out here from the two vocabularies rather than read from the code's own list.
+EVERY_REASON = [reason.value for reason in Reason] + [r for r in REJECT_REASONS if r not in {x.value for x in Reason}]
+
+
+def test_the_openapi_enumerates_every_reason_a_decision_can_carry(client: FlaskClient) -> None:
+    """A site sees the vocabulary in the document, and a reason added to the code appears there by itself."""
+    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
+    assert schemas["Reason"]["type"] == "string"
+    assert schemas["Reason"]["enum"] == EVERY_REASON
+    for payload in ("DecisionView", "DecidedData"):  # the pull API's decision and the callback's data
+        assert schemas[payload]["properties"]["reasons"]["items"] == {"$ref": "#/components/schemas/Reason"}
+    assert set(LABELS) == set(EVERY_REASON)  # the one place names each with its label
+
+
+def test_a_stored_decision_with_every_reason_is_sent_as_plain_strings_the_openapi_schemas_accept(
+    client: FlaskClient, site: SiteCredentials, engine: Engine
+) -> None:
+    document = client.get("/openapi.json").get_json()
+    comment_id = submit(client, site, "c-1")
+    set_status(engine, comment_id, "rejected")
+    with make_session_factory(engine).begin() as session:
+        session.add(
+            Decision(
+                comment_id=comment_id,
+                outcome="reject",
+                is_current=True,
+                reasons=EVERY_REASON,
+                decided_by="model",
+                created_at=datetime.now(UTC),
+            )
+        )
+    view = client.get(f"/api/comments/{comment_id}?site={site.name}", headers=signed_headers(site.secret, b""))
+    assert view.get_json()["decision"]["reasons"] == EVERY_REASON
+    jsonschema.validate(view.get_json(), schema_of(document, "CommentView"))
+    with make_session_factory(engine)() as session:
+        comment = session.get_one(Comment, comment_id)
+        decision = session.scalars(select(Decision).where(Decision.comment_id == comment_id)).one()
+        callback = json.loads(json.dumps(decision_payload("comment.decided", comment.site, comment, decision)))
+    assert callback["data"]["reasons"] == EVERY_REASON
+    jsonschema.validate(callback, schema_of(document, "DecidedEvent"))
+
+    # And the schemas hold a site to those values: a reason the service never gives is refused.
+    made_up = {**callback, "data": {**callback["data"], "reasons": ["spamm"]}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(made_up, schema_of(document, "DecidedEvent"))
 
 
 def test_the_openapi_says_every_classified_edit_gets_a_comment_decided_callback(client: FlaskClient) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from pydantic import TypeAdapter
 
-from moderation.policy import Reason
+from moderation.reasons import Reason
 from server.cli import main
 from server.settings import Settings
 

@@ -21,7 +21,7 @@ from moderation.classifier import ModerationModel
 from moderation.decisions import Decided, decide_comment
 from moderation.intake import NewComment
 from moderation.lifecycle import apply_update
-from moderation.policy import Reason
+from moderation.reasons import Reason
 from moderation.review import ReviewError, record_verdict
 from moderation.sites import create_site, get_site
 from server.settings import Settings

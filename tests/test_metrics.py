@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from moderation.policy import Reason
+from moderation.reasons import Reason
 
 
 def test_watched_series_start_at_zero_in_a_new_process() -> None:

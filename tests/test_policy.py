@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from models.entities import Outcome
 from moderation.classifier import Scores
 from moderation.features import OtherScript
-from moderation.policy import PolicyLimits, Signals, Thresholds, Verdict, decide
+from moderation.policy import ALLOW_LISTED_SKIPS, TRUSTED_SKIPS, PolicyLimits, Signals, Thresholds, Verdict, decide
+from moderation.reasons import Reason
 
 THRESHOLDS = Thresholds(spam_reject=0.9, spam_hold=0.5, advice_hold=0.5)
 CLEAN = Scores(spam=0.1, medical_advice=0.1)
@@ -128,6 +131,43 @@ def test_allow_listed_author_is_still_held_for_duplicates_and_floods() -> None:
     assert (result.outcome, result.reasons) == (Outcome.HOLD, ["duplicate", "author_flood"])
 
 
+# --- what trust spares: the policy's constants, which the lists page shows, are what decide() does ------
+
+# Every signal decide() reads past its limit, the advice score too; the spam score either at the reject line or
+# in the hold band, since one comment cannot be both.
+EVERY_SIGNAL = Signals(
+    link_count=5,
+    blocked_terms=("casino",),
+    duplicates_elsewhere=1,
+    author_posts_last_hour=10,
+    author_rejected_before=2,
+    other_script=OtherScript.PASSAGE,
+)
+SPAM_BANDS = (Scores(spam=0.95, medical_advice=0.9), Scores(spam=0.7, medical_advice=0.9))
+
+
+def reasons_given(signals: Signals) -> set[Reason]:
+    return {reason for scores in SPAM_BANDS for reason in decide(scores, THRESHOLDS, signals).reasons}
+
+
+def test_an_allow_listed_author_is_spared_exactly_allow_listed_skips() -> None:
+    untrusted = reasons_given(EVERY_SIGNAL)
+    # Every reason decide() gives is given here, so no reason trust spares can go unseen below.
+    assert untrusted == set(Reason) - {Reason.EDITED_AFTER_REVIEW}
+    allowed = reasons_given(replace(EVERY_SIGNAL, author_allowed=True))
+    assert untrusted - allowed == set(ALLOW_LISTED_SKIPS)
+    assert allowed <= untrusted
+
+
+def test_an_author_trusted_by_their_history_is_spared_exactly_trusted_skips() -> None:
+    # Trust by history needs no earlier rejection: author_rejected_before is 0 on both sides.
+    unknown = replace(EVERY_SIGNAL, author_rejected_before=0, author_approved_before=2)
+    untrusted = reasons_given(unknown)
+    trusted = reasons_given(replace(unknown, author_approved_before=3))  # PolicyLimits().approvals_before_trusted
+    assert untrusted - trusted == set(TRUSTED_SKIPS)
+    assert trusted <= untrusted
+
+
 @pytest.mark.parametrize(
     "values",
     [
@@ -183,7 +223,7 @@ RUSSIAN_DOSING = "Принимайте ибупрофен по 800 мг три �
     ],
 )
 def test_text_in_an_unfamiliar_script_goes_to_a_person_whatever_its_scores(scores: Scores, signals: Signals) -> None:
-    assert decide(scores, THRESHOLDS, signals) == Verdict(Outcome.HOLD, ["unfamiliar_language"])
+    assert decide(scores, THRESHOLDS, signals) == Verdict(Outcome.HOLD, [Reason.UNFAMILIAR_LANGUAGE])
 
 
 def test_an_allow_listed_author_writing_in_an_unfamiliar_script_is_still_read_by_a_person() -> None:
@@ -194,7 +234,7 @@ def test_an_allow_listed_author_writing_in_an_unfamiliar_script_is_still_read_by
 def test_blocked_terms_and_other_signals_still_apply_to_an_unfamiliar_script() -> None:
     blocked = Signals(other_script=OtherScript.MOSTLY, blocked_terms=("casino",))
     assert decide(Scores(spam=0.0, medical_advice=0.0), THRESHOLDS, blocked) == Verdict(
-        Outcome.REJECT, ["blocked_term", "unfamiliar_language"]
+        Outcome.REJECT, [Reason.BLOCKED_TERM, Reason.UNFAMILIAR_LANGUAGE]
     )
     links = Signals.of_text("Смотрите https://a.example и https://b.example — там всё написано про спину.")
     assert decide(Scores(spam=0.0, medical_advice=0.0), THRESHOLDS, links).reasons == [
@@ -207,12 +247,12 @@ def test_a_passage_in_another_script_adds_a_hold_but_spam_around_it_is_still_rej
     """Twenty Chinese characters after pill spam must not turn its reject into a hold (a queue flood)."""
     spam = "Best pills cheap at www.pills.example order now " * 20 + "谢谢谢谢谢谢谢谢谢谢谢谢谢谢谢谢谢谢谢谢"
     assert decide(Scores(spam=0.99, medical_advice=0.0), THRESHOLDS, Signals.of_text(spam)) == Verdict(
-        Outcome.REJECT, ["spam", "unfamiliar_language", "many_links"]
+        Outcome.REJECT, [Reason.SPAM, Reason.UNFAMILIAR_LANGUAGE, Reason.MANY_LINKS]
     )
     story = (
         "I had the same sciatica for months and the physio exercises in this article helped more than "
         "anything else, so thank you for writing it. Моя бабушка говорит то же самое."
     )
     assert decide(Scores(spam=0.0, medical_advice=0.7), THRESHOLDS, Signals.of_text(story)) == Verdict(
-        Outcome.HOLD, ["unfamiliar_language", "medical_advice"]
+        Outcome.HOLD, [Reason.UNFAMILIAR_LANGUAGE, Reason.MEDICAL_ADVICE]
     )

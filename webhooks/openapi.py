@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from flask import Response, jsonify
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, GetPydanticSchema
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 from models.entities import MAX_ROW_ID
+from moderation.reasons import ALL_REASONS, REJECT_REASONS, ModeratorReason, Reason
 from webhooks.api import MAX_PAGE
 from webhooks.blueprint import bp
 from webhooks.schemas import (
@@ -36,6 +39,36 @@ class ErrorBody(BaseModel):
 CommentStatusName = Literal["pending", "approved", "held", "rejected", "deleted"]
 
 
+# A decision's reasons are one named schema, built from moderation.reasons: a site sees every value it can be
+# sent, and a reason added there appears here by itself. Only the document changes: the JSON stays plain strings.
+REASON_SCHEMA = "Reason"
+
+
+def _reason_core_schema(_source: Any, _handler: GetCoreSchemaHandler) -> CoreSchema:
+    # A ``ref`` makes pydantic emit one definition that both payloads' ``reasons`` point to.
+    return core_schema.literal_schema(list(ALL_REASONS), ref=REASON_SCHEMA)
+
+
+def _reason_json_schema(schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+    reference = handler(schema)
+    handler.resolve_ref_schema(reference)["description"] = _reason_description()
+    return reference
+
+
+def _reason_description() -> str:
+    moderators_own = ", ".join(f"`{reason}`" for reason in ModeratorReason)
+    shared = " and ".join(f"`{reason}`" for reason in REJECT_REASONS if reason in set(Reason))
+    return (
+        "Why a comment was held or rejected (an approval has none). The policy's reasons come first (the "
+        "README's policy table says when each is given), then those only a moderator gives, rejecting: "
+        f"{moderators_own} (a moderator rejects with {shared} too, the same values as the policy's). A later "
+        "version of the service may add values."
+    )
+
+
+ReasonValue = Annotated[str, GetPydanticSchema(_reason_core_schema, _reason_json_schema)]
+
+
 class AcceptedBody(BaseModel):
     id: int
     status: CommentStatusName
@@ -49,7 +82,7 @@ class DecisionScores(BaseModel):
 
 class DecisionView(BaseModel):
     outcome: Literal["approve", "hold", "reject"]
-    reasons: list[str]
+    reasons: list[ReasonValue]
     scores: DecisionScores
     decided_by: Literal["model", "moderator"]
     model_version: str | None
@@ -89,7 +122,7 @@ class DecidedData(BaseModel):
     article_id: str
     status: Literal["approved", "held", "rejected"]
     decision: Literal["approve", "hold", "reject"]
-    reasons: list[str]
+    reasons: list[ReasonValue]
     scores: DecisionScores
     decided_by: Literal["model", "moderator"]
     model_version: str | None
