@@ -16,6 +16,7 @@ from dashboard.auth import LoginLimits, login_manager, renew_session, session_ha
 from dashboard.blueprint import RowIdConverter, bp
 from dashboard.context import close_db, wants_json
 from models.entities import Decision
+from moderation.reasons import reason_label
 
 __all__ = ["bp", "init_app", "method_not_allowed_page", "not_found", "wants_dashboard_page"]
 
@@ -55,6 +56,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["highlight"] = highlight
     app.jinja_env.filters["driver_words"] = driver_words
     app.jinja_env.filters["http_url"] = is_http_url
+    app.jinja_env.filters["reason_label"] = reason_label
     app.after_request(security_headers)
     app.after_request(renew_session)
 

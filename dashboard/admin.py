@@ -21,7 +21,7 @@ from moderation import callbacks, evaluation, registry
 from moderation.accounts import AccountError, create_moderator
 from moderation.lists import FIELDS, KINDS, ListError, add_entry
 from moderation.policy import ALLOW_LISTED_SKIPS, Thresholds
-from moderation.reasons import LABELS
+from moderation.reasons import REASON_LABELS
 from moderation.sites import SiteError, create_site, rotate_secret
 
 # --- sites ---------------------------------------------------------------------------------------
@@ -323,7 +323,7 @@ def lists() -> ResponseReturnValue:
         kinds=KINDS,
         fields=FIELDS,
         # From the policy's own constant, which decide() applies: the page cannot tell another rule.
-        allow_listed_skips=[LABELS[reason] for reason in ALLOW_LISTED_SKIPS],
+        allow_listed_skips=[REASON_LABELS[reason] for reason in ALLOW_LISTED_SKIPS],
     )
 
 

@@ -11,6 +11,7 @@ import functools
 import logging
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, bindparam, case, delete, exists, func, select, true, tuple_, union, update
@@ -171,14 +172,21 @@ def _not_indexed(site_id: InstrumentedAttribute[int]) -> ColumnElement[int]:
 
 
 def recorded_signals(signals: Signals) -> dict[str, Any]:
-    """``signals`` as stored with a decision (``Decision.signals``): every field by its name, in JSON's types.
+    """``signals`` as stored with a decision (``Decision.signals``): every field by its name, as a number.
 
-    Blocked terms are kept as how many matched: an entry can be an author's e-mail address, and personal
-    data is kept only where erasure finds it (moderation.privacy).
+    Counts, flags and the script are kept as they are; text, or a collection of it, only as how many: a
+    blocked term can be an author's e-mail address, and personal data is kept only where erasure finds it
+    (moderation.privacy). A field of another kind is refused rather than stored as it is.
     """
-    record = {f.name: getattr(signals, f.name) for f in fields(signals)}
-    record["blocked_terms"] = len(signals.blocked_terms)
-    return record
+    return {f.name: _recorded(f.name, getattr(signals, f.name)) for f in fields(signals)}
+
+
+def _recorded(name: str, value: object) -> int | bool | str:
+    if isinstance(value, StrEnum | bool | int):
+        return value
+    if isinstance(value, str | tuple | list | frozenset | set):
+        return len(value)
+    raise TypeError(f"signal {name}: a {type(value).__name__} cannot be kept with a decision; say how to count it")
 
 
 def current_decision(session: Session, comment_id: int) -> Decision | None:

@@ -70,11 +70,12 @@ class Signals:
     @staticmethod
     def to_card(signals: Sequence[Signals]) -> dict[str, list[Any]]:
         """One column of JSON values per signal, by its card name, one value per comment; a signal that has its
-        default value for every comment is left out (``from_card`` reads a missing column as the default)."""
+        default value for every comment is left out (``from_card`` reads a missing column as the default), but
+        for the links, which versions before ``from_card`` read without a default."""
         columns: dict[str, list[Any]] = {}
         for one in fields(Signals):
             column = [_card_value(getattr(s, one.name)) for s in signals]
-            if any(value != _card_value(one.default) for value in column):
+            if one.name in CARD_NAMES or any(value != _card_value(one.default) for value in column):
                 columns[CARD_NAMES.get(one.name, one.name)] = column
         return columns
 

@@ -9,6 +9,8 @@ again). The service keeps them on ``comments`` only, but they leak into other pl
   payloads hold none today (a block-listed author is reason ``blocked_term``), but a reason of the form
   ``author:<value>`` is rewritten all the same; nothing else in them is (statuses and reasons must stay);
 - block/allow-list entries for the author's e-mail (``erase_author`` removes the site's and the global ones).
+A decision's ``signals`` hold counts, flags and the script only (``moderation.decisions.recorded_signals``
+turns text into how many), so nothing there needs erasing.
 Training labels hold only the text and the labels; webhook receipts, the outbox and logs hold ids only.
 A comment the site deleted loses its text when erased (on request, or by retention), and its training label
 with it: the label's copy of the text would otherwise go on being trained on after the site removed it and

@@ -38,7 +38,7 @@ class ModeratorReason(StrEnum):
     OTHER = "other"
 
 
-LABELS: dict[str, str] = {
+REASON_LABELS: dict[str, str] = {
     Reason.BLOCKED_TERM: "Blocked term",
     Reason.SPAM: "Spam",
     Reason.POSSIBLE_SPAM: "Possible spam",
@@ -59,5 +59,10 @@ ALL_REASONS: tuple[str, ...] = tuple(reason.value for reason in (*Reason, *Moder
 
 # A moderator's choices when rejecting, in the order the dashboard offers them (keys 1 to 5), with their labels.
 REJECT_REASONS: dict[str, str] = {
-    reason.value: LABELS[reason] for reason in (Reason.SPAM, Reason.MEDICAL_ADVICE, *ModeratorReason)
+    reason.value: REASON_LABELS[reason] for reason in (Reason.SPAM, Reason.MEDICAL_ADVICE, *ModeratorReason)
 }
+
+
+def reason_label(value: str) -> str:
+    """How the dashboard names a stored reason; a value no longer in either enum, as it is, readable."""
+    return REASON_LABELS.get(value, value.replace("_", " "))

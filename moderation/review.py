@@ -113,6 +113,7 @@ def record_verdict(
         advice_score=scores_from.advice_score if scores_from else None,
         reasons=verdict.reasons,
         explanation=dict(model_decision.explanation) if model_decision else {},
+        signals=dict(model_decision.signals) if model_decision else {},
         model_version=model_decision.model_version if model_decision else None,
         decided_by=moderator_label(moderator),
         note=note or None,

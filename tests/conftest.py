@@ -114,6 +114,9 @@ class TrainedModel:
     version: str
 
 
+TEST_MODEL_TRAINING = {"random_state": 0, "folds": 2}
+
+
 @pytest.fixture(scope="session")
 def trained_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     """A real model trained on the shipped corpus only (fixed random_state), once for as long as what it is
@@ -121,12 +124,13 @@ def trained_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     ``tests.support.model_cache``), so a run of a few tests does not wait half a minute for training."""
     version = "test-model"
     models_dir = tmp_path_factory.mktemp("models")
-    cache = ModelCache(request.config.cache.mkdir("trained-model"))
+    pytest_cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    cache = ModelCache(pytest_cache.mkdir("trained-model") if pytest_cache else None, TEST_MODEL_TRAINING)
     cached = cache.load(models_dir, version)
     if cached is not None:
         model, artifact = cached
         return TrainedModel(model, artifact, version)
-    model = train(load_own_corpus(), random_state=0, show_progress=False, folds=2)
+    model = train(load_own_corpus(), show_progress=False, **TEST_MODEL_TRAINING)
     model.card["version"] = version
     artifact = registry.save_artifact(model, models_dir, version)
     cache.store(artifact)

@@ -20,7 +20,7 @@ from moderation import callbacks
 from moderation.callbacks import RetryPolicy
 from moderation.decisions import gather_signals
 from moderation.policy import ALLOW_LISTED_SKIPS
-from moderation.reasons import LABELS
+from moderation.reasons import REASON_LABELS
 from moderation.sites import create_site
 from tests.support.dashboard import add_moderator, csrf_token, held_comment, sign_in
 from tests.test_callbacks import statements_run
@@ -161,7 +161,7 @@ def test_the_lists_page_names_exactly_the_reasons_an_allow_listed_author_is_spar
     page = admin.get(LISTS).get_data(as_text=True)
     spared = re.search(r'<ul class="allow-listed-skips">(.*?)</ul>', page, flags=re.DOTALL)
     assert spared is not None, "the lists page does not list what an allow-listed author is spared"
-    assert re.findall(r"<li>(.*?)</li>", spared.group(1)) == [LABELS[reason] for reason in ALLOW_LISTED_SKIPS]
+    assert re.findall(r"<li>(.*?)</li>", spared.group(1)) == [REASON_LABELS[reason] for reason in ALLOW_LISTED_SKIPS]
 
 
 # --- failing callbacks -------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from models.db import create_db_engine, make_session_factory
 from models.entities import Comment, Decision, Site
 from models.migrate import upgrade_database
 from moderation.callbacks import decision_payload
-from moderation.reasons import LABELS, REJECT_REASONS, Reason
+from moderation.reasons import REASON_LABELS, REJECT_REASONS, Reason
 from moderation.sites import create_site
 from server.factory import create_app
 from server.settings import Settings
@@ -425,7 +425,7 @@ def test_the_openapi_enumerates_every_reason_a_decision_can_carry(client: FlaskC
     assert schemas["Reason"]["enum"] == EVERY_REASON
     for payload in ("DecisionView", "DecidedData"):  # the pull API's decision and the callback's data
         assert schemas[payload]["properties"]["reasons"]["items"] == {"$ref": "#/components/schemas/Reason"}
-    assert set(LABELS) == set(EVERY_REASON)  # the one place names each with its label
+    assert set(REASON_LABELS) == set(EVERY_REASON)  # the one place names each with its label
 
 
 def test_a_stored_decision_with_every_reason_is_sent_as_plain_strings_the_openapi_schemas_accept(

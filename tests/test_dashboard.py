@@ -276,7 +276,7 @@ def test_held_queue_oldest_first_with_counts_and_details(
     assert "Does Massage Therapy Really Help Back Pain?" in page
     assert "jan@example.org" in page and "203.0.113.9" in page
     assert "<mark>ibuprofen</mark>" in page
-    assert "medical advice" in page
+    assert '<span class="reason">Medical advice</span>' in page  # the reason, by its label
     assert "in the last day" in page
 
 

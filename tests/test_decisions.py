@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import warnings
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,9 +25,12 @@ from moderation.decisions import (
     decide_waiting,
     gather_signals,
     gather_signals_many,
+    recorded_signals,
 )
+from moderation.features import OtherScript
 from moderation.intake import NewComment, accept_comment
 from moderation.lists import add_entry
+from moderation.policy import Signals
 from moderation.sites import create_site, require_site
 from tests.conftest import TrainedModel
 from tests.support.services import fresh_postgres_database, postgres_reachable
@@ -262,6 +266,18 @@ def test_a_blocked_authors_address_is_not_kept_with_the_decisions_signals(
     decision = rows(engine, Decision, id=decided.decision_id)[0]
     assert decision.reasons[0] == "blocked_term" and decision.signals["blocked_terms"] == 1
     assert "jan@example.org" not in json.dumps(decision.signals)
+
+
+def test_the_signals_kept_with_a_decision_hold_no_text_whatever_a_signal_holds() -> None:
+    """Fails closed: a text-holding signal (today the blocked terms) is kept as a count, nothing else as text."""
+    every_text_field = {
+        f.name: ("author:jan@example.org",) for f in dataclass_fields(Signals) if isinstance(f.default, tuple)
+    }
+    assert every_text_field, "Signals has a text-holding field to try"
+    record = recorded_signals(Signals(other_script=OtherScript.MOSTLY, **every_text_field))  # type: ignore[arg-type]
+    assert "jan@example.org" not in json.dumps(record)
+    assert all(isinstance(v, int) or v == OtherScript.MOSTLY for v in record.values()), record
+    assert {name: record[name] for name in every_text_field} == dict.fromkeys(every_text_field, 1)
 
 
 def test_a_comment_in_a_script_the_model_never_learned_is_held_for_a_person(

@@ -8,15 +8,16 @@ from pathlib import Path
 import numpy as np
 
 from moderation.features import CommentText
-from tests.conftest import TrainedModel
+from tests.conftest import TEST_MODEL_TRAINING, TrainedModel
 from tests.support.model_cache import ModelCache
 
 COMMENTS = [CommentText(body="Take 800mg ibuprofen every 6 hours."), CommentText(body="Cheap pills: rx-deals.example")]
 
 
 def test_a_stored_model_loads_back_scoring_as_it_did(trained_model: TrainedModel, tmp_path: Path) -> None:
-    cache = ModelCache(tmp_path / "cache")
-    cache.folder.mkdir()
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    cache = ModelCache(folder, TEST_MODEL_TRAINING)
     cache.store(trained_model.artifact)
     loaded = cache.load(tmp_path, "again")
     assert loaded is not None
@@ -27,10 +28,23 @@ def test_a_stored_model_loads_back_scoring_as_it_did(trained_model: TrainedModel
 
 
 def test_a_damaged_or_missing_cache_means_training_again(trained_model: TrainedModel, tmp_path: Path) -> None:
-    cache = ModelCache(tmp_path / "cache")
-    cache.folder.mkdir()
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    cache = ModelCache(folder, TEST_MODEL_TRAINING)
     assert cache.load(tmp_path, "none") is None
     cache.store(trained_model.artifact)
-    model_file = next(cache.folder.glob("*.skops"))
+    model_file = next(folder.glob("*.skops"))
     model_file.write_bytes(model_file.read_bytes()[:1000])
     assert cache.load(tmp_path, "damaged") is None
+
+
+def test_other_training_arguments_or_no_cache_folder_mean_training_again(
+    trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    cache = ModelCache(folder, TEST_MODEL_TRAINING)
+    cache.store(trained_model.artifact)
+    assert ModelCache(folder, {**TEST_MODEL_TRAINING, "folds": 3}).load(tmp_path, "other") is None
+    assert ModelCache(None, TEST_MODEL_TRAINING).load(tmp_path, "none") is None
+    ModelCache(None, TEST_MODEL_TRAINING).store(trained_model.artifact)  # nothing to keep it in: no error

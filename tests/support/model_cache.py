@@ -1,9 +1,10 @@
 """The session's test model, kept between runs in pytest's cache under the digest of what it is trained from.
 
 The digest covers the shipped corpus, every module of ``moderation`` (features, cues, training, ...) and the
-versions of Python and the numeric libraries: change any of them and the next run trains afresh. A cached
-file is loaded as the service loads models (checksum and trusted types), and copied into the session's own
-folder, since tests may move or delete the artifact they are given.
+versions of Python and the numeric libraries, and the training arguments: change any of them and the next run
+trains afresh. A cached file is copied into the session's own folder (tests may move or delete the artifact
+they are given) and loaded as the service loads models: its checksum against the one recorded when it was
+stored, and its types against the trusted ones.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import platform
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +29,11 @@ from moderation.classifier import ModerationModel
 from moderation.data import CORPUS_DIR
 
 
-def training_inputs_digest() -> str:
+def training_inputs_digest(training: Mapping[str, Any]) -> str:
+    """Of the corpus, the moderation package's code, the library versions and ``training``'s arguments."""
     digest = hashlib.sha256()
     versions = (platform.python_version(), sklearn.__version__, np.__version__, scipy.__version__, skops.__version__)
-    digest.update(repr(versions).encode())
+    digest.update(repr((versions, sorted(training.items()))).encode())
     code_dir = Path(moderation.__file__).parent
     for path in sorted([*CORPUS_DIR.rglob("*.jsonl"), *code_dir.glob("*.py")]):
         digest.update(str(path.relative_to(code_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
@@ -38,39 +41,49 @@ def training_inputs_digest() -> str:
 
 
 class ModelCache:
-    def __init__(self, folder: Path) -> None:
+    """Best effort: without a folder (pytest's cache plugin off), or with anything wrong in it, the session
+    trains as it would without a cache."""
+
+    def __init__(self, folder: Path | None, training: Mapping[str, Any]) -> None:
         self.folder = folder
-        self.key = training_inputs_digest()
+        self.key = training_inputs_digest(training)
 
-    @property
-    def _model_file(self) -> Path:
-        return self.folder / f"{self.key}.skops"
-
-    @property
-    def _card_file(self) -> Path:
-        return self.folder / f"{self.key}.card.json"
+    def _file(self, suffix: str) -> Path:
+        assert self.folder is not None
+        return self.folder / f"{self.key}{suffix}"
 
     def load(self, into: Path, version: str) -> tuple[ModerationModel, registry.SavedArtifact] | None:
-        """The cached model copied into ``into`` as ``version``; None when there is none for these inputs."""
-        if not (self._model_file.exists() and self._card_file.exists()):
+        """The cached model copied into ``into`` as ``version``, its checksum the one recorded when it was
+        stored; None when there is none for these inputs or it cannot be used."""
+        if self.folder is None:
             return None
         path = into / f"model-{version}.skops"
-        shutil.copyfile(self._model_file, path)
-        shutil.copyfile(self._card_file, into / f"model-{version}.card.json")
-        artifact = registry.SavedArtifact(path, registry.file_sha256(path))
         try:
-            card: dict[str, Any] = json.loads(self._card_file.read_text())
-            return registry.load_artifact(path, artifact.sha256, card), artifact
-        except Exception:  # whatever is wrong with a cached file, training again mends it
+            sha256 = self._file(".sha256").read_text().strip()
+            card: dict[str, Any] = json.loads(self._file(".card.json").read_text())
+            shutil.copyfile(self._file(".skops"), path)
+            shutil.copyfile(self._file(".card.json"), into / f"model-{version}.card.json")
+            return registry.load_artifact(path, sha256, card), registry.SavedArtifact(path, sha256)
+        except Exception:  # missing, half-removed by another run, damaged: training again mends it
             return None
 
     def store(self, artifact: registry.SavedArtifact) -> None:
-        """Keep this artifact, and only it (older digests go); each file appears whole (written, then renamed),
-        the model last, so a run starting meanwhile finds both files or trains."""
-        for old in self.folder.glob("*"):
-            old.unlink(missing_ok=True)
+        """Keep this artifact, and only it (older digests go). Each file appears whole (written, then renamed),
+        the model last, so a run starting meanwhile finds all three or trains."""
+        if self.folder is None:
+            return
         card = artifact.path.with_name(artifact.path.name.removesuffix(".skops") + ".card.json")
-        for source, target in ((card, self._card_file), (artifact.path, self._model_file)):
-            partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
-            shutil.copyfile(source, partial)
-            os.replace(partial, target)
+        try:
+            for old in self.folder.glob("*"):
+                old.unlink(missing_ok=True)
+            self._write(".card.json", card.read_bytes())
+            self._write(".sha256", artifact.sha256.encode())
+            self._write(".skops", artifact.path.read_bytes())
+        except OSError:  # another run clearing the folder at the same moment: the next run stores it
+            return
+
+    def _write(self, suffix: str, content: bytes) -> None:
+        target = self._file(suffix)
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+        partial.write_bytes(content)
+        os.replace(partial, target)
