@@ -27,6 +27,7 @@ from dashboard.blueprint import bp
 from dashboard.context import db
 from dashboard.queries import queue_counts
 from models.entities import Comment, CommentStatus, Decision, ModerationAction, Outcome
+from moderation.reasons import reason_label
 
 DAYS = 14
 # Comments received this long before the window still count in its first days' queue.
@@ -69,13 +70,16 @@ def overview_data(session: Session, now: datetime, days: int = DAYS) -> dict[str
     histories = _histories(session, _in_scope(start))
     replaced = _decisions_replaced_by_verdicts(session, _in_scope(start))
     queue_size, queue_age = _queue_series(histories, day_list, now)
+    top_reasons = _top_reasons(histories, day_list)
     return {
         "days": [d.isoformat() for d in day_list],
         "per_day": _per_day(histories, day_list),
         "queue_size": queue_size,
         "queue_oldest_hours": queue_age,
         "agreement": _agreement(histories, replaced, start),
-        "top_reasons": _top_reasons(histories, day_list),
+        "top_reasons": top_reasons,
+        # How the dashboard names them (the chart's labels, as the page's text and the queue's chips do).
+        "reason_labels": {reason: reason_label(reason) for reason, _ in top_reasons},
     }
 
 

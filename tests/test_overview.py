@@ -19,6 +19,7 @@ from models.entities import Decision, Moderator, Site
 from moderation.decisions import decide_comment
 from moderation.intake import NewComment, accept_comment
 from moderation.lifecycle import apply_delete, apply_update
+from moderation.reasons import reason_label
 from moderation.review import record_verdict
 from moderation.sites import create_site
 from tests.conftest import TrainedModel
@@ -279,3 +280,14 @@ def test_comments_the_site_deleted_are_counted_apart_per_day(moderator_client: F
     assert sum(sum(counts) for counts in data["per_day"].values()) == 3
     page = moderator_client.get("/dashboard/overview").get_data(as_text=True)
     assert "<th>Deleted</th>" in page and "deleted since are counted apart" in page
+
+
+def test_the_top_reasons_come_with_the_labels_the_dashboard_shows(
+    moderator_client: FlaskClient, timeline: Timeline
+) -> None:
+    """The chart names a reason as the page's text and the queue's chips do (it had replaced underscores)."""
+    timeline.decided("r-1", ADVICE, "hold", days_ago(1))
+    data = overview(moderator_client)
+    assert ["medical_advice", 1] in data["top_reasons"]
+    assert data["reason_labels"] == {reason: reason_label(reason) for reason, _ in data["top_reasons"]}
+    assert data["reason_labels"]["medical_advice"] == "Medical advice"

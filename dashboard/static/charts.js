@@ -52,7 +52,7 @@ async function draw() {
   new Chart(document.getElementById("chart-reasons"), {
     type: "bar",
     data: {
-      labels: data.top_reasons.map(([r]) => r.replaceAll("_", " ")),
+      labels: data.top_reasons.map(([r]) => data.reason_labels[r]),
       datasets: [{ label: "comments", data: data.top_reasons.map(([, n]) => n), backgroundColor: colors.hold }],
     },
     options: { ...base, indexAxis: "y", scales: { x: whole } },
