@@ -220,7 +220,7 @@ class WebhookReceipt(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
     webhook_id: Mapped[str] = mapped_column(String(200))
-    comment_id: Mapped[int] = mapped_column(ForeignKey("comments.id", ondelete="CASCADE"))
+    comment_id: Mapped[int] = mapped_column(ForeignKey("comments.id", ondelete="CASCADE"), index=True)
     received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     # SHA-256 (hex) of the delivery's JSON with its keys sorted: a retry of the message carries the same
     # document, so an id reused for another payload is refused, not taken for a retry. None on receipts
@@ -334,8 +334,8 @@ class ModerationAction(Base):
     note: Mapped[str | None] = mapped_column(Text)
     before_status: Mapped[str] = mapped_column(String(16))
     after_status: Mapped[str] = mapped_column(String(16))
-    before_decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id", ondelete="SET NULL"))
-    after_decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id", ondelete="SET NULL"))
+    before_decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id", ondelete="SET NULL"), index=True)
+    after_decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
     moderator: Mapped[Moderator | None] = relationship()
@@ -352,7 +352,7 @@ class ListEntry(Base):
     field: Mapped[str] = mapped_column(String(8))  # word | domain | author
     value: Mapped[str] = mapped_column(String(320))
     site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
-    created_by: Mapped[int | None] = mapped_column(ForeignKey("moderators.id", ondelete="SET NULL"))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("moderators.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     site: Mapped[Site | None] = relationship()
@@ -369,5 +369,5 @@ class TrainingLabel(Base):
     spam: Mapped[bool | None]
     medical_advice: Mapped[bool | None]
     source: Mapped[str] = mapped_column(String(32), default="moderator")
-    moderator_id: Mapped[int | None] = mapped_column(ForeignKey("moderators.id", ondelete="SET NULL"))
+    moderator_id: Mapped[int | None] = mapped_column(ForeignKey("moderators.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -159,13 +159,9 @@ def put_back_by_undo(session: Session, decision_ids: Collection[int]) -> set[int
     """Those of the decisions that an undo put back: they are not undone in turn (one query for a whole page)."""
     if not decision_ids:
         return set()
-    # By way of the decisions' comments: moderation_actions is indexed on comment_id, not on after_decision_id.
-    their_comments = select(Decision.comment_id).where(Decision.id.in_(decision_ids))
     restored = session.scalars(
         select(ModerationAction.after_decision_id).where(
-            ModerationAction.comment_id.in_(their_comments),
-            ModerationAction.action == UNDO,
-            ModerationAction.after_decision_id.in_(decision_ids),
+            ModerationAction.action == UNDO, ModerationAction.after_decision_id.in_(decision_ids)
         )
     )
     return {decision_id for decision_id in restored if decision_id is not None}

@@ -33,7 +33,7 @@ def test_migration_0007_gives_older_decisions_an_empty_record_of_signals(empty_d
                 " SELECT id, 'approve', true, '[]', '{}', 'model', CURRENT_TIMESTAMP FROM comments"
             )
         )
-    upgrade_database(url, "0007")
+    upgrade_database(url)
     assert drift_from_the_models(url) == []
     with engine.connect() as connection:
         stored = connection.scalar(text("SELECT signals FROM decisions"))
@@ -43,4 +43,44 @@ def test_migration_0007_gives_older_decisions_an_empty_record_of_signals(empty_d
     assert "signals" not in column_names(url, "decisions")
     with engine.connect() as connection:
         assert connection.scalar(text("SELECT outcome FROM decisions")) == "approve"
+    engine.dispose()
+
+
+def test_every_foreign_key_leads_an_index(empty_database_url: str) -> None:
+    """Deleting a referenced row (a comment, its decisions, a moderator) looks up the rows pointing at it: without
+    an index, a full scan of the referring table for each row deleted."""
+    upgrade_database(empty_database_url)
+    engine = create_engine(empty_database_url)
+    schema = inspect(engine)
+    unindexed = []
+    for table in schema.get_table_names():
+        leading: list[tuple[str | None, ...]] = [tuple(index["column_names"]) for index in schema.get_indexes(table)]
+        leading += [tuple(constraint["column_names"]) for constraint in schema.get_unique_constraints(table)]
+        leading.append(tuple(schema.get_pk_constraint(table)["constrained_columns"]))
+        for key in schema.get_foreign_keys(table):
+            columns = tuple(key["constrained_columns"])
+            if not any(index[: len(columns)] == columns for index in leading):
+                unindexed.append((table, columns))
+    engine.dispose()
+    assert unindexed == []
+
+
+def test_migration_0008_indexes_go_down_and_up_with_rows_in_place(empty_database_url: str) -> None:
+    url = empty_database_url
+    upgrade_database(url, "0007")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        store_an_old_comment(connection)
+    upgrade_database(url, "0008")
+    assert drift_from_the_models(url) == []
+    assert "ix_webhook_receipts_comment_id" in {
+        index["name"] for index in inspect(engine).get_indexes("webhook_receipts")
+    }
+    engine.dispose()
+    downgrade_database(url, "0007")
+    assert "ix_webhook_receipts_comment_id" not in {
+        index["name"] for index in inspect(engine).get_indexes("webhook_receipts")
+    }
+    with engine.connect() as connection:
+        assert connection.scalar(text("SELECT status FROM comments")) == "approved"
     engine.dispose()
