@@ -404,6 +404,21 @@ def test_few_held_out_comments_have_a_close_rewrite_on_the_training_side(own: li
     assert len(_with_a_close_rewrite(held_out, training, ratio=0.6)) <= len(held_out) // 100
 
 
+EVALSETS = sorted((CORPUS_DIR.parent / "evalsets").glob("*.jsonl"))
+
+
+@pytest.mark.parametrize("path", EVALSETS, ids=lambda p: p.name)
+def test_evaluation_sets_are_labeled_and_apart_from_the_corpus(path: Path, own: list[Example]) -> None:
+    """The evaluation sets were written apart from the corpus and are never trained on: a comment of theirs
+    in the corpus, or a close rewrite of one, would flatter what they say about comments never seen."""
+    evaluation = read_labeled_jsonl(path, "file")
+    assert all(isinstance(e.spam, bool) and isinstance(e.medical_advice, bool) for e in evaluation)
+    assert len({fingerprint(e.comment.body) for e in evaluation}) == len(evaluation)
+    assert {fingerprint(e.comment.body) for e in evaluation}.isdisjoint(fingerprint(e.comment.body) for e in own)
+    bodies = [e.comment.body for e in evaluation]
+    assert len(_with_a_close_rewrite(bodies, [e.comment.body for e in own], ratio=0.6)) <= len(bodies) // 50
+
+
 def test_every_corpus_file_is_installed_with_the_package() -> None:
     """A training file the wheel leaves out (the Docker image installs it) would be missing from every
     model trained there, silently."""
