@@ -38,6 +38,19 @@ SPELLED_DOT_COM_RE = re.compile(
 SPELLED_DOT_WORDS = ("dot", "punto", "ponto", "point")
 EMAIL_RE = re.compile(r"\b[\w.+-]{1,64}@[\w-]+\.[\w.-]+\b")
 PHONE_RE = re.compile(r"(?:\+|\b00)?\d[\d\s().-]{7,}\d")
+# An address spaced or spelled out so that filters miss it: "jo @ mail .org", "jo (at) mail dot com".
+SPACED_EMAIL_RE = re.compile(
+    r"\b[\w.+-]{1,64}\s*(?:@|\(at\)|\[at\])\s*[\w-]{1,63}\s*(?:\.|\(dot\)|\[dot\]|\bdot\b)\s*"
+    r"(?:com|net|org|info|biz|io|co\.uk|org\.uk|uk|de|fr|es|it|nl|pl|pt|br|ru|xyz|online|site)\b",
+    re.I,
+)
+SPACED_EMAIL_HINTS = ("@", "(at)", "[at]")
+# A phone number read out in words ("oh seven seven double oh, nine double oh..."): seven digit words in
+# a row, which ordinary sentences never have.
+SPELLED_PHONE_RE = re.compile(
+    r"\b(?:(?:zero|oh|nought|one|two|three|four|five|six|seven|eight|nine|double|triple|treble)\b[\s,.-]*){7,}",
+    re.I,
+)
 MONEY_RE = re.compile(r"[$€£]\s?\d|\b\d+\s?(?:usd|dollars|euros|pounds|bucks)\b", re.I)
 # A word every MONEY_RE match without a currency sign contains (see _may_contain).
 MONEY_WORDS = ("usd", "dollars", "euros", "pounds", "bucks")
@@ -187,10 +200,12 @@ def _marker_tokens(comment: CommentText, raw: str) -> list[str]:
     if comment.url.strip():
         author_domain = url_domain(comment.url.strip())
         tokens += ["zzauthorurl", f"zzauthortld{author_domain.rsplit('.', 1)[-1]}"]
-    if "@" in raw and EMAIL_RE.search(raw):
+    if _has_email(raw):
         tokens.append("zzemail")
     if DIGIT_RE.search(raw):  # phones, money and doses all need a digit; most comments have none
         tokens += _number_tokens(raw)
+    if "zzphone" not in tokens and SPELLED_PHONE_RE.search(raw):
+        tokens.append("zzphone")
     if _has_frequency(raw):
         tokens.append("zzfrequency")
     if NON_ASCII_LETTER_RE.search(comment.author):
@@ -201,6 +216,13 @@ def _marker_tokens(comment: CommentText, raw: str) -> list[str]:
     words = len(raw.split())
     tokens.append("zzlen" + ("short" if words < 8 else "medium" if words < 60 else "long"))
     return tokens
+
+
+def _has_email(raw: str) -> bool:
+    if "@" in raw and EMAIL_RE.search(raw):
+        return True
+    lowered = raw.lower()
+    return any(hint in lowered for hint in SPACED_EMAIL_HINTS) and SPACED_EMAIL_RE.search(raw) is not None
 
 
 def _has_frequency(raw: str) -> bool:
@@ -228,7 +250,7 @@ def _number_tokens(raw: str) -> list[str]:
 # What a model learned from is prepare()'s output, which is code: a model trained on another version's
 # output scores worse. Change this whenever that output changes for any text (tests/test_features.py pins a
 # digest of it); the model card records it, and loading a model made for other features warns.
-FEATURES_VERSION = "2026-12-05.2"
+FEATURES_VERSION = "2026-12-06.1"
 
 
 def prepare(comment: CommentText) -> str:

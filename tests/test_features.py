@@ -121,6 +121,10 @@ def test_missing_space_after_a_full_stop_is_not_a_link() -> None:
         ("call me on +44 20 7946 0958 for a session", "zzphone"),
         ("ring 555-123-4567 today", "zzphone"),
         ("write to jan.k+clinic@example.org", "zzemail"),
+        ("reach him at jan.k.recovery @ cyber-mail .org", "zzemail"),
+        ("email drokoro (at) temple-mail dot com today", "zzemail"),
+        ("ring Mark on oh seven seven double oh, nine double oh, three one four", "zzphone"),
+        ("call zero one two seven three, nine six zero, four four one", "zzphone"),
         ("only $49 this week", "zzmoney"),
         ("earn 500 dollars a day", "zzmoney"),
         ("try 5000 IU of vitamin D", "zzdose"),
@@ -130,6 +134,19 @@ def test_missing_space_after_a_full_stop_is_not_a_link() -> None:
 )
 def test_prepare_emits_a_marker_for_each_signal(body: str, expected: str) -> None:
     assert expected in markers(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "thanks @Jo. Great tip about the pillow",
+        "I went from one to two to three pillows, then four, five and six. Now back to one",
+        "oh well, one day at a time",
+        "meet me at the clinic dot com? no idea what that means",
+    ],
+)
+def test_words_that_only_look_like_an_address_or_a_number_are_not_contact_details(body: str) -> None:
+    assert not {"zzemail", "zzphone"} & set(markers(body))
 
 
 @pytest.mark.parametrize(
@@ -425,6 +442,9 @@ HOSTILE_BODIES = {
     "one long handle": "@" + "a." * 9990,
     "could always, over and over": "you could always try " * 950,
     "hold, sit and let, over and over": "hold sit, let the " * 1100,
+    "six digit words, over and over": "one two three four five six and " * 600,
+    "an (at) before long dotted words": "(at) " + "abc." * 4995,
+    "spaces around every @": "a @ " * 4995,
 }
 
 
@@ -444,6 +464,7 @@ FEATURE_SAMPLES = [
     "Gabapentin 600mg at bedtime, then taper over two weeks.",
     "Best prices on v1agra at www.cheap-rx-pharmacy.xyz, call +1 555 010 2030 or DM me on Telegram",
     "Visit mysite dot com for the 3-day back cure!!! $29 only",
+    "Ring Dan on oh seven seven double oh, nine double oh, or mail dan (at) rubs dot com",
     "suuuuper amazing amazing amazing product product buy buy",
     "Mi fisioterapeuta me dijo que caminara más; ahora estoy mucho mejor.",
     "Nimm einfach 400 mg Ibuprofen dreimal täglich, das hilft sofort.",
@@ -453,7 +474,7 @@ FEATURE_SAMPLES = [
     "<b>Great</b> read &amp; very clear. c.h.e.a.p pills?",
     "👍🙏",
 ]
-PINNED_FEATURES = {"2026-12-05.2": "9e4b14aadad294161ef1a44fdbb6045da26cd6455c92e14130357d3365db4876"}
+PINNED_FEATURES = {"2026-12-06.1": "df5992418e2aeaf90dc19a6ba9e4f419f7ea23f548e840e9b4c7ab62316148b5"}
 
 
 def test_the_prepared_form_of_the_samples_is_pinned_by_the_features_version() -> None:
