@@ -42,15 +42,13 @@ PHONE_RE = re.compile(r"(?:\+|\b00)?\d[\d\s().-]{7,}\d")
 SPACED_EMAIL_RE = re.compile(
     r"\b[\w.+-]{1,64}\s*(?:@|\(at\)|\[at\])\s*[\w-]{1,63}\s*(?:\.|\(dot\)|\[dot\]|\bdot\b)\s*"
     r"(?:com|net|org|info|biz|io|co\.uk|org\.uk|uk|de|fr|es|it|nl|pl|pt|br|ru|xyz|online|site)\b",
-    re.I,
-)
+)  # searched in lower-cased text: matching without re.I is about twice as fast
 SPACED_EMAIL_HINTS = ("@", "(at)", "[at]")
 # A phone number read out in words ("oh seven seven double oh, nine double oh..."): seven digit words in
 # a row, which ordinary sentences never have.
 SPELLED_PHONE_RE = re.compile(
     r"\b(?:(?:zero|oh|nought|one|two|three|four|five|six|seven|eight|nine|double|triple|treble)\b[\s,.-]*){7,}",
-    re.I,
-)
+)  # searched in lower-cased text, as SPACED_EMAIL_RE
 MONEY_RE = re.compile(r"[$€£]\s?\d|\b\d+\s?(?:usd|dollars|euros|pounds|bucks)\b", re.I)
 # A word every MONEY_RE match without a currency sign contains (see _may_contain).
 MONEY_WORDS = ("usd", "dollars", "euros", "pounds", "bucks")
@@ -204,7 +202,7 @@ def _marker_tokens(comment: CommentText, raw: str) -> list[str]:
         tokens.append("zzemail")
     if DIGIT_RE.search(raw):  # phones, money and doses all need a digit; most comments have none
         tokens += _number_tokens(raw)
-    if "zzphone" not in tokens and SPELLED_PHONE_RE.search(raw):
+    if "zzphone" not in tokens and SPELLED_PHONE_RE.search(raw.lower()):
         tokens.append("zzphone")
     if _has_frequency(raw):
         tokens.append("zzfrequency")
@@ -222,7 +220,7 @@ def _has_email(raw: str) -> bool:
     if "@" in raw and EMAIL_RE.search(raw):
         return True
     lowered = raw.lower()
-    return any(hint in lowered for hint in SPACED_EMAIL_HINTS) and SPACED_EMAIL_RE.search(raw) is not None
+    return any(hint in lowered for hint in SPACED_EMAIL_HINTS) and SPACED_EMAIL_RE.search(lowered) is not None
 
 
 def _has_frequency(raw: str) -> bool:
