@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import pairwise
 from urllib.parse import urlsplit
 
 from moderation.cues import cue_tokens
@@ -38,17 +39,22 @@ SPELLED_DOT_COM_RE = re.compile(
 SPELLED_DOT_WORDS = ("dot", "punto", "ponto", "point")
 EMAIL_RE = re.compile(r"\b[\w.+-]{1,64}@[\w-]+\.[\w.-]+\b")
 PHONE_RE = re.compile(r"(?:\+|\b00)?\d[\d\s().-]{7,}\d")
-# An address spaced or spelled out so that filters miss it: "jo @ mail .org", "jo (at) mail dot com".
+# An address spaced or spelled out so that filters miss it: "jo @ mail .org", "jo (at) mail dot com". As in
+# URL_RE the ending counts in lower case only, and a bare "." must touch it: "@Jo. It helped" is a reply.
 SPACED_EMAIL_RE = re.compile(
-    r"\b[\w.+-]{1,64}\s*(?:@|\(at\)|\[at\])\s*[\w-]{1,63}\s*(?:\.|\(dot\)|\[dot\]|\bdot\b)\s*"
-    r"(?:com|net|org|info|biz|io|co\.uk|org\.uk|uk|de|fr|es|it|nl|pl|pt|br|ru|xyz|online|site)\b",
-)  # searched in lower-cased text: matching without re.I is about twice as fast
+    r"\b[\w.+-]{1,64}\s*(?:@|\((?i:at)\)|\[(?i:at)\])\s*[\w-]{1,63}"
+    r"(?:\s*\.|\s*(?:\((?i:dot)\)|\[(?i:dot)\]|\b(?i:dot)\b)\s*)"
+    r"(?:com|net|org|info|biz|io|co\.uk|org\.uk|co|uk|me|de|fr|es|it|nl|pl|pt|br|ru|ca|au|in|ng|ph|xyz|online|site)\b"
+)
 SPACED_EMAIL_HINTS = ("@", "(at)", "[at]")
-# A phone number read out in words ("oh seven seven double oh, nine double oh..."): seven digit words in
-# a row, which ordinary sentences never have.
-SPELLED_PHONE_RE = re.compile(
-    r"\b(?:(?:zero|oh|nought|one|two|three|four|five|six|seven|eight|nine|double|triple|treble)\b[\s,.-]*){7,}",
-)  # searched in lower-cased text, as SPACED_EMAIL_RE
+# A phone number read out in words ("oh seven seven double oh, nine double oh..."). Searched in lower-cased
+# text (faster than re.I); a run of these words is a number only when it is not someone counting (reps,
+# seconds, a child counting to ten), see _reads_out_a_phone_number.
+DIGIT_WORDS = {"zero": 0, "oh": 0, "nought": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+DIGIT_WORDS |= {"seven": 7, "eight": 8, "nine": 9}
+REPEAT_WORDS = {"double": 2, "triple": 3, "treble": 3}
+SPELLED_PHONE_RE = re.compile(rf"\b(?:(?:{'|'.join([*DIGIT_WORDS, *REPEAT_WORDS])})\b[\s,.-]*){{7,}}")
+SPELLED_PHONE_DIGITS = 8  # a local number without its area code; a full one is 10 or 11
 MONEY_RE = re.compile(r"[$€£]\s?\d|\b\d+\s?(?:usd|dollars|euros|pounds|bucks)\b", re.I)
 # A word every MONEY_RE match without a currency sign contains (see _may_contain).
 MONEY_WORDS = ("usd", "dollars", "euros", "pounds", "bucks")
@@ -202,7 +208,7 @@ def _marker_tokens(comment: CommentText, raw: str) -> list[str]:
         tokens.append("zzemail")
     if DIGIT_RE.search(raw):  # phones, money and doses all need a digit; most comments have none
         tokens += _number_tokens(raw)
-    if "zzphone" not in tokens and SPELLED_PHONE_RE.search(raw.lower()):
+    if "zzphone" not in tokens and _reads_out_a_phone_number(raw.lower()):
         tokens.append("zzphone")
     if _has_frequency(raw):
         tokens.append("zzfrequency")
@@ -220,7 +226,34 @@ def _has_email(raw: str) -> bool:
     if "@" in raw and EMAIL_RE.search(raw):
         return True
     lowered = raw.lower()
-    return any(hint in lowered for hint in SPACED_EMAIL_HINTS) and SPACED_EMAIL_RE.search(lowered) is not None
+    return any(hint in lowered for hint in SPACED_EMAIL_HINTS) and SPACED_EMAIL_RE.search(raw) is not None
+
+
+def _reads_out_a_phone_number(lowered: str) -> bool:
+    for match in SPELLED_PHONE_RE.finditer(lowered):
+        digits = _digits_read_out(match.group())
+        if len(digits) >= SPELLED_PHONE_DIGITS and not _counting(digits):
+            return True
+    return False
+
+
+def _digits_read_out(words: str) -> list[int]:
+    """The digits of "oh seven seven double oh": [0, 7, 7, 0, 0]."""
+    digits: list[int] = []
+    repeat = 1
+    for word in WORD_RE.findall(words):
+        if word in REPEAT_WORDS:
+            repeat = REPEAT_WORDS[word]
+        else:
+            digits += [DIGIT_WORDS[word]] * repeat
+            repeat = 1
+    return digits
+
+
+def _counting(digits: list[int]) -> bool:
+    """One, two, three, four... (or down, or again from one): most steps are one up or one down."""
+    steps = [later - earlier for earlier, later in pairwise(digits)]
+    return sum(abs(step) == 1 for step in steps) >= 0.75 * len(steps)
 
 
 def _has_frequency(raw: str) -> bool:
@@ -248,7 +281,7 @@ def _number_tokens(raw: str) -> list[str]:
 # What a model learned from is prepare()'s output, which is code: a model trained on another version's
 # output scores worse. Change this whenever that output changes for any text (tests/test_features.py pins a
 # digest of it); the model card records it, and loading a model made for other features warns.
-FEATURES_VERSION = "2026-12-06.1"
+FEATURES_VERSION = "2026-12-06.2"
 
 
 def prepare(comment: CommentText) -> str:

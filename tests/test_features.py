@@ -125,6 +125,8 @@ def test_missing_space_after_a_full_stop_is_not_a_link() -> None:
         ("email drokoro (at) temple-mail dot com today", "zzemail"),
         ("ring Mark on oh seven seven double oh, nine double oh, three one four", "zzphone"),
         ("call zero one two seven three, nine six zero, four four one", "zzphone"),
+        ("call five five five, one two three, four five six seven", "zzphone"),
+        ("mail jo [AT] clinic [DOT] co.uk", "zzemail"),
         ("only $49 this week", "zzmoney"),
         ("earn 500 dollars a day", "zzmoney"),
         ("try 5000 IU of vitamin D", "zzdose"),
@@ -140,9 +142,14 @@ def test_prepare_emits_a_marker_for_each_signal(body: str, expected: str) -> Non
     "body",
     [
         "thanks @Jo. Great tip about the pillow",
-        "I went from one to two to three pillows, then four, five and six. Now back to one",
+        "Thanks @Jo. It really helped my back",
+        "got mine for £30 @ boots. it works",
+        "Hi @Anne. Es war hilfreich",
         "oh well, one day at a time",
-        "meet me at the clinic dot com? no idea what that means",
+        "Count slowly: one, two, three, four, five, six, seven, eight, then rest",
+        "my little girl counts one two three four five six seven eight nine ten while I stretch",
+        "sets of five: one two three four five, one two three four five",
+        "ten nine eight seven six five four three two one and relax",
     ],
 )
 def test_words_that_only_look_like_an_address_or_a_number_are_not_contact_details(body: str) -> None:
@@ -465,6 +472,7 @@ FEATURE_SAMPLES = [
     "Best prices on v1agra at www.cheap-rx-pharmacy.xyz, call +1 555 010 2030 or DM me on Telegram",
     "Visit mysite dot com for the 3-day back cure!!! $29 only",
     "Ring Dan on oh seven seven double oh, nine double oh, or mail dan (at) rubs dot com",
+    "Or write to dan @ rubs .org, or count: one two three four five six seven eight",
     "suuuuper amazing amazing amazing product product buy buy",
     "Mi fisioterapeuta me dijo que caminara más; ahora estoy mucho mejor.",
     "Nimm einfach 400 mg Ibuprofen dreimal täglich, das hilft sofort.",
@@ -474,7 +482,7 @@ FEATURE_SAMPLES = [
     "<b>Great</b> read &amp; very clear. c.h.e.a.p pills?",
     "👍🙏",
 ]
-PINNED_FEATURES = {"2026-12-06.1": "df5992418e2aeaf90dc19a6ba9e4f419f7ea23f548e840e9b4c7ab62316148b5"}
+PINNED_FEATURES = {"2026-12-06.2": "1c6a44400e6f242066d243f9e15fa2ee38ccf28e231cc3bbbdd7c5278da626c2"}
 
 
 def test_the_prepared_form_of_the_samples_is_pinned_by_the_features_version() -> None:
