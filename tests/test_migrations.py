@@ -65,22 +65,59 @@ def test_every_foreign_key_leads_an_index(empty_database_url: str) -> None:
     assert unindexed == []
 
 
-def test_migration_0008_indexes_go_down_and_up_with_rows_in_place(empty_database_url: str) -> None:
+INDEXES_0008 = {
+    "webhook_receipts": "ix_webhook_receipts_comment_id",
+    "moderation_actions": "ix_moderation_actions_before_decision_id",
+    "list_entries": "ix_list_entries_created_by",
+    "training_labels": "ix_training_labels_moderator_id",
+}
+
+
+def _index_names(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        schema = inspect(engine)
+        return {str(index["name"]) for table in INDEXES_0008 for index in schema.get_indexes(table)} | {
+            str(index["name"]) for index in schema.get_indexes("moderation_actions")
+        }
+    finally:
+        engine.dispose()
+
+
+def test_migration_0008_indexes_go_up_down_and_up_again_with_rows_in_every_table(empty_database_url: str) -> None:
     url = empty_database_url
     upgrade_database(url, "0007")
     engine = create_engine(url)
-    with engine.begin() as connection:
+    with engine.begin() as connection:  # a row in each table 0008 indexes, pointing where its index points
         store_an_old_comment(connection)
-    upgrade_database(url, "0008")
-    assert drift_from_the_models(url) == []
-    assert "ix_webhook_receipts_comment_id" in {
-        index["name"] for index in inspect(engine).get_indexes("webhook_receipts")
-    }
+        for statement in (
+            "INSERT INTO webhook_receipts (site_id, webhook_id, comment_id, received_at)"
+            " SELECT site_id, 'msg_1', id, CURRENT_TIMESTAMP FROM comments",
+            "INSERT INTO decisions (comment_id, outcome, is_current, reasons, explanation, decided_by, created_at)"
+            " SELECT id, 'approve', true, '[]', '{}', 'model', CURRENT_TIMESTAMP FROM comments",
+            "INSERT INTO moderators (email, password_hash, role, is_active, created_at, session_token)"
+            " VALUES ('m@example.org', 'x', 'admin', true, CURRENT_TIMESTAMP, 't')",
+            "INSERT INTO moderation_actions (comment_id, moderator_id, action, before_status, after_status,"
+            " before_decision_id, after_decision_id, created_at) SELECT c.id, m.id, 'undo', 'approved', 'approved',"
+            " d.id, d.id, CURRENT_TIMESTAMP FROM comments c, moderators m, decisions d",
+            "INSERT INTO list_entries (list_kind, field, value, created_by, created_at)"
+            " SELECT 'block', 'word', 'casino', id, CURRENT_TIMESTAMP FROM moderators",
+            "INSERT INTO training_labels (comment_id, body, spam, source, moderator_id, created_at)"
+            " SELECT c.id, 'b', true, 'moderator', m.id, CURRENT_TIMESTAMP FROM comments c, moderators m",
+        ):
+            connection.execute(text(statement))
     engine.dispose()
+    expected = {*INDEXES_0008.values(), "ix_moderation_actions_after_decision_id"}
+    assert not expected & _index_names(url)
+    upgrade_database(url, "0008")
+    assert expected <= _index_names(url)
+    assert drift_from_the_models(url) == []
     downgrade_database(url, "0007")
-    assert "ix_webhook_receipts_comment_id" not in {
-        index["name"] for index in inspect(engine).get_indexes("webhook_receipts")
-    }
+    assert not expected & _index_names(url)
+    upgrade_database(url)
+    assert expected <= _index_names(url) and drift_from_the_models(url) == []
+    engine = create_engine(url)
     with engine.connect() as connection:
-        assert connection.scalar(text("SELECT status FROM comments")) == "approved"
+        assert connection.scalar(text("SELECT after_decision_id FROM moderation_actions")) is not None
+        assert connection.scalar(text("SELECT count(*) FROM training_labels")) == 1
     engine.dispose()

@@ -27,10 +27,26 @@ INDEXED = (
 
 
 def upgrade() -> None:
-    for table, column in INDEXED:
-        op.create_index(op.f(f"ix_{table}_{column}"), table, [column], unique=False)
+    if op.get_bind().dialect.name != "postgresql":
+        for table, column in INDEXED:
+            op.create_index(op.f(f"ix_{table}_{column}"), table, [column], unique=False)
+        return
+    # Built without blocking writes: the running processes keep taking webhooks and verdicts meanwhile
+    # (a plain CREATE INDEX would hold every insert into these tables until all five are built).
+    with op.get_context().autocommit_block():
+        for table, column in INDEXED:
+            name = op.f(f"ix_{table}_{column}")
+            # A concurrent build that failed leaves an invalid index of that name: built again.
+            op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)
+            op.create_index(name, table, [column], unique=False, postgresql_concurrently=True)
 
 
 def downgrade() -> None:
-    for table, column in reversed(INDEXED):
-        op.drop_index(op.f(f"ix_{table}_{column}"), table_name=table)
+    concurrently = op.get_bind().dialect.name == "postgresql"
+    if not concurrently:
+        for table, column in reversed(INDEXED):
+            op.drop_index(op.f(f"ix_{table}_{column}"), table_name=table)
+        return
+    with op.get_context().autocommit_block():
+        for table, column in reversed(INDEXED):
+            op.drop_index(op.f(f"ix_{table}_{column}"), table_name=table, postgresql_concurrently=True)
