@@ -7,15 +7,18 @@ the path it was saved to: hosts, restored backups and volumes see the shared fol
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 import threading
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -235,6 +238,26 @@ class ImportedModel:
     copied: tuple[Path, ...]  # the files put into the model folder (none if the same ones were there)
 
 
+@contextmanager
+def import_lock(model_dir: Path) -> Iterator[None]:
+    """One import at a time into ``model_dir``, held until the importer's transaction has ended.
+
+    Without it, two imports of one version race: the second finds the first's copy, skips copying and
+    registers; the first's registration then fails and removes its copies, the file the second's row names.
+    The lock is on the folder itself, so nothing is left in it; the system drops it if the process dies.
+    """
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        folder = os.open(model_dir, os.O_RDONLY)
+    except OSError as error:
+        raise RegistryError(f"cannot use MODEL_DIR {model_dir}: {error}") from None
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)
+
+
 def import_artifact(
     session: Session, path: Path, model_dir: Path, *, allow_other_features: bool = False
 ) -> ImportedModel:
@@ -244,7 +267,8 @@ def import_artifact(
     this code's features unless ``allow_other_features``; then it and its card are copied into ``model_dir``
     under the same names (never over a different file) and the copy is registered. A version already
     registered with the same checksum is not registered again; with another checksum it is refused.
-    The copies live and die with ``session``'s transaction: removed again if it does not commit.
+    The copies live and die with ``session``'s transaction: removed again if it does not commit. Hold
+    ``import_lock(model_dir)`` around the whole transaction when other imports may run at the same time.
     """
     if not path.is_file():  # first: a path that names nothing is a typo, whatever the name looks like
         raise RegistryError(f"model file {path} is missing" if not path.exists() else f"{path} is not a file")

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import replace
@@ -1094,6 +1095,25 @@ def test_models_import_refuses_in_one_line_and_leaves_nothing_behind(
         allowed = run(var, "models", "import", str(path), "--allow-other-features")
         assert allowed.exit_code == 0, allowed.output
         assert versions(var) == [(False, "v1")]
+
+
+def test_models_import_waits_while_another_import_into_the_same_folder_is_under_way(
+    trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    """Two imports of one version at once must not both register it, nor one remove the file the other's row
+    names (the second found the first's copy, the first's registration then failed): they take turns."""
+    var = tmp_path / "var"
+    assert run(var, "migrate").exit_code == 0
+    path = saved_elsewhere(trained_model, tmp_path / "staging", "v3")
+    results: list[Result] = []
+    second = threading.Thread(target=lambda: results.append(run(var, "models", "import", str(path))))
+    with registry.import_lock(var / "models"):  # the first import, under way
+        second.start()
+        second.join(timeout=5)  # an import that did not wait takes a second or two here
+        assert second.is_alive() and model_files(var) == [] and versions(var) == []
+    second.join(timeout=60)
+    assert results and results[0].exit_code == 0, results[0].output if results else "still waiting"
+    assert versions(var) == [(False, "v3")] and model_files(var) == ["model-v3.card.json", "model-v3.skops"]
 
 
 def test_models_import_removes_its_copy_when_registration_fails(trained_model: TrainedModel, tmp_path: Path) -> None:

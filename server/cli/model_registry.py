@@ -112,15 +112,15 @@ def models_import(ctx: click.Context, path: Path, activate: bool, allow_other_fe
     """Register a model-VERSION.skops saved by another install (its card beside it), copied into MODEL_DIR."""
     settings = common.settings(ctx)
     model_dir = settings.effective_model_dir
-    with common.sessions(settings).begin() as session:
-        try:
+    try:
+        with registry.import_lock(model_dir), common.sessions(settings).begin() as session:
             # Checked as loading checks it, copied, registered; the copies are removed if this does not commit.
             imported = registry.import_artifact(session, path, model_dir, allow_other_features=allow_other_features)
             version, was_active = imported.row.version, imported.row.is_active
             if activate:
                 registry.activate(session, version, model_dir=model_dir)
-        except registry.RegistryError as error:
-            raise click.ClickException(str(error)) from None
+    except registry.RegistryError as error:
+        raise click.ClickException(str(error)) from None
     if imported.registered_now:
         click.echo(f"imported model {version} into MODEL_DIR {model_dir}")
     elif model_dir / path.name in imported.copied:
