@@ -77,9 +77,7 @@ def _index_names(url: str) -> set[str]:
     engine = create_engine(url)
     try:
         schema = inspect(engine)
-        return {str(index["name"]) for table in INDEXES_0008 for index in schema.get_indexes(table)} | {
-            str(index["name"]) for index in schema.get_indexes("moderation_actions")
-        }
+        return {str(index["name"]) for table in INDEXES_0008 for index in schema.get_indexes(table)}
     finally:
         engine.dispose()
 
