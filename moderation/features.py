@@ -39,12 +39,17 @@ SPELLED_DOT_COM_RE = re.compile(
 SPELLED_DOT_WORDS = ("dot", "punto", "ponto", "point")
 EMAIL_RE = re.compile(r"\b[\w.+-]{1,64}@[\w-]+\.[\w.-]+\b")
 PHONE_RE = re.compile(r"(?:\+|\b00)?\d[\d\s().-]{7,}\d")
-# An address spaced or spelled out so that filters miss it: "jo @ mail .org", "jo (at) mail dot com". As in
-# URL_RE the ending counts in lower case only, and a bare "." must touch it: "@Jo. It helped" is a reply.
+# An address spaced or spelled out so that filters miss it: "jo @ mail .org", "jo (at) mail dot com". A
+# spelled "dot" takes any ending in any case; a bare "." takes, with spaces about it and in any case, only
+# endings that are never words ("@Jo. It helped" is a reply), and the others touching it, in lower case and
+# not followed by a lower-case word ("thanks @mike.in my case" is a missing space, as URL_RE has it).
 SPACED_EMAIL_RE = re.compile(
-    r"\b[\w.+-]{1,64}\s*(?:@|\((?i:at)\)|\[(?i:at)\])\s*[\w-]{1,63}"
-    r"(?:\s*\.|\s*(?:\((?i:dot)\)|\[(?i:dot)\]|\b(?i:dot)\b)\s*)"
-    r"(?:com|net|org|info|biz|io|co\.uk|org\.uk|co|uk|me|de|fr|es|it|nl|pl|pt|br|ru|ca|au|in|ng|ph|xyz|online|site)\b"
+    r"\b[\w.+-]{1,64}\s*(?:@|\((?i:at)\)|\[(?i:at)\])\s*[\w-]{1,63}(?:"
+    r"\s*(?:\((?i:dot)\)|\[(?i:dot)\]|\b(?i:dot)\b)\s*"
+    r"(?i:com|net|org|info|biz|io|co\.uk|org\.uk|co|uk|me|de|fr|es|it|nl|pl|pt|br|ru|ca|au|in|ng|ph|xyz|online|site)\b"
+    r"|\s*\.\s*(?i:com|org|co\.uk|org\.uk)\b"
+    r"|\s*\.(?:net|info|biz|io|xyz|online|site|uk|ru|pl|fr|br|de|es|nl|ng|ph|ca|au|me|co|in|it|pt)\b(?!\s+[a-z])"
+    r")"
 )
 SPACED_EMAIL_HINTS = ("@", "(at)", "[at]")
 # A phone number read out in words ("oh seven seven double oh, nine double oh..."). Searched in lower-cased
@@ -232,7 +237,7 @@ def _has_email(raw: str) -> bool:
 def _reads_out_a_phone_number(lowered: str) -> bool:
     for match in SPELLED_PHONE_RE.finditer(lowered):
         digits = _digits_read_out(match.group())
-        if len(digits) >= SPELLED_PHONE_DIGITS and not _counting(digits):
+        if len(digits) >= SPELLED_PHONE_DIGITS and not _counting(digits) and not _chanted(digits):
             return True
     return False
 
@@ -248,6 +253,13 @@ def _digits_read_out(words: str) -> list[int]:
             digits += [DIGIT_WORDS[word]] * repeat
             repeat = 1
     return digits
+
+
+def _chanted(digits: list[int]) -> bool:
+    """ "Oh oh oh oh...", "two four six eight, two four six eight": a few digits, or a short block again."""
+    if len(set(digits)) < 3:
+        return True
+    return any(digits == (digits[:period] * len(digits))[: len(digits)] for period in range(1, 5))
 
 
 def _counting(digits: list[int]) -> bool:
@@ -281,7 +293,7 @@ def _number_tokens(raw: str) -> list[str]:
 # What a model learned from is prepare()'s output, which is code: a model trained on another version's
 # output scores worse. Change this whenever that output changes for any text (tests/test_features.py pins a
 # digest of it); the model card records it, and loading a model made for other features warns.
-FEATURES_VERSION = "2026-12-06.2"
+FEATURES_VERSION = "2026-12-06.3"
 
 
 def prepare(comment: CommentText) -> str:

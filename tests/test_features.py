@@ -127,6 +127,10 @@ def test_missing_space_after_a_full_stop_is_not_a_link() -> None:
         ("call zero one two seven three, nine six zero, four four one", "zzphone"),
         ("call five five five, one two three, four five six seven", "zzphone"),
         ("mail jo [AT] clinic [DOT] co.uk", "zzemail"),
+        ("jo @ mail . com", "zzemail"),
+        ("WRITE TO DAN @ RUBS .COM", "zzemail"),
+        ("Email Dan (At) Rubs Dot Com", "zzemail"),
+        ("contact drokoro @ temple-mail. com now", "zzemail"),
         ("only $49 this week", "zzmoney"),
         ("earn 500 dollars a day", "zzmoney"),
         ("try 5000 IU of vitamin D", "zzdose"),
@@ -142,6 +146,15 @@ def test_prepare_emits_a_marker_for_each_signal(body: str, expected: str) -> Non
     "body",
     [
         "thanks @Jo. Great tip about the pillow",
+        "thanks @mike.in my case it helped",
+        "lol @ben.co workers said so",
+        "see you @ 7.in the morning",
+        "Gracias @maria.es muy util",
+        "thanks @Jo. Online shops are cheaper",
+        "I went from one to two to three pillows, then four, five and six. Now back to one",
+        "meet me at the clinic dot com? no idea what that means",
+        "two four six eight, two four six eight, who do we appreciate",
+        "oh oh oh oh oh oh oh oh that is so good",
         "Thanks @Jo. It really helped my back",
         "got mine for £30 @ boots. it works",
         "Hi @Anne. Es war hilfreich",
@@ -473,6 +486,7 @@ FEATURE_SAMPLES = [
     "Visit mysite dot com for the 3-day back cure!!! $29 only",
     "Ring Dan on oh seven seven double oh, nine double oh, or mail dan (at) rubs dot com",
     "Or write to dan @ rubs .org, or count: one two three four five six seven eight",
+    "WRITE TO DAN [AT] RUBS [DOT] COM, thanks @jo.it helped: two four six eight, two four six eight",
     "suuuuper amazing amazing amazing product product buy buy",
     "Mi fisioterapeuta me dijo que caminara más; ahora estoy mucho mejor.",
     "Nimm einfach 400 mg Ibuprofen dreimal täglich, das hilft sofort.",
@@ -482,7 +496,7 @@ FEATURE_SAMPLES = [
     "<b>Great</b> read &amp; very clear. c.h.e.a.p pills?",
     "👍🙏",
 ]
-PINNED_FEATURES = {"2026-12-06.2": "1c6a44400e6f242066d243f9e15fa2ee38ccf28e231cc3bbbdd7c5278da626c2"}
+PINNED_FEATURES = {"2026-12-06.3": "f3bfdbc990916bfd6f7820c11a3c5d2c128a2c45771add9897dfb6eb9666a83a"}
 
 
 def test_the_prepared_form_of_the_samples_is_pinned_by_the_features_version() -> None:
