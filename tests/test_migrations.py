@@ -119,3 +119,22 @@ def test_migration_0008_indexes_go_up_down_and_up_again_with_rows_in_every_table
         assert connection.scalar(text("SELECT after_decision_id FROM moderation_actions")) is not None
         assert connection.scalar(text("SELECT count(*) FROM training_labels")) == 1
     engine.dispose()
+
+
+def test_migration_0008_finishes_after_a_run_that_stopped_half_way(empty_database_url: str) -> None:
+    """SQLite commits each index by itself and a concurrent PostgreSQL build commits as it goes: a run that
+    failed (a locked database) leaves some of the indexes behind, and the next `moderation migrate` goes on."""
+    url = empty_database_url
+    upgrade_database(url, "0007")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE INDEX ix_list_entries_created_by ON list_entries (created_by)"))
+    engine.dispose()
+    upgrade_database(url)
+    assert drift_from_the_models(url) == []
+    engine = create_engine(url)
+    with engine.begin() as connection:  # and a downgrade that stopped half-way, likewise
+        connection.execute(text("DROP INDEX ix_training_labels_moderator_id"))
+    engine.dispose()
+    downgrade_database(url, "0007")
+    assert not set(INDEXES_0008.values()) & _index_names(url)

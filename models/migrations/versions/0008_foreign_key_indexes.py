@@ -28,8 +28,10 @@ INDEXED = (
 
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
+        # SQLite commits each CREATE INDEX by itself: after a failure half-way (a locked database), the next
+        # `moderation migrate` finds some of them there.
         for table, column in INDEXED:
-            op.create_index(op.f(f"ix_{table}_{column}"), table, [column], unique=False)
+            op.create_index(op.f(f"ix_{table}_{column}"), table, [column], unique=False, if_not_exists=True)
         return
     # Built without blocking writes: the running processes keep taking webhooks and verdicts meanwhile
     # (a plain CREATE INDEX would hold every insert into these tables until all five are built).
@@ -45,8 +47,8 @@ def downgrade() -> None:
     concurrently = op.get_bind().dialect.name == "postgresql"
     if not concurrently:
         for table, column in reversed(INDEXED):
-            op.drop_index(op.f(f"ix_{table}_{column}"), table_name=table)
+            op.drop_index(op.f(f"ix_{table}_{column}"), table_name=table, if_exists=True)
         return
     with op.get_context().autocommit_block():
         for table, column in reversed(INDEXED):
-            op.drop_index(op.f(f"ix_{table}_{column}"), table_name=table, postgresql_concurrently=True)
+            op.drop_index(op.f(f"ix_{table}_{column}"), table_name=table, postgresql_concurrently=True, if_exists=True)
