@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import skops.io as sio
-from sqlalchemy import event, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -238,13 +238,19 @@ class ImportedModel:
     copied: tuple[Path, ...]  # the files put into the model folder (none if the same ones were there)
 
 
+# Taken by every import on PostgreSQL, held until its transaction ends: imports take turns across hosts.
+IMPORT_LOCK_ID = 7_301_449_212_015_337_512
+
+
 @contextmanager
 def import_lock(model_dir: Path) -> Iterator[None]:
-    """One import at a time into ``model_dir``, held until the importer's transaction has ended.
+    """One import at a time into ``model_dir`` on this host, held until the importer's transaction has ended.
 
     Without it, two imports of one version race: the second finds the first's copy, skips copying and
     registers; the first's registration then fails and removes its copies, the file the second's row names.
-    The lock is on the folder itself, so nothing is left in it; the system drops it if the process dies.
+    The lock is on the folder itself, so nothing is left in it; the system drops it if the process dies. A
+    folder that refuses locks (NFS) is used without one, with a warning: on PostgreSQL ``import_artifact``
+    takes a lock in the database anyway.
     """
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -252,7 +258,14 @@ def import_lock(model_dir: Path) -> Iterator[None]:
     except OSError as error:
         raise RegistryError(f"cannot use MODEL_DIR {model_dir}: {error}") from None
     try:
-        fcntl.flock(folder, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+        except OSError as error:
+            log.warning(
+                "MODEL_DIR %s cannot be locked (%s): imports into it from this host are not serialized",
+                model_dir,
+                error,
+            )
         yield
     finally:
         os.close(folder)
@@ -267,7 +280,8 @@ def import_artifact(
     this code's features unless ``allow_other_features``; then it and its card are copied into ``model_dir``
     under the same names (never over a different file) and the copy is registered. A version already
     registered with the same checksum is not registered again; with another checksum it is refused.
-    The copies live and die with ``session``'s transaction: removed again if it does not commit. Hold
+    The copies live and die with ``session``'s transaction: removed again if it does not commit. On
+    PostgreSQL imports take turns through a lock held until that transaction ends; on SQLite hold
     ``import_lock(model_dir)`` around the whole transaction when other imports may run at the same time.
     """
     if not path.is_file():  # first: a path that names nothing is a typo, whatever the name looks like
@@ -294,6 +308,8 @@ def import_artifact(
             f"this code makes version {FEATURES_VERSION}: its scores would drift; train it again here, or "
             "import it anyway with --allow-other-features"
         )
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(IMPORT_LOCK_ID)))
     sha256 = file_sha256(path)
     registered = session.scalar(select(ModelVersion).where(ModelVersion.version == version))
     if registered is not None and registered.sha256 != sha256:

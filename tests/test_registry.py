@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -499,6 +500,28 @@ def test_importing_the_same_file_twice_registers_it_once(
     assert again.copied == () and again.row.id == first.row.id
     assert registered(engine) == [("test-model", str(model_dir / "model-test-model.skops"), first.row.sha256)]
     assert files_in(model_dir) == ["model-test-model.card.json", "model-test-model.skops"]
+
+
+def test_on_postgresql_an_import_waits_for_the_one_under_way_on_any_host(
+    engine: Engine, trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    """The race the lock prevents: the second import finds the first's copy and registers, then the first's
+    registration fails and removes the file the second's row names. Hosts share no folder lock; the database
+    is the one place both meet."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite is one host's: `models import` holds a lock on MODEL_DIR there (tests/test_cli.py)")
+    results: list[registry.ImportedModel] = []
+    second = threading.Thread(target=lambda: results.append(import_into(engine, trained_model.artifact.path, tmp_path)))
+    with engine.connect() as other_host, other_host.begin():  # another host's import, under way
+        other_host.execute(select(func.pg_advisory_xact_lock(registry.IMPORT_LOCK_ID)))
+        second.start()
+        second.join(timeout=5)  # an import that did not wait takes a second or two here
+        assert second.is_alive() and registered(engine) == []
+    second.join(timeout=60)
+    assert results and results[0].registered_now
+    assert registered(engine) == [
+        ("test-model", str(tmp_path / "model-test-model.skops"), trained_model.artifact.sha256)
+    ]
 
 
 def test_the_same_version_name_with_other_content_is_refused(
