@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -522,6 +524,21 @@ def test_on_postgresql_an_import_waits_for_the_one_under_way_on_any_host(
     assert registered(engine) == [
         ("test-model", str(tmp_path / "model-test-model.skops"), trained_model.artifact.sha256)
     ]
+
+
+def test_a_model_dir_that_refuses_locks_is_used_without_one_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An NFS folder refuses flock on a directory (EBADF): no NFS here, so the refusal is simulated."""
+
+    def refuse(fd: int, operation: int) -> None:
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    with caplog.at_level(logging.WARNING, logger="moderation.registry"), registry.import_lock(tmp_path / "models"):
+        entered = True
+    assert entered
+    assert f"MODEL_DIR {tmp_path / 'models'} cannot be locked" in caplog.text and "not serialized" in caplog.text
 
 
 def test_the_same_version_name_with_other_content_is_refused(
