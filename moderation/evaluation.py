@@ -44,6 +44,14 @@ def trained_on(model: ModerationModel, examples: Sequence[Example]) -> np.ndarra
     return np.isin(fingerprint_hashes(e.comment.body for e in examples), model.trained_fingerprints)
 
 
+def not_trained_on(model: ModerationModel, examples: Sequence[Example]) -> list[Example]:
+    """The examples whose text was not among the model's training rows (all of them when it keeps no record)."""
+    seen = trained_on(model, examples)
+    if seen is None:
+        return list(examples)
+    return [e for e, was_trained_on in zip(examples, seen, strict=True) if not was_trained_on]
+
+
 def label_metrics(truth: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, Any]:
     predicted = probability >= threshold
     precision, recall, f1, _ = precision_recall_fscore_support(truth, predicted, average="binary", zero_division=0.0)

@@ -31,11 +31,11 @@ from moderation.evaluation import (
     f1_interval,
     label_mistakes,
     metrics_by_source,
+    not_trained_on,
     policy_metrics,
     policy_mistakes,
     rate_interval,
     score_examples,
-    trained_on,
 )
 from moderation.policy import Thresholds
 
@@ -176,10 +176,9 @@ def measure(version: str, card: dict[str, Any], scored: list[Scored], coverage: 
 
 def leave_out_trained(model: ModerationModel, examples: Sequence[Example]) -> tuple[list[Example], Coverage]:
     """The examples the model was not trained on: a score on a training row says how well it remembers."""
-    seen = trained_on(model, examples)
-    if seen is None:
+    if model.trained_fingerprints is None:
         return list(examples), Coverage(len(examples), None)
-    kept = [e for e, was_trained_on in zip(examples, seen, strict=True) if not was_trained_on]
+    kept = not_trained_on(model, examples)
     labeled = sum(_labeled(e) for e in examples)
     if labeled and not any(_labeled(e) for e in kept):
         raise EvaluationError(
@@ -187,7 +186,7 @@ def leave_out_trained(model: ModerationModel, examples: Sequence[Example]) -> tu
             "says how well it remembers, not how it does on new comments; evaluate on comments it was not "
             "trained on"
         )
-    return kept, Coverage(len(examples), int(seen.sum()))
+    return kept, Coverage(len(examples), len(examples) - len(kept))
 
 
 def _labeled(example: Example) -> bool:

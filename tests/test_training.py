@@ -12,7 +12,7 @@ import skops.io as sio
 
 from moderation import registry
 from moderation.classifier import ModerationModel, Scores
-from moderation.data import TRAIN, TRAINING_ONLY_SOURCE, Example, load_own_corpus
+from moderation.data import TEST, TRAIN, TRAINING_ONLY_SOURCE, Example, load_own_corpus
 from moderation.evaluation import Scored
 from moderation.features import CommentText
 from moderation.training import (
@@ -21,6 +21,7 @@ from moderation.training import (
     choose_thresholds,
     fit_examples,
     is_representative,
+    train,
 )
 
 
@@ -142,3 +143,15 @@ def test_fingerprints_that_are_not_hashes_are_refused(small_model: ModerationMod
     sio.dump({"vectorizer": small_model.vectorizer, **small_model.classifiers, "trained_fingerprints": ["x"]}, path)
     with pytest.raises(registry.RegistryError, match="not a list of 64-bit hashes"):
         registry.load_artifact(path, registry.file_sha256(path), {})
+
+
+def test_the_card_leaves_out_held_out_comments_whose_text_was_trained_on() -> None:
+    # "good" is a held-out own comment and a YouTube training row: `evaluate` leaves such a row out, and the
+    # card's held-out counts and metrics must be measured on the same rows
+    own = load_own_corpus()
+    training_rows = [e for e in own if e.split == TRAIN][::8]
+    held_out = [e for e in own if e.split == TEST][::20]
+    repeated = replace(training_rows[0], source="youtube:Psy", split=TEST)
+    model = train([*training_rows, *held_out, repeated], show_progress=False, folds=2)
+    assert model.card["data"]["held_out"] == {"own": len(held_out)}
+    assert set(model.card["metrics"]["held_out_by_source"]) == {"own"}
