@@ -271,6 +271,17 @@ def import_lock(model_dir: Path) -> Iterator[None]:
         os.close(folder)
 
 
+def check_import_path(path: Path) -> re.Match[str]:
+    """The file names a model file (``model-<version>.skops``) that exists; checked before anything is
+    locked or created, so a typo changes nothing."""
+    if not path.is_file():  # first: a path that names nothing is a typo, whatever the name looks like
+        raise RegistryError(f"model file {path} is missing" if not path.exists() else f"{path} is not a file")
+    match = ARTIFACT_NAME.fullmatch(path.name)
+    if match is None:
+        raise RegistryError(f"{path} is not a model file: its name must be model-<version>.skops")
+    return match
+
+
 def import_artifact(
     session: Session, path: Path, model_dir: Path, *, allow_other_features: bool = False
 ) -> ImportedModel:
@@ -284,11 +295,7 @@ def import_artifact(
     PostgreSQL imports take turns through a lock held until that transaction ends; on SQLite hold
     ``import_lock(model_dir)`` around the whole transaction when other imports may run at the same time.
     """
-    if not path.is_file():  # first: a path that names nothing is a typo, whatever the name looks like
-        raise RegistryError(f"model file {path} is missing" if not path.exists() else f"{path} is not a file")
-    match = ARTIFACT_NAME.fullmatch(path.name)
-    if match is None:
-        raise RegistryError(f"{path} is not a model file: its name must be model-<version>.skops")
+    match = check_import_path(path)
     card_path = path.with_name(f"model-{match['version']}.card.json")
     card = read_card(card_path)
     version = card.get("version")

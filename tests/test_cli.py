@@ -1097,6 +1097,22 @@ def test_models_import_refuses_in_one_line_and_leaves_nothing_behind(
         assert versions(var) == [(False, "v1")]
 
 
+@pytest.mark.parametrize("typo", ["model-v1.skops", "model-v1.skops.bak"])
+def test_models_import_of_a_mistyped_path_changes_nothing(tmp_path: Path, typo: str) -> None:
+    var = tmp_path / "var"
+    assert run(var, "migrate").exit_code == 0
+    path = tmp_path / typo
+    if typo.endswith(".bak"):
+        path.write_bytes(b"a backup")
+    said = f"model file {path} is missing" if not path.exists() else f"{path} is not a model file"
+
+    refused = run(var, "models", "import", str(path))
+
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith(f"Error: {said}")
+    assert not (var / "models").exists()  # not even an empty MODEL_DIR
+
+
 def test_models_import_waits_while_another_import_into_the_same_folder_is_under_way(
     trained_model: TrainedModel, tmp_path: Path
 ) -> None:
