@@ -138,10 +138,6 @@ def _active_card() -> tuple[ModelVersion | None, dict[str, Any]]:
     return row, dict(row.card) if row is not None else {}
 
 
-def _defaults(card: dict[str, Any]) -> Thresholds:
-    return Thresholds(**card["thresholds"]) if "thresholds" in card else Thresholds()
-
-
 def _own(site: Site) -> OwnThresholds:
     return {
         "spam_reject": site.spam_reject_threshold,
@@ -154,10 +150,6 @@ def _store_own(site: Site, own: OwnThresholds) -> None:
     site.spam_reject_threshold = own["spam_reject"]
     site.spam_hold_threshold = own["spam_hold"]
     site.advice_hold_threshold = own["advice_hold"]
-
-
-def _site_thresholds(site: Site, card: dict[str, Any]) -> Thresholds:
-    return _defaults(card).overridden(**_own(site))
 
 
 def _shown(value: float) -> str:
@@ -242,8 +234,8 @@ def pr_curves(card: dict[str, Any]) -> dict[str, list[dict[str, Any]]] | None:
 def thresholds(site_id: int) -> ResponseReturnValue:
     site = db().get(Site, site_id) or abort(404)
     row, card = _active_card()
-    defaults = _defaults(card)
-    current = Proposal(_own(site), _site_thresholds(site, card))
+    defaults = Thresholds.of_card(card)
+    current = Proposal(_own(site), defaults.of_site(site))
     error = None
     try:
         proposal = _proposal(request.args, site, defaults)
@@ -272,14 +264,14 @@ def thresholds_preview(site_id: int) -> ResponseReturnValue:
     site = db().get(Site, site_id) or abort(404)
     _row, card = _active_card()
     try:
-        proposal = _proposal(request.args, site, _defaults(card))
+        proposal = _proposal(request.args, site, Thresholds.of_card(card))
     except ValueError as problem:
         return jsonify(error=str(problem)), 400
     effect = what_if(card, proposal.thresholds)
     return jsonify(
         available=effect is not None,
         effect=effect,
-        current=what_if(card, _site_thresholds(site, card)),
+        current=what_if(card, Thresholds.of_card(card).of_site(site)),
         curves=pr_curves(card),
         proposed={name: getattr(proposal.thresholds, name) for name in THRESHOLD_NAMES},
         # Per threshold, whether saving makes it the site's own (a number) or follows the model (null).
@@ -298,7 +290,7 @@ def thresholds_save(site_id: int) -> ResponseReturnValue:
         flash(f"{site.name} uses the model's default thresholds again.", "info")
         return redirect(url_for("dashboard.thresholds", site_id=site_id))
     try:
-        proposal = _proposal(request.form, site, _defaults(_active_card()[1]))
+        proposal = _proposal(request.form, site, Thresholds.of_card(_active_card()[1]))
     except ValueError as problem:
         flash(str(problem), "error")
         return redirect(url_for("dashboard.thresholds", site_id=site_id))

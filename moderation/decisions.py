@@ -66,13 +66,7 @@ def comment_text(comment: Comment) -> CommentText:
 
 
 def site_thresholds(model: ModerationModel, comment: Comment) -> Thresholds:
-    defaults = Thresholds(**model.card["thresholds"]) if "thresholds" in model.card else Thresholds()
-    site = comment.site
-    return defaults.overridden(
-        spam_reject=site.spam_reject_threshold,
-        spam_hold=site.spam_hold_threshold,
-        advice_hold=site.advice_hold_threshold,
-    )
+    return Thresholds.of_card(model.card).of_site(comment.site)
 
 
 def gather_signals(session: Session, comment: Comment, now: datetime) -> Signals:

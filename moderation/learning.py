@@ -77,7 +77,7 @@ def held_out_measures(model: ModerationModel, held_out: Sequence[Example]) -> di
     """The model's measures on these rows, at its own thresholds, in the card's shape: the policy on the
     in-domain rows, each label per source."""
     scored = score_examples(model, held_out)
-    thresholds = Thresholds(**model.card["thresholds"]) if "thresholds" in model.card else Thresholds()
+    thresholds = Thresholds.of_card(model.card)
     label_thresholds = dict(model.card.get("label_thresholds") or {})
     return {
         POLICY: policy_metrics([s for s in scored if is_in_domain(s.example)], thresholds),

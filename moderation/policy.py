@@ -10,7 +10,7 @@ from dataclasses import Field, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
-from models.entities import Outcome
+from models.entities import Outcome, Site
 from moderation.classifier import Scores
 from moderation.features import OtherScript, link_count, other_script
 from moderation.reasons import Reason
@@ -29,6 +29,19 @@ class Thresholds:
                 raise ValueError(f"{name} must be between 0 and 1, got {value}")
         if self.spam_hold > self.spam_reject:
             raise ValueError("spam_hold must not be above spam_reject")
+
+    @classmethod
+    def of_card(cls, card: Mapping[str, Any]) -> Thresholds:
+        """The thresholds a model's card stores (chosen on validation data), or the defaults for a card without."""
+        return cls(**card["thresholds"]) if "thresholds" in card else cls()
+
+    def of_site(self, site: Site) -> Thresholds:
+        """These thresholds with a site's own values where it set them (the lines that site decides with)."""
+        return self.overridden(
+            spam_reject=site.spam_reject_threshold,
+            spam_hold=site.spam_hold_threshold,
+            advice_hold=site.advice_hold_threshold,
+        )
 
     def overridden(
         self, *, spam_reject: float | None, spam_hold: float | None, advice_hold: float | None

@@ -143,7 +143,7 @@ def evaluate(model: ModerationModel, examples: Sequence[Example], group: str = "
 
 def measure(version: str, card: dict[str, Any], scored: list[Scored], coverage: Coverage) -> Evaluation:
     """Every measure of the report, from the scores of a model (its card gives the thresholds)."""
-    thresholds = Thresholds(**card["thresholds"]) if "thresholds" in card else Thresholds()
+    thresholds = Thresholds.of_card(card)
     label_thresholds = dict(card.get("label_thresholds") or {})
     by_source = metrics_by_source(scored, thresholds, label_thresholds)
     groups: dict[str, list[Scored]] = defaultdict(list)

@@ -42,7 +42,7 @@ def classify(ctx: click.Context, batch_size: int, explain: bool) -> None:
     that cannot be classified (blank, not JSON, text intake would refuse) gets {"line", "error"}.
     """
     model = common.active_model(common.settings(ctx))
-    thresholds = Thresholds(**model.card["thresholds"]) if "thresholds" in model.card else Thresholds()
+    thresholds = Thresholds.of_card(model.card)
     for batch in _numbered(_line_batches(_StdinChunks(), batch_size)):
         sys.stdout.write("".join(_answers(model, thresholds, batch, explain)))
         sys.stdout.flush()  # a script that waits for its answers gets them now, not at the next batch
