@@ -11,7 +11,9 @@ from sqlalchemy import ColumnElement, Select, String, and_, cast, func, or_, sel
 from sqlalchemy.orm import Session, aliased
 
 from models.entities import Comment, CommentStatus, Decision, ModerationAction, Site
+from moderation import registry
 from moderation.decisions import AUTHOR_IP_WINDOW
+from moderation.policy import Thresholds
 from moderation.reasons import ALL_REASONS
 
 QUEUES = {
@@ -207,10 +209,18 @@ class Context:
 
     history: AuthorHistory = field(default_factory=AuthorHistory)
     same_text: list[Comment] = field(default_factory=list)
+    # the lines the comment's site decides with now (the active model's, or the site's own), for the score bars
+    lines: Thresholds = field(default_factory=Thresholds)
 
 
-def comment_context(session: Session, comment: Comment, now: datetime) -> Context:
-    context = Context()
+def model_lines(session: Session) -> Thresholds:
+    """The active model's thresholds (the defaults before any model is active)."""
+    active = registry.active_version(session)
+    return Thresholds.of_card(active.card if active is not None else {})
+
+
+def comment_context(session: Session, comment: Comment, now: datetime, model_lines: Thresholds) -> Context:
+    context = Context(lines=model_lines.of_site(comment.site))
     author = []
     if comment.author_email:
         author.append(Comment.author_email == comment.author_email)

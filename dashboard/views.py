@@ -14,7 +14,15 @@ from sqlalchemy.exc import IntegrityError
 
 from dashboard.blueprint import bp
 from dashboard.context import db, me, runtime, wants_json
-from dashboard.queries import Filters, audit_trail, comment_context, parents_of, queue_counts, queue_page
+from dashboard.queries import (
+    Filters,
+    audit_trail,
+    comment_context,
+    model_lines,
+    parents_of,
+    queue_counts,
+    queue_page,
+)
 from models.entities import CallbackDelivery, Comment, Decision, Site
 from moderation.reasons import ALL_REASONS, REJECT_REASONS
 from moderation.review import (
@@ -41,7 +49,8 @@ def queue() -> ResponseReturnValue:
     filters = Filters.from_args(request.args)
     page = queue_page(session, filters)
     now = datetime.now(UTC)
-    contexts = {comment.id: comment_context(session, comment, now) for comment, _ in page.items}
+    lines = model_lines(session)
+    contexts = {comment.id: comment_context(session, comment, now, lines) for comment, _ in page.items}
     shown_decisions = [current.id for _, current in page.items if current is not None]
     return render_template(
         "queue.html",
@@ -74,7 +83,7 @@ def comment(comment_id: int) -> ResponseReturnValue:
         comment=found,
         current=current,
         put_back=put_back_by_undo(session, [decision.id for decision in found.decisions]),
-        context=comment_context(session, found, datetime.now(UTC)),
+        context=comment_context(session, found, datetime.now(UTC), model_lines(session)),
         parent=parents_of(session, [found]).get(found.id),
         actions=audit_trail(session, comment_id),
         deliveries=deliveries,

@@ -1227,3 +1227,30 @@ def test_a_text_long_enough_to_scroll_in_its_queue_card_takes_the_keyboards_focu
     )
     assert {int(comment_id): bool(tab) for comment_id, tab in focusable} == {long_id: True, short_id: False}
     assert 'class="comment-body" tabindex' not in _page(moderator_client, f"/dashboard/comments/{long_id}")
+
+
+def _meters(page: str) -> dict[str, tuple[str, str, str]]:
+    """Each score bar's (low, high, title) by its label."""
+    found = re.findall(
+        r'<meter aria-label="([^"]+) score" title="([^"]+)" min="0" max="1" low="([^"]+)" high="([^"]+)"', page
+    )
+    return {label: (low, high, title) for label, title, low, high in found}
+
+
+def test_score_bars_turn_at_the_lines_the_comments_site_decides_with(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    # held for advice at 0.31 by a model that holds from 0.24: a bar that turned at 0.5 showed it green
+    with sessions.begin() as session:
+        lines = {"spam_reject": 0.7, "spam_hold": 0.16, "advice_hold": 0.24}
+        session.add(
+            ModelVersion(version="v1", path="v1.skops", sha256="0" * 64, is_active=True, card={"thresholds": lines})
+        )
+        comment_id, _ = held_comment(session, session.get(Site, site_row), "c-1", advice=0.31)
+    for path in ("/dashboard/queue", f"/dashboard/comments/{comment_id}"):
+        meters = _meters(_page(moderator_client, path))
+        assert meters["Spam"] == ("0.160", "0.700", "held from 0.16, rejected from 0.70 on this site")
+        assert meters["Medical advice"] == ("0.240", "0.240", "held from 0.24 on this site")
+    with sessions.begin() as session:
+        session.get(Site, site_row).advice_hold_threshold = 0.4  # the site's own line
+    assert _meters(_page(moderator_client, "/dashboard/queue"))["Medical advice"][:2] == ("0.400", "0.400")
