@@ -251,7 +251,7 @@ def ensure_model(settings: Settings) -> None:
         reason
         + ": training one on the shipped corpus"
         + (f" and the data sets in {settings.data_dir}" if settings.data_dir else "")
-        + " (about two minutes)...",
+        + " (two to five minutes)...",
         flush=True,
     )
     from server.cli.training import train_and_register
@@ -485,8 +485,8 @@ def _next_step(demo: Demo) -> str:
         )
     return (
         'Next: register your site and sign requests with its secret (README, "Sending comments"):\n'
-        "  .venv/bin/moderation sites add backpain-advisor "
-        "--callback-url https://backpain.example/moderation-callback"
+        "  .venv/bin/moderation sites add backpain-advisor --callback-url https://YOUR-SITE/moderation-callback\n"
+        "  (your site's own address; leave --callback-url out to learn decisions from the pull API instead)"
     )
 
 
