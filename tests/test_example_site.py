@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -91,3 +92,13 @@ def test_a_visitor_on_this_machine_is_sent_without_an_address(tmp_path: Path, vi
         server.shutdown()
         server.server_close()
     assert [event["data"]["author"]["ip"] for event in received] == [sent]
+
+
+def test_the_article_page_names_its_icon_so_browsers_do_not_ask_for_a_missing_one(
+    site: tuple[FlaskClient, Path],
+) -> None:
+    client, _ = site
+    page = client.get("/massage-therapy").get_data(as_text=True)
+    [icon] = re.findall(r'<link rel="icon" href="([^"]+)"', page)
+    with client.get(icon) as answer:  # a file response: closed here, not by the garbage collector
+        assert answer.status_code == 200 and answer.mimetype == "image/svg+xml"
