@@ -175,12 +175,17 @@ def free_port() -> int:
 
 
 def port_in_use(host: str, port: int) -> bool:
-    """Whether something listens on ``host:port`` already (an IPv6 host such as ``::`` included). A host that
-    does not resolve is not "in use": the server's own bind says what is wrong with it."""
+    """Whether something listens on ``host:port`` already, on any address the name has (``localhost`` can be
+    ``::1`` and ``127.0.0.1``; an IPv6 host such as ``::`` included). A host that does not resolve is not "in
+    use": the server's own bind says what is wrong with it."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         return False
+    return any(_taken(family, kind, proto, address) for family, kind, proto, _, address in dict.fromkeys(addresses))
+
+
+def _taken(family: socket.AddressFamily, kind: socket.SocketKind, proto: int, address: Any) -> bool:
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -455,6 +455,22 @@ def test_a_port_in_use_is_seen_on_either_address_family(family: socket.AddressFa
     assert not port_in_use("no-such-host.invalid", port)  # gunicorn's own bind says what is wrong with it
 
 
+def test_a_port_in_use_is_seen_on_any_address_of_a_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``localhost`` can resolve to ``::1`` first and be taken on ``127.0.0.1``: every address is probed."""
+    from server.runner import port_in_use
+
+    with socket.socket(socket.AF_INET) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        free_first = [
+            (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))
+            for address in ("127.0.0.2", "127.0.0.1")
+        ]
+        monkeypatch.setattr(socket, "getaddrinfo", lambda *_args, **_kwargs: free_first)
+        assert port_in_use("both.test", port)
+
+
 def test_an_ipv6_host_is_bracketed_where_a_port_follows() -> None:
     from server.gunicorn_app import options, url_host
 
