@@ -19,7 +19,7 @@ from dashboard.context import db, me, runtime, settings
 from models.entities import CallbackDelivery, DeliveryStatus, ListEntry, ModelVersion, Moderator, Role, Site
 from moderation import callbacks, evaluation, registry
 from moderation.accounts import AccountError, create_moderator
-from moderation.lists import FIELDS, KINDS, ListError, add_entry
+from moderation.lists import FIELDS, KINDS, ListError, add_entry, can_allow
 from moderation.policy import ALLOW_LISTED_SKIPS, Thresholds
 from moderation.reasons import REASON_LABELS
 from moderation.sites import SiteError, create_site, rotate_secret
@@ -311,6 +311,7 @@ def lists() -> ResponseReturnValue:
     return render_template(
         "admin/lists.html",
         entries=entries,
+        allowing_nothing={entry.id for entry in entries if not can_allow(entry)},
         sites=session.scalars(select(Site).order_by(Site.name)).all(),
         kinds=KINDS,
         fields=FIELDS,

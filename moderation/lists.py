@@ -47,6 +47,10 @@ def add_entry(
     if kind == "allow" and field == "word":
         raise ListError("allow lists hold authors and domains; a word cannot make a comment safe")
     value = normalized_value(field, value)
+    if kind == "allow" and field == "author" and "@" not in value:
+        raise ListError(
+            "an allowed author is named by e-mail address: a name is what anyone types, so it cannot vouch for them"
+        )
     # NULL site_id (all sites) is not caught by the unique constraint on every backend: check here too.
     duplicate = session.scalar(
         select(ListEntry.id).where(
@@ -96,8 +100,19 @@ def _named_domains(body: str) -> set[str]:
     return named
 
 
+def can_allow(entry: ListEntry) -> bool:
+    """Whether an allow-list entry can match at all: one naming an author by name (refused since, kept from
+    before) never does."""
+    return not (entry.list_kind == "allow" and entry.field == "author" and "@" not in entry.value)
+
+
 def match_lists(entries: list[ListEntry], comment: Comment) -> ListMatch:
-    """What the lists say about a comment: the blocked terms it contains, and whether its author is allowed."""
+    """What the lists say about a comment: the blocked terms it contains, and whether its author is allowed.
+
+    Anything about the author blocks (name, e-mail, their address's domain or their URL's). Only the e-mail
+    address allows: a name is public on the site and a URL is whatever the commenter types, so copying an
+    allowed regular's would skip the spam reasons; the address is not shown to readers.
+    """
     body = comment.body.casefold()
     domains = _domains_of(comment)
     email = (comment.author_email or "").casefold()
@@ -108,13 +123,15 @@ def match_lists(entries: list[ListEntry], comment: Comment) -> ListMatch:
     allowed = False
     named: set[str] | None = None  # worked out for the first blocked domain, if any
     for entry in entries:
-        if entry.field == "author":
+        if entry.field == "author" and entry.list_kind == "allow":
+            hit = bool(email) and entry.value == email
+        elif entry.field == "author":
             hit = entry.value in author_ids
         elif entry.field == "domain" and entry.list_kind == "block":
             named = _named_domains(body) if named is None else named
             hit = entry.value in named or any(_domain_matches(d, entry.value) for d in domains | author_domains)
-        elif entry.field == "domain":  # allowed: only the author's own address counts, never one they mention
-            hit = any(_domain_matches(d, entry.value) for d in author_domains)
+        elif entry.field == "domain":  # allowed: only the author's e-mail address, never a domain they mention
+            hit = bool(email_domain) and _domain_matches(email_domain, entry.value)
         else:
             hit = re.search(rf"(?<!\w){re.escape(entry.value)}(?!\w)", body) is not None
         if hit and entry.list_kind == "block":

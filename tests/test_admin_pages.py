@@ -164,6 +164,19 @@ def test_the_lists_page_names_exactly_the_reasons_an_allow_listed_author_is_spar
     assert re.findall(r"<li>(.*?)</li>", spared.group(1)) == [REASON_LABELS[reason] for reason in ALLOW_LISTED_SKIPS]
 
 
+def test_the_lists_page_refuses_to_allow_a_name_and_marks_one_kept_from_before(
+    admin: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    with sessions.begin() as session:  # added before names were refused
+        session.add(ListEntry(list_kind="allow", field="author", value="dr jane", created_at=datetime.now(UTC)))
+    form = {"csrf_token": csrf_token(admin, LISTS), "list_kind": "allow", "field": "author", "value": "Dr Jane"}
+    page = admin.post(LISTS, data=form, follow_redirects=True).get_data(as_text=True)
+    assert "an allowed author is named by e-mail address" in page
+    assert 'dr jane <em class="allows-nothing">(a name: allows nobody' in page
+    with sessions() as session:
+        assert session.scalars(select(ListEntry.value)).all() == ["dr jane"]
+
+
 # --- failing callbacks -------------------------------------------------------------------------------
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
 from models.entities import Comment, ListEntry
-from moderation.lists import match_lists
+from moderation.lists import ListError, add_entry, can_allow, match_lists
 
 
 def blocked_domain(value: str) -> list[ListEntry]:
@@ -44,3 +47,43 @@ def test_an_allowed_domain_is_the_authors_own_never_one_mentioned() -> None:
     allowed = [ListEntry(list_kind="allow", field="domain", value="clinic.example")]
     assert not match_lists(allowed, Comment(body="I work at clinic.example")).author_allowed
     assert match_lists(allowed, Comment(body="Hi", author_email="nurse@clinic.example")).author_allowed
+
+
+ALLOWED_REGULAR = [
+    ListEntry(list_kind="allow", field="author", value="jane@physio.example"),
+    ListEntry(list_kind="allow", field="domain", value="nhs.uk"),
+]
+
+
+@pytest.mark.parametrize(
+    "copied",
+    [
+        {"author_name": "jane@physio.example"},  # her address typed as a name
+        {"author_name": "Jane", "author_url": "https://www.nhs.uk/conditions/back-pain/"},
+        {"author_url": "https://nhs.uk"},
+        {"author_email": "jane@physio.example.evil"},
+    ],
+    ids=["address-as-name", "nhs-url", "bare-nhs-url", "longer-address"],
+)
+def test_what_anyone_can_type_never_allows(copied: dict[str, str]) -> None:
+    """A name is public and a URL is typed by the commenter: copied, they would skip the spam reasons."""
+    assert not match_lists(ALLOWED_REGULAR, Comment(body="Cheap pills at pharma.example", **copied)).author_allowed
+
+
+@pytest.mark.parametrize("email", ["Jane@Physio.example", "gp@nhs.uk", "gp@leeds.nhs.uk"])
+def test_the_authors_e_mail_address_or_its_domain_allows(email: str) -> None:
+    assert match_lists(ALLOWED_REGULAR, Comment(body="Thanks!", author_email=email)).author_allowed
+
+
+def test_an_author_is_allowed_by_e_mail_only_and_blocked_by_anything(sessions: sessionmaker[Session]) -> None:
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        with pytest.raises(ListError, match="an allowed author is named by e-mail address"):
+            add_entry(session, "allow", "author", "Dr Jane Physio", None, None, now)
+        blocked = add_entry(session, "block", "author", "Dr Spam", None, None, now)
+        allowed = add_entry(session, "allow", "author", "jane@physio.example", None, None, now)
+        assert can_allow(blocked) and can_allow(allowed)
+        from_before = ListEntry(list_kind="allow", field="author", value="dr jane physio")  # refused since
+        assert not can_allow(from_before)
+        assert not match_lists([from_before], Comment(body="Hi", author_name="Dr Jane Physio")).author_allowed
+        assert match_lists([blocked], Comment(body="Hi", author_name="dr spam")).blocked_terms == ("author:dr spam",)
