@@ -8,7 +8,8 @@ again). The service keeps them on ``comments`` only, but they leak into other pl
   moderators' notes on decisions and actions, and a callback's last error text; reasons and callback
   payloads hold none today (a block-listed author is reason ``blocked_term``), but a reason of the form
   ``author:<value>`` is rewritten all the same; nothing else in them is (statuses and reasons must stay);
-- block/allow-list entries for the author's e-mail (``erase_author`` removes the site's and the global ones).
+- block/allow-list entries for the author's e-mail (``erase_author`` removes the site's, and the global ones
+  when the site has comments by that author).
 A decision's ``signals`` hold counts, flags and the script only (``moderation.decisions.recorded_signals``
 turns text into how many), so nothing there needs erasing.
 Training labels hold only the text and the labels; webhook receipts, the outbox and logs hold ids only.
@@ -20,6 +21,7 @@ The moderation statistics (decisions, outcomes, scores, reasons, counts) are kep
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -44,6 +46,8 @@ from models.entities import (
 )
 from moderation.intake import body_fingerprint
 from moderation.lists import BLOCKED_AUTHOR
+
+log = logging.getLogger(__name__)
 
 REDACTED = "[erased]"
 BATCH = 200
@@ -74,18 +78,19 @@ def erase_author(session: Session, site: Site, email: str, now: datetime) -> Era
     comments = _locked_comments_of(session, site.id, address)
     _restart_classifications(comments)
     erased = erase_comments(session, comments, now)
-    # Entries for that e-mail, the site's and the all-sites ones (they match on this site too). Entries by
-    # name are left: a name is not unique, and the entry may be about someone else; an admin decides.
-    removed = session.execute(
+    # Entries for that e-mail: the site's, and the all-sites ones (they match on this site too) only when the
+    # site holds comments by that author, so that a site cannot unblock, for every site, someone it never
+    # heard from. Entries by name are left: a name is not unique, and the entry may be about someone else.
+    scope = or_(ListEntry.site_id == site.id, ListEntry.site_id.is_(None)) if comments else ListEntry.site_id == site.id
+    removed = session.scalars(
         delete(ListEntry)
-        .where(
-            or_(ListEntry.site_id == site.id, ListEntry.site_id.is_(None)),
-            ListEntry.field == "author",
-            ListEntry.value == address,  # list values are stored casefolded (moderation.lists)
-        )
+        .where(scope, ListEntry.field == "author", ListEntry.value == address)  # values are stored casefolded
+        .returning(ListEntry.site_id)
         .execution_options(synchronize_session=False)
-    )
-    return Erasure(erased, int(removed.rowcount))  # type: ignore[attr-defined]
+    ).all()
+    if any(site_id is None for site_id in removed):
+        log.warning("an erasure for site %s removed an all-sites list entry for the author", site.name)
+    return Erasure(erased, len(removed))
 
 
 def erase_comments_of_site(session: Session, site: Site, external_ids: Iterable[str], now: datetime) -> Erasure:

@@ -313,6 +313,31 @@ def test_erasure_matches_non_ascii_capitals_and_removes_every_list_entry_of_the_
         assert list(emails) == [None, namesake["email"]]
 
 
+def test_a_site_that_never_had_the_authors_comments_cannot_unblock_them_for_every_site(
+    client: FlaskClient, secrets: dict[str, str], engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Security review: any site's erasure removed the all-sites block entry, for every site."""
+    spammer = {**OTHER_AUTHOR, "email": "spammer@erase-me.example"}
+    send(client, secrets[SITE], event("comment.created", "p-20", ORDINARY, spammer))  # SITE has heard from them
+    with make_session_factory(engine).begin() as session:
+        other = get_site(session, OTHER_SITE)
+        assert other is not None
+        now = datetime.now(UTC)
+        add_entry(session, "block", "author", spammer["email"], None, None, now)  # all sites
+        add_entry(session, "block", "author", spammer["email"], other.id, None, now)  # the other site's own
+
+    erased = erase_via_api(client, secrets[OTHER_SITE], OTHER_SITE, spammer["email"])
+
+    assert erased.get_json() == {"site": OTHER_SITE, "comments_erased": 0, "list_entries_removed": 1}
+    with engine.connect() as connection:
+        assert list(connection.scalars(select(ListEntry.site_id))) == [None]
+    assert "all-sites" not in caplog.text
+    caplog.set_level(logging.WARNING)
+    # The site that has their comments erases them and the all-sites entry, and the log says so.
+    assert erase_via_api(client, secrets[SITE], SITE, spammer["email"]).get_json()["list_entries_removed"] == 1
+    assert f"an erasure for site {SITE} removed an all-sites list entry" in caplog.text
+
+
 def test_erasure_api_needs_the_sites_own_signature_and_a_valid_body(
     client: FlaskClient, secrets: dict[str, str], engine: Engine
 ) -> None:
