@@ -8,8 +8,8 @@ again). The service keeps them on ``comments`` only, but they leak into other pl
   moderators' notes on decisions and actions, and a callback's last error text; reasons and callback
   payloads hold none today (a block-listed author is reason ``blocked_term``), but a reason of the form
   ``author:<value>`` is rewritten all the same; nothing else in them is (statuses and reasons must stay);
-- block/allow-list entries for the author's e-mail (``erase_author`` removes the site's, and the global ones
-  when the site has comments by that author).
+- block/allow-list entries for the author's e-mail (``erase_author`` removes the site's and counts the
+  all-sites ones, which only an admin removes: any site can send a comment under any address).
 A decision's ``signals`` hold counts, flags and the script only (``moderation.decisions.recorded_signals``
 turns text into how many), so nothing there needs erasing.
 Training labels hold only the text and the labels; webhook receipts, the outbox and logs hold ids only.
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from models.entities import (
@@ -61,7 +61,8 @@ IDENTITY_COLUMNS = tuple(c for c in PERSONAL_COLUMNS if c.key not in {n.key for 
 @dataclass(frozen=True, slots=True)
 class Erasure:
     comments: int
-    list_entries: int
+    list_entries: int  # the site's own entries for the address, removed
+    all_sites_entries_kept: int = 0  # entries for every site naming the address: an admin's to remove
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,19 +79,17 @@ def erase_author(session: Session, site: Site, email: str, now: datetime) -> Era
     comments = _locked_comments_of(session, site.id, address)
     _restart_classifications(comments)
     erased = erase_comments(session, comments, now)
-    # Entries for that e-mail: the site's, and the all-sites ones (they match on this site too) only when the
-    # site holds comments by that author, so that a site cannot unblock, for every site, someone it never
-    # heard from. Entries by name are left: a name is not unique, and the entry may be about someone else.
-    scope = or_(ListEntry.site_id == site.id, ListEntry.site_id.is_(None)) if comments else ListEntry.site_id == site.id
-    removed = session.scalars(
-        delete(ListEntry)
-        .where(scope, ListEntry.field == "author", ListEntry.value == address)  # values are stored casefolded
-        .returning(ListEntry.site_id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    if any(site_id is None for site_id in removed):
-        log.warning("an erasure for site %s removed an all-sites list entry for the author", site.name)
-    return Erasure(erased, len(removed))
+    # The site's entries for that e-mail go. The all-sites ones stay and are counted: any site can send a
+    # comment under any address, so removing them would let one site unblock a spammer for every site; an
+    # admin removes them on the lists page. Entries by name are left: a name is not unique.
+    for_author = (ListEntry.field == "author") & (ListEntry.value == address)  # values are stored casefolded
+    removed = session.execute(
+        delete(ListEntry).where(for_author, ListEntry.site_id == site.id).execution_options(synchronize_session=False)
+    )
+    kept = session.scalar(select(func.count(ListEntry.id)).where(for_author, ListEntry.site_id.is_(None))) or 0
+    if kept:
+        log.warning("an erasure for site %s kept %d all-sites list entries naming the author", site.name, kept)
+    return Erasure(erased, int(removed.rowcount), kept)  # type: ignore[attr-defined]
 
 
 def erase_comments_of_site(session: Session, site: Site, external_ids: Iterable[str], now: datetime) -> Erasure:

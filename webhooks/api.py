@@ -226,7 +226,14 @@ def erase_author_data() -> Response | tuple[Response, int]:
     session = db()
     erased = _erase(session, site, wanted)
     session.commit()
-    return jsonify({"site": site.name, "comments_erased": erased.comments, "list_entries_removed": erased.list_entries})
+    return jsonify(
+        {
+            "site": site.name,
+            "comments_erased": erased.comments,
+            "list_entries_removed": erased.list_entries,
+            "all_sites_entries_kept": erased.all_sites_entries_kept,
+        }
+    )
 
 
 def _erase(session: Session, site: Site, wanted: ErasureRequest) -> Erasure:

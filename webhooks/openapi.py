@@ -139,6 +139,7 @@ class ErasureResult(BaseModel):
     site: str
     comments_erased: int
     list_entries_removed: int
+    all_sites_entries_kept: int
 
 
 SCHEMAS: list[type[BaseModel]] = [
@@ -380,8 +381,10 @@ def openapi_document() -> dict[str, Any]:
                         "Signed like the other API calls, over the JSON body, which holds exactly one of `email` "
                         "and `comment_ids` (both, or neither, is a 400 `invalid_payload`). With `email`: every "
                         "comment of the site whose author e-mail matches (ignoring case) is anonymized, with the "
-                        "values scrubbed from decisions, callbacks and notes, and the block/allow-list entries for "
-                        "that e-mail (the site's and the all-sites ones) removed. With `comment_ids` (the site's "
+                        "values scrubbed from decisions, callbacks and notes, and the site's block/allow-list entries "
+                        "for that e-mail removed; entries for all sites naming it are kept (any site can send a "
+                        "comment under any address) and counted in `all_sites_entries_kept`, for an admin to "
+                        "remove on the dashboard's lists page. With `comment_ids` (the site's "
                         f"own ids, as sent at intake; 1 to {MAX_ERASURE_IDS}): those comments are anonymized and "
                         "scrubbed the same way, comments sent without an e-mail included; other comments of the "
                         "same author are not looked for and no list entry is removed. Ids the site does not have "

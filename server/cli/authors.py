@@ -88,3 +88,9 @@ def authors_erase(ctx: click.Context, site_name: str, email: str | None, comment
         click.echo(f"no comment on {site_name} left to erase with {looked_for}: check it if that surprises", err=True)
     if erased.list_entries:
         click.echo(f"removed {erased.list_entries} block/allow-list entr{'y' if erased.list_entries == 1 else 'ies'}")
+    if erased.all_sites_entries_kept:
+        click.echo(
+            f"kept {erased.all_sites_entries_kept} all-sites list entr"
+            f"{'y' if erased.all_sites_entries_kept == 1 else 'ies'} naming this address (they apply to every site): "
+            "remove them on the dashboard's lists page if the erasure covers them"
+        )
