@@ -88,7 +88,7 @@ def erase_author(session: Session, site: Site, email: str, now: datetime) -> Era
     )
     kept = session.scalar(select(func.count(ListEntry.id)).where(for_author, ListEntry.site_id.is_(None))) or 0
     if kept:
-        log.warning("an erasure for site %s kept %d all-sites list entries naming the author", site.name, kept)
+        log.info("an erasure for site %s kept %d all-sites list entries naming the author", site.name, kept)
     return Erasure(erased, int(removed.rowcount), kept)  # type: ignore[attr-defined]
 
 
