@@ -15,6 +15,7 @@ from moderation.features import find_urls, url_domain
 KINDS = ("block", "allow")
 FIELDS = ("word", "domain", "author")
 BLOCKED_AUTHOR = "author:"  # how a block-listed author appears among blocked terms: it names a person
+EMAIL_ADDRESS_RE = re.compile(r"[^@\s]+@[^@\s]+")  # how an allowed author is named: someone@somewhere
 DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$")
 
 
@@ -47,7 +48,7 @@ def add_entry(
     if kind == "allow" and field == "word":
         raise ListError("allow lists hold authors and domains; a word cannot make a comment safe")
     value = normalized_value(field, value)
-    if kind == "allow" and field == "author" and "@" not in value:
+    if kind == "allow" and field == "author" and not EMAIL_ADDRESS_RE.fullmatch(value):
         raise ListError(
             "an allowed author is named by e-mail address: a name is what anyone types, so it cannot vouch for them"
         )
@@ -103,7 +104,7 @@ def _named_domains(body: str) -> set[str]:
 def can_allow(entry: ListEntry) -> bool:
     """Whether an allow-list entry can match at all: one naming an author by name (refused since, kept from
     before) never does."""
-    return not (entry.list_kind == "allow" and entry.field == "author" and "@" not in entry.value)
+    return not (entry.list_kind == "allow" and entry.field == "author" and not EMAIL_ADDRESS_RE.fullmatch(entry.value))
 
 
 def match_lists(entries: list[ListEntry], comment: Comment) -> ListMatch:
@@ -111,11 +112,12 @@ def match_lists(entries: list[ListEntry], comment: Comment) -> ListMatch:
 
     Anything about the author blocks (name, e-mail, their address's domain or their URL's). Only the e-mail
     address allows: a name is public on the site and a URL is whatever the commenter types, so copying an
-    allowed regular's would skip the spam reasons; the address is not shown to readers.
+    allowed regular's would skip the spam reasons; the address is not shown to readers. It is still what
+    the site sends: an allowed domain trusts anyone who gives an address there, unless the site verifies them.
     """
     body = comment.body.casefold()
     domains = _domains_of(comment)
-    email = (comment.author_email or "").casefold()
+    email = (comment.author_email or "").strip().casefold()
     email_domain = email.rpartition("@")[2] if "@" in email else ""
     author_ids = {v for v in (email, (comment.author_name or "").strip().casefold()) if v}
     author_domains = {d for d in (email_domain, url_domain(comment.author_url or "")) if d}

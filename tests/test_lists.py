@@ -70,7 +70,7 @@ def test_what_anyone_can_type_never_allows(copied: dict[str, str]) -> None:
     assert not match_lists(ALLOWED_REGULAR, Comment(body="Cheap pills at pharma.example", **copied)).author_allowed
 
 
-@pytest.mark.parametrize("email", ["Jane@Physio.example", "gp@nhs.uk", "gp@leeds.nhs.uk"])
+@pytest.mark.parametrize("email", ["Jane@Physio.example", " jane@physio.example ", "gp@nhs.uk", "gp@leeds.nhs.uk"])
 def test_the_authors_e_mail_address_or_its_domain_allows(email: str) -> None:
     assert match_lists(ALLOWED_REGULAR, Comment(body="Thanks!", author_email=email)).author_allowed
 
@@ -78,8 +78,9 @@ def test_the_authors_e_mail_address_or_its_domain_allows(email: str) -> None:
 def test_an_author_is_allowed_by_e_mail_only_and_blocked_by_anything(sessions: sessionmaker[Session]) -> None:
     now = datetime.now(UTC)
     with sessions.begin() as session:
-        with pytest.raises(ListError, match="an allowed author is named by e-mail address"):
-            add_entry(session, "allow", "author", "Dr Jane Physio", None, None, now)
+        for not_an_address in ("Dr Jane Physio", "jane@", "@", "jane @physio.example"):
+            with pytest.raises(ListError, match="an allowed author is named by e-mail address"):
+                add_entry(session, "allow", "author", not_an_address, None, None, now)
         blocked = add_entry(session, "block", "author", "Dr Spam", None, None, now)
         allowed = add_entry(session, "allow", "author", "jane@physio.example", None, None, now)
         assert can_allow(blocked) and can_allow(allowed)
