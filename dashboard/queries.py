@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, String, and_, cast, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from models.entities import Comment, CommentStatus, Decision, ModerationAction, Site
+from models.entities import Comment, CommentStatus, Decision, ModelVersion, ModerationAction, Site
 from moderation import registry
 from moderation.decisions import AUTHOR_IP_WINDOW
 from moderation.policy import Thresholds
@@ -209,18 +209,49 @@ class Context:
 
     history: AuthorHistory = field(default_factory=AuthorHistory)
     same_text: list[Comment] = field(default_factory=list)
-    # the lines the comment's site decides with now (the active model's, or the site's own), for the score bars
+    # the lines its scores are read against: the deciding model's thresholds, or the site's own
     lines: Thresholds = field(default_factory=Thresholds)
 
+    @property
+    def spam_bar(self) -> tuple[float, float]:
+        return bar_bounds(self.lines.spam_hold, self.lines.spam_reject)
 
-def model_lines(session: Session) -> Thresholds:
-    """The active model's thresholds (the defaults before any model is active)."""
+    @property
+    def advice_bar(self) -> tuple[float, float]:
+        return bar_bounds(self.lines.advice_hold, self.lines.advice_hold)
+
+
+# A <meter> with its optimum at 0 is good up to and including ``low``, so-so up to and including ``high`` and
+# bad above; the policy holds and rejects AT its lines. So the bounds sit a hair below the lines (and above 0,
+# the optimum: a bound there would make the whole bar count as good).
+BAR_NUDGE = 1e-6
+
+
+def bar_bounds(hold: float, reject: float) -> tuple[float, float]:
+    """A score bar's ``low`` and ``high``: a score at or above ``hold`` is amber, at or above ``reject`` red."""
+    low = max(hold - BAR_NUDGE, BAR_NUDGE / 2)
+    return low, max(reject - BAR_NUDGE, low)
+
+
+def model_lines(session: Session, decisions: Iterable[Decision | None]) -> dict[str | None, Thresholds]:
+    """The thresholds of the models that made these decisions (a decision's scores are read against the lines
+    of the model that gave them) and, under None, the active model's (the defaults before any is active), for
+    a comment not decided yet or by a version no longer registered."""
+    named = {d.model_version for d in decisions if d is not None and d.model_version}
+    cards = session.execute(select(ModelVersion.version, ModelVersion.card).where(ModelVersion.version.in_(named)))
     active = registry.active_version(session)
-    return Thresholds.of_card(active.card if active is not None else {})
+    lines: dict[str | None, Thresholds] = {None: Thresholds.of_card(active.card if active is not None else {})}
+    lines |= {version: Thresholds.of_card(card) for version, card in cards}
+    return lines
 
 
-def comment_context(session: Session, comment: Comment, now: datetime, model_lines: Thresholds) -> Context:
-    context = Context(lines=model_lines.of_site(comment.site))
+def lines_of(lines: dict[str | None, Thresholds], decision: Decision | None) -> Thresholds:
+    return lines.get(decision.model_version if decision is not None else None, lines[None])
+
+
+def comment_context(session: Session, comment: Comment, now: datetime, model: Thresholds) -> Context:
+    """``model``: the thresholds of the model that decided the comment, which the site's own values override."""
+    context = Context(lines=model.of_site(comment.site))
     author = []
     if comment.author_email:
         author.append(Comment.author_email == comment.author_email)

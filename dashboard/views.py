@@ -18,6 +18,7 @@ from dashboard.queries import (
     Filters,
     audit_trail,
     comment_context,
+    lines_of,
     model_lines,
     parents_of,
     queue_counts,
@@ -49,8 +50,10 @@ def queue() -> ResponseReturnValue:
     filters = Filters.from_args(request.args)
     page = queue_page(session, filters)
     now = datetime.now(UTC)
-    lines = model_lines(session)
-    contexts = {comment.id: comment_context(session, comment, now, lines) for comment, _ in page.items}
+    lines = model_lines(session, [current for _, current in page.items])
+    contexts = {
+        comment.id: comment_context(session, comment, now, lines_of(lines, current)) for comment, current in page.items
+    }
     shown_decisions = [current.id for _, current in page.items if current is not None]
     return render_template(
         "queue.html",
@@ -83,7 +86,12 @@ def comment(comment_id: int) -> ResponseReturnValue:
         comment=found,
         current=current,
         put_back=put_back_by_undo(session, [decision.id for decision in found.decisions]),
-        context=comment_context(session, found, datetime.now(UTC), model_lines(session)),
+        context=comment_context(
+            session,
+            found,
+            datetime.now(UTC),
+            lines_of(model_lines(session, [current]), current),
+        ),
         parent=parents_of(session, [found]).get(found.id),
         actions=audit_trail(session, comment_id),
         deliveries=deliveries,

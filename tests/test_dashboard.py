@@ -1229,28 +1229,50 @@ def test_a_text_long_enough_to_scroll_in_its_queue_card_takes_the_keyboards_focu
     assert 'class="comment-body" tabindex' not in _page(moderator_client, f"/dashboard/comments/{long_id}")
 
 
-def _meters(page: str) -> dict[str, tuple[str, str, str]]:
-    """Each score bar's (low, high, title) by its label."""
+def _bars(page: str) -> dict[str, tuple[str, str]]:
+    """Each score bar's colour by its label, as a browser works it out (HTML's meter with its optimum below
+    ``low``: good up to and including ``low``, so-so up to and including ``high``, bad above), and its title."""
     found = re.findall(
-        r'<meter aria-label="([^"]+) score" title="([^"]+)" min="0" max="1" low="([^"]+)" high="([^"]+)"', page
+        r'<meter aria-label="([^"]+) score" title="([^"]+)" min="0" max="1" low="([^"]+)" high="([^"]+)" '
+        r'optimum="0" value="([^"]+)"',
+        page,
     )
-    return {label: (low, high, title) for label, title, low, high in found}
+    bars = {}
+    for label, title, low, high, value in found:
+        colour = "green" if float(value) <= float(low) else "amber" if float(value) <= float(high) else "red"
+        bars[label] = (colour, title)
+    return bars
 
 
-def test_score_bars_turn_at_the_lines_the_comments_site_decides_with(
+def test_score_bars_turn_at_the_lines_the_comment_was_decided_by(
     moderator_client: FlaskClient, sessions: Sessions, site_row: int
 ) -> None:
     # held for advice at 0.31 by a model that holds from 0.24: a bar that turned at 0.5 showed it green
     with sessions.begin() as session:
         lines = {"spam_reject": 0.7, "spam_hold": 0.16, "advice_hold": 0.24}
-        session.add(
-            ModelVersion(version="v1", path="v1.skops", sha256="0" * 64, is_active=True, card={"thresholds": lines})
-        )
-        comment_id, _ = held_comment(session, session.get(Site, site_row), "c-1", advice=0.31)
-    for path in ("/dashboard/queue", f"/dashboard/comments/{comment_id}"):
-        meters = _meters(_page(moderator_client, path))
-        assert meters["Spam"] == ("0.160", "0.700", "held from 0.16, rejected from 0.70 on this site")
-        assert meters["Medical advice"] == ("0.240", "0.240", "held from 0.24 on this site")
+        card = {"thresholds": lines}
+        session.add(ModelVersion(version="test-model", path="m.skops", sha256="0" * 64, card=card))
+        site = session.get(Site, site_row)
+        held, _ = held_comment(session, site, "c-1", spam=0.16, advice=0.31)  # spam exactly at its line
+    for path in ("/dashboard/queue", f"/dashboard/comments/{held}"):
+        bars = _bars(_page(moderator_client, path))
+        assert bars["Spam"] == ("amber", "held from 0.16, rejected from 0.70 on this site")
+        assert bars["Medical advice"] == ("red", "held from 0.24 on this site")
     with sessions.begin() as session:
-        session.get(Site, site_row).advice_hold_threshold = 0.4  # the site's own line
-    assert _meters(_page(moderator_client, "/dashboard/queue"))["Medical advice"][:2] == ("0.400", "0.400")
+        rejected, _ = held_comment(session, session.get(Site, site_row), "c-2", spam=0.7, advice=0.2399)
+    bars = _bars(_page(moderator_client, f"/dashboard/comments/{rejected}"))
+    assert (bars["Spam"][0], bars["Medical advice"][0]) == ("red", "green")
+
+    # A newer model with other lines does not change how the older model's scores read; the site's own do.
+    with sessions.begin() as session:
+        newer = {"spam_reject": 0.9, "spam_hold": 0.5, "advice_hold": 0.4}
+        session.add(
+            ModelVersion(version="v2", path="v2.skops", sha256="1" * 64, is_active=True, card={"thresholds": newer})
+        )
+    assert _bars(_page(moderator_client, f"/dashboard/comments/{held}"))["Medical advice"][0] == "red"
+    with sessions.begin() as session:
+        session.get(Site, site_row).advice_hold_threshold = 0.4
+    assert _bars(_page(moderator_client, f"/dashboard/comments/{held}"))["Medical advice"] == (
+        "green",
+        "held from 0.40 on this site",
+    )
