@@ -21,7 +21,7 @@ from models.entities import ModelVersion, TrainingLabel
 from moderation import registry
 from moderation.classifier import ModerationModel
 from moderation.data import TEST, TRAIN, Example, collect_examples
-from moderation.evaluation import metrics_by_source, policy_metrics, score_examples
+from moderation.evaluation import metrics_by_source, not_trained_on, policy_metrics, score_examples
 from moderation.features import CommentText
 from moderation.policy import Thresholds
 from moderation.training import DEFAULT_FOLDS, is_in_domain, train
@@ -89,7 +89,8 @@ def compare_on_held_out(candidate: ModerationModel, active: ModerationModel, exa
     """`not_worse`, both models scored on the held-out rows of the data the candidate was trained with; and
     the sources the active model was measured on that these rows lack, since nothing shows it is not worse
     there."""
-    held_out = [e for e in examples if e.split == TEST]
+    # Rows whose text either model was trained on are left out, as the card and `evaluate` leave them out.
+    held_out = not_trained_on(active, not_trained_on(candidate, [e for e in examples if e.split == TEST]))
     measured = not_worse(held_out_measures(candidate, held_out), held_out_measures(active, held_out))
     return unchecked_sources(active.card, held_out) + measured
 

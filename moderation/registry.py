@@ -272,13 +272,16 @@ def import_lock(model_dir: Path) -> Iterator[None]:
 
 
 def check_import_path(path: Path) -> re.Match[str]:
-    """The file names a model file (``model-<version>.skops``) that exists; checked before anything is
-    locked or created, so a typo changes nothing."""
+    """The file names a model file (``model-<version>.skops``) that exists, with its card beside it; checked
+    before anything is locked or created, so a typo changes nothing."""
     if not path.is_file():  # first: a path that names nothing is a typo, whatever the name looks like
         raise RegistryError(f"model file {path} is missing" if not path.exists() else f"{path} is not a file")
     match = ARTIFACT_NAME.fullmatch(path.name)
     if match is None:
         raise RegistryError(f"{path} is not a model file: its name must be model-<version>.skops")
+    card_path = path.with_name(f"model-{match['version']}.card.json")
+    if not card_path.exists():
+        raise RegistryError(f"model card {card_path} is missing: a model file is imported with its card")
     return match
 
 

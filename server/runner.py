@@ -186,13 +186,15 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 def _taken(family: socket.AddressFamily, kind: socket.SocketKind, proto: int, address: Any) -> bool:
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
+    """Whether binding ``address`` finds it in use; any other failure (a family the kernel lacks, an address
+    not on this machine) is not "in use": the server's own bind says what is wrong."""
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(address)
-        except OSError as error:
-            return error.errno == errno.EADDRINUSE
-        return False
+    except OSError as error:
+        return error.errno == errno.EADDRINUSE
+    return False
 
 
 def start_bundled_redis(supervisor: Supervisor, var_dir: Path, env: dict[str, str]) -> str:

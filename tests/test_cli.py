@@ -463,7 +463,8 @@ def test_a_port_in_use_is_seen_on_any_address_of_a_name(monkeypatch: pytest.Monk
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        free_first = [
+        # first an address of a family this kernel cannot open a stream socket in, then a free one
+        free_first = [(socket.AF_PACKET, socket.SOCK_STREAM, 0, "", ("lo", 0))] + [
             (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))
             for address in ("127.0.0.2", "127.0.0.1")
         ]
@@ -1113,14 +1114,18 @@ def test_models_import_refuses_in_one_line_and_leaves_nothing_behind(
         assert versions(var) == [(False, "v1")]
 
 
-@pytest.mark.parametrize("typo", ["model-v1.skops", "model-v1.skops.bak"])
+@pytest.mark.parametrize("typo", ["model-v1.skops", "model-v1.skops.bak", "model-v2.skops"])
 def test_models_import_of_a_mistyped_path_changes_nothing(tmp_path: Path, typo: str) -> None:
     var = tmp_path / "var"
     assert run(var, "migrate").exit_code == 0
     path = tmp_path / typo
-    if typo.endswith(".bak"):
-        path.write_bytes(b"a backup")
-    said = f"model file {path} is missing" if not path.exists() else f"{path} is not a model file"
+    if typo != "model-v1.skops":
+        path.write_bytes(b"a backup, or a model file without its card")
+    said = {
+        "model-v1.skops": f"model file {path} is missing",
+        "model-v1.skops.bak": f"{path} is not a model file",
+        "model-v2.skops": f"model card {tmp_path / 'model-v2.card.json'} is missing",
+    }[typo]
 
     refused = run(var, "models", "import", str(path))
 

@@ -8,13 +8,15 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import Engine
 
 from models.db import make_session_factory
 from models.entities import TrainingLabel
 from moderation import registry
-from moderation.data import TEST, TRAIN, Example, load_own_corpus
+from moderation.data import TEST, TRAIN, Example, fingerprint_set, load_own_corpus
+from moderation.evaluation import not_trained_on
 from moderation.intake import NewComment, accept_comment
 from moderation.learning import compare_on_held_out, held_out_measures, moderator_examples, not_worse, retrain
 from moderation.sites import create_site, get_site
@@ -165,3 +167,21 @@ def test_retrain_does_not_replace_an_active_model_it_cannot_load(
     with sessions() as session:
         active = registry.active_version(session)
         assert active is not None and active.version == "lost"
+
+
+def test_the_gate_leaves_out_rows_whose_text_a_model_was_trained_on(trained_model: TrainedModel) -> None:
+    """As the card and `evaluate` do: a candidate that was trained on the held-out texts cannot pass on them."""
+    corpus = load_own_corpus()
+    held_out = [e.comment.body for e in corpus if e.split == TEST]
+    trained = trained_model.model.trained_fingerprints
+    assert trained is not None
+    seen = np.union1d(trained, fingerprint_set(held_out[::2]))
+    memorized = replace(trained_model.model, trained_fingerprints=seen)
+    kept = len(held_out) - len(held_out[::2])
+    assert len(not_trained_on(memorized, [e for e in corpus if e.split == TEST])) == kept
+    assert compare_on_held_out(memorized, trained_model.model, corpus) == []  # the same model on the other half
+    everything = replace(trained_model.model, trained_fingerprints=fingerprint_set(held_out))
+    assert compare_on_held_out(everything, trained_model.model, corpus) == [
+        "not checked on own: the active model was measured there, but this retraining has no such held-out data "
+        "(set DATA_DIR to the public data sets)"
+    ]

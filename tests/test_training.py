@@ -146,8 +146,8 @@ def test_fingerprints_that_are_not_hashes_are_refused(small_model: ModerationMod
 
 
 def test_the_card_leaves_out_held_out_comments_whose_text_was_trained_on() -> None:
-    # "good" is a held-out own comment and a YouTube training row: `evaluate` leaves such a row out, and the
-    # card's held-out counts and metrics must be measured on the same rows
+    # A held-out row with a training row's text (in the data "good" is both: a held-out own comment and a
+    # YouTube training row): `evaluate` leaves such a row out, and the card must count and measure the same rows
     own = load_own_corpus()
     training_rows = [e for e in own if e.split == TRAIN][::8]
     held_out = [e for e in own if e.split == TEST][::20]
