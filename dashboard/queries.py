@@ -213,24 +213,32 @@ class Context:
     lines: Thresholds = field(default_factory=Thresholds)
 
     @property
-    def spam_bar(self) -> tuple[float, float]:
-        return bar_bounds(self.lines.spam_hold, self.lines.spam_reject)
+    def spam_bar(self) -> Bar:
+        return Bar.at(self.lines.spam_hold, self.lines.spam_reject)
 
     @property
-    def advice_bar(self) -> tuple[float, float]:
-        return bar_bounds(self.lines.advice_hold, self.lines.advice_hold)
+    def advice_bar(self) -> Bar:
+        return Bar.at(self.lines.advice_hold, self.lines.advice_hold)
 
 
-# A <meter> with its optimum at 0 is good up to and including ``low``, so-so up to and including ``high`` and
-# bad above; the policy holds and rejects AT its lines. So the bounds sit a hair below the lines (and above 0,
-# the optimum: a bound there would make the whole bar count as good).
+# A <meter> whose optimum is below ``low`` is good up to and including ``low``, so-so up to and including
+# ``high`` and bad above; the policy holds and rejects AT its lines. So the bounds sit a millionth below the
+# lines (a score that close below one takes its colour), and the bar starts (min, and its optimum) two
+# millionths below 0, so that a line at 0 still has its bound above the optimum.
 BAR_NUDGE = 1e-6
 
 
-def bar_bounds(hold: float, reject: float) -> tuple[float, float]:
-    """A score bar's ``low`` and ``high``: a score at or above ``hold`` is amber, at or above ``reject`` red."""
-    low = max(hold - BAR_NUDGE, BAR_NUDGE / 2)
-    return low, max(reject - BAR_NUDGE, low)
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """A score bar's ``min`` (its optimum too), ``low`` and ``high``: amber at ``hold``, red at ``reject``."""
+
+    floor: float
+    low: float
+    high: float
+
+    @classmethod
+    def at(cls, hold: float, reject: float) -> Bar:
+        return cls(-2 * BAR_NUDGE, hold - BAR_NUDGE, reject - BAR_NUDGE)
 
 
 def model_lines(session: Session, decisions: Iterable[Decision | None]) -> dict[str | None, Thresholds]:

@@ -86,9 +86,9 @@ def held_out_measures(model: ModerationModel, held_out: Sequence[Example]) -> di
 
 
 def compare_on_held_out(candidate: ModerationModel, active: ModerationModel, examples: Sequence[Example]) -> list[str]:
-    """`not_worse`, both models scored on the held-out rows of the data the candidate was trained with; and
-    the sources the active model was measured on that these rows lack, since nothing shows it is not worse
-    there."""
+    """`not_worse`, both models scored on the held-out rows of the data the candidate was trained with (but
+    rows whose text either model was trained on); and the sources the active model was measured on that these
+    rows lack, since nothing shows it is not worse there."""
     # Rows whose text either model was trained on are left out, as the card and `evaluate` leave them out.
     held_out = not_trained_on(active, not_trained_on(candidate, [e for e in examples if e.split == TEST]))
     measured = not_worse(held_out_measures(candidate, held_out), held_out_measures(active, held_out))

@@ -102,8 +102,8 @@ def _named_domains(body: str) -> set[str]:
 
 
 def can_allow(entry: ListEntry) -> bool:
-    """Whether an allow-list entry can match at all: one naming an author by name (refused since, kept from
-    before) never does."""
+    """Whether an allow-list entry can match at all: one naming an author by anything but a whole e-mail
+    address (a name, refused since, kept from before) never does, even if a commenter types it as theirs."""
     return not (entry.list_kind == "allow" and entry.field == "author" and not EMAIL_ADDRESS_RE.fullmatch(entry.value))
 
 
@@ -126,7 +126,7 @@ def match_lists(entries: list[ListEntry], comment: Comment) -> ListMatch:
     named: set[str] | None = None  # worked out for the first blocked domain, if any
     for entry in entries:
         if entry.field == "author" and entry.list_kind == "allow":
-            hit = bool(email) and entry.value == email
+            hit = bool(email) and can_allow(entry) and entry.value == email
         elif entry.field == "author":
             hit = entry.value in author_ids
         elif entry.field == "domain" and entry.list_kind == "block":

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from models.entities import (
@@ -86,10 +86,15 @@ def erase_author(session: Session, site: Site, email: str, now: datetime) -> Era
     removed = session.execute(
         delete(ListEntry).where(for_author, ListEntry.site_id == site.id).execution_options(synchronize_session=False)
     )
-    kept = session.scalar(select(func.count(ListEntry.id)).where(for_author, ListEntry.site_id.is_(None))) or 0
-    if kept:
-        log.info("an erasure for site %s kept %d all-sites list entries naming the author", site.name, kept)
-    return Erasure(erased, int(removed.rowcount), kept)  # type: ignore[attr-defined]
+    kept = list(session.scalars(select(ListEntry.id).where(for_author, ListEntry.site_id.is_(None))))
+    if kept:  # for the admin, who alone can remove them: the entries by id, never the address
+        log.warning(
+            "an erasure for site %s kept all-sites list entries naming the author (ids %s): remove them on the "
+            "lists page if the erasure covers them",
+            site.name,
+            ", ".join(map(str, kept)),
+        )
+    return Erasure(erased, int(removed.rowcount), len(kept))  # type: ignore[attr-defined]
 
 
 def erase_comments_of_site(session: Session, site: Site, external_ids: Iterable[str], now: datetime) -> Erasure:

@@ -271,34 +271,15 @@ def import_lock(model_dir: Path) -> Iterator[None]:
         os.close(folder)
 
 
-def check_import_path(path: Path) -> re.Match[str]:
-    """The file names a model file (``model-<version>.skops``) that exists, with its card beside it; checked
-    before anything is locked or created, so a typo changes nothing."""
+def check_import(path: Path, *, allow_other_features: bool = False) -> tuple[str, dict[str, Any]]:
+    """The version and card of a model file to import, checked before anything is locked or created (a typo
+    or a bad card changes nothing): a ``model-<version>.skops`` that exists, its card beside it naming that
+    version with valid thresholds, made for this code's features unless ``allow_other_features``."""
     if not path.is_file():  # first: a path that names nothing is a typo, whatever the name looks like
         raise RegistryError(f"model file {path} is missing" if not path.exists() else f"{path} is not a file")
     match = ARTIFACT_NAME.fullmatch(path.name)
     if match is None:
         raise RegistryError(f"{path} is not a model file: its name must be model-<version>.skops")
-    card_path = path.with_name(f"model-{match['version']}.card.json")
-    if not card_path.exists():
-        raise RegistryError(f"model card {card_path} is missing: a model file is imported with its card")
-    return match
-
-
-def import_artifact(
-    session: Session, path: Path, model_dir: Path, *, allow_other_features: bool = False
-) -> ImportedModel:
-    """Register a model file saved by another install (``model-<version>.skops`` with its card beside it).
-
-    The file is checked as loading checks it (every type trusted, it loads as a model) and must be made for
-    this code's features unless ``allow_other_features``; then it and its card are copied into ``model_dir``
-    under the same names (never over a different file) and the copy is registered. A version already
-    registered with the same checksum is not registered again; with another checksum it is refused.
-    The copies live and die with ``session``'s transaction: removed again if it does not commit. On
-    PostgreSQL imports take turns through a lock held until that transaction ends; on SQLite hold
-    ``import_lock(model_dir)`` around the whole transaction when other imports may run at the same time.
-    """
-    match = check_import_path(path)
     card_path = path.with_name(f"model-{match['version']}.card.json")
     card = read_card(card_path)
     version = card.get("version")
@@ -318,6 +299,24 @@ def import_artifact(
             f"this code makes version {FEATURES_VERSION}: its scores would drift; train it again here, or "
             "import it anyway with --allow-other-features"
         )
+    return version, card
+
+
+def import_artifact(
+    session: Session, path: Path, model_dir: Path, *, allow_other_features: bool = False
+) -> ImportedModel:
+    """Register a model file saved by another install (``model-<version>.skops`` with its card beside it).
+
+    The file is checked as loading checks it (every type trusted, it loads as a model) and must be made for
+    this code's features unless ``allow_other_features``; then it and its card are copied into ``model_dir``
+    under the same names (never over a different file) and the copy is registered. A version already
+    registered with the same checksum is not registered again; with another checksum it is refused.
+    The copies live and die with ``session``'s transaction: removed again if it does not commit. On
+    PostgreSQL imports take turns through a lock held until that transaction ends; on SQLite hold
+    ``import_lock(model_dir)`` around the whole transaction when other imports may run at the same time.
+    """
+    version, card = check_import(path, allow_other_features=allow_other_features)
+    card_path = path.with_name(f"model-{version}.card.json")
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock(IMPORT_LOCK_ID)))
     sha256 = file_sha256(path)

@@ -172,7 +172,7 @@ def test_the_lists_page_refuses_to_allow_a_name_and_marks_one_kept_from_before(
     form = {"csrf_token": csrf_token(admin, LISTS), "list_kind": "allow", "field": "author", "value": "Dr Jane"}
     page = admin.post(LISTS, data=form, follow_redirects=True).get_data(as_text=True)
     assert "an allowed author is named by e-mail address" in page
-    assert 'dr jane <em class="allows-nothing">(a name: allows nobody' in page
+    assert 'dr jane <em class="allows-nothing">(not a whole e-mail address: allows nobody' in page
     with sessions() as session:
         assert session.scalars(select(ListEntry.value)).all() == ["dr jane"]
 

@@ -455,6 +455,9 @@ def test_a_port_in_use_is_seen_on_either_address_family(family: socket.AddressFa
     assert not port_in_use("no-such-host.invalid", port)  # gunicorn's own bind says what is wrong with it
 
 
+NO_SUCH_FAMILY = 4095
+
+
 def test_a_port_in_use_is_seen_on_any_address_of_a_name(monkeypatch: pytest.MonkeyPatch) -> None:
     """``localhost`` can resolve to ``::1`` first and be taken on ``127.0.0.1``: every address is probed."""
     from server.runner import port_in_use
@@ -463,8 +466,8 @@ def test_a_port_in_use_is_seen_on_any_address_of_a_name(monkeypatch: pytest.Monk
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        # first an address of a family this kernel cannot open a stream socket in, then a free one
-        free_first = [(socket.AF_PACKET, socket.SOCK_STREAM, 0, "", ("lo", 0))] + [
+        # first an address of a family no kernel has (socket() fails), then a free one, then the taken one
+        free_first = [(NO_SUCH_FAMILY, socket.SOCK_STREAM, 0, "", ("x", 0))] + [
             (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))
             for address in ("127.0.0.2", "127.0.0.1")
         ]
@@ -1114,17 +1117,19 @@ def test_models_import_refuses_in_one_line_and_leaves_nothing_behind(
         assert versions(var) == [(False, "v1")]
 
 
-@pytest.mark.parametrize("typo", ["model-v1.skops", "model-v1.skops.bak", "model-v2.skops"])
+@pytest.mark.parametrize("typo", ["model-v1.skops", "model-v1.skops.bak", "model-v2.skops", "model-v3.skops"])
 def test_models_import_of_a_mistyped_path_changes_nothing(tmp_path: Path, typo: str) -> None:
     var = tmp_path / "var"
     assert run(var, "migrate").exit_code == 0
     path = tmp_path / typo
     if typo != "model-v1.skops":
-        path.write_bytes(b"a backup, or a model file without its card")
+        path.write_bytes(b"a backup, or a model file without its card, or with a card for another version")
+    (tmp_path / "model-v3.card.json").write_text('{"version": "v4"}')
     said = {
         "model-v1.skops": f"model file {path} is missing",
         "model-v1.skops.bak": f"{path} is not a model file",
         "model-v2.skops": f"model card {tmp_path / 'model-v2.card.json'} is missing",
+        "model-v3.skops": f"model card {tmp_path / 'model-v3.card.json'} names version v4",
     }[typo]
 
     refused = run(var, "models", "import", str(path))

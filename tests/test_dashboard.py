@@ -1233,14 +1233,15 @@ def _bars(page: str) -> dict[str, tuple[str, str]]:
     """Each score bar's colour by its label, as a browser works it out (HTML's meter with its optimum below
     ``low``: good up to and including ``low``, so-so up to and including ``high``, bad above), and its title."""
     found = re.findall(
-        r'<meter aria-label="([^"]+) score" title="([^"]+)" min="0" max="1" low="([^"]+)" high="([^"]+)" '
-        r'optimum="0" value="([^"]+)"',
+        r'<meter aria-label="([^"]+) score" title="([^"]+)" min="([^"]+)" max="1" low="([^"]+)" high="([^"]+)" '
+        r'optimum="([^"]+)" value="([^"]+)"',
         page,
     )
     bars = {}
-    for label, title, low, high, value in found:
+    for label, title, least, low, high, optimum, value in found:
+        assert float(least) <= float(optimum) < float(low) <= float(high) <= 1  # the regions as read below
         colour = "green" if float(value) <= float(low) else "amber" if float(value) <= float(high) else "red"
-        bars[label] = (colour, title)
+        bars[label] = (colour, title.split(": ")[-1])
     return bars
 
 
@@ -1256,8 +1257,8 @@ def test_score_bars_turn_at_the_lines_the_comment_was_decided_by(
         held, _ = held_comment(session, site, "c-1", spam=0.16, advice=0.31)  # spam exactly at its line
     for path in ("/dashboard/queue", f"/dashboard/comments/{held}"):
         bars = _bars(_page(moderator_client, path))
-        assert bars["Spam"] == ("amber", "held from 0.16, rejected from 0.70 on this site")
-        assert bars["Medical advice"] == ("red", "held from 0.24 on this site")
+        assert bars["Spam"] == ("amber", "held from 0.16, rejected from 0.70")
+        assert bars["Medical advice"] == ("red", "held from 0.24")
     with sessions.begin() as session:
         rejected, _ = held_comment(session, session.get(Site, site_row), "c-2", spam=0.7, advice=0.2399)
     bars = _bars(_page(moderator_client, f"/dashboard/comments/{rejected}"))
@@ -1274,5 +1275,9 @@ def test_score_bars_turn_at_the_lines_the_comment_was_decided_by(
         session.get(Site, site_row).advice_hold_threshold = 0.4
     assert _bars(_page(moderator_client, f"/dashboard/comments/{held}"))["Medical advice"] == (
         "green",
-        "held from 0.40 on this site",
+        "held from 0.40",
     )
+    with sessions.begin() as session:  # a line at 0 holds every score, the smallest too
+        session.get(Site, site_row).advice_hold_threshold = 0.0
+        zero, _ = held_comment(session, session.get(Site, site_row), "c-3", advice=0.0)
+    assert _bars(_page(moderator_client, f"/dashboard/comments/{zero}"))["Medical advice"][0] == "red"

@@ -87,4 +87,6 @@ def test_an_author_is_allowed_by_e_mail_only_and_blocked_by_anything(sessions: s
         from_before = ListEntry(list_kind="allow", field="author", value="dr jane physio")  # refused since
         assert not can_allow(from_before)
         assert not match_lists([from_before], Comment(body="Hi", author_name="Dr Jane Physio")).author_allowed
+        # nor when a commenter types the entry's text as their address (intake takes any text there)
+        assert not match_lists([from_before], Comment(body="Hi", author_email=" Dr Jane Physio ")).author_allowed
         assert match_lists([blocked], Comment(body="Hi", author_name="dr spam")).blocked_terms == ("author:dr spam",)

@@ -137,9 +137,11 @@ class DecidedEvent(BaseModel):
 
 class ErasureResult(BaseModel):
     site: str
-    comments_erased: int
-    list_entries_removed: int
-    all_sites_entries_kept: int
+    comments_erased: int = Field(description="comments anonymized now (0 on a repeat)")
+    list_entries_removed: int = Field(description="this site's block/allow-list entries for the e-mail, removed")
+    all_sites_entries_kept: int = Field(
+        description="entries for every site naming the e-mail, kept for an admin to remove (0 for `comment_ids`)"
+    )
 
 
 SCHEMAS: list[type[BaseModel]] = [

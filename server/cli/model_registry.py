@@ -113,7 +113,7 @@ def models_import(ctx: click.Context, path: Path, activate: bool, allow_other_fe
     settings = common.settings(ctx)
     model_dir = settings.effective_model_dir
     try:
-        registry.check_import_path(path)  # before the lock, which creates MODEL_DIR
+        registry.check_import(path, allow_other_features=allow_other_features)  # before the lock makes MODEL_DIR
         with registry.import_lock(model_dir), common.sessions(settings).begin() as session:
             # Checked as loading checks it, copied, registered; the copies are removed if this does not commit.
             imported = registry.import_artifact(session, path, model_dir, allow_other_features=allow_other_features)
