@@ -208,7 +208,10 @@ class OutboxMessage(Base):
     comment_id: Mapped[int] = mapped_column(ForeignKey("comments.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     published_at: Mapped[datetime | None]
-    attempts: Mapped[int] = mapped_column(default=0)
+    attempts: Mapped[int] = mapped_column(default=0)  # publishes by the relay
+    # Runs of a relayed classify message that found the comment still waiting: each began after an earlier
+    # run failed or was lost, so a comment that fails every time is held for a person after a few.
+    tries: Mapped[int] = mapped_column(default=0, server_default=text("0"))
 
 
 class WebhookReceipt(Base):

@@ -42,6 +42,9 @@ DUPLICATE_MIN_CHARS = 40  # "thanks!" twice is not a campaign
 # An address is shared (mobile carriers, offices, a site that sends its proxy's address) and changes hands:
 # what others did from it counts only for a day, while an e-mail address's history counts for good.
 AUTHOR_IP_WINDOW = timedelta(days=1)
+# Runs of relayed classify work before a comment is held unscored: each follows a run that failed or was
+# lost, about 30 s apart (the relay's quiet time), so a person sees it within a few minutes.
+TRIES_BEFORE_HOLDING = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,10 +305,16 @@ def _store_decisions(
         )
         for j in judged
     ]
+    return _record_decisions(session, [j.comment for j in judged], decisions, latest, now)
+
+
+def _record_decisions(
+    session: Session, comments: list[Comment], decisions: list[Decision], latest: dict[int, Decision], now: datetime
+) -> list[Decided]:
+    """Store new decisions of claimed comments (in the same order): their work done, their callbacks queued."""
     session.add_all(decisions)
     session.flush()
     waiting_since = outbox.complete(session, CLASSIFY, [d.comment_id for d in decisions])
-    comments = [j.comment for j in judged]
     deliveries = _schedule_callbacks(
         session, [(c, d, latest.get(c.id)) for c, d in zip(comments, decisions, strict=True)], now
     )
@@ -321,6 +330,49 @@ def _store_decisions(
         )
         for c, d in zip(comments, decisions, strict=True)
     ]
+
+
+def note_relayed_try(session: Session, comment_id: int) -> int | None:
+    """Count a run of classify work the relay published again; the runs counted so far, or None when the
+    comment has no classify work waiting (decided meanwhile, or deleted).
+
+    The relay publishes again only work still waiting some time after its last publish: the run before
+    failed, its worker was killed mid-run (a regex or a model stuck in C code leaves no error to catch), or
+    the broker lost the message. Counted in its own transaction, before the run, so a killed run counts too.
+    """
+    tries = session.scalars(
+        update(OutboxMessage)
+        .where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id == comment_id)
+        .values(tries=OutboxMessage.tries + 1)
+        .returning(OutboxMessage.tries)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return max(tries, default=None)
+
+
+def hold_unclassified(session: Session, comment_id: int, model_version: str, now: datetime) -> Decided | None:
+    """Hold a comment whose classification failed run after run, unscored, for a person to read.
+
+    Reason ``not_classified``; the site is told as for any hold. None when the comment no longer waits for
+    a decision (decided by a run that did succeed, edited, deleted, or locked by another worker deciding it).
+    """
+    todo, latest = _take_undecided(session, comment_id, batch_size=1)
+    if not todo:
+        return None
+    comment = todo[0]
+    verdict = _after_edit(Verdict(Outcome.HOLD, [Reason.NOT_CLASSIFIED]), latest.get(comment.id))
+    if not _claim_for_decision(session, {comment.id: (comment.revision, Outcome.HOLD.comment_status)}):
+        return None
+    decision = Decision(
+        comment_id=comment.id,
+        outcome=verdict.outcome,
+        is_current=True,
+        reasons=verdict.reasons,
+        model_version=model_version,
+        decided_by="model",
+        created_at=now,
+    )
+    return _record_decisions(session, [comment], [decision], latest, now)[0]
 
 
 def _take_comments(session: Session, query: Select[Comment]) -> list[Comment]:

@@ -156,10 +156,12 @@ def _retire_current_decision(session: Session, comment: Comment) -> None:
 
 def _ensure_classify_work(session: Session, comment_id: int, now: datetime) -> None:
     waiting = session.scalar(
-        select(OutboxMessage.id).where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id == comment_id)
+        select(OutboxMessage).where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id == comment_id)
     )
     if waiting is None:
         session.add(OutboxMessage(kind=CLASSIFY, comment_id=comment_id, created_at=now))
+    elif waiting.tries:
+        waiting.tries = 0  # the runs that failed were on the old text: the new one gets its own
 
 
 def _tombstone(site: Site | SiteKeys, external_id: str, now: datetime) -> Comment:

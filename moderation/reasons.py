@@ -28,6 +28,8 @@ class Reason(StrEnum):
     AUTHOR_REJECTED_BEFORE = "author_rejected_before"
     # Not from ``decide``: moderation.decisions adds it when an edit follows a moderator's verdict.
     EDITED_AFTER_REVIEW = "edited_after_review"
+    # Not from ``decide``: the comment's classification failed run after run, so a person reads it unscored.
+    NOT_CLASSIFIED = "not_classified"
 
 
 class ModeratorReason(StrEnum):
@@ -49,6 +51,7 @@ REASON_LABELS: dict[str, str] = {
     Reason.AUTHOR_FLOOD: "Author flood",
     Reason.AUTHOR_REJECTED_BEFORE: "Author rejected before",
     Reason.EDITED_AFTER_REVIEW: "Edited after review",
+    Reason.NOT_CLASSIFIED: "Not classified",
     ModeratorReason.ABUSE: "Abuse",
     ModeratorReason.OFF_TOPIC: "Off-topic",
     ModeratorReason.OTHER: "Other",

@@ -30,6 +30,8 @@ from models.entities import (
     TrainingLabel,
 )
 from moderation import callbacks
+from moderation.decisions import hold_unclassified
+from moderation.intake import NewComment, accept_comment
 from moderation.lifecycle import apply_delete
 from moderation.lists import add_entry, match_lists
 from moderation.review import ConflictError, record_verdict
@@ -381,6 +383,24 @@ def test_the_queue_filters_comments_held_for_an_unfamiliar_language(
     page = _page(moderator_client, "/dashboard/queue?reason=unfamiliar_language")
     assert f'data-comment-id="{russian}"' in page and f'data-comment-id="{english}"' not in page
     assert '<option value="unfamiliar_language" selected' in page
+
+
+def test_a_comment_held_unclassified_shows_its_reason_and_no_scores(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    """Its classification failed run after run: the moderator reads it with nothing from the model."""
+    with sessions.begin() as session:
+        site = session.get_one(Site, site_row)
+        new = NewComment(external_id="c-1", article_id="massage-therapy", body="Stretching helped me.")
+        comment_id = accept_comment(session, site, "wh-1", new, datetime.now(UTC)).comment_id
+        assert hold_unclassified(session, comment_id, "v-1", datetime.now(UTC)) is not None
+        other, _ = held_comment(session, site, "c-2")
+    page = _page(moderator_client, "/dashboard/queue?reason=not_classified")
+    assert f'data-comment-id="{comment_id}"' in page and f'data-comment-id="{other}"' not in page
+    card = page[page.index(f'id="c{comment_id}"') :]
+    assert '<span class="reason">Not classified</span>' in card
+    assert "<meter" not in card[: card.index('class="reasons"')]  # no bar stands for a score never made
+    assert card.count('<span class="score-value">–</span>') >= 2
 
 
 def test_comment_body_is_escaped(moderator_client: FlaskClient, sessions: Sessions, site_row: int) -> None:

@@ -109,7 +109,6 @@ def test_migration_0008_indexes_go_up_down_and_up_again_with_rows_in_every_table
     assert not expected & _index_names(url)
     upgrade_database(url, "0008")
     assert expected <= _index_names(url)
-    assert drift_from_the_models(url) == []
     downgrade_database(url, "0007")
     assert not expected & _index_names(url)
     upgrade_database(url)
@@ -138,3 +137,27 @@ def test_migration_0008_finishes_after_a_run_that_stopped_half_way(empty_databas
     engine.dispose()
     downgrade_database(url, "0007")
     assert not set(INDEXES_0008.values()) & _index_names(url)
+
+
+def test_migration_0009_starts_waiting_work_with_no_tries_counted(empty_database_url: str) -> None:
+    url = empty_database_url
+    upgrade_database(url, "0008")
+    engine = create_engine(url)
+    with engine.begin() as connection:  # work the relay had published twice before the upgrade
+        store_an_old_comment(connection)
+        connection.execute(
+            text(
+                "INSERT INTO outbox (kind, comment_id, created_at, published_at, attempts)"
+                " SELECT 'classify', id, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 2 FROM comments"
+            )
+        )
+    upgrade_database(url)
+    assert drift_from_the_models(url) == []
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT attempts, tries FROM outbox")).one() == (2, 0)
+    engine.dispose()
+    downgrade_database(url, "0008")
+    assert "tries" not in column_names(url, "outbox")
+    with engine.connect() as connection:
+        assert connection.scalar(text("SELECT attempts FROM outbox")) == 2
+    engine.dispose()

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.entities import CallbackDelivery, Comment, Decision, DeliveryStatus, OutboxMessage
 from moderation import callbacks
 from moderation.intake import NewComment, accept_comment
+from moderation.lifecycle import apply_update
 from moderation.registry import RegistryError
 from moderation.sites import create_site, require_site
 from tests.conftest import TrainedModel
@@ -299,3 +300,100 @@ def test_a_second_current_decision_refused_by_the_database_ends_the_task_as_alre
     with sessions() as session:
         assert len(session.scalars(select(Decision.id).where(Decision.comment_id == comment_id)).all()) == 2
         assert session.scalars(select(CallbackDelivery.id)).all() == []
+
+
+# --- a comment whose classification fails every time -------------------------------------------------
+
+
+def relay(celery: ModerationCelery, comment_id: int) -> str:
+    """Run the classify task as the outbox relay's message runs it: without a revision."""
+    outcome: str = celery.tasks[CLASSIFY_TASK].run(comment_id)
+    return outcome
+
+
+def tries(sessions: sessionmaker[Session], comment_id: int) -> list[int]:
+    with sessions() as session:
+        return list(session.scalars(select(OutboxMessage.tries).where(OutboxMessage.comment_id == comment_id)))
+
+
+def broken_site_comment(sessions: sessionmaker[Session], callback_url: str | None = None) -> int:
+    """A comment the policy refuses every time: its site's stored advice threshold is out of range."""
+    with sessions.begin() as session:
+        broken, _ = create_site(session, "broken-site", callback_url)
+        broken.advice_hold_threshold = 1.5
+    return post_comment(sessions, "broken-site", "b-1", "bad@example.org", "198.51.100.1", datetime.now(UTC))
+
+
+def test_a_comment_that_fails_every_run_is_held_unscored_for_a_person_after_three_relayed_runs(
+    celery: ModerationCelery,
+    sessions: sessionmaker[Session],
+    active_model: TrainedModel,
+    site_server: SiteServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without a limit the relay republished it every 30 s for ever, and the site never heard of it."""
+    bad = broken_site_comment(sessions, site_server.url)
+    with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
+        celery.tasks[CLASSIFY_TASK].run(bad, 0)  # intake's message: not counted
+    assert tries(sessions, bad) == [0]
+    for counted in (1, 2, 3):
+        with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
+            relay(celery, bad)
+        assert tries(sessions, bad) == [counted]
+        assert (comment_status(sessions, bad), current_decisions(sessions, bad)) == ("pending", [])
+
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="workers.tasks"):
+        assert relay(celery, bad) == "hold"
+    assert [r.message for r in caplog.records] == [
+        "classifying the comment failed 3 times; held for a person, unscored"
+    ]
+    assert comment_status(sessions, bad) == "held"
+    with sessions() as session:
+        decision = session.scalars(select(Decision).where(Decision.comment_id == bad)).one()
+        assert (decision.is_current, decision.outcome, decision.reasons) == (True, "hold", ["not_classified"])
+        assert (decision.spam_score, decision.advice_score, decision.explanation) == (None, None, {})
+        assert (decision.decided_by, decision.model_version) == ("model", active_model.version)
+        assert session.scalars(select(OutboxMessage)).all() == []  # nothing left for the relay to send again
+        delivery = session.scalars(select(CallbackDelivery)).one()
+    assert (delivery.decision_id, delivery.status) == (decision.id, DeliveryStatus.PENDING)
+    assert (delivery.payload["data"]["status"], delivery.payload["data"]["reasons"]) == ("held", ["not_classified"])
+    assert delivery.payload["data"]["scores"] == {"spam": None, "medical_advice": None}
+
+    assert relay(celery, bad) == "skipped"  # a relayed message still on its way finds it settled
+    with sessions() as session:
+        assert len(session.scalars(select(Decision.id).where(Decision.comment_id == bad)).all()) == 1
+
+
+def test_relayed_runs_of_a_healthy_comment_decide_it_once_and_count_nothing_after(
+    celery: ModerationCelery, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """A backlog gets work relayed again and again: each message after the first finds the work done."""
+    with sessions.begin() as session:
+        create_site(session, "good-site")
+    comment_id = post_comment(sessions, "good-site", "c-1", "ana@example.org", "198.51.100.2", datetime.now(UTC))
+    assert relay(celery, comment_id) in {"approve", "hold", "reject"}
+    for _ in range(5):
+        assert relay(celery, comment_id) == "skipped"
+    assert len(current_decisions(sessions, comment_id)) == 1
+    with sessions() as session:
+        reasons = session.scalars(select(Decision.reasons).where(Decision.comment_id == comment_id)).one()
+    assert "not_classified" not in reasons
+
+
+def test_an_edit_gives_the_new_text_its_own_tries(
+    celery: ModerationCelery, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    bad = broken_site_comment(sessions)
+    for _ in range(3):
+        with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
+            relay(celery, bad)
+    assert tries(sessions, bad) == [3]
+    with sessions.begin() as session:
+        site = require_site(session, "broken-site")
+        new = NewComment(external_id="b-1", article_id="massage-therapy", body="Edited: stretching helped me.")
+        assert apply_update(session, site, "wh-edit", new, datetime.now(UTC)).queued
+    assert tries(sessions, bad) == [0]  # the same outbox row, its count started again
+    with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
+        relay(celery, bad)
+    assert (comment_status(sessions, bad), tries(sessions, bad)) == ("pending", [1])

@@ -24,7 +24,8 @@ class CeleryPublisher:
         )
 
     def classify(self, comment_id: int, revision: int | None = None) -> None:
-        # The revision lets a worker skip a message whose text it already decided (the relay sends none).
+        # The revision lets a worker skip a message whose text it already decided. The relay sends none, and
+        # that is how a worker tells relayed work, whose runs it counts (workers.tasks.classify_comment).
         if revision is None:
             self._send(CLASSIFY_TASK, comment_id=comment_id)
         else:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from models.entities import CallbackDelivery, DeliveryStatus
 from moderation import callbacks, outbox
 from moderation.classifier import ModerationModel
-from moderation.decisions import Decided, decide_waiting
+from moderation.decisions import TRIES_BEFORE_HOLDING, Decided, decide_waiting, hold_unclassified, note_relayed_try
 from moderation.intake import purge_receipts
 from moderation.learning import retrain
 from moderation.metrics import (
@@ -74,7 +74,11 @@ def _http_client() -> httpx.Client:
     max_retries=None,
 )
 def classify_comment(self: Task, comment_id: int, revision: int | None = None) -> str:
-    """Decide the comment (and others waiting); ``revision``, when given, is the text this message is about."""
+    """Decide the comment (and others waiting); ``revision``, when given, is the text this message is about.
+
+    A message without a revision is the outbox relay's (workers.publisher): its runs are counted, and after
+    ``TRIES_BEFORE_HOLDING`` of them the comment is held for a person, unscored, instead of tried again.
+    """
     runtime = _runtime(self)
     if revision is not None and runtime.settled.is_settled(comment_id, revision):
         return "settled"  # decided with an earlier message's batch: nothing to read or lock
@@ -84,6 +88,8 @@ def classify_comment(self: Task, comment_id: int, revision: int | None = None) -
         MODEL_UNAVAILABLE.inc()  # the web stays ready meanwhile: this is the signal to alert on
         log.error("cannot classify: %s", error, extra={"comment_id": comment_id})
         raise self.retry(countdown=30, max_retries=None) from error
+    if revision is None and _tried_enough(runtime, comment_id):
+        return _hold_unclassified(runtime, comment_id, model)
     started = time.perf_counter()
     try:
         decided = _decide_waiting(runtime, comment_id, model)
@@ -93,18 +99,44 @@ def classify_comment(self: Task, comment_id: int, revision: int | None = None) -
         return "already-decided"
     if not decided:
         return "skipped"
-    runtime.settled.remember((each.comment_id, each.revision) for each in decided)
     per_comment = (time.perf_counter() - started) / len(decided)
+    for _ in decided:
+        CLASSIFY_SECONDS.observe(per_comment)
+    _after_decisions(runtime, decided)
+    return ",".join(str(each.outcome) for each in decided)
+
+
+def _tried_enough(runtime: Runtime, comment_id: int) -> bool:
+    with runtime.sessions.begin() as session:
+        tries = note_relayed_try(session, comment_id)
+    return tries is not None and tries > TRIES_BEFORE_HOLDING
+
+
+def _hold_unclassified(runtime: Runtime, comment_id: int, model: ModerationModel) -> str:
+    with runtime.sessions.begin() as session:
+        held = hold_unclassified(session, comment_id, model.version, datetime.now(UTC))
+    if held is None:
+        return "skipped"
+    log.error(
+        "classifying the comment failed %d times; held for a person, unscored",
+        TRIES_BEFORE_HOLDING,
+        extra={"comment_id": comment_id, "model_version": model.version},
+    )
+    _after_decisions(runtime, [held])
+    return str(held.outcome)
+
+
+def _after_decisions(runtime: Runtime, decided: list[Decided]) -> None:
+    """What follows a commit of decisions: remembered as settled, counted, logged, and the sites told."""
+    runtime.settled.remember((each.comment_id, each.revision) for each in decided)
     finished = datetime.now(UTC)
     for each in decided:
-        CLASSIFY_SECONDS.observe(per_comment)
         END_TO_END_SECONDS.observe(max(0.0, (finished - each.waiting_since).total_seconds()))
         record_decision(each.outcome, each.reasons)
         log.info("comment decided", extra={"comment_id": each.comment_id, "outcome": each.outcome})
     pending = [each.delivery_id for each in decided if each.delivery_id is not None]
     if pending:
         _publish_notify(runtime, pending)
-    return ",".join(str(each.outcome) for each in decided)
 
 
 def _decide_waiting(runtime: Runtime, comment_id: int, model: ModerationModel) -> list[Decided]:
