@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from flask.testing import FlaskClient
 
 from examples.site import CommentStore, ExampleConfig, StoredComment, create_app
+from tests.support.services import free_port
 from tests.support.signing import signed_headers
 
 SECRET = "whsec_" + base64.b64encode(b"example-site-test-secret-32bytes").decode()
@@ -102,3 +108,29 @@ def test_the_article_page_names_its_icon_so_browsers_do_not_ask_for_a_missing_on
     [icon] = re.findall(r'<link rel="icon" href="([^"]+)"', page)
     with client.get(icon) as answer:  # a file response: closed here, not by the garbage collector
         assert answer.status_code == 200 and answer.mimetype == "image/svg+xml"
+
+
+def test_its_log_file_holds_plain_text_without_terminal_colours(tmp_path: Path) -> None:
+    """`make run` writes the example site's lines to var/log/example-site.log, read with less or grep."""
+    port = free_port()
+    log_file = tmp_path / "example-site.log"
+    env = {**os.environ, "VAR_DIR": str(tmp_path), "EXAMPLE_PORT": str(port)}
+    with log_file.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "examples.site"], env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/no-such-page", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None, log_file.read_text()
+                time.sleep(0.1)
+        assert answer.status_code == 404
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    written = log_file.read_text()
+    assert '"GET /no-such-page HTTP/1.1" 404' in written  # werkzeug paints a 404's line yellow on a terminal
+    assert "development server" in written  # and its start-up warning red
+    assert "\x1b[" not in written
