@@ -107,6 +107,12 @@ def can_allow(entry: ListEntry) -> bool:
     return not (entry.list_kind == "allow" and entry.field == "author" and not EMAIL_ADDRESS_RE.fullmatch(entry.value))
 
 
+def entries_allowing_nobody(session: Session) -> list[ListEntry]:
+    """Allow entries kept from before only whole addresses could allow (see ``can_allow``), oldest first."""
+    authors = select(ListEntry).where(ListEntry.list_kind == "allow", ListEntry.field == "author")
+    return [entry for entry in session.scalars(authors.order_by(ListEntry.id)) if not can_allow(entry)]
+
+
 def match_lists(entries: list[ListEntry], comment: Comment) -> ListMatch:
     """What the lists say about a comment: the blocked terms it contains, and whether its author is allowed.
 

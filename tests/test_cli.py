@@ -682,6 +682,32 @@ def test_migrate_says_what_it_did_to_the_schema(tmp_path: Path) -> None:
     assert schema_revision(older) == head
 
 
+def test_migrate_names_allow_entries_that_allow_nobody_since_only_addresses_allow(tmp_path: Path) -> None:
+    """An entry allowing an author by name, added when names allowed, silently stopped allowing on upgrade."""
+    from sqlalchemy import create_engine, text
+
+    env = {"VAR_DIR": str(tmp_path), "DATABASE_URL": "", "LOG_FORMAT": "text", "LOG_LEVEL": "WARNING"}
+    assert "note:" not in CliRunner().invoke(main, ["migrate"], env=env).stderr
+    engine = create_engine(f"sqlite:///{tmp_path / 'moderation.db'}")
+    with engine.begin() as connection:  # as an older version stored them: add_entry refuses a name now
+        for value in ("Jan Regular", "jan@example.org", "Ann"):
+            connection.execute(
+                text(
+                    "INSERT INTO list_entries (list_kind, field, value, created_at)"
+                    " VALUES ('allow', 'author', :value, CURRENT_TIMESTAMP)"
+                ),
+                {"value": value},
+            )
+    engine.dispose()
+    again = CliRunner().invoke(main, ["migrate"], env=env)
+    assert again.exit_code == 0 and again.stdout.startswith("database is up to date: schema at ")
+    assert again.stderr == (
+        "note: 2 allow-list entries name an author by something other than a whole e-mail address and allow "
+        "nobody (a name is public, anyone can type it): replace them with the authors' addresses on the "
+        "dashboard's Lists page: 'Jan Regular' (all sites), 'Ann' (all sites)\n"
+    )
+
+
 # --- classify as scripts use it, models list, data fetch offline ----------------------------------
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -7,6 +7,7 @@ from sqlalchemy.exc import OperationalError
 
 from models.db import create_db_engine
 from models.migrate import head_revision, is_ahead, missing_from_schema, schema_revision
+from moderation.lists import entries_allowing_nobody
 from server.cli import common
 from server.settings import Settings
 from workers.queues import WORKER_QUEUES
@@ -42,6 +43,24 @@ def migrate(ctx: click.Context) -> None:
         click.echo(f"database is up to date: schema upgraded from {before} to {after}")
     else:
         click.echo(f"database is up to date: schema at {after}, nothing to do")
+    _tell_of_allow_entries_allowing_nobody(ctx)
+
+
+def _tell_of_allow_entries_allowing_nobody(ctx: click.Context) -> None:
+    """An upgrade is when an operator learns that entries allowing by name stopped allowing anyone."""
+    with common.transaction(ctx) as session:
+        dead = [
+            f"{entry.value!r} ({entry.site.name if entry.site else 'all sites'})"
+            for entry in entries_allowing_nobody(session)
+        ]
+    if dead:
+        click.echo(
+            f"note: {len(dead)} allow-list {'entry names' if len(dead) == 1 else 'entries name'} an author by "
+            f"something other than a whole e-mail address and {'allows' if len(dead) == 1 else 'allow'} nobody "
+            "(a name is public, anyone can type it): replace them with the authors' addresses on the dashboard's "
+            f"Lists page: {', '.join(dead[:5])}{' ...' if len(dead) > 5 else ''}",
+            err=True,
+        )
 
 
 def _can_connect(settings: Settings) -> None:
