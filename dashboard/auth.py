@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -31,8 +33,10 @@ from flask_login import (
     login_user,
     logout_user,
 )
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from limits import parse_many
 from werkzeug.exceptions import HTTPException, TooManyRequests
+from werkzeug.wrappers import Response as BaseResponse
 
 from dashboard.blueprint import bp
 from dashboard.context import db, wants_json
@@ -49,19 +53,66 @@ login_manager.session_protection = "strong"
 SIGNED_OUT_MESSAGE = "Your session has ended: sign in again."
 
 
+# A browser that signed in as someone carries this cookie for them: a "device cookie" (OWASP's defence
+# against account lockout), so that others' failed attempts on that e-mail never lock that browser out.
+DEVICE_COOKIE = "moderation_device"
+DEVICE_LIFETIME = timedelta(days=90)
+
+
 class LoginLimits:
-    """Sign-in attempts per client IP and per e-mail, exact over a moving window, shared via Redis."""
+    """Sign-in attempts per client IP and per e-mail, exact over a moving window, shared via Redis.
+
+    A browser that signed in as the e-mail before is counted by itself instead: anyone may fail on an
+    admin's address until its count is full, but that only locks out browsers the admin never used.
+    """
 
     def __init__(self, redis_url: str, limit: str) -> None:
         self._items = parse_many(limit)  # a bad setting stops the start; "10/minute;50/hour" is two limits
         self._counts = SharedLimits(redis_url, "dashboard-login", "moving-window")
 
-    def count_attempt(self, client_ip: str, email: str) -> None:
-        """Count a sign-in attempt; 429 (with the seconds to wait) once either count is over the limit."""
-        for key in (("ip", client_ip), ("email", email)):
+    def count_attempt(self, client_ip: str, email: str, device: str | None = None) -> None:
+        """Count a sign-in attempt; 429 (with the seconds to wait) once a count is over the limit."""
+        keys = [("device", device)] if device else [("ip", client_ip), ("email", email)]
+        for key in keys:
             wait = self._counts.over_limit(self._items, *key)
             if wait is not None:
                 raise TooManyRequests(retry_after=wait)
+
+
+def _devices() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.secret_key or "", salt="dashboard-sign-in-device")
+
+
+def _email_digest(email: str) -> str:
+    # The cookie is signed, not encrypted: it names the account by a digest, not by the address.
+    return hashlib.sha256(email.encode()).hexdigest()
+
+
+def known_device(email: str) -> str | None:
+    """This browser's device id, if its device cookie is ours, still fresh, and for ``email``."""
+    token = request.cookies.get(DEVICE_COOKIE)
+    if not token:
+        return None
+    try:
+        data = _devices().loads(token, max_age=int(DEVICE_LIFETIME.total_seconds()))
+    except BadSignature:  # tampered, signed with another secret key, or expired
+        return None
+    if not isinstance(data, dict) or not hmac.compare_digest(str(data.get("account")), _email_digest(email)):
+        return None
+    return str(data.get("device"))
+
+
+def remember_device(response: BaseResponse, email: str) -> None:
+    """After a sign-in as ``email``: this browser is known for it (a new device id each time)."""
+    token = _devices().dumps({"account": _email_digest(email), "device": secrets.token_urlsafe(16)})
+    response.set_cookie(
+        DEVICE_COOKIE,
+        token,
+        max_age=int(DEVICE_LIFETIME.total_seconds()),
+        httponly=True,
+        samesite="Lax",
+        secure=current_app.config["SESSION_COOKIE_SECURE"],
+    )
 
 
 class SignedIn(UserMixin):
@@ -112,9 +163,14 @@ def admin_required(view: F) -> F:
     return wrapped  # type: ignore[return-value]
 
 
+def _typed_email() -> str:
+    return request.form.get("email", "").strip().lower()[:320]
+
+
 def _count_login_attempt() -> None:
     limits: LoginLimits = current_app.extensions["login_limits"]
-    limits.count_attempt(request.remote_addr or "unknown", request.form.get("email", "").strip().lower()[:320])
+    email = _typed_email()
+    limits.count_attempt(request.remote_addr or "unknown", email, known_device(email))
 
 
 def safe_next(target: str | None) -> str:
@@ -195,7 +251,9 @@ def login() -> ResponseReturnValue:
         if moderator is not None:
             database.commit()
             start_session(SignedIn(moderator))
-            return redirect(safe_next(request.args.get("next")))
+            response = redirect(safe_next(request.args.get("next")))
+            remember_device(response, _typed_email())
+            return response
         flash("Wrong e-mail or password, or the account is deactivated.", "error")
         return render_template("login.html", email=request.form.get("email", "")), 401
     return render_template("login.html", email="")

@@ -76,7 +76,10 @@ class Settings(BaseSettings):
         "believed (the sign-in limit counts the client's address); 0 believes none.",
     )
     session_cookie_secure: bool = Field(default=False, description="Send the dashboard session cookie over HTTPS only.")
-    login_rate_limit: str = Field(default="10/minute", description="Dashboard login attempts per IP and per e-mail.")
+    login_rate_limit: str = Field(
+        default="10/minute",
+        description="Dashboard login attempts per IP and per e-mail (per browser, once it signed in with the e-mail).",
+    )
     dashboard_session_hours: float = Field(
         default=12,
         gt=0,

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dashboard import CONTENT_SECURITY_POLICY
+from dashboard.auth import DEVICE_COOKIE
 from models.db import make_session_factory
 from models.entities import (
     CallbackDelivery,
@@ -184,6 +185,50 @@ def test_login_attempts_on_one_account_are_limited_whatever_the_address(
         client.environ_base["REMOTE_ADDR"] = f"198.51.100.{number}"  # a new address for every attempt
         codes.append(sign_in(client, "Mod@Example.org ", "wrong password!").status_code)
     assert codes == [401] * 10 + [429]
+
+
+def _lock_out_by_guessing(app: Flask, email: str) -> list[int]:
+    """Someone else fails on ``email`` from a new address each time, until the e-mail's count is full (10 a
+    minute, the sign-in that succeeded included); the answers, deduplicated in order."""
+    guesser = app.test_client()
+    codes = []
+    for number in range(11):
+        guesser.environ_base["REMOTE_ADDR"] = f"198.51.100.{number}"
+        codes.append(sign_in(guesser, email, "wrong password!").status_code)
+    return list(dict.fromkeys(codes))
+
+
+def test_others_failing_on_an_address_do_not_lock_out_a_browser_that_signed_in_with_it_before(
+    app: Flask, client: FlaskClient, people: dict[str, int]
+) -> None:
+    """The per-e-mail count stops password guessing spread over many addresses, but anyone could keep it
+    full to keep an admin out; a browser the admin signed in with before is counted by itself."""
+    assert sign_in(client, "mod@example.org").status_code == 302
+    device = client.get_cookie(DEVICE_COOKIE)
+    assert device is not None and device.http_only and "mod@example.org" not in device.value
+    client.delete_cookie("moderation_session")  # signed out, or the session expired
+
+    assert _lock_out_by_guessing(app, "mod@example.org") == [401, 429]
+    assert sign_in(app.test_client(), "mod@example.org").status_code == 429  # a browser never used: locked out
+    assert sign_in(client, "Mod@Example.org ").status_code == 302  # the known one signs in
+
+
+def test_a_device_cookie_counts_only_for_its_own_account_and_only_as_signed(
+    app: Flask, client: FlaskClient, people: dict[str, int]
+) -> None:
+    assert sign_in(client, "mod2@example.org").status_code == 302  # known for mod2, not for mod
+    known = client.get_cookie(DEVICE_COOKIE)
+    assert known is not None
+    client.delete_cookie("moderation_session")
+    assert _lock_out_by_guessing(app, "mod@example.org") == [401, 429]
+    assert sign_in(client, "mod@example.org").status_code == 429
+
+    forged = app.test_client()
+    forged.set_cookie(DEVICE_COOKIE, known.value[:-2] + ("AA" if not known.value.endswith("AA") else "BB"))
+    assert _lock_out_by_guessing(app, "mod2@example.org") == [401, 429]
+    assert sign_in(forged, "mod2@example.org").status_code == 429  # a tampered cookie is no cookie
+    client.delete_cookie("moderation_session")
+    assert sign_in(client, "mod2@example.org").status_code == 302
 
 
 def _sign_ins_from_clients_behind_one_proxy(app: Flask, attempts: int) -> list[int]:
