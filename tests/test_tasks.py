@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from celery.exceptions import Retry
 from prometheus_client import REGISTRY
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.db import SQLITE_BEGIN
 from models.entities import CallbackDelivery, Comment, Decision, DeliveryStatus, OutboxMessage
 from moderation import callbacks
 from moderation.intake import NewComment, accept_comment
@@ -363,6 +364,31 @@ def test_a_comment_that_fails_every_run_is_held_unscored_for_a_person_after_thre
     assert relay(celery, bad) == "skipped"  # a relayed message still on its way finds it settled
     with sessions() as session:
         assert len(session.scalars(select(Decision.id).where(Decision.comment_id == bad)).all()) == 1
+
+
+def test_a_relayed_run_is_counted_before_it_starts_so_a_run_that_kills_its_worker_counts_too(
+    celery: ModerationCelery, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """A regex or a model stuck in C code ignores the soft time limit, and the hard one kills the process: no
+    error is left to count. So the count is committed before the run, as another connection sees it."""
+    bad = broken_site_comment(sessions)
+    engine = celery.runtime.sessions.kw["bind"]
+    seen_during_the_run: list[list[int]] = []
+
+    def look_from_outside(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM comments" in statement and not seen_during_the_run:
+            with sessions() as outside:  # another connection sees only what is committed; on SQLite, a snapshot
+                outside.connection(execution_options={SQLITE_BEGIN: "DEFERRED"})
+                work = select(OutboxMessage.tries).where(OutboxMessage.comment_id == bad)
+                seen_during_the_run.append(list(outside.scalars(work)))
+
+    event.listen(engine, "before_cursor_execute", look_from_outside)
+    try:
+        with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
+            relay(celery, bad)
+    finally:
+        event.remove(engine, "before_cursor_execute", look_from_outside)
+    assert seen_during_the_run == [[1]]
 
 
 def test_relayed_runs_of_a_healthy_comment_decide_it_once_and_count_nothing_after(
