@@ -209,9 +209,11 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     published_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(default=0)  # publishes by the relay
-    # Runs of a relayed classify message that found the comment still waiting: each began after an earlier
-    # run failed or was lost, so a comment that fails every time is held for a person after a few.
+    # Runs of relayed classify work, counted at most once per relay interval (tried_at: when the last counted
+    # one began): each follows a run that failed or was lost, so a comment that fails every time is held for
+    # a person after a few (moderation.decisions.note_relayed_try).
     tries: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    tried_at: Mapped[datetime | None]
 
 
 class WebhookReceipt(Base):

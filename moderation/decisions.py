@@ -14,7 +14,21 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, case, delete, exists, func, select, true, tuple_, union, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    true,
+    tuple_,
+    union,
+    update,
+)
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -42,8 +56,9 @@ DUPLICATE_MIN_CHARS = 40  # "thanks!" twice is not a campaign
 # An address is shared (mobile carriers, offices, a site that sends its proxy's address) and changes hands:
 # what others did from it counts only for a day, while an e-mail address's history counts for good.
 AUTHOR_IP_WINDOW = timedelta(days=1)
-# Runs of relayed classify work before a comment is held unscored: each follows a run that failed or was
-# lost, about 30 s apart (the relay's quiet time), so a person sees it within a few minutes.
+# Counted runs of relayed classify work before a comment is held unscored: each follows a run that failed or
+# was lost, and they are counted at least the relay's quiet time apart (30 s by default), so a person sees
+# such a comment within a few minutes.
 TRIES_BEFORE_HOLDING = 3
 
 
@@ -332,32 +347,48 @@ def _record_decisions(
     ]
 
 
-def note_relayed_try(session: Session, comment_id: int) -> int | None:
-    """Count a run of classify work the relay published again; the runs counted so far, or None when the
-    comment has no classify work waiting (decided meanwhile, or deleted).
+def note_relayed_try(session: Session, comment_id: int, now: datetime, spacing: timedelta) -> int | None:
+    """Count a run of classify work the relay published again; the runs counted so far, or None when this one
+    is not counted: the comment has no classify work waiting (decided meanwhile, or deleted), or a run was
+    counted less than ``spacing`` ago.
 
-    The relay publishes again only work still waiting some time after its last publish: the run before
+    The relay publishes again only work still waiting ``spacing`` after its last publish: the run before
     failed, its worker was killed mid-run (a regex or a model stuck in C code leaves no error to catch), or
     the broker lost the message. Counted in its own transaction, before the run, so a killed run counts too.
+    A run within ``spacing`` of the last one counted is a copy running beside it (relayed twice while the
+    queue was long, or redelivered), not a new failure: it is not counted.
     """
     tries = session.scalars(
         update(OutboxMessage)
-        .where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id == comment_id)
-        .values(tries=OutboxMessage.tries + 1)
+        .where(
+            OutboxMessage.kind == CLASSIFY,
+            OutboxMessage.comment_id == comment_id,
+            or_(OutboxMessage.tried_at.is_(None), OutboxMessage.tried_at <= now - spacing),
+        )
+        .values(tries=OutboxMessage.tries + 1, tried_at=now)
         .returning(OutboxMessage.tries)
         .execution_options(synchronize_session=False)
     ).all()
     return max(tries, default=None)
 
 
+def _counted_tries(session: Session, comment_id: int) -> int:
+    counted = select(func.max(OutboxMessage.tries)).where(
+        OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id == comment_id
+    )
+    return int(session.scalar(counted) or 0)
+
+
 def hold_unclassified(session: Session, comment_id: int, model_version: str, now: datetime) -> Decided | None:
     """Hold a comment whose classification failed run after run, unscored, for a person to read.
 
     Reason ``not_classified``; the site is told as for any hold. None when the comment no longer waits for
-    a decision (decided by a run that did succeed, edited, deleted, or locked by another worker deciding it).
+    a decision (decided by a run that did succeed, or deleted), another worker is deciding it, or its runs
+    counted are no longer past ``TRIES_BEFORE_HOLDING``: an edit committed since they were counted starts
+    the count again, and the new text gets its own runs.
     """
     todo, latest = _take_undecided(session, comment_id, batch_size=1)
-    if not todo:
+    if not todo or _counted_tries(session, comment_id) <= TRIES_BEFORE_HOLDING:  # read under the comment's lock
         return None
     comment = todo[0]
     verdict = _after_edit(Verdict(Outcome.HOLD, [Reason.NOT_CLASSIFIED]), latest.get(comment.id))
@@ -448,8 +479,9 @@ def _settled_revision(session: Session, comment_id: int) -> int | None:
 def _drop_settled_work(session: Session, comment_id: int) -> None:
     """Remove a settled comment's classify work, if any is left (most often its batch removed it already).
 
-    Only then is the comment locked: an edit in flight holds that lock and reuses the outbox row without
-    writing to it, so the check must wait for the edit to commit and see the comment pending again.
+    Only then is the comment locked: an edit in flight holds that lock and reuses the outbox row (writing to
+    it only to reset a count of tries), so the check must wait for the edit to commit and see the comment
+    pending again.
     """
     left = select(OutboxMessage.id).where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id == comment_id)
     if session.scalar(left.limit(1)) is None:

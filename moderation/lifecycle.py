@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session
 
 from models.entities import Comment, CommentStatus, Decision, OutboxMessage, Site
@@ -34,6 +34,7 @@ from moderation.intake import (
     repeated_delivery,
 )
 from moderation.privacy import forget_deleted_text
+from moderation.reasons import Reason
 from moderation.sites import SiteKeys
 
 # Callbacks not yet (or not for sure) at the site: an edit or a deletion makes them untrue, so they go.
@@ -133,11 +134,36 @@ def _apply_version(session: Session, comment: Comment, new: NewComment, now: dat
         return False
     comment.body = new.body
     comment.body_fingerprint = body_fingerprint(new.body)
+    _classify_again(session, comment, now)
+    return True
+
+
+def send_back_unclassified(session: Session, now: datetime, site_id: int | None = None) -> list[int]:
+    """Comments held as ``not_classified`` that no moderator has judged since go back to the classifiers,
+    once whatever failed is fixed: pending at a new revision, their hold retired (its unsent callback
+    withdrawn), their classify work written for the outbox relay to send. The ids sent back, in order.
+    """
+    held = (
+        select(Comment)
+        .join(Decision, (Decision.comment_id == Comment.id) & Decision.is_current)
+        .where(Comment.status == CommentStatus.HELD, Decision.decided_by == "model")
+        .where(cast(Decision.reasons, String).contains(f'"{Reason.NOT_CLASSIFIED}"'))
+        .order_by(Comment.id)
+    )
+    if site_id is not None:
+        held = held.where(Comment.site_id == site_id)
+    comments = list(session.scalars(held.with_for_update(of=Comment)))
+    for comment in comments:
+        _classify_again(session, comment, now)
+    return [comment.id for comment in comments]
+
+
+def _classify_again(session: Session, comment: Comment, now: datetime) -> None:
+    """A new revision, pending, with its classify work waiting; the decision on the one before is retired."""
     comment.revision += 1
     _retire_current_decision(session, comment)
     comment.status = CommentStatus.PENDING
     _ensure_classify_work(session, comment.id, now)
-    return True
 
 
 def _retire_current_decision(session: Session, comment: Comment) -> None:

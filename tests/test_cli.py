@@ -15,19 +15,23 @@ import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import skops.io as sio
 from click.testing import CliRunner, Result
 from sklearn.naive_bayes import MultinomialNB
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 
 from models.db import create_db_engine, make_session_factory
-from models.entities import ModelVersion, Site
+from models.entities import Comment, ModelVersion, OutboxMessage, Site
 from moderation import callbacks, registry
 from moderation.data import CORPUS_DIR
+from moderation.decisions import TRIES_BEFORE_HOLDING, hold_unclassified
 from moderation.fetch import SOURCES, Source, fetch_all, medquad_rows, unpack_medquad, unpack_sms, unpack_youtube
+from moderation.intake import NewComment, accept_comment
+from moderation.sites import create_site
 from server.cli import main
 from tests.conftest import TrainedModel
 from tests.support.callbacks import NOW, POLICY, decided_comment
@@ -706,6 +710,33 @@ def test_migrate_names_allow_entries_that_allow_nobody_since_only_addresses_allo
         "nobody (a name is public, anyone can type it): replace them with the authors' addresses on the "
         "dashboard's Lists page: 'Jan Regular' (all sites), 'Ann' (all sites)\n"
     )
+
+
+def test_reclassify_sends_comments_held_unclassified_back_and_says_how_many(tmp_path: Path) -> None:
+    env = {"VAR_DIR": str(tmp_path), "DATABASE_URL": "", "LOG_FORMAT": "text", "LOG_LEVEL": "WARNING"}
+    assert CliRunner().invoke(main, ["reclassify"], env=env).stderr.endswith("no comments are held as not_classified\n")
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'moderation.db'}")
+    sessions = make_session_factory(engine)
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        held = []
+        for site_name in ("site-a", "site-b"):
+            site, _ = create_site(session, site_name)
+            new = NewComment(external_id="c-1", article_id="massage-therapy", body="Stretching helped me.")
+            comment_id = accept_comment(session, site, f"wh-{site_name}", new, now).comment_id
+            session.execute(update(OutboxMessage).values(tries=TRIES_BEFORE_HOLDING + 1))
+            assert hold_unclassified(session, comment_id, "v-1", now) is not None
+            held.append(comment_id)
+
+    unknown = CliRunner().invoke(main, ["reclassify", "--site", "no-such-site"], env=env)
+    assert unknown.exit_code == 1 and "no-such-site" in unknown.stderr
+    one = CliRunner().invoke(main, ["reclassify", "--site", "site-b"], env=env)
+    assert (one.exit_code, one.stdout) == (0, "sent 1 comment back to the classifiers\n")
+    with sessions() as session:
+        statuses = [session.get_one(Comment, comment_id).status for comment_id in held]
+        assert statuses == ["held", "pending"]
+        assert list(session.scalars(select(OutboxMessage.comment_id))) == [held[1]]  # the relay sends it
+    engine.dispose()
 
 
 # --- classify as scripts use it, models list, data fetch offline ----------------------------------

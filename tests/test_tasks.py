@@ -11,14 +11,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from celery.exceptions import Retry
 from prometheus_client import REGISTRY
-from sqlalchemy import event, select
+from sqlalchemy import delete, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import SQLITE_BEGIN
 from models.entities import CallbackDelivery, Comment, Decision, DeliveryStatus, OutboxMessage
 from moderation import callbacks
+from moderation.decisions import hold_unclassified, note_relayed_try
 from moderation.intake import NewComment, accept_comment
-from moderation.lifecycle import apply_update
+from moderation.lifecycle import apply_update, send_back_unclassified
 from moderation.registry import RegistryError
 from moderation.sites import create_site, require_site
 from tests.conftest import TrainedModel
@@ -306,8 +307,18 @@ def test_a_second_current_decision_refused_by_the_database_ends_the_task_as_alre
 # --- a comment whose classification fails every time -------------------------------------------------
 
 
+def a_relay_interval_passes(celery: ModerationCelery, comment_id: int) -> None:
+    """The last counted try is moved back by the relay's quiet time, as time would."""
+    with celery.runtime.sessions.begin() as session:
+        for work in session.scalars(select(OutboxMessage).where(OutboxMessage.comment_id == comment_id)):
+            if work.tried_at is not None:
+                work.tried_at -= celery.runtime.outbox_quiet
+
+
 def relay(celery: ModerationCelery, comment_id: int) -> str:
-    """Run the classify task as the outbox relay's message runs it: without a revision."""
+    """Run the classify task as the outbox relay's message runs it (without a revision), a relay interval
+    after the run before it."""
+    a_relay_interval_passes(celery, comment_id)
     outcome: str = celery.tasks[CLASSIFY_TASK].run(comment_id)
     return outcome
 
@@ -347,7 +358,7 @@ def test_a_comment_that_fails_every_run_is_held_unscored_for_a_person_after_thre
     with caplog.at_level(logging.ERROR, logger="workers.tasks"):
         assert relay(celery, bad) == "hold"
     assert [r.message for r in caplog.records] == [
-        "classifying the comment failed 3 times; held for a person, unscored"
+        "classifying the comment failed on 3 relayed runs; held for a person, unscored"
     ]
     assert comment_status(sessions, bad) == "held"
     with sessions() as session:
@@ -423,3 +434,87 @@ def test_an_edit_gives_the_new_text_its_own_tries(
     with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
         relay(celery, bad)
     assert (comment_status(sessions, bad), tries(sessions, bad)) == ("pending", [1])
+
+
+def test_copies_of_a_relayed_run_and_retries_of_its_task_are_not_counted_as_runs(
+    celery: ModerationCelery, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """Only runs a relay interval apart count: a copy relayed twice while the queue was long, or redelivered,
+    runs beside the first, and a task retried after a database error is the same run, seconds later."""
+    bad = broken_site_comment(sessions)
+    task = celery.tasks[CLASSIFY_TASK]
+    for _ in range(5):  # at once, without waiting for the relay: one run counted
+        with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
+            task.run(bad)
+    assert tries(sessions, bad) == [1]
+    a_relay_interval_passes(celery, bad)  # the longest backoff between retries is longer than that
+    with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
+        task.apply(args=(bad,), retries=1, throw=True)  # as Celery runs an autoretry of the message
+    assert tries(sessions, bad) == [1]
+    with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
+        relay(celery, bad)
+    assert tries(sessions, bad) == [2]
+
+
+def test_an_edit_committed_after_the_count_passed_the_limit_is_classified_not_held(
+    celery: ModerationCelery, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """The count is read again under the comment's lock: an edit between counting and holding reset it."""
+    bad = broken_site_comment(sessions)
+    for _ in range(3):
+        with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
+            relay(celery, bad)
+    with celery.runtime.sessions.begin() as session:  # the fourth run counts...
+        assert note_relayed_try(session, bad, datetime.now(UTC) + timedelta(hours=1), timedelta(0)) == 4
+    with sessions.begin() as session:  # ...then an edit commits before it holds the comment
+        site = require_site(session, "broken-site")
+        new = NewComment(external_id="b-1", article_id="massage-therapy", body="Edited: stretching helped me.")
+        assert apply_update(session, site, "wh-edit", new, datetime.now(UTC)).queued
+    with sessions.begin() as session:
+        assert hold_unclassified(session, bad, active_model.version, datetime.now(UTC)) is None
+    assert (comment_status(sessions, bad), current_decisions(sessions, bad), tries(sessions, bad)) == (
+        "pending",
+        [],
+        [0],
+    )
+
+
+def test_once_the_cause_is_fixed_comments_held_unclassified_are_sent_back_and_decided(
+    celery: ModerationCelery, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    bad = broken_site_comment(sessions)
+    for _ in range(3):
+        with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
+            relay(celery, bad)
+    assert relay(celery, bad) == "hold"
+    judged = post_comment(sessions, "broken-site", "b-2", "ok@example.org", "198.51.100.9", datetime.now(UTC))
+    with sessions.begin() as session:  # held unclassified too, then a moderator approved it: that stands
+        now = datetime.now(UTC)
+        session.add_all(
+            [
+                Decision(
+                    comment_id=judged, outcome="hold", is_current=False, reasons=["not_classified"], created_at=now
+                ),
+                Decision(comment_id=judged, outcome="approve", is_current=True, decided_by="moderator:m@example.org"),
+            ]
+        )
+        session.get_one(Comment, judged).status = "approved"
+        session.execute(delete(OutboxMessage).where(OutboxMessage.comment_id == judged))
+    with sessions.begin() as session:
+        require_site(session, "broken-site").advice_hold_threshold = None  # the cause, fixed
+
+    with sessions.begin() as session:
+        assert send_back_unclassified(session, datetime.now(UTC)) == [bad]
+    assert (comment_status(sessions, bad), current_decisions(sessions, bad), tries(sessions, bad)) == (
+        "pending",
+        [],
+        [0],
+    )
+    assert relay(celery, bad) in {"approve", "hold", "reject"}  # the relay sends its work; decided this time
+    with sessions() as session:
+        decisions = session.scalars(select(Decision).where(Decision.comment_id == bad).order_by(Decision.id)).all()
+    assert [(d.is_current, d.reasons == ["not_classified"]) for d in decisions] == [(False, True), (True, False)]
+    assert decisions[-1].spam_score is not None and decisions[-1].advice_score is not None
+    with sessions.begin() as session:
+        assert send_back_unclassified(session, datetime.now(UTC)) == []  # nothing left to send back
+    assert (comment_status(sessions, judged), len(current_decisions(sessions, judged))) == ("approved", 1)

@@ -88,7 +88,8 @@ def classify_comment(self: Task, comment_id: int, revision: int | None = None) -
         MODEL_UNAVAILABLE.inc()  # the web stays ready meanwhile: this is the signal to alert on
         log.error("cannot classify: %s", error, extra={"comment_id": comment_id})
         raise self.retry(countdown=30, max_retries=None) from error
-    if revision is None and _tried_enough(runtime, comment_id):
+    # A retry of this same message (its database call failed) is not another relayed run.
+    if revision is None and not self.request.retries and _tried_enough(runtime, comment_id):
         return _hold_unclassified(runtime, comment_id, model)
     started = time.perf_counter()
     try:
@@ -108,7 +109,7 @@ def classify_comment(self: Task, comment_id: int, revision: int | None = None) -
 
 def _tried_enough(runtime: Runtime, comment_id: int) -> bool:
     with runtime.sessions.begin() as session:
-        tries = note_relayed_try(session, comment_id)
+        tries = note_relayed_try(session, comment_id, datetime.now(UTC), runtime.outbox_quiet)
     return tries is not None and tries > TRIES_BEFORE_HOLDING
 
 
@@ -118,7 +119,7 @@ def _hold_unclassified(runtime: Runtime, comment_id: int, model: ModerationModel
     if held is None:
         return "skipped"
     log.error(
-        "classifying the comment failed %d times; held for a person, unscored",
+        "classifying the comment failed on %d relayed runs; held for a person, unscored",
         TRIES_BEFORE_HOLDING,
         extra={"comment_id": comment_id, "model_version": model.version},
     )

@@ -12,7 +12,18 @@ import click
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
-from server.cli import authors, classify, common, export, model_registry, moderators, services, sites, training
+from server.cli import (
+    authors,
+    classify,
+    comments,
+    common,
+    export,
+    model_registry,
+    moderators,
+    services,
+    sites,
+    training,
+)
 from server.logs import configure_logging
 from server.settings import Settings, describe_invalid_settings
 
@@ -58,6 +69,7 @@ main.add_command(training.train)
 main.add_command(training.data)
 main.add_command(model_registry.models)
 main.add_command(training.evaluate)
+main.add_command(comments.reclassify)
 main.add_command(classify.classify)
 main.add_command(moderators.moderators)
 main.add_command(authors.authors)
