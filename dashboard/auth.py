@@ -84,8 +84,11 @@ def _devices() -> URLSafeTimedSerializer:
 
 
 def _email_digest(email: str) -> str:
-    # The cookie is signed, not encrypted: it names the account by a digest, not by the address.
-    return hashlib.sha256(email.encode()).hexdigest()
+    # The cookie is signed, not encrypted: anyone holding it can read it. It names the account by a keyed
+    # digest, which confirms no guess of the address without the secret key (a plain hash would).
+    secret = current_app.secret_key or ""
+    key = secret.encode() if isinstance(secret, str) else bytes(secret)
+    return hmac.new(key, f"sign-in-device:{email}".encode(), hashlib.sha256).hexdigest()
 
 
 def known_device(email: str) -> str | None:

@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -205,7 +208,12 @@ def test_others_failing_on_an_address_do_not_lock_out_a_browser_that_signed_in_w
     full to keep an admin out; a browser the admin signed in with before is counted by itself."""
     assert sign_in(client, "mod@example.org").status_code == 302
     device = client.get_cookie(DEVICE_COOKIE)
-    assert device is not None and device.http_only and "mod@example.org" not in device.value
+    assert device is not None and device.http_only and device.same_site == "Lax"
+    # Signed, not encrypted: what anyone holding it reads confirms no guess of the address.
+    _signed, payload = URLSafeTimedSerializer("not the key").loads_unsafe(device.value)
+    assert set(payload) == {"account", "device"}
+    assert payload["account"] != hashlib.sha256(b"mod@example.org").hexdigest()
+    assert "mod@example.org" not in json.dumps(payload)
     client.delete_cookie("moderation_session")  # signed out, or the session expired
 
     assert _lock_out_by_guessing(app, "mod@example.org") == [401, 429]
@@ -305,8 +313,9 @@ def test_secure_cookie_flag_when_configured(settings: Settings, people: dict[str
     app = create_app(settings.model_copy(update={"session_cookie_secure": True}))
     client = app.test_client()
     response = sign_in(client, "mod@example.org")
-    cookie = next(c for c in response.headers.getlist("Set-Cookie") if c.startswith("moderation_session="))
-    assert "Secure" in cookie
+    cookies = response.headers.getlist("Set-Cookie")
+    for name in ("moderation_session", DEVICE_COOKIE):
+        assert "Secure" in next(c for c in cookies if c.startswith(f"{name}=")), name
     app.extensions["moderation"].sessions.kw["bind"].dispose()
 
 
