@@ -27,7 +27,7 @@ from dashboard.blueprint import bp
 from dashboard.context import db
 from dashboard.queries import queue_counts
 from models.entities import Comment, CommentStatus, Decision, ModerationAction, Outcome
-from moderation.reasons import reason_label
+from moderation.reasons import Reason, reason_label
 
 DAYS = 14
 # Comments received this long before the window still count in its first days' queue.
@@ -200,6 +200,8 @@ def _agreement(histories: Iterable[_History], replaced: dict[int, int | None], s
     for history in histories:
         for judged, verdict in _standing_verdicts(history.decisions, replaced):
             if verdict.created_at < start or verdict.outcome == Outcome.HOLD:
+                continue
+            if Reason.NOT_CLASSIFIED in judged.reasons:  # held because the model gave no scores: not its call
                 continue
             if judged.outcome == Outcome.HOLD:
                 agreement["hold approved" if verdict.outcome == Outcome.APPROVE else "hold rejected"] += 1

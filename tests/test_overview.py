@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import make_session_factory
-from models.entities import Decision, Moderator, Site
-from moderation.decisions import decide_comment
+from models.entities import Decision, Moderator, OutboxMessage, Site
+from moderation.decisions import decide_comment, hold_unclassified
 from moderation.intake import NewComment, accept_comment
 from moderation.lifecycle import apply_delete, apply_update
 from moderation.reasons import reason_label
@@ -291,3 +291,21 @@ def test_the_top_reasons_come_with_the_labels_the_dashboard_shows(
     assert ["medical_advice", 1] in data["top_reasons"]
     assert data["reason_labels"] == {reason: reason_label(reason) for reason, _ in data["top_reasons"]}
     assert data["reason_labels"]["medical_advice"] == "Medical advice"
+
+
+def test_a_hold_made_without_scores_is_no_call_of_the_model_to_agree_with(
+    moderator_client: FlaskClient, timeline: Timeline
+) -> None:
+    """Held as not_classified (its classification failed run after run): approving it says nothing of the model."""
+    unscored = timeline.receive("u-1", ORDINARY, days_ago(2))
+    with timeline.sessions.begin() as session:
+        session.execute(update(OutboxMessage).where(OutboxMessage.comment_id == unscored).values(tries=4))
+        assert hold_unclassified(session, unscored, timeline.model.version, days_ago(2)) is not None
+    scored = timeline.decided("a-1", ADVICE, "hold", days_ago(2))
+    for comment_id in (unscored, scored):
+        timeline.verdict(comment_id, "approve", days_ago(1))
+
+    data = overview(moderator_client)
+
+    assert data["agreement"] == {"hold approved": 1}
+    assert dict(data["top_reasons"]).get("not_classified") == 1  # still counted among the reasons held for
