@@ -17,7 +17,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from itsdangerous import URLSafeTimedSerializer
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dashboard import CONTENT_SECURITY_POLICY
@@ -30,11 +30,12 @@ from models.entities import (
     ModelVersion,
     ModerationAction,
     Moderator,
+    OutboxMessage,
     Site,
     TrainingLabel,
 )
 from moderation import callbacks
-from moderation.decisions import hold_unclassified
+from moderation.decisions import TRIES_BEFORE_HOLDING, hold_unclassified
 from moderation.intake import NewComment, accept_comment
 from moderation.lifecycle import apply_delete
 from moderation.lists import add_entry, match_lists
@@ -447,6 +448,7 @@ def test_a_comment_held_unclassified_shows_its_reason_and_no_scores(
         site = session.get_one(Site, site_row)
         new = NewComment(external_id="c-1", article_id="massage-therapy", body="Stretching helped me.")
         comment_id = accept_comment(session, site, "wh-1", new, datetime.now(UTC)).comment_id
+        session.execute(update(OutboxMessage).values(tries=TRIES_BEFORE_HOLDING + 1))
         assert hold_unclassified(session, comment_id, "v-1", datetime.now(UTC)) is not None
         other, _ = held_comment(session, site, "c-2")
     page = _page(moderator_client, "/dashboard/queue?reason=not_classified")
