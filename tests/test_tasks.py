@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.db import SQLITE_BEGIN
 from models.entities import CallbackDelivery, Comment, Decision, DeliveryStatus, OutboxMessage
 from moderation import callbacks
-from moderation.decisions import hold_unclassified, note_relayed_try
+from moderation.decisions import TRIES_BEFORE_HOLDING, hold_unclassified, note_relayed_try
 from moderation.intake import NewComment, accept_comment
 from moderation.lifecycle import apply_update, send_back_unclassified
 from moderation.registry import RegistryError
@@ -518,3 +518,24 @@ def test_once_the_cause_is_fixed_comments_held_unclassified_are_sent_back_and_de
     with sessions.begin() as session:
         assert send_back_unclassified(session, datetime.now(UTC)) == []  # nothing left to send back
     assert (comment_status(sessions, judged), len(current_decisions(sessions, judged))) == ("approved", 1)
+
+
+def test_a_hold_without_scores_refused_by_the_unique_index_ends_the_task_as_already_decided(
+    celery: ModerationCelery, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """As for a scored decision (above): the index is the last guard, and the task ends quietly."""
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    with sessions.begin() as session:
+        create_site(session, "good-site")
+    comment_id = post_comment(sessions, "good-site", "c-1", "ana@example.org", "198.51.100.2", now)
+    with sessions.begin() as session:
+        other = Decision(comment_id=comment_id, outcome="approve", is_current=True, reasons=[], created_at=now)
+        session.add(other)
+        session.flush()
+        session.add(Decision(comment_id=comment_id, outcome="hold", is_current=False, reasons=[], created_at=now))
+        for work in session.scalars(select(OutboxMessage).where(OutboxMessage.comment_id == comment_id)):
+            work.tries = TRIES_BEFORE_HOLDING
+        winner = other.id
+
+    assert relay(celery, comment_id) == "already-decided"
+    assert current_decisions(sessions, comment_id) == [winner]

@@ -114,8 +114,12 @@ def _tried_enough(runtime: Runtime, comment_id: int) -> bool:
 
 
 def _hold_unclassified(runtime: Runtime, comment_id: int, model: ModerationModel) -> str:
-    with runtime.sessions.begin() as session:
-        held = hold_unclassified(session, comment_id, model.version, datetime.now(UTC))
+    try:
+        with runtime.sessions.begin() as session:
+            held = hold_unclassified(session, comment_id, model.version, datetime.now(UTC))
+    except IntegrityError:  # a run that did succeed stored its decision first: the unique index refused this one
+        log.info("comment already decided by another worker", extra={"comment_id": comment_id})
+        return "already-decided"
     if held is None:
         return "skipped"
     log.error(
