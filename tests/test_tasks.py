@@ -328,6 +328,13 @@ def tries(sessions: sessionmaker[Session], comment_id: int) -> list[int]:
         return list(session.scalars(select(OutboxMessage.tries).where(OutboxMessage.comment_id == comment_id)))
 
 
+def fail_relayed_runs(celery: ModerationCelery, comment_id: int, runs: int) -> None:
+    """Relayed runs a relay interval apart, each failing in the policy (see broken_site_comment)."""
+    for _ in range(runs):
+        with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
+            relay(celery, comment_id)
+
+
 def broken_site_comment(sessions: sessionmaker[Session], callback_url: str | None = None) -> int:
     """A comment the policy refuses every time: its site's stored advice threshold is out of range."""
     with sessions.begin() as session:
@@ -422,9 +429,7 @@ def test_an_edit_gives_the_new_text_its_own_tries(
     celery: ModerationCelery, sessions: sessionmaker[Session], active_model: TrainedModel
 ) -> None:
     bad = broken_site_comment(sessions)
-    for _ in range(3):
-        with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
-            relay(celery, bad)
+    fail_relayed_runs(celery, bad, TRIES_BEFORE_HOLDING)
     assert tries(sessions, bad) == [3]
     with sessions.begin() as session:
         site = require_site(session, "broken-site")
@@ -461,9 +466,7 @@ def test_an_edit_committed_after_the_count_passed_the_limit_is_classified_not_he
 ) -> None:
     """The count is read again under the comment's lock: an edit between counting and holding reset it."""
     bad = broken_site_comment(sessions)
-    for _ in range(3):
-        with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
-            relay(celery, bad)
+    fail_relayed_runs(celery, bad, TRIES_BEFORE_HOLDING)
     with celery.runtime.sessions.begin() as session:  # the fourth run counts...
         assert note_relayed_try(session, bad, datetime.now(UTC) + timedelta(hours=1), timedelta(0)) == 4
     with sessions.begin() as session:  # ...then an edit commits before it holds the comment
@@ -483,9 +486,7 @@ def test_once_the_cause_is_fixed_comments_held_unclassified_are_sent_back_and_de
     celery: ModerationCelery, sessions: sessionmaker[Session], active_model: TrainedModel
 ) -> None:
     bad = broken_site_comment(sessions)
-    for _ in range(3):
-        with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
-            relay(celery, bad)
+    fail_relayed_runs(celery, bad, TRIES_BEFORE_HOLDING)
     assert relay(celery, bad) == "hold"
     judged = post_comment(sessions, "broken-site", "b-2", "ok@example.org", "198.51.100.9", datetime.now(UTC))
     with sessions.begin() as session:  # held unclassified too, then a moderator approved it: that stands

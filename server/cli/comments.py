@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 import click
 
 from moderation.lifecycle import send_back_unclassified
-from moderation.sites import SiteError, require_site
 from server.cli import common
 
 
@@ -21,13 +20,7 @@ def reclassify(ctx: click.Context, site_name: str | None) -> None:
     within OUTBOX_QUIET_SECONDS, and each gets a new decision, told to its site.
     """
     with common.transaction(ctx) as session:
-        site_id = None
-        if site_name is not None:
-            try:
-                site_id = require_site(session, site_name).id
-            except SiteError as error:
-                raise click.ClickException(str(error)) from None
-        sent = send_back_unclassified(session, datetime.now(UTC), site_id)
+        sent = send_back_unclassified(session, datetime.now(UTC), common.site_id_or_all(session, site_name))
     if not sent:
         click.echo("no comments are held as not_classified", err=True)
         return

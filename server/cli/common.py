@@ -18,6 +18,7 @@ from models.db import create_db_engine, make_session_factory
 from models.migrate import schema_mismatch, schema_revision, upgrade_database
 from moderation import registry
 from moderation.classifier import ModerationModel
+from moderation.sites import SiteError, require_site
 from server.settings import Settings, redacted_url
 
 
@@ -138,3 +139,14 @@ def check_writable_folder(path: Path, what: str) -> None:
     except OSError as error:
         verb = "write into" if existing == path else "create"
         raise click.ClickException(f"cannot {verb} {what} {path}: {error.strerror or error}") from None
+
+
+def site_id_or_all(session: Session, site_name: str | None) -> int | None:
+    """The id of the site a ``--site NAME`` option names, None for every site; a name no site has ends the
+    command with one line."""
+    if site_name is None:
+        return None
+    try:
+        return require_site(session, site_name).id
+    except SiteError as error:
+        raise click.ClickException(str(error)) from None

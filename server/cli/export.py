@@ -10,7 +10,6 @@ from typing import Any, TextIO
 import click
 
 from models.db import SQLITE_BEGIN
-from moderation.sites import SiteError, require_site
 from server.cli import common
 
 SINCE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%SZ"]
@@ -53,12 +52,7 @@ def export(
     with common.transaction(ctx) as session:
         # Read-only and possibly long: on SQLite a snapshot, not the write lock intake and workers need.
         session.connection(execution_options={SQLITE_BEGIN: "DEFERRED"})
-        site_id = None
-        if site_name is not None:
-            try:
-                site_id = require_site(session, site_name).id
-            except SiteError as error:
-                raise click.ClickException(str(error)) from None
+        site_id = common.site_id_or_all(session, site_name)
         query = ExportQuery(site_id, since.replace(tzinfo=UTC) if since else None, with_body=body)
         with contextlib.ExitStack() as files:
             out = files.enter_context(_open_for_writing(output)) if output else sys.stdout
