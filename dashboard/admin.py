@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from dashboard.auth import admin_required
 from dashboard.blueprint import bp
 from dashboard.context import db, me, runtime, settings
+from dashboard.queries import site_lines
 from models.entities import CallbackDelivery, DeliveryStatus, ListEntry, ModelVersion, Moderator, Role, Site
 from moderation import callbacks, evaluation, registry
 from moderation.accounts import AccountError, create_moderator
@@ -188,7 +189,10 @@ def _proposal(args: Any, site: Site, defaults: Thresholds) -> Proposal:
     other value sent is kept or changed (`_kept_or_changed`), one not sent stays as it is. Raises ValueError
     for impossible values."""
     row = _own(site)
-    now = defaults.overridden(**row)
+    try:
+        now = defaults.overridden(**row)
+    except ValueError:  # stored out of range (by hand, in the database): the values sent replace them
+        now = defaults
     own: OwnThresholds = {}
     sent: dict[str, float] = {}
     for name in THRESHOLD_NAMES:
@@ -235,12 +239,19 @@ def thresholds(site_id: int) -> ResponseReturnValue:
     site = db().get(Site, site_id) or abort(404)
     row, card = _active_card()
     defaults = Thresholds.of_card(card)
-    current = Proposal(_own(site), defaults.of_site(site))
+    current = Proposal(_own(site), site_lines(defaults, site))
     error = None
     try:
         proposal = _proposal(request.args, site, defaults)
     except ValueError as problem:
         proposal, error = current, str(problem)
+    try:
+        defaults.of_site(site)
+    except ValueError as problem:  # the values stored, not those sent: say so first
+        error = (
+            f"This site's stored thresholds cannot be used ({problem}); its comments are held as not_classified "
+            "until you save valid values or reset them to the model's."
+        )
     return render_template(
         "admin/thresholds.html",
         site=site,
@@ -271,7 +282,7 @@ def thresholds_preview(site_id: int) -> ResponseReturnValue:
     return jsonify(
         available=effect is not None,
         effect=effect,
-        current=what_if(card, Thresholds.of_card(card).of_site(site)),
+        current=what_if(card, site_lines(Thresholds.of_card(card), site)),
         curves=pr_curves(card),
         proposed={name: getattr(proposal.thresholds, name) for name in THRESHOLD_NAMES},
         # Per threshold, whether saving makes it the site's own (a number) or follows the model (null).

@@ -257,9 +257,19 @@ def lines_of(lines: dict[str | None, Thresholds], decision: Decision | None) -> 
     return lines.get(decision.model_version if decision is not None else None, lines[None])
 
 
+def site_lines(model: Thresholds, site: Site) -> Thresholds:
+    """``model``'s lines with the site's own values over them; the model's alone when the site's stored values
+    are out of range (only an edit of the database by hand makes them so). The policy refuses such values,
+    so that site's comments are held as not_classified: the pages that show them must not fail too."""
+    try:
+        return model.of_site(site)
+    except ValueError:
+        return model
+
+
 def comment_context(session: Session, comment: Comment, now: datetime, model: Thresholds) -> Context:
     """``model``: the thresholds of the model that decided the comment, which the site's own values override."""
-    context = Context(lines=model.of_site(comment.site))
+    context = Context(lines=site_lines(model, comment.site))
     author = []
     if comment.author_email:
         author.append(Comment.author_email == comment.author_email)

@@ -25,7 +25,7 @@ from moderation import evaluation, registry
 from moderation.policy import Thresholds
 from moderation.sites import create_site
 from server.settings import Settings
-from tests.support.dashboard import add_moderator, csrf_token, sign_in
+from tests.support.dashboard import add_moderator, csrf_token, held_comment, sign_in
 
 Sessions = sessionmaker[Session]
 
@@ -227,6 +227,25 @@ def test_use_the_models_defaults_puts_back_all_three(
     fields = save_form(admin_client, sites["edited"])
     assert "default thresholds again" in save(admin_client, sites["edited"], {**fields, "reset": "1"})
     assert stored(sessions, sites["edited"]) == (None, None, None)
+
+
+def test_stored_values_out_of_range_are_said_and_mended_from_the_pages_that_would_fail_on_them(
+    admin_client: FlaskClient, versions: dict[str, dict[str, Any]], sites: dict[str, int], sessions: Sessions
+) -> None:
+    """Only a hand edit of the database stores them; the policy refuses them (the site's comments are held as
+    not_classified), and the queue, the comment and this page must still show, so the admin can mend them."""
+    set_own(sessions, sites["edited"], None, None, 1.5)
+    with sessions.begin() as session:
+        comment_id, _ = held_comment(session, session.get_one(Site, sites["edited"]), "c-1", reasons=["not_classified"])
+    for path in ("/dashboard/queue", f"/dashboard/comments/{comment_id}"):
+        assert admin_client.get(path).status_code == 200, path
+    shown = html.unescape(page(admin_client, sites["edited"]))
+    assert "stored thresholds cannot be used (advice_hold must be between 0 and 1, got 1.5)" in shown
+    assert preview(admin_client, sites["edited"], "advice_hold=0.4").status_code == 200
+    fields = save_form(admin_client, sites["edited"])
+    assert "saved" in save(admin_client, sites["edited"], {**fields, "advice_hold": "0.4"})
+    assert stored(sessions, sites["edited"]) == (None, None, 0.4)
+    assert "cannot be used" not in page(admin_client, sites["edited"])
 
 
 def test_preview_says_what_saving_would_store(
