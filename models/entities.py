@@ -209,11 +209,12 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     published_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(default=0)  # publishes by the relay
-    # Runs of relayed classify work, counted at most once per relay interval (tried_at: when the last counted
-    # one began): each follows a run that failed or was lost, so a comment that fails every time is held for
-    # a person after a few (moderation.decisions.note_relayed_try).
+    # Runs of relayed classify work that found the comment waiting and free, at most one per publish by the
+    # relay (counted_attempt: the ``attempts`` a run was last counted at): each follows a run that failed or
+    # was lost, so a comment that fails every time is held for a person after a few
+    # (moderation.decisions.note_relayed_try).
     tries: Mapped[int] = mapped_column(default=0, server_default=text("0"))
-    tried_at: Mapped[datetime | None]
+    counted_attempt: Mapped[int] = mapped_column(default=0, server_default=text("0"))
 
 
 class WebhookReceipt(Base):

@@ -22,7 +22,6 @@ from sqlalchemy import (
     delete,
     exists,
     func,
-    or_,
     select,
     true,
     tuple_,
@@ -56,9 +55,9 @@ DUPLICATE_MIN_CHARS = 40  # "thanks!" twice is not a campaign
 # An address is shared (mobile carriers, offices, a site that sends its proxy's address) and changes hands:
 # what others did from it counts only for a day, while an e-mail address's history counts for good.
 AUTHOR_IP_WINDOW = timedelta(days=1)
-# Counted runs of relayed classify work before a comment is held unscored: each follows a run that failed or
-# was lost, and they are counted at least the relay's quiet time apart (30 s by default), so a person sees
-# such a comment within a few minutes.
+# Counted runs of relayed classify work before a comment is held unscored: at most one per publish by the
+# relay, which publishes work again once it has waited its quiet time (30 s by default) since the last, so a
+# person sees such a comment within a few minutes.
 TRIES_BEFORE_HOLDING = 3
 
 
@@ -347,29 +346,31 @@ def _record_decisions(
     ]
 
 
-def note_relayed_try(session: Session, comment_id: int, now: datetime, spacing: timedelta) -> int | None:
-    """Count a run of classify work the relay published again; the runs counted so far, or None when this one
-    is not counted: the comment has no classify work waiting (decided meanwhile, or deleted), or a run was
-    counted less than ``spacing`` ago.
+def note_relayed_try(session: Session, comment_id: int, count: bool = True) -> int | None:
+    """Count a run of classify work the relay published again, and return the runs counted so far; None when
+    the comment is not waiting for a decision, or another worker holds it (a run in progress: nothing failed).
 
-    The relay publishes again only work still waiting ``spacing`` after its last publish: the run before
+    The relay publishes work again only once it has waited some time since its last publish: the run before
     failed, its worker was killed mid-run (a regex or a model stuck in C code leaves no error to catch), or
-    the broker lost the message. Counted in its own transaction, before the run, so a killed run counts too.
-    A run within ``spacing`` of the last one counted is a copy running beside it (relayed twice while the
-    queue was long, or redelivered), not a new failure: it is not counted.
+    the broker lost the message. So at most one run is counted per publish: copies of one publish (relayed
+    while the queue was long, redelivered) count once, and no clock is compared, so hosts whose clocks
+    differ count alike. Committed by the caller before the run, so a killed run counts too. ``count`` False
+    (a retry of the same message after a database error) only reads the count.
     """
-    tries = session.scalars(
-        update(OutboxMessage)
-        .where(
-            OutboxMessage.kind == CLASSIFY,
-            OutboxMessage.comment_id == comment_id,
-            or_(OutboxMessage.tried_at.is_(None), OutboxMessage.tried_at <= now - spacing),
-        )
-        .values(tries=OutboxMessage.tries + 1, tried_at=now)
-        .returning(OutboxMessage.tries)
-        .execution_options(synchronize_session=False)
-    ).all()
-    return max(tries, default=None)
+    free = session.scalar(
+        select(Comment.id)
+        .where(Comment.id == comment_id, Comment.status == CommentStatus.PENDING)
+        .with_for_update(skip_locked=True)
+    )
+    work = session.scalars(
+        select(OutboxMessage).where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id == comment_id)
+    ).first()
+    if free is None or work is None:
+        return None
+    if count and work.attempts > work.counted_attempt:
+        work.tries += 1
+        work.counted_attempt = work.attempts
+    return work.tries
 
 
 def _counted_tries(session: Session, comment_id: int) -> int:

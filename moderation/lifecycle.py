@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String, cast, select
+from sqlalchemy import String, cast, select, update
 from sqlalchemy.orm import Session
 
 from models.entities import Comment, CommentStatus, Decision, OutboxMessage, Site
@@ -139,15 +139,16 @@ def _apply_version(session: Session, comment: Comment, new: NewComment, now: dat
 
 
 def send_back_unclassified(session: Session, now: datetime, site_id: int | None = None) -> list[int]:
-    """Comments held as ``not_classified`` that no moderator has judged since go back to the classifiers,
-    once whatever failed is fixed: pending at a new revision, their hold retired (its unsent callback
-    withdrawn), their classify work written for the outbox relay to send. The ids sent back, in order.
+    """Comments held as ``not_classified`` and still held (no moderator's verdict stands on them) go back to
+    the classifiers, once whatever failed is fixed: pending at a new revision, their hold retired (its unsent
+    callback withdrawn), their classify work written for the outbox relay to send. The ids, in order.
     """
+    # Whoever the current decision names: a moderator's undo of a verdict on it restores the hold as theirs.
     held = (
         select(Comment)
         .join(Decision, (Decision.comment_id == Comment.id) & Decision.is_current)
-        .where(Comment.status == CommentStatus.HELD, Decision.decided_by == "model")
-        .where(cast(Decision.reasons, String).contains(f'"{Reason.NOT_CLASSIFIED}"'))
+        .where(Comment.status == CommentStatus.HELD)
+        .where(cast(Decision.reasons, String).contains(f'"{Reason.NOT_CLASSIFIED}"', autoescape=True))
         .order_by(Comment.id)
     )
     if site_id is not None:
@@ -155,7 +156,18 @@ def send_back_unclassified(session: Session, now: datetime, site_id: int | None 
     comments = list(session.scalars(held.with_for_update(of=Comment)))
     for comment in comments:
         _classify_again(session, comment, now)
-    return [comment.id for comment in comments]
+    ids = [comment.id for comment in comments]
+    if ids:
+        # As work the relay has sent before: it waits for its own task and joins no other comment's batch, so
+        # if the cause is not fixed after all it fails alone.
+        session.flush()
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id.in_(ids), OutboxMessage.attempts == 0)
+            .values(attempts=1)
+            .execution_options(synchronize_session=False)
+        )
+    return ids
 
 
 def _classify_again(session: Session, comment: Comment, now: datetime) -> None:
@@ -188,6 +200,7 @@ def _ensure_classify_work(session: Session, comment_id: int, now: datetime) -> N
         session.add(OutboxMessage(kind=CLASSIFY, comment_id=comment_id, created_at=now))
     elif waiting.tries:
         waiting.tries = 0  # the runs that failed were on the old text: the new one gets its own
+        waiting.counted_attempt = waiting.attempts
 
 
 def _tombstone(site: Site | SiteKeys, external_id: str, now: datetime) -> Comment:

@@ -154,10 +154,10 @@ def test_migration_0009_starts_waiting_work_with_no_tries_counted(empty_database
     upgrade_database(url)
     assert drift_from_the_models(url) == []
     with engine.connect() as connection:
-        assert connection.execute(text("SELECT attempts, tries, tried_at FROM outbox")).one() == (2, 0, None)
+        assert connection.execute(text("SELECT attempts, tries, counted_attempt FROM outbox")).one() == (2, 0, 0)
     engine.dispose()
     downgrade_database(url, "0008")
-    assert not {"tries", "tried_at"} & column_names(url, "outbox")
+    assert not {"tries", "counted_attempt"} & column_names(url, "outbox")
     with engine.connect() as connection:
         assert connection.scalar(text("SELECT attempts FROM outbox")) == 2
     engine.dispose()

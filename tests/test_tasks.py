@@ -11,12 +11,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from celery.exceptions import Retry
 from prometheus_client import REGISTRY
-from sqlalchemy import delete, event, select
+from sqlalchemy import Engine, delete, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.db import SQLITE_BEGIN
+from models.db import SQLITE_BEGIN, create_db_engine, make_session_factory
 from models.entities import CallbackDelivery, Comment, Decision, DeliveryStatus, OutboxMessage
-from moderation import callbacks
+from moderation import callbacks, outbox
 from moderation.decisions import TRIES_BEFORE_HOLDING, hold_unclassified, note_relayed_try
 from moderation.intake import NewComment, accept_comment
 from moderation.lifecycle import apply_update, send_back_unclassified
@@ -259,17 +259,19 @@ def test_when_a_batch_fails_each_task_still_decides_its_own_comment_alone(
     assert celery.runtime.classify_batch > 2  # all three would be one batch
 
     with caplog.at_level(logging.WARNING, logger="workers.tasks"):
-        outcome: str = celery.tasks[CLASSIFY_TASK].run(first)
+        outcome: str = celery.tasks[CLASSIFY_TASK].run(first, 0)  # intake's messages, with the revision
     assert outcome in {"approve", "hold", "reject"}  # one comment decided: its own
-    assert [r.message for r in caplog.records] == ["a batch failed; deciding the comment alone"]
+    assert [r.message for r in caplog.records] == [
+        "a batch failed (one of its comments, maybe not this one); deciding this task's comment alone"
+    ]
     assert len(current_decisions(sessions, first)) == 1
     assert comment_status(sessions, second) == "pending"  # left to its own task, not taken alone with another
 
-    assert celery.tasks[CLASSIFY_TASK].run(second) in {"approve", "hold", "reject"}
+    assert celery.tasks[CLASSIFY_TASK].run(second, 0) in {"approve", "hold", "reject"}
     assert len(current_decisions(sessions, second)) == 1
 
     with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
-        celery.tasks[CLASSIFY_TASK].run(bad)
+        celery.tasks[CLASSIFY_TASK].run(bad, 0)
     assert (comment_status(sessions, bad), current_decisions(sessions, bad)) == ("pending", [])
     with sessions() as session:
         assert list(session.scalars(select(OutboxMessage.comment_id))) == [bad]  # the relay tries it again
@@ -296,7 +298,7 @@ def test_a_second_current_decision_refused_by_the_database_ends_the_task_as_alre
         winner = other.id
     celery.runtime.classify_batch = batch
 
-    assert celery.tasks[CLASSIFY_TASK].run(comment_id) == "already-decided"
+    assert celery.tasks[CLASSIFY_TASK].run(comment_id, 0) == "already-decided"
 
     assert current_decisions(sessions, comment_id) == [winner]
     with sessions() as session:
@@ -307,18 +309,16 @@ def test_a_second_current_decision_refused_by_the_database_ends_the_task_as_alre
 # --- a comment whose classification fails every time -------------------------------------------------
 
 
-def a_relay_interval_passes(celery: ModerationCelery, comment_id: int) -> None:
-    """The last counted try is moved back by the relay's quiet time, as time would."""
+def the_relay_publishes_again(celery: ModerationCelery, comment_id: int) -> None:
+    """What beat's relay writes when it publishes the comment's waiting work again."""
     with celery.runtime.sessions.begin() as session:
-        for work in session.scalars(select(OutboxMessage).where(OutboxMessage.comment_id == comment_id)):
-            if work.tried_at is not None:
-                work.tried_at -= celery.runtime.outbox_quiet
+        work = session.scalars(select(OutboxMessage.id).where(OutboxMessage.comment_id == comment_id)).all()
+        outbox.mark_published(session, list(work), datetime.now(UTC))
 
 
 def relay(celery: ModerationCelery, comment_id: int) -> str:
-    """Run the classify task as the outbox relay's message runs it (without a revision), a relay interval
-    after the run before it."""
-    a_relay_interval_passes(celery, comment_id)
+    """The relay publishes the work again, and its message runs as a worker runs it (without a revision)."""
+    the_relay_publishes_again(celery, comment_id)
     outcome: str = celery.tasks[CLASSIFY_TASK].run(comment_id)
     return outcome
 
@@ -394,7 +394,8 @@ def test_a_relayed_run_is_counted_before_it_starts_so_a_run_that_kills_its_worke
     seen_during_the_run: list[list[int]] = []
 
     def look_from_outside(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "FROM comments" in statement and not seen_during_the_run:
+        # The run's first read of its comments (with their sites), after the count's own transaction
+        if "JOIN sites" in statement and not seen_during_the_run:
             with sessions() as outside:  # another connection sees only what is committed; on SQLite, a snapshot
                 outside.connection(execution_options={SQLITE_BEGIN: "DEFERRED"})
                 work = select(OutboxMessage.tries).where(OutboxMessage.comment_id == bad)
@@ -444,37 +445,83 @@ def test_an_edit_gives_the_new_text_its_own_tries(
 def test_copies_of_a_relayed_run_and_retries_of_its_task_are_not_counted_as_runs(
     celery: ModerationCelery, sessions: sessionmaker[Session], active_model: TrainedModel
 ) -> None:
-    """Only runs a relay interval apart count: a copy relayed twice while the queue was long, or redelivered,
-    runs beside the first, and a task retried after a database error is the same run, seconds later."""
+    """One run per publish by the relay counts: copies of one publish (redelivered, or waiting in a long
+    queue) run after it, and a task retried after a database error is the same run again."""
     bad = broken_site_comment(sessions)
     task = celery.tasks[CLASSIFY_TASK]
-    for _ in range(5):  # at once, without waiting for the relay: one run counted
+    the_relay_publishes_again(celery, bad)
+    for _ in range(5):  # one publish's message run five times: one run counted
         with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
             task.run(bad)
     assert tries(sessions, bad) == [1]
-    a_relay_interval_passes(celery, bad)  # the longest backoff between retries is longer than that
+    the_relay_publishes_again(celery, bad)
     with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
-        task.apply(args=(bad,), retries=1, throw=True)  # as Celery runs an autoretry of the message
+        task.apply(args=(bad,), retries=1, throw=True)  # as Celery runs an autoretry of a message
     assert tries(sessions, bad) == [1]
     with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
-        relay(celery, bad)
+        task.run(bad)  # the new publish's own message
     assert tries(sessions, bad) == [2]
 
 
-def test_an_edit_committed_after_the_count_passed_the_limit_is_classified_not_held(
-    celery: ModerationCelery, sessions: sessionmaker[Session], active_model: TrainedModel
+def test_a_relayed_copy_that_finds_its_comment_held_by_a_run_in_progress_is_not_counted(
+    celery: ModerationCelery, engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
 ) -> None:
-    """The count is read again under the comment's lock: an edit between counting and holding reset it."""
+    """A run stuck for a minute and a half keeps its batch's comments locked while the relay publishes them
+    again: their copies find nothing failed, and must not count towards holding healthy comments unscored."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("row locks: on SQLite a run in progress holds the whole database's write lock")
+    with sessions.begin() as session:
+        create_site(session, "good-site")
+    comment_id = post_comment(sessions, "good-site", "c-1", "ana@example.org", "198.51.100.2", datetime.now(UTC))
+    with sessions() as stuck:
+        stuck.scalars(select(Comment).where(Comment.id == comment_id).with_for_update()).all()
+        for _ in range(TRIES_BEFORE_HOLDING + 2):
+            assert relay(celery, comment_id) == "skipped"
+        assert tries(sessions, comment_id) == [0]
+        stuck.rollback()  # its worker killed
+    assert relay(celery, comment_id) in {"approve", "hold", "reject"}
+    assert "not_classified" not in str(current_decision_reasons(sessions, comment_id))
+
+
+def current_decision_reasons(sessions: sessionmaker[Session], comment_id: int) -> list[str]:
+    with sessions() as session:
+        return list(
+            session.scalars(
+                select(Decision.reasons).where(Decision.comment_id == comment_id, Decision.is_current)
+            ).one()
+        )
+
+
+def test_an_edit_committed_after_the_count_passed_the_limit_is_classified_not_held(
+    celery: ModerationCelery, engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """The count is read again under the comment's lock: an edit committed between counting and locking (just
+    before the lock is taken) reset it, and the new text is classified."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("on SQLite the hold's transaction holds the write lock from its start: no edit can come between")
     bad = broken_site_comment(sessions)
     fail_relayed_runs(celery, bad, TRIES_BEFORE_HOLDING)
+    the_relay_publishes_again(celery, bad)
     with celery.runtime.sessions.begin() as session:  # the fourth run counts...
-        assert note_relayed_try(session, bad, datetime.now(UTC) + timedelta(hours=1), timedelta(0)) == 4
-    with sessions.begin() as session:  # ...then an edit commits before it holds the comment
-        site = require_site(session, "broken-site")
-        new = NewComment(external_id="b-1", article_id="massage-therapy", body="Edited: stretching helped me.")
-        assert apply_update(session, site, "wh-edit", new, datetime.now(UTC)).queued
-    with sessions.begin() as session:
-        assert hold_unclassified(session, bad, active_model.version, datetime.now(UTC)) is None
+        assert note_relayed_try(session, bad) == 4
+    edited: list[bool] = []
+
+    def edit_just_before_the_lock(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "FOR UPDATE" in statement and not edited:
+            edited.append(True)
+            with sessions.begin() as session:  # another connection, committed before the lock is asked for
+                site = require_site(session, "broken-site")
+                new = NewComment(external_id="b-1", article_id="massage-therapy", body="Edited: stretching helped.")
+                assert apply_update(session, site, "wh-edit", new, datetime.now(UTC)).queued
+
+    holding = make_session_factory(create_db_engine(str(engine.url.render_as_string(hide_password=False))))
+    event.listen(holding.kw["bind"], "before_cursor_execute", edit_just_before_the_lock)
+    try:
+        with holding.begin() as session:
+            assert hold_unclassified(session, bad, active_model.version, datetime.now(UTC)) is None
+    finally:
+        holding.kw["bind"].dispose()
+    assert edited == [True]
     assert (comment_status(sessions, bad), current_decisions(sessions, bad), tries(sessions, bad)) == (
         "pending",
         [],
@@ -489,33 +536,42 @@ def test_once_the_cause_is_fixed_comments_held_unclassified_are_sent_back_and_de
     fail_relayed_runs(celery, bad, TRIES_BEFORE_HOLDING)
     assert relay(celery, bad) == "hold"
     judged = post_comment(sessions, "broken-site", "b-2", "ok@example.org", "198.51.100.9", datetime.now(UTC))
-    with sessions.begin() as session:  # held unclassified too, then a moderator approved it: that stands
+    undone = post_comment(sessions, "broken-site", "b-3", "un@example.org", "198.51.100.8", datetime.now(UTC))
+    with sessions.begin() as session:
         now = datetime.now(UTC)
+        by = "moderator:m@example.org"
+        unscored = {"outcome": "hold", "reasons": ["not_classified"], "created_at": now}
         session.add_all(
-            [
-                Decision(
-                    comment_id=judged, outcome="hold", is_current=False, reasons=["not_classified"], created_at=now
-                ),
-                Decision(comment_id=judged, outcome="approve", is_current=True, decided_by="moderator:m@example.org"),
+            [  # held unclassified too, then a moderator approved it: that stands
+                Decision(comment_id=judged, is_current=False, **unscored),
+                Decision(comment_id=judged, outcome="approve", is_current=True, decided_by=by),
+                # approved, then the moderator's undo put the hold back, in the moderator's name: still unjudged
+                Decision(comment_id=undone, is_current=False, **unscored),
+                Decision(comment_id=undone, outcome="approve", is_current=False, decided_by=by),
+                Decision(comment_id=undone, is_current=True, decided_by=by, **unscored),
             ]
         )
         session.get_one(Comment, judged).status = "approved"
-        session.execute(delete(OutboxMessage).where(OutboxMessage.comment_id == judged))
+        session.get_one(Comment, undone).status = "held"
+        session.execute(delete(OutboxMessage).where(OutboxMessage.comment_id.in_([judged, undone])))
     with sessions.begin() as session:
         require_site(session, "broken-site").advice_hold_threshold = None  # the cause, fixed
 
     with sessions.begin() as session:
-        assert send_back_unclassified(session, datetime.now(UTC)) == [bad]
+        assert send_back_unclassified(session, datetime.now(UTC)) == [bad, undone]
     assert (comment_status(sessions, bad), current_decisions(sessions, bad), tries(sessions, bad)) == (
         "pending",
         [],
         [0],
     )
+    with sessions() as session:  # as work the relay sent before: no other comment's batch takes it
+        assert session.scalars(select(OutboxMessage.attempts).where(OutboxMessage.comment_id == bad)).one() == 1
     assert relay(celery, bad) in {"approve", "hold", "reject"}  # the relay sends its work; decided this time
     with sessions() as session:
         decisions = session.scalars(select(Decision).where(Decision.comment_id == bad).order_by(Decision.id)).all()
     assert [(d.is_current, d.reasons == ["not_classified"]) for d in decisions] == [(False, True), (True, False)]
     assert decisions[-1].spam_score is not None and decisions[-1].advice_score is not None
+    assert relay(celery, undone) in {"approve", "hold", "reject"}
     with sessions.begin() as session:
         assert send_back_unclassified(session, datetime.now(UTC)) == []  # nothing left to send back
     assert (comment_status(sessions, judged), len(current_decisions(sessions, judged))) == ("approved", 1)

@@ -76,8 +76,9 @@ def _http_client() -> httpx.Client:
 def classify_comment(self: Task, comment_id: int, revision: int | None = None) -> str:
     """Decide the comment (and others waiting); ``revision``, when given, is the text this message is about.
 
-    A message without a revision is the outbox relay's (workers.publisher): its runs are counted, and after
-    ``TRIES_BEFORE_HOLDING`` of them the comment is held for a person, unscored, instead of tried again.
+    A message without a revision is the outbox relay's (workers.publisher): something went wrong with the
+    work before, so it decides its comment alone, and its runs are counted; past ``TRIES_BEFORE_HOLDING`` of
+    them the comment is held for a person, unscored, instead of tried again.
     """
     runtime = _runtime(self)
     if revision is not None and runtime.settled.is_settled(comment_id, revision):
@@ -88,12 +89,13 @@ def classify_comment(self: Task, comment_id: int, revision: int | None = None) -
         MODEL_UNAVAILABLE.inc()  # the web stays ready meanwhile: this is the signal to alert on
         log.error("cannot classify: %s", error, extra={"comment_id": comment_id})
         raise self.retry(countdown=30, max_retries=None) from error
-    # A retry of this same message (its database call failed) is not another relayed run.
-    if revision is None and not self.request.retries and _tried_enough(runtime, comment_id):
+    relayed = revision is None
+    # A retry of this same message (its database call failed) is not another relayed run: it only reads.
+    if relayed and _tried_enough(runtime, comment_id, count=not self.request.retries):
         return _hold_unclassified(runtime, comment_id, model)
     started = time.perf_counter()
     try:
-        decided = _decide_waiting(runtime, comment_id, model)
+        decided = _decide_waiting(runtime, comment_id, model, 1 if relayed else runtime.classify_batch)
     except IntegrityError:
         # Another worker decided it first (a redelivered or relayed duplicate): nothing to do.
         log.info("comment already decided by another worker", extra={"comment_id": comment_id})
@@ -107,9 +109,9 @@ def classify_comment(self: Task, comment_id: int, revision: int | None = None) -
     return ",".join(str(each.outcome) for each in decided)
 
 
-def _tried_enough(runtime: Runtime, comment_id: int) -> bool:
+def _tried_enough(runtime: Runtime, comment_id: int, count: bool) -> bool:
     with runtime.sessions.begin() as session:
-        tries = note_relayed_try(session, comment_id, datetime.now(UTC), runtime.outbox_quiet)
+        tries = note_relayed_try(session, comment_id, count)
     return tries is not None and tries > TRIES_BEFORE_HOLDING
 
 
@@ -144,8 +146,8 @@ def _after_decisions(runtime: Runtime, decided: list[Decided]) -> None:
         _publish_notify(runtime, pending)
 
 
-def _decide_waiting(runtime: Runtime, comment_id: int, model: ModerationModel) -> list[Decided]:
-    """Decide the comment with the others waiting; if that batch fails, the comment alone.
+def _decide_waiting(runtime: Runtime, comment_id: int, model: ModerationModel, batch_size: int) -> list[Decided]:
+    """Decide the comment with up to ``batch_size`` - 1 others waiting; if that batch fails, the comment alone.
 
     A comment whose scoring or policy fails every time then fails only its own task, as before batching.
     A database outage is not worth a second try here: OperationalError goes to the task's own retry.
@@ -153,13 +155,17 @@ def _decide_waiting(runtime: Runtime, comment_id: int, model: ModerationModel) -
     try:
         with runtime.sessions.begin() as session:
             now = datetime.now(UTC)
-            return decide_waiting(session, comment_id, model, now, runtime.limits, runtime.classify_batch)
+            return decide_waiting(session, comment_id, model, now, runtime.limits, batch_size)
     except OperationalError:
         raise
     except Exception:
-        if runtime.classify_batch <= 1:
+        if batch_size <= 1:
             raise
-        log.warning("a batch failed; deciding the comment alone", extra={"comment_id": comment_id}, exc_info=True)
+        log.warning(
+            "a batch failed (one of its comments, maybe not this one); deciding this task's comment alone",
+            extra={"comment_id": comment_id},
+            exc_info=True,
+        )
     with runtime.sessions.begin() as session:
         return decide_waiting(session, comment_id, model, datetime.now(UTC), runtime.limits, batch_size=1)
 

@@ -17,7 +17,8 @@ def reclassify(ctx: click.Context, site_name: str | None) -> None:
     """Send comments held as not_classified, and not judged by a moderator since, back to the classifiers.
 
     For after the cause is fixed (a site's thresholds, a model): the outbox relay hands them to the workers
-    within OUTBOX_QUIET_SECONDS, and each gets a new decision, told to its site.
+    once they have waited OUTBOX_QUIET_SECONDS (and up to OUTBOX_RELAY_INTERVAL_SECONDS more), and each gets
+    a new decision, told to its site.
     """
     with common.transaction(ctx) as session:
         sent = send_back_unclassified(session, datetime.now(UTC), common.site_id_or_all(session, site_name))

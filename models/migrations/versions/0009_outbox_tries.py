@@ -1,4 +1,4 @@
-"""outbox rows count the runs that relayed work led to, and when the last one began
+"""outbox rows count the runs that relayed work led to, one per publish by the relay
 
 Revision ID: 0009
 Revises: 0008
@@ -20,10 +20,10 @@ def upgrade() -> None:
     # Adding a column with a constant default rewrites nothing on PostgreSQL 11 and later: no long lock.
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.add_column(sa.Column("tries", sa.Integer(), server_default=sa.text("0"), nullable=False))
-        batch_op.add_column(sa.Column("tried_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("counted_attempt", sa.Integer(), server_default=sa.text("0"), nullable=False))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("outbox", schema=None) as batch_op:
-        batch_op.drop_column("tried_at")
+        batch_op.drop_column("counted_attempt")
         batch_op.drop_column("tries")
