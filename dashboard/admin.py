@@ -188,10 +188,15 @@ def _proposal(args: Any, site: Site, defaults: Thresholds) -> Proposal:
     value sent the site's own even where it equals the model's (the admin unticked "use the model's"), any
     other value sent is kept or changed (`_kept_or_changed`), one not sent stays as it is. Raises ValueError
     for impossible values."""
-    row = _own(site)
+    # A stored value out of range (only a hand edit of the database stores one) counts as not set, so that
+    # saving what the page shows replaces it.
+    row: OwnThresholds = {
+        name: value if value is None or 0 <= value <= 1 else None for name, value in _own(site).items()
+    }
     try:
         now = defaults.overridden(**row)
-    except ValueError:  # stored out of range (by hand, in the database): the values sent replace them
+    except ValueError:  # in range but contradictory (a hold line above the reject line): follow the model's
+        row = dict.fromkeys(THRESHOLD_NAMES)
         now = defaults
     own: OwnThresholds = {}
     sent: dict[str, float] = {}
@@ -249,8 +254,9 @@ def thresholds(site_id: int) -> ResponseReturnValue:
         defaults.of_site(site)
     except ValueError as problem:  # the values stored, not those sent: say so first
         error = (
-            f"This site's stored thresholds cannot be used ({problem}); its comments are held as not_classified "
-            "until you save valid values or reset them to the model's."
+            f"This site's stored thresholds cannot be used ({problem}); its comments are held as not_classified. "
+            f"Save valid values or reset them to the model's, then send those comments back to the classifiers "
+            f"with `moderation reclassify --site {site.name}`."
         )
     return render_template(
         "admin/thresholds.html",

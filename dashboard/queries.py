@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -25,6 +26,8 @@ QUEUES = {
 SORTS = ("oldest", "newest", "risk")
 PAGE_SIZE = 25
 MAX_PAGE = 1_000_000  # far past any queue; an offset the database can still take
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -263,7 +266,8 @@ def site_lines(model: Thresholds, site: Site) -> Thresholds:
     so that site's comments are held as not_classified: the pages that show them must not fail too."""
     try:
         return model.of_site(site)
-    except ValueError:
+    except ValueError as problem:
+        log.warning("site %s has thresholds that cannot be used: %s", site.name, problem)
         return model
 
 

@@ -346,7 +346,7 @@ def _record_decisions(
     ]
 
 
-def note_relayed_try(session: Session, comment_id: int, count: bool = True) -> int | None:
+def note_relayed_try(session: Session, comment_id: int, count: bool = True, per_publish: bool = True) -> int | None:
     """Count a run of classify work the relay published again, and return the runs counted so far; None when
     the comment is not waiting for a decision, or another worker holds it (a run in progress: nothing failed).
 
@@ -355,7 +355,8 @@ def note_relayed_try(session: Session, comment_id: int, count: bool = True) -> i
     the broker lost the message. So at most one run is counted per publish: copies of one publish (relayed
     while the queue was long, redelivered) count once, and no clock is compared, so hosts whose clocks
     differ count alike. Committed by the caller before the run, so a killed run counts too. ``count`` False
-    (a retry of the same message after a database error) only reads the count.
+    (a retry of the same message after a database error) only reads the count; ``per_publish`` False counts
+    the run whatever the relay did (a message the broker delivered again because its worker was lost).
     """
     free = session.scalar(
         select(Comment.id)
@@ -363,14 +364,33 @@ def note_relayed_try(session: Session, comment_id: int, count: bool = True) -> i
         .with_for_update(skip_locked=True)
     )
     work = session.scalars(
-        select(OutboxMessage).where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id == comment_id)
+        select(OutboxMessage)
+        .where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id == comment_id)
+        .order_by(OutboxMessage.id)
     ).first()
     if free is None or work is None:
         return None
-    if count and work.attempts > work.counted_attempt:
+    if count and (work.attempts > work.counted_attempt or not per_publish):
         work.tries += 1
         work.counted_attempt = work.attempts
     return work.tries
+
+
+def forget_relayed_try(session: Session, comment_id: int) -> None:
+    """Take back the count of a run that the database failed (a lock or statement timeout): nothing in the
+    comment failed. The next publish counts again; a retry of the same message does not. A row another
+    transaction holds (what made the run time out, maybe) is left as it is rather than waited for."""
+    free = (
+        select(OutboxMessage.id)
+        .where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id == comment_id, OutboxMessage.tries > 0)
+        .with_for_update(skip_locked=True)
+    )
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(free.scalar_subquery()))
+        .values(tries=OutboxMessage.tries - 1)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _counted_tries(session: Session, comment_id: int) -> int:
@@ -418,13 +438,19 @@ def _take_waiting(session: Session, own: list[Comment], comment_id: int, limit: 
 
     One per author: a comment's signals count its author's earlier rejections, which a batch-mate's
     decision in the same transaction would not be yet. Work the relay has published again is left to its
-    own task, so a comment that fails every time cannot take whole batches down with it. Candidates come
+    own task, so a comment that fails every time cannot take whole batches down with it; so is work with a
+    run counted (a message delivered again after its worker was lost). Candidates come
     from the outbox's primary key order (an index scan however large the backlog), with room for rows
     other workers hold; the chosen comments are then locked by primary key.
     """
     window = (
         select(OutboxMessage.comment_id)
-        .where(OutboxMessage.kind == CLASSIFY, OutboxMessage.attempts == 0, OutboxMessage.comment_id != comment_id)
+        .where(
+            OutboxMessage.kind == CLASSIFY,
+            OutboxMessage.attempts == 0,
+            OutboxMessage.tries == 0,
+            OutboxMessage.comment_id != comment_id,
+        )
         .order_by(OutboxMessage.id)
         .limit(limit * 4)
         .scalar_subquery()

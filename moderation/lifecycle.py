@@ -193,14 +193,15 @@ def _retire_current_decision(session: Session, comment: Comment) -> None:
 
 
 def _ensure_classify_work(session: Session, comment_id: int, now: datetime) -> None:
-    waiting = session.scalar(
+    waiting = session.scalars(
         select(OutboxMessage).where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id == comment_id)
-    )
-    if waiting is None:
+    ).all()
+    if not waiting:
         session.add(OutboxMessage(kind=CLASSIFY, comment_id=comment_id, created_at=now))
-    elif waiting.tries:
-        waiting.tries = 0  # the runs that failed were on the old text: the new one gets its own
-        waiting.counted_attempt = waiting.attempts
+    for work in waiting:
+        if work.tries:
+            work.tries = 0  # the runs that failed were on the old text: the new one gets its own
+            work.counted_attempt = work.attempts
 
 
 def _tombstone(site: Site | SiteKeys, external_id: str, now: datetime) -> Comment:

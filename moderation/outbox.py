@@ -20,24 +20,41 @@ def due_messages(session: Session, now: datetime, quiet_for: timedelta, limit: i
     )
 
 
-def mark_published(session: Session, ids: list[int], now: datetime) -> None:
-    """Note the relay's publish of ``ids``, skipping rows another transaction holds.
+def mark_published(session: Session, ids: list[int], now: datetime) -> set[int]:
+    """Note the relay's publish of ``ids``, skipping rows another transaction holds; the ids noted.
 
-    A row held is a decision's work being completed: that transaction deletes it. Waiting for it here,
-    while the decision waits for another row this statement already locked, would be a deadlock; skipped,
-    the row keeps its old time, and if the decision rolls back the relay publishes it again.
+    A row held is a decision's work being completed (that transaction deletes it) or a relayed run counting
+    its try. Waiting for it here, while the decision waits for another row this statement already locked,
+    would be a deadlock; skipped, the row keeps its old time and is not published this time, and if the
+    decision rolls back the relay publishes it later. The relay notes before it publishes, so a worker that
+    takes the message at once sees the publish it came from (its try is counted per publish).
     """
-    if ids:
-        free = (
-            select(OutboxMessage.id)
-            .where(OutboxMessage.id.in_(ids))
-            .order_by(OutboxMessage.id)
-            .with_for_update(skip_locked=True)
-        )
+    if not ids:
+        return set()
+    free = (
+        select(OutboxMessage.id)
+        .where(OutboxMessage.id.in_(ids))
+        .order_by(OutboxMessage.id)
+        .with_for_update(skip_locked=True)
+    )
+    noted = session.scalars(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(free.scalar_subquery()))
+        .values(published_at=now, attempts=OutboxMessage.attempts + 1)
+        .returning(OutboxMessage.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set(noted)
+
+
+def not_published(session: Session, before: dict[int, datetime | None]) -> None:
+    """Undo ``mark_published`` for rows whose message the broker refused (``before``: id -> the publish time
+    they had): due again at the next round, as if never noted."""
+    for row_id, published_at in before.items():
         session.execute(
             update(OutboxMessage)
-            .where(OutboxMessage.id.in_(free.scalar_subquery()))
-            .values(published_at=now, attempts=OutboxMessage.attempts + 1)
+            .where(OutboxMessage.id == row_id)
+            .values(published_at=published_at, attempts=OutboxMessage.attempts - 1)
             .execution_options(synchronize_session=False)
         )
 

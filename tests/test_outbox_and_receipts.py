@@ -11,13 +11,18 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.db import SQLITE_BEGIN
 from models.entities import OutboxMessage, WebhookReceipt
 from moderation import outbox
 from moderation.intake import NewComment, WebhookIdReusedError, accept_comment, purge_receipts
 from moderation.sites import create_site, require_site
+from server.factory import build_celery
+from server.settings import Settings
 from tests.conftest import SiteCredentials
+from tests.support.services import free_port
 from tests.support.signing import comment_event, encode, signed_headers
 from workers.app import PURGE_RECEIPTS_TASK, RELAY_OUTBOX_TASK, ModerationCelery
+from workers.publisher import CeleryPublisher
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 QUIET = timedelta(seconds=30)
@@ -77,6 +82,39 @@ def test_publishing_a_row_again_restarts_its_quiet_window(sessions: sessionmaker
     with sessions() as session:
         row = session.get_one(OutboxMessage, row_id)
         assert (row.published_at, row.attempts) == (NOW, 1)
+
+
+def test_the_relay_notes_a_publish_before_sending_and_puts_back_what_the_broker_refused(
+    settings: Settings, sessions: sessionmaker[Session], site_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker may take a relayed message before the relay's next statement: it must find the publish noted
+    (runs are counted per publish). With the broker down, nothing stays noted: the row is due next round."""
+    comment_id = accept(sessions, "c-1", datetime.now(UTC) - timedelta(minutes=1))
+    down = build_celery(settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"}))
+    try:
+        assert down.tasks[RELAY_OUTBOX_TASK].run() == 0
+    finally:
+        down.runtime.sessions.kw["bind"].dispose()
+    with sessions() as session:
+        row = session.scalars(select(OutboxMessage)).one()
+        assert (row.comment_id, row.published_at, row.attempts) == (comment_id, None, 0)
+
+    seen: list[int] = []
+    up = build_celery(settings)
+    sending = CeleryPublisher.classify
+
+    def look_while_sending(publisher: CeleryPublisher, comment: int, revision: int | None = None) -> None:
+        with sessions() as other:  # what a worker would read the moment the message is on the queue
+            other.connection(execution_options={SQLITE_BEGIN: "DEFERRED"})
+            seen.extend(other.scalars(select(OutboxMessage.attempts)))
+        sending(publisher, comment, revision)
+
+    monkeypatch.setattr(CeleryPublisher, "classify", look_while_sending)  # it still sends, to the real broker
+    try:
+        assert up.tasks[RELAY_OUTBOX_TASK].run() == 1
+    finally:
+        up.runtime.sessions.kw["bind"].dispose()
+    assert seen == [1]
 
 
 def test_the_relay_does_not_publish_a_row_again_within_its_quiet_window(

@@ -7,11 +7,13 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from celery.exceptions import Retry
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, delete, event, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import SQLITE_BEGIN, create_db_engine, make_session_factory
@@ -596,3 +598,66 @@ def test_a_hold_without_scores_refused_by_the_unique_index_ends_the_task_as_alre
 
     assert relay(celery, comment_id) == "already-decided"
     assert current_decisions(sessions, comment_id) == [winner]
+
+
+def test_a_message_delivered_again_after_its_worker_was_lost_is_counted_and_runs_alone(
+    celery: ModerationCelery, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """A crash (out of memory, a segfault) puts intake's message straight back on the queue, flagged as
+    redelivered, with no publish by the relay: each such run counts, and it takes no batch-mates down."""
+    bad = broken_site_comment(sessions)
+    healthy = post_comment(sessions, "broken-site", "b-2", "ok@example.org", "198.51.100.7", datetime.now(UTC))
+    task = celery.tasks[CLASSIFY_TASK]
+    for counted in range(1, TRIES_BEFORE_HOLDING + 1):
+        task.push_request(delivery_info={"redelivered": True})
+        try:
+            with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
+                task.run(bad, 0)
+        finally:
+            task.pop_request()
+        assert tries(sessions, bad) == [counted]
+    assert comment_status(sessions, healthy) == "pending"  # never in the failing run's batch
+    task.push_request(delivery_info={"redelivered": True})
+    try:
+        assert task.run(bad, 0) == "hold"
+    finally:
+        task.pop_request()
+    assert current_decision_reasons(sessions, bad) == ["not_classified"]
+
+
+def test_a_relayed_run_the_database_failed_takes_its_count_back(
+    celery: ModerationCelery, engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """A lock or statement timeout is no failure of the comment: a database incident lasting a few relay
+    rounds must not hold healthy comments unscored."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a lock timeout: SQLite has none to set")
+    with sessions.begin() as session:
+        create_site(session, "good-site")
+    comment_id = post_comment(sessions, "good-site", "c-1", "ana@example.org", "198.51.100.2", datetime.now(UTC))
+    blocker = sessions()
+    locked: list[bool] = []
+
+    def time_out_on_the_outbox(conn: object, cursor: Any, statement: str, *args: object) -> None:
+        if "JOIN sites" in statement and not locked:  # the decision's transaction has begun: lock its work
+            locked.append(True)
+            blocker.scalars(select(OutboxMessage).where(OutboxMessage.comment_id == comment_id).with_for_update()).all()
+        if statement.lstrip().startswith("DELETE FROM outbox"):
+            cursor.execute("SET LOCAL lock_timeout = '200ms'")
+
+    def let_go_once_it_timed_out(context: object) -> None:
+        blocker.rollback()  # the incident is over by the time the count is taken back
+
+    runtime_engine = celery.runtime.sessions.kw["bind"]
+    event.listen(runtime_engine, "before_cursor_execute", time_out_on_the_outbox)
+    event.listen(runtime_engine, "handle_error", let_go_once_it_timed_out)
+    try:
+        with pytest.raises(OperationalError, match="lock timeout"):
+            relay(celery, comment_id)
+    finally:
+        event.remove(runtime_engine, "before_cursor_execute", time_out_on_the_outbox)
+        event.remove(runtime_engine, "handle_error", let_go_once_it_timed_out)
+        blocker.rollback()
+        blocker.close()
+    assert (comment_status(sessions, comment_id), tries(sessions, comment_id)) == ("pending", [0])
+    assert relay(celery, comment_id) in {"approve", "hold", "reject"}

@@ -18,7 +18,14 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from models.entities import CallbackDelivery, DeliveryStatus
 from moderation import callbacks, outbox
 from moderation.classifier import ModerationModel
-from moderation.decisions import TRIES_BEFORE_HOLDING, Decided, decide_waiting, hold_unclassified, note_relayed_try
+from moderation.decisions import (
+    TRIES_BEFORE_HOLDING,
+    Decided,
+    decide_waiting,
+    forget_relayed_try,
+    hold_unclassified,
+    note_relayed_try,
+)
 from moderation.intake import purge_receipts
 from moderation.learning import retrain
 from moderation.metrics import (
@@ -89,13 +96,20 @@ def classify_comment(self: Task, comment_id: int, revision: int | None = None) -
         MODEL_UNAVAILABLE.inc()  # the web stays ready meanwhile: this is the signal to alert on
         log.error("cannot classify: %s", error, extra={"comment_id": comment_id})
         raise self.retry(countdown=30, max_retries=None) from error
-    relayed = revision is None
-    # A retry of this same message (its database call failed) is not another relayed run: it only reads.
-    if relayed and _tried_enough(runtime, comment_id, count=not self.request.retries):
+    # Relayed, or delivered again after its worker was lost (killed in a crash, out of memory): something
+    # went wrong with this work before, so it runs alone and its runs are counted.
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    suspect = revision is None or redelivered
+    counted = suspect and not self.request.retries  # a retry after a database error is the same run
+    if suspect and _tried_enough(runtime, comment_id, counted, per_publish=not redelivered):
         return _hold_unclassified(runtime, comment_id, model)
     started = time.perf_counter()
     try:
-        decided = _decide_waiting(runtime, comment_id, model, 1 if relayed else runtime.classify_batch)
+        decided = _decide_waiting(runtime, comment_id, model, 1 if suspect else runtime.classify_batch)
+    except OperationalError:
+        if counted:
+            _forget_try(runtime, comment_id)
+        raise
     except IntegrityError:
         # Another worker decided it first (a redelivered or relayed duplicate): nothing to do.
         log.info("comment already decided by another worker", extra={"comment_id": comment_id})
@@ -109,10 +123,18 @@ def classify_comment(self: Task, comment_id: int, revision: int | None = None) -
     return ",".join(str(each.outcome) for each in decided)
 
 
-def _tried_enough(runtime: Runtime, comment_id: int, count: bool) -> bool:
+def _tried_enough(runtime: Runtime, comment_id: int, count: bool, per_publish: bool) -> bool:
     with runtime.sessions.begin() as session:
-        tries = note_relayed_try(session, comment_id, count)
+        tries = note_relayed_try(session, comment_id, count, per_publish)
     return tries is not None and tries > TRIES_BEFORE_HOLDING
+
+
+def _forget_try(runtime: Runtime, comment_id: int) -> None:
+    try:
+        with runtime.sessions.begin() as session:
+            forget_relayed_try(session, comment_id)
+    except SQLAlchemyError:  # the database is failing: the count stays, as for a run that failed
+        log.warning("could not take back a relayed run's count", extra={"comment_id": comment_id}, exc_info=True)
 
 
 def _hold_unclassified(runtime: Runtime, comment_id: int, model: ModerationModel) -> str:
@@ -325,15 +347,24 @@ def _post(runtime: Runtime, target: _Target) -> Attempt:
 
 @shared_task(name=RELAY_OUTBOX_TASK, bind=True, soft_time_limit=60, time_limit=90, expires=30)
 def relay_outbox(self: Task) -> int:
-    """Publish again the work whose broker message may have been lost."""
+    """Publish again the work whose broker message may have been lost.
+
+    Each row's publish is noted (committed) before its message goes: a worker that takes the message at once
+    must see the publish it came from, as its run is counted per publish (moderation.decisions). Rows whose
+    message the broker then refused are put back as they were, due again at the next round.
+    """
     runtime = _runtime(self)
     now = datetime.now(UTC)
     with runtime.sessions.begin() as session:
-        due = [(m.id, m.comment_id) for m in outbox.due_messages(session, now, runtime.outbox_quiet)]
-    published = _publish_each(due, CeleryPublisher(self.app).classify)
-    if published:
+        due = {m.id: m for m in outbox.due_messages(session, now, runtime.outbox_quiet)}
+        noted = outbox.mark_published(session, list(due), now)
+    work = [(row_id, due[row_id].comment_id) for row_id in due if row_id in noted]
+    published = _publish_each(work, CeleryPublisher(self.app).classify)
+    refused = {row_id: due[row_id].published_at for row_id, _ in work if row_id not in set(published)}
+    if refused:
         with runtime.sessions.begin() as session:
-            outbox.mark_published(session, published, now)
+            outbox.not_published(session, refused)
+    if published:
         OUTBOX_RELAYED.inc(len(published))
         log.info("outbox relayed", extra={"count": len(published)})
     return len(published)

@@ -14,7 +14,7 @@ from server.cli import common
 @click.option("--site", "site_name", default=None, help="Only this site's comments (default: every site's).")
 @click.pass_context
 def reclassify(ctx: click.Context, site_name: str | None) -> None:
-    """Send comments held as not_classified, and not judged by a moderator since, back to the classifiers.
+    """Send comments held as not_classified, and still held (no verdict stands on them), back to the classifiers.
 
     For after the cause is fixed (a site's thresholds, a model): the outbox relay hands them to the workers
     once they have waited OUTBOX_QUIET_SECONDS (and up to OUTBOX_RELAY_INTERVAL_SECONDS more), and each gets
