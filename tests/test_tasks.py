@@ -367,7 +367,7 @@ def test_a_comment_that_fails_every_run_is_held_unscored_for_a_person_after_thre
     with caplog.at_level(logging.ERROR, logger="workers.tasks"):
         assert relay(celery, bad) == "hold"
     assert [r.message for r in caplog.records] == [
-        "classifying the comment failed on 3 relayed runs; held for a person, unscored"
+        "classifying the comment failed on 3 counted runs; held for a person, unscored"
     ]
     assert comment_status(sessions, bad) == "held"
     with sessions() as session:

@@ -83,9 +83,10 @@ def _http_client() -> httpx.Client:
 def classify_comment(self: Task, comment_id: int, revision: int | None = None) -> str:
     """Decide the comment (and others waiting); ``revision``, when given, is the text this message is about.
 
-    A message without a revision is the outbox relay's (workers.publisher): something went wrong with the
-    work before, so it decides its comment alone, and its runs are counted; past ``TRIES_BEFORE_HOLDING`` of
-    them the comment is held for a person, unscored, instead of tried again.
+    A message without a revision is the outbox relay's (workers.publisher), and one flagged redelivered came
+    back from a worker that was lost: something went wrong with the work before, so it decides its comment
+    alone, and its runs are counted; past ``TRIES_BEFORE_HOLDING`` of them the comment is held for a person,
+    unscored, instead of tried again.
     """
     runtime = _runtime(self)
     if revision is not None and runtime.settled.is_settled(comment_id, revision):
@@ -147,7 +148,7 @@ def _hold_unclassified(runtime: Runtime, comment_id: int, model: ModerationModel
     if held is None:
         return "skipped"
     log.error(
-        "classifying the comment failed on %d relayed runs; held for a person, unscored",
+        "classifying the comment failed on %d counted runs; held for a person, unscored",
         TRIES_BEFORE_HOLDING,
         extra={"comment_id": comment_id, "model_version": model.version},
     )
@@ -360,7 +361,8 @@ def relay_outbox(self: Task) -> int:
         noted = outbox.mark_published(session, list(due), now)
     work = [(row_id, due[row_id].comment_id) for row_id in due if row_id in noted]
     published = _publish_each(work, CeleryPublisher(self.app).classify)
-    refused = {row_id: due[row_id].published_at for row_id, _ in work if row_id not in set(published)}
+    sent = set(published)
+    refused = {row_id: due[row_id].published_at for row_id, _ in work if row_id not in sent}
     if refused:
         with runtime.sessions.begin() as session:
             outbox.not_published(session, refused)
