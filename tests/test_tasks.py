@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy import Engine, delete, event, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.db import SQLITE_BEGIN, create_db_engine, make_session_factory
+from models.db import SQLITE_BEGIN, create_db_engine
 from models.entities import CallbackDelivery, Comment, Decision, DeliveryStatus, OutboxMessage
 from moderation import callbacks, outbox
 from moderation.decisions import TRIES_BEFORE_HOLDING, hold_unclassified, note_relayed_try
@@ -311,6 +312,18 @@ def test_a_second_current_decision_refused_by_the_database_ends_the_task_as_alre
 # --- a comment whose classification fails every time -------------------------------------------------
 
 
+@contextlib.contextmanager
+def listening(engine: Engine, **hooks: Callable[..., None]) -> Iterator[None]:
+    """SQLAlchemy event hooks on ``engine`` (event name: function) for the length of the block."""
+    for name, hook in hooks.items():
+        event.listen(engine, name, hook)
+    try:
+        yield
+    finally:
+        for name, hook in hooks.items():
+            event.remove(engine, name, hook)
+
+
 def the_relay_publishes_again(celery: ModerationCelery, comment_id: int) -> None:
     """What beat's relay writes when it publishes the comment's waiting work again."""
     with celery.runtime.sessions.begin() as session:
@@ -403,12 +416,11 @@ def test_a_relayed_run_is_counted_before_it_starts_so_a_run_that_kills_its_worke
                 work = select(OutboxMessage.tries).where(OutboxMessage.comment_id == bad)
                 seen_during_the_run.append(list(outside.scalars(work)))
 
-    event.listen(engine, "before_cursor_execute", look_from_outside)
-    try:
-        with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
-            relay(celery, bad)
-    finally:
-        event.remove(engine, "before_cursor_execute", look_from_outside)
+    with (
+        listening(engine, before_cursor_execute=look_from_outside),
+        pytest.raises(ValueError, match="advice_hold must be between 0 and 1"),
+    ):
+        relay(celery, bad)
     assert seen_during_the_run == [[1]]
 
 
@@ -516,13 +528,16 @@ def test_an_edit_committed_after_the_count_passed_the_limit_is_classified_not_he
                 new = NewComment(external_id="b-1", article_id="massage-therapy", body="Edited: stretching helped.")
                 assert apply_update(session, site, "wh-edit", new, datetime.now(UTC)).queued
 
-    holding = make_session_factory(create_db_engine(str(engine.url.render_as_string(hide_password=False))))
-    event.listen(holding.kw["bind"], "before_cursor_execute", edit_just_before_the_lock)
+    holding = create_db_engine(engine.url.render_as_string(hide_password=False))
     try:
-        with holding.begin() as session:
+        with (
+            listening(holding, before_cursor_execute=edit_just_before_the_lock),
+            Session(holding) as session,
+            session.begin(),
+        ):
             assert hold_unclassified(session, bad, active_model.version, datetime.now(UTC)) is None
     finally:
-        holding.kw["bind"].dispose()
+        holding.dispose()
     assert edited == [True]
     assert (comment_status(sessions, bad), current_decisions(sessions, bad), tries(sessions, bad)) == (
         "pending",
@@ -648,15 +663,15 @@ def test_a_relayed_run_the_database_failed_takes_its_count_back(
     def let_go_once_it_timed_out(context: object) -> None:
         blocker.rollback()  # the incident is over by the time the count is taken back
 
-    runtime_engine = celery.runtime.sessions.kw["bind"]
-    event.listen(runtime_engine, "before_cursor_execute", time_out_on_the_outbox)
-    event.listen(runtime_engine, "handle_error", let_go_once_it_timed_out)
+    hooks = listening(
+        celery.runtime.sessions.kw["bind"],
+        before_cursor_execute=time_out_on_the_outbox,
+        handle_error=let_go_once_it_timed_out,
+    )
     try:
-        with pytest.raises(OperationalError, match="lock timeout"):
+        with hooks, pytest.raises(OperationalError, match="lock timeout"):
             relay(celery, comment_id)
     finally:
-        event.remove(runtime_engine, "before_cursor_execute", time_out_on_the_outbox)
-        event.remove(runtime_engine, "handle_error", let_go_once_it_timed_out)
         blocker.rollback()
         blocker.close()
     assert (comment_status(sessions, comment_id), tries(sessions, comment_id)) == ("pending", [0])
