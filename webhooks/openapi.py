@@ -76,6 +76,9 @@ class AcceptedBody(BaseModel):
 
 
 class DecisionScores(BaseModel):
+    """The model's probabilities; both null for a moderator's decision, and for a hold with the reason
+    `not_classified` (the classifiers failed on the comment run after run, so a person decides)."""
+
     spam: float | None
     medical_advice: float | None
 
