@@ -212,7 +212,7 @@ class Context:
 
     history: AuthorHistory = field(default_factory=AuthorHistory)
     same_text: list[Comment] = field(default_factory=list)
-    # the lines its scores are read against: the deciding model's thresholds, or the site's own
+    # the lines its scores are read against: those its decision was made with (decision_lines)
     lines: Thresholds = field(default_factory=Thresholds)
 
     @property
@@ -260,6 +260,24 @@ def lines_of(lines: dict[str | None, Thresholds], decision: Decision | None) -> 
     return lines.get(decision.model_version if decision is not None else None, lines[None])
 
 
+def decision_lines(lines: dict[str | None, Thresholds], decision: Decision | None, site: Site) -> Thresholds:
+    """The lines a comment's scores are drawn against: those its decision recorded when it was made; for a
+    decision made before they were recorded (or none yet), its model's with the site's current values over
+    them (``lines``: from ``model_lines``)."""
+    recorded = _recorded_lines(decision)
+    return recorded if recorded is not None else site_lines(lines_of(lines, decision), site)
+
+
+def _recorded_lines(decision: Decision | None) -> Thresholds | None:
+    if decision is None or not decision.thresholds:
+        return None
+    try:
+        return Thresholds(**decision.thresholds)
+    except (TypeError, ValueError):  # only a hand edit of the row makes it so: draw the lines known today
+        log.warning("decision %s records lines that cannot be drawn: %r", decision.id, decision.thresholds)
+        return None
+
+
 def site_lines(model: Thresholds, site: Site) -> Thresholds:
     """``model``'s lines with the site's own values over them; the model's alone when the site's stored values
     are out of range (only an edit of the database by hand makes them so). The policy refuses such values,
@@ -271,9 +289,9 @@ def site_lines(model: Thresholds, site: Site) -> Thresholds:
         return model
 
 
-def comment_context(session: Session, comment: Comment, now: datetime, model: Thresholds) -> Context:
-    """``model``: the thresholds of the model that decided the comment, which the site's own values override."""
-    context = Context(lines=site_lines(model, comment.site))
+def comment_context(session: Session, comment: Comment, now: datetime, lines: Thresholds) -> Context:
+    """``lines``: those its scores are drawn against (``decision_lines``)."""
+    context = Context(lines=lines)
     author = []
     if comment.author_email:
         author.append(Comment.author_email == comment.author_email)

@@ -18,7 +18,7 @@ from dashboard.queries import (
     Filters,
     audit_trail,
     comment_context,
-    lines_of,
+    decision_lines,
     model_lines,
     parents_of,
     queue_counts,
@@ -52,7 +52,8 @@ def queue() -> ResponseReturnValue:
     now = datetime.now(UTC)
     lines = model_lines(session, [current for _, current in page.items])
     contexts = {
-        comment.id: comment_context(session, comment, now, lines_of(lines, current)) for comment, current in page.items
+        comment.id: comment_context(session, comment, now, decision_lines(lines, current, comment.site))
+        for comment, current in page.items
     }
     shown_decisions = [current.id for _, current in page.items if current is not None]
     return render_template(
@@ -90,7 +91,7 @@ def comment(comment_id: int) -> ResponseReturnValue:
             session,
             found,
             datetime.now(UTC),
-            lines_of(model_lines(session, [current]), current),
+            decision_lines(model_lines(session, [current]), current, found.site),
         ),
         parent=parents_of(session, [found]).get(found.id),
         actions=audit_trail(session, comment_id),

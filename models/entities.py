@@ -182,6 +182,11 @@ class Decision(Base):
     # were then, which the comment's context on the dashboard (counted now) cannot show. Empty for a
     # moderator's decision and for decisions made before migration 0007.
     signals: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # The lines the model's scores were read against (moderation.policy.Thresholds as a dict: the model's, with
+    # the site's own values over them as they were then), so that the dashboard draws the lines a decision was
+    # made with after a site changes its own. A moderator's decision keeps those of the model's it follows.
+    # Empty for a hold without scores and for decisions made before migration 0010.
+    thresholds: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     model_version: Mapped[str | None] = mapped_column(String(64))
     decided_by: Mapped[str] = mapped_column(String(320), default="model")  # or "moderator:<e-mail>"
     note: Mapped[str | None] = mapped_column(Text)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -246,6 +246,7 @@ class _Judged:
     scores: Scores
     explanation: dict[str, Any]
     signals: Signals
+    lines: Thresholds  # the model's, with the site's own values over them
 
     @property
     def status(self) -> CommentStatus:
@@ -290,10 +291,9 @@ def _judged(
     signals = gather_signals_many(session, comments, now)
     judged = []
     for comment, (scores, explanation) in zip(comments, scored, strict=True):
-        verdict = decide(scores, site_thresholds(model, comment), signals[comment.id], limits)
-        judged.append(
-            _Judged(comment, _after_edit(verdict, latest.get(comment.id)), scores, explanation, signals[comment.id])
-        )
+        lines = site_thresholds(model, comment)
+        verdict = _after_edit(decide(scores, lines, signals[comment.id], limits), latest.get(comment.id))
+        judged.append(_Judged(comment, verdict, scores, explanation, signals[comment.id], lines))
     return judged
 
 
@@ -313,6 +313,7 @@ def _store_decisions(
             reasons=j.verdict.reasons,
             explanation=j.explanation,
             signals=recorded_signals(j.signals),
+            thresholds=asdict(j.lines),
             model_version=model.version,
             decided_by="model",
             created_at=now,

@@ -114,6 +114,7 @@ def record_verdict(
         reasons=verdict.reasons,
         explanation=dict(model_decision.explanation) if model_decision else {},
         signals=dict(model_decision.signals) if model_decision else {},
+        thresholds=dict(model_decision.thresholds) if model_decision else {},
         model_version=model_decision.model_version if model_decision else None,
         decided_by=moderator_label(moderator),
         note=note or None,

@@ -1357,3 +1357,26 @@ def test_score_bars_turn_at_the_lines_the_comment_was_decided_by(
         session.get(Site, site_row).advice_hold_threshold = 0.0
         zero, _ = held_comment(session, session.get(Site, site_row), "c-3", advice=0.0)
     assert _bars(_page(moderator_client, f"/dashboard/comments/{zero}"))["Medical advice"][0] == "red"
+
+
+def test_score_bars_keep_the_lines_a_decision_recorded_after_its_site_changes_its_own(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    """A decision made with the site's advice line at 0.2 (its scores 0.31: held) is drawn against that line
+    when the site has moved it to 0.4 since; a decision from before lines were recorded uses today's."""
+    decided_with = {"spam_reject": 0.7, "spam_hold": 0.16, "advice_hold": 0.2}
+    with sessions.begin() as session:
+        site = session.get_one(Site, site_row)
+        held, decision = held_comment(session, site, "c-1", spam=0.1, advice=0.31)
+        session.get_one(Decision, decision).thresholds = decided_with
+        site.advice_hold_threshold = 0.4
+    for path in ("/dashboard/queue", f"/dashboard/comments/{held}"):
+        page = _page(moderator_client, path)
+        assert _bars(page)["Medical advice"] == ("red", "held from 0.20")
+        assert "the line it was decided with" in page
+    with sessions.begin() as session:
+        older, _ = held_comment(session, session.get_one(Site, site_row), "c-2", spam=0.1, advice=0.31)
+    assert _bars(_page(moderator_client, f"/dashboard/comments/{older}"))["Medical advice"] == (
+        "green",
+        "held from 0.40",
+    )

@@ -229,6 +229,25 @@ def test_site_thresholds_override_the_models(
     assert rows(engine, Comment, external_id="c-2")[0].status == CommentStatus.REJECTED
 
 
+def test_a_decision_keeps_the_lines_its_scores_were_read_against(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """The model's lines with the site's own values over them, as they were: the dashboard draws these."""
+    model_lines = active_model.model.card["thresholds"]
+    first = decide(sessions, post(sessions, "c-1"), active_model)
+    set_site(sessions, SITE, advice_hold_threshold=0.0, spam_hold_threshold=0.35)
+    second = decide(sessions, post(sessions, "c-2"), active_model)
+    set_site(sessions, SITE, advice_hold_threshold=None, spam_hold_threshold=None)
+
+    assert first is not None and second is not None
+    assert rows(engine, Decision, id=first.decision_id)[0].thresholds == model_lines
+    assert rows(engine, Decision, id=second.decision_id)[0].thresholds == {
+        "spam_reject": model_lines["spam_reject"],
+        "spam_hold": 0.35,
+        "advice_hold": 0.0,
+    }
+
+
 def test_author_history_and_duplicates_reach_the_decision(
     engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
 ) -> None:

@@ -46,6 +46,31 @@ def test_migration_0007_gives_older_decisions_an_empty_record_of_signals(empty_d
     engine.dispose()
 
 
+def test_migration_0010_gives_older_decisions_no_recorded_lines(empty_database_url: str) -> None:
+    url = empty_database_url
+    upgrade_database(url, "0009")
+    engine = create_engine(url)
+    with engine.begin() as connection:  # a decision written before 0010
+        store_an_old_comment(connection)
+        connection.execute(
+            text(
+                "INSERT INTO decisions (comment_id, outcome, is_current, reasons, explanation, signals, decided_by,"
+                " created_at) SELECT id, 'hold', true, '[]', '{}', '{}', 'model', CURRENT_TIMESTAMP FROM comments"
+            )
+        )
+    upgrade_database(url)
+    assert drift_from_the_models(url) == []
+    with engine.connect() as connection:
+        stored = connection.scalar(text("SELECT thresholds FROM decisions"))
+    assert (json.loads(stored) if isinstance(stored, str) else stored) == {}
+    engine.dispose()
+    downgrade_database(url, "0009")
+    assert "thresholds" not in column_names(url, "decisions")
+    with engine.connect() as connection:
+        assert connection.scalar(text("SELECT outcome FROM decisions")) == "hold"
+    engine.dispose()
+
+
 def test_every_foreign_key_leads_an_index(empty_database_url: str) -> None:
     """Deleting a referenced row (a comment, its decisions, a moderator) looks up the rows pointing at it: without
     an index, a full scan of the referring table for each row deleted."""

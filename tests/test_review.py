@@ -127,8 +127,8 @@ def test_the_decisions_an_undo_put_back_are_told_apart_in_one_query(engine: Engi
         assert put_back_by_undo(session, []) == set()
 
 
-def test_a_verdict_and_an_undo_keep_what_the_policy_counted_when_the_model_decided(engine: Engine) -> None:
-    """The comment card shows the model's counts whichever decision is current (they explain the hold)."""
+def test_a_verdict_and_an_undo_keep_the_counts_and_the_lines_the_model_decided_with(engine: Engine) -> None:
+    """The comment card shows the model's counts and lines whichever decision is current (they explain the hold)."""
     now = datetime.now(UTC)
     counted = {"duplicates_elsewhere": 2, "author_posts_last_hour": 11}
     with make_session_factory(engine).begin() as session:
@@ -136,6 +136,9 @@ def test_a_verdict_and_an_undo_keep_what_the_policy_counted_when_the_model_decid
         moderator = session.get_one(Moderator, add_moderator(session, "ana@example.org"))
         comment_id, held = held_comment(session, site, "c-1")
         session.get_one(Decision, held).signals = counted
+        lines = {"spam_reject": 0.7, "spam_hold": 0.1, "advice_hold": 0.2}  # the dashboard draws its bars at these
+        session.get_one(Decision, held).thresholds = lines
         approved = record_verdict(session, comment_id, moderator, APPROVE, None, None, held, now)
         put_back = record_verdict(session, comment_id, moderator, UNDO, None, None, approved.id, now)
         assert approved.signals == put_back.signals == counted
+        assert approved.thresholds == put_back.thresholds == lines
