@@ -56,8 +56,8 @@ DUPLICATE_MIN_CHARS = 40  # "thanks!" twice is not a campaign
 # what others did from it counts only for a day, while an e-mail address's history counts for good.
 AUTHOR_IP_WINDOW = timedelta(days=1)
 # Counted runs of relayed classify work before a comment is held unscored: at most one per publish by the
-# relay, which publishes work again once it has waited its quiet time (30 s by default) since the last and
-# no classify message is queued, so a person sees such a comment within a few minutes of the queue draining.
+# relay, which publishes work again once it has waited its quiet time (30 s by default) since the last, so a
+# person sees such a comment within a few minutes.
 TRIES_BEFORE_HOLDING = 3
 
 

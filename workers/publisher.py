@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu.exceptions import ChannelError
 
 from workers.app import CLASSIFY_TASK, NOTIFY_TASK
 
@@ -37,19 +36,3 @@ class CeleryPublisher:
 
     def notify_many(self, delivery_ids: list[int]) -> None:
         self._send(NOTIFY_TASK, delivery_ids=delivery_ids)
-
-
-def messages_waiting(celery: Celery, queue: str) -> int:
-    """Messages in ``queue`` that no worker has taken yet (taken and unacknowledged ones are not counted).
-
-    kombu's passive declare reads this on Redis and on AMQP brokers alike. Raises if the broker cannot be
-    reached.
-    """
-    with celery.connection_for_read() as connection:
-        try:
-            return int(connection.default_channel.queue_declare(queue=queue, passive=True).message_count)
-        except ChannelError as error:
-            # A queue never declared (AMQP) or emptied (Redis drops an empty list) is not found: none wait.
-            if str(getattr(error, "reply_code", "")) == "404":
-                return 0
-            raise

@@ -50,8 +50,7 @@ from workers.app import (
     RETRY_CALLBACKS_TASK,
 )
 from workers.delivery import Attempt, callback_client, post_callback
-from workers.publisher import CeleryPublisher, messages_waiting
-from workers.queues import CLASSIFY_QUEUE
+from workers.publisher import CeleryPublisher
 
 log = logging.getLogger(__name__)
 
@@ -351,24 +350,11 @@ def _post(runtime: Runtime, target: _Target) -> Attempt:
 def relay_outbox(self: Task) -> int:
     """Publish again the work whose broker message may have been lost.
 
-    Only while no classify message waits in the broker: until the workers reach the end of the queue, work
-    written before is most likely still in it, not lost. Publishing it again then would only add copies,
-    and in a backlog longer than OUTBOX_QUIET_SECONDS (a worker outage) it would send every waiting row
-    again each quiet time, and take them out of the batches a worker decides (relayed work runs alone).
-
     Each row's publish is noted (committed) before its message goes: a worker that takes the message at once
     must see the publish it came from, as its run is counted per publish (moderation.decisions). Rows whose
     message the broker then refused are put back as they were, due again at the next round.
     """
     runtime = _runtime(self)
-    try:
-        queued = messages_waiting(self.app, CLASSIFY_QUEUE)
-    except Exception:
-        log.warning("broker unavailable; will try again on the next beat", exc_info=True)
-        return 0
-    if queued:
-        log.debug("outbox relay waits for the queue to drain", extra={"queued": queued})
-        return 0
     now = datetime.now(UTC)
     with runtime.sessions.begin() as session:
         due = {m.id: m for m in outbox.due_messages(session, now, runtime.outbox_quiet)}
