@@ -13,12 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import SQLITE_BEGIN
 from models.entities import OutboxMessage, WebhookReceipt
-from moderation import outbox
+from moderation import outbox, registry
 from moderation.intake import NewComment, WebhookIdReusedError, accept_comment, purge_receipts
 from moderation.sites import create_site, require_site
 from server.factory import build_celery
 from server.settings import Settings
-from tests.conftest import SiteCredentials
+from tests.conftest import SiteCredentials, TrainedModel
 from tests.support.services import free_port
 from tests.support.signing import comment_event, encode, signed_headers
 from workers.app import PURGE_RECEIPTS_TASK, RELAY_OUTBOX_TASK, ModerationCelery
@@ -85,7 +85,11 @@ def test_publishing_a_row_again_restarts_its_quiet_window(sessions: sessionmaker
 
 
 def test_the_relay_notes_a_publish_before_sending_and_puts_back_what_the_broker_refused(
-    settings: Settings, sessions: sessionmaker[Session], site_name: str, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    site_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    active_model: TrainedModel,
 ) -> None:
     """A worker may take a relayed message before the relay's next statement: it must find the publish noted
     (runs are counted per publish). With the broker down, nothing stays noted: the row is due next round."""
@@ -118,7 +122,11 @@ def test_the_relay_notes_a_publish_before_sending_and_puts_back_what_the_broker_
 
 
 def test_the_relay_does_not_publish_a_row_again_within_its_quiet_window(
-    celery: ModerationCelery, sessions: sessionmaker[Session], site_name: str, redis_url: str
+    celery: ModerationCelery,
+    sessions: sessionmaker[Session],
+    site_name: str,
+    redis_url: str,
+    active_model: TrainedModel,
 ) -> None:
     """The relay task on the real broker: one classify message for a row whose work was lost, then none
     while the window from that publish lasts, and the row due again once it is over."""
@@ -136,6 +144,43 @@ def test_the_relay_does_not_publish_a_row_again_within_its_quiet_window(
     assert published_at is not None
     assert due(sessions, published_at + QUIET - timedelta(seconds=1)) == []
     assert due(sessions, published_at + QUIET + timedelta(seconds=1)) == [comment_id]
+
+
+def test_the_relay_sends_nothing_while_no_model_can_be_loaded(
+    celery: ModerationCelery, sessions: sessionmaker[Session], site_name: str, trained_model: TrainedModel
+) -> None:
+    """Each waiting comment's own task retries until a model is active: a copy relayed every quiet time would
+    retry beside it, one more each time for as long as the outage lasts. Once a model is active, what still
+    waits is relayed (a message lost meanwhile included)."""
+    comment_id = accept(sessions, "c-1", datetime.now(UTC) - timedelta(minutes=10))
+
+    assert celery.tasks[RELAY_OUTBOX_TASK].run() == 0
+    assert outbox_rows(sessions) == [(comment_id, None, 0)]
+
+    with sessions.begin() as session:
+        registry.register(session, trained_model.version, trained_model.artifact, trained_model.model.card)
+        registry.activate(session, trained_model.version)
+    assert celery.tasks[RELAY_OUTBOX_TASK].run() == 1
+    assert [attempts for _, _, attempts in outbox_rows(sessions)] == [1]
+
+
+def test_beats_relay_message_expires_within_the_quiet_time(settings: Settings) -> None:
+    """A relay that waited in the queue less than the quiet time finds every older message taken, so what it
+    finds quiet is not merely queued (workers.app.relay_expiry); a longer wait would break that."""
+    for quiet, expiry in ((1.0, 1.0), (12.0, 12.0), (30.0, 30.0), (300.0, 30.0)):
+        schedule = build_celery(settings.model_copy(update={"outbox_quiet_seconds": quiet})).conf.beat_schedule
+        assert schedule["relay-outbox"]["options"]["expires"] == expiry
+
+
+def outbox_rows(sessions: sessionmaker[Session]) -> list[tuple[int, datetime | None, int]]:
+    """(comment, last publish, publishes) of each outbox row."""
+    with sessions() as session:
+        rows = session.execute(
+            select(OutboxMessage.comment_id, OutboxMessage.published_at, OutboxMessage.attempts).order_by(
+                OutboxMessage.id
+            )
+        )
+        return [(comment_id, published_at, attempts) for comment_id, published_at, attempts in rows]
 
 
 # --- purging webhook receipts ------------------------------------------------------------------------

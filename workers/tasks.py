@@ -44,6 +44,7 @@ from workers.app import (
     CLASSIFY_TASK,
     NOTIFY_TASK,
     PURGE_RECEIPTS_TASK,
+    RELAY_EXPIRES,
     RELAY_OUTBOX_TASK,
     RETENTION_TASK,
     RETRAIN_TASK,
@@ -346,15 +347,23 @@ def _post(runtime: Runtime, target: _Target) -> Attempt:
         return Attempt(False, None, f"{type(error).__name__}: {error}", None)
 
 
-@shared_task(name=RELAY_OUTBOX_TASK, bind=True, soft_time_limit=60, time_limit=90, expires=30)
+@shared_task(name=RELAY_OUTBOX_TASK, bind=True, soft_time_limit=60, time_limit=90, expires=RELAY_EXPIRES)
 def relay_outbox(self: Task) -> int:
     """Publish again the work whose broker message may have been lost.
 
-    Each row's publish is noted (committed) before its message goes: a worker that takes the message at once
-    must see the publish it came from, as its run is counted per publish (moderation.decisions). Rows whose
-    message the broker then refused are put back as they were, due again at the next round.
+    Beat's message for this task expires (workers.app.relay_expiry), so work it finds quiet is not merely
+    still queued. Each row's publish is noted (committed) before its message goes: a worker that takes the
+    message at once must see the publish it came from, as its run is counted per publish
+    (moderation.decisions). Rows whose message the broker then refused are put back as they were, due again
+    at the next round. While no model can be loaded nothing is relayed: each waiting comment's own task is
+    already retrying (classify_comment), and a copy sent each quiet time would retry beside it, more and
+    more copies for as long as the outage lasts.
     """
     runtime = _runtime(self)
+    try:
+        runtime.models.current()
+    except RegistryError:
+        return 0  # classify_comment logs and counts the outage
     now = datetime.now(UTC)
     with runtime.sessions.begin() as session:
         due = {m.id: m for m in outbox.due_messages(session, now, runtime.outbox_quiet)}
