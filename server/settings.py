@@ -198,6 +198,9 @@ def redacted_url(url: str) -> str:
     return f"{scheme}://{user}{':***' if colon else ''}@{host}"
 
 
+SUPPORTED_DATABASES = ("postgresql", "sqlite")  # the migrations' and the locking's own two
+
+
 def check_database_url(value: str) -> None:
     """A URL SQLAlchemy can parse, naming a dialect it has; the error never shows the password."""
     if value.split("?", 1)[0].count("@") > 1:
@@ -209,7 +212,7 @@ def check_database_url(value: str) -> None:
             "database_url", "not a URL SQLAlchemy can read; e.g. {example}", {"example": DATABASE_URL_EXAMPLE}
         ) from None
     try:
-        url.get_dialect()
+        dialect = url.get_dialect()
     except ArgumentError:  # NoSuchModuleError: e.g. postgres:// (SQLAlchemy calls it postgresql://)
         raise PydanticCustomError(
             "database_url",
@@ -219,6 +222,20 @@ def check_database_url(value: str) -> None:
                 "name": url.drivername,
                 "example": DATABASE_URL_EXAMPLE,
             },
+        ) from None
+    if dialect.name not in SUPPORTED_DATABASES:
+        raise PydanticCustomError(
+            "database_url",
+            "{url}: this service runs on PostgreSQL or SQLite, not '{name}'; e.g. {example}",
+            {"url": redacted_url(value), "name": dialect.name, "example": DATABASE_URL_EXAMPLE},
+        )
+    try:
+        dialect.import_dbapi()
+    except ImportError:  # e.g. postgresql+asyncpg:// without asyncpg installed
+        raise PydanticCustomError(
+            "database_url",
+            "{url}: its driver '{name}' is not installed; e.g. {example}",
+            {"url": redacted_url(value), "name": url.drivername, "example": DATABASE_URL_EXAMPLE},
         ) from None
 
 

@@ -226,6 +226,11 @@ def test_sites_add_prints_the_secret_last_and_rotation_keeps_both(var_dir: Path)
     assert run(var_dir, "sites", "add", "other", "--callback-url", "ftp://x").exit_code != 0
     assert signed_headers(new_secret, b"{}")["webhook-signature"].startswith("v1,")
 
+    # A password in the callback URL is the site's credential: starred out, as `sites list` shows it.
+    with_password = run(var_dir, "sites", "add", "third", "--callback-url", "https://cms:hunter2pass@site.example/cb")
+    assert with_password.exit_code == 0 and "hunter2pass" not in with_password.output
+    assert with_password.stdout.splitlines()[0] == "site third created; callback URL: https://cms:***@site.example/cb"
+
 
 def test_classify_reads_jsonl_and_writes_one_line_each(trained: Path) -> None:
     lines = [
@@ -831,6 +836,24 @@ def test_classify_answers_each_line_before_the_next_is_written(trained: Path, tm
             with contextlib.suppress(OSError):  # BrokenPipeError flushing a stdin whose reader was killed
                 pipe.close()
         stderr.close()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_classify_says_in_one_line_that_it_cannot_write_its_answers(trained: Path) -> None:
+    """A full disk under stdout: one line on stderr and status 1, not a traceback (nor a second one at exit)."""
+    env = {"PATH": os.environ["PATH"], "VAR_DIR": str(trained), "DATABASE_URL": "", "LOG_FORMAT": "text"}
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-c", "from server.cli import main; main()", "classify"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            input=b'{"body": "Thanks, this helped."}\n',
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=120,
+        )
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == ["Error: cannot write the answers to stdout: No space left on device"]
 
 
 def test_line_batches_hand_over_what_arrived_without_waiting_for_more(monkeypatch: pytest.MonkeyPatch) -> None:

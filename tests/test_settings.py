@@ -44,6 +44,8 @@ def run(var_dir: Path, *args: str, **env: str) -> Result:
         ("RATE_LIMIT_PER_AUTHOR_IP", "20/fortnight", "'20/fortnight' is not a rate limit in limits syntax"),
         ("LOGIN_RATE_LIMIT", "ten a minute", "'ten a minute' is not a rate limit in limits syntax"),
         ("DATABASE_URL", "localhost/moderation", "not a URL SQLAlchemy can read; e.g. postgresql+psycopg://"),
+        ("DATABASE_URL", "mysql://u:pw@localhost/y", "mysql://u:***@localhost/y: this service runs on PostgreSQL or"),
+        ("DATABASE_URL", "postgresql+asyncpg://u@h/m", "postgresql+asyncpg://u@h/m: its driver 'postgresql+asyncpg'"),
     ],
 )
 def test_a_setting_that_cannot_work_stops_any_command_with_one_line(

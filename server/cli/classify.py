@@ -44,8 +44,21 @@ def classify(ctx: click.Context, batch_size: int, explain: bool) -> None:
     model = common.active_model(common.settings(ctx))
     thresholds = Thresholds.of_card(model.card)
     for batch in _numbered(_line_batches(_StdinChunks(), batch_size)):
-        sys.stdout.write("".join(_answers(model, thresholds, batch, explain)))
-        sys.stdout.flush()  # a script that waits for its answers gets them now, not at the next batch
+        _write("".join(_answers(model, thresholds, batch, explain)))
+
+
+def _write(answers: str) -> None:
+    """Write and flush (a script that waits for its answers gets them now, not at the next batch)."""
+    try:
+        sys.stdout.write(answers)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): click ends the command quietly, with status 1
+    except OSError as error:  # a full disk, a device that refuses writes
+        # What could not be written stays in the buffer; Python would try it again at exit, and fail with a
+        # traceback of its own. The answers are lost either way: drop them, and say so once.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stands in for stdout until the process ends
+        raise click.ClickException(f"cannot write the answers to stdout: {error.strerror or error}") from None
 
 
 READ_CHUNK_BYTES = 1 << 16

@@ -32,7 +32,8 @@ def sites_add(ctx: click.Context, name: str, callback_url: str | None) -> None:
             site, secret = create_site(session, name, callback_url)
         except SiteError as error:
             raise click.ClickException(str(error)) from None
-        click.echo(f"site {site.name} created; callback URL: {site.callback_url or '(none)'}")
+        shown = shown_callback_url(site.callback_url) if site.callback_url else "(none)"
+        click.echo(f"site {site.name} created; callback URL: {shown}")
         click.echo("its webhook secret (shown once; store it in the site's configuration):")
     click.echo(secret)
 
