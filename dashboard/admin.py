@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from dashboard.auth import admin_required
-from dashboard.blueprint import bp
+from dashboard.blueprint import bp, form_row_id
 from dashboard.context import db, me, runtime, settings
 from dashboard.queries import site_lines
 from models.entities import CallbackDelivery, DeliveryStatus, ListEntry, ModelVersion, Moderator, Role, Site
@@ -341,14 +341,17 @@ def lists() -> ResponseReturnValue:
 @admin_required
 def lists_add() -> ResponseReturnValue:
     session = db()
-    site_id = request.form.get("site_id", "")
+    site_field = request.form.get("site_id", "")
+    site_id = form_row_id(site_field) if site_field else None
     try:
+        if site_field and site_id is None:
+            raise ListError(f"there is no site with id {site_field[:40]!r}")
         add_entry(
             session,
             request.form.get("list_kind", ""),
             request.form.get("field", ""),
             request.form.get("value", ""),
-            int(site_id) if site_id.isdigit() else None,
+            site_id,
             me().id,
             datetime.now(UTC),
         )

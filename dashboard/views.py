@@ -12,7 +12,7 @@ from flask_login import login_required
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from dashboard.blueprint import bp
+from dashboard.blueprint import bp, form_row_id
 from dashboard.context import db, me, runtime, wants_json
 from dashboard.queries import (
     Filters,
@@ -136,20 +136,39 @@ def act(comment_id: int, action: str, reason: str | None, note: str | None, expe
     return Outcome(comment_id, True, f"comment {comment_id}: {action} recorded", status, decision.id)
 
 
+class _NotAnIdError(ValueError):
+    pass
+
+
 def _expected(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
+    """The decision the moderator saw (none sent: no check); a value that names no row is refused, rather
+    than read as "no check" (the verdict would then overwrite whatever came since)."""
+    if not value:
+        return None
+    expected = form_row_id(value)
+    if expected is None:
+        raise _NotAnIdError(f"not a decision id: {value[:40]!r}")
+    return expected
+
+
+def act_on_form(comment_id: int, action: str, reason: str | None, note: str | None, expected: str) -> Outcome:
+    try:
+        expected_id = _expected(expected)
+    except _NotAnIdError as error:
+        return Outcome(comment_id, False, str(error))
+    return act(comment_id, action, reason, note, expected_id)
 
 
 @bp.post("/comments/<row_id:comment_id>/act")
 @login_required
 def act_on_comment(comment_id: int) -> ResponseReturnValue:
     form = request.form
-    outcome = act(
+    outcome = act_on_form(
         comment_id,
         form.get("action", ""),
         form.get("reason") or None,
         (form.get("note") or "").strip()[:2000] or None,
-        _expected(form.get("expected_decision_id")),
+        form.get("expected_decision_id", ""),
     )
     if wants_json():
         code = 200 if outcome.ok else 409 if outcome.conflict else 400
@@ -167,9 +186,12 @@ def bulk() -> ResponseReturnValue:
     note = (request.form.get("note") or "").strip()[:2000] or None
     outcomes = []
     for item in request.form.getlist("ids")[:500]:
-        comment_id, _, expected = item.partition(":")
-        if comment_id.isdigit():
-            outcomes.append(act(int(comment_id), action, reason, note, _expected(expected)))
+        given, _, expected = item.partition(":")
+        comment_id = form_row_id(given)
+        if comment_id is None:  # each item is checked before it is acted on: one bad id stops no other
+            outcomes.append(Outcome(0, False, f"not a comment id: {given[:40]!r}"))
+        else:
+            outcomes.append(act_on_form(comment_id, action, reason, note, expected))
     done = [o for o in outcomes if o.ok]
     failed = [o for o in outcomes if not o.ok]
     if wants_json():

@@ -9,8 +9,9 @@ from datetime import datetime
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from models.entities import Comment, ListEntry
+from models.entities import Comment, ListEntry, Site
 from moderation.features import find_urls, url_domain
+from moderation.intake import storable
 
 KINDS = ("block", "allow")
 FIELDS = ("word", "domain", "author")
@@ -30,6 +31,10 @@ class ListMatch:
 
 
 def normalized_value(field: str, value: str) -> str:
+    try:
+        storable(value)  # the rule intake applies to every text (PostgreSQL holds no NUL)
+    except ValueError as error:
+        raise ListError(f"a list entry's value {error}") from None
     value = value.strip().casefold()
     if field == "domain":
         value = url_domain(value) if "/" in value else value.removeprefix("www.")
@@ -48,6 +53,8 @@ def add_entry(
     if kind == "allow" and field == "word":
         raise ListError("allow lists hold authors and domains; a word cannot make a comment safe")
     value = normalized_value(field, value)
+    if site_id is not None and session.get(Site, site_id) is None:
+        raise ListError(f"there is no site with id {site_id}")
     if kind == "allow" and field == "author" and not EMAIL_ADDRESS_RE.fullmatch(value):
         raise ListError(
             "an allowed author is named by e-mail address: a name is what anyone types, so it cannot vouch for them"

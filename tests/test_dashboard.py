@@ -27,6 +27,7 @@ from models.entities import (
     CallbackDelivery,
     Comment,
     Decision,
+    ListEntry,
     ModelVersion,
     ModerationAction,
     Moderator,
@@ -775,6 +776,52 @@ def test_bulk_form_post_redirects_with_a_message(moderator_client: FlaskClient, 
     )
     assert response.status_code == 302
     assert "approve: 3 comment(s) done." in _page(moderator_client, "/dashboard/queue")
+
+
+@pytest.mark.parametrize("bad", ["\u00b2", "\u0661\u0662", "9" * 25, "9" * 5000, "0", "-1", "4 "])
+def test_an_id_in_a_form_that_names_no_row_is_refused_and_acts_on_nothing(
+    moderator_client: FlaskClient, sessions: Sessions, held: list[tuple[int, int]], bad: str
+) -> None:
+    """Form fields are hand-editable: "²" passed str.isdigit() and failed int() (a 500), Arabic-Indic
+    digits named another comment, 25 digits overflowed the database; and in a bulk action the items before
+    the bad one were saved under a 500. Each bad item is now refused by itself, before anything is done."""
+    (first, first_decision), (second, _), _ = held
+    token = csrf_token(moderator_client, "/dashboard/queue")
+    response = moderator_client.post(
+        "/dashboard/bulk",
+        data={"csrf_token": token, "action": "approve", "ids": [f"{first}:{first_decision}", bad, f"{second}:{bad}"]},
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == 200
+    body = response.get_json()
+    assert [o["comment_id"] for o in body["done"]] == [first]
+    assert [o["message"] for o in body["failed"]] == [
+        f"not a comment id: {bad[:40]!r}",
+        f"not a decision id: {bad[:40]!r}",
+    ]
+
+    single = act(moderator_client, second, "approve", None, expected_decision_id=bad)
+    assert single.status_code == 400 and single.get_json()["message"] == f"not a decision id: {bad[:40]!r}"
+    with sessions() as session:
+        assert session.get_one(Comment, second).status == "held"
+
+
+def test_a_list_entry_for_no_site_or_with_a_nul_is_refused_with_the_reason(
+    admin_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    def add(value: str, site_id: str) -> str:
+        token = csrf_token(admin_client, "/dashboard/admin/lists")
+        data = {"csrf_token": token, "list_kind": "block", "field": "word", "value": value, "site_id": site_id}
+        response = admin_client.post("/dashboard/admin/lists", data=data, follow_redirects=True)
+        assert response.status_code == 200
+        return html.unescape(response.get_data(as_text=True))
+
+    assert "there is no site with id 99999" in add("casino", "99999")
+    assert "there is no site with id '\u00b2'" in add("casino", "\u00b2")  # was: an entry for all sites
+    assert "value must not contain NUL characters" in add("cas\x00ino", str(site_row))
+    with sessions() as session:
+        assert session.scalars(select(ListEntry)).all() == []
+    assert "Added" in add("casino", str(site_row))
 
 
 # --- lists feed the policy ------------------------------------------------------------------------

@@ -159,6 +159,35 @@ def test_invalid_fields_are_400_naming_each_field(
 
 
 @pytest.mark.parametrize(
+    "value",
+    [1700000000, 1700000000.5, "1700000000", "1700000000000", 0, "2023-11-14"],
+    ids=["seconds", "float", "digits", "milliseconds", "zero", "date-only"],
+)
+@pytest.mark.parametrize(
+    ("event_type", "field"),
+    [("comment.created", "created_at"), ("comment.updated", "updated_at"), ("comment.deleted", "deleted_at")],
+)
+def test_a_site_time_is_an_iso_date_time_string_never_a_count_of_seconds(
+    client: FlaskClient, site: SiteCredentials, engine: Engine, event_type: str, field: str, value: Any
+) -> None:
+    """As the OpenAPI document says (date-time): pydantic's lax parsing took 1700000000, "1700000000" and even
+    milliseconds as times in 2023, and 0 as 1970, so a site sending the wrong unit had its edits ordered wrong."""
+    event = comment_event(site.name, "c-1")
+    if event_type == "comment.updated":
+        event["data"]["updated_at"] = "2026-11-26T10:05:00Z"
+    elif event_type == "comment.deleted":
+        event["data"] = {"comment_id": "c-1", "site": site.name, "deleted_at": "2026-11-26T10:05:00Z"}
+    event["type"] = event_type
+    event["data"][field] = value
+    response = send(client, site, event)
+    assert response.status_code == 400
+    fields = response.get_json()["fields"]
+    assert [f["field"] for f in fields] == [f"data.{field}"]
+    assert fields[0]["message"] == "must be an ISO 8601 date-time string"
+    assert count(engine, Comment) == 0
+
+
+@pytest.mark.parametrize(
     ("field", "value", "message"),
     [
         ("body", "", "must not be empty"),
@@ -239,8 +268,8 @@ def test_an_envelope_timestamp_is_accepted_and_ignored(
 
 @pytest.mark.parametrize(
     "timestamp",
-    ["yesterday", "2026-11-26T10:00:01", 1764151201, "", ["2026-11-26T10:00:01Z"]],
-    ids=["word", "no-zone", "number", "empty", "list"],
+    ["yesterday", "2026-11-26T10:00:01", 1764151201, "1764151201", "", ["2026-11-26T10:00:01Z"]],
+    ids=["word", "no-zone", "number", "digits", "empty", "list"],
 )
 def test_a_malformed_envelope_timestamp_is_400_naming_it(
     client: FlaskClient, site: SiteCredentials, engine: Engine, timestamp: Any

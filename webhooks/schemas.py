@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal, Self
@@ -55,9 +56,14 @@ def _plausible_time(value: datetime) -> datetime:
     return moment
 
 
+# A date and a time of day, then whatever pydantic's ISO 8601 parser reads after them (a zone is required by
+# AwareDatetime): the shape is checked first because lax parsing, needed for JSON strings, would also take a
+# number, or a string of digits, as seconds (or milliseconds) since 1970.
+ISO_DATE_TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
+
+
 def _date_time_text(value: object) -> object:
-    # Lax parsing (needed for JSON strings) would also take a number as seconds since 1970.
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not ISO_DATE_TIME_RE.match(value):
         raise ValueError("must be an ISO 8601 date-time string")
     return value
 
@@ -74,7 +80,9 @@ Identifier = Annotated[
     str, Field(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(storable), AfterValidator(_nonblank)
 ]
 # Timestamps arrive as JSON strings, which strict mode would refuse to parse into datetimes.
-SiteTime = Annotated[AwareDatetime, Field(strict=False), AfterValidator(_plausible_time)]
+SiteTime = Annotated[
+    AwareDatetime, Field(strict=False), BeforeValidator(_date_time_text), AfterValidator(_plausible_time)
+]
 
 
 class Strict(BaseModel):

@@ -344,6 +344,47 @@ def test_script_payloads_are_shown_as_text(
     assert dialogs == []
 
 
+RLO = "\u202e"  # right-to-left override: reverses the order of what follows it, to the end of its paragraph
+
+
+def _left_of(page: Page, selector: str, text: str) -> float:
+    """Where the first ``text`` inside the element starts on screen (the left edge of its glyphs)."""
+    left: float = page.locator(selector).first.evaluate(
+        """(element, text) => {
+            const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+            for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+                const at = node.data.indexOf(text);
+                if (at >= 0) {
+                    const range = document.createRange();
+                    range.setStart(node, at);
+                    range.setEnd(node, at + text.length);
+                    return range.getBoundingClientRect().left;
+                }
+            }
+            throw new Error("not found: " + text);
+        }""",
+        text,
+    )
+    return left
+
+
+def test_bidi_controls_in_a_sites_text_cannot_reorder_the_page_around_it(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """A comment id and an article title holding U+202E: the heading's closing bracket stays after the id, and
+    the card's date after the article, where the page put them (escaping alone does not stop this)."""
+    with make_session_factory(engine).begin() as session:
+        comment_id, _ = held_comment(
+            session, session.get(Site, site_id), f"rtl{RLO}abc", article_title=f"Sciatica{RLO} and you"
+        )
+    sign_in(page, web, accounts["moderator"])
+    page.goto(f"{web}/dashboard/comments/{comment_id}")
+    assert _left_of(page, "h1 small", ")") > _left_of(page, "h1 small", "abc")  # the override reverses "abc)"
+    page.goto(f"{web}/dashboard/queue")
+    card = f"#c{comment_id} .item-head"
+    assert _left_of(page, card, "UTC") > _left_of(page, card, "and you")
+
+
 def test_form_post_without_csrf_token_is_refused(
     page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
 ) -> None:

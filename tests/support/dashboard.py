@@ -38,9 +38,9 @@ def held_comment(
     comment = Comment(
         site_id=site.id,
         external_id=external_id,
-        article_id="massage-therapy",
-        article_url="https://example.org/massage-therapy.html",
-        article_title="Does Massage Therapy Really Help Back Pain?",
+        article_id=fields.pop("article_id", "massage-therapy"),
+        article_url=fields.pop("article_url", "https://example.org/massage-therapy.html"),
+        article_title=fields.pop("article_title", "Does Massage Therapy Really Help Back Pain?"),
         author_name=fields.pop("author_name", "Jan"),
         author_email=fields.pop("author_email", "jan@example.org"),
         author_url=fields.pop("author_url", ""),
