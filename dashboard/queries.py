@@ -214,6 +214,7 @@ class Context:
     same_text: list[Comment] = field(default_factory=list)
     # the lines its scores are read against: those its decision was made with (decision_lines)
     lines: Thresholds = field(default_factory=Thresholds)
+    lines_recorded: bool = False  # False: the deciding model's, with the site's values of today
 
     @property
     def spam_bar(self) -> Bar:
@@ -260,12 +261,14 @@ def lines_of(lines: dict[str | None, Thresholds], decision: Decision | None) -> 
     return lines.get(decision.model_version if decision is not None else None, lines[None])
 
 
-def decision_lines(lines: dict[str | None, Thresholds], decision: Decision | None, site: Site) -> Thresholds:
-    """The lines a comment's scores are drawn against: those its decision recorded when it was made; for a
-    decision made before they were recorded (or none yet), its model's with the site's current values over
-    them (``lines``: from ``model_lines``)."""
+def decision_lines(
+    lines: dict[str | None, Thresholds], decision: Decision | None, site: Site
+) -> tuple[Thresholds, bool]:
+    """The lines a comment's scores are drawn against, and whether its decision recorded them when it was
+    made; for a decision made before they were recorded, or a hold without scores, or none yet: its model's
+    with the site's current values over them (``lines``: from ``model_lines``)."""
     recorded = _recorded_lines(decision)
-    return recorded if recorded is not None else site_lines(lines_of(lines, decision), site)
+    return (recorded, True) if recorded is not None else (site_lines(lines_of(lines, decision), site), False)
 
 
 def _recorded_lines(decision: Decision | None) -> Thresholds | None:
@@ -289,9 +292,9 @@ def site_lines(model: Thresholds, site: Site) -> Thresholds:
         return model
 
 
-def comment_context(session: Session, comment: Comment, now: datetime, lines: Thresholds) -> Context:
-    """``lines``: those its scores are drawn against (``decision_lines``)."""
-    context = Context(lines=lines)
+def comment_context(session: Session, comment: Comment, now: datetime, lines: tuple[Thresholds, bool]) -> Context:
+    """``lines``: those its scores are drawn against, and whether its decision recorded them (``decision_lines``)."""
+    context = Context(lines=lines[0], lines_recorded=lines[1])
     author = []
     if comment.author_email:
         author.append(Comment.author_email == comment.author_email)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -10,13 +10,11 @@ from sqlalchemy.orm import Session
 from models.entities import OutboxMessage
 
 
-def due_messages(session: Session, now: datetime, quiet_for: timedelta, limit: int = 500) -> list[OutboxMessage]:
-    """Rows whose last publish (or creation) is older than ``quiet_for``: publish them again."""
+def due_messages(session: Session, before: datetime, limit: int = 500) -> list[OutboxMessage]:
+    """Rows last published (or written, if never published) before ``before``: publish them again."""
     last_touch = func.coalesce(OutboxMessage.published_at, OutboxMessage.created_at)
     return list(
-        session.scalars(
-            select(OutboxMessage).where(last_touch < now - quiet_for).order_by(OutboxMessage.id).limit(limit)
-        )
+        session.scalars(select(OutboxMessage).where(last_touch < before).order_by(OutboxMessage.id).limit(limit))
     )
 
 

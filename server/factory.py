@@ -63,7 +63,6 @@ def build_celery(settings: Settings) -> ModerationCelery:
     options = CeleryOptions(
         broker_url=settings.broker_url,
         relay_interval=settings.outbox_relay_interval_seconds,
-        outbox_quiet=settings.outbox_quiet_seconds,
         callback_retry_interval=settings.callback_retry_interval_seconds,
         retrain_interval_hours=settings.retrain_interval_hours,
         retain_personal_days=settings.retain_personal_days,

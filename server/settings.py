@@ -223,6 +223,12 @@ def check_database_url(value: str) -> None:
                 "example": DATABASE_URL_EXAMPLE,
             },
         ) from None
+    if getattr(dialect, "is_async", False):
+        raise PydanticCustomError(
+            "database_url",
+            "{url}: '{name}' is an asyncio driver, which this service does not use; e.g. {example}",
+            {"url": redacted_url(value), "name": url.drivername, "example": DATABASE_URL_EXAMPLE},
+        )
     if dialect.name not in SUPPORTED_DATABASES:
         raise PydanticCustomError(
             "database_url",

@@ -1420,10 +1420,11 @@ def test_score_bars_keep_the_lines_a_decision_recorded_after_its_site_changes_it
     for path in ("/dashboard/queue", f"/dashboard/comments/{held}"):
         page = _page(moderator_client, path)
         assert _bars(page)["Medical advice"] == ("red", "held from 0.20")
-        assert "the line it was decided with" in page
+        assert "the line it was decided with (its model's, or its site's own then): held from 0.20" in html.unescape(
+            page
+        )
     with sessions.begin() as session:
         older, _ = held_comment(session, session.get_one(Site, site_row), "c-2", spam=0.1, advice=0.31)
-    assert _bars(_page(moderator_client, f"/dashboard/comments/{older}"))["Medical advice"] == (
-        "green",
-        "held from 0.40",
-    )
+    page = _page(moderator_client, f"/dashboard/comments/{older}")
+    assert _bars(page)["Medical advice"] == ("green", "held from 0.40")
+    assert "the line of the deciding model, or the site's own today: held from 0.40" in html.unescape(page)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
@@ -21,8 +22,10 @@ from server.settings import Settings
 from tests.conftest import SiteCredentials, TrainedModel
 from tests.support.services import free_port
 from tests.support.signing import comment_event, encode, signed_headers
-from workers.app import PURGE_RECEIPTS_TASK, RELAY_OUTBOX_TASK, ModerationCelery
+from workers.app import PURGE_RECEIPTS_TASK, RELAY_EXPIRES, RELAY_OUTBOX_TASK, ModerationCelery
 from workers.publisher import CeleryPublisher
+from workers.queues import CLASSIFY_QUEUE
+from workers.tasks import beat_send_time
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 QUIET = timedelta(seconds=30)
@@ -49,7 +52,7 @@ def accept(
 def due(sessions: sessionmaker[Session], now: datetime) -> list[int]:
     """The comments whose outbox rows the relay would publish again at ``now``."""
     with sessions() as session:
-        return [m.comment_id for m in outbox.due_messages(session, now, QUIET)]
+        return [m.comment_id for m in outbox.due_messages(session, now - QUIET)]
 
 
 # --- the outbox's quiet window -----------------------------------------------------------------------
@@ -164,12 +167,44 @@ def test_the_relay_sends_nothing_while_no_model_can_be_loaded(
     assert [attempts for _, _, attempts in outbox_rows(sessions)] == [1]
 
 
-def test_beats_relay_message_expires_within_the_quiet_time(settings: Settings) -> None:
-    """A relay that waited in the queue less than the quiet time finds every older message taken, so what it
-    finds quiet is not merely queued (workers.app.relay_expiry); a longer wait would break that."""
-    for quiet, expiry in ((1.0, 1.0), (12.0, 12.0), (30.0, 30.0), (300.0, 30.0)):
-        schedule = build_celery(settings.model_copy(update={"outbox_quiet_seconds": quiet})).conf.beat_schedule
-        assert schedule["relay-outbox"]["options"]["expires"] == expiry
+def test_a_relay_sends_nothing_published_after_beat_sent_it_which_is_still_queued_behind_it(
+    celery: ModerationCelery, sessions: sessionmaker[Session], site_name: str, active_model: TrainedModel
+) -> None:
+    """The relay's message waited 20 s behind a backlog: work published before beat sent it has been taken off
+    the queue (first in, first out), and work quiet for OUTBOX_QUIET_SECONDS (1 s here) but published after
+    it is still queued behind it: not sent again, nor taken out of the batches a worker decides."""
+    now = datetime.now(UTC)
+    taken = accept(sessions, "c-taken", now - timedelta(seconds=40))
+    at_the_margin = accept(sessions, "c-margin", now - timedelta(seconds=23))  # within SEND_MARGIN of the send
+    queued = accept(sessions, "c-queued", now - timedelta(seconds=10))
+    relay = celery.tasks[RELAY_OUTBOX_TASK]
+    sent = now - timedelta(seconds=20)
+    relay.push_request(expires=(sent + timedelta(seconds=RELAY_EXPIRES)).isoformat())  # as beat sends it
+    try:
+        assert relay.run() == 1
+    finally:
+        relay.pop_request()
+    assert [(comment, attempts) for comment, _, attempts in outbox_rows(sessions)] == [
+        (taken, 1),
+        (at_the_margin, 0),
+        (queued, 0),
+    ]
+    assert relay.run() == 2  # run by hand (no message, so no send time): quiet is enough
+
+
+def test_beat_sends_the_relay_with_the_expiry_it_reads_its_send_time_from(
+    celery: ModerationCelery, redis_url: str
+) -> None:
+    """The message on the real broker, as beat sends it (the task's own options): its expiry header names
+    the moment it was sent, RELAY_EXPIRES ahead."""
+    before = datetime.now(UTC)
+    celery.tasks[RELAY_OUTBOX_TASK].apply_async()
+    after = datetime.now(UTC)
+    raw = redis.Redis.from_url(redis_url).lindex(CLASSIFY_QUEUE, 0)
+    headers = json.loads(cast(bytes, raw))["headers"]
+    assert headers["task"] == RELAY_OUTBOX_TASK
+    sent = beat_send_time(headers["expires"])
+    assert sent is not None and before - timedelta(seconds=1) <= sent <= after + timedelta(seconds=1)
 
 
 def outbox_rows(sessions: sessionmaker[Session]) -> list[tuple[int, datetime | None, int]]:

@@ -45,7 +45,8 @@ def run(var_dir: Path, *args: str, **env: str) -> Result:
         ("LOGIN_RATE_LIMIT", "ten a minute", "'ten a minute' is not a rate limit in limits syntax"),
         ("DATABASE_URL", "localhost/moderation", "not a URL SQLAlchemy can read; e.g. postgresql+psycopg://"),
         ("DATABASE_URL", "mysql://u:pw@localhost/y", "mysql://u:***@localhost/y: this service runs on PostgreSQL or"),
-        ("DATABASE_URL", "postgresql+asyncpg://u@h/m", "postgresql+asyncpg://u@h/m: its driver 'postgresql+asyncpg'"),
+        ("DATABASE_URL", "postgresql+asyncpg://u@h/m", "postgresql+asyncpg://u@h/m: 'postgresql+asyncpg' is an"),
+        ("DATABASE_URL", "postgresql+pg8000://u@h/m", "postgresql+pg8000://u@h/m: its driver 'postgresql+pg8000'"),
     ],
 )
 def test_a_setting_that_cannot_work_stops_any_command_with_one_line(

@@ -19,7 +19,9 @@ from workers.queues import CALLBACK_QUEUE, CLASSIFY_QUEUE, TRAINING_QUEUE, WORKE
 CLASSIFY_TASK = "moderation.classify"
 NOTIFY_TASK = "moderation.notify"
 RELAY_OUTBOX_TASK = "moderation.relay_outbox"
-RELAY_EXPIRES = 30.0  # seconds: a relay message older than this has nothing to add to a newer one
+# Seconds after which a worker drops beat's relay message instead of running it: one that waited longer
+# behind a backlog has nothing to add to the next. The relay reads from it when it was sent.
+RELAY_EXPIRES = 30.0
 RETRY_CALLBACKS_TASK = "moderation.retry_due_callbacks"
 PURGE_RECEIPTS_TASK = "moderation.purge_receipts"
 RETRAIN_TASK = "moderation.retrain"
@@ -30,7 +32,6 @@ RETENTION_TASK = "moderation.apply_retention"
 class CeleryOptions:
     broker_url: str
     relay_interval: float = 5.0
-    outbox_quiet: float = 30.0  # OUTBOX_QUIET_SECONDS: the relay publishes rows that have waited this long
     callback_retry_interval: float = 5.0
     visibility_timeout: int = 3600
     publish_timeout: float = 2.0
@@ -100,25 +101,9 @@ def _queue(name: str) -> Queue:
     return Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
 
 
-def relay_expiry(options: CeleryOptions) -> float:
-    """Seconds after which a worker drops beat's relay message instead of running it: the quiet time, at most
-    RELAY_EXPIRES.
-
-    The queue is first in, first out. A relay that runs has waited less than the quiet time behind the
-    messages published before its own, so every message published before that time has been taken: a row
-    it finds quiet for that long lost its message, or is being worked on, and is never merely still
-    queued. A relay that waited longer (a backlog) is dropped, and one that comes after does the work.
-    """
-    return min(options.outbox_quiet, RELAY_EXPIRES)
-
-
 def beat_schedule(options: CeleryOptions) -> dict[str, Any]:
     schedule: dict[str, Any] = {
-        "relay-outbox": {
-            "task": RELAY_OUTBOX_TASK,
-            "schedule": timedelta(seconds=options.relay_interval),
-            "options": {"expires": relay_expiry(options)},
-        },
+        "relay-outbox": {"task": RELAY_OUTBOX_TASK, "schedule": timedelta(seconds=options.relay_interval)},
         "retry-due-callbacks": {
             "task": RETRY_CALLBACKS_TASK,
             "schedule": timedelta(seconds=options.callback_retry_interval),

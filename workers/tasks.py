@@ -349,24 +349,24 @@ def _post(runtime: Runtime, target: _Target) -> Attempt:
 
 @shared_task(name=RELAY_OUTBOX_TASK, bind=True, soft_time_limit=60, time_limit=90, expires=RELAY_EXPIRES)
 def relay_outbox(self: Task) -> int:
-    """Publish again the work whose broker message may have been lost.
+    """Publish again the work whose broker message may have been lost (see ``_relay_cutoff`` for which).
 
-    Beat's message for this task expires (workers.app.relay_expiry), so work it finds quiet is not merely
-    still queued. Each row's publish is noted (committed) before its message goes: a worker that takes the
-    message at once must see the publish it came from, as its run is counted per publish
-    (moderation.decisions). Rows whose message the broker then refused are put back as they were, due again
-    at the next round. While no model can be loaded nothing is relayed: each waiting comment's own task is
-    already retrying (classify_comment), and a copy sent each quiet time would retry beside it, more and
-    more copies for as long as the outage lasts.
+    Each row's publish is noted (committed) before its message goes: a worker that takes the message at once
+    must see the publish it came from, as its run is counted per publish (moderation.decisions). Rows whose
+    message the broker then refused are put back as they were, due again at the next round. While no model
+    can be loaded nothing is relayed: each waiting comment's own task is already retrying (classify_comment),
+    and a copy sent each quiet time would retry beside it, more and more copies for as long as it lasts.
     """
     runtime = _runtime(self)
+    now = datetime.now(UTC)  # before the model is looked for, which may load one for seconds
     try:
         runtime.models.current()
-    except RegistryError:
-        return 0  # classify_comment logs and counts the outage
-    now = datetime.now(UTC)
+    except RegistryError as error:
+        log.debug("outbox relay waits for a model: %s", error)  # classify_comment logs and counts the outage
+        return 0
+    cutoff = _relay_cutoff(self.request, now, runtime.outbox_quiet)
     with runtime.sessions.begin() as session:
-        due = {m.id: m for m in outbox.due_messages(session, now, runtime.outbox_quiet)}
+        due = {m.id: m for m in outbox.due_messages(session, cutoff)}
         noted = outbox.mark_published(session, list(due), now)
     work = [(row_id, due[row_id].comment_id) for row_id in due if row_id in noted]
     published = _publish_each(work, CeleryPublisher(self.app).classify)
@@ -379,6 +379,38 @@ def relay_outbox(self: Task) -> int:
         OUTBOX_RELAYED.inc(len(published))
         log.info("outbox relayed", extra={"count": len(published)})
     return len(published)
+
+
+# Intake writes a row's time before it commits and publishes, and hosts' clocks differ a little: work
+# written this long before the relay's message was sent may still have been published after it.
+SEND_MARGIN = timedelta(seconds=5)
+
+
+def _relay_cutoff(request: Any, now: datetime, quiet: timedelta) -> datetime:
+    """Work last published (or written) before this is relayed: quiet for OUTBOX_QUIET_SECONDS and, when beat
+    sent this run, published before beat sent it.
+
+    The queue is first in, first out, and the relay's message waits in it behind the classify work: a
+    message published before it has been taken off the queue by the time the relay runs. So what the relay
+    sends again lost its message, failed its run, or is being worked on; never what is still waiting in a
+    backlog (a long one would otherwise be sent again each quiet time, and taken out of the batches).
+    """
+    cutoff = now - quiet
+    sent = beat_send_time(getattr(request, "expires", None))
+    return cutoff if sent is None else min(cutoff, sent - SEND_MARGIN)
+
+
+def beat_send_time(expires: object) -> datetime | None:
+    """When beat sent the message: Celery sets its expiry then, RELAY_EXPIRES ahead (None when not sent so,
+    e.g. the task run in-process)."""
+    if isinstance(expires, str):
+        try:
+            expires = datetime.fromisoformat(expires)
+        except ValueError:
+            return None
+    if not isinstance(expires, datetime) or expires.tzinfo is None:
+        return None
+    return expires - timedelta(seconds=RELAY_EXPIRES)
 
 
 @shared_task(name=RETRY_CALLBACKS_TASK, bind=True, soft_time_limit=60, time_limit=90, expires=30)
