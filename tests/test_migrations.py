@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import sqlalchemy as sa
 from sqlalchemy import create_engine, inspect, text
 
 from models.migrate import downgrade_database, upgrade_database
@@ -21,51 +23,33 @@ def test_every_revision_goes_down_to_nothing_and_up_again_to_the_models(empty_da
     assert drift_from_the_models(empty_database_url) == []
 
 
-def test_migration_0007_gives_older_decisions_an_empty_record_of_signals(empty_database_url: str) -> None:
+OLD_DECISIONS = {  # a decision as each schema before the revision wrote it
+    "0006": "INSERT INTO decisions (comment_id, outcome, is_current, reasons, explanation, decided_by, created_at)"
+    " SELECT id, 'hold', true, '[]', '{}', 'model', CURRENT_TIMESTAMP FROM comments",
+    "0009": "INSERT INTO decisions (comment_id, outcome, is_current, reasons, explanation, signals, decided_by,"
+    " created_at) SELECT id, 'hold', true, '[]', '{}', '{}', 'model', CURRENT_TIMESTAMP FROM comments",
+}
+
+
+@pytest.mark.parametrize(("before", "added"), [("0006", "signals"), ("0009", "thresholds")], ids=["0007", "0010"])
+def test_a_record_added_to_decisions_starts_empty_on_older_ones_and_goes_on_the_way_down(
+    empty_database_url: str, before: str, added: str
+) -> None:
+    """What the policy counted (0007) and the lines it drew (0010) are not known for decisions made before."""
     url = empty_database_url
-    upgrade_database(url, "0006")
+    upgrade_database(url, before)
     engine = create_engine(url)
-    with engine.begin() as connection:  # a decision written before 0007
+    with engine.begin() as connection:
         store_an_old_comment(connection)
-        connection.execute(
-            text(
-                "INSERT INTO decisions (comment_id, outcome, is_current, reasons, explanation, decided_by, created_at)"
-                " SELECT id, 'approve', true, '[]', '{}', 'model', CURRENT_TIMESTAMP FROM comments"
-            )
-        )
+        connection.execute(text(OLD_DECISIONS[before]))
     upgrade_database(url)
     assert drift_from_the_models(url) == []
     with engine.connect() as connection:
-        stored = connection.scalar(text("SELECT signals FROM decisions"))
+        stored = connection.scalar(sa.select(sa.column(added)).select_from(sa.table("decisions")))
     assert (json.loads(stored) if isinstance(stored, str) else stored) == {}  # drivers differ: text or decoded
     engine.dispose()
-    downgrade_database(url, "0006")
-    assert "signals" not in column_names(url, "decisions")
-    with engine.connect() as connection:
-        assert connection.scalar(text("SELECT outcome FROM decisions")) == "approve"
-    engine.dispose()
-
-
-def test_migration_0010_gives_older_decisions_no_recorded_lines(empty_database_url: str) -> None:
-    url = empty_database_url
-    upgrade_database(url, "0009")
-    engine = create_engine(url)
-    with engine.begin() as connection:  # a decision written before 0010
-        store_an_old_comment(connection)
-        connection.execute(
-            text(
-                "INSERT INTO decisions (comment_id, outcome, is_current, reasons, explanation, signals, decided_by,"
-                " created_at) SELECT id, 'hold', true, '[]', '{}', '{}', 'model', CURRENT_TIMESTAMP FROM comments"
-            )
-        )
-    upgrade_database(url)
-    assert drift_from_the_models(url) == []
-    with engine.connect() as connection:
-        stored = connection.scalar(text("SELECT thresholds FROM decisions"))
-    assert (json.loads(stored) if isinstance(stored, str) else stored) == {}
-    engine.dispose()
-    downgrade_database(url, "0009")
-    assert "thresholds" not in column_names(url, "decisions")
+    downgrade_database(url, before)
+    assert added not in column_names(url, "decisions")
     with engine.connect() as connection:
         assert connection.scalar(text("SELECT outcome FROM decisions")) == "hold"
     engine.dispose()
