@@ -392,8 +392,10 @@ def _relay_cutoff(request: Any, now: datetime, quiet: timedelta) -> datetime:
 
     The queue is first in, first out, and the relay's message waits in it behind the classify work: a
     message published before it has been taken off the queue by the time the relay runs. So what the relay
-    sends again lost its message, failed its run, or is being worked on; never what is still waiting in a
-    backlog (a long one would otherwise be sent again each quiet time, and taken out of the batches).
+    sends again lost its message, failed its run, is being worked on or retried, or was put back at the end
+    of the queue after its worker was lost (copies there are harmless: each run decides a comment once);
+    not what is still waiting in a backlog, which would otherwise be sent again each quiet time and taken
+    out of the batches.
     """
     cutoff = now - quiet
     sent = beat_send_time(getattr(request, "expires", None))
