@@ -136,26 +136,12 @@ def act(comment_id: int, action: str, reason: str | None, note: str | None, expe
     return Outcome(comment_id, True, f"comment {comment_id}: {action} recorded", status, decision.id)
 
 
-class _NotAnIdError(ValueError):
-    pass
-
-
-def _expected(value: str | None) -> int | None:
-    """The decision the moderator saw (none sent: no check); a value that names no row is refused, rather
-    than read as "no check" (the verdict would then overwrite whatever came since)."""
-    if not value:
-        return None
-    expected = form_row_id(value)
-    if expected is None:
-        raise _NotAnIdError(f"not a decision id: {value[:40]!r}")
-    return expected
-
-
 def act_on_form(comment_id: int, action: str, reason: str | None, note: str | None, expected: str) -> Outcome:
-    try:
-        expected_id = _expected(expected)
-    except _NotAnIdError as error:
-        return Outcome(comment_id, False, str(error))
+    """``act`` with the decision the moderator saw as the form sent it ("": no check). A value that names no
+    row is refused, not read as "no check": the verdict would then overwrite whatever came since."""
+    expected_id = form_row_id(expected) if expected else None
+    if expected and expected_id is None:
+        return Outcome(comment_id, False, f"not a decision id: {expected[:40]!r}")
     return act(comment_id, action, reason, note, expected_id)
 
 
