@@ -12,13 +12,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 
+SQLITE_LOCK_WAIT_SECONDS = 30.0
+
 
 def create_db_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
     """An engine tuned for the backend: WAL and a busy timeout on SQLite, a checked pool on PostgreSQL."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
-        event.listen(engine, "connect", _configure_sqlite)
+        # How long a statement waits for another process's write lock: 30 s, or the URL's ``?timeout=``.
+        wait = float(str(parsed.query.get("timeout", SQLITE_LOCK_WAIT_SECONDS)))
+        engine = create_engine(url, echo=echo, connect_args={"timeout": wait})
+        event.listen(engine, "connect", _sqlite_configurer(busy_ms=round(wait * 1000)))
         event.listen(engine, "begin", _begin_immediate)
         return engine
     engine = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
@@ -54,13 +58,20 @@ def _pinger(dialect: Dialect) -> Callable[[Any, Any, Any], None]:
     return ping_if_idle
 
 
-def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_configurer(busy_ms: int) -> Callable[[Any, Any], None]:
+    def configure(dbapi_connection: Any, _record: Any) -> None:
+        _configure_sqlite(dbapi_connection, busy_ms)
+
+    return configure
+
+
+def _configure_sqlite(dbapi_connection: Any, busy_ms: int) -> None:
     # WAL lets the web process read while a worker writes; foreign keys are off by default in SQLite.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={busy_ms:d}")
     cursor.close()
     # SQLite's own lower() folds only ASCII, so a search for "массаж" never matched "Массаж"; Python's folds
     # every script, as PostgreSQL's does. Deterministic, as the built-in is, so queries are planned the same.

@@ -73,3 +73,16 @@ def test_a_session_whose_flush_failed_is_closed_at_teardown_like_any_other(engin
         session.flush()
     db.close_at_teardown(session)  # no PendingRollbackError: the close rolls back as it always did
     assert not session.in_transaction()
+
+
+@pytest.mark.parametrize(("query", "waits_ms"), [("", 30_000), ("?timeout=0.2", 200)])
+def test_a_sqlite_url_s_timeout_is_how_long_a_statement_waits_for_a_lock(
+    tmp_path: Any, query: str, waits_ms: int
+) -> None:
+    """30 s by default; `?timeout=` in DATABASE_URL was overridden by the busy timeout set on each connection."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'moderation.db'}{query}")
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("PRAGMA busy_timeout")).scalar() == waits_ms
+    finally:
+        engine.dispose()
