@@ -85,9 +85,13 @@ def callback_url_message(name: str, saved: callbacks.CallbackUrlSaved) -> str:
 def site_pause(site_id: int) -> ResponseReturnValue:
     session = db()
     site = session.get(Site, site_id, with_for_update=True) or abort(404)
+    earlier_pauser = site.callbacks_paused_by  # a second click, or another admin's pause seen late
     held = callbacks.pause_callbacks(session, site, datetime.now(UTC), by=me().email)
     session.commit()
-    flash(f"Callbacks of {site.name} paused; {held} waiting callback(s) held back until resumed.", "info")
+    if earlier_pauser:
+        flash(f"Callbacks of {site.name} were already paused by {earlier_pauser}; {held} more held back.", "info")
+    else:
+        flash(f"Callbacks of {site.name} paused; {held} waiting callback(s) held back until resumed.", "info")
     return redirect(url_for("dashboard.sites"))
 
 

@@ -404,10 +404,11 @@ def pause_callbacks(session: Session, site: Site, now: datetime, by: str) -> int
     """Hold back the site's callbacks until ``enable_callbacks``, as a 410 would; how many waiting ones were held.
 
     For a site's maintenance: decisions go on being made and their callbacks are kept, none is sent and none
-    uses up an attempt or becomes a dead letter meanwhile. One already on the wire finishes.
+    uses up an attempt or becomes a dead letter meanwhile. One already on the wire finishes. Pausing a paused
+    site keeps who paused it first and since when.
     """
     site.callback_disabled_at = site.callback_disabled_at or now
-    site.callbacks_paused_by = by
+    site.callbacks_paused_by = site.callbacks_paused_by or by
     return _hold_back_waiting(session, site.id)
 
 

@@ -105,6 +105,9 @@ def test_sites_pause_and_resume_a_sites_callbacks(var_dir: Path) -> None:
     listed = [line.split("\t") for line in run(var_dir, "sites", "list").stdout.splitlines()]
     state = next(fields[2] for fields in listed if fields[0] == "paused-site")
     assert state.startswith("callbacks paused by ") and " (command line) since " in state and state.endswith(" UTC")
+    again = run(var_dir, "sites", "pause", "paused-site")
+    assert again.exit_code == 0
+    assert again.stdout.strip() == f"paused-site was already paused ({state}); 0 more waiting callback(s) held back"
 
     resumed = run(var_dir, "sites", "resume", "paused-site")
     assert resumed.stdout.strip() == "callbacks of paused-site resumed; 0 held-back callback(s) will be sent"

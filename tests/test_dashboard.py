@@ -1083,6 +1083,12 @@ def test_an_admin_pauses_a_sites_callbacks_and_resumes_them(
     assert "paused by admin@example.org since" in page
     assert _statuses(sessions, ids) == ["disabled", "disabled"]
     with sessions() as session:
+        paused_at = session.get_one(Site, site_row).callback_disabled_at
+    again = _post_site(admin_client, site_row, "pause")  # a second click says so and keeps the first pause
+    assert "Callbacks of backpain-advisor were already paused by admin@example.org; 0 more held back." in again
+    with sessions() as session:
+        assert session.get_one(Site, site_row).callback_disabled_at == paused_at
+    with sessions() as session:
         assert callbacks.due_deliveries(session, now + timedelta(days=1)) == []
     failures = _page(admin_client, "/dashboard/admin/callbacks")  # held back is not failed: counted apart
     assert "2 more held back for paused sites" in failures and f"/dashboard/admin/callbacks/{ids[0]}/" not in failures

@@ -116,9 +116,13 @@ def sites_pause(ctx: click.Context, name: str) -> None:
     """Hold back the site's callbacks (decisions go on) until `sites resume`."""
     with common.sessions(common.settings(ctx)).begin() as session:
         site = _locked_site(session, name)
+        earlier_pause = _callback_state(site) if site.callbacks_paused_by else None
         held = callbacks.pause_callbacks(session, site, datetime.now(UTC), by=f"{_os_user()} (command line)")
         has_url = bool(site.callback_url)
-    click.echo(f"callbacks of {name} paused; {held} waiting callback(s) held back until `sites resume {name}`")
+    if earlier_pause:
+        click.echo(f"{name} was already paused ({earlier_pause}); {held} more waiting callback(s) held back")
+    else:
+        click.echo(f"callbacks of {name} paused; {held} waiting callback(s) held back until `sites resume {name}`")
     if not has_url:
         click.echo(f"{name} has no callback URL yet: save one with `sites set-callback {name} URL` before resuming")
 
