@@ -1,16 +1,25 @@
-"""What a worker and beat write for the housekeeping tasks that run every few seconds: only what matters."""
+"""What a worker and beat write: only what matters for the housekeeping tasks that run every few seconds, and
+the ids a task was called with on Celery's own lines."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 
 import pytest
-from celery import beat
+from celery import Celery, beat
 from celery.app import trace
 from celery.worker import strategy
 
-from workers.app import CLASSIFY_TASK, RELAY_OUTBOX_TASK, RETRY_CALLBACKS_TASK, QuietRoutineTasks
+from server.logs import JsonFormatter
+from workers.app import (
+    CLASSIFY_TASK,
+    RELAY_OUTBOX_TASK,
+    RETRY_CALLBACKS_TASK,
+    QuietRoutineTasks,
+    TaskIdsOnCeleryLines,
+)
 
 
 class Kept(logging.Handler):
@@ -62,3 +71,45 @@ def test_a_routine_task_that_fails_is_still_logged(kept: Kept) -> None:
         "Task %(name)s[%(id)s] raised unexpected: %(exc)s", {**context(RELAY_OUTBOX_TASK), "exc": "OperationalError"}
     )
     assert kept.lines == [f"Task {RELAY_OUTBOX_TASK}[9f2c] raised unexpected: OperationalError"]
+
+
+@pytest.fixture
+def json_lines() -> Iterator[list[str]]:
+    """Celery's trace lines as the service writes them (JSON), with the ids filter installed as a worker has it."""
+    TaskIdsOnCeleryLines.install()
+    lines: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(JsonFormatter().format(record))  # type: ignore[method-assign]
+    logger = logging.getLogger("celery.app.trace")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def test_celerys_failure_line_names_the_comment_in_a_field_of_its_own(json_lines: list[str]) -> None:
+    app = Celery("ids-on-lines", set_as_current=False)
+
+    @app.task(name=CLASSIFY_TASK, shared=False)
+    def classify(comment_id: int, revision: int | None = None) -> None:
+        raise RuntimeError("the model broke")
+
+    tracer = trace.build_tracer(CLASSIFY_TASK, classify, app=app, eager=False, propagate=False)
+    tracer("5e1f", (), {"comment_id": 41, "revision": 2}, {"kwargsrepr": "{'comment_id': 41, 'revision': 2}"})
+
+    failed = [json.loads(line) for line in json_lines if json.loads(line)["level"] == "ERROR"]
+    assert len(failed) == 1
+    assert failed[0]["comment_id"] == 41 and "RuntimeError: the model broke" in failed[0]["exception"]
+    assert "revision" not in failed[0]  # only the ids the service's own lines carry
+
+
+@pytest.mark.parametrize(
+    "kwargs_text", ["{'comment_id': ", "[41]", "{'comment_id': 41, " + "'x': 1, " * 400 + "}", "__import__('os')"]
+)
+def test_text_that_is_not_a_short_literal_dict_adds_nothing(kwargs_text: str) -> None:
+    record = logging.LogRecord("celery.app.trace", logging.ERROR, __file__, 1, "Task failed", None, None)
+    record.data = {"name": CLASSIFY_TASK, "kwargs": kwargs_text}
+    assert TaskIdsOnCeleryLines().filter(record) is True
+    assert "comment_id" not in record.__dict__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,7 +124,20 @@ def beat_schedule(options: CeleryOptions) -> dict[str, Any]:
     return schedule
 
 
-class QuietRoutineTasks(logging.Filter):
+class CeleryLoggerFilter(logging.Filter):
+    """A filter for some of Celery's loggers, installed once on each however many apps a process makes."""
+
+    LOGGERS: tuple[str, ...] = ()
+
+    @classmethod
+    def install(cls) -> None:
+        for name in cls.LOGGERS:
+            logger = logging.getLogger(name)
+            if not any(isinstance(each, cls) for each in logger.filters):
+                logger.addFilter(cls())
+
+
+class QuietRoutineTasks(CeleryLoggerFilter):
     """Drops Celery's INFO lines (sent, received, succeeded) for the beat tasks that run every few seconds.
 
     They were most of a worker's log, about 40 MB a day with nothing to say; the tasks log themselves when
@@ -144,16 +158,42 @@ class QuietRoutineTasks(logging.Filter):
         args = record.args  # beat's "Sending due task %s (%s)": the entry's name, then the task's
         return args[-1] if isinstance(args, tuple) and args else None
 
+
+class TaskIdsOnCeleryLines(CeleryLoggerFilter):
+    """Gives Celery's lines about a task (received, succeeded, failed) the ids it was called with as fields of
+    their own, as the service's lines have them: searching a comment's path by ``comment_id`` then finds
+    Celery's failure line and traceback too, not only ours.
+
+    Celery puts the call's keyword arguments on those lines as text, the publisher's repr of a few ids.
+    """
+
+    LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+    FIELDS = ("comment_id", "delivery_ids")
+    LONGEST_REPR = 2_000  # a message published by something else is not parsed at any length
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        data = getattr(record, "data", None)
+        if isinstance(data, dict):
+            called_with = self._kwargs(data.get("kwargs"))
+            for field in self.FIELDS:
+                if field in called_with and field not in record.__dict__:
+                    setattr(record, field, called_with[field])
+        return True
+
     @classmethod
-    def install(cls) -> None:
-        for name in cls.LOGGERS:
-            logger = logging.getLogger(name)
-            if not any(isinstance(each, cls) for each in logger.filters):
-                logger.addFilter(cls())
+    def _kwargs(cls, text: object) -> dict[str, Any]:
+        if not isinstance(text, str) or len(text) > cls.LONGEST_REPR:
+            return {}
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return {}
+        return value if isinstance(value, dict) else {}
 
 
 def create_celery(options: CeleryOptions, runtime_factory: Callable[[], Runtime]) -> ModerationCelery:
     QuietRoutineTasks.install()
+    TaskIdsOnCeleryLines.install()
     app = ModerationCelery("moderation", set_as_current=True)
     app.config_from_object(celery_config(options))
     app.runtime_factory = runtime_factory
