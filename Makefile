@@ -1,5 +1,7 @@
 # Two commands for a new user: `make run` and `make test`. Everything else is in the README.
 PYTHON ?= python3
+# Test processes (pytest-xdist): one per core of the two-core machines CI runs on; 0 runs in one process
+TEST_PROCESSES ?= 2
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -15,7 +17,7 @@ test: $(DEV_STAMP) chromium wrk
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --numprocesses=$(TEST_PROCESSES) --durations=25 $(PYTEST_ARGS)
 
 # The browser tests drive Debian's Chromium (/usr/bin/chromium); as root with apt-get, install it when missing.
 chromium:

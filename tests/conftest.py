@@ -31,13 +31,14 @@ from tests.support.services import (
     BundledRedis,
     fresh_postgres_database,
     postgres_reachable,
+    redis_database_for_this_process,
     redis_reachable,
 )
 from workers.app import ModerationCelery
 
-# Each test session gets its own database on the shared Redis, so parallel runs on one machine
-# (developers, CI) neither flush nor consume each other's queues.
-TEST_REDIS_DB = 1 + os.getpid() % 15
+# Each test process gets its own database on the shared Redis: neither parallel runs on one machine (developers,
+# CI) nor one run's workers (pytest-xdist) flush or consume each other's queues.
+TEST_REDIS_DB = redis_database_for_this_process(os.environ, os.getpid())
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -9,7 +10,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,6 +28,16 @@ def redis_reachable(url: str) -> bool:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
     except (redis.RedisError, OSError):
         return False
+
+
+def redis_database_for_this_process(environ: Mapping[str, str], pid: int) -> int:
+    """A Redis database (1-15) for a test process: in a pytest-xdist run, the run's id picks where its workers
+    start and each takes the next one (apart up to 15 workers); alone, the process id picks one."""
+    worker = environ.get("PYTEST_XDIST_WORKER", "")
+    if not (worker.startswith("gw") and worker[2:].isdecimal()):
+        return 1 + pid % 15
+    start = int(hashlib.sha256(environ.get("PYTEST_XDIST_TESTRUNUID", "").encode()).hexdigest(), 16)
+    return 1 + (start + int(worker[2:])) % 15
 
 
 def free_port() -> int:
