@@ -41,6 +41,14 @@ SPELLED_DOT_COM_RE = re.compile(
 SPELLED_DOT_WORDS = ("dot", "punto", "ponto", "point")
 EMAIL_RE = re.compile(r"\b[\w.+-]{1,64}@[\w-]+\.[\w.-]+\b")
 PHONE_RE = re.compile(r"(?:\+|\b00)?\d[\d\s().-]{7,}\d")
+# Dates and spans of years have a number's shape ("12.03.2024", "2019-2023") and are common in ordinary
+# comments (a surgery's date, the years a pain lasted): PHONE_RE looks at the text without them. Only whole
+# ones are taken out, so "06.12.34.56.78" (a French number) stays whole.
+DATE_LIKE_RE = re.compile(
+    r"(?<![\d.,/-])(?:\d{1,2}[./-]\d{1,2}[./-](?:\d{4}|\d{2})|\d{4}[./-]\d{1,2}[./-]\d{1,2}"
+    r"|(?:19|20)\d\d\s*[-/]\s*(?:(?:19|20)\d\d|\d\d))(?![./-]?\d)"
+)
+PHONE_DIGITS = 7  # a local number without its area code
 # An address spaced or spelled out so that filters miss it: "jo @ mail .org", "jo (at) mail dot com". A
 # spelled "dot" takes any ending in any case; a bare "." takes, with spaces about it and in any case, only
 # endings that are never words ("@Jo. It helped" is a reply), and the others touching it, in lower case and
@@ -282,9 +290,16 @@ def _may_contain(raw: str, words: tuple[str, ...]) -> bool:
     return any(letter in lowered for letter in "\u0307\u0131\u017f") or any(word in lowered for word in words)
 
 
+def _has_phone_number(raw: str) -> bool:
+    if not PHONE_RE.search(raw):  # most comments: one search
+        return False
+    without_dates = DATE_LIKE_RE.sub(" ", raw)
+    return any(sum(c.isdigit() for c in m.group()) >= PHONE_DIGITS for m in PHONE_RE.finditer(without_dates))
+
+
 def _number_tokens(raw: str) -> list[str]:
     tokens = []
-    if PHONE_RE.search(raw):
+    if _has_phone_number(raw):
         tokens.append("zzphone")
     if (any(symbol in raw for symbol in "$€£") or _may_contain(raw, MONEY_WORDS)) and MONEY_RE.search(raw):
         tokens.append("zzmoney")
@@ -295,7 +310,7 @@ def _number_tokens(raw: str) -> list[str]:
 # What a model learned from is prepare()'s output, which is code: a model trained on another version's
 # output scores worse. Change this whenever that output changes for any text (tests/test_features.py pins a
 # digest of it); the model card records it, and loading a model made for other features warns.
-FEATURES_VERSION = "2026-12-06.3"
+FEATURES_VERSION = "2026-12-07.1"
 
 
 def prepare(comment: CommentText) -> str:
