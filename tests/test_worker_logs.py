@@ -76,17 +76,20 @@ def test_a_routine_task_that_fails_is_still_logged(kept: Kept) -> None:
 @pytest.fixture
 def json_lines() -> Iterator[list[str]]:
     """Celery's trace lines as the service writes them (JSON), with the ids filter installed as a worker has it."""
-    TaskIdsOnCeleryLines.install()
     lines: list[str] = []
     handler = logging.Handler(logging.INFO)
     handler.emit = lambda record: lines.append(JsonFormatter().format(record))  # type: ignore[method-assign]
     logger = logging.getLogger("celery.app.trace")
     level = logger.level
+    filters = {name: list(logging.getLogger(name).filters) for name in TaskIdsOnCeleryLines.LOGGERS}
+    TaskIdsOnCeleryLines.install()
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     yield lines
     logger.removeHandler(handler)
     logger.setLevel(level)
+    for name, before in filters.items():  # as it was for the tests after this one
+        logging.getLogger(name).filters[:] = before
 
 
 def test_celerys_failure_line_names_the_comment_in_a_field_of_its_own(json_lines: list[str]) -> None:
@@ -105,11 +108,38 @@ def test_celerys_failure_line_names_the_comment_in_a_field_of_its_own(json_lines
     assert "revision" not in failed[0]  # only the ids the service's own lines carry
 
 
-@pytest.mark.parametrize(
-    "kwargs_text", ["{'comment_id': ", "[41]", "{'comment_id': 41, " + "'x': 1, " * 400 + "}", "__import__('os')"]
-)
-def test_text_that_is_not_a_short_literal_dict_adds_nothing(kwargs_text: str) -> None:
-    record = logging.LogRecord("celery.app.trace", logging.ERROR, __file__, 1, "Task failed", None, None)
-    record.data = {"name": CLASSIFY_TASK, "kwargs": kwargs_text}
+def test_the_ids_of_a_callback_task_are_a_field_too() -> None:
+    record = trace_record({"name": "moderation.notify", "kwargs": "{'delivery_ids': [7, 8]}"})
     assert TaskIdsOnCeleryLines().filter(record) is True
-    assert "comment_id" not in record.__dict__
+    assert record.__dict__["delivery_ids"] == [7, 8]
+
+
+def trace_record(data: dict[str, object]) -> logging.LogRecord:
+    record = logging.LogRecord("celery.app.trace", logging.ERROR, __file__, 1, "Task failed", None, None)
+    record.data = data
+    return record
+
+
+# A message's kwargsrepr header is whatever its publisher wrote, not necessarily its arguments.
+@pytest.mark.parametrize(
+    "kwargs_text",
+    [
+        "{'comment_id': ",
+        "[41]",
+        "{'comment_id': 41, " + "'x': 1, " * 400 + "}",
+        "__import__('os')",
+        "{'comment_id': {(41,): 1}}",  # a key json.dumps cannot write: the whole line would be lost
+        "{'comment_id': 1e999}",  # Infinity: not JSON
+        "{'comment_id': '41 OR the admin'}",
+        "{'comment_id': True}",
+        "{'comment_id': -3}",
+        "{'comment_id': " + "9" * 1900 + "}",
+        "{'delivery_ids': ['7']}",
+        "{'delivery_ids': [" + "7, " * 101 + "]}",
+    ],
+)
+def test_text_that_does_not_name_rows_adds_nothing_and_the_line_is_still_json(kwargs_text: str) -> None:
+    record = trace_record({"name": CLASSIFY_TASK, "kwargs": kwargs_text})
+    assert TaskIdsOnCeleryLines().filter(record) is True
+    assert "comment_id" not in record.__dict__ and "delivery_ids" not in record.__dict__
+    json.loads(JsonFormatter().format(record))

@@ -168,17 +168,31 @@ class TaskIdsOnCeleryLines(CeleryLoggerFilter):
     """
 
     LOGGERS = ("celery.worker.strategy", "celery.app.trace")
-    FIELDS = ("comment_id", "delivery_ids")
     LONGEST_REPR = 2_000  # a message published by something else is not parsed at any length
+    MOST_DELIVERY_IDS = 100
 
     def filter(self, record: logging.LogRecord) -> bool:
         data = getattr(record, "data", None)
         if isinstance(data, dict):
             called_with = self._kwargs(data.get("kwargs"))
-            for field in self.FIELDS:
-                if field in called_with and field not in record.__dict__:
-                    setattr(record, field, called_with[field])
+            # The text is the message's own header, not necessarily its arguments: only row ids are taken,
+            # so a hostile one can neither break the JSON line nor name anything else.
+            comment_id = called_with.get("comment_id")
+            if self._is_row_id(comment_id) and "comment_id" not in record.__dict__:
+                record.comment_id = comment_id
+            delivery_ids = called_with.get("delivery_ids")
+            if (
+                isinstance(delivery_ids, list)
+                and 0 < len(delivery_ids) <= self.MOST_DELIVERY_IDS
+                and all(self._is_row_id(each) for each in delivery_ids)
+                and "delivery_ids" not in record.__dict__
+            ):
+                record.delivery_ids = delivery_ids
         return True
+
+    @staticmethod
+    def _is_row_id(value: object) -> bool:
+        return type(value) is int and 0 < value < 2**63
 
     @classmethod
     def _kwargs(cls, text: object) -> dict[str, Any]:
