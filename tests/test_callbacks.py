@@ -506,6 +506,16 @@ def test_a_410_for_a_callback_sent_before_a_pause_keeps_the_pause_and_its_time(
         assert session.get_one(CallbackDelivery, delivery_id).status == DeliveryStatus.DISABLED
 
 
+def test_a_second_pause_keeps_who_paused_first_and_since_when(
+    sessions: sessionmaker[Session], delivery_id: int
+) -> None:
+    assert pause(sessions, NOW, by="first@site.example") == 1
+    assert pause(sessions, NOW + timedelta(hours=1), by="second@site.example") == 0
+    with sessions() as session:
+        site = session.scalars(select(Site)).one()
+        assert (site.callback_disabled_at, site.callbacks_paused_by) == (NOW, "first@site.example")
+
+
 # --- what the operator sees of failing callbacks ------------------------------------------------------
 
 
