@@ -29,23 +29,23 @@ from tests.support.model_cache import ModelCache
 from tests.support.services import (
     SYSTEM_REDIS,
     BundledRedis,
+    claimed_redis_database,
+    first_redis_database_to_try,
     fresh_postgres_database,
     postgres_reachable,
-    redis_database_for_this_process,
     redis_reachable,
 )
 from workers.app import ModerationCelery
-
-# Each test process gets its own database on the shared Redis: neither parallel runs on one machine (developers,
-# CI) nor one run's workers (pytest-xdist) flush or consume each other's queues.
-TEST_REDIS_DB = redis_database_for_this_process(os.environ, os.getpid())
 
 
 @pytest.fixture(scope="session")
 def redis_server_url() -> Iterator[str]:
     """Redis at 127.0.0.1:6379 when it runs (here and in CI); otherwise the bundled redis-server."""
     if redis_reachable(SYSTEM_REDIS):
-        yield f"{SYSTEM_REDIS}/{TEST_REDIS_DB}"
+        # A database of its own: neither runs side by side on one machine (developers, CI) nor the
+        # processes of one run (pytest-xdist) flush or consume each other's queues.
+        with claimed_redis_database(SYSTEM_REDIS, first_redis_database_to_try(os.environ, os.getpid())) as database:
+            yield f"{SYSTEM_REDIS}/{database}"
         return
     bundled = BundledRedis().start()
     yield bundled.url

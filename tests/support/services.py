@@ -30,14 +30,42 @@ def redis_reachable(url: str) -> bool:
         return False
 
 
-def redis_database_for_this_process(environ: Mapping[str, str], pid: int) -> int:
-    """A Redis database (1-15) for a test process: in a pytest-xdist run, the run's id picks where its workers
-    start and each takes the next one (apart up to 15 workers); alone, the process id picks one."""
+def first_redis_database_to_try(environ: Mapping[str, str], pid: int) -> int:
+    """Where a test process starts looking for a free Redis database (1-15): in a pytest-xdist run, the run's
+    id picks where its workers start and each starts one further; alone, the process id picks."""
     worker = environ.get("PYTEST_XDIST_WORKER", "")
     if not (worker.startswith("gw") and worker[2:].isdecimal()):
         return 1 + pid % 15
     start = int(hashlib.sha256(environ.get("PYTEST_XDIST_TESTRUNUID", "").encode()).hexdigest(), 16)
     return 1 + (start + int(worker[2:])) % 15
+
+
+CLAIM_KEY = "moderation-tests:database:{}"  # in database 0, which the tests use for nothing else
+CLAIM_SECONDS = 6 * 3600  # longer than any run: the claims of a run killed outright lapse by themselves
+
+
+@contextmanager
+def claimed_redis_database(server: str, first: int) -> Iterator[int]:
+    """A Redis database (1-15) no other test process holds, from ``first`` on, held until the end: a
+    process flushes its database before each test, so two sharing one would lose each other's queues."""
+    admin = redis.Redis.from_url(f"{server}/0")
+    token = f"{socket.gethostname()} pid {os.getpid()} {uuid.uuid4().hex}"
+    for offset in range(15):
+        database = 1 + (first - 1 + offset) % 15
+        if admin.set(CLAIM_KEY.format(database), token, nx=True, ex=CLAIM_SECONDS):
+            break
+    else:
+        admin.close()
+        raise RuntimeError(
+            f"Redis databases 1-15 at {server} are all held by other test processes (at most 15 at once; the "
+            f"keys {CLAIM_KEY.format('*')} in database 0 say which; delete them if those runs are gone)"
+        )
+    try:
+        yield database
+    finally:
+        if admin.get(CLAIM_KEY.format(database)) == token.encode():
+            admin.delete(CLAIM_KEY.format(database))
+        admin.close()
 
 
 def free_port() -> int:
