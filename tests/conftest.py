@@ -127,14 +127,15 @@ def trained_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     models_dir = tmp_path_factory.mktemp("models")
     pytest_cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
     cache = ModelCache(pytest_cache.mkdir("trained-model") if pytest_cache else None, TEST_MODEL_TRAINING)
-    cached = cache.load(models_dir, version)
-    if cached is not None:
-        model, artifact = cached
-        return TrainedModel(model, artifact, version)
-    model = train(load_own_corpus(), show_progress=False, **TEST_MODEL_TRAINING)
-    model.card["version"] = version
-    artifact = registry.save_artifact(model, models_dir, version)
-    cache.store(artifact)
+    with cache.exclusive():
+        cached = cache.load(models_dir, version)
+        if cached is not None:
+            model, artifact = cached
+            return TrainedModel(model, artifact, version)
+        model = train(load_own_corpus(), show_progress=False, **TEST_MODEL_TRAINING)
+        model.card["version"] = version
+        artifact = registry.save_artifact(model, models_dir, version)
+        cache.store(artifact)
     return TrainedModel(model, artifact, version)
 
 

@@ -3,9 +3,11 @@ and anything wrong with the cache means training again, never a wrong model."""
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from moderation.features import CommentText
 from tests.conftest import TEST_MODEL_TRAINING, TrainedModel
@@ -48,3 +50,14 @@ def test_other_training_arguments_or_no_cache_folder_mean_training_again(
     assert ModelCache(folder, {**TEST_MODEL_TRAINING, "folds": 3}).load(tmp_path, "other") is None
     assert ModelCache(None, TEST_MODEL_TRAINING).load(tmp_path, "none") is None
     ModelCache(None, TEST_MODEL_TRAINING).store(trained_model.artifact)  # nothing to keep it in: no error
+
+
+def test_one_process_at_a_time_looks_for_trains_and_stores_the_model(tmp_path: Path) -> None:
+    folder = tmp_path / "trained-model"
+    folder.mkdir()
+    lock = tmp_path / "trained-model.lock"
+    # Another process (its own open file) would wait here.
+    with ModelCache(folder, TEST_MODEL_TRAINING).exclusive(), open(lock) as other, pytest.raises(BlockingIOError):
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(lock) as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # and goes on once the first is done

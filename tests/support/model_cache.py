@@ -9,12 +9,14 @@ stored, and its types against the trusted ones.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import platform
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,17 @@ class ModelCache:
     def __init__(self, folder: Path | None, training: Mapping[str, Any]) -> None:
         self.folder = folder
         self.key = training_inputs_digest(training)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Held while a process looks for the model and, finding none, trains and stores it: the test
+        processes of one run (pytest-xdist) then train once, the others waiting to load what it stored."""
+        if self.folder is None:
+            yield
+            return
+        with open(self.folder.with_name(f"{self.folder.name}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # let go when the file closes, or the process dies
+            yield
 
     def _file(self, suffix: str) -> Path:
         assert self.folder is not None
