@@ -22,7 +22,7 @@ import pytest
 import skops.io as sio
 from click.testing import CliRunner, Result
 from sklearn.naive_bayes import MultinomialNB
-from sqlalchemy import select, text, update
+from sqlalchemy import Engine, select, text, update
 
 from models.db import create_db_engine, make_session_factory
 from models.entities import Comment, ModelVersion, OutboxMessage, Site
@@ -127,6 +127,23 @@ def test_sites_pause_and_resume_a_sites_callbacks(var_dir: Path) -> None:
     )
     listed = [line.split("\t") for line in run(var_dir, "sites", "list").stdout.splitlines()]
     assert next(fields[2] for fields in listed if fields[0] == "pulling-site").startswith("callbacks paused by ")
+
+
+def test_the_commands_that_lock_a_site_work_on_each_database(engine: Engine, database_url: str, tmp_path: Path) -> None:
+    """They lock the site's row, which PostgreSQL refuses on the outer join that loads a site's secrets."""
+    env = {"VAR_DIR": str(tmp_path), "DATABASE_URL": database_url, "LOG_FORMAT": "text", "LOG_LEVEL": "WARNING"}
+
+    def cli(*args: str) -> Result:
+        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+    assert cli("sites", "add", "locked-site").exit_code == 0
+    saved = cli("sites", "set-callback", "locked-site", "https://site.example/cb")
+    assert saved.stdout.strip() == "callback URL of locked-site saved"
+    assert cli("sites", "pause", "locked-site").stdout.startswith("callbacks of locked-site paused; 0 waiting")
+    resumed = cli("sites", "resume", "locked-site")
+    assert resumed.stdout.strip() == "callbacks of locked-site resumed; 0 held-back callback(s) will be sent"
+    refused = cli("sites", "set-callback", "locked-site", "ftp://site.example/cb")
+    assert refused.exit_code == 1 and refused.stderr.startswith("Error: ")
 
 
 def test_a_site_paused_without_a_callback_url_gets_one_and_resumes_from_the_command_line(var_dir: Path) -> None:
@@ -1006,8 +1023,9 @@ def test_models_list_shows_dates_held_out_f1_and_versions_never_activated(
     with make_session_factory(create_db_engine(url)).begin() as session:
         registry.register(session, "active-one", trained_model.artifact, card)
         registry.activate(session, "active-one")
+    as_from_postgresql = {**card, "thresholds": dict(sorted(card["thresholds"].items()))}  # JSONB sorts keys
     with make_session_factory(create_db_engine(url)).begin() as session:
-        registry.register(session, "never-used", trained_model.artifact, card)
+        registry.register(session, "never-used", trained_model.artifact, as_from_postgresql)
 
     listed = run(var, "models", "list")
     assert listed.exit_code == 0, listed.output
@@ -1020,6 +1038,8 @@ def test_models_list_shows_dates_held_out_f1_and_versions_never_activated(
     assert re.fullmatch(rf"  never-used{start}  created={date}  {re.escape(f1s)}  activated=no", lines[0])
     assert re.fullmatch(rf"\* active-one{start}  created={date}  {re.escape(f1s)}  activated={date}", lines[1])
     assert "never" in lines[0] and "never" not in lines[1]
+    shown = f"thresholds={ {name: card['thresholds'][name] for name in ('spam_reject', 'spam_hold', 'advice_hold')} }"
+    assert shown in lines[0] and shown in lines[1]  # one order for every version
 
 
 def refused_url() -> str:

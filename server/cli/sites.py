@@ -7,6 +7,7 @@ import os
 from datetime import UTC, datetime
 
 import click
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -27,7 +28,7 @@ def sites() -> None:
 @click.pass_context
 def sites_add(ctx: click.Context, name: str, callback_url: str | None) -> None:
     """Register a site; its new whsec_ secret is the last line printed."""
-    with common.sessions(common.settings(ctx)).begin() as session:
+    with common.transaction(ctx) as session:
         try:
             site, secret = create_site(session, name, callback_url)
         except SiteError as error:
@@ -44,7 +45,7 @@ def sites_add(ctx: click.Context, name: str, callback_url: str | None) -> None:
 def sites_rotate_secret(ctx: click.Context, name: str) -> None:
     """Issue a new secret; the old one keeps verifying for SECRET_ROTATION_OVERLAP_HOURS."""
     settings = common.settings(ctx)
-    with common.sessions(settings).begin() as session:
+    with common.transaction(ctx) as session:
         try:
             site = require_site(session, name)
         except SiteError as error:
@@ -64,10 +65,8 @@ def sites_rotate_secret(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def sites_list(ctx: click.Context) -> None:
     """Sites with their callback URL and state."""
-    from sqlalchemy import select
-
     settings = common.settings(ctx)
-    with common.sessions(settings)() as session:
+    with common.transaction(ctx) as session:
         failing = callbacks.failing_callback_counts(session)
         sites = session.scalars(select(Site).order_by(Site.name)).all()
         for site in sites:
@@ -93,7 +92,7 @@ def _callback_state(site: Site, failing: int = 0) -> str:
 @click.pass_context
 def sites_set_callback(ctx: click.Context, name: str, url: str) -> None:
     """Save where the site's decisions are POSTed; '' clears it. Held-back callbacks go to the new URL."""
-    with common.sessions(common.settings(ctx)).begin() as session:
+    with common.transaction(ctx) as session:
         site = _locked_site(session, name)
         try:
             saved = callbacks.save_callback_url(session, site, url, datetime.now(UTC))
@@ -114,7 +113,7 @@ def sites_set_callback(ctx: click.Context, name: str, url: str) -> None:
 @click.pass_context
 def sites_pause(ctx: click.Context, name: str) -> None:
     """Hold back the site's callbacks (decisions go on) until `sites resume`."""
-    with common.sessions(common.settings(ctx)).begin() as session:
+    with common.transaction(ctx) as session:
         site = _locked_site(session, name)
         earlier_pause = _callback_state(site) if site.callbacks_paused_by else None
         held = callbacks.pause_callbacks(session, site, datetime.now(UTC), by=f"{_os_user()} (command line)")
@@ -132,7 +131,7 @@ def sites_pause(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def sites_resume(ctx: click.Context, name: str) -> None:
     """Turn the site's callbacks back on (after a pause or a 410) and send what was held back."""
-    with common.sessions(common.settings(ctx)).begin() as session:
+    with common.transaction(ctx) as session:
         site = _locked_site(session, name)
         if not site.callback_url:  # released, they would all be dead letters at once
             raise click.ClickException(
@@ -148,8 +147,11 @@ def _locked_site(session: Session, name: str) -> Site:
         site = require_site(session, name)
     except SiteError as error:
         raise click.ClickException(str(error)) from None
-    session.refresh(site, with_for_update=True)
-    return site
+    # A plain SELECT ... FOR UPDATE of the row: refreshing the site would repeat the join that loaded its
+    # secrets, and PostgreSQL refuses to lock the nullable side of an outer join.
+    return session.execute(
+        select(Site).where(Site.id == site.id).with_for_update().execution_options(populate_existing=True)
+    ).scalar_one()
 
 
 def _os_user() -> str:
