@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from sqlalchemy.engine import make_url
 
 from models.entities import ModelVersion
 from moderation import registry
+from moderation.policy import Thresholds
 from server.cli import common
 
 
@@ -38,14 +40,23 @@ def models_list(ctx: click.Context) -> None:
             marker = "*" if row.is_active else " "
             features = row.card.get("features_version", "unrecorded")
             stale = "" if registry.made_for_these_features(row.card) else " (older features: train again)"
+            thresholds = _in_policy_order(row.card.get("thresholds"))
             # New columns go at the end: scripts read the first ones by position.
             click.echo(
                 f"{marker} {row.version}  leak={policy.get('leak_rate')}  "
-                f"ordinary_held={policy.get('ordinary_held')}  thresholds={row.card.get('thresholds')}  "
+                f"ordinary_held={policy.get('ordinary_held')}  thresholds={thresholds}  "
                 f"features={features}{stale}  created={_utc_minute(row.created_at)}  "
                 f"own_spam_f1={_own_held_out_f1(row.card, 'spam')}  "
                 f"own_advice_f1={_own_held_out_f1(row.card, 'medical_advice')}  activated={_activation(row)}"
             )
+
+
+def _in_policy_order(thresholds: dict[str, float] | None) -> dict[str, float] | None:
+    """The same order for every version: a card read back from PostgreSQL (JSONB) has its keys sorted."""
+    if thresholds is None:
+        return None
+    order = [field.name for field in fields(Thresholds)]
+    return dict(sorted(thresholds.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
 
 
 def _utc_minute(moment: datetime) -> str:
