@@ -8,7 +8,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from limits import parse_many
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     retain_closed_days: int = Field(
         default=365, ge=0, description="Days after a comment is closed until its author is anonymized; 0 keeps."
     )
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 
     @field_validator("database_url", "redis_url", "secret_key", "model_dir", "data_dir", "public_url", mode="before")
@@ -113,6 +113,37 @@ class Settings(BaseSettings):
         # `HOST=` means "not set", as for the other settings; passed on as it is, gunicorn would read the empty
         # host as every interface and publish the dashboard to the network.
         return DEFAULT_HOST if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _any_case_log_level(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("public_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            # status_url is this plus a path: anything else would hand every site a link that goes nowhere.
+            raise PydanticCustomError(
+                "public_url", "must be an http:// or https:// base URL, e.g. https://moderation.example.org"
+            )
+        return value
+
+    @field_validator("callback_retry_max_seconds")
+    @classmethod
+    def _retry_cap_above_the_first_delay(cls, value: float, info: ValidationInfo) -> float:
+        base = info.data.get("callback_retry_base_seconds")  # validated before: declared above
+        if base is not None and value < base:
+            raise PydanticCustomError(
+                "callback_retry_max_seconds",
+                "{maximum} is less than CALLBACK_RETRY_BASE_SECONDS ({base}): the cap on one retry's "
+                "delay cannot be below the first delay",
+                {"maximum": f"{value:g}", "base": f"{base:g}"},
+            )
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -47,6 +47,15 @@ def run(var_dir: Path, *args: str, **env: str) -> Result:
         ("DATABASE_URL", "mysql://u:pw@localhost/y", "mysql://u:***@localhost/y: this service runs on PostgreSQL or"),
         ("DATABASE_URL", "postgresql+asyncpg://u@h/m", "postgresql+asyncpg://u@h/m: 'postgresql+asyncpg' is an"),
         ("DATABASE_URL", "postgresql+pg8000://u@h/m", "postgresql+pg8000://u@h/m: its driver 'postgresql+pg8000'"),
+        ("LOG_LEVEL", "VERBOSE", "Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
+        ("PUBLIC_URL", "moderation.example.org", "must be an http:// or https:// base URL, e.g. https://"),
+        ("PUBLIC_URL", "https://moderation.example.org/?x=1", "must be an http:// or https:// base URL"),
+        ("PUBLIC_URL", "ftp://moderation.example.org", "must be an http:// or https:// base URL"),
+        (
+            "CALLBACK_RETRY_MAX_SECONDS",
+            "1",
+            "1 is less than CALLBACK_RETRY_BASE_SECONDS (30): the cap on one retry's delay cannot be below",
+        ),
     ],
 )
 def test_a_setting_that_cannot_work_stops_any_command_with_one_line(
@@ -56,6 +65,13 @@ def test_a_setting_that_cannot_work_stops_any_command_with_one_line(
     assert result.exit_code == 1
     [line] = result.stderr.splitlines()
     assert line.startswith(f"Error: invalid setting {name}: {expected}")
+
+
+def test_the_log_level_is_read_in_any_case_and_a_base_url_may_end_in_a_slash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_LEVEL", " debug")
+    monkeypatch.setenv("PUBLIC_URL", "https://moderation.example.org/")
+    settings = Settings()
+    assert (settings.log_level, settings.public_url) == ("DEBUG", "https://moderation.example.org/")
 
 
 @pytest.mark.parametrize("value", ["", "  "])
