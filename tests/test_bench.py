@@ -67,7 +67,10 @@ def test_quick_stack_benchmark_decides_every_accepted_comment(trained_model: Tra
             assert set(cpu) == groups
             assert all(cpu[group] > 0 for group in ("web", "workers", "postgres", "redis")), (name, cpu)
             assert cpu["total"] == pytest.approx(sum(v for k, v in cpu.items() if k != "total"), abs=0.05)
-    assert result["service"]["end_to_end"]["half_reference_sustained"]["cpu_ms_per_comment"]["callback sink"] > 0
+    # The sink is found and measured. Callbacks trail decisions, and a phase's few of them may fall after its
+    # end on a loaded machine (psutil counts CPU in 10 ms ticks): both phases together always have some.
+    sink = [run["cpu_ms_per_comment"]["callback sink"] for run in result["service"]["end_to_end"].values()]
+    assert sum(sink) > 0, sink
     found = result["where_the_time_goes"]
     assert [row["group"] for row in found["cpu_ms_per_comment"]][-1] == "total"
     assert "Where the time goes" in done.stdout
