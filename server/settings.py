@@ -8,7 +8,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from limits import parse_many
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -21,6 +21,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_SCHEMES = ("redis", "rediss")
 DATABASE_URL_EXAMPLE = "postgresql+psycopg://user:password@host:5432/moderation"
 MIN_SECRET_KEY_LENGTH = 32  # the docs ask for `openssl rand -hex 32` (64 characters)
+LOG_LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}
 
 
 class Settings(BaseSettings):
@@ -98,7 +99,7 @@ class Settings(BaseSettings):
     retain_closed_days: int = Field(
         default=365, ge=0, description="Days after a comment is closed until its author is anonymized; 0 keeps."
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 
     @field_validator("database_url", "redis_url", "secret_key", "model_dir", "data_dir", "public_url", mode="before")
@@ -117,33 +118,42 @@ class Settings(BaseSettings):
     @field_validator("log_level", mode="before")
     @classmethod
     def _any_case_log_level(cls, value: object) -> object:
-        return value.strip().upper() if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        level = value.strip().upper() or "INFO"  # `LOG_LEVEL=` is the default, as for the other settings
+        return LOG_LEVEL_ALIASES.get(level, level)  # Python's logging takes these, Celery's --loglevel does not
 
     @field_validator("public_url")
     @classmethod
     def _base_url(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        value = value.strip()
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (a port that is not a number raises here)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or "?" in value or "#" in value:
             # status_url is this plus a path: anything else would hand every site a link that goes nowhere.
             raise PydanticCustomError(
                 "public_url", "must be an http:// or https:// base URL, e.g. https://moderation.example.org"
             )
         return value
 
-    @field_validator("callback_retry_max_seconds")
-    @classmethod
-    def _retry_cap_above_the_first_delay(cls, value: float, info: ValidationInfo) -> float:
-        base = info.data.get("callback_retry_base_seconds")  # validated before: declared above
-        if base is not None and value < base:
+    @model_validator(mode="after")
+    def _retry_cap_above_the_first_delay(self) -> Settings:
+        # Only a cap that was set: a first delay set above the default cap is capped as it always was.
+        if "callback_retry_max_seconds" in self.model_fields_set and (
+            self.callback_retry_max_seconds < self.callback_retry_base_seconds
+        ):
             raise PydanticCustomError(
                 "callback_retry_max_seconds",
-                "{maximum} is less than CALLBACK_RETRY_BASE_SECONDS ({base}): the cap on one retry's "
-                "delay cannot be below the first delay",
-                {"maximum": f"{value:g}", "base": f"{base:g}"},
+                "CALLBACK_RETRY_MAX_SECONDS ({maximum}) is less than CALLBACK_RETRY_BASE_SECONDS ({base}): the "
+                "cap on one retry's delay cannot be below the first delay",
+                {"maximum": f"{self.callback_retry_max_seconds:g}", "base": f"{self.callback_retry_base_seconds:g}"},
             )
-        return value
+        return self
 
     @field_validator("database_url")
     @classmethod
@@ -280,5 +290,7 @@ def describe_invalid_settings(error: ValidationError) -> str:
     """One line per wrong setting, named as in the environment; never its value (a secret, a password)."""
     return "\n".join(
         f"invalid setting {'.'.join(str(part) for part in entry['loc']).upper()}: {entry['msg']}"
+        if entry["loc"]
+        else f"invalid settings: {entry['msg']}"  # about two of them: the message names both
         for entry in error.errors(include_url=False, include_input=False, include_context=False)
     )

@@ -47,15 +47,13 @@ def run(var_dir: Path, *args: str, **env: str) -> Result:
         ("DATABASE_URL", "mysql://u:pw@localhost/y", "mysql://u:***@localhost/y: this service runs on PostgreSQL or"),
         ("DATABASE_URL", "postgresql+asyncpg://u@h/m", "postgresql+asyncpg://u@h/m: 'postgresql+asyncpg' is an"),
         ("DATABASE_URL", "postgresql+pg8000://u@h/m", "postgresql+pg8000://u@h/m: its driver 'postgresql+pg8000'"),
-        ("LOG_LEVEL", "VERBOSE", "Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
+        ("LOG_LEVEL", "VERBOSE", "Input should be 'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL'"),
         ("PUBLIC_URL", "moderation.example.org", "must be an http:// or https:// base URL, e.g. https://"),
         ("PUBLIC_URL", "https://moderation.example.org/?x=1", "must be an http:// or https:// base URL"),
+        ("PUBLIC_URL", "https://moderation.example.org?", "must be an http:// or https:// base URL"),
+        ("PUBLIC_URL", "https://moderation.example.org#", "must be an http:// or https:// base URL"),
+        ("PUBLIC_URL", "https://moderation.example.org:abc", "must be an http:// or https:// base URL"),
         ("PUBLIC_URL", "ftp://moderation.example.org", "must be an http:// or https:// base URL"),
-        (
-            "CALLBACK_RETRY_MAX_SECONDS",
-            "1",
-            "1 is less than CALLBACK_RETRY_BASE_SECONDS (30): the cap on one retry's delay cannot be below",
-        ),
     ],
 )
 def test_a_setting_that_cannot_work_stops_any_command_with_one_line(
@@ -67,11 +65,34 @@ def test_a_setting_that_cannot_work_stops_any_command_with_one_line(
     assert line.startswith(f"Error: invalid setting {name}: {expected}")
 
 
-def test_the_log_level_is_read_in_any_case_and_a_base_url_may_end_in_a_slash(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LOG_LEVEL", " debug")
-    monkeypatch.setenv("PUBLIC_URL", "https://moderation.example.org/")
-    settings = Settings()
-    assert (settings.log_level, settings.public_url) == ("DEBUG", "https://moderation.example.org/")
+@pytest.mark.parametrize(
+    ("given", "level"),
+    [(" debug", "DEBUG"), ("critical", "CRITICAL"), ("warn", "WARNING"), ("Fatal", "CRITICAL"), ("", "INFO")],
+)
+def test_the_log_level_is_read_in_any_case_with_pythons_other_names(
+    monkeypatch: pytest.MonkeyPatch, given: str, level: str
+) -> None:
+    monkeypatch.setenv("LOG_LEVEL", given)
+    assert Settings().log_level == level
+
+
+@pytest.mark.parametrize(
+    "given", ["https://moderation.example.org/", " https://example.org/moderation", "http://127.0.0.1:8000"]
+)
+def test_a_base_url_may_have_a_path_a_port_and_a_final_slash(monkeypatch: pytest.MonkeyPatch, given: str) -> None:
+    monkeypatch.setenv("PUBLIC_URL", given)
+    assert Settings().public_url == given.strip()
+
+
+def test_a_retry_cap_below_the_first_delay_is_refused_only_when_it_was_set(tmp_path: Path) -> None:
+    refused = run(tmp_path, "sites", "list", CALLBACK_RETRY_MAX_SECONDS="1")
+    assert refused.exit_code == 1
+    assert refused.stderr == (
+        "Error: invalid settings: CALLBACK_RETRY_MAX_SECONDS (1) is less than CALLBACK_RETRY_BASE_SECONDS (30): "
+        "the cap on one retry's delay cannot be below the first delay\n"
+    )
+    # A first delay above the default cap (6 h) is capped by it, as before there was a check.
+    assert run(tmp_path, "sites", "list", CALLBACK_RETRY_BASE_SECONDS="30000").exit_code == 0
 
 
 @pytest.mark.parametrize("value", ["", "  "])
