@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +28,10 @@ from server.settings import Settings
 from tests.support.migrations import empty_database
 from tests.support.model_cache import ModelCache
 from tests.support.services import (
+    CLAIM_KEY,
     SYSTEM_REDIS,
     BundledRedis,
-    claimed_redis_database,
+    RedisDatabaseClaim,
     first_redis_database_to_try,
     fresh_postgres_database,
     postgres_reachable,
@@ -39,13 +41,32 @@ from workers.app import ModerationCelery
 
 
 @pytest.fixture(scope="session")
-def redis_server_url() -> Iterator[str]:
-    """Redis at 127.0.0.1:6379 when it runs (here and in CI); otherwise the bundled redis-server."""
-    if redis_reachable(SYSTEM_REDIS):
-        # A database of its own: neither runs side by side on one machine (developers, CI) nor the
-        # processes of one run (pytest-xdist) flush or consume each other's queues.
-        with claimed_redis_database(SYSTEM_REDIS, first_redis_database_to_try(os.environ, os.getpid())) as database:
-            yield f"{SYSTEM_REDIS}/{database}"
+def redis_claim() -> Iterator[RedisDatabaseClaim | None]:
+    """This process's database on the Redis at 127.0.0.1:6379 (here and in CI): neither runs side by side on
+    one machine (developers, CI) nor the processes of one run (pytest-xdist) flush or consume each other's
+    queues. None when that Redis is not running, or all its test databases are held."""
+    if not redis_reachable(SYSTEM_REDIS):
+        yield None
+        return
+    claim = RedisDatabaseClaim(SYSTEM_REDIS)
+    if claim.claim(first_redis_database_to_try(os.environ, os.getpid())) is None:
+        print(  # a warning would be an error here (filterwarnings), and the bundled server does the job
+            f"Redis databases 1-15 at {SYSTEM_REDIS} are all held by other test processes (keys "
+            f"{CLAIM_KEY.format('*')} in database 0): this process uses the bundled redis-server",
+            file=sys.stderr,
+        )
+        yield None
+        return
+    yield claim
+    claim.release()
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(redis_claim: RedisDatabaseClaim | None) -> Iterator[str]:
+    """This process's database on the Redis at 127.0.0.1:6379 when it can have one; else the bundled
+    redis-server."""
+    if redis_claim is not None:
+        yield f"{SYSTEM_REDIS}/{redis_claim.database}"
         return
     bundled = BundledRedis().start()
     yield bundled.url
@@ -53,7 +74,9 @@ def redis_server_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_url(redis_server_url: str) -> str:
+def redis_url(redis_server_url: str, redis_claim: RedisDatabaseClaim | None) -> str:
+    if redis_claim is not None:
+        redis_claim.renew()
     redis.Redis.from_url(redis_server_url).flushdb()
     return redis_server_url
 

@@ -9,6 +9,7 @@ stored, and its types against the trusted ones.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -57,8 +58,12 @@ class ModelCache:
         if self.folder is None:
             yield
             return
-        with open(self.folder.with_name(f"{self.folder.name}.lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # let go when the file closes, or the process dies
+        with contextlib.ExitStack() as held:
+            try:
+                lock = held.enter_context(open(self.folder.with_name(f"{self.folder.name}.lock"), "a"))
+                fcntl.flock(lock, fcntl.LOCK_EX)  # let go when the file closes, or the process dies
+            except OSError:  # a cache another user made, or a file system without locks: each may train
+                pass
             yield
 
     def _file(self, suffix: str) -> Path:

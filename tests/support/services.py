@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
@@ -41,31 +42,46 @@ def first_redis_database_to_try(environ: Mapping[str, str], pid: int) -> int:
 
 
 CLAIM_KEY = "moderation-tests:database:{}"  # in database 0, which the tests use for nothing else
-CLAIM_SECONDS = 6 * 3600  # longer than any run: the claims of a run killed outright lapse by themselves
+# Renewed before each test that uses Redis: a process killed outright (SIGKILL, out of memory) holds its
+# database this long at most, and no run goes an hour without a test that uses Redis.
+CLAIM_SECONDS = 3600
 
 
-@contextmanager
-def claimed_redis_database(server: str, first: int) -> Iterator[int]:
-    """A Redis database (1-15) no other test process holds, from ``first`` on, held until the end: a
-    process flushes its database before each test, so two sharing one would lose each other's queues."""
-    admin = redis.Redis.from_url(f"{server}/0")
-    token = f"{socket.gethostname()} pid {os.getpid()} {uuid.uuid4().hex}"
-    for offset in range(15):
-        database = 1 + (first - 1 + offset) % 15
-        if admin.set(CLAIM_KEY.format(database), token, nx=True, ex=CLAIM_SECONDS):
-            break
-    else:
-        admin.close()
-        raise RuntimeError(
-            f"Redis databases 1-15 at {server} are all held by other test processes (at most 15 at once; the "
-            f"keys {CLAIM_KEY.format('*')} in database 0 say which; delete them if those runs are gone)"
-        )
-    try:
-        yield database
-    finally:
-        if admin.get(CLAIM_KEY.format(database)) == token.encode():
-            admin.delete(CLAIM_KEY.format(database))
-        admin.close()
+@dataclass
+class RedisDatabaseClaim:
+    """A Redis database (1-15) this test process holds alone, claimed with a key in database 0: a process
+    empties its database before each test, so two sharing one would lose each other's queues."""
+
+    server: str
+    key: str = CLAIM_KEY
+    database: int | None = None
+    token: str = field(default_factory=lambda: f"{socket.gethostname()} pid {os.getpid()} {uuid.uuid4().hex}")
+
+    def _admin(self) -> redis.Redis:
+        return redis.Redis.from_url(f"{self.server}/0")
+
+    def claim(self, first: int) -> int | None:
+        """The first free database from ``first`` on, now this process's; None when all 15 are held."""
+        with self._admin() as admin:
+            for offset in range(15):
+                database = 1 + (first - 1 + offset) % 15
+                if admin.set(self.key.format(database), self.token, nx=True, ex=CLAIM_SECONDS):
+                    self.database = database
+                    return database
+        return None
+
+    def renew(self) -> None:
+        if self.database is not None:
+            with self._admin() as admin:
+                if admin.get(self.key.format(self.database)) == self.token.encode():
+                    admin.expire(self.key.format(self.database), CLAIM_SECONDS)
+
+    def release(self) -> None:
+        if self.database is not None:
+            with self._admin() as admin:
+                if admin.get(self.key.format(self.database)) == self.token.encode():
+                    admin.delete(self.key.format(self.database))
+            self.database = None
 
 
 def free_port() -> int:
