@@ -207,6 +207,16 @@ class OutboxMessage(Base):
     """
 
     __tablename__ = "outbox"
+    # One piece of classify work per comment: an edit or `reclassify` finds the waiting one and reuses it.
+    __table_args__ = (
+        Index(
+            "uq_outbox_classify_per_comment",
+            "comment_id",
+            unique=True,
+            sqlite_where=text("kind = 'classify'"),
+            postgresql_where=text("kind = 'classify'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))

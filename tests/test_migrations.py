@@ -170,3 +170,35 @@ def test_migration_0009_starts_waiting_work_with_no_tries_counted(empty_database
     with engine.connect() as connection:
         assert connection.scalar(text("SELECT attempts FROM outbox")) == 2
     engine.dispose()
+
+
+def add_classify_work(connection: sa.Connection, attempts: int) -> None:
+    connection.execute(
+        text(
+            "INSERT INTO outbox (kind, comment_id, created_at, attempts, tries, counted_attempt)"
+            " SELECT 'classify', id, CURRENT_TIMESTAMP, :attempts, 0, 0 FROM comments"
+        ),
+        {"attempts": attempts},
+    )
+
+
+def test_migration_0011_keeps_one_classify_row_per_comment_and_then_refuses_a_second(empty_database_url: str) -> None:
+    url = empty_database_url
+    upgrade_database(url, "0010")
+    engine = create_engine(url)
+    with engine.begin() as connection:  # doubled work, as no writer should leave it
+        store_an_old_comment(connection)
+        add_classify_work(connection, attempts=3)
+        add_classify_work(connection, attempts=0)
+    upgrade_database(url)
+    assert drift_from_the_models(url) == []
+    with engine.connect() as connection:  # the oldest stays, with the relay's publishes
+        assert connection.execute(text("SELECT kind, attempts FROM outbox")).all() == [("classify", 3)]
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+        add_classify_work(connection, attempts=0)
+    engine.dispose()
+    downgrade_database(url, "0010")
+    with engine.begin() as connection:
+        add_classify_work(connection, attempts=0)
+        assert connection.scalar(text("SELECT count(*) FROM outbox")) == 2
+    engine.dispose()
