@@ -14,6 +14,11 @@ from models.base import Base, utcnow
 MAX_ROW_ID = 2**31 - 1  # integer primary keys are 32-bit on PostgreSQL: a larger id names no row
 
 
+def unique_where(name: str, column: str, condition: str) -> Index:
+    """A partial unique index: ``column`` unique among the rows where ``condition`` holds (both databases)."""
+    return Index(name, column, unique=True, sqlite_where=text(condition), postgresql_where=text(condition))
+
+
 class CommentStatus(StrEnum):
     PENDING = "pending"
     APPROVED = "approved"
@@ -157,15 +162,7 @@ class Decision(Base):
     """One row per decision; exactly one per comment has ``is_current`` (enforced by a partial index)."""
 
     __tablename__ = "decisions"
-    __table_args__ = (
-        Index(
-            "uq_decisions_current_per_comment",
-            "comment_id",
-            unique=True,
-            sqlite_where=text("is_current"),
-            postgresql_where=text("is_current"),
-        ),
-    )
+    __table_args__ = (unique_where("uq_decisions_current_per_comment", "comment_id", "is_current"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     comment_id: Mapped[int] = mapped_column(ForeignKey("comments.id", ondelete="CASCADE"), index=True)
@@ -208,15 +205,7 @@ class OutboxMessage(Base):
 
     __tablename__ = "outbox"
     # One piece of classify work per comment: an edit or `reclassify` finds the waiting one and reuses it.
-    __table_args__ = (
-        Index(
-            "uq_outbox_classify_per_comment",
-            "comment_id",
-            unique=True,
-            sqlite_where=text("kind = 'classify'"),
-            postgresql_where=text("kind = 'classify'"),
-        ),
-    )
+    __table_args__ = (unique_where("uq_outbox_classify_per_comment", "comment_id", "kind = 'classify'"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
