@@ -12,7 +12,7 @@ import logging
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
@@ -28,6 +28,7 @@ from sqlalchemy import (
     union,
     update,
 )
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -231,7 +232,14 @@ def decide_waiting(
     todo, latest = _take_undecided(session, comment_id, batch_size)
     if not todo:
         return []
-    judged = _judged(session, todo, latest, model, now, limits)
+    try:
+        judged = _judged(session, todo, latest, model, now, limits)
+    except OperationalError:
+        raise
+    except Exception as error:
+        if len(todo) > 1:
+            raise BatchFailedError([c.id for c in todo]) from error
+        raise
     claimed = _claim_for_decision(session, {j.comment.id: (j.comment.revision, j.status) for j in judged})
     for dropped in (j for j in judged if j.comment.id not in claimed):
         # Edited or deleted while this text was being classified: the edit's own task decides the new text.
@@ -347,7 +355,39 @@ def _record_decisions(
     ]
 
 
-def note_relayed_try(session: Session, comment_id: int, count: bool = True, per_publish: bool = True) -> int | None:
+class BatchFailedError(Exception):
+    """Scoring or the policy failed for a batch: one of its comments, maybe not the task's own. Nothing was
+    written; the caller decides each of them alone, so that the one failing is found and the others are not
+    left waiting (their own messages may have come and gone while this batch held them)."""
+
+    def __init__(self, comment_ids: list[int]) -> None:
+        super().__init__(f"a batch of {len(comment_ids)} comments failed")
+        self.comment_ids = comment_ids
+
+
+def note_failed_run(session: Session, comment_id: int) -> None:
+    """Count a run of the comment's classification that failed alone, outside the relay's counted runs (a
+    batch's fallback), once per publish as those are. Its work is then left out of batches (``_take_waiting``),
+    so it cannot take down the batches of other comments again, and the relay's runs count on from it."""
+    work = session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.kind == CLASSIFY, OutboxMessage.comment_id == comment_id)
+        .order_by(OutboxMessage.id)
+        .with_for_update(skip_locked=True)
+    ).first()
+    if work is not None and (work.tries == 0 or work.attempts > work.counted_attempt):
+        work.tries += 1
+        work.counted_attempt = work.attempts
+
+
+class CountedRuns(NamedTuple):
+    tries: int  # runs counted so far
+    added: bool  # whether this call counted one (only then may a run that the database failed take it back)
+
+
+def note_relayed_try(
+    session: Session, comment_id: int, count: bool = True, per_publish: bool = True
+) -> CountedRuns | None:
     """Count a run of classify work the relay published again, and return the runs counted so far; None when
     the comment is not waiting for a decision, or another worker holds it (a run in progress: nothing failed).
 
@@ -371,10 +411,11 @@ def note_relayed_try(session: Session, comment_id: int, count: bool = True, per_
     ).first()
     if free is None or work is None:
         return None
-    if count and (work.attempts > work.counted_attempt or not per_publish):
+    added = count and (work.attempts > work.counted_attempt or not per_publish)
+    if added:
         work.tries += 1
         work.counted_attempt = work.attempts
-    return work.tries
+    return CountedRuns(work.tries, added)
 
 
 def forget_relayed_try(session: Session, comment_id: int) -> None:

@@ -27,6 +27,7 @@ from moderation.registry import RegistryError
 from moderation.sites import create_site, require_site
 from tests.conftest import TrainedModel
 from tests.support.site_server import Answer, SiteServer
+from workers import tasks as tasks_module
 from workers.app import CLASSIFY_TASK, NOTIFY_TASK, CeleryOptions, ModerationCelery
 from workers.tasks import LEASE_MARGIN
 
@@ -242,15 +243,17 @@ def comment_status(sessions: sessionmaker[Session], comment_id: int) -> str:
         return session.get_one(Comment, comment_id).status
 
 
-def test_when_a_batch_fails_each_task_still_decides_its_own_comment_alone(
+def test_when_a_batch_fails_its_comments_are_decided_alone_and_the_failing_one_is_kept_out_of_batches(
     celery: ModerationCelery,
     sessions: sessionmaker[Session],
     active_model: TrainedModel,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A comment whose decision fails every time (its site's stored advice threshold is out of range, so
-    the policy refuses it) waits first in the outbox and so joins every batch. Each other comment's task
-    still decides its comment, alone; only the broken comment's own task fails, leaving its work queued."""
+    the policy refuses it) waits first in the outbox and so joins every batch. The task whose batch failed
+    decides each of the batch's comments alone: the others are decided (their own messages may have found
+    them locked by the failed batch and ended), and the failing one is counted, kept out of later batches,
+    and left for the relay."""
     now = datetime.now(UTC) - timedelta(minutes=1)
     with sessions.begin() as session:
         create_site(session, "good-site")
@@ -263,21 +266,55 @@ def test_when_a_batch_fails_each_task_still_decides_its_own_comment_alone(
 
     with caplog.at_level(logging.WARNING, logger="workers.tasks"):
         outcome: str = celery.tasks[CLASSIFY_TASK].run(first, 0)  # intake's messages, with the revision
-    assert outcome in {"approve", "hold", "reject"}  # one comment decided: its own
+    assert len(outcome.split(",")) == 2  # its own comment and the batch's other healthy one
     assert [r.message for r in caplog.records] == [
-        "a batch failed (one of its comments, maybe not this one); deciding this task's comment alone"
+        "a batch failed (one of its comments, maybe not this one); deciding each of its comments alone",
+        "deciding this comment failed; left out of batches from now on",
     ]
-    assert len(current_decisions(sessions, first)) == 1
-    assert comment_status(sessions, second) == "pending"  # left to its own task, not taken alone with another
+    assert caplog.records[1].comment_id == bad
+    assert [len(current_decisions(sessions, c)) for c in (first, second)] == [1, 1]
+    assert (comment_status(sessions, bad), current_decisions(sessions, bad), tries(sessions, bad)) == (
+        "pending",
+        [],
+        [1],
+    )
+    assert celery.tasks[CLASSIFY_TASK].run(second, 0) == "settled"
 
-    assert celery.tasks[CLASSIFY_TASK].run(second, 0) in {"approve", "hold", "reject"}
-    assert len(current_decisions(sessions, second)) == 1
+    later = post_comment(sessions, "good-site", "c-3", "cy@example.org", "198.51.100.4", now)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="workers.tasks"):
+        assert celery.tasks[CLASSIFY_TASK].run(later, 0) in {"approve", "hold", "reject"}
+    assert caplog.records == []  # the failing comment no longer joins a batch
+
+    with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
+        celery.tasks[CLASSIFY_TASK].run(bad, 0)  # its own message fails; the same publish is not counted twice
+    assert tries(sessions, bad) == [1]
+    with sessions() as session:
+        assert list(session.scalars(select(OutboxMessage.comment_id))) == [bad]  # the relay tries it again
+
+
+def test_a_task_whose_own_comment_fails_alone_still_decides_and_tells_its_batch_mates(
+    celery: ModerationCelery, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """The failing comment's own message: its batch fails, each comment is tried alone, the others are
+    decided and their callbacks queued, and then the task fails with its own comment's error."""
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    with sessions.begin() as session:
+        create_site(session, "good-site")
+        broken, _ = create_site(session, "broken-site")
+        broken.advice_hold_threshold = 1.5
+    bad = post_comment(sessions, "broken-site", "b-1", "bad@example.org", "198.51.100.1", now)
+    healthy = [
+        post_comment(sessions, "good-site", f"c-{i}", f"p{i}@example.org", f"198.51.100.{10 + i}", now)
+        for i in range(3)
+    ]
 
     with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
         celery.tasks[CLASSIFY_TASK].run(bad, 0)
-    assert (comment_status(sessions, bad), current_decisions(sessions, bad)) == ("pending", [])
-    with sessions() as session:
-        assert list(session.scalars(select(OutboxMessage.comment_id))) == [bad]  # the relay tries it again
+
+    assert [len(current_decisions(sessions, c)) for c in healthy] == [1, 1, 1]
+    assert [celery.runtime.settled.is_settled(c, 0) for c in healthy] == [True, True, True]
+    assert (comment_status(sessions, bad), tries(sessions, bad)) == ("pending", [1])
 
 
 @pytest.mark.parametrize("batch", [1, 20], ids=["alone", "batched"])
@@ -518,7 +555,7 @@ def test_an_edit_committed_after_the_count_passed_the_limit_is_classified_not_he
     fail_relayed_runs(celery, bad, TRIES_BEFORE_HOLDING)
     the_relay_publishes_again(celery, bad)
     with celery.runtime.sessions.begin() as session:  # the fourth run counts...
-        assert note_relayed_try(session, bad) == 4
+        assert note_relayed_try(session, bad) == (4, True)
     edited: list[bool] = []
 
     def edit_just_before_the_lock(conn: object, cursor: object, statement: str, *args: object) -> None:
@@ -685,3 +722,25 @@ def test_a_relayed_run_the_database_failed_takes_its_count_back(
         blocker.close()
     assert (comment_status(sessions, comment_id), tries(sessions, comment_id)) == ("pending", [0])
     assert relay(celery, comment_id) in {"approve", "hold", "reject"}
+
+
+def test_a_run_that_counted_nothing_takes_nothing_back_when_the_database_fails_it(
+    celery: ModerationCelery,
+    sessions: sessionmaker[Session],
+    active_model: TrainedModel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A second copy of a publish already counted adds no run; if the database then fails it, the count
+    another run added stays."""
+    comment_id = broken_site_comment(sessions)
+    fail_relayed_runs(celery, comment_id, 2)
+    assert tries(sessions, comment_id) == [2]
+
+    def database_blip(*args: object, **kwargs: object) -> list[object]:
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(tasks_module, "decide_waiting", database_blip)
+    with pytest.raises(OperationalError):
+        celery.tasks[CLASSIFY_TASK].run(comment_id)  # the same publish again: nothing counted
+
+    assert tries(sessions, comment_id) == [2]

@@ -20,10 +20,13 @@ from moderation import callbacks, outbox
 from moderation.classifier import ModerationModel
 from moderation.decisions import (
     TRIES_BEFORE_HOLDING,
+    BatchFailedError,
+    CountedRuns,
     Decided,
     decide_waiting,
     forget_relayed_try,
     hold_unclassified,
+    note_failed_run,
     note_relayed_try,
 )
 from moderation.intake import purge_receipts
@@ -102,9 +105,12 @@ def classify_comment(self: Task, comment_id: int, revision: int | None = None) -
     # went wrong with this work before, so it runs alone and its runs are counted.
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     suspect = revision is None or redelivered
-    counted = suspect and not self.request.retries  # a retry after a database error is the same run
-    if suspect and _tried_enough(runtime, comment_id, counted, per_publish=not redelivered):
-        return _hold_unclassified(runtime, comment_id, model)
+    counted = False  # whether this run added to the comment's count of runs
+    if suspect:
+        runs = _count_run(runtime, comment_id, count=not self.request.retries, per_publish=not redelivered)
+        if runs is not None and runs.tries > TRIES_BEFORE_HOLDING:
+            return _hold_unclassified(runtime, comment_id, model)
+        counted = runs is not None and runs.added
     started = time.perf_counter()
     try:
         decided = _decide_waiting(runtime, comment_id, model, 1 if suspect else runtime.classify_batch)
@@ -125,10 +131,10 @@ def classify_comment(self: Task, comment_id: int, revision: int | None = None) -
     return ",".join(str(each.outcome) for each in decided)
 
 
-def _tried_enough(runtime: Runtime, comment_id: int, count: bool, per_publish: bool) -> bool:
+def _count_run(runtime: Runtime, comment_id: int, count: bool, per_publish: bool) -> CountedRuns | None:
+    """Count this run (a retry after a database error is the same run: ``count`` False only reads)."""
     with runtime.sessions.begin() as session:
-        tries = note_relayed_try(session, comment_id, count, per_publish)
-    return tries is not None and tries > TRIES_BEFORE_HOLDING
+        return note_relayed_try(session, comment_id, count, per_publish)
 
 
 def _forget_try(runtime: Runtime, comment_id: int) -> None:
@@ -171,15 +177,24 @@ def _after_decisions(runtime: Runtime, decided: list[Decided]) -> None:
 
 
 def _decide_waiting(runtime: Runtime, comment_id: int, model: ModerationModel, batch_size: int) -> list[Decided]:
-    """Decide the comment with up to ``batch_size`` - 1 others waiting; if that batch fails, the comment alone.
+    """Decide the comment with up to ``batch_size`` - 1 others waiting; if that batch fails, each alone.
 
-    A comment whose scoring or policy fails every time then fails only its own task, as before batching.
-    A database outage is not worth a second try here: OperationalError goes to the task's own retry.
+    A comment whose scoring or policy fails every time then fails only its own decision: it is counted and
+    left out of later batches, and its batch-mates are decided here rather than left for the relay. The task
+    fails when its own comment did. A database outage is not worth a second try here: OperationalError goes
+    to the task's own retry.
     """
     try:
         with runtime.sessions.begin() as session:
             now = datetime.now(UTC)
             return decide_waiting(session, comment_id, model, now, runtime.limits, batch_size)
+    except BatchFailedError as failed:
+        log.warning(
+            "a batch failed (one of its comments, maybe not this one); deciding each of its comments alone",
+            extra={"comment_id": comment_id},
+            exc_info=True,
+        )
+        return _decide_each_alone(runtime, comment_id, failed.comment_ids, model)
     except OperationalError:
         raise
     except Exception:
@@ -192,6 +207,39 @@ def _decide_waiting(runtime: Runtime, comment_id: int, model: ModerationModel, b
         )
     with runtime.sessions.begin() as session:
         return decide_waiting(session, comment_id, model, datetime.now(UTC), runtime.limits, batch_size=1)
+
+
+def _decide_each_alone(runtime: Runtime, own: int, batch: list[int], model: ModerationModel) -> list[Decided]:
+    """The failed batch's comments one at a time, the task's own first. One that fails alone is counted (and
+    so kept out of batches); if that is the task's own, the error is raised once the others are told."""
+    decided: list[Decided] = []
+    own_error: Exception | None = None
+    for comment_id in [own, *(other for other in batch if other != own)]:
+        try:
+            with runtime.sessions.begin() as session:
+                now = datetime.now(UTC)
+                decided += decide_waiting(session, comment_id, model, now, runtime.limits, batch_size=1)
+        except IntegrityError:
+            if comment_id == own:
+                raise
+            continue  # another worker decided it first
+        except OperationalError:
+            raise
+        except Exception as error:
+            with runtime.sessions.begin() as session:
+                note_failed_run(session, comment_id)
+            if comment_id == own:
+                own_error = error
+            else:
+                log.warning(
+                    "deciding this comment failed; left out of batches from now on",
+                    extra={"comment_id": comment_id},
+                    exc_info=True,
+                )
+    if own_error is not None:
+        _after_decisions(runtime, decided)
+        raise own_error
+    return decided
 
 
 def _publish_notify(runtime: Runtime, delivery_ids: list[int]) -> None:
