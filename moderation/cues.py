@@ -204,15 +204,21 @@ MUST = _phrases(
     "could just|could always|might want to|don't need|dont need|do not need|just need",
     "doesn't need|doesnt need|does not need",
 )
+WOULD = ["i'd", "i would", "id"]
+WOULD_DO = _phrases(
+    "take|try|stop|quit|start|skip|avoid|ditch|bin|drop|double|halve|use|switch|swap|stay|rest|keep|stick",
+    "push|insist|demand|ask|tell|refuse|cancel|come off|wean|go|get|see|book|buy|order|up|cut|increase",
+    "decrease|ignore|forget|leave|wear|put|give|not|never|definitely|personally|probably|seriously|want",
+)
 # Directives that count anywhere in a sentence: someone told what to do, first-person advice formulas,
 # and imperatives in the other languages.
 DIRECTIVES = PhraseIndex.of(
     _product(SOMEONE, MUST)
     + _phrases(
         "i wouldn't bother|i wouldn't take|i wouldn't go|i wouldn't let|i wouldn't risk|i wouldnt bother",
-        "i wouldnt take|i wouldnt go|i wouldnt let|i wouldnt risk|save yourself|i'd|i would|if i were you",
+        "i wouldnt take|i wouldnt go|i wouldnt let|i wouldnt risk|save yourself|if i were you",
         "if it were me|my advice|i recommend|i suggest|do yourself a favour|do yourself a favor|trust me",
-        "id|worth taking|worth trying|worth asking for|no need to|don't bother|dont bother|there's no need",
+        "worth taking|worth trying|worth asking for|no need to|don't bother|dont bother|there's no need",
         "theres no need|go ahead|the one you want|is what you need|you'll be fine|youll be fine|it's safe to",
         "its safe to|it's fine to|its fine to|is safe|is totally safe|is perfectly safe",
         "you can absolutely|you can definitely|you can still|you can keep|you can carry on|you can safely",
@@ -223,6 +229,8 @@ DIRECTIVES = PhraseIndex.of(
         "totally safe|perfectly fine|100 safe|zero risk|no risk|risk free|nothing to worry about",
         "book it|book one|book yourself in|go for it|you can skip|you could skip|could get away with",
         "can get away with|you can stay on|you can stop|you can come off|you'd be fine|youd be fine",
+        # what I would do in their place (not "I'd like to know", "I'd been on it a year")
+        *_product(WOULD, WOULD_DO),
         # first-person advice and its near variants; not listening to the professional
         "if it was me|if i was you|if it were my|if it was my|in your shoes|in your position",
         "i wouldn't do|i wouldn't have|i wouldn't fill|i wouldn't start|i wouldn't stop|i wouldn't get",
@@ -317,14 +325,21 @@ CURE_CLAIMS = PhraseIndex.of(
         "sort it out|clears it|clear it up|works every time|guaranteed|miracle|100 works|cura|guérit|heilt|cura tutto",
     )
 )
+CHANNELS = _phrases(
+    "channel|page|video|videos|vid|vids|post|posts|reel|reels|content|account|profile|blog|site|website|link",
+    "shop|store|podcast|stream|stuff|work|tiktok|instagram|insta|ig|youtube|yt|facebook|fb|twitter|bio|new",
+)
 # Promotion of the writer's own channel, page or shop, in the forms video and social comment sections use.
 SELF_PROMOTION = PhraseIndex.of(
     _phrases(
         "subscribe|subscribed|subscribers|sub to|sub 4 sub|sub4sub|suscríbete|suscribete|inscreva|abonniert|abonnez",
         "iscriviti|my channel|my youtube|my yt|my tiktok|my instagram|my insta|my ig|my page|my reel|my reels",
         "my video|my videos|my vid|my latest video|my latest reel|my blog|my shop|my store|my website|my site",
-        "my link|my bio|link in bio|link in my bio|follow me|follow my|check out my|check my|visit my|watch my",
-        "like my|share my|support my|small creator|small youtuber|mi canal|meu canal|ma chaîne|mein kanal",
+        "my link|my bio|link in bio|link in my bio|follow me|check out my|visit my|watch my|support my",
+        # "like my", "share my", "check my", "follow my" only with what is promoted: "it feels like my back is on
+        # fire", "I want to share my story", "the physio will check my posture" are ordinary
+        *_product(_phrases("like my|share my|check my|follow my"), CHANNELS),
+        "small creator|small youtuber|mi canal|meu canal|ma chaîne|mein kanal",
         "il mio canale|mi página|minha página|ma page|mon site|meine seite|visita mi|visite meu|go like",
         "leave a like|give it a like|smash that like|hit the like|hit subscribe",
     )
@@ -652,20 +667,31 @@ def _has_medical_term(words: Words) -> bool:
     return any(flags[i] & NUMBER_FLAG and flags[i + 1] & UNIT_FLAG for i in range(len(flags) - 1))
 
 
+# A French, Spanish or Italian verb that reads as an order alone is the speaker's own doing after these:
+# "je prends de l'ibuprofène le soir", "yo tome", "io prendo".
+FIRST_PERSON = frozenset({"je", "yo", "io", "eu", "ich"})
+# An imperative whose object is the writer's own is someone's diary: "Do my physio exercises twice a day".
+DIARY_OBJECTS = frozenset({"my", "mine", "myself"})
+
+
 def has_directive(tokens: Sequence[str], reply: bool) -> bool:
     return _has_directive(Words.of(tokens), reply)
 
 
 def _has_directive(words: Words, reply: bool) -> bool:
-    if words.found(DIRECTIVE_CUE):
-        return True
     tokens = words.tokens
+    if words.found(DIRECTIVE_CUE) and any(
+        not start or tokens[start - 1] not in FIRST_PERSON for start, _ in words.positions(DIRECTIVE_CUE)
+    ):
+        return True
     treatment_or_time: bool | None = None  # worked out once, for the first conditional imperative
     for i in words.starts(IMPERATIVE_CUE):
         previous = tokens[i - 1] if i else ","
         clause_start = previous in CLAUSE_MARKS or (reply and i == 1)
         if not (clause_start or previous in IMPERATIVE_LEADS) or not words.phrase_at(IMPERATIVE_CUE, i):
             continue
+        if i + 1 < len(tokens) and tokens[i + 1] in DIARY_OBJECTS:
+            continue  # "Take my naproxen with breakfast": a diary with the "I" left out, not an order
         if tokens[i] not in CONDITIONAL_IMPERATIVES:
             return True
         if tuple(tokens[i : i + 2]) in IMPERATIVE_IDIOMS:

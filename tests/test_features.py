@@ -79,6 +79,15 @@ def test_normalize_keeps_measurements_that_mix_digits_and_letters() -> None:
         ("yogamats.in/offer cash on delivery", ["yogamats.in/offer"], ["yogamats.in"]),
         ("ergocadeiras ponto com, parcelamos", ["ergocadeiras.com"], ["ergocadeiras.com"]),
         ("colchones-baratos punto es envío gratis", ["colchones-baratos.es"], ["colchones-baratos.es"]),
+        ("al mejor precio en colchonesya.es con envío", ["colchonesya.es"], ["colchonesya.es"]),
+        ("cuscini su riposo-sano.it, spedizione gratis", ["riposo-sano.it"], ["riposo-sano.it"]),
+        ("braces at bestbraces.co, free shipping", ["bestbraces.co"], ["bestbraces.co"]),
+        ("la fiche d'ameli.fr sur la lombalgie", ["ameli.fr"], ["ameli.fr"]),
+        ("ORDER AT MEDSFAST.COM TODAY", ["MEDSFAST.COM"], ["medsfast.com"]),
+        ("order at medsfast[.]com", ["medsfast.com"], ["medsfast.com"]),
+        ("order at medsfast (.) net", ["medsfast.net"], ["medsfast.net"]),
+        ("order at medsfast . com", ["medsfast.com"], ["medsfast.com"]),
+        ("grab it on amzn.to/3xYzAb quick", ["amzn.to/3xYzAb"], ["amzn.to"]),
     ],
     ids=[
         "https-trailing-dot",
@@ -96,6 +105,15 @@ def test_normalize_keeps_measurements_that_mix_digits_and_letters() -> None:
         "country-ending-with-path",
         "ponto-com",
         "punto-es",
+        "word-ending-long-name",
+        "word-ending-hyphen",
+        "country-ending",
+        "country-ending-authority",
+        "shouted",
+        "bracketed-dot",
+        "parenthesised-dot",
+        "spaced-dot",
+        "amazon-short-link",
     ],
 )
 def test_find_urls_and_their_domains(text: str, urls: list[str], domains: list[str]) -> None:
@@ -114,6 +132,7 @@ def test_link_count_counts_every_spelling() -> None:
 def test_missing_space_after_a_full_stop_is_not_a_link() -> None:
     assert link_count("I tried it.It helped a lot.In the end I stopped.") == 0
     assert link_count("It took me a lot.in the end it passed, see me.de facto") == 0  # word endings need a path
+    assert link_count("It really helped.it was worth it, and bueno.es verdad") == 0  # or a name sentences never end in
 
 
 @pytest.mark.parametrize(
@@ -173,6 +192,12 @@ def test_prepare_emits_a_marker_for_each_signal(body: str, expected: str) -> Non
         "scans on 2024-03-12 and 03/12/24, both clear",
         "in hospital 12.03.2024 - 15.03.2024",
         "My steps were 1. 2. 3. 4. 5. 6. on the physio sheet",
+        "the clinic is open 09.00-17.00 on weekdays",
+        "night shifts 19.30 - 07.30 wreck my back",
+        "el médico dice 8.000-10.000 pasos al día",
+        "I walk 10,000 - 12,000 steps a day now",
+        "I had ops in 2015 2017 and 2019",
+        "surgery on 12 03 2024 went fine",
     ],
 )
 def test_words_that_only_look_like_an_address_or_a_number_are_not_contact_details(body: str) -> None:
@@ -187,6 +212,10 @@ def test_words_that_only_look_like_an_address_or_a_number_are_not_contact_detail
         ("Don't listen to the midwife about the epidural.", "zzdirmed"),
         ("Might be worth skipping the scan and giving it a few weeks.", "zzdirmed"),
         ("If I was you I'd come off the tramadol.", "zzdirmed"),
+        ("I'd stop the tablets and try acupuncture instead.", "zzdirmed"),
+        ("Honestly I would never let them operate on a disc like that.", "zzdirmed"),
+        ("Prends de l'ibuprofène le soir.", "zzdirmed"),
+        ("Take ibuprofen with breakfast every morning.", "zzdirmed"),
         ("Si j'étais toi je prendrais deux comprimés.", "zzdirmed"),
         ("No hagas caso al médico, el masaje es totalmente seguro.", "zzdirmed"),
         ("Non ascoltare l'ortopedico, il massaggio è sicurissimo.", "zzdirmed"),
@@ -205,6 +234,12 @@ def test_prepare_marks_advice_phrasings(body: str, expected: str) -> None:
         "Give it a read, it's a good article about backs.",
         "I gave it a week and my back settled by itself.",
         "Thanks, no risk of me forgetting this one!",
+        # a diary with the "I" left out, wishes, and the speaker's own doing in French
+        "Take my naproxen with breakfast every morning and it just about holds.",
+        "Do my physio exercises twice a day, religiously.",
+        "I'd like to try acupuncture for my back, has anyone had it?",
+        "I'd been on gabapentin for a year before the surgery.",
+        "Moi je prends de l'ibuprofène le soir et ça va mieux.",
     ],
 )
 def test_reports_and_thanks_are_not_advice(body: str) -> None:
@@ -510,7 +545,7 @@ FEATURE_SAMPLES = [
     "👍🙏",
     "Surgery on 12.03.2024 after pain from 2019-2023, and the scan on 2024-03-12 was clear",
 ]
-PINNED_FEATURES = {"2026-12-07.1": "fe8cd8d442bf0dfac57ab1f039379a9d58a15817bfabe9d3dd443a319909131d"}
+PINNED_FEATURES = {"2026-12-07.2": "4da2c7ac491a519702d255b6034af56d5ad971ad94fad3dd41ac8c870024193b"}
 
 
 def test_the_prepared_form_of_the_samples_is_pinned_by_the_features_version() -> None:
@@ -562,3 +597,23 @@ NONE, PASSAGE, MOSTLY = OtherScript.NONE, OtherScript.PASSAGE, OtherScript.MOSTL
 )
 def test_other_script_tells_mostly_a_passage_or_none(text: str, expected: OtherScript) -> None:
     assert other_script(text) is expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "It feels like my lower back is on fire every morning",
+        "I asked the physio to check my posture",
+        "I want to share my experience with the injections",
+        "He likes to follow my lead on stretching",
+    ],
+)
+def test_ordinary_uses_of_promotion_words_are_not_self_promotion(body: str) -> None:
+    assert "zzpromo" not in markers(body)
+
+
+@pytest.mark.parametrize(
+    "body", ["Like my page for more stretches!", "check my channel for the full routine", "follow my instagram"]
+)
+def test_promotion_of_a_channel_is_self_promotion(body: str) -> None:
+    assert "zzpromo" in markers(body)
