@@ -475,40 +475,48 @@ def _take_comments(session: Session, query: Select[Comment]) -> list[Comment]:
     return list(session.scalars(with_site.with_for_update(of=Comment, skip_locked=True)))
 
 
+# Pages of candidates a batch looks through for other authors when one author's comments fill the first (a
+# flood from one address, or a site whose proxy sends one IP for everyone).
+CANDIDATE_PAGES = 10
+
+
 def _take_waiting(session: Session, own: list[Comment], comment_id: int, limit: int) -> list[Comment]:
     """Other pending comments whose classification is waiting, oldest work first, one per author.
 
     One per author: a comment's signals count its author's earlier rejections, which a batch-mate's
     decision in the same transaction would not be yet. Work the relay has published again is left to its
     own task, so a comment that fails every time cannot take whole batches down with it; so is work with a
-    run counted (a message delivered again after its worker was lost). Candidates come
-    from the outbox's primary key order (an index scan however large the backlog), with room for rows
-    other workers hold; the chosen comments are then locked by primary key.
+    run counted (a message delivered again after its worker was lost, or a run that failed alone).
+    Candidates come in pages from the outbox's primary key order (an index scan however large the backlog),
+    each with room for rows other workers hold; a next page is read only while one author's comments leave
+    the batch short. The chosen comments are then locked by primary key.
     """
-    window = (
-        select(OutboxMessage.comment_id)
-        .where(
-            OutboxMessage.kind == CLASSIFY,
-            OutboxMessage.attempts == 0,
-            OutboxMessage.tries == 0,
-            OutboxMessage.comment_id != comment_id,
-        )
-        .order_by(OutboxMessage.id)
-        .limit(limit * 4)
-        .scalar_subquery()
-    )
-    candidates = session.execute(
-        select(Comment.id, Comment.site_id, Comment.author_email, Comment.author_ip)
-        .where(Comment.id.in_(window), Comment.status == CommentStatus.PENDING)
-        .order_by(Comment.id)
-    ).all()
     authors = {key for c in own for key in _author_keys(c.site_id, c.author_email, c.author_ip)}
-    chosen = []
-    for candidate_id, site_id, email, ip in candidates:
-        keys = _author_keys(site_id, email, ip)
-        if not keys & authors:
-            authors |= keys
-            chosen.append(candidate_id)
+    chosen: list[int] = []
+    after = 0
+    for _ in range(CANDIDATE_PAGES):
+        page = session.execute(
+            select(OutboxMessage.id, Comment.id, Comment.site_id, Comment.author_email, Comment.author_ip)
+            .join(Comment, Comment.id == OutboxMessage.comment_id)
+            .where(
+                OutboxMessage.kind == CLASSIFY,
+                OutboxMessage.attempts == 0,
+                OutboxMessage.tries == 0,
+                OutboxMessage.comment_id != comment_id,
+                OutboxMessage.id > after,
+                Comment.status == CommentStatus.PENDING,
+            )
+            .order_by(OutboxMessage.id)
+            .limit(limit * 4)
+        ).all()
+        for _work_id, candidate_id, site_id, email, ip in page:
+            keys = _author_keys(site_id, email, ip)
+            if not keys & authors:
+                authors |= keys
+                chosen.append(candidate_id)
+        if len(chosen) >= limit or len(page) < limit * 4:
+            break
+        after = page[-1][0]
     if not chosen:
         return []
     return _take_comments(session, select(Comment).where(Comment.id.in_(chosen[:limit])).order_by(Comment.id))

@@ -655,3 +655,24 @@ def _rows_thrown_away(node: dict[str, Any]) -> int:
     own = sum(int(node.get(key, 0)) * int(node.get("Actual Loops", 1)) for key in ("Rows Removed by Filter",))
     own += int(node.get("Rows Removed by Join Filter", 0))
     return own + sum(_rows_thrown_away(child) for child in node.get("Plans", []))
+
+
+def test_one_authors_flood_at_the_head_of_the_queue_does_not_shrink_the_batches_of_others(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """A batch takes one comment per author; 100 waiting comments from one address (a flood, or a site whose
+    proxy sends one IP for everyone) must not leave the other authors behind them to batches of two."""
+    flood = [
+        post(sessions, f"f-{n}", f"Buy now number {n}", email=f"f{n}@spam.example", ip="203.0.113.50")
+        for n in range(100)
+    ]
+    others = [
+        post(sessions, f"o-{n}", f"Comment {n} about my back.", email=f"o{n}@example.org", ip=f"198.51.100.{n}")
+        for n in range(40)
+    ]
+    with sessions.begin() as session:
+        decided = decide_waiting(session, others[0], active_model.model, NOW, batch_size=20)
+    ids = {d.comment_id for d in decided}
+    assert len(ids) == 20
+    assert len(ids & set(flood)) == 1  # one of the flood's, as for any author
+    assert ids - set(flood) <= set(others)
