@@ -16,6 +16,19 @@ function items() {
   return [...document.querySelectorAll("#items .item, .items.single .item")];
 }
 
+// After an approve or reject in the queue: an Undo button beside the message, for a pointer or a phone,
+// where `u` is out of reach.
+function sayWithUndo(message) {
+  say(message);
+  if (!toast) return;
+  const undo = document.createElement("button");
+  undo.type = "button";
+  undo.className = "toast-undo";
+  undo.textContent = "Undo";
+  undo.addEventListener("click", () => { toast.hidden = true; undoLast(); });
+  toast.append(" ", undo);
+}
+
 function say(message, kind = "info") {
   if (!toast) return;
   toast.textContent = message;
@@ -52,14 +65,30 @@ function keepLastAction(action) {
 // What an action that reloads the page did (an undo, any action on a comment's page), said once the page is
 // back: the toast itself does not survive the reload. A browser refusing sessionStorage just says nothing.
 const AFTER_RELOAD_KEY = "dashboard.afterReload";
+// The comment to make current once the page is back (the one an undo brought back to the queue), so that
+// the next key acts on the comment the moderator sees, not on the first of the page.
+const CURRENT_AFTER_RELOAD_KEY = "dashboard.currentAfterReload";
 
-function reloadSaying(message) {
+function reloadSaying(message, commentId = null) {
   try {
     sessionStorage.setItem(AFTER_RELOAD_KEY, message);
+    if (commentId !== null) sessionStorage.setItem(CURRENT_AFTER_RELOAD_KEY, String(commentId));
   } catch {
     // Refused: the reload still shows the comment's new status.
   }
   window.location.reload();
+}
+
+function currentAfterReload() {
+  let kept = null;
+  try {
+    kept = sessionStorage.getItem(CURRENT_AFTER_RELOAD_KEY);
+    sessionStorage.removeItem(CURRENT_AFTER_RELOAD_KEY);
+  } catch {
+    return 0;
+  }
+  const index = items().findIndex((el) => el.dataset.commentId === kept);
+  return Math.max(index, 0);
 }
 
 function sayWhatTheReloadWasFor() {
@@ -100,6 +129,12 @@ function bringIntoView(item) {
   const room = window.innerHeight - barCover() - SCROLL_GAP;
   const fitsBelow = rect.top >= visibleTop && rect.height <= room;
   item.scrollIntoView({ block: fitsBelow ? "nearest" : "start" });
+}
+
+// Whether a moderator can see the comment: its head (status, article) at least, below the bar.
+function inView(item) {
+  const head = (item.querySelector(".item-head") ?? item).getBoundingClientRect();
+  return head.bottom > barBottomNow() && head.top < window.innerHeight;
 }
 
 function setCurrent(index, { focus = true } = {}) {
@@ -223,11 +258,11 @@ async function submitAction(form) {
   keepLastAction(action === "undo" ? null : { commentId: data.comment_id, decisionId: data.decision_id });
   const done = action === "undo" ? undoneMessage(data) : `#${data.comment_id} ${data.status}. Press u to undo.`;
   if (action === "undo" || !itemsBox) {
-    reloadSaying(done);
+    reloadSaying(done, data.comment_id);
     return;
   }
   if (item === rejecting) cancelReject();
-  say(done);
+  sayWithUndo(done);
   const queueName = new URLSearchParams(window.location.search).get("queue") || "held";
   if (queueName !== "all") {
     bumpCount(queueName, -1);
@@ -281,7 +316,7 @@ async function undoLast() {
     return;
   }
   keepLastAction(null);
-  reloadSaying(undoneMessage(data));
+  reloadSaying(undoneMessage(data), data.comment_id);
 }
 
 // A keyboard reject is composed in two steps and sent only by Enter in its note field: `r` opens the reasons,
@@ -362,6 +397,13 @@ document.addEventListener("keydown", (event) => {
   if (help && !help.hidden && event.key !== "?") return; // the help covers the queue
   if (ACTING_KEYS.has(event.key) && (event.repeat || busy)) { event.preventDefault(); return; }
   const item = currentItem();
+  if ((event.key === "a" || event.key === "r") && item && !inView(item)) {
+    // Scrolled away from it (the mouse, the browser restoring a position): show it before acting on it.
+    setCurrent(current);
+    say(`#${item.dataset.commentId} was out of view and is shown now: press ${event.key} again to act on it.`);
+    event.preventDefault();
+    return;
+  }
   switch (event.key) {
     case "?": toggleHelp(); break;
     case "j": setCurrent(current + 1); break;
@@ -446,5 +488,5 @@ document.addEventListener("change", (event) => {
 
 window.addEventListener("resize", keepItemsClearOfTheBar);
 if (bulkBar && "ResizeObserver" in window) new ResizeObserver(keepItemsClearOfTheBar).observe(bulkBar);
-if (items().length && itemsBox) setCurrent(0);
+if (items().length && itemsBox) setCurrent(currentAfterReload());
 sayWhatTheReloadWasFor();

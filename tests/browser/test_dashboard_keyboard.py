@@ -59,7 +59,7 @@ def test_after_the_undo_reloads_the_queue_the_toast_says_what_it_did(
     sign_in(page, web, accounts["moderator"])
     expect(page.locator("#items .item").first).to_be_focused()  # dashboard.js runs: a key before is lost
     page.keyboard.press("a")
-    expect(page.locator("#toast")).to_have_text(f"#{ids[0]} approved. Press u to undo.")
+    expect(page.locator("#toast")).to_have_text(f"#{ids[0]} approved. Press u to undo. Undo")
     page.keyboard.press("u")  # the queue reloads: before, the toast went with it and nothing was said
     expect(page.locator("#toast")).to_have_text(f"#{ids[0]} back to held.")
     expect(page.locator("#items .item")).to_have_count(2)
@@ -67,6 +67,61 @@ def test_after_the_undo_reloads_the_queue_the_toast_says_what_it_did(
     keys_ready(page)
     # Said once, not after every reload: shown again, it would stay up for 4 s, past this wait.
     expect(page.locator("#toast")).to_be_hidden(timeout=1000)
+    assert statuses(engine) == dict.fromkeys(ids, "held")
+
+
+def test_after_an_undo_the_comment_it_brought_back_is_current(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """The reload after an undo made the page's first comment current, wherever the browser scrolled: the
+    next `a` approved a comment the moderator never saw."""
+    ids = seed_held(engine, site_id, 6, varied_lengths=True)
+    sign_in(page, web, accounts["moderator"])
+    expect(page.locator("#items .item").first).to_be_focused()
+    for _ in range(3):
+        page.keyboard.press("j")
+    expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(ids[3]))
+    page.keyboard.press("a")
+    expect(page.locator("#items .item")).to_have_count(5)
+    page.keyboard.press("u")
+    expect(page.locator("#toast")).to_have_text(f"#{ids[3]} back to held.")
+    expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(ids[3]))
+    keys_ready(page)
+    page.keyboard.press("a")
+    expect(page.locator("#items .item")).to_have_count(5)
+    assert statuses(engine) == {**dict.fromkeys(ids, "held"), ids[3]: "approved"}
+
+
+def test_a_key_never_acts_on_a_comment_scrolled_out_of_view(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """Scrolled away with the mouse (or by the browser restoring a position), `a` first shows the current
+    comment and says so; only a second `a` approves it."""
+    ids = seed_held(engine, site_id, 12, varied_lengths=True)
+    page.set_viewport_size({"width": 1280, "height": 600})
+    sign_in(page, web, accounts["moderator"])
+    expect(page.locator("#items .item").first).to_be_focused()
+    page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+    expect(page.locator(f"#c{ids[0]}")).not_to_be_in_viewport()
+    page.keyboard.press("a")
+    expect(page.locator("#toast")).to_contain_text(f"#{ids[0]} was out of view and is shown now")
+    expect(page.locator(f"#c{ids[0]} .item-head")).to_be_in_viewport()
+    assert statuses(engine) == dict.fromkeys(ids, "held")
+    page.keyboard.press("a")
+    expect(page.locator("#items .item")).to_have_count(11)
+    assert statuses(engine) == {**dict.fromkeys(ids, "held"), ids[0]: "approved"}
+
+
+def test_the_toast_after_an_action_has_an_undo_button_for_pointers_and_phones(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    ids = seed_held(engine, site_id, 2)
+    sign_in(page, web, accounts["moderator"])
+    page.locator(f"#c{ids[0]} .approve-form button").click()
+    expect(page.locator("#items .item")).to_have_count(1)
+    page.locator("#toast .toast-undo").click()
+    expect(page.locator("#toast")).to_have_text(f"#{ids[0]} back to held.")
+    expect(page.locator("#items .item")).to_have_count(2)
     assert statuses(engine) == dict.fromkeys(ids, "held")
 
 

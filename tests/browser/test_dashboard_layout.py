@@ -24,6 +24,7 @@ PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1400, "height": 900}
 LONG_EMAIL = "a.very.long.address.without.any.place.to.break.it.0123456789@an-equally-long-domain-name.example.org"
 LONG_URL = "https://backpain.example/" + "a-long-path-segment-without-spaces-" * 4 + "?utm_source=newsletter"
+LONG_WORD = "A" * 300
 LONG_COMMENT = ("My back hurt for years and nothing helped until I tried this, every single day. " * 250)[:20_000]
 
 
@@ -41,9 +42,12 @@ def seed_long_text(engine: Engine, site_id: int) -> int:
     with make_session_factory(engine).begin() as session:
         site = session.get(Site, site_id)
         comment_id, decision_id = held_comment(
-            session, site, "long", "See " + LONG_URL, author_email=LONG_EMAIL, author_url=LONG_URL
+            session, site, "long", f"See {LONG_URL} and use {LONG_WORD}", author_email=LONG_EMAIL, author_url=LONG_URL
         )
         session.get(Comment, comment_id).article_url = LONG_URL
+        # a word with no place to break, among the words that drove the score (it widened every page's queue)
+        decision = session.get_one(Decision, decision_id)
+        decision.explanation = {"spam": [{"feature": LONG_WORD, "weight": 2.0}], "medical_advice": []}
         site.callback_url = LONG_URL
         add_moderator(session, LONG_EMAIL)
         add_entry(session, "block", "author", LONG_EMAIL, None, None, datetime.now(UTC))
