@@ -105,7 +105,8 @@ def _claimable(now: datetime) -> Any:
 
 
 def _enabled_sites() -> Any:
-    return select(Site.id).where(Site.callback_disabled_at.is_(None))
+    """Sites whose callbacks are on and have somewhere to go (held back for a cleared URL, they wait for one)."""
+    return select(Site.id).where(Site.callback_disabled_at.is_(None), Site.callback_url.is_not(None))
 
 
 def sites_turned_off(session: Session, site_ids: set[int]) -> set[int]:
@@ -313,16 +314,17 @@ def _still_leased(delivery: CallbackDelivery, lease: datetime) -> bool:
 
 
 def end_lease(
-    session: Session, delivery_ids: list[int], lease: datetime | None, now: datetime, dead_because: str | None = None
+    session: Session, delivery_ids: list[int], lease: datetime | None, now: datetime, held_because: str | None = None
 ) -> None:
-    """Give back claimed deliveries that were not sent: due again at once, or dead with a reason."""
+    """Give back claimed deliveries that were not sent: due again at once, or held back with a reason (sent
+    again once callbacks are turned on, as after a 410)."""
     if not delivery_ids:
         return
     values: dict[str, Any] = {"lease_until": None}
-    if dead_because is None:
+    if held_because is None:
         values |= {"status": DeliveryStatus.PENDING, "next_attempt_at": now}
     else:
-        values |= {"status": DeliveryStatus.DEAD, "last_error": dead_because}
+        values |= {"status": DeliveryStatus.DISABLED, "last_error": held_because}
     session.execute(
         update(CallbackDelivery)
         .where(
@@ -383,6 +385,7 @@ class CallbackUrlSaved:
     url: str | None  # None: cleared
     stays_paused: bool  # someone paused the site's callbacks: a new address does not end that
     released: int  # callbacks held back (by a 410) that are due again, to the new address
+    held_back: int = 0  # cleared: callbacks that were waiting, kept until a URL is saved again
 
 
 def save_callback_url(session: Session, site: Site, url: str | None, now: datetime) -> CallbackUrlSaved:
@@ -390,11 +393,13 @@ def save_callback_url(session: Session, site: Site, url: str | None, now: dateti
 
     ``site`` is locked by the caller, so whether it is paused is read after any pause committed meanwhile.
     A URL saved ends what a 410 held back (that was about the old address) but not a pause someone chose.
-    Cleared, there is nowhere to send to: what a 410 held back stays held until a URL is saved.
+    Cleared, there is nowhere to send to: what was waiting is held back, as a 410 would, and what a 410 held
+    back stays held, until a URL is saved (none becomes a dead letter because a URL was briefly empty).
     """
     site.callback_url = validate_callback_url(url)
     if not site.callback_url:
-        return CallbackUrlSaved(None, stays_paused=bool(site.callbacks_paused_by), released=0)
+        held = _hold_back_waiting(session, site.id)
+        return CallbackUrlSaved(None, stays_paused=bool(site.callbacks_paused_by), released=0, held_back=held)
     if site.callbacks_paused_by:
         return CallbackUrlSaved(site.callback_url, stays_paused=True, released=0)
     return CallbackUrlSaved(site.callback_url, stays_paused=False, released=enable_callbacks(session, site, now))

@@ -296,7 +296,8 @@ def notify_site(self: Task, delivery_id: int | None = None, delivery_ids: list[i
         recorded = callbacks.record_attempts(session, outcomes, now, runtime.retry, lease=lease)
         no_url = [t.delivery_id for t in targets if t.url is None]
         unsent = [t.delivery_id for t in targets if t.url is not None and t.delivery_id not in sent]
-        callbacks.end_lease(session, no_url, lease, now, dead_because="the site has no callback URL")
+        # Cleared while these waited: kept until a URL is saved (save_callback_url releases them), not dead.
+        callbacks.end_lease(session, no_url, lease, now, held_because="the site has no callback URL")
         callbacks.end_lease(session, unsent, lease, now)
     for outcome in outcomes:
         _count_attempt(outcome, recorded[outcome.delivery_id])

@@ -99,7 +99,8 @@ def sites_set_callback(ctx: click.Context, name: str, url: str) -> None:
         except SiteError as error:
             raise click.ClickException(str(error)) from None
     if saved.url is None:
-        click.echo(f"callback URL of {name} cleared: its decisions are not sent anywhere")
+        held = f"; {saved.held_back} waiting callback(s) held back until a URL is saved" if saved.held_back else ""
+        click.echo(f"callback URL of {name} cleared: its decisions are not sent anywhere{held}")
     elif saved.stays_paused:
         click.echo(f"callback URL of {name} saved; its callbacks stay paused until `sites resume {name}`")
     else:
