@@ -130,6 +130,9 @@ def _locked_unerased_comments(session: Session, site_id: int, external_ids: set[
     )
 
 
+ERASURE_SCAN_CHUNK = 5000  # rows of (id, e-mail) read at a time when looking for an author's comments
+
+
 def _locked_comments_of(session: Session, site_id: int, address: str) -> list[Comment]:
     """The site's comments whose author e-mail casefolds to ``address``, locked against concurrent writers.
 
@@ -137,8 +140,11 @@ def _locked_comments_of(session: Session, site_id: int, address: str) -> list[Co
     casefolds (``ß`` is ``ss``). Only the id and e-mail columns are scanned; the matches are then locked
     and checked again, in case an edit changed the e-mail in between.
     """
+    # Read in chunks (a server-side cursor on PostgreSQL): a site's millions of comments never sit in memory.
     candidates = session.execute(
-        select(Comment.id, Comment.author_email).where(Comment.site_id == site_id, Comment.author_email.is_not(None))
+        select(Comment.id, Comment.author_email)
+        .where(Comment.site_id == site_id, Comment.author_email.is_not(None))
+        .execution_options(yield_per=ERASURE_SCAN_CHUNK)
     )
     ids = [comment_id for comment_id, stored in candidates if (stored or "").strip().casefold() == address]
     if not ids:
