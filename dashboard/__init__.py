@@ -146,4 +146,5 @@ def under_dashboard(path: str) -> bool:
 def too_many(error: HTTPException) -> ResponseReturnValue:
     flash("Too many sign-in attempts. Wait a minute and try again.", "error")
     retry_after = error.retry_after if isinstance(error, TooManyRequests) and error.retry_after else 60
-    return render_template("login.html", email=""), 429, {"Retry-After": str(retry_after)}
+    typed = request.form.get("email", "")[:320] if request.method == "POST" else ""  # kept, as after a wrong password
+    return render_template("login.html", email=typed), 429, {"Retry-After": str(retry_after)}

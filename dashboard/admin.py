@@ -36,6 +36,7 @@ def sites() -> ResponseReturnValue:
         "admin/sites.html",
         sites=session.scalars(select(Site).order_by(Site.name)).all(),
         failing=callbacks.failing_callback_counts(session),
+        newest_secret_id=newest_secret_id,
     )
 
 
@@ -51,7 +52,7 @@ def sites_add() -> ResponseReturnValue:
         flash(str(error), "error")
         return redirect(url_for("dashboard.sites"))
     # Shown in this response only: it is never stored anywhere the dashboard can show it again.
-    return render_template("admin/secret.html", site=site, secret=secret, created=True)
+    return secret_page(site, secret, created=True)
 
 
 @bp.post("/admin/sites/<row_id:site_id>/callback")
@@ -73,7 +74,8 @@ def site_callback(site_id: int) -> ResponseReturnValue:
 
 def callback_url_message(name: str, saved: callbacks.CallbackUrlSaved) -> str:
     if saved.url is None:
-        return f"Callback URL of {name} cleared."
+        held = f" {saved.held_back} waiting callback(s) held back until a URL is saved." if saved.held_back else ""
+        return f"Callback URL of {name} cleared.{held}"
     if saved.stays_paused:
         return f"Callback URL of {name} saved; its callbacks stay paused until resumed."
     held_back = f" {saved.released} held-back callback(s) queued again." if saved.released else ""
@@ -114,17 +116,51 @@ def site_resume(site_id: int) -> ResponseReturnValue:
 @admin_required
 def site_rotate(site_id: int) -> ResponseReturnValue:
     session = db()
-    site = session.get(Site, site_id) or abort(404)
+    site = session.get(Site, site_id, with_for_update=True) or abort(404)
+    # The form names the newest secret the admin saw: a reload of the new-secret page (the browser sends the
+    # form again) or a second admin's rotation must not issue another secret, cutting short the one copied.
+    if request.form.get("newest_secret") != str(newest_secret_id(site)):
+        flash(
+            f"The secret of {site.name} was rotated since that page was loaded; nothing changed. The new secret "
+            "was shown once: if it was not copied, rotate again.",
+            "error",
+        )
+        return redirect(url_for("dashboard.sites"))
     secret = rotate_secret(session, site, settings().secret_overlap)
     session.commit()
-    return render_template(
-        "admin/secret.html", site=site, secret=secret, created=False, overlap=settings().secret_rotation_overlap_hours
+    return secret_page(site, secret, created=False)
+
+
+def newest_secret_id(site: Site) -> int:
+    return max((secret.id for secret in site.secrets), default=0)
+
+
+def secret_page(site: Site, secret: str, created: bool) -> ResponseReturnValue:
+    """The page that shows a new secret, the only time it is shown: never kept by a cache or the history."""
+    page = render_template(
+        "admin/secret.html", site=site, secret=secret, created=created, overlap=settings().secret_rotation_overlap_hours
     )
+    return page, {"Cache-Control": "no-store"}
 
 
 # --- thresholds ----------------------------------------------------------------------------------
 
 THRESHOLD_NAMES = ("spam_reject", "spam_hold", "advice_hold")
+# The names the page shows: an admin reads "“Hold as possible spam” must not be above “Reject as spam”".
+THRESHOLD_LABELS = {
+    "spam_reject": "Reject as spam",
+    "spam_hold": "Hold as possible spam",
+    "advice_hold": "Hold as medical advice",
+}
+
+
+def threshold_problem(problem: ValueError) -> str:
+    """Why proposed thresholds cannot be used, in the page's words rather than the code's."""
+    message = str(problem)
+    for name, label in THRESHOLD_LABELS.items():
+        message = message.replace(name, f"“{label}”")
+    return message[:1].upper() + message[1:]
+
 
 # What a sites row holds per threshold: the site's own value, or None to follow the active model's.
 OwnThresholds = dict[str, float | None]
@@ -253,7 +289,7 @@ def thresholds(site_id: int) -> ResponseReturnValue:
     try:
         proposal = _proposal(request.args, site, defaults)
     except ValueError as problem:
-        proposal, error = current, str(problem)
+        proposal, error = current, threshold_problem(problem)
     try:
         defaults.of_site(site)
     except ValueError as problem:  # the values stored, not those sent: say so first
@@ -273,6 +309,7 @@ def thresholds(site_id: int) -> ResponseReturnValue:
         proposed=proposal.thresholds,
         own_proposed=proposal.own,
         error=error,
+        labels=THRESHOLD_LABELS,
         effect_now=what_if(card, current.thresholds),
         effect_proposed=what_if(card, proposal.thresholds),
         previewed="spam_reject" in request.args and error is None,
@@ -287,7 +324,7 @@ def thresholds_preview(site_id: int) -> ResponseReturnValue:
     try:
         proposal = _proposal(request.args, site, Thresholds.of_card(card))
     except ValueError as problem:
-        return jsonify(error=str(problem)), 400
+        return jsonify(error=threshold_problem(problem)), 400
     effect = what_if(card, proposal.thresholds)
     return jsonify(
         available=effect is not None,
@@ -313,7 +350,7 @@ def thresholds_save(site_id: int) -> ResponseReturnValue:
     try:
         proposal = _proposal(request.form, site, Thresholds.of_card(_active_card()[1]))
     except ValueError as problem:
-        flash(str(problem), "error")
+        flash(threshold_problem(problem), "error")
         return redirect(url_for("dashboard.thresholds", site_id=site_id))
     _store_own(site, proposal.own)
     session.commit()

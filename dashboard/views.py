@@ -29,6 +29,7 @@ from moderation.reasons import ALL_REASONS, REJECT_REASONS
 from moderation.review import (
     ConflictError,
     ReviewError,
+    checked_action,
     pending_delivery_id,
     put_back_by_undo,
     record_verdict,
@@ -170,8 +171,16 @@ def bulk() -> ResponseReturnValue:
     action = request.form.get("action", "")
     reason = request.form.get("reason") or None
     note = (request.form.get("note") or "").strip()[:2000] or None
+    chosen = request.form.getlist("ids")[:500]
+    try:
+        checked_action(action, reason, note)
+    except ReviewError as error:  # said once, not once per comment; nothing is done
+        if wants_json():
+            return jsonify(done=[], failed=[], error=str(error)), 400
+        flash(f"Nothing done: {error}.", "error")
+        return redirect(_back(url_for("dashboard.queue")))
     outcomes = []
-    for item in request.form.getlist("ids")[:500]:
+    for item in chosen:
         given, _, expected = item.partition(":")
         comment_id = form_row_id(given)
         if comment_id is None:  # each item is checked before it is acted on: one bad id stops no other

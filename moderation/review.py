@@ -77,7 +77,7 @@ def record_verdict(
     now: datetime,
 ) -> Decision:
     """Record one verdict; the caller commits, then publishes ``pending_delivery_id``'s notify task."""
-    verdict_reason = _checked(action, reason, note)
+    verdict_reason = checked_action(action, reason, note)
     comment = session.scalar(select(Comment).where(Comment.id == comment_id).with_for_update())
     if comment is None:
         raise ReviewError(f"no comment {comment_id}")
@@ -168,7 +168,8 @@ def put_back_by_undo(session: Session, decision_ids: Collection[int]) -> set[int
     return {decision_id for decision_id in restored if decision_id is not None}
 
 
-def _checked(action: str, reason: str | None, note: str | None) -> str | None:
+def checked_action(action: str, reason: str | None, note: str | None) -> str | None:
+    """The reason a verdict records; ReviewError for an action this cannot be (one check, before any comment)."""
     if action not in ACTIONS:
         raise ReviewError(f"unknown action {action!r}")
     if action != REJECT:

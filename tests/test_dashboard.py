@@ -180,6 +180,7 @@ def test_login_is_rate_limited(client: FlaskClient, people: dict[str, int]) -> N
     assert [a.status_code for a in answers[:10]] == [401] * 10
     assert answers[-1].status_code == 429
     assert 1 <= int(answers[-1].headers["Retry-After"]) <= 60
+    assert 'value="mod@example.org"' in answers[-1].get_data(as_text=True)  # the address typed stays, as after a 401
 
 
 def test_login_attempts_on_one_account_are_limited_whatever_the_address(
@@ -779,6 +780,22 @@ def test_bulk_form_post_redirects_with_a_message(moderator_client: FlaskClient, 
     assert "approve: 3 comment(s) done." in _page(moderator_client, "/dashboard/queue")
 
 
+def test_a_bulk_reject_as_other_without_a_note_is_refused_once_and_does_nothing(
+    moderator_client: FlaskClient, sessions: Sessions, held: list[tuple[int, int]]
+) -> None:
+    """It was refused once per comment, three identical messages naming none of them."""
+    token = csrf_token(moderator_client, "/dashboard/queue")
+    data = {"csrf_token": token, "action": "reject", "reason": "other", "ids": [f"{c}:{d}" for c, d in held]}
+    assert moderator_client.post("/dashboard/bulk", data=data).status_code == 302
+    page = _page(moderator_client, "/dashboard/queue")
+    assert page.count("Nothing done: say why in the note when the reason is &#39;other&#39;.") == 1
+    with sessions() as session:
+        assert {c.status for c in session.scalars(select(Comment))} == {"held"}
+    as_json = moderator_client.post("/dashboard/bulk", data=data, headers={"Accept": "application/json"})
+    assert as_json.status_code == 400
+    assert as_json.get_json()["error"] == "say why in the note when the reason is 'other'"
+
+
 @pytest.mark.parametrize("bad", ["\u00b2", "\u0661\u0662", "9" * 25, "9" * 5000, "0", "-1", "4 "])
 def test_an_id_in_a_form_that_names_no_row_is_refused_and_acts_on_nothing(
     moderator_client: FlaskClient, sessions: Sessions, held: list[tuple[int, int]], bad: str
@@ -866,15 +883,36 @@ def test_admin_pages_render(admin_client: FlaskClient, site_row: int) -> None:
     assert admin_client.get("/dashboard/overview/data").get_json()["days"]
 
 
+def rotate_form(client: FlaskClient, site_row: int) -> dict[str, str]:
+    """What the Sites page's Rotate button sends: its CSRF token and the newest secret the page saw."""
+    page = _page(client, "/dashboard/admin/sites")
+    newest = re.search(rf'/sites/{site_row}/rotate".*?name="newest_secret" value="(\d+)"', page, re.S).group(1)
+    return {"csrf_token": csrf_token(client, "/dashboard/admin/sites"), "newest_secret": newest}
+
+
 def test_rotate_secret_shows_the_new_secret_once(admin_client: FlaskClient, sessions: Sessions, site_row: int) -> None:
-    token = csrf_token(admin_client, "/dashboard/admin/sites")
-    page = admin_client.post(f"/dashboard/admin/sites/{site_row}/rotate", data={"csrf_token": token}).get_data(
-        as_text=True
-    )
-    secret = re.search(r"(whsec_[A-Za-z0-9+/=]+)", page).group(1)
+    response = admin_client.post(f"/dashboard/admin/sites/{site_row}/rotate", data=rotate_form(admin_client, site_row))
+    assert response.headers["Cache-Control"] == "no-store"
+    secret = re.search(r"(whsec_[A-Za-z0-9+/=]+)", response.get_data(as_text=True)).group(1)
     with sessions() as session:
         assert session.get(Site, site_row).secrets[-1].secret == secret
     assert secret not in _page(admin_client, "/dashboard/admin/sites")
+
+
+def test_sending_the_rotate_form_again_issues_no_second_secret(
+    admin_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    """Reloading the new-secret page sends the form again: a second rotation would cut short, to the
+    overlap, the secret the admin had just copied."""
+    form = rotate_form(admin_client, site_row)
+    first = admin_client.post(f"/dashboard/admin/sites/{site_row}/rotate", data=form).get_data(as_text=True)
+    copied = re.search(r"(whsec_[A-Za-z0-9+/=]+)", first).group(1)
+    again = admin_client.post(f"/dashboard/admin/sites/{site_row}/rotate", data=form, follow_redirects=True)
+    assert "was rotated since that page was loaded; nothing changed" in again.get_data(as_text=True)
+    with sessions() as session:
+        site = session.get_one(Site, site_row)
+        assert [s.secret for s in site.secrets if s.expires_at is None] == [copied]
+        assert len(site.secrets) == 2
 
 
 def test_thresholds_save_and_lists_and_moderators(admin_client: FlaskClient, sessions: Sessions, site_row: int) -> None:
@@ -1136,6 +1174,31 @@ def test_clearing_the_callback_url_keeps_what_a_410_held_back(
     assert "cleared" in _page(admin_client, "/dashboard/admin/sites")
 
 
+def test_a_callback_url_cleared_by_mistake_holds_back_what_waited_and_loses_nothing(
+    admin_client: FlaskClient, sessions: Sessions, site_row: int, held: list[tuple[int, int]]
+) -> None:
+    """Waiting callbacks became dead letters when their attempt came due with no URL, even if it was cleared
+    for a moment; now they wait for a URL, and saving one sends them."""
+    with sessions.begin() as session:
+        site = session.get_one(Site, site_row)
+        site.callback_url = "https://site.example/hook"
+        now = datetime.now(UTC)
+        waiting = []
+        for comment_id, decision_id in held[:2]:
+            comment, decision = session.get_one(Comment, comment_id), session.get_one(Decision, decision_id)
+            delivery = callbacks.schedule_callback(session, site, comment, decision, callbacks.COMMENT_DECIDED, now)
+            waiting.append(delivery.id)
+    assert _statuses(sessions, waiting) == ["pending", "pending"]
+    cleared = _post_site(admin_client, site_row, "callback", callback_url="")
+    assert "cleared. 2 waiting callback(s) held back until a URL is saved." in cleared
+    assert _statuses(sessions, waiting) == ["disabled", "disabled"]
+    with sessions.begin() as session:  # beat's retry loop does not send them anywhere meanwhile
+        assert callbacks.release_held_back(session, datetime.now(UTC)) == 0
+    saved = _post_site(admin_client, site_row, "callback", callback_url="https://site.example/hook")
+    assert "2 held-back callback(s) queued again" in saved
+    assert _statuses(sessions, waiting) == ["pending", "pending"]
+
+
 def test_demo_setup_releases_what_a_410_held_back(sessions: Sessions, tmp_path: Path) -> None:
     from server.demo import EXAMPLE_SITE, ensure_demo
 
@@ -1353,10 +1416,10 @@ def test_a_text_long_enough_to_scroll_in_its_queue_card_takes_the_keyboards_focu
         short_id, _ = held_comment(session, site, "c-short", "Short and sweet.")
     queue = _page(moderator_client, "/dashboard/queue")
     focusable = re.findall(
-        r'<article[^>]*data-comment-id="(\d+)".*?<p class="comment-body"( tabindex="0")?>', queue, re.S
+        r'<article[^>]*data-comment-id="(\d+)".*?<p class="comment-body" dir="auto"( tabindex="0")?>', queue, re.S
     )
     assert {int(comment_id): bool(tab) for comment_id, tab in focusable} == {long_id: True, short_id: False}
-    assert 'class="comment-body" tabindex' not in _page(moderator_client, f"/dashboard/comments/{long_id}")
+    assert 'class="comment-body" dir="auto" tabindex' not in _page(moderator_client, f"/dashboard/comments/{long_id}")
 
 
 def _bars(page: str) -> dict[str, tuple[str, str]]:
@@ -1435,3 +1498,20 @@ def test_score_bars_keep_the_lines_a_decision_recorded_after_its_site_changes_it
     page = _page(moderator_client, f"/dashboard/comments/{older}")
     assert _bars(page)["Medical advice"] == ("green", "held from 0.40")
     assert "the line of the deciding model, or the site's own today: held from 0.40" in html.unescape(page)
+
+
+@pytest.mark.parametrize(
+    "address", ["<b>x</b>@example.org", "<img/src=x/onerror=alert(9)>@example.org", "a b@example.org", "x@y"]
+)
+def test_an_admin_cannot_add_a_moderator_whose_address_is_not_one(
+    admin_client: FlaskClient, sessions: Sessions, address: str
+) -> None:
+    """The browser's e-mail field checks this, but a hand-made request skipped it and the account was made."""
+    token = csrf_token(admin_client, "/dashboard/admin/moderators")
+    admin_client.post(
+        "/dashboard/admin/moderators",
+        data={"csrf_token": token, "email": address, "role": "moderator", "password": "a long password"},
+    )
+    assert "is not an e-mail address" in _page(admin_client, "/dashboard/admin/moderators")
+    with sessions() as session:
+        assert session.scalar(select(Moderator).where(Moderator.email == address.lower())) is None

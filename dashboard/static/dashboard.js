@@ -441,6 +441,12 @@ function confirmBulk(form, submitter) {
   }
   const reason = form.querySelector("#bulk-reason");
   const note = form.querySelector("#bulk-note")?.value.trim();
+  if (reason.value === "other" && !note) {
+    // Checked before asking: the server would refuse it, and the selection would be lost with the reload.
+    say("Say why in the note when the reason is “Other”.", "error");
+    form.querySelector("#bulk-note")?.focus();
+    return false;
+  }
   const withNote = note ? ` with the note “${note}”` : "";
   return window.confirm(
     `Reject ${comments} as “${reason.selectedOptions[0].textContent}”${withNote}? Their sites are told, and u does not undo this.`,

@@ -70,7 +70,16 @@ async function preview() {
   const response = await fetch(`${root.dataset.preview}?${params}`, { headers: { Accept: "application/json" } });
   const data = await response.json();
   if (asked !== latest) return;  // the admin changed something since: that preview is on its way
-  if (!response.ok) { saveButton.disabled = true; saveButton.title = data.error; return; }
+  const problem = document.getElementById("threshold-problem");
+  if (!response.ok) {
+    // Said where the admin looks, and the figures of the last valid proposal no longer shown as this one's.
+    saveButton.disabled = true;
+    saveButton.title = data.error;
+    if (problem) { problem.textContent = `Cannot save: ${data.error}.`; problem.hidden = false; }
+    for (const cell of document.querySelectorAll("[data-proposed], [data-saved-source]")) cell.textContent = "–";
+    return;
+  }
+  if (problem) problem.hidden = true;
   for (const [key, value] of Object.entries(data.proposed)) {
     const hidden = saveForm.querySelector(`input[name="${key}"]`);
     if (hidden) hidden.value = value.toFixed(2);

@@ -160,6 +160,28 @@ def test_bulk_reject(page: Page, web: str, accounts: dict[str, str], engine: Eng
     assert statuses(engine) == {ids[0]: "rejected", ids[1]: "held", ids[2]: "rejected"}
 
 
+def test_a_bulk_reject_as_other_without_a_note_asks_for_the_note_and_keeps_the_selection(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """It asked first, then failed once per comment on the server and the reload lost the selection."""
+    ids = seed_held(engine, site_id, 2)
+    sign_in(page, web, accounts["moderator"])
+    page.keyboard.press("x")
+    expect(page.locator("#selected-count")).to_have_text("1 selected")
+    page.select_option("#bulk-reason", "other")
+    asked: list[str] = []
+    page.on("dialog", answer(asked, accept=True))
+    page.click('#bulk-form button[value="reject"]')
+    expect(page.locator("#toast")).to_have_text("Say why in the note when the reason is “Other”.")
+    expect(page.locator("#bulk-note")).to_be_focused()
+    assert asked == []
+    expect(page.locator("#selected-count")).to_have_text("1 selected")
+    page.fill("#bulk-note", "a sales pitch in disguise")
+    page.click('#bulk-form button[value="reject"]')
+    expect(page.locator(".flash.info")).to_contain_text("reject: 1 comment(s) done.")
+    assert statuses(engine) == {ids[0]: "rejected", ids[1]: "held"}
+
+
 def test_a_note_typed_after_a_reject_key_stays_in_the_note(
     page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
 ) -> None:
@@ -434,6 +456,23 @@ def test_admin_previews_a_threshold_before_saving(
     expect(page.locator(".flash.info")).to_contain_text("Thresholds of backpain-advisor saved")
     with make_session_factory(engine)() as session:
         assert session.get(Site, site_id).advice_hold_threshold == 0.35
+
+
+def test_thresholds_that_cannot_be_saved_say_why_where_the_admin_looks(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """The reason was a tooltip in the code's words, and the table went on showing the last valid figures."""
+    sign_in(page, web, accounts["admin"])
+    page.goto(f"{web}/dashboard/admin/sites/{site_id}/thresholds")
+    page.locator('#threshold-form input[name="spam_reject"]').fill("0")
+    problem = page.locator("#threshold-problem")
+    expect(problem).to_have_text("Cannot save: “Hold as possible spam” must not be above “Reject as spam”.")
+    expect(page.locator("#save-thresholds")).to_be_disabled()
+    expect(page.locator('[data-saved-source="spam_reject"]')).to_have_text("–")
+    page.locator('#threshold-form input[name="spam_reject"]').fill("0.87")
+    expect(problem).to_be_hidden()
+    expect(page.locator("#save-thresholds")).to_be_enabled()
+    expect(page.locator('[data-saved-source="spam_reject"]')).to_have_text("0.87, the site's own")
 
 
 def test_unticking_use_the_models_makes_todays_value_the_sites_own(
