@@ -237,7 +237,7 @@ def decide_waiting(
     except OperationalError:
         raise
     except Exception as error:
-        if len(todo) > 1:
+        if batch_size > 1:  # even a batch of one: its task then counts the failure (see BatchFailedError)
             raise BatchFailedError([c.id for c in todo]) from error
         raise
     claimed = _claim_for_decision(session, {j.comment.id: (j.comment.revision, j.status) for j in judged})

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from celery.exceptions import Retry
+from celery.exceptions import Retry, SoftTimeLimitExceeded
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, delete, event, select
 from sqlalchemy.exc import OperationalError
@@ -395,7 +395,7 @@ def broken_site_comment(sessions: sessionmaker[Session], callback_url: str | Non
     return post_comment(sessions, "broken-site", "b-1", "bad@example.org", "198.51.100.1", datetime.now(UTC))
 
 
-def test_a_comment_that_fails_every_run_is_held_unscored_for_a_person_after_three_relayed_runs(
+def test_a_comment_that_fails_every_run_is_held_unscored_for_a_person_after_three_counted_runs(
     celery: ModerationCelery,
     sessions: sessionmaker[Session],
     active_model: TrainedModel,
@@ -405,9 +405,9 @@ def test_a_comment_that_fails_every_run_is_held_unscored_for_a_person_after_thre
     """Without a limit the relay republished it every 30 s for ever, and the site never heard of it."""
     bad = broken_site_comment(sessions, site_server.url)
     with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
-        celery.tasks[CLASSIFY_TASK].run(bad, 0)  # intake's message: not counted
-    assert tries(sessions, bad) == [0]
-    for counted in (1, 2, 3):
+        celery.tasks[CLASSIFY_TASK].run(bad, 0)  # intake's message, its batch of one failed: counted once
+    assert tries(sessions, bad) == [1]
+    for counted in (2, 3):
         with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
             relay(celery, bad)
         assert tries(sessions, bad) == [counted]
@@ -744,3 +744,29 @@ def test_a_run_that_counted_nothing_takes_nothing_back_when_the_database_fails_i
         celery.tasks[CLASSIFY_TASK].run(comment_id)  # the same publish again: nothing counted
 
     assert tries(sessions, comment_id) == [2]
+
+
+def test_a_batch_out_of_time_ends_its_task_and_counts_nothing_against_its_comments(
+    celery: ModerationCelery,
+    sessions: sessionmaker[Session],
+    active_model: TrainedModel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The soft time limit is raised inside the scoring: it is no failure of a comment. Taken for one, it made
+    the task decide the batch one at a time after its time was up, and count a healthy comment as failing."""
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    with sessions.begin() as session:
+        create_site(session, "good-site")
+    ids = [
+        post_comment(sessions, "good-site", f"c-{n}", f"p{n}@example.org", f"198.51.100.{20 + n}", now)
+        for n in range(3)
+    ]
+
+    def out_of_time(*args: object, **kwargs: object) -> list[object]:
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(type(active_model.model), "score_and_explain_many", out_of_time)
+    with pytest.raises(SoftTimeLimitExceeded):
+        celery.tasks[CLASSIFY_TASK].run(ids[0], 0)
+    assert [comment_status(sessions, c) for c in ids] == ["pending"] * 3
+    assert [tries(sessions, c) for c in ids] == [[0], [0], [0]]

@@ -189,6 +189,8 @@ def _decide_waiting(runtime: Runtime, comment_id: int, model: ModerationModel, b
             now = datetime.now(UTC)
             return decide_waiting(session, comment_id, model, now, runtime.limits, batch_size)
     except BatchFailedError as failed:
+        if isinstance(failed.__cause__, SoftTimeLimitExceeded):
+            raise failed.__cause__ from None  # out of time: nothing is tried again in this task
         log.warning(
             "a batch failed (one of its comments, maybe not this one); deciding each of its comments alone",
             extra={"comment_id": comment_id},
@@ -211,7 +213,8 @@ def _decide_waiting(runtime: Runtime, comment_id: int, model: ModerationModel, b
 
 def _decide_each_alone(runtime: Runtime, own: int, batch: list[int], model: ModerationModel) -> list[Decided]:
     """The failed batch's comments one at a time, the task's own first. One that fails alone is counted (and
-    so kept out of batches); if that is the task's own, the error is raised once the others are told."""
+    so kept out of batches); if that is the task's own, its error is raised once the others are told. Out of
+    time or out of database, what was decided is told and the rest is left to its own messages and the relay."""
     decided: list[Decided] = []
     own_error: Exception | None = None
     for comment_id in [own, *(other for other in batch if other != own)]:
@@ -221,13 +224,14 @@ def _decide_each_alone(runtime: Runtime, own: int, batch: list[int], model: Mode
                 decided += decide_waiting(session, comment_id, model, now, runtime.limits, batch_size=1)
         except IntegrityError:
             if comment_id == own:
+                _after_decisions(runtime, decided)
                 raise
-            continue  # another worker decided it first
-        except OperationalError:
+            log.info("comment already decided by another worker", extra={"comment_id": comment_id})
+        except (SoftTimeLimitExceeded, OperationalError):
+            _after_decisions(runtime, decided)
             raise
         except Exception as error:
-            with runtime.sessions.begin() as session:
-                note_failed_run(session, comment_id)
+            _count_failed_run(runtime, comment_id)
             if comment_id == own:
                 own_error = error
             else:
@@ -240,6 +244,14 @@ def _decide_each_alone(runtime: Runtime, own: int, batch: list[int], model: Mode
         _after_decisions(runtime, decided)
         raise own_error
     return decided
+
+
+def _count_failed_run(runtime: Runtime, comment_id: int) -> None:
+    try:
+        with runtime.sessions.begin() as session:
+            note_failed_run(session, comment_id)
+    except SQLAlchemyError:  # the database is failing too: the comment's own error is what is raised
+        log.warning("could not count a failed run", extra={"comment_id": comment_id}, exc_info=True)
 
 
 def _publish_notify(runtime: Runtime, delivery_ids: list[int]) -> None:
