@@ -494,5 +494,6 @@ document.addEventListener("change", (event) => {
 
 window.addEventListener("resize", keepItemsClearOfTheBar);
 if (bulkBar && "ResizeObserver" in window) new ResizeObserver(keepItemsClearOfTheBar).observe(bulkBar);
-if (items().length && itemsBox) setCurrent(currentAfterReload());
+const startAt = currentAfterReload(); // read (and so forgotten) on every page, even one without a queue
+if (items().length && itemsBox) setCurrent(startAt);
 sayWhatTheReloadWasFor();
