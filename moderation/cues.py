@@ -161,9 +161,6 @@ MEDICAL = PhraseIndex.of(
         "exercises|inversion|traction|brace|ice|heat|hot water bottle|bed rest|sciatica|disc|hernia*|slipped",
         "piriformis|arthritis|osteoporosis|fracture|spasm|nerve|spine|spinal|vertebra*|pelvi*|sacroiliac",
         "si joint|pregnan*|weeks|pain|sore|ache|back|neck|hip|leg",
-        # the warning signs whose care must not wait
-        "cauda equina|numbness|numb|tingling|bladder|bowel|incontinence|chest|calf|red flag|red flags|fever",
-        "entumecimiento|hormigueo|engourdissement|taubheit|dormência|formigamento|intorpidimento|formicolio",
         "médicament*|medicamento*|medikament*|farmac*|cirug*|chirurg*|opera*|pastill*|comprim*|tablett*",
         "schmerz*|dolor*|douleur*|dolore|dor|ernia|hernie|hérnia|rugpijn|ibuprofeno|pijnstiller|pijnstillers",
         "ibuprofène|paracétamol|doliprane|paracetamolo|calpol|dorflex|neurolog*|gummy|gummies|epsom",
@@ -212,7 +209,6 @@ WOULD_DO = _phrases(
     "take|try|stop|quit|start|skip|avoid|ditch|bin|drop|double|halve|use|switch|swap|stay|rest|keep|stick",
     "push|insist|demand|ask|tell|refuse|cancel|come off|wean|go|get|see|book|buy|order|up|cut|increase",
     "decrease|ignore|forget|leave|wear|put|give|not|never|definitely|personally|probably|seriously|want",
-    "recommend|suggest|say|wait|honestly|consider|speak|call|be careful|be wary|be cautious|think twice|hold off",
 )
 # Directives that count anywhere in a sentence: someone told what to do, first-person advice formulas,
 # and imperatives in the other languages.
@@ -243,11 +239,6 @@ DIRECTIVES = PhraseIndex.of(
         "you can disregard|you can ignore|disregard the|disregard what|say no to|say yes to",
         "won't matter|wont matter|won't hurt|wont hurt|won't do any harm|can't hurt|cant hurt",
         "are safe|are perfectly safe|are totally safe|are completely safe|are fine to",
-        # telling someone that care can wait: "saddle numbness isn't an emergency", "it can wait till Monday"
-        "can wait|isn't urgent|isnt urgent|is not urgent|it's not urgent|its not urgent|isn't an emergency",
-        "isnt an emergency|is not an emergency|it's not an emergency|its not an emergency|no point going",
-        "no point in going|not worth bothering|puede esperar|no es urgente|no es una urgencia|peut attendre",
-        "pas urgent|kann warten|nicht dringend|kein notfall|pode esperar|não é urgente|può aspettare|non è urgente",
         # "might be worth skipping the scan", "give it three months": holding off or changing care
         "worth skipping|worth stopping|worth going up|worth switching|worth dropping|worth upping|worth halving",
         *_product(["give it", "giving it"], _phrases("a week|a month|a few weeks|a few months|another week")),
@@ -334,17 +325,16 @@ CURE_CLAIMS = PhraseIndex.of(
         "sort it out|clears it|clear it up|works every time|guaranteed|miracle|100 works|cura|guérit|heilt|cura tutto",
     )
 )
-# What is promoted: never words an ordinary sentence puts after "like my" ("new knee", "work", "post op pain").
 CHANNELS = _phrases(
-    "channel|page|video|videos|vid|vids|reel|reels|blog|website|link|shop|store|podcast|stream|tiktok",
-    "instagram|insta|ig|youtube|yt|facebook|fb|twitter|bio",
+    "channel|page|video|videos|vid|vids|post|posts|reel|reels|content|account|profile|blog|site|website|link",
+    "shop|store|podcast|stream|stuff|work|tiktok|instagram|insta|ig|youtube|yt|facebook|fb|twitter|bio|new",
 )
 # Promotion of the writer's own channel, page or shop, in the forms video and social comment sections use.
 SELF_PROMOTION = PhraseIndex.of(
     _phrases(
         "subscribe|subscribed|subscribers|sub to|sub 4 sub|sub4sub|suscríbete|suscribete|inscreva|abonniert|abonnez",
         "iscriviti|my channel|my youtube|my yt|my tiktok|my instagram|my insta|my ig|my page|my reel|my reels",
-        "my video|my videos|my vid|my latest video|my latest reel|my blog|my shop|my store|my website",
+        "my video|my videos|my vid|my latest video|my latest reel|my blog|my shop|my store|my website|my site",
         "my link|my bio|link in bio|link in my bio|follow me|check out my|visit my|watch my|support my",
         # "like my", "share my", "check my", "follow my" only with what is promoted: "it feels like my back is on
         # fire", "I want to share my story", "the physio will check my posture" are ordinary
@@ -682,8 +672,6 @@ def _has_medical_term(words: Words) -> bool:
 FIRST_PERSON = frozenset({"je", "yo", "io", "eu", "ich"})
 # An imperative whose object is the writer's own is someone's diary: "Do my physio exercises twice a day".
 DIARY_OBJECTS = frozenset({"my", "mine", "myself"})
-# ...except the writer's word or advice, which is an order about what follows: "take my word for it, stop it".
-TAKE_MY_WORD = frozenset({("take", "my", "word"), ("take", "my", "advice")})
 
 
 def has_directive(tokens: Sequence[str], reply: bool) -> bool:
@@ -702,7 +690,7 @@ def _has_directive(words: Words, reply: bool) -> bool:
         clause_start = previous in CLAUSE_MARKS or (reply and i == 1)
         if not (clause_start or previous in IMPERATIVE_LEADS) or not words.phrase_at(IMPERATIVE_CUE, i):
             continue
-        if i + 1 < len(tokens) and tokens[i + 1] in DIARY_OBJECTS and tuple(tokens[i : i + 3]) not in TAKE_MY_WORD:
+        if i + 1 < len(tokens) and tokens[i + 1] in DIARY_OBJECTS:
             continue  # "Take my naproxen with breakfast": a diary with the "I" left out, not an order
         if tokens[i] not in CONDITIONAL_IMPERATIVES:
             return True
