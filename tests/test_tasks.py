@@ -243,6 +243,16 @@ def comment_status(sessions: sessionmaker[Session], comment_id: int) -> str:
         return session.get_one(Comment, comment_id).status
 
 
+def broken_comment_first_in_line(sessions: sessionmaker[Session], now: datetime) -> int:
+    """A "good-site" for healthy comments, and first in the outbox a comment whose decision fails every time
+    (its site's stored advice threshold is out of range, so the policy refuses it): it joins every batch."""
+    with sessions.begin() as session:
+        create_site(session, "good-site")
+        broken, _ = create_site(session, "broken-site")
+        broken.advice_hold_threshold = 1.5
+    return post_comment(sessions, "broken-site", "b-1", "bad@example.org", "198.51.100.1", now)
+
+
 def test_when_a_batch_fails_its_comments_are_decided_alone_and_the_failing_one_is_kept_out_of_batches(
     celery: ModerationCelery,
     sessions: sessionmaker[Session],
@@ -255,11 +265,7 @@ def test_when_a_batch_fails_its_comments_are_decided_alone_and_the_failing_one_i
     them locked by the failed batch and ended), and the failing one is counted, kept out of later batches,
     and left for the relay."""
     now = datetime.now(UTC) - timedelta(minutes=1)
-    with sessions.begin() as session:
-        create_site(session, "good-site")
-        broken, _ = create_site(session, "broken-site")
-        broken.advice_hold_threshold = 1.5
-    bad = post_comment(sessions, "broken-site", "b-1", "bad@example.org", "198.51.100.1", now)
+    bad = broken_comment_first_in_line(sessions, now)
     first = post_comment(sessions, "good-site", "c-1", "ana@example.org", "198.51.100.2", now)
     second = post_comment(sessions, "good-site", "c-2", "bo@example.org", "198.51.100.3", now)
     assert celery.runtime.classify_batch > 2  # all three would be one batch
@@ -299,11 +305,7 @@ def test_a_task_whose_own_comment_fails_alone_still_decides_and_tells_its_batch_
     """The failing comment's own message: its batch fails, each comment is tried alone, the others are
     decided and their callbacks queued, and then the task fails with its own comment's error."""
     now = datetime.now(UTC) - timedelta(minutes=1)
-    with sessions.begin() as session:
-        create_site(session, "good-site")
-        broken, _ = create_site(session, "broken-site")
-        broken.advice_hold_threshold = 1.5
-    bad = post_comment(sessions, "broken-site", "b-1", "bad@example.org", "198.51.100.1", now)
+    bad = broken_comment_first_in_line(sessions, now)
     healthy = [
         post_comment(sessions, "good-site", f"c-{i}", f"p{i}@example.org", f"198.51.100.{10 + i}", now)
         for i in range(3)

@@ -79,26 +79,24 @@ function reloadSaying(message, commentId = null) {
   window.location.reload();
 }
 
-function currentAfterReload() {
-  let kept = null;
+// A value kept for the page after a reload, read once: null when there is none or storage is refused.
+function takeKept(key) {
   try {
-    kept = sessionStorage.getItem(CURRENT_AFTER_RELOAD_KEY);
-    sessionStorage.removeItem(CURRENT_AFTER_RELOAD_KEY);
+    const kept = sessionStorage.getItem(key);
+    sessionStorage.removeItem(key);
+    return kept;
   } catch {
-    return 0;
+    return null;
   }
-  const index = items().findIndex((el) => el.dataset.commentId === kept);
-  return Math.max(index, 0);
+}
+
+function currentAfterReload() {
+  const kept = takeKept(CURRENT_AFTER_RELOAD_KEY);
+  return Math.max(items().findIndex((el) => el.dataset.commentId === kept), 0);
 }
 
 function sayWhatTheReloadWasFor() {
-  let message = null;
-  try {
-    message = sessionStorage.getItem(AFTER_RELOAD_KEY);
-    sessionStorage.removeItem(AFTER_RELOAD_KEY);
-  } catch {
-    return;
-  }
+  const message = takeKept(AFTER_RELOAD_KEY);
   if (message) say(message);
 }
 
