@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -45,42 +46,88 @@ class Filters:
     date_from: date | None = None
     date_to: date | None = None
     page: int = 1
+    # what the query string asked for that could not be applied, in the page's words (shown, never silent)
+    problems: tuple[str, ...] = ()
 
     @classmethod
     def from_args(cls, args: Any) -> Filters:
-        def number(name: str) -> float | None:
-            try:
-                value = float(args.get(name, ""))
-            except ValueError:
-                return None
-            return min(1.0, max(0.0, value))
+        problems: list[str] = []
 
-        def day(name: str) -> date | None:
+        def given(name: str) -> str:
+            return str(args.get(name, "")).strip()
+
+        def number(name: str, label: str) -> float | None:
+            if not given(name):
+                return None
             try:
-                return date.fromisoformat(args.get(name, ""))
+                value = float(given(name))
             except ValueError:
+                value = math.nan
+            if not 0.0 <= value <= 1.0:  # NaN fails this too
+                problems.append(f"{label} \u201c{given(name)[:40]}\u201d is not a number from 0 to 1: not applied")
+                return None
+            return value
+
+        def day(name: str, label: str) -> date | None:
+            if not given(name):
+                return None
+            try:
+                return date.fromisoformat(given(name))
+            except ValueError:
+                problems.append(f"{label} \u201c{given(name)[:40]}\u201d is not a date (YYYY-MM-DD): not applied")
                 return None
 
-        queue = args.get("queue", "held")
-        sort = args.get("sort", "oldest")
-        try:
-            page = min(MAX_PAGE, max(1, int(args.get("page", 1))))
-        except ValueError:
-            page = 1
+        def choice(name: str, allowed: Iterable[str], default: str, label: str) -> str:
+            value = given(name)
+            if not value:
+                return default
+            if value not in allowed:
+                problems.append(f"there is no {label} \u201c{value[:40]}\u201d: {default or 'any'} instead")
+                return default
+            return value
+
+        page = 1
+        if given("page"):
+            try:
+                page = min(MAX_PAGE, max(1, int(given("page"))))
+            except ValueError:
+                problems.append(f"the page \u201c{given('page')[:40]}\u201d is not a whole number: the first instead")
+        score_min, score_max = number("score_min", "the minimum score"), number("score_max", "the maximum score")
+        if score_min is not None and score_max is not None and score_min > score_max:
+            problems.append("the minimum score is above the maximum, so no comment could match")
+        date_from, date_to = day("date_from", "the first date"), day("date_to", "the last date")
+        if date_from is not None and date_to is not None and date_from > date_to:
+            problems.append("the first date is after the last, so no comment could match")
         return cls(
-            queue=queue if queue in QUEUES else "held",
-            sort=sort if sort in SORTS else "oldest",
-            text=args.get("text", "").strip()[:200],
-            author=args.get("author", "").strip()[:200],
-            article=args.get("article", "").strip()[:200],
-            site=args.get("site", "").strip()[:100],
-            reason=args.get("reason", "") if args.get("reason", "") in ALL_REASONS else "",
-            score=args.get("score", "any") if args.get("score") in ("spam", "medical_advice") else "any",
-            score_min=number("score_min"),
-            score_max=number("score_max"),
-            date_from=day("date_from"),
-            date_to=day("date_to"),
+            queue=choice("queue", QUEUES, "held", "queue"),
+            sort=choice("sort", SORTS, "oldest", "order"),
+            text=given("text")[:200],
+            author=given("author")[:200],
+            article=given("article")[:200],
+            site=given("site")[:100],
+            reason=choice("reason", ALL_REASONS, "", "reason"),
+            score=choice("score", ("any", "spam", "medical_advice"), "any", "score"),
+            score_min=score_min,
+            score_max=score_max,
+            date_from=date_from,
+            date_to=date_to,
             page=page,
+            problems=tuple(problems),
+        )
+
+    @property
+    def narrowed(self) -> bool:
+        """Whether anything but the queue, the order and the page limits which comments are listed."""
+        return bool(
+            self.text
+            or self.author
+            or self.article
+            or self.site
+            or self.reason
+            or self.score_min is not None
+            or self.score_max is not None
+            or self.date_from
+            or self.date_to
         )
 
     def args(self, **changes: Any) -> dict[str, Any]:
@@ -154,8 +201,16 @@ def _in_range(score: Any, low: float | None, high: float | None) -> ColumnElemen
     return and_(*bounds)
 
 
-def queue_counts(session: Session) -> dict[str, int]:
-    counts = dict(session.execute(select(Comment.status, func.count(Comment.id)).group_by(Comment.status)).all())
+def queue_counts(session: Session, filters: Filters | None = None) -> dict[str, int]:
+    """Comments per queue; with filters, only those the filters match (the tabs then say what each holds of them)."""
+    query: Select[Any] = select(Comment.status, func.count(Comment.id))  # type: ignore[assignment]
+    if filters is not None and filters.narrowed:
+        current = aliased(Decision)
+        query = query.join(Site, Site.id == Comment.site_id).outerjoin(
+            current, (current.comment_id == Comment.id) & current.is_current
+        )
+        query = _filtered(query, filters, current)
+    counts: dict[str, int] = dict(session.execute(query.group_by(Comment.status)).all())
     result = {name: counts.get(status, 0) for name, status in QUEUES.items() if status is not None}
     result["all"] = sum(n for status, n in counts.items() if status != CommentStatus.DELETED)
     return result

@@ -64,7 +64,7 @@ def queue() -> ResponseReturnValue:
         contexts=contexts,
         parents=parents_of(session, [comment for comment, _ in page.items]),
         put_back=put_back_by_undo(session, shown_decisions),
-        counts=queue_counts(session),
+        counts=queue_counts(session, filters),
         sites=list(session.scalars(select(Site.name).order_by(Site.name))),
         reasons=ALL_REASONS,
         reject_reasons=REJECT_REASONS,

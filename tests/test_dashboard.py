@@ -1392,6 +1392,52 @@ def test_the_queue_takes_the_extremes_of_its_filters(
 
 
 @pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("score_min=abc", "the minimum score \u201cabc\u201d is not a number from 0 to 1: not applied"),
+        ("score_max=1.5", "the maximum score \u201c1.5\u201d is not a number from 0 to 1: not applied"),
+        ("score_min=nan", "the minimum score \u201cnan\u201d is not a number from 0 to 1: not applied"),
+        ("date_from=2026-13-01", "the first date \u201c2026-13-01\u201d is not a date (YYYY-MM-DD): not applied"),
+        ("reason=made_up", "there is no reason \u201cmade_up\u201d: any instead"),
+        ("sort=loudest", "there is no order \u201cloudest\u201d: oldest instead"),
+        ("page=two", "the page \u201ctwo\u201d is not a whole number: the first instead"),
+        ("score_min=0.9&score_max=0.1", "the minimum score is above the maximum, so no comment could match"),
+    ],
+)
+def test_the_queue_says_which_filter_values_it_could_not_apply(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int, query: str, said: str
+) -> None:
+    """A value the form cannot produce (a hand-edited or old link) is named on the page, not silently dropped."""
+    with sessions.begin() as session:
+        held, _ = held_comment(session, session.get(Site, site_row), "c-1", "Massage helped me.", advice=0.55)
+    page = _page(moderator_client, f"/dashboard/queue?{query}")
+    problems = page.split('id="filter-problems"', 1)[1].split("</div>", 1)[0]
+    assert html.escape(said, quote=False) in problems
+    assert f'data-comment-id="{held}"' in page or "score_max=0.1" in query  # what could be applied still is
+    assert 'id="filter-problems"' not in _page(moderator_client, "/dashboard/queue?score_min=0.5&sort=risk")
+
+
+def test_the_queue_tabs_count_what_the_filters_match(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        held_comment(session, site, "h-1", "Massage helped my back a lot.")
+        held_comment(session, site, "h-2", "Cheap braces at shop.example")
+        rejected, _ = held_comment(session, site, "r-1", "Cheap pills at shop.example")
+        session.get_one(Comment, rejected).status = "rejected"
+
+    def tab(page: str, name: str) -> int:
+        return int(re.search(rf'data-count="{name}">(\d+)<', page).group(1))
+
+    everything = _page(moderator_client, "/dashboard/queue")
+    assert (tab(everything, "held"), tab(everything, "rejected"), tab(everything, "all")) == (2, 1, 3)
+    filtered = _page(moderator_client, "/dashboard/queue?text=shop.example")
+    assert (tab(filtered, "held"), tab(filtered, "rejected"), tab(filtered, "all")) == (1, 1, 2)
+    assert "Counts of the comments the filters match" in filtered
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "/dashboard/comments/99999999999",

@@ -144,6 +144,18 @@ function setCurrent(index, { focus = true } = {}) {
   if (focus) list[current].focus({ preventScroll: true });
 }
 
+function moveBy(step) {
+  const list = items();
+  const target = current + step;
+  if (list.length && (target < 0 || target >= list.length)) {
+    // Past either end nothing moves; say so rather than leave the key looking broken.
+    const link = document.querySelector(step > 0 ? '.pager a[rel="next"]' : '.pager a[rel="prev"]');
+    const end = step > 0 ? "last" : "first";
+    say(link ? `This is the ${end} comment on this page: "${link.textContent.trim()}" shows more.` : `This is the ${end} comment.`);
+  }
+  setCurrent(target);
+}
+
 function currentItem() {
   return items()[current] ?? null;
 }
@@ -404,8 +416,8 @@ document.addEventListener("keydown", (event) => {
   }
   switch (event.key) {
     case "?": toggleHelp(); break;
-    case "j": setCurrent(current + 1); break;
-    case "k": setCurrent(current - 1); break;
+    case "j": moveBy(1); break;
+    case "k": moveBy(-1); break;
     case "a": if (reviewable(item) && item.querySelector(".approve-form button:not([disabled])")) item.querySelector(".approve-form").requestSubmit(); break;
     case "r": if (item) startReject(item); break;
     case "x": {

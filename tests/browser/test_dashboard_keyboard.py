@@ -187,3 +187,25 @@ def test_a_comment_the_site_deleted_cannot_be_acted_on(
     page.wait_for_timeout(300)
     assert statuses(engine) == {ids[0]: "deleted"}
     assert audit(engine) == []
+
+
+def test_j_past_the_last_comment_says_where_the_rest_are(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """On the page's last comment `j` moved nothing and said nothing; it now names the link to the next page."""
+    ids = seed_held(engine, site_id, 27)  # a page holds 25
+    sign_in(page, web, accounts["moderator"])
+    expect(page.locator("#items .item").first).to_be_focused()
+    page.keyboard.press("k")
+    expect(page.locator("#toast")).to_have_text("This is the first comment.")
+    for _ in range(25):
+        page.keyboard.press("j")
+    expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(ids[24]))
+    expect(page.locator("#toast")).to_have_text('This is the last comment on this page: "Next →" shows more.')
+    page.click('.pager a[rel="next"]')
+    keys_ready(page)
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(ids[26]))
+    expect(page.locator("#toast")).to_have_text("This is the last comment.")
+    assert statuses(engine) == dict.fromkeys(ids, "held")
