@@ -489,7 +489,9 @@ def _take_waiting(session: Session, own: list[Comment], comment_id: int, limit: 
     run counted (a message delivered again after its worker was lost, or a run that failed alone).
     Candidates come in pages from the outbox's primary key order (an index scan however large the backlog),
     each with room for rows other workers hold; a next page is read only while one author's comments leave
-    the batch short. The chosen comments are then locked by primary key.
+    the batch short. The chosen comments are then locked by primary key, a batch's room at a time, so that
+    those another worker holds (two workers starting together see the same oldest candidates) are made up
+    for by the next candidates rather than shrinking the batch.
     """
     authors = {key for c in own for key in _author_keys(c.site_id, c.author_email, c.author_ip)}
     chosen: list[int] = []
@@ -517,9 +519,12 @@ def _take_waiting(session: Session, own: list[Comment], comment_id: int, limit: 
         if len(chosen) >= limit or len(page) < limit * 4:
             break
         after = page[-1][0]
-    if not chosen:
-        return []
-    return _take_comments(session, select(Comment).where(Comment.id.in_(chosen[:limit])).order_by(Comment.id))
+    taken: list[Comment] = []
+    while chosen and len(taken) < limit:
+        room = limit - len(taken)
+        tried, chosen = chosen[:room], chosen[room:]
+        taken += _take_comments(session, select(Comment).where(Comment.id.in_(tried)).order_by(Comment.id))
+    return sorted(taken, key=lambda comment: comment.id)
 
 
 def _author_keys(site_id: int, email: str | None, ip: str | None) -> set[tuple[int, str, str]]:

@@ -492,6 +492,27 @@ def test_two_workers_draining_at_once_never_take_the_same_comment(
     assert sorted(d.comment_id for d in decided) == sorted(ids)
 
 
+def test_a_worker_starting_beside_another_fills_its_batch_past_the_comments_the_other_holds(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """Both see the same oldest candidates: the second's batch once shrank to its own comment, the rest of
+    its room spent on rows the first had locked, while newer comments waited."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("row locks: on SQLite a second writer waits for the first instead")
+    ids = [
+        post(sessions, f"c-{n}", f"Comment number {n} about my back.", email=f"r{n}@example.org", ip=f"198.51.100.{n}")
+        for n in range(8)
+    ]
+    with sessions() as session_a:
+        first = decide_waiting(session_a, ids[0], active_model.model, NOW, batch_size=4)
+        assert sorted(d.comment_id for d in first) == ids[:4]
+        with sessions.begin() as session_b:
+            second = decide_waiting(session_b, ids[4], active_model.model, NOW, batch_size=4)
+        assert sorted(d.comment_id for d in second) == ids[4:]
+        session_a.commit()
+    assert sorted(d.comment_id for d in rows(engine, Decision, is_current=True)) == ids
+
+
 def test_an_authors_comments_get_the_same_verdicts_from_a_batch_as_one_by_one(
     engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
 ) -> None:
