@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, flash, render_template, request
 from flask.typing import ResponseReturnValue
@@ -12,7 +13,7 @@ from markupsafe import Markup, escape
 from werkzeug.exceptions import HTTPException, TooManyRequests
 
 from dashboard import admin, auth, overview, views  # noqa: F401 - registers the routes on bp
-from dashboard.auth import LoginLimits, login_manager, renew_session, session_has_ended, sign_in_again
+from dashboard.auth import LoginLimits, login_manager, renew_session, safe_next, session_has_ended, sign_in_again
 from dashboard.blueprint import RowIdConverter, bp
 from dashboard.context import close_db, wants_json
 from models.entities import Decision
@@ -109,7 +110,20 @@ def csrf_refused(error: CSRFError) -> ResponseReturnValue:
         return sign_in_again()  # signing in again is the fix, not reloading the page
     if wants_json():
         return {"ok": False, "message": f"refused: {error.description}"}, 400
-    return render_template("error.html", code=400, message=f"Refused: {error.description} Reload the page."), 400
+    # Reloading this answer would send the same stale form again: the way on is the form's page, loaded anew.
+    message = f"Refused: {error.description} Open the page again and repeat what you did."
+    back = page_came_from()
+    label = "Back to that page" if back else None
+    return render_template("error.html", code=400, message=message, back=back, back_label=label), 400
+
+
+def page_came_from() -> str | None:
+    """The dashboard page a form was sent from, by its Referer: a page of this host that answers GET, or None."""
+    came_from = urlsplit(request.referrer or "")
+    path = came_from.path + (f"?{came_from.query}" if came_from.query else "")
+    if came_from.netloc != request.host or not under_dashboard(came_from.path) or safe_next(path) != path:
+        return None
+    return path
 
 
 @bp.errorhandler(403)

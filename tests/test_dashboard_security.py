@@ -711,3 +711,19 @@ def test_with_redis_unreachable_intake_answers_and_limits_fall_back_to_memory(
         assert post_comment(client, site, 9, ip="198.51.100.7").status_code == 202
     finally:
         app.extensions["moderation"].sessions.kw["bind"].dispose()
+
+
+def test_a_refused_form_links_back_to_the_page_it_was_sent_from(open_app: Flask, people: dict[str, int]) -> None:
+    """The refusal once said "Reload the page": reloading it sends the stale form again. It now links to the
+    form's own page (named by the Referer, when it is a dashboard page of this host)."""
+    browser = open_app.test_client()
+    assert sign_in(browser, "mod@example.org").status_code == 302
+    came_from = "http://localhost/dashboard/queue?queue=rejected&text=back"
+    refused = browser.post("/dashboard/logout", data={"csrf_token": "stale"}, headers={"Referer": came_from})
+    page = refused.get_data(as_text=True)
+    assert refused.status_code == 400 and "Reload the page" not in page
+    assert '<a href="/dashboard/queue?queue=rejected&amp;text=back">Back to that page</a>' in page
+    other_host, post_only, not_dashboard = "http://evil.example/dashboard", "/dashboard/bulk", "/metrics"
+    for elsewhere in (other_host, f"http://localhost{post_only}", f"http://localhost{not_dashboard}", ""):
+        refused = browser.post("/dashboard/logout", data={"csrf_token": "stale"}, headers={"Referer": elsewhere})
+        assert '<a href="/dashboard/queue">Back to the queue</a>' in refused.get_data(as_text=True), elsewhere
