@@ -91,8 +91,18 @@ function takeKept(key) {
 }
 
 function currentAfterReload() {
-  const kept = takeKept(CURRENT_AFTER_RELOAD_KEY);
+  // Else the one current when the moderator left this page (opened a comment, say) and came Back to it.
+  const kept = takeKept(CURRENT_AFTER_RELOAD_KEY) ?? history.state?.currentComment ?? null;
   return Math.max(items().findIndex((el) => el.dataset.commentId === kept), 0);
+}
+
+// Kept in this page's history entry, which Back returns to.
+function rememberCurrent(commentId) {
+  try {
+    history.replaceState({ ...history.state, currentComment: commentId }, "");
+  } catch {
+    // Some browsers cap how often a page may do this (a held-down j): the last one kept is near enough.
+  }
 }
 
 function sayWhatTheReloadWasFor() {
@@ -142,6 +152,7 @@ function setCurrent(index, { focus = true } = {}) {
   list.forEach((el, i) => el.classList.toggle("current", i === current));
   bringIntoView(list[current]);
   if (focus) list[current].focus({ preventScroll: true });
+  rememberCurrent(list[current].dataset.commentId);
 }
 
 function moveBy(step) {

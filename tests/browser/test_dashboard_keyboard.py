@@ -209,3 +209,23 @@ def test_j_past_the_last_comment_says_where_the_rest_are(
     expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(ids[26]))
     expect(page.locator("#toast")).to_have_text("This is the last comment.")
     assert statuses(engine) == dict.fromkeys(ids, "held")
+
+
+def test_back_from_a_comments_page_returns_to_the_comment_that_was_current(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """Opened with `o` and left with Back, the queue loads again: it made its first comment current, so the
+    next `a` acted on a comment away from where the moderator was reading."""
+    ids = seed_held(engine, site_id, 8, varied_lengths=True)
+    sign_in(page, web, accounts["moderator"])
+    expect(page.locator("#items .item").first).to_be_focused()
+    for _ in range(5):
+        page.keyboard.press("j")
+    page.keyboard.press("o")
+    expect(page).to_have_url(re.compile(rf"/dashboard/comments/{ids[5]}$"))
+    page.go_back()
+    expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(ids[5]))
+    keys_ready(page)
+    page.keyboard.press("a")
+    expect(page.locator("#items .item")).to_have_count(7)
+    assert statuses(engine) == {**dict.fromkeys(ids, "held"), ids[5]: "approved"}
