@@ -188,6 +188,7 @@ def safe_next(target: str | None) -> str:
         and target.startswith("/")
         and not target.startswith("//")
         and "\\" not in target
+        and not any(ord(character) < 32 or ord(character) == 127 for character in target)  # CR/LF: a header
         and not urlsplit(target).netloc
         and answers_get(urlsplit(target).path)
     ):

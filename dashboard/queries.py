@@ -54,7 +54,7 @@ class Filters:
         problems: list[str] = []
 
         def given(name: str) -> str:
-            return str(args.get(name, "")).strip()
+            return str(args.get(name, "")).replace("\x00", "").strip()  # no stored text holds a NUL
 
         def number(name: str, label: str) -> float | None:
             if not given(name):

@@ -8,6 +8,7 @@ lapses by itself.
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -197,7 +198,7 @@ def record_failed(
     without counting as an attempt.
     """
     delivery.last_status_code = status_code
-    delivery.last_error = error[:2000]
+    delivery.last_error = _storable_error(error)
     delivery.lease_until = None
     # Locked: an admin saving a new URL meanwhile either commits first (and is seen here) or waits for this.
     site = (
@@ -222,6 +223,16 @@ def record_failed(
         return
     delivery.status = DeliveryStatus.PENDING
     delivery.next_attempt_at = now + timedelta(seconds=policy.delay(delivery.attempts, retry_after))
+
+
+# A site's answer is whatever it sends: PostgreSQL text cannot hold NUL, and other control characters would only
+# garble the dashboard's line, so each is shown as U+FFFD.
+CONTROL_CHARACTERS_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+LAST_ERROR_CHARS = 2000
+
+
+def _storable_error(error: str) -> str:
+    return CONTROL_CHARACTERS_RE.sub("\ufffd", error[:LAST_ERROR_CHARS])
 
 
 def _replaced(site: Site | None, sent_to: str | None) -> bool:

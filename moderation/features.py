@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from itertools import pairwise
 from urllib.parse import urlsplit
@@ -118,6 +118,20 @@ FREQUENCY_RE = re.compile(
 # A word every FREQUENCY_RE match contains (see _may_contain).
 FREQUENCY_WORDS = ("every", "day", "daily", "night", "bed")
 HTML_TAG_RE = re.compile(r"<[^>]{1,200}>")
+# Unicode's default-ignorable code points (DerivedCoreProperties.txt): drawn as nothing, so a zero-width space or
+# a soft hyphen between the letters of "viagra" changes every n-gram, list match and fingerprint while readers
+# see the same word. Left out of everything the service reads (never of what it stores and shows).
+# The zero-width joiner and the variation selectors also build emoji ("👨‍👩‍👧", "❤️"), which the models read
+# as written: those go only after a letter, a digit or an ASCII character, where no emoji needs them.
+EMOJI_PARTS = "\u200d\ufe00-\ufe0f"
+ALWAYS_INVISIBLE = (
+    "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b\u200c\u200e\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufeff\uffa0\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff"
+)
+INVISIBLE = ALWAYS_INVISIBLE + EMOJI_PARTS
+INVISIBLE_RE = re.compile(f"[{ALWAYS_INVISIBLE}]+|(?<=[\\x00-\\x7f\\w{ALWAYS_INVISIBLE}])[{INVISIBLE}]+")
+# Between two Latin letters no writer needs one (joiners matter in Arabic, Indic scripts and emoji, not there).
+HIDDEN_IN_WORD_RE = re.compile(f"[A-Za-z][{INVISIBLE}]+[A-Za-z]")
 # "c.h.e.a.p", "p-i-l-l-s", "v i a g r a": single characters joined by separators.
 SPACED_LETTERS_RE = re.compile(r"(?<!\S)(?:\w[.\-_*\s]){2,}\w(?!\S)")
 LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})
@@ -143,11 +157,20 @@ class CommentText:
     article: str = ""
 
 
+def visible(text: str) -> str:
+    """The text without the characters that are drawn as nothing (``INVISIBLE``)."""
+    return INVISIBLE_RE.sub("", text) if not text.isascii() else text
+
+
+def has_hidden_characters(text: str) -> bool:
+    """Whether invisible characters sit inside a Latin word: text dressed to slip past filters."""
+    return not text.isascii() and HIDDEN_IN_WORD_RE.search(text) is not None
+
+
 def normalize(text: str) -> str:
     """Lower-case, fold look-alike characters and undo common obfuscation."""
-    text = unicodedata.normalize("NFKC", text)
-    text = HTML_TAG_RE.sub(" ", text)
-    text = text.replace("\ufeff", " ").lower()
+    text = unicodedata.normalize("NFKC", visible(text))
+    text = HTML_TAG_RE.sub(" ", text).lower()
     text = SPACED_LETTERS_RE.sub(lambda m: re.sub(r"[.\-_*\s]", "", m.group(0)), text)
     if LEET_CHAR_RE.search(text) and LEET_CORE_RE.search(text):
         text = LEET_WORD_RE.sub(lambda m: m.group(0) if m.group(0).isdigit() else m.group(0).translate(LEET), text)
@@ -156,6 +179,7 @@ def normalize(text: str) -> str:
 
 
 def find_urls(text: str) -> list[str]:
+    text = visible(text)
     urls = [m.group(0).rstrip(".,;:!?)]") for m in URL_RE.finditer(text)] if URL_HINT_RE.search(text) else []
     lowered = text.lower()
     if any(word in lowered for word in SPELLED_DOT_WORDS):  # the pattern is slow to fail, and rarely matches
@@ -344,16 +368,30 @@ def _number_tokens(raw: str) -> list[str]:
 # What a model learned from is prepare()'s output, which is code: a model trained on another version's
 # output scores worse. Change this whenever that output changes for any text (tests/test_features.py pins a
 # digest of it); the model card records it, and loading a model made for other features warns.
-FEATURES_VERSION = "2026-12-07.2"
+FEATURES_VERSION = "2026-12-07.3"
 
 
 def prepare(comment: CommentText) -> str:
     """The single string both classifiers read: normalized text plus marker tokens."""
+    comment = _without_invisible(comment)
     raw = comment.body
     text = normalize(raw)
     author = normalize(comment.author)
     markers = " ".join(_marker_tokens(comment, raw))
     return f"{text} zzauthor {author} zzmarkers {markers}"
+
+
+def _without_invisible(comment: CommentText) -> CommentText:
+    fields = (comment.body, comment.author, comment.email, comment.url)
+    if all(value.isascii() for value in fields):  # nearly every comment: nothing to look for
+        return comment
+    return replace(
+        comment,
+        body=visible(comment.body),
+        author=visible(comment.author),
+        email=visible(comment.email),
+        url=visible(comment.url),
+    )
 
 
 def prepare_many(comments: Iterable[CommentText]) -> list[str]:

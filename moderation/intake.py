@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.entities import PERSONAL_COLUMNS, Comment, CommentStatus, OutboxMessage, Site, WebhookReceipt
+from moderation.features import visible
 from moderation.sites import SiteKeys
 
 CLASSIFY = "classify"
@@ -112,8 +113,9 @@ class CommentIdReusedError(Exception):
 
 
 def body_fingerprint(body: str) -> str:
-    """Same text, whatever the case and spacing: finds one body posted across articles."""
-    return hashlib.sha256(" ".join(body.lower().split()).encode()).hexdigest()
+    """Same text, whatever the case, the spacing and any invisible characters: finds one body posted across
+    articles."""
+    return hashlib.sha256(" ".join(visible(body).lower().split()).encode()).hexdigest()
 
 
 def accept_comment(

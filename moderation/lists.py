@@ -10,7 +10,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from models.entities import Comment, ListEntry, Site
-from moderation.features import find_urls, url_domain
+from moderation.features import find_urls, url_domain, visible
 from moderation.intake import storable
 
 KINDS = ("block", "allow")
@@ -128,7 +128,7 @@ def match_lists(entries: list[ListEntry], comment: Comment) -> ListMatch:
     allowed regular's would skip the spam reasons; the address is not shown to readers. It is still what
     the site sends: an allowed domain trusts anyone who gives an address there, unless the site verifies them.
     """
-    body = comment.body.casefold()
+    body = visible(comment.body).casefold()
     domains = _domains_of(comment)
     email = (comment.author_email or "").strip().casefold()
     email_domain = email.rpartition("@")[2] if "@" in email else ""

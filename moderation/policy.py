@@ -12,7 +12,7 @@ from typing import Any
 
 from models.entities import Outcome, Site
 from moderation.classifier import Scores
-from moderation.features import OtherScript, link_count, other_script
+from moderation.features import OtherScript, has_hidden_characters, link_count, other_script
 from moderation.reasons import Reason
 
 
@@ -69,12 +69,15 @@ class Signals:
     author_rejected_before: int = 0
     author_allowed: bool = False
     other_script: OtherScript = OtherScript.NONE  # how much is in a script the models never learned
+    hidden_characters: bool = False  # invisible characters inside a Latin word (features.has_hidden_characters)
 
     @classmethod
     def of_text(cls, body: str) -> Signals:
         """What the text alone tells, without the database: evaluation, threshold choice and the
         ``moderation classify`` command use it as it is; the service adds what the database knows."""
-        return cls(link_count=link_count(body), other_script=other_script(body))
+        return cls(
+            link_count=link_count(body), other_script=other_script(body), hidden_characters=has_hidden_characters(body)
+        )
 
     # A model card keeps the signals of its held-out comments, as ``of_text`` read them, for the thresholds page
     # to replay the policy at other thresholds (``moderation.evaluation.what_if``). The round trip is here, over
@@ -192,6 +195,9 @@ def _found_reasons(
         hold.append(Reason.MEDICAL_ADVICE)
     if signals.link_count >= limits.max_links:
         hold.append(Reason.MANY_LINKS)
+    # The scores read the text without them, but a person should see who dresses words to slip past filters.
+    if signals.hidden_characters:
+        hold.append(Reason.HIDDEN_CHARACTERS)
     if signals.duplicates_elsewhere > 0:
         hold.append(Reason.DUPLICATE)
     if signals.author_posts_last_hour >= limits.flood_posts_per_hour:

@@ -23,6 +23,7 @@ class Reason(StrEnum):
     UNFAMILIAR_LANGUAGE = "unfamiliar_language"
     MEDICAL_ADVICE = "medical_advice"
     MANY_LINKS = "many_links"
+    HIDDEN_CHARACTERS = "hidden_characters"
     DUPLICATE = "duplicate"
     AUTHOR_FLOOD = "author_flood"
     AUTHOR_REJECTED_BEFORE = "author_rejected_before"
@@ -47,6 +48,7 @@ REASON_LABELS: dict[str, str] = {
     Reason.UNFAMILIAR_LANGUAGE: "Unfamiliar language",
     Reason.MEDICAL_ADVICE: "Medical advice",
     Reason.MANY_LINKS: "Many links",
+    Reason.HIDDEN_CHARACTERS: "Hidden characters",
     Reason.DUPLICATE: "Duplicate",
     Reason.AUTHOR_FLOOD: "Author flood",
     Reason.AUTHOR_REJECTED_BEFORE: "Author rejected before",

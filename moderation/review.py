@@ -172,6 +172,8 @@ def checked_action(action: str, reason: str | None, note: str | None) -> str | N
     """The reason a verdict records; ReviewError for an action this cannot be (one check, before any comment)."""
     if action not in ACTIONS:
         raise ReviewError(f"unknown action {action!r}")
+    if "\x00" in (note or ""):  # PostgreSQL text cannot hold one
+        raise ReviewError("the note cannot hold NUL characters")
     if action != REJECT:
         return None
     if reason not in REJECT_REASONS:

@@ -1175,3 +1175,30 @@ def test_a_site_whose_name_server_hangs_holds_one_lookup_and_never_the_others(mo
         assert asked.count("hanging-dns.example") == 1
     finally:
         answered.set()
+
+
+def test_a_sites_answer_with_control_characters_is_recorded_and_the_batch_with_it(
+    sessions: sessionmaker[Session], celery: ModerationCelery
+) -> None:
+    """A site answering 500 with a NUL in its body made the whole batch's record fail on PostgreSQL (text
+    cannot hold NUL): every delivery in it, other sites' too, stayed unrecorded and was sent again after each
+    lease. The answer is now kept with its control characters shown as U+FFFD."""
+    bad = SiteServer(responder=lambda _n: (500, {"content-type": "text/plain"}, b"oops\x00\x1b[31m")).start()
+    good = SiteServer(responder=always(204)).start()
+    try:
+        now = datetime.now(UTC)
+        with sessions.begin() as session:
+            good_site, good.secret = create_site(session, "good-site", good.url)
+            bad_site, bad.secret = create_site(session, "bad-site", bad.url)
+            deliveries = [decided_comment(session, site, f"c-{site.name}", now) for site in (good_site, bad_site)]
+            ids = [delivery.id for delivery in deliveries if delivery is not None]
+        celery.tasks[notify_site.name].apply(kwargs={"delivery_ids": ids}).get()
+        with sessions() as session:
+            told, failed = (session.get_one(CallbackDelivery, i) for i in ids)
+            assert (told.status, told.attempts) == (DeliveryStatus.DELIVERED, 1)
+            assert (failed.status, failed.attempts, failed.last_status_code) == (DeliveryStatus.PENDING, 1, 500)
+            assert failed.last_error == "HTTP 500: oops\ufffd\ufffd[31m"
+        assert (len(good.received), len(bad.received)) == (1, 1)
+    finally:
+        bad.stop()
+        good.stop()

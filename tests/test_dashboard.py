@@ -36,6 +36,7 @@ from models.entities import (
     TrainingLabel,
 )
 from moderation import callbacks
+from moderation.accounts import MAX_EMAIL_CHARS, AccountError, create_moderator
 from moderation.decisions import TRIES_BEFORE_HOLDING, hold_unclassified
 from moderation.intake import NewComment, accept_comment
 from moderation.lifecycle import apply_delete
@@ -1544,6 +1545,25 @@ def test_score_bars_keep_the_lines_a_decision_recorded_after_its_site_changes_it
     page = _page(moderator_client, f"/dashboard/comments/{older}")
     assert _bars(page)["Medical advice"] == ("green", "held from 0.40")
     assert "the line of the deciding model, or the site's own today: held from 0.40" in html.unescape(page)
+
+
+def test_the_longest_address_an_account_takes_still_records_its_verdicts(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    """A verdict is recorded as decided by "moderator:<address>" in 320 characters: an account with a longer
+    address got a 500 on every verdict, so accounts take 310 at most."""
+    longest = "m" * (MAX_EMAIL_CHARS - len("@example.org")) + "@example.org"
+    with sessions.begin() as session:
+        with pytest.raises(AccountError, match="at most 310 characters"):
+            create_moderator(session, "m" + longest, "a long password", "moderator", datetime.now(UTC))
+        create_moderator(session, longest, "a long password", "moderator", datetime.now(UTC))
+        held, decision = held_comment(session, session.get(Site, site_row), "c-1")
+    client = moderator_client.application.test_client()
+    assert sign_in(client, longest, "a long password").status_code == 302
+    assert act(client, held, "approve", decision).status_code == 200
+    with sessions() as session:
+        current = session.scalars(select(Decision).where(Decision.comment_id == held, Decision.is_current)).one()
+        assert current.decided_by == f"moderator:{longest}"
 
 
 @pytest.mark.parametrize(

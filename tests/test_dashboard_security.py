@@ -727,3 +727,44 @@ def test_a_refused_form_links_back_to_the_page_it_was_sent_from(open_app: Flask,
     for elsewhere in (other_host, f"http://localhost{post_only}", f"http://localhost{not_dashboard}", ""):
         refused = browser.post("/dashboard/logout", data={"csrf_token": "stale"}, headers={"Referer": elsewhere})
         assert '<a href="/dashboard/queue">Back to the queue</a>' in refused.get_data(as_text=True), elsewhere
+
+
+def test_a_nul_typed_anywhere_is_answered_as_any_mistake_not_with_a_500(
+    open_app: Flask, people: dict[str, int], sessions: Sessions
+) -> None:
+    """PostgreSQL text cannot hold NUL: in the sign-in address, a queue filter or a note it failed the request."""
+    browser = open_app.test_client()
+    token = csrf_token(browser)
+    refused = browser.post(
+        "/dashboard/login", data={"email": "mod\x00@example.org", "password": PASSWORD, "csrf_token": token}
+    )
+    assert refused.status_code == 401 and "Wrong e-mail or password" in refused.get_data(as_text=True)
+    assert sign_in(browser, "mod@example.org").status_code == 302
+    with sessions.begin() as session:
+        site, _ = create_site(session, "nul-site")
+        held, decision = held_comment(session, site, "c-1", "Massage helped.")
+    for query in ("text=a%00b", "author=a%00b", "article=a%00b", "site=a%00b"):
+        assert browser.get(f"/dashboard/queue?{query}").status_code == 200
+    token = csrf_token(browser, "/dashboard/queue")
+    form = {"csrf_token": token, "action": "reject", "expected_decision_id": str(decision), "reason": "other"}
+    answer = browser.post(
+        f"/dashboard/comments/{held}/act", data={**form, "note": "spam\x00"}, headers={"Accept": "application/json"}
+    )
+    assert answer.status_code == 400 and "NUL" in answer.get_json()["message"]
+    with sessions() as session:
+        assert session.get_one(Comment, held).status == "held"
+
+
+def test_a_sign_in_link_whose_next_page_holds_a_line_break_goes_to_the_queue(
+    open_app: Flask, people: dict[str, int]
+) -> None:
+    """Werkzeug refuses a header with CR or LF in it: the redirect after a right password was a 500."""
+    browser = open_app.test_client()
+    browser.get("/dashboard/login?next=/dashboard/queue%3Fa%0d%0aX-Injected:%201")
+    token = csrf_token(browser)
+    signed = browser.post(
+        "/dashboard/login?next=/dashboard/queue%3Fa%0d%0aX-Injected:%201",
+        data={"email": "mod@example.org", "password": PASSWORD, "csrf_token": token},
+    )
+    assert signed.status_code == 302 and signed.headers["Location"] == "/dashboard/queue"
+    assert "X-Injected" not in signed.headers

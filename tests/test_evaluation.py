@@ -320,6 +320,7 @@ def test_every_signal_goes_into_a_card_and_comes_back_and_older_cards_still_read
         author_rejected_before=2,
         author_allowed=True,
         other_script=OtherScript.PASSAGE,
+        hidden_characters=True,
     )
     assert all(getattr(every, one.name) != one.default for one in fields(Signals))  # a new signal: set it above
     columns = json.loads(json.dumps(Signals.to_card([every, Signals()])))

@@ -14,6 +14,7 @@ from moderation.features import (
     CommentText,
     OtherScript,
     find_urls,
+    has_hidden_characters,
     link_count,
     normalize,
     other_script,
@@ -526,6 +527,7 @@ def test_hostile_text_at_the_size_limit_is_prepared_in_linear_time(body: str) ->
 
 # Texts that exercise every kind of marker; their prepared form is pinned by FEATURES_VERSION.
 FEATURE_SAMPLES = [
+    "Cheap v\u200bi\u200ba\u200bg\u200br\u200ba at pi\u00adlls-now.com, best price",
     "Thanks, great article! Massage helped my lower back a lot.",
     "Take 800mg ibuprofen every 6 hours and skip the physio, it's just sciatica.",
     "Have you tried magnesium? Might be worth a go for the cramps.",
@@ -545,7 +547,7 @@ FEATURE_SAMPLES = [
     "👍🙏",
     "Surgery on 12.03.2024 after pain from 2019-2023, and the scan on 2024-03-12 was clear",
 ]
-PINNED_FEATURES = {"2026-12-07.2": "4da2c7ac491a519702d255b6034af56d5ad971ad94fad3dd41ac8c870024193b"}
+PINNED_FEATURES = {"2026-12-07.3": "a5773e6310dc70517e3b30da7685c39c67ead891a7d48e7989c4784b2dffa634"}
 
 
 def test_the_prepared_form_of_the_samples_is_pinned_by_the_features_version() -> None:
@@ -617,3 +619,25 @@ def test_ordinary_uses_of_promotion_words_are_not_self_promotion(body: str) -> N
 )
 def test_promotion_of_a_channel_is_self_promotion(body: str) -> None:
     assert "zzpromo" in markers(body)
+
+
+@pytest.mark.parametrize("mark", ["\u200b", "\u00ad", "\u2060", "\u200c", "\u200d", "\u034f", "\ufeff", "\u202e"])
+def test_the_models_read_text_without_characters_drawn_as_nothing(mark: str) -> None:
+    plain = CommentText(body="Buy cheap viagra at pills-direct.com, take 2 every 6 hours", author="Pill Shop")
+    dressed = CommentText(body=" ".join(mark.join(word) for word in plain.body.split()), author=mark.join(plain.author))
+    assert prepare(dressed) == prepare(plain)
+    assert has_hidden_characters(dressed.body) and not has_hidden_characters(plain.body)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Family day out 👨\u200d👩\u200d👧 and my back survived",  # joiners inside an emoji sequence
+        "می\u200cخواهم بدانم",  # Persian writes a non-joiner inside words
+        "\ufeffA byte-order mark before the first word",
+        "Thanks \u2764\ufe0f",  # a variation selector after an emoji
+        "plain ASCII text",
+    ],
+)
+def test_invisible_characters_writers_use_are_not_hidden_characters(text: str) -> None:
+    assert not has_hidden_characters(text)

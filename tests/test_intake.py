@@ -446,6 +446,37 @@ def test_rate_limit_per_author_ip_is_429_with_retry_after(settings: Settings, si
     assert post(client, body, signed_headers(site.secret, body)).status_code == 202
 
 
+def test_the_author_ip_limit_counts_one_address_however_it_is_spelt_and_an_ipv6_64_as_one(
+    settings: Settings, site: SiteCredentials, engine: Engine
+) -> None:
+    """A security review sent 40 comments from 40 addresses of one /64, and one address written four ways:
+    each was a new author to the limit. Addresses are stored in one spelling too, for the author's history."""
+    app = create_app(settings.model_copy(update={"rate_limit_per_author_ip": "3/minute"}))
+    client = app.test_client()
+    spellings = ["2001:db8:1:2::5", "2001:DB8:1:2:0:0:0:5", "2001:0db8:1:2::5", "2001:db8:1:2::6"]
+    answers = []
+    for number, address in enumerate(spellings):
+        event = comment_event(site.name, f"c-{number}")
+        event["data"]["author"]["ip"] = address
+        body = encode(event)
+        answers.append(post(client, body, signed_headers(site.secret, body)).status_code)
+    assert answers == [202, 202, 202, 429]
+    mapped = comment_event(site.name, "c-mapped")
+    mapped["data"]["author"]["ip"] = "::ffff:198.51.100.9"
+    body = encode(mapped)
+    assert post(client, body, signed_headers(site.secret, body)).status_code == 202
+    with make_session_factory(engine)() as session:
+        stored = {
+            row.external_id: row.author_ip for row in session.execute(select(Comment.external_id, Comment.author_ip))
+        }
+    assert stored == {
+        "c-0": "2001:db8:1:2::5",
+        "c-1": "2001:db8:1:2::5",
+        "c-2": "2001:db8:1:2::5",
+        "c-mapped": "198.51.100.9",
+    }
+
+
 @pytest.mark.parametrize("limit", ["rate_limit_per_author_ip", "rate_limit_per_site"])
 def test_a_repeat_of_an_accepted_delivery_is_answered_as_one_when_over_the_limit(
     settings: Settings, site: SiteCredentials, engine: Engine, limit: str, monkeypatch: pytest.MonkeyPatch

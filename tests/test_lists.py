@@ -90,3 +90,14 @@ def test_an_author_is_allowed_by_e_mail_only_and_blocked_by_anything(sessions: s
         # nor when a commenter types the entry's text as their address (intake takes any text there)
         assert not match_lists([from_before], Comment(body="Hi", author_email=" Dr Jane Physio ")).author_allowed
         assert match_lists([blocked], Comment(body="Hi", author_name="dr spam")).blocked_terms == ("author:dr spam",)
+
+
+@pytest.mark.parametrize("mark", ["\u200b", "\u00ad", "\u2060", "\u200c", "\u034f", "\ufeff"])
+def test_invisible_characters_do_not_hide_a_blocked_word_or_domain(mark: str) -> None:
+    """A zero-width space or a soft hyphen inside a word is drawn as nothing: the lists read the text without it."""
+    entries = [
+        ListEntry(list_kind="block", field="word", value="oxycodone"),
+        ListEntry(list_kind="block", field="domain", value="cheap-pills.example"),
+    ]
+    dressed = Comment(body=f"Buy oxy{mark}codone at cheap{mark}-pills.example today")
+    assert match_lists(entries, dressed).blocked_terms == ("cheap-pills.example", "oxycodone")

@@ -64,6 +64,8 @@ def test_medical_advice_is_held_even_for_trusted_authors(signals: Signals) -> No
         (Signals(duplicates_elsewhere=1), "duplicate"),
         (Signals(author_posts_last_hour=10), "author_flood"),
         (Signals(author_rejected_before=2), "author_rejected_before"),
+        (Signals(hidden_characters=True), "hidden_characters"),
+        (Signals(hidden_characters=True, author_allowed=True), "hidden_characters"),
     ],
 )
 def test_signals_beyond_the_text_hold(signals: Signals, reason: str) -> None:
@@ -142,6 +144,7 @@ EVERY_SIGNAL = Signals(
     author_posts_last_hour=10,
     author_rejected_before=2,
     other_script=OtherScript.PASSAGE,
+    hidden_characters=True,
 )
 SPAM_BANDS = (Scores(spam=0.95, medical_advice=0.9), Scores(spam=0.7, medical_advice=0.9))
 

@@ -8,6 +8,7 @@ answered as the repeat it is (``webhooks.intake``), so only then does the view l
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from flask import Flask
@@ -36,9 +37,25 @@ class IntakeLimits:
 
     def check(self, site: str, author_ip: str | None) -> Limited | None:
         """Count this request; the first limit it goes over, or None."""
-        keys = [("site", site)] + ([("author_ip", f"{site}|{author_ip}")] if author_ip else [])
+        keys = [("site", site)] + ([("author_ip", f"{site}|{author_network(author_ip)}")] if author_ip else [])
         for scope, key in keys:
             wait = self._counts.over_limit(self._items[scope], scope, key)
             if wait is not None:
                 return Limited(scope, wait)
         return None
+
+
+# One IPv6 subscriber holds a whole /64 (SLAAC, privacy addresses): counted per address, they would be an
+# author each. IPv4 addresses count alone.
+IPV6_AUTHOR_PREFIX = 64
+
+
+def author_network(address: str) -> str:
+    """What the per-author limit counts ``address`` under: itself, or its /64 for IPv6."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:  # validated at the door; kept as it is if it ever is not
+        return address
+    if parsed.version == 6:
+        return str(ipaddress.ip_network(f"{parsed}/{IPV6_AUTHOR_PREFIX}", strict=False))
+    return str(parsed)

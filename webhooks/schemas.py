@@ -32,12 +32,17 @@ from moderation.intake import (
 
 
 def _ip_address(value: str) -> str:
-    if value:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError as error:
-            raise ValueError("must be an IPv4 or IPv6 address") from error
-    return value
+    """The address in one spelling (IPv6 compressed and lower-case, an IPv4-mapped one as IPv4), so that the
+    rate limit and the author's history count "2001:DB8::5" and "2001:db8:0:0:0:0:0:5" as one author."""
+    if not value:
+        return value
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError as error:
+        raise ValueError("must be an IPv4 or IPv6 address") from error
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
 EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
