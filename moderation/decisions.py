@@ -402,7 +402,7 @@ def note_relayed_try(
     free = session.scalar(
         select(Comment.id)
         .where(Comment.id == comment_id, Comment.status == CommentStatus.PENDING)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, key_share=True)
     )
     work = session.scalars(
         select(OutboxMessage)
@@ -470,9 +470,15 @@ def hold_unclassified(session: Session, comment_id: int, model_version: str, now
 
 
 def _take_comments(session: Session, query: Select[Comment]) -> list[Comment]:
-    """The comments of ``query`` with their sites, locked; rows another transaction holds are skipped."""
+    """The comments of ``query`` with their sites, locked; rows another transaction holds are skipped.
+
+    ``FOR NO KEY UPDATE`` (``key_share``), the lock an UPDATE of the comment takes: it excludes other deciders,
+    edits and verdicts (``FOR UPDATE``), but not a transaction that only inserts a row referring to the
+    comment (a repeated delivery's receipt), which takes ``FOR KEY SHARE``. With ``FOR UPDATE`` such a
+    transaction made the comment look taken, and its decision waited for the relay.
+    """
     with_site = query.options(joinedload(Comment.site, innerjoin=True))
-    return list(session.scalars(with_site.with_for_update(of=Comment, skip_locked=True)))
+    return list(session.scalars(with_site.with_for_update(of=Comment, skip_locked=True, key_share=True)))
 
 
 # Pages of candidates a batch looks through for other authors when one author's comments fill the first (a
@@ -569,7 +575,7 @@ def _drop_settled_work(session: Session, comment_id: int) -> None:
     if session.scalar(left.limit(1)) is None:
         return
     locked = session.execute(
-        select(Comment.status, Comment.revision).where(Comment.id == comment_id).with_for_update()
+        select(Comment.status, Comment.revision).where(Comment.id == comment_id).with_for_update(key_share=True)
     ).first()
     if locked is not None and locked.status != CommentStatus.PENDING:
         _drop_classify_work_unless_edited(session, comment_id, locked.revision)

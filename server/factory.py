@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import secrets
@@ -142,6 +143,24 @@ def create_app(settings: Settings | None = None) -> Flask:
 READ_STEP = 64 * 1024
 
 
+# A refused body is read to its end, up to this much, so that a keep-alive connection can carry the client's next
+# request (Node's agent reuses it, and lost its next comment when gunicorn dropped the socket). Past it the
+# connection is given up on: gunicorn ignores an application's "Connection: close", so it is said for others.
+DRAIN_MAX_BYTES = 4 * 1024 * 1024
+DRAIN_CHUNK_BYTES = 64 * 1024
+
+
+def _drain_unread_body() -> None:
+    stream = request.environ.get("wsgi.input")
+    length = request.content_length
+    if stream is None or length is None or length > DRAIN_MAX_BYTES:
+        return
+    left = length
+    with contextlib.suppress(OSError, ValueError):
+        while left > 0 and (chunk := stream.read(min(DRAIN_CHUNK_BYTES, left))):
+            left -= len(chunk)
+
+
 def read_streamed_body() -> None:
     """Hold a body sent without a length (``Transfer-Encoding: chunked``) to MAX_CONTENT_LENGTH: 413 over it.
 
@@ -198,4 +217,6 @@ def _json_errors(app: Flask) -> None:
     @app.errorhandler(413)
     def too_large(_error: Exception) -> ResponseReturnValue:
         limit = app.config["MAX_CONTENT_LENGTH"]
-        return jsonify(error="too_large", message=f"the body is over the {limit}-byte limit"), 413
+        _drain_unread_body()
+        message = f"the body is over the {limit}-byte limit"
+        return jsonify(error="too_large", message=message), 413, {"Connection": "close"}

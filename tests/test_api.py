@@ -168,6 +168,8 @@ def test_list_filters_by_article_and_status_and_pages(
         ("limit=5&after=-1", {"after"}),
         ("limit=abc&after=x&status=published", {"limit", "after", "status"}),
         (f"comment_id={'c' * 201}", {"comment_id"}),
+        ("article=", {"article"}),  # once read as no filter at all: every comment listed
+        ("article=&comment_id=", {"article", "comment_id"}),
     ],
 )
 def test_list_rejects_bad_query_parameters_naming_only_the_bad_ones(

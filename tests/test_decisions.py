@@ -28,7 +28,7 @@ from moderation.decisions import (
     recorded_signals,
 )
 from moderation.features import OtherScript
-from moderation.intake import NewComment, accept_comment
+from moderation.intake import NewComment, accept_comment, record_receipt
 from moderation.lists import add_entry
 from moderation.policy import Signals
 from moderation.sites import create_site, require_site
@@ -270,6 +270,7 @@ def test_author_history_and_duplicates_reach_the_decision(
         "author_rejected_before": 2,
         "author_allowed": False,
         "other_script": "none",
+        "hidden_characters": False,
     }
 
 
@@ -697,3 +698,52 @@ def test_one_authors_flood_at_the_head_of_the_queue_does_not_shrink_the_batches_
     assert len(ids) == 20
     assert len(ids & set(flood)) == 1  # one of the flood's, as for any author
     assert ids - set(flood) <= set(others)
+
+
+SPAM_TEXT = "Buy cheap viagra and cialis online without prescription, fast shipping, best price guaranteed"
+ADVICE_TEXT = "You should take 800mg ibuprofen every 6 hours and stop your blood pressure medication for a week"
+
+
+@pytest.mark.parametrize("mark", ["\u200b", "\u00ad", "\u2060", "\u200c", "\u034f"])
+def test_invisible_characters_inside_words_change_no_score_and_are_held_for_a_person(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel, mark: str
+) -> None:
+    """Spam with a zero-width space between every letter scored 0.23 and was approved (a security review):
+    every score, list and duplicate check now reads the text without them, and the comment is held."""
+    ids = {}
+    for n, (name, body) in enumerate({"spam": SPAM_TEXT, "advice": ADVICE_TEXT}.items()):
+        dressed = " ".join(mark.join(word) for word in body.split())
+        ids[name] = post(sessions, f"{name}-plain", body, email=f"p{n}@example.org", ip=f"198.51.100.{n}")
+        ids[f"{name}-dressed"] = post(
+            sessions, f"{name}-dressed", dressed, email=f"d{n}@example.org", ip=f"198.51.100.{n + 10}"
+        )
+    decided = {name: decide(sessions, comment_id, active_model) for name, comment_id in ids.items()}
+    assert all(decided.values())
+    current = {name: rows(engine, Decision, comment_id=i, is_current=True)[0] for name, i in ids.items()}
+    for name in ("spam", "advice"):
+        plain, dressed = current[name], current[f"{name}-dressed"]
+        assert (dressed.spam_score, dressed.advice_score) == pytest.approx((plain.spam_score, plain.advice_score))
+        assert "hidden_characters" in dressed.reasons and dressed.outcome != "approve"
+        assert "duplicate" in dressed.reasons  # the same text as the plain one, to the duplicate check too
+    assert current["spam-dressed"].outcome == "reject"  # spam is still rejected: the hold adds to it
+    assert rows(engine, Comment, id=ids["spam-dressed"])[0].body.count(mark) > 10  # stored and shown as sent
+
+
+def test_a_repeated_delivery_in_flight_does_not_keep_its_comment_from_being_decided(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """A site's retry of a delivery records its receipt while the first one's classify task runs: inserting a
+    row that refers to the comment locks it FOR KEY SHARE, and the task's FOR UPDATE SKIP LOCKED took that for
+    another worker deciding it, so the decision waited some 30 s for the relay (a site integrator's test)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("row locks: on SQLite the repeat's transaction holds the whole database's write lock")
+    comment_id = post(sessions, "c-1")
+    with sessions() as repeat:
+        site_id = repeat.get_one(Comment, comment_id).site_id
+        record_receipt(repeat, site_id, "wh-repeat", comment_id, NOW, None)
+        repeat.flush()  # the receipt is inserted and its transaction left open
+        with sessions.begin() as worker:
+            decided = decide_waiting(worker, comment_id, active_model.model, NOW, batch_size=20)
+        assert [d.comment_id for d in decided] == [comment_id]
+        repeat.commit()
+    assert len(rows(engine, Decision, comment_id=comment_id, is_current=True)) == 1

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from gunicorn.config import Config
@@ -36,10 +38,9 @@ def test_gunicorn_takes_every_setting_and_opens_no_control_socket() -> None:
     assert server.cfg.accesslog is None  # no access log: it would hold the authors' IP addresses
 
 
-def run_web(tmp_path: Path, redis_server_url: str, log_format: str) -> list[str]:
-    """`moderation web` started, answering, stopped with SIGTERM: the non-empty lines it wrote."""
+def web_env(tmp_path: Path, redis_server_url: str, log_format: str = "json") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "LOG_"))}
-    env |= {
+    return env | {
         "VAR_DIR": str(tmp_path / "var"),
         "DATABASE_URL": f"sqlite:///{tmp_path / 'moderation.db'}",
         "REDIS_URL": redis_server_url,
@@ -47,7 +48,11 @@ def run_web(tmp_path: Path, redis_server_url: str, log_format: str) -> list[str]
         "LOG_FORMAT": log_format,
         "LOG_LEVEL": "INFO",
     }
-    web, _ = start_web(env, tmp_path / "web.log")
+
+
+def run_web(tmp_path: Path, redis_server_url: str, log_format: str) -> list[str]:
+    """`moderation web` started, answering, stopped with SIGTERM: the non-empty lines it wrote."""
+    web, _ = start_web(web_env(tmp_path, redis_server_url, log_format), tmp_path / "web.log")
     web.stop()
     assert web.process is not None and web.process.returncode == 0, web.log()  # stopped by SIGTERM, not killed
     return [line for line in web.log().splitlines() if line.strip()]
@@ -88,3 +93,24 @@ def _each_once(messages: list[str]) -> bool:
 
 def _which(message: str) -> str:
     return next((start for start in GUNICORN_LINES if message.startswith(start)), message)
+
+
+@pytest.mark.slow
+def test_a_connection_that_sent_a_body_too_large_still_carries_the_next_request(
+    tmp_path: Path, redis_server_url: str
+) -> None:
+    """The refused body was left unread and gunicorn dropped the connection while saying keep-alive: a client
+    that reuses it (Node's agent) lost its next comment on the closed socket (a site integrator's test)."""
+    web, base = start_web(web_env(tmp_path, redis_server_url), tmp_path / "web.log")
+    connection = http.client.HTTPConnection(urlsplit(base).netloc, timeout=10)
+    try:
+        too_large = b'{"body": "' + b"x" * 400_000 + b'"}'
+        connection.request("POST", "/webhooks/comments", too_large, {"Content-Type": "application/json"})
+        refused = connection.getresponse()
+        refused.read()
+        assert refused.status == 413 and not refused.will_close
+        connection.request("POST", "/webhooks/comments", b"{}", {"Content-Type": "application/json"})
+        assert connection.getresponse().status == 400  # answered (unsigned), on the same connection
+    finally:
+        connection.close()
+        web.stop()

@@ -561,7 +561,7 @@ def test_an_edit_committed_after_the_count_passed_the_limit_is_classified_not_he
     edited: list[bool] = []
 
     def edit_just_before_the_lock(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if "FOR UPDATE" in statement and not edited:
+        if " FOR NO KEY UPDATE" in statement and not edited:
             edited.append(True)
             with sessions.begin() as session:  # another connection, committed before the lock is asked for
                 site = require_site(session, "broken-site")

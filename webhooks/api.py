@@ -200,6 +200,8 @@ def _text_param(given: dict[str, str], name: str, errors: FieldErrors) -> str | 
     # PostgreSQL text cannot hold NUL; nothing longer was ever stored.
     if value is not None and (len(value) > MAX_ID_CHARS or "\x00" in value):
         errors.append({"field": name, "message": f"at most {MAX_ID_CHARS} characters, no NUL"})
+    elif value == "":  # matches no comment's id: a link built from a missing value, not "any"
+        errors.append({"field": name, "message": "must not be empty: leave the parameter out to list every one"})
     return value
 
 

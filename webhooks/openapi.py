@@ -76,8 +76,9 @@ class AcceptedBody(BaseModel):
 
 
 class DecisionScores(BaseModel):
-    """The model's probabilities; both null for a moderator's decision, and for a hold with the reason
-    `not_classified` (the classifiers failed on the comment run after run, so a person decides)."""
+    """The model's probabilities. A moderator's decision keeps those of the model's decision it replaced; both
+    are null when there were none: a hold with the reason `not_classified` (the classifiers failed on the comment
+    run after run, so a person decides) and a moderator's verdict on it."""
 
     spam: float | None
     medical_advice: float | None
@@ -200,6 +201,14 @@ API_REQUEST_ID = {
     ),
 }
 API_SIGNATURE_HEADERS = [API_REQUEST_ID, *SIGNATURE_HEADERS[1:]]
+# A callback's id, as the site receives it.
+CALLBACK_SIGNATURE_HEADERS = [
+    {
+        **SIGNATURE_HEADERS[0],
+        "description": "Names one callback: each retry of it carries the same id, so the site can drop repeats.",
+    },
+    *SIGNATURE_HEADERS[1:],
+]
 
 RETRY_AFTER = {
     "Retry-After": {
@@ -344,11 +353,15 @@ def openapi_document() -> dict[str, Any]:
                     ),
                     "parameters": [
                         _site_param(),
-                        {"name": "article", "in": "query", "schema": {"type": "string", "maxLength": 200}},
+                        {
+                            "name": "article",
+                            "in": "query",
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                        },
                         {
                             "name": "comment_id",
                             "in": "query",
-                            "schema": {"type": "string", "maxLength": 200},
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
                             "description": "The site's own comment id, as sent at intake: exact match.",
                         },
                         {
@@ -443,7 +456,7 @@ def openapi_document() -> dict[str, Any]:
                         "`webhook-signature` carries one signature per secret still accepted, newest first, so the "
                         "old secret and the new one both verify it."
                     ),
-                    "parameters": SIGNATURE_HEADERS,
+                    "parameters": CALLBACK_SIGNATURE_HEADERS,
                     "requestBody": {
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DecidedEvent"}}}
                     },
