@@ -46,6 +46,9 @@ STREAM_ROWS = 500
 AUTHOR_BLOCKED = "author_blocked"
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection): comment text is hostile.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Spreadsheets also skip leading spaces and line breaks before a formula, and some read full-width signs as
+# the ASCII ones.
+FULL_WIDTH_FORMULA_STARTS = ("\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +156,6 @@ def _csv_cell(value: Any) -> Any:
         return "true" if value else "false"
     if isinstance(value, list):
         value = ";".join(str(item) for item in value)
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+    if isinstance(value, str) and value.lstrip().startswith(FORMULA_STARTS + FULL_WIDTH_FORMULA_STARTS):
         return "'" + value
     return value

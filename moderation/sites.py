@@ -142,8 +142,11 @@ def validate_callback_url(url: str | None) -> str | None:
 
 
 METADATA_HOSTS = ("metadata.google.internal", "metadata")
-# Metadata services outside link-local space: AWS's IPv6 one (a private address) and Alibaba Cloud's.
-METADATA_ADDRESSES = frozenset({ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")})
+# Metadata services outside link-local space: AWS's IPv6 one (a private address), Alibaba Cloud's, Azure's
+# WireServer and Oracle Cloud's.
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(address) for address in ("fd00:ec2::254", "100.100.100.200", "168.63.129.16", "192.0.0.192")
+)
 
 
 def forbidden_callback_host(host: str) -> bool:
@@ -227,7 +230,7 @@ def _look_up(host: str, lookup: Future[list[str]]) -> None:
 
 
 def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    bare = host.strip("[]")
+    bare = host.strip("[]").removesuffix(".")  # "169.254.169.254." resolves as the address itself
     try:
         return ipaddress.ip_address(bare)
     except ValueError:

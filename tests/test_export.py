@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from models.db import make_session_factory
 from models.entities import Comment, Decision, Moderator
-from moderation.export import COLUMNS, STREAM_ROWS, ExportQuery, export_rows, write_export
+from moderation.export import COLUMNS, STREAM_ROWS, ExportQuery, _csv_cell, export_rows, write_export
 from moderation.intake import body_fingerprint
 from moderation.review import record_verdict
 from moderation.sites import create_site
@@ -205,3 +205,25 @@ def test_export_streams_plain_rows(stored: dict[str, int], engine: Engine) -> No
         with pytest.raises(ValueError):
             write_export(session, ExportQuery(), io.StringIO(), "xml")
     assert seen == sorted(seen) and len(seen) == 4
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "=1+1",
+        ' =HYPERLINK("http://evil.example")',
+        "\n=cmd",
+        '\uff1dHYPERLINK("http://evil.example")',
+        "\t+1",
+        "@SUM(A1)",
+    ],
+)
+def test_a_cell_a_spreadsheet_would_run_as_a_formula_is_defused(text: str) -> None:
+    """Spreadsheets skip leading spaces and line breaks, and some read the full-width sign as "=" (a security
+    review): those start a formula as much as a plain "=" does."""
+    assert _csv_cell(text) == "'" + text
+
+
+@pytest.mark.parametrize("text", ["Massage helped.", "a = b", "", "800mg - twice a day"])
+def test_ordinary_cells_are_left_as_they_are(text: str) -> None:
+    assert _csv_cell(text) == text

@@ -101,6 +101,9 @@ def test_callback_urls_that_cannot_be_sent_are_refused(sessions: sessionmaker[Se
         "http://0/",
         "http://[fd00:ec2::254]/",
         "http://100.100.100.200/",
+        "http://168.63.129.16/machine",
+        "http://192.0.0.192/opc/v2/instance/",
+        "http://169.254.169.254./latest/meta-data",
     ],
     ids=[
         "aws-metadata",
@@ -115,6 +118,9 @@ def test_callback_urls_that_cannot_be_sent_are_refused(sessions: sessionmaker[Se
         "zero",
         "aws-ipv6",
         "alibaba",
+        "azure-wireserver",
+        "oracle",
+        "trailing-dot",
     ],
 )
 def test_callback_urls_at_metadata_addresses_are_refused(sessions: sessionmaker[Session], url: str) -> None:
