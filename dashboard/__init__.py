@@ -17,6 +17,7 @@ from dashboard.auth import LoginLimits, login_manager, renew_session, safe_next,
 from dashboard.blueprint import RowIdConverter, bp
 from dashboard.context import close_db, wants_json
 from models.entities import Decision
+from moderation.features import INVISIBLE_RE
 from moderation.reasons import reason_label
 
 __all__ = ["bp", "init_app", "method_not_allowed_page", "not_found", "wants_dashboard_page"]
@@ -89,10 +90,11 @@ def driver_words(decision: Decision | None) -> list[str]:
 
 
 def highlight(text: str, words: list[str]) -> Markup:
-    """The comment escaped (it is hostile input), with the words that drove a score wrapped in <mark>."""
+    """The comment escaped (it is hostile input), with the words that drove a score wrapped in <mark> and the
+    characters drawn as nothing shown (``show_invisible``)."""
     words = sorted({w for w in words if w and len(w) > 1}, key=len, reverse=True)
     if not words:
-        return escape(text)
+        return show_invisible(str(escape(text)))
     pattern = re.compile(r"(?<!\w)(" + "|".join(re.escape(w) for w in words) + r")(?!\w)", re.IGNORECASE)
     out: list[str] = []
     last = 0
@@ -101,7 +103,21 @@ def highlight(text: str, words: list[str]) -> Markup:
         out.append(f"<mark>{escape(match.group(0))}</mark>")
         last = match.end()
     out.append(str(escape(text[last:])))
-    return Markup("".join(out))  # noqa: S704 - every piece of the comment was escaped above
+    return show_invisible("".join(out))
+
+
+def show_invisible(escaped: str) -> Markup:
+    """Escaped text with each character the models leave out as invisible (a zero-width space inside a word,
+    a soft hyphen, a direction mark...) drawn as a marker naming it: a moderator sees what the reason
+    ``hidden_characters`` found, and such a character can no longer reorder or hide what is shown."""
+    marked = INVISIBLE_RE.sub(
+        lambda found: "".join(
+            f'<span class="hidden-char" title="invisible character U+{ord(c):04X}">U+{ord(c):04X}</span>'
+            for c in found.group(0)
+        ),
+        escaped,
+    )
+    return Markup(marked)  # noqa: S704 - escaped by the caller; only the markers, built here, are added
 
 
 @bp.errorhandler(CSRFError)

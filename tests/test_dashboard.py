@@ -340,6 +340,23 @@ def test_held_queue_oldest_first_with_counts_and_details(
     assert "in the last day" in page
 
 
+def test_characters_drawn_as_nothing_are_shown_by_name_in_the_comment(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    """Held as hidden_characters, the text looked like any other: the moderator now sees where they are. An
+    emoji's own joiners stay as they are, and the markers are the only markup added to the escaped text."""
+    body = "Buy v\u200biagra\u00ad now <b>cheap</b> 👨\u200d👩\u200d👧 \u202eevil"
+    with sessions.begin() as session:
+        held, _ = held_comment(session, session.get(Site, site_row), "c-1", body, reasons=["hidden_characters"])
+    for page in (_page(moderator_client, "/dashboard/queue"), _page(moderator_client, f"/dashboard/comments/{held}")):
+        shown = page.split('class="comment-body" dir="auto"', 1)[1].split("</p>", 1)[0]
+        marker = '<span class="hidden-char" title="invisible character U+{0}">U+{0}</span>'
+        assert f"v{marker.format('200B')}iagra{marker.format('00AD')} now" in shown
+        assert "&lt;b&gt;cheap&lt;/b&gt;" in shown and "👨\u200d👩\u200d👧" in shown
+        assert f"{marker.format('202E')}evil" in shown and "\u202e" not in shown
+        assert "Hidden characters" in page
+
+
 def test_risk_order_and_filters(moderator_client: FlaskClient, sessions: Sessions, site_row: int) -> None:
     with sessions.begin() as session:
         site = session.get(Site, site_row)
