@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, flash, render_template, request
+from flask import Flask, Response, current_app, flash, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from markupsafe import Markup, escape
@@ -137,7 +137,9 @@ def page_came_from() -> str | None:
     """The dashboard page a form was sent from, by its Referer: a page of this host that answers GET, or None."""
     came_from = urlsplit(request.referrer or "")
     path = came_from.path + (f"?{came_from.query}" if came_from.query else "")
-    if came_from.netloc != request.host or not under_dashboard(came_from.path) or safe_next(path) != path:
+    public_url = current_app.config["SETTINGS"].public_url  # a proxy may pass on a Host of its own
+    ours = {request.host} | ({urlsplit(public_url).netloc} if public_url else set())
+    if came_from.netloc not in ours or not under_dashboard(came_from.path) or safe_next(path) != path:
         return None
     return path
 

@@ -529,7 +529,9 @@ def _take_waiting(session: Session, own: list[Comment], comment_id: int, limit: 
     while chosen and len(taken) < limit:
         room = limit - len(taken)
         tried, chosen = chosen[:room], chosen[room:]
-        taken += _take_comments(session, select(Comment).where(Comment.id.in_(tried)).order_by(Comment.id))
+        # Pending again under the lock: a candidate another worker decided since it was read is made up for too.
+        pending = select(Comment).where(Comment.id.in_(tried), Comment.status == CommentStatus.PENDING)
+        taken += _take_comments(session, pending.order_by(Comment.id))
     return sorted(taken, key=lambda comment: comment.id)
 
 

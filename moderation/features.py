@@ -122,7 +122,8 @@ HTML_TAG_RE = re.compile(r"<[^>]{1,200}>")
 # a soft hyphen between the letters of "viagra" changes every n-gram, list match and fingerprint while readers
 # see the same word. Left out of everything the service reads (never of what it stores and shows).
 # The zero-width joiner and the variation selectors also build emoji ("👨‍👩‍👧", "❤️"), which the models read
-# as written: those go only after a letter, a digit or an ASCII character, where no emoji needs them.
+# as written: those go only after a letter, a digit or an ASCII character, where few emoji need them (a keycap
+# "1️⃣" is read as "1⃣", and a flag's tag characters are left out: no meaning is lost for the models).
 EMOJI_PARTS = "\u200d\ufe00-\ufe0f"
 ALWAYS_INVISIBLE = (
     "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b\u200c\u200e\u200f\u202a-\u202e"
@@ -130,8 +131,13 @@ ALWAYS_INVISIBLE = (
 )
 INVISIBLE = ALWAYS_INVISIBLE + EMOJI_PARTS
 INVISIBLE_RE = re.compile(f"[{ALWAYS_INVISIBLE}]+|(?<=[\\x00-\\x7f\\w{ALWAYS_INVISIBLE}])[{INVISIBLE}]+")
-# Between two Latin letters no writer needs one (joiners matter in Arabic, Indic scripts and emoji, not there).
-HIDDEN_IN_WORD_RE = re.compile(f"[A-Za-z][{INVISIBLE}]+[A-Za-z]")
+# Inside a word of Latin letters or digits no writer needs one (joiners matter in Arabic and Indic scripts and
+# in emoji, not there). Not the soft hyphen: text copied from a page that hyphenates carries it between letters
+# ("Bandscheiben\u00advorfall"); the models read past it all the same.
+LATIN_OR_DIGIT = "A-Za-z0-9\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f"
+HIDDEN_IN_WORD_RE = re.compile(f"[{LATIN_OR_DIGIT}][{INVISIBLE.replace(chr(0xAD), '')}]+[{LATIN_OR_DIGIT}]")
+# Overrides reverse what readers see: the text the models read would say something else, so one anywhere holds.
+BIDI_OVERRIDES = ("\u202d", "\u202e")
 # "c.h.e.a.p", "p-i-l-l-s", "v i a g r a": single characters joined by separators.
 SPACED_LETTERS_RE = re.compile(r"(?<!\S)(?:\w[.\-_*\s]){2,}\w(?!\S)")
 LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})
@@ -163,8 +169,11 @@ def visible(text: str) -> str:
 
 
 def has_hidden_characters(text: str) -> bool:
-    """Whether invisible characters sit inside a Latin word: text dressed to slip past filters."""
-    return not text.isascii() and HIDDEN_IN_WORD_RE.search(text) is not None
+    """Whether invisible characters sit inside a Latin word, or a direction override turns text around: text
+    dressed to slip past filters."""
+    if text.isascii():
+        return False
+    return any(override in text for override in BIDI_OVERRIDES) or HIDDEN_IN_WORD_RE.search(text) is not None
 
 
 def normalize(text: str) -> str:

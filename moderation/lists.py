@@ -35,7 +35,7 @@ def normalized_value(field: str, value: str) -> str:
         storable(value)  # the rule intake applies to every text (PostgreSQL holds no NUL)
     except ValueError as error:
         raise ListError(f"a list entry's value {error}") from None
-    value = value.strip().casefold()
+    value = visible(value).strip().casefold()  # a word copied from a dressed comment, as the lists read comments
     if field == "domain":
         value = url_domain(value) if "/" in value else value.removeprefix("www.")
         if not DOMAIN_RE.match(value):
@@ -85,7 +85,7 @@ def entries_for_site(session: Session, site_id: int) -> list[ListEntry]:
 def _domains_of(comment: Comment) -> set[str]:
     domains = {url_domain(url) for url in find_urls(comment.body)}
     if comment.author_url:
-        domains.add(url_domain(comment.author_url))
+        domains.add(url_domain(visible(comment.author_url)))
     return {d for d in domains if d}
 
 
@@ -128,27 +128,29 @@ def match_lists(entries: list[ListEntry], comment: Comment) -> ListMatch:
     allowed regular's would skip the spam reasons; the address is not shown to readers. It is still what
     the site sends: an allowed domain trusts anyone who gives an address there, unless the site verifies them.
     """
+    # Every field read without the characters drawn as nothing (features.visible), as the models read them.
     body = visible(comment.body).casefold()
     domains = _domains_of(comment)
-    email = (comment.author_email or "").strip().casefold()
+    email = visible(comment.author_email or "").strip().casefold()
     email_domain = email.rpartition("@")[2] if "@" in email else ""
-    author_ids = {v for v in (email, (comment.author_name or "").strip().casefold()) if v}
-    author_domains = {d for d in (email_domain, url_domain(comment.author_url or "")) if d}
+    author_ids = {v for v in (email, visible(comment.author_name or "").strip().casefold()) if v}
+    author_domains = {d for d in (email_domain, url_domain(visible(comment.author_url or ""))) if d}
     blocked: list[str] = []
     allowed = False
     named: set[str] | None = None  # worked out for the first blocked domain, if any
     for entry in entries:
+        value = visible(entry.value)  # an entry saved before values were stored so
         if entry.field == "author" and entry.list_kind == "allow":
-            hit = bool(email) and can_allow(entry) and entry.value == email
+            hit = bool(email) and can_allow(entry) and value == email
         elif entry.field == "author":
-            hit = entry.value in author_ids
+            hit = value in author_ids
         elif entry.field == "domain" and entry.list_kind == "block":
             named = _named_domains(body) if named is None else named
-            hit = entry.value in named or any(_domain_matches(d, entry.value) for d in domains | author_domains)
+            hit = value in named or any(_domain_matches(d, value) for d in domains | author_domains)
         elif entry.field == "domain":  # allowed: only the author's e-mail address, never a domain they mention
-            hit = bool(email_domain) and _domain_matches(email_domain, entry.value)
+            hit = bool(email_domain) and _domain_matches(email_domain, value)
         else:
-            hit = re.search(rf"(?<!\w){re.escape(entry.value)}(?!\w)", body) is not None
+            hit = re.search(rf"(?<!\w){re.escape(value)}(?!\w)", body) is not None
         if hit and entry.list_kind == "block":
             blocked.append(f"{BLOCKED_AUTHOR}{entry.value}" if entry.field == "author" else entry.value)
         elif hit:

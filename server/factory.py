@@ -150,15 +150,17 @@ DRAIN_MAX_BYTES = 4 * 1024 * 1024
 DRAIN_CHUNK_BYTES = 64 * 1024
 
 
-def _drain_unread_body() -> None:
+def _drain_unread_body() -> bool:
+    """Whether the refused body was read to its end (one sent chunked, or too long, is not)."""
     stream = request.environ.get("wsgi.input")
     length = request.content_length
     if stream is None or length is None or length > DRAIN_MAX_BYTES:
-        return
+        return False
     left = length
     with contextlib.suppress(OSError, ValueError):
         while left > 0 and (chunk := stream.read(min(DRAIN_CHUNK_BYTES, left))):
             left -= len(chunk)
+    return left <= 0
 
 
 def read_streamed_body() -> None:
@@ -217,6 +219,6 @@ def _json_errors(app: Flask) -> None:
     @app.errorhandler(413)
     def too_large(_error: Exception) -> ResponseReturnValue:
         limit = app.config["MAX_CONTENT_LENGTH"]
-        _drain_unread_body()
+        drained = _drain_unread_body()
         message = f"the body is over the {limit}-byte limit"
-        return jsonify(error="too_large", message=message), 413, {"Connection": "close"}
+        return jsonify(error="too_large", message=message), 413, {} if drained else {"Connection": "close"}

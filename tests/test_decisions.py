@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.db import create_db_engine, make_session_factory
 from models.entities import CallbackDelivery, Comment, CommentStatus, Decision, OutboxMessage, Outcome, Site
 from models.migrate import upgrade_database
+from moderation import decisions as decisions_module
 from moderation import outbox
 from moderation.decisions import (
     AUTHOR_IP_WINDOW,
@@ -747,3 +748,31 @@ def test_a_repeated_delivery_in_flight_does_not_keep_its_comment_from_being_deci
         assert [d.comment_id for d in decided] == [comment_id]
         repeat.commit()
     assert len(rows(engine, Decision, comment_id=comment_id, is_current=True)) == 1
+
+
+def test_candidates_decided_meanwhile_are_made_up_for(
+    engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A candidate another worker decided between the candidate read and the lock took a place in the batch and
+    was then dropped (a cold review): the lock now asks for comments still pending, and the next ones fill in."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("row locks: on SQLite a second writer waits for the first instead")
+    ids = [
+        post(sessions, f"c-{n}", f"Comment number {n} about my back.", email=f"r{n}@example.org", ip=f"198.51.100.{n}")
+        for n in range(7)
+    ]
+    real_take = decisions_module._take_comments
+    decided_meanwhile: list[int] = []
+
+    def decide_three_first(session: Session, query: Any) -> list[Comment]:
+        if not decided_meanwhile and "outbox" not in str(query):
+            decided_meanwhile.extend(ids[1:4])
+            with sessions.begin() as other:
+                other.execute(update(Comment).where(Comment.id.in_(ids[1:4])).values(status="approved"))
+        return real_take(session, query)
+
+    with sessions.begin() as session:
+        own = decisions_module._take_comments(session, select(Comment).where(Comment.id == ids[0]))
+        monkeypatch.setattr(decisions_module, "_take_comments", decide_three_first)
+        taken = decisions_module._take_waiting(session, own, ids[0], 3)
+    assert [c.id for c in taken] == ids[4:7]

@@ -20,6 +20,7 @@ from moderation.features import (
     other_script,
     prepare,
     url_domain,
+    visible,
 )
 from moderation.policy import Signals
 
@@ -626,7 +627,38 @@ def test_the_models_read_text_without_characters_drawn_as_nothing(mark: str) -> 
     plain = CommentText(body="Buy cheap viagra at pills-direct.com, take 2 every 6 hours", author="Pill Shop")
     dressed = CommentText(body=" ".join(mark.join(word) for word in plain.body.split()), author=mark.join(plain.author))
     assert prepare(dressed) == prepare(plain)
-    assert has_hidden_characters(dressed.body) and not has_hidden_characters(plain.body)
+    # A soft hyphen is read past but holds nothing: pages that hyphenate put it between letters.
+    assert has_hidden_characters(dressed.body) == (mark != "\u00ad") and not has_hidden_characters(plain.body)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Great article. \u202e" + "sruoh 6 yreve neforpubi gm008 ekaT" + "\u202c",  # shown as "Take 800mg..."
+        "G\u00e9\u200bn\u00e9rique pills",
+        "v\u200b1agra",
+        "ab\U000e0041c",
+    ],
+)
+def test_text_turned_around_or_dressed_inside_a_word_is_hidden_characters(text: str) -> None:
+    """A right-to-left override shows readers the advice while the models read it backwards (a cold review)."""
+    assert has_hidden_characters(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Thanks \u2764\ufe0f",
+        "Family 👨\u200d👩\u200d👧",
+        "1\ufe0f\u20e3 first",
+        "\U0001f3f4\U000e0067\U000e0062\U000e007f",
+    ],
+)
+def test_emoji_are_not_hidden_characters(text: str) -> None:
+    """Joiners and selectors inside emoji stay for the models; a keycap's selector after its digit and a flag's
+    tag characters are left out for them (no meaning is lost), and none of it holds the comment."""
+    assert not has_hidden_characters(text)
+    assert visible(text) == text or "\u20e3" in text or "\U000e0067" in text
 
 
 @pytest.mark.parametrize(
@@ -636,6 +668,7 @@ def test_the_models_read_text_without_characters_drawn_as_nothing(mark: str) -> 
         "می\u200cخواهم بدانم",  # Persian writes a non-joiner inside words
         "\ufeffA byte-order mark before the first word",
         "Thanks \u2764\ufe0f",  # a variation selector after an emoji
+        "Bandscheiben\u00advorfall nach dem Heben",  # a soft hyphen copied from a page that hyphenates
         "plain ASCII text",
     ],
 )

@@ -475,6 +475,11 @@ def test_the_author_ip_limit_counts_one_address_however_it_is_spelt_and_an_ipv6_
         "c-2": "2001:db8:1:2::5",
         "c-mapped": "198.51.100.9",
     }
+    zoned = comment_event(site.name, "c-zoned")
+    zoned["data"]["author"]["ip"] = "fe80::1%eth0"
+    body = encode(zoned)
+    refused = post(client, body, signed_headers(site.secret, body))
+    assert refused.status_code == 400 and "without a zone" in refused.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("limit", ["rate_limit_per_author_ip", "rate_limit_per_site"])

@@ -101,3 +101,26 @@ def test_invisible_characters_do_not_hide_a_blocked_word_or_domain(mark: str) ->
     ]
     dressed = Comment(body=f"Buy oxy{mark}codone at cheap{mark}-pills.example today")
     assert match_lists(entries, dressed).blocked_terms == ("cheap-pills.example", "oxycodone")
+
+
+def test_a_block_word_copied_from_a_dressed_comment_still_blocks_it(sessions: sessionmaker[Session]) -> None:
+    """The dashboard shows the text as sent: a word copied from it carries its zero-width space, and such an
+    entry, saved as typed, never matched once comments were read without them (a cold review)."""
+    with sessions.begin() as session:
+        saved = add_entry(session, "block", "word", "oxy\u200bcodone", None, None, datetime.now(UTC))
+        assert saved.value == "oxycodone"
+    kept_from_before = [ListEntry(list_kind="block", field="word", value="oxy\u200bcodone")]
+    for body in ("Buy oxycodone today", "Buy oxy\u200bcodone today"):
+        assert match_lists([saved], Comment(body=body)).blocked_terms == ("oxycodone",)
+        assert match_lists(kept_from_before, Comment(body=body)).blocked_terms != ()
+
+
+def test_invisible_characters_in_the_author_fields_do_not_hide_a_blocked_entry() -> None:
+    entries = [
+        ListEntry(list_kind="block", field="domain", value="cheap-pills.example"),
+        ListEntry(list_kind="block", field="author", value="spam@bot.example"),
+    ]
+    by_url = Comment(body="Nice article.", author_url="https://cheap-pi\u00adlls.example/")
+    by_email = Comment(body="Nice article.", author_email="spam@b\u200bot.example")
+    assert match_lists(entries, by_url).blocked_terms == ("cheap-pills.example",)
+    assert match_lists(entries, by_email).blocked_terms == ("author:spam@bot.example",)

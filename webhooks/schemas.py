@@ -40,6 +40,9 @@ def _ip_address(value: str) -> str:
         address = ipaddress.ip_address(value)
     except ValueError as error:
         raise ValueError("must be an IPv4 or IPv6 address") from error
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        # "%eth0" names an interface of the site's host, and each spelling of it would be another author
+        raise ValueError("must be an IPv4 or IPv6 address without a zone (%...)")
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(address)
