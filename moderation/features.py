@@ -255,7 +255,9 @@ def other_script(text: str) -> OtherScript:
     prose = URL_RE.sub(" ", text) if urls else text
     other, letters = _other_script_letters(prose)
     in_links = sum(_other_script_letters(url)[0] for url in urls)
-    if letters >= OTHER_SCRIPT_MIN_LETTERS and other * 2 > letters:
+    # A short comment counts only when all its letters are another script's: "Спасибо!" is unreadable to the
+    # models (they scored it 0.93 spam), while "ok 👍 да" is mostly read.
+    if other * 2 > letters and (letters >= OTHER_SCRIPT_MIN_LETTERS or (other == letters and other >= 2)):
         return OtherScript.MOSTLY
     return OtherScript.PASSAGE if other + in_links >= OTHER_SCRIPT_PASSAGE else OtherScript.NONE
 
