@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from flask import abort, flash, jsonify, redirect, render_template, request, url_for
@@ -49,6 +49,10 @@ def index() -> ResponseReturnValue:
 def queue() -> ResponseReturnValue:
     session = db()
     filters = Filters.from_args(request.args)
+    sites = list(session.scalars(select(Site.name).order_by(Site.name)))
+    if filters.site and filters.site not in sites:
+        unknown = f"there is no site \u201c{filters.site[:40]}\u201d, so no comment can match"
+        filters = replace(filters, problems=(*filters.problems, unknown))
     page = queue_page(session, filters)
     now = datetime.now(UTC)
     lines = model_lines(session, [current for _, current in page.items])
@@ -65,7 +69,7 @@ def queue() -> ResponseReturnValue:
         parents=parents_of(session, [comment for comment, _ in page.items]),
         put_back=put_back_by_undo(session, shown_decisions),
         counts=queue_counts(session, filters),
-        sites=list(session.scalars(select(Site.name).order_by(Site.name))),
+        sites=sites,
         reasons=ALL_REASONS,
         reject_reasons=REJECT_REASONS,
         now=now,

@@ -472,6 +472,8 @@ def activate(
         check_intact(row, model_dir)
     except RegistryError as unloadable:
         raise RegistryError(f"model version {version} cannot be activated: {unloadable}") from None
+    if row.is_active:  # its activation time is history that `rollback` reads: nothing happened to it
+        return row
     session.execute(update(ModelVersion).where(ModelVersion.is_active).values(is_active=False))
     row.is_active = True
     row.activated_at = now or datetime.now(UTC)

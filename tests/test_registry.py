@@ -192,6 +192,18 @@ def test_activate_keeps_exactly_one_version_active_and_rollback_returns_to_the_p
         assert registry.rollback(session).version == "v1"
 
 
+def test_activating_the_active_version_again_changes_nothing(engine: Engine, trained_model: TrainedModel) -> None:
+    """Its activation time moved to now (a new user's test): history that `models list` shows and `rollback`
+    reads said an activation happened that did not."""
+    register(engine, "v1", trained_model.artifact, trained_model.model.card)
+    then = datetime.now(UTC) - timedelta(hours=3)
+    activate(engine, "v1", then)
+    activate(engine, "v1", datetime.now(UTC))
+    with make_session_factory(engine)() as session:
+        kept = session.scalars(select(ModelVersion.activated_at).where(ModelVersion.version == "v1")).one()
+    assert kept.replace(tzinfo=UTC) == then
+
+
 def test_rollback_without_an_earlier_version_is_an_error(engine: Engine, trained_model: TrainedModel) -> None:
     register(engine, "only", trained_model.artifact, trained_model.model.card)
     with make_session_factory(engine).begin() as session, pytest.raises(registry.RegistryError, match="earlier"):

@@ -89,6 +89,10 @@ def models_activate(ctx: click.Context, version: str) -> None:
     """Make VERSION (as `models list` names it) the one every worker scores with; its file is checked first."""
     settings = common.settings(ctx)
     with common.sessions(settings).begin() as session:
+        active = registry.active_version(session)
+        if active is not None and active.version == version:
+            click.echo(f"model {version} is already active; nothing changed")
+            return
         try:
             registry.activate(session, version, model_dir=settings.effective_model_dir)
         except registry.RegistryError as error:
