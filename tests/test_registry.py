@@ -201,7 +201,7 @@ def test_activating_the_active_version_again_changes_nothing(engine: Engine, tra
     activate(engine, "v1", datetime.now(UTC))
     with make_session_factory(engine)() as session:
         kept = session.scalars(select(ModelVersion.activated_at).where(ModelVersion.version == "v1")).one()
-    assert kept.replace(tzinfo=UTC) == then
+    assert kept is not None and kept.replace(tzinfo=UTC) == then
 
 
 def test_rollback_without_an_earlier_version_is_an_error(engine: Engine, trained_model: TrainedModel) -> None:
