@@ -724,7 +724,8 @@ def test_invisible_characters_inside_words_change_no_score_and_are_held_for_a_pe
     for name in ("spam", "advice"):
         plain, dressed = current[name], current[f"{name}-dressed"]
         assert (dressed.spam_score, dressed.advice_score) == pytest.approx((plain.spam_score, plain.advice_score))
-        assert "hidden_characters" in dressed.reasons and dressed.outcome != "approve"
+        # held for its scores in any case; a soft hyphen, which copied pages leave between letters, holds nothing
+        assert ("hidden_characters" in dressed.reasons) == (mark != "\u00ad") and dressed.outcome != "approve"
         assert "duplicate" in dressed.reasons  # the same text as the plain one, to the duplicate check too
     assert current["spam-dressed"].outcome == "reject"  # spam is still rejected: the hold adds to it
     assert rows(engine, Comment, id=ids["spam-dressed"])[0].body.count(mark) > 10  # stored and shown as sent
