@@ -198,11 +198,26 @@ def _shown(value: float) -> str:
     return f"{value:.2f}"
 
 
-def _number(args: Any, name: str) -> float:
-    try:
-        return float(args[name])
-    except ValueError:
-        raise ValueError(f"{name} must be a number between 0 and 1") from None
+def _sent_values(args: Any) -> dict[str, float]:
+    """The numbers the form sent for the thresholds it does not reset to the model's. Raises ValueError
+    naming every value that is not a number between 0 and 1, so that one round trip shows them all."""
+    sent: dict[str, float] = {}
+    problems: list[str] = []
+    for name in THRESHOLD_NAMES:
+        if name not in args or args.get(f"follow_{name}") == "1":
+            continue
+        try:
+            value = float(args[name])
+        except ValueError:
+            problems.append(f"{name} must be a number between 0 and 1")
+            continue
+        if not 0 <= value <= 1:  # also refuses nan
+            problems.append(f"{name} must be between 0 and 1, got {args[name]}")
+            continue
+        sent[name] = value
+    if problems:
+        raise ValueError("; ".join(problems))
+    return sent
 
 
 def _kept_or_changed(own: float | None, sent: float, now: float, model_default: float) -> float | None:
@@ -238,13 +253,12 @@ def _proposal(args: Any, site: Site, defaults: Thresholds) -> Proposal:
     except ValueError:  # in range but contradictory (a hold line above the reject line): follow the model's
         row = dict.fromkeys(THRESHOLD_NAMES)
         now = defaults
+    sent = _sent_values(args)
     own: OwnThresholds = {}
-    sent: dict[str, float] = {}
     for name in THRESHOLD_NAMES:
         if args.get(f"follow_{name}") == "1":
             own[name] = None
-        elif name in args:
-            sent[name] = _number(args, name)
+        elif name in sent:
             if args.get(f"pin_{name}") == "1":
                 own[name] = sent[name]
             else:

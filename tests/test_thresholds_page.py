@@ -295,6 +295,24 @@ def test_a_hold_set_above_the_reject_line_is_refused_unless_reject_follows_the_m
     assert sources(page(admin_client, sites["edited"]))["spam_reject"][0] == "0.95, the model's, raised to the hold"
 
 
+def test_every_bad_value_sent_is_named_at_once(
+    admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
+) -> None:
+    """An admin who typed two bad values learns of both from one answer, not of the second after mending the first."""
+    answer = preview(admin_client, sites["edited"], "spam_reject=abc&spam_hold=5&advice_hold=nan")
+    assert answer.status_code == 400
+    error = answer.get_json()["error"]
+    for label in ("“Reject as spam” must be a number", "“Hold as possible spam” must be between 0 and 1, got 5"):
+        assert label in error
+    assert "“Hold as medical advice” must be between 0 and 1, got nan" in error
+    token = csrf_token(admin_client, "/dashboard/admin/sites")
+    fields = {"csrf_token": token, "spam_reject": "-1", "spam_hold": "0.03", "advice_hold": "2"}
+    shown = html.unescape(save(admin_client, sites["edited"], fields))
+    assert "“Reject as spam” must be between 0 and 1, got -1" in shown
+    assert "“Hold as medical advice” must be between 0 and 1, got 2" in shown
+    assert stored(sessions, sites["edited"]) == (None, None, None)
+
+
 def test_saving_needs_the_csrf_token(
     admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
 ) -> None:
