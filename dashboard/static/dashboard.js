@@ -474,6 +474,17 @@ function confirmBulk(form, submitter) {
   );
 }
 
+// A reject as "Other" needs a note: said here, with the note still focused, rather than by the server's refusal.
+function rejectNeedsNote(form) {
+  if (!form.matches(".reject-form")) return false;
+  const reason = form.querySelector('input[name="reason"]:checked');
+  const note = form.querySelector(".note");
+  if (reason?.value !== "other" || note?.value.trim()) return false;
+  say("Say why in the note when the reason is “Other”.", "error");
+  note?.focus();
+  return true;
+}
+
 document.addEventListener("submit", (event) => {
   const form = event.target;
   if (form.matches("form.confirm") && !window.confirm(form.dataset.confirm)) {
@@ -488,6 +499,7 @@ document.addEventListener("submit", (event) => {
   if (form.matches("form.act")) {
     event.preventDefault();
     if (busy) return; // a second Enter or click while the first is saved would act twice
+    if (rejectNeedsNote(form)) return;
     submitAction(form).catch((error) => say(`Network error: ${error}`, "error"));
   }
 });

@@ -203,6 +203,29 @@ def test_a_note_typed_after_a_reject_key_stays_in_the_note(
     assert audit(engine) == [(ids[0], "reject", "medical_advice", "personal dosing advice")]
 
 
+def test_a_keyboard_reject_as_other_without_a_note_asks_for_the_note_before_sending(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """As the bulk reject does: `r`, `5`, Enter used to go to the server and come back refused."""
+    ids = seed_held(engine, site_id, 2)
+    sign_in(page, web, accounts["moderator"])
+    posts: list[str] = []
+    page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+    note = page.locator(f"#c{ids[0]} .note")
+    page.keyboard.press("r")
+    page.keyboard.press("5")
+    expect(note).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#toast")).to_have_text("Say why in the note when the reason is “Other”.")
+    expect(note).to_be_focused()
+    page.keyboard.type("a pitch for a clinic")
+    page.keyboard.press("Enter")
+    expect(page.locator("#items .item")).to_have_count(1)
+    assert len(posts) == 1
+    assert statuses(engine) == {ids[0]: "rejected", ids[1]: "held"}
+    assert audit(engine) == [(ids[0], "reject", "other", "a pitch for a clinic")]
+
+
 def test_no_shortcut_acts_while_a_reject_is_composed_or_the_help_is_open(
     page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
 ) -> None:
