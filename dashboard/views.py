@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from flask import abort, flash, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -12,6 +13,7 @@ from flask_login import login_required
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from dashboard.auth import safe_next
 from dashboard.blueprint import bp, form_row_id
 from dashboard.context import db, me, runtime, wants_json
 from dashboard.queries import (
@@ -102,7 +104,16 @@ def comment(comment_id: int) -> ResponseReturnValue:
         actions=audit_trail(session, comment_id),
         deliveries=deliveries,
         reject_reasons=REJECT_REASONS,
+        queue_link=queue_to_return_to(request.args.get("queue")),
     )
+
+
+def queue_to_return_to(target: str | None) -> str:
+    """The queue page a comment was opened from, with its filters and page number, else the held queue."""
+    queue = url_for("dashboard.queue")
+    if target and urlsplit(target).path == queue and safe_next(target) == target:
+        return target
+    return queue
 
 
 @dataclass

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from flask import Flask
@@ -338,6 +339,29 @@ def test_held_queue_oldest_first_with_counts_and_details(
     assert "<mark>ibuprofen</mark>" in page
     assert '<span class="reason">Medical advice</span>' in page  # the reason, by its label
     assert "in the last day" in page
+
+
+def test_a_comment_opened_from_a_queue_page_links_back_to_that_page_at_that_comment(
+    moderator_client: FlaskClient, held: list[tuple[int, int]]
+) -> None:
+    queue = "/dashboard/queue?queue=held&sort=risk&page=1"
+    page = html.unescape(_page(moderator_client, queue))
+    opened = re.search(rf'class="open" href="(/dashboard/comments/{held[1][0]}[^"]*)"', page)
+    assert opened is not None
+    comment_page = html.unescape(_page(moderator_client, opened.group(1)))
+    assert f'href="{queue}#c{held[1][0]}" id="back-to-queue"' in comment_page
+    # Its reject form comes back to the comment page as it was opened, which keeps the way back.
+    assert f'name="back" value="{opened.group(1)}"' in comment_page
+
+
+@pytest.mark.parametrize(
+    "given", ["//evil.example/dashboard/queue", "https://evil.example/dashboard/queue", "/dashboard/admin/sites", ""]
+)
+def test_a_comment_page_links_only_back_to_a_queue_page_of_this_site(
+    moderator_client: FlaskClient, held: list[tuple[int, int]], given: str
+) -> None:
+    comment_page = _page(moderator_client, f"/dashboard/comments/{held[0][0]}?queue={quote(given, safe='')}")
+    assert f'href="/dashboard/queue#c{held[0][0]}" id="back-to-queue"' in comment_page
 
 
 def test_characters_drawn_as_nothing_are_shown_by_name_in_the_comment(

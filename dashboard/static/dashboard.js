@@ -91,8 +91,10 @@ function takeKept(key) {
 }
 
 function currentAfterReload() {
-  // Else the one current when the moderator left this page (opened a comment, say) and came Back to it.
-  const kept = takeKept(CURRENT_AFTER_RELOAD_KEY) ?? history.state?.currentComment ?? null;
+  // Else the one current when the moderator left this page (opened a comment, say) and came Back to it, else
+  // the one a comment's "← Queue" link came back from (#c<id>).
+  const linked = /^#c(\d+)$/.exec(window.location.hash)?.[1];
+  const kept = takeKept(CURRENT_AFTER_RELOAD_KEY) ?? history.state?.currentComment ?? linked ?? null;
   return Math.max(items().findIndex((el) => el.dataset.commentId === kept), 0);
 }
 

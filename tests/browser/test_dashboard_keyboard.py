@@ -222,10 +222,33 @@ def test_back_from_a_comments_page_returns_to_the_comment_that_was_current(
     for _ in range(5):
         page.keyboard.press("j")
     page.keyboard.press("o")
-    expect(page).to_have_url(re.compile(rf"/dashboard/comments/{ids[5]}$"))
+    expect(page).to_have_url(re.compile(rf"/dashboard/comments/{ids[5]}\?queue="))
     page.go_back()
     expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(ids[5]))
     keys_ready(page)
     page.keyboard.press("a")
     expect(page.locator("#items .item")).to_have_count(7)
     assert statuses(engine) == {**dict.fromkeys(ids, "held"), ids[5]: "approved"}
+
+
+def test_the_queue_link_of_a_comments_page_returns_to_that_comment_with_the_queues_filters(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """The "← Queue" link went to the held queue's first page with its first comment current, where Back
+    kept the place: a moderator who used the link lost the filters and the comment."""
+    ids = seed_held(engine, site_id, 6)
+    sign_in(page, web, accounts["moderator"])
+    page.goto(f"{web}/dashboard/queue?queue=held&sort=oldest")
+    keys_ready(page)
+    for _ in range(3):
+        page.keyboard.press("j")
+    current = page.locator(".item.current").get_attribute("data-comment-id")
+    page.keyboard.press("o")
+    expect(page).to_have_url(re.compile(rf"/dashboard/comments/{current}\?queue="))
+    page.click("#back-to-queue")
+    expect(page).to_have_url(f"{web}/dashboard/queue?queue=held&sort=oldest#c{current}")
+    expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(current))
+    keys_ready(page)
+    page.keyboard.press("a")
+    expect(page.locator("#items .item")).to_have_count(5)
+    assert statuses(engine) == {**dict.fromkeys(ids, "held"), int(current or 0): "approved"}
