@@ -251,6 +251,7 @@ def other_script(text: str) -> OtherScript:
     """
     if text.isascii() or OTHER_SCRIPT_LETTER_RE.search(text) is None:
         return OtherScript.NONE  # most comments: accents, curly quotes and emoji are not another script
+    text = visible(text)  # a zero-width space between letters would split each word into letters
     urls = [m.group(0) for m in URL_RE.finditer(text)] if URL_HINT_RE.search(text) else []
     prose = URL_RE.sub(" ", text) if urls else text
     other, letters = _other_script_letters(prose)

@@ -601,6 +601,8 @@ NONE, PASSAGE, MOSTLY = OtherScript.NONE, OtherScript.PASSAGE, OtherScript.MOSTL
         ("Спасибо большое! https://example.org/a-very-long-english-looking-link-about-back-pain-and-massage", MOSTLY),
         # text hidden in a link's path is read too
         ("Useful, see https://example.org/Принимайте_ибупрофен_по_800_мг_три_раза_в_день", PASSAGE),
+        # a zero-width space between letters split each word into letters, and a lookalike then counted alone
+        ("\u200b".join("Спaсибо"), MOSTLY),
     ],
 )
 def test_other_script_tells_mostly_a_passage_or_none(text: str, expected: OtherScript) -> None:
