@@ -353,14 +353,14 @@ def comment_context(session: Session, comment: Comment, now: datetime, lines: tu
     author = []
     if comment.author_email:
         author.append(Comment.author_email == comment.author_email)
-    if comment.author_ip:
-        # An IP is shared (offices, mobile carriers), so only near this comment, as the policy counts it. The
-        # counts differ from the policy's (which the decision keeps in Decision.signals): they are counted now,
-        # either side of the comment, for the moderator's context.
+    if comment.author_network:
+        # An IP (or an IPv6 /64) is shared (offices, mobile carriers), so only near this comment, as the policy
+        # counts it. The counts differ from the policy's (which the decision keeps in Decision.signals): they are
+        # counted now, either side of the comment, for the moderator's context.
         near = Comment.received_at.between(
             comment.received_at - AUTHOR_IP_WINDOW, comment.received_at + AUTHOR_IP_WINDOW
         )
-        author.append((Comment.author_ip == comment.author_ip) & near)
+        author.append((Comment.author_network == comment.author_network) & near)
     if author:
         same_author = (Comment.site_id == comment.site_id) & or_(*author) & (Comment.id != comment.id)
         counts = dict(

@@ -1,5 +1,6 @@
 """Typed mappings of every table the service keeps."""
 
+import ipaddress
 import secrets
 from collections.abc import Iterable
 from datetime import datetime
@@ -12,6 +13,22 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 from models.base import Base, utcnow
 
 MAX_ROW_ID = 2**31 - 1  # integer primary keys are 32-bit on PostgreSQL: a larger id names no row
+
+
+# One IPv6 subscriber holds a whole /64 (SLAAC, privacy addresses that change daily): counted per address, they
+# would be a new author each day, or each request. IPv4 addresses count alone.
+IPV6_AUTHOR_PREFIX = 64
+
+
+def author_network(address: str) -> str:
+    """Where an author writes from, as the author checks count it: the address itself, or its /64 for IPv6."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:  # validated at the door; kept as it is if it ever is not
+        return address
+    if parsed.version == 6:
+        return str(ipaddress.ip_network(f"{parsed}/{IPV6_AUTHOR_PREFIX}", strict=False))
+    return str(parsed)
 
 
 def unique_where(name: str, column: str, condition: str) -> Index:
@@ -119,6 +136,8 @@ class Comment(Base):
     author_email: Mapped[str | None] = mapped_column(String(320), index=True)
     author_url: Mapped[str | None] = mapped_column(String(2000))
     author_ip: Mapped[str | None] = mapped_column(String(45), index=True)
+    # Derived from author_ip (`author_network`), kept with it by `_network_of_ip`: what author history matches.
+    author_network: Mapped[str | None] = mapped_column(String(45), index=True)
     author_user_agent: Mapped[str | None] = mapped_column(String(1000))
     body: Mapped[str] = mapped_column(Text)
     body_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
@@ -139,6 +158,13 @@ class Comment(Base):
         back_populates="comment", order_by="Decision.id", cascade="all, delete-orphan"
     )
 
+    @validates("author_ip")
+    def _network_of_ip(self, _key: str, value: str | None) -> str | None:
+        # Here, so that intake's edits, erasure and tests setting the address cannot leave the network stale;
+        # statements that write author_ip without the ORM set both (intake's insert, retention's clearing).
+        self.author_network = author_network(value) if value else None
+        return value
+
 
 # The author's personal data on a comment, declared once, here beside the model: intake stores these from the
 # webhook's ``author`` (field ``x`` in column ``author_x``), an edit replaces them while the comment is not
@@ -155,7 +181,9 @@ PERSONAL_COLUMNS = (
 )
 # The part of them retention clears on every comment after ``RETAIN_PERSONAL_DAYS`` (the rest is kept until the
 # comment is closed); also left out of the words erasure strips from explanations (the model never reads them).
-NETWORK_COLUMNS = (Comment.author_ip, Comment.author_user_agent)
+# author_network, derived from author_ip, is cleared with it: by retention through this list, by erasure and
+# edits through the model's validator.
+NETWORK_COLUMNS = (Comment.author_ip, Comment.author_network, Comment.author_user_agent)
 
 
 class Decision(Base):

@@ -141,7 +141,8 @@ def _duplicates_statement() -> Select[int, int]:
 def _author_history(session: Session, comment_ids: list[int], now: datetime) -> dict[int, dict[str, tuple[int, int]]]:
     """Per comment, its author's other comments on the site: status -> (all, last hour).
 
-    The author's are those with the same e-mail, and those from the same IP within ``AUTHOR_IP_WINDOW``.
+    The author's are those with the same e-mail, and those from the same IP (for IPv6, the same /64:
+    ``models.entities.author_network``) within ``AUTHOR_IP_WINDOW``.
     """
     window = {"since": now - timedelta(hours=1), "ip_since": now - AUTHOR_IP_WINDOW}
     rows = session.execute(_author_history_statement(), {"ids": comment_ids, **window})
@@ -163,7 +164,7 @@ def _author_history_statement() -> Select[int, str, int, int]:
         .where(target.id.in_(bindparam("ids", expanding=True)))
         for target_key, other_key, recent in (
             (target.author_email, other.author_email, true()),
-            (target.author_ip, other.author_ip, other.received_at >= bindparam("ip_since")),
+            (target.author_network, other.author_network, other.received_at >= bindparam("ip_since")),
         )
     ]
     pairs = union(*matches).subquery()
@@ -499,12 +500,12 @@ def _take_waiting(session: Session, own: list[Comment], comment_id: int, limit: 
     those another worker holds (two workers starting together see the same oldest candidates) are made up
     for by the next candidates rather than shrinking the batch.
     """
-    authors = {key for c in own for key in _author_keys(c.site_id, c.author_email, c.author_ip)}
+    authors = {key for c in own for key in _author_keys(c.site_id, c.author_email, c.author_network)}
     chosen: list[int] = []
     after = 0
     for _ in range(CANDIDATE_PAGES):
         page = session.execute(
-            select(OutboxMessage.id, Comment.id, Comment.site_id, Comment.author_email, Comment.author_ip)
+            select(OutboxMessage.id, Comment.id, Comment.site_id, Comment.author_email, Comment.author_network)
             .join(Comment, Comment.id == OutboxMessage.comment_id)
             .where(
                 OutboxMessage.kind == CLASSIFY,
@@ -517,8 +518,8 @@ def _take_waiting(session: Session, own: list[Comment], comment_id: int, limit: 
             .order_by(OutboxMessage.id)
             .limit(limit * 4)
         ).all()
-        for _work_id, candidate_id, site_id, email, ip in page:
-            keys = _author_keys(site_id, email, ip)
+        for _work_id, candidate_id, site_id, email, network in page:
+            keys = _author_keys(site_id, email, network)
             if not keys & authors:
                 authors |= keys
                 chosen.append(candidate_id)
@@ -535,8 +536,8 @@ def _take_waiting(session: Session, own: list[Comment], comment_id: int, limit: 
     return sorted(taken, key=lambda comment: comment.id)
 
 
-def _author_keys(site_id: int, email: str | None, ip: str | None) -> set[tuple[int, str, str]]:
-    return {(site_id, kind, value) for kind, value in (("email", email), ("ip", ip)) if value}
+def _author_keys(site_id: int, email: str | None, network: str | None) -> set[tuple[int, str, str]]:
+    return {(site_id, kind, value) for kind, value in (("email", email), ("network", network)) if value}
 
 
 def _latest_decisions(session: Session, comment_ids: list[int]) -> dict[int, Decision]:

@@ -12,7 +12,15 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models.entities import PERSONAL_COLUMNS, Comment, CommentStatus, OutboxMessage, Site, WebhookReceipt
+from models.entities import (
+    PERSONAL_COLUMNS,
+    Comment,
+    CommentStatus,
+    OutboxMessage,
+    Site,
+    WebhookReceipt,
+    author_network,
+)
 from moderation.features import visible
 from moderation.sites import SiteKeys
 
@@ -248,6 +256,7 @@ def _comment_columns(site_id: int, new: NewComment, now: datetime) -> dict[str, 
         "article_url": new.article_url,
         "article_title": new.article_title,
         **personal_columns(new),
+        "author_network": author_network(new.author_ip) if new.author_ip else None,  # the validator's, by hand
         "body": new.body,
         "body_fingerprint": body_fingerprint(new.body),
         "parent_id": new.parent_id,

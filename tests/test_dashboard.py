@@ -470,6 +470,27 @@ def test_author_history_counts_a_shared_ip_only_near_the_comment(
     assert re.search(r"<strong>2</strong> rejected", page)  # near (same IP, hours ago) and mine (same e-mail)
 
 
+def test_author_history_counts_an_ipv6_authors_other_addresses_in_the_same_64(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        earlier = {"age": timedelta(hours=2)}
+        before, _ = held_comment(
+            session, site, "v6-before", "Before.", author_email="a@x.org", author_ip="2001:db8::1", **earlier
+        )
+        other_64, _ = held_comment(
+            session, site, "v6-other", "Other.", author_email="b@x.org", author_ip="2001:db8:0:1::1", **earlier
+        )
+        target, _ = held_comment(
+            session, site, "v6-target", "This one.", author_email="c@x.org", author_ip="2001:db8::abcd:2"
+        )
+        for rejected in (before, other_64):
+            session.get(Comment, rejected).status = "rejected"
+    page = _page(moderator_client, f"/dashboard/comments/{target}")
+    assert re.search(r"<strong>1</strong> rejected", page)
+
+
 def test_the_queue_filters_comments_held_for_an_unfamiliar_language(
     moderator_client: FlaskClient, sessions: Sessions, site_row: int
 ) -> None:

@@ -403,6 +403,25 @@ def test_what_others_did_from_the_same_ip_counts_for_a_day_and_an_e_mail_for_goo
     assert signals_for(sessions, anonymous).author_rejected_before == 1
 
 
+def test_an_ipv6_authors_other_addresses_in_the_same_64_are_the_same_author(sessions: sessionmaker[Session]) -> None:
+    """Privacy addresses change within the subscriber's /64 every day, or per connection: counted per address,
+    a rejected spammer came back as a stranger from the next address."""
+    for number in range(2):
+        post(
+            sessions,
+            f"rejected-{number}",
+            f"rejected {number}",
+            email=f"bot{number}@example.net",
+            ip=f"2001:db8:aa:bb:{number + 1}::7",
+            received=NOW - timedelta(minutes=30),
+            status="rejected",
+        )
+    post(sessions, "next-door", "x", email="n@example.net", ip="2001:db8:aa:bc::7", status="rejected")
+    again = post(sessions, "again", email="bot9@example.net", ip="2001:db8:aa:bb:ffff::1")
+    signals = signals_for(sessions, again)
+    assert (signals.author_rejected_before, signals.author_posts_last_hour) == (2, 2)
+
+
 def test_an_anonymous_comment_has_no_author_signals(sessions: sessionmaker[Session]) -> None:
     post(sessions, "h-1", "before", email=None, ip=None, status="rejected")
     signals = signals_for(sessions, post(sessions, "c-1", email=None, ip=None))
@@ -648,6 +667,7 @@ def test_signal_lookups_read_matching_comments_not_the_whole_site_before_statist
                             "external_id": f"c-{n}",
                             "author_email": f"reader{n}@example.org",
                             "author_ip": f"198.51.{n % 200}.{n % 251}",
+                            "author_network": f"198.51.{n % 200}.{n % 251}",  # an IPv4 address is its own
                             "body_fingerprint": f"{n:064d}",
                         }
                         for n in range(3000)
@@ -699,6 +719,25 @@ def test_one_authors_flood_at_the_head_of_the_queue_does_not_shrink_the_batches_
     assert len(ids) == 20
     assert len(ids & set(flood)) == 1  # one of the flood's, as for any author
     assert ids - set(flood) <= set(others)
+
+
+def test_a_batch_takes_one_comment_from_an_ipv6_64_whatever_the_address(
+    sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """One author for the author checks is one author for the batch: their earlier comments' verdicts count."""
+    same_64 = [
+        post(sessions, f"v6-{n}", f"Buy now number {n}", email=f"v{n}@spam.example", ip=f"2001:db8:1:2::{n + 1:x}")
+        for n in range(5)
+    ]
+    others = [
+        post(sessions, f"o-{n}", f"Comment {n} about my back.", email=f"o{n}@example.org", ip=f"2001:db8:1:{n + 3}::1")
+        for n in range(5)
+    ]
+    with sessions.begin() as session:
+        decided = decide_waiting(session, others[0], active_model.model, NOW, batch_size=20)
+    ids = {d.comment_id for d in decided}
+    assert len(ids & set(same_64)) == 1
+    assert set(others) <= ids
 
 
 SPAM_TEXT = "Buy cheap viagra and cialis online without prescription, fast shipping, best price guaranteed"

@@ -475,6 +475,9 @@ def test_the_author_ip_limit_counts_one_address_however_it_is_spelt_and_an_ipv6_
         "c-2": "2001:db8:1:2::5",
         "c-mapped": "198.51.100.9",
     }
+    with make_session_factory(engine)() as session:  # what the author checks match: an IPv6 /64, an IPv4 address
+        networks = set(session.scalars(select(Comment.author_network)))
+    assert networks == {"2001:db8:1:2::/64", "198.51.100.9"}
     zoned = comment_event(site.name, "c-zoned")
     zoned["data"]["author"]["ip"] = "fe80::1%eth0"
     body = encode(zoned)

@@ -202,3 +202,37 @@ def test_migration_0011_keeps_one_classify_row_per_comment_and_then_refuses_a_se
         add_classify_work(connection, attempts=0)
         assert connection.scalar(text("SELECT count(*) FROM outbox")) == 2
     engine.dispose()
+
+
+def test_migration_0012_spells_old_author_ips_as_intake_does_and_keeps_their_network(empty_database_url: str) -> None:
+    url = empty_database_url
+    upgrade_database(url, "0011")
+    engine = create_engine(url)
+    given = ["::FFFF:192.0.2.7", "2001:DB8:0:0:1:0:0:5", "198.51.100.4", "not an address", None]
+    with engine.begin() as connection:
+        store_an_old_comment(connection)
+        for n, address in enumerate(given):
+            connection.execute(
+                text(
+                    "INSERT INTO comments (site_id, external_id, article_id, body, body_fingerprint, received_at,"
+                    " status, author_ip) SELECT id, :external_id, 'a', 'b', 'f', CURRENT_TIMESTAMP, 'approved', :ip"
+                    " FROM sites"
+                ),
+                {"external_id": f"ip-{n}", "ip": address},
+            )
+    upgrade_database(url)
+    assert drift_from_the_models(url) == []
+    with engine.connect() as connection:
+        stored = connection.execute(
+            text("SELECT author_ip, author_network FROM comments WHERE external_id LIKE 'ip-%' ORDER BY external_id")
+        ).all()
+    assert [tuple(row) for row in stored] == [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8::1:0:0:5", "2001:db8::/64"),
+        ("198.51.100.4", "198.51.100.4"),
+        ("not an address", "not an address"),
+        (None, None),
+    ]
+    engine.dispose()
+    downgrade_database(url, "0011")
+    assert "author_network" not in column_names(url, "comments")

@@ -528,6 +528,13 @@ def ips(engine: Engine) -> dict[str, str | None]:
     return {comment_id: row[ip] for (site, comment_id), row in authors(engine).items() if site == SITE}
 
 
+def networks(engine: Engine) -> dict[str, str | None]:
+    """Where each of the site's comments came from as the author checks count it, by its comment id."""
+    query = select(Comment.external_id, Comment.author_network).join(Site).where(Site.name == SITE)
+    with engine.connect() as connection:
+        return {external_id: network for external_id, network in connection.execute(query)}
+
+
 def test_erasure_by_comment_id_reaches_a_comment_without_an_email_and_that_comment_only(
     client: FlaskClient, secrets: dict[str, str], engine: Engine, active_model: TrainedModel
 ) -> None:
@@ -552,6 +559,7 @@ def test_erasure_by_comment_id_reaches_a_comment_without_an_email_and_that_comme
     after = authors(engine)
     *personal, erased_at = after.pop((SITE, "p-1"))
     assert personal == [None] * len(PERSONAL_COLUMNS) and erased_at is not None
+    assert networks(engine) == {"p-1": None, "p-2": NO_EMAIL["ip"]}  # derived from the IP, erased with it
     del before[(SITE, "p-1")]
     assert after == before  # the namesake p-2 and the other site's p-1 keep everything
     # What is left is in those two comments' rows; none in a row derived from the erased comment.
@@ -698,6 +706,7 @@ def test_retention_clears_network_data_then_anonymizes_closed_comments(
         rows = {r.external_id: r for r in connection.execute(select(Comment))}
     assert rows["recent"].author_ip == AUTHOR["ip"] and rows["recent"].author_email == AUTHOR["email"]
     assert rows["month"].author_ip is None and rows["month"].author_user_agent is None
+    assert (rows["recent"].author_network, rows["month"].author_network) == (AUTHOR["ip"], None)
     assert rows["month"].author_email == AUTHOR["email"]  # closed for only 40 days
     assert rows["old"].author_email is None and rows["old"].author_name is None and rows["old"].erased_at
     assert rows["old-held"].author_email == AUTHOR["email"]  # still waiting for a moderator

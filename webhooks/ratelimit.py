@@ -8,12 +8,12 @@ answered as the repeat it is (``webhooks.intake``), so only then does the view l
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from flask import Flask
 from limits import RateLimitItem, parse_many
 
+from models.entities import author_network
 from moderation.ratelimits import SharedLimits
 
 
@@ -43,19 +43,3 @@ class IntakeLimits:
             if wait is not None:
                 return Limited(scope, wait)
         return None
-
-
-# One IPv6 subscriber holds a whole /64 (SLAAC, privacy addresses): counted per address, they would be an
-# author each. IPv4 addresses count alone.
-IPV6_AUTHOR_PREFIX = 64
-
-
-def author_network(address: str) -> str:
-    """What the per-author limit counts ``address`` under: itself, or its /64 for IPv6."""
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:  # validated at the door; kept as it is if it ever is not
-        return address
-    if parsed.version == 6:
-        return str(ipaddress.ip_network(f"{parsed}/{IPV6_AUTHOR_PREFIX}", strict=False))
-    return str(parsed)
