@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from flask import abort, flash, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import login_required
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from werkzeug.datastructures import MultiDict
 
 from dashboard.auth import safe_next
 from dashboard.blueprint import bp, form_row_id
@@ -174,9 +175,19 @@ def act_on_comment(comment_id: int) -> ResponseReturnValue:
     )
     if wants_json():
         code = 200 if outcome.ok else 409 if outcome.conflict else 400
-        return jsonify(outcome.__dict__), code
+        return jsonify({**outcome.__dict__, "counts": tab_counts_of(form.get("back", ""))}), code
     flash(outcome.message, "info" if outcome.ok else "error")
     return redirect(_back(url_for("dashboard.comment", comment_id=comment_id)))
+
+
+def tab_counts_of(page: str) -> dict[str, int] | None:
+    """The queue tabs' counts as the queue page an action was sent from shows them, with its filters, now:
+    where the comment went may not match them (a moderator's decision has no model reasons), so the page
+    cannot tell by adding one. None for a page without the tabs."""
+    sent_from = urlsplit(page)
+    if request.script_root + sent_from.path != url_for("dashboard.queue"):  # `back` is request.full_path
+        return None
+    return queue_counts(db(), Filters.from_args(MultiDict(parse_qsl(sent_from.query, keep_blank_values=True))))
 
 
 @bp.post("/bulk")

@@ -729,6 +729,23 @@ def test_reject_needs_a_reason_and_other_needs_a_note(
     assert response.status_code == 200
 
 
+def test_an_action_answers_the_tab_counts_of_the_queue_page_it_was_sent_from(
+    moderator_client: FlaskClient, held: list[tuple[int, int]]
+) -> None:
+    """The page added one to the tab of the comment's new status, which a filter may not match: under "Medical
+    advice" the approved tab grew, though the moderator's approval has no model reason and the tab, reloaded,
+    did not count it."""
+    queue = "/dashboard/queue?queue=held&reason=medical_advice"
+    comment_id, decision_id = held[0]
+    answer = act(moderator_client, comment_id, "approve", decision_id, back=queue).get_json()
+    shown = dict(re.findall(r'data-count="(\w+)">(\d+)<', _page(moderator_client, queue)))
+    assert answer["counts"] == {name: int(count) for name, count in shown.items()}
+    assert (answer["counts"]["held"], answer["counts"]["approved"]) == (2, 0)
+    comment_id, decision_id = held[1]
+    answer = act(moderator_client, comment_id, "approve", decision_id, back=f"/dashboard/comments/{comment_id}")
+    assert answer.get_json()["counts"] is None  # a comment's page has no tabs
+
+
 def test_second_moderator_is_told_and_nothing_is_overwritten(
     app: Flask,
     moderator_client: FlaskClient,

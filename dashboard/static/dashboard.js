@@ -183,6 +183,14 @@ function updateSelected() {
   if (counter) counter.textContent = `${document.querySelectorAll("#items .select:checked").length} selected`;
 }
 
+// The tabs' counts as the server counted them after an action, with this page's filters.
+function setCounts(counts) {
+  for (const [name, count] of Object.entries(counts)) {
+    const el = document.querySelector(`[data-count="${name}"]`);
+    if (el && Number.isInteger(count)) el.textContent = String(count);
+  }
+}
+
 function bumpCount(name, delta) {
   const el = document.querySelector(`[data-count="${name}"]`);
   if (el) el.textContent = String(Math.max(0, Number(el.textContent) + delta));
@@ -287,9 +295,12 @@ async function submitAction(form) {
   if (item === rejecting) cancelReject();
   sayWithUndo(done);
   const queueName = new URLSearchParams(window.location.search).get("queue") || "held";
+  if (data.counts) setCounts(data.counts);
   if (queueName !== "all") {
-    bumpCount(queueName, -1);
-    bumpCount(data.status, +1);
+    if (!data.counts) {
+      bumpCount(queueName, -1);
+      bumpCount(data.status, +1);
+    }
     // Keep the comment the moderator is looking at current (they may have moved on while this was saved).
     if (items().indexOf(item) < current) current -= 1;
     item.remove();

@@ -226,6 +226,22 @@ def test_a_keyboard_reject_as_other_without_a_note_asks_for_the_note_before_send
     assert audit(engine) == [(ids[0], "reject", "other", "a pitch for a clinic")]
 
 
+def test_the_tabs_count_what_the_filters_match_after_an_action(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """Under a reason filter the approved tab went up by one, though a moderator's approval has no model reason."""
+    seed_held(engine, site_id, 3)
+    sign_in(page, web, accounts["moderator"])
+    page.goto(f"{web}/dashboard/queue?queue=held&reason=medical_advice")
+    keys_ready(page)
+    expect(page.locator('[data-count="held"]')).to_have_text("3")
+    page.keyboard.press("a")
+    expect(page.locator("#items .item")).to_have_count(2)
+    expect(page.locator('[data-count="held"]')).to_have_text("2")
+    expect(page.locator('[data-count="approved"]')).to_have_text("0")
+    expect(page.locator('[data-count="all"]')).to_have_text("2")
+
+
 def test_no_shortcut_acts_while_a_reject_is_composed_or_the_help_is_open(
     page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
 ) -> None:
