@@ -129,6 +129,16 @@ def test_sites_pause_and_resume_a_sites_callbacks(var_dir: Path) -> None:
     assert next(fields[2] for fields in listed if fields[0] == "pulling-site").startswith("callbacks paused by ")
 
 
+def test_resuming_callbacks_that_are_not_paused_says_nothing_changed(var_dir: Path) -> None:
+    """A new user's report: it answered "resumed; 0 held-back callback(s) will be sent" as if it had done something."""
+    assert run(var_dir, "sites", "add", "running-site", "--callback-url", "https://site.example/cb").exit_code == 0
+    resumed = run(var_dir, "sites", "resume", "running-site")
+    assert resumed.exit_code == 0
+    assert resumed.stdout == "callbacks of running-site are not paused (nor disabled by a 410); nothing changed\n"
+    listed = [line.split("\t") for line in run(var_dir, "sites", "list").stdout.splitlines()]
+    assert ["running-site", "https://site.example/cb", "ok"] in listed
+
+
 def test_the_commands_that_lock_a_site_work_on_each_database(engine: Engine, database_url: str, tmp_path: Path) -> None:
     """They lock the site's row, which PostgreSQL refuses on the outer join that loads a site's secrets."""
     env = {"VAR_DIR": str(tmp_path), "DATABASE_URL": database_url, "LOG_FORMAT": "text", "LOG_LEVEL": "WARNING"}

@@ -1074,12 +1074,18 @@ def test_cli_adds_lists_deactivates_and_activates_moderators(database_url: str, 
     assert activated.exit_code == 0 and "ANA@example.org activated" in activated.output
     assert "ana@example.org\tadmin\tactive" in runner.invoke(main, ["moderators", "list"], env=env).output
     assert can_sign_in()
+    # Twice: the second says nothing changed (a new user's report: it answered as if it had done it again).
+    again = runner.invoke(main, ["moderators", "activate", "ana@example.org"], env=env)
+    assert again.exit_code == 0 and again.stdout == "ana@example.org is already active; nothing changed\n"
     # With an admin left, deactivating someone else warns of nothing.
     assert (
         runner.invoke(main, ["moderators", "add", "bo@example.org"], input="another long one\n", env=env).exit_code == 0
     )
     quiet = runner.invoke(main, ["moderators", "deactivate", "bo@example.org"], env=env)
     assert quiet.exit_code == 0 and quiet.stdout == "bo@example.org deactivated\n" and quiet.stderr == ""
+    twice = runner.invoke(main, ["moderators", "deactivate", "bo@example.org"], env=env)
+    assert twice.exit_code == 0 and twice.stdout == "bo@example.org is already deactivated; nothing changed\n"
+    assert twice.stderr == ""
     unknown = runner.invoke(main, ["moderators", "activate", "nobody@example.org"], env=env)
     assert unknown.exit_code != 0 and "no moderator nobody@example.org" in unknown.output
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import NamedTuple
 
 import click
 
@@ -52,9 +53,12 @@ def moderators_list(ctx: click.Context) -> None:
 @click.pass_context
 def moderators_deactivate(ctx: click.Context, email: str) -> None:
     """Sign-in refused from now on and open sessions ended; past actions stay in the audit trail."""
-    admins_left = _set_active(ctx, email, False)
+    outcome = _set_active(ctx, email, False)
+    if not outcome.changed:
+        click.echo(f"{email} is already deactivated; nothing changed")
+        return
     click.echo(f"{email} deactivated")
-    if admins_left == 0:
+    if outcome.active_admins == 0:
         click.echo(
             "warning: no active admin is left: nobody can open the admin pages until `moderators activate EMAIL` "
             "or `moderators add EMAIL --role admin`",
@@ -67,21 +71,29 @@ def moderators_deactivate(ctx: click.Context, email: str) -> None:
 @click.pass_context
 def moderators_activate(ctx: click.Context, email: str) -> None:
     """Sign-in allowed again, with the account's password; sessions from before stay ended."""
-    _set_active(ctx, email, True)
-    click.echo(f"{email} activated")
+    if _set_active(ctx, email, True).changed:
+        click.echo(f"{email} activated")
+    else:
+        click.echo(f"{email} is already active; nothing changed")
 
 
-def _set_active(ctx: click.Context, email: str, active: bool) -> int:
-    """Set the account's active flag; how many active admins there are then."""
+class _ActiveFlagSet(NamedTuple):
+    changed: bool  # False: the account was in that state already
+    active_admins: int  # how many active admins there are now
+
+
+def _set_active(ctx: click.Context, email: str, active: bool) -> _ActiveFlagSet:
+    """Set the account's active flag."""
     from moderation.accounts import active_admin_count, find_moderator
 
     with common.transaction(ctx) as session:
         moderator = find_moderator(session, email)
         if moderator is None:
             raise click.ClickException(f"no moderator {email}")
+        changed = moderator.is_active != active
         moderator.is_active = active
         session.flush()
-        return active_admin_count(session)
+        return _ActiveFlagSet(changed, active_admin_count(session))
 
 
 @moderators.command("set-password")

@@ -134,6 +134,9 @@ def sites_resume(ctx: click.Context, name: str) -> None:
     """Turn the site's callbacks back on (after a pause or a 410) and send what was held back."""
     with common.transaction(ctx) as session:
         site = _locked_site(session, name)
+        if site.callback_disabled_at is None:  # neither paused nor a 410: there is nothing to turn back on
+            click.echo(f"callbacks of {name} are not paused (nor disabled by a 410); nothing changed")
+            return
         if not site.callback_url:  # released, they would all be dead letters at once
             raise click.ClickException(
                 f"{name} has no callback URL to send to: save one first with `sites set-callback {name} URL`"
