@@ -529,6 +529,27 @@ def test_evaluate_refuses_a_file_without_labels(trained: Path, tmp_path: Path) -
     assert result.exit_code != 0 and "no labeled comments" in result.output
 
 
+def test_evaluate_refuses_data_with_data_dir_naming_both(tmp_path: Path) -> None:
+    """A new user's report: --data-dir was ignored without a word when --data was given."""
+    data = _jsonl(tmp_path / "mine.jsonl", [{"body": "Great article, thank you", "spam": False}])
+    result = run(tmp_path, "evaluate", "--data", str(data), "--data-dir", str(tmp_path))
+    assert result.exit_code == 2 and result.stdout == ""  # refused before any model is loaded or any work done
+    assert result.stderr.endswith(
+        "Error: --data-dir is not used with --data (the file is evaluated on its own): give one or the other\n"
+    )
+    assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_evaluate_names_a_data_file_without_comments(trained: Path, tmp_path: Path, content: str) -> None:
+    """A new user's report: an empty file was refused with "nothing to evaluate on", not saying which."""
+    data = tmp_path / "empty.jsonl"
+    data.write_text(content)
+    result = run(trained, "evaluate", "--data", str(data), "--report", str(tmp_path / "report"))
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: nothing to evaluate on: {data} holds no comments (one JSON object a line)\n"
+
+
 def test_evaluate_on_a_file_keeps_the_held_out_report(trained: Path, tmp_path: Path) -> None:
     data = tmp_path / "extra.jsonl"
     data.write_text(json.dumps({"body": "Great article, thank you", "spam": False, "medical_advice": False}) + "\n")

@@ -127,7 +127,7 @@ def data_fetch(dest: Path) -> None:
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Public data sets whose held-out parts join the evaluation (default: those the model used).",
+    help="Public data sets whose held-out parts join the evaluation (default: those the model used); not with --data.",
 )
 @click.option(
     "--report",
@@ -156,6 +156,10 @@ def evaluate(ctx: click.Context, data_file: Path | None, data_dir: Path | None, 
     )
     from moderation.report import evaluate as run_evaluation
 
+    if data_file is not None and data_dir is not None:
+        raise click.UsageError(
+            "--data-dir is not used with --data (the file is evaluated on its own): give one or the other", ctx
+        )
     settings = common.settings(ctx)
     model = common.active_model(settings)
     report_dir = report_dir or _default_report_dir(settings, model.version, data_file)
@@ -203,7 +207,8 @@ def _evaluation_examples(model: ModerationModel, data_file: Path | None, data_di
     except (DataError, OSError) as error:
         raise click.ClickException(str(error)) from None
     if not examples:
-        raise click.ClickException("nothing to evaluate on")
+        holds_none = f": {data_file} holds no comments (one JSON object a line)" if data_file is not None else ""
+        raise click.ClickException(f"nothing to evaluate on{holds_none}")
     if not any(e.spam is not None or e.medical_advice is not None for e in examples):
         raise click.ClickException(
             f"no labeled comments in {data_file or 'the held-out data'}: a line needs 'spam' or "
