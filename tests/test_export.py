@@ -20,6 +20,7 @@ from moderation.intake import body_fingerprint
 from moderation.review import record_verdict
 from moderation.sites import create_site
 from server.cli import main
+from server.cli.export import export as export_command
 
 HOSTILE = '=HYPERLINK("http://evil.example","click") take 800mg ibuprofen'
 
@@ -137,6 +138,37 @@ def test_since_takes_a_utc_time_written_with_z(stored: dict[str, int], database_
     result = run(database_url, tmp_path, "--no-progress", "--since", since)
     assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) == 4
+
+
+SINCE_FORMS_IN_WORDS = (
+    "write a date, 2026-12-01, or a date and time to the second, 2026-12-01T09:30:00 "
+    "(a space instead of the T, and a Z at the end, are taken too)"
+)
+
+
+@pytest.mark.parametrize("bad", ["yesterday", "2026-13-01", "2026-12-01T09:30", "01/12/2026"])
+def test_a_since_that_is_no_date_says_the_accepted_forms_in_words(tmp_path: Path, bad: str) -> None:
+    """A new user's report: the error listed click's strftime patterns ('%Y-%m-%d', ...)."""
+    result = run("", tmp_path, "--since", bad)
+    assert result.exit_code == 2
+    assert f"Invalid value for '--since': {bad!r} is not a UTC date or time: {SINCE_FORMS_IN_WORDS}" in result.stderr
+    assert "%" not in result.stderr
+    assert "--since DATE" in run("", tmp_path, "--help").stdout
+
+
+@pytest.mark.parametrize(
+    ("given", "read"),
+    [
+        ("2026-12-01", datetime(2026, 12, 1)),
+        ("2026-12-01T09:30:00", datetime(2026, 12, 1, 9, 30)),
+        ("2026-12-01 09:30:00", datetime(2026, 12, 1, 9, 30)),
+        ("2026-12-01T09:30:00Z", datetime(2026, 12, 1, 9, 30)),
+        ("2026-12-01 09:30:00Z", datetime(2026, 12, 1, 9, 30)),
+    ],
+)
+def test_since_takes_the_forms_it_always_took(given: str, read: datetime) -> None:
+    since = next(param for param in export_command.params if param.name == "since")
+    assert since.type.convert(given, since, None) == read
 
 
 def test_an_output_file_that_cannot_be_written_is_a_clear_error(

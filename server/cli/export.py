@@ -13,6 +13,23 @@ from models.db import SQLITE_BEGIN
 from server.cli import common
 
 SINCE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%SZ"]
+SINCE_FORMS_IN_WORDS = (
+    "write a date, 2026-12-01, or a date and time to the second, 2026-12-01T09:30:00 "
+    "(a space instead of the T, and a Z at the end, are taken too)"
+)
+
+
+class _SinceDate(click.DateTime):
+    """click's DateTime, but its refusal says the forms in words: its own lists the strftime patterns."""
+
+    def __init__(self) -> None:
+        super().__init__(SINCE_FORMATS)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            self.fail(f"{value!r} is not a UTC date or time: {SINCE_FORMS_IN_WORDS}", param, ctx)
 
 
 def _open_for_writing(path: Path) -> TextIO:
@@ -28,8 +45,9 @@ def _open_for_writing(path: Path) -> TextIO:
 @click.option("--site", "site_name", default=None, help="Only this site's comments.")
 @click.option(
     "--since",
-    type=click.DateTime(SINCE_FORMATS),
+    type=_SinceDate(),
     default=None,
+    metavar="DATE",
     help="Only decisions from this UTC date or time on (2026-11-01, or 2026-11-01T09:30:00 with or without Z).",
 )
 @click.option("--body/--no-body", default=True, show_default=True, help="Include the comment text.")
