@@ -18,6 +18,7 @@ from moderation.sites import create_site, get_site, rotate_secret, validate_call
 EXAMPLE_SITE = "example-site"
 CHANGED_SINCE = "(changed with `moderation moderators set-password` since; not kept here)"
 DEMO_ADMIN = "admin@example.org"
+DEMO_ADMIN_FILE = "demo-admin.txt"  # in VAR_DIR
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,21 @@ def _write_private(path: Path, text: str) -> None:
     path.write_text(text + "\n")
 
 
+def forget_demo_password(var_dir: Path, email: str) -> Path | None:
+    """After a new password for ``email``: the demo's password file, if it named that account's old one, now
+    says it was changed (the file it rewrote, else None). The note, not deletion: with no file, the next
+    `make run` would set a password of its own over the one just chosen."""
+    password_file = var_dir / DEMO_ADMIN_FILE
+    if email.strip().lower() != DEMO_ADMIN or not password_file.exists():
+        return None
+    _write_private(password_file, CHANGED_SINCE)
+    return password_file
+
+
 def ensure_demo(sessions: sessionmaker[Session], var_dir: Path, callback_url: str) -> Demo:
     """Create what is missing, reuse what is there: the site's secret and the admin's password stay put."""
     secret_file = var_dir / f"{EXAMPLE_SITE}.secret"
-    password_file = var_dir / "demo-admin.txt"
+    password_file = var_dir / DEMO_ADMIN_FILE
     now = datetime.now(UTC)
     with sessions.begin() as session:
         others = session.scalar(select(func.count()).select_from(Site).where(Site.name != EXAMPLE_SITE)) or 0

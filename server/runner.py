@@ -39,7 +39,7 @@ from moderation.registry import (
     list_versions,
     made_for_these_features,
 )
-from server.demo import Demo, ensure_demo
+from server.demo import DEMO_ADMIN_FILE, Demo, ensure_demo
 from server.gunicorn_app import url_host
 from server.settings import Settings
 
@@ -480,7 +480,7 @@ def _sign_in_line(demo: Demo, var_dir: Path) -> str:
         )
     return (
         f"sign in as {demo.admin_email} with password {demo.admin_password}\n"
-        f"                (kept in {var_dir / 'demo-admin.txt'}; add people with `moderation moderators add`)"
+        f"                (kept in {var_dir / DEMO_ADMIN_FILE}; add people with `moderation moderators add`)"
     )
 
 

@@ -1136,6 +1136,63 @@ def test_demo_setup_does_not_claim_a_password_changed_since(sessions: Sessions, 
         assert authenticate(session, first.admin_email, fresh.admin_password, datetime.now(UTC))
 
 
+def test_set_password_of_the_demo_admin_leaves_no_stale_password_in_its_file(
+    sessions: Sessions, database_url: str, tmp_path: Path
+) -> None:
+    """A new user's report: var/demo-admin.txt went on showing the first password after set-password, until the
+    next `make run`. The file now says it was changed, as `make run` itself would, so `make run` goes on printing
+    no password and keeps the one chosen (a deleted file would make it set a new one)."""
+    from click.testing import CliRunner
+
+    from moderation.accounts import authenticate
+    from server.cli import main
+    from server.demo import CHANGED_SINCE, ensure_demo
+
+    first = ensure_demo(sessions, tmp_path, "http://127.0.0.1:8001/moderation-callback")
+    password_file = tmp_path / "demo-admin.txt"
+    env = {"DATABASE_URL": database_url, "VAR_DIR": str(tmp_path), "LOG_FORMAT": "text"}
+    runner = CliRunner()
+    added = runner.invoke(main, ["moderators", "add", "bo@example.org"], input="a long password\n", env=env)
+    assert added.exit_code == 0
+    other = runner.invoke(main, ["moderators", "set-password", "bo@example.org"], input="another password\n", env=env)
+    assert other.exit_code == 0 and password_file.read_text() == f"{first.admin_password}\n"  # not the demo's account
+
+    changed = runner.invoke(
+        main, ["moderators", "set-password", "Admin@Example.org"], input="the operator's own\n", env=env
+    )
+
+    assert changed.exit_code == 0, changed.output
+    assert changed.stdout.splitlines()[1] == (
+        f"{password_file} no longer holds a password: `make run` stops printing one"
+    )
+    assert password_file.read_text() == f"{CHANGED_SINCE}\n"
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    assert ensure_demo(sessions, tmp_path, "http://127.0.0.1:8001/moderation-callback").admin_password is None
+    with sessions.begin() as session:
+        assert authenticate(session, first.admin_email, "the operator's own", datetime.now(UTC)) is not None
+
+
+def test_set_password_says_when_the_demo_file_it_cannot_rewrite_stays_stale(
+    sessions: Sessions, database_url: str, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from server.cli import main
+
+    with sessions.begin() as session:
+        create_moderator(session, "admin@example.org", "the first password", "admin", datetime.now(UTC))
+    (tmp_path / "demo-admin.txt").mkdir()  # in the way: writing it fails as a read-only VAR_DIR would
+    env = {"DATABASE_URL": database_url, "VAR_DIR": str(tmp_path), "LOG_FORMAT": "text"}
+
+    changed = CliRunner().invoke(
+        main, ["moderators", "set-password", "admin@example.org"], input="a new one!\n", env=env
+    )
+
+    assert changed.exit_code == 0
+    assert changed.stdout == "password of admin@example.org changed; its open sessions have ended\n"
+    assert changed.stderr == f"warning: {tmp_path / 'demo-admin.txt'} still shows the old password: Is a directory\n"
+
+
 def _held_back_by_a_410(session: Session, site_id: int, comments: list[tuple[int, int]]) -> list[int]:
     """The first comment's callback was answered 410 (the site is disabled); the others' were held back."""
     now = datetime.now(UTC)

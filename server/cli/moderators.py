@@ -8,6 +8,7 @@ from typing import NamedTuple
 import click
 
 from server.cli import common
+from server.settings import Settings
 
 
 @click.group()
@@ -112,7 +113,23 @@ def moderators_set_password(ctx: click.Context, email: str) -> None:
             set_password(moderator, password)
         except AccountError as error:
             raise click.ClickException(str(error)) from None
+        account = moderator.email
     click.echo(f"password of {email} changed; its open sessions have ended")
+    _forget_demo_password(common.settings(ctx), account)
+
+
+def _forget_demo_password(settings: Settings, account: str) -> None:
+    """Run after the commit: a password change that failed leaves the demo's file as true as it was."""
+    from server.demo import DEMO_ADMIN_FILE, forget_demo_password
+
+    try:
+        rewritten = forget_demo_password(settings.var_dir, account)
+    except OSError as error:  # the password is changed all the same: say what is now stale
+        where = settings.var_dir / DEMO_ADMIN_FILE
+        click.echo(f"warning: {where} still shows the old password: {error.strerror or error}", err=True)
+        return
+    if rewritten is not None:
+        click.echo(f"{rewritten} no longer holds a password: `make run` stops printing one")
 
 
 def _new_password() -> str:
