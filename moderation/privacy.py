@@ -8,8 +8,8 @@ again). The service keeps them on ``comments`` only, but they leak into other pl
   moderators' notes on decisions and actions, and a callback's last error text; reasons and callback
   payloads hold none today (a block-listed author is reason ``blocked_term``), but a reason of the form
   ``author:<value>`` is rewritten all the same; nothing else in them is (statuses and reasons must stay);
-- block/allow-list entries for the author's e-mail (``erase_author`` removes the site's and counts the
-  all-sites ones, which only an admin removes: any site can send a comment under any address).
+- block/allow-list entries for the author's e-mail (``erase_author`` removes the site's and returns the ids
+  of the all-sites ones, which only an admin removes: any site can send a comment under any address).
 A decision's ``signals`` hold counts, flags and the script only (``moderation.decisions.recorded_signals``
 turns text into how many), so nothing there needs erasing.
 Training labels hold only the text and the labels; webhook receipts, the outbox and logs hold ids only.
@@ -21,7 +21,6 @@ The moderation statistics (decisions, outcomes, scores, reasons, counts) are kep
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -47,8 +46,6 @@ from models.entities import (
 from moderation.intake import body_fingerprint
 from moderation.lists import BLOCKED_AUTHOR
 
-log = logging.getLogger(__name__)
-
 REDACTED = "[erased]"
 BATCH = 200
 RETENTION_BUDGET = timedelta(minutes=20)  # well inside the task's 30-minute soft time limit
@@ -62,7 +59,13 @@ IDENTITY_COLUMNS = tuple(c for c in PERSONAL_COLUMNS if c.key not in {n.key for 
 class Erasure:
     comments: int
     list_entries: int  # the site's own entries for the address, removed
-    all_sites_entries_kept: int = 0  # entries for every site naming the address: an admin's to remove
+    # Entries for every site naming the address: an admin's to remove. The caller tells the admin (the API in
+    # its log, the command on the terminal), each where its reader looks, and only once.
+    kept_entry_ids: tuple[int, ...] = ()
+
+    @property
+    def all_sites_entries_kept(self) -> int:
+        return len(self.kept_entry_ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +89,8 @@ def erase_author(session: Session, site: Site, email: str, now: datetime) -> Era
     removed = session.execute(
         delete(ListEntry).where(for_author, ListEntry.site_id == site.id).execution_options(synchronize_session=False)
     )
-    kept = list(session.scalars(select(ListEntry.id).where(for_author, ListEntry.site_id.is_(None))))
-    if kept:  # for the admin, who alone can remove them: the entries by id, never the address
-        log.warning(
-            "an erasure for site %s kept all-sites list entries naming the author (ids %s): remove them on the "
-            "lists page if the erasure covers them",
-            site.name,
-            ", ".join(map(str, kept)),
-        )
-    return Erasure(erased, int(removed.rowcount), len(kept))  # type: ignore[attr-defined]
+    kept = session.scalars(select(ListEntry.id).where(for_author, ListEntry.site_id.is_(None)).order_by(ListEntry.id))
+    return Erasure(erased, int(removed.rowcount), tuple(kept))  # type: ignore[attr-defined]
 
 
 def erase_comments_of_site(session: Session, site: Site, external_ids: Iterable[str], now: datetime) -> Erasure:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +30,8 @@ from webhooks.signatures import (
     request_fingerprint,
     verify_signature,
 )
+
+log = logging.getLogger(__name__)
 
 MAX_PAGE = 500
 FieldErrors = list[dict[str, str]]
@@ -228,6 +231,7 @@ def erase_author_data() -> Response | tuple[Response, int]:
     session = db()
     erased = _erase(session, site, wanted)
     session.commit()
+    _log_kept_entries(site, erased)
     return jsonify(
         {
             "site": site.name,
@@ -236,6 +240,17 @@ def erase_author_data() -> Response | tuple[Response, int]:
             "all_sites_entries_kept": erased.all_sites_entries_kept,
         }
     )
+
+
+def _log_kept_entries(site: Site, erased: Erasure) -> None:
+    """For the admin, who alone can remove them (the answer only counts them): the entries by id, never the address."""
+    if erased.kept_entry_ids:
+        log.warning(
+            "an erasure for site %s kept all-sites list entries naming the author (ids %s): remove them on the "
+            "lists page if the erasure covers them",
+            site.name,
+            ", ".join(map(str, erased.kept_entry_ids)),
+        )
 
 
 def _erase(session: Session, site: Site, wanted: ErasureRequest) -> Erasure:

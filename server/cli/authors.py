@@ -88,9 +88,10 @@ def authors_erase(ctx: click.Context, site_name: str, email: str | None, comment
         click.echo(f"no comment on {site_name} left to erase with {looked_for}: check it if that surprises", err=True)
     if erased.list_entries:
         click.echo(f"removed {erased.list_entries} block/allow-list entr{'y' if erased.list_entries == 1 else 'ies'}")
-    if erased.all_sites_entries_kept:
+    if erased.kept_entry_ids:  # said here only: the API logs them, where its admin looks
+        one = len(erased.kept_entry_ids) == 1
         click.echo(
-            f"kept {erased.all_sites_entries_kept} all-sites list entr"
-            f"{'y' if erased.all_sites_entries_kept == 1 else 'ies'} naming this address (they apply to every site): "
-            "remove them on the dashboard's lists page if the erasure covers them"
+            f"kept {len(erased.kept_entry_ids)} all-sites list entr{'y' if one else 'ies'} naming this address "
+            "(they apply to every site): remove them on the dashboard's lists page if the erasure covers them "
+            f"(id{'' if one else 's'} {', '.join(map(str, erased.kept_entry_ids))})"
         )
