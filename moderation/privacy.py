@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, or_, select, text, update
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from models.entities import (
     NETWORK_COLUMNS,
+    NETWORK_OUT_OF_STEP,
     PERSONAL_COLUMNS,
     CallbackDelivery,
     Comment,
@@ -42,6 +43,7 @@ from models.entities import (
     ModerationAction,
     Site,
     TrainingLabel,
+    author_network,
 )
 from moderation.intake import body_fingerprint
 from moderation.lists import BLOCKED_AUTHOR
@@ -72,6 +74,7 @@ class Erasure:
 class Retention:
     network_cleared: int  # comments whose IP and user agent were cleared
     closed_anonymized: int  # closed comments whose author was anonymized
+    networks_mended: int = 0  # comments whose author_network had fallen out of step with author_ip
 
 
 def erase_author(session: Session, site: Site, email: str, now: datetime) -> Erasure:
@@ -295,13 +298,14 @@ def apply_retention(
     """
     deadline = time.monotonic() + budget.total_seconds()
     cleared = anonymized = 0
+    mended = _in_batches(sessions, deadline, lambda session: _mend_networks_batch(session, batch))
     if personal_days > 0:
         cutoff = now - timedelta(days=personal_days)
         cleared = _in_batches(sessions, deadline, lambda session: _clear_network_batch(session, cutoff, batch))
     if closed_days > 0:
         cutoff = now - timedelta(days=closed_days)
         anonymized = _in_batches(sessions, deadline, lambda session: _anonymize_batch(session, now, cutoff, batch))
-    return Retention(cleared, anonymized)
+    return Retention(cleared, anonymized, mended)
 
 
 def _in_batches(sessions: sessionmaker[Session], deadline: float, one_batch: Callable[[Session], int]) -> int:
@@ -313,6 +317,25 @@ def _in_batches(sessions: sessionmaker[Session], deadline: float, one_batch: Cal
         total += done
         if done == 0 or time.monotonic() >= deadline:
             return total
+
+
+def _mend_networks_batch(session: Session, batch: int) -> int:
+    """Networks out of step with their address: cleared where the address was cleared, set where none was.
+
+    Only processes of the version before migration 0012, serving on while it runs, leave such rows: their
+    erasure and retention clear author_ip alone, their intake stores no network. Locked, so that an edit of
+    the address meanwhile is not overwritten with the network of the old one.
+    """
+    comments = session.scalars(
+        select(Comment)
+        .where(text(NETWORK_OUT_OF_STEP))  # as the partial index's predicate is written, so that it applies
+        .order_by(Comment.id)
+        .limit(batch)
+        .with_for_update()
+    ).all()
+    for comment in comments:
+        comment.author_network = author_network(comment.author_ip) if comment.author_ip else None
+    return len(comments)
 
 
 def _clear_network_batch(session: Session, cutoff: datetime, batch: int) -> int:

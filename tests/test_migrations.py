@@ -4,10 +4,11 @@ older schema wrote, and back down. (Older revisions' tests sit with the feature 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 
 from models.migrate import downgrade_database, upgrade_database
 from tests.support.migrations import column_names, drift_from_the_models, store_an_old_comment
@@ -236,3 +237,34 @@ def test_migration_0012_spells_old_author_ips_as_intake_does_and_keeps_their_net
     engine.dispose()
     downgrade_database(url, "0011")
     assert "author_network" not in column_names(url, "comments")
+
+
+def test_migration_0012_does_not_undo_an_erasure_an_older_process_commits_while_it_fills(
+    empty_database_url: str,
+) -> None:
+    """Migrations run while the version before still serves: its erasure, landing between the fill's read of
+    an address and its write, must not get the address (and a network) back."""
+    url = empty_database_url
+    upgrade_database(url, "0011")
+    engine, older_process = create_engine(url), create_engine(url)
+    with engine.begin() as connection:
+        store_an_old_comment(connection)
+        connection.execute(text("UPDATE comments SET author_ip = '198.51.100.7', author_email = 'a@example.org'"))
+    erased: list[bool] = []
+
+    def erase_before_the_write(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not erased and statement.lstrip().upper().startswith("UPDATE COMMENTS SET AUTHOR_IP"):
+            erased.append(True)
+            with older_process.begin() as connection:  # as 0011's erasure writes it
+                connection.execute(text("UPDATE comments SET author_ip = NULL, author_email = NULL"))
+
+    event.listen(Engine, "before_cursor_execute", erase_before_the_write)
+    try:
+        upgrade_database(url)
+    finally:
+        event.remove(Engine, "before_cursor_execute", erase_before_the_write)
+    assert erased
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT author_ip, author_network FROM comments")).one() == (None, None)
+    engine.dispose()
+    older_process.dispose()

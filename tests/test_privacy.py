@@ -723,6 +723,25 @@ def test_retention_clears_network_data_then_anonymizes_closed_comments(
     assert (off.network_cleared, off.closed_anonymized) == (0, 0)
 
 
+def test_retention_mends_the_networks_an_older_version_leaves_out_of_step(
+    client: FlaskClient, secrets: dict[str, str], engine: Engine
+) -> None:
+    """Processes of the version before migration 0012 serve on while it runs: their erasure clears the address
+    but not its network (personal data left behind), their intake stores no network. Each run mends them."""
+    erased = send(client, secrets[SITE], event("comment.created", "erased", ORDINARY, AUTHOR))["id"]
+    unset = send(client, secrets[SITE], event("comment.created", "unset", ORDINARY, OTHER_AUTHOR))["id"]
+    with engine.begin() as connection:  # as that version writes them, without the model's validator
+        connection.execute(update(Comment).where(Comment.id == erased).values(author_ip=None, author_email=None))
+        connection.execute(update(Comment).where(Comment.id == unset).values(author_network=None))
+
+    done = apply_retention(make_session_factory(engine), datetime.now(UTC), personal_days=0, closed_days=0)
+
+    assert done.networks_mended == 2
+    assert networks(engine) == {"erased": None, "unset": OTHER_AUTHOR["ip"]}
+    again = apply_retention(make_session_factory(engine), datetime.now(UTC), personal_days=0, closed_days=0)
+    assert again.networks_mended == 0
+
+
 def test_retention_commits_batch_by_batch_within_a_time_budget(
     client: FlaskClient, secrets: dict[str, str], engine: Engine, active_model: TrainedModel
 ) -> None:

@@ -518,7 +518,11 @@ def apply_retention_limits(self: Task, personal_days: int = 30, closed_days: int
     runtime = _runtime(self)
     # Batches commit one by one within a time budget, so the soft time limit never rolls work back.
     done = apply_retention(runtime.sessions, datetime.now(UTC), personal_days, closed_days)
-    result = {"network_cleared": done.network_cleared, "closed_anonymized": done.closed_anonymized}
+    result = {
+        "network_cleared": done.network_cleared,
+        "closed_anonymized": done.closed_anonymized,
+        "networks_mended": done.networks_mended,
+    }
     log.info("retention applied", extra=result)
     return result
 

@@ -17,6 +17,8 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 INDEX = "ix_comments_author_network"
+OUT_OF_STEP = "ix_comments_network_out_of_step"  # the few rows older processes leave; retention mends them
+OUT_OF_STEP_WHERE = sa.text("(author_ip IS NULL) <> (author_network IS NULL)")
 BATCH = 1000
 comments = sa.table(
     "comments", sa.column("id", sa.Integer), sa.column("author_ip", sa.String), sa.column("author_network", sa.String)
@@ -31,14 +33,16 @@ def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         _fill_in_batches()
         op.create_index(INDEX, "comments", ["author_network"], unique=False, if_not_exists=True)
+        op.create_index(OUT_OF_STEP, "comments", ["id"], sqlite_where=OUT_OF_STEP_WHERE, if_not_exists=True)
         return
     # Outside a transaction (each row's update commits by itself), and the index built without blocking writes:
     # the running processes keep taking webhooks and verdicts meanwhile.
     with op.get_context().autocommit_block():
         _fill_in_batches()
         # A concurrent build that failed leaves an invalid index of that name: built again.
-        op.drop_index(INDEX, table_name="comments", postgresql_concurrently=True, if_exists=True)
-        op.create_index(INDEX, "comments", ["author_network"], unique=False, postgresql_concurrently=True)
+        for name, columns, where in ((INDEX, ["author_network"], None), (OUT_OF_STEP, ["id"], OUT_OF_STEP_WHERE)):
+            op.drop_index(name, table_name="comments", postgresql_concurrently=True, if_exists=True)
+            op.create_index(name, "comments", columns, postgresql_where=where, postgresql_concurrently=True)
 
 
 def _fill_in_batches() -> None:
@@ -54,12 +58,17 @@ def _fill_in_batches() -> None:
         ).all()
         if not rows:
             return
-        spelled = [(row_id, _one_spelling(address)) for row_id, address in rows]
+        # Only where the address is still the one read: an erasure, retention or edit by a process of the
+        # version before, committed since, is not undone.
         connection.execute(
             sa.update(comments)
-            .where(comments.c.id == sa.bindparam("row_id"))
+            .where(comments.c.id == sa.bindparam("row_id"), comments.c.author_ip == sa.bindparam("read"))
             .values(author_ip=sa.bindparam("ip"), author_network=sa.bindparam("network")),
-            [{"row_id": row_id, "ip": ip, "network": _network(ip)} for row_id, ip in spelled],
+            [
+                {"row_id": row_id, "read": address, "ip": spelled, "network": _network(spelled)}
+                for row_id, address in rows
+                for spelled in [_one_spelling(address)]
+            ],
         )
         after = rows[-1][0]
 
@@ -67,11 +76,14 @@ def _fill_in_batches() -> None:
 def downgrade() -> None:
     concurrently = op.get_bind().dialect.name == "postgresql"
     if not concurrently:
+        op.drop_index(OUT_OF_STEP, table_name="comments", if_exists=True)
         op.drop_index(INDEX, table_name="comments", if_exists=True)
-        op.drop_column("comments", "author_network")
+        with op.batch_alter_table("comments", schema=None) as batch_op:  # SQLite before 3.35 has no DROP COLUMN
+            batch_op.drop_column("author_network")
         return
     with op.get_context().autocommit_block():
-        op.drop_index(INDEX, table_name="comments", postgresql_concurrently=True, if_exists=True)
+        for name in (OUT_OF_STEP, INDEX):
+            op.drop_index(name, table_name="comments", postgresql_concurrently=True, if_exists=True)
     op.drop_column("comments", "author_network")
 
 
