@@ -224,7 +224,8 @@ class QueuePage:
     pages: int
 
 
-def queue_page(session: Session, filters: Filters) -> QueuePage:
+def _listed(filters: Filters) -> tuple[Select[Any], Any]:
+    """The comments a queue page lists, with their current decisions, in no order; and that decision's alias."""
     current = aliased(Decision)
     query: Select[Any] = (
         select(Comment, current)  # type: ignore[assignment]
@@ -236,7 +237,17 @@ def queue_page(session: Session, filters: Filters) -> QueuePage:
         query = query.where(Comment.status == status)
     else:  # a comment the site deleted is in no queue, "all" included
         query = query.where(Comment.status != CommentStatus.DELETED)
-    query = _filtered(query, filters, current)
+    return _filtered(query, filters, current), current
+
+
+def is_listed(session: Session, filters: Filters, comment_id: int) -> bool:
+    """Whether the queue page of ``filters`` lists the comment (after an action, it may have left it)."""
+    query, _current = _listed(filters)
+    return session.scalar(select(func.count()).select_from(query.where(Comment.id == comment_id).subquery())) == 1
+
+
+def queue_page(session: Session, filters: Filters) -> QueuePage:
+    query, current = _listed(filters)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     if filters.sort == "risk":
         risk: Any = func.coalesce(func.greatest(current.spam_score, current.advice_score), 0.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from flask import abort, flash, jsonify, redirect, render_template, request, url_for
@@ -22,6 +23,7 @@ from dashboard.queries import (
     audit_trail,
     comment_context,
     decision_lines,
+    is_listed,
     model_lines,
     parents_of,
     queue_counts,
@@ -112,8 +114,11 @@ def comment(comment_id: int) -> ResponseReturnValue:
 def queue_to_return_to(target: str | None) -> str:
     """The queue page a comment was opened from, with its filters and page number, else the held queue."""
     queue = url_for("dashboard.queue")
-    if target and urlsplit(target).path == queue and safe_next(target) == target:
-        return target
+    try:
+        if target and urlsplit(target).path == queue and safe_next(target) == target:
+            return target
+    except ValueError:  # "//[": not a URL
+        pass
     return queue
 
 
@@ -175,19 +180,31 @@ def act_on_comment(comment_id: int) -> ResponseReturnValue:
     )
     if wants_json():
         code = 200 if outcome.ok else 409 if outcome.conflict else 400
-        return jsonify({**outcome.__dict__, "counts": tab_counts_of(form.get("back", ""))}), code
+        return jsonify({**outcome.__dict__, **_page_after(form.get("back", ""), outcome)}), code
     flash(outcome.message, "info" if outcome.ok else "error")
     return redirect(_back(url_for("dashboard.comment", comment_id=comment_id)))
 
 
-def tab_counts_of(page: str) -> dict[str, int] | None:
-    """The queue tabs' counts as the queue page an action was sent from shows them, with its filters, now:
-    where the comment went may not match them (a moderator's decision has no model reasons), so the page
-    cannot tell by adding one. None for a page without the tabs."""
-    sent_from = urlsplit(page)
-    if request.script_root + sent_from.path != url_for("dashboard.queue"):  # `back` is request.full_path
+def _page_after(page: str, outcome: Outcome) -> dict[str, Any]:
+    """For a queue page with filters that an action was sent from: its tabs' counts now, and whether it still
+    lists the comment. Where the comment went may not match the filters (a moderator's decision has no model
+    reasons), so the page cannot tell by adding one. Nothing for other pages: adding one is then exact."""
+    filters = _filters_of(page)
+    if filters is None or not filters.narrowed or not outcome.ok:
+        return {}
+    session = db()
+    return {"counts": queue_counts(session, filters), "listed": is_listed(session, filters, outcome.comment_id)}
+
+
+def _filters_of(page: str) -> Filters | None:
+    """The filters of ``page`` (an action's ``back``: request.full_path) if it is the queue, else None."""
+    try:
+        sent_from = urlsplit(page)
+    except ValueError:  # "//[": not a URL, so not the queue's
         return None
-    return queue_counts(db(), Filters.from_args(MultiDict(parse_qsl(sent_from.query, keep_blank_values=True))))
+    if request.script_root + sent_from.path != url_for("dashboard.queue"):
+        return None
+    return Filters.from_args(MultiDict(parse_qsl(sent_from.query, keep_blank_values=True)))
 
 
 @bp.post("/bulk")

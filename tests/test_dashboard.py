@@ -735,15 +735,29 @@ def test_an_action_answers_the_tab_counts_of_the_queue_page_it_was_sent_from(
     """The page added one to the tab of the comment's new status, which a filter may not match: under "Medical
     advice" the approved tab grew, though the moderator's approval has no model reason and the tab, reloaded,
     did not count it."""
-    queue = "/dashboard/queue?queue=held&reason=medical_advice"
+    queue = "/dashboard/queue?queue=all&reason=medical_advice"
     comment_id, decision_id = held[0]
     answer = act(moderator_client, comment_id, "approve", decision_id, back=queue).get_json()
-    shown = dict(re.findall(r'data-count="(\w+)">(\d+)<', _page(moderator_client, queue)))
+    page = _page(moderator_client, queue)
+    shown = dict(re.findall(r'data-count="(\w+)">(\d+)<', page))
     assert answer["counts"] == {name: int(count) for name, count in shown.items()}
     assert (answer["counts"]["held"], answer["counts"]["approved"]) == (2, 0)
+    # Nor does the "all" tab list it under this filter any more, which the page cannot tell by itself.
+    assert answer["listed"] is False and f'data-comment-id="{comment_id}"' not in page
     comment_id, decision_id = held[1]
-    answer = act(moderator_client, comment_id, "approve", decision_id, back=f"/dashboard/comments/{comment_id}")
-    assert answer.get_json()["counts"] is None  # a comment's page has no tabs
+    answer = act(moderator_client, comment_id, "reject", decision_id, reason="medical_advice", back=queue)
+    assert answer.get_json()["listed"] is True
+    comment_id, decision_id = held[2]
+    for page_without_filters in (f"/dashboard/comments/{comment_id}", "/dashboard/queue?queue=held", "//["):
+        answer = act(moderator_client, comment_id, "approve", decision_id, back=page_without_filters)
+        assert answer.status_code in (200, 409) and "counts" not in answer.get_json()  # adding one is exact there
+
+
+def test_a_comment_page_opened_with_a_queue_that_is_no_url_links_to_the_held_queue(
+    moderator_client: FlaskClient, held: list[tuple[int, int]]
+) -> None:
+    comment_page = _page(moderator_client, f"/dashboard/comments/{held[0][0]}?queue={quote('//[', safe='')}")
+    assert f'href="/dashboard/queue#c{held[0][0]}" id="back-to-queue"' in comment_page
 
 
 def test_second_moderator_is_told_and_nothing_is_overwritten(

@@ -295,12 +295,14 @@ async function submitAction(form) {
   if (item === rejecting) cancelReject();
   sayWithUndo(done);
   const queueName = new URLSearchParams(window.location.search).get("queue") || "held";
+  // With filters the server says whether the page still lists the comment; else it leaves every queue but "all".
+  const leaves = typeof data.listed === "boolean" ? !data.listed : queueName !== "all";
   if (data.counts) setCounts(data.counts);
-  if (queueName !== "all") {
-    if (!data.counts) {
-      bumpCount(queueName, -1);
-      bumpCount(data.status, +1);
-    }
+  else if (queueName !== "all") {
+    bumpCount(queueName, -1);
+    bumpCount(data.status, +1);
+  }
+  if (leaves) {
     // Keep the comment the moderator is looking at current (they may have moved on while this was saved).
     if (items().indexOf(item) < current) current -= 1;
     item.remove();

@@ -240,6 +240,13 @@ def test_the_tabs_count_what_the_filters_match_after_an_action(
     expect(page.locator('[data-count="held"]')).to_have_text("2")
     expect(page.locator('[data-count="approved"]')).to_have_text("0")
     expect(page.locator('[data-count="all"]')).to_have_text("2")
+    # The "all" tab keeps an approved comment in place, but not under a filter it no longer matches.
+    page.goto(f"{web}/dashboard/queue?queue=all&reason=medical_advice")
+    keys_ready(page)
+    page.keyboard.press("a")
+    expect(page.locator("#items .item")).to_have_count(1)
+    expect(page.locator("#total")).to_have_text("1 comment")
+    expect(page.locator('[data-count="all"]')).to_have_text("1")
 
 
 def test_no_shortcut_acts_while_a_reject_is_composed_or_the_help_is_open(
