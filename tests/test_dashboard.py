@@ -1288,6 +1288,10 @@ def test_an_admin_pauses_a_sites_callbacks_and_resumes_them(
     failures = _page(admin_client, "/dashboard/admin/callbacks")  # held back is not failed: counted apart
     assert "2 more held back for paused sites" in failures and f"/dashboard/admin/callbacks/{ids[0]}/" not in failures
 
+    # Paused without an address (as `sites pause` allows), the page says how to resume rather than offer nothing.
+    with sessions.begin() as session:
+        session.get_one(Site, site_row).callback_url = None
+    assert "Save a callback URL (left) to resume them." in _page(admin_client, "/dashboard/admin/sites")
     # A new address does not end the pause (it would end a 410's: that was about the old address).
     page = _post_site(admin_client, site_row, "callback", callback_url="http://127.0.0.1:9/new-callback")
     assert "its callbacks stay paused until resumed" in page
