@@ -206,15 +206,18 @@ def _sent_values(args: Any) -> dict[str, float]:
     for name in THRESHOLD_NAMES:
         if name not in args or args.get(f"follow_{name}") == "1":
             continue
+        shown = str(args[name])[:40]  # echoed into the page and the flash cookie: not at any length
         try:
             value = float(args[name])
         except ValueError:
-            problems.append(f"{name} must be a number between 0 and 1")
+            problems.append(f"{name} must be a number between 0 and 1, got {shown}")
             continue
         if not 0 <= value <= 1:  # also refuses nan
-            problems.append(f"{name} must be between 0 and 1, got {args[name]}")
+            problems.append(f"{name} must be between 0 and 1, got {shown}")
             continue
         sent[name] = value
+    if sent.get("spam_hold", 0.0) > sent.get("spam_reject", 1.0):  # said with the others, not on the next try
+        problems.append("spam_hold must not be above spam_reject")
     if problems:
         raise ValueError("; ".join(problems))
     return sent

@@ -302,9 +302,16 @@ def test_every_bad_value_sent_is_named_at_once(
     answer = preview(admin_client, sites["edited"], "spam_reject=abc&spam_hold=5&advice_hold=nan")
     assert answer.status_code == 400
     error = answer.get_json()["error"]
-    for label in ("“Reject as spam” must be a number", "“Hold as possible spam” must be between 0 and 1, got 5"):
+    for label in (
+        "“Reject as spam” must be a number between 0 and 1, got abc",
+        "“Hold as possible spam” must be between 0 and 1, got 5",
+    ):
         assert label in error
     assert "“Hold as medical advice” must be between 0 and 1, got nan" in error
+    error = preview(admin_client, sites["edited"], "spam_reject=0.3&spam_hold=0.9&advice_hold=x").get_json()["error"]
+    assert "“Hold as possible spam” must not be above “Reject as spam”" in error and "got x" in error
+    error = preview(admin_client, sites["edited"], f"spam_reject={'9' * 5000}").get_json()["error"]
+    assert len(error) < 200
     token = csrf_token(admin_client, "/dashboard/admin/sites")
     fields = {"csrf_token": token, "spam_reject": "-1", "spam_hold": "0.03", "advice_hold": "2"}
     shown = html.unescape(save(admin_client, sites["edited"], fields))
