@@ -1440,3 +1440,16 @@ def test_matplotlibs_first_font_cache_is_not_logged(tmp_path: Path) -> None:
     )
     assert list(tmp_path.glob("fontlist-*.json")), "matplotlib built no font cache: nothing was tested"
     assert "fontManager" not in done.stderr and "shown" in done.stderr
+
+
+def test_classify_in_a_folder_without_a_database_says_where_to_run_it_not_to_train(tmp_path: Path) -> None:
+    """A new user ran it from another folder: a fresh database was made there, and the advice to train would
+    have trained a second model in the wrong place."""
+    answer = run(tmp_path / "elsewhere", "classify", stdin='{"body": "hello"}\n')
+    assert answer.exit_code == 1
+    assert (
+        "there was no database in" in answer.stderr and "Run this from the folder `make run` runs in" in answer.stderr
+    )
+    assert "moderation train" not in answer.stderr
+    again = run(tmp_path / "elsewhere", "classify", stdin='{"body": "hello"}\n')  # the database is there now
+    assert "no model is active" in again.stderr

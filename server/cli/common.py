@@ -50,10 +50,17 @@ def transaction(ctx: click.Context) -> Iterator[Session]:
 
 
 def active_model(settings: Settings) -> ModerationModel:
+    path = sqlite_file(settings.effective_database_url)
+    new_database = path is not None and not path.exists()
     store = registry.ModelStore(sessions(settings), check_interval=0, model_dir=settings.effective_model_dir)
     try:
         return store.current()
     except registry.RegistryError as error:
+        if new_database:  # run from another folder: training here is not the way out
+            raise click.ClickException(
+                f"no model: there was no database in {path.parent if path else 'VAR_DIR'} until now. Run this "
+                "from the folder `make run` runs in, or set VAR_DIR (or DATABASE_URL) to where its database is"
+            ) from None
         raise click.ClickException(str(error)) from None
 
 
