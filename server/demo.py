@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,10 +32,18 @@ class Demo:
 
 
 def _write_private(path: Path, text: str) -> None:
+    """Readable by the owner only, and whole or not at all: written beside the file, then moved over it (a
+    disk that fills half-way leaves the old file, not an empty one that a next `make run` reads as none)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_text(text + "\n")
+    partial = path.with_name(f".{path.name}.partial")
+    partial.unlink(missing_ok=True)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as stream:
+            stream.write(text + "\n")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def forget_demo_password(var_dir: Path, email: str) -> Path | None:
@@ -43,6 +52,8 @@ def forget_demo_password(var_dir: Path, email: str) -> Path | None:
     `make run` would set a password of its own over the one just chosen."""
     password_file = var_dir / DEMO_ADMIN_FILE
     if email.strip().lower() != DEMO_ADMIN or not password_file.exists():
+        return None
+    if password_file.read_text().strip() == CHANGED_SINCE:  # a second change: the file says so already
         return None
     _write_private(password_file, CHANGED_SINCE)
     return password_file

@@ -1184,6 +1184,8 @@ def test_set_password_of_the_demo_admin_leaves_no_stale_password_in_its_file(
     assert ensure_demo(sessions, tmp_path, "http://127.0.0.1:8001/moderation-callback").admin_password is None
     with sessions.begin() as session:
         assert authenticate(session, first.admin_email, "the operator's own", datetime.now(UTC)) is not None
+    again = runner.invoke(main, ["moderators", "set-password", "admin@example.org"], input="and again!!\n", env=env)
+    assert again.stdout == "password of admin@example.org changed; its open sessions have ended\n"  # said once
 
 
 def test_set_password_says_when_the_demo_file_it_cannot_rewrite_stays_stale(
