@@ -186,11 +186,12 @@ def act_on_comment(comment_id: int) -> ResponseReturnValue:
 
 
 def _page_after(page: str, outcome: Outcome) -> dict[str, Any]:
-    """For a queue page with filters that an action was sent from: its tabs' counts now, and whether it still
-    lists the comment. Where the comment went may not match the filters (a moderator's decision has no model
-    reasons), so the page cannot tell by adding one. Nothing for other pages: adding one is then exact."""
+    """For the queue page an action was sent from, when the page cannot work it out by adding one: its tabs'
+    counts now, and whether it still lists the comment. Under filters, where the comment went may not match
+    them (a moderator's decision has no model reasons); on "all" the page does not know the status it left.
+    Nothing for other pages: a queue of one status without filters takes one off and adds one elsewhere."""
     filters = _filters_of(page)
-    if filters is None or not filters.narrowed or not outcome.ok:
+    if filters is None or not outcome.ok or not (filters.narrowed or filters.queue == "all"):
         return {}
     session = db()
     return {"counts": queue_counts(session, filters), "listed": is_listed(session, filters, outcome.comment_id)}

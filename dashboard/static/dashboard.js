@@ -321,7 +321,10 @@ async function submitAction(form) {
     // A field the moderator went on typing in while this was saved (search, a note) keeps the focus.
     setCurrent(Math.min(current, left.length - 1), { focus: !typingField(document.activeElement) });
   } else {
-    item.querySelector(".badge").textContent = data.status;
+    // Still listed ("all", or a filter it still matches): its buttons and the decision its forms name have
+    // changed, so it is shown anew, the moderator's place kept.
+    reloadSaying(done, data.comment_id);
+    return;
   }
   updateSelected();
 }

@@ -247,6 +247,19 @@ def test_the_tabs_count_what_the_filters_match_after_an_action(
     expect(page.locator("#items .item")).to_have_count(1)
     expect(page.locator("#total")).to_have_text("1 comment")
     expect(page.locator('[data-count="all"]')).to_have_text("1")
+    # Without filters "all" keeps it, shown anew: its tabs counted, its buttons and its decision id as they are now.
+    page.goto(f"{web}/dashboard/queue?queue=all")
+    keys_ready(page)
+    expect(page.locator('[data-count="held"]')).to_have_text("1")
+    page.locator("#items .item .badge.held").click()  # the one left held is made current
+    current = page.locator(".item.current").get_attribute("data-comment-id")
+    page.keyboard.press("a")
+    expect(page.locator("#toast")).to_contain_text(f"#{current} approved")
+    expect(page.locator('[data-count="held"]')).to_have_text("0")
+    expect(page.locator('[data-count="approved"]')).to_have_text("3")
+    expect(page.locator(f"#c{current} .badge")).to_have_text("approved")
+    expect(page.locator(f"#c{current} .approve-form button")).to_be_disabled()
+    expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(current))
 
 
 def test_no_shortcut_acts_while_a_reject_is_composed_or_the_help_is_open(
@@ -294,7 +307,7 @@ def test_typing_in_a_note_clicked_with_the_mouse_stays_in_the_note(
     second.locator('input[name="reason"][value="other"]').check()
     second.locator(".note").click()
     page.keyboard.press("Enter")  # refused: "other" needs a note; the focus stays in the note
-    expect(page.locator("#toast")).to_contain_text("say why in the note")
+    expect(page.locator("#toast")).to_have_text("Say why in the note when the reason is “Other”.")
     expect(second.locator(".note")).to_be_focused()
     page.keyboard.type("dating site bait")
     expect(second.locator(".note")).to_have_value("dating site bait")
