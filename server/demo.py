@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,30 +33,30 @@ class Demo:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Readable by the owner only, and whole or not at all: written beside the file, then moved over it (a
-    disk that fills half-way leaves the old file, not an empty one that a next `make run` reads as none)."""
+    """Readable by the owner only, and whole or not at all: written to a file of its own beside it, then moved
+    over it (a disk that fills half-way leaves the old file, not an empty one a next `make run` reads as none)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.unlink(missing_ok=True)
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    descriptor, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
     try:
         with os.fdopen(descriptor, "w") as stream:
             stream.write(text + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
         os.replace(partial, path)
     finally:
-        partial.unlink(missing_ok=True)
+        Path(partial).unlink(missing_ok=True)
 
 
 def forget_demo_password(var_dir: Path, email: str) -> Path | None:
-    """After a new password for ``email``: the demo's password file, if it named that account's old one, now
-    says it was changed (the file it rewrote, else None). The note, not deletion: with no file, the next
-    `make run` would set a password of its own over the one just chosen."""
+    """After a new password for ``email``: if it is the demo admin's, the demo's password file now says it was
+    changed (the file written, else None). The note, not deletion: with no file, the next `make run` would set
+    a password of its own over the one just chosen."""
     password_file = var_dir / DEMO_ADMIN_FILE
-    if email.strip().lower() != DEMO_ADMIN or not password_file.exists():
+    if email.strip().lower() != DEMO_ADMIN:
         return None
-    if password_file.read_text().strip() == CHANGED_SINCE:  # a second change: the file says so already
+    if password_file.exists() and password_file.read_text().strip() == CHANGED_SINCE:  # it says so already
         return None
-    _write_private(password_file, CHANGED_SINCE)
+    _write_private(password_file, CHANGED_SINCE)  # also where there was none: the next `make run` keeps it
     return password_file
 
 

@@ -1186,6 +1186,10 @@ def test_set_password_of_the_demo_admin_leaves_no_stale_password_in_its_file(
         assert authenticate(session, first.admin_email, "the operator's own", datetime.now(UTC)) is not None
     again = runner.invoke(main, ["moderators", "set-password", "admin@example.org"], input="and again!!\n", env=env)
     assert again.stdout == "password of admin@example.org changed; its open sessions have ended\n"  # said once
+    password_file.unlink()  # deleted, as README says a new password can be had: a chosen one must not be lost
+    chosen = runner.invoke(main, ["moderators", "set-password", "admin@example.org"], input="my own choice\n", env=env)
+    assert password_file.read_text() == f"{CHANGED_SINCE}\n" and "no longer holds a password" in chosen.stdout
+    assert ensure_demo(sessions, tmp_path, "http://127.0.0.1:8001/moderation-callback").admin_password is None
 
 
 def test_set_password_says_when_the_demo_file_it_cannot_rewrite_stays_stale(
@@ -1293,7 +1297,7 @@ def test_an_admin_pauses_a_sites_callbacks_and_resumes_them(
     # Paused without an address (as `sites pause` allows), the page says how to resume rather than offer nothing.
     with sessions.begin() as session:
         session.get_one(Site, site_row).callback_url = None
-    assert "Save a callback URL (left) to resume them." in _page(admin_client, "/dashboard/admin/sites")
+    assert "Save a callback URL (left); then they can be resumed here." in _page(admin_client, "/dashboard/admin/sites")
     # A new address does not end the pause (it would end a 410's: that was about the old address).
     page = _post_site(admin_client, site_row, "callback", callback_url="http://127.0.0.1:9/new-callback")
     assert "its callbacks stay paused until resumed" in page

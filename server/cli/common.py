@@ -56,10 +56,11 @@ def active_model(settings: Settings) -> ModerationModel:
     try:
         return store.current()
     except registry.RegistryError as error:
-        if new_database:  # run from another folder: training here is not the way out
+        if new_database:  # perhaps run from another folder, where training would be the wrong way out
             raise click.ClickException(
-                f"no model: there was no database in {path.parent if path else 'VAR_DIR'} until now. Run this "
-                "from the folder `make run` runs in, or set VAR_DIR (or DATABASE_URL) to where its database is"
+                f"no model: there was no database in {path.parent if path else 'VAR_DIR'} until now. If the "
+                "service runs from another folder, run this there or set VAR_DIR (or DATABASE_URL) to its "
+                "database; if this is its folder, `make run` (or `moderation train`) trains one"
             ) from None
         raise click.ClickException(str(error)) from None
 
