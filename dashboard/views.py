@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from flask import abort, flash, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -113,13 +113,18 @@ def comment(comment_id: int) -> ResponseReturnValue:
 
 def queue_to_return_to(target: str | None) -> str:
     """The queue page a comment was opened from, with its filters and page number, else the held queue."""
-    queue = url_for("dashboard.queue")
+    if target and _queue_page(target) is not None and safe_next(target) == target:
+        return target
+    return url_for("dashboard.queue")
+
+
+def _queue_page(page: str) -> SplitResult | None:
+    """``page`` (a request.full_path the dashboard wrote, in a form or a link) split, if it is the queue's."""
     try:
-        if target and urlsplit(target).path == queue and safe_next(target) == target:
-            return target
-    except ValueError:  # "//[": not a URL
-        pass
-    return queue
+        split = urlsplit(page)
+    except ValueError:  # "//[": not a URL, so not the queue's
+        return None
+    return split if request.script_root + split.path == url_for("dashboard.queue") else None
 
 
 @dataclass
@@ -198,12 +203,9 @@ def _page_after(page: str, outcome: Outcome) -> dict[str, Any]:
 
 
 def _filters_of(page: str) -> Filters | None:
-    """The filters of ``page`` (an action's ``back``: request.full_path) if it is the queue, else None."""
-    try:
-        sent_from = urlsplit(page)
-    except ValueError:  # "//[": not a URL, so not the queue's
-        return None
-    if request.script_root + sent_from.path != url_for("dashboard.queue"):
+    """The filters of ``page`` (an action's ``back``) if it is the queue, else None."""
+    sent_from = _queue_page(page)
+    if sent_from is None:
         return None
     return Filters.from_args(MultiDict(parse_qsl(sent_from.query, keep_blank_values=True)))
 
