@@ -34,18 +34,22 @@ function drawCurves(curves, proposed) {
   const canvas = document.getElementById("chart-pr");
   const missing = document.getElementById("pr-unavailable");
   if (!curves || !window.Chart) { missing.hidden = false; canvas.hidden = true; return; }
-  const marks = [
-    ["spam", proposed.spam_hold, "#c0392b"],
-    ["medical_advice", proposed.advice_hold, "#3366cc"],
+  // Each curve with the lines drawn on it: spam's hold (a dot) and reject (a triangle), advice's hold.
+  const curvesAndLines = [
+    ["spam", "#c0392b", [["hold", proposed.spam_hold, "circle"], ["reject", proposed.spam_reject, "triangle"]]],
+    ["medical_advice", "#3366cc", [["hold", proposed.advice_hold, "circle"]]],
   ];
   const datasets = [];
-  for (const [label, threshold, color] of marks) {
+  for (const [label, color, lines] of curvesAndLines) {
     const points = curves[label] || [];
-    datasets.push({ label: `${label.replace("_", " ")} PR`, data: points.map((p) => ({ x: p.recall, y: p.precision })),
+    const name = label.replace("_", " ");
+    datasets.push({ label: `${name} PR`, data: points.map((p) => ({ x: p.recall, y: p.precision })),
       borderColor: color, showLine: true, pointRadius: 0 });
-    const point = nearest(points, threshold);
-    if (point) datasets.push({ label: `${label.replace("_", " ")} at ${threshold.toFixed(2)}`,
-      data: [{ x: point.recall, y: point.precision }], backgroundColor: color, pointRadius: 7 });
+    for (const [line, threshold, pointStyle] of lines) {
+      const point = nearest(points, threshold);
+      if (point) datasets.push({ label: `${name} ${line} at ${threshold.toFixed(2)}`, pointStyle,
+        data: [{ x: point.recall, y: point.precision }], backgroundColor: color, pointRadius: 7 });
+    }
   }
   if (chart) { chart.data.datasets = datasets; chart.update(); return; }
   chart = new Chart(canvas, {

@@ -8,6 +8,7 @@ axe-playwright-python, so the audit runs offline.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -241,3 +242,33 @@ def test_no_serious_or_critical_accessibility_violations(
     if others:
         print(f"{name}: moderate or minor violations left:\n{report(others)}")
     assert not blocking, f"{name} ({page.url}) has serious or critical accessibility violations:\n{report(blocking)}"
+
+
+def test_the_pr_chart_marks_the_reject_line_beside_the_hold_lines(pages: dict[str, Page], seeded: Seeded) -> None:
+    """Moving "Reject as spam" moved no mark: the chart showed only the two hold lines. (Here, where the active
+    model's card holds evaluation scores to draw the curves from.)"""
+    page = pages["admin"]
+    page.goto(f"{seeded.base}/dashboard/admin/sites/{seeded.site_id}/thresholds")
+
+    def marks_once_drawn(expected: str) -> list[str]:
+        """The chart's marks once one is ``expected`` (the page's CSP refuses wait_for_function's string eval)."""
+        deadline = time.monotonic() + 10
+        while True:
+            labels: list[str] = page.evaluate(
+                "() => window.Chart?.getChart(document.getElementById('chart-pr'))?.data.datasets"
+                ".map((d) => d.label) ?? []"
+            )
+            if expected in labels or time.monotonic() > deadline:
+                return labels
+            page.wait_for_timeout(100)
+
+    assert "spam reject at 0.80" in marks_once_drawn("spam reject at 0.80")  # the model's, drawn on opening
+    page.locator('#threshold-form input[name="spam_reject"]').fill("0.9")
+    labels = marks_once_drawn("spam reject at 0.90")
+    assert [label for label in labels if " at " in label] == [
+        "spam hold at 0.20",
+        "spam reject at 0.90",
+        "medical advice hold at 0.40",
+    ]
+    page.locator('#threshold-form input[name="spam_reject"]').fill("0.5")
+    assert "spam reject at 0.50" in marks_once_drawn("spam reject at 0.50")
