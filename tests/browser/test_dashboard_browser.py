@@ -323,7 +323,10 @@ def wait_for_request(page: Page, held: list[Route], failure: str, seconds: float
     300 s timeout of the whole test."""
     deadline = time.monotonic() + seconds
     while not held:
-        assert time.monotonic() < deadline, failure
+        if time.monotonic() >= deadline:  # what the page said, and where it was, tell a lost key from a refused one
+            toast = page.locator("#toast").text_content() or ""
+            current = page.locator(".item.current").get_attribute("data-comment-id")
+            raise AssertionError(f"{failure} (toast: {toast.strip()!r}; current: #{current})")
         page.wait_for_timeout(50)
 
 
@@ -577,6 +580,8 @@ def test_a_field_typed_in_while_an_action_is_saved_keeps_the_focus(
     # The first comment is current and has the focus once dashboard.js has run: a key before that is lost
     # (seen once on a loaded machine: the loop below then waited for a request that never came).
     expect(page.locator("#items .item").first).to_be_focused()
+    # And in view: `a` on a comment out of view only shows it (seen twice on a loaded machine, then no request).
+    expect(page.locator("#items .item.current .item-head")).to_be_in_viewport()
     waiting: list[Route] = []
     page.route("**/act", lambda route: waiting.append(route))
     page.keyboard.press("a")
