@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.utils import murmurhash3_32
 
-from moderation.features import CommentText, prepare_many
+from moderation.features import AUTHOR_MARK, MARKERS_MARK, NAME_WORD_PREFIX, CommentText, prepare_many
 
 LABELS = ("spam", "medical_advice")
 
@@ -237,18 +237,29 @@ def _explained(
     columns, owners = fast.word_columns(words)
     found = np.minimum(np.searchsorted(indices, columns), max(len(indices) - 1, 0))
     present = (indices[found] == columns) if len(indices) else np.zeros(len(columns), dtype=bool)
+    names = _names_shown(words, prepared)
     explained = {}
     for label in LABELS:
         contribution = np.where(present, data[found] * fast.weights[label][columns], 0.0)
         per_word = np.bincount(owners, weights=contribution, minlength=len(words))
-        explained[label] = _top_words(words, per_word, top)
+        explained[label] = _top_words(names, per_word, top)
     return explained
 
 
-def _top_words(words: list[str], per_word: np.ndarray, top: int) -> list[dict[str, Any]]:
+def _names_shown(words: list[str], prepared: str) -> list[str]:
+    """Each word's reader-facing name. A word only in the author's name says so ("name: bob"): a moderator
+    reading "bob" among the words that drove a score looks for it in the text and does not find it. A word
+    in both is one feature to the models (the same hashed columns), so it is shown as the text's."""
+    # from the end: the markers are the service's own tokens, while a body may spell "zzauthor" itself
+    text = prepared.rpartition(f" {MARKERS_MARK} ")[0]
+    body, _, author = text.rpartition(f" {AUTHOR_MARK} ")
+    only_in_name = set(WORD_RE.findall(author)) - set(WORD_RE.findall(body))
+    return [f"{NAME_WORD_PREFIX}{word}" if word in only_in_name else _display_name(word) for word in words]
+
+
+def _top_words(names: list[str], per_word: np.ndarray, top: int) -> list[dict[str, Any]]:
     merged: dict[str, float] = {}
-    for word, weight in zip(words, per_word, strict=True):
-        name = _display_name(word)
+    for name, weight in zip(names, per_word, strict=True):
         if weight > 0 and name:
             merged[name] = merged.get(name, 0.0) + float(weight)
     best = sorted(merged.items(), key=lambda item: -item[1])[:top]

@@ -117,6 +117,10 @@ FREQUENCY_RE = re.compile(
 )
 # A word every FREQUENCY_RE match contains (see _may_contain).
 FREQUENCY_WORDS = ("every", "day", "daily", "night", "bed")
+# Where the author's name and the marker tokens start in the prepared text
+AUTHOR_MARK = "zzauthor"
+MARKERS_MARK = "zzmarkers"
+NAME_WORD_PREFIX = "name: "  # how explanations show a word found only in the author's name
 HTML_TAG_RE = re.compile(r"<[^>]{1,200}>")
 # Unicode's default-ignorable code points (DerivedCoreProperties.txt): drawn as nothing, so a zero-width space or
 # a soft hyphen between the letters of "viagra" changes every n-gram, list match and fingerprint while readers
@@ -390,7 +394,7 @@ def prepare(comment: CommentText) -> str:
     text = normalize(raw)
     author = normalize(comment.author)
     markers = " ".join(_marker_tokens(comment, raw))
-    return f"{text} zzauthor {author} zzmarkers {markers}"
+    return f"{text} {AUTHOR_MARK} {author} {MARKERS_MARK} {markers}"
 
 
 def _without_invisible(comment: CommentText) -> CommentText:

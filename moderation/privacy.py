@@ -45,6 +45,7 @@ from models.entities import (
     TrainingLabel,
     author_network,
 )
+from moderation.features import NAME_WORD_PREFIX
 from moderation.intake import body_fingerprint
 from moderation.lists import BLOCKED_AUTHOR
 
@@ -274,6 +275,8 @@ def _scrub_explanation(explanation: dict[str, Any], tokens: set[str], pattern: r
 
 
 def _is_personal(feature: str, tokens: set[str], pattern: re.Pattern[str]) -> bool:
+    if feature.startswith(NAME_WORD_PREFIX):  # from the name whatever its length ("Al" is under MIN_TOKEN)
+        return True
     words = set(re.findall(r"\w+", feature.casefold()))
     return bool(words & tokens) or pattern.search(feature) is not None
 

@@ -64,8 +64,7 @@ def reference_explanation(model: classifier.ModerationModel, comment: CommentTex
     for label in LABELS:
         per_word = membership @ (row * model._coefficients(label))
         merged: dict[str, float] = {}
-        for word, weight in zip(words, per_word, strict=True):
-            name = classifier._display_name(word)
+        for name, weight in zip(classifier._names_shown(words, prepared), per_word, strict=True):
             if weight > 0 and name:
                 merged[name] = merged.get(name, 0.0) + float(weight)
         result[label] = merged
@@ -111,6 +110,18 @@ def test_explanations_name_words_of_the_comment(trained_model: TrainedModel) -> 
         | {name for _, name in classifier.MARKER_PREFIXES}
     )
     assert words <= vocabulary | {"800mg", "6", "pillz", "xyz"}
+
+
+def test_a_word_found_only_in_the_authors_name_is_named_as_the_names(trained_model: TrainedModel) -> None:
+    """A moderator reading "pharmacy" among the words that drove a score looks for it in the text: a word only
+    in the name says where it is; one in both the name and the text is the text's (one feature to the model)."""
+    comment = CommentText(body="Thanks Bob, great article", author="Bob Cheap Pharmacy")
+    explained = trained_model.model.explain(comment, top=20)
+    words = {item["feature"] for items in explained.values() for item in items}
+    assert "name: pharmacy" in words and "name: cheap" in words, explained
+    assert not words & {"pharmacy", "cheap", "name: bob", "name: thanks"}, explained
+    spelled = trained_model.model.explain(CommentText(body="cheap zzauthor pharmacy pills"), top=20)
+    assert not [item for items in spelled.values() for item in items if item["feature"].startswith("name: ")]
 
 
 @pytest.mark.parametrize(

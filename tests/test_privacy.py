@@ -292,6 +292,30 @@ def test_erasure_rewrites_the_authors_reasons_but_not_outcomes_that_look_like_th
     assert personal_values_left(engine, [author["email"]]) == []
 
 
+def test_erasure_drops_the_explaining_words_of_a_name_too_short_to_search_for(
+    client: FlaskClient, secrets: dict[str, str], engine: Engine, active_model: TrainedModel
+) -> None:
+    """The pieces of "Al Ng" are too short to strip from text one by one ("al" is in many words), but an
+    explanation marks the words found only in the name ("name: al"), and those go whatever their length; the
+    text's own words stay."""
+    author = {**OTHER_AUTHOR, "name": "Al Ng", "email": "alng@erase-me.example"}
+    comment_id = send(client, secrets[SITE], event("comment.created", "p-al", ORDINARY, author))["id"]
+    decide(engine, active_model, comment_id)
+    decision_id = current_decision_id(engine, comment_id)
+    from_the_text = {"feature": "massage", "weight": 0.4}
+    with make_session_factory(engine).begin() as session:
+        session.get_one(Decision, decision_id).explanation = {
+            "spam": [{"feature": "name: al", "weight": 0.9}, from_the_text],
+            "medical_advice": [],
+        }
+
+    assert erase_via_api(client, secrets[SITE], SITE, author["email"]).get_json()["comments_erased"] == 1
+
+    with engine.connect() as connection:
+        explanation = connection.scalar(select(Decision.explanation).where(Decision.id == decision_id))
+    assert explanation == {"spam": [from_the_text], "medical_advice": []}
+
+
 def test_erasure_matches_non_ascii_capitals_and_removes_the_sites_list_entries_of_the_email_only(
     client: FlaskClient, secrets: dict[str, str], engine: Engine
 ) -> None:
