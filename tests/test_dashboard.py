@@ -760,6 +760,34 @@ def test_a_comment_page_opened_with_a_queue_that_is_no_url_links_to_the_held_que
     assert f'href="/dashboard/queue#c{held[0][0]}" id="back-to-queue"' in comment_page
 
 
+def test_the_words_that_drove_a_score_are_shown_under_its_name_and_only_for_a_score_that_counted(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    """A new user saw spam words beside a 0.00 spam score, and which word belonged to which score was told only
+    in a tooltip."""
+    explanation = {
+        "spam": [{"feature": "pillz", "weight": 1.5}],
+        "medical_advice": [{"feature": "ibuprofen", "weight": 2.0}, {"feature": "name: jan", "weight": 0.3}],
+    }
+    with sessions.begin() as session:
+        site = session.get_one(Site, site_row)
+        ids = {}
+        for name, spam in (("quiet", 0.001), ("loud", 0.97)):
+            comment_id, decision_id = held_comment(session, site, f"c-{name}", spam=spam, advice=0.93)
+            session.get_one(Decision, decision_id).explanation = explanation
+            ids[name] = comment_id
+
+    def driver_groups(comment_id: int) -> dict[str, list[str]]:
+        page = _page(moderator_client, f"/dashboard/comments/{comment_id}")
+        groups = re.findall(
+            r'<span class="driver-label">([^<]*):</span>(.*?)</span>\s*(?=<span class="driver-group"|</p>)', page, re.S
+        )
+        return {label: re.findall(r'<span class="driver [^"]*"[^>]*>([^<]*)</span>', chips) for label, chips in groups}
+
+    assert driver_groups(ids["quiet"]) == {"Medical advice": ["ibuprofen", "name: jan"]}
+    assert driver_groups(ids["loud"]) == {"Spam": ["pillz"], "Medical advice": ["ibuprofen", "name: jan"]}
+
+
 def test_second_moderator_is_told_and_nothing_is_overwritten(
     app: Flask,
     moderator_client: FlaskClient,

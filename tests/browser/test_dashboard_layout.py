@@ -47,7 +47,7 @@ def seed_long_text(engine: Engine, site_id: int) -> int:
         session.get(Comment, comment_id).article_url = LONG_URL
         # a word with no place to break, among the words that drove the score (it widened every page's queue)
         decision = session.get_one(Decision, decision_id)
-        decision.explanation = {"spam": [{"feature": LONG_WORD, "weight": 2.0}], "medical_advice": []}
+        decision.explanation = {"spam": [], "medical_advice": [{"feature": LONG_WORD, "weight": 2.0}]}
         site.callback_url = LONG_URL
         add_moderator(session, LONG_EMAIL)
         add_entry(session, "block", "author", LONG_EMAIL, None, None, datetime.now(UTC))
