@@ -28,7 +28,7 @@ MARKER_NAMES = {
     "zzphone": "phone number",
     "zzmoney": "money",
     "zzdose": "dose",
-    "zzfrequency": "dosing schedule",
+    "zzfrequency": "how often (a day, daily, at night)",
     "zzauthorurl": "author website",
     "zzauthordigits": "digits in author name",
     "zzauthornonascii": "unusual author name",

@@ -112,6 +112,15 @@ def test_explanations_name_words_of_the_comment(trained_model: TrainedModel) -> 
     assert words <= vocabulary | {"800mg", "6", "pillz", "xyz"}
 
 
+def test_an_explanation_does_not_call_hours_at_a_desk_a_dosing_schedule(trained_model: TrainedModel) -> None:
+    """ "10 hours a day" gives the same marker as "twice a day"; named after doses, it read as if the model had
+    seen one in a comment about sitting."""
+    explained = trained_model.model.explain(CommentText(body="I sit at a desk 10 hours a day and my back aches"), 20)
+    features = [item["feature"] for items in explained.values() for item in items]
+    assert "how often (a day, daily, at night)" in features, features
+    assert not [feature for feature in features if "dos" in feature], features
+
+
 def test_a_word_found_only_in_the_authors_name_is_named_as_the_names(trained_model: TrainedModel) -> None:
     """A moderator reading "pharmacy" among the words that drove a score looks for it in the text: a word only
     in the name says where it is; one in both the name and the text is the text's (one feature to the model)."""
