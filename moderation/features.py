@@ -281,18 +281,32 @@ def _other_script_letters(text: str) -> tuple[int, int]:
     return other, letters
 
 
+# Endings reserved for examples (RFC 2606): a made-up address stands in for a real one, whose commonest ending
+# is ".com". Read as their own ending they taught the models that ".example" is spam (nearly every made-up shop
+# in the training comments has one, a reader's blog next to none), and a reader's "myblog.example" was rejected.
+RESERVED_ENDINGS = frozenset({"example", "test", "invalid", "localhost"})
+STAND_IN_ENDING = "com"
+
+
+def link_ending(domain: str) -> str:
+    """The ending the models read for a linked domain: its last label, or ``none`` for a bare name."""
+    ending = domain.rsplit(".", 1)[-1] if "." in domain else "none"
+    return STAND_IN_ENDING if ending in RESERVED_ENDINGS else ending
+
+
 def _marker_tokens(comment: CommentText, raw: str) -> list[str]:
     tokens: list[str] = []
     urls = find_urls(raw)
     for url in urls:
         domain = url_domain(url)
-        tld = domain.rsplit(".", 1)[-1] if "." in domain else "none"
-        tokens += ["zzurl", f"zztld{tld}", f"zzdomain{domain.replace('.', 'dot').replace('-', '')}"]
+        tokens += ["zzurl", f"zztld{link_ending(domain)}", f"zzdomain{domain.replace('.', 'dot').replace('-', '')}"]
     if urls:
         tokens.append(f"zzlinks{min(len(urls), 3)}")
     if comment.url.strip():
         author_domain = url_domain(comment.url.strip())
-        tokens += ["zzauthorurl", f"zzauthortld{author_domain.rsplit('.', 1)[-1]}"]
+        author_ending = author_domain.rsplit(".", 1)[-1]
+        author_ending = STAND_IN_ENDING if author_ending in RESERVED_ENDINGS else author_ending
+        tokens += ["zzauthorurl", f"zzauthortld{author_ending}"]
     if _has_email(raw):
         tokens.append("zzemail")
     if DIGIT_RE.search(raw):  # phones, money and doses all need a digit; most comments have none
@@ -384,7 +398,7 @@ def _number_tokens(raw: str) -> list[str]:
 # What a model learned from is prepare()'s output, which is code: a model trained on another version's
 # output scores worse. Change this whenever that output changes for any text (tests/test_features.py pins a
 # digest of it); the model card records it, and loading a model made for other features warns.
-FEATURES_VERSION = "2026-12-07.3"
+FEATURES_VERSION = "2026-12-07.4"
 
 
 def prepare(comment: CommentText) -> str:

@@ -258,6 +258,14 @@ def test_prepare_marks_links_with_domain_and_ending() -> None:
     assert tokens[:4] == ["zzurl", "zztldshop", "zzdomaincheaprxdotshop", "zzlinks1"]
 
 
+def test_an_address_reserved_for_examples_is_read_as_a_common_one() -> None:
+    """Nearly every made-up shop in the training comments ends in ".example", a reader's blog next to none: read
+    as its own ending, a reader's "myblog.example" was rejected as spam. It stands in for a real address."""
+    assert {"zztldcom", "zzauthortldcom"} <= set(markers("my write-up: https://jo.example/back", url="https://jo.test"))
+    assert "zztldexample" not in markers("see myblog.example/back and https://shop.example/pills")
+    assert "zztldorg" in markers("the NHS page https://www.nhs.org/back")  # other endings stay as they are
+
+
 def test_prepare_marks_the_author_url_and_name() -> None:
     tokens = markers("nice article", author="Jan1987", url=" https://www.my-clinic.biz/ ")
     assert {"zzauthorurl", "zzauthortldbiz", "zzauthordigits"} <= set(tokens)
@@ -547,8 +555,9 @@ FEATURE_SAMPLES = [
     "<b>Great</b> read &amp; very clear. c.h.e.a.p pills?",
     "👍🙏",
     "Surgery on 12.03.2024 after pain from 2019-2023, and the scan on 2024-03-12 was clear",
+    "I wrote up my sciatica year at https://jo-writes.example/back-pain",
 ]
-PINNED_FEATURES = {"2026-12-07.3": "a5773e6310dc70517e3b30da7685c39c67ead891a7d48e7989c4784b2dffa634"}
+PINNED_FEATURES = {"2026-12-07.4": "3c1c16e84545d4a6495ead39cd2400728e5c43b29f7fab01a83a3056f1e1ac0c"}
 
 
 def test_the_prepared_form_of_the_samples_is_pinned_by_the_features_version() -> None:
