@@ -298,23 +298,51 @@ def pr_curves(card: dict[str, Any]) -> dict[str, list[dict[str, Any]]] | None:
 @bp.get("/admin/sites/<row_id:site_id>/thresholds")
 @admin_required
 def thresholds(site_id: int) -> ResponseReturnValue:
-    site = db().get(Site, site_id) or abort(404)
+    return _thresholds_page(db().get(Site, site_id) or abort(404), request.args)
+
+
+def _echoed(sent: Any, current: Proposal, defaults: Thresholds) -> dict[str, str]:
+    """What each threshold's input shows after the values sent were refused: what the admin sent, bad or not
+    (cut as the error quotes it), so that they can see it and correct it, not the saved values again."""
+    shown = {}
+    for name in THRESHOLD_NAMES:
+        if sent.get(f"follow_{name}") == "1":
+            shown[name] = _shown(getattr(defaults, name))
+        elif name in sent:
+            shown[name] = str(sent[name])[:40]
+        else:
+            shown[name] = _shown(getattr(current.thresholds, name))
+    return shown
+
+
+def _thresholds_page(site: Site, sent: Any, refused: ValueError | None = None) -> str:
+    """The page for the values ``sent`` (a preview's query, or a save's form that ``refused`` names as refused)."""
     row, card = _active_card()
     defaults = Thresholds.of_card(card)
     current = Proposal(_own(site), site_lines(defaults, site))
-    error = None
-    try:
-        proposal = _proposal(request.args, site, defaults)
-    except ValueError as problem:
-        proposal, error = current, threshold_problem(problem)
+    problem = refused
+    proposal: Proposal | None = None
+    if problem is None:
+        try:
+            proposal = _proposal(sent, site, defaults)
+        except ValueError as error:
+            problem = error
+    errors = []
     try:
         defaults.of_site(site)
-    except ValueError as problem:  # the values stored, not those sent: say so first
-        error = (
-            f"This site's stored thresholds cannot be used ({problem}); its comments are held as not_classified. "
+    except ValueError as stored:  # the values stored, not those sent: said first
+        errors.append(
+            f"This site's stored thresholds cannot be used ({stored}); its comments are held as not_classified. "
             f"Save valid values or reset them to the model's, then send those comments back to the classifiers "
             f"with `moderation reclassify --site {site.name}`."
         )
+    if problem is not None:
+        errors.append(("Not saved: " if refused is not None else "") + threshold_problem(problem))
+    shown = (
+        {name: _shown(getattr(proposal.thresholds, name)) for name in THRESHOLD_NAMES}
+        if proposal is not None
+        else _echoed(sent, current, defaults)
+    )
     return render_template(
         "admin/thresholds.html",
         site=site,
@@ -323,13 +351,17 @@ def thresholds(site_id: int) -> ResponseReturnValue:
         defaults=defaults,
         current=current.thresholds,
         own_now=current.own,
-        proposed=proposal.thresholds,
-        own_proposed=proposal.own,
-        error=error,
+        # None when refused: the page then shows what was sent, and no figures as if they were its effect.
+        proposed=proposal.thresholds if proposal is not None else None,
+        own_proposed=proposal.own if proposal is not None else None,
+        shown=shown,
+        sent=sent,
+        errors=errors,
+        refused=problem is not None,
         labels=THRESHOLD_LABELS,
         effect_now=what_if(card, current.thresholds),
-        effect_proposed=what_if(card, proposal.thresholds),
-        previewed="spam_reject" in request.args and error is None,
+        effect_proposed=what_if(card, proposal.thresholds) if proposal is not None else None,
+        previewed="spam_reject" in sent and not errors,
     )
 
 
@@ -367,8 +399,8 @@ def thresholds_save(site_id: int) -> ResponseReturnValue:
     try:
         proposal = _proposal(request.form, site, Thresholds.of_card(_active_card()[1]))
     except ValueError as problem:
-        flash(threshold_problem(problem), "error")
-        return redirect(url_for("dashboard.thresholds", site_id=site_id))
+        # The page again with what was sent (a redirect would show the saved values), nothing stored.
+        return _thresholds_page(site, request.form, refused=problem)
     _store_own(site, proposal.own)
     session.commit()
     flash(f"Thresholds of {site.name} saved; they apply to the next comments decided.", "info")

@@ -29,6 +29,8 @@ from tests.support.dashboard import add_moderator, csrf_token, held_comment, sig
 
 Sessions = sessionmaker[Session]
 
+THRESHOLD_NAMES = ("spam_reject", "spam_hold", "advice_hold")
+
 MODEL_A = {"spam_reject": 0.75, "spam_hold": 0.03, "advice_hold": 0.09}
 MODEL_B = {"spam_reject": 0.8, "spam_hold": 0.2, "advice_hold": 0.4}
 
@@ -93,17 +95,19 @@ def stored(sessions: Sessions, site_id: int) -> tuple[float | None, float | None
 
 
 class SaveFormFields(HTMLParser):
-    """What the browser would post from the page's save form: its hidden inputs and the boxes checked."""
+    """What the browser would post from the page's save form (or another of its forms): its inputs' values
+    (as written in the page, before a browser would clamp a slider's) and the boxes checked."""
 
-    def __init__(self) -> None:
+    def __init__(self, form_id: str = "save-form") -> None:
         super().__init__()
         self.fields: dict[str, str] = {}
+        self._form_id = form_id
         self._inside = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         found = dict(attrs)
         if tag == "form":
-            self._inside = found.get("id") == "save-form"
+            self._inside = found.get("id") == self._form_id
         elif tag == "input" and self._inside and found.get("name"):
             if found.get("type") == "checkbox" and "checked" not in found:
                 return
@@ -124,6 +128,14 @@ def save_form(client: FlaskClient, site_id: int, query: str = "") -> dict[str, s
     parser = SaveFormFields()
     parser.feed(page(client, site_id, query))
     return parser.fields
+
+
+def sliders(page_html: str) -> dict[str, tuple[str, str]]:
+    """Per threshold, the value its slider is given and the text its output shows."""
+    parser = SaveFormFields("threshold-form")
+    parser.feed(page_html)
+    shown = dict(re.findall(r'<output id="(\w+)-out">([^<]*)</output>', page_html))
+    return {name: (parser.fields[name], html.unescape(shown[name])) for name in THRESHOLD_NAMES}
 
 
 def save(client: FlaskClient, site_id: int, fields: dict[str, str]) -> str:
@@ -317,6 +329,42 @@ def test_every_bad_value_sent_is_named_at_once(
     shown = html.unescape(save(admin_client, sites["edited"], fields))
     assert "“Reject as spam” must be between 0 and 1, got -1" in shown
     assert "“Hold as medical advice” must be between 0 and 1, got 2" in shown
+    assert stored(sessions, sites["edited"]) == (None, None, None)
+
+
+def test_values_refused_in_a_preview_stay_in_the_sliders_to_be_corrected(
+    admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
+) -> None:
+    """Previewed without the page's script (the form's own GET), a hold above the reject line was named, and
+    the sliders jumped back to the saved values: the admin had to find and set again what they had tried."""
+    shown = page(admin_client, sites["edited"], "?spam_reject=0.50&spam_hold=0.60&advice_hold=0.20")
+    assert "“Hold as possible spam” must not be above “Reject as spam”" in html.unescape(shown)
+    assert sliders(shown) == {
+        "spam_reject": ("0.50", "0.50"),
+        "spam_hold": ("0.60", "0.60"),
+        "advice_hold": ("0.20", "0.20"),
+    }
+    assert re.search(r'id="save-thresholds" disabled', shown)
+    assert stored(sessions, sites["edited"]) == (None, None, None)
+
+
+def test_a_refused_save_shows_the_values_sent_escaped_and_stores_nothing(
+    admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
+) -> None:
+    """After a refused save the page showed the saved values again, so the bad one could not be seen and
+    corrected; what was sent comes back as a text field would give it back, as text and never as markup."""
+    hostile = '0.9"><script>alert(1)</script>'
+    token = csrf_token(admin_client, "/dashboard/admin/sites")
+    fields = {"csrf_token": token, "spam_reject": hostile, "spam_hold": "0.60", "advice_hold": "0.20"}
+    shown = save(admin_client, sites["edited"], fields)
+    assert "<script>alert(1)" not in shown
+    assert '“Reject as spam” must be a number between 0 and 1, got 0.9"><script>' in html.unescape(shown)
+    assert sliders(shown) == {
+        "spam_reject": (hostile, hostile),
+        "spam_hold": ("0.60", "0.60"),
+        "advice_hold": ("0.20", "0.20"),
+    }
+    assert re.search(r'id="save-thresholds" disabled', shown)
     assert stored(sessions, sites["edited"]) == (None, None, None)
 
 

@@ -34,10 +34,11 @@ function drawCurves(curves, proposed) {
   const canvas = document.getElementById("chart-pr");
   const missing = document.getElementById("pr-unavailable");
   if (!curves || !window.Chart) { missing.hidden = false; canvas.hidden = true; return; }
-  // Each curve with the lines drawn on it: spam's hold (a dot) and reject (a triangle), advice's hold.
+  // Each curve with the lines drawn on it: spam's hold (a dot) and reject (a triangle), advice's hold; none
+  // without a proposal (values refused).
   const curvesAndLines = [
-    ["spam", "#c0392b", [["hold", proposed.spam_hold, "circle"], ["reject", proposed.spam_reject, "triangle"]]],
-    ["medical_advice", "#3366cc", [["hold", proposed.advice_hold, "circle"]]],
+    ["spam", "#c0392b", proposed ? [["hold", proposed.spam_hold, "circle"], ["reject", proposed.spam_reject, "triangle"]] : []],
+    ["medical_advice", "#3366cc", proposed ? [["hold", proposed.advice_hold, "circle"]] : []],
   ];
   const datasets = [];
   for (const [label, color, lines] of curvesAndLines) {
@@ -66,14 +67,24 @@ function pinField(name) {
   return saveForm.querySelector(`input[name="pin_${name}"]`);
 }
 
+// After a refusal the page shows the values sent, which a slider may not hold ("abc", 1.5: it shows its middle
+// or its end): each is what is previewed until the admin moves that slider, so the refusal is not lost unseen.
+function sentValues(params) {
+  for (const slider of form.querySelectorAll("input[data-sent]")) params.set(slider.name, slider.dataset.sent);
+}
+
 async function preview() {
   const params = new URLSearchParams(new FormData(form));
+  sentValues(params);
   for (const box of saveForm.querySelectorAll('input[name^="follow_"]:checked')) params.set(box.name, box.value);
   for (const pin of saveForm.querySelectorAll('input[name^="pin_"]')) if (pin.value === "1") params.set(pin.name, "1");
   const asked = ++latest;
   const response = await fetch(`${root.dataset.preview}?${params}`, { headers: { Accept: "application/json" } });
   const data = await response.json();
   if (asked !== latest) return;  // the admin changed something since: that preview is on its way
+  // The refusal the page came with was about values since changed: the line by the save button speaks now.
+  const refused = document.getElementById("threshold-refused");
+  if (refused) refused.hidden = true;
   const problem = document.getElementById("threshold-problem");
   if (!response.ok) {
     // Said where the admin looks, and the figures of the last valid proposal no longer shown as this one's.
@@ -102,6 +113,14 @@ async function preview() {
   root.dataset.previewed = "true";
 }
 
+// A refused page has no proposal to mark, but its curves still show what moving a line trades.
+async function drawCurvesAlone() {
+  const asked = latest;
+  const response = await fetch(root.dataset.preview, { headers: { Accept: "application/json" } });
+  const data = response.ok ? await response.json() : null;
+  if (data && asked === latest) drawCurves(data.curves, null);  // else a preview since draws them, with its lines
+}
+
 function previewSoon() {
   saveButton.disabled = true;
   clearTimeout(timer);
@@ -115,6 +134,7 @@ function showValue(slider) {
 
 if (root && form) {
   form.addEventListener("input", (event) => {
+    delete event.target.dataset.sent;
     showValue(event.target);
     // A value moved by hand is the site's own, unless moved back onto the model's: the preview says which.
     const box = followBox(event.target.name);
@@ -127,11 +147,17 @@ if (root && form) {
     if (!event.target.name?.startsWith("follow_")) return;
     const name = event.target.name.slice("follow_".length);
     const slider = form.querySelector(`input[name="${name}"]`);
-    if (event.target.checked && slider) { slider.value = event.target.dataset.model; showValue(slider); }
+    if (event.target.checked && slider) {
+      slider.value = event.target.dataset.model;
+      delete slider.dataset.sent;
+      showValue(slider);
+    }
     const pin = pinField(name);
     if (pin) pin.value = event.target.checked ? "" : "1";
     previewSoon();
   });
   form.addEventListener("submit", (event) => { event.preventDefault(); preview(); });
-  preview();
+  // A refused page already says why, with nothing to save: previewed again, it would say it twice.
+  if (root.dataset.refused) drawCurvesAlone();
+  else preview();
 }

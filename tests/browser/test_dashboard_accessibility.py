@@ -202,6 +202,10 @@ SCREENS = {
     "admin-thresholds-previewed": Screen(
         "admin", "/dashboard/admin/sites/{site}/thresholds?spam_reject=0.8&spam_hold=0.2&advice_hold=0.3"
     ),
+    # Refused: the values sent kept in the sliders, one of them no number (its output says it as sent).
+    "admin-thresholds-refused": Screen(
+        "admin", "/dashboard/admin/sites/{site}/thresholds?spam_reject=abc&spam_hold=0.9&advice_hold=0.3"
+    ),
     "admin-lists": Screen("admin", "/dashboard/admin/lists"),
     "admin-moderators": Screen("admin", "/dashboard/admin/moderators"),
     "admin-callbacks": Screen("admin", "/dashboard/admin/callbacks"),
@@ -244,31 +248,40 @@ def test_no_serious_or_critical_accessibility_violations(
     assert not blocking, f"{name} ({page.url}) has serious or critical accessibility violations:\n{report(blocking)}"
 
 
+def chart_labels_once_drawn(page: Page, expected: str) -> list[str]:
+    """The PR chart's datasets once one is ``expected`` (the page's CSP refuses wait_for_function's string eval)."""
+    deadline = time.monotonic() + 10
+    while True:
+        labels: list[str] = page.evaluate(
+            "() => window.Chart?.getChart(document.getElementById('chart-pr'))?.data.datasets.map((d) => d.label) ?? []"
+        )
+        if expected in labels or time.monotonic() > deadline:
+            return labels
+        page.wait_for_timeout(100)
+
+
 def test_the_pr_chart_marks_the_reject_line_beside_the_hold_lines(pages: dict[str, Page], seeded: Seeded) -> None:
     """Moving "Reject as spam" moved no mark: the chart showed only the two hold lines. (Here, where the active
     model's card holds evaluation scores to draw the curves from.)"""
     page = pages["admin"]
     page.goto(f"{seeded.base}/dashboard/admin/sites/{seeded.site_id}/thresholds")
-
-    def marks_once_drawn(expected: str) -> list[str]:
-        """The chart's marks once one is ``expected`` (the page's CSP refuses wait_for_function's string eval)."""
-        deadline = time.monotonic() + 10
-        while True:
-            labels: list[str] = page.evaluate(
-                "() => window.Chart?.getChart(document.getElementById('chart-pr'))?.data.datasets"
-                ".map((d) => d.label) ?? []"
-            )
-            if expected in labels or time.monotonic() > deadline:
-                return labels
-            page.wait_for_timeout(100)
-
-    assert "spam reject at 0.80" in marks_once_drawn("spam reject at 0.80")  # the model's, drawn on opening
+    assert "spam reject at 0.80" in chart_labels_once_drawn(page, "spam reject at 0.80")  # the model's, on opening
     page.locator('#threshold-form input[name="spam_reject"]').fill("0.9")
-    labels = marks_once_drawn("spam reject at 0.90")
+    labels = chart_labels_once_drawn(page, "spam reject at 0.90")
     assert [label for label in labels if " at " in label] == [
         "spam hold at 0.20",
         "spam reject at 0.90",
         "medical advice hold at 0.40",
     ]
     page.locator('#threshold-form input[name="spam_reject"]').fill("0.5")
-    assert "spam reject at 0.50" in marks_once_drawn("spam reject at 0.50")
+    assert "spam reject at 0.50" in chart_labels_once_drawn(page, "spam reject at 0.50")
+
+
+def test_a_page_with_refused_values_draws_the_curves_with_no_lines_marked(
+    pages: dict[str, Page], seeded: Seeded
+) -> None:
+    """The values refused are no proposal to mark; the saved ones marked there would read as if they were."""
+    page = pages["admin"]
+    page.goto(f"{seeded.base}/dashboard/admin/sites/{seeded.site_id}/thresholds?spam_reject=0.5&spam_hold=0.6")
+    expect(page.locator("#threshold-refused")).to_be_visible()
+    assert chart_labels_once_drawn(page, "medical advice PR") == ["spam PR", "medical advice PR"]

@@ -537,6 +537,47 @@ def test_thresholds_that_cannot_be_saved_say_why_where_the_admin_looks(
     expect(page.locator('[data-saved-source="spam_reject"]')).to_have_text("0.87, the site's own")
 
 
+def test_refused_values_stay_in_the_sliders_until_the_admin_corrects_them(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """Refused, the page put the saved values back in the sliders, and its own preview of those then offered to
+    save them: the admin lost what they had tried, and Save was ready for values they had not chosen."""
+    dialogs: list[str] = []
+    page.on("dialog", answer(dialogs, accept=False))
+    sign_in(page, web, accounts["admin"])
+    # What the "Preview the effect" form sends without the page's script: a hold above the reject line.
+    page.goto(f"{web}/dashboard/admin/sites/{site_id}/thresholds?spam_reject=0.50&spam_hold=0.60&advice_hold=0.20")
+    for name, value in (("spam_reject", "0.5"), ("spam_hold", "0.6"), ("advice_hold", "0.2")):
+        expect(page.locator(f'#threshold-form input[name="{name}"]')).to_have_value(value)
+        expect(page.locator(f"#{name}-out")).to_have_text(f"{float(value):.2f}")
+    expect(page.locator("#save-thresholds")).to_be_disabled()
+    refused = page.locator("#threshold-refused")
+    expect(refused).to_have_text("“Hold as possible spam” must not be above “Reject as spam”")
+    page.locator('#threshold-form input[name="spam_reject"]').fill("0.87")
+    expect(refused).to_be_hidden()
+    expect(page.locator("#save-thresholds")).to_be_enabled()
+    expect(page.locator('[data-saved-source="spam_hold"]')).to_have_text("0.60, the site's own")
+
+    # A save the server refuses (a form edited by hand here) comes back with what it sent, as text.
+    hostile = '<img src=x onerror="alert(1)">'
+    page.locator('#save-form input[name="spam_hold"]').evaluate("(input, value) => { input.value = value; }", hostile)
+    page.click("#save-thresholds")
+    said = f"Not saved: “Hold as possible spam” must be a number between 0 and 1, got {hostile}"
+    expect(refused).to_contain_text(said)
+    expect(page.locator("#spam_hold-out")).to_have_text(hostile)
+    expect(page.locator('#threshold-form input[name="spam_reject"]')).to_have_value("0.87")
+    expect(page.locator("#save-thresholds")).to_be_disabled()
+    # Moving another slider previews the value sent, not the middle the slider shows for it.
+    page.locator('#threshold-form input[name="advice_hold"]').fill("0.3")
+    expect(page.locator("#threshold-problem")).to_contain_text(f"got {hostile}")
+    expect(page.locator("#save-thresholds")).to_be_disabled()
+    assert dialogs == []
+    with make_session_factory(engine)() as session:
+        site = session.get(Site, site_id)
+        stored = (site.spam_reject_threshold, site.spam_hold_threshold, site.advice_hold_threshold)
+    assert stored == (None, None, None)
+
+
 def test_unticking_use_the_models_makes_todays_value_the_sites_own(
     page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
 ) -> None:
