@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -12,7 +13,15 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, String, and_, cast, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from models.entities import Comment, CommentStatus, Decision, ModelVersion, ModerationAction, Site
+from models.entities import (
+    Comment,
+    CommentStatus,
+    Decision,
+    ModelVersion,
+    ModerationAction,
+    Site,
+    author_network,
+)
 from moderation import registry
 from moderation.decisions import AUTHOR_IP_WINDOW
 from moderation.policy import Thresholds
@@ -165,7 +174,7 @@ def _filtered(query: Select[Any], filters: Filters, current: Any) -> Select[Any]
                 func.lower(Comment.author_name).like(pattern, escape="\\"),
                 func.lower(Comment.author_email).like(pattern, escape="\\"),
                 func.lower(Comment.author_url).like(pattern, escape="\\"),
-                Comment.author_ip == filters.author,
+                *_same_network(filters.author),
             )
         )
     if filters.article:
@@ -190,6 +199,22 @@ def _filtered(query: Select[Any], filters: Filters, current: Any) -> Select[Any]
     if filters.date_to and filters.date_to < date.max:  # the last day there is has no day after it
         query = query.where(Comment.received_at < datetime.combine(filters.date_to + timedelta(days=1), time.min, UTC))
     return query
+
+
+def _same_network(typed: str) -> list[ColumnElement[bool]]:
+    """An address typed in the author filter finds the comments the author history would count by it: an IPv6
+    address its whole /64 (one subscriber's, whose address changes), an IPv4 one itself; in any spelling, as
+    addresses are stored in one (an IPv4-mapped one as IPv4). Anything else finds by name, e-mail or URL only."""
+    try:
+        address = ipaddress.ip_address(typed)
+    except ValueError:
+        return []
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id is not None:  # no stored address has a zone ("%eth0")
+            return []
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+    return [Comment.author_network == author_network(str(address))]
 
 
 def _in_range(score: Any, low: float | None, high: float | None) -> ColumnElement[bool]:

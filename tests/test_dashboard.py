@@ -491,6 +491,26 @@ def test_author_history_counts_an_ipv6_authors_other_addresses_in_the_same_64(
     assert re.search(r"<strong>1</strong> rejected", page)
 
 
+def test_the_author_filter_finds_an_ipv6_author_by_their_64_as_the_history_counts_them(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    """A comment's history counts an IPv6 author's other addresses in the /64, but the filter matched the address
+    exactly: filtering by the address on the card found none of the comments that history counted."""
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        first, _ = held_comment(session, site, "v6-a", "One.", author_ip="2001:db8::1")
+        same_64, _ = held_comment(session, site, "v6-b", "Two.", author_ip="2001:db8::abcd:2")
+        held_comment(session, site, "v6-c", "Three.", author_ip="2001:db8:0:1::1")  # the next /64: someone else
+        ipv4, _ = held_comment(session, site, "v4-a", "Four.", author_ip="198.51.100.7")
+        held_comment(session, site, "v4-b", "Five.", author_ip="198.51.100.8")  # an IPv4 address counts alone
+    assert _ids_on(moderator_client, "/dashboard/queue?author=2001:db8::abcd:2") == {first, same_64}
+    assert _ids_on(moderator_client, "/dashboard/queue?author=2001:DB8:0:0:0:0:0:1") == {first, same_64}
+    assert _ids_on(moderator_client, "/dashboard/queue?author=198.51.100.7") == {ipv4}
+    assert _ids_on(moderator_client, "/dashboard/queue?author=::ffff:198.51.100.7") == {ipv4}  # stored as IPv4
+    author_field = re.search(r'<input type="search" name="author"[^>]*>', _page(moderator_client, "/dashboard/queue"))
+    assert author_field is not None and "/64" in html.unescape(author_field.group(0))
+
+
 def test_the_queue_filters_comments_held_for_an_unfamiliar_language(
     moderator_client: FlaskClient, sessions: Sessions, site_row: int
 ) -> None:
