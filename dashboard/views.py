@@ -92,6 +92,7 @@ def comment(comment_id: int) -> ResponseReturnValue:
     deliveries = session.scalars(
         select(CallbackDelivery).where(CallbackDelivery.comment_id == comment_id).order_by(CallbackDelivery.id)
     ).all()
+    opened_from = queue_page_opened_from(request.args.get("queue"))
     return render_template(
         "comment.html",
         comment=found,
@@ -107,15 +108,17 @@ def comment(comment_id: int) -> ResponseReturnValue:
         actions=audit_trail(session, comment_id),
         deliveries=deliveries,
         reject_reasons=REJECT_REASONS,
-        queue_link=queue_to_return_to(request.args.get("queue")),
+        opened_from=opened_from,
+        queue_link=opened_from or url_for("dashboard.queue"),
     )
 
 
-def queue_to_return_to(target: str | None) -> str:
-    """The queue page a comment was opened from, with its filters and page number, else the held queue."""
+def queue_page_opened_from(target: str | None) -> str | None:
+    """The queue page a comment was opened from (its ``queue`` argument), with its filters and page number, if
+    that is a page of this dashboard's queue."""
     if target and _queue_page(target) is not None and safe_next(target) == target:
         return target
-    return url_for("dashboard.queue")
+    return None
 
 
 def _queue_page(page: str) -> SplitResult | None:

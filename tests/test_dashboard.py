@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from flask import Flask
@@ -362,6 +362,44 @@ def test_a_comment_page_links_only_back_to_a_queue_page_of_this_site(
 ) -> None:
     comment_page = _page(moderator_client, f"/dashboard/comments/{held[0][0]}?queue={quote(given, safe='')}")
     assert f'href="/dashboard/queue#c{held[0][0]}" id="back-to-queue"' in comment_page
+
+
+def test_a_same_text_link_keeps_the_way_back_to_the_queue_page_it_was_opened_from(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    """The "Same text" links opened a comment whose "← Queue" went to the plain held queue: a moderator who
+    followed one from a filtered page of the queue, or from a comment opened from it, lost that page."""
+    body = "Visit my great shop for cheap back braces today!"
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        first, _ = held_comment(session, site, "dup-1", body)
+        second, _ = held_comment(session, site, "dup-2", body)
+    queue = "/dashboard/queue?queue=held&sort=newest&text=shop"
+
+    def link(page: str, card: int, to: int, kind: str) -> str:
+        """The href of the link to comment ``to`` in ``card``'s ``open`` link or ``same-text`` line."""
+        shown = html.unescape(page.split(f'id="c{card}"', 1)[1].split("</article>", 1)[0])
+        found = re.search(rf'<a class="open" href="([^"]*)">#{to}<', shown)
+        if kind == "same-text":
+            found = re.search(rf'href="([^"]*)">#{to} ', shown.split('class="same-text"', 1)[1].split("</p>", 1)[0])
+        assert found is not None, (kind, shown)
+        return found.group(1)
+
+    queue_page = _page(moderator_client, queue)
+    opened = link(queue_page, second, second, "open")
+    same_text = link(queue_page, second, first, "same-text")
+    assert same_text.startswith(f"/dashboard/comments/{first}?")
+    assert parse_qs(urlsplit(same_text).query) == parse_qs(urlsplit(opened).query) == {"queue": [queue]}
+    comment_page = html.unescape(_page(moderator_client, same_text))
+    assert f'href="{queue}#c{first}" id="back-to-queue"' in comment_page
+    # From that comment's page, the next "Same text" link carries the page's own way back on.
+    onward = link(comment_page, first, second, "same-text")
+    assert parse_qs(urlsplit(onward).query) == {"queue": [queue]}
+    assert f'href="{queue}#c{second}" id="back-to-queue"' in html.unescape(_page(moderator_client, onward))
+    # A comment page opened with no queue page, or with one that is not the queue's, passes none on.
+    for given in ("", "?queue=" + quote("https://evil.example/dashboard/queue", safe="")):
+        plain = html.unescape(_page(moderator_client, f"/dashboard/comments/{first}{given}"))
+        assert link(plain, first, second, "same-text") == f"/dashboard/comments/{second}"
 
 
 def test_characters_drawn_as_nothing_are_shown_by_name_in_the_comment(
