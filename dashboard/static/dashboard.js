@@ -7,6 +7,8 @@ const bulkBar = document.getElementById("bulk-form");
 const base = document.body.dataset.base ?? "/dashboard";
 let current = 0;
 let rejecting = null; // the item whose reject is being composed, from `r` until it is sent or cancelled
+// An `r` that was refused, on its item: see finishRefusedReject.
+let refusedReject = null;
 let busy = false; // an action is being saved: keys that act would aim at a comment about to change
 // Keys that change a comment. They are dropped while an action is saved and when auto-repeated, so a key held
 // down or pressed twice does not act on the comment that slides into place after the first one.
@@ -369,9 +371,40 @@ function reviewable(item) {
   return false;
 }
 
+// A refused `r` (the comment is already rejected, deleted, or out of view) starts no reject, but the moderator
+// typing "r 2 note Enter" by habit goes on: the digit, the note's letters and Enter are the rest of a reject, and
+// read as keys of their own they acted on the comment (Enter opened it, as `o`; the "a" of "advice" approved).
+function refuseReject(item, message) {
+  say(message);
+  refusedReject = { item, message, reason: false };
+}
+
+// Whether the key was the rest of a refused reject, and so does nothing: a digit right after the `r`; after the
+// digit, as a note would be typed, every key up to Enter or Esc; Enter ends it. Any other key right after the
+// `r` (`j`, `r` again) ends it and acts as ever.
+function finishRefusedReject(event) {
+  const refused = refusedReject;
+  if (refused.item !== currentItem()) { refusedReject = null; return false; }
+  if (event.key === "Enter") {
+    refusedReject = null;
+    say(`${refused.message} Nothing was sent.`);
+  } else if (/^[1-5]$/.test(event.key) || (refused.reason && event.key.length === 1)) {
+    refused.reason = true;
+    say(`${refused.message} No reject was started: keys do nothing until Enter or Esc.`);
+  } else {
+    if (!refused.reason) refusedReject = null;
+    return false;
+  }
+  event.preventDefault();
+  return true;
+}
+
 function startReject(item) {
-  if (!reviewable(item)) return;
-  if (item.querySelector(".reject-form button.reject")?.disabled) { say("This comment is already rejected."); return; }
+  if (!reviewable(item)) { refuseReject(item, item.querySelector(".deleted-note")?.textContent.trim() ?? ""); return; }
+  if (item.querySelector(".reject-form button.reject")?.disabled) {
+    refuseReject(item, "This comment is already rejected.");
+    return;
+  }
   rejecting = item;
   item.querySelector(".reject-reasons")?.classList.add("open");
   say("Reject: 1 spam · 2 medical advice · 3 abuse · 4 off-topic · 5 other (Esc cancels)");
@@ -428,18 +461,22 @@ document.addEventListener("keydown", (event) => {
   if (event.key === "Escape") {
     toggleHelp(false);
     cancelReject();
+    refusedReject = null;
     if (typing(event.target)) event.target.blur();
     return;
   }
   if (typing(event.target)) return;
   if (rejecting) { composeReject(event); return; }
   if (help && !help.hidden && event.key !== "?") return; // the help covers the queue
+  if (refusedReject && finishRefusedReject(event)) return;
   if (ACTING_KEYS.has(event.key) && (event.repeat || busy)) { event.preventDefault(); return; }
   const item = currentItem();
   if ((event.key === "a" || event.key === "r") && item && !inView(item)) {
     // Scrolled away from it (the mouse, the browser restoring a position): show it before acting on it.
     setCurrent(current);
-    say(`#${item.dataset.commentId} was out of view and is shown now: press ${event.key} again to act on it.`);
+    const message = `#${item.dataset.commentId} was out of view and is shown now: press ${event.key} again to act on it.`;
+    if (event.key === "r") refuseReject(item, message);
+    else say(message);
     event.preventDefault();
     return;
   }
@@ -523,6 +560,7 @@ document.addEventListener("submit", (event) => {
 });
 
 document.addEventListener("click", (event) => {
+  refusedReject = null; // a click starts anew: the keys after it are no refused reject's rest
   if (event.target.closest("[data-help-toggle]")) toggleHelp();
   if (event.target.closest("#select-all")) {
     const boxes = [...document.querySelectorAll("#items .select")];

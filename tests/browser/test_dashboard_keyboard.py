@@ -189,6 +189,70 @@ def test_a_comment_the_site_deleted_cannot_be_acted_on(
     assert audit(engine) == []
 
 
+def test_enter_after_an_r_refused_does_not_open_the_comment(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """`r` on a comment already rejected says so and starts no reject; the `2` and Enter typed after it, the rest
+    of that reject, then opened the comment's page: Enter read as `o`, and the moderator was taken off the queue."""
+    ids = seed_held(engine, site_id, 2)
+    with make_session_factory(engine).begin() as session:
+        session.get(Comment, ids[0]).status = "rejected"
+    sign_in(page, web, accounts["moderator"])
+    page.goto(f"{web}/dashboard/queue?queue=all")
+    expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(ids[0]))
+    toast = page.locator("#toast")
+    page.keyboard.press("r")
+    expect(toast).to_have_text("This comment is already rejected.")
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")
+    expect(toast).to_contain_text("already rejected")
+    page.wait_for_timeout(500)  # long enough for a page to start loading
+    expect(page).to_have_url(f"{web}/dashboard/queue?queue=all")
+    # The same without the reason's digit; and out of view, where `r` is refused until pressed again.
+    page.keyboard.press("r")
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(500)
+    expect(page).to_have_url(f"{web}/dashboard/queue?queue=all")
+    page.keyboard.press("j")
+    page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+    page.set_viewport_size({"width": 1280, "height": 300})
+    page.evaluate("window.scrollTo(0, 0)")
+    expect(page.locator(f"#c{ids[1]} .item-head")).not_to_be_in_viewport()
+    page.keyboard.press("r")
+    expect(toast).to_contain_text(f"#{ids[1]} was out of view and is shown now")
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(500)
+    expect(page).to_have_url(f"{web}/dashboard/queue?queue=all")
+    assert audit(engine) == [] and statuses(engine) == {ids[0]: "rejected", ids[1]: "held"}
+    # Enter by itself, after that, opens the current comment as the keys say.
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(rf"/dashboard/comments/{ids[1]}\?queue="))
+
+
+def test_a_note_typed_after_an_r_refused_acts_on_nothing(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """Typed by habit after an `r` refused on a rejected comment, the reason and the note were read as keys: the
+    "a" of "bad advice" approved the comment the moderator meant to reject."""
+    ids = seed_held(engine, site_id, 1)
+    with make_session_factory(engine).begin() as session:
+        session.get(Comment, ids[0]).status = "rejected"
+    sign_in(page, web, accounts["moderator"])
+    page.goto(f"{web}/dashboard/queue?queue=all")
+    expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(ids[0]))
+    page.keyboard.press("r")
+    expect(page.locator("#toast")).to_have_text("This comment is already rejected.")
+    page.keyboard.type("2bad advice")
+    expect(page.locator("#toast")).to_contain_text("keys do nothing until Enter or Esc")
+    page.keyboard.press("Enter")
+    expect(page.locator("#toast")).to_have_text("This comment is already rejected. Nothing was sent.")
+    page.wait_for_timeout(500)  # long enough for an approve to be saved, or a page to start loading
+    expect(page).to_have_url(f"{web}/dashboard/queue?queue=all")
+    assert statuses(engine) == {ids[0]: "rejected"} and audit(engine) == []
+    page.keyboard.press("a")  # the keys act again after the Enter
+    expect(page.locator("#toast")).to_contain_text(f"#{ids[0]} approved.")
+
+
 def test_j_past_the_last_comment_says_where_the_rest_are(
     page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
 ) -> None:
