@@ -522,23 +522,33 @@ class ModelStore:
         self.model_dir = model_dir
         self._lock = threading.Lock()
         self._model: ModerationModel | None = None
+        self._load_failure: RegistryError | None = None  # why the active version could not be loaded, until next check
         self._checked_at = float("-inf")
 
     def current(self) -> ModerationModel:
         with self._lock:
-            if time.monotonic() - self._checked_at >= self._check_interval or self._model is None:
+            due = time.monotonic() - self._checked_at >= self._check_interval
+            if due or (self._model is None and self._load_failure is None):
                 self._refresh()
             if self._model is None:
-                raise RegistryError("no model is active: run `moderation train`")
+                raise self._load_failure or RegistryError("no model is active: run `moderation train`")
             return self._model
 
     def _refresh(self) -> None:
         with self._session_factory() as session:
             row = active_version(session)
             self._checked_at = time.monotonic()
+            self._load_failure = None
             if row is None:
                 self._model = None
                 return
             if self._model is not None and self._model.version == row.version:
                 return
-            self._model = load_version(row, self.model_dir)
+            # Another version is active now: the one loaded is not used again even when the new one cannot be
+            # loaded (its file missing from this host's MODEL_DIR, or altered). Comments then wait, as in a
+            # process that never had a model, rather than being decided by a version no longer active.
+            self._model = None
+            try:
+                self._model = load_version(row, self.model_dir)
+            except RegistryError as failure:
+                self._load_failure = failure

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -326,6 +327,38 @@ def test_model_store_picks_up_a_new_active_version(engine: Engine, trained_model
     assert store.current().version == "v2"
     with make_session_factory(engine).begin() as session:
         registry.rollback(session)
+    assert store.current().version == "v1"
+
+
+def test_a_model_store_decides_with_no_version_but_the_active_one_even_when_it_cannot_be_loaded(
+    engine: Engine, trained_model: TrainedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator activated v2 to move away from v1, and v2's file was altered on this host: a worker that had v1
+    loaded went on deciding with it, while `models list` and the metrics said v2. Now it refuses, as a worker
+    started afresh does, until the file is mended or another version is activated."""
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    for version in ("v1", "v2"):
+        copy = model_dir / f"model-{version}.skops"
+        shutil.copyfile(trained_model.artifact.path, copy)
+        register(engine, version, registry.SavedArtifact(copy, trained_model.artifact.sha256), trained_model.model.card)
+    activate(engine, "v1")
+    clock = [1000.0]
+    monkeypatch.setattr(registry, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    store = registry.ModelStore(make_session_factory(engine), check_interval=10, model_dir=model_dir)
+    assert store.current().version == "v1"
+
+    activate(engine, "v2")
+    corrupt(model_dir / "model-v2.skops")  # after its activation checked it: altered on this host since
+    clock[0] += 10
+    for _ in range(3):  # at the check, and between checks (where the old model was handed out again)
+        with pytest.raises(registry.RegistryError, match="corrupt or replaced"):
+            store.current()
+        clock[0] += 1
+
+    with make_session_factory(engine).begin() as session:
+        registry.rollback(session, model_dir=model_dir)
+    clock[0] += 10
     assert store.current().version == "v1"
 
 
