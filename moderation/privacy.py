@@ -52,6 +52,7 @@ from moderation.lists import BLOCKED_AUTHOR
 REDACTED = "[erased]"
 BATCH = 200
 RETENTION_BUDGET = timedelta(minutes=20)  # well inside the task's 30-minute soft time limit
+NOTHING = re.compile(r"(?!)")  # the pattern of no values: matches nowhere
 MIN_TOKEN = 3  # shorter pieces of a name ("Al", "J.") are too common to strip from explanations
 # Who the author is: the personal columns but the network ones. Their words are stripped from explanations (the
 # model reads name, e-mail and URL); an IP address's or a user agent's ("100", "windows") would take ordinary ones.
@@ -175,8 +176,9 @@ def erase_comments(session: Session, comments: Iterable[Comment], now: datetime)
         comment.erased_at = now
         if comment.status == CommentStatus.DELETED:
             forget_deleted_text(session, comment)
-        if values:
-            _scrub_derived_rows(session, comment, values, _tokens(identity))
+        # Also with no values left on the comment (an edit cleared the name): its earlier decisions may still
+        # hold words of the name ("name: …") and a blocked author's reason, which need no values to be found.
+        _scrub_derived_rows(session, comment, values, _tokens(identity))
         count += 1
     session.flush()
     return count
@@ -237,6 +239,8 @@ def _scrub_payload(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pattern(values: Sequence[str]) -> re.Pattern[str]:
+    if not values:
+        return NOTHING
     alternatives = "|".join(re.escape(v) for v in values)
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
