@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, flash, render_template, request
@@ -57,6 +58,7 @@ def init_app(app: Flask) -> None:
     app.extensions["login_limits"] = LoginLimits(settings.broker_url, settings.login_rate_limit)
     app.jinja_env.filters["highlight"] = highlight
     app.jinja_env.filters["driver_words"] = driver_words
+    app.jinja_env.filters["score_drivers"] = score_drivers
     app.jinja_env.filters["http_url"] = is_http_url
     app.jinja_env.filters["reason_label"] = reason_label
     app.after_request(security_headers)
@@ -78,15 +80,29 @@ def is_http_url(url: str | None) -> bool:
     return bool(url) and re.match(r"^https?://[^\s]+$", url or "", re.IGNORECASE) is not None
 
 
-def driver_words(decision: Decision | None) -> list[str]:
-    """The words that pushed a decision's scores, from the model's explanation."""
+SCORES_EXPLAINED = (
+    ("spam", "Spam", "spam_score", "spam_hold"),
+    ("medical_advice", "Medical advice", "advice_score", "advice_hold"),
+)
+DRIVERS_SHOWN = 4  # words per score
+
+
+def score_drivers(decision: Decision | None, lines: Any) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(label, its name, the words that pushed it up most) for each score a reader should look at: one under
+    half its hold line (``lines``, those the decision was made with) was driven by nothing worth reading."""
     if decision is None or not decision.explanation:
         return []
-    return [
-        str(item.get("feature", ""))
-        for label in ("spam", "medical_advice")
-        for item in decision.explanation.get(label, [])
-    ]
+    shown = []
+    for label, name, score, line in SCORES_EXPLAINED:
+        value, items = getattr(decision, score), decision.explanation.get(label)
+        if value is not None and items and value >= getattr(lines, line) / 2:
+            shown.append((label, name, items[:DRIVERS_SHOWN]))
+    return shown
+
+
+def driver_words(drivers: list[tuple[str, str, list[dict[str, Any]]]]) -> list[str]:
+    """The words of ``score_drivers``, to mark in the text."""
+    return [str(item.get("feature", "")) for _, _, items in drivers for item in items]
 
 
 def highlight(text: str, words: list[str]) -> Markup:

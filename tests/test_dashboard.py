@@ -831,7 +831,8 @@ def test_the_words_that_drove_a_score_are_shown_under_its_name_and_only_for_a_sc
         site = session.get_one(Site, site_row)
         ids = {}
         for name, spam in (("quiet", 0.001), ("loud", 0.97)):
-            comment_id, decision_id = held_comment(session, site, f"c-{name}", spam=spam, advice=0.93)
+            text = "Try the pillz, or ibuprofen every 6 hours."
+            comment_id, decision_id = held_comment(session, site, f"c-{name}", text, spam=spam, advice=0.93)
             session.get_one(Decision, decision_id).explanation = explanation
             ids[name] = comment_id
 
@@ -844,6 +845,12 @@ def test_the_words_that_drove_a_score_are_shown_under_its_name_and_only_for_a_sc
 
     assert driver_groups(ids["quiet"]) == {"Medical advice": ["ibuprofen", "name: jan"]}
     assert driver_groups(ids["loud"]) == {"Spam": ["pillz"], "Medical advice": ["ibuprofen", "name: jan"]}
+    # the text marks the words of the scores shown, and no others (a marked word with no chip said nothing)
+    marked = {
+        name: re.findall(r"<mark>([^<]*)</mark>", _page(moderator_client, f"/dashboard/comments/{comment_id}"))
+        for name, comment_id in ids.items()
+    }
+    assert marked == {"quiet": ["ibuprofen"], "loud": ["pillz", "ibuprofen"]}
 
 
 def test_second_moderator_is_told_and_nothing_is_overwritten(
