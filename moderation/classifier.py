@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.utils import murmurhash3_32
 
-from moderation.features import AUTHOR_MARK, MARKERS_MARK, NAME_WORD_PREFIX, CommentText, prepare_many
+from moderation.features import AUTHOR_MARK, MARKERS_MARK, NAME_WORD_PREFIX, CommentText, normalize, prepare_many
 
 LABELS = ("spam", "medical_advice")
 
@@ -208,12 +208,13 @@ class ModerationModel:
         matrix = fast.features(prepared)
         probabilities = fast.probabilities_of(matrix)
         found = []
-        for i, text in enumerate(prepared):
+        for i, (comment, text) in enumerate(zip(comments, prepared, strict=True)):
             scores = Scores(
                 spam=float(probabilities["spam"][i]), medical_advice=float(probabilities["medical_advice"][i])
             )
             row = slice(matrix.indptr[i], matrix.indptr[i + 1])
-            found.append((scores, _explained(fast, text, matrix.indices[row], matrix.data[row], top)))
+            name = normalize(comment.author)
+            found.append((scores, _explained(fast, text, name, matrix.indices[row], matrix.data[row], top)))
         return found
 
     def _fast_scorer(self) -> FastScorer:
@@ -228,7 +229,7 @@ class ModerationModel:
 
 
 def _explained(
-    fast: FastScorer, prepared: str, indices: np.ndarray, data: np.ndarray, top: int
+    fast: FastScorer, prepared: str, author: str, indices: np.ndarray, data: np.ndarray, top: int
 ) -> dict[str, list[dict[str, Any]]]:
     """The words that pushed each label's score up most, from one comment's feature row (sorted indices)."""
     words = sorted(set(WORD_RE.findall(prepared)))
@@ -237,7 +238,7 @@ def _explained(
     columns, owners = fast.word_columns(words)
     found = np.minimum(np.searchsorted(indices, columns), max(len(indices) - 1, 0))
     present = (indices[found] == columns) if len(indices) else np.zeros(len(columns), dtype=bool)
-    names = _names_shown(words, prepared)
+    names = _names_shown(words, prepared, author)
     explained = {}
     for label in LABELS:
         contribution = np.where(present, data[found] * fast.weights[label][columns], 0.0)
@@ -246,13 +247,15 @@ def _explained(
     return explained
 
 
-def _names_shown(words: list[str], prepared: str) -> list[str]:
+def _names_shown(words: list[str], prepared: str, author: str) -> list[str]:
     """Each word's reader-facing name. A word only in the author's name says so ("name: bob"): a moderator
     reading "bob" among the words that drove a score looks for it in the text and does not find it. A word
-    in both is one feature to the models (the same hashed columns), so it is shown as the text's."""
-    # from the end: the markers are the service's own tokens, while a body may spell "zzauthor" itself
-    text = prepared.rpartition(f" {MARKERS_MARK} ")[0]
-    body, _, author = text.rpartition(f" {AUTHOR_MARK} ")
+    in both is one feature to the models (the same hashed columns), so it is shown as the text's.
+
+    ``author`` is the name as ``prepare`` put it (normalized): the text is what comes before it, found from
+    the end, since the body or the name may themselves spell the words that mark where the name starts."""
+    cut = prepared.rfind(f" {AUTHOR_MARK} {author} {MARKERS_MARK} ")
+    body = prepared[:cut] if cut >= 0 else prepared
     only_in_name = set(WORD_RE.findall(author)) - set(WORD_RE.findall(body))
     return [f"{NAME_WORD_PREFIX}{word}" if word in only_in_name else _display_name(word) for word in words]
 

@@ -15,7 +15,7 @@ from moderation import classifier, cues, features
 from moderation.classifier import LABELS
 from moderation.cues import cue_tokens, looks_like_gibberish
 from moderation.data import load_own_corpus
-from moderation.features import CommentText, prepare, prepare_many
+from moderation.features import CommentText, normalize, prepare, prepare_many
 from tests.conftest import TrainedModel
 
 ODD = [
@@ -64,7 +64,8 @@ def reference_explanation(model: classifier.ModerationModel, comment: CommentTex
     for label in LABELS:
         per_word = membership @ (row * model._coefficients(label))
         merged: dict[str, float] = {}
-        for name, weight in zip(classifier._names_shown(words, prepared), per_word, strict=True):
+        names = classifier._names_shown(words, prepared, normalize(comment.author))
+        for name, weight in zip(names, per_word, strict=True):
             if weight > 0 and name:
                 merged[name] = merged.get(name, 0.0) + float(weight)
         result[label] = merged
@@ -131,6 +132,10 @@ def test_a_word_found_only_in_the_authors_name_is_named_as_the_names(trained_mod
     assert not words & {"pharmacy", "cheap", "name: bob", "name: thanks"}, explained
     spelled = trained_model.model.explain(CommentText(body="cheap zzauthor pharmacy pills"), top=20)
     assert not [item for items in spelled.values() for item in items if item["feature"].startswith("name: ")]
+    # a name may spell the marker too (normalized from "z.z.a.u.t.h.o.r" as well)
+    named = trained_model.model.explain(CommentText(body="Thanks, great", author="Pharmacy z.z.a.u.t.h.o.r Al"), 20)
+    words = {item["feature"] for items in named.values() for item in items}
+    assert "name: pharmacy" in words and "pharmacy" not in words, named
 
 
 @pytest.mark.parametrize(
