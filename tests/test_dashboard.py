@@ -606,6 +606,11 @@ def _in_reply_to(page: str, comment_id: int) -> str | None:
     return line.group(1) if line else None
 
 
+def _links_to(line: str, comment_id: int) -> bool:
+    """Whether an "In reply to" line links to that comment's page (with the queue page it came from, if any)."""
+    return re.search(rf'<a href="/dashboard/comments/{comment_id}(\?queue=[^"]*)?">#{comment_id}</a>', line) is not None
+
+
 PARENT_TEXT = '<script>document.title="pwned"</script> Kev, ibuprofen is fine at 400mg. ' + "More on doses. " * 12
 
 
@@ -624,7 +629,7 @@ def test_a_reply_shows_the_start_of_the_comment_it_answers_escaped_with_its_stat
         page = _page(moderator_client, path)
         line = _in_reply_to(page, reply)
         assert line is not None, path
-        assert f'<a href="/dashboard/comments/{parent}">#{parent}</a>' in line
+        assert _links_to(line, parent)
         assert f'<span class="badge {parent_status}">{parent_status}</span>' in line
         assert "<script>document.title" not in page and "&lt;script&gt;document.title=" in line
         excerpt = re.search(r'<q class="parent-body">(.*?)</q>', line, re.S)
@@ -650,6 +655,36 @@ def test_a_reply_whose_parent_never_arrived_shows_the_sites_id_escaped(
     assert _in_reply_to(_page(moderator_client, "/dashboard/queue"), plain) is None
 
 
+def test_an_in_reply_to_link_keeps_the_way_back_to_the_queue_page_it_was_opened_from(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    """The "In reply to" link opened the parent with a "← Queue" to the plain held queue: a moderator who
+    followed it from a filtered page of the queue, or from a reply opened from it, lost that page."""
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        parent, _ = held_comment(session, site, "c-kev", "Ibuprofen is fine at 400mg, Kev.")
+        reply, _ = held_comment(session, site, "c-reply", "@Kev don't, take 800mg instead", parent_id="c-kev")
+    queue = "/dashboard/queue?queue=held&sort=newest&text=800mg"
+
+    def parent_link(page: str) -> str:
+        found = re.search(rf'<a href="([^"]*)">#{parent}</a>', _in_reply_to(page, reply) or "")
+        assert found is not None, _in_reply_to(page, reply)
+        return html.unescape(found.group(1))
+
+    from_queue = parent_link(_page(moderator_client, queue))
+    assert from_queue.startswith(f"/dashboard/comments/{parent}?")
+    assert parse_qs(urlsplit(from_queue).query) == {"queue": [queue]}
+    assert f'href="{queue}#c{parent}" id="back-to-queue"' in html.unescape(_page(moderator_client, from_queue))
+    # On the reply's own page, the link carries on the queue page that page was opened from.
+    reply_page = _page(moderator_client, f"/dashboard/comments/{reply}?queue={quote(queue, safe='')}")
+    assert parse_qs(urlsplit(parent_link(reply_page)).query) == {"queue": [queue]}
+    # A reply's page opened with no queue page, or with one that is not the queue's, passes none on.
+    for given in ("", "?queue=" + quote("https://evil.example/dashboard/queue", safe="")):
+        assert parent_link(_page(moderator_client, f"/dashboard/comments/{reply}{given}")) == (
+            f"/dashboard/comments/{parent}"
+        )
+
+
 def test_a_comment_of_another_site_with_the_parents_id_is_not_the_parent(
     moderator_client: FlaskClient, sessions: Sessions, site_row: int
 ) -> None:
@@ -665,7 +700,7 @@ def test_a_comment_of_another_site_with_the_parents_id_is_not_the_parent(
         line = _in_reply_to(_page(moderator_client, path), reply_here)
         assert line is not None and line.endswith("(not received)") and f"/dashboard/comments/{theirs}" not in line
     line = _in_reply_to(_page(moderator_client, "/dashboard/queue"), reply_there)
-    assert line is not None and f'<a href="/dashboard/comments/{theirs}">#{theirs}</a>' in line
+    assert line is not None and _links_to(line, theirs)
 
 
 def _queue_statements(app: Flask, client: FlaskClient) -> int:
@@ -690,7 +725,7 @@ def test_the_parents_of_a_queue_page_cost_one_query(
     assert _queue_statements(app, moderator_client) == without_replies + 1
     page = _page(moderator_client, "/dashboard/queue")
     assert [_in_reply_to(page, reply) is not None for reply, _ in held] == [True, True, True]
-    assert f'<a href="/dashboard/comments/{parents[1]}">' in (_in_reply_to(page, held[1][0]) or "")
+    assert _links_to(_in_reply_to(page, held[1][0]) or "", parents[1])
 
 
 # --- actions --------------------------------------------------------------------------------------
