@@ -1562,6 +1562,35 @@ def test_search_and_author_filter_ignore_case_in_every_script(
     assert _ids_on(moderator_client, "/dashboard/queue?author=émile@EXEMPLE") == {french}
 
 
+def test_search_finds_a_word_dressed_with_characters_drawn_as_nothing(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    """A zero-width space between the letters of "viagra", or a soft hyphen inside "pills", kept a comment out
+    of a search for the word its readers see; LIKE's wildcards in a term still match only themselves."""
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        spaced, _ = held_comment(session, site, "zwsp", "Cheap v\u200bi\u200ba\u200bg\u200br\u200ba here")
+        hyphened, _ = held_comment(session, site, "shy", "Buy pi\u00adlls online")
+        joined, _ = held_comment(session, site, "joiners", "VI\u2060AG\ufeffRA and P\u200cI\u200dLLS")
+        plain, _ = held_comment(session, site, "plain", "Viagra and pills, 100% off_label, C:\\temp")
+        family, _ = held_comment(session, site, "emoji", "A day out 👨\u200d👩\u200d👧 and no pills")
+        accented, _ = held_comment(session, site, "accents", "Ces pilules (pills) coûtent cher")
+
+    def found(term: str) -> set[int]:
+        return _ids_on(moderator_client, "/dashboard/queue?text=" + quote(term, safe=""))
+
+    assert found("viagra") == {spaced, joined, plain}
+    assert found("PILLS") == {hyphened, joined, plain, family, accented}
+    assert found("coûtent") == {accented}
+    assert found("vi\u200bag\u00adra") == {spaced, joined, plain}  # a term pasted with them in reads as shown
+    assert found("👨\u200d👩\u200d👧") == {family}  # an emoji's own joiners are in the term as in the text
+    assert found("\u200b") == {spaced}  # a term of nothing else looks for that character
+    assert found("100%") == {plain} and found("0%") == {plain} and found("%") == {plain}
+    assert found("off_label") == {plain} and found("of_label") == set() and found("f%l") == set()
+    assert found("c:\\temp") == {plain} and found("c:\\") == {plain} and found("\\t") == {plain}
+    assert '<span class="count" data-count="held">3</span>' in _page(moderator_client, "/dashboard/queue?text=viagra")
+
+
 def test_any_score_range_needs_one_score_inside_it(
     moderator_client: FlaskClient, sessions: Sessions, site_row: int
 ) -> None:
