@@ -4,6 +4,7 @@ const form = document.getElementById("threshold-form");
 const saveForm = document.getElementById("save-form");
 const saveButton = document.getElementById("save-thresholds");
 let chart = null;
+let curvesShown;  // what drawCurves last had (null: the model has none); undefined before it ran
 let timer = null;
 let latest = 0;
 
@@ -31,6 +32,7 @@ function nearest(points, threshold) {
 }
 
 function drawCurves(curves, proposed) {
+  curvesShown = curves ?? null;
   const canvas = document.getElementById("chart-pr");
   const missing = document.getElementById("pr-unavailable");
   if (!curves || !window.Chart) { missing.hidden = false; canvas.hidden = true; return; }
@@ -92,6 +94,9 @@ async function preview() {
     saveButton.title = data.error;
     if (problem) { problem.textContent = `Cannot save: ${data.error}.`; problem.hidden = false; }
     for (const cell of document.querySelectorAll("[data-proposed], [data-saved-source]")) cell.textContent = "–";
+    // Nor its lines on the chart; the curves stay, as on a page refused without the script.
+    if (curvesShown === undefined) drawCurvesAlone();
+    else drawCurves(curvesShown, null);
     return;
   }
   if (problem) problem.hidden = true;

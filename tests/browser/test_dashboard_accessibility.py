@@ -249,13 +249,19 @@ def test_no_serious_or_critical_accessibility_violations(
 
 
 def chart_labels_once_drawn(page: Page, expected: str) -> list[str]:
-    """The PR chart's datasets once one is ``expected`` (the page's CSP refuses wait_for_function's string eval)."""
+    """The PR chart's datasets once one is ``expected``."""
+    return chart_labels_once(page, lambda labels: expected in labels)
+
+
+def chart_labels_once(page: Page, drawn: Callable[[list[str]], bool]) -> list[str]:
+    """The PR chart's datasets once ``drawn`` holds for them, or as they are after 10 s (the page's CSP refuses
+    wait_for_function's string eval)."""
     deadline = time.monotonic() + 10
     while True:
         labels: list[str] = page.evaluate(
             "() => window.Chart?.getChart(document.getElementById('chart-pr'))?.data.datasets.map((d) => d.label) ?? []"
         )
-        if expected in labels or time.monotonic() > deadline:
+        if drawn(labels) or time.monotonic() > deadline:
             return labels
         page.wait_for_timeout(100)
 
@@ -285,3 +291,20 @@ def test_a_page_with_refused_values_draws_the_curves_with_no_lines_marked(
     page.goto(f"{seeded.base}/dashboard/admin/sites/{seeded.site_id}/thresholds?spam_reject=0.5&spam_hold=0.6")
     expect(page.locator("#threshold-refused")).to_be_visible()
     assert chart_labels_once_drawn(page, "medical advice PR") == ["spam PR", "medical advice PR"]
+
+
+def test_values_the_preview_refuses_leave_no_line_marked_on_the_chart(pages: dict[str, Page], seeded: Seeded) -> None:
+    """Refused, the figures showed none while the chart went on marking the last valid proposal's lines, as if
+    they were what the sliders showed now."""
+    page = pages["admin"]
+    page.goto(f"{seeded.base}/dashboard/admin/sites/{seeded.site_id}/thresholds")
+    assert "spam reject at 0.80" in chart_labels_once_drawn(page, "spam reject at 0.80")
+    page.locator('#threshold-form input[name="spam_reject"]').fill("0.1")  # under the spam hold, 0.20
+    expect(page.locator("#threshold-problem")).to_be_visible()
+    expect(page.locator('[data-saved-source="spam_reject"]')).to_have_text("–")
+    unmarked = ["spam PR", "medical advice PR"]
+    assert chart_labels_once(page, lambda labels: labels == unmarked) == unmarked
+    # Values it takes again are marked again.
+    page.locator('#threshold-form input[name="spam_reject"]').fill("0.9")
+    expect(page.locator("#threshold-problem")).to_be_hidden()
+    assert "spam reject at 0.90" in chart_labels_once_drawn(page, "spam reject at 0.90")
