@@ -125,17 +125,19 @@ def test_an_explanation_does_not_call_hours_at_a_desk_a_dosing_schedule(trained_
 def test_a_word_found_only_in_the_authors_name_is_named_as_the_names(trained_model: TrainedModel) -> None:
     """A moderator reading "pharmacy" among the words that drove a score looks for it in the text: a word only
     in the name says where it is; one in both the name and the text is the text's (one feature to the model)."""
-    comment = CommentText(body="Thanks Bob, great article", author="Bob Cheap Pharmacy")
-    explained = trained_model.model.explain(comment, top=20)
-    words = {item["feature"] for items in explained.values() for item in items}
-    assert "name: pharmacy" in words and "name: cheap" in words, explained
-    assert not words & {"pharmacy", "cheap", "name: bob", "name: thanks"}, explained
-    spelled = trained_model.model.explain(CommentText(body="cheap zzauthor pharmacy pills"), top=20)
-    assert not [item for items in spelled.values() for item in items if item["feature"].startswith("name: ")]
+
+    def explaining_words(comment: CommentText) -> set[str]:
+        explained = trained_model.model.explain(comment, top=100)  # every word that pushed a score up
+        return {item["feature"] for items in explained.values() for item in items}
+
+    words = explaining_words(CommentText(body="Thanks Bob, great article", author="Bob Cheap Pharmacy"))
+    assert {"name: cheap", "name: pharmacy"} & words, words
+    assert not words & {"pharmacy", "cheap", "name: bob", "name: thanks"}, words
+    spelled = explaining_words(CommentText(body="cheap zzauthor pharmacy pills"))
+    assert not [word for word in spelled if word.startswith("name: ")], spelled
     # a name may spell the marker too (normalized from "z.z.a.u.t.h.o.r" as well)
-    named = trained_model.model.explain(CommentText(body="Thanks, great", author="Pharmacy z.z.a.u.t.h.o.r Al"), 20)
-    words = {item["feature"] for items in named.values() for item in items}
-    assert "name: pharmacy" in words and "pharmacy" not in words, named
+    named = explaining_words(CommentText(body="Thanks, great", author="Cheap Pharmacy z.z.a.u.t.h.o.r Al"))
+    assert {"name: cheap", "name: pharmacy"} & named and not named & {"cheap", "pharmacy"}, named
 
 
 @pytest.mark.parametrize(
