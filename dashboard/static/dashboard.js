@@ -374,6 +374,7 @@ function reviewable(item) {
 // A refused `r` (the comment is already rejected, deleted, or out of view) starts no reject, but the moderator
 // typing "r 2 note Enter" by habit goes on: the digit, the note's letters and Enter are the rest of a reject, and
 // read as keys of their own they acted on the comment (Enter opened it, as `o`; the "a" of "advice" approved).
+// `item` null: an `r` dropped while the last action was saved, meant for whichever comment comes next.
 function refuseReject(item, message) {
   say(message);
   refusedReject = { item, message, reason: false };
@@ -384,7 +385,7 @@ function refuseReject(item, message) {
 // `r` (`j`, `r` again) ends it and acts as ever.
 function finishRefusedReject(event) {
   const refused = refusedReject;
-  if (refused.item !== currentItem()) { refusedReject = null; return false; }
+  if (refused.item !== null && refused.item !== currentItem()) { refusedReject = null; return false; }
   if (event.key === "Enter") {
     refusedReject = null;
     say(`${refused.message} Nothing was sent.`);
@@ -469,7 +470,12 @@ document.addEventListener("keydown", (event) => {
   if (rejecting) { composeReject(event); return; }
   if (help && !help.hidden && event.key !== "?") return; // the help covers the queue
   if (refusedReject && finishRefusedReject(event)) return;
-  if (ACTING_KEYS.has(event.key) && (event.repeat || busy)) { event.preventDefault(); return; }
+  if (ACTING_KEYS.has(event.key) && (event.repeat || busy)) {
+    event.preventDefault();
+    // The rest of a reject typed on by habit must not act once the save is answered, as after any refused `r`.
+    if (event.key === "r" && !event.repeat) refuseReject(null, "The last action was still being saved: that r was not taken.");
+    return;
+  }
   const item = currentItem();
   if ((event.key === "a" || event.key === "r") && item && !inView(item)) {
     // Scrolled away from it (the mouse, the browser restoring a position): show it before acting on it.

@@ -253,6 +253,44 @@ def test_a_note_typed_after_an_r_refused_acts_on_nothing(
     expect(page.locator("#toast")).to_contain_text(f"#{ids[0]} approved.")
 
 
+def test_a_reject_typed_while_the_last_action_is_saved_acts_on_nothing(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """`a` on the first comment, then straight away "r 2 bad advice Enter" for the next: the `r` and the digit came
+    while the approve was saved and were dropped, and once it was answered the "a" of "advice" approved the
+    comment the moderator meant to reject (a cold review's finding)."""
+    ids = seed_held(engine, site_id, 2)
+    held: list[Route] = []
+
+    def hold_the_first(route: Route) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.context.route("**/act", hold_the_first)  # on the context, before the page loads (see the focus test)
+    sign_in(page, web, accounts["moderator"])
+    expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(ids[0]))
+    keys_ready(page)
+    page.keyboard.press("a")
+    for _ in range(50):  # the route's handler runs as the page waits
+        if held:
+            break
+        page.wait_for_timeout(100)
+    assert len(held) == 1, "the approve was not held"
+    page.keyboard.press("r")
+    page.keyboard.press("2")
+    expect(page.locator("#toast")).to_contain_text("keys do nothing until Enter or Esc")
+    held[0].continue_()
+    expect(page.locator("#toast")).to_contain_text(f"#{ids[0]} approved.")
+    expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(ids[1]))
+    page.keyboard.type("bad advice")
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(500)  # long enough for an approve to be saved, or a page to start loading
+    expect(page).to_have_url(re.compile(r"/dashboard/queue"))
+    assert statuses(engine) == {ids[0]: "approved", ids[1]: "held"}, audit(engine)
+
+
 def test_j_past_the_last_comment_says_where_the_rest_are(
     page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
 ) -> None:
