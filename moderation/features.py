@@ -290,7 +290,11 @@ STAND_IN_ENDING = "com"
 
 def link_ending(domain: str) -> str:
     """The ending the models read for a linked domain: its last label, or ``none`` for a bare name."""
-    ending = domain.rsplit(".", 1)[-1] if "." in domain else "none"
+    return ending_read(domain.rsplit(".", 1)[-1]) if "." in domain else "none"
+
+
+def ending_read(ending: str) -> str:
+    """A domain's last label as the models read it: an ending reserved for examples as the one it stands for."""
     return STAND_IN_ENDING if ending in RESERVED_ENDINGS else ending
 
 
@@ -304,9 +308,7 @@ def _marker_tokens(comment: CommentText, raw: str) -> list[str]:
         tokens.append(f"zzlinks{min(len(urls), 3)}")
     if comment.url.strip():
         author_domain = url_domain(comment.url.strip())
-        author_ending = author_domain.rsplit(".", 1)[-1]
-        author_ending = STAND_IN_ENDING if author_ending in RESERVED_ENDINGS else author_ending
-        tokens += ["zzauthorurl", f"zzauthortld{author_ending}"]
+        tokens += ["zzauthorurl", f"zzauthortld{ending_read(author_domain.rsplit('.', 1)[-1])}"]
     if _has_email(raw):
         tokens.append("zzemail")
     if DIGIT_RE.search(raw):  # phones, money and doses all need a digit; most comments have none
