@@ -189,17 +189,25 @@ def test_a_comment_the_site_deleted_cannot_be_acted_on(
     assert audit(engine) == []
 
 
+def all_queue_with_the_first_rejected(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int, count: int
+) -> list[int]:
+    """``count`` comments, the first already rejected and current, on the "all" tab (where it is listed)."""
+    ids = seed_held(engine, site_id, count)
+    with make_session_factory(engine).begin() as session:
+        session.get_one(Comment, ids[0]).status = "rejected"
+    sign_in(page, web, accounts["moderator"])
+    page.goto(f"{web}/dashboard/queue?queue=all")
+    expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(ids[0]))
+    return ids
+
+
 def test_enter_after_an_r_refused_does_not_open_the_comment(
     page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
 ) -> None:
     """`r` on a comment already rejected says so and starts no reject; the `2` and Enter typed after it, the rest
     of that reject, then opened the comment's page: Enter read as `o`, and the moderator was taken off the queue."""
-    ids = seed_held(engine, site_id, 2)
-    with make_session_factory(engine).begin() as session:
-        session.get(Comment, ids[0]).status = "rejected"
-    sign_in(page, web, accounts["moderator"])
-    page.goto(f"{web}/dashboard/queue?queue=all")
-    expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(ids[0]))
+    ids = all_queue_with_the_first_rejected(page, web, accounts, engine, site_id, 2)
     toast = page.locator("#toast")
     page.keyboard.press("r")
     expect(toast).to_have_text("This comment is already rejected.")
@@ -234,12 +242,7 @@ def test_a_note_typed_after_an_r_refused_acts_on_nothing(
 ) -> None:
     """Typed by habit after an `r` refused on a rejected comment, the reason and the note were read as keys: the
     "a" of "bad advice" approved the comment the moderator meant to reject."""
-    ids = seed_held(engine, site_id, 1)
-    with make_session_factory(engine).begin() as session:
-        session.get(Comment, ids[0]).status = "rejected"
-    sign_in(page, web, accounts["moderator"])
-    page.goto(f"{web}/dashboard/queue?queue=all")
-    expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(ids[0]))
+    ids = all_queue_with_the_first_rejected(page, web, accounts, engine, site_id, 1)
     page.keyboard.press("r")
     expect(page.locator("#toast")).to_have_text("This comment is already rejected.")
     page.keyboard.type("2bad advice")
