@@ -30,6 +30,7 @@ from dashboard.queries import (
     queue_page,
 )
 from models.entities import CallbackDelivery, Comment, Decision, Site
+from moderation.metrics import record_moderator_decision
 from moderation.reasons import ALL_REASONS, REJECT_REASONS
 from moderation.review import (
     ConflictError,
@@ -147,6 +148,7 @@ def act(comment_id: int, action: str, reason: str | None, note: str | None, expe
         decision = record_verdict(session, comment_id, me(), action, reason, note, expected, datetime.now(UTC))
         delivery_id = pending_delivery_id(session, decision)
         status = decision.comment.status
+        outcome = str(decision.outcome)
         session.commit()
     except ConflictError as conflict:
         session.rollback()
@@ -158,6 +160,7 @@ def act(comment_id: int, action: str, reason: str | None, note: str | None, expe
     except ReviewError as error:
         session.rollback()
         return Outcome(comment_id, False, str(error))
+    record_moderator_decision(outcome)  # after the commit: a verdict refused or rolled back was never made
     if delivery_id is not None:
         try:
             runtime().publisher.notify(delivery_id)

@@ -15,7 +15,9 @@ INTAKE_SECONDS = Histogram(
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 DECISIONS = Counter("moderation_decisions_total", "Decisions by outcome and by who decided.", ["outcome", "decided_by"])
-DECISION_REASONS = Counter("moderation_decision_reasons_total", "Reasons given with decisions.", ["reason"])
+DECISION_REASONS = Counter(
+    "moderation_decision_reasons_total", "Reasons the policy gave with the model's decisions.", ["reason"]
+)
 CLASSIFY_SECONDS = Histogram(
     "moderation_classify_seconds",
     "Time to classify and decide one comment: a batch's time shared among the comments it decided.",
@@ -41,6 +43,7 @@ def _start_at_zero() -> None:
         INTAKE_REQUESTS.labels(status=status)
     for outcome in Outcome:
         DECISIONS.labels(outcome=outcome.value, decided_by="model")
+        DECISIONS.labels(outcome=outcome.value, decided_by="moderator")
     for reason in Reason:
         DECISION_REASONS.labels(reason=reason.value)
     CALLBACK_ATTEMPTS.labels(result="delivered")
@@ -53,3 +56,10 @@ def record_decision(outcome: str, reasons: list[str], decided_by: str = "model")
     DECISIONS.labels(outcome=outcome, decided_by=decided_by).inc()
     for reason in reasons:
         DECISION_REASONS.labels(reason=reason).inc()
+
+
+def record_moderator_decision(outcome: str) -> None:
+    """A moderator's verdict, once committed. Its reasons are not counted: an undo restores the model's
+    reasons (``not_classified`` among them, which the runbook alerts on), and a moderator's own reasons would
+    blur the policy's rates, which that counter, having no ``decided_by``, cannot tell apart."""
+    DECISIONS.labels(outcome=outcome, decided_by="moderator").inc()

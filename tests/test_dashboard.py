@@ -18,6 +18,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from itsdangerous import URLSafeTimedSerializer
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -944,6 +945,36 @@ def test_undo_restores_the_previous_decision(
     assert redone.get_json()["message"] == "the last action on this comment was an undo: approve or reject it instead"
     other_id, other_decision = held[1]
     assert act(moderator_client, other_id, "undo", other_decision).status_code == 400  # only the model decided
+
+
+def _moderator_decisions(outcome: str) -> float:
+    return REGISTRY.get_sample_value("moderation_decisions_total", {"outcome": outcome, "decided_by": "moderator"}) or 0
+
+
+def test_moderators_verdicts_are_counted_and_a_refused_one_is_not(
+    app: Flask, moderator_client: FlaskClient, held: list[tuple[int, int]]
+) -> None:
+    before = {outcome: _moderator_decisions(outcome) for outcome in ("approve", "reject", "hold")}
+    (first, first_decision), (second, second_decision), (third, _) = held
+    approved = act(moderator_client, first, "approve", first_decision)
+    assert approved.status_code == 200
+    assert act(moderator_client, first, "undo", approved.get_json()["decision_id"]).status_code == 200
+    other = app.test_client()
+    sign_in(other, "mod2@example.org")
+    assert act(other, first, "reject", first_decision, reason="spam").status_code == 409  # the undo came since
+    token = csrf_token(moderator_client, "/dashboard/queue")
+    moderator_client.post(
+        "/dashboard/bulk",
+        data={
+            "csrf_token": token,
+            "action": "reject",
+            "reason": "spam",
+            "ids": [f"{second}:{second_decision}", f"{third}:999999"],
+        },
+        headers={"Accept": "application/json"},
+    )
+    counted = {outcome: _moderator_decisions(outcome) - before[outcome] for outcome in before}
+    assert counted == {"approve": 1, "reject": 1, "hold": 1}  # the undo put the model's hold back
 
 
 def _card(page: str, comment_id: int) -> str:

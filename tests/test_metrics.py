@@ -18,6 +18,7 @@ def test_watched_series_start_at_zero_in_a_new_process() -> None:
     assert 'moderation_intake_requests_total{status="503"} 0.0' in lines
     assert 'moderation_intake_requests_total{status="202"} 0.0' in lines
     assert 'moderation_decisions_total{decided_by="model",outcome="hold"} 0.0' in lines
+    assert 'moderation_decisions_total{decided_by="moderator",outcome="reject"} 0.0' in lines
     assert 'moderation_callback_attempts_total{result="delivered"} 0.0' in lines
     for reason in Reason:
         assert f'moderation_decision_reasons_total{{reason="{reason.value}"}} 0.0' in lines
