@@ -23,6 +23,7 @@ import skops.io as sio
 from click.testing import CliRunner, Result
 from sklearn.naive_bayes import MultinomialNB
 from sqlalchemy import Engine, select, text, update
+from sqlalchemy.engine import make_url
 
 from models.db import create_db_engine, make_session_factory
 from models.entities import Comment, ModelVersion, OutboxMessage, Site
@@ -36,6 +37,7 @@ from server.cli import main
 from tests.conftest import TrainedModel
 from tests.support.callbacks import NOW, POLICY, decided_comment
 from tests.support.models import saved_elsewhere
+from tests.support.services import fresh_postgres_database, postgres_reachable
 from tests.support.signing import signed_headers
 
 
@@ -662,6 +664,24 @@ def test_the_console_script_outside_the_checkout_says_it_made_a_new_database(tmp
     assert not (tmp_path / "var" / "metrics").exists()  # a one-off command's counts are not the service's
     again = moderation("sites", "list")
     assert again.returncode == 0 and "created a new database" not in again.stderr
+
+
+@pytest.mark.skipif(not postgres_reachable(), reason="PostgreSQL is not reachable at 127.0.0.1:5432")
+def test_a_command_on_an_empty_postgresql_database_says_it_created_the_schema_there(tmp_path: Path) -> None:
+    """A mistyped name of another database that exists is noticed, as a new SQLite file is."""
+    from models.migrate import head_revision
+
+    with fresh_postgres_database() as url:
+        with_password = make_url(url).set(password="s3cret-word")  # trust authentication lets any through
+        env = {"VAR_DIR": str(tmp_path), "LOG_FORMAT": "text", "LOG_LEVEL": "WARNING"}
+        env["DATABASE_URL"] = with_password.render_as_string(hide_password=False)
+        first = CliRunner().invoke(main, ["sites", "list"], env=env)
+        assert first.exit_code == 0, first.output
+        shown = with_password.render_as_string(hide_password=False).replace("s3cret-word", "***")
+        assert f"created the schema ({head_revision()}) in the empty database {shown}" in first.stderr
+        assert "s3cret-word" not in first.output
+        again = CliRunner().invoke(main, ["sites", "list"], env=env)
+        assert again.exit_code == 0 and "created the schema" not in again.stderr
 
 
 def test_commands_other_than_migrate_leave_an_older_schema_alone(tmp_path: Path, database_url: str) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import create_db_engine, make_session_factory
-from models.migrate import schema_mismatch, schema_revision, upgrade_database
+from models.migrate import head_revision, schema_mismatch, schema_revision, upgrade_database
 from moderation import registry
 from moderation.classifier import ModerationModel
 from moderation.sites import SiteError, require_site
@@ -79,6 +79,10 @@ def _create_or_check_schema(settings: Settings) -> None:
         if current is not None:
             return
     upgrade(settings)
+    if path is None:
+        # An existing but empty database is most likely a mistyped name of another one on the same server:
+        # say where the schema went, as a new SQLite file is named in `upgrade`.
+        click.echo(f"created the schema ({head_revision()}) in the empty database {redacted_url(url)}", err=True)
 
 
 def sqlite_file(url: str) -> Path | None:
