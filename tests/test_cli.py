@@ -26,7 +26,7 @@ from sqlalchemy import Engine, select, text, update
 from sqlalchemy.engine import make_url
 
 from models.db import create_db_engine, make_session_factory
-from models.entities import Comment, ModelVersion, OutboxMessage, Site
+from models.entities import Comment, ModelVersion, OutboxMessage, Site, TrainingLabel
 from moderation import callbacks, registry
 from moderation.data import CORPUS_DIR
 from moderation.decisions import TRIES_BEFORE_HOLDING, hold_unclassified
@@ -60,6 +60,7 @@ def trained(var_dir: Path, trained_model: TrainedModel) -> Iterator[Path]:
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().splitlines()[-1].startswith("registered model ")  # the progress bar is on stderr
     assert f"warning: no public data set in {empty} (looked for youtube_spam/, sms_spam/" in result.stderr
+    assert "moderators' labels from the database: none\n" in result.stdout
     sessions = make_session_factory(create_db_engine(f"sqlite:///{var_dir / 'moderation.db'}"))
     with sessions.begin() as session:
         assert session.scalars(select(ModelVersion)).one().card["data"]["validation_folds"] == 2
@@ -87,6 +88,23 @@ def test_train_names_the_public_sets_it_found(capsys: pytest.CaptureFixture[str]
     captured = capsys.readouterr()
     assert captured.out == "public examples from data: sms_spam 5\n"
     assert captured.err == "warning: youtube_spam/ in data held no examples\n"
+
+
+def test_train_says_how_many_moderators_labels_it_merged(tmp_path: Path) -> None:
+    env = {"VAR_DIR": str(tmp_path), "DATABASE_URL": "", "LOG_FORMAT": "text", "LOG_LEVEL": "WARNING"}
+    assert CliRunner().invoke(main, ["migrate"], env=env).exit_code == 0
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'moderation.db'}")
+    with make_session_factory(engine).begin() as session:
+        site, _ = create_site(session, "backpain-advisor")
+        # The last teaches neither label (a verdict such as off-topic keeps no label; one kept so is not merged).
+        for n, (spam, advice) in enumerate([(True, None), (False, False), (None, None)]):
+            new = NewComment(external_id=f"c-{n}", article_id="a", body=f"Comment number {n}.")
+            comment_id = accept_comment(session, site, f"wh-{n}", new, datetime.now(UTC)).comment_id
+            session.add(TrainingLabel(comment_id=comment_id, body=new.body, spam=spam, medical_advice=advice))
+    engine.dispose()
+    result = CliRunner().invoke(main, ["train", "--folds", "2", "--no-activate"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "moderators' labels from the database: 2"
 
 
 def test_models_list_of_an_empty_registry_says_so_on_stderr(tmp_path: Path) -> None:

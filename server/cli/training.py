@@ -55,7 +55,11 @@ def train_and_register(
     if data_dir is not None:
         _say_what_was_found({name: len(found) for name, found in public.items()}, data_dir)
     with sessions() as session:
-        examples += moderator_examples(session)
+        labels = moderator_examples(session)
+    examples += labels
+    # Said with the public sets, before the long training: "none" from a database expected to hold verdicts
+    # means the wrong DATABASE_URL or VAR_DIR.
+    click.echo(f"moderators' labels from the database: {f'{len(labels):,}' if labels else 'none'}")
     model = train_model(examples, folds=folds)  # no session is open during the long CPU work
     version = registry.new_version_name()
     model.card["version"] = version
