@@ -196,3 +196,25 @@ def test_a_worker_refuses_a_sqlite_file_that_is_not_there_and_does_not_make_one(
     missing.parent.mkdir()
     assert_refused(start_worker(worker_settings, f"sqlite:///{missing}"), f"no database file at {missing}")
     assert not missing.exists()
+
+
+def start_beat(settings: Settings, database_url: str) -> subprocess.CompletedProcess[str]:
+    """`moderation beat` on ``database_url``: it must stop by itself (the old code ran on, relaying nothing)."""
+    env = service_env(settings, DATABASE_URL=database_url, LOG_FORMAT="text")
+    argv = [sys.executable, "-m", "server", "beat"]
+    return subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
+
+
+@needs_postgres
+def test_beat_refuses_a_database_without_the_schema_as_a_worker_does(worker_settings: Settings) -> None:
+    with fresh_postgres_database() as url:
+        assert_refused(start_beat(worker_settings, url), "the database has no schema", "moderation migrate")
+
+
+def test_beat_refuses_a_sqlite_file_that_is_not_there_and_does_not_make_one(
+    worker_settings: Settings, tmp_path: Path
+) -> None:
+    missing = tmp_path / "elsewhere" / "moderation.db"
+    missing.parent.mkdir()
+    assert_refused(start_beat(worker_settings, f"sqlite:///{missing}"), f"no database file at {missing}")
+    assert not missing.exists()

@@ -75,6 +75,19 @@ def _can_connect(settings: Settings) -> None:
         engine.dispose()
 
 
+def _refuse_an_unusable_database(settings: Settings) -> None:
+    """Stop a serving process before it starts on a database it cannot use (not there, not migrated, an older
+    schema), in one line. An outage after this is left to the tasks' own retries."""
+    from server.health import database_problem
+
+    try:
+        problem = database_problem(settings.effective_database_url)
+    except OperationalError as error:
+        raise click.ClickException(common.cannot_connect(settings, error)) from None
+    if problem is not None:
+        raise click.ClickException(problem)
+
+
 def _schema_revision(settings: Settings) -> str | None:
     try:
         return schema_revision(settings.effective_database_url)
@@ -141,7 +154,6 @@ def worker(
 ) -> None:
     """Run a Celery worker: classify comments and notify sites."""
     from server.factory import build_celery
-    from server.health import database_problem
     from server.metrics import serve_worker_metrics
 
     chosen = [name.strip() for name in queues.split(",") if name.strip()]
@@ -150,14 +162,8 @@ def worker(
         raise click.BadParameter(f"choose from {', '.join(WORKER_QUEUES)} (got {queues!r})", param_hint="--queues")
 
     settings = common.settings(ctx)
-    # A worker on a database it cannot use would take tasks from the queue and retry each one for ever:
-    # refuse to start instead. An outage after this keeps the tasks' own retries.
-    try:
-        problem = database_problem(settings.effective_database_url)
-    except OperationalError as error:
-        raise click.ClickException(common.cannot_connect(settings, error)) from None
-    if problem is not None:
-        raise click.ClickException(problem)
+    # A worker on a database it cannot use would take tasks from the queue and retry each one for ever.
+    _refuse_an_unusable_database(settings)
     # From this (main) process, which forks the pool: one port per worker, not one per pool process.
     serve_worker_metrics(
         settings.worker_metrics_host if metrics_host is None else metrics_host,
@@ -184,6 +190,8 @@ def beat(ctx: click.Context) -> None:
 
     settings = common.settings(ctx)
     common.make_folder(settings.var_dir, "VAR_DIR")
+    # Beat on a database it cannot use would look like a running service while relaying and retrying nothing.
+    _refuse_an_unusable_database(settings)
     schedule = settings.var_dir / "celerybeat-schedule"
     build_celery(settings).start(["beat", f"--loglevel={settings.log_level}", f"--schedule={schedule}"])
 
