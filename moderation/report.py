@@ -16,6 +16,7 @@ matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve
 
@@ -255,8 +256,8 @@ def check_support(check: dict[str, Any]) -> str:
 def write_report(evaluation: Evaluation, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "metrics.json").write_text(json.dumps(evaluation.as_dict(), indent=2))
-    _plot_pr_curves(evaluation.scored, folder / "pr_curves.png")
-    _plot_calibration(evaluation.scored, folder / "calibration.png")
+    _save(pr_curves_figure(evaluation.scored), folder / "pr_curves.png")
+    _save(calibration_figure(evaluation.scored), folder / "calibration.png")
     page = folder / "report.html"
     page.write_text(_html(evaluation))
     return page
@@ -276,7 +277,9 @@ def _by_source(scored: Sequence[Scored]) -> dict[str, list[Scored]]:
 
 def _plot_pr_curve(axis: Any, truth: np.ndarray, probability: np.ndarray, source: str) -> None:
     precision, recall, _ = precision_recall_curve(truth, probability)
-    axis.plot(recall, precision, label=f"{source} (n={len(truth)})")
+    # Precision holds from one threshold's recall to the next: a straight line between them draws a saw-tooth
+    # of values no threshold gives (scikit-learn's PrecisionRecallDisplay draws steps too).
+    axis.plot(recall, precision, drawstyle="steps-post", label=f"{source} (n={len(truth)})")
 
 
 def _plot_calibration_curve(axis: Any, truth: np.ndarray, probability: np.ndarray, source: str) -> None:
@@ -284,31 +287,31 @@ def _plot_calibration_curve(axis: Any, truth: np.ndarray, probability: np.ndarra
     axis.plot(predicted, observed, marker="o", label=source)
 
 
-def _plot_pr_curves(scored: Sequence[Scored], path: Path) -> None:
-    _plot_per_label(scored, path, _plot_pr_curve, "precision-recall", ("recall", "precision"), "lower left")
+def pr_curves_figure(scored: Sequence[Scored]) -> Figure:
+    return _per_label_figure(scored, _plot_pr_curve, "precision-recall", ("recall", "precision"), "lower left")
 
 
-def _plot_calibration(scored: Sequence[Scored], path: Path) -> None:
-    _plot_per_label(
+def calibration_figure(scored: Sequence[Scored]) -> Figure:
+    return _per_label_figure(
         scored,
-        path,
         _plot_calibration_curve,
         "calibration",
         ("predicted probability", "observed frequency"),
-        "upper left",
+        # Below the diagonal: the trained models' scores run low (their curves are above it, as a report of
+        # theirs showed), so the upper left, where the legend was, is where the curves climb.
+        "lower right",
         diagonal=True,
     )
 
 
-def _plot_per_label(
+def _per_label_figure(
     scored: Sequence[Scored],
-    path: Path,
     draw: Any,
     title: str,
     labels: tuple[str, str],
     legend: str,
     diagonal: bool = False,
-) -> None:
+) -> Figure:
     """One panel per label, one curve per source that has both classes of that label."""
     figure, axes = plt.subplots(1, len(LABELS), figsize=(11, 4.5))
     for axis, label in zip(axes, LABELS, strict=True):
@@ -331,6 +334,10 @@ def _plot_per_label(
         else:  # no source has both classes of this label: nothing to draw, and the panel says why
             axis.text(0.5, 0.5, "no source has both classes", ha="center", va="center", color="grey")
     figure.tight_layout()
+    return figure
+
+
+def _save(figure: Figure, path: Path) -> None:
     figure.savefig(path, dpi=110)
     plt.close(figure)
 

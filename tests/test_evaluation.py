@@ -8,6 +8,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -329,3 +330,51 @@ def test_every_signal_goes_into_a_card_and_comes_back_and_older_cards_still_read
     assert Signals.to_card([Signals(), Signals()]) == {"links": [0, 0]}
     # Written before ``other_script`` was kept, or when no comment had one: read as none.
     assert Signals.from_card({"links": [0, 2]}, 2) == [Signals(), Signals(link_count=2)]
+
+
+# --- the report's plots ------------------------------------------------------------------------------
+
+
+def scores_too_low(count: int = 400) -> list[Scored]:
+    """Scores below the observed rates, as the shipped model's calibration curves show: above the diagonal."""
+    rng = np.random.default_rng(0)
+    rate = rng.uniform(0, 1, count)
+    spam, advice = rng.uniform(0, 1, count) < rate, rng.uniform(0, 1, count) < rate
+    return [
+        Scored(Example(CommentText(body=f"comment {n}"), bool(s), bool(a), "own", TEST), Scores(r * r, r * r))
+        for n, (r, s, a) in enumerate(zip(rate, spam, advice, strict=True))
+    ]
+
+
+def test_the_calibration_legend_is_below_the_diagonal_where_scores_too_low_draw_no_curve() -> None:
+    from moderation.report import calibration_figure
+
+    figure = calibration_figure(scores_too_low())
+    figure.canvas.draw()
+    for axis in figure.axes:
+        curves = [line for line in axis.get_lines() if line.get_label() == "own"]
+        assert curves
+        points = np.asarray(curves[0].get_xydata())
+        assert np.all(points[:, 1] >= points[:, 0])  # the curve is above the diagonal, as in the report
+        legend = axis.get_legend()
+        assert legend is not None
+        box = legend.get_window_extent().transformed(axis.transData.inverted())
+        assert all(y < x for x in (box.x0, box.x1) for y in (box.y0, box.y1)), box
+    plt.close(figure)
+
+
+def test_precision_recall_curves_are_drawn_as_steps() -> None:
+    """Precision holds from one recall to the next; a line joining the points draws a saw-tooth."""
+    from moderation.report import pr_curves_figure
+
+    figure = pr_curves_figure(scores_too_low())
+    lines = [line for axis in figure.axes for line in axis.get_lines()]
+    assert len(lines) == 2 and {line.get_drawstyle() for line in lines} == {"steps-post"}
+    plt.close(figure)
+
+
+def test_the_report_writes_both_charts(tmp_path: Path) -> None:
+    result = measure("v", {}, scores_too_low(), Coverage(given=400, trained_on=0))
+    write_report(result, tmp_path)
+    for name in ("pr_curves.png", "calibration.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
