@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -189,15 +189,6 @@ def test_a_worker_refuses_a_schema_behind_this_code(worker_settings: Settings) -
         )
 
 
-def test_a_worker_refuses_a_sqlite_file_that_is_not_there_and_does_not_make_one(
-    worker_settings: Settings, tmp_path: Path
-) -> None:
-    missing = tmp_path / "elsewhere" / "moderation.db"
-    missing.parent.mkdir()
-    assert_refused(start_worker(worker_settings, f"sqlite:///{missing}"), f"no database file at {missing}")
-    assert not missing.exists()
-
-
 def start_beat(settings: Settings, database_url: str) -> subprocess.CompletedProcess[str]:
     """`moderation beat` on ``database_url``: it must stop by itself (the old code ran on, relaying nothing)."""
     env = service_env(settings, DATABASE_URL=database_url, LOG_FORMAT="text")
@@ -211,10 +202,11 @@ def test_beat_refuses_a_database_without_the_schema_as_a_worker_does(worker_sett
         assert_refused(start_beat(worker_settings, url), "the database has no schema", "moderation migrate")
 
 
-def test_beat_refuses_a_sqlite_file_that_is_not_there_and_does_not_make_one(
-    worker_settings: Settings, tmp_path: Path
+@pytest.mark.parametrize("start", [start_worker, start_beat], ids=["worker", "beat"])
+def test_a_service_refuses_a_sqlite_file_that_is_not_there_and_does_not_make_one(
+    start: Callable[[Settings, str], subprocess.CompletedProcess[str]], worker_settings: Settings, tmp_path: Path
 ) -> None:
     missing = tmp_path / "elsewhere" / "moderation.db"
     missing.parent.mkdir()
-    assert_refused(start_beat(worker_settings, f"sqlite:///{missing}"), f"no database file at {missing}")
+    assert_refused(start(worker_settings, f"sqlite:///{missing}"), f"no database file at {missing}")
     assert not missing.exists()
