@@ -315,7 +315,12 @@ def _echoed(sent: Any, current: Proposal, defaults: Thresholds) -> dict[str, str
     return shown
 
 
-def _thresholds_page(site: Site, sent: Any, refused: ValueError | None = None) -> str:
+# Values refused (by a save, or by the form's own preview) answer this, not 200: a script or a test can tell a
+# refusal from a success, and a browser shows the page all the same.
+REFUSED_STATUS = 422
+
+
+def _thresholds_page(site: Site, sent: Any, refused: ValueError | None = None) -> ResponseReturnValue:
     """The page for the values ``sent`` (a preview's query, or a save's form that ``refused`` names as refused)."""
     row, card = _active_card()
     defaults = Thresholds.of_card(card)
@@ -343,7 +348,7 @@ def _thresholds_page(site: Site, sent: Any, refused: ValueError | None = None) -
         if proposal is not None
         else _echoed(sent, current, defaults)
     )
-    return render_template(
+    page = render_template(
         "admin/thresholds.html",
         site=site,
         model=row,
@@ -363,6 +368,7 @@ def _thresholds_page(site: Site, sent: Any, refused: ValueError | None = None) -
         effect_proposed=what_if(card, proposal.thresholds) if proposal is not None else None,
         previewed="spam_reject" in sent and not errors,
     )
+    return (page, REFUSED_STATUS) if problem is not None else page
 
 
 @bp.get("/admin/sites/<row_id:site_id>/thresholds/preview")

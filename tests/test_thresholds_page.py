@@ -144,6 +144,25 @@ def save(client: FlaskClient, site_id: int, fields: dict[str, str]) -> str:
     return response.get_data(as_text=True)
 
 
+# A refusal answers 422, not 200: a script or a test posting the form can tell it from a save (the browser still
+# shows the page, which says why).
+REFUSED = 422
+
+
+def refused_page(client: FlaskClient, site_id: int, query: str) -> str:
+    """The page for values the form's own preview (its GET, without the page's script) refused."""
+    response = client.get(f"/dashboard/admin/sites/{site_id}/thresholds{query}")
+    assert response.status_code == REFUSED
+    return response.get_data(as_text=True)
+
+
+def refused_save(client: FlaskClient, site_id: int, fields: dict[str, str]) -> str:
+    """The page a refused save renders (no redirect: that would show the saved values)."""
+    response = client.post(f"/dashboard/admin/sites/{site_id}/thresholds", data=fields)
+    assert response.status_code == REFUSED
+    return response.get_data(as_text=True)
+
+
 def preview(client: FlaskClient, site_id: int, query: str) -> Any:
     return client.get(f"/dashboard/admin/sites/{site_id}/thresholds/preview?{query}")
 
@@ -326,7 +345,7 @@ def test_every_bad_value_sent_is_named_at_once(
     assert len(error) < 200
     token = csrf_token(admin_client, "/dashboard/admin/sites")
     fields = {"csrf_token": token, "spam_reject": "-1", "spam_hold": "0.03", "advice_hold": "2"}
-    shown = html.unescape(save(admin_client, sites["edited"], fields))
+    shown = html.unescape(refused_save(admin_client, sites["edited"], fields))
     assert "“Reject as spam” must be between 0 and 1, got -1" in shown
     assert "“Hold as medical advice” must be between 0 and 1, got 2" in shown
     assert stored(sessions, sites["edited"]) == (None, None, None)
@@ -337,7 +356,7 @@ def test_values_refused_in_a_preview_stay_in_the_sliders_to_be_corrected(
 ) -> None:
     """Previewed without the page's script (the form's own GET), a hold above the reject line was named, and
     the sliders jumped back to the saved values: the admin had to find and set again what they had tried."""
-    shown = page(admin_client, sites["edited"], "?spam_reject=0.50&spam_hold=0.60&advice_hold=0.20")
+    shown = refused_page(admin_client, sites["edited"], "?spam_reject=0.50&spam_hold=0.60&advice_hold=0.20")
     assert "“Hold as possible spam” must not be above “Reject as spam”" in html.unescape(shown)
     assert sliders(shown) == {
         "spam_reject": ("0.50", "0.50"),
@@ -356,7 +375,7 @@ def test_a_refused_save_shows_the_values_sent_escaped_and_stores_nothing(
     hostile = '0.9"><script>alert(1)</script>'
     token = csrf_token(admin_client, "/dashboard/admin/sites")
     fields = {"csrf_token": token, "spam_reject": hostile, "spam_hold": "0.60", "advice_hold": "0.20"}
-    shown = save(admin_client, sites["edited"], fields)
+    shown = refused_save(admin_client, sites["edited"], fields)
     assert "<script>alert(1)" not in shown
     assert '“Reject as spam” must be a number between 0 and 1, got 0.9"><script>' in html.unescape(shown)
     assert sliders(shown) == {

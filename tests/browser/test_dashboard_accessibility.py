@@ -202,9 +202,9 @@ SCREENS = {
     "admin-thresholds-previewed": Screen(
         "admin", "/dashboard/admin/sites/{site}/thresholds?spam_reject=0.8&spam_hold=0.2&advice_hold=0.3"
     ),
-    # Refused: the values sent kept in the sliders, one of them no number (its output says it as sent).
+    # Refused (422): the values sent kept in the sliders, one of them no number (its output says it as sent).
     "admin-thresholds-refused": Screen(
-        "admin", "/dashboard/admin/sites/{site}/thresholds?spam_reject=abc&spam_hold=0.9&advice_hold=0.3"
+        "admin", "/dashboard/admin/sites/{site}/thresholds?spam_reject=abc&spam_hold=0.9&advice_hold=0.3", status=422
     ),
     "admin-lists": Screen("admin", "/dashboard/admin/lists"),
     "admin-moderators": Screen("admin", "/dashboard/admin/moderators"),

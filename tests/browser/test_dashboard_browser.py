@@ -546,7 +546,10 @@ def test_refused_values_stay_in_the_sliders_until_the_admin_corrects_them(
     page.on("dialog", answer(dialogs, accept=False))
     sign_in(page, web, accounts["admin"])
     # What the "Preview the effect" form sends without the page's script: a hold above the reject line.
-    page.goto(f"{web}/dashboard/admin/sites/{site_id}/thresholds?spam_reject=0.50&spam_hold=0.60&advice_hold=0.20")
+    opened = page.goto(
+        f"{web}/dashboard/admin/sites/{site_id}/thresholds?spam_reject=0.50&spam_hold=0.60&advice_hold=0.20"
+    )
+    assert opened is not None and opened.status == 422  # the page shows all the same
     for name, value in (("spam_reject", "0.5"), ("spam_hold", "0.6"), ("advice_hold", "0.2")):
         expect(page.locator(f'#threshold-form input[name="{name}"]')).to_have_value(value)
         expect(page.locator(f"#{name}-out")).to_have_text(f"{float(value):.2f}")
@@ -561,7 +564,9 @@ def test_refused_values_stay_in_the_sliders_until_the_admin_corrects_them(
     # A save the server refuses (a form edited by hand here) comes back with what it sent, as text.
     hostile = '<img src=x onerror="alert(1)">'
     page.locator('#save-form input[name="spam_hold"]').evaluate("(input, value) => { input.value = value; }", hostile)
-    page.click("#save-thresholds")
+    with page.expect_response(lambda response: response.request.method == "POST") as saved:
+        page.click("#save-thresholds")
+    assert saved.value.status == 422
     said = f"Not saved: “Hold as possible spam” must be a number between 0 and 1, got {hostile}"
     expect(refused).to_contain_text(said)
     expect(page.locator("#spam_hold-out")).to_have_text(hostile)
