@@ -201,6 +201,17 @@ def _shown(value: float) -> str:
 def _sent_values(args: Any) -> dict[str, float]:
     """The numbers the form sent for the thresholds it does not reset to the model's. Raises ValueError
     naming every value that is not a number between 0 and 1, so that one round trip shows them all."""
+    sent, problems = _usable_values(args)
+    if sent.get("spam_hold", 0.0) > sent.get("spam_reject", 1.0):  # said with the others, not on the next try
+        problems.append("spam_hold must not be above spam_reject")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return sent
+
+
+def _usable_values(args: Any) -> tuple[dict[str, float], list[str]]:
+    """Of the values sent for the thresholds the form does not reset to the model's, the numbers between 0 and 1,
+    and why each other one is refused."""
     sent: dict[str, float] = {}
     problems: list[str] = []
     for name in THRESHOLD_NAMES:
@@ -216,11 +227,7 @@ def _sent_values(args: Any) -> dict[str, float]:
             problems.append(f"{name} must be between 0 and 1, got {shown}")
             continue
         sent[name] = value
-    if sent.get("spam_hold", 0.0) > sent.get("spam_reject", 1.0):  # said with the others, not on the next try
-        problems.append("spam_hold must not be above spam_reject")
-    if problems:
-        raise ValueError("; ".join(problems))
-    return sent
+    return sent, problems
 
 
 def _kept_or_changed(own: float | None, sent: float, now: float, model_default: float) -> float | None:
@@ -241,22 +248,23 @@ def _check_spam_order(sent: dict[str, float], thresholds: Thresholds) -> None:
         raise ValueError("spam_hold must not be above spam_reject")
 
 
-def _proposal(args: Any, site: Site, defaults: Thresholds) -> Proposal:
-    """The thresholds asked for: ``follow_<name>=1`` goes back to the model's, ``pin_<name>=1`` makes the
-    value sent the site's own even where it equals the model's (the admin unticked "use the model's"), any
-    other value sent is kept or changed (`_kept_or_changed`), one not sent stays as it is. Raises ValueError
-    for impossible values."""
+def _baseline(site: Site, defaults: Thresholds) -> tuple[OwnThresholds, Thresholds]:
+    """The site's own values as a save starts from, and the thresholds it decides with now."""
     # A stored value out of range (only a hand edit of the database stores one) counts as not set, so that
     # saving what the page shows replaces it.
     row: OwnThresholds = {
         name: value if value is None or 0 <= value <= 1 else None for name, value in _own(site).items()
     }
     try:
-        now = defaults.overridden(**row)
+        return row, defaults.overridden(**row)
     except ValueError:  # in range but contradictory (a hold line above the reject line): follow the model's
-        row = dict.fromkeys(THRESHOLD_NAMES)
-        now = defaults
-    sent = _sent_values(args)
+        return dict.fromkeys(THRESHOLD_NAMES), defaults
+
+
+def _own_as_sent(
+    args: Any, sent: dict[str, float], row: OwnThresholds, now: Thresholds, defaults: Thresholds
+) -> OwnThresholds:
+    """Per threshold, what saving stores for the usable values ``sent``; one not among them stays as it is."""
     own: OwnThresholds = {}
     for name in THRESHOLD_NAMES:
         if args.get(f"follow_{name}") == "1":
@@ -268,9 +276,32 @@ def _proposal(args: Any, site: Site, defaults: Thresholds) -> Proposal:
                 own[name] = _kept_or_changed(row[name], sent[name], getattr(now, name), getattr(defaults, name))
         else:
             own[name] = row[name]
+    return own
+
+
+def _proposal(args: Any, site: Site, defaults: Thresholds) -> Proposal:
+    """The thresholds asked for: ``follow_<name>=1`` goes back to the model's, ``pin_<name>=1`` makes the
+    value sent the site's own even where it equals the model's (the admin unticked "use the model's"), any
+    other value sent is kept or changed (`_kept_or_changed`), one not sent stays as it is. Raises ValueError
+    for impossible values."""
+    row, now = _baseline(site, defaults)
+    sent = _sent_values(args)
+    own = _own_as_sent(args, sent, row, now, defaults)
     thresholds = defaults.overridden(**own)
     _check_spam_order(sent, thresholds)
     return Proposal(own, thresholds)
+
+
+def _follows_as_sent(args: Any, site: Site, defaults: Thresholds) -> dict[str, bool]:
+    """Per threshold, whether a refused page ticks "use the model's": as a page that took the same values would
+    (a box sent ticked, or a value saving leaves following the model). The form's own preview sends no boxes,
+    and reading only the boxes sent left them all unticked, telling the admin every threshold was the site's
+    own. A value that is no number is the admin's own: unticked."""
+    sent, _problems = _usable_values(args)
+    row, now = _baseline(site, defaults)
+    own = _own_as_sent(args, sent, row, now, defaults)
+    unusable = {name for name in own if name in args and name not in sent and args.get(f"follow_{name}") != "1"}
+    return {name: value is None and name not in unusable for name, value in own.items()}
 
 
 def what_if(card: dict[str, Any], thresholds: Thresholds) -> dict[str, Any] | None:
@@ -359,6 +390,11 @@ def _thresholds_page(site: Site, sent: Any, refused: ValueError | None = None) -
         # None when refused: the page then shows what was sent, and no figures as if they were its effect.
         proposed=proposal.thresholds if proposal is not None else None,
         own_proposed=proposal.own if proposal is not None else None,
+        follows=(
+            {name: own is None for name, own in proposal.own.items()}
+            if proposal is not None
+            else _follows_as_sent(sent, site, defaults)
+        ),
         shown=shown,
         sent=sent,
         errors=errors,

@@ -387,6 +387,50 @@ def test_a_refused_save_shows_the_values_sent_escaped_and_stores_nothing(
     assert stored(sessions, sites["edited"]) == (None, None, None)
 
 
+def ticked(page_html: str) -> set[str]:
+    """The thresholds whose "use the model's" box the page renders ticked."""
+    parser = SaveFormFields()
+    parser.feed(page_html)
+    return {name.removeprefix("follow_") for name in parser.fields if name.startswith("follow_")}
+
+
+def test_a_refused_page_ticks_use_the_models_as_the_values_sent_would_save(
+    admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
+) -> None:
+    """Refused by the form's own preview (no script), the page unticked every "use the model's" box, even for the
+    values sent that were the model's on a site that follows it: read as sent, the page said every threshold
+    would become the site's own, and a save from it would make them so. A value moved, or no number, is unticked."""
+    shown = refused_page(admin_client, sites["edited"], "?spam_reject=0.75&spam_hold=0.03&advice_hold=x")
+    assert ticked(shown) == {"spam_reject", "spam_hold"}
+    shown = refused_page(admin_client, sites["edited"], "?spam_reject=0.50&spam_hold=0.60&advice_hold=0.09")
+    assert ticked(shown) == {"advice_hold"}
+    # The site's own value, sent unchanged, stays its own; a valid preview of the same values says the same.
+    set_own(sessions, sites["edited"], None, 0.2, None)
+    shown = refused_page(admin_client, sites["edited"], "?spam_reject=0.75&spam_hold=0.20&advice_hold=x")
+    assert ticked(shown) == {"spam_reject"}
+    assert ticked(page(admin_client, sites["edited"], "?spam_reject=0.75&spam_hold=0.20&advice_hold=0.09")) == {
+        "spam_reject",
+        "advice_hold",
+    }
+
+
+def test_a_refused_save_keeps_the_use_the_models_boxes_as_they_were_sent(
+    admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
+) -> None:
+    """Posted from the page without its script: a box ticked comes back ticked, one unticked (pinned) unticked."""
+    fields = save_form(admin_client, sites["edited"])
+    assert {name for name in fields if name.startswith("follow_")} == {
+        "follow_spam_reject",
+        "follow_spam_hold",
+        "follow_advice_hold",
+    }
+    del fields["follow_spam_reject"], fields["follow_advice_hold"]  # the admin unticks two and mistypes one
+    fields.update(spam_reject="abc", pin_advice_hold="1")
+    shown = refused_save(admin_client, sites["edited"], fields)
+    assert ticked(shown) == {"spam_hold"}
+    assert stored(sessions, sites["edited"]) == (None, None, None)
+
+
 def test_saving_needs_the_csrf_token(
     admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
 ) -> None:
