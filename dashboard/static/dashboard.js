@@ -365,10 +365,17 @@ async function undoLast() {
 // a note typed after the digit stays a note (it used to be read as shortcuts aimed at the next comment).
 // A comment the site deleted has no actions (its card says so): keys that act say why nothing happens.
 function reviewable(item) {
-  if (item?.querySelector("form.act")) return true;
-  const note = item?.querySelector(".deleted-note");
-  if (note) say(note.textContent.trim());
-  return false;
+  const why = whyNoActions(item);
+  if (why) say(why);
+  return why === null;
+}
+
+// Why the comment has no actions: its card's note ("" without one); null when it has actions. `r` asks this,
+// not reviewable(), which says the note: `r` says it as a refused reject, and said by both, the toast was given
+// it twice and a screen reader read it out twice.
+function whyNoActions(item) {
+  if (item?.querySelector("form.act")) return null;
+  return item?.querySelector(".deleted-note")?.textContent.trim() ?? "";
 }
 
 // A refused `r` (the comment is already rejected, deleted, or out of view) starts no reject, but the moderator
@@ -401,7 +408,8 @@ function finishRefusedReject(event) {
 }
 
 function startReject(item) {
-  if (!reviewable(item)) { refuseReject(item, item.querySelector(".deleted-note")?.textContent.trim() ?? ""); return; }
+  const why = whyNoActions(item);
+  if (why !== null) { refuseReject(item, why); return; }
   if (item.querySelector(".reject-form button.reject")?.disabled) {
     refuseReject(item, "This comment is already rejected.");
     return;

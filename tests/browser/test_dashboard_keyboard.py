@@ -189,6 +189,53 @@ def test_a_comment_the_site_deleted_cannot_be_acted_on(
     assert audit(engine) == []
 
 
+def count_what_the_toast_says(page: Page) -> None:
+    """From now on, count each time the toast (role="status": a screen reader reads out each new text) is given
+    a text; ``toast_said`` reads the count."""
+    page.evaluate(
+        """() => {
+            window.toastSaid = 0;
+            new MutationObserver((records) => {
+                window.toastSaid += records.filter((record) => record.addedNodes.length).length;
+            }).observe(document.getElementById("toast"), { childList: true });
+        }"""
+    )
+
+
+def toast_said(page: Page) -> int:
+    return int(page.evaluate("() => window.toastSaid"))
+
+
+def test_r_on_a_comment_the_site_deleted_says_so_once(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """`r` on a deleted comment gave the toast its note twice (once as no action can be taken, once as the `r`
+    refused), and a screen reader said "Deleted by the site: nothing to review." twice. (A deleted comment is in
+    no queue: its page, opened from the queue or a link, is where the keys meet it.)"""
+    ids = seed_held(engine, site_id, 1)
+    with make_session_factory(engine).begin() as session:
+        session.get_one(Comment, ids[0]).status = "deleted"
+    sign_in(page, web, accounts["moderator"])
+    page.goto(f"{web}/dashboard/comments/{ids[0]}")
+    expect(page.locator(".deleted-note")).to_be_visible()
+    count_what_the_toast_says(page)
+    page.keyboard.press("r")
+    expect(page.locator("#toast")).to_have_text("Deleted by the site: nothing to review.")
+    page.wait_for_timeout(300)  # any second saying has had its time
+    assert toast_said(page) == 1
+    # The rest of the reject typed by habit is still the refused `r`'s: said once each, and nothing acts.
+    page.keyboard.press("2")
+    expect(page.locator("#toast")).to_contain_text("No reject was started")
+    page.keyboard.press("Enter")
+    expect(page.locator("#toast")).to_have_text("Deleted by the site: nothing to review. Nothing was sent.")
+    assert toast_said(page) == 3
+    page.keyboard.press("a")  # `a` was said once before, and is still
+    expect(page.locator("#toast")).to_have_text("Deleted by the site: nothing to review.")
+    page.wait_for_timeout(300)
+    assert toast_said(page) == 4
+    assert statuses(engine) == {ids[0]: "deleted"} and audit(engine) == []
+
+
 def all_queue_with_the_first_rejected(
     page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int, count: int
 ) -> list[int]:
