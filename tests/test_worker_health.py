@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import socket
 import subprocess
@@ -62,6 +63,84 @@ def test_a_worker_serves_the_counters_its_pool_processes_write(
         proc=worker,
     )
     assert f"worker metrics at http://127.0.0.1:{port}/metrics" in worker.log()
+
+
+# --- the container's health check ---------------------------------------------------------------------
+
+
+def health_check(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """docker-compose.yml's worker health check, run as the container runs it (its settings from the environment)."""
+    return subprocess.run(
+        [sys.executable, "-m", "server.worker_ping", *args],
+        env=service_env(settings, **env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def ping_settings(redis_url: str, tmp_path: Path) -> Settings:
+    """Settings for a worker the health check pings: the broker is what matters, so one database (SQLite) will do."""
+    database_url = f"sqlite:///{tmp_path / 'moderation.db'}"
+    upgrade_database(database_url)
+    return fast_settings(database_url, redis_url, tmp_path / "var")
+
+
+@pytest.fixture
+def ping_stack(ping_settings: Settings, tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack(ping_settings, tmp_path)
+    yield stack
+    stack.stop_all()
+
+
+@pytest.mark.slow
+def test_the_health_check_passes_for_this_hosts_worker_only(ping_stack: Stack, ping_settings: Settings) -> None:
+    """Each replica of `--scale worker=N` checks its own node: a ping another node answers does not pass it."""
+    settings = ping_settings
+    assert health_check(settings, "--timeout", "1").returncode == 1  # no worker yet
+    worker = ping_stack.worker()
+    wait_until(
+        lambda: health_check(settings, "--timeout", "2").returncode == 0,
+        timeout=60,
+        what="the health check to pass",
+        proc=worker,
+    )
+    passed = health_check(settings, "--timeout", "2")
+    assert passed.returncode == 0 and f"celery@{socket.gethostname()} answered" in passed.stdout
+    elsewhere = health_check(settings, "--node", "celery@another-container", "--timeout", "1")
+    assert elsewhere.returncode == 1, elsewhere
+    assert "celery@another-container did not answer within 1 s" in elsewhere.stderr
+
+
+def test_the_health_check_fails_soon_without_the_broker(ping_settings: Settings) -> None:
+    """Redis down: unhealthy, said in one line, well inside the check's timeout rather than by being killed."""
+    started = time.monotonic()
+    result = health_check(ping_settings, "--timeout", "2", REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    assert result.returncode == 1
+    assert time.monotonic() - started < 15
+    assert "cannot reach the broker" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_health_check_loads_neither_the_models_libraries_nor_the_app(ping_settings: Settings) -> None:
+    """`celery -A server.celery_entry inspect ping` loaded the whole app (scikit-learn, SciPy, Flask, the ORM)
+    before it pinged: 3.5 s on an idle two-core host, 20.7 s measured on a busy one against a 30 s timeout."""
+    # A whole check (no worker answers here), so that what the ping itself loads is counted too.
+    probe = (
+        "import runpy, sys; sys.argv = ['worker_ping', '--timeout', '0.5']\n"
+        "try:\n    runpy.run_module('server.worker_ping', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print(sorted({name.partition('.')[0] for name in sys.modules}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=service_env(ping_settings), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(ast.literal_eval(result.stdout.splitlines()[-1]))
+    heavy = {"sklearn", "scipy", "numpy", "flask", "models", "moderation", "dashboard", "webhooks", "skops"}
+    assert not loaded & heavy, sorted(loaded & heavy)
 
 
 def _scrape(url: str) -> str | None:
