@@ -195,7 +195,7 @@ IMPERATIVE_LEADS = frozenset({"just", "then", "and", "so", "please"})
 # "Hold on"): directives only in a sentence that names a treatment, a dose or a time ("Sit on a gym ball all
 # day", "hold a plank two minutes"), and never in the idioms.
 CONDITIONAL_IMPERATIVES = frozenset({"leave", "sit", "hold", "let"})
-IMPERATIVE_IDIOMS = frozenset({("hold", "on"), ("hold", "off"), ("hold", "up"), ("sit", "tight")})
+IMPERATIVE_IDIOMS = frozenset({("hold", "on"), ("hold", "off"), ("hold", "up"), ("sit", "tight"), ("up", "to")})
 
 SOMEONE = ["you", "u", "ya", "she", "he", "they", "your mum", "your mom", "your dad", "your husband", "your wife"]
 SOMEONE += ["your partner"]
@@ -255,7 +255,8 @@ DIRECTIVES = PhraseIndex.of(
         "si j'étais toi|si j'étais vous|n'écoute pas|n'écoutez pas|sans danger|sans aucun danger|sans risque",
         "aucun risque|ça ne risque rien|c'est safe|réserve|réservez|inscris toi|ne t'embête pas|garde",
         "nimm|nehmen sie|probier|hör auf|hören sie auf|setz* * ab|setz* sie * ab|lass* * weg|lass* sie * weg",
-        "vermeide|geh nicht|mach|macht|vergiss|vergessen sie|lass|lassen sie|sag|sagen sie|geh|schlaf",
+        # not "macht", nearly always "it makes" ("Yoga macht mir Spaß"), seldom an order to several people
+        "vermeide|geh nicht|mach|vergiss|vergessen sie|lass|lassen sie|sag|sagen sie|geh|schlaf",
         "an deiner stelle|an ihrer stelle|auf keinen fall|bloß nicht",
         "wenn ich du wäre|hör nicht auf|hören sie nicht auf|völlig sicher|kein risiko|unbedenklich|musst nicht",
         "brauchst nicht|vielleicht wäre es|kein problem|buch dir|musst du nicht",
@@ -332,13 +333,15 @@ CHANNELS = _phrases(
 # Promotion of the writer's own channel, page or shop, in the forms video and social comment sections use.
 SELF_PROMOTION = PhraseIndex.of(
     _phrases(
-        "subscribe|subscribed|subscribers|sub to|sub 4 sub|sub4sub|suscríbete|suscribete|inscreva|abonniert|abonnez",
+        # not "subscribed": a reader saying they signed up to the site's newsletter or the article's channel
+        "subscribe|subscribers|sub to|sub 4 sub|sub4sub|suscríbete|suscribete|inscreva|abonniert|abonnez",
         "iscriviti|my channel|my youtube|my yt|my tiktok|my instagram|my insta|my ig|my page|my reel|my reels",
         "my video|my videos|my vid|my latest video|my latest reel|my blog|my shop|my store|my website|my site",
-        "my link|my bio|link in bio|link in my bio|follow me|check out my|visit my|watch my|support my",
-        # "like my", "share my", "check my", "follow my" only with what is promoted: "it feels like my back is on
-        # fire", "I want to share my story", "the physio will check my posture" are ordinary
-        *_product(_phrases("like my|share my|check my|follow my"), CHANNELS),
+        "my link|my bio|link in bio|link in my bio|follow me",
+        # these only with what is promoted: "it feels like my back is on fire", "I want to share my story", "the
+        # physio will check my posture", "check out my earlier reply", "I had to visit my GP", "I try to watch
+        # my posture", "support my lower back" are ordinary
+        *_product(_phrases("like my|share my|check my|follow my|check out my|visit my|watch my|support my"), CHANNELS),
         "small creator|small youtuber|mi canal|meu canal|ma chaîne|mein kanal",
         "il mio canale|mi página|minha página|ma page|mon site|meine seite|visita mi|visite meu|go like",
         "leave a like|give it a like|smash that like|hit the like|hit subscribe",
@@ -348,7 +351,7 @@ SELF_PROMOTION = PhraseIndex.of(
 CONTACT_OFFER = PhraseIndex.of(
     _phrases(
         "telegram|whatsapp|whats app|wechat|signal group|dm me|message me|inbox me|pm me|text me|email me",
-        "contact me|reach me|reach out to|ask me for|ask for price|price list|ask me and|on telegram|on whatsapp",
+        "contact me|reach me|reach out to me|ask me for|ask for price|price list|ask me and|on telegram|on whatsapp",
         "escríbeme|escribeme|mándame|chame no|me chama|écris moi|écrivez moi|schreib mir|scrivimi",
     )
 )
@@ -667,9 +670,38 @@ def _has_medical_term(words: Words) -> bool:
     return any(flags[i] & NUMBER_FLAG and flags[i + 1] & UNIT_FLAG for i in range(len(flags) - 1))
 
 
-# A French, Spanish or Italian verb that reads as an order alone is the speaker's own doing after these:
-# "je prends de l'ibuprofène le soir", "yo tome", "io prendo".
-FIRST_PERSON = frozenset({"je", "yo", "io", "eu", "ich"})
+# A French, Spanish or Italian verb that reads as an order alone is the speaker's own doing after these, or
+# after one and a negation: "je prends de l'ibuprofène le soir", "yo tome", "io prendo", "je ne prends plus
+# d'ibuprofène", "ik neem soms ibuprofen".
+FIRST_PERSON = frozenset({"je", "yo", "io", "eu", "ich", "ik"})
+NEGATIONS = frozenset({"ne", "no", "non", "não", "nao", "niet", "nie"})
+# Nor is it an order after an object pronoun (an order takes it after, "déjalo", "tómalo", unless negative) or an
+# article (then it is a noun): "el masaje me deja relajada", "non c'è nessuna prova che funzioni".
+NOT_AN_ORDER_AFTER = frozenset(
+    _phrases(
+        "me|te|se|le|les|lo|los|nos|os|lhe|lhes|mi|ti|ci|vi|gli|la|una|uno|un|nessuna|nessun|alguna|ninguna",
+        "ogni|questa|quella|della|sua|mia|tua|nenhuma|uma|um|une|des|du|ein|eine|keine|kein",
+    )
+)
+# The writer is the one who does it after "I ... just" or "we ... then": "I just take paracetamol when it
+# flares", "On bad days I stay in bed and take paracetamol". Only within the clause: "I know it hurts, but
+# just take the tablets" is an order.
+WRITER_LEADS = frozenset({"just", "then", "and"})
+WRITERS = frozenset({"i", "we", "i'm", "im", "i've", "ive", "i'll", "we're", "we've", "we'll"})
+ADDRESSEES = frozenset({"you", "u", "ya", "your"})
+CLAUSE_BREAKS = frozenset({"but", "if", "so", "because", "cos", "or", "unless", "when"})
+# "Never had a massage that helped", "Don't get me wrong", "Don't know why": the subject left out of a
+# statement, not an order.
+NOT_ORDERED = frozenset(
+    _phrases(
+        "had|been|was|were|did|got|felt|thought|knew|heard|seen|saw|went|gone|took|taken|made|found|said|told",
+        "ever been|know|think|remember|understand|recall|mind|care|really|once|even|again",
+    )
+)
+NEGATIVE_ORDERS = frozenset({"never", "don't", "dont"})
+TIME_AGO = frozenset(
+    _phrases("um|uma|dois|duas|três|tres|quatro|cinco|seis|anos|meses|semanas|dias|tempo|muito|pouco|quase|mais")
+) | frozenset(str(n) for n in range(1, 61))
 # An imperative whose object is the writer's own is someone's diary: "Do my physio exercises twice a day".
 DIARY_OBJECTS = frozenset({"my", "mine", "myself"})
 
@@ -681,7 +713,7 @@ def has_directive(tokens: Sequence[str], reply: bool) -> bool:
 def _has_directive(words: Words, reply: bool) -> bool:
     tokens = words.tokens
     if words.found(DIRECTIVE_CUE) and any(
-        not start or tokens[start - 1] not in FIRST_PERSON for start, _ in words.positions(DIRECTIVE_CUE)
+        not _not_an_order_here(tokens, start) for start, _ in words.positions(DIRECTIVE_CUE)
     ):
         return True
     treatment_or_time: bool | None = None  # worked out once, for the first conditional imperative
@@ -692,13 +724,55 @@ def _has_directive(words: Words, reply: bool) -> bool:
             continue
         if i + 1 < len(tokens) and tokens[i + 1] in DIARY_OBJECTS:
             continue  # "Take my naproxen with breakfast": a diary with the "I" left out, not an order
+        if tokens[i] in NEGATIVE_ORDERS and _states_rather_than_orders(tokens, i):
+            continue
+        if previous in WRITER_LEADS and _the_writer_does_it(tokens, i - 1):
+            continue
+        if tuple(tokens[i : i + 2]) in IMPERATIVE_IDIOMS:  # "up to three a day" is an amount, not "up the dose"
+            continue
         if tokens[i] not in CONDITIONAL_IMPERATIVES:
             return True
-        if tuple(tokens[i : i + 2]) in IMPERATIVE_IDIOMS:
-            continue
         if treatment_or_time is None:
             treatment_or_time = _names_treatment_or_time(words)
         if treatment_or_time:
+            return True
+    return False
+
+
+def _not_an_order_here(tokens: Sequence[str], start: int) -> bool:
+    """Whether the directive phrase at ``start`` follows "I" (perhaps with a negation between), an object
+    pronoun or an article, or is Portuguese "faz" before a time ("faz dois anos": "two years ago") or Italian
+    "niente" past a sentence's start: then it is the writer's doing, a third person's, a noun or a time."""
+    if tokens[start] == "faz" and start + 1 < len(tokens) and tokens[start + 1] in TIME_AGO:
+        return True
+    if tokens[start] == "niente" and start:  # "Niente antidolorifici!" orders; "non mi ha fatto niente" does not
+        return True
+    if not start:
+        return False
+    before = tokens[start - 1]
+    earlier = tokens[start - 2] if start > 1 else ""
+    if before in FIRST_PERSON or (before in NEGATIONS and earlier in FIRST_PERSON):
+        return True
+    # a negative order keeps its pronoun in front: "ne te fais pas opérer", "não se deixe operar"
+    return before in NOT_AN_ORDER_AFTER and not (earlier in NEGATIONS and tokens[max(start - 3, 0)] not in FIRST_PERSON)
+
+
+def _states_rather_than_orders(tokens: Sequence[str], i: int) -> bool:
+    """ "Never had ...", "Don't get me wrong", "Don't know why": the subject left out, a past or a thought."""
+    following = tokens[i + 1 : i + 4]
+    if not following:
+        return False
+    if following[0] in NOT_ORDERED or tuple(following) == ("get", "me", "wrong"):
+        return True
+    return tokens[i] == "never" and following[0].endswith("ed")  # "never needed", "never helped"
+
+
+def _the_writer_does_it(tokens: Sequence[str], lead: int) -> bool:
+    """Whether "I" or "we" is the subject of the clause the lead word ("just", "then", "and") goes on."""
+    for token in reversed(tokens[:lead]):
+        if token in CLAUSE_MARKS or token in CLAUSE_BREAKS or token in ADDRESSEES:
+            return False
+        if token in WRITERS:
             return True
     return False
 
