@@ -329,6 +329,8 @@ CURE_CLAIMS = PhraseIndex.of(
 CHANNELS = _phrases(
     "channel|page|video|videos|vid|vids|post|posts|reel|reels|content|account|profile|blog|site|website|link",
     "shop|store|podcast|stream|stuff|work|tiktok|instagram|insta|ig|youtube|yt|facebook|fb|twitter|bio|new",
+    # what video sections promote besides: "share my music", "like my cover", "support my mixtape"
+    "music|song|songs|track|tracks|cover|covers|mixtape|album|beats|rap|raps|art|vlog|vlogs|first|latest",
 )
 # Promotion of the writer's own channel, page or shop, in the forms video and social comment sections use.
 SELF_PROMOTION = PhraseIndex.of(
@@ -337,11 +339,11 @@ SELF_PROMOTION = PhraseIndex.of(
         "subscribe|subscribers|sub to|sub 4 sub|sub4sub|suscríbete|suscribete|inscreva|abonniert|abonnez",
         "iscriviti|my channel|my youtube|my yt|my tiktok|my instagram|my insta|my ig|my page|my reel|my reels",
         "my video|my videos|my vid|my latest video|my latest reel|my blog|my shop|my store|my website|my site",
-        "my link|my bio|link in bio|link in my bio|follow me",
+        "my link|my bio|link in bio|link in my bio|follow me|check out my",
         # these only with what is promoted: "it feels like my back is on fire", "I want to share my story", "the
-        # physio will check my posture", "check out my earlier reply", "I had to visit my GP", "I try to watch
-        # my posture", "support my lower back" are ordinary
-        *_product(_phrases("like my|share my|check my|follow my|check out my|visit my|watch my|support my"), CHANNELS),
+        # physio will check my posture", "I had to visit my GP", "I try to watch my posture", "support my lower
+        # back" are ordinary
+        *_product(_phrases("like my|share my|check my|follow my|visit my|watch my|support my"), CHANNELS),
         "small creator|small youtuber|mi canal|meu canal|ma chaîne|mein kanal",
         "il mio canale|mi página|minha página|ma page|mon site|meine seite|visita mi|visite meu|go like",
         "leave a like|give it a like|smash that like|hit the like|hit subscribe",
@@ -987,6 +989,19 @@ def _is_bare_instruction(words: Words, reply: bool) -> bool:
     return bool(opens_with_treatment) and bool(how_much)
 
 
+# "Check out my earlier reply", "check out my comment above": the writer points to the thread, not a channel.
+THREAD_WORDS = frozenset(_phrases("comment|comments|reply|replies|answer|answers|question|questions"))
+
+
+def _promotes(words: Words) -> bool:
+    """Whether a self-promotion phrase found is not "check out my" pointing to the thread."""
+    tokens = words.tokens
+    for start, end in words.positions(SELF_PROMOTION_CUE):
+        if tuple(tokens[start:end]) != ("check", "out", "my") or THREAD_WORDS.isdisjoint(tokens[end : end + 2]):
+            return True
+    return False
+
+
 def _comment_cues(text: str, every_word: Words) -> list[str]:
     """The cues of the comment as a whole; phrases may run across its sentences."""
     found = []
@@ -996,7 +1011,7 @@ def _comment_cues(text: str, every_word: Words) -> list[str]:
         found.append("zzgibberish")
     if every_word.found(CURE_CLAIM_CUE):
         found.append("zzcure")
-    if every_word.found(SELF_PROMOTION_CUE):
+    if every_word.found(SELF_PROMOTION_CUE) and _promotes(every_word):
         found.append("zzpromo")
     if every_word.found(CONTACT_OFFER_CUE):
         found.append("zzcontact")
