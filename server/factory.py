@@ -6,8 +6,9 @@ import contextlib
 import io
 import logging
 import secrets
+from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from flask import Flask, jsonify, redirect, request, url_for
 from flask.typing import ResponseReturnValue
@@ -33,6 +34,10 @@ from webhooks.ratelimit import IntakeLimits
 from webhooks.signatures import UsedRequestIds
 from workers.app import CeleryOptions, ModerationCelery, create_celery
 from workers.publisher import CeleryPublisher
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +122,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         # host is not taken from the proxy: PUBLIC_URL names the outside address where links need it.
         hops = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=1)  # type: ignore[method-assign]
+    app.wsgi_app = CloseWhenSaid(app.wsgi_app)  # type: ignore[method-assign]
     # First of all the hooks: before anything (CSRF's form parsing, a view) reads the body.
     app.before_request(read_streamed_body)
     celery = build_celery(settings)
@@ -143,11 +149,37 @@ def create_app(settings: Settings | None = None) -> Flask:
 READ_STEP = 64 * 1024
 
 
-# A refused body is read to its end, up to this much, so that a keep-alive connection can carry the client's next
-# request (Node's agent reuses it, and lost its next comment when gunicorn dropped the socket). Past it the
-# connection is given up on: gunicorn ignores an application's "Connection: close", so it is said for others.
+# A refused body is read to its end, up to this much, so that a keep-alive connection can carry the client's
+# next request (Node's agent reuses it, and lost its next comment when gunicorn dropped the socket). Past it the
+# connection is given up on, and the 413 says "Connection: close" (see CloseWhenSaid).
 DRAIN_MAX_BYTES = 4 * 1024 * 1024
 DRAIN_CHUNK_BYTES = 64 * 1024
+
+
+class CloseWhenSaid:
+    """The application's "Connection: close" made the server's own: it says it, and closes the connection.
+
+    gunicorn drops an application's Connection header (hop-by-hop: the server's to set) and answers keep-alive by
+    itself, so a 413 whose body was not read to its end said keep-alive and then the connection closed under the
+    client's next request. gunicorn's start_response is its response's own method, whose force_close() makes it
+    say close and close (tests/test_gunicorn_app.py holds gunicorn to it). Under a server whose start_response is
+    not such, the header goes on as the application set it.
+    """
+
+    def __init__(self, wsgi_app: WSGIApplication) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        def start(
+            status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            if any(name.lower() == "connection" and value.lower() == "close" for name, value in headers):
+                force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+                if callable(force_close):
+                    force_close()
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, start)
 
 
 def _drain_unread_body() -> bool:

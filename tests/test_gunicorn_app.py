@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 from gunicorn.config import Config
 
+from server.factory import DRAIN_MAX_BYTES
 from server.gunicorn_app import _Gunicorn, options
 from tests.support.processes import start_web
 
@@ -113,4 +115,39 @@ def test_a_connection_that_sent_a_body_too_large_still_carries_the_next_request(
         assert connection.getresponse().status == 400  # answered (unsigned), on the same connection
     finally:
         connection.close()
+        web.stop()
+
+
+def post_head(base: str, length: int | None) -> tuple[socket.socket, bytes]:
+    """A connection to ``base`` and the head of a webhook POST with that Content-Length (None: chunked)."""
+    address = urlsplit(base)
+    sock = socket.create_connection((address.hostname or "127.0.0.1", address.port or 80), timeout=30)
+    framing = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
+    head = f"POST /webhooks/comments HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{framing}\r\n\r\n"
+    return sock, head.encode()
+
+
+def answer_head(sock: socket.socket) -> bytes:
+    """The status line and headers the server sent (lower-cased), read up to the blank line."""
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        part = sock.recv(64 * 1024)
+        if not part:
+            break
+        answer += part
+    return answer.partition(b"\r\n\r\n")[0].lower()
+
+
+@pytest.mark.slow
+def test_a_body_too_large_to_drain_is_refused_with_connection_close(tmp_path: Path, redis_server_url: str) -> None:
+    """Past DRAIN_MAX_BYTES the connection is given up, and the 413 says so: gunicorn dropped the application's
+    "Connection: close" (a hop-by-hop header) and said keep-alive on a connection it then closed."""
+    web, base = start_web(web_env(tmp_path, redis_server_url), tmp_path / "web.log")
+    sock, head = post_head(base, DRAIN_MAX_BYTES + 1)
+    try:
+        sock.sendall(head + b" " * 1024)
+        answer = answer_head(sock)
+        assert answer.startswith(b"http/1.1 413 ") and b"\r\nconnection: close" in answer, answer
+    finally:
+        sock.close()
         web.stop()
