@@ -6,8 +6,12 @@ import contextlib
 import io
 import logging
 import secrets
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
+from types import TracebackType
 from typing import IO, TYPE_CHECKING
 
 from flask import Flask, jsonify, redirect, request, url_for
@@ -154,6 +158,11 @@ READ_STEP = 64 * 1024
 # connection is given up on, and the 413 says "Connection: close" (see CloseWhenSaid).
 DRAIN_MAX_BYTES = 4 * 1024 * 1024
 DRAIN_CHUNK_BYTES = 64 * 1024
+# ... and for at most this long, however the client sends it. A thread reading a request already refused is one of
+# the 4 a web process has for everyone's comments: a client that stopped sending, or sent a byte now and then
+# (slowloris), held it for as long as it liked. Past it the client gets its 413 with "Connection: close", and opens
+# another connection for its next request; 4 MiB in 2 s is 16 Mbit/s.
+DRAIN_SECONDS = 2.0
 
 
 class CloseWhenSaid:
@@ -182,17 +191,80 @@ class CloseWhenSaid:
         return self.wsgi_app(environ, start)
 
 
+class _ReadDeadline:
+    """Reads on gunicorn's socket ended at a deadline ``seconds`` from now: then its read side is shut.
+
+    gunicorn's socket blocks without a timeout, and one read of its body stream is as many recv() as it takes to
+    gather the bytes asked for, so neither a check between reads nor a socket timeout (it bounds each recv(), and
+    a client sending a byte just within it keeps a read going) ends a read at a deadline. At the deadline a timer
+    shuts the socket's read side (on a duplicate of its descriptor: an SSLSocket's own shutdown() would also drop
+    its TLS session): a recv() waiting returns at once with no data, as does every later one once what has
+    already arrived is read. The response is still written, and gunicorn's close after it (on its main thread)
+    no longer waits up to 2 s for a client that keeps its end open. Without a socket (not under gunicorn), only
+    the check before each read holds.
+    """
+
+    def __init__(self, sock: socket.socket | None, seconds: float) -> None:
+        self._sock = sock
+        self._end = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._done = False
+        self.expired = False  # the read side was shut: the connection can carry nothing more
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _ReadDeadline:
+        if self._sock is not None:
+            self._timer.start()
+        return self
+
+    def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._timer.cancel()
+        with self._lock:  # a timer already running leaves the socket alone after this
+            self._done = True
+
+    def allows_a_read(self) -> bool:
+        return not self.expired and time.monotonic() < self._end
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            assert self._sock is not None
+            with (
+                contextlib.suppress(OSError),
+                socket.fromfd(self._sock.fileno(), self._sock.family, self._sock.type) as duplicate,
+            ):
+                duplicate.shutdown(socket.SHUT_RD)
+
+
 def _drain_unread_body() -> bool:
-    """Whether the refused body was read to its end (one sent chunked, or too long, is not)."""
-    stream = request.environ.get("wsgi.input")
+    """Whether the refused body was read to its end (one sent chunked, or too long, is not), within DRAIN_SECONDS."""
+    environ = request.environ
+    stream = environ.get("wsgi.input")
     length = request.content_length
     if stream is None or length is None or length > DRAIN_MAX_BYTES:
         return False
-    left = length
-    with contextlib.suppress(OSError, ValueError):
-        while left > 0 and (chunk := stream.read(min(DRAIN_CHUNK_BYTES, left))):
-            left -= len(chunk)
-    return left <= 0
+    sock = environ.get("gunicorn.socket")
+    with _ReadDeadline(sock if isinstance(sock, socket.socket) else None, DRAIN_SECONDS) as deadline:
+        drained = _read_rest(stream, length, deadline)
+    return drained and not deadline.expired  # read to its end just as the timer shut the socket: given up all the same
+
+
+def _read_rest(stream: IO[bytes], left: int, deadline: _ReadDeadline) -> bool:
+    """Whether ``stream`` gave ``left`` bytes more within the deadline."""
+    try:
+        while deadline.allows_a_read():
+            part = stream.read(min(DRAIN_CHUNK_BYTES, left))
+            if not part:
+                return False  # the client went away, or the deadline shut the socket
+            left -= len(part)
+            if left <= 0:
+                return True
+    except Exception:  # the client gone, a read the deadline ended
+        return False
+    return False
 
 
 def read_streamed_body() -> None:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import socket
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from gunicorn.config import Config
 
-from server.factory import DRAIN_MAX_BYTES
+from server.factory import DRAIN_MAX_BYTES, DRAIN_SECONDS
 from server.gunicorn_app import _Gunicorn, options
 from tests.support.processes import start_web
 
@@ -136,6 +140,65 @@ def answer_head(sock: socket.socket) -> bytes:
             break
         answer += part
     return answer.partition(b"\r\n\r\n")[0].lower()
+
+
+def answer_until_closed(sock: socket.socket, seconds: float) -> tuple[bytes, bool]:
+    """All the server sent (lower-cased) within ``seconds``, and whether it then closed the connection."""
+    sock.settimeout(max(0.1, seconds))
+    answer = b""
+    try:
+        while part := sock.recv(64 * 1024):
+            answer += part
+    except ConnectionResetError:  # closed while the client was still sending
+        pass
+    except TimeoutError:
+        return answer.lower(), False
+    return answer.lower(), True
+
+
+def trickle(sock: socket.socket, stop: threading.Event) -> None:
+    """A byte of body every 0.1 s, until the server stops taking them or the test is over."""
+    with contextlib.suppress(OSError):
+        while not stop.wait(0.1):
+            sock.sendall(b" ")
+
+
+@pytest.mark.slow
+def test_a_slow_sender_of_a_body_too_large_gets_its_413_and_frees_its_thread(
+    tmp_path: Path, redis_server_url: str
+) -> None:
+    """A refused body is read on only for DRAIN_SECONDS, however the client sends it: one that stops, or sends a
+    byte at a time, held a gunicorn thread for as long as it liked (every thread of the worker, here); now it gets
+    its 413, and the connection is closed."""
+    web, base = start_web(web_env(tmp_path, redis_server_url), tmp_path / "web.log")
+    stop = threading.Event()
+    senders: list[socket.socket] = []
+    tricklers: list[threading.Thread] = []
+    try:
+        # As many as a worker has threads, each with a body over the limit and under what is drained: half stop
+        # sending, half send a byte every 0.1 s.
+        for index in range(options("127.0.0.1", 0, 1)["threads"]):
+            sock, head = post_head(base, 1_000_000)
+            sock.sendall(head + b" " * 1024)
+            senders.append(sock)
+            if index % 2:
+                tricklers.append(threading.Thread(target=trickle, args=(sock, stop), daemon=True))
+        started = time.monotonic()
+        for thread in tricklers:
+            thread.start()
+        bound = DRAIN_SECONDS + 2  # room for a busy machine (gunicorn's own drain gave up after 5 s)
+        # Behind them, another request waits for a thread: it has one when the first of them gives up.
+        assert httpx.get(f"{base}/healthz", timeout=30).status_code == 200
+        assert time.monotonic() - started < bound
+        for sock in senders:
+            answer, closed = answer_until_closed(sock, started + bound - time.monotonic())
+            assert answer.startswith(b"http/1.1 413 ") and b"\r\nconnection: close\r\n" in answer, answer
+            assert b'"error":"too_large"' in answer.replace(b" ", b"") and closed, answer
+    finally:
+        stop.set()
+        for sock in senders:
+            sock.close()
+        web.stop()
 
 
 @pytest.mark.slow
