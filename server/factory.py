@@ -153,7 +153,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 READ_STEP = 64 * 1024
 
 
-# A refused body is read to its end, up to this much, so that a keep-alive connection can carry the client's
+# A refused body is read to its end, up to this much in all, so that a keep-alive connection can carry the client's
 # next request (Node's agent reuses it, and lost its next comment when gunicorn dropped the socket). Past it the
 # connection is given up on, and the 413 says "Connection: close" (see CloseWhenSaid).
 DRAIN_MAX_BYTES = 4 * 1024 * 1024
@@ -163,6 +163,8 @@ DRAIN_CHUNK_BYTES = 64 * 1024
 # (slowloris), held it for as long as it liked. Past it the client gets its 413 with "Connection: close", and opens
 # another connection for its next request; 4 MiB in 2 s is 16 Mbit/s.
 DRAIN_SECONDS = 2.0
+# How much of a chunked body read_streamed_body read before refusing it (the environ key): the drain reads the rest.
+STREAMED_BYTES_READ = "moderation.streamed_bytes_read"
 
 
 class CloseWhenSaid:
@@ -240,29 +242,33 @@ class _ReadDeadline:
 
 
 def _drain_unread_body() -> bool:
-    """Whether the refused body was read to its end (one sent chunked, or too long, is not), within DRAIN_SECONDS."""
+    """Whether the rest of a refused body was read to its end, within DRAIN_MAX_BYTES and DRAIN_SECONDS."""
     environ = request.environ
     stream = environ.get("wsgi.input")
-    length = request.content_length
-    if stream is None or length is None or length > DRAIN_MAX_BYTES:
+    length = request.content_length  # None: chunked, its start read by read_streamed_body
+    left = length if length is not None else DRAIN_MAX_BYTES - environ.get(STREAMED_BYTES_READ, 0)
+    if stream is None or left > DRAIN_MAX_BYTES or left < 0:
         return False
     sock = environ.get("gunicorn.socket")
     with _ReadDeadline(sock if isinstance(sock, socket.socket) else None, DRAIN_SECONDS) as deadline:
-        drained = _read_rest(stream, length, deadline)
+        drained = _read_rest(stream, left, length is not None, deadline)
     return drained and not deadline.expired  # read to its end just as the timer shut the socket: given up all the same
 
 
-def _read_rest(stream: IO[bytes], left: int, deadline: _ReadDeadline) -> bool:
-    """Whether ``stream`` gave ``left`` bytes more within the deadline."""
+def _read_rest(stream: IO[bytes], left: int, sized: bool, deadline: _ReadDeadline) -> bool:
+    """Whether ``stream`` ended within ``left`` bytes (``sized``: in exactly ``left``) and the deadline."""
     try:
         while deadline.allows_a_read():
-            part = stream.read(min(DRAIN_CHUNK_BYTES, left))
+            # A chunked body's end is a read that returns nothing, so one is made past its last byte.
+            part = stream.read(min(DRAIN_CHUNK_BYTES, left) if sized else DRAIN_CHUNK_BYTES)
             if not part:
-                return False  # the client went away, or the deadline shut the socket
+                return not sized  # a body with a length that stops short: the client went away, or the deadline
             left -= len(part)
-            if left <= 0:
+            if left < 0:
+                return False
+            if left == 0 and sized:
                 return True
-    except Exception:  # the client gone, a read the deadline ended
+    except Exception:  # the client gone, a malformed chunk (gunicorn's parse error), a read the deadline ended
         return False
     return False
 
@@ -282,6 +288,7 @@ def read_streamed_body() -> None:
         return
     body = _read_at_most(environ["wsgi.input"], limit + 1)
     if len(body) > limit:
+        environ[STREAMED_BYTES_READ] = len(body)
         raise RequestEntityTooLarge()
     environ["wsgi.input"] = io.BytesIO(body)
     environ["CONTENT_LENGTH"] = str(len(body))

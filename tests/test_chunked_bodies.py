@@ -175,3 +175,50 @@ def test_gunicorn_answers_a_chunked_body_over_the_limit_with_413(
     )
     raw = send_raw(web, malformed.encode())
     assert raw.startswith(b"HTTP/1.1 400 "), raw[:300]
+
+
+def chunked_request(path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    """A POST of ``body`` in 16 KiB chunks, as bytes on the wire."""
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(part), part)
+        for part in (body[start : start + 16 * 1024] for start in range(0, len(body), 16 * 1024))
+    )
+    return head.encode() + b"\r\n" + chunks + b"0\r\n\r\n"
+
+
+@pytest.mark.slow
+def test_a_keep_alive_connection_carries_the_next_request_after_a_chunked_body_over_the_limit(
+    web: str, settings: Settings, site: SiteCredentials, engine: Engine
+) -> None:
+    """The rest of a refused chunked body is read to its end, so the next request on the connection is read
+    from its first byte. gunicorn read on by itself only 64 KiB of it, then dropped the connection it had just
+    said was kept alive: the client's next comment was lost on it."""
+    over = padded(comment_event(site.name, "c-1"), settings.max_body_bytes + 1024 * 1024)
+    address = urlsplit(web)
+    connection = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=30)
+    try:
+        chunks = (over[start : start + 16 * 1024] for start in range(0, len(over), 16 * 1024))
+        connection.request("POST", WEBHOOK, body=chunks, headers=signed_headers(site.secret, over), encode_chunked=True)
+        refused = connection.getresponse()
+        assert (refused.status, json.loads(refused.read())["error"]) == (413, "too_large")
+        assert not refused.will_close
+        kept = connection.sock
+        small = encode(comment_event(site.name, "c-2"))
+        connection.request("POST", WEBHOOK, small, signed_headers(site.secret, small))
+        answer = connection.getresponse()
+        assert (answer.status, json.loads(answer.read())["status"]) == (202, "pending")
+        assert connection.sock is kept  # the same connection, not a new one
+    finally:
+        connection.close()
+
+    # Sent at once behind the refused body (pipelined), the next request is still read as a request.
+    raw = send_raw(
+        web,
+        chunked_request(WEBHOOK, over, signed_headers(site.secret, over))
+        + b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    )
+    answers = raw.split(b"HTTP/1.1 ")[1:]
+    assert [answer[:3] for answer in answers] == [b"413", b"200"], raw[:1000]
+    assert comments(engine) == 1

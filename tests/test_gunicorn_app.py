@@ -171,17 +171,21 @@ def test_a_slow_sender_of_a_body_too_large_gets_its_413_and_frees_its_thread(
     byte at a time, held a gunicorn thread for as long as it liked (every thread of the worker, here); now it gets
     its 413, and the connection is closed."""
     web, base = start_web(web_env(tmp_path, redis_server_url), tmp_path / "web.log")
+    limit = 384 * 1024  # MAX_BODY_BYTES's default
     stop = threading.Event()
     senders: list[socket.socket] = []
     tricklers: list[threading.Thread] = []
     try:
         # As many as a worker has threads, each with a body over the limit and under what is drained: half stop
-        # sending, half send a byte every 0.1 s.
+        # sending, half send a byte every 0.1 s; of each half, one declares its length and one is sent chunked.
         for index in range(options("127.0.0.1", 0, 1)["threads"]):
-            sock, head = post_head(base, 1_000_000)
-            sock.sendall(head + b" " * 1024)
-            senders.append(sock)
+            sock, head = post_head(base, 1_000_000 if index % 2 else None)
             if index % 2:
+                sock.sendall(head + b" " * 1024)
+            else:  # a chunk longer than the limit, sent past the limit (so refused) but not to its end
+                sock.sendall(head + b"%x\r\n" % 1_000_000 + b" " * (limit + 1024))
+            senders.append(sock)
+            if index >= 2:
                 tricklers.append(threading.Thread(target=trickle, args=(sock, stop), daemon=True))
         started = time.monotonic()
         for thread in tricklers:
@@ -202,15 +206,28 @@ def test_a_slow_sender_of_a_body_too_large_gets_its_413_and_frees_its_thread(
 
 
 @pytest.mark.slow
-def test_a_body_too_large_to_drain_is_refused_with_connection_close(tmp_path: Path, redis_server_url: str) -> None:
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_too_large_to_drain_is_refused_with_connection_close(
+    tmp_path: Path, redis_server_url: str, chunked: bool
+) -> None:
     """Past DRAIN_MAX_BYTES the connection is given up, and the 413 says so: gunicorn dropped the application's
-    "Connection: close" (a hop-by-hop header) and said keep-alive on a connection it then closed."""
+    "Connection: close" (a hop-by-hop header) and said keep-alive on a connection it then closed. A chunked body
+    is read no further than one with a length would be."""
     web, base = start_web(web_env(tmp_path, redis_server_url), tmp_path / "web.log")
-    sock, head = post_head(base, DRAIN_MAX_BYTES + 1)
+    size = DRAIN_MAX_BYTES + 1024 * 1024
+    sock, head = post_head(base, None if chunked else size)
+    body = b"%x\r\n" % size + b" " * size + b"\r\n0\r\n\r\n" if chunked else b" " * 1024
+
+    def send() -> None:
+        with contextlib.suppress(OSError):  # the server closes the connection before the end
+            sock.sendall(head + body)
+
+    sender = threading.Thread(target=send, daemon=True)
     try:
-        sock.sendall(head + b" " * 1024)
+        sender.start()
         answer = answer_head(sock)
         assert answer.startswith(b"http/1.1 413 ") and b"\r\nconnection: close" in answer, answer
     finally:
         sock.close()
+        sender.join(10)
         web.stop()
