@@ -18,7 +18,7 @@ from dashboard.auth import LoginLimits, login_manager, renew_session, safe_next,
 from dashboard.blueprint import RowIdConverter, bp
 from dashboard.context import close_db, wants_json
 from models.entities import Decision
-from moderation.features import INVISIBLE_RE
+from models.text import INVISIBLE_RE
 from moderation.reasons import reason_label
 
 __all__ = ["bp", "init_app", "method_not_allowed_page", "not_found", "wants_dashboard_page"]
