@@ -2,7 +2,7 @@
 
 import ipaddress
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
@@ -11,6 +11,7 @@ from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from models.base import Base, utcnow
+from models.text import searchable, searchable_fields
 
 MAX_ROW_ID = 2**31 - 1  # integer primary keys are 32-bit on PostgreSQL: a larger id names no row
 
@@ -32,6 +33,21 @@ def author_network(address: str) -> str:
 
 
 NETWORK_OUT_OF_STEP = "(author_ip IS NULL) <> (author_network IS NULL)"
+
+# The fields each search column of ``comments`` is made of, in order (models.text.searchable_fields), besides
+# search_text, which is the body's.
+SEARCHED_AUTHOR = ("author_name", "author_email", "author_url")
+SEARCHED_ARTICLE = ("article_id", "article_title")
+
+
+def search_values(values: Mapping[str, Any]) -> dict[str, str | None]:
+    """The search columns for a comment's column values (``body`` and those named above, missing ones None):
+    for statements that write a comment without the ORM, whose validators keep them otherwise."""
+    return {
+        "search_text": searchable(values["body"]),
+        "search_author": searchable_fields(*(values.get(name) for name in SEARCHED_AUTHOR)),
+        "search_article": searchable_fields(*(values.get(name) for name in SEARCHED_ARTICLE)),
+    }
 
 
 def unique_where(name: str, column: str, condition: str) -> Index:
@@ -163,6 +179,15 @@ class Comment(Base):
     revision: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     deleted_at: Mapped[datetime | None] = mapped_column(index=True)
     erased_at: Mapped[datetime | None]  # the author's personal data was removed (erasure or retention)
+    # The comment as the dashboard's filters search it (models.text.searchable): the body; the author's name,
+    # e-mail and URL; the article's id and title. The validators below set them whenever those are set, so that
+    # every write through the ORM keeps them in step (edits, erasure and retention, tombstones); a statement
+    # that writes a comment without the ORM sets them itself (intake's insert, with search_values). search_author
+    # copies personal data: erasure, clearing the fields, clears it. Deferred: only the search reads them.
+    # Nullable: processes of the version before migration 0013, serving on while it runs, write rows without.
+    search_text: Mapped[str | None] = mapped_column(Text, deferred=True)
+    search_author: Mapped[str | None] = mapped_column(Text, deferred=True)
+    search_article: Mapped[str | None] = mapped_column(Text, deferred=True)
 
     site: Mapped[Site] = relationship()
     decisions: Mapped[list["Decision"]] = relationship(
@@ -174,6 +199,21 @@ class Comment(Base):
         # Here, so that intake's edits, erasure and tests setting the address cannot leave the network stale;
         # statements that write author_ip without the ORM set both (intake's insert, retention's clearing).
         self.author_network = author_network(value) if value else None
+        return value
+
+    @validates("body")
+    def _search_text_of(self, _key: str, value: str) -> str:
+        self.search_text = searchable(value)
+        return value
+
+    @validates(*SEARCHED_AUTHOR, *SEARCHED_ARTICLE)
+    def _search_columns_of(self, key: str, value: str | None) -> str | None:
+        # The other fields as they are now (None on a comment being built that has not got them yet: the
+        # validator runs again as each is set, and the last one leaves the column right).
+        column, names = (
+            ("search_author", SEARCHED_AUTHOR) if key in SEARCHED_AUTHOR else ("search_article", SEARCHED_ARTICLE)
+        )
+        setattr(self, column, searchable_fields(*(value if name == key else getattr(self, name) for name in names)))
         return value
 
 

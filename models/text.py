@@ -5,6 +5,7 @@ Here, below ``moderation``, so that the ORM can keep columns derived from it (``
 """
 
 import re
+import unicodedata
 
 # Unicode's default-ignorable code points (DerivedCoreProperties.txt): drawn as nothing, so a zero-width space or
 # a soft hyphen between the letters of "viagra" changes every n-gram, list match and fingerprint while readers
@@ -24,3 +25,29 @@ INVISIBLE_RE = re.compile(f"[{ALWAYS_INVISIBLE}]+|(?<=[\\x00-\\x7f\\w{ALWAYS_INV
 def visible(text: str) -> str:
     """The text without the characters that are drawn as nothing (``INVISIBLE``)."""
     return INVISIBLE_RE.sub("", text) if not text.isascii() else text
+
+
+# Between the fields of one search column (an author's name, e-mail and URL): the INVISIBLE SEPARATOR, which
+# searchable() takes out of every field and every term, so no term found in the column spans two fields.
+SEARCH_SEPARATOR = "\u2063"
+
+
+def searchable(text: str) -> str:
+    """``text`` as the dashboard's search compares it: as readers see it (``visible``), compatibility forms
+    folded (NFKC: fullwidth letters, ligatures and the like read as the letters they show, as the models read
+    them), and case folded.
+
+    casefold(), not lower(): it is Unicode's caseless match ("STRASSE" finds "Straße"; final and other sigmas
+    meet), where lower() keeps "ß" and the two sigmas apart. The comments' search columns store its result: a
+    change here leaves the rows already stored with the old one, so it needs a migration that fills them again.
+    """
+    if text.isascii():  # most comments: NFKC and visible() change nothing in ASCII
+        return text.lower()
+    return unicodedata.normalize("NFKC", visible(text)).casefold()
+
+
+def searchable_fields(*fields: str | None) -> str | None:
+    """Several fields in one search column, each ``searchable``; None when none of them is there at all."""
+    if all(field is None for field in fields):
+        return None
+    return SEARCH_SEPARATOR.join(searchable(field or "") for field in fields)

@@ -20,6 +20,7 @@ from models.entities import (
     Site,
     WebhookReceipt,
     author_network,
+    search_values,
 )
 from moderation.features import visible
 from moderation.sites import SiteKeys
@@ -249,7 +250,7 @@ def _insert_new_statement() -> Select[int]:
 
 
 def _comment_columns(site_id: int, new: NewComment, now: datetime) -> dict[str, object]:
-    return {
+    columns: dict[str, object] = {
         "site_id": site_id,
         "external_id": new.external_id,
         "article_id": new.article_id,
@@ -266,6 +267,7 @@ def _comment_columns(site_id: int, new: NewComment, now: datetime) -> dict[str, 
         "status": CommentStatus.PENDING,
         "revision": 0,
     }
+    return columns | search_values(columns)  # the model's validators', by hand (the insert does without the ORM)
 
 
 def personal_columns(new: NewComment) -> dict[str, str | None]:

@@ -600,6 +600,27 @@ def test_the_new_comment_rows_are_stored_with_their_values(
     assert work.published_at is None
 
 
+def test_a_new_comment_is_stored_with_its_fields_as_readers_see_them_for_the_dashboards_search(
+    client: FlaskClient, site: SiteCredentials, engine: Engine
+) -> None:
+    """Without the characters drawn as nothing, compatibility forms folded and case folded (the search reads
+    these columns); on PostgreSQL through the one-statement insert, on SQLite through the ORM."""
+    author = {"name": "Jo\u200bhn \u200eMÜLLER", "email": "John@Straße.example", "url": None, "ip": "203.0.113.9"}
+    article = {"id": "Rücken-\u00adSchmerz", "url": "https://example.org/r", "title": "ＥＣＯＬＥ du dos\ufe0f"}
+    event = comment_event(site.name, "c-43", body="V\u200bIAGRA for the Stra\u00dfe \U000e0041crowd", author=author)
+    event["data"]["article"] = article
+    body = encode(event)
+    assert post(client, body, signed_headers(site.secret, body)).status_code == 202
+
+    with engine.connect() as connection:
+        stored = connection.execute(select(Comment.search_text, Comment.search_author, Comment.search_article)).one()
+    assert tuple(stored) == (
+        "viagra for the strasse crowd",
+        "john müller\u2063john@strasse.example\u2063",
+        "rücken-schmerz\u2063ecole du dos",
+    )
+
+
 def test_a_secret_retired_at_once_stops_verifying_within_the_site_cache_time(
     settings: Settings, site: SiteCredentials, engine: Engine
 ) -> None:

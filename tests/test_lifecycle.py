@@ -269,6 +269,26 @@ def test_a_metadata_only_update_keeps_the_decision(
     assert outbox_rows(engine, comment_id) == 0
 
 
+def test_an_edit_keeps_the_search_columns_with_the_new_text_author_and_article(
+    client: FlaskClient, secret: str, engine: Engine
+) -> None:
+    comment_id = send(client, secret, created("c-search", "Old words")).get_json()["id"]
+    author = {"name": "Ma\u200bria", "email": "MARIA@example.org", "url": "https://maria.example/"}
+    event = updated("c-search", "New w\u2060ords, \u00c9COLE", "2026-11-26T11:00:00Z", author=author)
+    event["data"]["article"]["title"] = "Bandscheiben\u00advorfall"
+    assert send(client, secret, event).status_code == 202  # new text: classified again
+
+    with engine.connect() as connection:
+        stored = connection.execute(
+            select(Comment.search_text, Comment.search_author, Comment.search_article).where(Comment.id == comment_id)
+        ).one()
+    assert tuple(stored) == (
+        "new words, école",
+        "maria\u2063maria@example.org\u2063https://maria.example/",
+        "massage-therapy\u2063bandscheibenvorfall",
+    )
+
+
 def test_a_moderators_verdict_does_not_carry_over_to_edited_text(
     client: FlaskClient, secret: str, engine: Engine, active_model: TrainedModel
 ) -> None:
@@ -397,6 +417,9 @@ def test_a_delete_before_the_create_keeps_a_tombstone(
     assert {r.get_json()["id"] for r in (first, late_create, late_update)} == {first.get_json()["id"]}
     row = comment_row(engine, first.get_json()["id"])
     assert row.status == "deleted" and row.body == ""
+    with engine.connect() as connection:  # searchable as the empty comment it is, by nobody
+        searched = select(Comment.search_text, Comment.search_author, Comment.search_article)
+        assert tuple(connection.execute(searched.where(Comment.id == row.id)).one()) == ("", None, "\u2063")
     assert outbox_rows(engine, row.id) == 0
     assert redis.Redis.from_url(redis_url).llen("moderation") == 0
     check_invariants(engine, [row.id], None)

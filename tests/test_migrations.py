@@ -268,3 +268,107 @@ def test_migration_0012_does_not_undo_an_erasure_an_older_process_commits_while_
         assert connection.execute(text("SELECT author_ip, author_network FROM comments")).one() == (None, None)
     engine.dispose()
     older_process.dispose()
+
+
+def store_old_comments(connection: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Comments as the schema before 0013 holds them (no search columns), on the site of store_an_old_comment."""
+    connection.execute(
+        text(
+            "INSERT INTO comments (site_id, external_id, article_id, article_title, author_name, author_email,"
+            " author_url, body, body_fingerprint, received_at, status) SELECT id, :external_id, :article_id,"
+            " :article_title, :author_name, :author_email, :author_url, :body, 'f', CURRENT_TIMESTAMP, 'approved'"
+            " FROM sites"
+        ),
+        rows,
+    )
+
+
+def search_columns_of(connection: sa.Connection) -> dict[str, tuple[Any, ...]]:
+    query = "SELECT external_id, search_text, search_author, search_article FROM comments"
+    return {row[0]: tuple(row[1:]) for row in connection.execute(text(query))}
+
+
+def test_migration_0013_fills_the_search_columns_of_old_comments_as_intake_now_does(empty_database_url: str) -> None:
+    url = empty_database_url
+    upgrade_database(url, "0012")
+    engine = create_engine(url)
+    dressed = {
+        "external_id": "dressed",
+        "article_id": "Rücken",
+        "article_title": "ＥＣＯＬＥ \u00adDos",
+        "author_name": "Jo\u200bhn",
+        "author_email": "JOHN@Straße.example",
+        "author_url": None,
+        "body": "V\u200ei\ufe0fa\U000e0067gra \u00c9COLE",
+    }
+    anonymous = {**dressed, "external_id": "anonymous", "author_name": None, "author_email": None, "body": "Hi"}
+    with engine.begin() as connection:
+        store_an_old_comment(connection)
+        store_old_comments(connection, [dressed, anonymous])
+    upgrade_database(url)
+    assert drift_from_the_models(url) == []
+    with engine.connect() as connection:
+        assert search_columns_of(connection) == {
+            "c-1": ("b", None, "a\u2063"),
+            "dressed": ("viagra école", "john\u2063john@strasse.example\u2063", "rücken\u2063ecole dos"),
+            "anonymous": ("hi", None, "rücken\u2063ecole dos"),
+        }
+    engine.dispose()
+    downgrade_database(url, "0012")
+    assert not {"search_text", "search_author", "search_article"} & column_names(url, "comments")
+
+
+def test_migration_0013_commits_batch_by_batch_and_an_erasure_between_batches_stays(empty_database_url: str) -> None:
+    """Migrations run while the version before still serves: the fill must not hold the whole table (SQLite's
+    one writer) for its length, and what such a process erases while it runs must not come back in the copy."""
+    url = empty_database_url
+    upgrade_database(url, "0012")
+    engine, older_process = create_engine(url), create_engine(url, connect_args=_no_waiting(url))
+    many = [
+        {
+            "external_id": f"n-{n:05}",
+            "article_id": "a",
+            "article_title": None,
+            "author_name": f"Author {n}",
+            "author_email": f"a{n}@example.org",
+            "author_url": None,
+            "body": f"Comment number {n}",
+        }
+        for n in range(2500)
+    ]
+    with engine.begin() as connection:
+        store_an_old_comment(connection)
+        store_old_comments(connection, many)
+    batches: list[str] = []
+
+    def erase_between_batches(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.lstrip().upper().startswith("BEGIN"):
+            return
+        batches.append(statement)
+        if len(batches) == 2:  # the first batch is committed; the older process writes before the second starts
+            with older_process.begin() as connection:  # as 0012's erasure of a deleted comment writes it
+                connection.execute(
+                    text(
+                        "UPDATE comments SET author_name = NULL, author_email = NULL, body = '' WHERE external_id ="
+                        " 'n-02400'"
+                    )
+                )
+
+    event.listen(Engine, "before_cursor_execute", erase_between_batches)
+    try:
+        upgrade_database(url)
+    finally:
+        event.remove(Engine, "before_cursor_execute", erase_between_batches)
+    assert len(batches) >= 3
+    with engine.connect() as connection:
+        stored = search_columns_of(connection)
+    assert stored["n-00000"] == ("comment number 0", "author 0\u2063a0@example.org\u2063", "a\u2063")
+    assert stored["n-02400"] == ("", None, "a\u2063")  # erased before its batch was read
+    assert all(text is not None for text, _, _ in stored.values())
+    engine.dispose()
+    older_process.dispose()
+
+
+def _no_waiting(url: str) -> dict[str, Any]:
+    """An older process's connection that fails at once, rather than waiting, if the fill holds the database."""
+    return {"timeout": 0} if url.startswith("sqlite") else {"options": "-c lock_timeout=100"}

@@ -216,11 +216,14 @@ def test_erasure_leaves_nothing_personal_in_any_table_and_keeps_the_statistics(
         "all_sites_entries_kept": 0,
     }
     left = personal_values_left(engine, PERSONAL)
-    # Only the other site's own copy of the e-mail is left.
+    # Only the other site's own copy of the e-mail is left, with the copy its search reads.
     assert sorted(left) == [
         "comments.author_email: erase-me.example",
         "comments.author_email: quackenbush",
         "comments.author_email: zeb.quackenbush@erase-me.example",
+        "comments.search_author: erase-me.example",
+        "comments.search_author: quackenbush",
+        "comments.search_author: zeb.quackenbush@erase-me.example",
     ]
     with engine.connect() as connection:
         others = connection.execute(select(Comment).where(Comment.id == elsewhere["id"])).one()
@@ -508,6 +511,37 @@ def test_erasure_deletes_the_training_label_of_a_comment_the_site_deleted_only(
         assert [e.comment.body for e in moderator_examples(session)] == [ORDINARY]
 
 
+def search_columns(engine: Engine) -> dict[str, tuple[str | None, ...]]:
+    columns = (Comment.external_id, Comment.search_text, Comment.search_author, Comment.search_article)
+    with engine.connect() as connection:
+        return {row[0]: tuple(row[1:]) for row in connection.execute(select(*columns))}
+
+
+def test_erasure_scrubs_the_search_columns_as_it_does_the_comment(
+    client: FlaskClient, secrets: dict[str, str], engine: Engine
+) -> None:
+    """The dashboard's search reads its own copy of the text and of the author: erasure clears the author's, and
+    the text of a comment the site deleted, as it clears them on the comment, or the search still finds them."""
+    secret = secrets[SITE]
+    private = "Call Zebulon on 0161 496 0999 about the pills"
+    send(client, secret, event("comment.created", "p-1", ORDINARY, AUTHOR))
+    send(client, secret, event("comment.created", "p-2", private, AUTHOR))
+    deleted = {"comment_id": "p-2", "site": SITE, "deleted_at": "2026-11-26T12:00:00Z"}
+    send(client, secret, {"type": "comment.deleted", "data": deleted})
+    assert search_columns(engine)["p-2"][:2] == (
+        private.casefold(),
+        "zebulon quackenbush\u2063" + "\u2063".join([AUTHOR["email"].casefold(), AUTHOR["url"]]),
+    )
+
+    assert erase_via_api(client, secret, SITE, AUTHOR["email"]).get_json()["comments_erased"] == 2
+
+    article = "massage-therapy\u2063does massage therapy really help back pain?"
+    assert search_columns(engine) == {
+        "p-1": (ORDINARY.casefold(), None, article),  # still published: its text stays, as on the comment
+        "p-2": ("", None, article),
+    }
+
+
 def text_and_label(engine: Engine, comment_id: int) -> tuple[str, bool]:
     with engine.connect() as connection:
         body = connection.scalar(select(Comment.body).where(Comment.id == comment_id))
@@ -768,6 +802,9 @@ def test_retention_clears_network_data_then_anonymizes_closed_comments(
     assert rows["old"].author_email is None and rows["old"].author_name is None and rows["old"].erased_at
     assert rows["old-held"].author_email == AUTHOR["email"]  # still waiting for a moderator
     assert rows["old-deleted"].author_email is None and rows["old-deleted"].body == ""
+    searched = search_columns(engine)  # the author's copy gone too, and the deleted comment's text
+    assert (searched["old"][1], searched["old-deleted"][:2]) == (None, ("", None))
+    assert searched["month"][1] is not None
 
     again = apply_retention(sessions, datetime.now(UTC), personal_days=30, closed_days=365)
     off = apply_retention(sessions, datetime.now(UTC) + timedelta(days=3650), personal_days=0, closed_days=0)
