@@ -10,11 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, Select, String, and_, case, cast, func, literal, or_, select
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import Session, aliased
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy import ColumnElement, Select, String, and_, cast, func, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from models.entities import (
     Comment,
@@ -25,9 +22,9 @@ from models.entities import (
     Site,
     author_network,
 )
+from models.text import searchable
 from moderation import registry
 from moderation.decisions import AUTHOR_IP_WINDOW
-from moderation.features import visible
 from moderation.policy import Thresholds
 from moderation.reasons import ALL_REASONS
 
@@ -164,75 +161,37 @@ class Filters:
 
 
 def _like(value: str) -> str:
+    """A LIKE pattern finding ``value`` anywhere, its own wildcards matching only themselves (escape "\\")."""
     escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped.lower()}%"
+    return f"%{escaped}%"
 
 
 # Spammers put characters drawn as nothing between a word's letters ("v\u200bi\u200ba\u200bg\u200br\u200ba",
-# "pi\u00adlls"): readers see the word, a plain LIKE does not. The search reads past the common ones of
-# features.INVISIBLE, each with a replace(): SQLite has neither translate() nor regexp_replace().
-SEARCH_IGNORES = ("\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad")
-
-
-class _MayHoldIgnored(FunctionElement[bool]):
-    """True for every text that holds one of SEARCH_IGNORES (and for some others: that costs only time). The
-    replace() calls, run on every comment, made a text search take twice as long; few comments need them."""
-
-    type = Boolean()
-    name = "may_hold_ignored"
-    inherit_cache = True
-
-
-@compiles(_MayHoldIgnored, "postgresql")
-def _may_hold_ignored_on_postgresql(element: _MayHoldIgnored, compiler: SQLCompiler, **kw: Any) -> str:
-    # Comparing lengths costs next to nothing and rules out every all-ASCII text; the dearer regular expression
-    # looks at the rest (on a site in a language with accents, every comment).
-    text = compiler.process(element.clauses, **kw)
-    pattern = compiler.process(literal(f"[{''.join(SEARCH_IGNORES)}]", String), **kw)
-    return f"(octet_length({text}) <> length({text}) AND {text} ~ {pattern})"
-
-
-@compiles(_MayHoldIgnored)
-def _may_hold_ignored_on_sqlite(element: _MayHoldIgnored, compiler: SQLCompiler, **kw: Any) -> str:
-    # Any text beyond ASCII: SQLite has no regular expressions, its GLOB of the characters is slower than the
-    # replace() calls, and octet_length() came in 3.43. A text cast to a BLOB is its bytes.
-    text = compiler.process(element.clauses, **kw)
-    return f"length(CAST({text} AS BLOB)) <> length({text})"
-
-
-def _body_matches(text: str) -> ColumnElement[bool]:
-    """The text search: ``text`` in the body as readers see both, whatever the case."""
-    # visible() keeps an emoji's own joiners ("👨\u200d👩"), which the body loses below: the term loses them too.
-    term = "".join(c for c in visible(text) if c not in SEARCH_IGNORES)
-    if not term:  # nothing but such characters: the comments that hold them, not every comment
-        return func.lower(Comment.body).like(_like(text), escape="\\")
-    shown: ColumnElement[str] = Comment.body.expression
-    for character in SEARCH_IGNORES:
-        shown = func.replace(shown, character, "")
-    searched = case((_MayHoldIgnored(Comment.body), shown), else_=Comment.body)
-    return func.lower(searched).like(_like(term), escape="\\")
+# "pi\u00adlls", a direction mark, a tag character): readers see the word, a plain LIKE on the text does not. The
+# search columns hold the fields as readers see them, folded (models.text.searchable), written as comments are
+# stored: no function runs on every comment at each search, and none of SQLite's or PostgreSQL's is needed.
+def _matches(
+    typed: str, searched: InstrumentedAttribute[str | None], *raw: InstrumentedAttribute[Any]
+) -> ColumnElement[bool]:
+    """``typed`` in the search column ``searched`` (made of the fields ``raw``), both read the same way."""
+    term = searchable(typed)
+    if not term:  # nothing but such characters: the comments whose fields hold them, not every comment
+        pattern = _like(typed.lower())
+        return or_(*(func.lower(column).like(pattern, escape="\\") for column in raw))
+    return searched.like(_like(term), escape="\\")
 
 
 def _filtered(query: Select[Any], filters: Filters, current: Any) -> Select[Any]:
     if filters.text:
-        query = query.where(_body_matches(filters.text))
+        query = query.where(_matches(filters.text, Comment.search_text, Comment.body))
     if filters.author:
-        pattern = _like(filters.author)
+        author = (Comment.author_name, Comment.author_email, Comment.author_url)
         query = query.where(
-            or_(
-                func.lower(Comment.author_name).like(pattern, escape="\\"),
-                func.lower(Comment.author_email).like(pattern, escape="\\"),
-                func.lower(Comment.author_url).like(pattern, escape="\\"),
-                *_same_network(filters.author),
-            )
+            or_(_matches(filters.author, Comment.search_author, *author), *_same_network(filters.author))
         )
     if filters.article:
-        pattern = _like(filters.article)
         query = query.where(
-            or_(
-                func.lower(Comment.article_id).like(pattern, escape="\\"),
-                func.lower(Comment.article_title).like(pattern, escape="\\"),
-            )
+            _matches(filters.article, Comment.search_article, Comment.article_id, Comment.article_title)
         )
     if filters.site:
         query = query.where(Site.name == filters.site)

@@ -1622,6 +1622,52 @@ def test_search_finds_a_word_dressed_with_characters_drawn_as_nothing(
     assert '<span class="count" data-count="held">3</span>' in _page(moderator_client, "/dashboard/queue?text=viagra")
 
 
+def test_search_reads_past_every_character_drawn_as_nothing_and_folds_case_and_forms_in_every_script(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    """Past the six characters the search once read past: a direction mark, a variation selector or a tag
+    character inside a word hid it too. Case is folded as Unicode folds it, on SQLite as on PostgreSQL, and
+    fullwidth letters read as the letters they show."""
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        marked, _ = held_comment(session, site, "lrm", "Cheap vi\u200eag\u200fra here")
+        selected, _ = held_comment(session, site, "vs16", "Cheap via\ufe0fgra here")
+        tagged, _ = held_comment(session, site, "tag", "Cheap vi\U000e0061agra here")
+        french, _ = held_comment(session, site, "fr", "Une école du dos à Paris")
+        german, _ = held_comment(session, site, "de", "Die Rückenschule in der Hauptstraße")
+        wide, _ = held_comment(session, site, "wide", "Buy ＶＩＡＧＲＡ now")
+
+    def found(term: str) -> set[int]:
+        return _ids_on(moderator_client, "/dashboard/queue?text=" + quote(term, safe=""))
+
+    assert found("viagra") == {marked, selected, tagged, wide}
+    assert found("ÉCOLE") == {french} and found("école") == {french}
+    assert found("HAUPTSTRASSE") == {german} and found("hauptstraße") == {german}
+    assert found("ＲＡ now") == {wide}
+
+
+def test_author_and_article_filters_read_past_characters_drawn_as_nothing_too(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    """Each field on its own: a term never spans the end of one and the start of the next."""
+    with sessions.begin() as session:
+        site = session.get(Site, site_row)
+        spaced, _ = held_comment(
+            session, site, "spaced", author_name="Jo\u200bhn Sm\u2060ith", author_email="promo@PHAR\u00adMA.example"
+        )
+        hyphened, _ = held_comment(
+            session, site, "article", author_name="Ana", article_title="Bandscheiben\u00advorfall: \u200fwas hilft"
+        )
+
+    def found(filter_: str, term: str) -> set[int]:
+        return _ids_on(moderator_client, f"/dashboard/queue?{filter_}=" + quote(term, safe=""))
+
+    assert found("author", "john smith") == {spaced} and found("author", "pharma.example") == {spaced}
+    assert found("author", "smithpromo") == set() and found("author", "smith promo") == set()
+    assert found("article", "BANDSCHEIBENVORFALL") == {hyphened}
+    assert found("article", "therapydoes") == set() and found("article", "therapy does") == set()  # id, title
+
+
 def test_any_score_range_needs_one_score_inside_it(
     moderator_client: FlaskClient, sessions: Sessions, site_row: int
 ) -> None:
