@@ -40,6 +40,16 @@ SEARCHED_AUTHOR = ("author_name", "author_email", "author_url")
 SEARCHED_ARTICLE = ("article_id", "article_title")
 
 
+# Rows whose search columns are out of step with what they copy, as processes of the version before migration
+# 0013 leave them while they still serve: their intake stores none; their erasure and retention clear the author,
+# and a deleted comment's text, but not the copies. Retention mends them (few), found through a partial index.
+# An edit by such a process leaves the old text's copy, which nothing here can tell apart.
+SEARCH_OUT_OF_STEP = (
+    "search_text IS NULL OR search_article IS NULL OR (body = '' AND search_text <> '')"
+    " OR ((author_name IS NULL AND author_email IS NULL AND author_url IS NULL) <> (search_author IS NULL))"
+)
+
+
 def search_values(values: Mapping[str, Any]) -> dict[str, str | None]:
     """The search columns for a comment's column values (``body`` and those named above, missing ones None):
     for statements that write a comment without the ORM, whose validators keep them otherwise."""
@@ -151,6 +161,12 @@ class Comment(Base):
             sqlite_where=text(NETWORK_OUT_OF_STEP),
             postgresql_where=text(NETWORK_OUT_OF_STEP),
         ),
+        Index(
+            "ix_comments_search_out_of_step",
+            "id",
+            sqlite_where=text(SEARCH_OUT_OF_STEP),
+            postgresql_where=text(SEARCH_OUT_OF_STEP),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -200,6 +216,12 @@ class Comment(Base):
         # statements that write author_ip without the ORM set both (intake's insert, retention's clearing).
         self.author_network = author_network(value) if value else None
         return value
+
+    def search_in_step(self) -> None:
+        """Set the search columns from the fields as they are (the validators do it as each is set)."""
+        fields = {name: getattr(self, name) for name in ("body", *SEARCHED_AUTHOR, *SEARCHED_ARTICLE)}
+        for column, value in search_values(fields).items():
+            setattr(self, column, value)
 
     @validates("body")
     def _search_text_of(self, _key: str, value: str) -> str:

@@ -35,6 +35,7 @@ from models.entities import (
     NETWORK_COLUMNS,
     NETWORK_OUT_OF_STEP,
     PERSONAL_COLUMNS,
+    SEARCH_OUT_OF_STEP,
     CallbackDelivery,
     Comment,
     CommentStatus,
@@ -77,6 +78,7 @@ class Retention:
     network_cleared: int  # comments whose IP and user agent were cleared
     closed_anonymized: int  # closed comments whose author was anonymized
     networks_mended: int = 0  # comments whose author_network had fallen out of step with author_ip
+    search_mended: int = 0  # comments whose search columns had fallen out of step with what they copy
 
 
 def erase_author(session: Session, site: Site, email: str, now: datetime) -> Erasure:
@@ -306,13 +308,14 @@ def apply_retention(
     deadline = time.monotonic() + budget.total_seconds()
     cleared = anonymized = 0
     mended = _in_batches(sessions, deadline, lambda session: _mend_networks_batch(session, batch))
+    searches = _in_batches(sessions, deadline, lambda session: _mend_search_batch(session, batch))
     if personal_days > 0:
         cutoff = now - timedelta(days=personal_days)
         cleared = _in_batches(sessions, deadline, lambda session: _clear_network_batch(session, cutoff, batch))
     if closed_days > 0:
         cutoff = now - timedelta(days=closed_days)
         anonymized = _in_batches(sessions, deadline, lambda session: _anonymize_batch(session, now, cutoff, batch))
-    return Retention(cleared, anonymized, mended)
+    return Retention(cleared, anonymized, mended, searches)
 
 
 def _in_batches(sessions: sessionmaker[Session], deadline: float, one_batch: Callable[[Session], int]) -> int:
@@ -342,6 +345,25 @@ def _mend_networks_batch(session: Session, batch: int) -> int:
     ).all()
     for comment in comments:
         comment.author_network = author_network(comment.author_ip) if comment.author_ip else None
+    return len(comments)
+
+
+def _mend_search_batch(session: Session, batch: int) -> int:
+    """Search columns out of step with the fields they copy (``SEARCH_OUT_OF_STEP``): set from those fields.
+
+    Only processes of the version before migration 0013, serving on while it runs, leave such rows: their intake
+    stores none (the search cannot find those comments), their erasure and retention clear the author, and a
+    deleted comment's text, but not the copies the search reads. Locked, as the networks' mending is.
+    """
+    comments = session.scalars(
+        select(Comment)
+        .where(text(SEARCH_OUT_OF_STEP))  # as the partial index's predicate is written, so that it applies
+        .order_by(Comment.id)
+        .limit(batch)
+        .with_for_update()
+    ).all()
+    for comment in comments:
+        comment.search_in_step()
     return len(comments)
 
 

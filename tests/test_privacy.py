@@ -831,6 +831,34 @@ def test_retention_mends_the_networks_an_older_version_leaves_out_of_step(
     assert again.networks_mended == 0
 
 
+def test_retention_mends_the_search_columns_an_older_version_leaves_out_of_step(
+    client: FlaskClient, secrets: dict[str, str], engine: Engine
+) -> None:
+    """Processes of the version before migration 0013 serve on while it runs: their intake stores no search
+    columns (the search cannot find the comment), their erasure clears the author, and a deleted comment's text,
+    but not the copies the search reads (personal data left behind). Each run mends them."""
+    ids = {
+        name: send(client, secrets[SITE], event("comment.created", name, ORDINARY, AUTHOR))["id"]
+        for name in ("unset", "erased", "deleted", "in-step")
+    }
+    author = {f"author_{field}": None for field in ("name", "email", "url", "ip", "user_agent")}
+    with engine.begin() as connection:  # as that version writes them, without the model's validators
+        unset = {"search_text": None, "search_author": None, "search_article": None}
+        connection.execute(update(Comment).where(Comment.id == ids["unset"]).values(unset))
+        connection.execute(update(Comment).where(Comment.id == ids["erased"]).values(author))
+        connection.execute(update(Comment).where(Comment.id == ids["deleted"]).values(body="", status="deleted"))
+
+    done = apply_retention(make_session_factory(engine), datetime.now(UTC), personal_days=0, closed_days=0)
+
+    assert done.search_mended == 3
+    searched = search_columns(engine)
+    assert searched["unset"] == searched["in-step"]
+    assert searched["erased"] == (ORDINARY.casefold(), None, searched["in-step"][2])
+    assert searched["deleted"][:2] == ("", searched["in-step"][1])
+    again = apply_retention(make_session_factory(engine), datetime.now(UTC), personal_days=0, closed_days=0)
+    assert again.search_mended == 0
+
+
 def test_retention_commits_batch_by_batch_within_a_time_budget(
     client: FlaskClient, secrets: dict[str, str], engine: Engine, active_model: TrainedModel
 ) -> None:

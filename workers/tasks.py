@@ -522,6 +522,7 @@ def apply_retention_limits(self: Task, personal_days: int = 30, closed_days: int
         "network_cleared": done.network_cleared,
         "closed_anonymized": done.closed_anonymized,
         "networks_mended": done.networks_mended,
+        "search_mended": done.search_mended,
     }
     log.info("retention applied", extra=result)
     return result
