@@ -24,12 +24,8 @@ OUT_OF_STEP_WHERE = sa.text(
     " OR ((author_name IS NULL AND author_email IS NULL AND author_url IS NULL) <> (search_author IS NULL))"
 )
 BATCH = 1000
-comments = sa.table(
-    "comments",
-    *(sa.column(name, sa.Integer if name == "id" else sa.Text) for name in ("id", "body", *COLUMNS)),
-    *(sa.column(name, sa.String) for name in ("author_name", "author_email", "author_url")),
-    *(sa.column(name, sa.String) for name in ("article_id", "article_title")),
-)
+READ = ("body", "author_name", "author_email", "author_url", "article_id", "article_title")
+comments = sa.table("comments", sa.column("id", sa.Integer), *(sa.column(name, sa.Text) for name in (*READ, *COLUMNS)))
 
 
 def upgrade() -> None:
@@ -64,15 +60,7 @@ def _fill_in_batches() -> None:
     while True:
         connection.exec_driver_sql(begin)
         rows = connection.execute(
-            sa.select(
-                comments.c.id,
-                comments.c.body,
-                comments.c.author_name,
-                comments.c.author_email,
-                comments.c.author_url,
-                comments.c.article_id,
-                comments.c.article_title,
-            )
+            sa.select(comments.c.id, *(comments.c[name] for name in READ))
             .where(comments.c.id > after, comments.c.search_text.is_(None))
             .order_by(comments.c.id)
             .limit(BATCH)
