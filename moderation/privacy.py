@@ -333,19 +333,13 @@ def _mend_networks_batch(session: Session, batch: int) -> int:
     """Networks out of step with their address: cleared where the address was cleared, set where none was.
 
     Only processes of the version before migration 0012, serving on while it runs, leave such rows: their
-    erasure and retention clear author_ip alone, their intake stores no network. Locked, so that an edit of
-    the address meanwhile is not overwritten with the network of the old one.
+    erasure and retention clear author_ip alone, their intake stores no network.
     """
-    comments = session.scalars(
-        select(Comment)
-        .where(text(NETWORK_OUT_OF_STEP))  # as the partial index's predicate is written, so that it applies
-        .order_by(Comment.id)
-        .limit(batch)
-        .with_for_update()
-    ).all()
-    for comment in comments:
+
+    def mend(comment: Comment) -> None:
         comment.author_network = author_network(comment.author_ip) if comment.author_ip else None
-    return len(comments)
+
+    return _mend_out_of_step(session, NETWORK_OUT_OF_STEP, mend, batch)
 
 
 def _mend_search_batch(session: Session, batch: int) -> int:
@@ -353,17 +347,19 @@ def _mend_search_batch(session: Session, batch: int) -> int:
 
     Only processes of the version before migration 0013, serving on while it runs, leave such rows: their intake
     stores none (the search cannot find those comments), their erasure and retention clear the author, and a
-    deleted comment's text, but not the copies the search reads. Locked, as the networks' mending is.
+    deleted comment's text, but not the copies the search reads.
     """
+    return _mend_out_of_step(session, SEARCH_OUT_OF_STEP, Comment.search_in_step, batch)
+
+
+def _mend_out_of_step(session: Session, predicate: str, mend: Callable[[Comment], None], batch: int) -> int:
+    """Up to ``batch`` comments matching ``predicate`` (a partial index's, written as the index's is, so that
+    it applies), each mended. Locked, so that an edit meanwhile is not overwritten with values of the old fields."""
     comments = session.scalars(
-        select(Comment)
-        .where(text(SEARCH_OUT_OF_STEP))  # as the partial index's predicate is written, so that it applies
-        .order_by(Comment.id)
-        .limit(batch)
-        .with_for_update()
+        select(Comment).where(text(predicate)).order_by(Comment.id).limit(batch).with_for_update()
     ).all()
     for comment in comments:
-        comment.search_in_step()
+        mend(comment)
     return len(comments)
 
 
