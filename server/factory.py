@@ -157,12 +157,16 @@ READ_STEP = 64 * 1024
 # next request (Node's agent reuses it, and lost its next comment when gunicorn dropped the socket). Past it the
 # connection is given up on, and the 413 says "Connection: close" (see CloseWhenSaid).
 DRAIN_MAX_BYTES = 4 * 1024 * 1024
-DRAIN_CHUNK_BYTES = 64 * 1024
-# ... and for at most this long, however the client sends it. A thread reading a request already refused is one of
-# the 4 a web process has for everyone's comments: a client that stopped sending, or sent a byte now and then
-# (slowloris), held it for as long as it liked. Past it the client gets its 413 with "Connection: close", and opens
-# another connection for its next request; 4 MiB in 2 s is 16 Mbit/s.
+DRAIN_CHUNK_BYTES = 8 * 1024  # a quarter of DRAIN_WINDOW_BYTES: a read ends within a window at the rate kept
+# ... and while the client keeps sending: each DRAIN_SECONDS must bring DRAIN_WINDOW_BYTES more of it (128 kbit/s),
+# DRAIN_MOST_SECONDS in all. A thread reading a request already refused is one of the 4 a web process has for
+# everyone's comments: a client that stopped sending, or sent a byte now and then (slowloris), held it for as long as
+# it liked, and is now cut off after DRAIN_SECONDS; one on a slow link that sends its whole body before it reads the
+# answer (as Python's http.client does) still gets its 413 rather than a reset. Past these the client gets its 413
+# with "Connection: close", and opens another connection for its next request.
 DRAIN_SECONDS = 2.0
+DRAIN_WINDOW_BYTES = 32 * 1024
+DRAIN_MOST_SECONDS = 40.0
 # How much of a chunked body read_streamed_body read before refusing it (the environ key): the drain reads the rest.
 STREAMED_BYTES_READ = "moderation.streamed_bytes_read"
 
@@ -193,82 +197,106 @@ class CloseWhenSaid:
         return self.wsgi_app(environ, start)
 
 
-class _ReadDeadline:
-    """Reads on gunicorn's socket ended at a deadline ``seconds`` from now: then its read side is shut.
+class _ReadWatch:
+    """Reads on gunicorn's socket ended when the client stops sending (less than DRAIN_WINDOW_BYTES in a window of
+    DRAIN_SECONDS) or after DRAIN_MOST_SECONDS: then its read side is shut (``_stop_reading``).
 
     gunicorn's socket blocks without a timeout, and one read of its body stream is as many recv() as it takes to
     gather the bytes asked for, so neither a check between reads nor a socket timeout (it bounds each recv(), and
-    a client sending a byte just within it keeps a read going) ends a read at a deadline. At the deadline a timer
-    shuts the socket's read side (on a duplicate of its descriptor: an SSLSocket's own shutdown() would also drop
-    its TLS session): a recv() waiting returns at once with no data, as does every later one once what has
-    already arrived is read. The response is still written, and gunicorn's close after it (on its main thread)
-    no longer waits up to 2 s for a client that keeps its end open. Without a socket (not under gunicorn), only
-    the check before each read holds.
+    a client sending a byte just within it keeps a read going) ends a read. A timer looks at each window's bytes
+    instead. Without a socket (not under gunicorn), only the check of the whole time before each read holds.
     """
 
-    def __init__(self, sock: socket.socket | None, seconds: float) -> None:
+    def __init__(self, sock: socket.socket | None) -> None:
         self._sock = sock
-        self._end = time.monotonic() + seconds
+        self._end = time.monotonic() + DRAIN_MOST_SECONDS
         self._lock = threading.Lock()
         self._done = False
+        self._read = 0
+        self._read_at_last_look = 0
+        self._timer: threading.Timer | None = None
         self.expired = False  # the read side was shut: the connection can carry nothing more
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
 
-    def __enter__(self) -> _ReadDeadline:
+    def __enter__(self) -> _ReadWatch:
         if self._sock is not None:
-            self._timer.start()
+            self._look_again()
         return self
 
     def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self._timer.cancel()
-        with self._lock:  # a timer already running leaves the socket alone after this
+        with self._lock:  # a look already running leaves the socket alone after this
             self._done = True
+            if self._timer is not None:
+                self._timer.cancel()
 
     def allows_a_read(self) -> bool:
         return not self.expired and time.monotonic() < self._end
 
-    def _expire(self) -> None:
+    def count(self, size: int) -> None:
+        self._read += size
+
+    def _look_again(self) -> None:
+        self._timer = threading.Timer(DRAIN_SECONDS, self._look)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _look(self) -> None:
         with self._lock:
             if self._done:
                 return
+            if self._read - self._read_at_last_look >= DRAIN_WINDOW_BYTES and time.monotonic() < self._end:
+                self._read_at_last_look = self._read
+                self._look_again()
+                return
             self.expired = True
-            assert self._sock is not None
-            with (
-                contextlib.suppress(OSError),
-                socket.fromfd(self._sock.fileno(), self._sock.family, self._sock.type) as duplicate,
-            ):
-                duplicate.shutdown(socket.SHUT_RD)
+            _stop_reading(self._sock)
+
+
+def _stop_reading(sock: socket.socket | None) -> None:
+    """Shut the socket's read side (on a duplicate of its descriptor: an SSLSocket's own shutdown() would also drop
+    its TLS session). A read waiting on it returns at once, and so does gunicorn's close, which otherwise waits up
+    to 2 s, on the worker's main thread, for the client to close its end."""
+    if sock is None:
+        return
+    with contextlib.suppress(OSError), socket.fromfd(sock.fileno(), sock.family, sock.type) as duplicate:
+        duplicate.shutdown(socket.SHUT_RD)
 
 
 def _drain_unread_body() -> bool:
-    """Whether the rest of a refused body was read to its end, within DRAIN_MAX_BYTES and DRAIN_SECONDS."""
+    """Whether the rest of a refused body was read to its end, within DRAIN_MAX_BYTES and while the client kept
+    sending (``_ReadWatch``). When it was not, the connection's read side is shut."""
     environ = request.environ
     stream = environ.get("wsgi.input")
     length = request.content_length  # None: chunked, its start read by read_streamed_body
     left = length if length is not None else DRAIN_MAX_BYTES - environ.get(STREAMED_BYTES_READ, 0)
+    raw = environ.get("gunicorn.socket")
+    sock = raw if isinstance(raw, socket.socket) else None
     if stream is None or left > DRAIN_MAX_BYTES or left < 0:
+        _stop_reading(sock)
         return False
-    sock = environ.get("gunicorn.socket")
-    with _ReadDeadline(sock if isinstance(sock, socket.socket) else None, DRAIN_SECONDS) as deadline:
-        drained = _read_rest(stream, left, length is not None, deadline)
-    return drained and not deadline.expired  # read to its end just as the timer shut the socket: given up all the same
+    with _ReadWatch(sock) as watch:
+        drained = _read_rest(stream, left, length is not None, watch)
+    if drained and not watch.expired:
+        return True
+    _stop_reading(sock)  # read to its end just as the timer shut the socket: given up all the same
+    return False
 
 
-def _read_rest(stream: IO[bytes], left: int, sized: bool, deadline: _ReadDeadline) -> bool:
-    """Whether ``stream`` ended within ``left`` bytes (``sized``: in exactly ``left``) and the deadline."""
+def _read_rest(stream: IO[bytes], left: int, sized: bool, watch: _ReadWatch) -> bool:
+    """Whether ``stream`` ended within ``left`` bytes (``sized``: in exactly ``left``) while ``watch`` allowed."""
     try:
-        while deadline.allows_a_read():
+        while watch.allows_a_read():
             # A chunked body's end is a read that returns nothing, so one is made past its last byte.
             part = stream.read(min(DRAIN_CHUNK_BYTES, left) if sized else DRAIN_CHUNK_BYTES)
             if not part:
-                return not sized  # a body with a length that stops short: the client went away, or the deadline
+                return not sized  # a body with a length that stops short: the client went away, or was cut off
+            watch.count(len(part))
             left -= len(part)
             if left < 0:
                 return False
             if left == 0 and sized:
                 return True
-    except Exception:  # the client gone, a malformed chunk (gunicorn's parse error), a read the deadline ended
+    except Exception:  # the client gone, a malformed chunk (gunicorn's parse error), a read the watch ended
+        log.debug("the rest of a refused body could not be read", exc_info=True)
         return False
     return False
 

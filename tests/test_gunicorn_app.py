@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -230,4 +231,52 @@ def test_a_body_too_large_to_drain_is_refused_with_connection_close(
     finally:
         sock.close()
         sender.join(10)
+        web.stop()
+
+
+def _slowly(size: int, seconds: float, step: int = 16 * 1024) -> Iterator[bytes]:
+    """``size`` bytes of padding, spread evenly over ``seconds``."""
+    pause = seconds / (size / step)
+    for sent in range(0, size, step):
+        yield b" " * min(step, size - sent)
+        time.sleep(pause)
+
+
+@pytest.mark.slow
+def test_a_sender_on_a_slow_link_is_told_413_not_reset(tmp_path: Path, redis_server_url: str) -> None:
+    """1 MiB at about 2 Mbit/s, sent as Python's http.client sends it (the whole body, then the answer read): cut
+    off at DRAIN_SECONDS, it got a reset, not its 413, and a sender that retries on connection errors would retry
+    a permanent refusal. A client that keeps sending is read on."""
+    web, base = start_web(web_env(tmp_path, redis_server_url), tmp_path / "web.log")
+    size = 1024 * 1024
+    address = urlsplit(base)
+    connection = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=30)
+    try:
+        headers = {"Content-Type": "application/json", "Content-Length": str(size)}
+        connection.request("POST", "/webhooks/comments", body=_slowly(size, DRAIN_SECONDS * 2), headers=headers)
+        assert connection.getresponse().status == 413
+    finally:
+        connection.close()
+        web.stop()
+
+
+@pytest.mark.slow
+def test_refused_heads_left_open_do_not_hold_up_the_worker(tmp_path: Path, redis_server_url: str) -> None:
+    """A head with a Content-Length past DRAIN_MAX_BYTES and no body, its socket left open: its 413 closes the
+    connection, and gunicorn's close waited up to 2 s each, on the worker's main thread, for the client to close
+    its end; two of them kept the process from answering anyone for seconds. The read side is shut first now."""
+    web, base = start_web(web_env(tmp_path, redis_server_url), tmp_path / "web.log")
+    held: list[socket.socket] = []
+    try:
+        for _ in range(2):
+            sock, head = post_head(base, DRAIN_MAX_BYTES + 1)
+            sock.sendall(head)
+            held.append(sock)
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert httpx.get(f"{base}/healthz", timeout=30).status_code == 200
+        assert time.monotonic() - started < 1.0
+    finally:
+        for sock in held:
+            sock.close()
         web.stop()
