@@ -331,12 +331,16 @@ CHANNELS = _phrases(
     "shop|store|podcast|stream|stuff|work|tiktok|instagram|insta|ig|youtube|yt|facebook|fb|twitter|bio|new",
     # what video sections promote besides: "share my music", "like my cover", "support my mixtape"
     "music|song|songs|track|tracks|cover|covers|mixtape|album|beats|rap|raps|art|vlog|vlogs|first|latest",
+    # and what clinics and small sellers do: "visit my clinic", "support my small business", "watch my tutorial"
+    "clinic|practice|studio|salon|spa|business|small business|company|brand|tutorial|tutorials|class|classes",
+    "course|courses|workout|workouts|program|programme|app|book|ebook",
 )
 # Promotion of the writer's own channel, page or shop, in the forms video and social comment sections use.
 SELF_PROMOTION = PhraseIndex.of(
     _phrases(
-        # not "subscribed": a reader saying they signed up to the site's newsletter or the article's channel
-        "subscribe|subscribers|sub to|sub 4 sub|sub4sub|suscríbete|suscribete|inscreva|abonniert|abonnez",
+        # not "subscribed" alone: a reader saying they signed up to the site's newsletter
+        "subscribe|subscribers|you subscribed|sub to|sub 4 sub|sub4sub|suscríbete|suscribete|inscreva|abonniert",
+        "abonnez",
         "iscriviti|my channel|my youtube|my yt|my tiktok|my instagram|my insta|my ig|my page|my reel|my reels",
         "my video|my videos|my vid|my latest video|my latest reel|my blog|my shop|my store|my website|my site",
         "my link|my bio|link in bio|link in my bio|follow me|check out my",
@@ -353,7 +357,8 @@ SELF_PROMOTION = PhraseIndex.of(
 CONTACT_OFFER = PhraseIndex.of(
     _phrases(
         "telegram|whatsapp|whats app|wechat|signal group|dm me|message me|inbox me|pm me|text me|email me",
-        "contact me|reach me|reach out to me|ask me for|ask for price|price list|ask me and|on telegram|on whatsapp",
+        "contact me|reach me|reach out to me|reach out to us|reach out to our|ask me for|ask for price|price list",
+        "ask me and|on telegram|on whatsapp",
         "escríbeme|escribeme|mándame|chame no|me chama|écris moi|écrivez moi|schreib mir|scrivimi",
     )
 )
@@ -677,11 +682,12 @@ def _has_medical_term(words: Words) -> bool:
 # d'ibuprofène", "ik neem soms ibuprofen".
 FIRST_PERSON = frozenset({"je", "yo", "io", "eu", "ich", "ik"})
 NEGATIONS = frozenset({"ne", "no", "non", "não", "nao", "niet", "nie"})
-# Nor is it an order after an object pronoun (an order takes it after, "déjalo", "tómalo", unless negative) or an
-# article (then it is a noun): "el masaje me deja relajada", "non c'è nessuna prova che funzioni".
+# Nor is a one-word order after an object pronoun (an order takes it after, "déjalo", "tómalo", unless negative)
+# or an article (then it is a noun): "el masaje me deja relajada", "non c'è nessuna prova che funzioni". Not "se":
+# "se toma cada 8 horas" is an instruction.
 NOT_AN_ORDER_AFTER = frozenset(
     _phrases(
-        "me|te|se|le|les|lo|los|nos|os|lhe|lhes|mi|ti|ci|vi|gli|la|una|uno|un|nessuna|nessun|alguna|ninguna",
+        "me|te|le|les|lo|los|nos|os|lhe|lhes|mi|ti|ci|vi|gli|la|una|uno|un|nessuna|nessun|alguna|ninguna",
         "ogni|questa|quella|della|sua|mia|tua|nenhuma|uma|um|une|des|du|ein|eine|keine|kein",
     )
 )
@@ -689,21 +695,23 @@ NOT_AN_ORDER_AFTER = frozenset(
 # flares", "On bad days I stay in bed and take paracetamol". Only within the clause: "I know it hurts, but
 # just take the tablets" is an order.
 WRITER_LEADS = frozenset({"just", "then", "and"})
-WRITERS = frozenset({"i", "we", "i'm", "im", "i've", "ive", "i'll", "we're", "we've", "we'll"})
+WRITERS = frozenset({"i", "we", "i'll", "we'll"})  # not "I'm": "I'm a GP and just stop the metformin"
+WRITER_REACH = 4  # words between the writer and the lead: "I usually just take", "I stay in bed and take"
 ADDRESSEES = frozenset({"you", "u", "ya", "your"})
 CLAUSE_BREAKS = frozenset({"but", "if", "so", "because", "cos", "or", "unless", "when"})
-# "Never had a massage that helped", "Don't get me wrong", "Don't know why": the subject left out of a
-# statement, not an order.
+# "Never had a massage that helped", "Never needed painkillers", "Don't get me wrong", "Don't know why": the
+# subject left out of a statement, not an order. Past forms by name: "never exceed" and "never feed" are orders.
 NOT_ORDERED = frozenset(
     _phrases(
         "had|been|was|were|did|got|felt|thought|knew|heard|seen|saw|went|gone|took|taken|made|found|said|told",
-        "ever been|know|think|remember|understand|recall|mind|care|really|once|even|again",
+        "needed|helped|worked|tried|used|wanted|liked|noticed|realised|realized|expected|happened|seemed",
+        "managed|bothered|mattered|changed|lasted|stopped|lost|bought|slept|woke|came|became|thought",
+        "know|think|remember|understand|recall|mind|care",
     )
 )
 NEGATIVE_ORDERS = frozenset({"never", "don't", "dont"})
-TIME_AGO = frozenset(
-    _phrases("um|uma|dois|duas|três|tres|quatro|cinco|seis|anos|meses|semanas|dias|tempo|muito|pouco|quase|mais")
-) | frozenset(str(n) for n in range(1, 61))
+# "Faz dois anos", "faz uma semana", "faz 3 meses", "faz tempo": a time ago, where "faz uma caminhada" is an order.
+TIME_AGO = frozenset(_phrases("anos|ano|meses|mês|mes|semanas|semana|dias|dia|horas|tempo"))
 # An imperative whose object is the writer's own is someone's diary: "Do my physio exercises twice a day".
 DIARY_OBJECTS = frozenset({"my", "mine", "myself"})
 
@@ -715,7 +723,7 @@ def has_directive(tokens: Sequence[str], reply: bool) -> bool:
 def _has_directive(words: Words, reply: bool) -> bool:
     tokens = words.tokens
     if words.found(DIRECTIVE_CUE) and any(
-        not _not_an_order_here(tokens, start) for start, _ in words.positions(DIRECTIVE_CUE)
+        not _not_an_order_here(tokens, start, end) for start, end in words.positions(DIRECTIVE_CUE)
     ):
         return True
     treatment_or_time: bool | None = None  # worked out once, for the first conditional imperative
@@ -730,7 +738,9 @@ def _has_directive(words: Words, reply: bool) -> bool:
             continue
         if previous in WRITER_LEADS and _the_writer_does_it(tokens, i - 1):
             continue
-        if tuple(tokens[i : i + 2]) in IMPERATIVE_IDIOMS:  # "up to three a day" is an amount, not "up the dose"
+        # "hold on", "sit tight"; "up to three a day" is an amount, not "up the dose" (but a sentence opening
+        # "Up to 8 tablets in 24 hours" is a dose to keep to)
+        if tuple(tokens[i : i + 2]) in IMPERATIVE_IDIOMS and (i or tokens[i] != "up"):
             continue
         if tokens[i] not in CONDITIONAL_IMPERATIVES:
             return True
@@ -741,13 +751,14 @@ def _has_directive(words: Words, reply: bool) -> bool:
     return False
 
 
-def _not_an_order_here(tokens: Sequence[str], start: int) -> bool:
+def _not_an_order_here(tokens: Sequence[str], start: int, end: int) -> bool:
     """Whether the directive phrase at ``start`` follows "I" (perhaps with a negation between), an object
-    pronoun or an article, or is Portuguese "faz" before a time ("faz dois anos": "two years ago") or Italian
-    "niente" past a sentence's start: then it is the writer's doing, a third person's, a noun or a time."""
-    if tokens[start] == "faz" and start + 1 < len(tokens) and tokens[start + 1] in TIME_AGO:
+    pronoun or an article (one word only), or is Portuguese "faz" before a time ("faz dois anos": "two years ago")
+    or Italian "niente" after "non": then it is the writer's doing, a third person's, a noun, a time or "nothing"."""
+    word = tokens[start]
+    if word == "faz" and not TIME_AGO.isdisjoint(tokens[start + 1 : start + 3]):
         return True
-    if tokens[start] == "niente" and start:  # "Niente antidolorifici!" orders; "non mi ha fatto niente" does not
+    if word == "niente" and "non" in tokens[:start]:  # "non mi ha fatto niente" is "nothing"; "niente alcol!" orders
         return True
     if not start:
         return False
@@ -755,6 +766,8 @@ def _not_an_order_here(tokens: Sequence[str], start: int) -> bool:
     earlier = tokens[start - 2] if start > 1 else ""
     if before in FIRST_PERSON or (before in NEGATIONS and earlier in FIRST_PERSON):
         return True
+    if end - start > 1:  # a formula ("it's safe to") after "me" is still said to someone
+        return False
     # a negative order keeps its pronoun in front: "ne te fais pas opérer", "não se deixe operar"
     return before in NOT_AN_ORDER_AFTER and not (earlier in NEGATIONS and tokens[max(start - 3, 0)] not in FIRST_PERSON)
 
@@ -764,14 +777,13 @@ def _states_rather_than_orders(tokens: Sequence[str], i: int) -> bool:
     following = tokens[i + 1 : i + 4]
     if not following:
         return False
-    if following[0] in NOT_ORDERED or tuple(following) == ("get", "me", "wrong"):
-        return True
-    return tokens[i] == "never" and following[0].endswith("ed")  # "never needed", "never helped"
+    return following[0] in NOT_ORDERED or tuple(following) == ("get", "me", "wrong")
 
 
 def _the_writer_does_it(tokens: Sequence[str], lead: int) -> bool:
-    """Whether "I" or "we" is the subject of the clause the lead word ("just", "then", "and") goes on."""
-    for token in reversed(tokens[:lead]):
+    """Whether "I" or "we", a few words before the lead word ("just", "then", "and") in the same clause, is the
+    subject it goes on with."""
+    for token in reversed(tokens[max(lead - WRITER_REACH, 0) : lead]):
         if token in CLAUSE_MARKS or token in CLAUSE_BREAKS or token in ADDRESSEES:
             return False
         if token in WRITERS:

@@ -209,12 +209,52 @@ def test_cues(text: str, expected: set[str]) -> None:
         ("I try to watch my posture at the desk.", "zzpromo"),
         ("Please reach out to friends or family if you're struggling.", "zzcontact"),
         ("I went on naproxen for a while, up to three a day, and it helped a bit.", "zzdirmed"),
-        ("I'm 70 and still swim and do aqua aerobics twice a week.", "zzdirmed"),
+        ("I'll just take the ibuprofen tonight and see how it goes.", "zzdirmed"),
         ("Il massaggio non mi ha fatto niente, purtroppo.", "zzdirmed"),
     ],
 )
 def test_cues_absent(text: str, absent: str) -> None:
     assert absent not in cue_tokens(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Never exceed 4000mg of paracetamol in 24 hours.",  # a base verb that ends in -ed
+        "Never feed a baby under one honey for colic.",
+        "Per la sciatica niente fisioterapia: riposo assoluto a letto per venti giorni.",  # "niente" without "non"
+        "@Lucia niente ghiaccio con il colpo della strega, borsa dell'acqua calda tutta la notte.",
+        "Mi raccomando, niente alcol con il paracetamolo.",
+        "I'm a GP and just stop the metformin if you're vomiting.",  # the writer introduces themselves, then orders
+        "I'm a pharmacist and never exceed 4g of paracetamol a day.",
+        "I know it's sore and just take 400mg ibuprofen with food.",
+        "Don't even think about stopping your sertraline suddenly.",
+        "Never again take ibuprofen on an empty stomach.",
+        "Worked for me its safe to take two at once.",  # a formula after "me"
+        "Se toma una pastilla cada 8 horas.",  # the impersonal instruction
+        "Faz mais alongamentos todos os dias.",
+        "Faz uma caminhada todo dia.",
+        "Up to 8 tablets in 24 hours, at least 4 hours apart.",  # a sentence that opens with the amount
+    ],
+)
+def test_orders_beside_the_statements_left_alone_are_still_orders(text: str) -> None:
+    """Found by a review of the rules that leave statements alone: each was an order before them, and is."""
+    assert any(token.startswith("zzdir") for token in cue_tokens(text)), cue_tokens(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Started a channel about my recovery, it would mean the world if you subscribed. Bent Not Broken Vlogs",
+        "Visit my clinic in Leeds for a free assessment.",
+        "Reach out to our team for wholesale CBD prices.",
+        "Reach out to us for a free consultation.",
+        "Support my small business, handmade heat packs.",
+        "Watch my tutorial on youtube.",
+    ],
+)
+def test_self_promotion_beside_the_phrases_narrowed_still_promotes(text: str) -> None:
+    assert {"zzpromo", "zzcontact"} & set(cue_tokens(text)), cue_tokens(text)
 
 
 def test_phrase_index_matches_words_prefixes_and_any_word() -> None:

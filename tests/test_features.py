@@ -557,10 +557,10 @@ FEATURE_SAMPLES = [
     "Surgery on 12.03.2024 after pain from 2019-2023, and the scan on 2024-03-12 was clear",
     "I wrote up my sciatica year at https://jo-writes.example/back-pain",
     "I just take paracetamol, up to three a day. Never had a massage that helped. Subscribed!",
-    "Check out my reply, not my song.",
+    "Check out my reply, not my song. Never exceed 4000mg. Mi raccomando, niente alcol. Visit my clinic!",
     "Je ne prends plus d'ibuprofène. El masaje me deja relajada. Faz dois anos. Yoga macht mir Spaß.",
 ]
-PINNED_FEATURES = {"2026-12-07.6": "0eace38a5f0c52fec12931516d195c84cdd46fa541fd62e5afaf892233d3d3a5"}
+PINNED_FEATURES = {"2026-12-07.7": "412fc0b8e10246fb0136328c61fc60e6c08711bd4241f0d748c600a3a257dc50"}
 
 
 def test_the_prepared_form_of_the_samples_is_pinned_by_the_features_version() -> None:
