@@ -705,7 +705,7 @@ NOT_ORDERED = frozenset(
     _phrases(
         "had|been|was|were|did|got|felt|thought|knew|heard|seen|saw|went|gone|took|taken|made|found|said|told",
         "needed|helped|worked|tried|used|wanted|liked|noticed|realised|realized|expected|happened|seemed",
-        "managed|bothered|mattered|changed|lasted|stopped|lost|bought|slept|woke|came|became|thought",
+        "managed|bothered|mattered|changed|lasted|stopped|lost|bought|slept|woke|came|became",
         "know|think|remember|understand|recall|mind|care",
     )
 )
