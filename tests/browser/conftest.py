@@ -48,7 +48,11 @@ if not CHROMIUM.exists():
         allow_module_level=True,
     )
 
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+
+# Assertions wait as long as actions do (the page fixture's 15 s): on a CI machine busy with the rest of the suite
+# a preview answered after 5 s, the default, and a refusal the page did show failed a test.
+expect.set_options(timeout=15_000)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
