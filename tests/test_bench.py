@@ -62,11 +62,13 @@ def test_quick_stack_benchmark_decides_every_accepted_comment(trained_model: Tra
     # Where the time goes: CPU of every process group, found and measured during each latency phase.
     groups = {"web", "workers", "postgres", "redis", "callback sink", "load generator", "total"}
     for name in ("reference", "service"):
-        for run in result[name]["end_to_end"].values():
-            cpu = run["cpu_ms_per_comment"]
+        runs = [run["cpu_ms_per_comment"] for run in result[name]["end_to_end"].values()]
+        for cpu in runs:
             assert set(cpu) == groups
-            assert all(cpu[group] > 0 for group in ("web", "workers", "postgres", "redis")), (name, cpu)
             assert cpu["total"] == pytest.approx(sum(v for k, v in cpu.items() if k != "total"), abs=0.05)
+        # Each group over the phases: one short phase of the quick run can fall within a clock tick of a group's
+        # CPU (the reference's PostgreSQL backends once measured 0.0 there).
+        assert all(sum(cpu[group] for cpu in runs) > 0 for group in ("web", "workers", "postgres", "redis")), runs
     # The sink is found and measured. Callbacks trail decisions, and a phase's few of them may fall after its
     # end on a loaded machine (psutil counts CPU in 10 ms ticks): both phases together always have some.
     sink = [run["cpu_ms_per_comment"]["callback sink"] for run in result["service"]["end_to_end"].values()]

@@ -128,6 +128,9 @@ async function drawCurvesAlone() {
 
 function previewSoon() {
   saveButton.disabled = true;
+  // A preview already on its way is of values since changed: its answer would tick "use the model's" again for
+  // the slider just moved, and the preview after it would then send that box and put the model's value back.
+  latest++;
   clearTimeout(timer);
   timer = setTimeout(preview, 150);
 }
