@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
-from playwright.sync_api import Page
+from playwright.sync_api import Page, Route
 from sqlalchemy import Engine
 
 from models.db import make_session_factory
@@ -18,6 +19,34 @@ def sign_in(page: Page, base: str, email: str, password: str = PASSWORD) -> None
     page.fill('input[name="password"]', password)
     page.click('button[type="submit"]')
     page.wait_for_url(f"{base}/dashboard/queue")
+
+
+class ActionRequests:
+    """The dashboard's action requests (``**/act``) of one page: sent on to the server until a test holds them.
+
+    Routed on the page's browser context before the page loads anything. A route added to a page already loaded
+    takes effect in Chromium only a moment later, and a key pressed at once sent its request unrouted: full runs
+    saw an approve the test meant to hold answered ("#2 approved"), twice in one test and once in another.
+    """
+
+    def __init__(self, page: Page) -> None:
+        self.held: list[Route] = []
+        self._handle: Callable[[Route], None] = send_on
+        page.context.route("**/act", lambda route: self._handle(route))
+
+    def hold(self) -> None:
+        """Each request waits in ``held`` until the test sends it on (``held.pop().continue_()``)."""
+        self._handle = self.held.append
+
+    def rewrite(self, handle: Callable[[Route], None]) -> None:
+        self._handle = handle
+
+    def send_on(self) -> None:
+        self._handle = send_on
+
+
+def send_on(route: Route) -> None:
+    route.continue_()
 
 
 def keys_ready(page: Page) -> None:

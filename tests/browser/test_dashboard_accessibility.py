@@ -151,6 +151,9 @@ def answered(status: int, body: dict[str, Any], shown: str) -> Callable[[Page, S
     def then(page: Page, seeded: Seeded) -> None:
         page.route("**/act", lambda route: route.fulfill(status=status, json=body))
         try:
+            # A route added to a page already loaded takes effect a moment later (see ActionRequests): the page
+            # loaded anew uses it from the start.
+            page.reload()
             page.keyboard.press("a")
             expect(page.locator("#toast")).to_contain_text(shown)
         finally:

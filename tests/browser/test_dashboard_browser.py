@@ -13,7 +13,7 @@ from sqlalchemy import Engine, select
 
 from models.db import make_session_factory
 from models.entities import Comment, ModerationAction, Site, TrainingLabel
-from tests.browser.helpers import keys_ready, seed_held, sign_in
+from tests.browser.helpers import ActionRequests, keys_ready, seed_held, sign_in
 from tests.support.dashboard import held_comment
 
 XSS = (
@@ -334,14 +334,15 @@ def test_keys_pressed_while_an_action_is_saved_stay_on_the_comment_in_view(
     page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
 ) -> None:
     ids = seed_held(engine, site_id, 5)
+    actions = ActionRequests(page)
+    waiting = actions.held
     sign_in(page, web, accounts["moderator"])
     items = page.locator("#items .item")
     expect(items.first).to_be_focused()  # dashboard.js has run: a key pressed before is lost
     page.keyboard.press("a")
     expect(items).to_have_count(4)
     expect(items.first).to_be_focused()  # the next comment took the focus: a key pressed before is lost
-    waiting: list[Route] = []
-    page.route("**/act", lambda route: waiting.append(route))  # hold the server's answer to see what keys do meanwhile
+    actions.hold()  # the server's answer waits, to see what keys do meanwhile
     page.keyboard.press("a")  # approves the second comment
     wait_for_request(page, waiting, "pressing a sent no approve")
     page.keyboard.press("a")  # a second approve while the first is saved is dropped, not sent
@@ -360,8 +361,8 @@ def test_keys_pressed_while_an_action_is_saved_stay_on_the_comment_in_view(
     page.keyboard.press("Enter")  # a second Enter in the note while the reject is saved sends nothing more
     page.wait_for_timeout(300)
     assert len(waiting) == 1
+    actions.send_on()
     waiting.pop().continue_()
-    page.unroute("**/act")
     expect(items).to_have_count(2)
     expect(page.locator(".item.current")).to_have_attribute("data-comment-id", str(ids[3]))
 
@@ -622,10 +623,9 @@ def test_a_field_typed_in_while_an_action_is_saved_keeps_the_focus(
     page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
 ) -> None:
     ids = seed_held(engine, site_id, 3)
-    # Held from before the queue loads: routed only once it had, the approve went out unheld in two full runs
-    # (the page said "#1 approved"), and the test then had nothing to type into while it was saved.
-    waiting: list[Route] = []
-    page.context.route("**/act", lambda route: waiting.append(route))
+    actions = ActionRequests(page)
+    actions.hold()
+    waiting = actions.held
     sign_in(page, web, accounts["moderator"])
     # The first comment is current and has the focus once dashboard.js has run: a key before that is lost
     # (seen once on a loaded machine: the loop below then waited for a request that never came).
@@ -635,8 +635,8 @@ def test_a_field_typed_in_while_an_action_is_saved_keeps_the_focus(
     wait_for_request(page, waiting, "pressing a sent no approve")
     page.keyboard.press("/")  # on to the search field while the approve is saved
     page.keyboard.type("sp")
+    actions.send_on()
     waiting.pop().continue_()
-    page.context.unroute("**/act")
     expect(page.locator("#items .item")).to_have_count(2)
     expect(page.locator("#search-text")).to_be_focused()
     page.keyboard.type("am")  # had the saved action taken the focus, `a` would approve the next comment

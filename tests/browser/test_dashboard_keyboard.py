@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from models.db import make_session_factory
 from models.entities import Comment
-from tests.browser.helpers import keys_ready, seed_held, sign_in
+from tests.browser.helpers import ActionRequests, keys_ready, seed_held, sign_in
 from tests.browser.test_dashboard_browser import audit, statuses
 
 
@@ -158,13 +158,14 @@ def test_an_action_redirected_to_the_sign_in_page_says_sign_in_again(
     page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
 ) -> None:
     ids = seed_held(engine, site_id, 1)
+    actions = ActionRequests(page)
     sign_in(page, web, accounts["moderator"])
     end_the_session(page, web)
 
     def as_a_page(route: Route) -> None:  # a request that asks for a page is redirected to sign in, not told 401
         route.continue_(headers={**route.request.headers, "accept": "text/html"})
 
-    page.route("**/act", as_a_page)
+    actions.rewrite(as_a_page)
     page.keyboard.press("a")
     expect_sign_in_again(page)
     assert statuses(engine) == dict.fromkeys(ids, "held")
