@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from re import Pattern
 
 from playwright.sync_api import Page, Route
 from sqlalchemy import Engine
@@ -21,18 +22,18 @@ def sign_in(page: Page, base: str, email: str, password: str = PASSWORD) -> None
     page.wait_for_url(f"{base}/dashboard/queue")
 
 
-class ActionRequests:
-    """The dashboard's action requests (``**/act``) of one page: sent on to the server until a test holds them.
+class RoutedRequests:
+    """The requests of one page whose address matches ``url``: sent on to the server until a test holds them.
 
     Routed on the page's browser context before the page loads anything. A route added to a page already loaded
     takes effect in Chromium only a moment later, and a key pressed at once sent its request unrouted: full runs
     saw an approve the test meant to hold answered ("#2 approved"), twice in one test and once in another.
     """
 
-    def __init__(self, page: Page) -> None:
+    def __init__(self, page: Page, url: str | Pattern[str]) -> None:
         self.held: list[Route] = []
         self._handle: Callable[[Route], None] = send_on
-        page.context.route("**/act", lambda route: self._handle(route))
+        page.context.route(url, lambda route: self._handle(route))
 
     def hold(self) -> None:
         """Each request waits in ``held`` until the test sends it on (``held.pop().continue_()``)."""
@@ -43,6 +44,13 @@ class ActionRequests:
 
     def send_on(self) -> None:
         self._handle = send_on
+
+
+class ActionRequests(RoutedRequests):
+    """The dashboard's action requests (``**/act``) of one page."""
+
+    def __init__(self, page: Page) -> None:
+        super().__init__(page, "**/act")
 
 
 def send_on(route: Route) -> None:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from playwright.sync_api import Dialog, Page, Route, expect
 from sqlalchemy import Engine, select
 
 from models.db import make_session_factory
 from models.entities import Comment, ModerationAction, Site, TrainingLabel
-from tests.browser.helpers import ActionRequests, keys_ready, seed_held, sign_in
+from tests.browser.helpers import ActionRequests, RoutedRequests, keys_ready, seed_held, sign_in
 from tests.support.dashboard import held_comment
 
 XSS = (
@@ -602,6 +603,70 @@ def test_unticking_use_the_models_makes_todays_value_the_sites_own(
         site = session.get(Site, site_id)
         assert site is not None and site.spam_hold_threshold == model_value
         assert site.advice_hold_threshold is None  # untouched: still the model's
+
+
+# The thresholds page's preview requests (not the page itself, nor its save).
+PREVIEWS = re.compile(r"/thresholds/preview(\?|$)")
+# Any fixed start: the page's clock is the test's from here, so that a jump forward never lands in its past.
+CLOCK_START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def wait_for_preview(page: Page, held: list[Route], failure: str, seconds: float = 15) -> None:
+    """Until a preview held by ``RoutedRequests`` arrives; one never sent fails here, saying what the page showed,
+    not at the 300 s timeout of the whole test."""
+    deadline = time.monotonic() + seconds
+    while not held:
+        if time.monotonic() >= deadline:
+            problem = page.locator("#threshold-problem").text_content() or ""
+            raise AssertionError(f"{failure} (the page said: {problem.strip()!r})")
+        page.wait_for_timeout(50)
+
+
+def answer_held_preview(page: Page, held: list[Route]) -> None:
+    """Sends the oldest held preview on and waits until its answer has reached the page."""
+    with page.expect_response(PREVIEWS) as answered:
+        held.pop(0).continue_()
+    answered.value.finished()
+
+
+def test_a_preview_answered_after_a_slider_moved_is_not_applied(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """The page's own first preview, still on its way when the admin moved a slider, was applied when answered:
+    it ticked "use the model's" again for that slider (it was ticked when sent), and the next preview sent the box
+    and put the model's value back, in what Save would store too. A full run's browser test saw it."""
+    previews = RoutedRequests(page, PREVIEWS)
+    previews.hold()
+    sign_in(page, web, accounts["admin"])
+    page.clock.install(time=CLOCK_START)
+    page.goto(f"{web}/dashboard/admin/sites/{site_id}/thresholds")
+    wait_for_preview(page, previews.held, "the thresholds page sent no preview of its own")
+    # The answer must be handled before the next preview leaves, 150 ms after the slider moves (a loaded machine's
+    # order): with the page's time stopped that preview waits for the test, not for the machine.
+    page.clock.pause_at(CLOCK_START + timedelta(hours=1))
+    follow = page.locator('#save-form input[name="follow_spam_hold"]')
+    expect(follow).to_be_checked()  # the site follows the model's: the held preview sent no value of its own
+    slider = page.locator('#threshold-form input[name="spam_hold"]')
+    slider.fill("0.4")
+    expect(follow).not_to_be_checked()
+
+    answer_held_preview(page, previews.held)
+    page.wait_for_timeout(300)  # no timer runs meanwhile: a stale answer applied would show by now, and stay
+    assert not follow.is_checked(), "the preview sent before the slider moved ticked its “use the model's” again"
+    expect(slider).to_have_value("0.4")
+
+    previews.send_on()
+    page.clock.resume()  # the slider's own preview leaves now
+    expect(page.locator('[data-saved-source="spam_hold"]')).to_have_text("0.40, the site's own")
+    expect(follow).not_to_be_checked()
+    expect(slider).to_have_value("0.4")
+    expect(page.locator("#spam_hold-out")).to_have_text("0.40")
+    expect(page.locator('#save-form input[name="spam_hold"]')).to_have_value("0.40")
+    expect(page.locator("#save-thresholds")).to_be_enabled()
+    page.click("#save-thresholds")
+    expect(page.locator(".flash.info")).to_contain_text("saved")
+    with make_session_factory(engine)() as session:
+        assert session.get(Site, site_id).spam_hold_threshold == 0.4
 
 
 def test_enter_in_the_bulk_note_rejects_the_selection(
