@@ -147,13 +147,28 @@ def accept_comment(
     existing = session.scalar(select(Comment).where(Comment.site_id == site.id, Comment.external_id == new.external_id))
     if existing is not None:
         # A repeat, or the create of a comment an earlier update or delete already stored (stale by then).
-        # Only a create is compared: an update lands here when it raced the create that stored the comment.
-        differs = what_differs(existing, new) if new.updated_at is None else ()
+        differs = what_differs(existing, new)
         if differs:
             raise CommentIdReusedError(new.external_id, existing.id, differs, existing.created_at)
         record_receipt(session, site.id, webhook_id, existing.id, now, payload_sha256)
         return Accepted(existing.id, existing.status, created=False)
+    return store_comment(session, site, webhook_id, new, now, payload_sha256)
 
+
+def store_comment(
+    session: Session,
+    site: Site | SiteKeys,
+    webhook_id: str,
+    new: NewComment,
+    now: datetime,
+    payload_sha256: str | None = None,
+) -> Accepted:
+    """Store a comment not stored yet, its receipt and the work to classify it.
+
+    Another delivery that stored the same comment meanwhile makes this collide on the unique key; the caller
+    rolls back and calls again, and then finds it (an update then applies to it, rather than being taken for
+    a repeat of it).
+    """
     comment = Comment(**_comment_columns(site.id, new, now))
     session.add(comment)
     session.flush()

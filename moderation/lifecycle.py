@@ -27,11 +27,11 @@ from moderation.intake import (
     CLASSIFY,
     Accepted,
     NewComment,
-    accept_comment,
     body_fingerprint,
     personal_columns,
     record_receipt,
     repeated_delivery,
+    store_comment,
 )
 from moderation.privacy import forget_deleted_text
 from moderation.reasons import Reason
@@ -63,8 +63,11 @@ def apply_update(
         return Accepted(seen.id, seen.status, created=False)
     comment = locked_comment(session, site.id, new.external_id)
     if comment is None:
-        # The update overtook its create: store the comment from it (the create will repeat it).
-        return accept_comment(session, site, webhook_id, new, now, payload_sha256)
+        # The update overtook its create: store the comment from it (the create will repeat it). Not through
+        # accept_comment: a create committed since the locking read would be found there and this update
+        # answered as its repeat, its text never stored. Here that create's row makes the insert collide, and
+        # the retry finds the row, locks it and applies the update to it.
+        return store_comment(session, site, webhook_id, new, now, payload_sha256)
     record_receipt(session, site.id, webhook_id, comment.id, now, payload_sha256)
     if comment.status == CommentStatus.DELETED or _is_stale(comment, new.version_at):
         return Accepted(comment.id, comment.status, created=False)

@@ -26,6 +26,7 @@ from models.db import make_session_factory
 from models.entities import Site
 from moderation import callbacks, decisions, lifecycle, privacy
 from moderation.decisions import Decided
+from moderation.intake import accept_comment
 from moderation.lifecycle import apply_delete, apply_update
 from moderation.lists import add_entry
 from moderation.privacy import Erasure, erase_author, erase_comments_of_site
@@ -34,6 +35,7 @@ from tests.conftest import TrainedModel
 from tests.test_lifecycle import (
     ADVICE,
     ORDINARY,
+    OTHER_ORDINARY,
     SITE,
     comment_row,
     created,
@@ -483,3 +485,41 @@ def test_two_erasures_by_id_of_one_comment_the_second_waits_and_erases_nothing(
     assert row.erased_at == first_at  # the first erasure's, not rewritten by the second
     assert author_of(engine, comment_id) == (None,) * 5
     assert personal_values_left(engine, AUTHOR_VALUES) == []
+
+
+RACING_DELIVERIES = {
+    # what commits between the update's locking read (nothing stored yet) and its insert; the text left stored
+    "its older create": (created("c-r9", body=ORDINARY), ADVICE),
+    "an older update": (updated("c-r9", OTHER_ORDINARY, "2026-11-26T10:30:00Z"), ADVICE),
+    "a newer update": (updated("c-r9", OTHER_ORDINARY, "2026-11-26T12:00:00Z"), OTHER_ORDINARY),
+}
+
+
+@pytest.mark.parametrize("racing", list(RACING_DELIVERIES))
+def test_an_update_that_finds_nothing_stored_is_applied_to_what_another_delivery_stores_meanwhile(
+    racing: str, client: FlaskClient, secret: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review: the update found no comment and stored it through the create's path, which then found the row
+    another web process had just committed and answered the update 200 as its repeat: the edit's text was never
+    stored, and the site, told it was, never sent it again. The newer version wins, whatever the order."""
+    racer_payload, left = RACING_DELIVERIES[racing]
+    racer_event = event_of(racer_payload)
+
+    def deliver(session: Any) -> None:
+        new = racer_event.data.as_new_comment()
+        if racer_event.type == "comment.created":
+            accept_comment(session, the_site(session), "msg_race_other", new, now())
+        else:
+            apply_update(session, the_site(session), "msg_race_other", new, now())
+
+    with paused_after(monkeypatch, lifecycle, "locked_comment", Racer(engine, deliver)) as overtook:
+        answer = send(client, secret, updated("c-r9", ADVICE, "2026-11-26T11:00:00Z"))
+
+    assert answer.status_code in (200, 202), answer.get_json()
+    if engine.dialect.name == "postgresql":
+        assert overtook == [True], "the other delivery did not commit inside the window it is meant to test"
+    row = comment_row(engine, answer.get_json()["id"])
+    assert row.body == left
+    assert row.site_updated_at.replace(tzinfo=UTC) == max(
+        datetime(2026, 11, 26, 11, tzinfo=UTC), racer_event.data.as_new_comment().version_at
+    )
