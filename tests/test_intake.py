@@ -193,12 +193,13 @@ def test_a_site_time_is_an_iso_date_time_string_never_a_count_of_seconds(
         ("body", "", "must not be empty"),
         ("body", "x" * 20_001, "must be at most 20000 characters"),
         ("body", "   ", "must not be blank"),
+        ("body", " \u200b\u2060\u00ad ", "must not be blank"),  # drawn as nothing: readers would see no comment
         ("comment_id", "", "must not be empty"),
         ("comment_id", "c" * 201, "must be at most 200 characters"),
         ("article", {"id": "a", "title": "t" * 501}, "must be at most 500 characters"),
         ("author", {"ip": "not-an-ip"}, "must be an IPv4 or IPv6 address"),
     ],
-    ids=["empty-body", "long-body", "blank-body", "empty-id", "long-id", "long-title", "bad-ip"],
+    ids=["empty-body", "long-body", "blank-body", "invisible-body", "empty-id", "long-id", "long-title", "bad-ip"],
 )
 def test_field_messages_read_as_plain_rules(
     client: FlaskClient, site: SiteCredentials, field: str, value: Any, message: str

@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
+from models.text import visible
 from moderation.intake import (
     MAX_AUTHOR_NAME_CHARS,
     MAX_BODY_CHARS,
@@ -77,7 +78,8 @@ def _date_time_text(value: object) -> object:
 
 
 def _nonblank(value: str) -> str:
-    if not value.strip():
+    """Blank also when all it holds is drawn as nothing (zero-width spaces, soft hyphens): readers see nothing."""
+    if not visible(value).strip():
         raise ValueError("must not be blank")
     return value
 
