@@ -328,6 +328,7 @@ def test_classify_reports_unreadable_lines_and_goes_on(trained: Path) -> None:
         b'{"body": "   "}',
         b'{"body": "fine", "author": "\\udfff"}',
         b"[" * 100_000,  # json.loads gives up with RecursionError, not ValueError
+        b'{"body": "\\u200b\\u2060 "}',  # drawn as nothing: blank, as at intake
         good,
     ]
     result = CliRunner().invoke(
@@ -339,14 +340,15 @@ def test_classify_reports_unreadable_lines_and_goes_on(trained: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     out = [json.loads(line) for line in result.stdout.strip().splitlines()]
-    assert len(out) == 7
-    assert out[0]["decision"] == out[6]["decision"] == "approve"
-    errors = {row["line"]: row["error"] for row in out[1:6]}
+    assert len(out) == 8
+    assert out[0]["decision"] == out[7]["decision"] == "approve"
+    errors = {row["line"]: row["error"] for row in out[1:7]}
     assert "lone surrogates" in errors[2] and errors[2].startswith("'body'")
     assert errors[3].startswith("not UTF-8")
     assert errors[4] == "'body' must not be blank"
     assert "lone surrogates" in errors[5] and errors[5].startswith("'author'")
     assert "nested too deeply" in errors[6]
+    assert errors[7] == "'body' must not be blank"
 
 
 def versions(var_dir: Path) -> list[tuple[bool, str]]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from models.text import visible
 from moderation.classifier import ModerationModel
 from moderation.features import CommentText
 from moderation.intake import (
@@ -208,7 +209,7 @@ def _parse_comment(line: str) -> CommentText | str:
         return "not JSON this program reads: nested too deeply"
     if not isinstance(row, dict) or not isinstance(row.get("body"), str):
         return "each line must be a JSON object with a string 'body'"
-    if not row["body"].strip():
+    if not visible(row["body"]).strip():
         return "'body' must not be blank"  # as at intake: there is nothing to classify
     fields = {}
     for name in ("author", "email", "url", "article"):
