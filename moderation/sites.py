@@ -153,7 +153,7 @@ def forbidden_callback_host(host: str) -> bool:
     """Whether ``host``, as written, names a cloud instance metadata service or "any address".
 
     Addresses count in every spelling a resolver accepts (``2852039166``, ``0xa9fea9fe``, ``169.254.43518``,
-    ``[::ffff:169.254.169.254]``). A name is checked when a worker resolves it (``callback_address``);
+    ``[::ffff:169.254.169.254]``). A name is checked when a worker resolves it (``callback_addresses``);
     saving a URL does not depend on DNS. Private and loopback addresses stay allowed: a site on the same
     host or network is a normal setup.
     """
@@ -167,23 +167,24 @@ class CallbackAddressRefusedError(Exception):
     """The callback's host is, or resolves to, an address a signed POST must never go to."""
 
 
-def callback_address(host: str, timeout: float | None = None) -> str:
-    """The address to connect to for ``host`` (ASCII, as the HTTP client sends it), checked.
+def callback_addresses(host: str, timeout: float | None = None) -> tuple[str, ...]:
+    """The addresses to connect to for ``host`` (ASCII, as the HTTP client sends it), checked, in the order
+    the resolver gives them (one for an address literal).
 
-    A name is resolved once here and the POST goes to that address (the caller keeps the name for the Host
-    header and TLS), so a name that answers differently the next time (DNS rebinding) cannot slip past.
-    Every address the name has must be allowed; a name that does not resolve, or not within ``timeout``
-    seconds, is refused (the attempt is retried later anyway).
+    A name is resolved once here and the POST goes to one of these addresses (the caller keeps the name for
+    the Host header and TLS), so a name that answers differently the next time (DNS rebinding) cannot slip
+    past. Every address the name has must be allowed; a name that does not resolve, or not within
+    ``timeout`` seconds, is refused (the attempt is retried later anyway).
     """
     if forbidden_callback_host(host):
         raise CallbackAddressRefusedError(f"{host} is a link-local, unspecified or cloud metadata address")
     literal = _literal_address(host)
     if literal is not None:
-        return str(literal)
+        return (str(literal),)
     addresses = [ipaddress.ip_address(found.split("%")[0]) for found in _resolve(host, timeout)]
     if not addresses or any(_forbidden_address(address) for address in addresses):
         raise CallbackAddressRefusedError(f"{host} resolves to a link-local, unspecified or cloud metadata address")
-    return str(addresses[0])
+    return tuple(dict.fromkeys(str(address) for address in addresses))  # each once (a hosts file may list one twice)
 
 
 # Name lookups still running, by host. A caller gives up on a lookup after its timeout but the system

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from typing import Any
 
+import httpcore
 import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, event, select, text
@@ -32,7 +33,7 @@ from moderation import callbacks
 from moderation.callbacks import COMMENT_DECIDED
 from moderation.sites import (
     CallbackAddressRefusedError,
-    callback_address,
+    callback_addresses,
     create_site,
     rotate_secret,
     signing_secrets,
@@ -40,6 +41,7 @@ from moderation.sites import (
 from server.logs import configure_logging
 from tests.support.callbacks import NOW, POLICY, decided_comment
 from tests.support.migrations import column_names, drift_from_the_models
+from tests.support.services import free_port
 from tests.support.signing import sign_from_spec
 from tests.support.site_server import Received, SiteServer, always
 from workers.app import ModerationCelery
@@ -754,7 +756,7 @@ def test_a_name_that_resolves_to_a_metadata_address_is_refused(
 
 def test_a_name_that_does_not_resolve_is_refused_not_sent() -> None:
     with pytest.raises(CallbackAddressRefusedError, match="cannot resolve"):
-        callback_address("no-such-host.invalid")
+        callback_addresses("no-such-host.invalid")
 
 
 def test_the_name_checked_is_the_one_the_client_connects_to(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -923,6 +925,106 @@ def test_the_connection_goes_to_the_address_checked_not_to_a_second_lookup(
     url = by_address.replace("127.0.0.1", "rebinding.example")
     attempt = post_callback(client, url, (SECRET,), "msg_1", PAYLOAD, timeout=5)
     assert (attempt.ok, attempt.status_code) == (True, 204), attempt.error
+    assert len(connections) == 1
+
+
+def resolving_to_all(monkeypatch: pytest.MonkeyPatch, name: str, *addresses: str) -> None:
+    """``name`` resolves to all of ``addresses`` at once, in that order (IPv6 ones as AAAA records)."""
+    real = socket.getaddrinfo
+
+    def resolve(host: Any, port: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if host != name:
+            return real(host, port, *args, **kwargs)
+        number = int(port) if isinstance(port, int | str) else 0
+        return [
+            (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (a, number, 0, 0))
+            if ":" in a
+            else (socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, number))
+            for a in addresses
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+
+
+def test_a_dual_stack_site_whose_ipv6_address_does_not_answer_gets_its_callback_over_ipv4(
+    keep_alive_site: tuple[str, list[int]], client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name with an AAAA and an A record (``localhost`` on a stock Debian, where ``::1`` sorts first): the
+    site listens on IPv4 only. Any HTTP client falls back to the next address; so does a callback."""
+    by_address, connections = keep_alive_site
+    resolving_to_all(monkeypatch, "dual-stack.example", "::1", "127.0.0.1")
+    url = by_address.replace("127.0.0.1", "dual-stack.example")
+    with httpx.Client(trust_env=False) as plain:
+        assert plain.post(url, content=b"{}").status_code == 204
+
+    attempt = post_callback(client, url, (SECRET,), "msg_dual", PAYLOAD, timeout=5)
+    assert (attempt.ok, attempt.status_code) == (True, 204), attempt.error
+    assert len(connections) == 2  # the plain client's and the callback's
+
+
+def test_a_callback_no_address_of_which_answers_says_what_each_one_did(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resolving_to_all(monkeypatch, "nobody-home.example", "::1", "127.0.0.1")
+    url = f"http://nobody-home.example:{free_port()}/cb"
+    attempt = post_callback(client, url, (SECRET,), "msg_1", PAYLOAD, timeout=2)
+    assert (attempt.ok, attempt.status_code) == (False, None)
+    assert attempt.error.startswith("ConnectError: cannot connect to nobody-home.example at ::1 ("), attempt.error
+    assert ", 127.0.0.1 (" in attempt.error
+
+
+def test_an_address_that_took_the_callback_and_failed_is_not_followed_by_the_next(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a connection that could not be made moves on to the next address: one that took the POST and then
+    broke off may have delivered it, and the site must not get the same callback twice in one attempt."""
+    first = socket.create_server(("127.0.0.1", 0))
+    port = first.getsockname()[1]
+    second = socket.create_server(("127.0.0.2", port))
+    second.settimeout(0.5)
+
+    def take_and_hang_up() -> None:
+        connection, _ = first.accept()
+        with connection:
+            connection.recv(65536)
+
+    thread = threading.Thread(target=take_and_hang_up, daemon=True)
+    thread.start()
+    resolving_to_all(monkeypatch, "two-addresses.example", "127.0.0.1", "127.0.0.2")
+    try:
+        attempt = post_callback(client, f"http://two-addresses.example:{port}/cb", (SECRET,), "msg_1", PAYLOAD, 2)
+        thread.join(5)
+        with pytest.raises(TimeoutError):
+            second.accept()  # nobody came
+    finally:
+        first.close()
+        second.close()
+    assert (attempt.ok, attempt.status_code) == (False, None)
+    assert "RemoteProtocolError" in attempt.error
+
+
+def test_an_address_that_drops_packets_leaves_the_next_one_its_share_of_the_time(
+    keep_alive_site: tuple[str, list[int]], client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An IPv6 address behind a firewall that drops packets (no refusal: the connect waits) must not use up the
+    whole callback timeout: each address tried gets at most an equal part of the time left."""
+    by_address, connections = keep_alive_site
+    resolving_to_all(monkeypatch, "dropped-v6.example", "2001:db8::1", "127.0.0.1")
+    real_connect = httpcore.SyncBackend.connect_tcp
+    waited: list[float | None] = []
+
+    def connect(self: httpcore.SyncBackend, host: str, port: int, timeout: float | None = None, *rest: Any) -> Any:
+        if host != "2001:db8::1":
+            return real_connect(self, host, port, timeout, *rest)
+        waited.append(timeout)
+        time.sleep(timeout or 0)
+        raise httpcore.ConnectTimeout("timed out")
+
+    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", connect)
+    url = by_address.replace("127.0.0.1", "dropped-v6.example")
+    attempt = post_callback(client, url, (SECRET,), "msg_1", PAYLOAD, timeout=1)
+    assert (attempt.ok, attempt.status_code) == (True, 204), attempt.error
+    assert len(waited) == 1 and waited[0] is not None and waited[0] <= 0.5
     assert len(connections) == 1
 
 
@@ -1170,8 +1272,8 @@ def test_a_site_whose_name_server_hangs_holds_one_lookup_and_never_the_others(mo
     try:
         for _ in range(20):
             with pytest.raises(CallbackAddressRefusedError, match=r"no answer within 0\.05 s"):
-                callback_address("hanging-dns.example", timeout=0.05)
-        assert callback_address("site.example", timeout=2) == "127.0.0.1"  # not queued behind the hanging one
+                callback_addresses("hanging-dns.example", timeout=0.05)
+        assert callback_addresses("site.example", timeout=2) == ("127.0.0.1",)  # not queued behind the hanging one
         assert asked.count("hanging-dns.example") == 1
     finally:
         answered.set()

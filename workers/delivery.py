@@ -17,7 +17,7 @@ import httpcore
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from moderation.sites import CallbackAddressRefusedError, callback_address
+from moderation.sites import CallbackAddressRefusedError, callback_addresses
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +63,12 @@ KEEPALIVE_SECONDS = 4.0  # an idle connection to a site is closed after this: be
 # When the POST under way must be over: httpx's timeouts bound each network operation, so a site that
 # answers a byte at a time would otherwise hold a worker process for as long as it likes.
 _deadline: ContextVar[float | None] = ContextVar("callback_deadline", default=None)
-# The site's host name and the address checked for it: a new connection for the name goes there, whatever
-# the name resolves to by then. The URL keeps the name, so connections are pooled per name (never one
-# site's TLS connection for another's name at the same address) and TLS checks the name's certificate.
-_checked_address: ContextVar[tuple[str, str] | None] = ContextVar("callback_checked_address", default=None)
+# The site's host name and the addresses checked for it: a new connection for the name goes to one of them,
+# whatever the name resolves to by then. The URL keeps the name, so connections are pooled per name (never
+# one site's TLS connection for another's name at the same address) and TLS checks the name's certificate.
+_checked_addresses: ContextVar[tuple[str, tuple[str, ...]] | None] = ContextVar(
+    "callback_checked_addresses", default=None
+)
 
 
 @contextmanager
@@ -79,17 +81,17 @@ def _whole_request_within(seconds: float) -> Iterator[None]:
 
 
 @contextmanager
-def _connecting_only_to(host: str, address: str) -> Iterator[None]:
-    token = _checked_address.set((host, address))
+def _connecting_only_to(host: str, addresses: tuple[str, ...]) -> Iterator[None]:
+    token = _checked_addresses.set((host, addresses))
     try:
         yield
     finally:
-        _checked_address.reset(token)
+        _checked_addresses.reset(token)
 
 
-def _address_checked_for(host: str) -> str:
-    checked = _checked_address.get()
-    if checked is None or checked[0] != host:
+def _addresses_checked_for(host: str) -> tuple[str, ...]:
+    checked = _checked_addresses.get()
+    if checked is None or checked[0] != host or not checked[1]:
         raise httpcore.ConnectError(f"no address was checked for {host}")
     return checked[1]
 
@@ -133,7 +135,7 @@ class _DeadlineStream(httpcore.NetworkStream):
 
 
 class _DeadlineBackend(httpcore.NetworkBackend):
-    """httpcore's own sockets, to the address checked for the site's name only, every operation within the
+    """httpcore's own sockets, to the addresses checked for the site's name only, every operation within the
     time left to the whole request."""
 
     def __init__(self) -> None:
@@ -147,9 +149,24 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        left = _capped(timeout, httpcore.ConnectTimeout)
-        address = _address_checked_for(host)
-        return _DeadlineStream(self._backend.connect_tcp(address, port, left, local_address, socket_options))
+        """A connection to the first of the name's checked addresses that takes one, tried in order, as any
+        client tries a name's addresses (an IPv6 one that does not answer, then the IPv4 one). Only a
+        connection that could not be made moves on: nothing has been sent yet, so a callback never reaches
+        the site twice. Each address gets at most an equal part of the time left, so one whose packets are
+        dropped cannot use up the time of those after it."""
+        addresses = _addresses_checked_for(host)
+        options = None if socket_options is None else list(socket_options)  # used again for each address
+        failures: list[tuple[str, httpcore.ConnectError | httpcore.ConnectTimeout]] = []
+        for index, address in enumerate(addresses):
+            try:
+                left = _capped(timeout, httpcore.ConnectTimeout)
+                share = None if left is None else left / (len(addresses) - index)
+                return _DeadlineStream(self._backend.connect_tcp(address, port, share, local_address, options))
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
+                failures.append((address, error))
+        tried = ", ".join(f"{address} ({error})" for address, error in failures)
+        where = tried if addresses == (host,) else f"{host} at {tried}"  # an address literal is named once
+        raise type(failures[-1][1])(f"cannot connect to {where}")
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
@@ -207,9 +224,9 @@ def post_callback(
             target = httpx.URL(url)
             host = target.raw_host.decode("ascii")  # what a client would resolve: IDNA 2008, as httpx encodes it
             # Checked for every POST, a pooled connection or not: a name now pointing somewhere forbidden is refused.
-            address = callback_address(host, timeout)
+            addresses = callback_addresses(host, timeout)
             request = client.build_request("POST", target, content=body.encode(), headers=headers, timeout=timeout)
-            with _connecting_only_to(host, address):
+            with _connecting_only_to(host, addresses):
                 response = client.send(request, stream=True)
             try:
                 answer = _first_bytes(response)  # read to its end when short: the connection is kept then
