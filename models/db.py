@@ -16,16 +16,23 @@ SQLITE_LOCK_WAIT_SECONDS = 30.0
 
 
 def create_db_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
-    """An engine tuned for the backend: WAL and a busy timeout on SQLite, a checked pool on PostgreSQL."""
+    """An engine tuned for the backend: WAL and a busy timeout on SQLite, a checked pool on PostgreSQL.
+
+    Its errors name the statement but not the values bound to it (``hide_parameters``), as every engine the
+    service makes: an error's text is logged (an unhandled one with its traceback), and the values are a
+    comment's text, its author's e-mail and IP.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         # How long a statement waits for another process's write lock: 30 s, or the URL's ``?timeout=``.
         wait = float(str(parsed.query.get("timeout", SQLITE_LOCK_WAIT_SECONDS)))
-        engine = create_engine(url, echo=echo, connect_args={"timeout": wait})
+        engine = create_engine(url, echo=echo, hide_parameters=True, connect_args={"timeout": wait})
         event.listen(engine, "connect", _sqlite_configurer(busy_ms=round(wait * 1000)))
         event.listen(engine, "begin", _begin_immediate)
         return engine
-    engine = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+    engine = create_engine(
+        url, echo=echo, hide_parameters=True, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800
+    )
     event.listen(engine, "connect", _mark_idle)
     event.listen(engine, "checkin", _mark_idle)
     event.listen(engine, "checkout", _pinger(engine.dialect))

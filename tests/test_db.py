@@ -1,17 +1,20 @@
-"""The PostgreSQL pool: connections that sat idle are checked before use, busy ones are not."""
+"""The PostgreSQL pool: connections that sat idle are checked before use, busy ones are not; database errors
+without the values bound to their statements."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from models import db
 from models.db import create_db_engine
 from models.entities import Site
+from models.migrate import missing_from_schema, schema_revision, upgrade_database
 
 
 @pytest.fixture
@@ -86,3 +89,35 @@ def test_a_sqlite_url_s_timeout_is_how_long_a_statement_waits_for_a_lock(
             assert connection.execute(text("PRAGMA busy_timeout")).scalar() == waits_ms
     finally:
         engine.dispose()
+
+
+# --- errors without the statement's values --------------------------------------------------------------
+
+PRIVATE = "my private diagnosis, private.person@example.org"
+
+
+def test_a_database_error_does_not_carry_the_statements_parameters(engine: Engine) -> None:
+    """An error's text goes to the log (an unhandled one with its traceback): with the parameters in it, a
+    failed insert logged the comment's text, its author's e-mail and IP."""
+    with engine.connect() as connection, pytest.raises(DBAPIError) as raised:
+        connection.execute(text("SELECT * FROM no_such_table WHERE body = :body"), {"body": PRIVATE})
+    assert "no_such_table" in str(raised.value)  # the statement is still named
+    assert PRIVATE not in str(raised.value)
+
+
+def test_the_migrations_engines_hide_parameters_too(tmp_path: Path) -> None:
+    """``moderation migrate`` and its schema checks make engines of their own, not with create_db_engine."""
+    url = f"sqlite:///{tmp_path / 'moderation.db'}"
+    hidden: list[bool] = []
+
+    def record(connection: Connection) -> None:
+        hidden.append(connection.engine.hide_parameters)
+
+    event.listen(Engine, "engine_connect", record)
+    try:
+        upgrade_database(url)
+        schema_revision(url)
+        missing_from_schema(url)
+    finally:
+        event.remove(Engine, "engine_connect", record)
+    assert len(hidden) >= 3 and all(hidden), hidden

@@ -24,7 +24,7 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     assert url is not None
-    engine = create_engine(url, poolclass=pool.NullPool)
+    engine = create_engine(url, poolclass=pool.NullPool, hide_parameters=True)  # no values in errors' text
     with engine.connect() as connection:
         # Batch mode lets later migrations alter tables on SQLite too.
         context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
