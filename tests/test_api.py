@@ -547,6 +547,19 @@ def test_unsigned_requests_leave_no_used_id_behind(client: FlaskClient, site: Si
     assert client.get(f"/api/comments?site={site.name}", headers=genuine).status_code == 200
 
 
+@pytest.mark.parametrize("webhook_id", ["req_\x00nul", "req_\x1b[2J", "r" * 201], ids=["nul", "escape", "too-long"])
+def test_an_api_request_id_too_long_or_with_control_characters_is_refused_and_not_remembered(
+    client: FlaskClient, site: SiteCredentials, redis_url: str, webhook_id: str
+) -> None:
+    """The API takes its webhook-id through the same check as intake: refused before it is stored in Redis."""
+    answer = client.get(
+        f"/api/comments?site={site.name}", headers=signed_headers(site.secret, b"", message_id=webhook_id)
+    )
+    assert answer.status_code == 401 and answer.get_json()["error"] == "invalid_signature"
+    assert webhook_id not in answer.get_json()["message"]
+    assert used_id_keys(redis_url) == []
+
+
 def test_used_ids_are_shared_by_every_web_process_through_redis(
     settings: Settings, site: SiteCredentials, redis_url: str
 ) -> None:

@@ -349,6 +349,49 @@ def test_bad_signatures_are_401(
     assert count(engine, Comment) == 0
 
 
+# A webhook-id is text a site chose; one that is not (over 200 characters, or with control characters: a NUL
+# PostgreSQL cannot store, a line break that forges a log line) is refused before anything is stored or logged.
+BAD_WEBHOOK_IDS = {
+    "too-long": ("msg_" + "x" * 197, "webhook-id is longer than 200 characters"),
+    "nul": ("msg_\x00nul", "webhook-id must not hold control characters"),
+    "escape": ("msg_\x1b[31mred", "webhook-id must not hold control characters"),
+    "tab": ("msg\tone", "webhook-id must not hold control characters"),
+    "del": ("msg_\x7f", "webhook-id must not hold control characters"),
+    "c1-next-line": ("msg_\x85", "webhook-id must not hold control characters"),
+}
+
+
+@pytest.mark.parametrize(("webhook_id", "words"), BAD_WEBHOOK_IDS.values(), ids=BAD_WEBHOOK_IDS.keys())
+def test_a_webhook_id_too_long_or_with_control_characters_is_401_naming_the_rule_not_the_id(
+    client: FlaskClient, site: SiteCredentials, engine: Engine, webhook_id: str, words: str
+) -> None:
+    body = encode(comment_event(site.name, "c-1"))
+    response = post(client, body, signed_headers(site.secret, body, message_id=webhook_id))
+    assert response.status_code == 401 and response.get_json()["error"] == "invalid_signature"
+    assert response.get_json()["message"] == f"the signature does not verify for the site named in the payload: {words}"
+    assert count(engine, Comment) == 0
+
+
+def test_a_nul_in_webhook_id_is_a_401_and_nothing_of_the_comment_is_logged(
+    app: Flask, client: FlaskClient, site: SiteCredentials, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A NUL PostgreSQL cannot store reached the database: an unhandled DataError, Flask's 500, logged with
+    the statement's parameters (the comment's text, its author's e-mail and IP)."""
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # as in production: an unhandled error is Flask's logged 500
+    private_text, email = "Take 800mg ibuprofen three times a day, my private diagnosis", "private.person@example.org"
+    event = comment_event(site.name, "c-nul", body=private_text)
+    event["data"]["author"]["email"] = email
+    body = encode(event)
+    with caplog.at_level(logging.INFO):
+        response = post(client, body, signed_headers(site.secret, body, message_id="msg_\x00nul"))
+    logged = "\n".join(
+        record.getMessage() + (logging.Formatter().formatException(record.exc_info) if record.exc_info else "")
+        for record in caplog.records
+    )
+    assert private_text not in logged and email not in logged
+    assert response.status_code == 401 and response.get_json()["error"] == "invalid_signature"
+
+
 @pytest.mark.parametrize(
     ("skew", "words"),
     [(-330, "old: more than 5 minutes behind"), (330, "new: more than 5 minutes ahead of")],

@@ -22,7 +22,7 @@ from webhooks.schemas import (
     CommentUpdated,
     ErasureRequest,
 )
-from webhooks.signatures import USED_ID_SECONDS
+from webhooks.signatures import MAX_WEBHOOK_ID_LENGTH, USED_ID_SECONDS
 
 
 class FieldError(BaseModel):
@@ -162,15 +162,21 @@ SCHEMAS: list[type[BaseModel]] = [
     ErasureResult,
 ]
 
+# What intake and the API both check of a webhook-id before its signature.
+WEBHOOK_ID_RULES = (
+    f"At most {MAX_WEBHOOK_ID_LENGTH} characters, none of them a control character; an id breaking either rule is "
+    "a 401 `invalid_signature` whose message names the rule."
+)
+
 SIGNATURE_HEADERS = [
     {
         "name": "webhook-id",
         "in": "header",
         "required": True,
-        "schema": {"type": "string", "maxLength": 200},
+        "schema": {"type": "string", "maxLength": MAX_WEBHOOK_ID_LENGTH, "pattern": r"^[^\x00-\x1f\x7f-\x9f]*$"},
         "description": (
             "Names one message: a retry of it carries the same id and the same body. A repeat of an accepted id "
-            "with the same body is answered 200 with the same comment; with another body, 409."
+            f"with the same body is answered 200 with the same comment; with another body, 409. {WEBHOOK_ID_RULES}"
         ),
     },
     {
@@ -197,7 +203,7 @@ API_REQUEST_ID = {
     "description": (
         "A new id for every request; a retry of the same request (method, path, query and body) may keep it. "
         f"An id the site used in the last {USED_ID_SECONDS // 60} minutes for another request is refused with "
-        "401 `webhook_id_reused`."
+        f"401 `webhook_id_reused`. {WEBHOOK_ID_RULES}"
     ),
 }
 API_SIGNATURE_HEADERS = [API_REQUEST_ID, *SIGNATURE_HEADERS[1:]]

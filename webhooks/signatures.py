@@ -27,6 +27,10 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 log = logging.getLogger(__name__)
 
 TIMESTAMP_RE = re.compile(r"^\d{1,12}$")
+MAX_WEBHOOK_ID_LENGTH = 200
+# C0 controls (NUL, tab, line breaks, escape), DEL and C1 controls: none belongs in an id. A NUL cannot be
+# stored in PostgreSQL; a line break or an escape sequence would forge or garble the log lines the id is in.
+CONTROL_CHARACTER_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 REQUIRED_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
 # The library's: a timestamp verifies within this of the clock, either way. Checked here too, before the
@@ -84,8 +88,10 @@ def signature_headers(headers: Mapping[str, str]) -> dict[str, str]:
     missing = [name for name, value in found.items() if not value]
     if missing:
         raise SignatureError(f"missing header(s): {', '.join(missing)}")
-    if len(found["webhook-id"]) > 200:
-        raise SignatureError("webhook-id is longer than 200 characters")
+    if len(found["webhook-id"]) > MAX_WEBHOOK_ID_LENGTH:
+        raise SignatureError(f"webhook-id is longer than {MAX_WEBHOOK_ID_LENGTH} characters")
+    if CONTROL_CHARACTER_RE.search(found["webhook-id"]):
+        raise SignatureError("webhook-id must not hold control characters")  # the id itself is not repeated
     if not TIMESTAMP_RE.match(found["webhook-timestamp"]):
         raise SignatureError("webhook-timestamp must be integer unix seconds")
     if not any(part.startswith("v1,") for part in found["webhook-signature"].split(" ")):
