@@ -253,8 +253,10 @@ def bulk() -> ResponseReturnValue:
 
 
 def _back(default: str) -> str:
+    """The page an action was sent from (its ``back``), checked as a sign-in's next page is (a path of this
+    site that answers GET, no CR/LF to break the Location header), and under the dashboard; else ``default``."""
     target = request.form.get("back", "")
-    return target if target.startswith("/dashboard") and not target.startswith("//") else default
+    return target if target.startswith("/dashboard") and safe_next(target) == target else default
 
 
 def current_of(comment: Comment) -> Decision | None:

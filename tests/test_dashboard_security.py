@@ -768,3 +768,33 @@ def test_a_sign_in_link_whose_next_page_holds_a_line_break_goes_to_the_queue(
     )
     assert signed.status_code == 302 and signed.headers["Location"] == "/dashboard/queue"
     assert "X-Injected" not in signed.headers
+
+
+@pytest.mark.parametrize("where", ["act", "bulk"])
+def test_an_action_whose_back_field_holds_a_line_break_goes_to_its_usual_page_not_a_500(
+    open_app: Flask, sessions: Sessions, people: dict[str, int], where: str
+) -> None:
+    """An action's `back` (the page to go back to) was checked for its "/dashboard" start only: a CR/LF went
+    into the Location header and Werkzeug refused it, a 500 after the verdict was saved. It is now checked as
+    a sign-in's next page is (a cold review's test)."""
+    with sessions.begin() as session:
+        site, _secret = create_site(session, "backpain-advisor")
+        comment_id, decision_id = held_comment(session, site, "c-1")
+    browser = open_app.test_client()
+    assert sign_in(browser, "mod@example.org").status_code == 302
+    token = csrf_token(browser, "/dashboard/queue")
+    back = "/dashboard/queue\r\nX-Injected: 1"
+    if where == "act":
+        url, default = f"/dashboard/comments/{comment_id}/act", f"/dashboard/comments/{comment_id}"
+        form = {"csrf_token": token, "action": "approve", "expected_decision_id": str(decision_id), "back": back}
+    else:
+        url, default = "/dashboard/bulk", "/dashboard/queue"
+        form = {"csrf_token": token, "action": "approve", "ids": f"{comment_id}:{decision_id}", "back": back}
+    answer = browser.post(url, data=form)
+    assert answer.status_code == 302 and answer.headers["Location"] == default
+    assert "X-Injected" not in answer.headers
+    assert status_of(sessions, comment_id) == "approved"
+    # A queue page with its filters is still gone back to.
+    page = "/dashboard/queue?queue=approved&text=back"
+    answer = browser.post(url, data={**form, "back": page})  # refused now (already approved), and back there
+    assert answer.status_code == 302 and answer.headers["Location"] == page
