@@ -465,7 +465,8 @@ def activate(
 ) -> ModelVersion:
     """Make ``version`` the active one, if its file is intact in ``model_dir`` (the caller's MODEL_DIR) or where
     saved: see `check_intact`."""
-    row = session.scalar(select(ModelVersion).where(ModelVersion.version == version))
+    # No version holds a NUL (PostgreSQL text cannot), and PostgreSQL refuses to compare with one: not asked.
+    row = None if "\x00" in version else session.scalar(select(ModelVersion).where(ModelVersion.version == version))
     if row is None:
         raise RegistryError(f"no model version {version!r}")
     try:

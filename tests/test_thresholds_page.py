@@ -457,6 +457,20 @@ def test_the_models_page_activates_a_version_whose_file_is_in_this_hosts_model_d
         assert active is not None and active.version == "model-b"
 
 
+def test_activating_a_model_version_with_a_nul_in_its_name_says_there_is_no_such_version(
+    admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]]
+) -> None:
+    """The version in the URL went straight into a query, which PostgreSQL refuses with a NUL in it: a 500. No
+    stored version holds one, and the page says so as for any version it does not know (a cold review's test)."""
+    token = csrf_token(admin_client, "/dashboard/admin/models")
+    answer = admin_client.post("/dashboard/admin/models/v%00x/activate", data={"csrf_token": token})
+    assert answer.status_code == 302 and answer.headers["Location"] == "/dashboard/admin/models"
+    assert "no model version &#39;v\\x00x&#39;" in admin_client.get("/dashboard/admin/models").get_data(as_text=True)
+    with sessions() as session:
+        active = registry.active_version(session)
+        assert active is not None and active.version == "model-a"
+
+
 def test_unticking_use_the_models_keeps_todays_value_against_the_next_model(
     admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
 ) -> None:
