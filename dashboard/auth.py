@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -40,7 +41,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from dashboard.blueprint import bp
 from dashboard.context import db, wants_json
-from models.entities import Moderator
+from models.entities import Moderator, author_network
 from moderation.accounts import authenticate
 from moderation.ratelimits import SharedLimits
 
@@ -60,7 +61,8 @@ DEVICE_LIFETIME = timedelta(days=90)
 
 
 class LoginLimits:
-    """Sign-in attempts per client IP and per e-mail, exact over a moving window, shared via Redis.
+    """Sign-in attempts per client IP (an IPv6 /64 as one client) and per e-mail, exact over a moving window,
+    shared via Redis.
 
     A browser that signed in as the e-mail before is counted by itself instead: anyone may fail on an
     admin's address until its count is full, but that only locks out browsers the admin never used.
@@ -72,11 +74,25 @@ class LoginLimits:
 
     def count_attempt(self, client_ip: str, email: str, device: str | None = None) -> None:
         """Count a sign-in attempt; 429 (with the seconds to wait) once a count is over the limit."""
-        keys = [("device", device)] if device else [("ip", client_ip), ("email", email)]
+        keys = [("device", device)] if device else [("ip", client_network(client_ip)), ("email", email)]
         for key in keys:
             wait = self._counts.over_limit(self._items, *key)
             if wait is not None:
                 raise TooManyRequests(retry_after=wait)
+
+
+def client_network(address: str) -> str:
+    """The client a sign-in attempt is counted for: an IPv4 address itself (also one written IPv4-mapped, as a
+    dual-stack socket reports it), an IPv6 one by its /64, which one subscriber holds whole: counted by the
+    exact address, a password sprayed from one home line takes a fresh address per try. As the author checks
+    count an author (models.entities.author_network)."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:  # "unknown", or whatever a proxy put there: counted as it is
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        parsed = parsed.ipv4_mapped
+    return author_network(str(parsed))
 
 
 def _devices() -> URLSafeTimedSerializer:

@@ -271,6 +271,31 @@ def test_forwarded_addresses_are_not_believed_without_a_trusted_proxy(settings: 
         app.extensions["moderation"].sessions.kw["bind"].dispose()
 
 
+def _sign_ins_from(app: Flask, addresses: list[str], who: str) -> list[int]:
+    """A wrong password from each address in turn, for a new e-mail each time, from a new browser each time."""
+    codes = []
+    for number, address in enumerate(addresses):
+        browser = app.test_client()
+        browser.environ_base["REMOTE_ADDR"] = address
+        codes.append(sign_in(browser, f"{who}{number}@example.org", "wrong password!").status_code)
+    return codes
+
+
+def test_the_sign_in_limit_per_ip_counts_an_ipv6_subscribers_64_as_one_client(settings: Settings) -> None:
+    """One IPv6 subscriber holds a whole /64, as the author checks count it: keyed on the exact address, a
+    password sprayed over many accounts from one home line took a fresh address per try and was never limited
+    per client (a cold review's test). An IPv4-mapped address is counted as its IPv4 one, not as one /64."""
+    app = create_app(settings.model_copy(update={"login_rate_limit": "3/minute"}))
+    try:
+        one_line = [f"2001:db8:1:2::{n:x}" for n in range(1, 7)]
+        assert _sign_ins_from(app, one_line, "a") == [401] * 3 + [429] * 3
+        assert _sign_ins_from(app, ["2001:db8:1:3::1"], "b") == [401]  # the next /64 is another subscriber
+        assert _sign_ins_from(app, [f"::ffff:198.51.100.{n}" for n in range(1, 5)], "c") == [401] * 4
+        assert _sign_ins_from(app, ["198.51.100.9"] * 2 + ["::ffff:198.51.100.9"] * 2, "d") == [401] * 3 + [429]
+    finally:
+        app.extensions["moderation"].sessions.kw["bind"].dispose()
+
+
 def test_argon2_hash_is_stored(sessions: Sessions, people: dict[str, int]) -> None:
     with sessions() as session:
         moderator = session.get(Moderator, people["mod"])
