@@ -326,6 +326,25 @@ def test_a_hold_set_above_the_reject_line_is_refused_unless_reject_follows_the_m
     assert sources(page(admin_client, sites["edited"]))["spam_reject"][0] == "0.95, the model's, raised to the hold"
 
 
+def test_a_sites_own_reject_line_raised_to_a_newer_models_hold_is_said_to_be_raised(
+    admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
+) -> None:
+    """The site saved its own reject line, 0.10, under model A (hold 0.03); model B holds from 0.20, so the site
+    rejects from max(0.10, 0.20) (Thresholds.overridden). The page said "0.20, the site's own": not the site's
+    value, and not said to be raised, as a line following the model is (a cold review's test)."""
+    set_own(sessions, sites["edited"], 0.10, None, None)
+    activate(sessions, "model-b")
+    raised = "0.20, the site's own 0.10, raised to the hold"
+    assert sources(page(admin_client, sites["edited"]))["spam_reject"] == (raised, raised)
+    # The page's script builds "once saved" from its preview's answer (thresholds.js source()): the same parts.
+    fields = save_form(admin_client, sites["edited"])
+    query = "&".join(f"{name}={value}" for name, value in fields.items() if name != "csrf_token")
+    answer = preview(admin_client, sites["edited"], query).get_json()
+    assert (answer["proposed"]["spam_reject"], answer["own"]["spam_reject"]) == (0.2, 0.1)
+    save(admin_client, sites["edited"], fields)  # left as shown: the site's own value is kept, not 0.20
+    assert stored(sessions, sites["edited"]) == (0.10, None, None)
+
+
 def test_every_bad_value_sent_is_named_at_once(
     admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
 ) -> None:

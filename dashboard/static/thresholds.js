@@ -13,9 +13,13 @@ function followBox(name) {
   return saveForm.querySelector(`input[name="follow_${name}"]`);
 }
 
+// Whose a line is, as the page's source macro says it: a reject line below the hold line is raised to it, the
+// site's own too.
 function source(value, own, model) {
-  if (own !== null) return `${value.toFixed(2)}, the site's own`;
-  return value.toFixed(2) === model ? `${value.toFixed(2)}, the model's` : `${value.toFixed(2)}, the model's, raised to the hold`;
+  const shown = value.toFixed(2);
+  if (own !== null && shown !== own.toFixed(2)) return `${shown}, the site's own ${own.toFixed(2)}, raised to the hold`;
+  if (own !== null) return `${shown}, the site's own`;
+  return shown === model ? `${shown}, the model's` : `${shown}, the model's, raised to the hold`;
 }
 
 function percent(value) {

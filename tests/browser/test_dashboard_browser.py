@@ -605,6 +605,29 @@ def test_unticking_use_the_models_makes_todays_value_the_sites_own(
         assert site.advice_hold_threshold is None  # untouched: still the model's
 
 
+def test_a_sites_own_reject_line_raised_to_the_hold_is_said_raised_after_a_preview(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """The site's own reject line below the model's hold line is raised to it (Thresholds.overridden): the page
+    and its script's preview said "<hold>, the site's own", which is not the site's value (a cold review's)."""
+    sign_in(page, web, accounts["admin"])
+    thresholds = f"{web}/dashboard/admin/sites/{site_id}/thresholds"
+    page.goto(thresholds)
+    hold = float(page.locator('#save-form input[name="follow_spam_hold"]').get_attribute("data-model") or "nan")
+    assert hold >= 0.1, hold
+    own = round(hold - 0.1, 2)
+    with make_session_factory(engine).begin() as session:
+        session.get(Site, site_id).spam_reject_threshold = own
+    page.goto(thresholds)
+    raised = f"{hold:.2f}, the site's own {own:.2f}, raised to the hold"
+    expect(page.locator('[data-now-source="spam_reject"]')).to_have_text(raised)
+    page.locator('#threshold-form input[name="advice_hold"]').fill("0.35")
+    # Written by the script from the preview's answer, in one go with the spam reject line's cell:
+    expect(page.locator('[data-saved-source="advice_hold"]')).to_have_text("0.35, the site's own")
+    expect(page.locator('[data-saved-source="spam_reject"]')).to_have_text(raised)
+    expect(page.locator('#save-form input[name="follow_spam_reject"]')).not_to_be_checked()
+
+
 # The thresholds page's preview requests (not the page itself, nor its save).
 PREVIEWS = re.compile(r"/thresholds/preview(\?|$)")
 # Any fixed start: the page's clock is the test's from here, so that a jump forward never lands in its past.
