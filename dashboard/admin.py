@@ -545,10 +545,23 @@ def moderators_update(moderator_id: int) -> ResponseReturnValue:
     if target.id == me().id:
         flash("You cannot change your own role or deactivate yourself.", "error")
         return redirect(url_for("dashboard.moderators"))
-    if request.form.get("role") in (Role.MODERATOR, Role.ADMIN):
-        target.role = request.form["role"]
-    if request.form.get("active") in ("0", "1"):
-        target.is_active = request.form["active"] == "1"
+    role, active = request.form.get("role"), request.form.get("active")
+    # A value other than these (from a script or an edited form) was ignored and the change still reported done.
+    # Refused as the page refuses others (said at the top of the page it leads back to), and nothing is changed.
+    problems = []
+    if role is not None and role not in (Role.MODERATOR, Role.ADMIN):
+        problems.append(f"the role must be moderator or admin, not {role[:40]!r}")
+    if active is not None and active not in ("0", "1"):
+        problems.append(f"active must be 0 or 1, not {active[:40]!r}")
+    if role is None and active is None:
+        problems.append("send a role (moderator or admin) or active (0 or 1)")
+    if problems:
+        flash(f"Nothing changed for {target.email}: {'; '.join(problems)}.", "error")
+        return redirect(url_for("dashboard.moderators"))
+    if role is not None:
+        target.role = role
+    if active is not None:
+        target.is_active = active == "1"
     session.commit()
     flash(f"{target.email} updated.", "info")
     return redirect(url_for("dashboard.moderators"))

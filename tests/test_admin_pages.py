@@ -111,6 +111,24 @@ def test_a_moderator_an_admin_deactivates_cannot_sign_in_until_activated_again(
     assert sign_in(app.test_client(), "mod@example.org").status_code == 302
 
 
+@pytest.mark.parametrize(
+    "form",
+    [{"role": "Admin"}, {"role": "owner"}, {"active": "yes"}, {"role": "admin", "active": "2"}, {}],
+    ids=["role-case", "role-unknown", "active-word", "one-of-two-bad", "nothing"],
+)
+def test_a_moderator_update_naming_no_known_role_or_state_is_refused_not_reported_as_done(
+    admin: FlaskClient, sessions: sessionmaker[Session], people: dict[str, int], form: dict[str, str]
+) -> None:
+    """An unknown role or `active` value was ignored, nothing was changed, and the page still said "<email>
+    updated.": a script, or a hand-edited form, was told of a change that never happened (a cold review's test).
+    A form with one bad value changes nothing, not even what the other one asked."""
+    page = update_account(admin, people["mod"], **form)
+
+    assert "mod@example.org updated." not in page
+    assert re.search(r'class="flash error"[^>]*>Nothing changed for mod@example\.org: ', page), page
+    assert account(sessions, people["mod"]) == ("moderator", True)
+
+
 # --- block and allow lists ---------------------------------------------------------------------------
 
 
