@@ -42,26 +42,39 @@ function say(message, kind = "info") {
 
 // The last action, kept for `u` in this tab's sessionStorage: a comment's page reloads after an action, and
 // the queue after an undo or on another page, and `u` must still undo it (and only it: the decision it made).
+// It names the account that acted (the page's data-moderator): the tab outlives a session that ends other than
+// by its own Sign out (sign-out in another tab, a time-out), and `u` is the signed-in person's own last action,
+// never the one of whoever used the tab before (the server lets any moderator undo).
 const LAST_ACTION_KEY = "dashboard.lastAction";
+const signedInAs = document.body.dataset.moderator ?? null;
 let lastActionHere = null; // the same, for a browser that refuses sessionStorage (until the next reload)
 
+// An action kept that this account may undo with `u`: one of its own.
+function ownAction(kept) {
+  const action = Number.isInteger(kept?.commentId) && Number.isInteger(kept?.decisionId);
+  return action && signedInAs !== null && kept.moderator === signedInAs;
+}
+
 function lastAction() {
+  let kept = null;
   try {
-    const kept = JSON.parse(sessionStorage.getItem(LAST_ACTION_KEY) ?? "null");
-    return Number.isInteger(kept?.commentId) && Number.isInteger(kept?.decisionId) ? kept : lastActionHere;
+    kept = JSON.parse(sessionStorage.getItem(LAST_ACTION_KEY) ?? "null");
   } catch {
-    return lastActionHere; // storage refused, or a value that is not ours
+    // storage refused, or a value that is not ours
   }
+  if (ownAction(kept)) return kept;
+  return ownAction(lastActionHere) ? lastActionHere : null;
 }
 
 function keepLastAction(action) {
+  const kept = action ? { ...action, moderator: signedInAs } : null;
   try {
-    if (action) sessionStorage.setItem(LAST_ACTION_KEY, JSON.stringify(action));
+    if (kept) sessionStorage.setItem(LAST_ACTION_KEY, JSON.stringify(kept));
     else sessionStorage.removeItem(LAST_ACTION_KEY);
   } catch {
     // Refused: `u` still works until the next reload, from lastActionHere.
   }
-  lastActionHere = action;
+  lastActionHere = kept;
 }
 
 // What an action that reloads the page did (an undo, any action on a comment's page), said once the page is

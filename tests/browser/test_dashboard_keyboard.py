@@ -171,6 +171,35 @@ def test_an_action_redirected_to_the_sign_in_page_says_sign_in_again(
     assert statuses(engine) == dict.fromkeys(ids, "held")
 
 
+def test_u_after_another_account_signed_in_in_the_same_tab_undoes_nothing_of_the_first_ones(
+    page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
+) -> None:
+    """The last action is kept for `u` in the tab, and was forgotten only when Sign out was clicked in that tab:
+    after a session that ended otherwise (sign-out in another tab, a time-out), whoever signed in next in the tab
+    undid, with `u`, the first moderator's verdict (the server lets any moderator undo). `u` is "your" last
+    action: one kept for another account is not offered."""
+    ids = seed_held(engine, site_id, 2)
+    sign_in(page, web, accounts["moderator"])
+    expect(page.locator("#items .item").first).to_be_focused()  # dashboard.js runs: a key before is lost
+    page.keyboard.press("a")
+    expect(page.locator("#toast")).to_contain_text(f"#{ids[0]} approved. Press u to undo.")
+    end_the_session(page, web)  # in another tab: this one keeps the action
+    sign_in(page, web, accounts["admin"])
+    expect(page.locator("#items .item").first).to_be_focused()
+    page.keyboard.press("u")
+    expect(page.locator("#toast")).to_have_text("Nothing to undo yet.")
+    page.wait_for_timeout(300)
+    assert statuses(engine) == {ids[0]: "approved", ids[1]: "held"}
+    assert [(a[0], a[1]) for a in audit(engine)] == [(ids[0], "approve")]
+    # The first moderator, back in the tab, still has it to undo.
+    end_the_session(page, web)
+    sign_in(page, web, accounts["moderator"])
+    expect(page.locator("#items .item").first).to_be_focused()
+    page.keyboard.press("u")
+    expect(page.locator("#toast")).to_have_text(f"#{ids[0]} back to held.")
+    assert statuses(engine) == dict.fromkeys(ids, "held")
+
+
 def test_a_comment_the_site_deleted_cannot_be_acted_on(
     page: Page, web: str, accounts: dict[str, str], engine: Engine, site_id: int
 ) -> None:
