@@ -142,7 +142,10 @@ def record_verdict(
     # site after this one and undo it there.
     cancel_callbacks(session, comment_id)
     schedule_callback(session, comment.site, comment, decision, COMMENT_REVIEWED, now)
-    _update_label(session, comment, moderator, decision, action, verdict_reason, now)
+    if action == UNDO:
+        _restore_label(session, comment, _verdict_behind(session, template), now)
+    else:
+        _update_label(session, comment, moderator, decision, verdict_reason, now)
     session.flush()
     return decision
 
@@ -237,21 +240,59 @@ def _label_for(outcome: str, reason: str | None) -> tuple[bool | None, bool | No
 
 
 def _update_label(
-    session: Session,
-    comment: Comment,
-    moderator: Moderator,
-    decision: Decision,
-    action: str,
-    reason: str | None,
-    now: datetime,
+    session: Session, comment: Comment, moderator: Moderator, decision: Decision, reason: str | None, now: datetime
 ) -> None:
     """The comment's training label says what its current verdict says, and nothing an earlier one said."""
+    _set_label(session, comment, _label_for(decision.outcome, reason), moderator.id, now)
+
+
+def _verdict_behind(session: Session, decision: Decision | None) -> ModerationAction | None:
+    """The moderator's approve or reject that ``decision`` stands for; None when it is the model's.
+
+    An undo's decision is a copy of the one it put back, so the chain is followed back through undos: a
+    model's decision put back by an undo is still the model's, however often it was overruled and restored.
+    """
+    while decision is not None and not decision.by_model:
+        made = session.scalar(
+            select(ModerationAction)
+            .where(
+                ModerationAction.comment_id == decision.comment_id, ModerationAction.after_decision_id == decision.id
+            )
+            .order_by(ModerationAction.id.desc())
+        )
+        if made is None or made.action != UNDO:
+            return made
+        # The undo put back the decision that the one it withdrew had replaced.
+        withdrew = session.scalar(
+            select(ModerationAction)
+            .where(
+                ModerationAction.comment_id == decision.comment_id,
+                ModerationAction.after_decision_id == made.before_decision_id,
+            )
+            .order_by(ModerationAction.id.desc())
+        )
+        restored = withdrew.before_decision_id if withdrew is not None else None
+        decision = session.get(Decision, restored) if restored is not None else None
+    return None
+
+
+def _restore_label(session: Session, comment: Comment, verdict: ModerationAction | None, now: datetime) -> None:
+    """After an undo the label is the one of the verdict put back (its moderator's), none for the model's
+    decision put back: the model's own predictions are never trained on as a moderator's labels."""
+    if verdict is None:
+        _set_label(session, comment, None, None, now)
+        return
+    _set_label(session, comment, _label_for(verdict.action, verdict.reason), verdict.moderator_id, verdict.created_at)
+
+
+def _set_label(
+    session: Session,
+    comment: Comment,
+    label: tuple[bool | None, bool | None] | None,
+    moderator_id: int | None,
+    at: datetime,
+) -> None:
     existing = session.scalar(select(TrainingLabel).where(TrainingLabel.comment_id == comment.id))
-    if action == UNDO:
-        restored = decision.reasons[0] if decision.reasons else None
-        label = _label_for(decision.outcome, restored) if decision.outcome != Outcome.HOLD else None
-    else:
-        label = _label_for(decision.outcome, reason)
     if label is None:
         # A final verdict that teaches nothing (rejected as abuse, off-topic...) overrules an earlier one that
         # did: an approval's "neither spam nor advice" left in place would train on a verdict withdrawn.
@@ -263,5 +304,5 @@ def _update_label(
         session.add(existing)
     existing.spam, existing.medical_advice = label
     existing.body = comment.body
-    existing.moderator_id = moderator.id
-    existing.created_at = now
+    existing.moderator_id = moderator_id
+    existing.created_at = at

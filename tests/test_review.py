@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from models.db import make_session_factory
 from models.entities import Comment, Decision, ModerationAction, Moderator, Site, TrainingLabel
 from moderation.intake import NewComment, accept_comment
+from moderation.learning import moderator_examples
 from moderation.review import APPROVE, REJECT, UNDO, ReviewError, put_back_by_undo, record_verdict
 from moderation.sites import create_site
 from tests.support.dashboard import add_moderator, held_comment
@@ -142,3 +143,67 @@ def test_a_verdict_and_an_undo_keep_the_counts_and_the_lines_the_model_decided_w
         put_back = record_verdict(session, comment_id, moderator, UNDO, None, None, approved.id, now)
         assert approved.signals == put_back.signals == counted
         assert approved.thresholds == put_back.thresholds == lines
+
+
+def label_of(session: Session, comment_id: int) -> tuple[bool | None, bool | None, int | None] | None:
+    """(spam, medical advice, moderator id) of the comment's training label; None when it has none."""
+    label = session.scalar(select(TrainingLabel).where(TrainingLabel.comment_id == comment_id))
+    return None if label is None else (label.spam, label.medical_advice, label.moderator_id)
+
+
+def model_decided(session: Session, site: Site, external_id: str, outcome: str, reasons: list[str]) -> tuple[int, int]:
+    """A comment the model approved or rejected by itself: (comment id, decision id)."""
+    comment_id, decision_id = held_comment(session, site, external_id, "Massage helped my lower back a lot.")
+    decision = session.get_one(Decision, decision_id)
+    decision.outcome, decision.reasons = outcome, reasons
+    session.get_one(Comment, comment_id).status = {APPROVE: "approved", REJECT: "rejected"}[outcome]
+    session.flush()
+    return comment_id, decision_id
+
+
+@pytest.mark.parametrize(
+    ("model_outcome", "model_reasons", "verdict", "reason"),
+    [(APPROVE, [], REJECT, "spam"), (REJECT, ["spam"], APPROVE, None)],
+)
+def test_undoing_a_verdict_on_a_comment_the_model_decided_leaves_no_training_label(
+    engine: Engine, model_outcome: str, model_reasons: list[str], verdict: str, reason: str | None
+) -> None:
+    """The model's own decisions are not labels: the undo withdraws the only person's judgement, so its label
+    goes, as when an undo puts a hold back. It was rewritten from the model's decision put back, a "moderator"
+    label that retraining (`moderator_examples`) learnt the model's own prediction from."""
+    now = datetime.now(UTC)
+    with make_session_factory(engine).begin() as session:
+        site, _ = create_site(session, "review-site")
+        moderator = session.get_one(Moderator, add_moderator(session, "ana@example.org"))
+        comment_id, model_decision = model_decided(session, site, "c-model", model_outcome, model_reasons)
+        given = record_verdict(session, comment_id, moderator, verdict, reason, None, model_decision, now)
+        assert label_of(session, comment_id) is not None
+        put_back = record_verdict(session, comment_id, moderator, UNDO, None, None, given.id, now)
+        assert (put_back.outcome, put_back.reasons) == (model_outcome, model_reasons)
+        assert label_of(session, comment_id) is None
+        assert moderator_examples(session) == []
+
+
+def test_undoing_a_verdict_puts_back_the_label_of_the_verdict_it_restores(engine: Engine) -> None:
+    """Rejected as spam by one moderator, approved by another, the approval undone: the spam verdict stands
+    again, and so does its label, the first moderator's. An undo that put the model's decision back and was
+    then overruled, and that verdict undone in turn, puts the model's decision back: no label."""
+    now = datetime.now(UTC)
+    with make_session_factory(engine).begin() as session:
+        site, _ = create_site(session, "review-site")
+        ana = session.get_one(Moderator, add_moderator(session, "ana@example.org"))
+        ben = session.get_one(Moderator, add_moderator(session, "ben@example.org"))
+        comment_id, held = held_comment(session, site, "c-spam")
+        rejected = record_verdict(session, comment_id, ana, REJECT, "spam", None, held, now)
+        approved = record_verdict(session, comment_id, ben, APPROVE, None, None, rejected.id, now)
+        assert label_of(session, comment_id) == (False, False, ben.id)
+        record_verdict(session, comment_id, ben, UNDO, None, None, approved.id, now)
+        assert label_of(session, comment_id) == (True, None, ana.id)
+
+        comment_id, model_decision = model_decided(session, site, "c-model", APPROVE, [])
+        rejected = record_verdict(session, comment_id, ana, REJECT, "spam", None, model_decision, now)
+        put_back = record_verdict(session, comment_id, ana, UNDO, None, None, rejected.id, now)
+        approved = record_verdict(session, comment_id, ben, REJECT, "medical_advice", None, put_back.id, now)
+        assert label_of(session, comment_id) == (None, True, ben.id)
+        record_verdict(session, comment_id, ben, UNDO, None, None, approved.id, now)
+        assert label_of(session, comment_id) is None
