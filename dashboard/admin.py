@@ -602,6 +602,10 @@ def replay(delivery_id: int) -> ResponseReturnValue:
         delivery = callbacks.replay(session, delivery_id, datetime.now(UTC))
     except LookupError:
         abort(404)
+    except callbacks.ReplayError as refused:  # a second click, or another admin's replay first: nothing done
+        session.rollback()
+        flash(str(refused), "error")
+        return redirect(url_for("dashboard.dead_letters"))
     session.commit()
     if delivery.status == DeliveryStatus.DISABLED:
         flash(f"Callback {delivery_id} queued again; it is sent when the site's callbacks are resumed.", "info")

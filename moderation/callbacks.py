@@ -348,19 +348,40 @@ def end_lease(
     )
 
 
+class ReplayError(ValueError):
+    """A callback that is not a dead letter nor held back: replaying it would send it again, or twice at once."""
+
+
+# What a replay refuses, and why: only dead letters and held-back callbacks are sent again by an operator.
+REPLAY_REFUSALS: dict[str, str] = {
+    DeliveryStatus.DELIVERED: "was delivered already: the site has it, so it is not sent again",
+    DeliveryStatus.SENDING: "is being sent right now: it is not sent a second time at once",
+    DeliveryStatus.PENDING: "is queued already: it is sent at its next attempt",
+    DeliveryStatus.CANCELLED: "was cancelled (withdrawn by an edit, a deletion or a verdict): it is never sent",
+}
+
+
 def replay(session: Session, delivery_id: int, now: datetime) -> CallbackDelivery:
     """Send a dead or disabled callback again, from a fresh attempt count (an operator's decision).
+
+    Any other is refused (ReplayError): a second click, a second admin's page loaded before the first
+    replay, or a form sent again would otherwise send a delivered callback to the site again, or one a worker
+    is sending a second time at once. The callback's row is read under its lock, so of two replays at once
+    the second sees what the first did.
 
     A replay says a 410's endpoint is back, so it turns the site's callbacks on; it does not end a pause
     someone chose: the callback then waits, held back with the others, until callbacks are resumed.
     """
-    delivery = session.get(CallbackDelivery, delivery_id)
-    if delivery is None:
+    found = session.get(CallbackDelivery, delivery_id)
+    if found is None:
         raise LookupError(f"no callback delivery {delivery_id}")
-    if delivery.status == DeliveryStatus.CANCELLED:  # withdrawn by an edit, a deletion or a verdict: untrue by now
-        raise LookupError(f"callback delivery {delivery_id} was cancelled; it is never sent")
-    # Locked: a pause committed meanwhile is seen here, not half-undone by this write.
-    site = session.get(Site, delivery.site_id, with_for_update=True, populate_existing=True)
+    # Locked, the site first and then its callback (the order of every action on a site's callbacks): a pause
+    # committed meanwhile is seen here, not half-undone by this write.
+    site = session.get(Site, found.site_id, with_for_update=True, populate_existing=True)
+    delivery = session.get_one(CallbackDelivery, delivery_id, with_for_update=True, populate_existing=True)
+    if delivery.status not in (DeliveryStatus.DEAD, DeliveryStatus.DISABLED):
+        refusal = REPLAY_REFUSALS.get(delivery.status, f"is {delivery.status}: only dead or held-back ones are")
+        raise ReplayError(f"Callback {delivery_id} {refusal}.")
     paused = site is not None and site.callbacks_paused_by is not None
     if site is not None and not paused:
         enable_callbacks(session, site, now)  # the operator turned the endpoint back on

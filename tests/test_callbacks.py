@@ -466,6 +466,32 @@ def test_nothing_on_the_wire_at_a_pause_is_sent_again_before_the_resume(
     assert claim(sessions, delivery_id, lapsed + timedelta(days=1)) is not None
 
 
+@pytest.mark.parametrize(
+    ("status", "refusal"),
+    [
+        (DeliveryStatus.DELIVERED, "was delivered already"),
+        (DeliveryStatus.SENDING, "is being sent right now"),
+        (DeliveryStatus.PENDING, "is queued already"),
+        (DeliveryStatus.CANCELLED, "was cancelled"),
+    ],
+)
+def test_replay_refuses_a_callback_that_is_neither_dead_nor_held_back(
+    sessions: sessionmaker[Session], delivery_id: int, status: str, refusal: str
+) -> None:
+    """Only dead letters and held-back callbacks are listed for replay, but a second click, a second admin's
+    page loaded before the first replay or a form sent again reset any callback: a delivered one was sent to
+    the site again, one on the wire a second time at once, one being retried got its attempts back."""
+    with sessions.begin() as session:
+        delivery = session.get_one(CallbackDelivery, delivery_id)
+        delivery.status, delivery.attempts = status, 1
+        if status == DeliveryStatus.SENDING:
+            delivery.lease_until = NOW + timedelta(seconds=POLICY.lease_seconds)
+    with sessions.begin() as session, pytest.raises(callbacks.ReplayError, match=refusal):
+        callbacks.replay(session, delivery_id, NOW + timedelta(minutes=1))
+    replayed = load(sessions, delivery_id)
+    assert (replayed.status, replayed.attempts, replayed.next_attempt_at) == (status, 1, NOW)
+
+
 def test_a_replay_during_a_pause_waits_for_the_resume(sessions: sessionmaker[Session], delivery_id: int) -> None:
     for _ in range(POLICY.max_attempts):
         claim(sessions, delivery_id, NOW + timedelta(days=1))

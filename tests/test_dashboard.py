@@ -1582,6 +1582,29 @@ def test_dead_letter_is_listed_and_replayed(
         assert (replayed.status, replayed.attempts) == ("pending", 0)
 
 
+@pytest.mark.parametrize("status", ["delivered", "sending"])
+def test_replay_refuses_a_callback_that_is_delivered_or_on_the_wire(
+    admin_client: FlaskClient, sessions: Sessions, held: list[tuple[int, int]], status: str
+) -> None:
+    """A second click on Replay, a second admin's page loaded before the first replay, or a reload sending the
+    form again put a delivered callback back to pending (the site was told again), or one a worker is sending
+    right now (a second send at once): the admin is told why nothing was done."""
+    comment_id, decision_id = held[0]
+    with sessions.begin() as session:
+        delivery_id = dead_callback(session, session.get(Comment, comment_id).site_id, comment_id, decision_id)
+        delivery = session.get(CallbackDelivery, delivery_id)
+        delivery.status, delivery.attempts = status, 1
+        delivery.lease_until = datetime(2999, 1, 1, tzinfo=UTC) if status == "sending" else None
+    token = csrf_token(admin_client, "/dashboard/admin/callbacks")
+    replayed = admin_client.post(f"/dashboard/admin/callbacks/{delivery_id}/replay", data={"csrf_token": token})
+    assert replayed.status_code == 302
+    with sessions() as session:
+        after = session.get(CallbackDelivery, delivery_id)
+        assert (after.status, after.attempts) == (status, 1), f"a {status} callback was reset to {after.status}"
+    said = {"delivered": "was delivered already", "sending": "is being sent right now"}[status]
+    assert f"Callback {delivery_id} {said}" in _page(admin_client, "/dashboard/admin/callbacks")
+
+
 @pytest.mark.parametrize("target", ["//evil.example/x", "/\\evil.example", "https://evil.example/"])
 def test_login_never_redirects_off_site(client: FlaskClient, people: dict[str, int], target: str) -> None:
     token = csrf_token(client)
