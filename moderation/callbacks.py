@@ -201,8 +201,10 @@ def record_failed(
     delivery.last_error = _storable_error(error)
     delivery.lease_until = None
     # Locked: an admin saving a new URL meanwhile either commits first (and is seen here) or waits for this.
+    # FOR NO KEY UPDATE, all that changing its columns needs: a moderator's verdict on the comment holds the
+    # site row FOR KEY SHARE (review._lock_site_of) while it waits for this callback's row, locked here.
     site = (
-        session.get(Site, delivery.site_id, with_for_update=True, populate_existing=True)
+        session.get(Site, delivery.site_id, with_for_update={"key_share": True}, populate_existing=True)
         if status_code == 410
         else None
     )

@@ -24,6 +24,7 @@ from models.entities import (
     ModerationAction,
     Moderator,
     Outcome,
+    Site,
     TrainingLabel,
 )
 from moderation.callbacks import COMMENT_REVIEWED, cancel_callbacks, schedule_callback
@@ -78,7 +79,11 @@ def record_verdict(
 ) -> Decision:
     """Record one verdict; the caller commits, then publishes ``pending_delivery_id``'s notify task."""
     verdict_reason = checked_action(action, reason, note)
-    comment = session.scalar(select(Comment).where(Comment.id == comment_id).with_for_update())
+    _lock_site_of(session, comment_id)
+    # FOR NO KEY UPDATE: the verdict changes the comment's columns, never its key. FOR UPDATE also kept out the
+    # foreign-key check of a worker updating the comment's callback twice in one transaction (a 410 recorded),
+    # while this verdict waited for that callback's row: a deadlock.
+    comment = session.scalar(select(Comment).where(Comment.id == comment_id).with_for_update(key_share=True))
     if comment is None:
         raise ReviewError(f"no comment {comment_id}")
     if comment.status == CommentStatus.DELETED:
@@ -148,6 +153,22 @@ def record_verdict(
         _update_label(session, comment, moderator, decision, verdict_reason, now)
     session.flush()
     return decision
+
+
+def _lock_site_of(session: Session, comment_id: int) -> None:
+    """Lock the comment's site row FOR KEY SHARE, before the comment and its callbacks.
+
+    The lock the verdict's callback needs anyway (its foreign key), taken first: every action on a site's
+    callbacks locks the site row and then the callbacks (the Sites page's pause, resume, new URL and rotation,
+    a replay). Taken only when the callback was inserted, after the comment's unsent callbacks were locked to
+    cancel them, it waited for such an action, which waited for those callbacks: PostgreSQL broke the
+    deadlock by aborting the verdict (a 503, the verdict lost). Now one of the two waits for the other at the
+    site row. KEY SHARE conflicts only with FOR UPDATE (those actions'), not with other verdicts, nor with the
+    NO KEY UPDATE of a worker recording a 410 for the comment's callback, which this verdict may wait for.
+    """
+    site_id = session.scalar(select(Comment.site_id).where(Comment.id == comment_id))
+    if site_id is not None:
+        session.execute(select(Site.id).where(Site.id == site_id).with_for_update(read=True, key_share=True))
 
 
 def pending_delivery_id(session: Session, decision: Decision) -> int | None:

@@ -9,6 +9,8 @@ import hashlib
 import html
 import json
 import re
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -949,6 +951,123 @@ def test_race_between_two_sessions_has_one_winner(
             second, comment_id, second.get(Moderator, people["mod2"]), "reject", "spam", None, decision_id, now
         )
     assert raised.value.actor == "mod@example.org"
+
+
+def _approve_in_a_thread(app: Flask, comment_id: int, decision_id: int) -> tuple[threading.Thread, dict[str, object]]:
+    """A moderator's approval sent from another thread (a second web process); its answer's status lands in the
+    dict (500 for an exception, what a browser would see)."""
+    moderator = app.test_client()
+    assert sign_in(moderator, "mod@example.org").status_code == 302
+    token = csrf_token(moderator, "/dashboard/queue")
+    outcome: dict[str, object] = {}
+
+    def approve() -> None:
+        try:
+            answer = moderator.post(
+                f"/dashboard/comments/{comment_id}/act",
+                data={"csrf_token": token, "action": "approve", "expected_decision_id": str(decision_id)},
+                headers={"Accept": "application/json"},
+            )
+            outcome["status"] = answer.status_code
+        except Exception as error:  # TESTING: what a browser sees as a 500
+            outcome["status"], outcome["error"] = 500, repr(error)[:200]
+
+    return threading.Thread(target=approve), outcome
+
+
+def _callback_of_the_hold(sessions: Sessions, site_row: int, status: str = "pending") -> tuple[int, int, int]:
+    """A held comment whose model callback the site has not taken yet (a slow endpoint): comment, decision and
+    callback ids."""
+    with sessions.begin() as session:
+        comment_id, decision_id = held_comment(session, session.get_one(Site, site_row), "c-1")
+        delivery = CallbackDelivery(
+            site_id=site_row,
+            comment_id=comment_id,
+            decision_id=decision_id,
+            event="comment.decided",
+            message_id="msg_hold",
+            payload={},
+            status=status,
+        )
+        session.add(delivery)
+        session.flush()
+        return comment_id, decision_id, delivery.id
+
+
+def test_a_verdict_while_an_admin_pauses_the_sites_callbacks_is_not_lost_to_a_deadlock(
+    caplog: pytest.LogCaptureFixture,
+    app: Flask,
+    database_url: str,
+    sessions: Sessions,
+    site_row: int,
+    people: dict[str, int],
+) -> None:
+    """Lock order. A verdict locked the comment's unsent callbacks (cancel_callbacks) and then needed a KEY SHARE
+    lock on the sites row (the foreign key of the callback it inserts); the Sites page's Pause (and Resume, Save
+    URL, Rotate, Replay) takes the sites row FOR UPDATE and then updates that site's waiting callbacks. At the
+    same moment PostgreSQL found a deadlock and aborted the verdict: a 503 "database unavailable" for the
+    moderator, and the verdict lost. Now the verdict locks the sites row first, and one waits for the other.
+
+    The pause's own statements are run here step by step (admin.site_pause: Site FOR UPDATE, then
+    callbacks.pause_callbacks) so that the interleaving is certain rather than left to chance."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite has no row locks")
+    comment_id, decision_id, hold_callback = _callback_of_the_hold(sessions, site_row)
+    verdict, outcome = _approve_in_a_thread(app, comment_id, decision_id)
+    admin = sessions()
+    try:
+        site = admin.get_one(Site, site_row, with_for_update=True)  # site_pause's first statement
+        verdict.start()
+        time.sleep(0.5)  # the verdict waits, for the sites row or (before) for the row of the hold's callback
+        held_back = callbacks.pause_callbacks(admin, site, datetime.now(UTC), by="admin@example.org")
+        admin.commit()
+        verdict.join(30)
+    finally:
+        admin.close()
+    deadlock = [r.getMessage() for r in caplog.records if "deadlock" in r.getMessage().lower()]
+    assert outcome.get("status") == 200, (outcome, deadlock)
+    assert held_back == 1  # the hold's callback, held back by the pause before the verdict withdrew it
+    with sessions() as session:
+        assert session.get_one(Comment, comment_id).status == "approved"
+        statuses = {row.id: row.status for row in session.execute(select(CallbackDelivery.id, CallbackDelivery.status))}
+        assert statuses.pop(hold_callback) == "cancelled"
+        assert list(statuses.values()) == ["disabled"]  # the verdict's, held back while the site is paused
+
+
+def test_a_verdict_while_a_worker_records_a_410_for_the_comments_callback_is_not_lost_to_a_deadlock(
+    app: Flask, database_url: str, sessions: Sessions, site_row: int, people: dict[str, int]
+) -> None:
+    """The other way round: a worker holds the comment's callback it sent (record_attempts locks it first) and
+    the site answered 410, which turns the site's callbacks off. The verdict, holding the sites row now, waits
+    for the callback's row; the worker's lock on the sites row must not wait for the verdict's."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite has no row locks")
+    comment_id, decision_id, hold_callback = _callback_of_the_hold(sessions, site_row)
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        claimed = callbacks.claim_delivery(session, hold_callback, now, callbacks.RetryPolicy())
+        assert claimed is not None
+        lease, url = claimed.lease_until, claimed.site.callback_url
+    verdict, outcome = _approve_in_a_thread(app, comment_id, decision_id)
+    worker = sessions()
+    try:
+        callbacks.locked_deliveries(worker, [hold_callback])  # record_attempts' first statement
+        verdict.start()
+        time.sleep(0.5)  # the verdict waits for the row of the callback on the wire
+        gone = callbacks.AttemptOutcome(hold_callback, 410, False, "Gone", url=url)
+        recorded = callbacks.record_attempts(worker, [gone], now, callbacks.RetryPolicy(), lease=lease)
+        worker.commit()
+        verdict.join(30)
+    finally:
+        worker.close()
+    assert recorded == {hold_callback: "disabled"}
+    assert outcome.get("status") == 200, outcome
+    with sessions() as session:
+        assert session.get_one(Comment, comment_id).status == "approved"
+        assert session.get_one(Site, site_row).callback_disabled_at is not None
+        statuses = {row.id: row.status for row in session.execute(select(CallbackDelivery.id, CallbackDelivery.status))}
+        assert statuses.pop(hold_callback) == "cancelled"
+        assert list(statuses.values()) == ["disabled"]
 
 
 def test_undo_restores_the_previous_decision(
