@@ -50,7 +50,16 @@ from moderation.sites import create_site
 from server.factory import create_app
 from server.settings import Settings
 from tests.conftest import TrainedModel
-from tests.support.dashboard import PASSWORD, act, add_moderator, csrf_token, dead_callback, held_comment, sign_in
+from tests.support.dashboard import (
+    PASSWORD,
+    act,
+    add_moderator,
+    callback_row,
+    csrf_token,
+    dead_callback,
+    held_comment,
+    sign_in,
+)
 from tests.test_callbacks import statements_run
 
 Sessions = sessionmaker[Session]
@@ -980,18 +989,7 @@ def _callback_of_the_hold(sessions: Sessions, site_row: int, status: str = "pend
     callback ids."""
     with sessions.begin() as session:
         comment_id, decision_id = held_comment(session, session.get_one(Site, site_row), "c-1")
-        delivery = CallbackDelivery(
-            site_id=site_row,
-            comment_id=comment_id,
-            decision_id=decision_id,
-            event="comment.decided",
-            message_id="msg_hold",
-            payload={},
-            status=status,
-        )
-        session.add(delivery)
-        session.flush()
-        return comment_id, decision_id, delivery.id
+        return comment_id, decision_id, callback_row(session, site_row, comment_id, decision_id, status, "msg_hold")
 
 
 def test_a_verdict_while_an_admin_pauses_the_sites_callbacks_is_not_lost_to_a_deadlock(

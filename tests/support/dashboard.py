@@ -70,22 +70,30 @@ def held_comment(
     return comment.id, decision.id
 
 
-def dead_callback(session: Session, site_id: int, comment_id: int, decision_id: int) -> int:
-    """A callback that failed for good: what the admin's dead-letter page lists and replays."""
+def callback_row(
+    session: Session, site_id: int, comment_id: int, decision_id: int, status: str, message_id: str, **columns: Any
+) -> int:
+    """A model decision's callback in ``status``, with any other ``columns`` given; its id."""
     delivery = CallbackDelivery(
         site_id=site_id,
         comment_id=comment_id,
         decision_id=decision_id,
         event="comment.decided",
-        message_id="msg_dead",
+        message_id=message_id,
         payload={},
-        status="dead",
-        attempts=12,
-        last_status_code=500,
+        status=status,
+        **columns,
     )
     session.add(delivery)
     session.flush()
     return delivery.id
+
+
+def dead_callback(session: Session, site_id: int, comment_id: int, decision_id: int) -> int:
+    """A callback that failed for good: what the admin's dead-letter page lists and replays."""
+    return callback_row(
+        session, site_id, comment_id, decision_id, "dead", "msg_dead", attempts=12, last_status_code=500
+    )
 
 
 def csrf_token(client: FlaskClient, path: str = "/dashboard/login") -> str:
