@@ -13,7 +13,7 @@ SERVING_COMMANDS = frozenset({"web", "worker", "beat", "run"})
 
 def main() -> None:
     if _command(sys.argv[1:]) in SERVING_COMMANDS and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        folder = Path(os.environ.get("VAR_DIR", "var")).resolve() / "metrics"
+        folder = _var_dir().resolve() / "metrics"
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:  # before click runs: said as click says its errors
@@ -22,6 +22,12 @@ def main() -> None:
     from server.cli import main as cli
 
     cli()
+
+
+def _var_dir() -> Path:
+    """VAR_DIR as the settings read it, whatever the case of its name (``var_dir=...`` too); without
+    importing them, which would import what imports Prometheus before its folder is chosen."""
+    return Path(next((value for name, value in os.environ.items() if name.upper() == "VAR_DIR"), "var"))
 
 
 def _command(args: list[str]) -> str | None:

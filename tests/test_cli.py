@@ -439,6 +439,20 @@ def test_a_serving_command_with_a_var_dir_that_cannot_be_created_is_one_line(tmp
     assert result.stderr == f"Error: cannot create VAR_DIR's metrics folder {in_the_way / 'metrics'}: Not a directory\n"
 
 
+def test_a_serving_commands_metrics_folder_is_in_var_dir_named_in_any_case(tmp_path: Path) -> None:
+    """As the settings read ``var_dir=...`` (README: names in any case), not ./var of the folder started in,
+    whose counters another run there would share (a cold review's test)."""
+    var_dir, started_in = tmp_path / "service-var", tmp_path / "started-here"
+    started_in.mkdir()
+    entry = [sys.executable, "-c", "from server.entry import main; main()", "web", "--help"]
+    env = {k: v for k, v in os.environ.items() if k.upper() not in ("PROMETHEUS_MULTIPROC_DIR", "VAR_DIR")}
+    env |= {"var_dir": str(var_dir), "PYTHONPATH": str(Path(__file__).parents[1])}
+    result = subprocess.run(entry, env=env, cwd=started_in, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert (var_dir / "metrics").is_dir()
+    assert not (started_in / "var").exists()
+
+
 @pytest.mark.parametrize(
     ("command", "message"),
     [
