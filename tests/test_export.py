@@ -259,3 +259,13 @@ def test_a_cell_a_spreadsheet_would_run_as_a_formula_is_defused(text: str) -> No
 @pytest.mark.parametrize("text", ["Massage helped.", "a = b", "", "800mg - twice a day"])
 def test_ordinary_cells_are_left_as_they_are(text: str) -> None:
     assert _csv_cell(text) == text
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_an_output_file_that_fills_up_is_a_clear_error(
+    stored: dict[str, int], database_url: str, tmp_path: Path
+) -> None:
+    """A full disk while writing, not only a file that cannot be opened, is one line (a cold review's test)."""
+    result = run(database_url, tmp_path, "--format", "csv", "--no-progress", "--output", "/dev/full")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == ["Error: cannot write /dev/full: No space left on device"]

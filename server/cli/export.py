@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -36,6 +37,18 @@ def _open_for_writing(path: Path) -> TextIO:
     try:
         return path.open("w", encoding="utf-8", newline="")
     except OSError as error:
+        raise click.ClickException(f"cannot write {path}: {error.strerror or error}") from None
+
+
+@contextlib.contextmanager
+def _write_failure_said(path: Path | None) -> Iterator[None]:
+    """A file that cannot be written to its end (a full disk, a quota, a mount gone) is one line, as one that
+    cannot be opened; stdout's failures (a closed pipe) are the command line's, as for every command."""
+    try:
+        yield
+    except OSError as error:
+        if path is None:
+            raise
         raise click.ClickException(f"cannot write {path}: {error.strerror or error}") from None
 
 
@@ -72,7 +85,8 @@ def export(
         session.connection(execution_options={SQLITE_BEGIN: "DEFERRED"})
         site_id = common.site_id_or_all(session, site_name)
         query = ExportQuery(site_id, since.replace(tzinfo=UTC) if since else None, with_body=body)
-        with contextlib.ExitStack() as files:
+        # Closing the file writes the last of it, so a full disk can show there too: said the same way.
+        with _write_failure_said(output), contextlib.ExitStack() as files:
             out = files.enter_context(_open_for_writing(output)) if output else sys.stdout
             written = write_export(session, query, out, fmt, progress=sys.stderr if progress else None)
     click.echo(f"exported {written} row(s)", err=True)
