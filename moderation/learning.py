@@ -141,11 +141,33 @@ def retrain(
         problems = compare_on_held_out(model, active, examples)
     else:  # forced, or no model active yet: nothing to be worse than
         problems = []
+    compared_with = None if force or current is None else current.version
     with session_factory.begin() as session:
-        registry.register(session, version, artifact, model.card)
+        registry.register(session, version, artifact, model.card)  # on SQLite, holds the write lock from here
+        if not problems and not force:
+            problems = _active_changed_since(session, compared_with)
         if not problems:
             registry.activate(session, version, model_dir=model_dir)
     return Retrained(version, not problems, problems)
+
+
+def _active_changed_since(session: Session, compared_with: str | None) -> list[str]:
+    """A problem if the active version is no longer ``compared_with`` (the one active when training started,
+    which the candidate was gated against): an operator's `models rollback` or `models activate`, or another
+    retraining, during the minutes of training. The candidate was never compared with the version active now,
+    and activating it would silently undo that choice. The active row is read locked (on PostgreSQL; SQLite's
+    write lock is already held), so a change committed after this read waits for this transaction."""
+    locked = registry.active_version(session, lock=True)
+    now = locked.version if locked is not None else None
+    if now == compared_with:
+        return []
+    before = f"model {compared_with}" if compared_with is not None else "no model"
+    after = f"model {now}" if now is not None else "no model"
+    return [
+        f"the active version changed while training ran ({before} was active then, {after} is now): the new "
+        "version was compared with the former only and was not activated; activate it with "
+        "`moderation models activate` if it should serve"
+    ]
 
 
 def _load_active(current: ModelVersion, model_dir: Path) -> tuple[ModerationModel | None, str | None]:

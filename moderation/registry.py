@@ -456,8 +456,14 @@ def list_versions(session: Session) -> list[ModelVersion]:
     return list(session.scalars(select(ModelVersion).order_by(ModelVersion.created_at.desc(), ModelVersion.id.desc())))
 
 
-def active_version(session: Session) -> ModelVersion | None:
-    return session.scalar(select(ModelVersion).where(ModelVersion.is_active))
+def active_version(session: Session, *, lock: bool = False) -> ModelVersion | None:
+    """The active version; with ``lock``, its row locked (FOR UPDATE, on PostgreSQL) until the transaction ends,
+    so that no activation or rollback replaces it meanwhile (both update that row). A change being committed
+    meanwhile is waited for, and then reads as no version active: callers comparing take that as a change."""
+    query = select(ModelVersion).where(ModelVersion.is_active)
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return session.scalar(query)
 
 
 def activate(

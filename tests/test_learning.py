@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from models.db import make_session_factory
 from models.entities import TrainingLabel
-from moderation import registry
+from moderation import learning, registry
 from moderation.data import TEST, TRAIN, Example, fingerprint_set, load_own_corpus
 from moderation.evaluation import not_trained_on
 from moderation.intake import NewComment, accept_comment
@@ -188,3 +188,43 @@ def test_the_gate_leaves_out_rows_whose_text_either_model_was_trained_on(trained
     ]
     assert compare_on_held_out(saw_all, trained_model.model, corpus) == unchecked  # the candidate saw them
     assert compare_on_held_out(trained_model.model, saw_all, corpus) == unchecked  # the active model did
+
+
+# Scheduled retraining gates the candidate against the version active when training started: an operator's
+# `models rollback` (or `activate`) made during the minutes of training must not be undone by it.
+def test_a_rollback_made_while_retraining_runs_is_not_undone_by_the_retrain(
+    engine: Engine, trained_model: TrainedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sessions = make_session_factory(engine)
+    with sessions.begin() as session:
+        registry.register(session, "v1", trained_model.artifact, trained_model.model.card)
+        registry.activate(session, "v1")
+    with sessions.begin() as session:
+        registry.register(session, "v2", trained_model.artifact, trained_model.model.card)
+        registry.activate(session, "v2")
+
+    def train_while_the_operator_rolls_back(*_: object, **__: object) -> object:
+        # Minutes of training; meanwhile an operator finds v2 bad and rolls back to v1.
+        with sessions.begin() as session:
+            assert registry.rollback(session).version == "v1"
+        # stands in for the trained candidate
+        return replace(trained_model.model, card=copy.deepcopy(trained_model.model.card))
+
+    monkeypatch.setattr(learning, "train", train_while_the_operator_rolls_back)
+    result = learning.retrain(sessions, tmp_path / "models", None, folds=2)
+
+    with sessions() as session:
+        active = registry.active_version(session)
+    assert active is not None
+    # The operator rolled back to v1; the retrain compared its candidate with v2 only, and must not override
+    # the operator's choice with a version never compared with v1.
+    assert active.version == "v1", (
+        f"retrain activated {active.version} (activated={result.activated}, problems={result.problems}) "
+        "over the operator's rollback to v1"
+    )
+    assert not result.activated
+    assert result.problems == [
+        "the active version changed while training ran (model v2 was active then, model v1 is now): the new "
+        "version was compared with the former only and was not activated; activate it with "
+        "`moderation models activate` if it should serve"
+    ]
