@@ -175,8 +175,20 @@ def check_intact(row: ModelVersion, model_dir: Path | None) -> Path:
     (it costs seconds; the checksum already proves the file is byte for byte the one that was saved).
     """
     path = locate_artifact(row.path, model_dir)
-    verify_checksum(path, row.sha256)
+    with unreadable_as_registry_error(row.version):
+        verify_checksum(path, row.sha256)
     return path
+
+
+@contextmanager
+def unreadable_as_registry_error(version: str) -> Iterator[None]:
+    """A model file that cannot be read (an I/O error on a shared MODEL_DIR: EIO, an NFS stale file handle,
+    EACCES) is a RegistryError, as a missing one is: the classify task is put off and counted as model
+    unavailable, the relay waits, `ModelStore` keeps the failure until its next check, activation refuses."""
+    try:
+        yield
+    except OSError as error:
+        raise RegistryError(f"model file of version {version} cannot be read: {error}") from error
 
 
 def verify_checksum(path: Path, sha256: str) -> None:
@@ -189,7 +201,8 @@ def verify_checksum(path: Path, sha256: str) -> None:
 
 
 def load_version(row: ModelVersion, model_dir: Path | None) -> ModerationModel:
-    return load_artifact(locate_artifact(row.path, model_dir), row.sha256, dict(row.card))
+    with unreadable_as_registry_error(row.version):
+        return load_artifact(locate_artifact(row.path, model_dir), row.sha256, dict(row.card))
 
 
 def made_for_these_features(card: dict[str, Any]) -> bool:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import SQLITE_BEGIN, create_db_engine
 from models.entities import CallbackDelivery, Comment, Decision, DeliveryStatus, OutboxMessage
-from moderation import callbacks, outbox
+from moderation import callbacks, outbox, registry
 from moderation.decisions import TRIES_BEFORE_HOLDING, hold_unclassified, note_relayed_try
 from moderation.intake import NewComment, accept_comment
 from moderation.lifecycle import apply_update, send_back_unclassified
@@ -28,7 +30,7 @@ from moderation.sites import create_site, require_site
 from tests.conftest import TrainedModel
 from tests.support.site_server import Answer, SiteServer
 from workers import tasks as tasks_module
-from workers.app import CLASSIFY_TASK, NOTIFY_TASK, CeleryOptions, ModerationCelery
+from workers.app import CLASSIFY_TASK, NOTIFY_TASK, RELAY_OUTBOX_TASK, CeleryOptions, ModerationCelery
 from workers.tasks import LEASE_MARGIN
 
 
@@ -44,6 +46,46 @@ def test_a_classify_task_without_a_loadable_model_is_put_off_and_counted(celery:
         celery.tasks[CLASSIFY_TASK].run(1, 0)
     assert isinstance(retried.value.__cause__, RegistryError) and "no model is active" in str(retried.value.__cause__)
     assert unavailable() == before + 1
+
+
+# A model file that cannot be read (an I/O error on a shared MODEL_DIR: an NFS stale file handle, EIO, EACCES)
+# is treated as a missing one: the classify task is put off and counted, and the relay waits for a model.
+def stale_handle(path: Path) -> str:
+    raise OSError(errno.ESTALE, "Stale file handle", str(path))
+
+
+def an_io_comment(sessions: sessionmaker[Session]) -> int:
+    with sessions.begin() as session:
+        site, _ = create_site(session, "io-site")
+        new = NewComment(external_id="c-1", article_id="a", body="Thanks, the stretches helped my lower back.")
+        return accept_comment(session, site, "wh-1", new, datetime.now(UTC)).comment_id
+
+
+def test_an_unreadable_model_file_puts_the_classify_task_off_like_a_missing_one(
+    celery: ModerationCelery,
+    sessions: sessionmaker[Session],
+    active_model: TrainedModel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    comment_id = an_io_comment(sessions)
+    monkeypatch.setattr(registry, "file_sha256", stale_handle)
+    before = unavailable()
+    # A missing file is RegistryError -> self.retry(countdown=30); an unreadable one must be treated alike.
+    with pytest.raises(Retry) as retried:
+        celery.tasks[CLASSIFY_TASK].run(comment_id, 0)
+    assert isinstance(retried.value.__cause__, RegistryError) and "Stale file handle" in str(retried.value.__cause__)
+    assert unavailable() == before + 1
+
+
+def test_an_unreadable_model_file_makes_the_relay_wait_not_crash(
+    celery: ModerationCelery,
+    sessions: sessionmaker[Session],
+    active_model: TrainedModel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    an_io_comment(sessions)
+    monkeypatch.setattr(registry, "file_sha256", stale_handle)
+    assert celery.tasks[RELAY_OUTBOX_TASK].run() == 0
 
 
 def test_every_task_ends_before_the_broker_would_hand_it_to_another_worker(celery: ModerationCelery) -> None:
