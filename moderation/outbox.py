@@ -4,22 +4,29 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from models.entities import OutboxMessage
 
 
+def still_due(before: datetime) -> ColumnElement[bool]:
+    """Last published (or written, if never published) before ``before``."""
+    return func.coalesce(OutboxMessage.published_at, OutboxMessage.created_at) < before
+
+
 def due_messages(session: Session, before: datetime, limit: int = 500) -> list[OutboxMessage]:
     """Rows last published (or written, if never published) before ``before``: publish them again."""
-    last_touch = func.coalesce(OutboxMessage.published_at, OutboxMessage.created_at)
-    return list(
-        session.scalars(select(OutboxMessage).where(last_touch < before).order_by(OutboxMessage.id).limit(limit))
-    )
+    return list(session.scalars(select(OutboxMessage).where(still_due(before)).order_by(OutboxMessage.id).limit(limit)))
 
 
-def mark_published(session: Session, ids: list[int], now: datetime) -> set[int]:
-    """Note the relay's publish of ``ids``, skipping rows another transaction holds; the ids noted.
+def mark_published(session: Session, ids: list[int], now: datetime, *, due_before: datetime) -> set[int]:
+    """Note the relay's publish of ``ids``, skipping rows another transaction holds and rows no longer due
+    before ``due_before`` (the cutoff they were read as due with); the ids noted.
+
+    Two relays at once (their messages queued behind a backlog, taken by two worker processes together) read
+    the same rows as due: the second to note them finds them published by the first, since its statement
+    sees what the first committed (or skips them while the first still holds them), and publishes nothing.
 
     A row held is a decision's work being completed (that transaction deletes it) or a relayed run counting
     its try. Waiting for it here, while the decision waits for another row this statement already locked,
@@ -31,13 +38,13 @@ def mark_published(session: Session, ids: list[int], now: datetime) -> set[int]:
         return set()
     free = (
         select(OutboxMessage.id)
-        .where(OutboxMessage.id.in_(ids))
+        .where(OutboxMessage.id.in_(ids), still_due(due_before))
         .order_by(OutboxMessage.id)
         .with_for_update(skip_locked=True)
     )
     noted = session.scalars(
         update(OutboxMessage)
-        .where(OutboxMessage.id.in_(free.scalar_subquery()))
+        .where(OutboxMessage.id.in_(free.scalar_subquery()), still_due(due_before))
         .values(published_at=now, attempts=OutboxMessage.attempts + 1)
         .returning(OutboxMessage.id)
         .execution_options(synchronize_session=False)

@@ -38,6 +38,7 @@ from tests.conftest import TrainedModel
 from tests.support.services import fresh_postgres_database, postgres_reachable
 
 NOW = datetime.now(UTC).replace(microsecond=0)
+FAR_FUTURE = NOW + timedelta(days=365)  # a relay cutoff every row is due before
 SITE = "backpain-advisor"
 CAMPAIGN = "Great article!! I fixed my back in 3 days with the method on my profile, check it"
 
@@ -582,7 +583,7 @@ def test_the_relay_marks_the_work_it_published(engine: Engine, sessions: session
     ids = [post(sessions, f"c-{n}", email=f"r{n}@example.org", ip=f"198.51.100.{n}") for n in range(3)]
     work = {row.comment_id: row.id for row in rows(engine, OutboxMessage)}
     with sessions.begin() as relay:
-        outbox.mark_published(relay, [work[ids[0]], work[ids[2]]], NOW + timedelta(minutes=1))
+        outbox.mark_published(relay, [work[ids[0]], work[ids[2]]], NOW + timedelta(minutes=1), due_before=FAR_FUTURE)
     marked = {r.comment_id: (r.attempts, r.published_at is not None) for r in rows(engine, OutboxMessage)}
     assert marked == {ids[0]: (1, True), ids[1]: (0, False), ids[2]: (1, True)}
 
@@ -600,7 +601,7 @@ def test_the_relay_never_waits_for_work_a_decision_holds(
         assert [d.comment_id for d in decide_waiting(deciding, ids[0], active_model.model, NOW)] == [ids[0]]
         with sessions.begin() as relay:
             relay.execute(text("SET LOCAL lock_timeout = '2s'"))  # waiting would fail the test
-            outbox.mark_published(relay, [work[ids[0]], work[ids[1]]], NOW)
+            outbox.mark_published(relay, [work[ids[0]], work[ids[1]]], NOW, due_before=FAR_FUTURE)
         deciding.commit()
     assert [(r.comment_id, r.attempts) for r in rows(engine, OutboxMessage)] == [(ids[1], 1)]
 

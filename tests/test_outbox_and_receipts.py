@@ -9,7 +9,7 @@ from typing import cast
 import pytest
 import redis
 from flask.testing import FlaskClient
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import SQLITE_BEGIN
@@ -22,6 +22,7 @@ from server.settings import Settings
 from tests.conftest import SiteCredentials, TrainedModel
 from tests.support.services import free_port
 from tests.support.signing import comment_event, encode, signed_headers
+from workers import tasks as tasks_module
 from workers.app import PURGE_RECEIPTS_TASK, RELAY_EXPIRES, RELAY_OUTBOX_TASK, ModerationCelery
 from workers.publisher import CeleryPublisher
 from workers.queues import CLASSIFY_QUEUE
@@ -77,7 +78,7 @@ def test_publishing_a_row_again_restarts_its_quiet_window(sessions: sessionmaker
 
     with sessions.begin() as session:
         (row_id,) = session.scalars(select(OutboxMessage.id).where(OutboxMessage.comment_id == old))
-        outbox.mark_published(session, [row_id], NOW)
+        outbox.mark_published(session, [row_id], NOW, due_before=NOW)
 
     assert due(sessions, NOW) == [other]  # only the one published stays quiet
     assert due(sessions, NOW + QUIET - timedelta(seconds=1)) == [other]
@@ -278,3 +279,52 @@ def test_the_scheduled_purge_keeps_a_week_of_receipts_so_an_id_reused_within_it_
     assert receipt_ids(sessions) == ["msg_recent"]
     assert send(client, site, "c-3", "msg_recent") == 409
     assert send(client, site, "c-4", "msg_old") == 202
+
+
+# Two relays at once (beat's relay messages queued behind a backlog, taken by two worker processes together)
+# read the same rows as due: the second must not publish a row the first just published.
+def test_two_relays_at_once_publish_a_row_once(
+    celery: ModerationCelery,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    active_model: TrainedModel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs each relay's transaction alone (BEGIN IMMEDIATE)")
+    long_ago = datetime.now(UTC) - timedelta(minutes=5)
+    with sessions.begin() as session:
+        site, _ = create_site(session, "relay-site")
+        new = NewComment(external_id="c-1", article_id="a", body="Thanks, the stretches helped my lower back.")
+        comment_id = accept_comment(session, site, "wh-1", new, long_ago).comment_id
+        session.execute(update(OutboxMessage).values(created_at=long_ago))  # its message was lost long ago
+
+    published: list[int] = []
+
+    class Recording:
+        def __init__(self, _app: object) -> None:
+            pass
+
+        def classify(self, comment_id: int, revision: int | None = None) -> None:
+            published.append(comment_id)
+
+    monkeypatch.setattr(tasks_module, "CeleryPublisher", Recording)
+    relay = celery.tasks[RELAY_OUTBOX_TASK]
+    real_due = outbox.due_messages
+    other_ran: list[int] = []
+    started: list[bool] = []
+
+    def due_then_the_other_relay_commits(session: Session, before: datetime, limit: int = 500) -> list[OutboxMessage]:
+        rows = real_due(session, before, limit)
+        if not started:  # the other worker process's relay runs to its end meanwhile (its own connection)
+            started.append(True)
+            other_ran.append(relay.run())
+        return rows
+
+    monkeypatch.setattr(outbox, "due_messages", due_then_the_other_relay_commits)
+    relay.run()
+
+    with sessions() as session:
+        attempts = session.scalar(select(OutboxMessage.attempts).where(OutboxMessage.comment_id == comment_id))
+    assert other_ran == [1]
+    assert (published, attempts) == ([comment_id], 1), f"published {published}, attempts {attempts}"

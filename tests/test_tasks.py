@@ -415,7 +415,7 @@ def the_relay_publishes_again(celery: ModerationCelery, comment_id: int) -> None
     """What beat's relay writes when it publishes the comment's waiting work again."""
     with celery.runtime.sessions.begin() as session:
         work = session.scalars(select(OutboxMessage.id).where(OutboxMessage.comment_id == comment_id)).all()
-        outbox.mark_published(session, list(work), datetime.now(UTC))
+        outbox.mark_published(session, list(work), datetime.now(UTC), due_before=datetime.now(UTC) + timedelta(days=1))
 
 
 def relay(celery: ModerationCelery, comment_id: int) -> str:

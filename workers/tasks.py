@@ -428,7 +428,7 @@ def relay_outbox(self: Task) -> int:
     cutoff = _relay_cutoff(self.request, now, runtime.outbox_quiet)
     with runtime.sessions.begin() as session:
         due = {m.id: m for m in outbox.due_messages(session, cutoff)}
-        noted = outbox.mark_published(session, list(due), now)
+        noted = outbox.mark_published(session, list(due), now, due_before=cutoff)
     work = [(row_id, due[row_id].comment_id) for row_id in due if row_id in noted]
     published = _publish_each(work, CeleryPublisher(self.app).classify)
     sent = set(published)
