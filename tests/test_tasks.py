@@ -736,6 +736,30 @@ def test_a_message_delivered_again_after_its_worker_was_lost_is_counted_and_runs
     assert current_decision_reasons(sessions, bad) == ["not_classified"]
 
 
+def test_a_retried_message_delivered_again_after_its_worker_was_lost_is_counted(
+    celery: ModerationCelery, sessions: sessionmaker[Session], active_model: TrainedModel
+) -> None:
+    """A message retried once (a database error's autoretry, the wait for a model) keeps ``retries >= 1``;
+    a run of it that then loses its worker comes back redelivered, and is a run of its own all the same:
+    counted, and past the limit the comment is held, or it would take a worker down on every delivery."""
+    bad = broken_site_comment(sessions)
+    task = celery.tasks[CLASSIFY_TASK]
+    for counted in range(1, TRIES_BEFORE_HOLDING + 1):
+        task.push_request(delivery_info={"redelivered": True}, retries=1)
+        try:
+            with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
+                task.run(bad, 0)
+        finally:
+            task.pop_request()
+        assert tries(sessions, bad) == [counted]
+    task.push_request(delivery_info={"redelivered": True}, retries=1)
+    try:
+        assert task.run(bad, 0) == "hold"
+    finally:
+        task.pop_request()
+    assert current_decision_reasons(sessions, bad) == ["not_classified"]
+
+
 def test_a_relayed_run_the_database_failed_takes_its_count_back(
     celery: ModerationCelery, engine: Engine, sessions: sessionmaker[Session], active_model: TrainedModel
 ) -> None:

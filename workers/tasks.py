@@ -107,7 +107,10 @@ def classify_comment(self: Task, comment_id: int, revision: int | None = None) -
     suspect = revision is None or redelivered
     counted = False  # whether this run added to the comment's count of runs
     if suspect:
-        runs = _count_run(runtime, comment_id, count=not self.request.retries, per_publish=not redelivered)
+        # A retry (after a database error, or while no model loads) is the same run and only reads the count;
+        # a message delivered again after its worker was lost is a run of its own even if it was retried before.
+        count = redelivered or not self.request.retries
+        runs = _count_run(runtime, comment_id, count=count, per_publish=not redelivered)
         if runs is not None and runs.tries > TRIES_BEFORE_HOLDING:
             return _hold_unclassified(runtime, comment_id, model)
         counted = runs is not None and runs.added
