@@ -13,16 +13,19 @@ import re
 import shlex
 import shutil
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 import pytest
 import yaml
+from celery.beat import PersistentScheduler
 from sqlalchemy.engine import make_url
 
 from server.cli import main
 from server.settings import Settings
+from workers.app import RETRAIN_TASK, CeleryOptions, create_celery
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -197,6 +200,34 @@ def test_migrations_run_once_before_the_app(services: dict[str, dict[str, Any]])
         assert depends["redis"]["condition"] == "service_healthy", name
     for backing in ("postgres", "redis"):
         assert services["web"]["depends_on"][backing]["condition"] == "service_healthy"
+
+
+def test_a_beat_started_without_its_schedule_file_waits_a_whole_interval_before_retraining(tmp_path: Path) -> None:
+    """Why beat's schedule file must outlive its container: scheduled retraining is an interval entry whose
+    last run lives only there, and a beat without the file starts the interval anew (Celery's semantics)."""
+    app = create_celery(CeleryOptions(broker_url="memory://", retrain_interval_hours=24), lambda: None)  # type: ignore[arg-type,return-value]
+    scheduler = PersistentScheduler(app=app, schedule_filename=str(tmp_path / "celerybeat-schedule"), lazy=True)
+    scheduler.setup_schedule()
+    try:
+        retrain = next(entry for entry in scheduler.schedule.values() if entry.task == RETRAIN_TASK)
+        due, next_in = retrain.is_due()
+    finally:
+        scheduler.close()
+    assert not due and next_in > timedelta(hours=23).total_seconds()
+
+
+def test_the_beat_keeps_its_schedule_file_on_a_named_volume(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    """The schedule file is VAR_DIR/celerybeat-schedule: on a container's own layer, every recreated beat
+    (a new image, a changed setting) forgets when retraining last ran, and with deploys more often than
+    RETRAIN_INTERVAL_HOURS scheduled retraining never runs."""
+    beat = services["beat"]
+    var_dir = beat["environment"]["VAR_DIR"]
+    mounts = [str(volume).split(":") for volume in beat.get("volumes", [])]
+    assert any(m[0] in (compose.get("volumes") or {}) and m[1] == var_dir for m in mounts), (
+        f"beat's VAR_DIR {var_dir} is on no named volume (mounts: {mounts})"
+    )
 
 
 def test_backing_services_persist_data(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
