@@ -10,6 +10,10 @@ again). The service keeps them on ``comments`` only, but they leak into other pl
   ``author:<value>`` is rewritten all the same; nothing else in them is (statuses and reasons must stay);
 - block/allow-list entries for the author's e-mail (``erase_author`` removes the site's and returns the ids
   of the all-sites ones, which only an admin removes: any site can send a comment under any address).
+The free text among those (``FREE_TEXT_COLUMNS``: notes, errors) can hold any value, and only the values on the
+comment are known: so whatever takes a value off a comment scrubs it from that text at once, in the same
+transaction. Erasure does; so does retention when it clears IP and user agent (the anonymization that follows,
+or an erasure, no longer knows them).
 A decision's ``signals`` hold counts, flags and the script only (``moderation.decisions.recorded_signals``
 turns text into how many), so nothing there needs erasing.
 Training labels hold only the text and the labels; webhook receipts, the outbox and logs hold ids only.
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -58,6 +62,16 @@ MIN_TOKEN = 3  # shorter pieces of a name ("Al", "J.") are too common to strip f
 # Who the author is: the personal columns but the network ones. Their words are stripped from explanations (the
 # model reads name, e-mail and URL); an IP address's or a user agent's ("100", "windows") would take ordinary ones.
 IDENTITY_COLUMNS = tuple(c for c in PERSONAL_COLUMNS if c.key not in {n.key for n in NETWORK_COLUMNS})
+# The personal columns retention clears after RETAIN_PERSONAL_DAYS (author_network is derived from author_ip).
+NETWORK_PERSONAL_COLUMNS = tuple(c for c in PERSONAL_COLUMNS if c.key in {n.key for n in NETWORK_COLUMNS})
+# Free text of rows derived from a comment (each has ``id`` and ``comment_id``), which can hold any of the author's
+# values: moderators' notes on decisions and on audit actions, a callback's stored error text. Every value taken
+# off a comment is replaced by REDACTED here, by erasure and by retention alike.
+FREE_TEXT_COLUMNS: tuple[InstrumentedAttribute[str | None], ...] = (
+    Decision.note,
+    ModerationAction.note,
+    CallbackDelivery.last_error,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +213,10 @@ def _delete_training_label(session: Session, comment: Comment) -> None:
 
 def personal_values(comment: Comment) -> list[str]:
     """The author's personal values on the comment, stripped and distinct, the longest first."""
-    fields = _values(comment, PERSONAL_COLUMNS)
+    return _distinct(_values(comment, PERSONAL_COLUMNS))
+
+
+def _distinct(fields: Iterable[str | None]) -> list[str]:
     return sorted({v.strip() for v in fields if v and v.strip()}, key=len, reverse=True)
 
 
@@ -215,12 +232,55 @@ def _scrub_derived_rows(session: Session, comment: Comment, values: Sequence[str
         decision.explanation = (
             {} if comment.status == CommentStatus.DELETED else _scrub_explanation(decision.explanation, tokens, pattern)
         )
-        decision.note = _scrub_text(decision.note, pattern)
+        _scrub_free_text_of(decision, pattern)
     for action in session.scalars(select(ModerationAction).where(ModerationAction.comment_id == comment.id)):
-        action.note = _scrub_text(action.note, pattern)
+        _scrub_free_text_of(action, pattern)
     for delivery in session.scalars(select(CallbackDelivery).where(CallbackDelivery.comment_id == comment.id)):
         delivery.payload = _scrub_payload(delivery.payload)
-        delivery.last_error = _scrub_text(delivery.last_error, pattern)
+        _scrub_free_text_of(delivery, pattern)
+
+
+def _scrub_free_text_of(row: Decision | ModerationAction | CallbackDelivery, pattern: re.Pattern[str]) -> None:
+    for column in FREE_TEXT_COLUMNS:
+        if column.class_ is type(row):
+            setattr(row, column.key, _scrub_text(getattr(row, column.key), pattern))
+
+
+def scrub_free_text(session: Session, scrubbers: Mapping[int, Callable[[str], str]]) -> int:
+    """Rewrite the free text (``FREE_TEXT_COLUMNS``) of the rows derived from these comments, each comment's
+    rows with its own scrubber; how many texts changed.
+
+    For many comments at once (a batch of retention): one query per column, reading only the rows with text
+    there, through their comment_id index; a row is written only when its text changes, and only while it
+    still holds the text read (a callback's error its delivery rewrote meanwhile is not put back).
+    """
+    if not scrubbers:
+        return 0
+    changed = 0
+    for column in FREE_TEXT_COLUMNS:
+        entity = column.class_
+        found = session.execute(
+            select(entity.id, entity.comment_id, column).where(
+                entity.comment_id.in_(sorted(scrubbers)), column.is_not(None)
+            )
+        )
+        for row_id, comment_id, before in found.all():
+            after = scrubbers[comment_id](before)
+            if after != before:
+                session.execute(
+                    update(entity)
+                    .where(entity.id == row_id, column == before)
+                    .values({column.key: after})
+                    .execution_options(synchronize_session=False)
+                )
+                changed += 1
+    return changed
+
+
+def _scrubber(values: Sequence[str]) -> Callable[[str], str]:
+    """Replaces ``values`` (whole, ignoring case) by REDACTED."""
+    pattern = _pattern(values)
+    return lambda text: pattern.sub(REDACTED, text)
 
 
 def scrub_reasons(reasons: Iterable[str]) -> list[str]:
@@ -364,25 +424,32 @@ def _mend_out_of_step(session: Session, predicate: str, mend: Callable[[Comment]
 
 
 def _clear_network_batch(session: Session, cutoff: datetime, batch: int) -> int:
-    ids = list(
-        session.scalars(
-            select(Comment.id)
-            .where(
-                Comment.received_at < cutoff,
-                or_(*(column.is_not(None) for column in NETWORK_COLUMNS)),
-            )
-            .order_by(Comment.id)
-            .limit(batch)
+    """Up to ``batch`` comments received before ``cutoff`` that still hold IP or user agent: cleared, and their
+    values scrubbed from the free text derived from them, as an erasure scrubs them (afterwards nothing knows
+    them: the anonymization, or an erasure, finds them gone from the comment). One statement clears the batch,
+    one query per free-text column reads its notes and errors. Locked as the clearing UPDATE locks them (FOR NO
+    KEY UPDATE), from the read on, so that an edit meanwhile cannot bring a value that is cleared unscrubbed.
+    """
+    found = session.execute(
+        select(Comment.id, *NETWORK_PERSONAL_COLUMNS)
+        .where(
+            Comment.received_at < cutoff,
+            or_(*(column.is_not(None) for column in NETWORK_COLUMNS)),
         )
-    )
-    if ids:
+        .order_by(Comment.id)
+        .limit(batch)
+        .with_for_update(key_share=True)
+    ).all()
+    if found:
         session.execute(
             update(Comment)
-            .where(Comment.id.in_(ids))
+            .where(Comment.id.in_([row[0] for row in found]))
             .values({column.key: None for column in NETWORK_COLUMNS})
             .execution_options(synchronize_session=False)
         )
-    return len(ids)
+        values = {row[0]: _distinct(row[1:]) for row in found}
+        scrub_free_text(session, {comment_id: _scrubber(held) for comment_id, held in values.items() if held})
+    return len(found)
 
 
 def _anonymize_batch(session: Session, now: datetime, cutoff: datetime, batch: int) -> int:

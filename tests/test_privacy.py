@@ -27,6 +27,7 @@ from models.entities import (
     CommentStatus,
     Decision,
     ListEntry,
+    ModerationAction,
     Moderator,
     Site,
     TrainingLabel,
@@ -34,7 +35,7 @@ from models.entities import (
 from moderation.decisions import decide_comment
 from moderation.learning import moderator_examples
 from moderation.lists import add_entry
-from moderation.privacy import Erasure, apply_retention, erase_comments_of_site
+from moderation.privacy import Erasure, apply_retention, erase_author, erase_comments_of_site
 from moderation.review import APPROVE, REJECT, record_verdict
 from moderation.sites import create_site, get_site
 from server.cli import main
@@ -884,6 +885,92 @@ def test_retention_commits_batch_by_batch_within_a_time_budget(
     rest = apply_retention(sessions, datetime.now(UTC), 30, 365, batch=2)
     assert (rest.network_cleared, rest.closed_anonymized) == (3, 3)
     assert personal_values_left(engine, PERSONAL) == []
+
+
+def reject_with_note(client: FlaskClient, engine: Engine, comment_id: int, note: str) -> None:
+    answer = act(
+        client, comment_id, "reject", current_decision_id(engine, comment_id), reason="medical_advice", note=note
+    )
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+
+
+def notes_and_errors(engine: Engine, comment_id: int) -> list[str]:
+    """The free text about a comment: moderators' notes on its decisions and actions, its callbacks' errors."""
+    with engine.connect() as connection:
+        return [
+            text
+            for column in (Decision.note, ModerationAction.note, CallbackDelivery.last_error)
+            for text in connection.scalars(select(column).where(column.class_.comment_id == comment_id))
+            if text
+        ]
+
+
+def test_retention_anonymizes_the_ip_it_cleared_earlier_out_of_moderators_notes_too(
+    client: FlaskClient, secrets: dict[str, str], engine: Engine, active_model: TrainedModel
+) -> None:
+    """A cold review's test: the IP and user agent were cleared (RETAIN_PERSONAL_DAYS) by a statement that scrubbed
+    nothing, and the anonymization (RETAIN_CLOSED_DAYS), like any erasure, scrubs only the values still on the
+    comment: a moderator's note naming the IP kept it for ever."""
+    with make_session_factory(engine).begin() as session:
+        add_moderator(session, "ana@example.org")
+    assert sign_in(client, "ana@example.org").status_code in {200, 302}
+    comment_id = send(client, secrets[SITE], event("comment.created", "r-1", ADVICE, AUTHOR))["id"]
+    decide(engine, active_model, comment_id)
+    reject_with_note(client, engine, comment_id, f"same IP {AUTHOR['ip']} as the spammer last week")
+    age(engine, comment_id, 400)  # closed 400 days ago: due for anonymization with the defaults
+
+    done = apply_retention(make_session_factory(engine), datetime.now(UTC), personal_days=30, closed_days=365)
+
+    assert (done.network_cleared, done.closed_anonymized) == (1, 1)
+    with engine.connect() as connection:
+        assert connection.scalar(select(Comment.erased_at).where(Comment.id == comment_id)) is not None
+    # Anonymized "as by an erasure": the IP is gone from the notes, as an erasure takes it.
+    assert [n for n in notes_and_errors(engine, comment_id) if AUTHOR["ip"] in n] == []
+
+
+def test_retention_clearing_the_ip_and_user_agent_scrubs_them_from_notes_and_errors_before_any_erasure(
+    client: FlaskClient, secrets: dict[str, str], engine: Engine, active_model: TrainedModel
+) -> None:
+    """A cold review's test: once retention had cleared the IP, a later erasure no longer knew it, and the notes
+    naming it kept it. Clearing them now scrubs them where an erasure would, in the same transaction."""
+    with make_session_factory(engine).begin() as session:
+        add_moderator(session, "ana@example.org")
+    assert sign_in(client, "ana@example.org").status_code in {200, 302}
+    comment_id = send(client, secrets[SITE], event("comment.created", "r-2", ADVICE, AUTHOR))["id"]
+    kept_id = send(client, secrets[SITE], event("comment.created", "r-3", ADVICE, OTHER_AUTHOR))["id"]
+    for one in (comment_id, kept_id):
+        decide(engine, active_model, one)
+        reject_with_note(client, engine, one, f"same IP {AUTHOR['ip']} as {AUTHOR['user_agent']} last week")
+    with engine.begin() as connection:  # a site's error page echoing the request's author
+        connection.execute(
+            update(CallbackDelivery)
+            .where(CallbackDelivery.comment_id.in_([comment_id, kept_id]))
+            .values(last_error=f"HTTP 500: no such author {AUTHOR['ip']}")
+        )
+    age(engine, comment_id, 40)  # the other one is recent: its author's IP stays, and so does the note about it
+
+    done = apply_retention(make_session_factory(engine), datetime.now(UTC), personal_days=30, closed_days=365)
+
+    assert (done.network_cleared, done.closed_anonymized) == (1, 0)
+    # The verdict's note (on its decision and its action) and both callbacks' errors (the model's, the verdict's).
+    assert sorted(notes_and_errors(engine, comment_id)) == [
+        "HTTP 500: no such author [erased]",
+        "HTTP 500: no such author [erased]",
+        "same IP [erased] as [erased] last week",
+        "same IP [erased] as [erased] last week",
+    ]
+    assert personal_values_left(engine, [AUTHOR["user_agent"]]) == [
+        f"decisions.note: {AUTHOR['user_agent'].casefold()}",  # the other comment's: its own author's untouched
+        f"moderation_actions.note: {AUTHOR['user_agent'].casefold()}",
+    ]
+    with engine.connect() as connection:
+        assert connection.scalar(select(Comment.author_email).where(Comment.id == comment_id)) == AUTHOR["email"]
+
+    with make_session_factory(engine).begin() as session:
+        site = get_site(session, SITE)
+        assert site is not None
+        assert erase_author(session, site, AUTHOR["email"], datetime.now(UTC)).comments == 1
+    assert [t for t in notes_and_errors(engine, comment_id) if AUTHOR["ip"] in t] == []
 
 
 def test_beat_runs_retention_with_the_configured_limits(settings: Settings) -> None:
