@@ -13,7 +13,7 @@ again). The service keeps them on ``comments`` only, but they leak into other pl
 The free text among those (``FREE_TEXT_COLUMNS``: notes, errors) can hold any value, and only the values on the
 comment are known: so whatever takes a value off a comment scrubs it from that text at once, in the same
 transaction. Erasure does; so does retention when it clears IP and user agent (the anonymization that follows,
-or an erasure, no longer knows them).
+or an erasure, no longer knows them), and so does an edit that replaces a value (``scrub_replaced_values``).
 A decision's ``signals`` hold counts, flags and the script only (``moderation.decisions.recorded_signals``
 turns text into how many), so nothing there needs erasing.
 Training labels hold only the text and the labels; webhook receipts, the outbox and logs hold ids only.
@@ -66,7 +66,7 @@ IDENTITY_COLUMNS = tuple(c for c in PERSONAL_COLUMNS if c.key not in {n.key for 
 NETWORK_PERSONAL_COLUMNS = tuple(c for c in PERSONAL_COLUMNS if c.key in {n.key for n in NETWORK_COLUMNS})
 # Free text of rows derived from a comment (each has ``id`` and ``comment_id``), which can hold any of the author's
 # values: moderators' notes on decisions and on audit actions, a callback's stored error text. Every value taken
-# off a comment is replaced by REDACTED here, by erasure and by retention alike.
+# off a comment is replaced by REDACTED here, by erasure, retention and edits alike.
 FREE_TEXT_COLUMNS: tuple[InstrumentedAttribute[str | None], ...] = (
     Decision.note,
     ModerationAction.note,
@@ -277,10 +277,24 @@ def scrub_free_text(session: Session, scrubbers: Mapping[int, Callable[[str], st
     return changed
 
 
-def _scrubber(values: Sequence[str]) -> Callable[[str], str]:
-    """Replaces ``values`` (whole, ignoring case) by REDACTED."""
-    pattern = _pattern(values)
-    return lambda text: pattern.sub(REDACTED, text)
+def scrub_replaced_values(session: Session, comment: Comment, earlier: Sequence[str]) -> None:
+    """After an edit replaced the author's values (``earlier``: ``personal_values`` before it): those no longer
+    on the comment are scrubbed from the free text derived from it, as an erasure would have scrubbed them; once
+    off the comment, no erasure or retention would know them. The values still on it stay, also where a
+    replaced one is part of one ("Zeb" of "Zeb Quack"), for an erasure to find whole."""
+    current = personal_values(comment)
+    still = {value.casefold() for value in current}
+    gone = [value for value in earlier if value.casefold() not in still]
+    if gone:
+        scrub_free_text(session, {comment.id: _scrubber(gone, keep=current)})
+
+
+def _scrubber(values: Sequence[str], keep: Sequence[str] = ()) -> Callable[[str], str]:
+    """Replaces ``values`` (whole, ignoring case) by REDACTED, leaving ``keep`` as it is, also where a value is
+    part of it."""
+    pattern = _pattern([*values, *keep])
+    kept = {value.casefold() for value in keep}
+    return lambda text: pattern.sub(lambda m: m.group(0) if m.group(0).casefold() in kept else REDACTED, text)
 
 
 def scrub_reasons(reasons: Iterable[str]) -> list[str]:
@@ -303,7 +317,8 @@ def _scrub_payload(payload: dict[str, Any]) -> dict[str, Any]:
 def _pattern(values: Sequence[str]) -> re.Pattern[str]:
     if not values:
         return NOTHING
-    alternatives = "|".join(re.escape(v) for v in values)
+    # The longest first: of values sharing a start ("Zeb", "Zeb Quack"), the whole one is matched.
+    alternatives = "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 

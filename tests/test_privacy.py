@@ -348,6 +348,33 @@ def test_erasure_drops_the_words_of_a_name_an_edit_already_cleared(
     assert explanation == {"spam": [], "medical_advice": []}
 
 
+def test_an_edit_replacing_the_authors_values_scrubs_the_replaced_ones_from_notes_as_an_erasure_would(
+    client: FlaskClient, secrets: dict[str, str], engine: Engine, active_model: TrainedModel
+) -> None:
+    """A cold review's note: an erasure scrubs the values on the comment, so a name or e-mail an edit replaced
+    stayed for ever in the notes written before. The edit scrubs them now; a value still on the comment stays,
+    also where a replaced one is part of it, for the erasure to find whole."""
+    with make_session_factory(engine).begin() as session:
+        add_moderator(session, "ana@example.org")
+    assert sign_in(client, "ana@example.org").status_code in {200, 302}
+    before = {**AUTHOR, "name": "Zebulon"}
+    comment_id = send(client, secrets[SITE], event("comment.created", "p-moved", ADVICE, before))["id"]
+    decide(engine, active_model, comment_id)
+    note = f"Zebulon Quackenbush, or Zebulon ({AUTHOR['email']}), again"
+    answer = act(client, comment_id, "reject", current_decision_id(engine, comment_id), reason="other", note=note)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    after = {**AUTHOR, "email": "zq@elsewhere.example"}  # a longer name, another address
+
+    send(client, secrets[SITE], event("comment.updated", "p-moved", ADVICE, after, updated_at="2026-11-26T11:00:00Z"))
+
+    with engine.connect() as connection:
+        notes = set(connection.scalars(select(Decision.note).where(Decision.note.is_not(None))))
+        notes |= set(connection.scalars(select(ModerationAction.note).where(ModerationAction.note.is_not(None))))
+    assert notes == {"Zebulon Quackenbush, or [erased] ([erased]), again"}
+    assert erase_via_api(client, secrets[SITE], SITE, after["email"]).get_json()["comments_erased"] == 1
+    assert personal_values_left(engine, [*PERSONAL, after["email"]]) == []
+
+
 def test_erasure_matches_non_ascii_capitals_and_removes_the_sites_list_entries_of_the_email_only(
     client: FlaskClient, secrets: dict[str, str], engine: Engine
 ) -> None:
