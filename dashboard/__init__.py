@@ -55,7 +55,9 @@ def init_app(app: Flask) -> None:
     for name in CSRF_EXEMPT_BLUEPRINTS:
         if name in app.blueprints:
             csrf.exempt(app.blueprints[name])
-    app.extensions["login_limits"] = LoginLimits(settings.broker_url, settings.login_rate_limit)
+    app.extensions["login_limits"] = LoginLimits(
+        settings.broker_url, settings.login_rate_limit, app.config["SECRET_KEY"]
+    )
     app.jinja_env.filters["highlight"] = highlight
     app.jinja_env.filters["driver_words"] = driver_words
     app.jinja_env.filters["score_drivers"] = score_drivers

@@ -43,7 +43,7 @@ from dashboard.blueprint import bp
 from dashboard.context import db, wants_json
 from models.entities import Moderator, author_network
 from moderation.accounts import authenticate
-from moderation.ratelimits import SharedLimits
+from moderation.ratelimits import SharedLimits, pseudonym
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,17 +66,21 @@ class LoginLimits:
 
     A browser that signed in as the e-mail before is counted by itself instead: anyone may fail on an
     admin's address until its count is full, but that only locks out browsers the admin never used.
+
+    Each is named in Redis by a keyed hash (``moderation.ratelimits.pseudonym``), never by the address, the
+    e-mail or the device id: Redis's append-only file keeps key names long after they expire.
     """
 
-    def __init__(self, redis_url: str, limit: str) -> None:
+    def __init__(self, redis_url: str, limit: str, secret_key: str | bytes) -> None:
         self._items = parse_many(limit)  # a bad setting stops the start; "10/minute;50/hour" is two limits
         self._counts = SharedLimits(redis_url, "dashboard-login", "moving-window")
+        self._secret_key = secret_key
 
     def count_attempt(self, client_ip: str, email: str, device: str | None = None) -> None:
         """Count a sign-in attempt; 429 (with the seconds to wait) once a count is over the limit."""
         keys = [("device", device)] if device else [("ip", client_network(client_ip)), ("email", email)]
-        for key in keys:
-            wait = self._counts.over_limit(self._items, *key)
+        for scope, value in keys:
+            wait = self._counts.over_limit(self._items, scope, pseudonym(self._secret_key, value))
             if wait is not None:
                 raise TooManyRequests(retry_after=wait)
 

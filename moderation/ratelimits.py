@@ -3,10 +3,16 @@
 Used by intake (per site, per author IP) and by the dashboard's sign-in (per client IP, per e-mail). With
 Redis unreachable the counts move to this process's memory for a few seconds at a time, until Redis answers
 again: a limit keeps working per process, and nothing waits on a Redis that hangs.
+
+A counter's key names a person (an IP address, a network, an e-mail) by ``pseudonym`` only: Redis keeps the
+names of expired keys on disk in its append-only file (the bundled Redis and compose's run with appendonly) until
+it rewrites that file, long after the window, beyond retention and any erasure.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import math
 import time
@@ -23,6 +29,9 @@ log = logging.getLogger(__name__)
 REDIS_OPTIONS = {"socket_connect_timeout": 0.2, "socket_timeout": 0.2}
 # After Redis fails, this process counts in memory for this long before it asks Redis again.
 REDIS_RETRY_SECONDS = 5.0
+
+# How long a pseudonym is: 16 bytes of HMAC-SHA256, in hex. Collisions between the values counted are out of reach.
+PSEUDONYM_BYTES = 16
 
 Strategy = Literal["fixed-window", "moving-window"]
 _STRATEGIES: dict[str, type[FixedWindowRateLimiter] | type[MovingWindowRateLimiter]] = {
@@ -62,6 +71,16 @@ class SharedLimits:
                 log.warning("rate-limit store unreachable; counting in this process for now", exc_info=True)
                 self._shared_down_until = time.monotonic() + REDIS_RETRY_SECONDS
         return self._local, self._local.hit(item, self._namespace, *key)
+
+
+def pseudonym(secret_key: str | bytes, value: str) -> str:
+    """The name a counter gives ``value`` (an IP address, a network, an e-mail) in Redis: HMAC-SHA256 keyed with
+    the app's SECRET_KEY, truncated to ``PSEUDONYM_BYTES``. Every web process has the same SECRET_KEY, so all
+    count one value under one name; without the key, the name confirms no guess of the value (a plain hash of
+    an IPv4 address would be reversed by trying all 2**32)."""
+    key = secret_key.encode() if isinstance(secret_key, str) else secret_key
+    digest = hmac.new(key, f"rate-limit:{value}".encode(), hashlib.sha256).digest()
+    return digest[:PSEUDONYM_BYTES].hex()
 
 
 def _retry_after(limiter: RateLimiter, item: RateLimitItem, key: tuple[str, ...]) -> int:

@@ -132,7 +132,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     celery = build_celery(settings)
     app.extensions["celery"] = celery
     app.extensions["moderation"] = celery.runtime
-    IntakeLimits(settings.broker_url, settings.rate_limit_per_site, settings.rate_limit_per_author_ip).init_app(app)
+    IntakeLimits(
+        settings.broker_url, settings.rate_limit_per_site, settings.rate_limit_per_author_ip, app.config["SECRET_KEY"]
+    ).init_app(app)
     app.extensions["site_keys"] = SiteKeyCache(settings.site_cache_seconds)
     app.extensions["api_request_ids"] = UsedRequestIds(settings.broker_url)
 
