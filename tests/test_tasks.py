@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, delete, event, select
@@ -718,22 +719,24 @@ def test_a_message_delivered_again_after_its_worker_was_lost_is_counted_and_runs
     task = celery.tasks[CLASSIFY_TASK]
     with caplog.at_level(logging.WARNING, logger="workers.tasks"):
         for counted in range(1, TRIES_BEFORE_HOLDING + 1):
-            task.push_request(delivery_info={"redelivered": True})
-            try:
-                with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
-                    task.run(bad, 0)
-            finally:
-                task.pop_request()
+            with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
+                run_delivered_again(task, bad)
             assert tries(sessions, bad) == [counted]
     # In a batch the waiting healthy comment would have joined, the batch would have failed first, and said so.
     assert [r.message for r in caplog.records if r.name == "workers.tasks"] == []
     assert comment_status(sessions, healthy) == "pending"
-    task.push_request(delivery_info={"redelivered": True})
+    assert run_delivered_again(task, bad) == "hold"
+    assert current_decision_reasons(sessions, bad) == ["not_classified"]
+
+
+def run_delivered_again(task: Task, comment_id: int, retries: int = 0) -> object:
+    """One run of the classify message for ``comment_id`` as a worker gets it back after the one running it
+    was lost (``retries``: how often it had been retried before)."""
+    task.push_request(delivery_info={"redelivered": True}, retries=retries)
     try:
-        assert task.run(bad, 0) == "hold"
+        return task.run(comment_id, 0)
     finally:
         task.pop_request()
-    assert current_decision_reasons(sessions, bad) == ["not_classified"]
 
 
 def test_a_retried_message_delivered_again_after_its_worker_was_lost_is_counted(
@@ -745,18 +748,10 @@ def test_a_retried_message_delivered_again_after_its_worker_was_lost_is_counted(
     bad = broken_site_comment(sessions)
     task = celery.tasks[CLASSIFY_TASK]
     for counted in range(1, TRIES_BEFORE_HOLDING + 1):
-        task.push_request(delivery_info={"redelivered": True}, retries=1)
-        try:
-            with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
-                task.run(bad, 0)
-        finally:
-            task.pop_request()
+        with pytest.raises(ValueError, match="advice_hold must be between 0 and 1"):
+            run_delivered_again(task, bad, retries=1)
         assert tries(sessions, bad) == [counted]
-    task.push_request(delivery_info={"redelivered": True}, retries=1)
-    try:
-        assert task.run(bad, 0) == "hold"
-    finally:
-        task.pop_request()
+    assert run_delivered_again(task, bad, retries=1) == "hold"
     assert current_decision_reasons(sessions, bad) == ["not_classified"]
 
 
