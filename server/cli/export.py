@@ -6,7 +6,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import click
 
@@ -33,17 +33,10 @@ class _SinceDate(click.DateTime):
             self.fail(f"{value!r} is not a UTC date or time: {SINCE_FORMS_IN_WORDS}", param, ctx)
 
 
-def _open_for_writing(path: Path) -> TextIO:
-    try:
-        return path.open("w", encoding="utf-8", newline="")
-    except OSError as error:
-        raise click.ClickException(f"cannot write {path}: {error.strerror or error}") from None
-
-
 @contextlib.contextmanager
 def _write_failure_said(path: Path | None) -> Iterator[None]:
-    """A file that cannot be written to its end (a full disk, a quota, a mount gone) is one line, as one that
-    cannot be opened; stdout's failures (a closed pipe) are the command line's, as for every command."""
+    """A file that cannot be opened, or written to its end (a full disk, a quota, a mount gone), is one line;
+    stdout's failures (a closed pipe) are the command line's, as for every command."""
     try:
         yield
     except OSError as error:
@@ -87,6 +80,6 @@ def export(
         query = ExportQuery(site_id, since.replace(tzinfo=UTC) if since else None, with_body=body)
         # Closing the file writes the last of it, so a full disk can show there too: said the same way.
         with _write_failure_said(output), contextlib.ExitStack() as files:
-            out = files.enter_context(_open_for_writing(output)) if output else sys.stdout
+            out = files.enter_context(output.open("w", encoding="utf-8", newline="")) if output else sys.stdout
             written = write_export(session, query, out, fmt, progress=sys.stderr if progress else None)
     click.echo(f"exported {written} row(s)", err=True)
