@@ -295,6 +295,7 @@ def record_attempts(
     With ``lease`` (the claim's lease end), a row is only written while it still carries that lease: once
     another task has claimed it again, that task's result is the one that counts.
     """
+    _lock_sites_gone(session, attempts)
     locked = locked_deliveries(session, [a.delivery_id for a in attempts]) if attempts else {}
     statuses: dict[int, str | None] = {}
     for attempt in attempts:
@@ -320,6 +321,19 @@ def record_attempts(
             )
         statuses[attempt.delivery_id] = delivery.status
     return statuses
+
+
+def _lock_sites_gone(session: Session, attempts: list[AttemptOutcome]) -> None:
+    """Lock the sites that answered 410 (FOR NO KEY UPDATE, as ``record_failed`` does), before their callbacks'
+    rows: the site first and then its callbacks, as an admin's replay, pause or new URL takes them. Locked the
+    other way round, a replay of the same callback arriving in between deadlocks with this."""
+    gone = [attempt.delivery_id for attempt in attempts if attempt.status_code == 410]
+    if not gone:
+        return
+    site_ids = select(CallbackDelivery.site_id).where(CallbackDelivery.id.in_(gone))
+    session.execute(
+        select(Site.id).where(Site.id.in_(site_ids)).order_by(Site.id).with_for_update(key_share=True)
+    ).all()
 
 
 def _still_leased(delivery: CallbackDelivery, lease: datetime) -> bool:

@@ -525,6 +525,46 @@ def test_a_replay_that_read_the_site_before_a_pause_does_not_undo_it(
         assert callbacks.due_deliveries(session, NOW + timedelta(days=1)) == []
 
 
+def test_a_replay_while_a_worker_records_a_410_for_that_callback_is_not_a_deadlock(
+    sessions: sessionmaker[Session], delivery_id: int
+) -> None:
+    """Lock order: the site, then its callbacks. A worker recording a 410 locked the callback's row first and then
+    the site's; an admin's replay of that callback (a dead-letters page loaded before it was sent again) locks the
+    site and then the callback. Between the two, PostgreSQL found a deadlock and aborted one of them. Now the worker
+    locks the site first, so the one that comes second waits.
+
+    The replay's first statement is run here by hand, so that the worker's record starts while the replay holds
+    the site; the replay's own call then needs the callback's row."""
+    if sessions.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("SQLite has no row locks")
+    sent = claim(sessions, delivery_id, NOW)
+    assert sent is not None
+    gone = callbacks.AttemptOutcome(delivery_id, 410, False, "Gone", url=sent.site.callback_url)
+    outcome: dict[str, object] = {}
+
+    def record_the_410() -> None:
+        try:
+            with sessions.begin() as worker:
+                outcome["worker"] = callbacks.record_attempts(worker, [gone], NOW, POLICY, lease=sent.lease_until)
+        except Exception as error:
+            outcome["worker"] = f"error: {type(error).__name__}"
+
+    recording = threading.Thread(target=record_the_410)
+    admin = sessions()
+    try:
+        admin.get_one(Site, sent.site_id, with_for_update=True)  # replay's first statement
+        recording.start()
+        time.sleep(0.5)  # the worker waits: before, for the site, holding the callback's row
+        with pytest.raises(callbacks.ReplayError, match="is being sent right now"):
+            callbacks.replay(admin, delivery_id, NOW)  # the callback is on the wire, so refused; not a deadlock
+        admin.rollback()
+        recording.join(30)
+    finally:
+        admin.close()
+    assert outcome == {"worker": {delivery_id: DeliveryStatus.DISABLED}}
+    assert load(sessions, delivery_id).status == DeliveryStatus.DISABLED
+
+
 def test_a_410_for_a_callback_sent_before_a_pause_keeps_the_pause_and_its_time(
     sessions: sessionmaker[Session], delivery_id: int
 ) -> None:
