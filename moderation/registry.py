@@ -174,8 +174,8 @@ def check_intact(row: ModelVersion, model_dir: Path | None) -> Path:
     was saved would leave every process without a model. The full load is left to the processes that use it
     (it costs seconds; the checksum already proves the file is byte for byte the one that was saved).
     """
-    path = locate_artifact(row.path, model_dir)
-    with unreadable_as_registry_error(row.version):
+    with unreadable_as_registry_error(row.version):  # finding the file can fail so too: stat() on a stale handle
+        path = locate_artifact(row.path, model_dir)
         verify_checksum(path, row.sha256)
     return path
 

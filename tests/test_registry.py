@@ -285,6 +285,30 @@ def test_rollback_and_activate_refuse_a_version_whose_file_is_corrupt(engine: En
     assert store.current().version == "v2"
 
 
+def test_rollback_and_activate_refuse_a_version_whose_file_cannot_even_be_looked_up(
+    engine: Engine, two_versions: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a shared MODEL_DIR, stat() itself can fail (an NFS stale handle, EIO, EACCES on the folder): pathlib's
+    is_file() lets those through. Looking for the file escaped as an OSError (a traceback from the command, a
+    500 from the models page); it is refused as a file that cannot be read is. (No NFS here: the error is
+    simulated.)"""
+    looked_up = Path.is_file
+
+    def stale(path: Path) -> bool:
+        if path.name == "model-v1.skops":
+            raise OSError(errno.ESTALE, "Stale file handle", str(path))
+        return looked_up(path)
+
+    monkeypatch.setattr(Path, "is_file", stale)
+    with make_session_factory(engine).begin() as session, pytest.raises(registry.RegistryError) as refused:
+        registry.rollback(session, model_dir=two_versions)
+    assert str(refused.value).startswith("cannot roll back to model version v1: model file of version v1 cannot")
+    assert "Stale file handle" in str(refused.value) and str(refused.value).endswith("; model v2 stays active")
+    with make_session_factory(engine).begin() as session, pytest.raises(registry.RegistryError, match="Stale file"):
+        registry.activate(session, "v1", model_dir=two_versions)
+    assert active(engine) == ["v2"]
+
+
 def test_rollback_to_an_intact_file_found_in_model_dir(engine: Engine, two_versions: Path, tmp_path: Path) -> None:
     moved = tmp_path / "mounted-elsewhere"
     shutil.move(two_versions, moved)
