@@ -442,11 +442,13 @@ def _clear_network_batch(session: Session, cutoff: datetime, batch: int) -> int:
     """Up to ``batch`` comments received before ``cutoff`` that still hold IP or user agent: cleared, and their
     values scrubbed from the free text derived from them, as an erasure scrubs them (afterwards nothing knows
     them: the anonymization, or an erasure, finds them gone from the comment). One statement clears the batch,
-    one query per free-text column reads its notes and errors. Locked as the clearing UPDATE locks them (FOR NO
-    KEY UPDATE), from the read on, so that an edit meanwhile cannot bring a value that is cleared unscrubbed.
+    one query per free-text column reads its notes and errors. The author's name, e-mail and URL stay whole where
+    one holds a cleared value (a URL on the author's own IP), for the anonymization or an erasure to find. Locked
+    as the clearing UPDATE locks them (FOR NO KEY UPDATE), from the read on, so that an edit meanwhile cannot
+    bring a value that is cleared unscrubbed.
     """
     found = session.execute(
-        select(Comment.id, *NETWORK_PERSONAL_COLUMNS)
+        select(Comment.id, *NETWORK_PERSONAL_COLUMNS, *IDENTITY_COLUMNS)
         .where(
             Comment.received_at < cutoff,
             or_(*(column.is_not(None) for column in NETWORK_COLUMNS)),
@@ -462,9 +464,17 @@ def _clear_network_batch(session: Session, cutoff: datetime, batch: int) -> int:
             .values({column.key: None for column in NETWORK_COLUMNS})
             .execution_options(synchronize_session=False)
         )
-        values = {row[0]: _distinct(row[1:]) for row in found}
-        scrub_free_text(session, {comment_id: _scrubber(held) for comment_id, held in values.items() if held})
+        scrubbers = {
+            row.id: _scrubber(held, keep=_distinct(_row_values(row, IDENTITY_COLUMNS)))
+            for row in found
+            if (held := _distinct(_row_values(row, NETWORK_PERSONAL_COLUMNS)))
+        }
+        scrub_free_text(session, scrubbers)
     return len(found)
+
+
+def _row_values(row: object, columns: Iterable[InstrumentedAttribute[str | None]]) -> list[str | None]:
+    return [getattr(row, column.key) for column in columns]
 
 
 def _anonymize_batch(session: Session, now: datetime, cutoff: datetime, batch: int) -> int:

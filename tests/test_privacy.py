@@ -1000,6 +1000,32 @@ def test_retention_clearing_the_ip_and_user_agent_scrubs_them_from_notes_and_err
     assert [t for t in notes_and_errors(engine, comment_id) if AUTHOR["ip"] in t] == []
 
 
+def test_retention_leaves_whole_a_value_still_on_the_comment_that_holds_the_ip_for_a_later_erasure(
+    client: FlaskClient, secrets: dict[str, str], engine: Engine, active_model: TrainedModel
+) -> None:
+    """A cold review's test: an author's website on their own IP. Clearing the IP scrubbed it out of the middle of
+    the URL a note named ("http://[erased]/zebulon-quackenbush"); the erasure after it, looking for the URL whole,
+    no longer found it, and the rest of the URL stayed for ever. The URL is kept whole now, as an edit keeps it,
+    for the erasure to take."""
+    author = {**AUTHOR, "url": f"http://{AUTHOR['ip']}/zebulon-quackenbush"}
+    with make_session_factory(engine).begin() as session:
+        add_moderator(session, "ana@example.org")
+    assert sign_in(client, "ana@example.org").status_code in {200, 302}
+    comment_id = send(client, secrets[SITE], event("comment.created", "r-4", ADVICE, author))["id"]
+    decide(engine, active_model, comment_id)
+    reject_with_note(client, engine, comment_id, f"also posts as {author['url']} from {AUTHOR['ip']}")
+    age(engine, comment_id, 40)
+
+    assert apply_retention(make_session_factory(engine), datetime.now(UTC), 30, 365).network_cleared == 1
+    assert notes_and_errors(engine, comment_id) == [f"also posts as {author['url']} from [erased]"] * 2
+
+    with make_session_factory(engine).begin() as session:
+        site = get_site(session, SITE)
+        assert site is not None
+        assert erase_author(session, site, AUTHOR["email"], datetime.now(UTC)).comments == 1
+    assert notes_and_errors(engine, comment_id) == ["also posts as [erased] from [erased]"] * 2
+
+
 def test_beat_runs_retention_with_the_configured_limits(settings: Settings) -> None:
     configured = settings.model_copy(update={"retain_personal_days": 7, "retain_closed_days": 0})
     schedule = build_celery(configured).conf.beat_schedule
