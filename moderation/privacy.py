@@ -53,6 +53,7 @@ from models.entities import (
 from moderation.features import NAME_WORD_PREFIX
 from moderation.intake import body_fingerprint
 from moderation.lists import BLOCKED_AUTHOR
+from moderation.sites import SiteKeys
 
 REDACTED = "[erased]"
 BATCH = 200
@@ -95,7 +96,7 @@ class Retention:
     search_mended: int = 0  # comments whose search columns had fallen out of step with what they copy
 
 
-def erase_author(session: Session, site: Site, email: str, now: datetime) -> Erasure:
+def erase_author(session: Session, site: Site | SiteKeys, email: str, now: datetime) -> Erasure:
     """Remove everything personal about the author with this e-mail on this site; the counts say how much."""
     address = email.strip().casefold()
     if not address:
@@ -114,7 +115,9 @@ def erase_author(session: Session, site: Site, email: str, now: datetime) -> Era
     return Erasure(erased, int(removed.rowcount), tuple(kept))  # type: ignore[attr-defined]
 
 
-def erase_comments_of_site(session: Session, site: Site, external_ids: Iterable[str], now: datetime) -> Erasure:
+def erase_comments_of_site(
+    session: Session, site: Site | SiteKeys, external_ids: Iterable[str], now: datetime
+) -> Erasure:
     """Remove everything personal from these comments of the site (its own comment ids, as sent at intake).
 
     The way to reach comments the site sent without an e-mail, which ``erase_author`` cannot match. Only

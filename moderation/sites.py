@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import math
 import re
 import secrets
 import socket
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
@@ -61,37 +63,123 @@ class SiteKeys:
         return usable_secrets(self.secrets, now)
 
 
+@dataclass(slots=True)
+class _Entry:
+    read_at: float  # monotonic time the read began
+    keys: SiteKeys
+
+
 class SiteKeyCache:
-    """Sites' keys held in the web process for ``ttl`` seconds: intake verifies without a database read.
+    """Sites' keys held in the web process for ``ttl`` seconds: a signed request is verified without a
+    database read, and a refused one costs none either, whoever sends it.
 
     Expiry dates are checked on every request, so a rotation's overlap ends on time. What a cached entry
     can miss for up to ``ttl`` seconds is a change made since it was read: a secret retired at once
-    (rotation without overlap) or a deleted site. A new secret is never missed: the caller asks again with
-    ``fresh=True`` when the cached secrets do not verify. ``ttl`` 0 reads the database every time.
+    (rotation without overlap) or a deleted site.
+
+    A new secret is missed for at most ``REREAD_SECONDS``: when the cached secrets do not verify a
+    request, the caller asks ``reread``, which reads the site again unless it was read less than
+    ``REREAD_SECONDS`` ago (then the keys that read found are the answer). In the worst case a site that
+    signs with its new secret within ``REREAD_SECONDS`` of the rotation, just after something else had its
+    keys read again, gets one 401; its retry, sent later than that, is accepted.
+
+    A name no site has is remembered as absent for ``ttl`` seconds, so a site added since (``moderation
+    sites add`` in another process) is found once ``ttl`` has passed; a name never asked for is looked up
+    at once. That memory holds ``MAX_UNKNOWN_NAMES`` names: more unknown names than that within ``ttl``
+    is a stranger making names up, and while it lasts every site's name is read (at most once per
+    ``ttl``) and answers for names not cached, so a new name each time reads nothing more either.
+
+    ``ttl`` 0 reads the site on every request (and a new site is found at once); a refused request still
+    reads it only that once. Thread-safe: gunicorn's threads share one cache.
     """
 
     MAX_SITES = 1000  # names are only cached once found, so strangers cannot grow this
+    # Senders retry a refused delivery after seconds (Standard Webhooks' schedule starts at 5 s), so a
+    # site refused once after a rotation is accepted on its first retry; an attacker sending bad
+    # signatures for a site's name costs one read a second per process.
+    REREAD_SECONDS = 1.0
+    # A site sending for a name not registered yet, a typo: a few. Past this many within ttl, unknown names
+    # cost one read per ttl in all (the names of every site), whoever makes them up.
+    MAX_UNKNOWN_NAMES = 100
 
     def __init__(self, ttl: float) -> None:
         self._ttl = ttl
-        self._entries: dict[str, tuple[float, SiteKeys]] = {}
+        self._entries: dict[str, _Entry] = {}
+        self._absent: OrderedDict[str, float] = OrderedDict()  # name -> when it was found absent, oldest first
+        self._names: frozenset[str] = frozenset()  # every site's name, as read at _names_read_at
+        self._names_read_at = -math.inf
         self._lock = threading.Lock()
 
-    def get(self, session: Session, name: str, *, fresh: bool = False) -> SiteKeys | None:
+    def get(self, session: Session, name: str) -> SiteKeys | None:
+        """The site's keys: cached ones younger than ``ttl``, else read (None for a name no site has)."""
         now = time.monotonic()
-        entry = None if fresh else self._entries.get(name)
-        if entry is not None and now - entry[0] < self._ttl:
-            return entry[1]
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is not None and now - entry.read_at < self._ttl:
+                return entry.keys
+            if entry is None and self._known_absent(name, now):
+                return None
+            flooded = entry is None and len(self._absent) >= self.MAX_UNKNOWN_NAMES
+            names = self._names if now - self._names_read_at < self._ttl else None
+        if flooded and name not in (names if names is not None else self._read_names(session, now)):
+            return None
+        return self._read(session, name, now)
+
+    def reread(self, session: Session, name: str) -> SiteKeys | None:
+        """The site's keys read again because the ones ``get`` gave did not verify a request, unless they
+        were read less than ``REREAD_SECONDS`` ago: then those (as new as any this process has)."""
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is not None and now - entry.read_at < self.REREAD_SECONDS:
+                return entry.keys
+            # Claimed: threads refused while this read runs take the keys held, not a read each.
+            claimed_from = entry.read_at if entry is not None else None
+            if entry is not None:
+                entry.read_at = now
+        try:
+            return self._read(session, name, now)
+        except BaseException:
+            with self._lock:
+                if entry is not None and claimed_from is not None and entry.read_at == now:
+                    entry.read_at = claimed_from  # not read after all: the keys are as old as they were
+            raise
+
+    def _known_absent(self, name: str, now: float) -> bool:
+        while self._absent and now - next(iter(self._absent.values())) >= self._ttl:
+            self._absent.popitem(last=False)
+        found_absent_at = self._absent.get(name)
+        return found_absent_at is not None and now - found_absent_at < self._ttl
+
+    def _read_names(self, session: Session, now: float) -> frozenset[str]:
+        names = frozenset(session.scalars(select(Site.name)))
+        with self._lock:
+            if now >= self._names_read_at:
+                self._names, self._names_read_at = names, now
+        return names
+
+    def _read(self, session: Session, name: str, now: float) -> SiteKeys | None:
         site = get_site(session, name)
         keys = SiteKeys.of(site) if site is not None else None
         with self._lock:
-            if keys is None or self._ttl <= 0:
-                self._entries.pop(name, None)
+            current = self._entries.get(name)
+            if current is not None and current.read_at > now:
+                return current.keys  # a later read has been kept meanwhile: it is the newer
+            if keys is None:
+                self._remember_absent(name, now)
             else:
+                self._absent.pop(name, None)
                 if len(self._entries) >= self.MAX_SITES and name not in self._entries:
                     self._entries.clear()
-                self._entries[name] = (now, keys)
+                self._entries[name] = _Entry(now, keys)
         return keys
+
+    def _remember_absent(self, name: str, now: float) -> None:
+        self._entries.pop(name, None)
+        self._names -= {name}  # deleted since the names were read: not read again on every request
+        if self._ttl > 0 and (name in self._absent or len(self._absent) < self.MAX_UNKNOWN_NAMES):
+            self._absent[name] = now
+            self._absent.move_to_end(name)
 
 
 def require_site(session: Session, name: str) -> Site:

@@ -14,7 +14,7 @@ from typing import Any, cast
 import jsonschema
 import pytest
 import redis
-from flask import g
+from flask import Flask, g
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 from sqlalchemy import Engine, select, text
@@ -26,12 +26,13 @@ from models.entities import Comment, Decision, Site
 from models.migrate import upgrade_database
 from moderation.callbacks import decision_payload
 from moderation.reasons import REASON_LABELS, REJECT_REASONS, Reason
-from moderation.sites import create_site
+from moderation.sites import SiteKeyCache, create_site
 from server.factory import create_app
 from server.settings import Settings
 from tests.conftest import SiteCredentials, fast_settings
 from tests.support.services import POSTGRES_ADMIN_URL, postgres_reachable
 from tests.support.signing import comment_event, encode, signed_headers, without_server_time
+from tests.support.site_reads import frozen_cache_clock, site_reads
 from webhooks import EveryFewSeconds
 from webhooks.signatures import USED_ID_SECONDS
 
@@ -113,6 +114,30 @@ def test_get_comment_needs_the_sites_own_signature(client: FlaskClient, site: Si
         _, other_secret = create_site(session, "other-site")
     other = client.get(f"/api/comments/{comment_id}?site=other-site", headers=signed_headers(other_secret, b""))
     assert other.status_code == 404  # another site's comment is not found, not forbidden
+
+
+def test_refused_api_requests_read_the_site_at_most_once_per_interval(
+    app: Flask, site: SiteCredentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad signature, the same unknown site again, or a new unknown name each time: anyone can send these."""
+    clock = frozen_cache_clock(monkeypatch)
+    monkeypatch.setattr(SiteKeyCache, "MAX_UNKNOWN_NAMES", 5)
+    client = app.test_client()
+    wrong = "whsec_" + "A" * 44
+    names = [site.name] * 20 + ["no-such-site"] * 20 + [f"no-such-site-{n}" for n in range(20)]
+    with site_reads(app) as reads:
+        codes = [
+            client.get(f"/api/comments?site={name}", headers=signed_headers(wrong, b"")).status_code for name in names
+        ]
+    assert codes == [401] * len(names)
+    assert len(reads) <= 2 + SiteKeyCache.MAX_UNKNOWN_NAMES  # the site once, then unknown names up to the flood
+
+    clock.advance(SiteKeyCache.REREAD_SECONDS)  # a secret made since would verify: the site is read again once
+    url = f"/api/comments?site={site.name}"
+    with site_reads(app) as reads:
+        assert [client.get(url, headers=signed_headers(wrong, b"")).status_code for _ in range(20)] == [401] * 20
+        assert client.get(url, headers=signed_headers(site.secret, b"")).status_code == 200
+    assert len(reads) == 1
 
 
 @pytest.mark.parametrize("age", [0, 3600, -3600], ids=["fresh", "stale", "future"])

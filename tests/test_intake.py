@@ -20,7 +20,7 @@ from sqlalchemy import Engine, event, func, select, update
 from models.db import make_session_factory
 from models.entities import Comment, OutboxMessage, WebhookReceipt
 from moderation import intake, lifecycle
-from moderation.sites import require_site, rotate_secret
+from moderation.sites import SiteKeyCache, create_site, require_site, rotate_secret
 from server.factory import create_app
 from server.settings import Settings
 from tests.conftest import SiteCredentials
@@ -32,6 +32,7 @@ from tests.support.signing import (
     signed_headers,
     without_server_time,
 )
+from tests.support.site_reads import frozen_cache_clock, site_reads
 
 # One event of each type for comment "c-1" of a site: what holds for every kind of webhook.
 EVERY_EVENT: list[Callable[[str], dict[str, Any]]] = [
@@ -666,17 +667,18 @@ def test_a_new_comment_is_stored_with_its_fields_as_readers_see_them_for_the_das
 
 
 def test_a_secret_retired_at_once_stops_verifying_within_the_site_cache_time(
-    settings: Settings, site: SiteCredentials, engine: Engine
+    settings: Settings, site: SiteCredentials, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = create_app(settings.model_copy(update={"site_cache_seconds": 0.5})).test_client()
+    clock = frozen_cache_clock(monkeypatch)
+    client = create_app(settings).test_client()
     body = encode(comment_event(site.name, "c-1"))
     assert post(client, body, signed_headers(site.secret, body)).status_code == 202  # the site is cached now
     with make_session_factory(engine).begin() as session:
-        new_secret = rotate_secret(session, require_site(session, site.name), timedelta(0))
+        rotate_secret(session, require_site(session, site.name), timedelta(0))
 
     body = encode(comment_event(site.name, "c-2"))
-    assert post(client, body, signed_headers(new_secret, body)).status_code == 202  # a new secret: read at once
-    time.sleep(0.6)
+    assert post(client, body, signed_headers(site.secret, body)).status_code == 202  # as the cache read it
+    clock.advance(settings.site_cache_seconds)
     body = encode(comment_event(site.name, "c-3"))
     assert post(client, body, signed_headers(site.secret, body)).status_code == 401
 
@@ -691,6 +693,113 @@ def test_without_a_site_cache_a_retired_secret_is_refused_at_once(
         rotate_secret(session, require_site(session, site.name), timedelta(0))
     body = encode(comment_event(site.name, "c-2"))
     assert post(client, body, signed_headers(site.secret, body)).status_code == 401
+
+
+# --- refused requests cost no database read each: anyone can send them, before any rate limit -----------
+
+WRONG_SECRET = "whsec_" + "A" * 44
+
+
+def answers(client: FlaskClient, site_name: str, secret: str, count: int, first: int = 0) -> list[int]:
+    """The status codes of ``count`` new comments for ``site_name``, signed with ``secret``."""
+    codes = []
+    for n in range(first, first + count):
+        body = encode(comment_event(site_name, f"c-{n}"))
+        codes.append(post(client, body, signed_headers(secret, body)).status_code)
+    return codes
+
+
+def test_requests_with_a_bad_signature_read_the_site_at_most_once_per_interval(
+    app: Flask, site: SiteCredentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = frozen_cache_clock(monkeypatch)
+    client = app.test_client()
+    with site_reads(app) as reads:
+        assert answers(client, site.name, WRONG_SECRET, 20) == [401] * 20
+    assert len(reads) <= 2  # the first lookup of the name; every refusal after it is answered from memory
+
+    clock.advance(SiteKeyCache.REREAD_SECONDS)
+    with site_reads(app) as reads:
+        assert answers(client, site.name, WRONG_SECRET, 20) == [401] * 20
+    assert len(reads) == 1  # read again once: a secret made in the meantime would verify
+
+
+def test_requests_naming_sites_that_do_not_exist_read_the_database_at_most_once_per_interval(
+    app: Flask, site: SiteCredentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same unknown name again and again; or a new one each time, as a stranger making names up would."""
+    frozen_cache_clock(monkeypatch)
+    monkeypatch.setattr(SiteKeyCache, "MAX_UNKNOWN_NAMES", 5)
+    client = app.test_client()
+    with site_reads(app) as reads:
+        assert answers(client, "no-such-site", WRONG_SECRET, 20) == [401] * 20
+    assert len(reads) == 1
+
+    with site_reads(app) as reads:
+        made_up = [answers(client, f"no-such-site-{n}", WRONG_SECRET, 1)[0] for n in range(40)]
+    assert made_up == [401] * 40
+    assert len(reads) <= SiteKeyCache.MAX_UNKNOWN_NAMES  # 4 names more remembered, then every site's name once
+    assert answers(client, site.name, site.secret, 1) == [202]  # a real site is found all the same
+
+
+def test_a_secret_made_in_another_process_verifies_once_the_reread_interval_has_passed(
+    app: Flask, site: SiteCredentials, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worst case: the site's keys were read again just before the rotation (a stranger's bad request
+    did it), so the site's first request with its new secret is refused, and its retry is accepted."""
+    clock = frozen_cache_clock(monkeypatch)
+    client = app.test_client()
+    assert answers(client, site.name, site.secret, 1) == [202]  # cached now
+    clock.advance(SiteKeyCache.REREAD_SECONDS)
+    assert answers(client, site.name, WRONG_SECRET, 1, first=1) == [401]  # the keys are read again now
+    with make_session_factory(engine).begin() as session:
+        new_secret = rotate_secret(session, require_site(session, site.name), timedelta(hours=24))
+
+    body = encode(comment_event(site.name, "c-2"))
+    headers = signed_headers(new_secret, body)
+    assert post(client, body, headers).status_code == 401
+    clock.advance(SiteKeyCache.REREAD_SECONDS)
+    assert post(client, body, headers).status_code == 202  # the site's retry
+    assert answers(client, site.name, site.secret, 1, first=3) == [202]  # the old secret, within its overlap
+
+
+@pytest.mark.parametrize("made_up_names", [0, 10], ids=["quiet", "names-made-up"])
+def test_a_site_added_in_another_process_is_found_once_the_site_cache_time_has_passed(
+    app: Flask, settings: Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch, made_up_names: int
+) -> None:
+    """Whether its name was remembered as absent, or a stranger making up names had every site's name read."""
+    clock = frozen_cache_clock(monkeypatch)
+    monkeypatch.setattr(SiteKeyCache, "MAX_UNKNOWN_NAMES", 5)
+    client = app.test_client()
+    assert answers(client, "new-site", WRONG_SECRET, 1) == [401]  # no such site yet
+    assert [answers(client, f"made-up-{n}", WRONG_SECRET, 1)[0] for n in range(made_up_names)] == [401] * made_up_names
+    with make_session_factory(engine).begin() as session:
+        _, secret = create_site(session, "new-site")
+        _, other_secret = create_site(session, "other-new-site")
+
+    assert answers(client, "new-site", secret, 1, first=1) == [401]  # this process looked a moment ago
+    # A name never asked for is looked up at once, unless names are being made up.
+    assert answers(client, "other-new-site", other_secret, 1) == [401 if made_up_names else 202]
+    clock.advance(settings.site_cache_seconds)
+    assert answers(client, "new-site", secret, 1, first=2) == [202]
+    assert answers(client, "other-new-site", other_secret, 1, first=1) == [202]
+
+
+def test_without_a_site_cache_every_request_reads_the_site_once(
+    settings: Settings, site: SiteCredentials, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``SITE_CACHE_SECONDS=0``: a site added is found at once, and a refusal costs no second read."""
+    frozen_cache_clock(monkeypatch)
+    app = create_app(settings.model_copy(update={"site_cache_seconds": 0}))
+    client = app.test_client()
+    assert answers(client, "new-site", WRONG_SECRET, 1) == [401]
+    with make_session_factory(engine).begin() as session:
+        _, secret = create_site(session, "new-site")
+    assert answers(client, "new-site", secret, 1, first=1) == [202]
+    with site_reads(app) as reads:
+        assert answers(client, site.name, WRONG_SECRET, 5) == [401] * 5
+        assert answers(client, "no-such-site", WRONG_SECRET, 5) == [401] * 5
+    assert len(reads) == 10
 
 
 # --- a webhook-id names one message: reused for another payload it is refused ----------------------------

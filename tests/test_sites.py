@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import base64
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.entities import Site, SiteSecret
 from moderation.sites import (
     SiteError,
+    SiteKeyCache,
+    SiteKeys,
     create_site,
     require_site,
     rotate_secret,
@@ -19,6 +23,7 @@ from moderation.sites import (
     signing_secrets,
 )
 from tests.support.signing import encode, sign_from_spec, signed_headers
+from tests.support.site_reads import frozen_cache_clock, site_reads
 from webhooks.signatures import SignatureError, verify_signature
 
 BODY = encode({"type": "comment.created", "data": {"comment_id": "c-1"}})
@@ -271,3 +276,34 @@ def test_a_refused_callback_url_is_not_echoed_with_its_password(sessions: sessio
     with sessions.begin() as session, pytest.raises(SiteError) as refused:
         create_site(session, "leaky-site", url)
     assert "s3cret" not in str(refused.value) and "cb:***@" in str(refused.value)
+
+
+def test_threads_refused_at_the_same_moment_read_the_site_once(
+    sessions: sessionmaker[Session], engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gunicorn's threads share one cache: a burst of bad signatures for one site, and of unknown names, read
+    the site once between them, and each thread gets the site's keys or None, never an error."""
+    clock = frozen_cache_clock(monkeypatch)
+    monkeypatch.setattr(SiteKeyCache, "MAX_UNKNOWN_NAMES", 1)
+    with sessions.begin() as session:
+        create_site(session, "backpain-advisor")
+    cache = SiteKeyCache(ttl=5)
+    with sessions() as session:
+        keys = cache.get(session, "backpain-advisor")
+        # One unknown name fills the memory; the next has every site's name read: names are being made up.
+        assert cache.get(session, "nobody-1") is None and cache.get(session, "nobody-2") is None
+    assert keys is not None
+    clock.advance(SiteKeyCache.REREAD_SECONDS)
+    threads = 8
+    together = threading.Barrier(threads)
+
+    def refused_requests(thread: int) -> list[SiteKeys | None]:
+        with sessions() as session:
+            together.wait()
+            found = [cache.reread(session, "backpain-advisor") for _ in range(25)]
+            return found + [cache.get(session, f"stranger-{thread}-{n}") for n in range(25)]
+
+    with site_reads(engine) as reads, ThreadPoolExecutor(threads) as pool:
+        answers = [answer for answered in pool.map(refused_requests, range(threads)) for answer in answered]
+    assert len(reads) == 1
+    assert answers.count(keys) == threads * 25 and answers.count(None) == threads * 25

@@ -13,10 +13,10 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.entities import MAX_ROW_ID, Comment, CommentStatus, Site
+from models.entities import MAX_ROW_ID, Comment, CommentStatus
 from moderation.decisions import current_decision
 from moderation.privacy import Erasure, erase_author, erase_comments_of_site
-from moderation.sites import SITE_NAME_RE, get_site
+from moderation.sites import SiteKeyCache, SiteKeys
 from webhooks.blueprint import bp
 from webhooks.context import db
 from webhooks.responses import error_response
@@ -26,9 +26,8 @@ from webhooks.signatures import (
     UsedRequestIds,
     lower_headers,
     refusal_message,
-    refuse_unknown_site,
     request_fingerprint,
-    verify_signature,
+    signed_by_site,
 )
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ LIST_PARAMS = ("site", "article", "status", "comment_id", "limit", "after")
 ERASE_PARAMS = ("site",)
 
 
-def _authenticated_site() -> Site | Response:
+def _authenticated_site() -> SiteKeys | Response:
     name = request.args.get("site", "")
     if not name:
         return error_response(401, "invalid_signature", "name a site with ?site= and sign the request with its secret")
@@ -53,12 +52,9 @@ def _authenticated_site() -> Site | Response:
         # A GET is signed over an empty body. With one, any message the site's secret signed (a callback, a
         # webhook delivery) would verify here and open the API.
         return error_response(400, "invalid_request", "a GET request has no body: sign it over an empty body")
-    site = get_site(db(), name) if SITE_NAME_RE.fullmatch(name) else None
-    if site is None:
-        error = refuse_unknown_site(body, lower_headers())
-        return error_response(401, "invalid_signature", refusal_message(error))
+    sites: SiteKeyCache = current_app.extensions["site_keys"]
     try:
-        webhook_id = verify_signature(body, lower_headers(), site.usable_secrets(datetime.now(UTC)))
+        site, webhook_id = signed_by_site(sites, db(), name, body, lower_headers())
     except SignatureError as error:
         return error_response(401, "invalid_signature", refusal_message(error))
     # Checked only once the signature verifies, so unsigned requests cannot fill the store.
@@ -94,7 +90,7 @@ def _used_request_ids() -> UsedRequestIds:
     return store
 
 
-def comment_view(comment: Comment, site: Site) -> dict[str, Any]:
+def comment_view(comment: Comment, site: SiteKeys) -> dict[str, Any]:
     decision = current_decision(db(), comment.id)
     return {
         "id": comment.id,
@@ -242,7 +238,7 @@ def erase_author_data() -> Response | tuple[Response, int]:
     )
 
 
-def _log_kept_entries(site: Site, erased: Erasure) -> None:
+def _log_kept_entries(site: SiteKeys, erased: Erasure) -> None:
     """For the admin, who alone can remove them (the answer only counts them): the entries by id, never the address."""
     if erased.kept_entry_ids:
         log.warning(
@@ -253,7 +249,7 @@ def _log_kept_entries(site: Site, erased: Erasure) -> None:
         )
 
 
-def _erase(session: Session, site: Site, wanted: ErasureRequest) -> Erasure:
+def _erase(session: Session, site: SiteKeys, wanted: ErasureRequest) -> Erasure:
     now = datetime.now(UTC)
     if wanted.comment_ids is not None:
         return erase_comments_of_site(session, site, wanted.comment_ids, now)

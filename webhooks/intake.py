@@ -26,7 +26,7 @@ from moderation.intake import (
 )
 from moderation.lifecycle import apply_delete, apply_update
 from moderation.metrics import INTAKE_REQUESTS, INTAKE_SECONDS
-from moderation.sites import SITE_NAME_RE, SiteKeyCache, SiteKeys
+from moderation.sites import SiteKeyCache, SiteKeys
 from webhooks.blueprint import bp
 from webhooks.context import db, runtime
 from webhooks.ratelimit import IntakeLimits
@@ -36,8 +36,7 @@ from webhooks.signatures import (
     SignatureError,
     lower_headers,
     refusal_message,
-    refuse_unknown_site,
-    verify_signature,
+    signed_by_site,
 )
 
 log = logging.getLogger(__name__)
@@ -136,27 +135,12 @@ def _signed_by_site(document: dict[str, Any]) -> SiteKeys:
                 [{"field": "data.site", "message": "a site name is required"}],
             )
         )
-    keys: SiteKeyCache = current_app.extensions["site_keys"]
-    site = keys.get(db(), site_name) if SITE_NAME_RE.fullmatch(site_name) else None
-    if site is None:
-        raise _unauthorized(refuse_unknown_site(request.get_data(cache=True), lower_headers()))
+    sites: SiteKeyCache = current_app.extensions["site_keys"]
     try:
-        _verify(site)
+        site, _webhook_id = signed_by_site(sites, db(), site_name, request.get_data(cache=True), lower_headers())
     except SignatureError as error:
-        # Perhaps signed with a secret made since the cached read: ask the database once before refusing.
-        latest = keys.get(db(), site_name, fresh=True)
-        if latest is None or latest.secrets == site.secrets:
-            raise _unauthorized(error) from None
-        site = latest
-        try:
-            _verify(site)
-        except SignatureError as again:
-            raise _unauthorized(again) from None
+        raise _unauthorized(error) from None
     return site
-
-
-def _verify(site: SiteKeys) -> None:
-    verify_signature(request.get_data(cache=True), lower_headers(), site.usable_secrets(datetime.now(UTC)))
 
 
 def _unauthorized(error: SignatureError) -> IntakeError:

@@ -18,11 +18,15 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import cast
 
 import redis
 from flask import request
+from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from moderation.sites import SITE_NAME_RE, SiteKeyCache, SiteKeys
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +150,28 @@ def refuse_unknown_site(body: bytes, headers: Mapping[str, str]) -> SignatureErr
     except SignatureError as error:
         return error
     return SignatureError("No matching signature found")  # not reached: nobody holds the secret
+
+
+def signed_by_site(
+    sites: SiteKeyCache, session: Session, name: str, body: bytes, headers: Mapping[str, str]
+) -> tuple[SiteKeys, str]:
+    """The site named ``name`` and the request's verified ``webhook-id``, once one of the site's secrets has
+    verified ``body``; else SignatureError (for a name no site has, the very one a wrong signature gets).
+
+    The keys come from ``sites``; when they do not verify, they are read again (at most once per
+    ``SiteKeyCache.REREAD_SECONDS`` for a name), so a secret made since the cached read verifies without
+    letting every unsigned request cost a database read.
+    """
+    site = sites.get(session, name) if SITE_NAME_RE.fullmatch(name) else None
+    if site is None:
+        raise refuse_unknown_site(body, headers)
+    try:
+        return site, verify_signature(body, headers, site.usable_secrets(datetime.now(UTC)))
+    except SignatureError:
+        latest = sites.reread(session, name)
+        if latest is None or latest.secrets == site.secrets:
+            raise
+    return latest, verify_signature(body, headers, latest.usable_secrets(datetime.now(UTC)))
 
 
 class UsedRequestIds:
