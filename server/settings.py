@@ -40,7 +40,9 @@ class Settings(BaseSettings):
     # sent as two \uXXXX escapes (12 bytes), as json.dumps writes it by default.
     max_body_bytes: int = Field(default=384 * 1024, ge=1024)
     site_cache_seconds: float = Field(
-        default=5.0, ge=0, description="How long a web process reuses a site's secrets before reading them again."
+        default=5.0,
+        ge=0,
+        description="How long a web process reuses a site's secrets, and which site names exist, before reading again.",
     )
     rate_limit_per_site: str = Field(default="1200/minute", description="Intake limit per site (limits syntax).")
     rate_limit_per_author_ip: str = Field(default="20/minute", description="Intake limit per author IP and site.")
