@@ -4,15 +4,14 @@ Used by intake (per site, per author IP) and by the dashboard's sign-in (per cli
 Redis unreachable the counts move to this process's memory for a few seconds at a time, until Redis answers
 again: a limit keeps working per process, and nothing waits on a Redis that hangs.
 
-A counter's key names a person (an IP address, a network, an e-mail) by ``pseudonym`` only: Redis keeps the
+A counter's key names a person (an IP address, a network, an e-mail) by ``pseudonym`` only (a keyed hash,
+``moderation.keyed``): Redis keeps the
 names of expired keys on disk in its append-only file (the bundled Redis and compose's run with appendonly) until
 it rewrites that file, long after the window, beyond retention and any erasure.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import math
 import time
@@ -22,6 +21,8 @@ from typing import Literal
 from limits import RateLimitItem
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter, RateLimiter
+
+from moderation.keyed import keyed_digest
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +79,7 @@ def pseudonym(secret_key: str | bytes, value: str) -> str:
     the app's SECRET_KEY, truncated to ``PSEUDONYM_BYTES``. Every web process has the same SECRET_KEY, so all
     count one value under one name; without the key, the name confirms no guess of the value (a plain hash of
     an IPv4 address would be reversed by trying all 2**32)."""
-    key = secret_key.encode() if isinstance(secret_key, str) else secret_key
-    digest = hmac.new(key, f"rate-limit:{value}".encode(), hashlib.sha256).digest()
-    return digest[:PSEUDONYM_BYTES].hex()
+    return keyed_digest(secret_key, "rate-limit", value.encode())[:PSEUDONYM_BYTES].hex()
 
 
 def _retry_after(limiter: RateLimiter, item: RateLimitItem, key: tuple[str, ...]) -> int:

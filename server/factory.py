@@ -136,7 +136,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings.broker_url, settings.rate_limit_per_site, settings.rate_limit_per_author_ip, app.config["SECRET_KEY"]
     ).init_app(app)
     app.extensions["site_keys"] = SiteKeyCache(settings.site_cache_seconds)
-    app.extensions["api_request_ids"] = UsedRequestIds(settings.broker_url)
+    app.extensions["api_request_ids"] = UsedRequestIds(settings.broker_url, app.config["SECRET_KEY"])
 
     init_webhooks(app)
     app.register_blueprint(health_bp)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -562,6 +564,32 @@ def test_an_erasure_request_is_retried_under_its_id_but_the_id_names_only_it(
     same_id = signed_headers(site.secret, other, message_id=headers["webhook-id"])
     again = client.post(f"/api/authors/erase?site={site.name}", data=other, headers=same_id)
     assert (again.status_code, again.get_json()) == (401, REUSED)
+
+
+def test_the_used_id_store_keeps_a_keyed_fingerprint_that_confirms_no_guess_of_an_erasures_email(
+    settings: Settings, site: SiteCredentials, redis_url: str
+) -> None:
+    """Redis runs with appendonly, so what the store keeps stays on disk: a plain SHA-256 of an erasure request
+    would confirm a guessed e-mail to anyone with the file, who hashes a guessed body. The key holds the site and
+    the id only. Every web process (one SECRET_KEY) agrees on the fingerprint; a retry is still accepted, and the
+    id on another request still refused."""
+    first, second = create_app(settings).test_client(), create_app(settings).test_client()
+    url = f"/api/authors/erase?site={site.name}"
+    body = json.dumps({"email": "jan@example.org"}).encode()
+    headers = signed_headers(site.secret, body)
+    assert first.post(url, data=body, headers=headers).status_code == 200
+
+    [key] = used_id_keys(redis_url)
+    assert key == f"moderation:api-request-id:{site.name}:{headers['webhook-id']}"
+    stored = cast(bytes, redis.Redis.from_url(redis_url).get(key)).decode()
+    assert stored != hashlib.sha256(f"POST {url}\n".encode() + body).hexdigest()
+    assert re.fullmatch(r"[0-9a-f]{64}", stored)
+
+    assert second.post(url, data=body, headers=headers).status_code == 200  # a retry, on another web process
+    other = json.dumps({"email": "ann@example.org"}).encode()
+    same_id = signed_headers(site.secret, other, message_id=headers["webhook-id"])
+    refused = second.post(url, data=other, headers=same_id)
+    assert (refused.status_code, refused.get_json()) == (401, REUSED)
 
 
 def test_unsigned_requests_leave_no_used_id_behind(client: FlaskClient, site: SiteCredentials, redis_url: str) -> None:

@@ -26,7 +26,6 @@ from webhooks.signatures import (
     UsedRequestIds,
     lower_headers,
     refusal_message,
-    request_fingerprint,
     signed_by_site,
 )
 
@@ -58,8 +57,7 @@ def _authenticated_site() -> SiteKeys | Response:
     except SignatureError as error:
         return error_response(401, "invalid_signature", refusal_message(error))
     # Checked only once the signature verifies, so unsigned requests cannot fill the store.
-    fingerprint = request_fingerprint(request.method, request.full_path, body)
-    if not _used_request_ids().claim(site.name, webhook_id, fingerprint):
+    if not _used_request_ids().claim(site.name, webhook_id, request.method, request.full_path, body):
         return error_response(
             401,
             "webhook_id_reused",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import logging
 import re
 import secrets as random_secrets
@@ -26,6 +25,7 @@ from flask import request
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from moderation.keyed import keyed_digest
 from moderation.sites import SITE_NAME_RE, SiteKeyCache, SiteKeys
 
 log = logging.getLogger(__name__)
@@ -184,20 +184,24 @@ class UsedRequestIds:
 
     Kept in Redis (SET NX with a TTL), so every web process sees it; with Redis unreachable, in this
     process's memory for a few seconds at a time, as the rate limits do. An id remembered here keeps its
-    request even once Redis answers again.
+    request even once Redis answers again. The request is kept as ``request_fingerprint``, keyed with the app's
+    SECRET_KEY (``secret_key``): Redis keeps it on disk, and an erasure request's body holds the author's e-mail.
     """
 
-    def __init__(self, redis_url: str | None) -> None:
+    def __init__(self, redis_url: str | None, secret_key: str | bytes) -> None:
         shared = redis_url is not None and redis_url.startswith(("redis://", "rediss://", "unix://"))
         self._redis = redis.Redis.from_url(redis_url, **REDIS_OPTIONS) if shared and redis_url else None
         self._redis_down_until = 0.0
         # key -> (monotonic expiry, the request's fingerprint), oldest first
         self._local: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._lock = threading.Lock()  # gunicorn's threads share this process's memory
+        self._secret_key = secret_key
 
-    def claim(self, site: str, webhook_id: str, fingerprint: str) -> bool:
+    def claim(self, site: str, webhook_id: str, method: str, full_path: str, body: bytes) -> bool:
         """True when ``webhook_id`` is new for ``site`` (now recorded) or was used for this same request."""
-        key = f"{USED_ID_PREFIX}:{site}:{webhook_id}"  # site names hold no ":"
+        # The key names the site and the id, both the site's own and neither personal: site names hold no ":".
+        key = f"{USED_ID_PREFIX}:{site}:{webhook_id}"
+        fingerprint = request_fingerprint(self._secret_key, method, full_path, body)
         known = self._known_here(key)
         if known is not None:
             return known == fingerprint
@@ -236,6 +240,9 @@ class UsedRequestIds:
             self._local.popitem(last=False)  # every entry lives as long, so the oldest expire first
 
 
-def request_fingerprint(method: str, full_path: str, body: bytes) -> str:
-    """What one API request asks for: the part a Standard Webhooks signature does not cover, and its body."""
-    return hashlib.sha256(f"{method} {full_path}\n".encode() + body).hexdigest()
+def request_fingerprint(secret_key: str | bytes, method: str, full_path: str, body: bytes) -> str:
+    """What one API request asks for: the part a Standard Webhooks signature does not cover, and its body.
+
+    Keyed with the app's SECRET_KEY, which every web process shares: a plain hash would let anyone holding
+    Redis's file confirm a guessed erasure body, and so the author's e-mail in it."""
+    return keyed_digest(secret_key, "api-request", f"{method} {full_path}\n".encode() + body).hex()
