@@ -33,7 +33,7 @@ from moderation.intake import (
     repeated_delivery,
     store_comment,
 )
-from moderation.privacy import forget_deleted_text, personal_values, scrub_replaced_values
+from moderation.privacy import author_values, forget_deleted_text, scrub_replaced_values
 from moderation.reasons import Reason
 from moderation.sites import SiteKeys
 
@@ -131,7 +131,7 @@ def _apply_version(session: Session, comment: Comment, new: NewComment, now: dat
     comment.site_updated_at = new.version_at
     if comment.erased_at is None:
         # After an erasure, personal data the site still sends is not stored again.
-        earlier = personal_values(comment)
+        earlier = author_values(comment)
         for name, value in personal_columns(new).items():
             setattr(comment, name, value)
         scrub_replaced_values(session, comment, earlier)  # else no erasure would know the values replaced

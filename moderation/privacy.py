@@ -4,8 +4,8 @@ What is personal here: the author's name, e-mail, URL, IP address and user agent
 declared in ``models.entities.PERSONAL_COLUMNS`` (every function here reads that declaration; none lists them
 again). The service keeps them on ``comments`` only, but they leak into other places, each handled by
 ``erase_comments``:
-- ``decisions.explanation`` (words of the author's name can be among the words that drove a score),
-  moderators' notes on decisions and actions, and a callback's last error text; reasons and callback
+- ``decisions.explanation`` (words of the author's name can be among the words that drove a score, and the
+  text's own words can be those of the e-mail or URL: "quackpills" of quackpills.example), moderators' notes on decisions and actions, and a callback's last error text; reasons and callback
   payloads hold none today (a block-listed author is reason ``blocked_term``), but a reason of the form
   ``author:<value>`` is rewritten all the same; nothing else in them is (statuses and reasons must stay);
 - block/allow-list entries for the author's e-mail (``erase_author`` removes the site's and returns the ids
@@ -14,6 +14,11 @@ The free text among those (``FREE_TEXT_COLUMNS``: notes, errors) can hold any va
 comment are known: so whatever takes a value off a comment scrubs it from that text at once, in the same
 transaction. Erasure does; so does retention when it clears IP and user agent (the anonymization that follows,
 or an erasure, no longer knows them), and so does an edit that replaces a value (``scrub_replaced_values``).
+Explanations the same way: erasure drops the explaining words of the name, e-mail and URL on the comment (and
+every word shown as the name's, which needs no value to be found), and an edit that replaces a name, e-mail or URL
+drops that value's words from the explanations of all the comment's decisions at once, but the words still in
+the new values (those an erasure will find). IP address and user agent are not the author's words
+(``IDENTITY_COLUMNS``): their words are never dropped from explanations.
 A decision's ``signals`` hold counts, flags and the script only (``moderation.decisions.recorded_signals``
 turns text into how many), so nothing there needs erasing.
 Training labels hold only the text and the labels; webhook receipts, the outbox and logs hold ids only.
@@ -50,7 +55,7 @@ from models.entities import (
     TrainingLabel,
     author_network,
 )
-from moderation.features import NAME_WORD_PREFIX
+from moderation.features import NAME_WORD_PREFIX, normalize
 from moderation.intake import body_fingerprint
 from moderation.lists import BLOCKED_AUTHOR
 from moderation.sites import SiteKeys
@@ -233,7 +238,13 @@ def _scrub_derived_rows(session: Session, comment: Comment, values: Sequence[str
     for decision in session.scalars(select(Decision).where(Decision.comment_id == comment.id)):
         decision.reasons = scrub_reasons(decision.reasons)
         decision.explanation = (
-            {} if comment.status == CommentStatus.DELETED else _scrub_explanation(decision.explanation, tokens, pattern)
+            {}
+            if comment.status == CommentStatus.DELETED
+            else _scrub_explanation(
+                decision.explanation,
+                personal=lambda feature: _is_personal(feature, tokens, pattern),
+                scrub=lambda text: pattern.sub(REDACTED, text),
+            )
         )
         _scrub_free_text_of(decision, pattern)
     for action in session.scalars(select(ModerationAction).where(ModerationAction.comment_id == comment.id)):
@@ -280,16 +291,65 @@ def scrub_free_text(session: Session, scrubbers: Mapping[int, Callable[[str], st
     return changed
 
 
-def scrub_replaced_values(session: Session, comment: Comment, earlier: Sequence[str]) -> None:
-    """After an edit replaced the author's values (``earlier``: ``personal_values`` before it): those no longer
-    on the comment are scrubbed from the free text derived from it, as an erasure would have scrubbed them; once
-    off the comment, no erasure or retention would know them. The values still on it stay, also where a
-    replaced one is part of one ("Zeb" of "Zeb Quack"), for an erasure to find whole."""
-    current = personal_values(comment)
-    still = {value.casefold() for value in current}
-    gone = [value for value in earlier if value.casefold() not in still]
+@dataclass(frozen=True, slots=True)
+class AuthorValues:
+    """The author's values on a comment at one moment, each list stripped, distinct and the longest first."""
+
+    personal: list[str]  # every personal column's
+    identity: list[str]  # the name's, e-mail's and URL's (``IDENTITY_COLUMNS``), whose words explanations drop
+
+
+def author_values(comment: Comment) -> AuthorValues:
+    return AuthorValues(personal_values(comment), _distinct(_values(comment, IDENTITY_COLUMNS)))
+
+
+def scrub_replaced_values(session: Session, comment: Comment, earlier: AuthorValues) -> None:
+    """After an edit replaced the author's values (``earlier``: ``author_values`` before it): those no longer
+    on the comment are scrubbed from what was derived from it, as an erasure would have scrubbed them; once off
+    the comment, no erasure or retention would know them. The free text loses each replaced value, and the
+    explanations of the comment's decisions the words of a replaced name, e-mail or URL. The values still on
+    it stay, also where a replaced one is part of one ("Zeb" of "Zeb Quack"), for an erasure to find whole;
+    so do the explaining words still in them."""
+    current = author_values(comment)
+    gone = _replaced(earlier.personal, current.personal)
     if gone:
-        scrub_free_text(session, {comment.id: _scrubber(gone, keep=current)})
+        scrub_free_text(session, {comment.id: _scrubber(gone, keep=current.personal)})
+    gone_identity = _replaced(earlier.identity, current.identity)
+    if gone_identity:  # not for an IP address or a user agent alone: explanations hold no words of theirs
+        _drop_replaced_words(session, comment, gone_identity, current.identity, _scrubber(gone, keep=current.personal))
+
+
+def _replaced(earlier: Sequence[str], current: Sequence[str]) -> list[str]:
+    still = {value.casefold() for value in current}
+    return [value for value in earlier if value.casefold() not in still]
+
+
+def _drop_replaced_words(
+    session: Session, comment: Comment, gone: Sequence[str], current: Sequence[str], scrub: Callable[[str], str]
+) -> None:
+    """Drop from the comment's decisions' explanations the words an erasure would have dropped for the ``gone``
+    identity values, but those still in a ``current`` one. A word only in a name ("name: …") is dropped unless
+    the current values hold it: erasure drops every such word, needing no value to find it, so one of a name
+    replaced earlier goes too."""
+    held = _words(current)
+    tokens = _tokens(gone) - held
+    pattern = _pattern(gone)
+
+    def replaced(feature: str) -> bool:
+        still_held = _words([feature.removeprefix(NAME_WORD_PREFIX)]) <= held
+        return _is_personal(feature, tokens, pattern) and not still_held
+
+    for decision in session.scalars(select(Decision).where(Decision.comment_id == comment.id)):
+        scrubbed = _scrub_explanation(decision.explanation, personal=replaced, scrub=scrub)
+        if scrubbed != decision.explanation:
+            decision.explanation = scrubbed
+
+
+def _words(values: Iterable[str]) -> set[str]:
+    """Every word of the values, as they are and as the classifier normalizes them (explanations show the
+    latter: "name: john" for "J0hn")."""
+    forms = (form for value in values for form in (value.casefold(), normalize(value)))
+    return {word for form in forms for word in re.findall(r"\w+", form)}
 
 
 def _scrubber(values: Sequence[str], keep: Sequence[str] = ()) -> Callable[[str], str]:
@@ -333,27 +393,28 @@ def _scrub_text(text: str | None, pattern: re.Pattern[str]) -> str | None:
     return pattern.sub(REDACTED, text) if text else text
 
 
-def _scrub_json(value: Any, pattern: re.Pattern[str]) -> Any:
+def _scrub_json(value: Any, scrub: Callable[[str], str]) -> Any:
     if isinstance(value, str):
-        return pattern.sub(REDACTED, value)
+        return scrub(value)
     if isinstance(value, list):
-        return [_scrub_json(item, pattern) for item in value]
+        return [_scrub_json(item, scrub) for item in value]
     if isinstance(value, dict):
-        return {key: _scrub_json(item, pattern) for key, item in value.items()}
+        return {key: _scrub_json(item, scrub) for key, item in value.items()}
     return value
 
 
-def _scrub_explanation(explanation: dict[str, Any], tokens: set[str], pattern: re.Pattern[str]) -> dict[str, Any]:
-    """Drop the explaining words that came from the author's name, e-mail or URL; keep the rest."""
+def _scrub_explanation(
+    explanation: dict[str, Any], *, personal: Callable[[str], bool], scrub: Callable[[str], str]
+) -> dict[str, Any]:
+    """Drop the explaining words (``{"feature": …, "weight": …}`` items, listed per label) that are ``personal``;
+    keep the rest. Anything else in it has its text put through ``scrub``."""
     kept: dict[str, Any] = {}
     for label, items in explanation.items():
         if not isinstance(items, list):
-            kept[label] = _scrub_json(items, pattern)
+            kept[label] = _scrub_json(items, scrub)
             continue
         kept[label] = [
-            item
-            for item in items
-            if not (isinstance(item, dict) and _is_personal(str(item.get("feature", "")), tokens, pattern))
+            item for item in items if not (isinstance(item, dict) and personal(str(item.get("feature", ""))))
         ]
     return kept
 

@@ -375,6 +375,74 @@ def test_an_edit_replacing_the_authors_values_scrubs_the_replaced_ones_from_note
     assert personal_values_left(engine, [*PERSONAL, after["email"]]) == []
 
 
+def explanation_of(engine: Engine, decision_id: int) -> dict[str, Any]:
+    with engine.connect() as connection:
+        return dict(connection.scalar(select(Decision.explanation).where(Decision.id == decision_id)) or {})
+
+
+def test_an_edit_replacing_the_authors_url_drops_its_words_from_earlier_explanations_as_an_erasure_would(
+    client: FlaskClient, secrets: dict[str, str], engine: Engine, active_model: TrainedModel
+) -> None:
+    """The text's "quackpills" is dropped from an explanation by an erasure while the author's URL is
+    quackpills.example; once an edit replaced the URL no erasure knows it, and the word stayed for ever. The edit
+    drops it now; a word still in the new values ("shop"), the name's words and the text's own stay."""
+    before = {**OTHER_AUTHOR, "url": "https://quackpills.example/shop"}
+    comment_id = send(client, secrets[SITE], event("comment.created", "p-url", SPAM, before))["id"]
+    decide(engine, active_model, comment_id)
+    decision_id = current_decision_id(engine, comment_id)
+    from_the_text = [{"feature": "prescription", "weight": 0.7}, {"feature": "link", "weight": 0.3}]
+    still_held = [{"feature": "shop", "weight": 0.5}, {"feature": "name: jan", "weight": 0.2}]
+    with make_session_factory(engine).begin() as session:
+        session.get_one(Decision, decision_id).explanation = {
+            "spam": [{"feature": "quackpills", "weight": 0.9}, *from_the_text, *still_held],
+            "medical_advice": [{"feature": "quackpills", "weight": 0.1}],
+        }
+    after = {**before, "url": "https://healthy.example/shop"}
+
+    send(client, secrets[SITE], event("comment.updated", "p-url", SPAM, after, updated_at="2026-11-26T11:00:00Z"))
+
+    assert explanation_of(engine, decision_id) == {"spam": [*from_the_text, *still_held], "medical_advice": []}
+    # The words still held go with an erasure, which knows the values they came from.
+    assert erase_via_api(client, secrets[SITE], SITE, after["email"]).get_json()["comments_erased"] == 1
+    assert explanation_of(engine, decision_id) == {"spam": from_the_text, "medical_advice": []}
+
+
+def test_an_edit_replacing_the_name_and_e_mail_drops_their_words_but_one_replacing_the_ip_leaves_explanations(
+    client: FlaskClient, secrets: dict[str, str], engine: Engine, active_model: TrainedModel
+) -> None:
+    """Every decision of the comment, not only the current one. The network values are not the author's words:
+    an IP address's "100" or a user agent's "windows" would take the text's own (see IDENTITY_COLUMNS)."""
+    before = {**AUTHOR, "name": "Zebulon Quackenbush", "email": "zeb@quackpills.example"}
+    comment_id = send(client, secrets[SITE], event("comment.created", "p-who", SPAM, before))["id"]
+    decide(engine, active_model, comment_id)
+    first_id = current_decision_id(engine, comment_id)
+    from_the_text = [{"feature": "100", "weight": 0.6}, {"feature": "prescription", "weight": 0.5}]
+    explanation = {
+        "spam": [
+            {"feature": "name: zebulon", "weight": 0.9},
+            {"feature": "quackpills", "weight": 0.8},
+            {"feature": "quackenbush", "weight": 0.7},
+            *from_the_text,
+        ],
+        "medical_advice": [],
+    }
+    with make_session_factory(engine).begin() as session:
+        session.get_one(Decision, first_id).explanation = explanation
+    moved = {**before, "ip": "203.0.113.10", "user_agent": "Windows 100"}
+    send(client, secrets[SITE], event("comment.updated", "p-who", SPAM, moved, updated_at="2026-11-26T11:00:00Z"))
+    assert explanation_of(engine, first_id) == explanation
+
+    # A new text is classified again: the first decision is no longer current, and is scrubbed all the same.
+    send(client, secrets[SITE], event("comment.updated", "p-who", ADVICE, moved, updated_at="2026-11-26T12:00:00Z"))
+    decide(engine, active_model, comment_id)
+    assert current_decision_id(engine, comment_id) != first_id
+    renamed = {**moved, "name": "Quackenbush", "email": "zq@elsewhere.example"}
+    send(client, secrets[SITE], event("comment.updated", "p-who", ADVICE, renamed, updated_at="2026-11-26T13:00:00Z"))
+
+    kept = [{"feature": "quackenbush", "weight": 0.7}, *from_the_text]  # "quackenbush" is still the name
+    assert explanation_of(engine, first_id) == {"spam": kept, "medical_advice": []}
+
+
 def test_erasure_matches_non_ascii_capitals_and_removes_the_sites_list_entries_of_the_email_only(
     client: FlaskClient, secrets: dict[str, str], engine: Engine
 ) -> None:
