@@ -5,9 +5,10 @@ declared in ``models.entities.PERSONAL_COLUMNS`` (every function here reads that
 again). The service keeps them on ``comments`` only, but they leak into other places, each handled by
 ``erase_comments``:
 - ``decisions.explanation`` (words of the author's name can be among the words that drove a score, and the
-  text's own words can be those of the e-mail or URL: "quackpills" of quackpills.example), moderators' notes on decisions and actions, and a callback's last error text; reasons and callback
-  payloads hold none today (a block-listed author is reason ``blocked_term``), but a reason of the form
-  ``author:<value>`` is rewritten all the same; nothing else in them is (statuses and reasons must stay);
+  text's own words can be those of the e-mail or URL: "quackpills" of quackpills.example), moderators' notes on
+  decisions and actions, and a callback's last error text; reasons and callback payloads hold none today (a
+  block-listed author is reason ``blocked_term``), but a reason of the form ``author:<value>`` is rewritten all
+  the same; nothing else in them is (statuses and reasons must stay);
 - block/allow-list entries for the author's e-mail (``erase_author`` removes the site's and returns the ids
   of the all-sites ones, which only an admin removes: any site can send a comment under any address).
 The free text among those (``FREE_TEXT_COLUMNS``: notes, errors) can hold any value, and only the values on the
