@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import secrets
@@ -43,6 +42,7 @@ from dashboard.blueprint import bp
 from dashboard.context import db, wants_json
 from models.entities import Moderator, author_network
 from moderation.accounts import authenticate
+from moderation.keyed import keyed_digest
 from moderation.ratelimits import SharedLimits, pseudonym
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -106,9 +106,7 @@ def _devices() -> URLSafeTimedSerializer:
 def _email_digest(email: str) -> str:
     # The cookie is signed, not encrypted: anyone holding it can read it. It names the account by a keyed
     # digest, which confirms no guess of the address without the secret key (a plain hash would).
-    secret = current_app.secret_key or ""
-    key = secret.encode() if isinstance(secret, str) else bytes(secret)
-    return hmac.new(key, f"sign-in-device:{email}".encode(), hashlib.sha256).hexdigest()
+    return keyed_digest(current_app.secret_key or "", "sign-in-device", email.encode()).hex()
 
 
 def known_device(email: str) -> str | None:
