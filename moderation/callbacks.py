@@ -218,7 +218,7 @@ def record_failed(
         if site is not None:  # already off (paused while this was on the wire): since when it was
             site.callback_disabled_at = site.callback_disabled_at or now
         delivery.status = DeliveryStatus.DISABLED
-        _hold_back_waiting(session, delivery.site_id)
+        _hold_back_waiting(session, delivery.site_id, skip_locked=True)
         return
     if delivery.attempts >= policy.max_attempts:
         delivery.status = DeliveryStatus.DEAD
@@ -465,10 +465,22 @@ def pause_callbacks(session: Session, site: Site, now: datetime, by: str) -> int
     return _hold_back_waiting(session, site.id)
 
 
-def _hold_back_waiting(session: Session, site_id: int) -> int:
+def _hold_back_waiting(session: Session, site_id: int, *, skip_locked: bool = False) -> int:
+    """The site's waiting callbacks held back (DISABLED) until ``enable_callbacks``; how many.
+
+    ``skip_locked`` for a worker recording a 410, which holds the row of the callback it sent: a moderator's
+    verdict can hold another callback of the same comment while it waits for that row, to cancel both. Waiting
+    for it would deadlock. A callback skipped stays pending, and that is safe: nothing is claimed for a site
+    whose callbacks are off (``_claimable``), so it waits for the site as a held-back one does, unless the
+    transaction holding it cancels it or sends it (and meets the 410 itself).
+    """
+    waiting = and_(CallbackDelivery.site_id == site_id, CallbackDelivery.status == DeliveryStatus.PENDING)
+    if skip_locked:
+        free = select(CallbackDelivery.id).where(waiting).with_for_update(skip_locked=True)
+        waiting = CallbackDelivery.id.in_(list(session.scalars(free)))
     held = session.execute(
         update(CallbackDelivery)
-        .where(CallbackDelivery.site_id == site_id, CallbackDelivery.status == DeliveryStatus.PENDING)
+        .where(waiting)
         .values(status=DeliveryStatus.DISABLED)
         .execution_options(synchronize_session=False)
     )

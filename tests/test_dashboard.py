@@ -1068,6 +1068,60 @@ def test_a_verdict_while_a_worker_records_a_410_for_the_comments_callback_is_not
         assert list(statuses.values()) == ["disabled"]
 
 
+def test_a_verdict_while_a_worker_records_a_410_with_another_callback_of_the_comment_waiting_is_not_a_deadlock(
+    app: Flask, database_url: str, sessions: Sessions, site_row: int, people: dict[str, int]
+) -> None:
+    """The comment has two callbacks the site has not taken: one waiting (its retry not due yet) and one on the
+    wire, answered 410. The verdict cancels both, locking the waiting one and then waiting for the one on the
+    wire; the worker, holding that one, held back every waiting callback of the site and so waited for the
+    verdict's. PostgreSQL found a deadlock and aborted one of them. The worker now leaves a callback someone
+    holds: it stays pending, and the verdict cancels it. (A comment seldom has two: a new decision withdraws
+    the earlier ones' callbacks. The state is made here directly.)"""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite has no row locks")
+    comment_id, decision_id, waiting = _callback_of_the_hold(sessions, site_row)
+    now = datetime.now(UTC)
+    with sessions.begin() as session:  # an earlier decision's callback, still being retried
+        earlier = Decision(
+            comment_id=comment_id,
+            outcome="hold",
+            is_current=False,
+            spam_score=0.05,
+            advice_score=0.9,
+            reasons=["medical_advice"],
+            model_version="test-model",
+            decided_by="model",
+            created_at=now - timedelta(minutes=10),
+        )
+        session.add(earlier)
+        session.flush()
+        on_the_wire = callback_row(session, site_row, comment_id, earlier.id, "pending", "msg_earlier")
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        claimed = callbacks.claim_delivery(session, on_the_wire, now, callbacks.RetryPolicy())
+        assert claimed is not None
+        lease, url = claimed.lease_until, claimed.site.callback_url
+    verdict, outcome = _approve_in_a_thread(app, comment_id, decision_id)
+    worker = sessions()
+    try:
+        gone = callbacks.AttemptOutcome(on_the_wire, 410, False, "Gone", url=url)
+        callbacks.locked_deliveries(worker, [on_the_wire])  # record_attempts' locks, taken before the verdict
+        verdict.start()
+        time.sleep(0.5)  # the verdict holds the waiting callback and waits for the one on the wire
+        recorded = callbacks.record_attempts(worker, [gone], now, callbacks.RetryPolicy(), lease=lease)
+        worker.commit()
+        verdict.join(30)
+    finally:
+        worker.close()
+    assert recorded == {on_the_wire: "disabled"}
+    assert outcome.get("status") == 200, outcome
+    with sessions() as session:
+        assert session.get_one(Site, site_row).callback_disabled_at is not None
+        statuses = {row.id: row.status for row in session.execute(select(CallbackDelivery.id, CallbackDelivery.status))}
+        assert (statuses.pop(waiting), statuses.pop(on_the_wire)) == ("cancelled", "cancelled")
+        assert list(statuses.values()) == ["disabled"]  # the verdict's own, held back behind the 410
+
+
 def test_undo_restores_the_previous_decision(
     moderator_client: FlaskClient, sessions: Sessions, held: list[tuple[int, int]]
 ) -> None:
