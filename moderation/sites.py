@@ -65,8 +65,10 @@ class SiteKeys:
 
 @dataclass(slots=True)
 class _Entry:
-    read_at: float  # monotonic time the read began
+    read_at: float  # monotonic time the read that found these keys began
     keys: SiteKeys
+    # When a reread of them last began: it spares others a read for REREAD_SECONDS, but the keys are no newer.
+    reread_from: float = -math.inf
 
 
 class SiteKeyCache:
@@ -131,19 +133,11 @@ class SiteKeyCache:
         now = time.monotonic()
         with self._lock:
             entry = self._entries.get(name)
-            if entry is not None and now - entry.read_at < self.REREAD_SECONDS:
+            if entry is not None and now - max(entry.read_at, entry.reread_from) < self.REREAD_SECONDS:
                 return entry.keys
-            # Claimed: threads refused while this read runs take the keys held, not a read each.
-            claimed_from = entry.read_at if entry is not None else None
-            if entry is not None:
-                entry.read_at = now
-        try:
-            return self._read(session, name, now)
-        except BaseException:
-            with self._lock:
-                if entry is not None and claimed_from is not None and entry.read_at == now:
-                    entry.read_at = claimed_from  # not read after all: the keys are as old as they were
-            raise
+            if entry is not None:  # threads refused while this read runs take the keys held, not a read each
+                entry.reread_from = now
+        return self._read(session, name, now)
 
     def _known_absent(self, name: str, now: float) -> bool:
         while self._absent and now - next(iter(self._absent.values())) >= self._ttl:

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.entities import Site, SiteSecret
+from moderation import sites
 from moderation.sites import (
     SiteError,
     SiteKeyCache,
@@ -24,7 +25,7 @@ from moderation.sites import (
 )
 from tests.support.signing import encode, sign_from_spec, signed_headers
 from tests.support.site_reads import frozen_cache_clock, site_reads
-from webhooks.signatures import SignatureError, verify_signature
+from webhooks.signatures import SignatureError, signed_by_site, verify_signature
 
 BODY = encode({"type": "comment.created", "data": {"comment_id": "c-1"}})
 
@@ -307,3 +308,61 @@ def test_threads_refused_at_the_same_moment_read_the_site_once(
         answers = [answer for answered in pool.map(refused_requests, range(threads)) for answer in answered]
     assert len(reads) == 1
     assert answers.count(keys) == threads * 25 and answers.count(None) == threads * 25
+
+
+def test_a_read_that_finds_the_site_deleted_is_not_answered_with_the_keys_a_reread_had_claimed(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold review's test. A reread marked the cached entry as read when it began, keys and all, so a read begun
+    earlier and ended after it took the entry for a newer read: it threw away what it had found (the site deleted)
+    and answered with keys older than SITE_CACHE_SECONDS, and a request signed with a deleted site's secret was
+    accepted. A reread now only spares others a read; the keys stay as old as the read that found them."""
+    clock = frozen_cache_clock(monkeypatch)
+    name, body = "backpain-advisor", encode({"type": "comment.created", "data": {"comment_id": "c-1"}})
+    with sessions.begin() as session:
+        _, secret = create_site(session, name)
+    cache = SiteKeyCache(ttl=5)
+    with sessions() as session:
+        assert cache.get(session, name) is not None  # read at 1000
+    with sessions.begin() as session:
+        session.delete(require_site(session, name))
+
+    stored_read = sites.get_site
+    a_has_read, b_has_claimed, b_may_read = threading.Event(), threading.Event(), threading.Event()
+
+    def get_site(session: Session, wanted: str) -> Site | None:
+        if threading.current_thread().name == "A":
+            found = stored_read(session, wanted)
+            a_has_read.set()
+            assert b_has_claimed.wait(10)  # B's reread begins while A's answer is on its way back
+            return found
+        b_has_claimed.set()
+        assert b_may_read.wait(10)
+        return stored_read(session, wanted)
+
+    monkeypatch.setattr(sites, "get_site", get_site)
+    answers: dict[str, object] = {}
+
+    def request_a() -> None:  # past the cache time: reads the site again, and finds it gone
+        with sessions() as session:
+            try:
+                answers["a"] = signed_by_site(cache, session, name, body, signed_headers(secret, body))
+            except SignatureError as error:
+                answers["a"] = error
+
+    def reread_b() -> None:  # a request whose signature the cached keys did not verify
+        with sessions() as session:
+            answers["b"] = cache.reread(session, name)
+
+    clock.now = 1005.1
+    a = threading.Thread(target=request_a, name="A")
+    a.start()
+    assert a_has_read.wait(10)
+    clock.now = 1005.2
+    b = threading.Thread(target=reread_b, name="B")
+    b.start()
+    a.join(10)
+    b_may_read.set()
+    b.join(10)
+    assert isinstance(answers["a"], SignatureError), f"a deleted site's request was accepted: {answers['a']!r}"
+    assert answers["b"] is None
