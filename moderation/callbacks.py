@@ -475,9 +475,8 @@ def _hold_back_waiting(session: Session, site_id: int, *, skip_locked: bool = Fa
     transaction holding it cancels it or sends it (and meets the 410 itself).
     """
     waiting = and_(CallbackDelivery.site_id == site_id, CallbackDelivery.status == DeliveryStatus.PENDING)
-    if skip_locked:
-        free = select(CallbackDelivery.id).where(waiting).with_for_update(skip_locked=True)
-        waiting = CallbackDelivery.id.in_(list(session.scalars(free)))
+    if skip_locked:  # chosen within the statement: a busy site can have more waiting than a query takes ids
+        waiting = CallbackDelivery.id.in_(select(CallbackDelivery.id).where(waiting).with_for_update(skip_locked=True))
     held = session.execute(
         update(CallbackDelivery)
         .where(waiting)

@@ -19,7 +19,7 @@ from typing import Any
 import httpcore
 import httpx
 import pytest
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import Engine, String, cast, create_engine, event, func, insert, literal, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError as StandardVerificationError
@@ -27,7 +27,7 @@ from svix.webhooks import Webhook as SvixWebhook
 from svix.webhooks import WebhookVerificationError
 
 from models.db import make_session_factory
-from models.entities import CallbackDelivery, DeliveryStatus, Site, SiteSecret
+from models.entities import CallbackDelivery, Comment, Decision, DeliveryStatus, Site, SiteSecret
 from models.migrate import downgrade_database, upgrade_database
 from moderation import callbacks
 from moderation.callbacks import COMMENT_DECIDED
@@ -563,6 +563,49 @@ def test_a_replay_while_a_worker_records_a_410_for_that_callback_is_not_a_deadlo
         admin.close()
     assert outcome == {"worker": {delivery_id: DeliveryStatus.DISABLED}}
     assert load(sessions, delivery_id).status == DeliveryStatus.DISABLED
+
+
+def _copies(model: Any, of_id: int, each: Any, replaced: dict[str, Any]) -> Any:
+    """INSERT ... SELECT: the row ``of_id`` of ``model``'s table copied once per row of ``each``, with the
+    ``replaced`` columns' values taken from it."""
+    table = model.__table__
+    columns = [column for column in table.columns if column.name != "id"]
+    values = [replaced.get(column.name, column) for column in columns]
+    source = select(*values).select_from(table).join(each, literal(True)).where(table.c.id == of_id)
+    return insert(table).from_select([column.name for column in columns], source)
+
+
+def test_a_410_is_recorded_for_a_site_with_more_waiting_callbacks_than_a_statement_takes_parameters(
+    sessions: sessionmaker[Session], engine: Engine
+) -> None:
+    """A cold review's test. Holding back a site's waiting callbacks, a 410's worker sent their ids back as one
+    parameter each: past PostgreSQL's 65,535, the statement could not be sent, and the 410 was never recorded
+    (the site's callbacks never turned off) just when a busy site's endpoint had been failing for hours."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the limit on parameters is PostgreSQL's protocol's")
+    with sessions.begin() as session:
+        site, _ = create_site(session, "backpain-advisor", "https://site.example/callback")
+        sent, model = decided_comment(session, site, "c-sent"), decided_comment(session, site, "c-0")
+        assert sent is not None and model is not None
+        sent_id, model_id, comment_id, decision_id = sent.id, model.id, model.comment_id, model.decision_id
+    many = 66_000
+    with engine.begin() as connection:
+        n = func.generate_series(1, many).table_valued("n").alias("n")
+        copied = "copy-" + cast(n.c.n, String)
+        connection.execute(_copies(Comment, comment_id, n, {"external_id": copied}))
+        comments = select(Comment.id, Comment.external_id).where(Comment.external_id.like("copy-%")).subquery()
+        connection.execute(_copies(Decision, decision_id, comments, {"comment_id": comments.c.id}))
+        decisions = select(Decision.id, Decision.comment_id).where(Decision.comment_id.in_(select(comments.c.id)))
+        made = decisions.subquery()
+        message_id = "msg-" + cast(made.c.id, String)
+        replaced = {"comment_id": made.c.comment_id, "decision_id": made.c.id, "message_id": message_id}
+        connection.execute(_copies(CallbackDelivery, model_id, made, replaced))
+    claim(sessions, sent_id, NOW)
+    fail(sessions, sent_id, NOW, status_code=410)
+    with sessions() as session:
+        assert session.scalars(select(Site.callback_disabled_at)).one() == NOW
+        statuses = session.execute(select(CallbackDelivery.status, func.count()).group_by(CallbackDelivery.status))
+        assert {status: count for status, count in statuses} == {DeliveryStatus.DISABLED: many + 2}
 
 
 def test_a_410_for_a_callback_sent_before_a_pause_keeps_the_pause_and_its_time(
