@@ -329,16 +329,18 @@ def _drop_replaced_words(
     session: Session, comment: Comment, gone: Sequence[str], current: Sequence[str], scrub: Callable[[str], str]
 ) -> None:
     """Drop from the comment's decisions' explanations the words an erasure would have dropped for the ``gone``
-    identity values, but those still in a ``current`` one. A word only in a name ("name: …") is dropped unless
-    the current values hold it: erasure drops every such word, needing no value to find it, so one of a name
-    replaced earlier goes too."""
+    identity values, but those an erasure will drop for a ``current`` one (so found by its own test, not by a
+    looser one: a word kept here that no erasure finds would stay for ever). A word only in a name ("name: …")
+    is dropped unless the current values hold it: erasure drops every such word, needing no value to find it,
+    so one of a name replaced earlier goes too."""
     held = _words(current)
-    tokens = _tokens(gone) - held
-    pattern = _pattern(gone)
+    tokens, pattern = _tokens(gone), _pattern(gone)
+    kept_tokens, kept_pattern = _tokens(current), _pattern(current)
 
     def replaced(feature: str) -> bool:
-        still_held = _words([feature.removeprefix(NAME_WORD_PREFIX)]) <= held
-        return _is_personal(feature, tokens, pattern) and not still_held
+        if feature.startswith(NAME_WORD_PREFIX):
+            return not _words([feature.removeprefix(NAME_WORD_PREFIX)]) <= held
+        return _is_personal(feature, tokens, pattern) and not _is_personal(feature, kept_tokens, kept_pattern)
 
     for decision in session.scalars(select(Decision).where(Decision.comment_id == comment.id)):
         scrubbed = _scrub_explanation(decision.explanation, personal=replaced, scrub=scrub)

@@ -613,6 +613,29 @@ def search_columns(engine: Engine) -> dict[str, tuple[str | None, ...]]:
         return {row[0]: tuple(row[1:]) for row in connection.execute(select(*columns))}
 
 
+def test_a_word_of_a_replaced_email_goes_when_only_a_normalized_form_of_the_new_name_holds_it(
+    client: FlaskClient, secrets: dict[str, str], engine: Engine, active_model: TrainedModel
+) -> None:
+    """A cold review's test. An edit kept an explaining word of the replaced e-mail ("john" of
+    john@quackpills.example) because the new name's normalized form held it ("J0hn" reads "john"), though an
+    erasure, matching the values' own words, never finds it there: the word stayed for ever."""
+    before = {**OTHER_AUTHOR, "name": "Jan", "email": "john@quackpills.example"}
+    text = SPAM + " Ask john for the code."
+    comment_id = send(client, secrets[SITE], event("comment.created", "p-norm", text, before))["id"]
+    decide(engine, active_model, comment_id)
+    decision_id = current_decision_id(engine, comment_id)
+    with make_session_factory(engine).begin() as session:
+        session.get_one(Decision, decision_id).explanation = {
+            "spam": [{"feature": "john", "weight": 0.9}, {"feature": "prescription", "weight": 0.5}],
+            "medical_advice": [],
+        }
+    after = {**before, "name": "J0hn", "email": "jan@elsewhere.example"}
+    send(client, secrets[SITE], event("comment.updated", "p-norm", text, after, updated_at="2026-11-26T11:00:00Z"))
+    assert [item["feature"] for item in explanation_of(engine, decision_id)["spam"]] == ["prescription"]
+    assert erase_via_api(client, secrets[SITE], SITE, after["email"]).get_json()["comments_erased"] == 1
+    assert [item["feature"] for item in explanation_of(engine, decision_id)["spam"]] == ["prescription"]
+
+
 def test_erasure_scrubs_the_search_columns_as_it_does_the_comment(
     client: FlaskClient, secrets: dict[str, str], engine: Engine
 ) -> None:
