@@ -1,4 +1,5 @@
-"""The example site's callback endpoint, as a site should write one: verified, and the latest decision wins."""
+"""The example site, as a site should be written: its form says why a comment was not posted, and its callback
+endpoint is verified and applies only the latest decision."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from flask.testing import FlaskClient
 from examples.site import CommentStore, ExampleConfig, StoredComment, create_app
 from tests.support.services import free_port
 from tests.support.signing import signed_headers
+from webhooks.schemas import CommentData
 
 SECRET = "whsec_" + base64.b64encode(b"example-site-test-secret-32bytes").decode()
 
@@ -63,12 +66,9 @@ def test_an_unsigned_callback_changes_nothing(site: tuple[FlaskClient, Path]) ->
     assert stored_status(data_file) == "sending"
 
 
-@pytest.mark.parametrize(
-    ("visitor", "sent"), [("127.0.0.1", ""), ("::1", ""), ("::ffff:127.0.0.1", ""), ("203.0.113.7", "203.0.113.7")]
-)
-def test_a_visitor_on_this_machine_is_sent_without_an_address(tmp_path: Path, visitor: str, sent: str) -> None:
-    """Tried out locally, every visitor is 127.0.0.1: sent, it would make them all one author to the service
-    (one history, one flood limit), so a loopback address is left out; a real one is sent."""
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[FlaskClient, list[dict[str, Any]]]]:
+    """The example site, posting to a webhook that records each event and answers 202."""
     received: list[dict[str, Any]] = []
 
     class Webhook(BaseHTTPRequestHandler):
@@ -87,17 +87,83 @@ def test_a_visitor_on_this_machine_is_sent_without_an_address(tmp_path: Path, vi
         secret_file.write_text(SECRET)
         moderation_url = f"http://127.0.0.1:{server.server_port}"
         config = ExampleConfig("example-site", secret_file, moderation_url, tmp_path / "c.json", "http://site.test")
-        client = create_app(config).test_client()
-        posted = client.post(
-            "/massage-therapy/comments",
-            data={"name": "Jan", "email": "jan@example.org", "body": "Thanks, this helped."},
-            environ_base={"REMOTE_ADDR": visitor},
-        )
-        assert posted.status_code == 302
+        yield create_app(config).test_client(), received
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("visitor", "sent"), [("127.0.0.1", ""), ("::1", ""), ("::ffff:127.0.0.1", ""), ("203.0.113.7", "203.0.113.7")]
+)
+def test_a_visitor_on_this_machine_is_sent_without_an_address(
+    service: tuple[FlaskClient, list[dict[str, Any]]], visitor: str, sent: str
+) -> None:
+    """Tried out locally, every visitor is 127.0.0.1: sent, it would make them all one author to the service
+    (one history, one flood limit), so a loopback address is left out; a real one is sent."""
+    client, received = service
+    posted = client.post(
+        "/massage-therapy/comments",
+        data={"name": "Jan", "email": "jan@example.org", "body": "Thanks, this helped."},
+        environ_base={"REMOTE_ADDR": visitor},
+    )
+    assert posted.status_code == 302
     assert [event["data"]["author"]["ip"] for event in received] == [sent]
+
+
+def test_a_comment_without_a_name_is_sent_without_one_and_shown_as_anonymous(
+    service: tuple[FlaskClient, list[dict[str, Any]]],
+) -> None:
+    """The service's model reads the author's name: a placeholder sent for everyone who gave none moved their
+    scores ("hi" was held as possible spam for it alone). The page names them; the webhook does not."""
+    client, received = service
+    assert client.post("/massage-therapy/comments", data={"name": "  ", "body": "hi"}).status_code == 302
+    [event] = received
+    assert "name" not in event["data"]["author"]
+    CommentData.model_validate(event["data"])  # still a payload the service takes
+    comment_id = event["data"]["comment_id"]
+    data = {"comment_id": comment_id, "status": "approved", "reasons": [], "decided_at": "2026-12-05T10:00:00Z"}
+    body = json.dumps({"type": "comment.decided", "data": data}).encode()
+    assert client.post("/moderation-callback", data=body, headers=signed_headers(SECRET, body)).status_code == 204
+    [published] = client.get("/massage-therapy/comments.json").get_json()["published"]
+    assert (published["name"], published["body"]) == ("Anonymous", "hi")
+    assert '<p class="who">Anonymous <time>' in client.get("/massage-therapy").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ("", "Your comment is empty: write something before posting."),
+        (" \r\n\t ", "Your comment is empty: write something before posting."),
+        ("x" * 6000, "Your comment has 6,000 characters; the most is 5,000. Shorten it and post it again."),
+    ],
+)
+def test_a_comment_the_form_would_not_take_is_not_posted_and_the_page_says_why(
+    service: tuple[FlaskClient, list[dict[str, Any]]], body: str, problem: str
+) -> None:
+    """The form says 5,000 characters; a longer comment was posted all the same, and an empty one was dropped
+    without a word. Either is refused on the page again, with what was typed still in the form."""
+    client, received = service
+    answer = client.post("/massage-therapy/comments", data={"name": "Jan", "email": "jan@example.org", "body": body})
+    assert answer.status_code == 400
+    page = answer.get_data(as_text=True)
+    assert f'<p class="problem" id="comment-problem" role="alert">{problem}</p>' in page
+    assert 'value="Jan"' in page and 'value="jan@example.org"' in page
+    if body.strip():
+        assert f">{body}</textarea>" in page  # to be shortened, not typed again
+    assert received == []
+    assert client.get("/massage-therapy/comments.json").get_json()["mine"] == []
+
+
+def test_the_length_limit_counts_a_line_break_once_as_the_browser_does(
+    service: tuple[FlaskClient, list[dict[str, Any]]],
+) -> None:
+    """A browser counts a line break as one character against maxlength and sends it as two (CRLF)."""
+    client, received = service
+    typed = "ok\n" * 1666 + "ok"  # 5,000 characters in the form
+    answer = client.post("/massage-therapy/comments", data={"body": typed.replace("\n", "\r\n")})
+    assert answer.status_code == 302
+    assert [event["data"]["body"] for event in received] == [typed]
 
 
 def test_the_article_page_names_its_icon_so_browsers_do_not_ask_for_a_missing_one(
