@@ -109,9 +109,9 @@ def test_train_says_how_many_moderators_labels_it_merged(tmp_path: Path) -> None
 
 def test_models_list_of_an_empty_registry_says_so_on_stderr(tmp_path: Path) -> None:
     """Scripts read the list by lines and get none; a person learns which database was looked at."""
-    listed = CliRunner().invoke(
-        main, ["models", "list"], env={"VAR_DIR": str(tmp_path), "DATABASE_URL": "", "LOG_FORMAT": "text"}
-    )
+    env = {"VAR_DIR": str(tmp_path), "DATABASE_URL": "", "LOG_FORMAT": "text"}
+    assert CliRunner().invoke(main, ["migrate"], env=env).exit_code == 0
+    listed = CliRunner().invoke(main, ["models", "list"], env=env)
     assert listed.exit_code == 0
     assert listed.stdout == ""
     assert f"no model versions in sqlite:///{tmp_path.resolve() / 'moderation.db'}" in listed.stderr
@@ -242,6 +242,7 @@ def test_sites_list_stars_out_a_password_and_counts_failing_callbacks(tmp_path: 
 
 
 def test_sites_list_of_no_sites_says_so_on_stderr(tmp_path: Path) -> None:
+    assert run(tmp_path, "migrate").exit_code == 0
     listed = run(tmp_path, "sites", "list")
     assert listed.exit_code == 0 and listed.stdout == ""
     where = f"sqlite:///{tmp_path / 'moderation.db'}"
@@ -417,7 +418,9 @@ def test_evaluate_refuses_a_report_folder_it_cannot_create_before_evaluating(tra
     assert result.stderr == f"Error: cannot create the report folder {in_the_way / 'report'}: Not a directory\n"
 
 
-@pytest.mark.parametrize("command", [["sites", "list"], ["migrate"], ["train", "--folds", "2"], ["beat"]])
+@pytest.mark.parametrize(
+    "command", [["sites", "add", "backpain-advisor"], ["migrate"], ["train", "--folds", "2"], ["beat"]]
+)
 def test_a_var_dir_that_cannot_be_created_is_one_line(tmp_path: Path, command: list[str]) -> None:
     """Say a VAR_DIR the service user may not write, or one with a file in its path."""
     in_the_way = tmp_path / "a-file"
@@ -679,7 +682,8 @@ def test_worker_refuses_an_unknown_queue(var_dir: Path) -> None:
 
 
 def test_the_console_script_outside_the_checkout_says_it_made_a_new_database(tmp_path: Path) -> None:
-    """Run from another folder, the default VAR_DIR is new: --help leaves nothing, a command says so once."""
+    """Run from another folder, the default VAR_DIR is new: --help and a command that only reads leave
+    nothing; one that stores what it is given makes the database there and says so once."""
     script = Path(sys.executable).with_name("moderation")
     keep = ("PATH", "HOME", "LANG")
     env = {name: value for name, value in os.environ.items() if name in keep} | {"LOG_FORMAT": "text"}
@@ -690,14 +694,73 @@ def test_the_console_script_outside_the_checkout_says_it_made_a_new_database(tmp
     assert moderation("--help").returncode == 0
     assert moderation("sites", "--help").returncode == 0
     assert list(tmp_path.iterdir()) == []  # no var/, no metrics folder
+    looked = moderation("sites", "list")
+    assert looked.returncode == 1 and "no database at" in looked.stderr
+    assert list(tmp_path.iterdir()) == []
 
-    first = moderation("sites", "list")
+    first = moderation("sites", "add", "backpain-advisor")
     assert first.returncode == 0, first.stderr
     database = (tmp_path / "var" / "moderation.db").resolve()
     assert f"created a new database {database} (VAR_DIR or DATABASE_URL chooses another)" in first.stderr
     assert not (tmp_path / "var" / "metrics").exists()  # a one-off command's counts are not the service's
     again = moderation("sites", "list")
     assert again.returncode == 0 and "created a new database" not in again.stderr
+    assert again.stdout.startswith("backpain-advisor")
+
+
+# Commands that only read, or change what must already be stored (a site, an account, a model version):
+# each with arguments it would otherwise take, and what it reads on stdin.
+NEEDS_A_DATABASE = [
+    (["classify"], '{"body": "hi"}\n'),
+    (["classify", "--explain"], '{"body": "hi"}\n'),
+    (["evaluate"], None),
+    (["models", "list"], None),
+    (["models", "activate", "20261207-203910-704153"], None),
+    (["models", "rollback"], None),
+    (["export", "--no-progress"], None),
+    (["sites", "list"], None),
+    (["sites", "rotate-secret", "backpain-advisor"], None),
+    (["sites", "set-callback", "backpain-advisor", "https://example.org/hook"], None),
+    (["sites", "pause", "backpain-advisor"], None),
+    (["sites", "resume", "backpain-advisor"], None),
+    (["moderators", "list"], None),
+    (["moderators", "deactivate", "jan@example.org"], None),
+    (["moderators", "activate", "jan@example.org"], None),
+    (["moderators", "set-password", "jan@example.org"], "a-long-enough-password\n"),
+    (["reclassify"], None),
+    (["authors", "erase", "--site", "backpain-advisor", "--email", "jan@example.org"], None),
+]
+
+
+@pytest.mark.parametrize(("args", "stdin"), NEEDS_A_DATABASE, ids=[" ".join(a) for a, _ in NEEDS_A_DATABASE])
+def test_a_command_that_needs_a_database_refuses_where_there_is_none_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], stdin: str | None
+) -> None:
+    """A new user ran `classify` from /tmp: it made var/moderation.db there, then said there was no model,
+    and left the folder behind. Where the default VAR_DIR holds no database, such a command says where it
+    looked and how to choose another, in one line."""
+    monkeypatch.chdir(tmp_path)
+    env = {"VAR_DIR": None, "DATABASE_URL": None, "MODEL_DIR": None, "LOG_FORMAT": "text"}
+    answer = CliRunner().invoke(main, args, input=stdin, env=env)
+    database = tmp_path.resolve() / "var" / "moderation.db"
+    assert answer.exit_code == 1, answer.output
+    assert answer.stderr == (
+        f"Error: no database at {database} (VAR_DIR is var), and this command creates none: run it in the "
+        "service's folder or set VAR_DIR (or DATABASE_URL) to the service's database; `moderation migrate` "
+        "creates a new one\n"
+    )
+    assert answer.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_only_command_names_the_database_url_that_names_no_file(tmp_path: Path) -> None:
+    missing = tmp_path / "elsewhere" / "moderation.db"
+    env = {"VAR_DIR": str(tmp_path / "var"), "DATABASE_URL": f"sqlite:///{missing}", "LOG_FORMAT": "text"}
+    answer = CliRunner().invoke(main, ["models", "list"], env=env)
+    assert answer.exit_code == 1
+    assert answer.stderr.startswith(f"Error: no database at {missing} (DATABASE_URL), and this command creates none: ")
+    assert "set DATABASE_URL to the service's database" in answer.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.skipif(not postgres_reachable(), reason="PostgreSQL is not reachable at 127.0.0.1:5432")
@@ -824,6 +887,7 @@ def test_migrate_names_allow_entries_that_allow_nobody_since_only_addresses_allo
 
 def test_reclassify_sends_comments_held_unclassified_back_and_says_how_many(tmp_path: Path) -> None:
     env = {"VAR_DIR": str(tmp_path), "DATABASE_URL": "", "LOG_FORMAT": "text", "LOG_LEVEL": "WARNING"}
+    assert CliRunner().invoke(main, ["migrate"], env=env).exit_code == 0
     assert CliRunner().invoke(main, ["reclassify"], env=env).stderr.endswith("no comments are held as not_classified\n")
     engine = create_db_engine(f"sqlite:///{tmp_path / 'moderation.db'}")
     sessions = make_session_factory(engine)
@@ -1501,7 +1565,10 @@ def test_classify_in_a_folder_without_a_database_says_where_to_run_it_not_to_tra
     have trained a second model in the wrong place."""
     answer = run(tmp_path / "elsewhere", "classify", stdin='{"body": "hello"}\n')
     assert answer.exit_code == 1
-    assert "there was no database in" in answer.stderr
-    assert "If the service runs from another folder, run this there" in answer.stderr
+    assert f"no database at {(tmp_path / 'elsewhere' / 'moderation.db').resolve()}" in answer.stderr
+    assert "run it in the service's folder or set VAR_DIR (or DATABASE_URL)" in answer.stderr
+    assert "train" not in answer.stderr
+    assert not (tmp_path / "elsewhere").exists()
+    assert run(tmp_path / "elsewhere", "migrate").exit_code == 0
     again = run(tmp_path / "elsewhere", "classify", stdin='{"body": "hello"}\n')  # the database is there now
     assert "no model is active" in again.stderr

@@ -92,7 +92,7 @@ def test_a_retry_cap_below_the_first_delay_is_refused_only_when_it_was_set(tmp_p
         "the cap on one retry's delay cannot be below the first delay\n"
     )
     # A first delay above the default cap (6 h) is capped by it, as before there was a check.
-    assert run(tmp_path, "sites", "list", CALLBACK_RETRY_BASE_SECONDS="30000").exit_code == 0
+    assert run(tmp_path, "migrate", CALLBACK_RETRY_BASE_SECONDS="30000").exit_code == 0
 
 
 @pytest.mark.parametrize("value", ["", "  "])

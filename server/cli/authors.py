@@ -72,7 +72,7 @@ def authors_erase(ctx: click.Context, site_name: str, email: str | None, comment
 
     if (email is not None) == bool(comment_ids):  # both forms, or neither
         raise click.UsageError(ERASE_FORMS, ctx)
-    with common.transaction(ctx) as session:
+    with common.transaction(ctx, create=False) as session:
         try:
             site = require_site(session, site_name)
         except SiteError as error:

@@ -20,7 +20,7 @@ def reclassify(ctx: click.Context, site_name: str | None) -> None:
     once they have waited OUTBOX_QUIET_SECONDS (and up to OUTBOX_RELAY_INTERVAL_SECONDS more), and each gets
     a new decision, told to its site.
     """
-    with common.transaction(ctx) as session:
+    with common.transaction(ctx, create=False) as session:
         sent = send_back_unclassified(session, datetime.now(UTC), common.site_id_or_all(session, site_name))
     if not sent:
         click.echo("no comments are held as not_classified", err=True)

@@ -27,21 +27,27 @@ def settings(ctx: click.Context) -> Settings:
     return settings
 
 
-def sessions(settings: Settings) -> sessionmaker[Session]:
+def sessions(settings: Settings, *, create: bool) -> sessionmaker[Session]:
     """Sessions on an up-to-date schema.
 
-    A new database gets the schema, so every command works on a fresh VAR_DIR without a separate migrate.
+    A command that stores what it is given (``create``: `sites add`, `train`) makes a new database, so it
+    works on a fresh VAR_DIR without a separate migrate. One that only reads, or changes what must already be
+    stored (a site, an account, a model version), refuses a SQLite file that is not there: run from another
+    folder, it would leave a stray var/ behind and answer as if the service had nothing.
     One at an older migration is refused, not upgraded: that is `moderation migrate`'s job, once a backup is
     taken, and never the side effect of a `sites list` run to look around before an upgrade.
     """
+    if not create:
+        refuse_a_missing_database(settings)
     _create_or_check_schema(settings)
     return make_session_factory(create_db_engine(settings.effective_database_url))
 
 
 @contextlib.contextmanager
-def transaction(ctx: click.Context) -> Iterator[Session]:
-    """One transaction on an engine that is disposed afterwards (no pooled connection outlives the command)."""
-    factory = sessions(settings(ctx))
+def transaction(ctx: click.Context, *, create: bool) -> Iterator[Session]:
+    """One transaction on an engine that is disposed afterwards (no pooled connection outlives the command);
+    ``create`` as for ``sessions``."""
+    factory = sessions(settings(ctx), create=create)
     try:
         with factory.begin() as session:
             yield session
@@ -49,19 +55,32 @@ def transaction(ctx: click.Context) -> Iterator[Session]:
         factory.kw["bind"].dispose()
 
 
-def active_model(settings: Settings) -> ModerationModel:
+def refuse_a_missing_database(settings: Settings) -> None:
+    """Stop, in one line and creating nothing, when the SQLite file the settings name is not there (a
+    PostgreSQL database is made by its server's administrator, so it is there or connecting says why not)."""
     path = sqlite_file(settings.effective_database_url)
-    new_database = path is not None and not path.exists()
-    store = registry.ModelStore(sessions(settings), check_interval=0, model_dir=settings.effective_model_dir)
+    if path is None or path.exists():
+        return
+    if settings.database_url is not None:
+        where, choose = "DATABASE_URL", "set DATABASE_URL"
+    else:
+        where, choose = (
+            f"VAR_DIR is {settings.var_dir}",
+            "run it in the service's folder or set VAR_DIR (or DATABASE_URL)",
+        )
+    raise click.ClickException(
+        f"no database at {path} ({where}), and this command creates none: {choose} to the service's database; "
+        "`moderation migrate` creates a new one"
+    )
+
+
+def active_model(settings: Settings) -> ModerationModel:
+    store = registry.ModelStore(
+        sessions(settings, create=False), check_interval=0, model_dir=settings.effective_model_dir
+    )
     try:
         return store.current()
     except registry.RegistryError as error:
-        if new_database:  # perhaps run from another folder, where training would be the wrong way out
-            raise click.ClickException(
-                f"no model: there was no database in {path.parent if path else 'VAR_DIR'} until now. If the "
-                "service runs from another folder, run this there or set VAR_DIR (or DATABASE_URL) to its "
-                "database; if this is its folder, `make run` (or `moderation train`) trains one"
-            ) from None
         raise click.ClickException(str(error)) from None
 
 

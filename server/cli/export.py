@@ -73,7 +73,7 @@ def export(
 
     from moderation.export import ExportQuery, write_export
 
-    with common.transaction(ctx) as session:
+    with common.transaction(ctx, create=False) as session:
         # Read-only and possibly long: on SQLite a snapshot, not the write lock intake and workers need.
         session.connection(execution_options={SQLITE_BEGIN: "DEFERRED"})
         site_id = common.site_id_or_all(session, site_name)

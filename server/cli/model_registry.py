@@ -26,7 +26,7 @@ def models() -> None:
 def models_list(ctx: click.Context) -> None:
     """Versions, newest first (* active), with their held-out metrics, creation and activation dates."""
     settings = common.settings(ctx)
-    with common.sessions(settings)() as session:
+    with common.sessions(settings, create=False)() as session:
         versions = registry.list_versions(session)
         if not versions:
             # On stderr: a script reading the list by lines gets none. A person may be in the wrong folder.
@@ -88,7 +88,7 @@ def _activation(row: ModelVersion) -> str:
 def models_activate(ctx: click.Context, version: str) -> None:
     """Make VERSION (as `models list` names it) the one every worker scores with; its file is checked first."""
     settings = common.settings(ctx)
-    with common.sessions(settings).begin() as session:
+    with common.sessions(settings, create=False).begin() as session:
         active = registry.active_version(session)
         if active is not None and active.version == version:
             click.echo(f"model {version} is already active; nothing changed")
@@ -105,7 +105,7 @@ def models_activate(ctx: click.Context, version: str) -> None:
 def models_rollback(ctx: click.Context) -> None:
     """Go back to the version that was active before the current one (again: one further back)."""
     settings = common.settings(ctx)
-    with common.sessions(settings).begin() as session:
+    with common.sessions(settings, create=False).begin() as session:
         try:
             # The same check as `models activate`: the file, in this command's MODEL_DIR first, is intact.
             row = registry.rollback(session, model_dir=settings.effective_model_dir)
@@ -129,7 +129,7 @@ def models_import(ctx: click.Context, path: Path, activate: bool, allow_other_fe
     model_dir = settings.effective_model_dir
     try:
         registry.check_import(path, allow_other_features=allow_other_features)  # before the lock makes MODEL_DIR
-        with registry.import_lock(model_dir), common.sessions(settings).begin() as session:
+        with registry.import_lock(model_dir), common.sessions(settings, create=True).begin() as session:
             # Checked as loading checks it, copied, registered; the copies are removed if this does not commit.
             imported = registry.import_artifact(session, path, model_dir, allow_other_features=allow_other_features)
             version, was_active = imported.row.version, imported.row.is_active

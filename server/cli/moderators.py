@@ -27,7 +27,7 @@ def moderators_add(ctx: click.Context, email: str, role: str) -> None:
     from moderation.accounts import AccountError, create_moderator
 
     password = _new_password()
-    with common.transaction(ctx) as session:
+    with common.transaction(ctx, create=True) as session:
         try:
             moderator = create_moderator(session, email, password, role, datetime.now(UTC))
         except AccountError as error:
@@ -43,7 +43,7 @@ def moderators_list(ctx: click.Context) -> None:
 
     from models.entities import Moderator
 
-    with common.transaction(ctx) as session:
+    with common.transaction(ctx, create=False) as session:
         for row in session.scalars(select(Moderator).order_by(Moderator.email)):
             last = row.last_login_at.isoformat(timespec="seconds") if row.last_login_at else "never"
             click.echo(f"{row.email}\t{row.role}\t{'active' if row.is_active else 'deactivated'}\t{last}")
@@ -87,7 +87,7 @@ def _set_active(ctx: click.Context, email: str, active: bool) -> _ActiveFlagSet:
     """Set the account's active flag."""
     from moderation.accounts import active_admin_count, find_moderator
 
-    with common.transaction(ctx) as session:
+    with common.transaction(ctx, create=False) as session:
         moderator = find_moderator(session, email)
         if moderator is None:
             raise click.ClickException(f"no moderator {email}")
@@ -105,7 +105,7 @@ def moderators_set_password(ctx: click.Context, email: str) -> None:
     from moderation.accounts import AccountError, find_moderator, set_password
 
     password = _new_password()
-    with common.transaction(ctx) as session:
+    with common.transaction(ctx, create=False) as session:
         moderator = find_moderator(session, email)
         if moderator is None:
             raise click.ClickException(f"no moderator {email}")

@@ -48,7 +48,7 @@ def migrate(ctx: click.Context) -> None:
 
 def _tell_of_allow_entries_allowing_nobody(ctx: click.Context) -> None:
     """An upgrade is when an operator learns that entries allowing by name stopped allowing anyone."""
-    with common.transaction(ctx) as session:
+    with common.transaction(ctx, create=True) as session:
         dead = [
             f"{entry.value!r} ({entry.site.name if entry.site else 'all sites'})"
             for entry in entries_allowing_nobody(session)

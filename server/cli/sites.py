@@ -28,7 +28,7 @@ def sites() -> None:
 @click.pass_context
 def sites_add(ctx: click.Context, name: str, callback_url: str | None) -> None:
     """Register a site; its new whsec_ secret is the last line printed."""
-    with common.transaction(ctx) as session:
+    with common.transaction(ctx, create=True) as session:
         try:
             site, secret = create_site(session, name, callback_url)
         except SiteError as error:
@@ -45,7 +45,7 @@ def sites_add(ctx: click.Context, name: str, callback_url: str | None) -> None:
 def sites_rotate_secret(ctx: click.Context, name: str) -> None:
     """Issue a new secret; the old one keeps verifying for SECRET_ROTATION_OVERLAP_HOURS."""
     settings = common.settings(ctx)
-    with common.transaction(ctx) as session:
+    with common.transaction(ctx, create=False) as session:
         try:
             site = require_site(session, name)
         except SiteError as error:
@@ -66,7 +66,7 @@ def sites_rotate_secret(ctx: click.Context, name: str) -> None:
 def sites_list(ctx: click.Context) -> None:
     """Sites with their callback URL and state."""
     settings = common.settings(ctx)
-    with common.transaction(ctx) as session:
+    with common.transaction(ctx, create=False) as session:
         failing = callbacks.failing_callback_counts(session)
         sites = session.scalars(select(Site).order_by(Site.name)).all()
         for site in sites:
@@ -92,7 +92,7 @@ def _callback_state(site: Site, failing: int = 0) -> str:
 @click.pass_context
 def sites_set_callback(ctx: click.Context, name: str, url: str) -> None:
     """Save where the site's decisions are POSTed; '' clears it. Held-back callbacks go to the new URL."""
-    with common.transaction(ctx) as session:
+    with common.transaction(ctx, create=False) as session:
         site = _locked_site(session, name)
         try:
             saved = callbacks.save_callback_url(session, site, url, datetime.now(UTC))
@@ -114,7 +114,7 @@ def sites_set_callback(ctx: click.Context, name: str, url: str) -> None:
 @click.pass_context
 def sites_pause(ctx: click.Context, name: str) -> None:
     """Hold back the site's callbacks (decisions go on) until `sites resume`."""
-    with common.transaction(ctx) as session:
+    with common.transaction(ctx, create=False) as session:
         site = _locked_site(session, name)
         earlier_pause = _callback_state(site) if site.callbacks_paused_by else None
         held = callbacks.pause_callbacks(session, site, datetime.now(UTC), by=f"{_os_user()} (command line)")
@@ -132,7 +132,7 @@ def sites_pause(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def sites_resume(ctx: click.Context, name: str) -> None:
     """Turn the site's callbacks back on (after a pause or a 410) and send what was held back."""
-    with common.transaction(ctx) as session:
+    with common.transaction(ctx, create=False) as session:
         site = _locked_site(session, name)
         if site.callback_disabled_at is None:  # neither paused nor a 410: there is nothing to turn back on
             click.echo(f"callbacks of {name} are not paused (nor disabled by a 410); nothing changed")

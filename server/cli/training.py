@@ -45,7 +45,7 @@ def train_and_register(
     """Train on the corpus, DATA_DIR's public sets and the moderators' labels; register the version."""
     from moderation.learning import moderator_examples
 
-    sessions = common.sessions(settings)
+    sessions = common.sessions(settings, create=True)
     common.check_writable_folder(settings.effective_model_dir, "MODEL_DIR")  # now, not after minutes of training
     try:
         public = public_sets(data_dir)
