@@ -19,6 +19,8 @@ from dashboard.blueprint import RowIdConverter, bp
 from dashboard.context import close_db, wants_json
 from models.entities import Decision
 from models.text import INVISIBLE_RE
+from moderation.explanations import explanation_worth_reading
+from moderation.policy import Thresholds
 from moderation.reasons import reason_label
 
 __all__ = ["bp", "init_app", "method_not_allowed_page", "not_found", "wants_dashboard_page"]
@@ -82,24 +84,20 @@ def is_http_url(url: str | None) -> bool:
     return bool(url) and re.match(r"^https?://[^\s]+$", url or "", re.IGNORECASE) is not None
 
 
-SCORES_EXPLAINED = (
-    ("spam", "Spam", "spam_score", "spam_hold"),
-    ("medical_advice", "Medical advice", "advice_score", "advice_hold"),
-)
+SCORES_EXPLAINED = (("spam", "Spam", "spam_score"), ("medical_advice", "Medical advice", "advice_score"))
 DRIVERS_SHOWN = 4  # words per score
 
 
-def score_drivers(decision: Decision | None, lines: Any) -> list[tuple[str, str, list[dict[str, Any]]]]:
-    """(label, its name, the words that pushed it up most) for each score a reader should look at: one under
-    half its hold line (``lines``, those the decision was made with) was driven by nothing worth reading."""
+def score_drivers(decision: Decision | None, lines: Thresholds) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(label, its name, the words that pushed it up most) for each score a reader should look at (those
+    ``explanation_worth_reading`` keeps at ``lines``, the lines the decision was made with)."""
     if decision is None or not decision.explanation:
         return []
-    shown = []
-    for label, name, score, line in SCORES_EXPLAINED:
-        value, items = getattr(decision, score), decision.explanation.get(label)
-        if value is not None and items and value >= getattr(lines, line) / 2:
-            shown.append((label, name, items[:DRIVERS_SHOWN]))
-    return shown
+    scores = {label: getattr(decision, score) for label, _, score in SCORES_EXPLAINED}
+    readable = explanation_worth_reading(decision.explanation, scores, lines)
+    return [
+        (label, name, readable[label][:DRIVERS_SHOWN]) for label, name, _ in SCORES_EXPLAINED if readable.get(label)
+    ]
 
 
 def driver_words(drivers: list[tuple[str, str, list[dict[str, Any]]]]) -> list[str]:

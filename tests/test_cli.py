@@ -30,8 +30,10 @@ from models.entities import Comment, ModelVersion, OutboxMessage, Site, Training
 from moderation import callbacks, registry
 from moderation.data import CORPUS_DIR
 from moderation.decisions import TRIES_BEFORE_HOLDING, hold_unclassified
+from moderation.features import CommentText
 from moderation.fetch import SOURCES, Source, fetch_all, medquad_rows, unpack_medquad, unpack_sms, unpack_youtube
 from moderation.intake import NewComment, accept_comment
+from moderation.policy import Thresholds
 from moderation.sites import create_site
 from server.cli import main
 from tests.conftest import TrainedModel
@@ -950,6 +952,34 @@ def test_classify_answers_every_input_line_in_order_with_its_number(trained: Pat
     explained = classify_answers(trained, b'{"body": "Great article"}\n\n', "--explain")
     assert [row["line"] for row in explained] == [1, 2]
     assert set(explained[0]) == SCORED | {"explanation"} and "error" in explained[1]
+
+
+def test_classify_explains_only_the_scores_a_reader_should_look_at(trained: Path, trained_model: TrainedModel) -> None:
+    """A new user saw "the" and "is", with tiny weights, explain a score near nothing: the words of a score
+    under half its hold line are left out, as the dashboard leaves them out, and each line keeps its shape."""
+    bodies = [
+        "The article is good",
+        "You should take 800mg ibuprofen every 6 hours.",
+        "Thanks, this is the clearest thing I have read about it.",
+    ]
+    stdin = "".join(json.dumps({"body": body}) + "\n" for body in bodies).encode()
+    lines = Thresholds.of_card(trained_model.model.card)
+    hold = {"spam": lines.spam_hold, "medical_advice": lines.advice_hold}
+    answers = classify_answers(trained, stdin, "--explain")
+    left_out = 0
+    for body, answer in zip(bodies, answers, strict=True):
+        assert list(answer) == ["line", "spam", "medical_advice", "decision", "reasons", "model_version", "explanation"]
+        explanation = answer["explanation"]
+        assert isinstance(explanation, dict) and list(explanation) == ["spam", "medical_advice"]
+        every_word = trained_model.model.explain(CommentText(body=body))
+        for label in ("spam", "medical_advice"):
+            if float(answer[label]) < hold[label] / 2:  # type: ignore[arg-type]
+                assert explanation[label] == []
+                left_out += len(every_word[label])
+            else:
+                assert explanation[label] == every_word[label]
+    assert left_out, "no score had words to leave out: nothing was tested"
+    assert answers[1]["explanation"]["medical_advice"]  # type: ignore[index]  # advice over its line: its words
 
 
 def test_classify_answers_each_line_before_the_next_is_written(trained: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import click
 
 from models.text import visible
 from moderation.classifier import ModerationModel
+from moderation.explanations import explanation_worth_reading
 from moderation.features import CommentText
 from moderation.intake import (
     MAX_AUTHOR_NAME_CHARS,
@@ -185,7 +186,9 @@ def _answers(
             "model_version": model.version,
         }
         if explain:
-            out["explanation"] = model.explain(item)
+            # The words of a score under half its hold line are filler ("the", "is"): left out, as the
+            # dashboard leaves them out, with every label kept so the line's shape does not change.
+            out["explanation"] = explanation_worth_reading(model.explain(item), score.as_dict(), thresholds)
         answers.append(json.dumps(out, ensure_ascii=False) + "\n")
     return answers
 
