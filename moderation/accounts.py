@@ -50,12 +50,19 @@ def active_admin_count(session: Session) -> int:
     return int(session.scalar(count) or 0)
 
 
-def create_moderator(session: Session, email: str, password: str, role: str, now: datetime) -> Moderator:
+def account_email(email: str) -> str:
+    """The address a new account is kept under (trimmed, lower case), or AccountError saying why it cannot be
+    one: a caller checks it before asking for a password, which is wasted on an address refused after it."""
     email = email.strip().lower()
     if not EMAIL_RE.match(email):
         raise AccountError(f"{email!r} is not an e-mail address")
     if len(email) > MAX_EMAIL_CHARS:
         raise AccountError(f"an e-mail address can have at most {MAX_EMAIL_CHARS} characters here")
+    return email
+
+
+def create_moderator(session: Session, email: str, password: str, role: str, now: datetime) -> Moderator:
+    email = account_email(email)
     if role not in (Role.MODERATOR, Role.ADMIN):
         raise AccountError("role must be moderator or admin")
     if find_moderator(session, email) is not None:

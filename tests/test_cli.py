@@ -243,6 +243,27 @@ def test_sites_list_stars_out_a_password_and_counts_failing_callbacks(tmp_path: 
     assert "s3cret" not in run(tmp_path, "sites", "list").output
 
 
+@pytest.mark.parametrize(
+    ("address", "refusal"),
+    [
+        ("notanemail", "'notanemail' is not an e-mail address"),
+        (
+            "a@" + ".".join(["b" * 60] * 6) + ".org",
+            "an e-mail address can have at most 310 characters here",
+        ),
+    ],
+)
+def test_moderators_add_refuses_an_address_before_it_asks_for_the_password(
+    tmp_path: Path, address: str, refusal: str
+) -> None:
+    """A tester typed `moderators add notanemail` and was told first that no password was piped in."""
+    for stdin in ("", "a long enough password\n"):  # none piped in (< /dev/null), and one
+        added = run(tmp_path, "moderators", "add", address, stdin=stdin)
+        assert added.exit_code == 1
+        assert added.stderr == f"Error: {refusal}\n"
+    assert list(tmp_path.iterdir()) == []  # refused before any database was made for it
+
+
 def test_sites_list_of_no_sites_says_so_on_stderr(tmp_path: Path) -> None:
     assert run(tmp_path, "migrate").exit_code == 0
     listed = run(tmp_path, "sites", "list")

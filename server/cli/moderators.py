@@ -24,8 +24,12 @@ def moderators_add(ctx: click.Context, email: str, role: str) -> None:
     """Create a dashboard account; the password is read from a prompt, or from stdin's first line when piped."""
     from datetime import UTC, datetime
 
-    from moderation.accounts import AccountError, create_moderator
+    from moderation.accounts import AccountError, account_email, create_moderator
 
+    try:
+        account_email(email)  # before the password is asked for, or said to be missing
+    except AccountError as error:
+        raise click.ClickException(str(error)) from None
     password = _new_password()
     with common.transaction(ctx, create=True) as session:
         try:
