@@ -4,6 +4,7 @@ endpoint is verified and applies only the latest decision."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -66,15 +67,15 @@ def test_an_unsigned_callback_changes_nothing(site: tuple[FlaskClient, Path]) ->
     assert stored_status(data_file) == "sending"
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[tuple[FlaskClient, list[dict[str, Any]]]]:
-    """The example site, posting to a webhook that records each event and answers 202."""
+@contextlib.contextmanager
+def site_posting_to_a_webhook(tmp_path: Path, answer: int) -> Iterator[tuple[FlaskClient, list[dict[str, Any]]]]:
+    """The example site, posting to a webhook that records each event and answers with status ``answer``."""
     received: list[dict[str, Any]] = []
 
     class Webhook(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-            self.send_response(202)
+            self.send_response(answer)
             self.end_headers()
 
         def log_message(self, *_: object) -> None:
@@ -91,6 +92,26 @@ def service(tmp_path: Path) -> Iterator[tuple[FlaskClient, list[dict[str, Any]]]
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[FlaskClient, list[dict[str, Any]]]]:
+    with site_posting_to_a_webhook(tmp_path, 202) as made:
+        yield made
+
+
+@pytest.mark.parametrize(("answer", "shown"), [(400, "refused by the moderation service"), (503, "could not reach")])
+def test_a_comment_the_service_refuses_is_said_to_be_refused_not_unreached(
+    tmp_path: Path, answer: int, shown: str
+) -> None:
+    """A body of invisible characters alone passes the form (it is not blank to a browser) and the service
+    answers 400: the page said it "could not reach the moderation service", sending its author to look for a
+    fault that was not there. A 503 (or no answer) is still that."""
+    with site_posting_to_a_webhook(tmp_path, answer) as (client, received):
+        assert client.post("/massage-therapy/comments", data={"body": "\u200b\u200b"}).status_code == 302
+        assert len(received) == 1
+        [mine] = client.get("/massage-therapy/comments.json").get_json()["mine"]
+        assert shown in mine["status_text"]
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ STATUS_TEXT = {
     "approved": "published",
     "rejected": "not published",
     "not_sent": "could not reach the moderation service",
+    "refused": "refused by the moderation service",
 }
 # Shown for a comment posted without a name, and never sent: the service's model reads the author's name, and
 # a placeholder every nameless visitor shares would move their scores (it alone held "hi" as possible spam).
@@ -276,4 +277,8 @@ def send_to_moderation(config: ExampleConfig, comment: StoredComment, ip: str, u
         answer = httpx.post(f"{config.moderation_url}/webhooks/comments", content=payload, headers=headers, timeout=10)
     except httpx.HTTPError:
         return "not_sent"
-    return "pending" if answer.status_code in (200, 202) else "not_sent"
+    if answer.status_code in (200, 202):
+        return "pending"
+    # A 4xx but 429 is the service's answer about the comment itself (a body of invisible characters alone,
+    # which the form cannot tell from text): saying it was not reached would send the author looking for a fault.
+    return "refused" if 400 <= answer.status_code < 500 and answer.status_code != 429 else "not_sent"
