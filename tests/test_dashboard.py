@@ -1432,6 +1432,8 @@ def test_cli_adds_lists_deactivates_and_activates_moderators(database_url: str, 
     nothing = runner.invoke(main, ["moderators", "add", "bo@example.org"], input="", env=env)  # < /dev/null
     assert nothing.exit_code == 1
     assert nothing.stderr == "Error: no password on stdin: pipe it as the first line, or run this in a terminal\n"
+    unknown = runner.invoke(main, ["moderators", "set-password", "nobody@example.org"], input="", env=env)
+    assert (unknown.exit_code, unknown.stderr) == (1, "Error: no moderator nobody@example.org\n")  # not "no password"
     assert "ana@example.org\tadmin\tactive\tnever" in runner.invoke(main, ["moderators", "list"], env=env).output
     assert can_sign_in()
     deactivated = runner.invoke(main, ["moderators", "deactivate", "ana@example.org"], env=env)

@@ -108,6 +108,9 @@ def moderators_set_password(ctx: click.Context, email: str) -> None:
     """A new password (prompted, or stdin's first line when piped); the account's open sessions end."""
     from moderation.accounts import AccountError, find_moderator, set_password
 
+    with common.transaction(ctx, create=False) as session:  # before the password is asked for, or said missing
+        if find_moderator(session, email) is None:
+            raise click.ClickException(f"no moderator {email}")
     password = _new_password()
     with common.transaction(ctx, create=False) as session:
         moderator = find_moderator(session, email)
