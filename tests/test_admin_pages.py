@@ -23,7 +23,7 @@ from moderation.policy import ALLOW_LISTED_SKIPS
 from moderation.reasons import REASON_LABELS
 from moderation.sites import create_site
 from tests.support.dashboard import add_moderator, csrf_token, held_comment, sign_in
-from tests.test_callbacks import statements_run
+from tests.support.statements import statements_run
 
 MODERATORS = "/dashboard/admin/moderators"
 LISTS = "/dashboard/admin/lists"

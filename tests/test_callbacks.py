@@ -19,7 +19,7 @@ from typing import Any
 import httpcore
 import httpx
 import pytest
-from sqlalchemy import Engine, String, cast, create_engine, event, func, insert, literal, select, text
+from sqlalchemy import Engine, String, cast, create_engine, func, insert, literal, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError as StandardVerificationError
@@ -44,6 +44,7 @@ from tests.support.migrations import column_names, drift_from_the_models
 from tests.support.services import free_port
 from tests.support.signing import sign_from_spec
 from tests.support.site_server import Received, SiteServer, always
+from tests.support.statements import statements_run
 from workers.app import ModerationCelery
 from workers.delivery import MAX_ANSWER_BYTES, callback_client, parse_retry_after, post_callback
 from workers.tasks import PAUSE_CHECK_SECONDS, notify_site
@@ -726,22 +727,6 @@ def test_callbacks_held_back_by_a_pause_or_a_410_are_not_failing(sessions: sessi
     failed_once(sessions, sites["gone-site"], "c-2", status_code=410)
 
     assert failing_now(sessions) == ([], {})
-
-
-@contextlib.contextmanager
-def statements_run(engine: Engine) -> Iterator[list[str]]:
-    """The statements sent to the database meanwhile (a growing list)."""
-    statements: list[str] = []
-
-    def keep(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if not statement.startswith("BEGIN"):  # SQLite's transactions begin with a statement of their own
-            statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", keep)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", keep)
 
 
 def statements_while(sessions: sessionmaker[Session], read: Callable[[Session], Any]) -> int:

@@ -60,7 +60,7 @@ from tests.support.dashboard import (
     held_comment,
     sign_in,
 )
-from tests.test_callbacks import statements_run
+from tests.support.statements import statements_run
 
 Sessions = sessionmaker[Session]
 
@@ -1032,6 +1032,28 @@ def test_a_verdict_while_an_admin_pauses_the_sites_callbacks_is_not_lost_to_a_de
         assert list(statuses.values()) == ["disabled"]  # the verdict's, held back while the site is paused
 
 
+def _a_410_recorded_while_a_verdict_waits(sessions: Sessions, verdict: threading.Thread, sent: int) -> object:
+    """Callback ``sent`` claimed by a worker, which then holds its row (record_attempts' first lock) while the
+    moderator's ``verdict`` starts and waits for it, and records the site's 410 for it; what it recorded."""
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        claimed = callbacks.claim_delivery(session, sent, now, callbacks.RetryPolicy())
+        assert claimed is not None
+        gone = callbacks.AttemptOutcome(sent, 410, False, "Gone", url=claimed.site.callback_url)
+        lease = claimed.lease_until
+    worker = sessions()
+    try:
+        callbacks.locked_deliveries(worker, [sent])
+        verdict.start()
+        time.sleep(0.5)  # the verdict waits for the row of the callback on the wire
+        recorded = callbacks.record_attempts(worker, [gone], now, callbacks.RetryPolicy(), lease=lease)
+        worker.commit()
+        verdict.join(30)
+    finally:
+        worker.close()
+    return recorded
+
+
 def test_a_verdict_while_a_worker_records_a_410_for_the_comments_callback_is_not_lost_to_a_deadlock(
     app: Flask, database_url: str, sessions: Sessions, site_row: int, people: dict[str, int]
 ) -> None:
@@ -1041,24 +1063,8 @@ def test_a_verdict_while_a_worker_records_a_410_for_the_comments_callback_is_not
     if database_url.startswith("sqlite"):
         pytest.skip("SQLite has no row locks")
     comment_id, decision_id, hold_callback = _callback_of_the_hold(sessions, site_row)
-    now = datetime.now(UTC)
-    with sessions.begin() as session:
-        claimed = callbacks.claim_delivery(session, hold_callback, now, callbacks.RetryPolicy())
-        assert claimed is not None
-        lease, url = claimed.lease_until, claimed.site.callback_url
     verdict, outcome = _approve_in_a_thread(app, comment_id, decision_id)
-    worker = sessions()
-    try:
-        callbacks.locked_deliveries(worker, [hold_callback])  # record_attempts' first statement
-        verdict.start()
-        time.sleep(0.5)  # the verdict waits for the row of the callback on the wire
-        gone = callbacks.AttemptOutcome(hold_callback, 410, False, "Gone", url=url)
-        recorded = callbacks.record_attempts(worker, [gone], now, callbacks.RetryPolicy(), lease=lease)
-        worker.commit()
-        verdict.join(30)
-    finally:
-        worker.close()
-    assert recorded == {hold_callback: "disabled"}
+    assert _a_410_recorded_while_a_verdict_waits(sessions, verdict, hold_callback) == {hold_callback: "disabled"}
     assert outcome.get("status") == 200, outcome
     with sessions() as session:
         assert session.get_one(Comment, comment_id).status == "approved"
@@ -1096,23 +1102,8 @@ def test_a_verdict_while_a_worker_records_a_410_with_another_callback_of_the_com
         session.add(earlier)
         session.flush()
         on_the_wire = callback_row(session, site_row, comment_id, earlier.id, "pending", "msg_earlier")
-    now = datetime.now(UTC)
-    with sessions.begin() as session:
-        claimed = callbacks.claim_delivery(session, on_the_wire, now, callbacks.RetryPolicy())
-        assert claimed is not None
-        lease, url = claimed.lease_until, claimed.site.callback_url
     verdict, outcome = _approve_in_a_thread(app, comment_id, decision_id)
-    worker = sessions()
-    try:
-        gone = callbacks.AttemptOutcome(on_the_wire, 410, False, "Gone", url=url)
-        callbacks.locked_deliveries(worker, [on_the_wire])  # record_attempts' locks, taken before the verdict
-        verdict.start()
-        time.sleep(0.5)  # the verdict holds the waiting callback and waits for the one on the wire
-        recorded = callbacks.record_attempts(worker, [gone], now, callbacks.RetryPolicy(), lease=lease)
-        worker.commit()
-        verdict.join(30)
-    finally:
-        worker.close()
+    recorded = _a_410_recorded_while_a_verdict_waits(sessions, verdict, on_the_wire)
     assert recorded == {on_the_wire: "disabled"}
     assert outcome.get("status") == 200, outcome
     with sessions() as session:

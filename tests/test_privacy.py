@@ -1012,6 +1012,22 @@ def reject_with_note(client: FlaskClient, engine: Engine, comment_id: int, note:
     assert answer.status_code == 200, answer.get_data(as_text=True)
 
 
+def signed_in_moderator(client: FlaskClient, engine: Engine) -> None:
+    with make_session_factory(engine).begin() as session:
+        add_moderator(session, "ana@example.org")
+    assert sign_in(client, "ana@example.org").status_code in {200, 302}
+
+
+def rejected_with_note(
+    client: FlaskClient, secret: str, engine: Engine, model: TrainedModel, external_id: str, author: Any, note: str
+) -> int:
+    """An advice comment by ``author``, decided, then rejected by a moderator with ``note``; its id."""
+    comment_id = int(send(client, secret, event("comment.created", external_id, ADVICE, author))["id"])
+    decide(engine, model, comment_id)
+    reject_with_note(client, engine, comment_id, note)
+    return comment_id
+
+
 def notes_and_errors(engine: Engine, comment_id: int) -> list[str]:
     """The free text about a comment: moderators' notes on its decisions and actions, its callbacks' errors."""
     with engine.connect() as connection:
@@ -1029,12 +1045,9 @@ def test_retention_anonymizes_the_ip_it_cleared_earlier_out_of_moderators_notes_
     """A cold review's test: the IP and user agent were cleared (RETAIN_PERSONAL_DAYS) by a statement that scrubbed
     nothing, and the anonymization (RETAIN_CLOSED_DAYS), like any erasure, scrubs only the values still on the
     comment: a moderator's note naming the IP kept it for ever."""
-    with make_session_factory(engine).begin() as session:
-        add_moderator(session, "ana@example.org")
-    assert sign_in(client, "ana@example.org").status_code in {200, 302}
-    comment_id = send(client, secrets[SITE], event("comment.created", "r-1", ADVICE, AUTHOR))["id"]
-    decide(engine, active_model, comment_id)
-    reject_with_note(client, engine, comment_id, f"same IP {AUTHOR['ip']} as the spammer last week")
+    signed_in_moderator(client, engine)
+    note = f"same IP {AUTHOR['ip']} as the spammer last week"
+    comment_id = rejected_with_note(client, secrets[SITE], engine, active_model, "r-1", AUTHOR, note)
     age(engine, comment_id, 400)  # closed 400 days ago: due for anonymization with the defaults
 
     done = apply_retention(make_session_factory(engine), datetime.now(UTC), personal_days=30, closed_days=365)
@@ -1051,14 +1064,10 @@ def test_retention_clearing_the_ip_and_user_agent_scrubs_them_from_notes_and_err
 ) -> None:
     """A cold review's test: once retention had cleared the IP, a later erasure no longer knew it, and the notes
     naming it kept it. Clearing them now scrubs them where an erasure would, in the same transaction."""
-    with make_session_factory(engine).begin() as session:
-        add_moderator(session, "ana@example.org")
-    assert sign_in(client, "ana@example.org").status_code in {200, 302}
-    comment_id = send(client, secrets[SITE], event("comment.created", "r-2", ADVICE, AUTHOR))["id"]
-    kept_id = send(client, secrets[SITE], event("comment.created", "r-3", ADVICE, OTHER_AUTHOR))["id"]
-    for one in (comment_id, kept_id):
-        decide(engine, active_model, one)
-        reject_with_note(client, engine, one, f"same IP {AUTHOR['ip']} as {AUTHOR['user_agent']} last week")
+    signed_in_moderator(client, engine)
+    note = f"same IP {AUTHOR['ip']} as {AUTHOR['user_agent']} last week"
+    comment_id = rejected_with_note(client, secrets[SITE], engine, active_model, "r-2", AUTHOR, note)
+    kept_id = rejected_with_note(client, secrets[SITE], engine, active_model, "r-3", OTHER_AUTHOR, note)
     with engine.begin() as connection:  # a site's error page echoing the request's author
         connection.execute(
             update(CallbackDelivery)
@@ -1099,12 +1108,9 @@ def test_retention_leaves_whole_a_value_still_on_the_comment_that_holds_the_ip_f
     no longer found it, and the rest of the URL stayed for ever. The URL is kept whole now, as an edit keeps it,
     for the erasure to take."""
     author = {**AUTHOR, "url": f"http://{AUTHOR['ip']}/zebulon-quackenbush"}
-    with make_session_factory(engine).begin() as session:
-        add_moderator(session, "ana@example.org")
-    assert sign_in(client, "ana@example.org").status_code in {200, 302}
-    comment_id = send(client, secrets[SITE], event("comment.created", "r-4", ADVICE, author))["id"]
-    decide(engine, active_model, comment_id)
-    reject_with_note(client, engine, comment_id, f"also posts as {author['url']} from {AUTHOR['ip']}")
+    signed_in_moderator(client, engine)
+    note = f"also posts as {author['url']} from {AUTHOR['ip']}"
+    comment_id = rejected_with_note(client, secrets[SITE], engine, active_model, "r-4", author, note)
     age(engine, comment_id, 40)
 
     assert apply_retention(make_session_factory(engine), datetime.now(UTC), 30, 365).network_cleared == 1

@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 
 from moderation import sites
+from tests.support.statements import statements_run
 
 READS_SITES = re.compile(r"\bFROM sites\b", re.IGNORECASE)
 
@@ -25,17 +25,8 @@ def site_reads(where: Flask | Engine) -> Iterator[list[str]]:
     """The statements reading the ``sites`` table that an app (on its own engine) or an engine runs within
     the block, in order."""
     engine: Engine = where if isinstance(where, Engine) else where.extensions["moderation"].sessions.kw["bind"]
-    statements: list[str] = []
-
-    def keep(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if READS_SITES.search(statement):
-            statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", keep)
-    try:
+    with statements_run(engine, READS_SITES.search) as statements:
         yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", keep)
 
 
 class CacheClock:
