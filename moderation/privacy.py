@@ -229,7 +229,8 @@ def _distinct(fields: Iterable[str | None]) -> list[str]:
     return sorted({v.strip() for v in fields if v and v.strip()}, key=len, reverse=True)
 
 
-def _values(comment: Comment, columns: Iterable[InstrumentedAttribute[str | None]]) -> list[str | None]:
+def _values(comment: object, columns: Iterable[InstrumentedAttribute[str | None]]) -> list[str | None]:
+    """The columns' values of a comment, or of a row read with those columns."""
     return [getattr(comment, column.key) for column in columns]
 
 
@@ -313,11 +314,13 @@ def scrub_replaced_values(session: Session, comment: Comment, earlier: AuthorVal
     so do the explaining words still in them."""
     current = author_values(comment)
     gone = _replaced(earlier.personal, current.personal)
-    if gone:
-        scrub_free_text(session, {comment.id: _scrubber(gone, keep=current.personal)})
+    if not gone:
+        return
+    scrub = _scrubber(gone, keep=current.personal)
+    scrub_free_text(session, {comment.id: scrub})
     gone_identity = _replaced(earlier.identity, current.identity)
     if gone_identity:  # not for an IP address or a user agent alone: explanations hold no words of theirs
-        _drop_replaced_words(session, comment, gone_identity, current.identity, _scrubber(gone, keep=current.personal))
+        _drop_replaced_words(session, comment, gone_identity, current.identity, scrub)
 
 
 def _replaced(earlier: Sequence[str], current: Sequence[str]) -> list[str]:
@@ -532,16 +535,12 @@ def _clear_network_batch(session: Session, cutoff: datetime, batch: int) -> int:
             .execution_options(synchronize_session=False)
         )
         scrubbers = {
-            row.id: _scrubber(held, keep=_distinct(_row_values(row, IDENTITY_COLUMNS)))
+            row.id: _scrubber(held, keep=_distinct(_values(row, IDENTITY_COLUMNS)))
             for row in found
-            if (held := _distinct(_row_values(row, NETWORK_PERSONAL_COLUMNS)))
+            if (held := _distinct(_values(row, NETWORK_PERSONAL_COLUMNS)))
         }
         scrub_free_text(session, scrubbers)
     return len(found)
-
-
-def _row_values(row: object, columns: Iterable[InstrumentedAttribute[str | None]]) -> list[str | None]:
-    return [getattr(row, column.key) for column in columns]
 
 
 def _anonymize_batch(session: Session, now: datetime, cutoff: datetime, batch: int) -> int:

@@ -5,9 +5,9 @@ Redis unreachable the counts move to this process's memory for a few seconds at 
 again: a limit keeps working per process, and nothing waits on a Redis that hangs.
 
 A counter's key names a person (an IP address, a network, an e-mail) by ``pseudonym`` only (a keyed hash,
-``moderation.keyed``): Redis keeps the
-names of expired keys on disk in its append-only file (the bundled Redis and compose's run with appendonly) until
-it rewrites that file, long after the window, beyond retention and any erasure.
+``moderation.keyed``): Redis keeps the names of expired keys on disk in its append-only file (the bundled Redis
+and compose's run with appendonly) until it rewrites that file, long after the window, beyond retention and any
+erasure.
 """
 
 from __future__ import annotations
