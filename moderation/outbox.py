@@ -26,7 +26,9 @@ def mark_published(session: Session, ids: list[int], now: datetime, *, due_befor
 
     Two relays at once (their messages queued behind a backlog, taken by two worker processes together) read
     the same rows as due: the second to note them finds them published by the first, since its statement
-    sees what the first committed (or skips them while the first still holds them), and publishes nothing.
+    sees what the first committed (or skips them while the first still holds them), and publishes nothing. The
+    condition is checked where the rows are locked: PostgreSQL checks a row locked FOR UPDATE again as it was
+    committed, so the UPDATE needs it no second time.
 
     A row held is a decision's work being completed (that transaction deletes it) or a relayed run counting
     its try. Waiting for it here, while the decision waits for another row this statement already locked,
@@ -44,7 +46,7 @@ def mark_published(session: Session, ids: list[int], now: datetime, *, due_befor
     )
     noted = session.scalars(
         update(OutboxMessage)
-        .where(OutboxMessage.id.in_(free.scalar_subquery()), still_due(due_before))
+        .where(OutboxMessage.id.in_(free.scalar_subquery()))
         .values(published_at=now, attempts=OutboxMessage.attempts + 1)
         .returning(OutboxMessage.id)
         .execution_options(synchronize_session=False)
