@@ -1,4 +1,4 @@
-"""Every setting, read from the environment once, with the defaults documented in the README."""
+"""Every setting, read from the environment once, with the defaults documented in docs/reference.md."""
 
 from __future__ import annotations
 

@@ -466,7 +466,7 @@ def test_a_serving_command_with_a_var_dir_that_cannot_be_created_is_one_line(tmp
 
 
 def test_a_serving_commands_metrics_folder_is_in_var_dir_named_in_any_case(tmp_path: Path) -> None:
-    """As the settings read ``var_dir=...`` (README: names in any case), not ./var of the folder started in,
+    """As the settings read ``var_dir=...`` (docs/reference.md: names in any case), not ./var of the folder started in,
     whose counters another run there would share (a cold review's test)."""
     var_dir, started_in = tmp_path / "service-var", tmp_path / "started-here"
     started_in.mkdir()

@@ -432,8 +432,8 @@ def test_an_edit_during_an_erasure_by_id_waits_and_stores_nothing_erased_again(
     client: FlaskClient, secret: str, engine: Engine, active_model: TrainedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The erasure locks first: one after the other, the comment is erased, then the edit stores its new
-    text but not the author it carries (README: later events for an erased comment do not store the author
-    again), e-mail included, which the comment never had."""
+    text but not the author it carries (docs/privacy.md: later events for an erased comment do not store the
+    author again), e-mail included, which the comment never had."""
     comment_id = send(client, secret, created_without_email("c-e4")).get_json()["id"]
     assert decide(engine, active_model.model, comment_id) is not None
     before = comment_row(engine, comment_id)

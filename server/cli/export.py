@@ -68,7 +68,7 @@ def export(
     body: bool,
     progress: bool,
 ) -> None:
-    """Write decisions and moderator verdicts as JSON lines or CSV (README lists the columns)."""
+    """Write decisions and moderator verdicts as JSON lines or CSV (docs/privacy.md lists the columns)."""
     from datetime import UTC
 
     from moderation.export import ExportQuery, write_export
