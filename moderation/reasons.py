@@ -14,7 +14,8 @@ class Reason(StrEnum):
     """Why the policy did not simply approve a comment: stored with its decision, shown and filtered on in the
     dashboard.
 
-    The one list of them (README's policy table is checked against it). Stored as their plain values.
+    The one list of them (the policy table in docs/architecture.md is checked against it). Stored as their plain
+    values.
     """
 
     BLOCKED_TERM = "blocked_term"

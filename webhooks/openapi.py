@@ -60,7 +60,8 @@ def _reason_description() -> str:
     shared = " and ".join(f"`{reason}`" for reason in REJECT_REASONS if reason in set(Reason))
     return (
         "Why a comment was held or rejected (an approval has none). The policy's reasons come first (the "
-        "README's policy table says when each is given), then those only a moderator gives, rejecting: "
+        "policy table in the service's docs/architecture.md says when each is given), then those only a moderator "
+        "gives, rejecting: "
         f"{moderators_own} (a moderator rejects with {shared} too, the same values as the policy's). A later "
         "version of the service may add values."
     )
