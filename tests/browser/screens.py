@@ -1,4 +1,4 @@
-"""Where screenshots go: docs/screenshots/ when UPDATE_SCREENSHOTS=1 (to refresh the README's pictures),
+"""Where screenshots go: docs/screenshots/ when UPDATE_SCREENSHOTS=1 (to refresh docs/dashboard.md's pictures),
 else the test's temporary folder (the pages are still rendered and checked)."""
 
 from __future__ import annotations
