@@ -1,6 +1,6 @@
 """Edits and deletions of a comment, in any delivery order, decided by the site's own timestamps.
 
-Rules (README "Edits and deletions"):
+Rules (docs/webhooks.md, "Edits and deletions"):
 - an update that arrives before its create stores the comment from the update (the create then repeats it);
 - an event older than (or as old as) the version stored changes nothing but is acknowledged;
 - an update with a new body retires the current decision and queues the comment for classification

@@ -488,10 +488,10 @@ def _next_step(demo: Demo) -> str:
     if demo.other_sites:
         return (
             f"Your sites: {demo.other_sites} registered besides {demo.site_name} "
-            '(.venv/bin/moderation sites list; README, "Sending comments").'
+            '(.venv/bin/moderation sites list; docs/webhooks.md, "Sending comments").'
         )
     return (
-        'Next: register your site and sign requests with its secret (README, "Sending comments"):\n'
+        'Next: register your site and sign requests with its secret (docs/webhooks.md, "Sending comments"):\n'
         "  .venv/bin/moderation sites add backpain-advisor --callback-url https://YOUR-SITE/moderation-callback\n"
         "  (your site's own address; leave --callback-url out to learn decisions from the pull API instead)"
     )

@@ -491,7 +491,7 @@ def test_a_stored_decision_with_every_reason_is_sent_as_plain_strings_the_openap
 
 
 def test_the_openapi_says_every_classified_edit_gets_a_comment_decided_callback(client: FlaskClient) -> None:
-    """As the README says and the code does: also when the edit's outcome stayed the one the site was told."""
+    """As docs/webhooks.md says and the code does: also when the edit's outcome stayed the one the site was told."""
     document = client.get("/openapi.json").get_json()
     callback = document["webhooks"]["commentDecided"]["post"]["description"]
     intake = document["paths"]["/webhooks/comments"]["post"]["description"]

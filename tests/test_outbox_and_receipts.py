@@ -268,7 +268,8 @@ def test_the_scheduled_purge_keeps_a_week_of_receipts_so_an_id_reused_within_it_
     one still makes intake refuse its webhook-id for another payload (409)."""
     assert (send(client, site, "c-1", "msg_old"), send(client, site, "c-2", "msg_recent")) == (202, 202)
     now = datetime.now(UTC)
-    ages = {"msg_old": timedelta(days=7, hours=1), "msg_recent": timedelta(days=6, hours=23)}  # README: 7 days
+    # docs/webhooks.md: 7 days
+    ages = {"msg_old": timedelta(days=7, hours=1), "msg_recent": timedelta(days=6, hours=23)}
     with sessions.begin() as session:
         for webhook_id, age in ages.items():
             session.execute(
