@@ -419,7 +419,7 @@ def test_no_training_only_comment_is_a_rewrite_of_a_held_out_one(own: list[Examp
 
 def test_few_held_out_comments_have_a_close_rewrite_on_the_training_side(own: list[Example]) -> None:
     """The split is by a hash of each text, so a rewrite of a comment can land on the other side: kept rare
-    (10 when written: README's figure), so that the held-out numbers are not flattered."""
+    (10 when written: docs/models.md's figure), so that the held-out numbers are not flattered."""
     held_out = [e.comment.body for e in own if e.split == TEST]
     training = [e.comment.body for e in own if e.split != TEST]
     assert len(_with_a_close_rewrite(held_out, training, ratio=0.6)) <= len(held_out) // 100

@@ -21,7 +21,7 @@ from server.settings import Settings
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Folder with the public data sets (see README); the own corpus is always used.",
+    help="Folder with the public data sets (see docs/models.md); the own corpus is always used.",
 )
 @click.option("--activate/--no-activate", default=True, show_default=True, help="Make the new version active.")
 @click.option(
