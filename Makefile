@@ -1,4 +1,4 @@
-# Two commands for a new user: `make run` and `make test`. Everything else is in the README.
+# Two commands for a new user: `make run` and `make test`. Everything else is in the README and docs/.
 PYTHON ?= python3
 # Test processes (pytest-xdist): one per core of the two-core machines CI runs on; 0 runs in one process
 TEST_PROCESSES ?= 2
