@@ -1,5 +1,6 @@
 """The reference (docs/reference.md) is the operators' manual: it must name every setting and every command the CLI
-has. docs/architecture.md lists the policy's reasons, in order."""
+has. docs/architecture.md lists the policy's reasons, in order. The README links to every page of docs/, and every
+link between them leads to a file and a heading that exist."""
 
 from __future__ import annotations
 
@@ -98,3 +99,53 @@ def test_the_env_example_shows_the_real_defaults() -> None:
             wrong.append(f"{key}={value} (default {field.default!r})")
     assert checked > 20
     assert wrong == []
+
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _prose(text: str) -> list[str]:
+    """The lines of a markdown file, those of fenced code blocks blanked (a `# comment` there is no heading)."""
+    lines, fenced = [], False
+    for line in text.splitlines():
+        fence = re.match(r"\s*(```|~~~)", line) is not None
+        fenced ^= fence
+        lines.append("" if fenced or fence else line)
+    return lines
+
+
+def _anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the headings of a markdown file: the text as shown, lower case, punctuation dropped
+    but for hyphens and underscores, spaces as hyphens; a repeated one gets -1, -2..."""
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    for line in _prose(path.read_text()):
+        heading = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if heading is None:
+            continue
+        shown = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading.group(1)).replace("`", "").replace("*", "")
+        slug = re.sub(r"[^\w\- ]", "", shown.lower()).replace(" ", "-")
+        anchors.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
+        seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+def test_every_link_between_the_readme_and_docs_leads_to_a_file_and_heading_that_exist() -> None:
+    """The README was split into pages under docs/ (a new user's report): a section moved again, or a heading
+    renamed, must not leave a link behind, in either direction."""
+    broken = []
+    for page in DOCS:
+        for number, line in enumerate(_prose(page.read_text()), 1):
+            for target in re.findall(r"\]\(([^)\s]+)\)", re.sub(r"`[^`]*`", "", line)):
+                if re.match(r"[a-z]+:", target):
+                    continue  # https:, mailto:
+                path, _, anchor = target.partition("#")
+                linked = (page.parent / path).resolve() if path else page
+                if not linked.exists() or (anchor and anchor not in _anchors(linked)):
+                    broken.append(f"{page.relative_to(ROOT)}:{number}: {target}")
+    assert broken == []
+
+
+def test_the_readme_links_every_page_in_docs() -> None:
+    listed = set(re.findall(r"\]\(docs/([\w-]+\.md)\)", README))
+    assert listed == {page.name for page in DOCS[1:]}
