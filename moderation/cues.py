@@ -989,8 +989,16 @@ COUNT_WORDS = frozenset(
 )
 
 
+# A sentence in which the writer names themselves tells of their own treatment, not the reader's: "Stretching
+# every morning changed my life", "Pregabalin 75mg twice daily was my titration schedule". Not "we" or "our":
+# "our lamp at 5cm for 60 minutes, three times a day" is a shop's instruction.
+WRITER_SELF = frozenset({"i", "i'm", "i've", "i'd", "my", "me", "mine", "myself"})
+
+
 def _is_bare_instruction(words: Words, reply: bool) -> bool:
     """The sentence opens with a treatment or a dose and says how much or when: "Ice 20 min, then heat"."""
+    if not WRITER_SELF.isdisjoint(words.tokens):
+        return False
     first = 1 if reply and len(words.tokens) > 1 else 0
     opens_with_treatment = any(
         words.flags[j] & (DOSE_FLAG | DRUG_FLAG) or words.phrase_at(TREATMENT_CUE, j)

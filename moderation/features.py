@@ -385,7 +385,7 @@ def _number_tokens(raw: str) -> list[str]:
 # What a model learned from is prepare()'s output, which is code: a model trained on another version's
 # output scores worse. Change this whenever that output changes for any text (tests/test_features.py pins a
 # digest of it); the model card records it, and loading a model made for other features warns.
-FEATURES_VERSION = "2026-12-07.7"
+FEATURES_VERSION = "2026-12-07.8"
 
 
 def prepare(comment: CommentText) -> str:

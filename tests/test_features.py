@@ -386,6 +386,21 @@ def test_questions_stories_and_referrals_are_not_suggestions(body: str) -> None:
     assert "zzbaremed" not in found
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Stretching every morning changed my life.",
+        "Pregabalin 75mg twice daily was my titration schedule.",
+    ],
+)
+def test_a_treatment_the_writer_tells_of_as_their_own_is_not_a_bare_instruction(body: str) -> None:
+    assert "zzbaremed" not in markers(body)
+
+
+def test_a_shops_instruction_in_the_first_person_plural_is_still_bare() -> None:
+    assert "zzbaremed" in markers("Heat pad 20 minutes, three times a day: our best seller.")
+
+
 def test_advice_in_a_long_story_gets_its_own_marker() -> None:
     story = "I hurt my back lifting my son and spent a month on the sofa feeling sorry for myself. " * 5
     assert "zzlongdirmed" in markers(story + "So my advice: take 800mg ibuprofen every 6 hours.")
@@ -559,8 +574,9 @@ FEATURE_SAMPLES = [
     "I just take paracetamol, up to three a day. Never had a massage that helped. Subscribed!",
     "Check out my reply, not my song. Never exceed 4000mg. Mi raccomando, niente alcol. Visit my clinic!",
     "Je ne prends plus d'ibuprofène. El masaje me deja relajada. Faz dois anos. Yoga macht mir Spaß.",
+    "Stretching every morning changed my life.",
 ]
-PINNED_FEATURES = {"2026-12-07.7": "412fc0b8e10246fb0136328c61fc60e6c08711bd4241f0d748c600a3a257dc50"}
+PINNED_FEATURES = {"2026-12-07.8": "e0daaf663f36346f201b025e49a69f9be261a6b3f48e2b788c594858b3669104"}
 
 
 def test_the_prepared_form_of_the_samples_is_pinned_by_the_features_version() -> None:
