@@ -19,11 +19,16 @@ from dashboard.context import db, me, runtime, settings
 from dashboard.queries import site_lines
 from models.entities import CallbackDelivery, DeliveryStatus, ListEntry, ModelVersion, Moderator, Role, Site
 from moderation import callbacks, evaluation, registry
-from moderation.accounts import AccountError, create_moderator
+from moderation.accounts import MAX_EMAIL_CHARS, AccountError, create_moderator
 from moderation.lists import FIELDS, KINDS, ListError, add_entry, can_allow
 from moderation.policy import ALLOW_LISTED_SKIPS, Thresholds
 from moderation.reasons import REASON_LABELS
 from moderation.sites import SiteError, create_site, rotate_secret
+
+# A form refused (thresholds, a moderator account) answers its page again with the error and what was sent, with
+# this status, not 200: a script or a test can tell a refusal from a success, and a browser shows the page all the
+# same. A form taken redirects (its message flashed), so that a reload does not send it again.
+REFUSED_STATUS = 422
 
 # --- sites ---------------------------------------------------------------------------------------
 
@@ -346,11 +351,6 @@ def _echoed(sent: Any, current: Proposal, defaults: Thresholds) -> dict[str, str
     return shown
 
 
-# Values refused (by a save, or by the form's own preview) answer this, not 200: a script or a test can tell a
-# refusal from a success, and a browser shows the page all the same.
-REFUSED_STATUS = 422
-
-
 def _thresholds_page(site: Site, sent: Any, refused: ValueError | None = None) -> ResponseReturnValue:
     """The page for the values ``sent`` (a preview's query, or a save's form that ``refused`` names as refused)."""
     row, card = _active_card()
@@ -512,28 +512,41 @@ def lists_delete(entry_id: int) -> ResponseReturnValue:
 @bp.get("/admin/moderators")
 @admin_required
 def moderators() -> ResponseReturnValue:
-    return render_template(
-        "admin/moderators.html", moderators=db().scalars(select(Moderator).order_by(Moderator.email)).all()
+    return _moderators_page()
+
+
+ROLES = (Role.MODERATOR, Role.ADMIN)
+
+
+def _moderators_page(refused: str | None = None, entered: dict[str, str] | None = None) -> ResponseReturnValue:
+    """The page; after a ``refused`` form, with the error and the new account's fields as ``entered`` (the
+    password is never sent back), answered with REFUSED_STATUS as the thresholds page answers a refusal."""
+    page = render_template(
+        "admin/moderators.html",
+        moderators=db().scalars(select(Moderator).order_by(Moderator.email)).all(),
+        errors=[refused] if refused is not None else [],
+        entered=entered or {"email": "", "role": Role.MODERATOR},
     )
+    return (page, REFUSED_STATUS) if refused is not None else page
 
 
 @bp.post("/admin/moderators")
 @admin_required
 def moderators_add() -> ResponseReturnValue:
     session = db()
+    email, role = request.form.get("email", ""), request.form.get("role", Role.MODERATOR)
     try:
-        create_moderator(
-            session,
-            request.form.get("email", ""),
-            request.form.get("password", ""),
-            request.form.get("role", Role.MODERATOR),
-            datetime.now(UTC),
-        )
+        create_moderator(session, email, request.form.get("password", ""), role, datetime.now(UTC))
         session.commit()
-        flash("Moderator added.", "info")
     except (AccountError, IntegrityError) as error:
         session.rollback()
-        flash(str(error), "error")
+        # The unique index refuses an address another admin added since create_moderator looked for it: said as
+        # that check says it, not as the database's error (its statement and parameters, the new hash among them).
+        problem = error if isinstance(error, AccountError) else f"a moderator {email.strip().lower()} already exists"
+        # What was typed, to correct it (an address cut at the column's length: it is echoed into the page).
+        entered = {"email": email[:MAX_EMAIL_CHARS], "role": role if role in ROLES else Role.MODERATOR}
+        return _moderators_page(f"Not added: {problem}.", entered)
+    flash("Moderator added.", "info")
     return redirect(url_for("dashboard.moderators"))
 
 
@@ -543,21 +556,19 @@ def moderators_update(moderator_id: int) -> ResponseReturnValue:
     session = db()
     target = session.get(Moderator, moderator_id) or abort(404)
     if target.id == me().id:
-        flash("You cannot change your own role or deactivate yourself.", "error")
-        return redirect(url_for("dashboard.moderators"))
+        return _moderators_page("You cannot change your own role or deactivate yourself.")
     role, active = request.form.get("role"), request.form.get("active")
     # A value other than these (from a script or an edited form) was ignored and the change still reported done.
-    # Refused as the page refuses others (said at the top of the page it leads back to), and nothing is changed.
+    # Refused as the page refuses others (said at the top of the page it answers with), and nothing is changed.
     problems = []
-    if role is not None and role not in (Role.MODERATOR, Role.ADMIN):
+    if role is not None and role not in ROLES:
         problems.append(f"the role must be moderator or admin, not {role[:40]!r}")
     if active is not None and active not in ("0", "1"):
         problems.append(f"active must be 0 or 1, not {active[:40]!r}")
     if role is None and active is None:
         problems.append("send a role (moderator or admin) or active (0 or 1)")
     if problems:
-        flash(f"Nothing changed for {target.email}: {'; '.join(problems)}.", "error")
-        return redirect(url_for("dashboard.moderators"))
+        return _moderators_page(f"Nothing changed for {target.email}: {'; '.join(problems)}.")
     if role is not None:
         target.role = role
     if active is not None:

@@ -4,6 +4,7 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -54,12 +55,60 @@ def account(sessions: sessionmaker[Session], moderator_id: int) -> tuple[str, bo
         return moderator.role, moderator.is_active
 
 
+# A refused form answers this with the page again, as the thresholds page does (tests/test_thresholds_page.py).
+REFUSED = 422
+
+
 def update_account(client: FlaskClient, moderator_id: int, **form: str) -> str:
-    """Post the moderators page's form for one account; the page it leads back to, with its messages."""
+    """Post the moderators page's form for one account, which it takes; the page it leads back to."""
     token = csrf_token(client, MODERATORS)
     answer = client.post(f"{MODERATORS}/{moderator_id}", data={"csrf_token": token, **form})
     assert answer.status_code == 302 and answer.headers["Location"] == MODERATORS
     return client.get(MODERATORS).get_data(as_text=True)
+
+
+def refused_update(client: FlaskClient, moderator_id: int, **form: str) -> str:
+    """Post the moderators page's form for one account, which it refuses: the page it answers with."""
+    token = csrf_token(client, MODERATORS)
+    answer = client.post(f"{MODERATORS}/{moderator_id}", data={"csrf_token": token, **form})
+    assert answer.status_code == REFUSED, answer.headers.get("Location")
+    return answer.get_data(as_text=True)
+
+
+def refused_add(client: FlaskClient, **form: str) -> str:
+    """Post the "Add a moderator" form, which the page refuses: the page it answers with."""
+    token = csrf_token(client, MODERATORS)
+    answer = client.post(MODERATORS, data={"csrf_token": token, **form})
+    assert answer.status_code == REFUSED, answer.headers.get("Location")
+    return answer.get_data(as_text=True)
+
+
+def add_form(page: str) -> dict[str, str]:
+    """What the page's "Add a moderator" form shows: the e-mail's value, the role selected, the password's value."""
+    form = re.search(r'<form method="post" action="/dashboard/admin/moderators" class="card">(.*?)</form>', page, re.S)
+    assert form is not None, page
+    fields = form.group(1)
+    email = re.search(r'<input type="email" name="email"[^>]*?(?: value="([^"]*)")?[^>]*>', fields)
+    role = re.search(r"<option selected>(\w+)</option>", fields)
+    password = re.search(r'<input type="password" name="password"[^>]*?(?: value="([^"]*)")?[^>]*>', fields)
+    assert email is not None and password is not None, fields
+    return {
+        "email": html.unescape(email.group(1) or ""),
+        "role": role.group(1) if role else "moderator",  # a select shows its first option when none is selected
+        "password": html.unescape(password.group(1) or ""),
+    }
+
+
+def refusal(page: str) -> str:
+    """The error the page shows, where the thresholds page shows its own (in the page, not a flash)."""
+    shown = re.findall(r'<p class="flash error"[^>]*>([^<]*)</p>', page)
+    assert len(shown) == 1, shown
+    return html.unescape(shown[0])
+
+
+def emails(sessions: sessionmaker[Session]) -> list[str]:
+    with sessions() as session:
+        return sorted(session.scalars(select(Moderator.email)))
 
 
 # --- moderators --------------------------------------------------------------------------------------
@@ -74,9 +123,9 @@ def test_an_admin_can_neither_change_their_own_role_nor_deactivate_themselves(
     admin: FlaskClient, sessions: sessionmaker[Session], people: dict[str, int], form: dict[str, str]
 ) -> None:
     """The last admin could otherwise lock everyone out of the admin pages."""
-    page = update_account(admin, people["admin"], **form)
+    page = refused_update(admin, people["admin"], **form)
 
-    assert "You cannot change your own role or deactivate yourself." in page
+    assert refusal(page) == "You cannot change your own role or deactivate yourself."
     assert account(sessions, people["admin"]) == ("admin", True)
     assert admin.get(MODERATORS).status_code == 200  # still signed in, still an admin
 
@@ -122,11 +171,82 @@ def test_a_moderator_update_naming_no_known_role_or_state_is_refused_not_reporte
     """An unknown role or `active` value was ignored, nothing was changed, and the page still said "<email>
     updated.": a script, or a hand-edited form, was told of a change that never happened (a cold review's test).
     A form with one bad value changes nothing, not even what the other one asked."""
-    page = update_account(admin, people["mod"], **form)
+    page = refused_update(admin, people["mod"], **form)
 
     assert "mod@example.org updated." not in page
-    assert re.search(r'class="flash error"[^>]*>Nothing changed for mod@example\.org: ', page), page
+    assert refusal(page).startswith("Nothing changed for mod@example.org: "), page
     assert account(sessions, people["mod"]) == ("moderator", True)
+    assert "Nothing changed" not in admin.get(MODERATORS).get_data(as_text=True)  # said once, not flashed for later
+
+
+@pytest.mark.parametrize(
+    ("form", "said"),
+    [
+        (
+            {"email": "new@example", "role": "admin", "password": "a long password"},
+            "Not added: 'new@example' is not an e-mail address.",
+        ),
+        (
+            {"email": "new@example.org", "role": "admin", "password": "too short"},
+            "Not added: the password must have at least 10 characters.",
+        ),
+        (
+            {"email": "Mod@Example.org", "role": "admin", "password": "a long password"},
+            "Not added: a moderator mod@example.org already exists.",
+        ),
+        (
+            {"email": "new@example.org", "role": "owner", "password": "a long password"},
+            "Not added: role must be moderator or admin.",
+        ),
+    ],
+    ids=["email", "short-password", "duplicate", "unknown-role"],
+)
+def test_a_new_account_the_page_refuses_answers_422_with_the_form_as_sent_but_the_password(
+    admin: FlaskClient, sessions: sessionmaker[Session], form: dict[str, str], said: str
+) -> None:
+    """It redirected with a flash (302), and the admin typed the address again; the thresholds page answers a
+    refusal with itself, the values sent and the error, and 422 (a script can tell it from a success)."""
+    page = refused_add(admin, **form)
+
+    assert refusal(page) == said
+    shown = add_form(page)
+    assert shown["email"] == form["email"]  # as typed, to correct it
+    assert shown["role"] == (form["role"] if form["role"] in ("moderator", "admin") else "moderator")
+    assert shown["password"] == "" and form["password"] not in page  # never sent back
+    assert "mod@example.org" in re.sub(r"<form.*?</form>", "", page, flags=re.S)  # the accounts are listed still
+    assert emails(sessions) == ["admin@example.org", "mod@example.org"]
+    assert "Not added" not in admin.get(MODERATORS).get_data(as_text=True)  # said once, not flashed for later
+
+
+def test_an_address_added_meanwhile_by_another_admin_is_refused_in_the_page_s_words(
+    admin: FlaskClient, sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two admins adding one address at once: the second's check for it passes before the first commits, and
+    the unique index refuses the row. The page said the database's error (its statement, parameters and all,
+    the new password's hash among them); it says what the check would have said."""
+    import moderation.accounts
+
+    monkeypatch.setattr(moderation.accounts, "find_moderator", lambda session, email: None)  # not committed yet
+    page = refused_add(admin, email="mod@example.org", role="moderator", password="a long password")
+
+    assert refusal(page) == "Not added: a moderator mod@example.org already exists."
+    assert "INSERT" not in page and "argon2" not in page
+    assert add_form(page)["email"] == "mod@example.org"
+    assert emails(sessions) == ["admin@example.org", "mod@example.org"]
+
+
+def test_a_new_account_the_page_takes_is_said_after_a_redirect(
+    admin: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    token = csrf_token(admin, MODERATORS)
+    form = {"csrf_token": token, "email": "New@Example.org", "role": "admin", "password": "a long password"}
+    answer = admin.post(MODERATORS, data=form)
+
+    assert answer.status_code == 302 and answer.headers["Location"] == MODERATORS
+    page = admin.get(MODERATORS).get_data(as_text=True)
+    assert "Moderator added." in page
+    assert add_form(page) == {"email": "", "role": "moderator", "password": ""}
+    assert emails(sessions) == ["admin@example.org", "mod@example.org", "new@example.org"]
 
 
 # --- block and allow lists ---------------------------------------------------------------------------
