@@ -2057,6 +2057,32 @@ def test_the_queue_tabs_count_what_the_filters_match(
     assert "Counts of the comments the filters match" in filtered
 
 
+def test_the_queue_says_how_many_comments_its_filters_match_not_how_many_its_page_shows(
+    moderator_client: FlaskClient, sessions: Sessions, site_row: int
+) -> None:
+    """The "N comments" line counts every comment the filters match, on every page (a reviewer's worry: the
+    rows of the page counted, which would say 25 on a first page of 32)."""
+    from dashboard.queries import PAGE_SIZE
+
+    matching = PAGE_SIZE + 7
+    with sessions.begin() as session:
+        site = session.get_one(Site, site_row)
+        for n in range(matching):
+            held_comment(session, site, f"s-{n}", f"Cheap braces number {n} at shop.example", author_ip=f"192.0.2.{n}")
+        for n in range(3):
+            held_comment(session, site, f"o-{n}", f"Massage helped my back, week {n}.")
+
+    def summary(query: str) -> tuple[str, int]:
+        page = _page(moderator_client, f"/dashboard/queue?{query}")
+        line = re.search(r'<p class="summary">(.*?)</p>', page, re.S)
+        assert line is not None
+        return re.sub(r"<[^>]+>", "", line.group(1)), page.count('class="item ')
+
+    assert summary("text=shop.example") == (f"{matching} comments · page 1 of 2", PAGE_SIZE)
+    assert summary("text=shop.example&page=2") == (f"{matching} comments · page 2 of 2", 7)
+    assert summary("") == (f"{matching + 3} comments · page 1 of 2", PAGE_SIZE)
+
+
 @pytest.mark.parametrize(
     "url",
     [
