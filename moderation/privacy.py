@@ -31,6 +31,7 @@ The moderation statistics (decisions, outcomes, scores, reasons, counts) are kep
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -383,12 +384,32 @@ def _scrub_payload(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "data": {**data, "reasons": scrub_reasons(data["reasons"])}}
 
 
+# Where a value stands alone: not inside a word. An IP address is not inside a longer address either, which goes
+# on past a ':' or '.' ("2001:db8::1" is not "2001:db8::1:5", "1:2001:db8::1" or "::1" of "fe80::1"); an IPv4
+# address still stands alone before a port ("198.51.100.7:8080") and after "::ffff:", its IPv4-mapped spelling
+# (the same address, which the webhook stores as IPv4), and any address before a sentence's full stop.
+ALONE_WORD = (r"(?<!\w)", r"(?!\w)")
+ALONE_IPV4 = (r"(?<!\w)(?<!\d\.)", r"(?!\w)(?!\.\d)")
+ALONE_IPV6 = (r"(?<!\w)(?<![0-9a-f]:)", r"(?!\w)(?!:[0-9a-f])(?!\.\d)")
+
+
 def _pattern(values: Sequence[str]) -> re.Pattern[str]:
     if not values:
         return NOTHING
     # The longest first: of values sharing a start ("Zeb", "Zeb Quack"), the whole one is matched.
-    alternatives = "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
-    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+    alternatives = "|".join(_alone(v) for v in sorted(values, key=len, reverse=True))
+    return re.compile(alternatives, re.IGNORECASE)
+
+
+def _alone(value: str) -> str:
+    """The pattern of ``value`` where it stands alone (``ALONE_WORD``, ``ALONE_IPV4``, ``ALONE_IPV6``)."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        before, after = ALONE_WORD
+    else:
+        before, after = ALONE_IPV4 if address.version == 4 else ALONE_IPV6
+    return f"{before}{re.escape(value)}{after}"
 
 
 def _tokens(values: Sequence[str]) -> set[str]:

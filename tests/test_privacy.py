@@ -1123,6 +1123,46 @@ def test_retention_leaves_whole_a_value_still_on_the_comment_that_holds_the_ip_f
     assert notes_and_errors(engine, comment_id) == ["also posts as [erased] from [erased]"] * 2
 
 
+@pytest.mark.parametrize("how", ["retention", "erasure"])
+def test_scrubbing_an_address_leaves_a_longer_address_that_starts_or_ends_with_it(
+    how: str, client: FlaskClient, secrets: dict[str, str], engine: Engine, active_model: TrainedModel
+) -> None:
+    """A review's finding: an address was matched wherever it was not next to a letter or digit, so
+    "2001:db8::1" was scrubbed out of "2001:db8::1:5" and "1:2001:db8::1", other addresses, leaving
+    "[erased]:5". The author's address goes, also before a port, in brackets, at the end of a sentence and as
+    its IPv4-mapped spelling; another address sharing its start or end stays whole."""
+    ipv6 = {**AUTHOR, "ip": "2001:db8::1"}
+    ipv4 = {**AUTHOR, "ip": "198.51.100.7"}
+    signed_in_moderator(client, engine)
+    notes = {
+        "r-6": "from 2001:db8::1, [2001:db8::1]:443 and 2001:db8::1. Not 2001:db8::1:5, 2001:db8::10, 1:2001:db8::1",
+        "r-4": "from 198.51.100.7:8080, ::ffff:198.51.100.7 and 198.51.100.7. Not 198.51.100.77, 1.198.51.100.7",
+    }
+    ids = {
+        external_id: rejected_with_note(client, secrets[SITE], engine, active_model, external_id, author, note)
+        for (external_id, note), author in zip(notes.items(), [ipv6, ipv4], strict=True)
+    }
+
+    if how == "retention":
+        for comment_id in ids.values():
+            age(engine, comment_id, 40)
+        assert apply_retention(make_session_factory(engine), datetime.now(UTC), 30, 365).network_cleared == 2
+    else:
+        with make_session_factory(engine).begin() as session:
+            site = get_site(session, SITE)
+            assert site is not None
+            assert erase_author(session, site, AUTHOR["email"], datetime.now(UTC)).comments == 2
+
+    assert (
+        notes_and_errors(engine, ids["r-6"])
+        == ["from [erased], [[erased]]:443 and [erased]. Not 2001:db8::1:5, 2001:db8::10, 1:2001:db8::1"] * 2
+    )
+    assert (
+        notes_and_errors(engine, ids["r-4"])
+        == ["from [erased]:8080, ::ffff:[erased] and [erased]. Not 198.51.100.77, 1.198.51.100.7"] * 2
+    )
+
+
 def test_beat_runs_retention_with_the_configured_limits(settings: Settings) -> None:
     configured = settings.model_copy(update={"retain_personal_days": 7, "retain_closed_days": 0})
     schedule = build_celery(configured).conf.beat_schedule
