@@ -203,6 +203,39 @@ def _shown(value: float) -> str:
     return f"{value:.2f}"
 
 
+def _told_apart(value: float, other: float) -> tuple[str, str]:
+    """Two different values as the page shows them: with two decimals, or as many more as tell them apart
+    (0.199 and 0.2 are "0.199" and "0.200", not both "0.20")."""
+    for places in range(2, 18):
+        shown = f"{value:.{places}f}", f"{other:.{places}f}"
+        if shown[0] != shown[1]:
+            return shown
+    return repr(value), repr(other)
+
+
+def _whose(value: float, own: float | None, model: float) -> str:
+    """Whose the line in force (``value``) is: the site's own (``own``) or the model's (``model``). A reject
+    line below the hold line in force is raised to it (``Thresholds.overridden``), the site's own too: said, with
+    the value raised. The values are compared as they are, not as the page rounds them: a line raised from 0.199
+    to 0.2 is not "0.20, the site's own"; where two decimals would show the two alike, it takes more."""
+    if own is None and value == model:
+        return f"{_shown(value)}, the model's"
+    if own == value:
+        return f"{_shown(value)}, the site's own"
+    if own is not None:
+        shown, own_shown = _told_apart(value, own)
+        return f"{shown}, the site's own {own_shown}, raised to the hold"
+    # The model's value is beside it ("use the model's"), with two decimals: named here where those show it alike.
+    shown, model_shown = _told_apart(value, model)
+    named = f" {model_shown}" if shown != _shown(value) else ""
+    return f"{shown}, the model's{named}, raised to the hold"
+
+
+def _whose_lines(thresholds: Thresholds, own: OwnThresholds, defaults: Thresholds) -> dict[str, str]:
+    """``_whose`` per threshold: the page's "now" and "once saved" cells, and what its script shows after a preview."""
+    return {name: _whose(getattr(thresholds, name), own[name], getattr(defaults, name)) for name in THRESHOLD_NAMES}
+
+
 def _sent_values(args: Any) -> dict[str, float]:
     """The numbers the form sent for the thresholds it does not reset to the model's. Raises ValueError
     naming every value that is not a number between 0 and 1, so that one round trip shows them all."""
@@ -386,10 +419,9 @@ def _thresholds_page(site: Site, sent: Any, refused: ValueError | None = None) -
         names=THRESHOLD_NAMES,
         defaults=defaults,
         current=current.thresholds,
-        own_now=current.own,
+        whose_now=_whose_lines(current.thresholds, current.own, defaults),
         # None when refused: the page then shows what was sent, and no figures as if they were its effect.
-        proposed=proposal.thresholds if proposal is not None else None,
-        own_proposed=proposal.own if proposal is not None else None,
+        whose_proposed=_whose_lines(proposal.thresholds, proposal.own, defaults) if proposal is not None else None,
         follows=(
             {name: own is None for name, own in proposal.own.items()}
             if proposal is not None
@@ -412,19 +444,22 @@ def _thresholds_page(site: Site, sent: Any, refused: ValueError | None = None) -
 def thresholds_preview(site_id: int) -> ResponseReturnValue:
     site = db().get(Site, site_id) or abort(404)
     _row, card = _active_card()
+    defaults = Thresholds.of_card(card)
     try:
-        proposal = _proposal(request.args, site, Thresholds.of_card(card))
+        proposal = _proposal(request.args, site, defaults)
     except ValueError as problem:
         return jsonify(error=threshold_problem(problem)), 400
     effect = what_if(card, proposal.thresholds)
     return jsonify(
         available=effect is not None,
         effect=effect,
-        current=what_if(card, site_lines(Thresholds.of_card(card), site)),
+        current=what_if(card, site_lines(defaults, site)),
         curves=pr_curves(card),
         proposed={name: getattr(proposal.thresholds, name) for name in THRESHOLD_NAMES},
         # Per threshold, whether saving makes it the site's own (a number) or follows the model (null).
         own=proposal.own,
+        # Per threshold, whose it is once saved, as the page says it (``_whose``): the page's script shows it.
+        sources=_whose_lines(proposal.thresholds, proposal.own, defaults),
     )
 
 

@@ -345,6 +345,40 @@ def test_a_sites_own_reject_line_raised_to_a_newer_models_hold_is_said_to_be_rai
     assert stored(sessions, sites["edited"]) == (0.10, None, None)
 
 
+def test_whose_a_line_is_is_told_from_the_values_not_from_their_two_decimals(
+    admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
+) -> None:
+    """A review's finding: the page compared the line in force with the site's own value and the model's as
+    two-decimal texts. A site's own reject line 0.199 raised to model B's hold 0.20 was "0.20, the site's own",
+    and model B's reject line 0.80 raised to a site's own hold 0.804 "0.80, the model's": both raised, neither
+    said so. The values are compared as they are, and shown with the decimals that tell them apart."""
+    set_own(sessions, sites["edited"], 0.199, None, None)
+    set_own(sessions, sites["untouched"], None, 0.804, 0.404)
+    activate(sessions, "model-b")
+    expected = {
+        "edited": {"spam_reject": "0.200, the site's own 0.199, raised to the hold"},
+        "untouched": {
+            "spam_reject": "0.804, the model's 0.800, raised to the hold",
+            "spam_hold": "0.80, the site's own",  # not compared with anything: two decimals as ever
+            "advice_hold": "0.40, the site's own",
+        },
+    }
+    for name, lines in expected.items():
+        shown = sources(page(admin_client, sites[name]))
+        assert {key: shown[key] for key in lines} == {key: (text, text) for key, text in lines.items()}
+        # The page's script shows, once previewed, the text its preview's answer gives: the same.
+        fields = save_form(admin_client, sites[name])
+        query = "&".join(f"{key}={value}" for key, value in fields.items() if key != "csrf_token")
+        answer = preview(admin_client, sites[name], query).get_json()
+        assert {key: answer["sources"][key] for key in lines} == lines
+    model_b = {key: f"{value:.2f}" for key, value in MODEL_B.items()}
+    assert sources(page(admin_client, sites["untouched"], "?spam_reject=0.80&spam_hold=0.20&advice_hold=0.40")) == {
+        "spam_reject": ("0.804, the model's 0.800, raised to the hold", f"{model_b['spam_reject']}, the model's"),
+        "spam_hold": ("0.80, the site's own", "0.20, the site's own"),
+        "advice_hold": ("0.40, the site's own", "0.40, the site's own"),
+    }
+
+
 def test_every_bad_value_sent_is_named_at_once(
     admin_client: FlaskClient, sessions: Sessions, versions: dict[str, dict[str, Any]], sites: dict[str, int]
 ) -> None:

@@ -13,15 +13,6 @@ function followBox(name) {
   return saveForm.querySelector(`input[name="follow_${name}"]`);
 }
 
-// Whose a line is, as the page's source macro says it: a reject line below the hold line is raised to it, the
-// site's own too.
-function source(value, own, model) {
-  const shown = value.toFixed(2);
-  if (own !== null && shown !== own.toFixed(2)) return `${shown}, the site's own ${own.toFixed(2)}, raised to the hold`;
-  if (own !== null) return `${shown}, the site's own`;
-  return shown === model ? `${shown}, the model's` : `${shown}, the model's, raised to the hold`;
-}
-
 function percent(value) {
   return value === null || value === undefined ? "–" : `${(value * 100).toFixed(1)} %`;
 }
@@ -109,8 +100,9 @@ async function preview() {
     if (hidden) hidden.value = value.toFixed(2);
     const box = followBox(key);
     if (box) box.checked = data.own[key] === null;
+    // Whose it is once saved, in the page's words (admin._whose: the values compared, not their roundings).
     const saved = document.querySelector(`[data-saved-source="${key}"]`);
-    if (saved && box) saved.textContent = source(value, data.own[key], box.dataset.model);
+    if (saved) saved.textContent = data.sources[key];
   }
   if (data.available) {
     for (const cell of document.querySelectorAll("[data-proposed]")) cell.textContent = percent(data.effect[cell.dataset.proposed]);
