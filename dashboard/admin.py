@@ -621,10 +621,12 @@ def moderators_update(moderator_id: int) -> ResponseReturnValue:
 def dead_letters() -> ResponseReturnValue:
     session = db()
     paused = select(Site.id).where(Site.callbacks_paused_by.is_not(None))
-    held_for_paused = CallbackDelivery.site_id.in_(paused) & (CallbackDelivery.status == DeliveryStatus.DISABLED)
+    # Held back, or waiting while the site's callbacks are off: claimed by nothing until they are on again.
+    held_back = (CallbackDelivery.status == DeliveryStatus.DISABLED) | callbacks.waiting_while_off()
+    held_for_paused = CallbackDelivery.site_id.in_(paused) & held_back
     rows = session.scalars(
         select(CallbackDelivery)
-        .where(CallbackDelivery.status.in_([DeliveryStatus.DEAD, DeliveryStatus.DISABLED]), ~held_for_paused)
+        .where((CallbackDelivery.status == DeliveryStatus.DEAD) | held_back, ~held_for_paused)
         .order_by(CallbackDelivery.id.desc())
         .limit(200)
     )

@@ -110,6 +110,15 @@ def _enabled_sites() -> Any:
     return select(Site.id).where(Site.callback_disabled_at.is_(None), Site.callback_url.is_not(None))
 
 
+def waiting_while_off() -> Any:
+    """Callbacks waiting (pending) for a site whose callbacks are off: held back in all but name. Nothing claims
+    them (``_claimable``) until the site's callbacks are on again, when each is sent at its next attempt; a
+    replay takes one as it takes a held-back one. A 410's hold-back skips a row another transaction holds
+    (``_hold_back_waiting``), and a callback on the wire when the callbacks went off comes back pending if its
+    attempt fails: the dashboard lists them with the held-back ones."""
+    return and_(CallbackDelivery.status == DeliveryStatus.PENDING, CallbackDelivery.site_id.not_in(_enabled_sites()))
+
+
 def sites_turned_off(session: Session, site_ids: set[int]) -> set[int]:
     """Those of ``site_ids`` whose callbacks are off now (paused, or a 410)."""
     return set(session.scalars(select(Site.id).where(Site.id.in_(site_ids), Site.callback_disabled_at.is_not(None))))
@@ -368,7 +377,8 @@ class ReplayError(ValueError):
     """A callback that is not a dead letter nor held back: replaying it would send it again, or twice at once."""
 
 
-# What a replay refuses, and why: only dead letters and held-back callbacks are sent again by an operator.
+# What a replay refuses, and why: only dead letters and held-back callbacks (``waiting_while_off`` ones too) are
+# sent again by an operator.
 REPLAY_REFUSALS: dict[str, str] = {
     DeliveryStatus.DELIVERED: "was delivered already: the site has it, so it is not sent again",
     DeliveryStatus.SENDING: "is being sent right now: it is not sent a second time at once",
@@ -378,12 +388,14 @@ REPLAY_REFUSALS: dict[str, str] = {
 
 
 def replay(session: Session, delivery_id: int, now: datetime) -> CallbackDelivery:
-    """Send a dead or disabled callback again, from a fresh attempt count (an operator's decision).
+    """Send a dead or disabled callback again, from a fresh attempt count (an operator's decision); also a
+    pending one while its site's callbacks are off, held back in all but name (``waiting_while_off``).
 
     Any other is refused (ReplayError): a second click, a second admin's page loaded before the first
     replay, or a form sent again would otherwise send a delivered callback to the site again, or one a worker
     is sending a second time at once. The callback's row is read under its lock, so of two replays at once
-    the second sees what the first did.
+    the second sees what the first did (a pending one replayed turned the site's callbacks on: the second is
+    refused as queued already).
 
     A replay says a 410's endpoint is back, so it turns the site's callbacks on; it does not end a pause
     someone chose: the callback then waits, held back with the others, until callbacks are resumed.
@@ -395,7 +407,9 @@ def replay(session: Session, delivery_id: int, now: datetime) -> CallbackDeliver
     # committed meanwhile is seen here, not half-undone by this write.
     site = session.get(Site, found.site_id, with_for_update=True, populate_existing=True)
     delivery = session.get_one(CallbackDelivery, delivery_id, with_for_update=True, populate_existing=True)
-    if delivery.status not in (DeliveryStatus.DEAD, DeliveryStatus.DISABLED):
+    site_off = site is None or site.callback_disabled_at is not None or not site.callback_url
+    held_back = delivery.status == DeliveryStatus.DISABLED or (delivery.status == DeliveryStatus.PENDING and site_off)
+    if delivery.status != DeliveryStatus.DEAD and not held_back:
         refusal = REPLAY_REFUSALS.get(delivery.status, f"is {delivery.status}: only dead or held-back ones are")
         raise ReplayError(f"Callback {delivery_id} {refusal}.")
     paused = site is not None and site.callbacks_paused_by is not None

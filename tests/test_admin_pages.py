@@ -16,7 +16,7 @@ from markupsafe import escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.entities import Comment, Decision, ListEntry, Moderator, Site
+from models.entities import CallbackDelivery, Comment, Decision, ListEntry, Moderator, Site
 from moderation import callbacks
 from moderation.callbacks import RetryPolicy
 from moderation.decisions import gather_signals
@@ -435,3 +435,98 @@ def test_many_failing_callbacks_cost_the_pages_no_more_statements_than_one(
         ["site-b", "8"],
     ]
     assert "8 failing, see Callbacks" in admin.get(SITES).get_data(as_text=True)
+
+
+# --- callbacks waiting for a site whose callbacks are off ----------------------------------------------------
+
+
+def held_rows(page: str) -> dict[int, str]:
+    """The Callbacks page's table of dead-lettered and held-back callbacks: per callback id, its status cell."""
+    section = " ".join(page.split("<h2>Dead-lettered", 1)[1].split())
+    rows = re.findall(r"<tr><td>(\d+)</td>(.*?)</tr>", section)
+    return {int(delivery_id): html.unescape(re.findall(r"<td>(.*?)</td>", rest)[3]) for delivery_id, rest in rows}
+
+
+def test_callbacks_waiting_for_a_site_whose_callbacks_are_off_are_shown_and_replayed_once(
+    admin: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    """A review's finding: when a site answers 410, its waiting callbacks are held back, but not one that was
+    on the wire then (it comes back pending when its own attempt fails) nor, on PostgreSQL, one another
+    transaction held (``_hold_back_waiting(skip_locked=True)``). Pending, they are claimed by nothing while the
+    site's callbacks are off, and the Callbacks page, listing dead and held-back ones only, showed them nowhere.
+    They are listed with the held-back ones (a paused site's counted with its held-back ones), and a replay of
+    one turns the site's callbacks on as a replay of a held-back one does; each is then sent once."""
+    now = datetime.now(UTC)
+    policy = RetryPolicy()
+    postgresql = sessions.kw["bind"].dialect.name == "postgresql"
+    with sessions.begin() as session:
+        gone, _ = create_site(session, "gone-site", "https://gone.example/callback")
+        paused, _ = create_site(session, "paused-site", "https://paused.example/callback")
+        ids = {}
+        for site, external_id in [(gone, "c-410"), (gone, "c-on-the-wire"), (gone, "c-busy"), (paused, "p-1")]:
+            comment_id, decision_id = held_comment(session, site, external_id)
+            comment, decision = session.get_one(Comment, comment_id), session.get_one(Decision, decision_id)
+            delivery = callbacks.schedule_callback(session, site, comment, decision, callbacks.COMMENT_DECIDED, now)
+            assert delivery is not None
+            ids[external_id] = delivery.id
+    with sessions.begin() as session:  # sent, all but the busy one
+        sent = [ids["c-410"], ids["c-on-the-wire"], ids["p-1"]]
+        leases = {d.id: d.lease_until for d in callbacks.claim_deliveries(session, sent, now, policy)}
+    with sessions.begin() as session:
+        callbacks.pause_callbacks(session, session.get_one(Site, paused.id), now, "admin@example.org")
+
+    busy = sessions()
+    try:
+        if postgresql:  # a moderator's verdict holds the busy one while the worker records the 410
+            busy.get_one(CallbackDelivery, ids["c-busy"], with_for_update=True)
+        with sessions.begin() as worker:
+            gone_410 = callbacks.AttemptOutcome(ids["c-410"], 410, False, "Gone")
+            callbacks.record_attempts(worker, [gone_410], now, policy, lease=leases[ids["c-410"]])
+    finally:
+        busy.rollback()
+        busy.close()
+    for external_id in ("c-on-the-wire", "p-1"):  # their own attempts fail after the site's callbacks went off
+        with sessions.begin() as worker:
+            failed = callbacks.AttemptOutcome(ids[external_id], 503, False, "Busy")
+            callbacks.record_attempts(worker, [failed], now, policy, lease=leases[ids[external_id]])
+
+    waiting = "waiting: the site's callbacks are off"
+    page = admin.get(CALLBACKS).get_data(as_text=True)
+    assert held_rows(page) == {
+        ids["c-410"]: "disabled",
+        ids["c-on-the-wire"]: waiting,
+        ids["c-busy"]: waiting if postgresql else "disabled",  # SQLite has no row locks: nothing is skipped
+    }
+    assert "1 more held back for paused sites" in page  # p-1, pending, not left out
+    with sessions() as session:
+        assert callbacks.due_deliveries(session, now + timedelta(days=1)) == []
+
+    token = csrf_token(admin, CALLBACKS)
+    replayed = admin.post(f"{CALLBACKS}/{ids['c-on-the-wire']}/replay", data={"csrf_token": token})
+    assert replayed.status_code == 302
+    page = admin.get(CALLBACKS).get_data(as_text=True)
+    assert f"Callback {ids['c-on-the-wire']} queued again." in page
+    assert held_rows(page) == {}
+    gone_ids = sorted(ids[name] for name in ("c-410", "c-on-the-wire", "c-busy"))
+    with sessions.begin() as session:
+        assert session.get_one(Site, gone.id).callback_disabled_at is None
+        replay_of = session.get_one(CallbackDelivery, ids["c-on-the-wire"])
+        assert (replay_of.status, replay_of.attempts) == ("pending", 0)
+        later = datetime.now(UTC) + timedelta(seconds=1)
+        assert sorted(callbacks.due_deliveries(session, later)) == gone_ids
+        assert sorted(d.id for d in callbacks.claim_deliveries(session, gone_ids, later, policy)) == gone_ids
+    with sessions.begin() as session:  # claimed: none is sent a second time
+        assert callbacks.claim_deliveries(session, gone_ids, later, policy) == []
+    again = admin.post(f"{CALLBACKS}/{ids['c-on-the-wire']}/replay", data={"csrf_token": token})
+    assert again.status_code == 302  # a second click: the site's callbacks are on, so it is queued, not waiting
+    assert f"Callback {ids['c-on-the-wire']} is being sent right now" in admin.get(CALLBACKS).get_data(as_text=True)
+
+    # The paused site's, replayed, waits for the resume with the rest, as a held-back one does.
+    replayed = admin.post(f"{CALLBACKS}/{ids['p-1']}/replay", data={"csrf_token": token})
+    assert replayed.status_code == 302
+    page = admin.get(CALLBACKS).get_data(as_text=True)
+    assert f"Callback {ids['p-1']} queued again; it is sent when the site&#39;s callbacks are resumed." in page
+    assert "1 more held back for paused sites" in page
+    with sessions() as session:
+        assert session.get_one(CallbackDelivery, ids["p-1"]).status == "disabled"
+        assert ids["p-1"] not in callbacks.due_deliveries(session, later + timedelta(days=1))
