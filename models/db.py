@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine import Dialect, ExceptionContext, make_url
 from sqlalchemy.exc import DBAPIError, InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -18,9 +18,10 @@ SQLITE_LOCK_WAIT_SECONDS = 30.0
 def create_db_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
     """An engine tuned for the backend: WAL and a busy timeout on SQLite, a checked pool on PostgreSQL.
 
-    Its errors name the statement but not the values bound to it (``hide_parameters``), as every engine the
-    service makes: an error's text is logged (an unhandled one with its traceback), and the values are a
-    comment's text, its author's e-mail and IP.
+    Its errors name the statement but not the values bound to it (``hide_parameters``), nor those PostgreSQL
+    quotes from the row that broke a constraint (``hide_row_values``), as every engine the service makes: an
+    error's text is logged (an unhandled one with its traceback), and the values are a comment's text, its
+    author's e-mail and IP.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -29,14 +30,43 @@ def create_db_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Eng
         engine = create_engine(url, echo=echo, hide_parameters=True, connect_args={"timeout": wait})
         event.listen(engine, "connect", _sqlite_configurer(busy_ms=round(wait * 1000)))
         event.listen(engine, "begin", _begin_immediate)
-        return engine
+        return without_row_values(engine)
     engine = create_engine(
         url, echo=echo, hide_parameters=True, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800
     )
+    without_row_values(engine)
     event.listen(engine, "connect", _mark_idle)
     event.listen(engine, "checkin", _mark_idle)
     event.listen(engine, "checkout", _pinger(engine.dialect))
     return engine
+
+
+# What an error's DETAIL says instead of PostgreSQL's own, which quotes the values of the row that broke a
+# constraint: "Key (list_kind, field, value, site_id)=(block, author, ana@example.org, 1) already exists.", "Failing
+# row contains (…, ana@example.org, 198.51.100.7, …)." (over several lines, if a value has them).
+HIDDEN_DETAIL = "(hidden: it can quote the row's values)"
+
+
+def without_row_values(engine: Engine) -> Engine:
+    """``engine`` with ``hide_row_values`` on its errors; every engine the service makes has it (the
+    migrations' too), as it has ``hide_parameters``."""
+    event.listen(engine, "handle_error", hide_row_values)
+    return engine
+
+
+def hide_row_values(context: ExceptionContext) -> None:
+    """Replace the DETAIL of a PostgreSQL error, in the driver's error and in SQLAlchemy's around it, before they
+    are raised: ``hide_parameters`` keeps the values bound to a statement out of its error, but not those the
+    server quotes back, and an error's text is logged, printed by the command line and shown on the pages.
+    The primary message still names the constraint (and SQLAlchemy's the statement); code that needs the
+    detail reads ``error.orig.diag.message_detail``, which keeps it. SQLite's messages quote no values."""
+    original = context.original_exception
+    detail = getattr(getattr(original, "diag", None), "message_detail", None)
+    if not detail:
+        return
+    for error in (original, context.sqlalchemy_exception):
+        if error is not None and error.args and isinstance(error.args[0], str):
+            error.args = (error.args[0].replace(detail, HIDDEN_DETAIL), *error.args[1:])
 
 
 # Pessimistic disconnect handling, but only for connections that sat idle: one used a moment ago was

@@ -9,6 +9,8 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import create_engine, inspect
 
+from models.db import without_row_values
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -35,7 +37,8 @@ def downgrade_database(database_url: str, revision: str) -> None:
 
 def schema_revision(database_url: str) -> str | None:
     """The migration the database's schema is at; None for a database without the service's schema."""
-    engine = create_engine(database_url, hide_parameters=True)  # as create_db_engine's: no values in errors
+    # As create_db_engine's: no values in errors.
+    engine = without_row_values(create_engine(database_url, hide_parameters=True))
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
@@ -72,7 +75,8 @@ def missing_from_schema(database_url: str) -> list[str]:
     import models.entities  # noqa: F401  (every model registered on the metadata)
     from models.base import Base
 
-    engine = create_engine(database_url, hide_parameters=True)  # as create_db_engine's: no values in errors
+    # As create_db_engine's: no values in errors.
+    engine = without_row_values(create_engine(database_url, hide_parameters=True))
     try:
         inspector = inspect(engine)
         tables = set(inspector.get_table_names())

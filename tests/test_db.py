@@ -3,7 +3,9 @@ without the values bound to their statements."""
 
 from __future__ import annotations
 
+import logging
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from models import db
 from models.db import create_db_engine
-from models.entities import Site
+from models.entities import ListEntry, Site
 from models.migrate import missing_from_schema, schema_revision, upgrade_database
+from server.logs import JsonFormatter
 
 
 @pytest.fixture
@@ -105,13 +108,66 @@ def test_a_database_error_does_not_carry_the_statements_parameters(engine: Engin
     assert PRIVATE not in str(raised.value)
 
 
+# An author's values, as a row that breaks a constraint holds them.
+AUTHOR_EMAIL = "zeb.quackenbush@erase-me.example"
+AUTHOR_IP = "198.51.100.77"
+
+
+def _constraint_broken(engine: Engine, constraint: str) -> IntegrityError:
+    """A real IntegrityError: a block-list entry for an author's e-mail added twice (a unique constraint), or a
+    comment stored without its required columns (NOT NULL) but with its author's e-mail and IP."""
+    sessions = db.make_session_factory(engine)
+    with sessions.begin() as session:
+        site = Site(name="one-site", callback_url=None)
+        session.add(site)
+        session.flush()
+        site_id = site.id
+        session.add(ListEntry(list_kind="block", field="author", value=AUTHOR_EMAIL, site_id=site_id))
+    with pytest.raises(IntegrityError) as raised, sessions.begin() as session:
+        if constraint == "unique":
+            session.add(ListEntry(list_kind="block", field="author", value=AUTHOR_EMAIL, site_id=site_id))
+        else:
+            session.execute(
+                text("INSERT INTO comments (site_id, author_email, author_ip) VALUES (:site, :email, :ip)"),
+                {"site": site_id, "email": AUTHOR_EMAIL, "ip": AUTHOR_IP},
+            )
+    return raised.value
+
+
+@pytest.mark.parametrize("constraint", ["unique", "not_null"])
+def test_a_broken_constraints_error_does_not_quote_the_rows_values(engine: Engine, constraint: str) -> None:
+    """A review's finding: hide_parameters keeps the values bound to a statement out of its error, but
+    PostgreSQL's own message quotes them on its DETAIL line ("Key (list_kind, field, value, site_id)=(block,
+    author, zeb…@…, 1) already exists.", "Failing row contains (…, zeb…@…, 198.51.100.77, …)."), and that text
+    is logged with an unhandled error's traceback, printed by the command line and shown by the pages. The line
+    says its values are hidden; the constraint and the statement are still named; code can still read them from
+    the driver's error."""
+    error = _constraint_broken(engine, constraint)
+    record = logging.LogRecord("workers.tasks", logging.ERROR, __file__, 1, "task failed", None, None)
+    record.exc_info = (type(error), error, error.__traceback__)
+    texts = {
+        "error": str(error),
+        "driver's error": str(error.orig),
+        "traceback": "".join(traceback.format_exception(error)),
+        "log line": JsonFormatter().format(record),
+    }
+    for where, said in texts.items():
+        assert AUTHOR_EMAIL not in said and AUTHOR_IP not in said, f"{where}: {said}"
+    assert ("list_entries" if constraint == "unique" else "comments") in str(error)
+    if engine.dialect.name == "postgresql":
+        assert "DETAIL:  (hidden: it can quote the row's values)" in str(error)
+        assert AUTHOR_EMAIL in error.orig.diag.message_detail  # type: ignore[union-attr]
+
+
 def test_the_migrations_engines_hide_parameters_too(tmp_path: Path) -> None:
-    """``moderation migrate`` and its schema checks make engines of their own, not with create_db_engine."""
+    """``moderation migrate`` and its schema checks make engines of their own, not with create_db_engine.
+    Their errors' DETAIL lines are hidden as well (a unique index built over rows that break it quotes them)."""
     url = f"sqlite:///{tmp_path / 'moderation.db'}"
     hidden: list[bool] = []
 
     def record(connection: Connection) -> None:
         hidden.append(connection.engine.hide_parameters)
+        hidden.append(event.contains(connection.engine, "handle_error", db.hide_row_values))
 
     event.listen(Engine, "engine_connect", record)
     try:
