@@ -8,6 +8,7 @@ from datetime import datetime
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.entities import Moderator, Role
@@ -69,7 +70,13 @@ def create_moderator(session: Session, email: str, password: str, role: str, now
         raise AccountError(f"a moderator {email} already exists")
     moderator = Moderator(email=email, password_hash=hash_password(password), role=role, created_at=now)
     session.add(moderator)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:
+        # Added by another admin since the check (its add committed first): said as the check says it, not in
+        # the database's words (its statement, and the detail PostgreSQL quotes the address in). The caller
+        # rolls back, as after any AccountError.
+        raise AccountError(f"a moderator {email} already exists") from None
     return moderator
 
 
