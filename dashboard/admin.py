@@ -573,14 +573,11 @@ def moderators_add() -> ResponseReturnValue:
     try:
         create_moderator(session, email, request.form.get("password", ""), role, datetime.now(UTC))
         session.commit()
-    except (AccountError, IntegrityError) as error:
+    except AccountError as error:  # also an address another admin added since the check (create_moderator says so)
         session.rollback()
-        # The unique index refuses an address another admin added since create_moderator looked for it: said as
-        # that check says it, not as the database's error (its statement and parameters, the new hash among them).
-        problem = error if isinstance(error, AccountError) else f"a moderator {email.strip().lower()} already exists"
         # What was typed, to correct it (an address cut at the column's length: it is echoed into the page).
         entered = {"email": email[:MAX_EMAIL_CHARS], "role": role if role in ROLES else Role.MODERATOR}
-        return _moderators_page(f"Not added: {problem}.", entered)
+        return _moderators_page(f"Not added: {error}.", entered)
     flash("Moderator added.", "info")
     return redirect(url_for("dashboard.moderators"))
 
