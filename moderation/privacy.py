@@ -387,10 +387,15 @@ def _scrub_payload(payload: dict[str, Any]) -> dict[str, Any]:
 # Where a value stands alone: not inside a word. An IP address is not inside a longer address either, which goes
 # on past a ':' or '.' ("2001:db8::1" is not "2001:db8::1:5", "1:2001:db8::1" or "::1" of "fe80::1"); an IPv4
 # address still stands alone before a port ("198.51.100.7:8080") and after "::ffff:", its IPv4-mapped spelling
-# (the same address, which the webhook stores as IPv4), and any address before a sentence's full stop.
+# (the same address, which the webhook stores as IPv4), and any address before a sentence's full stop. An IPv6
+# address goes on only into a whole group of one to four hex digits: after a label ("remote:", "IPv6:", "source:")
+# or before a word ("...::1:details") it stands alone, though their letters are hex digits.
 ALONE_WORD = (r"(?<!\w)", r"(?!\w)")
 ALONE_IPV4 = (r"(?<!\w)(?<!\d\.)", r"(?!\w)(?!\.\d)")
-ALONE_IPV6 = (r"(?<!\w)(?<![0-9a-f]:)", r"(?!\w)(?!:[0-9a-f])(?!\.\d)")
+ALONE_IPV6 = (
+    r"(?<!\w)" + "".join(rf"(?<!\b[0-9a-f]{{{digits}}}:)" for digits in range(1, 5)) + r"(?<!::)",
+    r"(?!\w)(?!:[0-9a-f]{1,4}(?!\w))(?!\.\d)",
+)
 
 
 def _pattern(values: Sequence[str]) -> re.Pattern[str]:

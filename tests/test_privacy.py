@@ -32,6 +32,7 @@ from models.entities import (
     Site,
     TrainingLabel,
 )
+from moderation import privacy
 from moderation.decisions import decide_comment
 from moderation.learning import moderator_examples
 from moderation.lists import add_entry
@@ -1135,7 +1136,8 @@ def test_scrubbing_an_address_leaves_a_longer_address_that_starts_or_ends_with_i
     ipv4 = {**AUTHOR, "ip": "198.51.100.7"}
     signed_in_moderator(client, engine)
     notes = {
-        "r-6": "from 2001:db8::1, [2001:db8::1]:443 and 2001:db8::1. Not 2001:db8::1:5, 2001:db8::10, 1:2001:db8::1",
+        "r-6": "from remote:2001:db8::1, [2001:db8::1]:443 and 2001:db8::1. "
+        "Not 2001:db8::1:5, 2001:db8::10, 1:2001:db8::1",
         "r-4": "from 198.51.100.7:8080, ::ffff:198.51.100.7 and 198.51.100.7. Not 198.51.100.77, 1.198.51.100.7",
     }
     ids = {
@@ -1155,12 +1157,26 @@ def test_scrubbing_an_address_leaves_a_longer_address_that_starts_or_ends_with_i
 
     assert (
         notes_and_errors(engine, ids["r-6"])
-        == ["from [erased], [[erased]]:443 and [erased]. Not 2001:db8::1:5, 2001:db8::10, 1:2001:db8::1"] * 2
+        == ["from remote:[erased], [[erased]]:443 and [erased]. Not 2001:db8::1:5, 2001:db8::10, 1:2001:db8::1"] * 2
     )
     assert (
         notes_and_errors(engine, ids["r-4"])
         == ["from [erased]:8080, ::ffff:[erased] and [erased]. Not 198.51.100.77, 1.198.51.100.7"] * 2
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "scrubbed"),
+    [
+        # a label or a word whose letters are hex digits is no group of a longer address (a review's finding)
+        ("IPv6:2001:db8::1, source:2001:db8::1", "IPv6:[erased], source:[erased]"),
+        ("seen at 2001:db8::1:details follow", "seen at [erased]:details follow"),
+        # whole groups are: these are other addresses
+        ("2001:db8::1:5 2001:db8::1:beef abcd:2001:db8::1 ::2001:db8::1", None),
+    ],
+)
+def test_an_ipv6_address_is_told_from_a_longer_one_by_whole_hex_groups(text: str, scrubbed: str | None) -> None:
+    assert privacy._scrubber(["2001:db8::1"])(text) == (scrubbed if scrubbed is not None else text)
 
 
 def test_beat_runs_retention_with_the_configured_limits(settings: Settings) -> None:
