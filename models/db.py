@@ -45,6 +45,10 @@ def create_db_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Eng
 # constraint: "Key (list_kind, field, value, site_id)=(block, author, ana@example.org, 1) already exists.", "Failing
 # row contains (…, ana@example.org, 198.51.100.7, …)." (over several lines, if a value has them).
 HIDDEN_DETAIL = "(hidden: it can quote the row's values)"
+# Nor its CONTEXT ("JSON data, line 1: {…}" quotes a refused value), nor the message of a data exception
+# (SQLSTATE class 22: "invalid input syntax for type integer: "…"").
+HIDDEN_CONTEXT = "(hidden: it can quote a value)"
+DATA_EXCEPTION_CLASS = "22"
 
 
 def without_row_values(engine: Engine) -> Engine:
@@ -55,18 +59,26 @@ def without_row_values(engine: Engine) -> Engine:
 
 
 def hide_row_values(context: ExceptionContext) -> None:
-    """Replace the DETAIL of a PostgreSQL error, in the driver's error and in SQLAlchemy's around it, before they
-    are raised: ``hide_parameters`` keeps the values bound to a statement out of its error, but not those the
+    """Replace the DETAIL and CONTEXT of a PostgreSQL error (and a data exception's message), in the driver's
+    error and in SQLAlchemy's around it, before they are raised: ``hide_parameters`` keeps the values bound to a statement out of its error, but not those the
     server quotes back, and an error's text is logged, printed by the command line and shown on the pages.
     The primary message still names the constraint (and SQLAlchemy's the statement); code that needs the
     detail reads ``error.orig.diag.message_detail``, which keeps it. SQLite's messages quote no values."""
     original = context.original_exception
-    detail = getattr(getattr(original, "diag", None), "message_detail", None)
-    if not detail:
+    diag = getattr(original, "diag", None)
+    if diag is None:
         return
+    quoting = [(diag.message_detail, HIDDEN_DETAIL), (diag.context, HIDDEN_CONTEXT)]
+    if (diag.sqlstate or "").startswith(DATA_EXCEPTION_CLASS):  # "invalid input syntax for type integer: "…""
+        quoting.append((diag.message_primary, f"data exception {diag.sqlstate} (its message can quote a value)"))
     for error in (original, context.sqlalchemy_exception):
-        if error is not None and error.args and isinstance(error.args[0], str):
-            error.args = (error.args[0].replace(detail, HIDDEN_DETAIL), *error.args[1:])
+        if error is None or not error.args or not isinstance(error.args[0], str):
+            continue
+        text = error.args[0]
+        for said, hidden in quoting:
+            if said:
+                text = text.replace(said, hidden)
+        error.args = (text, *error.args[1:])
 
 
 # Pessimistic disconnect handling, but only for connections that sat idle: one used a moment ago was

@@ -3,6 +3,7 @@ without the values bound to their statements."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import traceback
@@ -157,6 +158,24 @@ def test_a_broken_constraints_error_does_not_quote_the_rows_values(engine: Engin
     if engine.dialect.name == "postgresql":
         assert "DETAIL:  (hidden: it can quote the row's values)" in str(error)
         assert AUTHOR_EMAIL in error.orig.diag.message_detail  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("refused", ["json", "cast"])
+def test_a_refused_values_error_does_not_quote_it(engine: Engine, refused: str) -> None:
+    """A review's finding: PostgreSQL also quotes a value it refuses on the CONTEXT line ("JSON data, line 1:
+    {…}", for a NaN that json.dumps writes and PostgreSQL's json refuses) and in a data exception's own message
+    ("invalid input syntax for type integer: "…"")."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite takes both values and quotes none in its errors")
+    with pytest.raises(DBAPIError) as raised, engine.begin() as connection:
+        if refused == "json":
+            value = json.dumps({"feature": AUTHOR_EMAIL, "weight": float("nan")})
+            connection.execute(text("SELECT CAST(:value AS json)"), {"value": value})
+        else:
+            connection.execute(text("SELECT CAST(:value AS integer)"), {"value": AUTHOR_EMAIL})
+    said = "".join(traceback.format_exception(raised.value))
+    assert AUTHOR_EMAIL not in said, said
+    assert raised.value.orig.diag.sqlstate.startswith("22")  # type: ignore[union-attr]
 
 
 def test_the_migrations_engines_hide_parameters_too(tmp_path: Path) -> None:
