@@ -18,11 +18,14 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
 from models.entities import Site, SiteSecret, usable_secrets
 
 SITE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
+MAX_SITE_NAME_CHARS = 100  # sites.name, as SITE_NAME_RE allows
+MAX_CALLBACK_URL_CHARS = 2000  # sites.callback_url
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix
 
 
@@ -205,8 +208,10 @@ def validate_callback_url(url: str | None) -> str | None:
     url = (url or "").strip()
     if not url:
         return None
+    if len(url) > MAX_CALLBACK_URL_CHARS:  # said without quoting it: the dashboard shows the error in its page
+        raise SiteError(f"callback URL must have at most {MAX_CALLBACK_URL_CHARS} characters, got {len(url)}")
     invalid = SiteError(f"callback URL must be an absolute http(s) URL, got {shown_callback_url(url)!r}")
-    if len(url) > 2000 or any(ch.isspace() or ord(ch) < 32 for ch in url):
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
         raise invalid
     try:
         parsed = httpx.URL(url)
@@ -352,7 +357,13 @@ def create_site(session: Session, name: str, callback_url: str | None = None) ->
     site = Site(name=name, callback_url=validate_callback_url(callback_url))
     site.secrets.append(SiteSecret(secret=secret))
     session.add(site)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:
+        # Added by another admin (or `moderation sites add`) since the check, its add committed first: said as the
+        # check says it, not in the database's words (its statement, and the detail PostgreSQL quotes the name
+        # in). The caller rolls back, as after any SiteError.
+        raise SiteError(f"a site named {name!r} already exists") from None
     return site, secret
 
 

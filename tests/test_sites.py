@@ -167,6 +167,30 @@ def test_duplicate_and_unknown_sites(sessions: sessionmaker[Session]) -> None:
         require_site(session, "nobody")
 
 
+def test_a_site_added_meanwhile_is_refused_as_the_check_refuses_it(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two admins adding one name at once: the second's check passes before the first commits, and the unique
+    index refuses the row. That was the database's IntegrityError (its statement shown on the Sites page); it is
+    the SiteError the check gives, so the dashboard and the command say it as they say any other."""
+    with sessions.begin() as session:
+        create_site(session, "backpain-advisor")
+    monkeypatch.setattr(sites, "get_site", lambda session, name: None)  # the first add not committed yet
+    with sessions() as session, pytest.raises(SiteError) as refused:
+        create_site(session, "backpain-advisor", "https://site.example/cb")
+    assert str(refused.value) == "a site named 'backpain-advisor' already exists"
+    with sessions() as session:
+        assert session.scalars(select(Site.name)).all() == ["backpain-advisor"]
+
+
+def test_a_callback_url_too_long_to_store_is_refused_without_quoting_it(sessions: sessionmaker[Session]) -> None:
+    """The error quoted the whole URL, however long: the Sites page shows the error in the page."""
+    url = "https://site.example/" + "a" * 5000
+    with sessions.begin() as session, pytest.raises(SiteError) as refused:
+        create_site(session, "backpain-advisor", url)
+    assert str(refused.value) == f"callback URL must have at most 2000 characters, got {len(url)}"
+
+
 def test_a_new_site_gets_one_strong_standard_webhooks_secret(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
         _, first = create_site(session, "one")
