@@ -23,11 +23,12 @@ from moderation.accounts import MAX_EMAIL_CHARS, AccountError, create_moderator
 from moderation.lists import FIELDS, KINDS, ListError, add_entry, can_allow
 from moderation.policy import ALLOW_LISTED_SKIPS, Thresholds
 from moderation.reasons import REASON_LABELS
-from moderation.sites import SiteError, create_site, rotate_secret
+from moderation.sites import MAX_CALLBACK_URL_CHARS, MAX_SITE_NAME_CHARS, SiteError, create_site, rotate_secret
 
-# A form refused (thresholds, a moderator account) answers its page again with the error and what was sent, with
-# this status, not 200: a script or a test can tell a refusal from a success, and a browser shows the page all the
-# same. A form taken redirects (its message flashed), so that a reload does not send it again.
+# A form refused (thresholds, a site or its callback URL, a list entry, a moderator account) answers its page again
+# with the error and what was sent, with this status, not 200: a script or a test can tell a refusal from a success,
+# and a browser shows the page all the same. A form taken redirects (its message flashed), so that a reload does not
+# send it again.
 REFUSED_STATUS = 422
 
 # --- sites ---------------------------------------------------------------------------------------
@@ -36,26 +37,40 @@ REFUSED_STATUS = 422
 @bp.get("/admin/sites")
 @admin_required
 def sites() -> ResponseReturnValue:
+    return _sites_page()
+
+
+def _sites_page(
+    refused: str | None = None, entered: dict[str, str] | None = None, callback_entered: dict[int, str] | None = None
+) -> ResponseReturnValue:
+    """The page; after a ``refused`` form, with the error, the "Add a site" fields as ``entered`` and a site's
+    callback URL input as typed (``callback_entered``, by site id), answered with REFUSED_STATUS."""
     session = db()
-    return render_template(
+    page = render_template(
         "admin/sites.html",
         sites=session.scalars(select(Site).order_by(Site.name)).all(),
         failing=callbacks.failing_callback_counts(session),
         newest_secret_id=newest_secret_id,
+        errors=[refused] if refused is not None else [],
+        entered=entered or {"name": "", "callback_url": ""},
+        callback_entered=callback_entered or {},
     )
+    return (page, REFUSED_STATUS) if refused is not None else page
 
 
 @bp.post("/admin/sites")
 @admin_required
 def sites_add() -> ResponseReturnValue:
     session = db()
+    name, callback_url = request.form.get("name", ""), request.form.get("callback_url", "")
     try:
-        site, secret = create_site(session, request.form.get("name", "").strip(), request.form.get("callback_url"))
+        site, secret = create_site(session, name.strip(), callback_url)
         session.commit()
-    except (SiteError, IntegrityError) as error:
+    except SiteError as error:  # also a name another admin added since the check (create_site says so)
         session.rollback()
-        flash(str(error), "error")
-        return redirect(url_for("dashboard.sites"))
+        # What was typed, to correct it (cut at the columns' lengths: it is echoed into the page).
+        entered = {"name": name[:MAX_SITE_NAME_CHARS], "callback_url": callback_url[:MAX_CALLBACK_URL_CHARS]}
+        return _sites_page(f"Not added: {error}.", entered)
     # Shown in this response only: it is never stored anywhere the dashboard can show it again.
     return secret_page(site, secret, created=True)
 
@@ -66,11 +81,15 @@ def site_callback(site_id: int) -> ResponseReturnValue:
     session = db()
     # Locked: whether it is paused is read after any pause committed meanwhile.
     site = session.get(Site, site_id, with_for_update=True) or abort(404)
+    url = request.form.get("callback_url", "")
     try:
-        saved = callbacks.save_callback_url(session, site, request.form.get("callback_url", ""), datetime.now(UTC))
+        saved = callbacks.save_callback_url(session, site, url, datetime.now(UTC))
     except SiteError as error:
-        flash(str(error), "error")
-        return redirect(url_for("dashboard.sites"))
+        name = site.name
+        session.rollback()  # nothing changed; the lock on the row is let go before the page is read
+        # The URL as typed in that site's input only, to correct it; the others show their saved URLs.
+        typed = {site_id: url[:MAX_CALLBACK_URL_CHARS]}
+        return _sites_page(f"Callback URL of {name} not saved: {error}.", callback_entered=typed)
     session.commit()
     # Committed as pending: beat's retry loop sends what was held back to the URL just saved.
     flash(callback_url_message(site.name, saved), "info")

@@ -1,6 +1,6 @@
-"""What an admin changes on the moderators and lists pages, and what that changes for others, and what the
-sites and callbacks pages tell of failing callbacks, through the real app's test client (CSRF on), on SQLite and
-PostgreSQL."""
+"""What an admin changes on the moderators, lists and sites pages (and the forms they refuse), and what that
+changes for others, and what the sites and callbacks pages tell of failing callbacks, through the real app's test
+client (CSRF on), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -310,6 +310,178 @@ def test_the_lists_page_refuses_to_allow_a_name_and_marks_one_kept_from_before(
     assert 'dr jane <em class="allows-nothing">(not a whole e-mail address: allows nobody' in page
     with sessions() as session:
         assert session.scalars(select(ListEntry.value)).all() == ["dr jane"]
+
+
+# --- sites: the forms it refuses ----------------------------------------------------------------------
+
+
+def refused_post(client: FlaskClient, path: str, page: str, **form: str) -> str:
+    """Post a form of the admin page at ``page`` to ``path``, which refuses it: the page it answers with."""
+    token = csrf_token(client, page)
+    answer = client.post(path, data={"csrf_token": token, **form})
+    assert answer.status_code == REFUSED, answer.headers.get("Location")
+    return answer.get_data(as_text=True)
+
+
+def site_form(page: str) -> dict[str, str]:
+    """What the Sites page's "Add a site" form shows: the name's value and the callback URL's."""
+    form = re.search(rf'<form method="post" action="{SITES}" class="card">(.*?)</form>', page, re.S)
+    assert form is not None, page
+    shown = {}
+    for name in ("name", "callback_url"):
+        field = re.search(rf'<input (?:type="url" )?name="{name}"[^>]*?(?: value="([^"]*)")?>', form.group(1))
+        assert field is not None, form.group(1)
+        shown[name] = html.unescape(field.group(1) or "")
+    return shown
+
+
+def callback_inputs(page: str) -> dict[str, tuple[str, bool]]:
+    """Per site, what the Sites page's callback URL input shows, and whether it is marked as refused."""
+    inputs = re.findall(
+        r'<input type="url" name="callback_url" value="([^"]*)" size="40" aria-label="Callback URL of ([^"]*)"'
+        r'( aria-invalid="true")?>',
+        page,
+    )
+    return {html.unescape(site): (html.unescape(value), bool(invalid)) for value, site, invalid in inputs}
+
+
+def stored_sites(sessions: sessionmaker[Session]) -> dict[str, str | None]:
+    """Per site's name, its callback URL, as stored."""
+    with sessions() as session:
+        return {site.name: site.callback_url for site in session.scalars(select(Site).order_by(Site.name))}
+
+
+@pytest.fixture
+def two_sites(sessions: sessionmaker[Session]) -> dict[str, int]:
+    with sessions.begin() as session:
+        return {
+            name: create_site(session, name, f"https://{name}.example/cb")[0].id
+            for name in ("backpain-advisor", "other-site")
+        }
+
+
+HOSTILE = '"><script>alert(1)</script>'
+STORED = {"backpain-advisor": "https://backpain-advisor.example/cb", "other-site": "https://other-site.example/cb"}
+
+
+@pytest.mark.parametrize(
+    ("form", "said"),
+    [
+        (
+            {"name": "Backpain Advisor", "callback_url": "https://site.example/cb"},
+            "Not added: site name must be 1-100 lower-case letters, digits, '.', '_' or '-'.",
+        ),
+        (
+            {"name": "new-site", "callback_url": "ftp://site.example/cb"},
+            "Not added: callback URL must be an absolute http(s) URL, got 'ftp://site.example/cb'.",
+        ),
+        (
+            {"name": "new-site", "callback_url": "http://169.254.169.254/latest/meta-data"},
+            "Not added: callback URL must not point at a link-local, unspecified or cloud metadata address, got "
+            "'http://169.254.169.254/latest/meta-data'.",
+        ),
+        (
+            {"name": "backpain-advisor", "callback_url": "https://new.example/cb"},
+            "Not added: a site named 'backpain-advisor' already exists.",
+        ),
+        (
+            {"name": HOSTILE, "callback_url": f"javascript:{HOSTILE}"},
+            "Not added: site name must be 1-100 lower-case letters, digits, '.', '_' or '-'.",
+        ),
+    ],
+    ids=["name", "callback-url", "metadata-address", "duplicate", "hostile"],
+)
+def test_a_new_site_the_page_refuses_answers_422_with_the_form_as_sent(
+    admin: FlaskClient, sessions: sessionmaker[Session], two_sites: dict[str, int], form: dict[str, str], said: str
+) -> None:
+    """It redirected with a flash (302), and the admin typed the name and URL again; the page answers as the
+    Moderators and thresholds pages answer a refusal: itself, the error and what was sent, and 422."""
+    page = refused_post(admin, SITES, SITES, **form)
+
+    assert refusal(page) == said
+    assert site_form(page) == form  # as typed, to correct it
+    assert "<script>" not in page  # a hostile name or URL is shown as text
+    assert callback_inputs(page) == {name: (url, False) for name, url in STORED.items()}  # the sites listed still
+    assert stored_sites(sessions) == STORED
+    assert "Not added" not in admin.get(SITES).get_data(as_text=True)  # said once, not flashed for later
+
+
+def test_what_a_refused_new_site_echoes_is_cut_at_the_columns_lengths(
+    admin: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    """A name or URL sent at any length (a script, an edited form) is echoed at most as long as it can be stored,
+    and the error does not quote an over-long URL either."""
+    url = "https://site.example/" + "a" * 5000
+    page = refused_post(admin, SITES, SITES, name="n" * 150, callback_url=url)
+    assert refusal(page) == "Not added: site name must be 1-100 lower-case letters, digits, '.', '_' or '-'."
+    assert site_form(page) == {"name": "n" * 100, "callback_url": url[:2000]}
+
+    page = refused_post(admin, SITES, SITES, name="new-site", callback_url=url)
+    assert refusal(page) == f"Not added: callback URL must have at most 2000 characters, got {len(url)}."
+    assert site_form(page) == {"name": "new-site", "callback_url": url[:2000]}
+    assert stored_sites(sessions) == {}
+
+
+def test_a_site_added_meanwhile_by_another_admin_is_refused_in_the_page_s_words(
+    admin: FlaskClient, sessions: sessionmaker[Session], two_sites: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two admins adding one site at once: the second's check for its name passes before the first commits, and
+    the unique index refuses the row. The page said the database's error (its statement); it says what the check
+    would have said."""
+    import moderation.sites
+
+    monkeypatch.setattr(moderation.sites, "get_site", lambda session, name: None)  # not committed yet
+    form = {"name": "backpain-advisor", "callback_url": "https://new.example/cb"}
+    page = refused_post(admin, SITES, SITES, **form)
+
+    assert refusal(page) == "Not added: a site named 'backpain-advisor' already exists."
+    assert "INSERT" not in page and "whsec_" not in page
+    assert site_form(page) == form
+    assert stored_sites(sessions) == STORED
+
+
+def test_a_new_site_the_page_takes_shows_its_secret_once(admin: FlaskClient, sessions: sessionmaker[Session]) -> None:
+    token = csrf_token(admin, SITES)
+    answer = admin.post(SITES, data={"csrf_token": token, "name": "new-site", "callback_url": "https://new.example/cb"})
+
+    assert answer.status_code == 200 and answer.headers["Cache-Control"] == "no-store"
+    assert "whsec_" in answer.get_data(as_text=True)
+    assert stored_sites(sessions) == {"new-site": "https://new.example/cb"}
+    assert site_form(admin.get(SITES).get_data(as_text=True)) == {"name": "", "callback_url": ""}
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        (
+            "ftp://backpain-advisor.example/cb",
+            "callback URL must be an absolute http(s) URL, got 'ftp://backpain-advisor.example/cb'",
+        ),
+        (
+            "http://169.254.169.254/latest/meta-data",
+            "callback URL must not point at a link-local, unspecified or cloud metadata address, got "
+            "'http://169.254.169.254/latest/meta-data'",
+        ),
+        (f"javascript:{HOSTILE}", f"callback URL must be an absolute http(s) URL, got 'javascript:{HOSTILE}'"),
+    ],
+    ids=["ftp", "metadata-address", "hostile"],
+)
+def test_a_callback_url_the_page_refuses_answers_422_with_the_url_as_typed_in_that_site_s_input(
+    admin: FlaskClient, sessions: sessionmaker[Session], two_sites: dict[str, int], url: str, said: str
+) -> None:
+    """It redirected with a flash, and the input showed the saved URL again: the one typed was lost. Only the
+    site it was typed for shows it; the others show what is saved."""
+    site_id = two_sites["backpain-advisor"]
+    page = refused_post(admin, f"{SITES}/{site_id}/callback", SITES, callback_url=url)
+
+    assert refusal(page) == f"Callback URL of backpain-advisor not saved: {said}."
+    assert "<script>" not in page
+    assert callback_inputs(page) == {"backpain-advisor": (url, True), "other-site": (STORED["other-site"], False)}
+    assert site_form(page) == {"name": "", "callback_url": ""}
+    assert stored_sites(sessions) == STORED
+    page = admin.get(SITES).get_data(as_text=True)
+    assert "not saved" not in page  # said once, not flashed for later
+    assert callback_inputs(page)["backpain-advisor"] == (STORED["backpain-advisor"], False)
 
 
 # --- failing callbacks -------------------------------------------------------------------------------
