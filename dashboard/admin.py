@@ -11,7 +11,6 @@ from typing import Any
 from flask import abort, flash, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 
 from dashboard.auth import admin_required
 from dashboard.blueprint import bp, form_row_id
@@ -20,7 +19,7 @@ from dashboard.queries import site_lines
 from models.entities import CallbackDelivery, DeliveryStatus, ListEntry, ModelVersion, Moderator, Role, Site
 from moderation import callbacks, evaluation, registry
 from moderation.accounts import MAX_EMAIL_CHARS, AccountError, create_moderator
-from moderation.lists import FIELDS, KINDS, ListError, add_entry, can_allow
+from moderation.lists import FIELDS, KINDS, MAX_LIST_VALUE_CHARS, ListError, add_entry, can_allow
 from moderation.policy import ALLOW_LISTED_SKIPS, Thresholds
 from moderation.reasons import REASON_LABELS
 from moderation.sites import MAX_CALLBACK_URL_CHARS, MAX_SITE_NAME_CHARS, SiteError, create_site, rotate_secret
@@ -509,43 +508,52 @@ def thresholds_save(site_id: int) -> ResponseReturnValue:
 @bp.get("/admin/lists")
 @admin_required
 def lists() -> ResponseReturnValue:
+    return _lists_page()
+
+
+def _lists_page(refused: str | None = None, entered: dict[str, str] | None = None) -> ResponseReturnValue:
+    """The page; after a ``refused`` form, with the error and the new entry's fields as ``entered`` (the site
+    as the id sent), answered with REFUSED_STATUS."""
     session = db()
     entries = session.scalars(select(ListEntry).order_by(ListEntry.list_kind, ListEntry.field, ListEntry.value)).all()
-    return render_template(
+    sites = session.scalars(select(Site).order_by(Site.name)).all()
+    entered = entered or {"list_kind": KINDS[0], "field": FIELDS[0], "value": "", "site_id": ""}
+    page = render_template(
         "admin/lists.html",
         entries=entries,
         allowing_nothing={entry.id for entry in entries if not can_allow(entry)},
-        sites=session.scalars(select(Site).order_by(Site.name)).all(),
+        sites=sites,
         kinds=KINDS,
         fields=FIELDS,
         # From the policy's own constant, which decide() applies: the page cannot tell another rule.
         allow_listed_skips=[REASON_LABELS[reason] for reason in ALLOW_LISTED_SKIPS],
+        errors=[refused] if refused is not None else [],
+        entered=entered,
+        # A site id sent that names no site is kept as sent (its own option), not shown as "all sites", which
+        # sending the form again would then add the entry for.
+        unknown_site=entered["site_id"] if entered["site_id"] not in {str(site.id) for site in sites} else "",
     )
+    return (page, REFUSED_STATUS) if refused is not None else page
 
 
 @bp.post("/admin/lists")
 @admin_required
 def lists_add() -> ResponseReturnValue:
     session = db()
+    kind, field, value = (request.form.get(name, "") for name in ("list_kind", "field", "value"))
     site_field = request.form.get("site_id", "")
     site_id = form_row_id(site_field) if site_field else None
     try:
         if site_field and site_id is None:
             raise ListError(f"there is no site with id {site_field[:40]!r}")
-        add_entry(
-            session,
-            request.form.get("list_kind", ""),
-            request.form.get("field", ""),
-            request.form.get("value", ""),
-            site_id,
-            me().id,
-            datetime.now(UTC),
-        )
+        add_entry(session, kind, field, value, site_id, me().id, datetime.now(UTC))
         session.commit()
-        flash("Added; it applies to the next comments decided.", "info")
-    except (ListError, IntegrityError) as error:
+    except ListError as error:  # also an entry another admin added since the check (add_entry says so)
         session.rollback()
-        flash(str(error) if isinstance(error, ListError) else "That entry is already on the list.", "error")
+        # What was chosen and typed, to correct it (cut as the column and the error cut them: echoed into the page).
+        entered = {"list_kind": kind, "field": field, "value": value[:MAX_LIST_VALUE_CHARS], "site_id": site_field[:40]}
+        return _lists_page(f"Not added: {error}.", entered)
+    flash("Added; it applies to the next comments decided.", "info")
     return redirect(url_for("dashboard.lists"))
 
 

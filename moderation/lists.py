@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.entities import Comment, ListEntry, Site
@@ -17,6 +18,7 @@ KINDS = ("block", "allow")
 FIELDS = ("word", "domain", "author")
 BLOCKED_AUTHOR = "author:"  # how a block-listed author appears among blocked terms: it names a person
 EMAIL_ADDRESS_RE = re.compile(r"[^@\s]+@[^@\s]+")  # how an allowed author is named: someone@somewhere
+MAX_LIST_VALUE_CHARS = 320  # list_entries.value
 DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$")
 
 
@@ -40,8 +42,8 @@ def normalized_value(field: str, value: str) -> str:
         value = url_domain(value) if "/" in value else value.removeprefix("www.")
         if not DOMAIN_RE.match(value):
             raise ListError(f"{value!r} is not a domain name")
-    if not value or len(value) > 320:
-        raise ListError("a list entry needs a value of 1-320 characters")
+    if not value or len(value) > MAX_LIST_VALUE_CHARS:
+        raise ListError(f"a list entry needs a value of 1-{MAX_LIST_VALUE_CHARS} characters")
     return value
 
 
@@ -59,8 +61,25 @@ def add_entry(
         raise ListError(
             "an allowed author is named by e-mail address: a name is what anyone types, so it cannot vouch for them"
         )
-    # NULL site_id (all sites) is not caught by the unique constraint on every backend: check here too.
-    duplicate = session.scalar(
+    if listed_entry(session, kind, field, value, site_id) is not None:
+        raise ListError(f"{value!r} is already on that list")
+    entry = ListEntry(list_kind=kind, field=field, value=value, site_id=site_id, created_by=created_by, created_at=now)
+    session.add(entry)
+    try:
+        session.flush()
+    except IntegrityError:
+        # Added by another admin since the check, its add committed first (for one site: the unique constraint
+        # holds NULLs distinct, so one for all sites is not caught here; the foreign keys hold, as no site or
+        # account is ever deleted): said as the check says it, not in the database's words (its statement). The
+        # caller rolls back, as after any ListError.
+        raise ListError(f"{value!r} is already on that list") from None
+    return entry
+
+
+def listed_entry(session: Session, kind: str, field: str, value: str, site_id: int | None) -> int | None:
+    """The id of the entry for ``value`` (normalized) on that list for that site (None: for all sites), if any."""
+    # NULL site_id (all sites) is not caught by the unique constraint on every backend: checked here too.
+    return session.scalar(
         select(ListEntry.id).where(
             ListEntry.list_kind == kind,
             ListEntry.field == field,
@@ -68,12 +87,6 @@ def add_entry(
             ListEntry.site_id.is_(None) if site_id is None else ListEntry.site_id == site_id,
         )
     )
-    if duplicate is not None:
-        raise ListError(f"{value!r} is already on that list")
-    entry = ListEntry(list_kind=kind, field=field, value=value, site_id=site_id, created_by=created_by, created_at=now)
-    session.add(entry)
-    session.flush()
-    return entry
 
 
 def entries_for_site(session: Session, site_id: int) -> list[ListEntry]:

@@ -20,6 +20,7 @@ from models.entities import CallbackDelivery, Comment, Decision, ListEntry, Mode
 from moderation import callbacks
 from moderation.callbacks import RetryPolicy
 from moderation.decisions import gather_signals
+from moderation.lists import add_entry
 from moderation.policy import ALLOW_LISTED_SKIPS
 from moderation.reasons import REASON_LABELS
 from moderation.sites import create_site
@@ -79,6 +80,14 @@ def refused_add(client: FlaskClient, **form: str) -> str:
     """Post the "Add a moderator" form, which the page refuses: the page it answers with."""
     token = csrf_token(client, MODERATORS)
     answer = client.post(MODERATORS, data={"csrf_token": token, **form})
+    assert answer.status_code == REFUSED, answer.headers.get("Location")
+    return answer.get_data(as_text=True)
+
+
+def refused_post(client: FlaskClient, path: str, page: str, **form: str) -> str:
+    """Post a form of the admin page at ``page`` to ``path``, which refuses it: the page it answers with."""
+    token = csrf_token(client, page)
+    answer = client.post(path, data={"csrf_token": token, **form})
     assert answer.status_code == REFUSED, answer.headers.get("Location")
     return answer.get_data(as_text=True)
 
@@ -304,23 +313,14 @@ def test_the_lists_page_refuses_to_allow_a_name_and_marks_one_kept_from_before(
 ) -> None:
     with sessions.begin() as session:  # added before names were refused
         session.add(ListEntry(list_kind="allow", field="author", value="dr jane", created_at=datetime.now(UTC)))
-    form = {"csrf_token": csrf_token(admin, LISTS), "list_kind": "allow", "field": "author", "value": "Dr Jane"}
-    page = admin.post(LISTS, data=form, follow_redirects=True).get_data(as_text=True)
-    assert "an allowed author is named by e-mail address" in page
+    page = refused_post(admin, LISTS, LISTS, list_kind="allow", field="author", value="Dr Jane")
+    assert "an allowed author is named by e-mail address" in refusal(page)
     assert 'dr jane <em class="allows-nothing">(not a whole e-mail address: allows nobody' in page
     with sessions() as session:
         assert session.scalars(select(ListEntry.value)).all() == ["dr jane"]
 
 
 # --- sites: the forms it refuses ----------------------------------------------------------------------
-
-
-def refused_post(client: FlaskClient, path: str, page: str, **form: str) -> str:
-    """Post a form of the admin page at ``page`` to ``path``, which refuses it: the page it answers with."""
-    token = csrf_token(client, page)
-    answer = client.post(path, data={"csrf_token": token, **form})
-    assert answer.status_code == REFUSED, answer.headers.get("Location")
-    return answer.get_data(as_text=True)
 
 
 def site_form(page: str) -> dict[str, str]:
@@ -482,6 +482,158 @@ def test_a_callback_url_the_page_refuses_answers_422_with_the_url_as_typed_in_th
     page = admin.get(SITES).get_data(as_text=True)
     assert "not saved" not in page  # said once, not flashed for later
     assert callback_inputs(page)["backpain-advisor"] == (STORED["backpain-advisor"], False)
+
+
+# --- lists: the entries it refuses ------------------------------------------------------------------
+
+
+def entry_form(page: str) -> dict[str, str]:
+    """What the Lists page's "add an entry" form would send: each select's chosen option (its first when none is
+    selected, as a browser shows it) and the value typed."""
+    form = re.search(rf'<form method="post" action="{LISTS}" class="card inline-form">(.*?)</form>', page, re.S)
+    assert form is not None, page
+    shown = {}
+    for name in ("list_kind", "field", "site_id"):
+        select = re.search(rf'<select name="{name}"[^>]*>(.*?)</select>', form.group(1), re.S)
+        assert select is not None, form.group(1)
+        options = [
+            (html.unescape(value if has_value else text), bool(chosen))
+            for has_value, value, chosen, text in re.findall(
+                r'<option( value="([^"]*)")?( selected)?>([^<]*)</option>', select.group(1)
+            )
+        ]
+        chosen = [value for value, selected in options if selected]
+        assert len(chosen) <= 1, select.group(1)
+        shown[name] = chosen[0] if chosen else options[0][0]
+    value = re.search(r'<input name="value"[^>]*?(?: value="([^"]*)")?>', form.group(1))
+    assert value is not None, form.group(1)
+    shown["value"] = html.unescape(value.group(1) or "")
+    return shown
+
+
+def stored_entries(sessions: sessionmaker[Session]) -> list[tuple[str, str, str, int | None]]:
+    with sessions() as session:
+        rows = session.execute(select(ListEntry.list_kind, ListEntry.field, ListEntry.value, ListEntry.site_id))
+        return sorted((kind, field, value, site_id) for kind, field, value, site_id in rows)
+
+
+@pytest.fixture
+def listed(sessions: sessionmaker[Session], two_sites: dict[str, int]) -> list[tuple[str, str, str, int | None]]:
+    """An entry for one site and one for all sites."""
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        add_entry(session, "block", "word", "casino", two_sites["other-site"], None, now)
+        add_entry(session, "allow", "domain", "clinic.example", None, None, now)
+    return stored_entries(sessions)
+
+
+@pytest.mark.parametrize(
+    ("form", "said"),
+    [
+        (
+            {"list_kind": "block", "field": "word", "value": "Casino", "site_id": "other-site"},
+            "Not added: 'casino' is already on that list.",
+        ),
+        (
+            {"list_kind": "allow", "field": "domain", "value": "clinic.example", "site_id": ""},
+            "Not added: 'clinic.example' is already on that list.",
+        ),
+        (
+            {"list_kind": "block", "field": "author", "value": "spammer@example.net", "site_id": "99999"},
+            "Not added: there is no site with id 99999.",
+        ),
+        (
+            {"list_kind": "block", "field": "word", "value": "casino", "site_id": "\u00b2"},
+            "Not added: there is no site with id '\u00b2'.",
+        ),
+        (
+            {"list_kind": "allow", "field": "word", "value": "miracle", "site_id": "other-site"},
+            "Not added: allow lists hold authors and domains; a word cannot make a comment safe.",
+        ),
+        (
+            {"list_kind": "block", "field": "domain", "value": HOSTILE, "site_id": "backpain-advisor"},
+            """Not added: '"><script>alert(1)<' is not a domain name.""",
+        ),
+        (
+            {"list_kind": "block", "field": "word", "value": "casino", "site_id": HOSTILE},
+            f"Not added: there is no site with id {HOSTILE!r}.",
+        ),
+    ],
+    ids=[
+        "duplicate",
+        "duplicate-all-sites",
+        "unknown-site",
+        "not-a-site-id",
+        "allow-a-word",
+        "hostile-value",
+        "hostile-site-id",
+    ],
+)
+def test_a_list_entry_the_page_refuses_answers_422_with_the_form_as_sent(
+    admin: FlaskClient,
+    sessions: sessionmaker[Session],
+    two_sites: dict[str, int],
+    listed: list[tuple[str, str, str, int | None]],
+    form: dict[str, str],
+    said: str,
+) -> None:
+    """It redirected with a flash (302): the list, field and site chosen went back to the first ones and the
+    value was lost. The page answers as the Moderators and thresholds pages answer a refusal: itself, the error
+    and what was sent (a site id that names no site kept as sent, not shown as "all sites"), and 422."""
+    sent = {**form, "site_id": str(two_sites.get(form["site_id"], form["site_id"]))}
+    page = refused_post(admin, LISTS, LISTS, **sent)
+
+    assert refusal(page) == said
+    assert entry_form(page) == sent  # as chosen and typed, to correct it
+    assert "<script>" not in page  # a hostile value is shown as text
+    assert "casino" in re.sub(r"<form.*?</form>", "", page, flags=re.S)  # the entries are listed still
+    assert stored_entries(sessions) == listed
+    assert "Not added" not in admin.get(LISTS).get_data(as_text=True)  # said once, not flashed for later
+
+
+def test_what_a_refused_list_entry_echoes_is_cut_at_the_column_s_length(
+    admin: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    form = {"list_kind": "block", "field": "word", "value": "x" * 1000, "site_id": ""}
+    page = refused_post(admin, LISTS, LISTS, **form)
+    assert refusal(page) == "Not added: a list entry needs a value of 1-320 characters."
+    assert entry_form(page) == {**form, "value": "x" * 320}
+    assert stored_entries(sessions) == []
+
+
+def test_an_entry_added_meanwhile_by_another_admin_is_refused_in_the_page_s_words(
+    admin: FlaskClient,
+    sessions: sessionmaker[Session],
+    two_sites: dict[str, int],
+    listed: list[tuple[str, str, str, int | None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two admins adding one entry for a site at once: the second's check for it passes before the first
+    commits, and the unique constraint refuses the row. The page said "That entry is already on the list.",
+    which the check says otherwise; it says what the check would have said."""
+    import moderation.lists
+
+    monkeypatch.setattr(moderation.lists, "listed_entry", lambda *args: None)  # not committed yet
+    form = {"list_kind": "block", "field": "word", "value": "Casino", "site_id": str(two_sites["other-site"])}
+    page = refused_post(admin, LISTS, LISTS, **form)
+
+    assert refusal(page) == "Not added: 'casino' is already on that list."
+    assert "INSERT" not in page
+    assert entry_form(page) == form
+    assert stored_entries(sessions) == listed
+
+
+def test_a_list_entry_the_page_takes_is_said_after_a_redirect(
+    admin: FlaskClient, sessions: sessionmaker[Session], two_sites: dict[str, int]
+) -> None:
+    form = {"list_kind": "allow", "field": "author", "value": "Nurse@Clinic.example", "site_id": ""}
+    answer = admin.post(LISTS, data={"csrf_token": csrf_token(admin, LISTS), **form})
+
+    assert answer.status_code == 302 and answer.headers["Location"] == LISTS
+    page = admin.get(LISTS).get_data(as_text=True)
+    assert "Added; it applies to the next comments decided." in page
+    assert entry_form(page) == {"list_kind": "block", "field": "word", "value": "", "site_id": ""}
+    assert stored_entries(sessions) == [("allow", "author", "nurse@clinic.example", None)]
 
 
 # --- failing callbacks -------------------------------------------------------------------------------
