@@ -1,8 +1,8 @@
 """Every dashboard page a moderator or an admin sees, audited with axe-core: no serious or critical violations.
 
 The session's web server and one signed-in browser context per role serve the whole module (the pages are
-only read, apart from the new-secret page, which adds a site). axe-core comes bundled with
-axe-playwright-python, so the audit runs offline.
+only read, apart from the new-secret page, which adds a site, and the forms refused, which store nothing).
+axe-core comes bundled with axe-playwright-python, so the audit runs offline.
 """
 
 from __future__ import annotations
@@ -172,6 +172,30 @@ def new_site(page: Page, seeded: Seeded) -> None:
     expect(page.locator("#new-secret")).to_be_visible()
 
 
+def site_refused(page: Page, seeded: Seeded) -> None:
+    """The Sites page answering a new site it refuses (422): the name typed, taken, kept in its field."""
+    page.fill('input[name="name"]', "backpain-advisor")
+    page.click('form[action$="/admin/sites"] button[type="submit"]')
+    expect(page.locator("main .flash.error")).to_contain_text("a site named 'backpain-advisor' already exists")
+
+
+def callback_url_refused(page: Page, seeded: Seeded) -> None:
+    """The Sites page answering a callback URL it refuses (422): the URL typed kept in that site's field."""
+    form = page.locator(f'form[action$="/admin/sites/{seeded.site_id}/callback"]')
+    form.locator('input[name="callback_url"]').fill("ftp://backpain.example/moderation-callback")
+    form.locator('button[type="submit"]').click()
+    expect(page.locator("main .flash.error")).to_contain_text("Callback URL of backpain-advisor not saved")
+
+
+def entry_refused(page: Page, seeded: Seeded) -> None:
+    """The Lists page answering an entry it refuses (422): the list, field and value kept as chosen and typed."""
+    form = page.locator('form[action$="/admin/lists"]')
+    form.locator('select[name="field"]').select_option("domain")
+    form.locator('input[name="value"]').fill("cheap-rx-pharmacy.example")
+    form.locator('button[type="submit"]').click()
+    expect(page.locator("main .flash.error")).to_contain_text("is already on that list")
+
+
 @dataclass(frozen=True)
 class Screen:
     role: str
@@ -201,6 +225,9 @@ SCREENS = {
     "error-403": Screen("moderator", "/dashboard/admin/sites", status=403),
     "admin-sites": Screen("admin", "/dashboard/admin/sites"),
     "admin-secret": Screen("admin", "/dashboard/admin/sites", new_site),
+    # Refused (422): the page again with the reason and what was typed; nothing stored.
+    "admin-sites-refused": Screen("admin", "/dashboard/admin/sites", site_refused),
+    "admin-sites-callback-refused": Screen("admin", "/dashboard/admin/sites", callback_url_refused),
     "admin-thresholds": Screen("admin", "/dashboard/admin/sites/{site}/thresholds"),
     "admin-thresholds-previewed": Screen(
         "admin", "/dashboard/admin/sites/{site}/thresholds?spam_reject=0.8&spam_hold=0.2&advice_hold=0.3"
@@ -210,6 +237,7 @@ SCREENS = {
         "admin", "/dashboard/admin/sites/{site}/thresholds?spam_reject=abc&spam_hold=0.9&advice_hold=0.3", status=422
     ),
     "admin-lists": Screen("admin", "/dashboard/admin/lists"),
+    "admin-lists-refused": Screen("admin", "/dashboard/admin/lists", entry_refused),
     "admin-moderators": Screen("admin", "/dashboard/admin/moderators"),
     "admin-callbacks": Screen("admin", "/dashboard/admin/callbacks"),
     "admin-models": Screen("admin", "/dashboard/admin/models"),
