@@ -40,10 +40,11 @@ def normalized_value(field: str, value: str) -> str:
     value = visible(value).strip().casefold()  # a word copied from a dressed comment, as the lists read comments
     if field == "domain":
         value = url_domain(value) if "/" in value else value.removeprefix("www.")
-        if not DOMAIN_RE.match(value):
-            raise ListError(f"{value!r} is not a domain name")
+    # Before the domain's check, which quotes the value: the Lists page shows the error in the page.
     if not value or len(value) > MAX_LIST_VALUE_CHARS:
         raise ListError(f"a list entry needs a value of 1-{MAX_LIST_VALUE_CHARS} characters")
+    if field == "domain" and not DOMAIN_RE.match(value):
+        raise ListError(f"{value!r} is not a domain name")
     return value
 
 
