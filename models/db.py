@@ -60,10 +60,11 @@ def without_row_values(engine: Engine) -> Engine:
 
 def hide_row_values(context: ExceptionContext) -> None:
     """Replace the DETAIL and CONTEXT of a PostgreSQL error (and a data exception's message), in the driver's
-    error and in SQLAlchemy's around it, before they are raised: ``hide_parameters`` keeps the values bound to a statement out of its error, but not those the
-    server quotes back, and an error's text is logged, printed by the command line and shown on the pages.
-    The primary message still names the constraint (and SQLAlchemy's the statement); code that needs the
-    detail reads ``error.orig.diag.message_detail``, which keeps it. SQLite's messages quote no values."""
+    error and in SQLAlchemy's around it, before they are raised: ``hide_parameters`` keeps the values bound to
+    a statement out of its error, but not those the server quotes back, and an error's text is logged, printed
+    by the command line and shown on the pages. The primary message still names the constraint (and
+    SQLAlchemy's the statement); code that needs the detail reads ``error.orig.diag``, which keeps it.
+    SQLite's messages quote no values."""
     original = context.original_exception
     diag = getattr(original, "diag", None)
     if diag is None:

@@ -55,10 +55,11 @@ def account_email(email: str) -> str:
     """The address a new account is kept under (trimmed, lower case), or AccountError saying why it cannot be
     one: a caller checks it before asking for a password, which is wasted on an address refused after it."""
     email = email.strip().lower()
-    if not EMAIL_RE.match(email):
-        raise AccountError(f"{email!r} is not an e-mail address")
+    # The length first: the other refusal quotes the address, and a page or a terminal would show all of it.
     if len(email) > MAX_EMAIL_CHARS:
         raise AccountError(f"an e-mail address can have at most {MAX_EMAIL_CHARS} characters here")
+    if not EMAIL_RE.match(email):
+        raise AccountError(f"{email!r} is not an e-mail address")
     return email
 
 

@@ -2214,6 +2214,13 @@ def test_the_longest_address_an_account_takes_still_records_its_verdicts(
         assert current.decided_by == f"moderator:{longest}"
 
 
+def test_a_long_text_that_is_no_address_is_refused_for_its_length_not_quoted_whole(sessions: Sessions) -> None:
+    """The form keeps what was typed cut to the column's length; the refusal quoted all of it."""
+    with sessions.begin() as session, pytest.raises(AccountError) as refused:
+        create_moderator(session, "not an address " * 1000, "a long password", "moderator", datetime.now(UTC))
+    assert str(refused.value) == f"an e-mail address can have at most {MAX_EMAIL_CHARS} characters here"
+
+
 @pytest.mark.parametrize(
     "address", ["<b>x</b>@example.org", "<img/src=x/onerror=alert(9)>@example.org", "a b@example.org", "x@y"]
 )
