@@ -18,7 +18,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.utils import murmurhash3_32
 
-from moderation.features import AUTHOR_MARK, MARKERS_MARK, NAME_WORD_PREFIX, CommentText, normalize, prepare_many
+from moderation.features import (
+    AUTHOR_MARK,
+    MARKERS_MARK,
+    NAME_WORD_PREFIX,
+    CommentText,
+    name_read,
+    prepare_many,
+)
 
 LABELS = ("spam", "medical_advice")
 
@@ -31,7 +38,9 @@ MARKER_NAMES = {
     "zzfrequency": "how often (a day, daily, at night)",
     "zzauthorurl": "author website",
     "zzauthordigits": "digits in author name",
-    "zzauthornonascii": "unusual author name",
+    "zzauthornonlatin": "author name in another script",
+    "zzauthorcamel": "author name like a brand",
+    "zzauthorbar": "author name with a '|'",
     "zzdirmed": "directive about treatment",
     "zzdirmedmany": "several treatment directives",
     "zzdir": "directive",
@@ -213,7 +222,7 @@ class ModerationModel:
                 spam=float(probabilities["spam"][i]), medical_advice=float(probabilities["medical_advice"][i])
             )
             row = slice(matrix.indptr[i], matrix.indptr[i + 1])
-            name = normalize(comment.author)
+            name = name_read(comment.author)
             found.append((scores, _explained(fast, text, name, matrix.indices[row], matrix.data[row], top)))
         return found
 

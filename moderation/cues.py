@@ -993,11 +993,46 @@ COUNT_WORDS = frozenset(
 # every morning changed my life", "Pregabalin 75mg twice daily was my titration schedule". Not "we" or "our":
 # "our lamp at 5cm for 60 minutes, three times a day" is a shop's instruction.
 WRITER_SELF = frozenset({"i", "i'm", "i've", "i'd", "my", "me", "mine", "myself"})
+# Unless the writer is named only to vouch for the instruction: "Naproxen 500mg twice daily, in my experience",
+# "Prednisolone 40mg for 5 days, my two cents".
+WRITER_VOUCHING = tuple(
+    tuple(phrase.split())
+    for phrase in (
+        "in my humble opinion",
+        "in my opinion",
+        "in my experience",
+        "in my view",
+        "in my book",
+        "my two cents",
+        "my 2 cents",
+        "my advice",
+        "my tip",
+        "my recommendation",
+        "trust me",
+        "believe me",
+        "take it from me",
+        "if you ask me",
+    )
+)
+
+
+def _writer_named(tokens: Sequence[str]) -> bool:
+    """Whether the writer names themselves other than to vouch for what the sentence says (WRITER_VOUCHING)."""
+    at = 0
+    while at < len(tokens):
+        vouching = next((len(p) for p in WRITER_VOUCHING if tuple(tokens[at : at + len(p)]) == p), 0)
+        if vouching:
+            at += vouching
+            continue
+        if tokens[at] in WRITER_SELF:
+            return True
+        at += 1
+    return False
 
 
 def _is_bare_instruction(words: Words, reply: bool) -> bool:
     """The sentence opens with a treatment or a dose and says how much or when: "Ice 20 min, then heat"."""
-    if not WRITER_SELF.isdisjoint(words.tokens):
+    if not WRITER_SELF.isdisjoint(words.tokens) and _writer_named(words.tokens):
         return False
     first = 1 if reply and len(words.tokens) > 1 else 0
     opens_with_treatment = any(

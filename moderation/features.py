@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from itertools import pairwise
+from pathlib import Path
 from urllib.parse import urlsplit
 
 # Re-exported: what the models read and the dashboard's search agree on the characters drawn as nothing.
@@ -142,8 +143,11 @@ LEET_WORD_RE = re.compile(r"(?<![\w@$!])(?=[a-z0-9@$!]*[a-z][0-9@$!]+[a-z])[a-z0
 LEET_CHAR_RE = re.compile(r"[0-9@$!]")
 LEET_CORE_RE = re.compile(r"[a-z][0-9@$!]+[a-z]", re.I)
 WHITESPACE_RE = re.compile(r"\s+")
+# A capital inside a word, past a short prefix: "GreenLeaf", "DiscHeal", "TruthSeeker"; not "McDonald", "DeAngelo".
+CAMEL_RE = re.compile(r"[a-z]{3}[A-Z]")
 DIGIT_RE = re.compile(r"\d")
-NON_ASCII_LETTER_RE = re.compile(r"[^\x00-\x7f]")
+# A letter of another script in a name: a look-alike ("Jаn" with a Cyrillic "а"), not "Müller" or "Lucía".
+NOT_LATIN_LETTER_RE = re.compile(f"[^\\W{LATIN_OR_DIGIT}\u1e00-\u1eff_]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,10 +306,14 @@ def _marker_tokens(comment: CommentText, raw: str) -> list[str]:
         tokens.append("zzphone")
     if _has_frequency(raw):
         tokens.append("zzfrequency")
-    if NON_ASCII_LETTER_RE.search(comment.author):
-        tokens.append("zzauthornonascii")
+    if NOT_LATIN_LETTER_RE.search(comment.author):
+        tokens.append("zzauthornonlatin")
     if comment.author and any(ch.isdigit() for ch in comment.author):
         tokens.append("zzauthordigits")
+    if CAMEL_RE.search(comment.author):
+        tokens.append("zzauthorcamel")
+    if "|" in comment.author:
+        tokens.append("zzauthorbar")
     tokens += cue_tokens(raw)
     words = len(raw.split())
     tokens.append("zzlen" + ("short" if words < 8 else "medium" if words < 60 else "long"))
@@ -385,7 +393,7 @@ def _number_tokens(raw: str) -> list[str]:
 # What a model learned from is prepare()'s output, which is code: a model trained on another version's
 # output scores worse. Change this whenever that output changes for any text (tests/test_features.py pins a
 # digest of it); the model card records it, and loading a model made for other features warns.
-FEATURES_VERSION = "2026-12-07.8"
+FEATURES_VERSION = "2026-12-08.1"
 
 
 def prepare(comment: CommentText) -> str:
@@ -393,9 +401,23 @@ def prepare(comment: CommentText) -> str:
     comment = _without_invisible(comment)
     raw = comment.body
     text = normalize(raw)
-    author = normalize(comment.author)
+    author = name_read(comment.author)
     markers = " ".join(_marker_tokens(comment, raw))
     return f"{text} {AUTHOR_MARK} {author} {MARKERS_MARK} {markers}"
+
+
+# Words the shipped corpus writes in lower case inside a sentence: ordinary words, not people's names. Of the
+# author's name the models read only these ("cheap", "online", "clinic", "deals" of "Cheap Pills Online"), so
+# that a reader's own name ("Sarah Johnson", "Aisha Bello") never moves a score: names seen once in the spam
+# had taught the models that some names are spam.
+COMMON_WORDS_FILE = Path(__file__).with_name("common_words.txt")  # written by moderation/common_words.py
+COMMON_WORDS = frozenset(COMMON_WORDS_FILE.read_text(encoding="utf-8").split())
+LETTERS_RE = re.compile(r"[^\W\d_]+")
+
+
+def name_read(author: str) -> str:
+    """What the models read of the author's name: its ordinary words, normalized (COMMON_WORDS)."""
+    return " ".join(word for word in LETTERS_RE.findall(normalize(author)) if word in COMMON_WORDS)
 
 
 def _without_invisible(comment: CommentText) -> CommentText:

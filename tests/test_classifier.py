@@ -122,6 +122,17 @@ def test_an_explanation_does_not_call_hours_at_a_desk_a_dosing_schedule(trained_
     assert not [feature for feature in features if "dos" in feature], features
 
 
+def test_a_readers_own_name_does_not_move_the_scores(trained_model: TrainedModel) -> None:
+    """A tester's finding: "Nice article, thanks!" was approved unsigned and held as possible spam signed "Sarah
+    Johnson", "John Smith" or "Aisha Bello" (spam 0.09 against 0.33-0.36), from names seen once in the spam."""
+    bodies = ["Nice article, thanks!", "Love this site.", "Massage helped me so much!!", "Helpful, thanks!"]
+    names = ["Sarah Johnson", "John Smith", "Aisha Bello", "Maria Lopez", "Mohammed Ali", "Jessica Taylor"]
+    anonymous = trained_model.model.score_many([CommentText(body=body) for body in bodies])
+    for name in names:
+        signed = trained_model.model.score_many([CommentText(body=body, author=name) for body in bodies])
+        assert signed == anonymous, name
+
+
 def test_a_word_found_only_in_the_authors_name_is_named_as_the_names(trained_model: TrainedModel) -> None:
     """A moderator reading "pharmacy" among the words that drove a score looks for it in the text: a word only
     in the name says where it is; one in both the name and the text is the text's (one feature to the model)."""

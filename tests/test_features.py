@@ -9,13 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from moderation.common_words import corpus_common_words
 from moderation.features import (
+    COMMON_WORDS_FILE,
     FEATURES_VERSION,
     CommentText,
     OtherScript,
     find_urls,
     has_hidden_characters,
     link_count,
+    name_read,
     normalize,
     other_script,
     prepare,
@@ -269,7 +272,8 @@ def test_an_address_reserved_for_examples_is_read_as_a_common_one() -> None:
 def test_prepare_marks_the_author_url_and_name() -> None:
     tokens = markers("nice article", author="Jan1987", url=" https://www.my-clinic.biz/ ")
     assert {"zzauthorurl", "zzauthortldbiz", "zzauthordigits"} <= set(tokens)
-    assert "zzauthornonascii" in markers("nice article", author="Jаn")  # Cyrillic a
+    assert "zzauthornonlatin" in markers("nice article", author="Jаn")  # Cyrillic a
+    assert "zzauthornonlatin" not in markers("nice article", author="Lukas Müller")
 
 
 SIGNAL_MARKERS = ("zzurl", "zztld", "zzdomain", "zzlinks", "zzauthor", "zzemail", "zzphone", "zzmoney", "zzdose")
@@ -290,8 +294,37 @@ def test_numbers_in_ordinary_comments_are_not_signals(body: str) -> None:
 
 
 def test_prepare_puts_normalized_body_and_author_first() -> None:
-    prepared = prepare(CommentText(body="Buy V1AGRA", author="<i>Bob</i>"))
-    assert prepared.startswith("buy viagra zzauthor bob zzmarkers ")
+    prepared = prepare(CommentText(body="Buy V1AGRA", author="<i>Bob's Cheap Pharmacy</i>"))
+    assert prepared.startswith("buy viagra zzauthor cheap pharmacy zzmarkers ")
+
+
+@pytest.mark.parametrize(
+    ("author", "read"),
+    [
+        ("Sarah Johnson", ""),
+        ("Aisha Bello", ""),
+        ("Mohammed Ali", ""),
+        ("Lukas Müller", ""),
+        ("Cheap Pills Online", "cheap pills online"),
+        ("Best Chiro Near Me", "best chiro near me"),
+        ("Mattress Mike", "mattress"),
+        ("Ch3ap Ph4rmacy", "cheap pharmacy"),
+    ],
+)
+def test_of_the_authors_name_the_models_read_only_ordinary_words(author: str, read: str) -> None:
+    """A reader's own name must not move a score: names seen once in the spam had taught the models that
+    "Johnson" or "Bello" is spam, and the same "Nice article, thanks!" was held when signed."""
+    assert name_read(author) == read
+
+
+def test_the_common_words_file_is_what_the_corpus_gives() -> None:
+    """Run ``python -m moderation.common_words`` after changing the corpus, and bump FEATURES_VERSION."""
+    assert COMMON_WORDS_FILE.read_text(encoding="utf-8").split() == corpus_common_words()
+
+
+def test_a_name_of_a_business_still_gives_its_markers() -> None:
+    assert {"zzauthorcamel", "zzauthorbar"} <= set(markers("Great tips", author="Skye | GreenLeaf"))
+    assert not {"zzauthorcamel", "zzauthorbar"} & set(markers("Great tips", author="Sarah McDonald-Jones"))
 
 
 URLISH = st.lists(
@@ -384,6 +417,20 @@ def test_questions_stories_and_referrals_are_not_suggestions(body: str) -> None:
     found = markers(body)
     assert "zzsuggestmed" not in found
     assert "zzbaremed" not in found
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Naproxen 500mg twice daily, in my experience.",
+        "Amitriptyline 10mg at night, in my opinion.",
+        "Prednisolone 40mg for 5 days, my two cents.",
+        "Ice 20 min then heat, in my experience.",
+    ],
+)
+def test_an_instruction_the_writer_only_vouches_for_is_still_bare(body: str) -> None:
+    """A review's finding: "my" or "me" anywhere made an instruction the writer's own, and these were approved."""
+    assert "zzbaremed" in markers(body)
 
 
 @pytest.mark.parametrize(
@@ -576,13 +623,17 @@ FEATURE_SAMPLES = [
     "Je ne prends plus d'ibuprofène. El masaje me deja relajada. Faz dois anos. Yoga macht mir Spaß.",
     "Stretching every morning changed my life.",
 ]
-PINNED_FEATURES = {"2026-12-07.8": "e0daaf663f36346f201b025e49a69f9be261a6b3f48e2b788c594858b3669104"}
+AUTHOR_SAMPLES = ["Sarah Johnson", "Skye | GreenLeaf Cheap Pills", "Jürgen M.", "TruthSeeker77", "Dr Dozy"]
+PINNED_FEATURES = {"2026-12-08.1": "f06eaf12a90749c3ec0ffd01fa8c91ff1a61be0a900adb43adc76173ec424a0c"}
 
 
 def test_the_prepared_form_of_the_samples_is_pinned_by_the_features_version() -> None:
     """A change to what prepare() makes changes what models were trained on: bump FEATURES_VERSION
     (models trained before then warn when loaded) and record the new digest here."""
-    prepared = "\n".join(prepare(CommentText(body=text, url="https://example.org/me")) for text in FEATURE_SAMPLES)
+    prepared = "\n".join(
+        [prepare(CommentText(body=text, url="https://example.org/me")) for text in FEATURE_SAMPLES]
+        + [prepare(CommentText(body="Nice article, thanks!", author=author)) for author in AUTHOR_SAMPLES]
+    )
     digest = hashlib.sha256(prepared.encode()).hexdigest()
     assert PINNED_FEATURES.get(FEATURES_VERSION) == digest, f"features changed: {FEATURES_VERSION} {digest}"
 
