@@ -725,6 +725,9 @@ def test_the_console_script_outside_the_checkout_says_it_made_a_new_database(tmp
     assert first.returncode == 0, first.stderr
     database = (tmp_path / "var" / "moderation.db").resolve()
     assert f"created a new database {database} (VAR_DIR or DATABASE_URL chooses another)" in first.stderr
+    # Its owner's alone: it holds the site's secret (a tester found it 644, readable by every user of the host).
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in database.parent.glob("moderation.db*")}
+    assert "moderation.db" in modes and set(modes.values()) == {"0o600"}, modes
     assert not (tmp_path / "var" / "metrics").exists()  # a one-off command's counts are not the service's
     again = moderation("sites", "list")
     assert again.returncode == 0 and "created a new database" not in again.stderr

@@ -325,15 +325,19 @@ def _count_attempt(outcome: callbacks.AttemptOutcome, status: str | None) -> Non
     if status is None or status == DeliveryStatus.CANCELLED:
         return  # gone, withdrawn by an edit or deletion while in flight, or no longer ours: left as it is
     CALLBACK_ATTEMPTS.labels(result="delivered" if outcome.delivered else f"failed:{status}").inc()
-    log.info(
-        "callback attempt",
-        extra={
-            "delivery_id": outcome.delivery_id,
-            "comment_id": outcome.comment_id,
-            "status_code": outcome.status_code,
-            "delivery_status": status,
-        },
-    )
+    fields = {
+        "delivery_id": outcome.delivery_id,
+        "comment_id": outcome.comment_id,
+        "status_code": outcome.status_code,
+        "delivery_status": status,
+    }
+    if outcome.delivered:
+        log.info("callback attempt", extra=fields)
+        return
+    # A warning, with what the site answered: an operator reading the worker's log sees a site failing before
+    # the Sites page or the metrics are looked at (it said only "callback attempt" at INFO, with no error).
+    answered = f"HTTP {outcome.status_code}" if outcome.status_code is not None else outcome.error[:200]
+    log.warning(f"callback {outcome.delivery_id} failed ({answered}); now {status}", extra=fields)
 
 
 class _SitesTurnedOff:

@@ -117,6 +117,8 @@ def upgrade(settings: Settings) -> None:
     path = sqlite_file(url)
     make_var_dir(settings)
     created = path if path is not None and not path.exists() else None
+    if created is not None:
+        only_the_owners(created)
     try:
         upgrade_database(url)
     except OperationalError as error:  # refused, unknown host or database, bad password, unwritable file
@@ -125,6 +127,14 @@ def upgrade(settings: Settings) -> None:
         # Run from another folder, the default VAR_DIR (./var) is a new, empty one: say so rather than
         # let `sites list` answer nothing as if the real database were empty.
         click.echo(f"created a new database {created} (VAR_DIR or DATABASE_URL chooses another)", err=True)
+
+
+def only_the_owners(path: Path) -> None:
+    """Create the empty SQLite file readable and writable by its owner alone (SQLite gives its -wal and -shm
+    files the same mode): it holds each site's webhook secrets, password hashes and commenters' personal data,
+    which the umask's usual 644 let every user of the host read."""
+    with contextlib.suppress(FileExistsError, FileNotFoundError):  # made meanwhile; or no folder: said below
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def cannot_connect(settings: Settings, error: OperationalError) -> str:
