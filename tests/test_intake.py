@@ -304,6 +304,25 @@ def test_malformed_bodies_are_400(
     assert count(engine, Comment) == 0
 
 
+@pytest.mark.parametrize(
+    ("document", "field", "message"),
+    [
+        ({"type": "comment.created", "data": "hi"}, "data", "must be an object"),
+        ({"type": "comment.created", "data": []}, "data", "must be an object"),
+        ({"type": "comment.created"}, "data", "is required"),
+        ({"type": "comment.created", "data": {"comment_id": "x"}}, "data.site", "a site name is required"),
+    ],
+)
+def test_a_payload_without_a_data_object_is_told_so_not_that_it_names_no_site(
+    client: FlaskClient, site: SiteCredentials, document: dict[str, Any], field: str, message: str
+) -> None:
+    """A tester's finding: "data": "hi" was answered "the payload must name its site" (data.site)."""
+    body = json.dumps(document).encode()
+    response = post(client, body, signed_headers(site.secret, body))
+    assert response.status_code == 400
+    assert response.get_json()["fields"] == [{"field": field, "message": message}]
+
+
 def _headers_with(site: SiteCredentials, body: bytes, **changes: str | None) -> dict[str, str]:
     headers = signed_headers(site.secret, body)
     for name, value in changes.items():

@@ -125,7 +125,16 @@ def _json_document() -> dict[str, Any]:
 def _signed_by_site(document: dict[str, Any]) -> SiteKeys:
     """The site named in the body, once its secret has verified the raw bytes (nothing else is trusted)."""
     data = document.get("data")
-    site_name = data.get("site") if isinstance(data, dict) else None
+    if not isinstance(data, dict):  # "data": "hi", [] or absent: say what is wrong with it, not with data.site
+        raise IntakeError(
+            error_response(
+                400,
+                "invalid_payload",
+                "the payload's data must be a JSON object naming its site",
+                [{"field": "data", "message": "must be an object" if "data" in document else "is required"}],
+            )
+        )
+    site_name = data.get("site")
     if not isinstance(site_name, str) or not site_name:
         raise IntakeError(
             error_response(
