@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import Dialect, ExceptionContext, make_url
-from sqlalchemy.exc import DBAPIError, InvalidatePoolError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,17 @@ def hide_row_values(context: ExceptionContext) -> None:
             if said:
                 text = text.replace(said, hidden)
         error.args = (text, *error.args[1:])
+
+
+def flush_unless_taken(session: Session, taken: Exception) -> None:
+    """Flush the new rows; if a unique constraint refuses one (another transaction added it since the caller
+    looked for it, and committed first), raise ``taken``, the caller's own refusal, in place of the database's
+    error (its statement, and the detail PostgreSQL quotes the values in). The caller rolls back, as after any
+    of its refusals."""
+    try:
+        session.flush()
+    except IntegrityError:
+        raise taken from None
 
 
 # Pessimistic disconnect handling, but only for connections that sat idle: one used a moment ago was

@@ -8,9 +8,9 @@ from datetime import datetime
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from models.db import flush_unless_taken
 from models.entities import Moderator, Role
 
 # The address a browser's e-mail field accepts (the HTML standard's "valid e-mail address", with a dot in the
@@ -71,13 +71,7 @@ def create_moderator(session: Session, email: str, password: str, role: str, now
         raise AccountError(f"a moderator {email} already exists")
     moderator = Moderator(email=email, password_hash=hash_password(password), role=role, created_at=now)
     session.add(moderator)
-    try:
-        session.flush()
-    except IntegrityError:
-        # Added by another admin since the check (its add committed first): said as the check says it, not in
-        # the database's words (its statement, and the detail PostgreSQL quotes the address in). The caller
-        # rolls back, as after any AccountError.
-        raise AccountError(f"a moderator {email} already exists") from None
+    flush_unless_taken(session, AccountError(f"a moderator {email} already exists"))  # added by another admin
     return moderator
 
 

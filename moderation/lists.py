@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from models.db import flush_unless_taken
 from models.entities import Comment, ListEntry, Site
 from moderation.features import find_urls, url_domain, visible
 from moderation.intake import storable
@@ -66,14 +66,9 @@ def add_entry(
         raise ListError(f"{value!r} is already on that list")
     entry = ListEntry(list_kind=kind, field=field, value=value, site_id=site_id, created_by=created_by, created_at=now)
     session.add(entry)
-    try:
-        session.flush()
-    except IntegrityError:
-        # Added by another admin since the check, its add committed first (for one site: the unique constraint
-        # holds NULLs distinct, so one for all sites is not caught here; the foreign keys hold, as no site or
-        # account is ever deleted): said as the check says it, not in the database's words (its statement). The
-        # caller rolls back, as after any ListError.
-        raise ListError(f"{value!r} is already on that list") from None
+    # Added by another admin since the check (for one site: the unique constraint holds NULLs distinct, so one
+    # for all sites is not caught here; the foreign keys hold, as no site or account is ever deleted).
+    flush_unless_taken(session, ListError(f"{value!r} is already on that list"))
     return entry
 
 

@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
+from models.db import flush_unless_taken
 from models.entities import Site, SiteSecret, usable_secrets
 
 SITE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
@@ -357,13 +357,8 @@ def create_site(session: Session, name: str, callback_url: str | None = None) ->
     site = Site(name=name, callback_url=validate_callback_url(callback_url))
     site.secrets.append(SiteSecret(secret=secret))
     session.add(site)
-    try:
-        session.flush()
-    except IntegrityError:
-        # Added by another admin (or `moderation sites add`) since the check, its add committed first: said as the
-        # check says it, not in the database's words (its statement, and the detail PostgreSQL quotes the name
-        # in). The caller rolls back, as after any SiteError.
-        raise SiteError(f"a site named {name!r} already exists") from None
+    # Added by another admin (or `moderation sites add`) since the check.
+    flush_unless_taken(session, SiteError(f"a site named {name!r} already exists"))
     return site, secret
 
 
