@@ -43,8 +43,10 @@ class ReviewError(ValueError):
 class ConflictError(ReviewError):
     """Someone else changed the comment's decision after this moderator loaded it."""
 
-    def __init__(self, comment_id: int, actor: str, current_decision_id: int | None) -> None:
-        super().__init__(f"comment {comment_id} was changed by {actor} in the meantime; nothing was overwritten")
+    def __init__(self, comment_id: int, actor: str, current_decision_id: int | None, by: str = "") -> None:
+        # The same account (a second click, another tab): "changed by you", not by its own address as if by another.
+        who = "you, in another tab or with an earlier click," if actor == by else actor
+        super().__init__(f"comment {comment_id} was changed by {who} in the meantime; nothing was overwritten")
         self.comment_id = comment_id
         self.actor = actor
         self.current_decision_id = current_decision_id
@@ -91,7 +93,7 @@ def record_verdict(
     current = session.scalar(select(Decision).where(Decision.comment_id == comment_id, Decision.is_current))
     current_id = current.id if current is not None else None
     if current_id != expected_decision_id:
-        raise ConflictError(comment_id, _last_actor(session, comment_id, current), current_id)
+        raise ConflictError(comment_id, _last_actor(session, comment_id, current), current_id, moderator.email)
     template: Decision | None
     if action == UNDO:
         verdict, template = _undone(session, comment_id, current)
@@ -106,7 +108,7 @@ def record_verdict(
             .execution_options(synchronize_session=False)
         )
         if swapped.rowcount != 1:  # type: ignore[attr-defined]
-            raise ConflictError(comment_id, _last_actor(session, comment_id, current), None)
+            raise ConflictError(comment_id, _last_actor(session, comment_id, current), None, moderator.email)
         session.expire(current, ["is_current"])
     model_decision = _model_decision(session, comment_id)
     scores_from = template or model_decision

@@ -13,7 +13,7 @@ from models.db import make_session_factory
 from models.entities import Comment, Decision, ModerationAction, Moderator, Site, TrainingLabel
 from moderation.intake import NewComment, accept_comment
 from moderation.learning import moderator_examples
-from moderation.review import APPROVE, REJECT, UNDO, ReviewError, put_back_by_undo, record_verdict
+from moderation.review import APPROVE, REJECT, UNDO, ConflictError, ReviewError, put_back_by_undo, record_verdict
 from moderation.sites import create_site
 from tests.support.dashboard import add_moderator, held_comment
 
@@ -35,6 +35,31 @@ def test_undoing_a_verdict_given_before_the_model_decided_says_why_it_cannot(eng
         comment_id, moderator, approved = approved_comment(session, "Massage helped my back.", now)
         with pytest.raises(ReviewError, match="before the model decided"):
             record_verdict(session, comment_id, moderator, UNDO, None, None, approved, now)
+
+
+def test_a_verdict_sent_twice_says_the_moderator_changed_it_not_their_own_address(engine: Engine) -> None:
+    """A tester's finding: a second click on "approve" said "changed by ana@example.org in the meantime" to Ana;
+    another moderator's change still names them."""
+    sessions = make_session_factory(engine)
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        site, _ = create_site(session, "review-site")
+        comment_id, model_decision = held_comment(session, site, "c-9")
+        ana = session.get_one(Moderator, add_moderator(session, "ana@example.org"))
+        bo = session.get_one(Moderator, add_moderator(session, "bo@example.org"))
+        record_verdict(session, comment_id, ana, APPROVE, None, None, model_decision, now)
+        with pytest.raises(ConflictError) as again:
+            record_verdict(session, comment_id, ana, APPROVE, None, None, model_decision, now)
+        with pytest.raises(ConflictError) as other:
+            record_verdict(session, comment_id, bo, REJECT, "spam", None, model_decision, now)
+    assert str(again.value) == (
+        f"comment {comment_id} was changed by you, in another tab or with an earlier click, in the meantime; "
+        "nothing was overwritten"
+    )
+    assert (
+        str(other.value)
+        == f"comment {comment_id} was changed by ana@example.org in the meantime; nothing was overwritten"
+    )
 
 
 @pytest.mark.parametrize(("reason", "note"), [("abuse", None), ("off_topic", None), ("other", "a duplicate")])
